@@ -1,0 +1,62 @@
+#pragma once
+// Internet checksum (RFC 1071) and its incremental update (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
+// All 16-bit words are taken in network order, as load_be16 reads them.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "bytes.h"
+
+namespace lb::core {
+
+// One's-complement sum of `len` bytes added to `sum` (not folded, not complemented).
+inline uint32_t csum_partial(const uint8_t* p, size_t len, uint32_t sum = 0) {
+  uint64_t acc = sum;
+  while (len >= 2) {
+    acc += load_be16(p);
+    p += 2;
+    len -= 2;
+  }
+  if (len) acc += static_cast<uint32_t>(p[0]) << 8;
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  return static_cast<uint32_t>(acc);
+}
+
+inline uint16_t csum_fold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum & 0xffff);
+}
+
+// The full checksum of a buffer, ready to store.
+inline uint16_t csum(const uint8_t* p, size_t len) { return csum_fold(csum_partial(p, len)); }
+
+// TCP/UDP pseudo-header sum for IPv4 (addresses in host order of their big-endian words).
+inline uint32_t csum_pseudo_ipv4(uint32_t src, uint32_t dst, uint8_t proto, uint16_t l4_len) {
+  uint64_t acc = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + proto + l4_len;
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  return static_cast<uint32_t>(acc);
+}
+
+// RFC 1624 update of checksum `hc` when a 16-bit word changes from `from` to `to`.
+inline uint16_t csum_update16(uint16_t hc, uint16_t from, uint16_t to) {
+  uint32_t sum = static_cast<uint16_t>(~hc);
+  sum += static_cast<uint16_t>(~from);
+  sum += to;
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
+// The same for a 32-bit field (an IPv4 address): two 16-bit words at once.
+inline uint16_t csum_update32(uint16_t hc, uint32_t from, uint32_t to) {
+  uint32_t sum = static_cast<uint16_t>(~hc);
+  sum += static_cast<uint16_t>(~(from >> 16));
+  sum += static_cast<uint16_t>(~from);
+  sum += to >> 16;
+  sum += to & 0xffff;
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
+}  // namespace lb::core

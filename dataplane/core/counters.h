@@ -1,0 +1,62 @@
+#pragma once
+// Per-worker counters. Each is written by its one worker and read by the telemetry thread: a
+// relaxed load and store (a plain add on x86, no lock prefix) is enough, since no reader needs
+// more than an eventually consistent total.
+
+#include <atomic>
+#include <cstdint>
+
+#include "drop_reason.h"
+#include "ids.h"
+
+namespace lb::core {
+
+class Counter {
+ public:
+  void add(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  // Gauges go down by adding the two's complement; the sum over workers stays right.
+  void sub(uint64_t n = 1) { add(~n + 1); }
+  uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+struct BackendCounters {
+  Counter packets_in;   // client -> backend
+  Counter bytes_in;
+  Counter packets_out;  // backend -> client
+  Counter bytes_out;
+  Counter flows_active;  // gauge
+  Counter flows_total;
+  Counter syn_rst;       // passive signal: answered our SYN with RST
+  Counter syn_timeout;   // passive signal: left a SYN unanswered until the client retried
+};
+
+struct PortCounters {
+  Counter rx_packets, rx_bytes, tx_packets, tx_bytes;
+};
+
+struct alignas(64) WorkerCounters {
+  PortCounters port[kMaxPorts];
+  Counter drops[kDropReasonCount];
+  Counter flows_created;
+  Counter flows_expired;
+  Counter flows_closed;    // erased before expiry because a new SYN reused the tuple
+  Counter flows_refused;   // table full or conflict
+  Counter flows_active;    // gauge
+  Counter retries;         // flows moved to another backend
+  Counter retry_syn_replayed;  // the saved SYN was replayed to the new backend at once
+  Counter rst_no_backend;
+  Counter rst_flow_miss;
+  Counter arp_replies;
+  Counter arp_learned;
+  Counter icmp_echo_replies;
+  Counter handoff_out;
+  Counter handoff_in;
+  BackendCounters backend[kMaxBackends];
+
+  void drop(DropReason r) { drops[static_cast<size_t>(r)].add(); }
+};
+
+}  // namespace lb::core

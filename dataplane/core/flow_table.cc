@@ -1,0 +1,167 @@
+#include "flow_table.h"
+
+#include <bit>
+
+namespace lb::core {
+
+const char* to_string(TcpState s) {
+  switch (s) {
+    case TcpState::kSynSent: return "SYN_SENT";
+    case TcpState::kSynRecv: return "SYN_RECV";
+    case TcpState::kEstablished: return "ESTABLISHED";
+    case TcpState::kFinWait: return "FIN_WAIT";
+    case TcpState::kTimeWait: return "TIME_WAIT";
+    case TcpState::kClosed: return "CLOSED";
+  }
+  return "?";
+}
+
+namespace {
+uint32_t bucket_count(uint32_t capacity) {
+  // Two keys per flow, at most half of the slots used at capacity.
+  const uint64_t want = (uint64_t{capacity} * 2 * 2 + 7) / 8;
+  return static_cast<uint32_t>(std::bit_ceil(want < 2 ? uint64_t{2} : want));
+}
+inline uint32_t make_ref(uint32_t idx, Dir d) { return ((idx << 1) | static_cast<uint32_t>(d)) + 1; }
+}  // namespace
+
+FlowTable::FlowTable(uint32_t capacity, uint64_t seed)
+    : capacity_(capacity),
+      mask_(bucket_count(capacity) - 1),
+      seed_(seed),
+      free_top_(capacity),
+      flows_(capacity),
+      buckets_(bucket_count(capacity)),
+      free_(capacity) {
+  // Hand out low indexes first: a small table stays in few pages.
+  for (uint32_t i = 0; i < capacity; ++i) free_[i] = capacity - 1 - i;
+}
+
+uint64_t FlowTable::hash(const FlowKey& k) const {
+  uint64_t a = (uint64_t{k.src_ip} << 32 | k.dst_ip) ^ seed_;
+  uint64_t b = (uint64_t{k.src_port} << 16 | k.dst_port) ^ (seed_ >> 17);
+  a *= 0x9e3779b97f4a7c15ull;
+  a ^= a >> 32;
+  a ^= b * 0xc2b2ae3d27d4eb4full;
+  a *= 0x165667b19e3779f9ull;
+  a ^= a >> 29;
+  return a;
+}
+
+void FlowTable::prefetch(uint64_t h) const {
+  __builtin_prefetch(&buckets_[bucket1(h)]);
+  __builtin_prefetch(&buckets_[bucket2(h)]);
+}
+
+uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
+  const uint32_t sig = static_cast<uint32_t>(h >> 32);
+  const uint32_t b[2] = {bucket1(h), bucket2(h)};
+  for (uint32_t bi : b) {
+    const Bucket& bk = buckets_[bi];
+    for (int s = 0; s < kSlots; ++s) {
+      if (bk.sig[s] != sig || bk.ref[s] == 0) continue;
+      const uint32_t r = bk.ref[s] - 1;
+      const uint32_t idx = r >> 1;
+      const Dir d = static_cast<Dir>(r & 1);
+      const Flow& f = flows_[idx];
+      if ((d == Dir::kFromClient ? f.client_key() : f.backend_key()) == k) {
+        dir = d;
+        return idx;
+      }
+    }
+  }
+  return kNoFlow;
+}
+
+bool FlowTable::index_add(const FlowKey& k, uint32_t ref) {
+  const uint64_t h = hash(k);
+  const uint32_t sig = static_cast<uint32_t>(h >> 32);
+  Bucket* cand[2] = {&buckets_[bucket1(h)], &buckets_[bucket2(h)]};
+  // Least loaded of the two choices keeps the longest bucket short.
+  int free_slot[2] = {-1, -1};
+  int used[2] = {0, 0};
+  for (int c = 0; c < 2; ++c) {
+    for (int s = 0; s < kSlots; ++s) {
+      if (cand[c]->ref[s] == 0) {
+        if (free_slot[c] < 0) free_slot[c] = s;
+      } else {
+        ++used[c];
+      }
+    }
+  }
+  int c = used[1] < used[0] ? 1 : 0;
+  if (free_slot[c] < 0) c ^= 1;
+  if (free_slot[c] < 0) return false;
+  cand[c]->sig[free_slot[c]] = sig;
+  cand[c]->ref[free_slot[c]] = ref;
+  return true;
+}
+
+void FlowTable::index_remove(const FlowKey& k, uint32_t ref) {
+  const uint64_t h = hash(k);
+  Bucket* cand[2] = {&buckets_[bucket1(h)], &buckets_[bucket2(h)]};
+  for (Bucket* b : cand) {
+    for (int s = 0; s < kSlots; ++s) {
+      if (b->ref[s] == ref) {
+        b->ref[s] = 0;
+        b->sig[s] = 0;
+        return;
+      }
+    }
+  }
+}
+
+FlowTable::InsertResult FlowTable::insert(const Flow& f, uint32_t& idx) {
+  if (free_top_ == 0) return InsertResult::kFull;
+  Dir d;
+  const FlowKey ck = f.client_key();
+  const FlowKey bk = f.backend_key();
+  if (lookup(ck, hash(ck), d) != kNoFlow || lookup(bk, hash(bk), d) != kNoFlow)
+    return InsertResult::kConflict;
+  const uint32_t i = free_[free_top_ - 1];
+  flows_[i] = f;  // keys must be in place before the index can verify against them
+  if (!index_add(ck, make_ref(i, Dir::kFromClient))) return InsertResult::kIndexFull;
+  if (!index_add(bk, make_ref(i, Dir::kFromBackend))) {
+    index_remove(ck, make_ref(i, Dir::kFromClient));
+    return InsertResult::kIndexFull;
+  }
+  --free_top_;
+  flows_[i].in_use = 1;
+  ++size_;
+  idx = i;
+  return InsertResult::kOk;
+}
+
+void FlowTable::erase(uint32_t idx) {
+  Flow& f = flows_[idx];
+  if (!f.in_use) return;
+  index_remove(f.client_key(), make_ref(idx, Dir::kFromClient));
+  index_remove(f.backend_key(), make_ref(idx, Dir::kFromBackend));
+  f.in_use = 0;
+  free_[free_top_++] = idx;
+  --size_;
+}
+
+bool FlowTable::rebind(uint32_t idx, uint32_t backend, uint32_t backend_ip,
+                       uint16_t backend_port) {
+  Flow& f = flows_[idx];
+  Flow moved = f;
+  moved.backend = backend;
+  moved.backend_ip = backend_ip;
+  moved.backend_port = backend_port;
+  const FlowKey nk = moved.backend_key();
+  Dir d;
+  if (lookup(nk, hash(nk), d) != kNoFlow) return false;
+  const uint32_t ref = make_ref(idx, Dir::kFromBackend);
+  const Flow old = f;
+  index_remove(old.backend_key(), ref);
+  f = moved;
+  if (!index_add(nk, ref)) {
+    f = old;
+    index_add(old.backend_key(), ref);  // its slot was just freed, so this cannot fail
+    return false;
+  }
+  return true;
+}
+
+}  // namespace lb::core

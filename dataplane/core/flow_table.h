@@ -1,0 +1,147 @@
+#pragma once
+// The per-worker flow table. One record per TCP connection, reachable from both directions:
+//   client -> VIP      key (client_ip, vip, client_port, vport)
+//   backend -> client  key (backend_ip, client_ip, backend_port, client_port)
+// Fixed capacity, allocated at start-up, owned by one worker: no locks, no allocation after
+// construction. The index is a two-choice hash of 8-slot, 64-byte buckets (signature + reference),
+// kept under half full at capacity, so a lookup touches at most two bucket lines and one record.
+// Aging walks the records with a clock hand, a bounded number per call.
+
+#include <cstdint>
+
+#include "bytes.h"
+#include "large_array.h"
+
+namespace lb::core {
+
+using Tick = uint64_t;  // monotonic time in ticks; the table only compares them
+
+struct FlowKey {
+  uint32_t src_ip;
+  uint32_t dst_ip;
+  uint16_t src_port;
+  uint16_t dst_port;
+  bool operator==(const FlowKey&) const = default;
+};
+
+enum class Dir : uint8_t { kFromClient = 0, kFromBackend = 1 };
+
+enum class TcpState : uint8_t {
+  kSynSent,      // client SYN forwarded, no answer yet
+  kSynRecv,      // backend answered SYN-ACK
+  kEstablished,  // client acknowledged
+  kFinWait,      // one side sent FIN
+  kTimeWait,     // both sides sent FIN
+  kClosed,       // RST seen
+};
+const char* to_string(TcpState s);
+
+struct alignas(64) Flow {
+  Tick expires;
+  Tick created;  // when the current backend was chosen (SYN retry timing)
+  uint32_t client_ip;
+  uint32_t vip;
+  uint32_t backend_ip;
+  uint32_t backend;  // BackendId
+  uint32_t serial;   // creation number; ties SYN-cache entries to this flow
+  uint16_t client_port;
+  uint16_t vport;
+  uint16_t backend_port;
+  uint16_t service;          // ServiceId
+  uint16_t client_vlan;      // 802.1Q TCI the client's packets carried
+  uint16_t client_port_id;   // port the client's packets arrive on, and replies leave by
+  uint16_t backend_port_id;  // port the backend is reached through
+  uint16_t neighbor;         // neighbor-table slot of the backend's next hop
+  MacAddr client_mac;        // where replies to the client go (learned from its SYN)
+  uint8_t client_tagged;
+  TcpState state;
+  uint8_t fin_seen;  // bit 0: client sent FIN, bit 1: backend sent FIN
+  uint8_t retries;
+  uint8_t in_use;
+  uint8_t pad_;
+
+  FlowKey client_key() const { return {client_ip, vip, client_port, vport}; }
+  FlowKey backend_key() const { return {backend_ip, client_ip, backend_port, client_port}; }
+};
+static_assert(sizeof(Flow) == 64, "one cache line per flow");
+
+class FlowTable {
+ public:
+  static constexpr uint32_t kNoFlow = UINT32_MAX;
+  enum class InsertResult : uint8_t { kOk, kFull, kIndexFull, kConflict };
+
+  // `seed` keys the hash so that a remote party cannot aim collisions at one bucket.
+  explicit FlowTable(uint32_t capacity, uint64_t seed = 0x6c62642d666c6f77ull);
+
+  uint64_t hash(const FlowKey& k) const;
+  void prefetch(uint64_t h) const;
+
+  // The flow `k` belongs to, with the direction it matched; kNoFlow when none.
+  uint32_t lookup(const FlowKey& k, uint64_t h, Dir& dir) const;
+
+  // Inserts `f` (both keys) and returns its index in `idx`. Fails when the table is at capacity
+  // (kFull), both candidate buckets of a key are full (kIndexFull), or a key is already present
+  // (kConflict: for example two VIPs balanced to the same backend for the same client ip:port).
+  InsertResult insert(const Flow& f, uint32_t& idx);
+
+  // Removes both keys and frees the record.
+  void erase(uint32_t idx);
+
+  // Moves the flow to another backend (re-keys the backend direction). False, with the flow
+  // unchanged, when the new key cannot be indexed.
+  bool rebind(uint32_t idx, uint32_t backend, uint32_t backend_ip, uint16_t backend_port);
+
+  Flow& at(uint32_t idx) { return flows_[idx]; }
+  const Flow& at(uint32_t idx) const { return flows_[idx]; }
+
+  // Examines up to `budget` records from the clock hand; calls on_expire(idx, flow) for each one
+  // in use whose deadline has passed, then erases it. Returns how many expired.
+  template <class F>
+  uint32_t expire(Tick now, uint32_t budget, F&& on_expire) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < budget; ++i) {
+      const uint32_t idx = hand_;
+      hand_ = hand_ + 1 == capacity_ ? 0 : hand_ + 1;
+      Flow& f = flows_[idx];
+      if (f.in_use && f.expires <= now) {
+        on_expire(idx, f);
+        erase(idx);
+        ++n;
+      }
+    }
+    return n;
+  }
+
+  uint32_t size() const { return size_; }
+  uint32_t capacity() const { return capacity_; }
+  size_t memory_bytes() const { return flows_.bytes() + buckets_.bytes() + free_.bytes(); }
+
+ private:
+  static constexpr int kSlots = 8;
+  struct alignas(64) Bucket {
+    uint32_t sig[kSlots];
+    uint32_t ref[kSlots];  // 0 empty, else ((idx << 1) | dir) + 1
+  };
+  static_assert(sizeof(Bucket) == 64);
+
+  uint32_t bucket1(uint64_t h) const { return static_cast<uint32_t>(h) & mask_; }
+  uint32_t bucket2(uint64_t h) const {
+    // The second choice depends only on the signature, as in DPDK's cuckoo hash.
+    const uint32_t sig = static_cast<uint32_t>(h >> 32);
+    return (bucket1(h) ^ (sig * 0x5bd1e995u)) & mask_;
+  }
+  bool index_add(const FlowKey& k, uint32_t ref);
+  void index_remove(const FlowKey& k, uint32_t ref);
+
+  uint32_t capacity_;
+  uint32_t mask_;
+  uint64_t seed_;
+  uint32_t size_ = 0;
+  uint32_t hand_ = 0;
+  uint32_t free_top_;  // free_[0 .. free_top_) are free record indexes
+  LargeArray<Flow> flows_;
+  LargeArray<Bucket> buckets_;
+  LargeArray<uint32_t> free_;
+};
+
+}  // namespace lb::core

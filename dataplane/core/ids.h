@@ -1,0 +1,21 @@
+#pragma once
+#include <cstdint>
+
+namespace lb::core {
+
+// Strong ids: a BackendId is stable for the life of the process (the same address:port of the
+// same service keeps its id across pool changes), so per-backend counters and flows can refer
+// to it after the backend has left the pool.
+enum class BackendId : uint32_t {};
+enum class ServiceId : uint16_t {};
+
+inline constexpr uint32_t kMaxBackends = 4096;
+inline constexpr uint32_t kMaxServices = 1024;
+inline constexpr uint32_t kMaxPorts = 16;
+inline constexpr uint32_t kMaxNeighbors = 1024;
+inline constexpr uint32_t kMaxWorkers = 64;
+
+inline constexpr uint32_t raw(BackendId id) { return static_cast<uint32_t>(id); }
+inline constexpr uint16_t raw(ServiceId id) { return static_cast<uint16_t>(id); }
+
+}  // namespace lb::core

@@ -1,0 +1,85 @@
+#pragma once
+// Parsing of untrusted frames over byte spans: Ethernet, one optional 802.1Q tag, ARP, IPv4
+// (no options, no fragments), TCP and ICMP. Every step checks the length it reads; the result is a
+// kind or a drop reason, never an assertion.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "bytes.h"
+#include "drop_reason.h"
+
+namespace lb::core {
+
+inline constexpr uint16_t kEtherTypeIpv4 = 0x0800;
+inline constexpr uint16_t kEtherTypeArp = 0x0806;
+inline constexpr uint16_t kEtherTypeVlan = 0x8100;
+inline constexpr uint16_t kEtherTypeQinQ = 0x88a8;
+inline constexpr uint8_t kIpProtoIcmp = 1;
+inline constexpr uint8_t kIpProtoTcp = 6;
+inline constexpr size_t kEthHeaderLen = 14;
+inline constexpr size_t kVlanTagLen = 4;
+inline constexpr size_t kIpv4HeaderLen = 20;
+inline constexpr size_t kTcpHeaderLen = 20;
+inline constexpr size_t kArpLen = 28;
+inline constexpr size_t kIcmpHeaderLen = 8;
+
+namespace tcp_flag {
+inline constexpr uint8_t kFin = 0x01;
+inline constexpr uint8_t kSyn = 0x02;
+inline constexpr uint8_t kRst = 0x04;
+inline constexpr uint8_t kPsh = 0x08;
+inline constexpr uint8_t kAck = 0x10;
+}  // namespace tcp_flag
+
+// Byte offsets inside the headers (RFC 791, 793, 826, 792).
+namespace ip_off {
+inline constexpr size_t kVerIhl = 0, kTotalLen = 2, kId = 4, kFrag = 6, kTtl = 8, kProto = 9,
+                        kCsum = 10, kSrc = 12, kDst = 16;
+}
+namespace tcp_off {
+inline constexpr size_t kSport = 0, kDport = 2, kSeq = 4, kAck = 8, kDataOff = 12, kFlags = 13,
+                        kWindow = 14, kCsum = 16, kUrg = 18;
+}
+
+enum class PacketKind : uint8_t { kDrop, kArp, kIcmp, kTcp };
+
+struct ParsedPacket {
+  PacketKind kind = PacketKind::kDrop;
+  DropReason drop = DropReason::kTruncated;  // meaningful when kind == kDrop
+  uint16_t l3 = 0;        // offset of the ARP or IPv4 header
+  uint16_t l4 = 0;        // offset of the TCP or ICMP header
+  uint16_t vlan_tci = 0;  // 0 when untagged
+  bool tagged = false;
+  // IPv4 (host order)
+  uint32_t src_ip = 0;
+  uint32_t dst_ip = 0;
+  uint16_t ip_total_len = 0;
+  // TCP
+  uint16_t src_port = 0;
+  uint16_t dst_port = 0;
+  uint8_t tcp_flags = 0;
+  uint8_t tcp_header_len = 0;
+  uint16_t l4_payload_len = 0;  // TCP payload bytes (for RST ack numbers)
+};
+
+// Parses `len` bytes at `frame`. Always fills `out.kind`; on kDrop, `out.drop` says why.
+void parse_packet(const uint8_t* frame, size_t len, ParsedPacket& out);
+
+// ARP (Ethernet/IPv4 only) fields, valid when parse_packet said kArp.
+struct ArpView {
+  uint16_t op;  // 1 request, 2 reply
+  MacAddr sha;
+  uint32_t spa;
+  MacAddr tha;
+  uint32_t tpa;
+};
+ArpView read_arp(const uint8_t* arp);
+
+}  // namespace lb::core
+
+namespace lb::core {
+// Writes a broadcast ARP request "who has tip? tell sip" (60 bytes, padded) into buf, which must
+// hold 60 bytes. Returns the length.
+size_t build_arp_request(uint8_t* buf, const MacAddr& src_mac, uint32_t sip, uint32_t tip);
+}  // namespace lb::core

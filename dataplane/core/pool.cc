@@ -1,0 +1,47 @@
+#include "pool.h"
+
+#include <algorithm>
+#include <bit>
+#include <stdexcept>
+#include <string>
+
+namespace lb::core {
+
+Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services)
+    : generation_(generation), serving_(kMaxBackends, 0) {
+  const size_t nslots = std::bit_ceil(std::max<size_t>(16, services.size() * 4));
+  slots_.resize(nslots);
+  slot_mask_ = static_cast<uint32_t>(nslots - 1);
+  for (const ServiceSpec& spec : services) {
+    if (raw(spec.id) >= kMaxServices) throw std::invalid_argument("service id out of range");
+    if (find(spec.vip, spec.port)) throw std::invalid_argument("duplicate VIP:port in pool");
+    PoolService s{spec.id, spec.vip, spec.port, spec.scheduler,
+                  static_cast<uint32_t>(backends_.size()), 0, 0};
+    for (const PoolBackend& b : spec.backends) {
+      if (raw(b.id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
+      if (b.weight == 0) continue;
+      backends_.push_back(b);
+      serving_[raw(b.id)] = 1;
+      ++s.count;
+      s.total_weight += b.weight;
+    }
+    for (BackendId id : spec.serving) {
+      if (raw(id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
+      serving_[raw(id)] = 1;
+    }
+    const uint32_t index = static_cast<uint32_t>(services_.size());
+    services_.push_back(s);
+    if (by_id_.size() <= raw(spec.id)) by_id_.resize(raw(spec.id) + 1u, kEmpty);
+    by_id_[raw(spec.id)] = index;
+    uint32_t i = slot_hash(spec.vip, spec.port);
+    while (slots_[i].service != kEmpty) i = (i + 1) & slot_mask_;
+    slots_[i] = Slot{spec.vip, spec.port, index};
+    vips_.push_back(spec.vip);
+  }
+  std::sort(vips_.begin(), vips_.end());
+  vips_.erase(std::unique(vips_.begin(), vips_.end()), vips_.end());
+}
+
+bool Pool::is_vip(uint32_t ip) const { return std::binary_search(vips_.begin(), vips_.end(), ip); }
+
+}  // namespace lb::core

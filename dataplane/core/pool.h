@@ -1,0 +1,93 @@
+#pragma once
+// The pool: which services exist and which backends take new flows. Built by the control thread,
+// then immutable; workers read it through a pointer that the control thread swaps (RCU).
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ids.h"
+
+namespace lb::core {
+
+enum class SchedulerKind : uint8_t { kRoundRobin, kWeightedRoundRobin, kRandom, kLeastConn };
+
+struct PoolBackend {
+  BackendId id;
+  uint32_t ip;
+  uint16_t port;
+  uint16_t out_port;  // port it is reached through
+  uint16_t neighbor;  // neighbor-table slot of its next hop
+  uint16_t weight;    // > 0: a backend with weight 0 takes no new flows and is not listed
+};
+
+struct PoolService {
+  ServiceId id;
+  uint32_t vip;
+  uint16_t port;
+  SchedulerKind scheduler;
+  uint32_t first = 0;  // its backends are backends()[first, first + count)
+  uint32_t count = 0;
+  uint32_t total_weight = 0;
+};
+
+class Pool {
+ public:
+  struct ServiceSpec {
+    ServiceId id;
+    uint32_t vip;
+    uint16_t port;
+    SchedulerKind scheduler;
+    std::vector<PoolBackend> backends;  // those that take new flows
+    std::vector<BackendId> serving;     // those whose existing flows stay (drain): a superset
+  };
+  // Throws std::invalid_argument on duplicate VIP:port or ids out of range.
+  Pool(uint64_t generation, const std::vector<ServiceSpec>& services);
+
+  uint64_t generation() const { return generation_; }
+
+  // The service listening on vip:port, or nullptr.
+  const PoolService* find(uint32_t vip, uint16_t port) const {
+    uint32_t i = slot_hash(vip, port);
+    for (;;) {
+      const Slot& s = slots_[i];
+      if (s.service == kEmpty) return nullptr;
+      if (s.vip == vip && s.port == port) return &services_[s.service];
+      i = (i + 1) & slot_mask_;
+    }
+  }
+  bool is_vip(uint32_t ip) const;
+  const PoolService* service(ServiceId id) const {
+    return raw(id) < by_id_.size() && by_id_[raw(id)] != kEmpty ? &services_[by_id_[raw(id)]]
+                                                                 : nullptr;
+  }
+  std::span<const PoolBackend> backends(const PoolService& s) const {
+    return {backends_.data() + s.first, s.count};
+  }
+  // Whether existing flows to `id` keep going (it is in the pool, maybe draining).
+  bool serving(BackendId id) const { return raw(id) < kMaxBackends && serving_[raw(id)]; }
+  std::span<const PoolService> services() const { return services_; }
+
+ private:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+  struct Slot {
+    uint32_t vip;
+    uint16_t port;
+    uint32_t service = kEmpty;
+  };
+  uint32_t slot_hash(uint32_t vip, uint16_t port) const {
+    const uint64_t h = (uint64_t{vip} << 16 | port) * 0x9e3779b97f4a7c15ull;
+    return static_cast<uint32_t>(h >> 40) & slot_mask_;
+  }
+
+  uint64_t generation_;
+  std::vector<PoolService> services_;
+  std::vector<PoolBackend> backends_;
+  std::vector<uint32_t> by_id_;  // ServiceId -> index in services_
+  std::vector<Slot> slots_;
+  uint32_t slot_mask_ = 0;
+  std::vector<uint32_t> vips_;  // sorted, unique
+  std::vector<uint8_t> serving_;
+};
+
+}  // namespace lb::core

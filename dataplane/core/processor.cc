@@ -1,0 +1,458 @@
+#include "processor.h"
+
+#include <cstring>
+
+#include "checksum.h"
+
+namespace lb::core {
+
+const uint8_t kRssKey[40] = {0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67,
+                             0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb,
+                             0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30,
+                             0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
+
+uint32_t toeplitz_hash(const uint8_t* key, const uint8_t* data, size_t len) {
+  uint32_t result = 0;
+  uint32_t window = load_be32(key);  // the 32 key bits aligned with the current input bit
+  for (size_t i = 0; i < len; ++i) {
+    for (int bit = 7; bit >= 0; --bit) {
+      if ((data[i] >> bit) & 1) result ^= window;
+      window = (window << 1) | ((key[i + 4] >> bit) & 1u);
+    }
+  }
+  return result;
+}
+
+uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers,
+                    uint16_t reta_size) {
+  if (workers <= 1) return 0;
+  uint8_t tuple[6];
+  store_be32(tuple, client_ip);
+  store_be16(tuple + 4, client_port);
+  const uint32_t h = toeplitz_hash(kRssKey, tuple, sizeof tuple);
+  return static_cast<uint16_t>((h & (reta_size - 1u)) % workers);
+}
+
+Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
+    : cfg_(cfg),
+      neighbors_(neighbors),
+      table_(cfg.flow_capacity, cfg.hash_seed),
+      sched_(cfg.hash_seed ^ (uint64_t{cfg.worker} << 32)),
+      syn_cache_(cfg.syn_cache_slots),
+      counters_storage_(1),
+      counters_(&counters_storage_[0]) {}
+
+bool Processor::is_local(uint32_t ip) const {
+  for (uint16_t i = 0; i < cfg_.nports; ++i)
+    if (cfg_.ports[i].ip == ip) return true;
+  return false;
+}
+
+Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick now) {
+  ParsedPacket pk;
+  parse_packet(f.data(), f.len, pk);
+  switch (pk.kind) {
+    case PacketKind::kTcp: return handle_tcp(f, pk, in_port, pool, now);
+    case PacketKind::kArp: return handle_arp(f, pk, in_port, pool, now);
+    case PacketKind::kIcmp: return handle_icmp(f, pk, in_port, pool);
+    case PacketKind::kDrop: break;
+  }
+  return drop(pk.drop);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ARP: answer for the port's own address and for every VIP; learn next hops from what we see.
+
+Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port,
+                              const Pool& pool, Tick now) {
+  uint8_t* p = f.data();
+  uint8_t* a = p + pk.l3;
+  const ArpView arp = read_arp(a);
+  if (arp.spa != 0 &&
+      neighbors_.learn(arp.spa, in_port, arp.sha, now / cfg_.ticks_per_second))
+    counters_->arp_learned.add();
+  const PortInfo& port = cfg_.ports[in_port];
+  if (arp.op == 2) {
+    if (arp.tpa == port.ip) return {Action::kConsumed, 0, 0, DropReason::kTruncated};
+    return drop(DropReason::kArpNotForUs);
+  }
+  if (arp.tpa != port.ip && !pool.is_vip(arp.tpa)) return drop(DropReason::kArpNotForUs);
+  if (arp.spa == 0 || arp.sha.is_multicast()) return drop(DropReason::kArpMalformed);
+  arp.sha.store(p);  // Ethernet destination
+  port.mac.store(p + 6);
+  store_be16(a + 6, 2);
+  port.mac.store(a + 8);
+  store_be32(a + 14, arp.tpa);
+  arp.sha.store(a + 18);
+  store_be32(a + 24, arp.spa);
+  counters_->arp_replies.add();
+  return tx(in_port);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ICMP: echo requests to our addresses and VIPs are answered; nothing else is ours to handle.
+
+Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port,
+                               const Pool& pool) {
+  if (!is_local(pk.dst_ip) && !pool.is_vip(pk.dst_ip)) return drop(DropReason::kIcmpNotForUs);
+  uint8_t* p = f.data();
+  uint8_t* ip = p + pk.l3;
+  uint8_t* icmp = p + pk.l4;
+  if (icmp[0] != 8) return drop(DropReason::kIcmpUnsupported);
+  if (icmp[1] != 0) return drop(DropReason::kIcmpMalformed);
+  const MacAddr src_mac = MacAddr::load(p + 6);
+  if (src_mac.is_multicast()) return drop(DropReason::kIcmpMalformed);
+  src_mac.store(p);
+  cfg_.ports[in_port].mac.store(p + 6);
+  store_be32(ip + ip_off::kSrc, pk.dst_ip);
+  store_be32(ip + ip_off::kDst, pk.src_ip);
+  ip[ip_off::kTtl] = 64;
+  store_be16(ip + ip_off::kCsum, 0);
+  store_be16(ip + ip_off::kCsum, csum(ip, kIpv4HeaderLen));
+  icmp[0] = 0;  // echo reply; the type/code word goes from 0x0800 to 0x0000
+  store_be16(icmp + 2, csum_update16(load_be16(icmp + 2), 0x0800, 0x0000));
+  counters_->icmp_echo_replies.add();
+  return tx(in_port);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP
+
+Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint16_t in_port,
+                              const Pool& pool, Tick now) {
+  const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
+  if (cfg_.workers > 1) {
+    // Toward a VIP the client is the source; otherwise (a backend's reply) the destination.
+    const uint16_t owner =
+        svc ? flow_owner(pk.src_ip, pk.src_port, cfg_.workers, cfg_.reta_size)
+            : flow_owner(pk.dst_ip, pk.dst_port, cfg_.workers, cfg_.reta_size);
+    if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
+  }
+  const FlowKey key{pk.src_ip, pk.dst_ip, pk.src_port, pk.dst_port};
+  Dir dir;
+  const uint32_t idx = table_.lookup(key, table_.hash(key), dir);
+  if (idx != FlowTable::kNoFlow) {
+    return dir == Dir::kFromClient ? from_client(f, pk, idx, in_port, pool, now)
+                                   : from_backend(f, pk, idx, pool, now);
+  }
+  if (!svc) return drop(is_local(pk.dst_ip) ? DropReason::kLocalTcp : DropReason::kNotForUs);
+  using namespace tcp_flag;
+  if ((pk.tcp_flags & (kSyn | kAck)) == kSyn) return new_flow(f, pk, in_port, pool, *svc, now);
+  if (cfg_.rst_on_miss && !(pk.tcp_flags & kRst)) {
+    counters_->rst_flow_miss.add();
+    return reply_rst(f, pk, in_port);
+  }
+  return drop(DropReason::kFlowMiss);
+}
+
+Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port,
+                            const Pool& pool, const PoolService& svc, Tick now) {
+  const PoolBackend* b = sched_.pick(pool, svc, *counters_);
+  if (!b) {
+    if (!cfg_.rst_on_no_backend) return drop(DropReason::kNoBackend);
+    counters_->rst_no_backend.add();
+    return reply_rst(f, pk, in_port);
+  }
+  if (++serial_ == 0) serial_ = 1;  // 0 marks an unused SYN-cache slot
+  Flow fl{};
+  fl.expires = now + cfg_.syn_timeout;
+  fl.created = now;
+  fl.client_ip = pk.src_ip;
+  fl.vip = pk.dst_ip;
+  fl.backend_ip = b->ip;
+  fl.backend = raw(b->id);
+  fl.serial = serial_;
+  fl.client_port = pk.src_port;
+  fl.vport = pk.dst_port;
+  fl.backend_port = b->port;
+  fl.service = raw(svc.id);
+  fl.client_vlan = pk.vlan_tci;
+  fl.client_port_id = in_port;
+  fl.backend_port_id = b->out_port;
+  fl.neighbor = b->neighbor;
+  fl.client_mac = MacAddr::load(f.data() + 6);
+  fl.client_tagged = pk.tagged;
+  fl.state = TcpState::kSynSent;
+  uint32_t idx;
+  const FlowTable::InsertResult r = table_.insert(fl, idx);
+  if (r != FlowTable::InsertResult::kOk) {
+    counters_->flows_refused.add();
+    return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
+                                                         : DropReason::kFlowTableFull);
+  }
+  counters_->flows_created.add();
+  counters_->flows_active.add();
+  BackendCounters& bc = counters_->backend[raw(b->id)];
+  bc.flows_active.add();
+  bc.flows_total.add();
+  if (syn_cache_.size() != 0 && pk.l4_payload_len == 0) {
+    // Keep the client's SYN (IP and TCP headers, options included) so that a retry after a
+    // backend's RST can replay it to the next backend at once instead of waiting ~1 s for the
+    // client's retransmission. Slots are overwritten freely: a lost slot only costs that wait.
+    SynSlot& s = syn_cache_[serial_ & (syn_cache_.size() - 1)];
+    const size_t n = kIpv4HeaderLen + pk.tcp_header_len;
+    s.serial = serial_;
+    s.len = static_cast<uint8_t>(n);
+    std::memcpy(s.hdr, f.data() + pk.l3, n);
+  }
+  return to_backend(f, pk, table_.at(idx));
+}
+
+Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, uint16_t in_port,
+                               const Pool& pool, Tick now) {
+  Flow& fl = table_.at(idx);
+  using namespace tcp_flag;
+  if ((pk.tcp_flags & (kSyn | kAck)) == kSyn) {
+    const bool serving = pool.serving(static_cast<BackendId>(fl.backend));
+    bool reschedule = false;
+    switch (fl.state) {
+      case TcpState::kSynSent:
+        if (!serving) {
+          // Its backend left the pool while the handshake was pending: move it now.
+          if (!resteer(idx, pool, now)) reschedule = true;
+        } else if (cfg_.retry_syn_after != 0 && now - fl.created >= cfg_.retry_syn_after &&
+                   fl.retries < cfg_.max_retries) {
+          // The client is retransmitting a SYN its backend never answered.
+          counters_->backend[fl.backend].syn_timeout.add();
+          resteer(idx, pool, now);
+        }
+        break;
+      case TcpState::kSynRecv:
+      case TcpState::kEstablished:
+        // A SYN inside a live connection goes where the connection is (the backend's TCP
+        // answers it); only a backend that has left the pool gives the tuple up.
+        reschedule = !serving;
+        break;
+      case TcpState::kFinWait:
+      case TcpState::kTimeWait:
+      case TcpState::kClosed:
+        // A new connection reusing the tuple: schedule it afresh, never stuck to the old
+        // backend (kubernetes #81775).
+        reschedule = true;
+        break;
+    }
+    if (reschedule) {
+      release(fl);
+      table_.erase(idx);
+      counters_->flows_closed.add();
+      const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
+      if (!svc) return drop(DropReason::kNotForUs);
+      return new_flow(f, pk, in_port, pool, *svc, now);
+    }
+  }
+  track_state(fl, Dir::kFromClient, pk.tcp_flags, now);
+  return to_backend(f, pk, fl);
+}
+
+Verdict Processor::from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx,
+                                const Pool& pool, Tick now) {
+  Flow& fl = table_.at(idx);
+  if ((pk.tcp_flags & tcp_flag::kRst) && fl.state == TcpState::kSynSent) {
+    // Refused before the handshake: the client has seen nothing yet, so another backend can
+    // take the connection without it noticing.
+    counters_->backend[fl.backend].syn_rst.add();
+    if (cfg_.retry_on_rst && fl.retries < cfg_.max_retries && resteer(idx, pool, now))
+      return replay_syn(f, idx);
+  }
+  track_state(fl, Dir::kFromBackend, pk.tcp_flags, now);
+  return to_client(f, pk, fl);
+}
+
+bool Processor::resteer(uint32_t idx, const Pool& pool, Tick now) {
+  Flow& fl = table_.at(idx);
+  const PoolService* svc = pool.service(static_cast<ServiceId>(fl.service));
+  if (!svc) return false;
+  const PoolBackend* b = sched_.pick(pool, *svc, *counters_, static_cast<BackendId>(fl.backend));
+  if (!b) return false;
+  const uint32_t old = fl.backend;
+  if (!table_.rebind(idx, raw(b->id), b->ip, b->port)) return false;
+  counters_->backend[old].flows_active.sub();
+  counters_->backend[raw(b->id)].flows_active.add();
+  counters_->backend[raw(b->id)].flows_total.add();
+  fl.backend_port_id = b->out_port;
+  fl.neighbor = b->neighbor;
+  fl.retries = static_cast<uint8_t>(fl.retries + 1);
+  fl.created = now;
+  fl.state = TcpState::kSynSent;
+  fl.fin_seen = 0;
+  fl.expires = now + cfg_.syn_timeout;
+  counters_->retries.add();
+  return true;
+}
+
+Verdict Processor::replay_syn(Frame& f, uint32_t idx) {
+  Flow& fl = table_.at(idx);
+  if (syn_cache_.size() == 0) return drop(DropReason::kRetryAbsorbed);
+  const SynSlot& s = syn_cache_[fl.serial & (syn_cache_.size() - 1)];
+  if (s.serial != fl.serial) return drop(DropReason::kRetryAbsorbed);
+  if (size_t{f.off} + kEthHeaderLen + s.len > f.cap) return drop(DropReason::kNoBuffer);
+  // The backend's RST becomes the client's SYN: a plain Ethernet header (to_backend rewrites
+  // it) and the saved headers, which still address the VIP.
+  uint8_t* p = f.data();
+  store_be16(p + 12, kEtherTypeIpv4);
+  std::memcpy(p + kEthHeaderLen, s.hdr, s.len);
+  f.len = static_cast<uint16_t>(kEthHeaderLen + s.len);
+  ParsedPacket pk;
+  parse_packet(p, f.len, pk);
+  if (pk.kind != PacketKind::kTcp) return drop(DropReason::kRetryAbsorbed);
+  counters_->retry_syn_replayed.add();
+  return to_backend(f, pk, fl);
+}
+
+void Processor::track_state(Flow& fl, Dir d, uint8_t flags, Tick now) {
+  using namespace tcp_flag;
+  if (flags & kRst) {
+    fl.state = TcpState::kClosed;
+    fl.expires = now + cfg_.closed_timeout;
+    return;
+  }
+  if (d == Dir::kFromClient) {
+    if (flags & kFin) fl.fin_seen |= 1;
+    if (fl.state == TcpState::kSynRecv && (flags & kAck)) fl.state = TcpState::kEstablished;
+  } else {
+    if (flags & kFin) fl.fin_seen |= 2;
+    if (fl.state == TcpState::kSynSent && (flags & kSyn) && (flags & kAck))
+      fl.state = TcpState::kSynRecv;
+  }
+  if (fl.state != TcpState::kClosed) {
+    if (fl.fin_seen == 3)
+      fl.state = TcpState::kTimeWait;
+    else if (fl.fin_seen)
+      fl.state = TcpState::kFinWait;
+  }
+  Tick t = cfg_.closed_timeout;
+  switch (fl.state) {
+    case TcpState::kSynSent:
+    case TcpState::kSynRecv: t = cfg_.syn_timeout; break;
+    case TcpState::kEstablished: t = cfg_.established_timeout; break;
+    case TcpState::kFinWait: t = cfg_.fin_timeout; break;
+    case TcpState::kTimeWait:
+    case TcpState::kClosed: break;
+  }
+  fl.expires = now + t;
+}
+
+void Processor::release(const Flow& fl) {
+  counters_->flows_active.sub();
+  counters_->backend[fl.backend].flows_active.sub();
+}
+
+uint32_t Processor::age(Tick now, uint32_t budget) {
+  return table_.expire(now, budget, [this](uint32_t, const Flow& fl) {
+    release(fl);
+    counters_->flows_expired.add();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rewrites
+
+bool Processor::write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst,
+                         const MacAddr& src, bool tagged, uint16_t tci) {
+  const size_t l2 = tagged ? kEthHeaderLen + kVlanTagLen : kEthHeaderLen;
+  const size_t ip_at = size_t{f.off} + pk.l3;
+  if (ip_at < l2) return false;
+  const size_t start = ip_at - l2;
+  uint8_t* e = f.buf + start;
+  dst.store(e);
+  src.store(e + 6);
+  if (tagged) {
+    store_be16(e + 12, kEtherTypeVlan);
+    store_be16(e + 14, tci);
+  }
+  store_be16(e + l2 - 2, kEtherTypeIpv4);
+  f.off = static_cast<uint16_t>(start);
+  f.len = static_cast<uint16_t>(l2 + pk.ip_total_len);  // drops any Ethernet padding
+  return true;
+}
+
+Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
+  const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
+  if (!mac) return drop(DropReason::kNeighborUnresolved);
+  uint8_t* ip = f.data() + pk.l3;
+  uint8_t* t = f.data() + pk.l4;
+  // DNAT: VIP:vport -> backend:port. The TCP checksum covers the address through the
+  // pseudo-header, so both checksums take the address change (RFC 1624).
+  store_be16(ip + ip_off::kCsum, csum_update32(load_be16(ip + ip_off::kCsum), fl.vip, fl.backend_ip));
+  uint16_t tc = csum_update32(load_be16(t + tcp_off::kCsum), fl.vip, fl.backend_ip);
+  tc = csum_update16(tc, fl.vport, fl.backend_port);
+  store_be16(t + tcp_off::kCsum, tc);
+  store_be32(ip + ip_off::kDst, fl.backend_ip);
+  store_be16(t + tcp_off::kDport, fl.backend_port);
+  if (!write_l2(f, pk, *mac, cfg_.ports[fl.backend_port_id].mac, false, 0))
+    return drop(DropReason::kNoBuffer);
+  BackendCounters& bc = counters_->backend[fl.backend];
+  bc.packets_in.add();
+  bc.bytes_in.add(pk.ip_total_len);
+  return tx(fl.backend_port_id);
+}
+
+Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
+  uint8_t* ip = f.data() + pk.l3;
+  uint8_t* t = f.data() + pk.l4;
+  // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP.
+  store_be16(ip + ip_off::kCsum, csum_update32(load_be16(ip + ip_off::kCsum), fl.backend_ip, fl.vip));
+  uint16_t tc = csum_update32(load_be16(t + tcp_off::kCsum), fl.backend_ip, fl.vip);
+  tc = csum_update16(tc, fl.backend_port, fl.vport);
+  store_be16(t + tcp_off::kCsum, tc);
+  store_be32(ip + ip_off::kSrc, fl.vip);
+  store_be16(t + tcp_off::kSport, fl.vport);
+  if (!write_l2(f, pk, fl.client_mac, cfg_.ports[fl.client_port_id].mac, fl.client_tagged != 0,
+                fl.client_vlan))
+    return drop(DropReason::kNoBuffer);
+  BackendCounters& bc = counters_->backend[fl.backend];
+  bc.packets_out.add();
+  bc.bytes_out.add(pk.ip_total_len);
+  return tx(fl.client_port_id);
+}
+
+// An RST answering the segment in `f` (RFC 793, "Reset Generation"), built in place and sent
+// back where the segment came from.
+Verdict Processor::reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port) {
+  using namespace tcp_flag;
+  uint8_t* p = f.data();
+  uint8_t* ip = p + pk.l3;
+  uint8_t* t = p + pk.l4;
+  const MacAddr src_mac = MacAddr::load(p + 6);
+  if (src_mac.is_multicast()) return drop(DropReason::kIpBadAddress);
+  const uint32_t seg_seq = load_be32(t + tcp_off::kSeq);
+  const uint32_t seg_ack = load_be32(t + tcp_off::kAck);
+  const uint8_t flags = pk.tcp_flags;
+  uint32_t seq = 0;
+  uint32_t ack = 0;
+  uint8_t out_flags = kRst;
+  if (flags & kAck) {
+    seq = seg_ack;
+  } else {
+    ack = seg_seq + pk.l4_payload_len + ((flags & kSyn) ? 1u : 0u) + ((flags & kFin) ? 1u : 0u);
+    out_flags = kRst | kAck;
+  }
+  src_mac.store(p);
+  cfg_.ports[in_port].mac.store(p + 6);
+  ip[ip_off::kVerIhl] = 0x45;
+  ip[1] = 0;
+  store_be16(ip + ip_off::kTotalLen, kIpv4HeaderLen + kTcpHeaderLen);
+  store_be16(ip + ip_off::kId, 0);
+  store_be16(ip + ip_off::kFrag, 0x4000);  // DF
+  ip[ip_off::kTtl] = 64;
+  ip[ip_off::kProto] = kIpProtoTcp;
+  store_be32(ip + ip_off::kSrc, pk.dst_ip);
+  store_be32(ip + ip_off::kDst, pk.src_ip);
+  store_be16(ip + ip_off::kCsum, 0);
+  store_be16(ip + ip_off::kCsum, csum(ip, kIpv4HeaderLen));
+  store_be16(t + tcp_off::kSport, pk.dst_port);
+  store_be16(t + tcp_off::kDport, pk.src_port);
+  store_be32(t + tcp_off::kSeq, seq);
+  store_be32(t + tcp_off::kAck, ack);
+  t[tcp_off::kDataOff] = 0x50;
+  t[tcp_off::kFlags] = out_flags;
+  store_be16(t + tcp_off::kWindow, 0);
+  store_be16(t + tcp_off::kCsum, 0);
+  store_be16(t + tcp_off::kUrg, 0);
+  const uint32_t pseudo = csum_pseudo_ipv4(pk.dst_ip, pk.src_ip, kIpProtoTcp, kTcpHeaderLen);
+  store_be16(t + tcp_off::kCsum, csum_fold(csum_partial(t, kTcpHeaderLen, pseudo)));
+  f.len = static_cast<uint16_t>(pk.l3 + kIpv4HeaderLen + kTcpHeaderLen);
+  return tx(in_port);
+}
+
+}  // namespace lb::core

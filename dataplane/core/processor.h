@@ -1,0 +1,146 @@
+#pragma once
+// The per-packet logic of one worker, over plain byte buffers: parse, classify, look up or
+// create the flow, schedule, NAT, answer ARP and ICMP echo, build RSTs. It knows nothing of
+// DPDK; the dataplane hands it each received frame and acts on the verdict (transmit on a port,
+// hand to the owning worker, drop). Tests drive it directly with an injected clock.
+//
+// Everything here runs on the packet path: no allocation, no locks, no exceptions, no system
+// calls. State is this worker's own (flow table, schedulers, SYN cache, counters) except the pool
+// (immutable, RCU) and the neighbor table (single-word atomics).
+
+#include <array>
+#include <cstdint>
+
+#include "counters.h"
+#include "flow_table.h"
+#include "large_array.h"
+#include "neighbor.h"
+#include "packet.h"
+#include "pool.h"
+#include "scheduler.h"
+
+namespace lb::core {
+
+// A packet in its buffer: the frame is buf[off, off + len); buf[0, cap) may be used, so the
+// frame can grow into headroom (a VLAN tag) or tailroom (a replayed SYN).
+struct Frame {
+  uint8_t* buf;
+  uint16_t off;
+  uint16_t len;
+  uint16_t cap;
+  uint8_t* data() const { return buf + off; }
+};
+
+enum class Action : uint8_t {
+  kDrop,     // free it; `reason` was counted
+  kTx,       // send on `port`
+  kHandoff,  // another worker owns the flow: pass it to `worker` unchanged
+  kConsumed  // used by the control logic (an ARP reply learned): free it, not an error
+};
+
+struct Verdict {
+  Action action;
+  uint16_t port;    // kTx
+  uint16_t worker;  // kHandoff
+  DropReason reason;
+};
+
+struct PortInfo {
+  uint32_t ip;
+  uint32_t mask;
+  MacAddr mac;
+};
+
+struct ProcessorConfig {
+  uint16_t worker = 0;
+  uint16_t workers = 1;
+  uint16_t nports = 0;
+  std::array<PortInfo, kMaxPorts> ports{};
+  uint32_t flow_capacity = 1024;
+  uint64_t hash_seed = 0x6c62642d666c6f77ull;
+  // timeouts and the SYN retry delay, in ticks
+  Tick syn_timeout = 0;
+  Tick established_timeout = 0;
+  Tick fin_timeout = 0;
+  Tick closed_timeout = 0;
+  Tick retry_syn_after = 0;  // 0: never retry on a client SYN retransmission
+  bool retry_on_rst = true;
+  uint8_t max_retries = 2;
+  bool rst_on_miss = false;
+  bool rst_on_no_backend = true;
+  uint32_t syn_cache_slots = 4096;  // power of two; 0 disables replay of SYNs on retry
+  uint64_t ticks_per_second = 1000;
+  // Flow ownership across workers: owner = reta[toeplitz(client ip, port) % reta.size]
+  uint16_t reta_size = 128;
+};
+
+// The worker that owns flows of client ip:port, for `workers` workers: the RSS queue a NIC
+// hashing only the client's address and port (Toeplitz, the standard key, RETA i -> i % workers)
+// would pick, so that on such NICs every packet already arrives at its owner.
+uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers,
+                    uint16_t reta_size);
+
+// The standard 40-byte Toeplitz key (Microsoft's RSS verification key), also given to the NICs.
+extern const uint8_t kRssKey[40];
+uint32_t toeplitz_hash(const uint8_t* key, const uint8_t* data, size_t len);
+
+class Processor {
+ public:
+  Processor(const ProcessorConfig& cfg, NeighborTable& neighbors);
+
+  Verdict process(Frame& f, uint16_t in_port, const Pool& pool, Tick now);
+
+  // Bounded aging work: examines up to `budget` flow records.
+  uint32_t age(Tick now, uint32_t budget);
+
+  WorkerCounters& counters() { return *counters_; }
+  const WorkerCounters& counters() const { return *counters_; }
+  const FlowTable& flows() const { return table_; }
+  const ProcessorConfig& config() const { return cfg_; }
+
+ private:
+  struct SynSlot {
+    uint32_t serial;  // the flow it belongs to; 0 unused
+    uint8_t len;      // IPv4 + TCP header bytes saved
+    uint8_t hdr[20 + 60];
+  };
+
+  Verdict handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                     Tick now);
+  Verdict handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool);
+  Verdict handle_tcp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                     Tick now);
+  Verdict new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                   const PoolService& svc, Tick now);
+  Verdict from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, uint16_t in_port,
+                      const Pool& pool, Tick now);
+  Verdict from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool,
+                       Tick now);
+  Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
+  Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
+  Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);
+  bool resteer(uint32_t idx, const Pool& pool, Tick now);
+  Verdict replay_syn(Frame& f, uint32_t idx);
+  void track_state(Flow& fl, Dir d, uint8_t flags, Tick now);
+  void release(const Flow& fl);
+  bool is_local(uint32_t ip) const;
+  bool write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
+                bool tagged, uint16_t tci);
+
+  Verdict drop(DropReason r) {
+    counters_->drop(r);
+    return {Action::kDrop, 0, 0, r};
+  }
+  static Verdict tx(uint16_t port) { return {Action::kTx, port, 0, DropReason::kTruncated}; }
+
+  ProcessorConfig cfg_;
+  NeighborTable& neighbors_;
+  FlowTable table_;
+  Scheduler sched_;
+  LargeArray<SynSlot> syn_cache_;
+  LargeArray<WorkerCounters> counters_storage_;
+  WorkerCounters* counters_;
+  uint32_t serial_ = 0;
+};
+
+}  // namespace lb::core

@@ -1,0 +1,38 @@
+#pragma once
+// New-flow schedulers, one instance per worker (their cursors and weights are per-worker state,
+// so no worker ever writes what another reads). Exactness is per worker: round robin over n
+// backends gives each of them one of every n new flows a worker schedules.
+
+#include <cstdint>
+#include <vector>
+
+#include "counters.h"
+#include "pool.h"
+
+namespace lb::core {
+
+inline constexpr BackendId kNoBackend = static_cast<BackendId>(UINT32_MAX);
+
+class Scheduler {
+ public:
+  explicit Scheduler(uint64_t seed = 0x853c49e6748fea9bull);
+
+  // The backend for the next new flow of `s`, never `exclude` (used by retries); nullptr when no
+  // backend can take it. `c` supplies this worker's active-flow counts for least-connections.
+  const PoolBackend* pick(const Pool& pool, const PoolService& s, const WorkerCounters& c,
+                          BackendId exclude = kNoBackend);
+
+ private:
+  const PoolBackend* round_robin(std::span<const PoolBackend> b, ServiceId s, BackendId exclude);
+  const PoolBackend* weighted(std::span<const PoolBackend> b, BackendId exclude);
+  const PoolBackend* random(std::span<const PoolBackend> b, BackendId exclude);
+  const PoolBackend* least_conn(std::span<const PoolBackend> b, ServiceId s,
+                                const WorkerCounters& c, BackendId exclude);
+  uint32_t next_random();
+
+  std::vector<uint32_t> cursor_;  // per ServiceId
+  std::vector<int64_t> current_;  // smooth-WRR current weight, per BackendId
+  uint64_t rng_;
+};
+
+}  // namespace lb::core

@@ -1,0 +1,119 @@
+#pragma once
+// The DPDK side of lbd: ports, mempool, one core::Processor per worker lcore, the handoff rings
+// between workers, the pool published through RCU, and the control thread's periodic work (ARP
+// for next hops, freeing retired pools). EAL must be initialised before construction.
+//
+// Worker w polls RX queue w of every port, transmits on TX queue w of every port, and owns the
+// flows that core::flow_owner() assigns to it; a packet that arrives at another worker is handed
+// to its owner over the owner's ring. See docs/architecture.md.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lb_config.h"
+#include "neighbor.h"
+#include "pool.h"
+#include "pool_builder.h"
+#include "processor.h"
+
+struct rte_mempool;
+struct rte_ring;
+struct rte_mbuf;
+struct rte_rcu_qsbr;
+
+namespace lb::dp {
+
+class Dataplane {
+ public:
+  static constexpr uint16_t kBurst = 32;
+
+  // Sets up ports (probing vdevs named in the config when they do not exist yet), queues, the
+  // mempool and the workers' state, and publishes the config's pool. Throws std::runtime_error
+  // with an actionable message on any failure.
+  explicit Dataplane(const cfg::Config& config);
+  ~Dataplane();
+  Dataplane(const Dataplane&) = delete;
+  Dataplane& operator=(const Dataplane&) = delete;
+
+  // Launches worker w on the w-th worker lcore. Throws if there are fewer worker lcores than
+  // configured workers.
+  void launch();
+  // Asks the workers to stop and waits for them.
+  void stop();
+
+  // One iteration of worker w's loop at time `now` (TSC ticks). The lcore loop calls it; tests
+  // call it directly with an injected clock. Returns the number of packets handled.
+  uint32_t poll(uint16_t worker, core::Tick now);
+
+  // The control thread's periodic work; `now` in TSC ticks.
+  void control_tick(core::Tick now);
+
+  // Publishes a new pool; the old one is freed once every worker has passed a quiescent point.
+  void publish(std::unique_ptr<core::Pool> pool);
+
+  uint16_t workers() const { return static_cast<uint16_t>(workers_.size()); }
+  uint16_t port_count() const { return static_cast<uint16_t>(ports_.size()); }
+  uint16_t port_id(uint16_t index) const { return ports_[index].id; }
+  const std::string& port_name(uint16_t index) const { return ports_[index].name; }
+  const core::MacAddr& port_mac(uint16_t index) const { return ports_[index].mac; }
+  const core::WorkerCounters& counters(uint16_t worker) const;
+  const core::Processor& processor(uint16_t worker) const;
+  const core::Pool& pool() const { return *current_.load(std::memory_order_acquire); }
+  const PoolBuilder& builder() const { return builder_; }
+  const core::NeighborTable& neighbors() const { return neighbors_; }
+  uint64_t ticks_per_second() const { return tsc_hz_; }
+  const cfg::Config& config() const { return config_; }
+
+ private:
+  struct Port {
+    std::string name;
+    uint16_t id = 0;
+    core::MacAddr mac;
+    bool started = false;
+  };
+  struct TxBuffer {
+    rte_mbuf* m[2 * kBurst];
+    uint16_t n = 0;
+  };
+  struct Worker {
+    std::unique_ptr<core::Processor> proc;
+    rte_ring* handoff = nullptr;  // packets other workers received for our flows (MP/SC)
+    rte_ring* ctl = nullptr;      // frames the control thread wants sent (SP/SC)
+    std::vector<TxBuffer> tx;     // per port
+    unsigned lcore = 0;
+  };
+
+  void setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only, bool rss_dst_only);
+  void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
+  void flush(uint16_t w);
+  void send_arp_requests(core::Tick now);
+  void reclaim_pools();
+  static int lcore_main(void* arg);
+  struct LaunchArg {
+    Dataplane* dp;
+    uint16_t w;
+  };
+
+  cfg::Config config_;
+  uint64_t tsc_hz_;
+  std::vector<Port> ports_;
+  rte_mempool* mbufs_ = nullptr;
+  core::NeighborTable neighbors_;
+  PoolBuilder builder_;
+  std::vector<Worker> workers_;
+  rte_rcu_qsbr* qsbr_ = nullptr;
+  // acquire by workers in poll() pairs with the release in publish().
+  std::atomic<const core::Pool*> current_{nullptr};
+  std::vector<std::pair<uint64_t, std::unique_ptr<const core::Pool>>> retired_;
+  std::unique_ptr<const core::Pool> owned_current_;
+  std::atomic<bool> stop_{false};
+  bool launched_ = false;
+  uint16_t reta_size_ = 128;
+  core::Tick next_arp_ = 0;
+  LaunchArg launch_args_[core::kMaxWorkers]{};
+};
+
+}  // namespace lb::dp

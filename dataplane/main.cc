@@ -1,0 +1,102 @@
+// lbd: the dataplane. `lbd [EAL args] -- --config FILE [--check]`.
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "dataplane.h"
+#include "lb_config.h"
+#include "log.h"
+#include "telemetry.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+
+size_t count_backends(const lb::cfg::Config& c) {
+  size_t n = 0;
+  for (const auto& s : c.services) n += s.backends.size();
+  return n;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // DPDK convention: EAL arguments, then "--", then ours. Without "--" everything is ours, so
+  // `lbd --config F --check` and `lbd --help` need no EAL at all.
+  int split = argc;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--") {
+      split = i;
+      break;
+    }
+  }
+  std::vector<char*> eal_args(argv, argv + (split == argc ? 1 : split));
+  std::vector<std::string> app_args;
+  for (int i = (split == argc ? 1 : split + 1); i < argc; ++i) app_args.emplace_back(argv[i]);
+
+  CLI::App app{"lbd: kernel-bypass L4 load balancer (DPDK)\n"
+               "usage: lbd [EAL args] -- --config FILE [--check]"};
+  std::string config_path;
+  bool check = false;
+  app.add_option("-c,--config", config_path, "configuration file (libconfig)")->required();
+  app.add_flag("--check", check, "validate the configuration and exit");
+  app.set_version_flag("--version", "lbd 0.1.0");
+  try {
+    std::reverse(app_args.begin(), app_args.end());  // CLI11 takes them last-first
+    app.parse(app_args);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  bool eal_up = false;
+  try {
+    const lb::cfg::Config config = lb::cfg::load_config(config_path);
+    if (check) {
+      std::printf("%s: OK (%zu port(s), %u worker(s), %zu service(s), %zu backend(s))\n",
+                  config_path.c_str(), config.dataplane.ports.size(), config.dataplane.workers,
+                  config.services.size(), count_backends(config));
+      return 0;
+    }
+    if (split == argc)
+      throw std::runtime_error("EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci "
+                               "-- --config FILE)");
+    const int consumed = rte_eal_init(static_cast<int>(eal_args.size()), eal_args.data());
+    if (consumed < 0)
+      throw std::runtime_error(std::string("EAL initialisation failed: ") +
+                               rte_strerror(rte_errno));
+    eal_up = true;
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    {
+      lb::dp::Dataplane dp(config);
+      lb::dp::register_telemetry(&dp);
+      dp.launch();
+      LB_LOG(INFO, "running; SIGINT or SIGTERM stops");
+      // The control thread sleeps between its tasks: with two cores, one polls as a worker and
+      // the other is needed by everything else.
+      while (!g_stop.load(std::memory_order_relaxed)) {
+        dp.control_tick(rte_rdtsc());
+        usleep(1000);
+      }
+      LB_LOG(INFO, "stopping");
+      lb::dp::unregister_telemetry();
+      dp.stop();
+    }
+    rte_eal_cleanup();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lbd: %s\n", e.what());
+    if (eal_up) rte_eal_cleanup();
+    return 1;
+  }
+}

@@ -1,0 +1,156 @@
+#include "telemetry.h"
+
+#include <rte_telemetry.h>
+
+#include <atomic>
+#include <string>
+
+#include "dataplane.h"
+
+namespace lb::dp {
+
+namespace {
+
+// Telemetry runs on EAL's own thread. It reads the workers' counters (relaxed atomics) and the
+// id registry (immutable while the dataplane runs); never the pool, which RCU frees behind it.
+std::atomic<const Dataplane*> g_dp{nullptr};
+
+using core::WorkerCounters;
+
+template <class F>
+uint64_t sum(const Dataplane& dp, F&& f) {
+  uint64_t total = 0;
+  for (uint16_t w = 0; w < dp.workers(); ++w) total += f(dp.counters(w));
+  return total;
+}
+
+#define LB_SUM(expr) sum(*dp, [&](const WorkerCounters& c) { return (expr); })
+
+int cmd_stats(const char*, const char*, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  rte_tel_data_start_dict(d);
+  uint64_t rx = 0, tx = 0, drops = 0;
+  for (uint16_t p = 0; p < dp->port_count(); ++p) {
+    rx += LB_SUM(c.port[p].rx_packets.get());
+    tx += LB_SUM(c.port[p].tx_packets.get());
+  }
+  for (size_t r = 0; r < core::kDropReasonCount; ++r) drops += LB_SUM(c.drops[r].get());
+  rte_tel_data_add_dict_u64(d, "rx_packets", rx);
+  rte_tel_data_add_dict_u64(d, "tx_packets", tx);
+  rte_tel_data_add_dict_u64(d, "dropped", drops);
+  rte_tel_data_add_dict_u64(d, "flows_active", LB_SUM(c.flows_active.get()));
+  rte_tel_data_add_dict_u64(d, "flows_created", LB_SUM(c.flows_created.get()));
+  rte_tel_data_add_dict_u64(d, "flows_expired", LB_SUM(c.flows_expired.get()));
+  rte_tel_data_add_dict_u64(d, "flows_closed", LB_SUM(c.flows_closed.get()));
+  rte_tel_data_add_dict_u64(d, "flows_refused", LB_SUM(c.flows_refused.get()));
+  rte_tel_data_add_dict_u64(d, "retries", LB_SUM(c.retries.get()));
+  rte_tel_data_add_dict_u64(d, "retry_syn_replayed", LB_SUM(c.retry_syn_replayed.get()));
+  rte_tel_data_add_dict_u64(d, "rst_no_backend", LB_SUM(c.rst_no_backend.get()));
+  rte_tel_data_add_dict_u64(d, "rst_flow_miss", LB_SUM(c.rst_flow_miss.get()));
+  rte_tel_data_add_dict_u64(d, "arp_replies", LB_SUM(c.arp_replies.get()));
+  rte_tel_data_add_dict_u64(d, "arp_learned", LB_SUM(c.arp_learned.get()));
+  rte_tel_data_add_dict_u64(d, "icmp_echo_replies", LB_SUM(c.icmp_echo_replies.get()));
+  rte_tel_data_add_dict_u64(d, "handoff_out", LB_SUM(c.handoff_out.get()));
+  rte_tel_data_add_dict_u64(d, "handoff_in", LB_SUM(c.handoff_in.get()));
+  rte_tel_data_add_dict_u64(d, "workers", dp->workers());
+  return 0;
+}
+
+int cmd_drops(const char*, const char*, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  rte_tel_data_start_dict(d);
+  for (size_t r = 0; r < core::kDropReasonCount; ++r) {
+    const std::string name(core::kDropReasonNames[r]);
+    rte_tel_data_add_dict_u64(d, name.c_str(), LB_SUM(c.drops[r].get()));
+  }
+  return 0;
+}
+
+int cmd_ports(const char*, const char*, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  rte_tel_data_start_array(d, RTE_TEL_CONTAINER);
+  for (uint16_t p = 0; p < dp->port_count(); ++p) {
+    rte_tel_data* e = rte_tel_data_alloc();
+    if (!e) return -1;
+    rte_tel_data_start_dict(e);
+    rte_tel_data_add_dict_string(e, "name", dp->port_name(p).c_str());
+    rte_tel_data_add_dict_u64(e, "port_id", dp->port_id(p));
+    rte_tel_data_add_dict_u64(e, "rx_packets", LB_SUM(c.port[p].rx_packets.get()));
+    rte_tel_data_add_dict_u64(e, "rx_bytes", LB_SUM(c.port[p].rx_bytes.get()));
+    rte_tel_data_add_dict_u64(e, "tx_packets", LB_SUM(c.port[p].tx_packets.get()));
+    rte_tel_data_add_dict_u64(e, "tx_bytes", LB_SUM(c.port[p].tx_bytes.get()));
+    rte_tel_data_add_array_container(d, e, 0);
+  }
+  return 0;
+}
+
+int cmd_backends(const char*, const char*, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  rte_tel_data_start_array(d, RTE_TEL_CONTAINER);
+  const auto& backends = dp->builder().backends();
+  const auto& services = dp->builder().service_names();
+  for (uint32_t id = 0; id < backends.size(); ++id) {
+    const BackendInfo& b = backends[id];
+    rte_tel_data* e = rte_tel_data_alloc();
+    if (!e) return -1;
+    rte_tel_data_start_dict(e);
+    const std::string addr = cfg::format_ipv4(b.ip) + ":" + std::to_string(b.port);
+    rte_tel_data_add_dict_u64(e, "id", id);
+    rte_tel_data_add_dict_string(e, "service", services[core::raw(b.service)].c_str());
+    rte_tel_data_add_dict_string(e, "address", addr.c_str());
+    rte_tel_data_add_dict_u64(e, "flows_active", LB_SUM(c.backend[id].flows_active.get()));
+    rte_tel_data_add_dict_u64(e, "flows_total", LB_SUM(c.backend[id].flows_total.get()));
+    rte_tel_data_add_dict_u64(e, "packets_in", LB_SUM(c.backend[id].packets_in.get()));
+    rte_tel_data_add_dict_u64(e, "bytes_in", LB_SUM(c.backend[id].bytes_in.get()));
+    rte_tel_data_add_dict_u64(e, "packets_out", LB_SUM(c.backend[id].packets_out.get()));
+    rte_tel_data_add_dict_u64(e, "bytes_out", LB_SUM(c.backend[id].bytes_out.get()));
+    rte_tel_data_add_dict_u64(e, "syn_rst", LB_SUM(c.backend[id].syn_rst.get()));
+    rte_tel_data_add_dict_u64(e, "syn_timeout", LB_SUM(c.backend[id].syn_timeout.get()));
+    rte_tel_data_add_array_container(d, e, 0);
+  }
+  return 0;
+}
+
+int cmd_workers(const char*, const char*, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  rte_tel_data_start_array(d, RTE_TEL_CONTAINER);
+  for (uint16_t w = 0; w < dp->workers(); ++w) {
+    const WorkerCounters& c = dp->counters(w);
+    rte_tel_data* e = rte_tel_data_alloc();
+    if (!e) return -1;
+    rte_tel_data_start_dict(e);
+    rte_tel_data_add_dict_u64(e, "worker", w);
+    rte_tel_data_add_dict_u64(e, "flows_active", c.flows_active.get());
+    rte_tel_data_add_dict_u64(e, "flow_capacity", dp->processor(w).flows().capacity());
+    rte_tel_data_add_dict_u64(e, "flows_created", c.flows_created.get());
+    rte_tel_data_add_dict_u64(e, "handoff_out", c.handoff_out.get());
+    rte_tel_data_add_dict_u64(e, "handoff_in", c.handoff_in.get());
+    rte_tel_data_add_array_container(d, e, 0);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_telemetry(const Dataplane* dp) {
+  // release pairs with the acquire in every command.
+  g_dp.store(dp, std::memory_order_release);
+  static bool registered = false;  // rte_telemetry has no way to unregister a command
+  if (registered) return;
+  registered = true;
+  rte_telemetry_register_cmd("/lb/stats", cmd_stats, "Totals over all workers and ports.");
+  rte_telemetry_register_cmd("/lb/drops", cmd_drops, "Dropped packets by reason.");
+  rte_telemetry_register_cmd("/lb/ports", cmd_ports, "Per-port RX/TX packets and bytes.");
+  rte_telemetry_register_cmd("/lb/backends", cmd_backends,
+                             "Per-backend flows, packets, bytes and passive health signals.");
+  rte_telemetry_register_cmd("/lb/workers", cmd_workers, "Per-worker flow table use.");
+}
+
+void unregister_telemetry() { g_dp.store(nullptr, std::memory_order_release); }
+
+}  // namespace lb::dp

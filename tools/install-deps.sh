@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs, from Debian's own archive only, everything lbd needs to build, test, demo and benchmark.
+# Idempotent: packages already present are not touched, and apt is not called at all when nothing
+# is missing.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential g++ meson ninja-build pkg-config
+  # dataplane
+  dpdk dpdk-dev libdpdk-dev libpcap-dev libbsd-dev libnuma-dev libxdp-dev libbpf-dev libelf-dev
+  libarchive-dev libjansson-dev libssl-dev libsystemd-dev
+  # config, CLI, control plane
+  libconfig++-dev libcli11-dev nlohmann-json3-dev libcurl4-openssl-dev libcpp-httplib-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-scapy valgrind
+  # end-to-end topology, clients, kernel comparison
+  iproute2 ethtool curl wrk nftables procps psmisc util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: run as root (or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
