@@ -28,10 +28,10 @@ class ConfigError : public std::runtime_error {
 };
 
 struct PortConfig {
-  std::string name;             // unique, [A-Za-z0-9_-]
-  std::string device;           // PCI address or vdev spec ("net_af_packet0,iface=lb-c")
-  uint32_t ip = 0;              // the port's own address
-  uint8_t prefix_len = 0;       // its subnet
+  std::string name;                 // unique, [A-Za-z0-9_-]
+  std::string device;               // PCI address or vdev spec ("net_af_packet0,iface=lb-c")
+  uint32_t ip = 0;                  // the port's own address
+  uint8_t prefix_len = 0;           // its subnet
   std::optional<uint32_t> gateway;  // next hop for destinations outside the subnet
   uint16_t rx_descriptors = 1024;
   uint16_t tx_descriptors = 1024;
@@ -44,18 +44,19 @@ struct PortConfig {
 };
 
 struct FlowConfig {
-  uint32_t capacity = 1u << 20;      // flows per worker
-  uint32_t tcp_syn_timeout = 5;      // seconds, handshake not finished
+  uint32_t capacity = 1u << 20;  // flows per worker
+  uint32_t tcp_syn_timeout = 5;  // seconds, handshake not finished
   uint32_t tcp_established_timeout = 900;
-  uint32_t tcp_fin_timeout = 10;     // one side has sent FIN
-  uint32_t tcp_closed_timeout = 5;   // both FINs or an RST seen (TIME_WAIT-like)
+  uint32_t tcp_fin_timeout = 10;    // one side has sent FIN
+  uint32_t tcp_closed_timeout = 5;  // both FINs or an RST seen (TIME_WAIT-like)
 };
 
 // Retry on another server (the seeds' "retry" feature, at L4).
 struct RetryConfig {
-  bool on_rst = true;            // backend answers our SYN with RST: re-steer at once
-  uint32_t syn_timeout_ms = 1000;  // client retransmits its SYN after this long unanswered: re-steer
-  uint32_t max_retries = 2;      // per flow
+  bool on_rst = true;  // backend answers our SYN with RST: re-steer at once
+  // The client retransmits its SYN after this long unanswered: re-steer.
+  uint32_t syn_timeout_ms = 1000;
+  uint32_t max_retries = 2;  // per flow
 };
 
 enum class MissPolicy { kDrop, kRst };       // non-SYN packet with no flow

@@ -71,7 +71,7 @@ int cmd_drops(const char*, const char*, rte_tel_data* d) {
 int cmd_ports(const char*, const char*, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
-  rte_tel_data_start_array(d, RTE_TEL_CONTAINER);
+  rte_tel_data_start_dict(d);
   for (uint16_t p = 0; p < dp->port_count(); ++p) {
     rte_tel_data* e = rte_tel_data_alloc();
     if (!e) return -1;
@@ -82,7 +82,7 @@ int cmd_ports(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_u64(e, "rx_bytes", LB_SUM(c.port[p].rx_bytes.get()));
     rte_tel_data_add_dict_u64(e, "tx_packets", LB_SUM(c.port[p].tx_packets.get()));
     rte_tel_data_add_dict_u64(e, "tx_bytes", LB_SUM(c.port[p].tx_bytes.get()));
-    rte_tel_data_add_array_container(d, e, 0);
+    rte_tel_data_add_dict_container(d, dp->port_name(p).c_str(), e, 0);
   }
   return 0;
 }
@@ -90,7 +90,7 @@ int cmd_ports(const char*, const char*, rte_tel_data* d) {
 int cmd_backends(const char*, const char*, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
-  rte_tel_data_start_array(d, RTE_TEL_CONTAINER);
+  rte_tel_data_start_dict(d);
   const auto& backends = dp->builder().backends();
   const auto& services = dp->builder().service_names();
   for (uint32_t id = 0; id < backends.size(); ++id) {
@@ -110,7 +110,8 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_u64(e, "bytes_out", LB_SUM(c.backend[id].bytes_out.get()));
     rte_tel_data_add_dict_u64(e, "syn_rst", LB_SUM(c.backend[id].syn_rst.get()));
     rte_tel_data_add_dict_u64(e, "syn_timeout", LB_SUM(c.backend[id].syn_timeout.get()));
-    rte_tel_data_add_array_container(d, e, 0);
+    // rte_telemetry (22.11) nests dicts only under dicts, and keys allow [A-Za-z0-9_] only.
+    rte_tel_data_add_dict_container(d, ("backend_" + std::to_string(id)).c_str(), e, 0);
   }
   return 0;
 }
@@ -118,7 +119,7 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
 int cmd_workers(const char*, const char*, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
-  rte_tel_data_start_array(d, RTE_TEL_CONTAINER);
+  rte_tel_data_start_dict(d);
   for (uint16_t w = 0; w < dp->workers(); ++w) {
     const WorkerCounters& c = dp->counters(w);
     rte_tel_data* e = rte_tel_data_alloc();
@@ -130,7 +131,7 @@ int cmd_workers(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_u64(e, "flows_created", c.flows_created.get());
     rte_tel_data_add_dict_u64(e, "handoff_out", c.handoff_out.get());
     rte_tel_data_add_dict_u64(e, "handoff_in", c.handoff_in.get());
-    rte_tel_data_add_array_container(d, e, 0);
+    rte_tel_data_add_dict_container(d, ("worker_" + std::to_string(w)).c_str(), e, 0);
   }
   return 0;
 }

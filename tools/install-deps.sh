@@ -15,7 +15,7 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-scapy valgrind
   # end-to-end topology, clients, kernel comparison
-  iproute2 ethtool curl wrk nftables procps psmisc util-linux
+  iproute2 iputils-ping ethtool curl wrk nftables procps psmisc util-linux tcpdump
 )
 
 missing=()

@@ -120,6 +120,7 @@ FlowTable::InsertResult FlowTable::insert(const Flow& f, uint32_t& idx) {
     return InsertResult::kConflict;
   const uint32_t i = free_[free_top_ - 1];
   flows_[i] = f;  // keys must be in place before the index can verify against them
+  flows_[i].in_use = 0;  // still free until both keys are indexed (a failed insert leaves it so)
   if (!index_add(ck, make_ref(i, Dir::kFromClient))) return InsertResult::kIndexFull;
   if (!index_add(bk, make_ref(i, Dir::kFromBackend))) {
     index_remove(ck, make_ref(i, Dir::kFromClient));

@@ -1,0 +1,970 @@
+// Loader and validator for the lbd configuration file. The rules are listed, key by key, in
+// docs/configuration.md; keep the two in step.
+//
+// Design: libconfig parses the text into a tree; a single Parser walks that tree top-down, checks
+// each setting's type, range and spelling as it converts it, then runs the cross-setting checks
+// (duplicates, overlaps, reachability). The first problem ends the load with a ConfigError that
+// names the file, the source line and the setting path, so an operator can go straight to it.
+
+#include "lb_config.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string_view>
+#include <utility>
+
+#include <libconfig.h++>
+
+namespace lb::cfg {
+
+namespace {
+
+// "file:line: path: message", or "file:line: message" for problems with the file as a whole
+// (I/O, syntax), which belong to no setting.
+std::string format_error(const std::string& file, int line, const std::string& path,
+                         const std::string& what) {
+  std::string out = file + ":" + std::to_string(line) + ": ";
+  if (!path.empty()) out += path + ": ";
+  out += what;
+  return out;
+}
+
+}  // namespace
+
+ConfigError::ConfigError(std::string file, int line, std::string path, const std::string& what)
+    : std::runtime_error(format_error(file, line, path, what)),
+      file_(std::move(file)),
+      line_(line),
+      path_(std::move(path)) {}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses and names.
+
+std::optional<uint32_t> parse_ipv4(const std::string& text) {
+  uint32_t addr = 0;
+  size_t pos = 0;
+  for (int octet = 0; octet < 4; ++octet) {
+    if (octet > 0) {
+      if (pos >= text.size() || text[pos] != '.') return std::nullopt;
+      ++pos;
+    }
+    const size_t start = pos;
+    uint32_t value = 0;
+    while (pos < text.size() && pos - start < 4 && text[pos] >= '0' && text[pos] <= '9') {
+      value = value * 10 + static_cast<uint32_t>(text[pos] - '0');
+      ++pos;
+    }
+    const size_t digits = pos - start;
+    // A leading zero is refused because inet_aton() would read "010" as octal 8: the same text
+    // must not mean different addresses to lbd and to the tools around it.
+    if (digits == 0 || digits > 3 || value > 255 || (digits > 1 && text[start] == '0')) {
+      return std::nullopt;
+    }
+    addr = (addr << 8) | value;
+  }
+  if (pos != text.size()) return std::nullopt;
+  return addr;
+}
+
+std::string format_ipv4(uint32_t addr) {
+  return std::to_string(addr >> 24) + "." + std::to_string((addr >> 16) & 0xff) + "." +
+         std::to_string((addr >> 8) & 0xff) + "." + std::to_string(addr & 0xff);
+}
+
+const char* to_string(Scheduler s) {
+  switch (s) {
+    case Scheduler::kRoundRobin:
+      return "rr";
+    case Scheduler::kWeightedRoundRobin:
+      return "wrr";
+    case Scheduler::kRandom:
+      return "random";
+    case Scheduler::kLeastConnections:
+      return "lc";
+  }
+  return "?";
+}
+
+const char* to_string(MissPolicy p) {
+  switch (p) {
+    case MissPolicy::kDrop:
+      return "drop";
+    case MissPolicy::kRst:
+      return "rst";
+  }
+  return "?";
+}
+
+const char* to_string(NoBackendPolicy p) {
+  switch (p) {
+    case NoBackendPolicy::kRst:
+      return "rst";
+    case NoBackendPolicy::kDrop:
+      return "drop";
+  }
+  return "?";
+}
+
+const char* to_string(Protocol p) {
+  switch (p) {
+    case Protocol::kTcp:
+      return "tcp";
+  }
+  return "?";
+}
+
+const PortConfig* egress_port(const DataplaneConfig& dataplane, uint32_t addr) {
+  for (const PortConfig& port : dataplane.ports) {
+    if (port.in_subnet(addr)) return &port;
+  }
+  for (const PortConfig& port : dataplane.ports) {
+    if (port.gateway) return &port;
+  }
+  return nullptr;
+}
+
+namespace {
+
+using libconfig::Setting;
+
+// Limits, in one place so the messages and docs/configuration.md can be checked against them.
+constexpr int64_t kMinWorkers = 1, kMaxWorkers = 64;
+constexpr int64_t kMinMbufs = 1023, kMaxMbufs = 4194303;
+constexpr int kMinPorts = 1, kMaxPorts = 16;
+constexpr int64_t kMinDescriptors = 64, kMaxDescriptors = 16384;
+constexpr int64_t kMinFlowCapacity = 1024, kMaxFlowCapacity = 67108864;
+constexpr int64_t kMinTimeoutS = 1, kMaxTimeoutS = 86400;
+constexpr int64_t kMinSynRetryMs = 100, kMaxSynRetryMs = 60000;
+constexpr int64_t kMaxRetries = 8;
+constexpr int64_t kMinIntervalMs = 10, kMaxIntervalMs = 3600000;
+constexpr int64_t kMinRiseFall = 1, kMaxRiseFall = 100;
+constexpr int64_t kMinStatus = 100, kMaxStatus = 599;
+constexpr int64_t kMaxWeight = 65535;
+constexpr size_t kMaxNameLen = 32;
+constexpr size_t kMaxHealthPathLen = 1024;
+
+const char* type_name(Setting::Type type) {
+  switch (type) {
+    case Setting::TypeInt:
+    case Setting::TypeInt64:
+      return "an integer";
+    case Setting::TypeFloat:
+      return "a float";
+    case Setting::TypeString:
+      return "a string";
+    case Setting::TypeBoolean:
+      return "a boolean";
+    case Setting::TypeGroup:
+      return "a group { ... }";
+    case Setting::TypeArray:
+      return "an array [ ... ]";
+    case Setting::TypeList:
+      return "a list ( ... )";
+    case Setting::TypeNone:
+      break;
+  }
+  return "nothing";
+}
+
+std::string quote(std::string_view s) {
+  return "'" + std::string(s) + "'";
+}
+
+std::string join(const std::vector<std::string_view>& names, std::string_view sep) {
+  std::string out;
+  for (const std::string_view name : names) {
+    if (!out.empty()) out += sep;
+    out += name;
+  }
+  return out;
+}
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLen) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  });
+}
+
+uint32_t prefix_mask(unsigned prefix_len) {
+  return prefix_len == 0 ? 0 : ~uint32_t{0} << (32 - prefix_len);
+}
+
+std::string cidr(uint32_t network, unsigned prefix_len) {
+  return format_ipv4(network) + "/" + std::to_string(prefix_len);
+}
+
+// 0.0.0.0/8 ("this network"), 224.0.0.0/4 (multicast) and 240.0.0.0/4 (reserved, with the
+// limited broadcast) can never be a host we send to or answer from.
+std::optional<std::string> non_unicast_reason(uint32_t addr) {
+  if ((addr >> 24) == 0) return "is in 0.0.0.0/8, not a usable host address";
+  if ((addr >> 28) == 0xe) return "is a multicast address";
+  if ((addr >> 28) == 0xf) return "is a reserved or broadcast address";
+  return std::nullopt;
+}
+
+// libconfig 1.5 keeps an integer literal without the L suffix in 32 bits and wraps it silently:
+// "capacity = 4294968320;" reads as 1024. That would turn a typo into a valid, wrong value, so
+// integers are checked against the literal in the source text; this is what was written.
+struct Literal {
+  std::string text;
+  std::optional<int64_t> value;  // nullopt: beyond 64 bits
+};
+
+bool is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-' || c == '*';
+}
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f';
+}
+
+bool is_digit(char c, bool hex) {
+  return (c >= '0' && c <= '9') || (hex && ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')));
+}
+
+// Finds, among the `name = <integer>` assignments that begin on `line`, the literal libconfig
+// wrapped into `stored`. Returns nullopt when the value was kept exactly (or nothing is found, e.g.
+// the setting came from a file we cannot re-read), so at worst this check is skipped.
+std::optional<Literal> find_wrapped_literal(std::string_view text, size_t line_begin,
+                                            std::string_view name, int stored) {
+  const size_t line_end = std::min(text.find('\n', line_begin), text.size());
+  std::optional<Literal> wrapped;
+  for (size_t at = line_begin; at < line_end; ++at) {
+    // Skip strings and comments: "name = 5" inside them is not an assignment.
+    if (text[at] == '"') {
+      for (++at; at < line_end && text[at] != '"'; ++at) {
+        if (text[at] == '\\') ++at;
+      }
+      continue;
+    }
+    if (text[at] == '#' || text.substr(at, 2) == "//") break;
+    if (text.substr(at, 2) == "/*") {
+      at = text.find("*/", at + 2);
+      if (at == std::string_view::npos || at >= line_end) break;
+      ++at;
+      continue;
+    }
+    if (text.substr(at, name.size()) != name) continue;
+    if (at > 0 && is_name_char(text[at - 1])) continue;
+    size_t pos = at + name.size();
+    if (pos < text.size() && is_name_char(text[pos])) continue;
+    while (pos < text.size() && is_space(text[pos])) ++pos;
+    if (pos >= text.size() || (text[pos] != '=' && text[pos] != ':')) continue;
+    ++pos;
+    while (pos < text.size() && is_space(text[pos])) ++pos;
+    const size_t start = pos;
+    bool negative = false;
+    if (pos < text.size() && (text[pos] == '-' || text[pos] == '+')) negative = text[pos++] == '-';
+    const bool hex = !negative && pos + 2 < text.size() && text[pos] == '0' &&
+                     (text[pos + 1] == 'x' || text[pos + 1] == 'X') &&
+                     is_digit(text[pos + 2], true);
+    if (hex) pos += 2;
+    const size_t digits = pos;
+    while (pos < text.size() && is_digit(text[pos], hex)) ++pos;
+    if (pos == digits || (pos < text.size() && (text[pos] == 'L' || text[pos] == '.'))) continue;
+
+    // Re-read the literal the way libconfig 1.5 does (strtol/strtoul, then a cast to int) to
+    // recognise the one that produced `stored`, and exactly, to know what was meant.
+    Literal literal{std::string(text.substr(start, pos - start)), std::nullopt};
+    int as_stored = 0;
+    if (hex) {
+      uint64_t v = 0;
+      const auto [end, ec] = std::from_chars(text.data() + digits, text.data() + pos, v, 16);
+      if (ec == std::errc{} && v <= uint64_t{std::numeric_limits<int64_t>::max()}) {
+        literal.value = static_cast<int64_t>(v);
+      }
+      if (ec != std::errc{}) v = std::numeric_limits<uint64_t>::max();
+      as_stored = static_cast<int>(static_cast<uint32_t>(v));
+    } else {
+      // from_chars takes no '+', so parse the magnitude and apply the sign.
+      uint64_t magnitude = 0;
+      const auto [end, ec] =
+          std::from_chars(text.data() + digits, text.data() + pos, magnitude, 10);
+      constexpr uint64_t kMaxPositive = std::numeric_limits<int64_t>::max();
+      int64_t clamped = 0;
+      if (ec != std::errc{} || magnitude > kMaxPositive + (negative ? 1 : 0)) {
+        clamped =
+            negative ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max();
+      } else if (negative) {
+        // -(2^63) is representable; negate in unsigned space to avoid overflow.
+        clamped = static_cast<int64_t>(~magnitude + 1);
+        literal.value = clamped;
+      } else {
+        clamped = static_cast<int64_t>(magnitude);
+        literal.value = clamped;
+      }
+      as_stored = static_cast<int>(static_cast<uint32_t>(static_cast<uint64_t>(clamped)));
+    }
+    if (as_stored != stored) continue;
+    if (literal.value && *literal.value == stored) return std::nullopt;  // kept exactly
+    wrapped = std::move(literal);
+  }
+  return wrapped;
+}
+
+struct Source {
+  std::string text;
+  std::vector<size_t> line_starts;  // line_starts[n - 1] = offset of line n
+
+  explicit Source(std::string t) : text(std::move(t)) {
+    line_starts.push_back(0);
+    for (size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '\n') line_starts.push_back(i + 1);
+    }
+  }
+};
+
+std::optional<std::string> read_file(const std::string& path, int* error) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose);
+  if (!file) {
+    *error = errno;
+    return std::nullopt;
+  }
+  std::string text;
+  std::array<char, 65536> buffer{};
+  for (;;) {
+    const size_t n = std::fread(buffer.data(), 1, buffer.size(), file.get());
+    text.append(buffer.data(), n);
+    if (n < buffer.size()) break;
+  }
+  if (std::ferror(file.get()) != 0) {
+    // fopen() succeeds on a directory; the read is what fails, with EISDIR.
+    *error = errno != 0 ? errno : EIO;
+    return std::nullopt;
+  }
+  return text;
+}
+
+template <typename E>
+struct EnumName {
+  std::string_view name;
+  E value;
+};
+
+// A string setting that names a subsetting: where it is and what it said, for cross-checks that
+// point back at the exact line.
+struct Where {
+  const Setting* setting = nullptr;
+  int line() const { return static_cast<int>(setting->getSourceLine()); }
+  std::string path() const { return setting->getPath(); }
+};
+
+struct PortSettings {
+  Where group, name, device, ip;
+};
+
+struct ServiceSettings {
+  Where group, name, vip;
+  std::vector<Where> backend_address;
+};
+
+class Parser {
+ public:
+  Parser(std::string name, std::string text, std::string include_dir)
+      : name_(std::move(name)), include_dir_(std::move(include_dir)) {
+    sources_.emplace("", Source(std::move(text)));
+  }
+
+  Config run() {
+    const std::string& text = sources_.at("").text;
+    if (const size_t nul = text.find('\0'); nul != std::string::npos) {
+      // libconfig reads C strings and would silently drop everything after the NUL.
+      const auto line =
+          1 + std::count(text.begin(), text.begin() + static_cast<ptrdiff_t>(nul), '\n');
+      throw ConfigError(name_, static_cast<int>(line), "", "file contains a NUL byte");
+    }
+    libconfig::Config tree;
+    if (!include_dir_.empty()) tree.setIncludeDir(include_dir_.c_str());
+    try {
+      tree.readString(text);
+    } catch (const libconfig::ParseException& e) {
+      // libconfig says "syntax error", "duplicate setting name", "cannot open include file"...
+      throw ConfigError(e.getFile() != nullptr ? source_name(e.getFile()) : name_, e.getLine(), "",
+                        e.getError());
+    }
+
+    Config config;
+    config.file = name_;
+    const Setting& root = tree.getRoot();
+    check_keys(root, {"dataplane", "services"});
+    config.dataplane = parse_dataplane(as_group(require(root, "dataplane")));
+    parse_services(as_list(require(root, "services")), config);
+    check_backends(config);
+    return config;
+  }
+
+ private:
+  // -- Errors ----------------------------------------------------------------------------------
+
+  std::string source_name(const char* file) const {
+    if (include_dir_.empty() || include_dir_ == "." || file[0] == '/') return file;
+    return include_dir_ + (include_dir_.back() == '/' ? "" : "/") + file;
+  }
+
+  std::string file_of(const Setting& s) const {
+    const char* file = s.getSourceFile();
+    return file == nullptr ? name_ : source_name(file);
+  }
+
+  [[noreturn]] void fail(const Setting& s, const std::string& what) const {
+    throw ConfigError(file_of(s), static_cast<int>(s.getSourceLine()), s.getPath(), what);
+  }
+
+  [[noreturn]] void fail(const Where& where, const std::string& what) const {
+    fail(*where.setting, what);
+  }
+
+  static std::string child_path(const Setting& parent, std::string_view key) {
+    std::string path = parent.getPath();
+    if (!path.empty()) path += ".";
+    return path + std::string(key);
+  }
+
+  // -- Structure -------------------------------------------------------------------------------
+
+  // Every group is closed: a misspelt optional key would otherwise be ignored and its default
+  // used without a word.
+  void check_keys(const Setting& group, std::initializer_list<std::string_view> allowed) const {
+    for (int i = 0; i < group.getLength(); ++i) {
+      const Setting& child = group[i];
+      const std::string_view key = child.getName();
+      if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+      std::string what = "unknown setting " + quote(key) + " (";
+      std::string_view best;
+      size_t best_distance = key.size() < 5 ? 2 : 3;  // closer than this is a likely typo
+      for (const std::string_view candidate : allowed) {
+        const size_t d = edit_distance(key, candidate);
+        if (d < best_distance) {
+          best_distance = d;
+          best = candidate;
+        }
+      }
+      if (!best.empty()) what += "did you mean " + quote(best) + "? ";
+      what += "allowed: " + join(std::vector<std::string_view>(allowed), ", ") + ")";
+      fail(child, what);
+    }
+  }
+
+  const Setting* find(const Setting& group, const char* key) const {
+    return group.exists(key) ? &group[key] : nullptr;
+  }
+
+  const Setting& require(const Setting& group, const char* key) const {
+    if (const Setting* s = find(group, key)) return *s;
+    // The setting is not there to point at; the group that should hold it is.
+    throw ConfigError(file_of(group), static_cast<int>(group.getSourceLine()),
+                      child_path(group, key), "missing required setting " + quote(key));
+  }
+
+  void expect_type(const Setting& s, Setting::Type type) const {
+    if (s.getType() != type) {
+      fail(s, std::string("expected ") + type_name(type) + ", found " + type_name(s.getType()));
+    }
+  }
+
+  const Setting& as_group(const Setting& s) const {
+    expect_type(s, Setting::TypeGroup);
+    return s;
+  }
+
+  const Setting& as_list(const Setting& s) const {
+    // An empty "[]" is an array to libconfig, but means the same as "()" here.
+    if (s.getType() == Setting::TypeArray && s.getLength() == 0) return s;
+    expect_type(s, Setting::TypeList);
+    return s;
+  }
+
+  // -- Scalars ---------------------------------------------------------------------------------
+
+  int64_t as_integer(const Setting& s, int64_t min, int64_t max) const {
+    int64_t value = 0;
+    std::string shown;
+    if (s.getType() == Setting::TypeInt64) {
+      value = static_cast<long long>(s);
+    } else if (s.getType() == Setting::TypeInt) {
+      value = static_cast<int>(s);
+      if (std::optional<Literal> literal = wrapped_literal(s)) {
+        if (!literal->value) {
+          fail(s, "integer " + literal->text + " does not fit in 64 bits (expected " +
+                      std::to_string(min) + ".." + std::to_string(max) + ")");
+        }
+        value = *literal->value;
+        shown = literal->text;
+      }
+    } else {
+      fail(s, std::string("expected an integer, found ") + type_name(s.getType()));
+    }
+    if (value < min || value > max) {
+      if (shown.empty()) shown = std::to_string(value);
+      fail(s, "value " + shown + " is out of range " + std::to_string(min) + ".." +
+                  std::to_string(max));
+    }
+    return value;
+  }
+
+  template <typename T>
+  T integer_as(const Setting& s, int64_t min, int64_t max) const {
+    return static_cast<T>(as_integer(s, min, max));
+  }
+
+  // Reads an optional integer key into `out`, which keeps its default when the key is absent.
+  template <typename T>
+  void optional_integer(const Setting& group, const char* key, T& out, int64_t min,
+                        int64_t max) const {
+    if (const Setting* s = find(group, key)) out = integer_as<T>(*s, min, max);
+  }
+
+  std::optional<Literal> wrapped_literal(const Setting& s) const {
+    const char* name = s.getName();
+    const unsigned line = s.getSourceLine();
+    if (name == nullptr || line == 0) return std::nullopt;
+    const Source* source = source_of(s);
+    if (source == nullptr || line > source->line_starts.size()) return std::nullopt;
+    return find_wrapped_literal(source->text, source->line_starts[line - 1], name,
+                                static_cast<int>(s));
+  }
+
+  const Source* source_of(const Setting& s) const {
+    const char* file = s.getSourceFile();
+    const std::string key = file == nullptr ? "" : source_name(file);
+    auto it = sources_.find(key);
+    if (it == sources_.end()) {
+      int error = 0;
+      std::optional<std::string> text = read_file(key, &error);
+      if (!text) return nullptr;
+      it = sources_.emplace(key, Source(std::move(*text))).first;
+    }
+    return &it->second;
+  }
+
+  std::string as_string(const Setting& s) const {
+    expect_type(s, Setting::TypeString);
+    return static_cast<const char*>(s);
+  }
+
+  bool as_bool(const Setting& s) const {
+    expect_type(s, Setting::TypeBoolean);
+    return static_cast<bool>(s);
+  }
+
+  std::string as_name(const Setting& s) const {
+    std::string value = as_string(s);
+    if (!valid_name(value)) {
+      fail(s, "invalid name " + quote(value) + " (use 1.." + std::to_string(kMaxNameLen) +
+                  " characters from A-Z a-z 0-9 _ -)");
+    }
+    return value;
+  }
+
+  template <typename E>
+  E enumeration(const Setting& s, const char* what,
+                std::initializer_list<EnumName<E>> names) const {
+    const std::string value = as_string(s);
+    std::vector<std::string_view> expected;
+    for (const EnumName<E>& n : names) {
+      if (n.name == value) return n.value;
+      expected.push_back(n.name);
+    }
+    fail(s, std::string("unknown ") + what + " " + quote(value) + " (expected " +
+                join(expected, ", ") + ")");
+  }
+
+  uint32_t as_address(const Setting& s) const {
+    const std::string text = as_string(s);
+    const std::optional<uint32_t> addr = parse_ipv4(text);
+    if (!addr) {
+      fail(s, "malformed IPv4 address " + quote(text) +
+                  " (expected a.b.c.d, decimal, no leading zeros)");
+    }
+    if (std::optional<std::string> reason = non_unicast_reason(*addr)) {
+      fail(s, format_ipv4(*addr) + " " + *reason);
+    }
+    return *addr;
+  }
+
+  // -- Dataplane -------------------------------------------------------------------------------
+
+  DataplaneConfig parse_dataplane(const Setting& dp) {
+    check_keys(dp,
+               {"workers", "mbufs", "ports", "flows", "retry", "miss_policy", "no_backend_policy"});
+    DataplaneConfig out;
+    out.line = static_cast<int>(dp.getSourceLine());
+    out.workers = integer_as<uint32_t>(require(dp, "workers"), kMinWorkers, kMaxWorkers);
+    optional_integer(dp, "mbufs", out.mbufs, kMinMbufs, kMaxMbufs);
+    parse_ports(as_list(require(dp, "ports")), out);
+    if (const Setting* flows = find(dp, "flows")) out.flows = parse_flows(as_group(*flows));
+    if (const Setting* retry = find(dp, "retry")) out.retry = parse_retry(as_group(*retry));
+    if (const Setting* s = find(dp, "miss_policy")) {
+      out.miss_policy = enumeration<MissPolicy>(
+          *s, "miss_policy", {{"drop", MissPolicy::kDrop}, {"rst", MissPolicy::kRst}});
+    }
+    if (const Setting* s = find(dp, "no_backend_policy")) {
+      out.no_backend_policy = enumeration<NoBackendPolicy>(
+          *s, "no_backend_policy",
+          {{"rst", NoBackendPolicy::kRst}, {"drop", NoBackendPolicy::kDrop}});
+    }
+    return out;
+  }
+
+  void parse_ports(const Setting& ports, DataplaneConfig& out) {
+    const int count = ports.getLength();
+    if (count < kMinPorts || count > kMaxPorts) {
+      fail(ports, "expected " + std::to_string(kMinPorts) + ".." + std::to_string(kMaxPorts) +
+                      " ports, found " + std::to_string(count));
+    }
+    for (int i = 0; i < count; ++i) {
+      PortSettings where;
+      PortConfig port = parse_port(as_group(ports[i]), where);
+      check_port_against_earlier(port, where, out.ports);
+      out.ports.push_back(std::move(port));
+      port_settings_.push_back(where);
+    }
+  }
+
+  PortConfig parse_port(const Setting& p, PortSettings& where) const {
+    check_keys(p, {"name", "device", "ip", "gateway", "rx_descriptors", "tx_descriptors"});
+    PortConfig port;
+    port.line = static_cast<int>(p.getSourceLine());
+    where.group.setting = &p;
+    where.name.setting = &require(p, "name");
+    port.name = as_name(*where.name.setting);
+    where.device.setting = &require(p, "device");
+    port.device = as_string(*where.device.setting);
+    if (port.device.empty()) fail(where.device, "device must not be empty");
+
+    where.ip.setting = &require(p, "ip");
+    const Setting& ip = *where.ip.setting;
+    const std::string text = as_string(ip);
+    const size_t slash = text.find('/');
+    if (slash == std::string::npos) {
+      fail(ip, "expected address/prefix-length (e.g. 10.0.0.1/24), found " + quote(text));
+    }
+    const std::optional<uint32_t> addr = parse_ipv4(text.substr(0, slash));
+    if (!addr) fail(ip, "malformed IPv4 address " + quote(text.substr(0, slash)));
+    const std::string prefix_text = text.substr(slash + 1);
+    unsigned prefix = 0;
+    const auto [end, ec] =
+        std::from_chars(prefix_text.data(), prefix_text.data() + prefix_text.size(), prefix);
+    if (ec != std::errc{} || end != prefix_text.data() + prefix_text.size() || prefix < 1 ||
+        prefix > 32 || (prefix_text.size() > 1 && prefix_text[0] == '0')) {
+      fail(ip, "prefix length must be 1..32, found " + quote(prefix_text));
+    }
+    if (std::optional<std::string> reason = non_unicast_reason(*addr)) {
+      fail(ip, format_ipv4(*addr) + " " + *reason);
+    }
+    port.ip = *addr;
+    port.prefix_len = static_cast<uint8_t>(prefix);
+    check_host_in_subnet(ip, port, *addr);
+
+    if (const Setting* gw = find(p, "gateway")) {
+      const uint32_t gateway = as_address(*gw);
+      if (!port.in_subnet(gateway)) {
+        fail(*gw, "gateway " + format_ipv4(gateway) + " is outside the port's subnet " +
+                      cidr(port.ip & prefix_mask(prefix), prefix));
+      }
+      if (gateway == port.ip) fail(*gw, "gateway is the port's own address");
+      check_host_in_subnet(*gw, port, gateway);
+      port.gateway = gateway;
+    }
+    if (const Setting* s = find(p, "rx_descriptors")) port.rx_descriptors = descriptors(*s);
+    if (const Setting* s = find(p, "tx_descriptors")) port.tx_descriptors = descriptors(*s);
+    return port;
+  }
+
+  // On subnets with a network and a broadcast address (/30 and wider), neither is a host.
+  void check_host_in_subnet(const Setting& s, const PortConfig& port, uint32_t addr) const {
+    if (port.prefix_len > 30) return;
+    const uint32_t mask = prefix_mask(port.prefix_len);
+    const std::string subnet = cidr(port.ip & mask, port.prefix_len);
+    if ((addr & ~mask) == 0) fail(s, format_ipv4(addr) + " is the network address of " + subnet);
+    if ((addr & ~mask) == ~mask) {
+      fail(s, format_ipv4(addr) + " is the broadcast address of " + subnet);
+    }
+  }
+
+  uint16_t descriptors(const Setting& s) const {
+    const int64_t n = as_integer(s, kMinDescriptors, kMaxDescriptors);
+    // The PMDs size their rings in powers of two; anything else is rounded or refused by them.
+    if ((n & (n - 1)) != 0) fail(s, "value " + std::to_string(n) + " is not a power of two");
+    return static_cast<uint16_t>(n);
+  }
+
+  void check_port_against_earlier(const PortConfig& port, const PortSettings& where,
+                                  const std::vector<PortConfig>& earlier) const {
+    // DPDK identifies a device by what precedes the first comma ("0000:01:00.0",
+    // "net_af_packet0"); the rest are arguments, so two ports cannot differ only there.
+    const auto device_id = [](const std::string& device) {
+      return device.substr(0, device.find(','));
+    };
+    for (size_t j = 0; j < earlier.size(); ++j) {
+      const PortConfig& other = earlier[j];
+      const PortSettings& other_where = port_settings_[j];
+      if (other.name == port.name) {
+        fail(where.name, "duplicate port name " + quote(port.name) + " (first at line " +
+                             std::to_string(other_where.name.line()) + ", " +
+                             other_where.group.path() + ")");
+      }
+      if (device_id(other.device) == device_id(port.device)) {
+        fail(where.device, "device " + quote(device_id(port.device)) + " is already used by port " +
+                               quote(other.name) + " (line " +
+                               std::to_string(other_where.device.line()) + ")");
+      }
+      const unsigned shorter = std::min(port.prefix_len, other.prefix_len);
+      if (((port.ip ^ other.ip) & prefix_mask(shorter)) == 0) {
+        fail(where.ip, "subnet " + cidr(port.ip & prefix_mask(port.prefix_len), port.prefix_len) +
+                           " overlaps subnet " +
+                           cidr(other.ip & prefix_mask(other.prefix_len), other.prefix_len) +
+                           " of port " + quote(other.name) + " (line " +
+                           std::to_string(other_where.ip.line()) + ")");
+      }
+    }
+  }
+
+  FlowConfig parse_flows(const Setting& f) const {
+    check_keys(f, {"capacity", "tcp_syn_timeout", "tcp_established_timeout", "tcp_fin_timeout",
+                   "tcp_closed_timeout"});
+    FlowConfig out;
+    optional_integer(f, "capacity", out.capacity, kMinFlowCapacity, kMaxFlowCapacity);
+    optional_integer(f, "tcp_syn_timeout", out.tcp_syn_timeout, kMinTimeoutS, kMaxTimeoutS);
+    optional_integer(f, "tcp_established_timeout", out.tcp_established_timeout, kMinTimeoutS,
+                     kMaxTimeoutS);
+    optional_integer(f, "tcp_fin_timeout", out.tcp_fin_timeout, kMinTimeoutS, kMaxTimeoutS);
+    optional_integer(f, "tcp_closed_timeout", out.tcp_closed_timeout, kMinTimeoutS, kMaxTimeoutS);
+    return out;
+  }
+
+  RetryConfig parse_retry(const Setting& r) const {
+    check_keys(r, {"on_rst", "syn_timeout_ms", "max_retries"});
+    RetryConfig out;
+    if (const Setting* s = find(r, "on_rst")) out.on_rst = as_bool(*s);
+    optional_integer(r, "syn_timeout_ms", out.syn_timeout_ms, kMinSynRetryMs, kMaxSynRetryMs);
+    optional_integer(r, "max_retries", out.max_retries, 0, kMaxRetries);
+    return out;
+  }
+
+  // -- Services --------------------------------------------------------------------------------
+
+  void parse_services(const Setting& services, Config& config) {
+    if (services.getLength() == 0) fail(services, "expected at least one service, found none");
+    for (int i = 0; i < services.getLength(); ++i) {
+      ServiceSettings where;
+      ServiceConfig service = parse_service(as_group(services[i]), config.dataplane, where);
+      for (size_t j = 0; j < config.services.size(); ++j) {
+        const ServiceConfig& other = config.services[j];
+        const ServiceSettings& other_where = service_settings_[j];
+        if (other.name == service.name) {
+          fail(where.name, "duplicate service name " + quote(service.name) + " (first at line " +
+                               std::to_string(other_where.name.line()) + ", " +
+                               other_where.group.path() + ")");
+        }
+        if (other.vip == service.vip && other.port == service.port) {
+          fail(where.vip, format_ipv4(service.vip) + ":" + std::to_string(service.port) +
+                              " is already used by service " + quote(other.name) + " (line " +
+                              std::to_string(other_where.vip.line()) + ")");
+        }
+      }
+      config.services.push_back(std::move(service));
+      service_settings_.push_back(std::move(where));
+    }
+  }
+
+  ServiceConfig parse_service(const Setting& s, const DataplaneConfig& dp,
+                              ServiceSettings& where) const {
+    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "health", "backends"});
+    ServiceConfig out;
+    out.line = static_cast<int>(s.getSourceLine());
+    where.group.setting = &s;
+    where.name.setting = &require(s, "name");
+    out.name = as_name(*where.name.setting);
+    where.vip.setting = &require(s, "vip");
+    out.vip = as_address(*where.vip.setting);
+    for (const PortConfig& port : dp.ports) {
+      if (port.ip == out.vip) {
+        fail(where.vip, "VIP " + format_ipv4(out.vip) + " is the address of port " +
+                            quote(port.name) + " (a VIP must be an address of its own)");
+      }
+    }
+    out.port = integer_as<uint16_t>(require(s, "port"), 1, 65535);
+    if (const Setting* p = find(s, "protocol")) {
+      out.protocol = enumeration<Protocol>(*p, "protocol", {{"tcp", Protocol::kTcp}});
+    }
+    if (const Setting* p = find(s, "scheduler")) {
+      out.scheduler = enumeration<Scheduler>(*p, "scheduler",
+                                             {{"rr", Scheduler::kRoundRobin},
+                                              {"wrr", Scheduler::kWeightedRoundRobin},
+                                              {"random", Scheduler::kRandom},
+                                              {"lc", Scheduler::kLeastConnections}});
+    }
+    if (const Setting* h = find(s, "health")) out.health = parse_health(as_group(*h));
+
+    const Setting& backends = as_list(require(s, "backends"));
+    for (int i = 0; i < backends.getLength(); ++i) {
+      const Setting& b = as_group(backends[i]);
+      check_keys(b, {"address", "port", "weight"});
+      BackendConfig backend;
+      backend.line = static_cast<int>(b.getSourceLine());
+      const Setting& address_setting = require(b, "address");
+      backend.address = as_address(address_setting);
+      backend.port = integer_as<uint16_t>(require(b, "port"), 1, 65535);
+      optional_integer(b, "weight", backend.weight, 0, kMaxWeight);
+      for (size_t j = 0; j < out.backends.size(); ++j) {
+        if (out.backends[j].address == backend.address && out.backends[j].port == backend.port) {
+          fail(address_setting, "duplicate backend " + format_ipv4(backend.address) + ":" +
+                                    std::to_string(backend.port) + " (first at line " +
+                                    std::to_string(where.backend_address[j].line()) + ")");
+        }
+      }
+      out.backends.push_back(backend);
+      where.backend_address.push_back(Where{&address_setting});
+    }
+    return out;
+  }
+
+  HealthConfig parse_health(const Setting& h) const {
+    check_keys(h, {"path", "interval_ms", "timeout_ms", "rise", "fall", "expect_status"});
+    HealthConfig out;
+    out.line = static_cast<int>(h.getSourceLine());
+    if (const Setting* p = find(h, "path")) {
+      out.path = as_string(*p);
+      // It goes verbatim into "GET <path> HTTP/1.1": a space or control byte would split or
+      // corrupt the request line.
+      const bool clean = std::all_of(out.path.begin(), out.path.end(), [](char c) {
+        return static_cast<unsigned char>(c) > 0x20 && c != 0x7f;
+      });
+      if (out.path.empty() || out.path[0] != '/' || !clean || out.path.size() > kMaxHealthPathLen) {
+        fail(*p, "invalid path " + quote(out.path) + " (must start with '/', be at most " +
+                     std::to_string(kMaxHealthPathLen) +
+                     " bytes and contain no spaces or control characters)");
+      }
+    }
+    const Setting* interval = find(h, "interval_ms");
+    if (interval != nullptr)
+      out.interval_ms = integer_as<uint32_t>(*interval, kMinIntervalMs, kMaxIntervalMs);
+    if (const Setting* t = find(h, "timeout_ms")) {
+      out.timeout_ms = integer_as<uint32_t>(*t, 1, kMaxIntervalMs);
+      // A check still running when the next is due would overlap it.
+      if (out.timeout_ms > out.interval_ms) {
+        fail(*t, "timeout_ms " + std::to_string(out.timeout_ms) + " exceeds interval_ms " +
+                     std::to_string(out.interval_ms));
+      }
+    } else if (interval != nullptr && out.timeout_ms > out.interval_ms) {
+      fail(*interval, "interval_ms " + std::to_string(out.interval_ms) +
+                          " is shorter than the default timeout_ms " +
+                          std::to_string(out.timeout_ms) + "; set timeout_ms too");
+    }
+    optional_integer(h, "rise", out.rise, kMinRiseFall, kMaxRiseFall);
+    optional_integer(h, "fall", out.fall, kMinRiseFall, kMaxRiseFall);
+    if (const Setting* e = find(h, "expect_status")) parse_expect_status(*e, out);
+    return out;
+  }
+
+  void parse_expect_status(const Setting& s, HealthConfig& out) const {
+    const std::string text = as_string(s);
+    const auto code = [&](std::string_view part) -> std::optional<uint16_t> {
+      if (part.size() != 3) return std::nullopt;
+      unsigned v = 0;
+      const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+      if (ec != std::errc{} || end != part.data() + part.size() || v < kMinStatus ||
+          v > kMaxStatus) {
+        return std::nullopt;
+      }
+      return static_cast<uint16_t>(v);
+    };
+    const size_t dash = text.find('-');
+    const std::optional<uint16_t> min = code(std::string_view(text).substr(0, dash));
+    const std::optional<uint16_t> max =
+        dash == std::string::npos ? min : code(std::string_view(text).substr(dash + 1));
+    if (!min || !max) {
+      fail(s, "invalid expect_status " + quote(text) + R"( (expected "NNN" or "NNN-MMM" with )" +
+                  "codes in " + std::to_string(kMinStatus) + ".." + std::to_string(kMaxStatus) +
+                  ")");
+    }
+    if (*min > *max) {
+      fail(s, "invalid expect_status " + quote(text) + " (first code is above the last)");
+    }
+    out.expect_status_min = *min;
+    out.expect_status_max = *max;
+  }
+
+  // Needs every VIP, so it runs once all services are read.
+  void check_backends(const Config& config) const {
+    for (size_t i = 0; i < config.services.size(); ++i) {
+      const ServiceConfig& service = config.services[i];
+      for (size_t j = 0; j < service.backends.size(); ++j) {
+        const uint32_t addr = service.backends[j].address;
+        const Where& where = service_settings_[i].backend_address[j];
+        for (const PortConfig& port : config.dataplane.ports) {
+          if (port.ip == addr) {
+            fail(where,
+                 "backend " + format_ipv4(addr) + " is the address of port " + quote(port.name));
+          }
+        }
+        for (const ServiceConfig& other : config.services) {
+          if (other.vip == addr) {
+            fail(where, "backend " + format_ipv4(addr) + " is the VIP of service " +
+                            quote(other.name) + " (a load balancer cannot be its own backend)");
+          }
+        }
+        if (egress_port(config.dataplane, addr) == nullptr) {
+          fail(where, "backend " + format_ipv4(addr) +
+                          " is reachable through no port: it is in no port's subnet and no "
+                          "port has a gateway");
+        }
+      }
+    }
+  }
+
+  std::string name_;
+  std::string include_dir_;
+  // Keyed by file name as reported; "" is the text being parsed. Filled lazily for @include'd
+  // files, and only for the wrapped-integer check.
+  mutable std::map<std::string, Source> sources_;
+  std::vector<PortSettings> port_settings_;
+  std::vector<ServiceSettings> service_settings_;
+};
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& name) {
+  return Parser(name, text, "").run();
+}
+
+Config load_config(const std::string& path) {
+  int error = 0;
+  std::optional<std::string> text = read_file(path, &error);
+  if (!text) throw ConfigError(path, 0, "", std::string("cannot read: ") + std::strerror(error));
+  // @include "x.cfg" is resolved next to the including file, not in lbd's working directory.
+  const size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  if (dir.empty()) dir = "/";
+  return Parser(path, std::move(*text), std::move(dir)).run();
+}
+
+}  // namespace lb::cfg

@@ -1,0 +1,714 @@
+// Tests for the configuration library (config/lb_config.h): the shipped examples, defaults, every
+// validation rule (each with the exact line and setting path it must report), and the address
+// helpers.
+
+#include "lb_config.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace lb::cfg {
+namespace {
+
+// The examples live in the source tree; meson passes its root. LB_SOURCE_DIR in the environment
+// overrides it so the binary can be run against another checkout.
+std::string source_dir() {
+  if (const char* env = std::getenv("LB_SOURCE_DIR")) return env;
+#ifdef LB_SOURCE_DIR
+  return LB_SOURCE_DIR;
+#else
+  return ".";
+#endif
+}
+
+std::string example(std::string_view name) {
+  return source_dir() + "/config/examples/" + std::string(name);
+}
+
+constexpr uint32_t ip(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  return (a << 24) | (b << 16) | (c << 8) | d;
+}
+
+// A valid file whose lines the bad cases below replace; the numbered copy in the comment is what
+// their expected line numbers refer to. Lines 7, 11 and 17 are placeholders for additions.
+// clang-format off
+//  1 dataplane: {
+//  2   workers = 2;
+//  3   ports = (
+//  4     { name = "client"; ... ip = "10.10.0.1/24"; },
+//  5     { name = "backend"; ... ip = "10.20.0.1/24"; }
+//  6   );
+//  7   # dataplane extra
+//  8 };
+//  9 services = (
+// 10   { name = "web"; vip = "10.10.0.100"; port = 80;
+// 11     # service extra
+// 12     backends = (
+// 13       { address = "10.20.0.11"; port = 8080; },
+// 14       { address = "10.20.0.12"; port = 8080; }
+// 15     ); }
+// 16 );
+// 17 # top-level extra
+constexpr std::string_view kBase = R"(dataplane: {
+  workers = 2;
+  ports = (
+    { name = "client"; device = "net_af_packet0,iface=lb-c"; ip = "10.10.0.1/24"; },
+    { name = "backend"; device = "net_af_packet1,iface=lb-b"; ip = "10.20.0.1/24"; }
+  );
+  # dataplane extra
+};
+services = (
+  { name = "web"; vip = "10.10.0.100"; port = 80;
+    # service extra
+    backends = (
+      { address = "10.20.0.11"; port = 8080; },
+      { address = "10.20.0.12"; port = 8080; }
+    ); }
+);
+# top-level extra
+)";
+// clang-format on
+
+// kBase with lines first..last (1-based, inclusive) replaced by `text` (which may span lines).
+std::string replace_lines(int first, int last, std::string_view text) {
+  std::istringstream in{std::string(kBase)};
+  std::string out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (n == first) out += std::string(text) + "\n";
+    if (n < first || n > last) out += line + "\n";
+  }
+  return out;
+}
+
+constexpr std::string_view kName = "test.cfg";
+
+Config parse(const std::string& text) {
+  return parse_config(text, std::string(kName));
+}
+
+TEST(ConfigBase, IsValid) {
+  // Every bad case is a one-place edit of this text, so it must itself be accepted.
+  const Config c = parse(std::string(kBase));
+  EXPECT_EQ(c.file, kName);
+  EXPECT_EQ(c.dataplane.workers, 2u);
+  EXPECT_EQ(c.dataplane.line, 1);
+  ASSERT_EQ(c.dataplane.ports.size(), 2u);
+  EXPECT_EQ(c.dataplane.ports[1].line, 5);
+  ASSERT_EQ(c.services.size(), 1u);
+  EXPECT_EQ(c.services[0].line, 10);
+  ASSERT_EQ(c.services[0].backends.size(), 2u);
+  EXPECT_EQ(c.services[0].backends[0].line, 13);
+  EXPECT_EQ(c.services[0].backends[1].address, ip(10, 20, 0, 12));
+}
+
+// -------------------------------------------------------------------------------------------
+// Bad inputs.
+
+struct BadCase {
+  const char* label;
+  int first;  // lines of kBase to replace; 0 = `text` is the whole file
+  int last;
+  const char* text;
+  int line;             // expected ConfigError::line()
+  const char* path;     // expected ConfigError::path(), exactly
+  const char* message;  // expected substring of what()
+};
+
+// gtest finds this by name to print a case in failure messages.
+void PrintTo(const BadCase& c, std::ostream* os) {  // NOLINT(readability-identifier-naming)
+  *os << c.label;
+}
+
+class BadConfig : public testing::TestWithParam<BadCase> {};
+
+TEST_P(BadConfig, IsRejectedWithLineAndPath) {
+  const BadCase& c = GetParam();
+  const std::string text =
+      c.first == 0 ? std::string(c.text) : replace_lines(c.first, c.last, c.text);
+  try {
+    parse(text);
+    FAIL() << "accepted:\n" << text;
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    RecordProperty("what", what);  // shows the full message in --gtest_output=xml reports
+    EXPECT_EQ(e.file(), kName) << what;
+    EXPECT_EQ(e.line(), c.line) << what;
+    EXPECT_EQ(e.path(), c.path) << what;
+    EXPECT_NE(what.find(c.message), std::string::npos) << what;
+    // The documented shape: "file:line: path: message", or "file:line: message" without a path.
+    std::string prefix = std::string(kName) + ":" + std::to_string(c.line) + ": ";
+    if (*c.path != '\0') prefix += std::string(c.path) + ": ";
+    EXPECT_EQ(what.rfind(prefix, 0), 0u) << what;
+  }
+}
+
+// clang-format off
+constexpr BadCase kBadCases[] = {
+  // --- File-level: syntax, structure, top-level keys.
+  {"syntax_error", 2, 2, "  workers = 2 3;", 2, "", "syntax error"},
+  {"syntax_error_unclosed_group", 0, 0, "dataplane: {\n  workers = 1;\n", 3, "", "syntax error"},
+  {"duplicate_key", 7, 7, "  workers = 3;", 7, "", "duplicate setting name"},
+  {"include_missing", 17, 17, R"(@include "no-such-file.cfg")", 17, "", "cannot open include file"},
+  {"missing_dataplane", 0, 0, "services = ();\n", 0, "dataplane", "missing required setting 'dataplane'"},
+  {"missing_services", 9, 16, "", 0, "services", "missing required setting 'services'"},
+  {"unknown_top_level", 17, 17, "servics = ();", 17, "servics", "unknown setting 'servics' (did you mean 'services'?"},
+  {"dataplane_not_group", 1, 8, "dataplane = 1;", 1, "dataplane", "expected a group { ... }, found an integer"},
+
+  // --- dataplane scalars.
+  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy)"},
+  {"missing_workers", 2, 2, "", 1, "dataplane.workers", "missing required setting 'workers'"},
+  {"workers_string", 2, 2, R"(  workers = "2";)", 2, "dataplane.workers", "expected an integer, found a string"},
+  {"workers_float", 2, 2, "  workers = 2.0;", 2, "dataplane.workers", "expected an integer, found a float"},
+  {"workers_bool", 2, 2, "  workers = true;", 2, "dataplane.workers", "expected an integer, found a boolean"},
+  {"workers_too_many", 2, 2, "  workers = 65;", 2, "dataplane.workers", "value 65 is out of range 1..64"},
+  {"workers_zero", 2, 2, "  workers = 0;", 2, "dataplane.workers", "value 0 is out of range 1..64"},
+  {"workers_negative", 2, 2, "  workers = -1;", 2, "dataplane.workers", "value -1 is out of range 1..64"},
+  {"workers_int64_too_many", 2, 2, "  workers = 65L;", 2, "dataplane.workers", "value 65 is out of range 1..64"},
+  // libconfig 1.5 wraps these to 2, 16383 and 1024: they must not be taken as such.
+  {"workers_wraps_32_bits", 2, 2, "  workers = 4294967298;", 2, "dataplane.workers", "value 4294967298 is out of range 1..64"},
+  {"mbufs_hex_wraps", 7, 7, "  mbufs = 0x100003FFF;", 7, "dataplane.mbufs", "value 0x100003FFF is out of range 1023..4194303"},
+  {"capacity_wraps_same_line", 7, 7, "  flows = { tcp_fin_timeout = 10; capacity = 4294968320; };", 7, "dataplane.flows.capacity", "value 4294968320 is out of range 1024..67108864"},
+  {"workers_wraps_comment", 2, 2, "  workers = 4294967298; # workers = 2", 2, "dataplane.workers", "value 4294967298 is out of range 1..64"},
+  {"workers_wraps_string", 2, 2, R"(  workers = 4294967298; mbufs = 1023; # "workers = 2")", 2, "dataplane.workers", "value 4294967298 is out of range 1..64"},
+  {"workers_beyond_64_bits", 2, 2, "  workers = 99999999999999999999;", 2, "dataplane.workers", "does not fit in 64 bits"},
+  {"mbufs_too_few", 7, 7, "  mbufs = 1022;", 7, "dataplane.mbufs", "value 1022 is out of range 1023..4194303"},
+  {"miss_policy_unknown", 7, 7, R"(  miss_policy = "reset";)", 7, "dataplane.miss_policy", "unknown miss_policy 'reset' (expected drop, rst)"},
+  {"no_backend_policy_unknown", 7, 7, R"(  no_backend_policy = "ignore";)", 7, "dataplane.no_backend_policy", "unknown no_backend_policy 'ignore' (expected rst, drop)"},
+  {"policy_not_string", 7, 7, "  miss_policy = 1;", 7, "dataplane.miss_policy", "expected a string, found an integer"},
+
+  // --- flows and retry.
+  {"flows_not_group", 7, 7, "  flows = 5;", 7, "dataplane.flows", "expected a group { ... }, found an integer"},
+  {"flows_unknown_key", 7, 7, "  flows = { idle_timeout = 5; };", 7, "dataplane.flows.idle_timeout", "unknown setting 'idle_timeout'"},
+  {"flows_capacity_small", 7, 7, "  flows = { capacity = 1000; };", 7, "dataplane.flows.capacity", "value 1000 is out of range 1024..67108864"},
+  {"flows_timeout_zero", 7, 7, "  flows = {\n    tcp_fin_timeout = 0;\n  };", 8, "dataplane.flows.tcp_fin_timeout", "value 0 is out of range 1..86400"},
+  {"flows_timeout_long", 7, 7, "  flows = { tcp_established_timeout = 86401; };", 7, "dataplane.flows.tcp_established_timeout", "out of range 1..86400"},
+  {"retry_syn_timeout_small", 7, 7, "  retry = { syn_timeout_ms = 50; };", 7, "dataplane.retry.syn_timeout_ms", "value 50 is out of range 100..60000"},
+  {"retry_max_retries", 7, 7, "  retry = { max_retries = 9; };", 7, "dataplane.retry.max_retries", "value 9 is out of range 0..8"},
+  {"retry_on_rst_int", 7, 7, "  retry = { on_rst = 1; };", 7, "dataplane.retry.on_rst", "expected a boolean, found an integer"},
+  {"retry_unknown_key", 7, 7, "  retry = { on_fin = true; };", 7, "dataplane.retry.on_fin", "unknown setting 'on_fin'"},
+
+  // --- ports.
+  {"ports_empty", 3, 6, "  ports = ();", 3, "dataplane.ports", "expected 1..16 ports, found 0"},
+  {"ports_group", 3, 6, "  ports = { };", 3, "dataplane.ports", "expected a list ( ... ), found a group { ... }"},
+  {"port_not_group", 3, 6, R"(  ports = ( "eth0" );)", 3, "dataplane.ports.[0]", "expected a group { ... }, found a string"},
+  {"port_unknown_key", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; gatway = "10.20.0.254"; })", 5, "dataplane.ports.[1].gatway", "did you mean 'gateway'?"},
+  {"port_missing_ip", 5, 5, R"(    { name = "backend"; device = "net_af_packet1,iface=lb-b"; })", 5, "dataplane.ports.[1].ip", "missing required setting 'ip'"},
+  {"port_missing_name_multiline", 5, 5, "    {\n      device = \"net_af_packet1\"; ip = \"10.20.0.1/24\";\n    }", 5, "dataplane.ports.[1].name", "missing required setting 'name'"},
+  {"port_bad_name", 5, 5, R"(    { name = "back end"; device = "net_af_packet1"; ip = "10.20.0.1/24"; })", 5, "dataplane.ports.[1].name", "invalid name 'back end'"},
+  {"port_empty_name", 5, 5, R"(    { name = ""; device = "net_af_packet1"; ip = "10.20.0.1/24"; })", 5, "dataplane.ports.[1].name", "invalid name ''"},
+  {"port_empty_device", 5, 5, R"(    { name = "backend"; device = ""; ip = "10.20.0.1/24"; })", 5, "dataplane.ports.[1].device", "must not be empty"},
+  {"port_ip_malformed", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.300/24"; })", 5, "dataplane.ports.[1].ip", "malformed IPv4 address '10.20.0.300'"},
+  {"port_ip_no_prefix", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1"; })", 5, "dataplane.ports.[1].ip", "expected address/prefix-length"},
+  {"port_prefix_33", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/33"; })", 5, "dataplane.ports.[1].ip", "prefix length must be 1..32, found '33'"},
+  {"port_prefix_0", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/0"; })", 5, "dataplane.ports.[1].ip", "prefix length must be 1..32, found '0'"},
+  {"port_prefix_junk", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24x"; })", 5, "dataplane.ports.[1].ip", "prefix length must be 1..32, found '24x'"},
+  {"port_ip_network", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.0/24"; })", 5, "dataplane.ports.[1].ip", "10.20.0.0 is the network address of 10.20.0.0/24"},
+  {"port_ip_broadcast", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.255/24"; })", 5, "dataplane.ports.[1].ip", "10.20.0.255 is the broadcast address of 10.20.0.0/24"},
+  {"port_ip_broadcast_30", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.3/30"; })", 5, "dataplane.ports.[1].ip", "broadcast address of 10.20.0.0/30"},
+  {"port_ip_multicast", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "224.0.0.1/24"; })", 5, "dataplane.ports.[1].ip", "multicast"},
+  {"port_duplicate_name", 5, 5, R"(    { name = "client"; device = "net_af_packet1"; ip = "10.20.0.1/24"; })", 5, "dataplane.ports.[1].name", "duplicate port name 'client' (first at line 4, dataplane.ports.[0])"},
+  {"port_duplicate_device", 5, 5, R"(    { name = "backend"; device = "net_af_packet0,iface=lb-b"; ip = "10.20.0.1/24"; })", 5, "dataplane.ports.[1].device", "device 'net_af_packet0' is already used by port 'client'"},
+  {"port_overlapping_subnets", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.10.128.1/16"; })", 5, "dataplane.ports.[1].ip", "subnet 10.10.0.0/16 overlaps subnet 10.10.0.0/24 of port 'client' (line 4)"},
+  {"port_gateway_outside", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; gateway = "10.30.0.1"; })", 5, "dataplane.ports.[1].gateway", "gateway 10.30.0.1 is outside the port's subnet 10.20.0.0/24"},
+  {"port_gateway_self", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; gateway = "10.20.0.1"; })", 5, "dataplane.ports.[1].gateway", "gateway is the port's own address"},
+  {"port_gateway_malformed", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; gateway = "10.20.0."; })", 5, "dataplane.ports.[1].gateway", "malformed IPv4 address '10.20.0.'"},
+  {"port_rx_not_power_of_two", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; rx_descriptors = 1000; })", 5, "dataplane.ports.[1].rx_descriptors", "value 1000 is not a power of two"},
+  {"port_tx_too_large", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; tx_descriptors = 32768; })", 5, "dataplane.ports.[1].tx_descriptors", "value 32768 is out of range 64..16384"},
+
+  // --- services.
+  {"services_empty", 9, 16, "services = ();", 9, "services", "expected at least one service"},
+  {"services_empty_array", 9, 16, "services = [];", 9, "services", "expected at least one service"},
+  {"service_not_group", 9, 16, "services = ( 1 );", 9, "services.[0]", "expected a group { ... }, found an integer"},
+  {"service_missing_name", 10, 10, R"(  { vip = "10.10.0.100"; port = 80;)", 10, "services.[0].name", "missing required setting 'name'"},
+  {"service_bad_name", 10, 10, R"(  { name = "web/1"; vip = "10.10.0.100"; port = 80;)", 10, "services.[0].name", "invalid name 'web/1'"},
+  {"service_unknown_key", 11, 11, R"(    schedular = "rr";)", 11, "services.[0].schedular", "did you mean 'scheduler'?"},
+  {"service_duplicate_name", 16, 16, ", { name = \"web\"; vip = \"10.10.0.101\"; port = 80; backends = (); }\n);", 16, "services.[1].name", "duplicate service name 'web' (first at line 10, services.[0])"},
+  {"service_duplicate_vip_port", 16, 16, ", { name = \"web2\";\n    vip = \"10.10.0.100\"; port = 80; backends = (); }\n);", 17, "services.[1].vip", "10.10.0.100:80 is already used by service 'web' (line 10)"},
+  {"service_vip_is_port_ip", 10, 10, R"(  { name = "web"; vip = "10.10.0.1"; port = 80;)", 10, "services.[0].vip", "VIP 10.10.0.1 is the address of port 'client'"},
+  {"service_vip_malformed", 10, 10, R"(  { name = "web"; vip = "10.10.0"; port = 80;)", 10, "services.[0].vip", "malformed IPv4 address '10.10.0'"},
+  {"service_vip_zero", 10, 10, R"(  { name = "web"; vip = "0.0.0.0"; port = 80;)", 10, "services.[0].vip", "0.0.0.0 is in 0.0.0.0/8"},
+  {"service_vip_not_string", 10, 10, R"(  { name = "web"; vip = 10; port = 80;)", 10, "services.[0].vip", "expected a string, found an integer"},
+  {"service_port_zero", 10, 10, R"(  { name = "web"; vip = "10.10.0.100"; port = 0;)", 10, "services.[0].port", "value 0 is out of range 1..65535"},
+  {"service_port_too_large", 10, 10, R"(  { name = "web"; vip = "10.10.0.100"; port = 65536;)", 10, "services.[0].port", "value 65536 is out of range 1..65535"},
+  {"service_missing_port", 10, 10, R"(  { name = "web"; vip = "10.10.0.100";)", 10, "services.[0].port", "missing required setting 'port'"},
+  {"service_protocol_udp", 11, 11, R"(    protocol = "udp";)", 11, "services.[0].protocol", "unknown protocol 'udp' (expected tcp)"},
+  {"service_scheduler_unknown", 11, 11, R"(    scheduler = "xx";)", 11, "services.[0].scheduler", "unknown scheduler 'xx' (expected rr, wrr, random, lc)"},
+  {"service_scheduler_case", 11, 11, R"(    scheduler = "RR";)", 11, "services.[0].scheduler", "unknown scheduler 'RR'"},
+
+  // --- health.
+  {"health_not_group", 11, 11, R"(    health = "/";)", 11, "services.[0].health", "expected a group { ... }, found a string"},
+  {"health_unknown_key", 11, 11, R"(    health = { url = "/"; };)", 11, "services.[0].health.url", "unknown setting 'url'"},
+  {"health_path_relative", 11, 11, R"(    health = { path = "healthcheck"; };)", 11, "services.[0].health.path", "must start with '/'"},
+  {"health_path_space", 11, 11, R"(    health = { path = "/a b"; };)", 11, "services.[0].health.path", "invalid path '/a b'"},
+  {"health_interval_small", 11, 11, "    health = { interval_ms = 5; timeout_ms = 1; };", 11, "services.[0].health.interval_ms", "value 5 is out of range 10..3600000"},
+  {"health_timeout_above_interval", 11, 11, "    health = { interval_ms = 100;\n      timeout_ms = 200; };", 12, "services.[0].health.timeout_ms", "timeout_ms 200 exceeds interval_ms 100"},
+  {"health_timeout_zero", 11, 11, "    health = { timeout_ms = 0; };", 11, "services.[0].health.timeout_ms", "value 0 is out of range 1..3600000"},
+  {"health_default_timeout_above_interval", 11, 11, "    health = { interval_ms = 100; };", 11, "services.[0].health.interval_ms", "shorter than the default timeout_ms 500"},
+  {"health_rise_zero", 11, 11, "    health = { rise = 0; };", 11, "services.[0].health.rise", "value 0 is out of range 1..100"},
+  {"health_fall_large", 11, 11, "    health = { fall = 101; };", 11, "services.[0].health.fall", "value 101 is out of range 1..100"},
+  {"health_status_high", 11, 11, R"(    health = { expect_status = "600"; };)", 11, "services.[0].health.expect_status", "invalid expect_status '600'"},
+  {"health_status_reversed", 11, 11, R"(    health = { expect_status = "299-200"; };)", 11, "services.[0].health.expect_status", "first code is above the last"},
+  {"health_status_pattern", 11, 11, R"(    health = { expect_status = "2xx"; };)", 11, "services.[0].health.expect_status", R"(expected "NNN" or "NNN-MMM")"},
+  {"health_status_open_range", 11, 11, R"(    health = { expect_status = "200-"; };)", 11, "services.[0].health.expect_status", "invalid expect_status '200-'"},
+  {"health_status_int", 11, 11, "    health = { expect_status = 200; };", 11, "services.[0].health.expect_status", "expected a string, found an integer"},
+
+  // --- backends.
+  {"backends_missing", 12, 15, "  }", 10, "services.[0].backends", "missing required setting 'backends'"},
+  {"backends_not_list", 12, 15, "    backends = { }; }", 12, "services.[0].backends", "expected a list ( ... ), found a group { ... }"},
+  {"backend_unknown_key", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; wieght = 2; })", 14, "services.[0].backends.[1].wieght", "did you mean 'weight'?"},
+  {"backend_missing_port", 14, 14, R"(      { address = "10.20.0.12"; })", 14, "services.[0].backends.[1].port", "missing required setting 'port'"},
+  {"backend_missing_address", 14, 14, "      {\n        port = 8080; }", 14, "services.[0].backends.[1].address", "missing required setting 'address'"},
+  {"backend_address_malformed", 14, 14, R"(      { address = "10.20.0.012"; port = 8080; })", 14, "services.[0].backends.[1].address", "malformed IPv4 address '10.20.0.012'"},
+  {"backend_port_zero", 14, 14, R"(      { address = "10.20.0.12"; port = 0; })", 14, "services.[0].backends.[1].port", "value 0 is out of range 1..65535"},
+  {"backend_weight_large", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; weight = 65536; })", 14, "services.[0].backends.[1].weight", "value 65536 is out of range 0..65535"},
+  {"backend_weight_float", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; weight = 1.5; })", 14, "services.[0].backends.[1].weight", "expected an integer, found a float"},
+  {"backend_duplicate", 14, 14, R"(      { address = "10.20.0.11"; port = 8080; })", 14, "services.[0].backends.[1].address", "duplicate backend 10.20.0.11:8080 (first at line 13)"},
+  {"backend_is_vip", 14, 14, R"(      { address = "10.10.0.100"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 10.10.0.100 is the VIP of service 'web'"},
+  {"backend_is_later_vip", 16, 16, ", { name = \"b\"; vip = \"10.20.0.12\"; port = 80; backends = (); }\n);", 14, "services.[0].backends.[1].address", "backend 10.20.0.12 is the VIP of service 'b'"},
+  {"backend_is_port_ip", 14, 14, R"(      { address = "10.20.0.1"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 10.20.0.1 is the address of port 'backend'"},
+  {"backend_unreachable", 14, 14, R"(      { address = "192.168.1.5"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 192.168.1.5 is reachable through no port"},
+};
+// clang-format on
+
+INSTANTIATE_TEST_SUITE_P(Rules, BadConfig, testing::ValuesIn(kBadCases),
+                         [](const testing::TestParamInfo<BadCase>& param_info) {
+                           return std::string(param_info.param.label);
+                         });
+
+TEST(BadConfigExtra, TooManyPorts) {
+  std::string ports = "  ports = (\n";
+  for (int i = 0; i < 17; ++i) {
+    ports += "    { name = \"p" + std::to_string(i) + "\"; device = \"dev" + std::to_string(i) +
+             "\"; ip = \"10." + std::to_string(i) + ".0.1/24\"; }" + (i < 16 ? ",\n" : "\n");
+  }
+  ports += "  );";
+  try {
+    parse(replace_lines(3, 6, ports));
+    FAIL() << "17 ports accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.line(), 3);
+    EXPECT_EQ(e.path(), "dataplane.ports");
+    EXPECT_NE(std::string(e.what()).find("expected 1..16 ports, found 17"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(BadConfigExtra, NulByte) {
+  // libconfig would stop reading at the NUL and quietly ignore the rest of the file.
+  const std::string text = replace_lines(7, 7, std::string("  # \0", 5));
+  try {
+    parse(text);
+    FAIL() << "NUL byte accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "test.cfg:7: file contains a NUL byte");
+  }
+}
+
+TEST(BadConfigExtra, ExactMessageFormat) {
+  try {
+    parse(replace_lines(11, 11, "    scheduler = \"xx\";"));
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(),
+                 "test.cfg:11: services.[0].scheduler: unknown scheduler 'xx' (expected rr, wrr, "
+                 "random, lc)");
+  }
+}
+
+TEST(ConfigErrorTest, ComposesWhat) {
+  const ConfigError with_path("a.cfg", 3, "dataplane.workers", "bad");
+  EXPECT_STREQ(with_path.what(), "a.cfg:3: dataplane.workers: bad");
+  EXPECT_EQ(with_path.file(), "a.cfg");
+  EXPECT_EQ(with_path.line(), 3);
+  EXPECT_EQ(with_path.path(), "dataplane.workers");
+  const ConfigError without_path("a.cfg", 0, "", "cannot read: x");
+  EXPECT_STREQ(without_path.what(), "a.cfg:0: cannot read: x");
+}
+
+// -------------------------------------------------------------------------------------------
+// Accepted variants and defaults.
+
+TEST(GoodConfig, DefaultsApplied) {
+  const Config c = parse(std::string(kBase));
+  const DataplaneConfig& dp = c.dataplane;
+  EXPECT_EQ(dp.mbufs, 16383u);
+  EXPECT_EQ(dp.flows.capacity, 1048576u);
+  EXPECT_EQ(dp.flows.tcp_syn_timeout, 5u);
+  EXPECT_EQ(dp.flows.tcp_established_timeout, 900u);
+  EXPECT_EQ(dp.flows.tcp_fin_timeout, 10u);
+  EXPECT_EQ(dp.flows.tcp_closed_timeout, 5u);
+  EXPECT_TRUE(dp.retry.on_rst);
+  EXPECT_EQ(dp.retry.syn_timeout_ms, 1000u);
+  EXPECT_EQ(dp.retry.max_retries, 2u);
+  EXPECT_EQ(dp.miss_policy, MissPolicy::kDrop);
+  EXPECT_EQ(dp.no_backend_policy, NoBackendPolicy::kRst);
+  for (const PortConfig& port : dp.ports) {
+    EXPECT_EQ(port.rx_descriptors, 1024);
+    EXPECT_EQ(port.tx_descriptors, 1024);
+    EXPECT_FALSE(port.gateway.has_value());
+  }
+  const ServiceConfig& s = c.services[0];
+  EXPECT_EQ(s.protocol, Protocol::kTcp);
+  EXPECT_EQ(s.scheduler, Scheduler::kRoundRobin);
+  EXPECT_EQ(s.health.path, "/healthcheck");
+  EXPECT_EQ(s.health.interval_ms, 1000u);
+  EXPECT_EQ(s.health.timeout_ms, 500u);
+  EXPECT_EQ(s.health.rise, 2u);
+  EXPECT_EQ(s.health.fall, 3u);
+  EXPECT_EQ(s.health.expect_status_min, 200);
+  EXPECT_EQ(s.health.expect_status_max, 299);
+  EXPECT_EQ(s.health.line, 0);
+  EXPECT_EQ(s.backends[0].weight, 1u);
+}
+
+TEST(GoodConfig, PartialGroupsKeepOtherDefaults) {
+  const Config c = parse(
+      replace_lines(11, 11, "    health = { interval_ms = 20000; expect_status = \"204\"; };"));
+  const HealthConfig& h = c.services[0].health;
+  EXPECT_EQ(h.line, 11);
+  EXPECT_EQ(h.interval_ms, 20000u);
+  EXPECT_EQ(h.timeout_ms, 500u);
+  EXPECT_EQ(h.expect_status_min, 204);
+  EXPECT_EQ(h.expect_status_max, 204);
+  EXPECT_EQ(h.path, "/healthcheck");
+
+  const Config d = parse(replace_lines(7, 7, "  flows = { capacity = 2048; };"));
+  EXPECT_EQ(d.dataplane.flows.capacity, 2048u);
+  EXPECT_EQ(d.dataplane.flows.tcp_established_timeout, 900u);
+}
+
+TEST(GoodConfig, IntegerForms) {
+  // int64 ("L") and hex literals are integers too, as long as the value fits.
+  const Config c = parse(replace_lines(2, 2, "  workers = 3L; mbufs = 0x3FFF;"));
+  EXPECT_EQ(c.dataplane.workers, 3u);
+  EXPECT_EQ(c.dataplane.mbufs, 16383u);
+  // A wrapping literal elsewhere on the line must not make an exact one suspect.
+  const Config d =
+      parse(replace_lines(7, 7, "  flows = { capacity = 1024; tcp_syn_timeout = 7; };"));
+  EXPECT_EQ(d.dataplane.flows.capacity, 1024u);
+  EXPECT_EQ(d.dataplane.flows.tcp_syn_timeout, 7u);
+  const Config e = parse(replace_lines(2, 2, "  workers =\n    4;"));
+  EXPECT_EQ(e.dataplane.workers, 4u);
+}
+
+TEST(GoodConfig, EmptyBackendListsAndColonSyntax) {
+  const Config c = parse(replace_lines(12, 15, "    backends : [ ]; }"));
+  EXPECT_TRUE(c.services[0].backends.empty());
+  const Config d = parse(replace_lines(12, 15, "    backends = (); }"));
+  EXPECT_TRUE(d.services[0].backends.empty());
+}
+
+TEST(GoodConfig, SameVipOtherPortAndAllSchedulers) {
+  const Config c = parse(replace_lines(16, 16,
+                                       ", { name = \"b\"; vip = \"10.10.0.100\"; port = 81; "
+                                       "scheduler = \"wrr\"; backends = (); }\n"
+                                       ", { name = \"c\"; vip = \"10.10.0.100\"; port = 82; "
+                                       "scheduler = \"random\"; backends = (); }\n"
+                                       ", { name = \"d\"; vip = \"10.10.0.100\"; port = 83; "
+                                       "scheduler = \"lc\"; backends = (); }\n);"));
+  ASSERT_EQ(c.services.size(), 4u);
+  EXPECT_EQ(c.services[1].scheduler, Scheduler::kWeightedRoundRobin);
+  EXPECT_EQ(c.services[2].scheduler, Scheduler::kRandom);
+  EXPECT_EQ(c.services[3].scheduler, Scheduler::kLeastConnections);
+  EXPECT_EQ(c.services[3].port, 83);
+}
+
+TEST(GoodConfig, SameBackendAddressOtherPort) {
+  const Config c = parse(replace_lines(14, 14, "      { address = \"10.20.0.11\"; port = 8081; }"));
+  EXPECT_EQ(c.services[0].backends[1].port, 8081);
+}
+
+TEST(GoodConfig, GatewayReachesOutsideBackends) {
+  const Config c = parse(replace_lines(
+      5, 14,
+      "    { name = \"backend\"; device = \"net_af_packet1\"; ip = \"10.20.0.1/24\";\n"
+      "      gateway = \"10.20.0.254\"; rx_descriptors = 64; tx_descriptors = 16384; }\n"
+      "  );\n"
+      "};\n"
+      "services = (\n"
+      "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80;\n"
+      "    backends = (\n"
+      "      { address = \"192.168.7.7\"; port = 8080; weight = 0; },\n"
+      "      { address = \"10.20.0.12\"; port = 8080; weight = 65535; }"));
+  const PortConfig& backend_port = c.dataplane.ports[1];
+  ASSERT_TRUE(backend_port.gateway.has_value());
+  EXPECT_EQ(*backend_port.gateway, ip(10, 20, 0, 254));
+  EXPECT_EQ(backend_port.rx_descriptors, 64);
+  EXPECT_EQ(backend_port.tx_descriptors, 16384);
+  EXPECT_EQ(c.services[0].backends[0].weight, 0u);
+  EXPECT_EQ(c.services[0].backends[1].weight, 65535u);
+  EXPECT_EQ(egress_port(c.dataplane, ip(192, 168, 7, 7)), &backend_port);
+  EXPECT_EQ(egress_port(c.dataplane, ip(10, 10, 0, 9)), &c.dataplane.ports[0]);
+  EXPECT_EQ(egress_port(c.dataplane, ip(10, 20, 0, 12)), &backend_port);
+}
+
+TEST(GoodConfig, EgressPortWithoutGateway) {
+  const Config c = parse(std::string(kBase));
+  EXPECT_EQ(egress_port(c.dataplane, ip(10, 20, 0, 99)), &c.dataplane.ports[1]);
+  EXPECT_EQ(egress_port(c.dataplane, ip(192, 168, 0, 1)), nullptr);
+}
+
+TEST(GoodConfig, SmallSubnetsHaveNoNetworkOrBroadcastAddress) {
+  // /31 (RFC 3021) and /32 have no network or broadcast address, so any address is a host.
+  const Config c = parse(replace_lines(
+      4, 5,
+      "    { name = \"client\"; device = \"net_af_packet0\"; ip = \"10.10.0.1/32\"; },\n"
+      "    { name = \"p2p\"; device = \"net_af_packet2\"; ip = \"10.30.0.0/31\"; },\n"
+      "    { name = \"backend\"; device = \"net_af_packet1\"; ip = \"10.20.0.1/24\"; }"));
+  EXPECT_EQ(c.dataplane.ports[0].prefix_len, 32);
+  EXPECT_EQ(c.dataplane.ports[1].ip, ip(10, 30, 0, 0));
+  EXPECT_EQ(c.dataplane.ports[1].prefix_len, 31);
+}
+
+TEST(GoodConfig, DeviceArgumentsDoNotMakeADifferentDevice) {
+  // Sanity check for the rule's other side: different device names with equal arguments pass.
+  const Config c = parse(replace_lines(5, 5,
+                                       "    { name = \"backend\"; device = "
+                                       "\"net_af_packet1,iface=lb-c\"; ip = \"10.20.0.1/24\"; }"));
+  EXPECT_EQ(c.dataplane.ports[1].device, "net_af_packet1,iface=lb-c");
+}
+
+// -------------------------------------------------------------------------------------------
+// The shipped examples.
+
+TEST(Examples, Demo) {
+  const Config c = load_config(example("demo.cfg"));
+  EXPECT_EQ(c.file, example("demo.cfg"));
+  const DataplaneConfig& dp = c.dataplane;
+  EXPECT_EQ(dp.workers, 1u);
+  ASSERT_EQ(dp.ports.size(), 2u);
+  EXPECT_EQ(dp.ports[0].name, "client");
+  EXPECT_EQ(dp.ports[0].device, "net_af_packet0,iface=lb-c");
+  EXPECT_EQ(dp.ports[0].ip, ip(10, 10, 0, 1));
+  EXPECT_EQ(dp.ports[0].prefix_len, 24);
+  EXPECT_EQ(dp.ports[1].name, "backend");
+  EXPECT_EQ(dp.ports[1].device, "net_af_packet1,iface=lb-b");
+  EXPECT_EQ(dp.ports[1].ip, ip(10, 20, 0, 1));
+  EXPECT_EQ(dp.ports[1].prefix_len, 24);
+  ASSERT_EQ(c.services.size(), 1u);
+  const ServiceConfig& web = c.services[0];
+  EXPECT_EQ(web.name, "web");
+  EXPECT_EQ(web.vip, ip(10, 10, 0, 100));
+  EXPECT_EQ(web.port, 80);
+  EXPECT_EQ(web.protocol, Protocol::kTcp);
+  EXPECT_EQ(web.scheduler, Scheduler::kRoundRobin);
+  EXPECT_EQ(web.health.path, "/healthcheck");
+  ASSERT_EQ(web.backends.size(), 3u);
+  for (uint32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(web.backends[i].address, ip(10, 20, 0, 11 + i));
+    EXPECT_EQ(web.backends[i].port, 8080);
+    EXPECT_EQ(web.backends[i].weight, 1u);
+    EXPECT_GT(web.backends[i].line, web.line);
+  }
+}
+
+TEST(Examples, Minimal) {
+  const Config c = load_config(example("minimal.cfg"));
+  ASSERT_EQ(c.dataplane.ports.size(), 1u);
+  ASSERT_EQ(c.services.size(), 1u);
+  EXPECT_TRUE(c.services[0].backends.empty());
+  EXPECT_EQ(c.dataplane.flows.capacity, FlowConfig{}.capacity);
+  EXPECT_EQ(c.dataplane.mbufs, DataplaneConfig{}.mbufs);
+}
+
+TEST(Examples, FullSetsEveryKey) {
+  const Config c = load_config(example("full.cfg"));
+  const DataplaneConfig& dp = c.dataplane;
+  EXPECT_EQ(dp.workers, 4u);
+  EXPECT_EQ(dp.mbufs, 65535u);
+  ASSERT_EQ(dp.ports.size(), 2u);
+  EXPECT_EQ(dp.ports[0].rx_descriptors, 2048);
+  EXPECT_EQ(dp.ports[0].tx_descriptors, 512);
+  ASSERT_TRUE(dp.ports[1].gateway.has_value());
+  EXPECT_EQ(*dp.ports[1].gateway, ip(10, 20, 0, 254));
+  EXPECT_EQ(dp.flows.capacity, 262144u);
+  EXPECT_EQ(dp.flows.tcp_syn_timeout, 3u);
+  EXPECT_EQ(dp.flows.tcp_established_timeout, 1800u);
+  EXPECT_EQ(dp.flows.tcp_fin_timeout, 20u);
+  EXPECT_EQ(dp.flows.tcp_closed_timeout, 2u);
+  EXPECT_FALSE(dp.retry.on_rst);
+  EXPECT_EQ(dp.retry.syn_timeout_ms, 2500u);
+  EXPECT_EQ(dp.retry.max_retries, 3u);
+  EXPECT_EQ(dp.miss_policy, MissPolicy::kRst);
+  EXPECT_EQ(dp.no_backend_policy, NoBackendPolicy::kDrop);
+  ASSERT_EQ(c.services.size(), 2u);
+  const ServiceConfig& web = c.services[0];
+  EXPECT_EQ(web.scheduler, Scheduler::kWeightedRoundRobin);
+  EXPECT_EQ(web.health.path, "/healthz");
+  EXPECT_EQ(web.health.interval_ms, 2000u);
+  EXPECT_EQ(web.health.timeout_ms, 800u);
+  EXPECT_EQ(web.health.rise, 3u);
+  EXPECT_EQ(web.health.fall, 2u);
+  EXPECT_EQ(web.health.expect_status_min, 200);
+  EXPECT_EQ(web.health.expect_status_max, 399);
+  ASSERT_EQ(web.backends.size(), 3u);
+  EXPECT_EQ(web.backends[0].weight, 3u);
+  EXPECT_EQ(web.backends[2].address, ip(172, 16, 5, 20));
+  EXPECT_EQ(web.backends[2].weight, 0u);
+  EXPECT_EQ(egress_port(dp, web.backends[2].address), &dp.ports[1]);
+  EXPECT_EQ(c.services[1].scheduler, Scheduler::kLeastConnections);
+  EXPECT_EQ(c.services[1].port, 443);
+}
+
+// -------------------------------------------------------------------------------------------
+// Files.
+
+class FileTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(testing::TempDir()) /
+           ("lb_config_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+            "_" + testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string write(const std::string& name, std::string_view text) const {
+    std::string path = (dir_ / name).string();
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(FileTest, MissingFileIsLineZero) {
+  const std::string path = (dir_ / "absent.cfg").string();
+  try {
+    load_config(path);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.line(), 0);
+    EXPECT_EQ(e.path(), "");
+    EXPECT_EQ(std::string(e.what()), path + ":0: cannot read: No such file or directory");
+  }
+}
+
+TEST_F(FileTest, DirectoryCannotBeRead) {
+  try {
+    load_config(dir_.string());
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.line(), 0);
+    EXPECT_NE(std::string(e.what()).find("cannot read"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(FileTest, SyntaxErrorNamesTheFile) {
+  const std::string path = write("bad.cfg", "dataplane: {\n  workers = ;\n};\n");
+  try {
+    load_config(path);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), path + ":2: syntax error");
+  }
+}
+
+TEST_F(FileTest, IncludeIsRelativeToTheIncludingFile) {
+  write("services.cfg",
+        "services = (\n"
+        "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80;\n"
+        "    backends = ( { address = \"10.20.0.11\"; port = 99999; } ); }\n"
+        ");\n");
+  const std::string text = replace_lines(9, 17, "@include \"services.cfg\"");
+  const std::string path = write("main.cfg", text);
+  try {
+    load_config(path);
+    FAIL();
+  } catch (const ConfigError& e) {
+    // The error is in the included file and names it, with its own line numbers.
+    EXPECT_EQ(e.file(), (dir_ / "services.cfg").string());
+    EXPECT_EQ(e.line(), 3);
+    EXPECT_EQ(e.path(), "services.[0].backends.[0].port");
+    EXPECT_NE(std::string(e.what()).find("value 99999 is out of range 1..65535"), std::string::npos)
+        << e.what();
+  }
+  write("services.cfg",
+        "services = (\n"
+        "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80;\n"
+        "    backends = ( { address = \"10.20.0.11\"; port = 80; weight = 4294967297; } ); }\n"
+        ");\n");
+  try {
+    load_config(path);
+    FAIL() << "wrapped integer in an included file accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.line(), 3);
+    EXPECT_NE(std::string(e.what()).find("value 4294967297 is out of range 0..65535"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// Address helpers and names.
+
+TEST(ParseIpv4, Good) {
+  EXPECT_EQ(parse_ipv4("0.0.0.0"), 0u);
+  EXPECT_EQ(parse_ipv4("255.255.255.255"), 0xffffffffu);
+  EXPECT_EQ(parse_ipv4("10.20.0.11"), 0x0a14000bu);
+  EXPECT_EQ(parse_ipv4("192.168.100.1"), ip(192, 168, 100, 1));
+  EXPECT_EQ(parse_ipv4("1.0.10.100"), ip(1, 0, 10, 100));
+}
+
+TEST(ParseIpv4, Bad) {
+  for (const char* text :
+       {"",           "1",         "1.2.3",     "1.2.3.4.5",  "1.2.3.4.", ".1.2.3.4",
+        "1..2.3",     "256.1.1.1", "1.2.3.256", "1000.1.1.1", "01.2.3.4", "1.2.3.00",
+        "0x1.2.3.4",  "a.b.c.d",   " 1.2.3.4",  "1.2.3.4 ",   "+1.2.3.4", "1.2.3.-4",
+        "1.2.3.4/24", "1.2.3.4x",  "1,2,3,4",   "１.2.3.4"}) {
+    EXPECT_EQ(parse_ipv4(text), std::nullopt) << "'" << text << "'";
+  }
+  EXPECT_EQ(parse_ipv4(std::string("1.2.3.4\0", 8)), std::nullopt);
+}
+
+TEST(FormatIpv4, RoundTrips) {
+  EXPECT_EQ(format_ipv4(0), "0.0.0.0");
+  EXPECT_EQ(format_ipv4(0x0a14000b), "10.20.0.11");
+  EXPECT_EQ(format_ipv4(0xffffffff), "255.255.255.255");
+  for (const uint32_t addr : {ip(1, 2, 3, 4), ip(192, 0, 2, 255), ip(100, 64, 0, 10)}) {
+    EXPECT_EQ(parse_ipv4(format_ipv4(addr)), addr);
+  }
+}
+
+TEST(ToString, Names) {
+  EXPECT_STREQ(to_string(Scheduler::kRoundRobin), "rr");
+  EXPECT_STREQ(to_string(Scheduler::kWeightedRoundRobin), "wrr");
+  EXPECT_STREQ(to_string(Scheduler::kRandom), "random");
+  EXPECT_STREQ(to_string(Scheduler::kLeastConnections), "lc");
+  EXPECT_STREQ(to_string(MissPolicy::kDrop), "drop");
+  EXPECT_STREQ(to_string(MissPolicy::kRst), "rst");
+  EXPECT_STREQ(to_string(NoBackendPolicy::kRst), "rst");
+  EXPECT_STREQ(to_string(NoBackendPolicy::kDrop), "drop");
+  EXPECT_STREQ(to_string(Protocol::kTcp), "tcp");
+}
+
+TEST(ToString, MatchesWhatTheParserAccepts) {
+  // Each name to_string() prints must read back as the same value.
+  for (const Scheduler s : {Scheduler::kRoundRobin, Scheduler::kWeightedRoundRobin,
+                            Scheduler::kRandom, Scheduler::kLeastConnections}) {
+    const Config c =
+        parse(replace_lines(11, 11, std::string("    scheduler = \"") + to_string(s) + "\";"));
+    EXPECT_EQ(c.services[0].scheduler, s);
+  }
+  for (const MissPolicy p : {MissPolicy::kDrop, MissPolicy::kRst}) {
+    const Config c =
+        parse(replace_lines(7, 7, std::string("  miss_policy = \"") + to_string(p) + "\";"));
+    EXPECT_EQ(c.dataplane.miss_policy, p);
+  }
+  for (const NoBackendPolicy p : {NoBackendPolicy::kRst, NoBackendPolicy::kDrop}) {
+    const Config c =
+        parse(replace_lines(7, 7, std::string("  no_backend_policy = \"") + to_string(p) + "\";"));
+    EXPECT_EQ(c.dataplane.no_backend_policy, p);
+  }
+}
+
+}  // namespace
+}  // namespace lb::cfg

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds (build/ and, with sanitizers, build-asan/), prepares hugepages
+# when it can, runs every test suite, and ends with one line: "N passed, N failed[, N skipped]".
+# Exit status is non-zero when anything failed. Usage: tools/test.sh [--no-asan]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+asan=1
+[ "${1:-}" = "--no-asan" ] && asan=0
+
+fail_setup() {
+  echo "test.sh: $*" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+}
+
+bash tools/install-deps.sh || fail_setup "installing dependencies failed"
+
+# Hugepages: only the end-to-end and benchmark runs want them; unit and packet tests use
+# --no-huge. Prepare them when we are root, and say so when we cannot.
+if [ "$(id -u)" -eq 0 ] && [ -w /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages ]; then
+  cur=$(cat /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)
+  [ "$cur" -ge 512 ] || echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+  mkdir -p /dev/hugepages
+  mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages || true
+else
+  echo "test.sh: not root: hugepages not prepared (tests run with --no-huge)"
+fi
+
+build() {  # build DIR [meson options]
+  local dir=$1
+  shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup --reconfigure "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
+  else
+    meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
+  fi
+  ninja -C "$dir" || return 1
+}
+
+build build || fail_setup "build failed"
+results=("build")
+
+run_suites() {  # run_suites BUILD_DIR LABEL [meson test args]
+  local dir=$1 label=$2
+  shift 2
+  local out="$dir/test-results"
+  rm -rf "$out"
+  mkdir -p "$out"
+  GTEST_OUTPUT="json:$out/" GTEST_COLOR=no meson test -C "$dir" --print-errorlogs \
+    --num-processes 1 "$@" </dev/null
+  cp "$dir/meson-logs/testlog.json" "$out/testlog.json" 2>/dev/null || true
+  results+=("$label:$out")
+}
+
+run_suites build ""
+if [ $asan -eq 1 ]; then
+  if build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+    # LeakSanitizer: DPDK keeps process-lifetime allocations (EAL, drivers) it never frees.
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      run_suites build-asan "asan" --suite unit --suite packet
+  else
+    echo "test.sh: the sanitizer build failed"
+    results+=("asan-build-failed")
+  fi
+fi
+
+exec python3 tools/test_summary.py "${results[@]}"
