@@ -23,11 +23,12 @@ namespace lb::dp {
 
 namespace {
 
+uint32_t prefix_mask(uint8_t len) { return len == 0 ? 0 : ~uint32_t{0} << (32 - len); }
+
 std::runtime_error dpdk_error(const std::string& what, int err) {
   return std::runtime_error(what + ": " + rte_strerror(err < 0 ? -err : err));
 }
 
-uint32_t prefix_mask(uint8_t len) { return len == 0 ? 0 : ~uint32_t{0} << (32 - len); }
 
 // Examined per worker per poll: a full pass over a 1 M table takes 16 k polls (well under a
 // second at idle, a few seconds under load), which bounds how late a flow is expired.
@@ -35,8 +36,8 @@ constexpr uint32_t kAgeBudget = 64;
 
 }  // namespace
 
-Dataplane::Dataplane(const cfg::Config& config)
-    : config_(config), tsc_hz_(rte_get_tsc_hz()), builder_(config.dataplane.ports, neighbors_) {
+Dataplane::Dataplane(const cfg::Config& config, const std::string& shm_name)
+    : config_(config), tsc_hz_(rte_get_tsc_hz()), builder_(config.dataplane, neighbors_) {
   const cfg::DataplaneConfig& dc = config_.dataplane;
   const uint16_t nworkers = static_cast<uint16_t>(dc.workers);
   const int socket = static_cast<int>(rte_socket_id());
@@ -58,7 +59,8 @@ Dataplane::Dataplane(const cfg::Config& config)
                      rte_errno);
 
   // The first pool: everything in the config, all live, until lb-healthd says otherwise.
-  std::unique_ptr<core::Pool> first = builder_.build(1, config_.services);
+  state_ = state_from_config(config_);
+  std::unique_ptr<core::Pool> first = builder_.build(0, state_);
 
   // Ports that reach backends get replies addressed to clients; the others get clients' packets.
   // With RSS on source fields on the latter and destination fields on the former, both
@@ -116,6 +118,17 @@ Dataplane::Dataplane(const cfg::Config& config)
 
   owned_current_ = std::move(first);
   current_.store(owned_current_.get(), std::memory_order_release);
+  for (uint32_t id = 0; id < core::kMaxBackends; ++id) {
+    const auto bid = static_cast<core::BackendId>(id);
+    backend_state_[id].store(owned_current_->active(bid) ? 2 : owned_current_->serving(bid) ? 1 : 0,
+                             std::memory_order_relaxed);
+  }
+  if (!shm_name.empty()) {
+    segment_.emplace(shm::Segment::create(shm_name));
+    rx_updates_.resize(16);
+    LB_LOG(INFO, "pool channel %s ready (epoch %016llx)", shm_name.c_str(),
+           static_cast<unsigned long long>(segment_->epoch()));
+  }
   LB_LOG(INFO, "%zu port(s), %u worker(s), %zu service(s), %u flows per worker (%.1f MiB)",
          ports_.size(), nworkers, config_.services.size(), dc.flows.capacity,
          static_cast<double>(workers_[0].proc->flows().memory_bytes()) / (1 << 20));
@@ -360,13 +373,20 @@ void Dataplane::flush(uint16_t w) {
   }
 }
 
-void Dataplane::publish(std::unique_ptr<core::Pool> pool) {
+uint64_t Dataplane::publish(std::unique_ptr<core::Pool> pool) {
   const core::Pool* next = pool.get();
+  for (uint32_t id = 0; id < core::kMaxBackends; ++id) {
+    const auto bid = static_cast<core::BackendId>(id);
+    backend_state_[id].store(next->active(bid) ? 2 : next->serving(bid) ? 1 : 0,
+                             std::memory_order_relaxed);
+  }
   // release pairs with the acquire in poll().
   current_.store(next, std::memory_order_release);
-  retired_.emplace_back(rte_rcu_qsbr_start(qsbr_), std::move(owned_current_));
+  const uint64_t token = rte_rcu_qsbr_start(qsbr_);
+  retired_.emplace_back(token, std::move(owned_current_));
   owned_current_ = std::move(pool);
   reclaim_pools();
+  return token;
 }
 
 void Dataplane::reclaim_pools() {
@@ -375,9 +395,98 @@ void Dataplane::reclaim_pools() {
   std::erase_if(retired_, [this](const auto& r) {
     return rte_rcu_qsbr_check(qsbr_, r.first, false) == 1;
   });
+  if (pending_ack_ && rte_rcu_qsbr_check(qsbr_, pending_ack_->first, false) == 1) {
+    // release pairs with healthd's/lbctl's acquire: every worker now uses that generation.
+    segment_->header().applied_generation.store(pending_ack_->second, std::memory_order_release);
+    pending_ack_.reset();
+  }
+}
+
+void Dataplane::receive_updates() {
+  shm::Header& h = segment_->header();
+  std::unique_ptr<core::Pool> built;
+  uint64_t last = 0;
+  for (;;) {
+    const unsigned n =
+        segment_->receive(rx_updates_.data(), static_cast<unsigned>(rx_updates_.size()));
+    if (n == 0) break;
+    for (unsigned i = 0; i < n; ++i) {
+      const shm::ServiceUpdate& u = rx_updates_[i];
+      h.received_generation.store(u.generation, std::memory_order_release);
+      // Each update is tried on a copy: a bad one is refused whole and the rest still apply.
+      PoolState next = state_;
+      std::string why = apply_update(next, u);
+      if (why.empty()) {
+        try {
+          built = builder_.build(u.generation, next);
+          state_ = std::move(next);
+          last = u.generation;
+          control_stats_.updates_applied.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        } catch (const std::exception& e) {
+          why = e.what();
+        }
+      }
+      control_stats_.updates_rejected.fetch_add(1, std::memory_order_relaxed);
+      h.rejected_generation.store(u.generation, std::memory_order_release);
+      LB_LOG(ERR, "pool update %llu refused: %s", static_cast<unsigned long long>(u.generation),
+             why.c_str());
+    }
+  }
+  if (built) {
+    pending_ack_ = {publish(std::move(built)), last};
+    reclaim_pools();
+  } else if (!pending_ack_) {
+    // Nothing to wait for: what was received is all applied (or refused).
+    const uint64_t r = h.received_generation.load(std::memory_order_relaxed);
+    if (h.applied_generation.load(std::memory_order_relaxed) < r)
+      h.applied_generation.store(r, std::memory_order_release);
+  }
+}
+
+void Dataplane::post_passive_events() {
+  const std::vector<BackendInfo> backends = builder_.backends();
+  const std::vector<std::string> services = builder_.service_names();
+  last_syn_rst_.resize(backends.size(), 0);
+  last_syn_timeout_.resize(backends.size(), 0);
+  for (uint32_t id = 0; id < backends.size(); ++id) {
+    uint64_t rst = 0;
+    uint64_t timeout = 0;
+    for (const Worker& w : workers_) {
+      rst += w.proc->counters().backend[id].syn_rst.get();
+      timeout += w.proc->counters().backend[id].syn_timeout.get();
+    }
+    const std::pair<shm::EventType, uint64_t> deltas[] = {
+        {shm::EventType::kSynRst, rst - last_syn_rst_[id]},
+        {shm::EventType::kSynTimeout, timeout - last_syn_timeout_[id]}};
+    last_syn_rst_[id] = rst;
+    last_syn_timeout_[id] = timeout;
+    for (const auto& [type, delta] : deltas) {
+      if (delta == 0) continue;
+      shm::Event e{};
+      e.type = static_cast<uint32_t>(type);
+      e.count = static_cast<uint32_t>(std::min<uint64_t>(delta, UINT32_MAX));
+      e.ip = backends[id].ip;
+      e.port = backends[id].port;
+      const std::string& name = services[core::raw(backends[id].service)];
+      std::memcpy(e.service, name.data(), std::min<size_t>(name.size(), shm::kNameLen - 1));
+      if (segment_->post(e))
+        control_stats_.events_posted.fetch_add(1, std::memory_order_relaxed);
+      else
+        control_stats_.events_lost.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
 }
 
 void Dataplane::control_tick(core::Tick now) {
+  if (segment_) {
+    segment_->header().lbd_heartbeat_ms.store(now * 1000 / tsc_hz_, std::memory_order_relaxed);
+    receive_updates();
+    if (now >= next_events_) {
+      next_events_ = now + tsc_hz_ / 10;
+      post_passive_events();
+    }
+  }
   reclaim_pools();
   if (now >= next_arp_) {
     next_arp_ = now + tsc_hz_;

@@ -7,11 +7,15 @@
 // flows that core::flow_owner() assigns to it; a packet that arrives at another worker is handed
 // to its owner over the owner's ring. See docs/architecture.md.
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "channel.h"
 
 #include "lb_config.h"
 #include "neighbor.h"
@@ -31,9 +35,10 @@ class Dataplane {
   static constexpr uint16_t kBurst = 32;
 
   // Sets up ports (probing vdevs named in the config when they do not exist yet), queues, the
-  // mempool and the workers' state, and publishes the config's pool. Throws std::runtime_error
-  // with an actionable message on any failure.
-  explicit Dataplane(const cfg::Config& config);
+  // mempool and the workers' state, and publishes the config's pool. With a non-empty
+  // `shm_name` it also creates the shared-memory segment lb-healthd attaches to. Throws
+  // std::runtime_error with an actionable message on any failure.
+  explicit Dataplane(const cfg::Config& config, const std::string& shm_name = {});
   ~Dataplane();
   Dataplane(const Dataplane&) = delete;
   Dataplane& operator=(const Dataplane&) = delete;
@@ -48,11 +53,27 @@ class Dataplane {
   // call it directly with an injected clock. Returns the number of packets handled.
   uint32_t poll(uint16_t worker, core::Tick now);
 
-  // The control thread's periodic work; `now` in TSC ticks.
+  // The control thread's periodic work; `now` in TSC ticks: pool updates from lb-healthd,
+  // passive health events to it, ARP for next hops, freeing retired pools.
   void control_tick(core::Tick now);
 
   // Publishes a new pool; the old one is freed once every worker has passed a quiescent point.
-  void publish(std::unique_ptr<core::Pool> pool);
+  // Returns the RCU token that tells when every worker uses the new one.
+  uint64_t publish(std::unique_ptr<core::Pool> pool);
+
+  // What the control thread did with lb-healthd's updates (any thread may read).
+  struct ControlStats {
+    std::atomic<uint64_t> updates_applied{0};
+    std::atomic<uint64_t> updates_rejected{0};
+    std::atomic<uint64_t> events_posted{0};
+    std::atomic<uint64_t> events_lost{0};
+  };
+  const ControlStats& control_stats() const { return control_stats_; }
+  // 2 active, 1 draining, 0 not serving; by BackendId, as of the last published pool.
+  uint8_t backend_state(uint32_t id) const {
+    return id < backend_state_.size() ? backend_state_[id].load(std::memory_order_relaxed) : 0;
+  }
+  const shm::Segment* segment() const { return segment_ ? &*segment_ : nullptr; }
 
   uint16_t workers() const { return static_cast<uint16_t>(workers_.size()); }
   uint16_t port_count() const { return static_cast<uint16_t>(ports_.size()); }
@@ -91,6 +112,8 @@ class Dataplane {
   void flush(uint16_t w);
   void send_arp_requests(core::Tick now);
   void reclaim_pools();
+  void receive_updates();
+  void post_passive_events();
   static int lcore_main(void* arg);
   struct LaunchArg {
     Dataplane* dp;
@@ -113,6 +136,14 @@ class Dataplane {
   bool launched_ = false;
   uint16_t reta_size_ = 128;
   core::Tick next_arp_ = 0;
+  core::Tick next_events_ = 0;
+  PoolState state_;  // what the published pool was built from
+  std::optional<shm::Segment> segment_;
+  std::vector<shm::ServiceUpdate> rx_updates_;
+  std::optional<std::pair<uint64_t, uint64_t>> pending_ack_;  // (RCU token, generation)
+  std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;    // by BackendId, summed
+  ControlStats control_stats_;
+  std::array<std::atomic<uint8_t>, core::kMaxBackends> backend_state_{};
   LaunchArg launch_args_[core::kMaxWorkers]{};
 };
 

@@ -1,5 +1,6 @@
 #include "pool_builder.h"
 
+#include <cstring>
 #include <stdexcept>
 
 namespace lb::dp {
@@ -14,8 +15,8 @@ core::SchedulerKind to_core(cfg::Scheduler s) {
   return core::SchedulerKind::kRoundRobin;
 }
 
-PoolBuilder::PoolBuilder(std::vector<cfg::PortConfig> ports, core::NeighborTable& neighbors)
-    : ports_(std::move(ports)), neighbors_(neighbors) {}
+PoolBuilder::PoolBuilder(cfg::DataplaneConfig dataplane, core::NeighborTable& neighbors)
+    : dataplane_(std::move(dataplane)), neighbors_(neighbors) {}
 
 core::ServiceId PoolBuilder::service_id(const std::string& name) {
   auto it = service_ids_.find(name);
@@ -41,34 +42,84 @@ core::BackendId PoolBuilder::backend_id(core::ServiceId s, uint32_t ip, uint16_t
 }
 
 std::pair<uint16_t, uint16_t> PoolBuilder::route(uint32_t ip) {
-  // On-link first (the most specific route a port can offer), then the first gateway.
-  std::optional<std::pair<uint16_t, uint32_t>> via;
-  for (size_t i = 0; i < ports_.size() && !via; ++i)
-    if (ports_[i].in_subnet(ip)) via = {static_cast<uint16_t>(i), ip};
-  for (size_t i = 0; i < ports_.size() && !via; ++i)
-    if (ports_[i].gateway) via = {static_cast<uint16_t>(i), *ports_[i].gateway};
-  if (!via) throw std::runtime_error("no port reaches " + cfg::format_ipv4(ip));
-  const uint16_t slot = neighbors_.add(via->second, via->first);
+  const cfg::PortConfig* port = cfg::egress_port(dataplane_, ip);
+  if (!port) throw std::runtime_error("no port reaches " + cfg::format_ipv4(ip));
+  const auto index = static_cast<uint16_t>(port - dataplane_.ports.data());
+  const uint32_t next_hop = port->in_subnet(ip) ? ip : *port->gateway;
+  const uint16_t slot = neighbors_.add(next_hop, index);
   if (slot == core::NeighborTable::kNone)
     throw std::runtime_error("more than " + std::to_string(core::kMaxNeighbors) + " next hops");
-  return {via->first, slot};
+  return {index, slot};
 }
 
-std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation,
-                                               const std::vector<cfg::ServiceConfig>& services) {
+std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolState& state) {
+  std::lock_guard lock(mu_);
   std::vector<core::Pool::ServiceSpec> specs;
-  for (const cfg::ServiceConfig& s : services) {
-    core::Pool::ServiceSpec spec{service_id(s.name), s.vip, s.port, to_core(s.scheduler), {}, {}};
-    for (const cfg::BackendConfig& b : s.backends) {
-      const core::BackendId id = backend_id(spec.id, b.address, b.port);
-      const auto [port, slot] = route(b.address);
-      spec.backends.push_back(
-          {id, b.address, b.port, port, slot, static_cast<uint16_t>(b.weight)});
+  for (const auto& [name, s] : state) {
+    core::Pool::ServiceSpec spec{service_id(name), s.vip, s.port, to_core(s.scheduler), {}, {}};
+    for (const ServiceState::Backend& b : s.backends) {
+      if (b.state == shm::BackendState::kStopped) continue;  // its flows are reset
+      const core::BackendId id = backend_id(spec.id, b.ip, b.port);
       spec.serving.push_back(id);
+      if (b.state != shm::BackendState::kActive) continue;
+      const auto [port, slot] = route(b.ip);
+      spec.backends.push_back({id, b.ip, b.port, port, slot, b.weight});
     }
     specs.push_back(std::move(spec));
   }
   return std::make_unique<core::Pool>(generation, specs);
+}
+
+std::vector<BackendInfo> PoolBuilder::backends() const {
+  std::lock_guard lock(mu_);
+  return backends_;
+}
+
+std::vector<std::string> PoolBuilder::service_names() const {
+  std::lock_guard lock(mu_);
+  return service_names_;
+}
+
+PoolState state_from_config(const cfg::Config& config) {
+  PoolState state;
+  for (const cfg::ServiceConfig& s : config.services) {
+    ServiceState& st = state[s.name];
+    st.vip = s.vip;
+    st.port = s.port;
+    st.scheduler = s.scheduler;
+    for (const cfg::BackendConfig& b : s.backends)
+      st.backends.push_back(
+          {b.address, b.port, static_cast<uint16_t>(b.weight), shm::BackendState::kActive});
+  }
+  return state;
+}
+
+std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
+  const size_t len = strnlen(u.name, shm::kNameLen);
+  if (len == 0 || len == shm::kNameLen) return "service name empty or not terminated";
+  const std::string name(u.name, len);
+  if (u.flags & shm::kServiceRemoved) {
+    state.erase(name);
+    return {};
+  }
+  if (u.backend_count > shm::kMaxBackendsPerService)
+    return name + ": " + std::to_string(u.backend_count) + " backends (at most " +
+           std::to_string(shm::kMaxBackendsPerService) + ")";
+  if (u.scheduler > static_cast<uint8_t>(cfg::Scheduler::kLeastConnections))
+    return name + ": unknown scheduler " + std::to_string(u.scheduler);
+  if (u.port == 0 || u.vip == 0) return name + ": no VIP or port";
+  ServiceState st;
+  st.vip = u.vip;
+  st.port = u.port;
+  st.scheduler = static_cast<cfg::Scheduler>(u.scheduler);
+  for (uint32_t i = 0; i < u.backend_count; ++i) {
+    const shm::BackendEntry& b = u.backends[i];
+    if (b.state > static_cast<uint8_t>(shm::BackendState::kStopped) || b.ip == 0 || b.port == 0)
+      return name + ": malformed backend #" + std::to_string(i);
+    st.backends.push_back({b.ip, b.port, b.weight, static_cast<shm::BackendState>(b.state)});
+  }
+  state[name] = std::move(st);
+  return {};
 }
 
 }  // namespace lb::dp

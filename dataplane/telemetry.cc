@@ -100,6 +100,8 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_start_dict(e);
     const std::string addr = cfg::format_ipv4(b.ip) + ":" + std::to_string(b.port);
     rte_tel_data_add_dict_u64(e, "id", id);
+    static const char* const kStates[] = {"not_serving", "draining", "active"};
+    rte_tel_data_add_dict_string(e, "state", kStates[dp->backend_state(id) % 3]);
     rte_tel_data_add_dict_string(e, "service", services[core::raw(b.service)].c_str());
     rte_tel_data_add_dict_string(e, "address", addr.c_str());
     rte_tel_data_add_dict_u64(e, "flows_active", LB_SUM(c.backend[id].flows_active.get()));
@@ -136,6 +138,26 @@ int cmd_workers(const char*, const char*, rte_tel_data* d) {
   return 0;
 }
 
+int cmd_pool(const char*, const char*, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  rte_tel_data_start_dict(d);
+  const Dataplane::ControlStats& cs = dp->control_stats();
+  rte_tel_data_add_dict_u64(d, "updates_applied", cs.updates_applied.load());
+  rte_tel_data_add_dict_u64(d, "updates_rejected", cs.updates_rejected.load());
+  rte_tel_data_add_dict_u64(d, "events_posted", cs.events_posted.load());
+  rte_tel_data_add_dict_u64(d, "events_lost", cs.events_lost.load());
+  if (const shm::Segment* seg = dp->segment()) {
+    auto& h = const_cast<shm::Segment*>(seg)->header();
+    rte_tel_data_add_dict_u64(d, "epoch", seg->epoch());
+    rte_tel_data_add_dict_u64(d, "received_generation", h.received_generation.load());
+    rte_tel_data_add_dict_u64(d, "applied_generation", h.applied_generation.load());
+    rte_tel_data_add_dict_u64(d, "rejected_generation", h.rejected_generation.load());
+    rte_tel_data_add_dict_u64(d, "healthd_pid", h.healthd_pid.load());
+  }
+  return 0;
+}
+
 }  // namespace
 
 void register_telemetry(const Dataplane* dp) {
@@ -150,6 +172,8 @@ void register_telemetry(const Dataplane* dp) {
   rte_telemetry_register_cmd("/lb/backends", cmd_backends,
                              "Per-backend flows, packets, bytes and passive health signals.");
   rte_telemetry_register_cmd("/lb/workers", cmd_workers, "Per-worker flow table use.");
+  rte_telemetry_register_cmd("/lb/pool", cmd_pool,
+                             "Pool updates from lb-healthd: generations received and applied.");
 }
 
 void unregister_telemetry() { g_dp.store(nullptr, std::memory_order_release); }

@@ -28,7 +28,7 @@ else
   echo "test.sh: not root: hugepages not prepared (tests run with --no-huge)"
 fi
 
-build() {  # build DIR [meson options]
+configure() {  # configure DIR [meson options]
   local dir=$1
   shift
   if [ -f "$dir/build.ninja" ]; then
@@ -36,7 +36,9 @@ build() {  # build DIR [meson options]
   else
     meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
   fi
-  ninja -C "$dir" || return 1
+}
+build() {  # build DIR [meson options]
+  configure "$@" && ninja -C "$1"
 }
 
 build build || fail_setup "build failed"
@@ -62,7 +64,17 @@ if [ $asan -eq 1 ]; then
       run_suites build-asan "asan" --suite unit --suite packet
   else
     echo "test.sh: the sanitizer build failed"
-    results+=("asan-build-failed")
+    results+=("sanitizer-build-failed")
+  fi
+  # ThreadSanitizer for the lbd <-> lb-healthd channel (the only code with two threads or
+  # processes sharing memory outside the dataplane's own RCU).
+  tsan_tests=(channel)
+  if configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug &&
+    ninja -C build-tsan tests/unit/channel_test; then
+    TSAN_OPTIONS=halt_on_error=1 run_suites build-tsan "tsan" --no-rebuild "${tsan_tests[@]}"
+  else
+    echo "test.sh: the thread-sanitizer build failed"
+    results+=("sanitizer-build-failed")
   fi
 fi
 

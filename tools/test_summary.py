@@ -4,7 +4,7 @@
 Each argument is LABEL:DIR, where DIR holds meson's testlog.json and the GoogleTest JSON reports
 (GTEST_OUTPUT=json:DIR/). A GoogleTest binary counts each of its test cases; any other test (a
 script, an lbd --check run) counts as one. A binary that crashed or timed out counts as one
-failure on top of what it reported. "asan-build-failed" counts as one failure.
+failure on top of what it reported. "sanitizer-build-failed" counts as one failure.
 """
 import json
 import os
@@ -37,9 +37,9 @@ def main(args):
     for arg in args:
         if arg in ("build",):
             continue
-        if arg == "asan-build-failed":
+        if arg == "sanitizer-build-failed":
             total[1] += 1
-            failures.append("asan build")
+            failures.append("sanitizer build")
             continue
         label, _, d = arg.partition(":")
         prefix = f"{label}:" if label else ""

@@ -44,6 +44,7 @@ struct alignas(64) WorkerCounters {
   Counter flows_expired;
   Counter flows_closed;    // erased before expiry because a new SYN reused the tuple
   Counter flows_refused;   // table full or conflict
+  Counter flows_reset;     // their backend stopped serving (removed, or maint with drop)
   Counter flows_active;    // gauge
   Counter retries;         // flows moved to another backend
   Counter retry_syn_replayed;  // the saved SYN was replayed to the new backend at once

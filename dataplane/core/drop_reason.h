@@ -35,6 +35,7 @@ namespace lb::core {
   X(kIcmpMalformed, "icmp_malformed")                                             \
   X(kIcmpNotForUs, "icmp_not_for_us")                                             \
   X(kIcmpUnsupported, "icmp_unsupported")                                         \
+  X(kBackendStopped, "backend_stopped")      /* flow's backend was removed/stopped */ \
   X(kRetryAbsorbed, "retry_absorbed")        /* backend RST swallowed by a retry */ \
   X(kHandoffFull, "handoff_full")            /* owner worker's ring was full */    \
   X(kTxFull, "tx_full")                      /* port TX queue refused it */         \

@@ -8,7 +8,7 @@
 namespace lb::core {
 
 Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services)
-    : generation_(generation), serving_(kMaxBackends, 0) {
+    : generation_(generation), state_(kMaxBackends, 0) {
   const size_t nslots = std::bit_ceil(std::max<size_t>(16, services.size() * 4));
   slots_.resize(nslots);
   slot_mask_ = static_cast<uint32_t>(nslots - 1);
@@ -21,13 +21,13 @@ Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services)
       if (raw(b.id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
       if (b.weight == 0) continue;
       backends_.push_back(b);
-      serving_[raw(b.id)] = 1;
+      state_[raw(b.id)] = 2;
       ++s.count;
       s.total_weight += b.weight;
     }
     for (BackendId id : spec.serving) {
       if (raw(id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
-      serving_[raw(id)] = 1;
+      if (state_[raw(id)] == 0) state_[raw(id)] = 1;
     }
     const uint32_t index = static_cast<uint32_t>(services_.size());
     services_.push_back(s);

@@ -38,8 +38,8 @@ class Pool {
     uint32_t vip;
     uint16_t port;
     SchedulerKind scheduler;
-    std::vector<PoolBackend> backends;  // those that take new flows
-    std::vector<BackendId> serving;     // those whose existing flows stay (drain): a superset
+    std::vector<PoolBackend> backends;  // those that take new flows (weight 0 ones are skipped)
+    std::vector<BackendId> serving;     // those whose established flows continue (draining)
   };
   // Throws std::invalid_argument on duplicate VIP:port or ids out of range.
   Pool(uint64_t generation, const std::vector<ServiceSpec>& services);
@@ -64,8 +64,11 @@ class Pool {
   std::span<const PoolBackend> backends(const PoolService& s) const {
     return {backends_.data() + s.first, s.count};
   }
-  // Whether existing flows to `id` keep going (it is in the pool, maybe draining).
-  bool serving(BackendId id) const { return raw(id) < kMaxBackends && serving_[raw(id)]; }
+  // Whether established flows to `id` keep going (it is in the pool, maybe draining). Flows to
+  // a backend that is not serving (removed, or stopped for maintenance) are reset.
+  bool serving(BackendId id) const { return raw(id) < kMaxBackends && state_[raw(id)] != 0; }
+  // Whether `id` takes new flows.
+  bool active(BackendId id) const { return raw(id) < kMaxBackends && state_[raw(id)] == 2; }
   std::span<const PoolService> services() const { return services_; }
 
  private:
@@ -87,7 +90,7 @@ class Pool {
   std::vector<Slot> slots_;
   uint32_t slot_mask_ = 0;
   std::vector<uint32_t> vips_;  // sorted, unique
-  std::vector<uint8_t> serving_;
+  std::vector<uint8_t> state_;  // by BackendId: 0 not serving, 1 draining, 2 active
 };
 
 }  // namespace lb::core

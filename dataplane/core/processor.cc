@@ -109,8 +109,12 @@ Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_por
   ip[ip_off::kTtl] = 64;
   store_be16(ip + ip_off::kCsum, 0);
   store_be16(ip + ip_off::kCsum, csum(ip, kIpv4HeaderLen));
-  icmp[0] = 0;  // echo reply; the type/code word goes from 0x0800 to 0x0000
-  store_be16(icmp + 2, csum_update16(load_be16(icmp + 2), 0x0800, 0x0000));
+  icmp[0] = 0;  // echo reply
+  // Recomputed rather than updated (RFC 1624): an all-zero reply (id 0, seq 0, zero payload)
+  // must carry 0xffff, where the incremental update gives 0x0000, which fails verification.
+  // Echo is a rare path; l4_payload_len is the whole ICMP message, inside the frame.
+  store_be16(icmp + 2, 0);
+  store_be16(icmp + 2, csum(icmp, pk.l4_payload_len));
   counters_->icmp_echo_replies.add();
   return tx(in_port);
 }
@@ -200,15 +204,16 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port,
 
 Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, uint16_t in_port,
                                const Pool& pool, Tick now) {
-  Flow& fl = table_.at(idx);
   using namespace tcp_flag;
+  Flow& fl = table_.at(idx);
   if ((pk.tcp_flags & (kSyn | kAck)) == kSyn) {
     const bool serving = pool.serving(static_cast<BackendId>(fl.backend));
     bool reschedule = false;
     switch (fl.state) {
       case TcpState::kSynSent:
-        if (!serving) {
-          // Its backend left the pool while the handshake was pending: move it now.
+        if (!pool.active(static_cast<BackendId>(fl.backend))) {
+          // Its backend stopped taking new flows while the handshake was pending (health down,
+          // drained, removed): nothing is established yet, so move it now.
           if (!resteer(idx, pool, now)) reschedule = true;
         } else if (cfg_.retry_syn_after != 0 && now - fl.created >= cfg_.retry_syn_after &&
                    fl.retries < cfg_.max_retries) {
@@ -240,6 +245,15 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, u
       return new_flow(f, pk, in_port, pool, *svc, now);
     }
   }
+  if (!pool.serving(static_cast<BackendId>(fl.backend))) {
+    // The backend was removed or stopped for maintenance: end the connection for the client
+    // now rather than let it hang on a backend that is gone.
+    release(fl);
+    table_.erase(idx);
+    counters_->flows_reset.add();
+    if (pk.tcp_flags & kRst) return drop(DropReason::kBackendStopped);
+    return reply_rst(f, pk, in_port);
+  }
   track_state(fl, Dir::kFromClient, pk.tcp_flags, now);
   return to_backend(f, pk, fl);
 }
@@ -253,6 +267,12 @@ Verdict Processor::from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx,
     counters_->backend[fl.backend].syn_rst.add();
     if (cfg_.retry_on_rst && fl.retries < cfg_.max_retries && resteer(idx, pool, now))
       return replay_syn(f, idx);
+  }
+  if (!pool.serving(static_cast<BackendId>(fl.backend))) {
+    release(fl);
+    table_.erase(idx);
+    counters_->flows_reset.add();
+    return drop(DropReason::kBackendStopped);
   }
   track_state(fl, Dir::kFromBackend, pk.tcp_flags, now);
   return to_client(f, pk, fl);

@@ -2,10 +2,13 @@
 # End-to-end smoke: lbd on net_af_packet over veth pairs, a client namespace, three HTTP backends
 # in their own namespaces on a bridge. 30 new connections through the VIP must be spread exactly
 # round robin (10 each), and the client must only ever talk to the VIP.
-# Usage: smoke.sh LBD_BINARY. Exit 77 (skip) when namespaces cannot be made here.
+# Usage: smoke.sh LBD_BINARY [WORKERS]. Exit 77 (skip) when namespaces cannot be made here.
+# With 2 workers (two lcores sharing the second CPU on a 2-core machine) af_packet spreads packets
+# over two queue pairs by its own fanout hash, so flows cross workers through the handoff rings.
 set -u
-lbd=${1:?usage: smoke.sh LBD}
-p=lbs  # prefix of everything this script creates
+lbd=${1:?usage: smoke.sh LBD [WORKERS]}
+workers=${2:-1}
+p=lbs$workers  # prefix of everything this script creates
 tmp=$(mktemp -d)
 pids=()
 
@@ -78,18 +81,20 @@ done
 
 cat >"$tmp/lbd.cfg" <<CFG
 dataplane: {
-  workers = 1;
+  workers = $workers;
   flows = { capacity = 65536; };
   ports = (
-    { name = "client";  device = "net_af_packet_${p}0,iface=${p}-c"; ip = "10.10.0.1/24"; },
-    { name = "backend"; device = "net_af_packet_${p}1,iface=${p}-b"; ip = "10.20.0.1/24"; }
+    { name = "client";  device = "net_af_packet_${p}0,iface=${p}-c,qpairs=$workers"; ip = "10.10.0.1/24"; },
+    { name = "backend"; device = "net_af_packet_${p}1,iface=${p}-b,qpairs=$workers"; ip = "10.20.0.1/24"; }
   );
 };
 services = ( { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
   backends = ( { address = "10.20.0.11"; port = 8080; }, { address = "10.20.0.12"; port = 8080; },
                { address = "10.20.0.13"; port = 8080; } ); } );
 CFG
-"$lbd" -l 0,1 --no-pci --no-huge -m 512 --file-prefix ${p} --log-level=lb:info \
+lcores="0@0,1@1"
+[ "$workers" -eq 1 ] || lcores="0@0,$(seq -s, -f '%g@1' 1 "$workers")"
+"$lbd" --lcores "$lcores" --no-pci --no-huge -m 512 --file-prefix ${p} --log-level=lb:info \
   -- --config "$tmp/lbd.cfg" >"$tmp/lbd.log" 2>&1 &
 lbd_pid=$!
 pids+=($lbd_pid)
@@ -120,12 +125,21 @@ for n in $(seq 1 30); do
   if [ -z "$out" ]; then fails=$((fails + 1)); continue; fi
   seen[$out]=$(( ${seen[$out]:-0} + 1 ))
 done
-echo "distribution over 30 new connections: $(for k in "${!seen[@]}"; do printf '%s=%s ' "$k" "${seen[$k]}"; done)"
+echo "distribution over 30 new connections ($workers worker(s)): $(for k in "${!seen[@]}"; do printf '%s=%s ' "$k" "${seen[$k]}"; done)"
 rc=0
 [ $fails -eq 0 ] || { echo "FAIL: $fails of 30 requests failed"; rc=1; }
+# Round robin is exact per worker: one worker gives 10 each; w workers each keep their own
+# cursor, so the spread (max - min) is at most w.
+min=30 max=0
 for i in 1 2 3; do
-  [ "${seen[backend-$i]:-0}" -eq 10 ] || { echo "FAIL: backend-$i got ${seen[backend-$i]:-0}, want 10"; rc=1; }
+  n=${seen[backend-$i]:-0}
+  [ "$n" -lt "$min" ] && min=$n
+  [ "$n" -gt "$max" ] && max=$n
 done
+if [ $((max - min)) -gt "$workers" ] || { [ "$workers" -eq 1 ] && [ "$min" -ne 10 ]; }; then
+  echo "FAIL: spread $min..$max is not round robin for $workers worker(s)"
+  rc=1
+fi
 # Backends saw the client's real address (NAT keeps it).
 grep -q "10.10.0.50" "$tmp/http1.log" || { echo "FAIL: backend did not see the client address"; rc=1; }
 [ $rc -eq 0 ] || [ -z "${LB_SMOKE_HOLD:-}" ] || sleep "$LB_SMOKE_HOLD"

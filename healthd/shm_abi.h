@@ -1,0 +1,106 @@
+#pragma once
+// The whole ABI between lb-healthd and lbd: one POSIX shared-memory segment, created by lbd,
+// holding a header and two DPDK rings (rte_ring_init on the segment; neither process needs EAL
+// for them). Everything here is standard layout with fixed sizes and offsets, checked below;
+// docs/shm-abi.md describes it for humans. Change anything here and bump kVersion.
+//
+//   offset 0            Header (4 KiB page)
+//   update_ring_offset  rte_ring of ServiceUpdate, healthd -> lbd (single producer/consumer)
+//   event_ring_offset   rte_ring of Event, lbd -> healthd (single producer/consumer)
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace lb::shm {
+
+inline constexpr uint64_t kMagic = 0x314d48532d44424cull;  // "LBD-SHM1" little-endian
+inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kNameLen = 48;  // service names, NUL-terminated (config allows 32)
+inline constexpr uint32_t kMaxBackendsPerService = 256;
+inline constexpr uint32_t kUpdateRingSlots = 64;    // power of two
+inline constexpr uint32_t kEventRingSlots = 1024;   // power of two
+inline constexpr size_t kHeaderSize = 4096;
+
+// What a backend may do in the pool lbd builds from an update.
+enum class BackendState : uint8_t {
+  kActive = 0,    // takes new flows (health up and admin ready)
+  kDraining = 1,  // no new flows; established flows continue (drain, or health down)
+  kStopped = 2,   // no new flows; established flows are dropped (maint with policy "drop")
+};
+
+struct BackendEntry {
+  uint32_t ip;      // host byte order
+  uint16_t port;
+  uint16_t weight;  // 0 .. 65535; 0 takes no new flows
+  uint8_t state;    // BackendState
+  uint8_t reserved[3];
+};
+static_assert(std::is_standard_layout_v<BackendEntry> && sizeof(BackendEntry) == 12);
+
+inline constexpr uint8_t kServiceRemoved = 1;  // ServiceUpdate::flags
+
+// The full state of one service (never a delta): applying the same update twice is harmless,
+// and a lost intermediate update is superseded by the next one.
+struct ServiceUpdate {
+  uint64_t generation;  // healthd's counter, strictly increasing across all its updates
+  char name[kNameLen];  // the service's identity
+  uint32_t vip;         // host byte order
+  uint16_t port;
+  uint8_t scheduler;  // 0 rr, 1 wrr, 2 random, 3 lc (lb::cfg::Scheduler order)
+  uint8_t flags;      // kServiceRemoved
+  uint32_t backend_count;
+  uint32_t reserved;
+  BackendEntry backends[kMaxBackendsPerService];
+};
+static_assert(std::is_standard_layout_v<ServiceUpdate>);
+static_assert(offsetof(ServiceUpdate, name) == 8 && offsetof(ServiceUpdate, vip) == 56 &&
+              offsetof(ServiceUpdate, backend_count) == 64 &&
+              offsetof(ServiceUpdate, backends) == 72);
+static_assert(sizeof(ServiceUpdate) == 72 + 12 * kMaxBackendsPerService);
+static_assert(sizeof(ServiceUpdate) % 4 == 0, "rte_ring element sizes are multiples of 4");
+
+enum class EventType : uint32_t {
+  kSynRst = 1,      // the backend answered `count` of our SYNs with RST (passive signal)
+  kSynTimeout = 2,  // `count` SYNs to the backend went unanswered until the client retried
+};
+
+struct Event {
+  uint32_t type;  // EventType
+  uint32_t count;
+  uint32_t ip;    // the backend, host byte order
+  uint16_t port;
+  uint16_t reserved;
+  char service[kNameLen];
+};
+static_assert(std::is_standard_layout_v<Event> && sizeof(Event) == 64);
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free,
+              "the header's atomics must be address-free to live in shared memory");
+
+struct Header {
+  uint64_t magic;  // written last by lbd at creation (release): a reader that sees it sees all
+  uint32_t version;
+  uint32_t header_size;
+  uint32_t update_size;
+  uint32_t event_size;
+  uint64_t epoch;  // differs on every lbd start: healthd pushes its full state again
+  uint64_t update_ring_offset;
+  uint64_t event_ring_offset;
+  uint64_t total_size;
+  // Written by lbd, read by healthd/lbctl (release/acquire pairs as noted at each use).
+  std::atomic<uint64_t> received_generation;  // newest update taken off the ring
+  std::atomic<uint64_t> applied_generation;   // newest update every worker is now using
+  std::atomic<uint64_t> lbd_heartbeat_ms;     // lbd's control loop, monotonic ms; stale = stuck
+  std::atomic<uint64_t> lbd_pid;
+  std::atomic<uint64_t> rejected_generation;  // newest update lbd refused (logged with why)
+  // Written by healthd.
+  std::atomic<uint64_t> healthd_pid;
+  std::atomic<uint64_t> healthd_heartbeat_ms;
+};
+static_assert(std::is_standard_layout_v<Header>);
+static_assert(offsetof(Header, epoch) == 24 && offsetof(Header, received_generation) == 56 &&
+              offsetof(Header, applied_generation) == 64 && sizeof(Header) <= kHeaderSize);
+
+}  // namespace lb::shm
