@@ -38,6 +38,15 @@ constexpr uint32_t kAgeBudget = 64;
 
 Dataplane::Dataplane(const cfg::Config& config, const std::string& shm_name)
     : config_(config), tsc_hz_(rte_get_tsc_hz()), builder_(config.dataplane, neighbors_) {
+  try {
+    setup(shm_name);
+  } catch (...) {
+    release();  // the destructor does not run for a half-built object
+    throw;
+  }
+}
+
+void Dataplane::setup(const std::string& shm_name) {
   const cfg::DataplaneConfig& dc = config_.dataplane;
   const uint16_t nworkers = static_cast<uint16_t>(dc.workers);
   const int socket = static_cast<int>(rte_socket_id());
@@ -70,6 +79,14 @@ Dataplane::Dataplane(const cfg::Config& config, const std::string& shm_name)
     for (const core::PoolBackend& b : first->backends(s)) has_backends[b.out_port] = true;
 
   ports_.resize(dc.ports.size());
+  for (size_t i = 0; i < dc.ports.size(); ++i) resolve_port(i, dc.ports[i]);
+  // flow_owner() and every port's RETA must agree on one table size: the smallest.
+  for (const Port& port : ports_) {
+    rte_eth_dev_info info;
+    if (nworkers > 1 && rte_eth_dev_info_get(port.id, &info) == 0 && info.reta_size &&
+        (info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP))
+      reta_size_ = std::min<uint16_t>(reta_size_, info.reta_size);
+  }
   for (size_t i = 0; i < dc.ports.size(); ++i) {
     const bool client_only = !has_backends[i];
     const bool backend_only = has_backends[i] && !first->is_vip(dc.ports[i].ip);
@@ -134,8 +151,7 @@ Dataplane::Dataplane(const cfg::Config& config, const std::string& shm_name)
          static_cast<double>(workers_[0].proc->flows().memory_bytes()) / (1 << 20));
 }
 
-void Dataplane::setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only,
-                           bool rss_dst_only) {
+void Dataplane::resolve_port(size_t index, const cfg::PortConfig& pc) {
   Port& port = ports_[index];
   port.name = pc.name;
   const std::string devname = pc.device.substr(0, pc.device.find(','));
@@ -146,6 +162,12 @@ void Dataplane::setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src
       throw dpdk_error("port '" + pc.name + "': cannot probe device '" + pc.device + "'", rc);
   }
   port.id = id;
+}
+
+void Dataplane::setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only,
+                           bool rss_dst_only) {
+  Port& port = ports_[index];
+  const uint16_t id = port.id;
   rte_eth_dev_info info;
   int rc = rte_eth_dev_info_get(id, &info);
   if (rc != 0) throw dpdk_error("port '" + pc.name + "': cannot read device info", rc);
@@ -170,7 +192,6 @@ void Dataplane::setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src
     if (rss_src_only && (info.flow_type_rss_offloads & src) == src) hf |= src;
     if (rss_dst_only && (info.flow_type_rss_offloads & dst) == dst) hf |= dst;
     conf.rx_adv_conf.rss_conf.rss_hf = hf;
-    if (info.reta_size) reta_size_ = std::min<uint16_t>(reta_size_, info.reta_size);
   }
   rc = rte_eth_dev_configure(id, nq, nq, &conf);
   if (rc != 0) throw dpdk_error("port '" + pc.name + "': configure failed", rc);
@@ -211,7 +232,9 @@ void Dataplane::setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src
          conf.rxmode.mq_mode == RTE_ETH_MQ_RX_RSS ? ", RSS" : "");
 }
 
-Dataplane::~Dataplane() {
+Dataplane::~Dataplane() { release(); }
+
+void Dataplane::release() {
   stop();
   for (Port& p : ports_) {
     if (!p.started) continue;
@@ -228,8 +251,12 @@ Dataplane::~Dataplane() {
     rte_ring_free(w.handoff);
     rte_ring_free(w.ctl);
   }
+  workers_.clear();
+  ports_.clear();
   rte_free(qsbr_);
+  qsbr_ = nullptr;
   rte_mempool_free(mbufs_);
+  mbufs_ = nullptr;
 }
 
 const core::WorkerCounters& Dataplane::counters(uint16_t worker) const {

@@ -107,6 +107,9 @@ class Dataplane {
     unsigned lcore = 0;
   };
 
+  void setup(const std::string& shm_name);
+  void release();
+  void resolve_port(size_t index, const cfg::PortConfig& pc);
   void setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only, bool rss_dst_only);
   void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
   void flush(uint16_t w);

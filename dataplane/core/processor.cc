@@ -68,15 +68,17 @@ Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port
   uint8_t* p = f.data();
   uint8_t* a = p + pk.l3;
   const ArpView arp = read_arp(a);
-  if (arp.spa != 0 &&
-      neighbors_.learn(arp.spa, in_port, arp.sha, now / cfg_.ticks_per_second))
-    counters_->arp_learned.add();
+  const bool learned =
+      arp.spa != 0 && neighbors_.learn(arp.spa, in_port, arp.sha, now / cfg_.ticks_per_second);
+  if (learned) counters_->arp_learned.add();
   const PortInfo& port = cfg_.ports[in_port];
-  if (arp.op == 2) {
-    if (arp.tpa == port.ip) return {Action::kConsumed, 0, 0, DropReason::kTruncated};
+  const bool for_us = arp.tpa == port.ip || (arp.op == 1 && pool.is_vip(arp.tpa));
+  if (arp.op == 2 || !for_us) {
+    // A reply to our request, or a next hop announcing itself (gratuitous ARP): used, not
+    // dropped. Anything else on the wire is someone else's conversation.
+    if (learned || (arp.op == 2 && for_us)) return {Action::kConsumed, 0, 0, DropReason::kTruncated};
     return drop(DropReason::kArpNotForUs);
   }
-  if (arp.tpa != port.ip && !pool.is_vip(arp.tpa)) return drop(DropReason::kArpNotForUs);
   if (arp.spa == 0 || arp.sha.is_multicast()) return drop(DropReason::kArpMalformed);
   arp.sha.store(p);  // Ethernet destination
   port.mac.store(p + 6);
