@@ -148,7 +148,7 @@ int cmd_pool(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "events_posted", cs.events_posted.load());
   rte_tel_data_add_dict_u64(d, "events_lost", cs.events_lost.load());
   if (const shm::Segment* seg = dp->segment()) {
-    auto& h = const_cast<shm::Segment*>(seg)->header();
+    const shm::Header& h = seg->header();
     rte_tel_data_add_dict_u64(d, "epoch", seg->epoch());
     rte_tel_data_add_dict_u64(d, "received_generation", h.received_generation.load());
     rte_tel_data_add_dict_u64(d, "applied_generation", h.applied_generation.load());

@@ -25,6 +25,7 @@ class Segment {
   ~Segment();
 
   Header& header() { return *hdr_; }
+  const Header& header() const { return *hdr_; }
   uint64_t epoch() const { return hdr_->epoch; }
   // Up to `max` updates off the ring, oldest first.
   unsigned receive(ServiceUpdate* out, unsigned max);

@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include <unistd.h>
+
 #include <rte_bus_vdev.h>
 #include <rte_eth_ring.h>
 #include <rte_ethdev.h>
@@ -98,7 +100,9 @@ void Harness::setup(const HarnessOptions& options) {
     set_mac(static_cast<uint16_t>(id), p == kClientPort ? kLbClientMac : kLbBackendMac);
   }
   config_text_ = config_for(options, device_name(kClientPort), device_name(kBackendPort));
-  dp_ = std::make_unique<dp::Dataplane>(cfg::parse_config(config_text_, "packet_test.cfg"));
+  if (options.channel) shm_name_ = "/lbd-pt-" + std::to_string(getpid()) + "-" + tag;
+  dp_ = std::make_unique<dp::Dataplane>(cfg::parse_config(config_text_, "packet_test.cfg"),
+                                        shm_name_);
 }
 
 Harness::~Harness() {

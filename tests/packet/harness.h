@@ -30,6 +30,7 @@ struct HarnessOptions {
   const char* miss_policy = "drop";       // "drop" | "rst"
   const char* no_backend_policy = "rst";  // "rst" | "drop"
   bool retry_on_rst = true;
+  bool channel = false;  // create the pool channel (shm segment) lb-healthd would attach to
 };
 
 // A frame taken off a TX ring.
@@ -52,6 +53,8 @@ class Harness {
 
   dp::Dataplane& dp() { return *dp_; }
   const std::string& config_text() const { return config_text_; }
+  // The channel's segment name (empty without HarnessOptions::channel).
+  const std::string& shm_name() const { return shm_name_; }
   uint16_t workers() const { return workers_; }
 
   // Puts a copy of `frame` on RX queue `queue` of port `port` (an index: kClientPort, ...).
@@ -76,6 +79,7 @@ class Harness {
   uint16_t workers_;
   unsigned seq_;
   std::string config_text_;
+  std::string shm_name_;
   std::string port_names_[kPorts];
   rte_mempool* pool_ = nullptr;
   std::vector<rte_ring*> rx_[kPorts];

@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <algorithm>
 #include <functional>
 #include <optional>
@@ -310,6 +312,9 @@ struct Step {
   std::vector<Check> checks = {};
   core::Tick advance = 0;     // the clock moves this far before the step
   bool control_tick = false;  // run Dataplane::control_tick(now) before polling
+  // Pool updates sent through the shared-memory channel as lb-healthd would (before the
+  // control tick, which the step then runs); needs HarnessOptions::channel.
+  std::vector<shm::ServiceUpdate> updates = {};
   int rounds = 2;             // poll rounds (all workers each); aging needs more
   Verify verify = {};
 };
@@ -372,6 +377,142 @@ Case malformed(std::string name, std::string description, Bytes frame, DropReaso
                                 port_tx(kBackendPort, 0), LB_CTR(flows_created, 0)},
                      .verify = flows_are({0})}};
           }};
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Pool changes, as lb-healthd sends them: the full state of service "web".
+
+shm::ServiceUpdate web_update(uint64_t generation,
+                              const std::vector<std::pair<Backend, shm::BackendState>>& backends,
+                              uint16_t port = kVport) {
+  shm::ServiceUpdate u{};
+  u.generation = generation;
+  std::strncpy(u.name, port == kVport ? "web" : "api", shm::kNameLen - 1);
+  u.vip = kVip;
+  u.port = port;
+  u.backend_count = static_cast<uint32_t>(backends.size());
+  for (size_t i = 0; i < backends.size(); ++i)
+    u.backends[i] = {backends[i].first.ip, kBackendTcpPort, 1,
+                     static_cast<uint8_t>(backends[i].second), {}};
+  return u;
+}
+
+Verify generation_is(uint64_t applied, uint64_t rejected = 0) {
+  return [=](const dp::Dataplane& d) {
+    ASSERT_NE(d.segment(), nullptr);
+    const shm::Header& hd = d.segment()->header();
+    EXPECT_EQ(hd.applied_generation.load(), applied);
+    EXPECT_EQ(hd.rejected_generation.load(), rejected);
+  };
+}
+
+void add_pool_change_cases(std::vector<Case>& cases) {
+  using S = shm::BackendState;
+  const Client c1 = client(1);
+  const Client c2 = client(2);
+  const HarnessOptions with_channel{.channel = true};
+  cases.push_back(
+      {.name = "DrainKeepsEstablishedFlows",
+       .description = "a draining backend keeps its established flows; new ones avoid it",
+       .options = with_channel,
+       .script = [=](const Env&) -> std::vector<Step> {
+         return handshake(c1, kB[0]) +
+                std::vector<Step>{
+                    {.what = "healthd: .11 drains",
+                     .updates = {web_update(7, {{kB[0], S::kDraining}, {kB[1], S::kActive},
+                                                 {kB[2], S::kActive}})},
+                     .verify = generation_is(7)},
+                    {.what = "the established flow still reaches .11",
+                     .in = {rx_client(c2v(c1, data_seg(1001, 5001, "GET /")))},
+                     .out = {tx_backend(c2b(c1, kB[0], data_seg(1001, 5001, "GET /")))},
+                     .checks = {backend_in(kB[0], 1), LB_CTR(flows_reset, 0)}},
+                    {.what = "a new connection goes to an active backend (rr: .13)",
+                     .in = {rx_client(c2v(c2, syn_seg()))},
+                     .out = {tx_backend(c2b(c2, kB[2], syn_seg()))},
+                     .checks = {backend_in(kB[2], 1), backend_in(kB[0], 0)}},
+                };
+       }});
+  cases.push_back(
+      {.name = "StoppedBackendResetsItsFlows",
+       .description = "a backend removed from the pool (or in maint with drop): its client "
+                      "gets an RST at its next packet, and the flow is gone",
+       .options = with_channel,
+       .script = [=](const Env&) -> std::vector<Step> {
+         return handshake(c1, kB[0]) +
+                std::vector<Step>{
+                    {.what = "healthd: .11 is gone",
+                     .updates = {web_update(3, {{kB[1], S::kActive}, {kB[2], S::kActive}})},
+                     .verify = generation_is(3)},
+                    {.what = "client data is answered with RST (seq = its ACK)",
+                     .in = {rx_client(c2v(c1, data_seg(1001, 5001, "GET /")))},
+                     .out = {tx_client(rst_to_client(c1, kVport, kRst, 5001, 0))},
+                     .checks = {LB_CTR(flows_reset, 1), LB_CTR(flows_active, -1),
+                                backend_in(kB[0], 0)},
+                     .verify = flows_are({0})},
+                };
+       }});
+  cases.push_back(
+      {.name = "PendingSynMovesWhenItsBackendGoesDown",
+       .description = "a SYN still unanswered when its backend stops taking new flows moves to "
+                      "another backend at the client's retransmission",
+       .options = with_channel,
+       .script = [=](const Env&) -> std::vector<Step> {
+         return {
+             {.what = "SYN -> .11",
+              .in = {rx_client(c2v(c1, syn_seg()))},
+              .out = {tx_backend(c2b(c1, kB[0], syn_seg()))}},
+             {.what = "healthd: .11 down (draining)",
+              .updates = {web_update(9, {{kB[0], S::kDraining}, {kB[1], S::kActive},
+                                          {kB[2], S::kActive}})}},
+             {.what = "the retransmitted SYN goes to .13",
+              .in = {rx_client(c2v(c1, syn_seg()))},
+              .out = {tx_backend(c2b(c1, kB[2], syn_seg()))},
+              .checks = {LB_CTR(retries, 1), backend_in(kB[2], 1), backend_in(kB[0], 0)},
+              .advance = 1},
+         };
+       }});
+  cases.push_back(
+      {.name = "RefusedUpdateChangesNothing",
+       .description = "a malformed update is refused whole (rejected_generation), the pool "
+                      "stays, and later updates still apply",
+       .options = with_channel,
+       .script = [=](const Env&) -> std::vector<Step> {
+         shm::ServiceUpdate bad = web_update(4, {{kB[1], S::kActive}});
+         bad.scheduler = 42;
+         return {
+             {.what = "healthd sends a bad update",
+              .updates = {bad},
+              .verify = generation_is(4, 4)},
+             {.what = "round robin still over all three: .11 first",
+              .in = {rx_client(c2v(c1, syn_seg()))},
+              .out = {tx_backend(c2b(c1, kB[0], syn_seg()))}},
+             {.what = "a good update after it applies: only .12",
+              .updates = {web_update(5, {{kB[1], S::kActive}})},
+              .verify = generation_is(5, 4)},
+             {.what = "so the next connection goes to .12",
+              .in = {rx_client(c2v(c2, syn_seg()))},
+              .out = {tx_backend(c2b(c2, kB[1], syn_seg()))}},
+         };
+       }});
+  cases.push_back(
+      {.name = "NewServiceAtRuntime",
+       .description = "an update naming a new service makes lbd serve a new VIP:port at once",
+       .options = with_channel,
+       .script = [=](const Env&) -> std::vector<Step> {
+         return {
+             {.what = "nothing listens on VIP:8443 yet",
+              .in = {rx_client(c2v(c1, syn_seg(), {}, 8443))},
+              .checks = {drops(DropReason::kNotForUs, 1)}},
+             {.what = "healthd adds service api on VIP:8443 -> .13",
+              .updates = {web_update(2, {{kB[2], S::kActive}}, 8443)},
+              .verify = generation_is(2)},
+             {.what = "now a SYN to VIP:8443 reaches .13",
+              .in = {rx_client(c2v(c1, syn_seg(), {}, 8443))},
+              .out = {tx_backend(c2b(c1, kB[2], syn_seg()))},
+              .checks = {LB_CTR(flows_created, 1)}},
+         };
+       }});
 }
 
 std::vector<Case> all_cases() {
@@ -1094,6 +1235,7 @@ std::vector<Case> all_cases() {
     cases.push_back(
         malformed("ArpTruncated", "20 bytes of ARP", short_arp, DropReason::kTruncated));
   }
+  add_pool_change_cases(cases);
   return cases;
 }
 
@@ -1167,8 +1309,17 @@ void run_step(Harness& h, const Step& s, size_t index) {
     else
       h.inject(i.port, i.queue, i.frame);
   }
-  if (s.control_tick) h.dp().control_tick(h.now);
+  if (!s.updates.empty()) {
+    std::string why;
+    auto healthd = shm::Attachment::try_attach(h.shm_name(), why);
+    ASSERT_TRUE(healthd) << why;
+    for (const shm::ServiceUpdate& u : s.updates) ASSERT_TRUE(healthd->send(u));
+  }
+  if (s.control_tick || !s.updates.empty()) h.dp().control_tick(h.now);
   h.poll(s.in.empty() ? 0 : s.in.front().queue, s.rounds);
+  // lbd's control loop ticks every millisecond: the tick after the workers' quiescent reports
+  // acknowledges the update (applied_generation).
+  if (!s.updates.empty()) h.dp().control_tick(h.now);
   compare_output(s.out, h.drain());
 
   for (size_t i = 0; i < s.checks.size(); ++i) {
