@@ -1,6 +1,7 @@
 #include "dataplane.h"
 
 #include <rte_cycles.h>
+#include <rte_debug.h>
 #include <rte_dev.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -14,6 +15,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -123,6 +125,7 @@ void Dataplane::setup(const std::string& shm_name) {
     Worker& wk = workers_[w];
     pc.worker = w;
     wk.proc = std::make_unique<core::Processor>(pc, neighbors_);
+    wk.sample = std::make_unique<SampleSlot>();
     const std::string hname = "lb_handoff_" + std::to_string(w);
     const std::string cname = "lb_ctl_" + std::to_string(w);
     wk.handoff = rte_ring_create(hname.c_str(), 4096, socket, RING_F_SC_DEQ);
@@ -342,8 +345,46 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   }
   flush(w);
   wk.proc->age(now, kAgeBudget);
+  // relaxed: a request seen one iteration late costs nothing.
+  if (wk.sample->want.load(std::memory_order_relaxed) != 0) answer_sample(wk, now);
   rte_rcu_qsbr_quiescent(qsbr_, w);
   return handled;
+}
+
+void Dataplane::answer_sample(Worker& wk, core::Tick now) {
+  SampleSlot& s = *wk.sample;
+  // acquire pairs with the release in sample_flows(): the request is seen whole.
+  const uint32_t want = std::min(s.want.load(std::memory_order_acquire), kMaxSample);
+  uint32_t n = 0;
+  wk.proc->flows().sample(s.cursor, want, 64 * kMaxSample,
+                          [&](uint32_t, const core::Flow& f) { s.flows[n++] = f; });
+  s.count = n;
+  s.now = now;
+  s.want.store(0, std::memory_order_relaxed);
+  s.ready.store(1, std::memory_order_release);  // pairs with the acquire in sample_flows()
+}
+
+std::vector<Dataplane::FlowSample> Dataplane::sample_flows(uint32_t per_worker,
+                                                           uint32_t timeout_ms) {
+  std::lock_guard lock(sample_mu_);
+  per_worker = std::clamp<uint32_t>(per_worker, 1, kMaxSample);
+  for (Worker& w : workers_) {
+    w.sample->ready.store(0, std::memory_order_relaxed);
+    w.sample->want.store(per_worker, std::memory_order_release);
+  }
+  std::vector<FlowSample> out;
+  const uint64_t deadline = rte_get_timer_cycles() + rte_get_timer_hz() * timeout_ms / 1000;
+  for (uint16_t w = 0; w < workers_.size(); ++w) {
+    SampleSlot& s = *workers_[w].sample;
+    while (s.ready.load(std::memory_order_acquire) == 0 && rte_get_timer_cycles() < deadline)
+      rte_delay_us_sleep(100);
+    if (s.ready.load(std::memory_order_acquire) == 0) {
+      s.want.store(0, std::memory_order_relaxed);  // a worker that is not polling: skip it
+      continue;
+    }
+    for (uint32_t i = 0; i < s.count; ++i) out.push_back({w, s.flows[i], s.now});
+  }
+  return out;
 }
 
 void Dataplane::handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool,

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +76,17 @@ class Dataplane {
   }
   const shm::Segment* segment() const { return segment_ ? &*segment_ : nullptr; }
 
+  // A sample of the flow tables, as their owners see them.
+  struct FlowSample {
+    uint16_t worker;
+    core::Flow flow;
+    core::Tick now;  // the worker's clock when it copied the flow
+  };
+  // Asks every worker for up to `per_worker` flows and waits up to `timeout_ms` for them to
+  // answer at the end of their next loop iteration. Any thread but a worker's; serialised.
+  std::vector<FlowSample> sample_flows(uint32_t per_worker, uint32_t timeout_ms);
+  static constexpr uint32_t kMaxSample = 256;
+
   uint16_t workers() const { return static_cast<uint16_t>(workers_.size()); }
   uint16_t port_count() const { return static_cast<uint16_t>(ports_.size()); }
   uint16_t port_id(uint16_t index) const { return ports_[index].id; }
@@ -99,8 +111,19 @@ class Dataplane {
     rte_mbuf* m[2 * kBurst];
     uint16_t n = 0;
   };
+  // A request from sample_flows() to one worker: `want` (release) by the requester; the worker
+  // fills `flows`, then stores `ready` (release); the requester reads after acquiring `ready`.
+  struct SampleSlot {
+    std::atomic<uint32_t> want{0};
+    std::atomic<uint32_t> ready{0};
+    uint32_t count = 0;
+    uint32_t cursor = 0;
+    core::Tick now = 0;
+    std::array<core::Flow, kMaxSample> flows;
+  };
   struct Worker {
     std::unique_ptr<core::Processor> proc;
+    std::unique_ptr<SampleSlot> sample;
     rte_ring* handoff = nullptr;  // packets other workers received for our flows (MP/SC)
     rte_ring* ctl = nullptr;      // frames the control thread wants sent (SP/SC)
     std::vector<TxBuffer> tx;     // per port
@@ -111,6 +134,7 @@ class Dataplane {
   void release();
   void resolve_port(size_t index, const cfg::PortConfig& pc);
   void setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only, bool rss_dst_only);
+  void answer_sample(Worker& wk, core::Tick now);
   void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
   void flush(uint16_t w);
   void send_arp_requests(core::Tick now);
@@ -146,6 +170,7 @@ class Dataplane {
   std::optional<std::pair<uint64_t, uint64_t>> pending_ack_;  // (RCU token, generation)
   std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;    // by BackendId, summed
   ControlStats control_stats_;
+  std::mutex sample_mu_;
   std::array<std::atomic<uint8_t>, core::kMaxBackends> backend_state_{};
   LaunchArg launch_args_[core::kMaxWorkers]{};
 };

@@ -2,7 +2,12 @@
 
 #include <rte_telemetry.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "dataplane.h"
@@ -158,6 +163,40 @@ int cmd_pool(const char*, const char*, rte_tel_data* d) {
   return 0;
 }
 
+// "/lb/flows,N": up to N flows per worker (at most 256, and what fits in a telemetry reply), one
+// string each: "worker client vip backend state age_ms expires_in_ms".
+int cmd_flows(const char*, const char* params, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  uint32_t n = 20;
+  if (params && *params) {
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(params, &end, 10);
+    if (*end != '\0' || v == 0) return -EINVAL;
+    n = static_cast<uint32_t>(std::min<unsigned long>(v, Dataplane::kMaxSample));
+  }
+  // The sample is taken by the workers themselves; the dataplane outlives this call.
+  auto samples = const_cast<Dataplane*>(dp)->sample_flows(n, 200);
+  rte_tel_data_start_array(d, RTE_TEL_STRING_VAL);
+  const uint64_t hz = dp->ticks_per_second();
+  size_t bytes = 0;
+  for (const Dataplane::FlowSample& s : samples) {
+    const core::Flow& f = s.flow;
+    char line[RTE_TEL_MAX_STRING_LEN];
+    const auto age_ms = static_cast<unsigned long long>((s.now - f.created) * 1000 / hz);
+    const auto left_ms = static_cast<unsigned long long>(
+        f.expires > s.now ? (f.expires - s.now) * 1000 / hz : 0);
+    snprintf(line, sizeof line, "%u %s:%u %s:%u %s:%u %s %llu %llu", s.worker,
+             cfg::format_ipv4(f.client_ip).c_str(), f.client_port,
+             cfg::format_ipv4(f.vip).c_str(), f.vport, cfg::format_ipv4(f.backend_ip).c_str(),
+             f.backend_port, core::to_string(f.state), age_ms, left_ms);
+    bytes += strlen(line) + 4;
+    if (bytes > 14 * 1024) break;  // replies are limited to 16 KiB
+    rte_tel_data_add_array_string(d, line);
+  }
+  return 0;
+}
+
 }  // namespace
 
 void register_telemetry(const Dataplane* dp) {
@@ -172,6 +211,8 @@ void register_telemetry(const Dataplane* dp) {
   rte_telemetry_register_cmd("/lb/backends", cmd_backends,
                              "Per-backend flows, packets, bytes and passive health signals.");
   rte_telemetry_register_cmd("/lb/workers", cmd_workers, "Per-worker flow table use.");
+  rte_telemetry_register_cmd("/lb/flows", cmd_flows,
+                             "A sample of the flow tables. Parameters: N flows per worker.");
   rte_telemetry_register_cmd("/lb/pool", cmd_pool,
                              "Pool updates from lb-healthd: generations received and applied.");
 }

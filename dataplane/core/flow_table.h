@@ -112,6 +112,24 @@ class FlowTable {
     return n;
   }
 
+  // Calls f(idx, flow) for up to `max` flows in use, scanning at most `budget` records from
+  // `cursor` (which it advances, wrapping): a bounded walk the owning worker can afford. One
+  // call visits each record at most once.
+  template <class F>
+  uint32_t sample(uint32_t& cursor, uint32_t max, uint32_t budget, F&& f) const {
+    if (budget > capacity_) budget = capacity_;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < budget && n < max && capacity_ != 0; ++i) {
+      const uint32_t idx = cursor;
+      cursor = cursor + 1 == capacity_ ? 0 : cursor + 1;
+      if (flows_[idx].in_use) {
+        f(idx, flows_[idx]);
+        ++n;
+      }
+    }
+    return n;
+  }
+
   uint32_t size() const { return size_; }
   uint32_t capacity() const { return capacity_; }
   size_t memory_bytes() const { return flows_.bytes() + buckets_.bytes() + free_.bytes(); }

@@ -15,6 +15,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <future>
+#include <set>
 
 #include <algorithm>
 #include <functional>
@@ -1367,6 +1369,43 @@ TEST_P(PacketTest, Run) {
 
 INSTANTIATE_TEST_SUITE_P(Dataplane, PacketTest, ::testing::ValuesIn(all_cases()),
                          [](const ::testing::TestParamInfo<Case>& tpi) { return tpi.param.name; });
+
+}  // namespace
+}  // namespace lb::test
+
+namespace lb::test {
+namespace {
+
+// /lb/flows and lbctl flows: the owning worker copies a sample of its table at the end of a loop
+// iteration while the requester waits (here: a second thread, the test thread being the worker).
+TEST(FlowSample, TheOwnerCopiesItsFlows) {
+  Harness h(HarnessOptions{});
+  h.now = 1000 * h.dp().ticks_per_second();
+  for (const Backend& b : kB) h.inject(kBackendPort, 0, backend_arp_reply(b));
+  h.poll(0, 2);
+  for (uint8_t n = 1; n <= 3; ++n) h.inject(kClientPort, 0, c2v(client(n), syn_seg()));
+  h.poll(0, 2);
+  ASSERT_EQ(h.drain().size(), 3u);
+  auto sample = std::async(std::launch::async, [&] { return h.dp().sample_flows(10, 5000); });
+  while (sample.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready)
+    h.poll(0, 1);
+  const std::vector<dp::Dataplane::FlowSample> got = sample.get();
+  ASSERT_EQ(got.size(), 3u);
+  std::set<uint32_t> clients, backends;
+  for (const auto& s : got) {
+    EXPECT_EQ(s.worker, 0);
+    EXPECT_EQ(s.flow.state, core::TcpState::kSynSent);
+    EXPECT_EQ(s.flow.vip, kVip);
+    clients.insert(s.flow.client_ip);
+    backends.insert(s.flow.backend_ip);
+  }
+  EXPECT_EQ(clients.size(), 3u);
+  EXPECT_EQ(backends, (std::set<uint32_t>{kB[0].ip, kB[1].ip, kB[2].ip}));
+  // A worker that does not poll makes the request time out instead of hang.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(h.dp().sample_flows(10, 50).empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
 
 }  // namespace
 }  // namespace lb::test
