@@ -25,12 +25,13 @@ namespace lb::dp {
 
 namespace {
 
-uint32_t prefix_mask(uint8_t len) { return len == 0 ? 0 : ~uint32_t{0} << (32 - len); }
+uint32_t prefix_mask(uint8_t len) {
+  return len == 0 ? 0 : ~uint32_t{0} << (32 - len);
+}
 
 std::runtime_error dpdk_error(const std::string& what, int err) {
   return std::runtime_error(what + ": " + rte_strerror(err < 0 ? -err : err));
 }
-
 
 // Examined per worker per poll: a full pass over a 1 M table takes 16 k polls (well under a
 // second at idle, a few seconds under load), which bounds how late a flow is expired.
@@ -62,8 +63,7 @@ void Dataplane::setup(const std::string& shm_name) {
   if (dc.mbufs < needed)
     LB_LOG(WARNING, "dataplane.mbufs = %u is below the %u the rings can hold; RX may starve",
            dc.mbufs, needed);
-  mbufs_ = rte_pktmbuf_pool_create("lb_mbufs", dc.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                   socket);
+  mbufs_ = rte_pktmbuf_pool_create("lb_mbufs", dc.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   if (!mbufs_)
     throw dpdk_error("cannot create a pool of " + std::to_string(dc.mbufs) +
                          " mbufs (hugepages, or -m with --no-huge?)",
@@ -140,7 +140,9 @@ void Dataplane::setup(const std::string& shm_name) {
   current_.store(owned_current_.get(), std::memory_order_release);
   for (uint32_t id = 0; id < core::kMaxBackends; ++id) {
     const auto bid = static_cast<core::BackendId>(id);
-    backend_state_[id].store(owned_current_->active(bid) ? 2 : owned_current_->serving(bid) ? 1 : 0,
+    backend_state_[id].store(owned_current_->active(bid)    ? 2
+                             : owned_current_->serving(bid) ? 1
+                                                            : 0,
                              std::memory_order_relaxed);
   }
   if (!shm_name.empty()) {
@@ -176,11 +178,10 @@ void Dataplane::setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src
   if (rc != 0) throw dpdk_error("port '" + pc.name + "': cannot read device info", rc);
   const uint16_t nq = static_cast<uint16_t>(config_.dataplane.workers);
   if (info.max_rx_queues < nq || info.max_tx_queues < nq)
-    throw std::runtime_error("port '" + pc.name + "' (" + pc.device + ") has " +
-                             std::to_string(info.max_rx_queues) + " RX / " +
-                             std::to_string(info.max_tx_queues) + " TX queues; " +
-                             std::to_string(nq) +
-                             " workers need one each (for af_packet add qpairs=N to the device)");
+    throw std::runtime_error(
+        "port '" + pc.name + "' (" + pc.device + ") has " + std::to_string(info.max_rx_queues) +
+        " RX / " + std::to_string(info.max_tx_queues) + " TX queues; " + std::to_string(nq) +
+        " workers need one each (for af_packet add qpairs=N to the device)");
 
   rte_eth_conf conf{};
   static uint8_t rss_key[40];
@@ -235,7 +236,9 @@ void Dataplane::setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src
          conf.rxmode.mq_mode == RTE_ETH_MQ_RX_RSS ? ", RSS" : "");
 }
 
-Dataplane::~Dataplane() { release(); }
+Dataplane::~Dataplane() {
+  release();
+}
 
 void Dataplane::release() {
   stop();
@@ -275,7 +278,8 @@ void Dataplane::launch() {
     if (lcore >= RTE_MAX_LCORE)
       throw std::runtime_error(std::to_string(workers_.size()) +
                                " workers need as many worker lcores besides the main one "
-                               "(EAL -l), found " + std::to_string(w));
+                               "(EAL -l), found " +
+                               std::to_string(w));
     workers_[w].lcore = lcore;
     lcore = rte_get_next_lcore(lcore, 1, 0);
   }
@@ -330,8 +334,8 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
     }
     handled += n;
   }
-  unsigned n = rte_ring_sc_dequeue_burst(wk.handoff, reinterpret_cast<void**>(burst), kBurst,
-                                         nullptr);
+  unsigned n =
+      rte_ring_sc_dequeue_burst(wk.handoff, reinterpret_cast<void**>(burst), kBurst, nullptr);
   if (n) {
     c.handoff_in.add(n);
     for (unsigned i = 0; i < n; ++i) handle(w, burst[i], burst[i]->port, pool, now);
@@ -417,7 +421,8 @@ void Dataplane::handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Po
       c.drop(core::DropReason::kHandoffFull);
       break;
     case core::Action::kDrop:
-    case core::Action::kConsumed: break;
+    case core::Action::kConsumed:
+      break;
   }
   rte_pktmbuf_free(m);
 }
@@ -445,7 +450,9 @@ uint64_t Dataplane::publish(std::unique_ptr<core::Pool> pool) {
   const core::Pool* next = pool.get();
   for (uint32_t id = 0; id < core::kMaxBackends; ++id) {
     const auto bid = static_cast<core::BackendId>(id);
-    backend_state_[id].store(next->active(bid) ? 2 : next->serving(bid) ? 1 : 0,
+    backend_state_[id].store(next->active(bid)    ? 2
+                             : next->serving(bid) ? 1
+                                                  : 0,
                              std::memory_order_relaxed);
   }
   // release pairs with the acquire in poll().
@@ -460,9 +467,8 @@ uint64_t Dataplane::publish(std::unique_ptr<core::Pool> pool) {
 void Dataplane::reclaim_pools() {
   // Non-blocking: a pool is freed once every online worker has reported a quiescent state
   // after it was replaced (VPP frees too early; we wait for the token).
-  std::erase_if(retired_, [this](const auto& r) {
-    return rte_rcu_qsbr_check(qsbr_, r.first, false) == 1;
-  });
+  std::erase_if(retired_,
+                [this](const auto& r) { return rte_rcu_qsbr_check(qsbr_, r.first, false) == 1; });
   if (pending_ack_ && rte_rcu_qsbr_check(qsbr_, pending_ack_->first, false) == 1) {
     // release pairs with healthd's/lbctl's acquire: every worker now uses that generation.
     segment_->header().applied_generation.store(pending_ack_->second, std::memory_order_release);

@@ -168,7 +168,7 @@ class Dataplane {
   std::optional<shm::Segment> segment_;
   std::vector<shm::ServiceUpdate> rx_updates_;
   std::optional<std::pair<uint64_t, uint64_t>> pending_ack_;  // (RCU token, generation)
-  std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;    // by BackendId, summed
+  std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;     // by BackendId, summed
   ControlStats control_stats_;
   std::mutex sample_mu_;
   std::array<std::atomic<uint8_t>, core::kMaxBackends> backend_state_{};

@@ -3,12 +3,12 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "dataplane.h"
@@ -20,7 +20,9 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
-void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+void on_signal(int) {
+  g_stop.store(true, std::memory_order_relaxed);
+}
 
 size_t count_backends(const lb::cfg::Config& c) {
   size_t n = 0;
@@ -44,8 +46,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> app_args;
   for (int i = (split == argc ? 1 : split + 1); i < argc; ++i) app_args.emplace_back(argv[i]);
 
-  CLI::App app{"lbd: kernel-bypass L4 load balancer (DPDK)\n"
-               "usage: lbd [EAL args] -- --config FILE [--check]"};
+  CLI::App app{
+      "lbd: kernel-bypass L4 load balancer (DPDK)\n"
+      "usage: lbd [EAL args] -- --config FILE [--check]"};
   std::string config_path;
   bool check = false;
   std::string instance = "lbd";
@@ -72,8 +75,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (split == argc)
-      throw std::runtime_error("EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci "
-                               "-- --config FILE)");
+      throw std::runtime_error(
+          "EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci "
+          "-- --config FILE)");
     const int consumed = rte_eal_init(static_cast<int>(eal_args.size()), eal_args.data());
     if (consumed < 0)
       throw std::runtime_error(std::string("EAL initialisation failed: ") +

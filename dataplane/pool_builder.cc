@@ -7,10 +7,14 @@ namespace lb::dp {
 
 core::SchedulerKind to_core(cfg::Scheduler s) {
   switch (s) {
-    case cfg::Scheduler::kRoundRobin: return core::SchedulerKind::kRoundRobin;
-    case cfg::Scheduler::kWeightedRoundRobin: return core::SchedulerKind::kWeightedRoundRobin;
-    case cfg::Scheduler::kRandom: return core::SchedulerKind::kRandom;
-    case cfg::Scheduler::kLeastConnections: return core::SchedulerKind::kLeastConn;
+    case cfg::Scheduler::kRoundRobin:
+      return core::SchedulerKind::kRoundRobin;
+    case cfg::Scheduler::kWeightedRoundRobin:
+      return core::SchedulerKind::kWeightedRoundRobin;
+    case cfg::Scheduler::kRandom:
+      return core::SchedulerKind::kRandom;
+    case cfg::Scheduler::kLeastConnections:
+      return core::SchedulerKind::kLeastConn;
   }
   return core::SchedulerKind::kRoundRobin;
 }

@@ -184,12 +184,12 @@ int cmd_flows(const char*, const char* params, rte_tel_data* d) {
     const core::Flow& f = s.flow;
     char line[RTE_TEL_MAX_STRING_LEN];
     const auto age_ms = static_cast<unsigned long long>((s.now - f.created) * 1000 / hz);
-    const auto left_ms = static_cast<unsigned long long>(
-        f.expires > s.now ? (f.expires - s.now) * 1000 / hz : 0);
+    const auto left_ms =
+        static_cast<unsigned long long>(f.expires > s.now ? (f.expires - s.now) * 1000 / hz : 0);
     snprintf(line, sizeof line, "%u %s:%u %s:%u %s:%u %s %llu %llu", s.worker,
-             cfg::format_ipv4(f.client_ip).c_str(), f.client_port,
-             cfg::format_ipv4(f.vip).c_str(), f.vport, cfg::format_ipv4(f.backend_ip).c_str(),
-             f.backend_port, core::to_string(f.state), age_ms, left_ms);
+             cfg::format_ipv4(f.client_ip).c_str(), f.client_port, cfg::format_ipv4(f.vip).c_str(),
+             f.vport, cfg::format_ipv4(f.backend_ip).c_str(), f.backend_port,
+             core::to_string(f.state), age_ms, left_ms);
     bytes += strlen(line) + 4;
     if (bytes > 14 * 1024) break;  // replies are limited to 16 KiB
     rte_tel_data_add_array_string(d, line);
@@ -217,6 +217,8 @@ void register_telemetry(const Dataplane* dp) {
                              "Pool updates from lb-healthd: generations received and applied.");
 }
 
-void unregister_telemetry() { g_dp.store(nullptr, std::memory_order_release); }
+void unregister_telemetry() {
+  g_dp.store(nullptr, std::memory_order_release);
+}
 
 }  // namespace lb::dp

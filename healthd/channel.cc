@@ -17,17 +17,18 @@ namespace lb::shm {
 
 namespace {
 
-size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+size_t align_up(size_t n, size_t a) {
+  return (n + a - 1) / a * a;
+}
 
 struct Layout {
   size_t update_offset, event_offset, total;
 };
 
 Layout layout() {
-  const auto upd = static_cast<size_t>(
-      rte_ring_get_memsize_elem(sizeof(ServiceUpdate), kUpdateRingSlots));
-  const auto evt =
-      static_cast<size_t>(rte_ring_get_memsize_elem(sizeof(Event), kEventRingSlots));
+  const auto upd =
+      static_cast<size_t>(rte_ring_get_memsize_elem(sizeof(ServiceUpdate), kUpdateRingSlots));
+  const auto evt = static_cast<size_t>(rte_ring_get_memsize_elem(sizeof(Event), kEventRingSlots));
   Layout l;
   l.update_offset = kHeaderSize;
   l.event_offset = align_up(l.update_offset + upd, 4096);
@@ -35,18 +36,22 @@ Layout layout() {
   return l;
 }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 uint64_t new_epoch() {
   std::random_device rd;
-  const auto now = static_cast<uint64_t>(
-      std::chrono::steady_clock::now().time_since_epoch().count());
+  const auto now =
+      static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   return (uint64_t{rd()} << 32 ^ rd()) ^ now ^ static_cast<uint64_t>(getpid());
 }
 
 }  // namespace
 
-std::string segment_name(const std::string& instance) { return "/lbd-" + instance; }
+std::string segment_name(const std::string& instance) {
+  return "/lbd-" + instance;
+}
 
 Segment Segment::create(const std::string& name) {
   const Layout l = layout();
@@ -129,8 +134,8 @@ std::optional<Attachment> Attachment::try_attach(const std::string& name, std::s
     return std::nullopt;
   }
   const Layout l = layout();
-  void* base = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE,
-                    MAP_SHARED, fd, 0);
+  void* base =
+      mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (base == MAP_FAILED) {
     why = "mmap(" + name + "): " + errno_text();
@@ -153,7 +158,8 @@ std::optional<Attachment> Attachment::try_attach(const std::string& name, std::s
       h.event_size != sizeof(Event) || h.total_size != a.size_ || h.total_size != l.total ||
       h.update_ring_offset != l.update_offset || h.event_ring_offset != l.event_offset) {
     why = name + ": ABI version " + std::to_string(h.version) + " (we speak " +
-          std::to_string(kVersion) + ") or layout differs: lbd and lb-healthd must be the same build";
+          std::to_string(kVersion) +
+          ") or layout differs: lbd and lb-healthd must be the same build";
     return std::nullopt;
   }
   auto* bytes = static_cast<uint8_t*>(base);
@@ -162,7 +168,9 @@ std::optional<Attachment> Attachment::try_attach(const std::string& name, std::s
   return a;
 }
 
-Attachment::Attachment(Attachment&& o) noexcept { *this = std::move(o); }
+Attachment::Attachment(Attachment&& o) noexcept {
+  *this = std::move(o);
+}
 
 Attachment& Attachment::operator=(Attachment&& o) noexcept {
   if (this != &o) {
@@ -184,7 +192,9 @@ void Attachment::release() {
   base_ = nullptr;
 }
 
-Attachment::~Attachment() { release(); }
+Attachment::~Attachment() {
+  release();
+}
 
 bool Attachment::stale() const {
   const int fd = shm_open(name_.c_str(), O_RDONLY, 0);

@@ -19,8 +19,8 @@ inline constexpr uint64_t kMagic = 0x314d48532d44424cull;  // "LBD-SHM1" little-
 inline constexpr uint32_t kVersion = 1;
 inline constexpr uint32_t kNameLen = 48;  // service names, NUL-terminated (config allows 32)
 inline constexpr uint32_t kMaxBackendsPerService = 256;
-inline constexpr uint32_t kUpdateRingSlots = 64;    // power of two
-inline constexpr uint32_t kEventRingSlots = 1024;   // power of two
+inline constexpr uint32_t kUpdateRingSlots = 64;   // power of two
+inline constexpr uint32_t kEventRingSlots = 1024;  // power of two
 inline constexpr size_t kHeaderSize = 4096;
 
 // What a backend may do in the pool lbd builds from an update.
@@ -31,7 +31,7 @@ enum class BackendState : uint8_t {
 };
 
 struct BackendEntry {
-  uint32_t ip;      // host byte order
+  uint32_t ip;  // host byte order
   uint16_t port;
   uint16_t weight;  // 0 .. 65535; 0 takes no new flows
   uint8_t state;    // BackendState
@@ -69,7 +69,7 @@ enum class EventType : uint32_t {
 struct Event {
   uint32_t type;  // EventType
   uint32_t count;
-  uint32_t ip;    // the backend, host byte order
+  uint32_t ip;  // the backend, host byte order
   uint16_t port;
   uint16_t reserved;
   char service[kNameLen];

@@ -9,9 +9,15 @@
 namespace lb::core {
 
 // std::byteswap is C++23; these are what it would do for the sizes we use.
-inline uint16_t byteswap(uint16_t v) { return __builtin_bswap16(v); }
-inline uint32_t byteswap(uint32_t v) { return __builtin_bswap32(v); }
-inline uint64_t byteswap(uint64_t v) { return __builtin_bswap64(v); }
+inline uint16_t byteswap(uint16_t v) {
+  return __builtin_bswap16(v);
+}
+inline uint32_t byteswap(uint32_t v) {
+  return __builtin_bswap32(v);
+}
+inline uint64_t byteswap(uint64_t v) {
+  return __builtin_bswap64(v);
+}
 
 template <class T>
 inline T load_be(const uint8_t* p) {
@@ -27,10 +33,18 @@ inline void store_be(uint8_t* p, T v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-inline uint16_t load_be16(const uint8_t* p) { return load_be<uint16_t>(p); }
-inline uint32_t load_be32(const uint8_t* p) { return load_be<uint32_t>(p); }
-inline void store_be16(uint8_t* p, uint16_t v) { store_be<uint16_t>(p, v); }
-inline void store_be32(uint8_t* p, uint32_t v) { store_be<uint32_t>(p, v); }
+inline uint16_t load_be16(const uint8_t* p) {
+  return load_be<uint16_t>(p);
+}
+inline uint32_t load_be32(const uint8_t* p) {
+  return load_be<uint32_t>(p);
+}
+inline void store_be16(uint8_t* p, uint16_t v) {
+  store_be<uint16_t>(p, v);
+}
+inline void store_be32(uint8_t* p, uint32_t v) {
+  store_be<uint32_t>(p, v);
+}
 
 struct MacAddr {
   uint8_t b[6]{};

@@ -1,6 +1,6 @@
 #pragma once
-// Internet checksum (RFC 1071) and its incremental update (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
-// All 16-bit words are taken in network order, as load_be16 reads them.
+// Internet checksum (RFC 1071) and its incremental update (RFC 1624, eqn. 3: HC' = ~(~HC + ~m +
+// m')). All 16-bit words are taken in network order, as load_be16 reads them.
 
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +28,9 @@ inline uint16_t csum_fold(uint32_t sum) {
 }
 
 // The full checksum of a buffer, ready to store.
-inline uint16_t csum(const uint8_t* p, size_t len) { return csum_fold(csum_partial(p, len)); }
+inline uint16_t csum(const uint8_t* p, size_t len) {
+  return csum_fold(csum_partial(p, len));
+}
 
 // TCP/UDP pseudo-header sum for IPv4 (addresses in host order of their big-endian words).
 inline uint32_t csum_pseudo_ipv4(uint32_t src, uint32_t dst, uint8_t proto, uint16_t l4_len) {

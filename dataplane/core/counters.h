@@ -13,7 +13,9 @@ namespace lb::core {
 
 class Counter {
  public:
-  void add(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void add(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
   // Gauges go down by adding the two's complement; the sum over workers stays right.
   void sub(uint64_t n = 1) { add(~n + 1); }
   uint64_t get() const { return v_.load(std::memory_order_relaxed); }
@@ -23,14 +25,14 @@ class Counter {
 };
 
 struct BackendCounters {
-  Counter packets_in;   // client -> backend
+  Counter packets_in;  // client -> backend
   Counter bytes_in;
   Counter packets_out;  // backend -> client
   Counter bytes_out;
   Counter flows_active;  // gauge
   Counter flows_total;
-  Counter syn_rst;       // passive signal: answered our SYN with RST
-  Counter syn_timeout;   // passive signal: left a SYN unanswered until the client retried
+  Counter syn_rst;      // passive signal: answered our SYN with RST
+  Counter syn_timeout;  // passive signal: left a SYN unanswered until the client retried
 };
 
 struct PortCounters {
@@ -42,11 +44,11 @@ struct alignas(64) WorkerCounters {
   Counter drops[kDropReasonCount];
   Counter flows_created;
   Counter flows_expired;
-  Counter flows_closed;    // erased before expiry because a new SYN reused the tuple
-  Counter flows_refused;   // table full or conflict
-  Counter flows_reset;     // their backend stopped serving (removed, or maint with drop)
-  Counter flows_active;    // gauge
-  Counter retries;         // flows moved to another backend
+  Counter flows_closed;        // erased before expiry because a new SYN reused the tuple
+  Counter flows_refused;       // table full or conflict
+  Counter flows_reset;         // their backend stopped serving (removed, or maint with drop)
+  Counter flows_active;        // gauge
+  Counter retries;             // flows moved to another backend
   Counter retry_syn_replayed;  // the saved SYN was replayed to the new backend at once
   Counter rst_no_backend;
   Counter rst_flow_miss;

@@ -6,12 +6,18 @@ namespace lb::core {
 
 const char* to_string(TcpState s) {
   switch (s) {
-    case TcpState::kSynSent: return "SYN_SENT";
-    case TcpState::kSynRecv: return "SYN_RECV";
-    case TcpState::kEstablished: return "ESTABLISHED";
-    case TcpState::kFinWait: return "FIN_WAIT";
-    case TcpState::kTimeWait: return "TIME_WAIT";
-    case TcpState::kClosed: return "CLOSED";
+    case TcpState::kSynSent:
+      return "SYN_SENT";
+    case TcpState::kSynRecv:
+      return "SYN_RECV";
+    case TcpState::kEstablished:
+      return "ESTABLISHED";
+    case TcpState::kFinWait:
+      return "FIN_WAIT";
+    case TcpState::kTimeWait:
+      return "TIME_WAIT";
+    case TcpState::kClosed:
+      return "CLOSED";
   }
   return "?";
 }
@@ -22,7 +28,9 @@ uint32_t bucket_count(uint32_t capacity) {
   const uint64_t want = (uint64_t{capacity} * 2 * 2 + 7) / 8;
   return static_cast<uint32_t>(std::bit_ceil(want < 2 ? uint64_t{2} : want));
 }
-inline uint32_t make_ref(uint32_t idx, Dir d) { return ((idx << 1) | static_cast<uint32_t>(d)) + 1; }
+inline uint32_t make_ref(uint32_t idx, Dir d) {
+  return ((idx << 1) | static_cast<uint32_t>(d)) + 1;
+}
 }  // namespace
 
 FlowTable::FlowTable(uint32_t capacity, uint64_t seed)
@@ -119,7 +127,7 @@ FlowTable::InsertResult FlowTable::insert(const Flow& f, uint32_t& idx) {
   if (lookup(ck, hash(ck), d) != kNoFlow || lookup(bk, hash(bk), d) != kNoFlow)
     return InsertResult::kConflict;
   const uint32_t i = free_[free_top_ - 1];
-  flows_[i] = f;  // keys must be in place before the index can verify against them
+  flows_[i] = f;         // keys must be in place before the index can verify against them
   flows_[i].in_use = 0;  // still free until both keys are indexed (a failed insert leaves it so)
   if (!index_add(ck, make_ref(i, Dir::kFromClient))) return InsertResult::kIndexFull;
   if (!index_add(bk, make_ref(i, Dir::kFromBackend))) {
@@ -143,8 +151,7 @@ void FlowTable::erase(uint32_t idx) {
   --size_;
 }
 
-bool FlowTable::rebind(uint32_t idx, uint32_t backend, uint32_t backend_ip,
-                       uint16_t backend_port) {
+bool FlowTable::rebind(uint32_t idx, uint32_t backend, uint32_t backend_ip, uint16_t backend_port) {
   Flow& f = flows_[idx];
   Flow moved = f;
   moved.backend = backend;

@@ -15,7 +15,11 @@ inline constexpr uint32_t kMaxPorts = 16;
 inline constexpr uint32_t kMaxNeighbors = 1024;
 inline constexpr uint32_t kMaxWorkers = 64;
 
-inline constexpr uint32_t raw(BackendId id) { return static_cast<uint32_t>(id); }
-inline constexpr uint16_t raw(ServiceId id) { return static_cast<uint16_t>(id); }
+inline constexpr uint32_t raw(BackendId id) {
+  return static_cast<uint32_t>(id);
+}
+inline constexpr uint16_t raw(ServiceId id) {
+  return static_cast<uint16_t>(id);
+}
 
 }  // namespace lb::core

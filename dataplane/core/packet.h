@@ -47,9 +47,9 @@ enum class PacketKind : uint8_t { kDrop, kArp, kIcmp, kTcp };
 struct ParsedPacket {
   PacketKind kind = PacketKind::kDrop;
   DropReason drop = DropReason::kTruncated;  // meaningful when kind == kDrop
-  uint16_t l3 = 0;        // offset of the ARP or IPv4 header
-  uint16_t l4 = 0;        // offset of the TCP or ICMP header
-  uint16_t vlan_tci = 0;  // 0 when untagged
+  uint16_t l3 = 0;                           // offset of the ARP or IPv4 header
+  uint16_t l4 = 0;                           // offset of the TCP or ICMP header
+  uint16_t vlan_tci = 0;                     // 0 when untagged
   bool tagged = false;
   // IPv4 (host order)
   uint32_t src_ip = 0;

@@ -15,8 +15,9 @@ Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services)
   for (const ServiceSpec& spec : services) {
     if (raw(spec.id) >= kMaxServices) throw std::invalid_argument("service id out of range");
     if (find(spec.vip, spec.port)) throw std::invalid_argument("duplicate VIP:port in pool");
-    PoolService s{spec.id, spec.vip, spec.port, spec.scheduler,
-                  static_cast<uint32_t>(backends_.size()), 0, 0};
+    PoolService s{
+        spec.id, spec.vip, spec.port, spec.scheduler, static_cast<uint32_t>(backends_.size()),
+        0,       0};
     for (const PoolBackend& b : spec.backends) {
       if (raw(b.id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
       if (b.weight == 0) continue;
@@ -42,6 +43,8 @@ Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services)
   vips_.erase(std::unique(vips_.begin(), vips_.end()), vips_.end());
 }
 
-bool Pool::is_vip(uint32_t ip) const { return std::binary_search(vips_.begin(), vips_.end(), ip); }
+bool Pool::is_vip(uint32_t ip) const {
+  return std::binary_search(vips_.begin(), vips_.end(), ip);
+}
 
 }  // namespace lb::core

@@ -59,7 +59,7 @@ class Pool {
   bool is_vip(uint32_t ip) const;
   const PoolService* service(ServiceId id) const {
     return raw(id) < by_id_.size() && by_id_[raw(id)] != kEmpty ? &services_[by_id_[raw(id)]]
-                                                                 : nullptr;
+                                                                : nullptr;
   }
   std::span<const PoolBackend> backends(const PoolService& s) const {
     return {backends_.data() + s.first, s.count};

@@ -52,10 +52,14 @@ Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick no
   ParsedPacket pk;
   parse_packet(f.data(), f.len, pk);
   switch (pk.kind) {
-    case PacketKind::kTcp: return handle_tcp(f, pk, in_port, pool, now);
-    case PacketKind::kArp: return handle_arp(f, pk, in_port, pool, now);
-    case PacketKind::kIcmp: return handle_icmp(f, pk, in_port, pool);
-    case PacketKind::kDrop: break;
+    case PacketKind::kTcp:
+      return handle_tcp(f, pk, in_port, pool, now);
+    case PacketKind::kArp:
+      return handle_arp(f, pk, in_port, pool, now);
+    case PacketKind::kIcmp:
+      return handle_icmp(f, pk, in_port, pool);
+    case PacketKind::kDrop:
+      break;
   }
   return drop(pk.drop);
 }
@@ -63,8 +67,8 @@ Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick no
 // ---------------------------------------------------------------------------------------------
 // ARP: answer for the port's own address and for every VIP; learn next hops from what we see.
 
-Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port,
-                              const Pool& pool, Tick now) {
+Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                              Tick now) {
   uint8_t* p = f.data();
   uint8_t* a = p + pk.l3;
   const ArpView arp = read_arp(a);
@@ -76,7 +80,8 @@ Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port
   if (arp.op == 2 || !for_us) {
     // A reply to our request, or a next hop announcing itself (gratuitous ARP): used, not
     // dropped. Anything else on the wire is someone else's conversation.
-    if (learned || (arp.op == 2 && for_us)) return {Action::kConsumed, 0, 0, DropReason::kTruncated};
+    if (learned || (arp.op == 2 && for_us))
+      return {Action::kConsumed, 0, 0, DropReason::kTruncated};
     return drop(DropReason::kArpNotForUs);
   }
   if (arp.spa == 0 || arp.sha.is_multicast()) return drop(DropReason::kArpMalformed);
@@ -124,14 +129,13 @@ Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_por
 // ---------------------------------------------------------------------------------------------
 // TCP
 
-Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint16_t in_port,
-                              const Pool& pool, Tick now) {
+Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                              Tick now) {
   const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
   if (cfg_.workers > 1) {
     // Toward a VIP the client is the source; otherwise (a backend's reply) the destination.
-    const uint16_t owner =
-        svc ? flow_owner(pk.src_ip, pk.src_port, cfg_.workers, cfg_.reta_size)
-            : flow_owner(pk.dst_ip, pk.dst_port, cfg_.workers, cfg_.reta_size);
+    const uint16_t owner = svc ? flow_owner(pk.src_ip, pk.src_port, cfg_.workers, cfg_.reta_size)
+                               : flow_owner(pk.dst_ip, pk.dst_port, cfg_.workers, cfg_.reta_size);
     if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
   }
   const FlowKey key{pk.src_ip, pk.dst_ip, pk.src_port, pk.dst_port};
@@ -151,8 +155,8 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint16_t in_port
   return drop(DropReason::kFlowMiss);
 }
 
-Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port,
-                            const Pool& pool, const PoolService& svc, Tick now) {
+Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                            const PoolService& svc, Tick now) {
   const PoolBackend* b = sched_.pick(pool, svc, *counters_);
   if (!b) {
     if (!cfg_.rst_on_no_backend) return drop(DropReason::kNoBackend);
@@ -184,7 +188,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port,
   if (r != FlowTable::InsertResult::kOk) {
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
-                                                         : DropReason::kFlowTableFull);
+                                                        : DropReason::kFlowTableFull);
   }
   counters_->flows_created.add();
   counters_->flows_active.add();
@@ -260,8 +264,8 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, u
   return to_backend(f, pk, fl);
 }
 
-Verdict Processor::from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx,
-                                const Pool& pool, Tick now) {
+Verdict Processor::from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool,
+                                Tick now) {
   Flow& fl = table_.at(idx);
   if ((pk.tcp_flags & tcp_flag::kRst) && fl.state == TcpState::kSynSent) {
     // Refused before the handshake: the client has seen nothing yet, so another backend can
@@ -345,11 +349,18 @@ void Processor::track_state(Flow& fl, Dir d, uint8_t flags, Tick now) {
   Tick t = cfg_.closed_timeout;
   switch (fl.state) {
     case TcpState::kSynSent:
-    case TcpState::kSynRecv: t = cfg_.syn_timeout; break;
-    case TcpState::kEstablished: t = cfg_.established_timeout; break;
-    case TcpState::kFinWait: t = cfg_.fin_timeout; break;
+    case TcpState::kSynRecv:
+      t = cfg_.syn_timeout;
+      break;
+    case TcpState::kEstablished:
+      t = cfg_.established_timeout;
+      break;
+    case TcpState::kFinWait:
+      t = cfg_.fin_timeout;
+      break;
     case TcpState::kTimeWait:
-    case TcpState::kClosed: break;
+    case TcpState::kClosed:
+      break;
   }
   fl.expires = now + t;
 }
@@ -369,8 +380,8 @@ uint32_t Processor::age(Tick now, uint32_t budget) {
 // ---------------------------------------------------------------------------------------------
 // Rewrites
 
-bool Processor::write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst,
-                         const MacAddr& src, bool tagged, uint16_t tci) {
+bool Processor::write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
+                         bool tagged, uint16_t tci) {
   const size_t l2 = tagged ? kEthHeaderLen + kVlanTagLen : kEthHeaderLen;
   const size_t ip_at = size_t{f.off} + pk.l3;
   if (ip_at < l2) return false;
@@ -395,7 +406,8 @@ Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
   uint8_t* t = f.data() + pk.l4;
   // DNAT: VIP:vport -> backend:port. The TCP checksum covers the address through the
   // pseudo-header, so both checksums take the address change (RFC 1624).
-  store_be16(ip + ip_off::kCsum, csum_update32(load_be16(ip + ip_off::kCsum), fl.vip, fl.backend_ip));
+  store_be16(ip + ip_off::kCsum,
+             csum_update32(load_be16(ip + ip_off::kCsum), fl.vip, fl.backend_ip));
   uint16_t tc = csum_update32(load_be16(t + tcp_off::kCsum), fl.vip, fl.backend_ip);
   tc = csum_update16(tc, fl.vport, fl.backend_port);
   store_be16(t + tcp_off::kCsum, tc);
@@ -413,7 +425,8 @@ Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
   uint8_t* ip = f.data() + pk.l3;
   uint8_t* t = f.data() + pk.l4;
   // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP.
-  store_be16(ip + ip_off::kCsum, csum_update32(load_be16(ip + ip_off::kCsum), fl.backend_ip, fl.vip));
+  store_be16(ip + ip_off::kCsum,
+             csum_update32(load_be16(ip + ip_off::kCsum), fl.backend_ip, fl.vip));
   uint16_t tc = csum_update32(load_be16(t + tcp_off::kCsum), fl.backend_ip, fl.vip);
   tc = csum_update16(tc, fl.backend_port, fl.vport);
   store_be16(t + tcp_off::kCsum, tc);

@@ -77,8 +77,7 @@ struct ProcessorConfig {
 // The worker that owns flows of client ip:port, for `workers` workers: the RSS queue a NIC
 // hashing only the client's address and port (Toeplitz, the standard key, RETA i -> i % workers)
 // would pick, so that on such NICs every packet already arrives at its owner.
-uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers,
-                    uint16_t reta_size);
+uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers, uint16_t reta_size);
 
 // The standard 40-byte Toeplitz key (Microsoft's RSS verification key), also given to the NICs.
 extern const uint8_t kRssKey[40];
@@ -114,8 +113,7 @@ class Processor {
                    const PoolService& svc, Tick now);
   Verdict from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, uint16_t in_port,
                       const Pool& pool, Tick now);
-  Verdict from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool,
-                       Tick now);
+  Verdict from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool, Tick now);
   Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);

@@ -5,15 +5,19 @@ namespace lb::core {
 Scheduler::Scheduler(uint64_t seed)
     : cursor_(kMaxServices, 0), current_(kMaxBackends, 0), rng_(seed | 1) {}
 
-const PoolBackend* Scheduler::pick(const Pool& pool, const PoolService& s,
-                                   const WorkerCounters& c, BackendId exclude) {
+const PoolBackend* Scheduler::pick(const Pool& pool, const PoolService& s, const WorkerCounters& c,
+                                   BackendId exclude) {
   const std::span<const PoolBackend> b = pool.backends(s);
   if (b.empty()) return nullptr;
   switch (s.scheduler) {
-    case SchedulerKind::kRoundRobin: return round_robin(b, s.id, exclude);
-    case SchedulerKind::kWeightedRoundRobin: return weighted(b, exclude);
-    case SchedulerKind::kRandom: return random(b, exclude);
-    case SchedulerKind::kLeastConn: return least_conn(b, s.id, c, exclude);
+    case SchedulerKind::kRoundRobin:
+      return round_robin(b, s.id, exclude);
+    case SchedulerKind::kWeightedRoundRobin:
+      return weighted(b, exclude);
+    case SchedulerKind::kRandom:
+      return random(b, exclude);
+    case SchedulerKind::kLeastConn:
+      return least_conn(b, s.id, c, exclude);
   }
   return nullptr;
 }

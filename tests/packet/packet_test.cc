@@ -317,7 +317,7 @@ struct Step {
   // Pool updates sent through the shared-memory channel as lb-healthd would (before the
   // control tick, which the step then runs); needs HarnessOptions::channel.
   std::vector<shm::ServiceUpdate> updates = {};
-  int rounds = 2;             // poll rounds (all workers each); aging needs more
+  int rounds = 2;  // poll rounds (all workers each); aging needs more
   Verify verify = {};
 };
 
@@ -381,7 +381,6 @@ Case malformed(std::string name, std::string description, Bytes frame, DropReaso
           }};
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Pool changes, as lb-healthd sends them: the full state of service "web".
 
@@ -395,8 +394,8 @@ shm::ServiceUpdate web_update(uint64_t generation,
   u.port = port;
   u.backend_count = static_cast<uint32_t>(backends.size());
   for (size_t i = 0; i < backends.size(); ++i)
-    u.backends[i] = {backends[i].first.ip, kBackendTcpPort, 1,
-                     static_cast<uint8_t>(backends[i].second), {}};
+    u.backends[i] = {
+        backends[i].first.ip, kBackendTcpPort, 1, static_cast<uint8_t>(backends[i].second), {}};
   return u;
 }
 
@@ -422,8 +421,8 @@ void add_pool_change_cases(std::vector<Case>& cases) {
          return handshake(c1, kB[0]) +
                 std::vector<Step>{
                     {.what = "healthd: .11 drains",
-                     .updates = {web_update(7, {{kB[0], S::kDraining}, {kB[1], S::kActive},
-                                                 {kB[2], S::kActive}})},
+                     .updates = {web_update(
+                         7, {{kB[0], S::kDraining}, {kB[1], S::kActive}, {kB[2], S::kActive}})},
                      .verify = generation_is(7)},
                     {.what = "the established flow still reaches .11",
                      .in = {rx_client(c2v(c1, data_seg(1001, 5001, "GET /")))},
@@ -465,8 +464,8 @@ void add_pool_change_cases(std::vector<Case>& cases) {
               .in = {rx_client(c2v(c1, syn_seg()))},
               .out = {tx_backend(c2b(c1, kB[0], syn_seg()))}},
              {.what = "healthd: .11 down (draining)",
-              .updates = {web_update(9, {{kB[0], S::kDraining}, {kB[1], S::kActive},
-                                          {kB[2], S::kActive}})}},
+              .updates = {web_update(
+                  9, {{kB[0], S::kDraining}, {kB[1], S::kActive}, {kB[2], S::kActive}})}},
              {.what = "the retransmitted SYN goes to .13",
               .in = {rx_client(c2v(c1, syn_seg()))},
               .out = {tx_backend(c2b(c1, kB[2], syn_seg()))},
@@ -474,29 +473,29 @@ void add_pool_change_cases(std::vector<Case>& cases) {
               .advance = 1},
          };
        }});
-  cases.push_back(
-      {.name = "RefusedUpdateChangesNothing",
-       .description = "a malformed update is refused whole (rejected_generation), the pool "
-                      "stays, and later updates still apply",
-       .options = with_channel,
-       .script = [=](const Env&) -> std::vector<Step> {
-         shm::ServiceUpdate bad = web_update(4, {{kB[1], S::kActive}});
-         bad.scheduler = 42;
-         return {
-             {.what = "healthd sends a bad update",
-              .updates = {bad},
-              .verify = generation_is(4, 4)},
-             {.what = "round robin still over all three: .11 first",
-              .in = {rx_client(c2v(c1, syn_seg()))},
-              .out = {tx_backend(c2b(c1, kB[0], syn_seg()))}},
-             {.what = "a good update after it applies: only .12",
-              .updates = {web_update(5, {{kB[1], S::kActive}})},
-              .verify = generation_is(5, 4)},
-             {.what = "so the next connection goes to .12",
-              .in = {rx_client(c2v(c2, syn_seg()))},
-              .out = {tx_backend(c2b(c2, kB[1], syn_seg()))}},
-         };
-       }});
+  cases.push_back({.name = "RefusedUpdateChangesNothing",
+                   .description =
+                       "a malformed update is refused whole (rejected_generation), the pool "
+                       "stays, and later updates still apply",
+                   .options = with_channel,
+                   .script = [=](const Env&) -> std::vector<Step> {
+                     shm::ServiceUpdate bad = web_update(4, {{kB[1], S::kActive}});
+                     bad.scheduler = 42;
+                     return {
+                         {.what = "healthd sends a bad update",
+                          .updates = {bad},
+                          .verify = generation_is(4, 4)},
+                         {.what = "round robin still over all three: .11 first",
+                          .in = {rx_client(c2v(c1, syn_seg()))},
+                          .out = {tx_backend(c2b(c1, kB[0], syn_seg()))}},
+                         {.what = "a good update after it applies: only .12",
+                          .updates = {web_update(5, {{kB[1], S::kActive}})},
+                          .verify = generation_is(5, 4)},
+                         {.what = "so the next connection goes to .12",
+                          .in = {rx_client(c2v(c2, syn_seg()))},
+                          .out = {tx_backend(c2b(c2, kB[1], syn_seg()))}},
+                     };
+                   }});
   cases.push_back(
       {.name = "NewServiceAtRuntime",
        .description = "an update naming a new service makes lbd serve a new VIP:port at once",
@@ -1387,8 +1386,7 @@ TEST(FlowSample, TheOwnerCopiesItsFlows) {
   h.poll(0, 2);
   ASSERT_EQ(h.drain().size(), 3u);
   auto sample = std::async(std::launch::async, [&] { return h.dp().sample_flows(10, 5000); });
-  while (sample.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready)
-    h.poll(0, 1);
+  while (sample.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) h.poll(0, 1);
   const std::vector<dp::Dataplane::FlowSample> got = sample.get();
   ASSERT_EQ(got.size(), 3u);
   std::set<uint32_t> clients, backends;

@@ -1,8 +1,8 @@
 // The shared-memory channel between lbd (Segment) and lb-healthd (Attachment): layout, attach,
 // restart detection, a forked producer pushing many updates, full rings, events, and lbd's
 // validation of what it receives.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -118,7 +118,8 @@ TEST(Channel, ForkedProducerManyUpdatesInOrderNothingLost) {
     if (!a) _exit(2);
     for (uint64_t g = 1; g <= kUpdates; ++g) {
       // The service's backend count changes with each generation so the final state is known.
-      const ServiceUpdate u = make_update(g, g % 2 ? "odd" : "even", static_cast<uint32_t>(1 + g % 7));
+      const ServiceUpdate u =
+          make_update(g, g % 2 ? "odd" : "even", static_cast<uint32_t>(1 + g % 7));
       while (!a->send(u)) std::this_thread::yield();
     }
     _exit(0);
@@ -166,8 +167,10 @@ TEST(Channel, ThreadedProducerAndConsumer) {
   while (expected <= kUpdates) {
     const unsigned n = seg.receive(buf.data(), 16);
     for (unsigned i = 0; i < n; ++i) ASSERT_EQ(buf[i].generation, expected++);
-    if (n) seg.header().applied_generation.store(expected - 1, std::memory_order_release);
-    else std::this_thread::yield();
+    if (n)
+      seg.header().applied_generation.store(expected - 1, std::memory_order_release);
+    else
+      std::this_thread::yield();
   }
   producer.join();
 }
