@@ -71,7 +71,14 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
     }
     specs.push_back(std::move(spec));
   }
-  return std::make_unique<core::Pool>(generation, specs);
+  // Services removed since start keep their address known to the workers (direction of their
+  // flows' last packets); bounded by the number of services ever configured.
+  std::vector<core::Pool::Address> retired;
+  for (auto& [addr, live] : addresses_) live = false;
+  for (const auto& spec : specs) addresses_[{spec.vip, spec.port}] = true;
+  for (const auto& [addr, live] : addresses_)
+    if (!live) retired.push_back({addr.first, addr.second});
+  return std::make_unique<core::Pool>(generation, specs, retired);
 }
 
 std::vector<BackendInfo> PoolBuilder::backends() const {

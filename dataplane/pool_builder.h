@@ -71,6 +71,7 @@ class PoolBuilder {
   std::vector<std::string> service_names_;
   std::map<std::tuple<uint16_t, uint32_t, uint16_t>, core::BackendId> backend_ids_;
   std::vector<BackendInfo> backends_;
+  std::map<std::pair<uint32_t, uint16_t>, bool> addresses_;  // every VIP:port ever built
 };
 
 core::SchedulerKind to_core(cfg::Scheduler s);

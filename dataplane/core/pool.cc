@@ -7,7 +7,8 @@
 
 namespace lb::core {
 
-Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services)
+Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
+           const std::vector<Address>& retired)
     : generation_(generation), state_(kMaxBackends, 0) {
   const size_t nslots = std::bit_ceil(std::max<size_t>(16, services.size() * 4));
   slots_.resize(nslots);
@@ -39,6 +40,8 @@ Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services)
     slots_[i] = Slot{spec.vip, spec.port, index};
     vips_.push_back(spec.vip);
   }
+  for (const Address& a : retired)
+    if (!find(a.vip, a.port)) retired_.push_back(a);
   std::sort(vips_.begin(), vips_.end());
   vips_.erase(std::unique(vips_.begin(), vips_.end()), vips_.end());
 }

@@ -41,8 +41,14 @@ class Pool {
     std::vector<PoolBackend> backends;  // those that take new flows (weight 0 ones are skipped)
     std::vector<BackendId> serving;     // those whose established flows continue (draining)
   };
-  // Throws std::invalid_argument on duplicate VIP:port or ids out of range.
-  Pool(uint64_t generation, const std::vector<ServiceSpec>& services);
+  struct Address {
+    uint32_t vip;
+    uint16_t port;
+  };
+  // Throws std::invalid_argument on duplicate VIP:port or ids out of range. `retired` lists
+  // the VIP:ports of services removed since start (see was_service()).
+  Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
+       const std::vector<Address>& retired = {});
 
   uint64_t generation() const { return generation_; }
 
@@ -57,6 +63,13 @@ class Pool {
     }
   }
   bool is_vip(uint32_t ip) const;
+  // vip:port belonged to a service that has been removed: packets to it are still clients'
+  // (of flows being reset), not backends' replies.
+  bool was_service(uint32_t vip, uint16_t port) const {
+    for (const Address& a : retired_)
+      if (a.vip == vip && a.port == port) return true;
+    return false;
+  }
   const PoolService* service(ServiceId id) const {
     return raw(id) < by_id_.size() && by_id_[raw(id)] != kEmpty ? &services_[by_id_[raw(id)]]
                                                                 : nullptr;
@@ -90,6 +103,7 @@ class Pool {
   std::vector<Slot> slots_;
   uint32_t slot_mask_ = 0;
   std::vector<uint32_t> vips_;  // sorted, unique
+  std::vector<Address> retired_;  // few: services removed at runtime
   std::vector<uint8_t> state_;  // by BackendId: 0 not serving, 1 draining, 2 active
 };
 

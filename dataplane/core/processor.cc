@@ -134,7 +134,10 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint16_t in_port
   const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
   if (cfg_.workers > 1) {
     // Toward a VIP the client is the source; otherwise (a backend's reply) the destination.
-    const uint16_t owner = svc ? flow_owner(pk.src_ip, pk.src_port, cfg_.workers, cfg_.reta_size)
+    // Addresses of services removed since start count as VIPs here, so that their flows'
+    // remaining client packets still reach the owner (which resets them).
+    const bool to_vip = svc || pool.was_service(pk.dst_ip, pk.dst_port);
+    const uint16_t owner = to_vip ? flow_owner(pk.src_ip, pk.src_port, cfg_.workers, cfg_.reta_size)
                                : flow_owner(pk.dst_ip, pk.dst_port, cfg_.workers, cfg_.reta_size);
     if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
   }
@@ -149,8 +152,9 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint16_t in_port
   using namespace tcp_flag;
   if ((pk.tcp_flags & (kSyn | kAck)) == kSyn) return new_flow(f, pk, in_port, pool, *svc, now);
   if (cfg_.rst_on_miss && !(pk.tcp_flags & kRst)) {
-    counters_->rst_flow_miss.add();
-    return reply_rst(f, pk, in_port);
+    const Verdict v = reply_rst(f, pk, in_port);
+    if (v.action == Action::kTx) counters_->rst_flow_miss.add();
+    return v;
   }
   return drop(DropReason::kFlowMiss);
 }
@@ -160,8 +164,9 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port, 
   const PoolBackend* b = sched_.pick(pool, svc, *counters_);
   if (!b) {
     if (!cfg_.rst_on_no_backend) return drop(DropReason::kNoBackend);
-    counters_->rst_no_backend.add();
-    return reply_rst(f, pk, in_port);
+    const Verdict v = reply_rst(f, pk, in_port);
+    if (v.action == Action::kTx) counters_->rst_no_backend.add();
+    return v;
   }
   if (++serial_ == 0) serial_ = 1;  // 0 marks an unused SYN-cache slot
   Flow fl{};
@@ -223,9 +228,10 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, u
           if (!resteer(idx, pool, now)) reschedule = true;
         } else if (cfg_.retry_syn_after != 0 && now - fl.created >= cfg_.retry_syn_after &&
                    fl.retries < cfg_.max_retries) {
-          // The client is retransmitting a SYN its backend never answered.
+          // The client is retransmitting a SYN its backend never answered. If no other backend
+          // can take it, wait another full delay before counting the backend again.
           counters_->backend[fl.backend].syn_timeout.add();
-          resteer(idx, pool, now);
+          if (!resteer(idx, pool, now)) fl.created = now;
         }
         break;
       case TcpState::kSynRecv:
