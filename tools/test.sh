@@ -47,7 +47,7 @@ results=("build")
 run_suites() {  # run_suites BUILD_DIR LABEL [meson test args]
   local dir=$1 label=$2
   shift 2
-  local out="$dir/test-results"
+  local out="$root/$dir/test-results"
   rm -rf "$out"
   mkdir -p "$out"
   GTEST_OUTPUT="json:$out/" GTEST_COLOR=no meson test -C "$dir" --print-errorlogs \

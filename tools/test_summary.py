@@ -55,6 +55,9 @@ def main(args):
             result = e["result"]
             exe = os.path.basename(e.get("command", [""])[0])
             report = os.path.join(d, exe + ".json")
+            if os.path.exists(os.path.join(d, exe + "_1.json")):
+                print(f"test_summary: two test binaries are named {exe}: rename one")
+                total[1] += 1
             if exe and os.path.exists(report):
                 p, fl, s, fails = gtest_counts(report)
                 os.rename(report, report + ".seen")  # a binary run by two tests is not counted twice
