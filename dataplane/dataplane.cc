@@ -328,10 +328,21 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
     }
     c.port[p].rx_packets.add(n);
     c.port[p].rx_bytes.add(bytes);
+    core::Frame frames[kBurst];
+    core::Verdict verdicts[kBurst];
+    uint16_t m = 0;
     for (uint16_t i = 0; i < n; ++i) {
-      if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(burst[i + 4], char*) + 64);
-      handle(w, burst[i], p, pool, now);
+      rte_mbuf* mb = burst[i];
+      if (mb->nb_segs != 1) {  // not produced at MTU 1500 with 2 KiB buffers
+        c.drop(core::DropReason::kMultiSegment);
+        rte_pktmbuf_free(mb);
+        continue;
+      }
+      burst[m] = mb;
+      frames[m++] = {static_cast<uint8_t*>(mb->buf_addr), mb->data_off, mb->data_len, mb->buf_len};
     }
+    wk.proc->process_burst(frames, m, p, pool, now, verdicts);
+    for (uint16_t i = 0; i < m; ++i) apply(w, burst[i], frames[i], verdicts[i], p);
     handled += n;
   }
   unsigned n =
@@ -393,15 +404,18 @@ std::vector<Dataplane::FlowSample> Dataplane::sample_flows(uint32_t per_worker,
 
 void Dataplane::handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool,
                        core::Tick now) {
-  Worker& wk = workers_[w];
-  core::WorkerCounters& c = wk.proc->counters();
   if (m->nb_segs != 1) {
-    c.drop(core::DropReason::kMultiSegment);
+    workers_[w].proc->counters().drop(core::DropReason::kMultiSegment);
     rte_pktmbuf_free(m);
     return;
   }
   core::Frame f{static_cast<uint8_t*>(m->buf_addr), m->data_off, m->data_len, m->buf_len};
-  const core::Verdict v = wk.proc->process(f, in_port, pool, now);
+  apply(w, m, f, workers_[w].proc->process(f, in_port, pool, now), in_port);
+}
+
+void Dataplane::apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core::Verdict& v,
+                      uint16_t in_port) {
+  Worker& wk = workers_[w];
   switch (v.action) {
     case core::Action::kTx: {
       m->data_off = f.off;
@@ -415,10 +429,10 @@ void Dataplane::handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Po
     case core::Action::kHandoff:
       m->port = in_port;  // the owner needs to know which of our ports it came in on
       if (rte_ring_mp_enqueue(workers_[v.worker].handoff, m) == 0) {
-        c.handoff_out.add();
+        wk.proc->counters().handoff_out.add();
         return;
       }
-      c.drop(core::DropReason::kHandoffFull);
+      wk.proc->counters().drop(core::DropReason::kHandoffFull);
       break;
     case core::Action::kDrop:
     case core::Action::kConsumed:

@@ -135,6 +135,8 @@ class Dataplane {
   void resolve_port(size_t index, const cfg::PortConfig& pc);
   void setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only, bool rss_dst_only);
   void answer_sample(Worker& wk, core::Tick now);
+  void apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core::Verdict& v,
+             uint16_t in_port);
   void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
   void flush(uint16_t w);
   void send_arp_requests(core::Tick now);

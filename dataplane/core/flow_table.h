@@ -79,6 +79,21 @@ class FlowTable {
   // The flow `k` belongs to, with the direction it matched; kNoFlow when none.
   uint32_t lookup(const FlowKey& k, uint64_t h, Dir& dir) const;
 
+  // Second stage of a burst: with the buckets of `h` in cache (prefetch()), prefetches the
+  // record its signature points at, so that lookup() then touches only cached lines.
+  void prefetch_record(uint64_t h) const {
+    const uint32_t sig = static_cast<uint32_t>(h >> 32);
+    for (uint32_t bi : {bucket1(h), bucket2(h)}) {
+      const Bucket& bk = buckets_[bi];
+      for (int s = 0; s < kSlots; ++s) {
+        if (bk.sig[s] == sig && bk.ref[s] != 0) {
+          __builtin_prefetch(&flows_[(bk.ref[s] - 1) >> 1]);
+          return;
+        }
+      }
+    }
+  }
+
   // Inserts `f` (both keys) and returns its index in `idx`. Fails when the table is at capacity
   // (kFull), both candidate buckets of a key are full (kIndexFull), or a key is already present
   // (kConflict: for example two VIPs balanced to the same backend for the same client ip:port).

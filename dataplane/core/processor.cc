@@ -23,13 +23,33 @@ uint32_t toeplitz_hash(const uint8_t* key, const uint8_t* data, size_t len) {
   return result;
 }
 
+namespace {
+
+// Toeplitz is linear over GF(2): the hash of a 6-byte tuple is the XOR of one precomputed word
+// per (byte position, byte value). 6 KiB, built once, instead of 48 shift-and-xor steps.
+struct OwnerTable {
+  uint32_t t[6][256];
+  OwnerTable() {
+    for (int pos = 0; pos < 6; ++pos) {
+      for (int v = 0; v < 256; ++v) {
+        uint8_t tuple[6] = {};
+        tuple[pos] = static_cast<uint8_t>(v);
+        t[pos][v] = toeplitz_hash(kRssKey, tuple, sizeof tuple);
+      }
+    }
+  }
+};
+const OwnerTable kOwnerTable;
+
+}  // namespace
+
 uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers,
                     uint16_t reta_size) {
   if (workers <= 1) return 0;
-  uint8_t tuple[6];
-  store_be32(tuple, client_ip);
-  store_be16(tuple + 4, client_port);
-  const uint32_t h = toeplitz_hash(kRssKey, tuple, sizeof tuple);
+  const auto& t = kOwnerTable.t;
+  const uint32_t h = t[0][client_ip >> 24] ^ t[1][(client_ip >> 16) & 0xff] ^
+                     t[2][(client_ip >> 8) & 0xff] ^ t[3][client_ip & 0xff] ^
+                     t[4][client_port >> 8] ^ t[5][client_port & 0xff];
   return static_cast<uint16_t>((h & (reta_size - 1u)) % workers);
 }
 
@@ -51,9 +71,34 @@ bool Processor::is_local(uint32_t ip) const {
 Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick now) {
   ParsedPacket pk;
   parse_packet(f.data(), f.len, pk);
+  const uint64_t hash = pk.kind == PacketKind::kTcp ? table_.hash(key_of(pk)) : 0;
+  return dispatch(f, pk, hash, in_port, pool, now);
+}
+
+void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const Pool& pool,
+                              Tick now, Verdict* out) {
+  ParsedPacket pk[kMaxBurst];
+  uint64_t hash[kMaxBurst];
+  if (n > kMaxBurst) n = kMaxBurst;
+  for (uint16_t i = 0; i < n; ++i) {
+    parse_packet(frames[i].data(), frames[i].len, pk[i]);
+    if (pk[i].kind == PacketKind::kTcp) {
+      hash[i] = table_.hash(key_of(pk[i]));
+      table_.prefetch(hash[i]);
+    }
+  }
+  for (uint16_t i = 0; i < n; ++i)
+    if (pk[i].kind == PacketKind::kTcp) table_.prefetch_record(hash[i]);
+  for (uint16_t i = 0; i < n; ++i)
+    out[i] = dispatch(frames[i], pk[i], pk[i].kind == PacketKind::kTcp ? hash[i] : 0, in_port, pool,
+                      now);
+}
+
+Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
+                            const Pool& pool, Tick now) {
   switch (pk.kind) {
     case PacketKind::kTcp:
-      return handle_tcp(f, pk, in_port, pool, now);
+      return handle_tcp(f, pk, hash, in_port, pool, now);
     case PacketKind::kArp:
       return handle_arp(f, pk, in_port, pool, now);
     case PacketKind::kIcmp:
@@ -129,21 +174,21 @@ Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_por
 // ---------------------------------------------------------------------------------------------
 // TCP
 
-Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
-                              Tick now) {
+Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
+                              const Pool& pool, Tick now) {
   const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
   if (cfg_.workers > 1) {
     // Toward a VIP the client is the source; otherwise (a backend's reply) the destination.
     // Addresses of services removed since start count as VIPs here, so that their flows'
     // remaining client packets still reach the owner (which resets them).
     const bool to_vip = svc || pool.was_service(pk.dst_ip, pk.dst_port);
-    const uint16_t owner = to_vip ? flow_owner(pk.src_ip, pk.src_port, cfg_.workers, cfg_.reta_size)
+    const uint16_t owner = to_vip
+                               ? flow_owner(pk.src_ip, pk.src_port, cfg_.workers, cfg_.reta_size)
                                : flow_owner(pk.dst_ip, pk.dst_port, cfg_.workers, cfg_.reta_size);
     if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
   }
-  const FlowKey key{pk.src_ip, pk.dst_ip, pk.src_port, pk.dst_port};
   Dir dir;
-  const uint32_t idx = table_.lookup(key, table_.hash(key), dir);
+  const uint32_t idx = table_.lookup(key_of(pk), hash, dir);
   if (idx != FlowTable::kNoFlow) {
     return dir == Dir::kFromClient ? from_client(f, pk, idx, in_port, pool, now)
                                    : from_backend(f, pk, idx, pool, now);
