@@ -121,6 +121,48 @@ const char* to_string(Protocol p) {
   return "?";
 }
 
+const char* to_string(InitialState s) {
+  switch (s) {
+    case InitialState::kUp:
+      return "up";
+    case InitialState::kDown:
+      return "down";
+  }
+  return "?";
+}
+
+const char* to_string(AdminState s) {
+  switch (s) {
+    case AdminState::kReady:
+      return "ready";
+    case AdminState::kDrain:
+      return "drain";
+    case AdminState::kMaint:
+      return "maint";
+  }
+  return "?";
+}
+
+const char* to_string(AllDownPolicy p) {
+  switch (p) {
+    case AllDownPolicy::kFailClosed:
+      return "fail_closed";
+    case AllDownPolicy::kFailOpen:
+      return "fail_open";
+  }
+  return "?";
+}
+
+const char* to_string(MaintPolicy p) {
+  switch (p) {
+    case MaintPolicy::kKeep:
+      return "keep";
+    case MaintPolicy::kDrop:
+      return "drop";
+  }
+  return "?";
+}
+
 const PortConfig* egress_port(const DataplaneConfig& dataplane, uint32_t addr) {
   for (const PortConfig& port : dataplane.ports) {
     if (port.in_subnet(addr)) return &port;
@@ -150,6 +192,33 @@ constexpr int64_t kMinStatus = 100, kMaxStatus = 599;
 constexpr int64_t kMaxWeight = 65535;
 constexpr size_t kMaxNameLen = 32;
 constexpr size_t kMaxHealthPathLen = 1024;
+constexpr int64_t kMaxJitterPct = 50;
+constexpr size_t kMaxExpectBodyLen = 1024;
+constexpr size_t kMaxHostLen = 255;
+constexpr int64_t kMaxPassiveSignals = 1000000;
+
+enum class RangeError { kNone, kMalformed, kReversed };
+
+RangeError parse_range(std::string_view text, StatusRange& out) {
+  const auto code = [](std::string_view part) -> std::optional<uint16_t> {
+    if (part.size() != 3) return std::nullopt;
+    unsigned v = 0;
+    const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    if (ec != std::errc{} || end != part.data() + part.size() || v < kMinStatus || v > kMaxStatus) {
+      return std::nullopt;
+    }
+    return static_cast<uint16_t>(v);
+  };
+  const size_t dash = text.find('-');
+  const std::optional<uint16_t> min = code(text.substr(0, dash));
+  const std::optional<uint16_t> max =
+      dash == std::string_view::npos ? min : code(text.substr(dash + 1));
+  if (!min || !max) return RangeError::kMalformed;
+  if (*min > *max) return RangeError::kReversed;
+  out.min = *min;
+  out.max = *max;
+  return RangeError::kNone;
+}
 
 const char* type_name(Setting::Type type) {
   switch (type) {
@@ -413,7 +482,11 @@ class Parser {
     Config config;
     config.file = name_;
     const Setting& root = tree.getRoot();
-    check_keys(root, {"dataplane", "services"});
+    check_keys(root, {"dataplane", "services", "instance"});
+    if (const Setting* s = find(root, "instance")) {
+      config.instance = as_name(*s);
+      config.instance_line = static_cast<int>(s->getSourceLine());
+    }
     config.dataplane = parse_dataplane(as_group(require(root, "dataplane")));
     parse_services(as_list(require(root, "services")), config);
     check_backends(config);
@@ -797,7 +870,8 @@ class Parser {
 
   ServiceConfig parse_service(const Setting& s, const DataplaneConfig& dp,
                               ServiceSettings& where) const {
-    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "health", "backends"});
+    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "health", "backends",
+                   "on_all_down", "maint"});
     ServiceConfig out;
     out.line = static_cast<int>(s.getSourceLine());
     where.group.setting = &s;
@@ -823,17 +897,33 @@ class Parser {
                                               {"lc", Scheduler::kLeastConnections}});
     }
     if (const Setting* h = find(s, "health")) out.health = parse_health(as_group(*h));
+    if (const Setting* p = find(s, "on_all_down")) {
+      out.on_all_down = enumeration<AllDownPolicy>(
+          *p, "on_all_down",
+          {{"fail_closed", AllDownPolicy::kFailClosed}, {"fail_open", AllDownPolicy::kFailOpen}});
+    }
+    if (const Setting* p = find(s, "maint")) {
+      out.maint = enumeration<MaintPolicy>(
+          *p, "maint policy", {{"keep", MaintPolicy::kKeep}, {"drop", MaintPolicy::kDrop}});
+    }
 
     const Setting& backends = as_list(require(s, "backends"));
     for (int i = 0; i < backends.getLength(); ++i) {
       const Setting& b = as_group(backends[i]);
-      check_keys(b, {"address", "port", "weight"});
+      check_keys(b, {"address", "port", "weight", "state", "initial_state"});
       BackendConfig backend;
       backend.line = static_cast<int>(b.getSourceLine());
       const Setting& address_setting = require(b, "address");
       backend.address = as_address(address_setting);
       backend.port = integer_as<uint16_t>(require(b, "port"), 1, 65535);
       optional_integer(b, "weight", backend.weight, 0, kMaxWeight);
+      if (const Setting* st = find(b, "state")) {
+        backend.state = enumeration<AdminState>(*st, "state",
+                                                {{"ready", AdminState::kReady},
+                                                 {"drain", AdminState::kDrain},
+                                                 {"maint", AdminState::kMaint}});
+      }
+      if (const Setting* st = find(b, "initial_state")) backend.initial_state = initial_state(*st);
       for (size_t j = 0; j < out.backends.size(); ++j) {
         if (out.backends[j].address == backend.address && out.backends[j].port == backend.port) {
           fail(address_setting, "duplicate backend " + format_ipv4(backend.address) + ":" +
@@ -848,7 +938,9 @@ class Parser {
   }
 
   HealthConfig parse_health(const Setting& h) const {
-    check_keys(h, {"path", "interval_ms", "timeout_ms", "rise", "fall", "expect_status"});
+    check_keys(h, {"path", "interval_ms", "timeout_ms", "rise", "fall", "expect_status",
+                   "fast_interval_ms", "down_interval_ms", "jitter_pct", "expect_body", "host",
+                   "port", "initial_state", "passive"});
     HealthConfig out;
     out.line = static_cast<int>(h.getSourceLine());
     if (const Setting* p = find(h, "path")) {
@@ -882,35 +974,64 @@ class Parser {
     optional_integer(h, "rise", out.rise, kMinRiseFall, kMaxRiseFall);
     optional_integer(h, "fall", out.fall, kMinRiseFall, kMaxRiseFall);
     if (const Setting* e = find(h, "expect_status")) parse_expect_status(*e, out);
+    // The next check is scheduled when the previous one has ended, so these may be shorter
+    // than timeout_ms without checks overlapping.
+    out.fast_interval_ms = out.interval_ms;
+    out.down_interval_ms = out.interval_ms;
+    optional_integer(h, "fast_interval_ms", out.fast_interval_ms, kMinIntervalMs, kMaxIntervalMs);
+    optional_integer(h, "down_interval_ms", out.down_interval_ms, kMinIntervalMs, kMaxIntervalMs);
+    optional_integer(h, "jitter_pct", out.jitter_pct, 0, kMaxJitterPct);
+    if (const Setting* b = find(h, "expect_body")) {
+      out.expect_body = as_string(*b);
+      if (out.expect_body.empty() || out.expect_body.size() > kMaxExpectBodyLen) {
+        fail(*b, "expect_body must be 1.." + std::to_string(kMaxExpectBodyLen) + " bytes, found " +
+                     std::to_string(out.expect_body.size()) +
+                     " (leave the key out to skip the body check)");
+      }
+    }
+    if (const Setting* n = find(h, "host")) {
+      out.host = as_string(*n);
+      // It goes verbatim into the "Host:" request header.
+      const bool clean = std::all_of(out.host.begin(), out.host.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']';
+      });
+      if (out.host.empty() || out.host.size() > kMaxHostLen || !clean) {
+        fail(*n, "invalid host " + quote(out.host) + " (1.." + std::to_string(kMaxHostLen) +
+                     " characters from A-Z a-z 0-9 . - _ : [ ])");
+      }
+    }
+    optional_integer(h, "port", out.port, 1, 65535);
+    if (const Setting* st = find(h, "initial_state")) out.initial_state = initial_state(*st);
+    if (const Setting* p = find(h, "passive")) {
+      const Setting& passive = as_group(*p);
+      check_keys(passive, {"syn_rst", "syn_timeout"});
+      optional_integer(passive, "syn_rst", out.passive.syn_rst, 0, kMaxPassiveSignals);
+      optional_integer(passive, "syn_timeout", out.passive.syn_timeout, 0, kMaxPassiveSignals);
+    }
     return out;
+  }
+
+  InitialState initial_state(const Setting& s) const {
+    return enumeration<InitialState>(s, "initial_state",
+                                     {{"up", InitialState::kUp}, {"down", InitialState::kDown}});
   }
 
   void parse_expect_status(const Setting& s, HealthConfig& out) const {
     const std::string text = as_string(s);
-    const auto code = [&](std::string_view part) -> std::optional<uint16_t> {
-      if (part.size() != 3) return std::nullopt;
-      unsigned v = 0;
-      const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
-      if (ec != std::errc{} || end != part.data() + part.size() || v < kMinStatus ||
-          v > kMaxStatus) {
-        return std::nullopt;
-      }
-      return static_cast<uint16_t>(v);
-    };
-    const size_t dash = text.find('-');
-    const std::optional<uint16_t> min = code(std::string_view(text).substr(0, dash));
-    const std::optional<uint16_t> max =
-        dash == std::string::npos ? min : code(std::string_view(text).substr(dash + 1));
-    if (!min || !max) {
-      fail(s, "invalid expect_status " + quote(text) + R"( (expected "NNN" or "NNN-MMM" with )" +
-                  "codes in " + std::to_string(kMinStatus) + ".." + std::to_string(kMaxStatus) +
-                  ")");
+    StatusRange range;
+    switch (parse_range(text, range)) {
+      case RangeError::kMalformed:
+        fail(s, "invalid expect_status " + quote(text) + R"( (expected "NNN" or "NNN-MMM" with )" +
+                    "codes in " + std::to_string(kMinStatus) + ".." + std::to_string(kMaxStatus) +
+                    ")");
+      case RangeError::kReversed:
+        fail(s, "invalid expect_status " + quote(text) + " (first code is above the last)");
+      case RangeError::kNone:
+        break;
     }
-    if (*min > *max) {
-      fail(s, "invalid expect_status " + quote(text) + " (first code is above the last)");
-    }
-    out.expect_status_min = *min;
-    out.expect_status_max = *max;
+    out.expect_status_min = range.min;
+    out.expect_status_max = range.max;
   }
 
   // Needs every VIP, so it runs once all services are read.
@@ -951,6 +1072,12 @@ class Parser {
 };
 
 }  // namespace
+
+std::optional<StatusRange> parse_status_range(std::string_view text) {
+  StatusRange range;
+  if (parse_range(text, range) != RangeError::kNone) return std::nullopt;
+  return range;
+}
 
 Config parse_config(const std::string& text, const std::string& name) {
   return Parser(name, text, "").run();

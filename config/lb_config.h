@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lb::cfg {
@@ -76,6 +77,16 @@ struct DataplaneConfig {
 enum class Scheduler { kRoundRobin, kWeightedRoundRobin, kRandom, kLeastConnections };
 enum class Protocol { kTcp };
 
+// The health state a backend has before its first check (lb-healthd).
+enum class InitialState { kUp, kDown };
+
+// Passive health signals from lbd (docs/healthd.md): this many SYNs answered by RST, or left
+// unanswered, within one interval_ms take an up backend down at once. 0 turns a signal off.
+struct PassiveConfig {
+  uint32_t syn_rst = 0;
+  uint32_t syn_timeout = 0;
+};
+
 // `line` is 0 when the service has no health group (every key takes its default).
 struct HealthConfig {
   std::string path = "/healthcheck";
@@ -85,15 +96,36 @@ struct HealthConfig {
   uint32_t fall = 3;
   uint16_t expect_status_min = 200;  // "200-299", or one code "200"
   uint16_t expect_status_max = 299;
+  // Between checks while a flip is in progress (some consecutive results count toward one), and
+  // while the backend is down. When left out of the file they equal interval_ms.
+  uint32_t fast_interval_ms = 1000;
+  uint32_t down_interval_ms = 1000;
+  uint32_t jitter_pct = 10;  // each interval is spread by up to +-this percent, 0..50
+  std::string expect_body;   // empty: the body is not checked
+  std::string host;          // Host header; empty: the backend's address (and port)
+  uint16_t port = 0;         // 0: the backend's own port
+  InitialState initial_state = InitialState::kUp;
+  PassiveConfig passive;
   int line = 0;
 };
+
+// Administrative state of a backend (HAProxy's ready / drain / maint).
+enum class AdminState { kReady, kDrain, kMaint };
 
 struct BackendConfig {
   uint32_t address = 0;
   uint16_t port = 0;
   uint32_t weight = 1;  // 0 .. 65535; 0 takes no new flows
+  AdminState state = AdminState::kReady;
+  std::optional<InitialState> initial_state;  // overrides the service's health.initial_state
   int line = 0;
 };
+
+// A service whose backends are all out of the live pool: leave it empty (lbd applies its
+// no_backend_policy) or, as a last resort, send every backend not in maint (Envoy's panic mode).
+enum class AllDownPolicy { kFailClosed, kFailOpen };
+// The established flows of a backend in maint: kept until they end, or dropped.
+enum class MaintPolicy { kKeep, kDrop };
 
 struct ServiceConfig {
   std::string name;  // unique, [A-Za-z0-9_-]
@@ -103,11 +135,20 @@ struct ServiceConfig {
   Scheduler scheduler = Scheduler::kRoundRobin;
   HealthConfig health;
   std::vector<BackendConfig> backends;
+  AllDownPolicy on_all_down = AllDownPolicy::kFailClosed;
+  MaintPolicy maint = MaintPolicy::kKeep;
   int line = 0;
+
+  InitialState initial_state(const BackendConfig& b) const {
+    return b.initial_state.value_or(health.initial_state);
+  }
 };
 
 struct Config {
   std::string file;  // as given
+  // Names this lbd and its lb-healthd: the shared-memory segment is "/lbd-<instance>".
+  std::string instance = "lbd";
+  int instance_line = 0;  // 0 when the key is left out
   DataplaneConfig dataplane;
   std::vector<ServiceConfig> services;
 };
@@ -127,6 +168,20 @@ const char* to_string(Scheduler s);
 const char* to_string(MissPolicy p);
 const char* to_string(NoBackendPolicy p);
 const char* to_string(Protocol p);
+const char* to_string(InitialState s);
+const char* to_string(AdminState s);
+const char* to_string(AllDownPolicy p);
+const char* to_string(MaintPolicy p);
+
+// Parses an HTTP status range as health.expect_status takes it: "NNN" or "NNN-MMM", codes
+// 100..599, NNN <= MMM. Returns {min, max}, or nullopt when malformed.
+struct StatusRange {
+  uint16_t min = 200;
+  uint16_t max = 299;
+  bool contains(long status) const { return status >= min && status <= max; }
+  bool operator==(const StatusRange&) const = default;
+};
+std::optional<StatusRange> parse_status_range(std::string_view text);
 
 // The port that reaches `addr`: the first port whose subnet holds it, else the first port (in file
 // order) that has a gateway, else nullptr. load_config() refuses a backend for which this is null,

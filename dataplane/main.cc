@@ -51,11 +51,11 @@ int main(int argc, char** argv) {
       "usage: lbd [EAL args] -- --config FILE [--check]"};
   std::string config_path;
   bool check = false;
-  std::string instance = "lbd";
+  std::string instance;
   app.add_option("-c,--config", config_path, "configuration file (libconfig)")->required();
   app.add_option("--instance", instance,
-                 "name of the shared-memory pool channel to lb-healthd (/dev/shm/lbd-NAME)")
-      ->capture_default_str();
+                 "names the pool channel to lb-healthd (/dev/shm/lbd-NAME); default: the "
+                 "config's instance");
   app.add_flag("--check", check, "validate the configuration and exit");
   app.set_version_flag("--version", "lbd 0.1.0");
   try {
@@ -86,7 +86,8 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     {
-      lb::dp::Dataplane dp(config, lb::shm::segment_name(instance));
+      lb::dp::Dataplane dp(config,
+                           lb::shm::segment_name(instance.empty() ? config.instance : instance));
       lb::dp::register_telemetry(&dp);
       dp.launch();
       LB_LOG(INFO, "running; SIGINT or SIGTERM stops");

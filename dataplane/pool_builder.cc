@@ -1,5 +1,7 @@
 #include "pool_builder.h"
 
+#include "live_pool.h"
+
 #include <cstring>
 #include <stdexcept>
 
@@ -92,15 +94,20 @@ std::vector<std::string> PoolBuilder::service_names() const {
 }
 
 PoolState state_from_config(const cfg::Config& config) {
+  // What lb-healthd would send before its first check, by the same policy code: admin state,
+  // initial health state, maint and all-down policies all count from the first packet.
   PoolState state;
+  auto u = std::make_unique<shm::ServiceUpdate>();
   for (const cfg::ServiceConfig& s : config.services) {
-    ServiceState& st = state[s.name];
-    st.vip = s.vip;
-    st.port = s.port;
-    st.scheduler = s.scheduler;
+    std::vector<health::BackendView> views;
     for (const cfg::BackendConfig& b : s.backends)
-      st.backends.push_back(
-          {b.address, b.port, static_cast<uint16_t>(b.weight), shm::BackendState::kActive});
+      views.push_back({b.address, b.port, b.weight, b.state,
+                       s.initial_state(b) == cfg::InitialState::kUp ? health::Health::kUp
+                                                                    : health::Health::kDown});
+    const health::LivePool pool = health::build_pool(views, s.on_all_down, s.maint);
+    health::fill_update(*u, s, pool, 0);
+    const std::string why = apply_update(state, *u);
+    if (!why.empty()) throw std::runtime_error("service " + s.name + ": " + why);
   }
   return state;
 }

@@ -236,3 +236,39 @@ TEST(ApplyUpdate, ReplacesWholeServiceAndRemoves) {
 
 }  // namespace
 }  // namespace lb::shm
+
+namespace lb::dp {
+namespace {
+
+// lbd's first pool (before lb-healthd attaches) follows the same policy as lb-healthd.
+TEST(StateFromConfig, AdminAndInitialStatesCountFromTheStart) {
+  const cfg::Config c = cfg::parse_config(R"(
+dataplane: { workers = 1; ports = ( { name = "p"; device = "net_null0"; ip = "10.20.0.1/24"; } ); };
+services = (
+  { name = "web"; vip = "10.20.0.100"; port = 80; maint = "drop";
+    health = { initial_state = "up"; };
+    backends = ( { address = "10.20.0.11"; port = 80; },
+                 { address = "10.20.0.12"; port = 80; state = "drain"; },
+                 { address = "10.20.0.13"; port = 80; state = "maint"; },
+                 { address = "10.20.0.14"; port = 80; initial_state = "down"; } ); },
+  { name = "panic"; vip = "10.20.0.100"; port = 81; on_all_down = "fail_open";
+    health = { initial_state = "down"; };
+    backends = ( { address = "10.20.0.21"; port = 80; } ); }
+);
+)",
+                                          "t.cfg");
+  PoolState st = state_from_config(c);
+  ASSERT_EQ(st.size(), 2u);
+  const auto& web = st.at("web").backends;
+  ASSERT_EQ(web.size(), 4u);
+  EXPECT_EQ(web[0].state, shm::BackendState::kActive);
+  EXPECT_EQ(web[1].state, shm::BackendState::kDraining);
+  EXPECT_EQ(web[2].state, shm::BackendState::kStopped);  // maint with maint = "drop"
+  EXPECT_EQ(web[3].state, shm::BackendState::kDraining);  // starts down
+  // Every backend down but fail_open: they are sent as active (Envoy's panic mode).
+  ASSERT_EQ(st.at("panic").backends.size(), 1u);
+  EXPECT_EQ(st.at("panic").backends[0].state, shm::BackendState::kActive);
+}
+
+}  // namespace
+}  // namespace lb::dp

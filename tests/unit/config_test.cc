@@ -260,6 +260,39 @@ constexpr BadCase kBadCases[] = {
   {"health_status_open_range", 11, 11, R"(    health = { expect_status = "200-"; };)", 11, "services.[0].health.expect_status", "invalid expect_status '200-'"},
   {"health_status_int", 11, 11, "    health = { expect_status = 200; };", 11, "services.[0].health.expect_status", "expected a string, found an integer"},
 
+  // --- health: lb-healthd's keys.
+  {"health_fast_interval_small", 11, 11, "    health = { fast_interval_ms = 5; };", 11, "services.[0].health.fast_interval_ms", "value 5 is out of range 10..3600000"},
+  {"health_fast_interval_typo", 11, 11, "    health = { fast_intervl_ms = 50; };", 11, "services.[0].health.fast_intervl_ms", "did you mean 'fast_interval_ms'?"},
+  {"health_down_interval_large", 11, 11, "    health = {\n      down_interval_ms = 3600001; };", 12, "services.[0].health.down_interval_ms", "value 3600001 is out of range 10..3600000"},
+  {"health_down_interval_string", 11, 11, R"(    health = { down_interval_ms = "5s"; };)", 11, "services.[0].health.down_interval_ms", "expected an integer, found a string"},
+  {"health_jitter_large", 11, 11, "    health = { jitter_pct = 51; };", 11, "services.[0].health.jitter_pct", "value 51 is out of range 0..50"},
+  {"health_jitter_negative", 11, 11, "    health = { jitter_pct = -1; };", 11, "services.[0].health.jitter_pct", "value -1 is out of range 0..50"},
+  {"health_expect_body_empty", 11, 11, R"(    health = { expect_body = ""; };)", 11, "services.[0].health.expect_body", "expect_body must be 1..1024 bytes, found 0"},
+  {"health_expect_body_int", 11, 11, "    health = { expect_body = 1; };", 11, "services.[0].health.expect_body", "expected a string, found an integer"},
+  {"health_host_space", 11, 11, R"(    health = { host = "www.example.com x"; };)", 11, "services.[0].health.host", "invalid host 'www.example.com x'"},
+  {"health_host_empty", 11, 11, R"(    health = { host = ""; };)", 11, "services.[0].health.host", "invalid host ''"},
+  {"health_host_crlf", 11, 11, R"(    health = { host = "a\r\nX-Evil: 1"; };)", 11, "services.[0].health.host", "invalid host"},
+  {"health_port_zero", 11, 11, "    health = { port = 0; };", 11, "services.[0].health.port", "value 0 is out of range 1..65535"},
+  {"health_port_large", 11, 11, "    health = { port = 65536; };", 11, "services.[0].health.port", "value 65536 is out of range 1..65535"},
+  {"health_initial_state_unknown", 11, 11, R"(    health = { initial_state = "maybe"; };)", 11, "services.[0].health.initial_state", "unknown initial_state 'maybe' (expected up, down)"},
+  {"health_initial_state_case", 11, 11, R"(    health = { initial_state = "UP"; };)", 11, "services.[0].health.initial_state", "unknown initial_state 'UP'"},
+  {"health_passive_not_group", 11, 11, "    health = { passive = 5; };", 11, "services.[0].health.passive", "expected a group { ... }, found an integer"},
+  {"health_passive_unknown_key", 11, 11, "    health = { passive = { syn_rts = 1; }; };", 11, "services.[0].health.passive.syn_rts", "unknown setting 'syn_rts' (did you mean 'syn_rst'? allowed: syn_rst, syn_timeout)"},
+  {"health_passive_negative", 11, 11, "    health = { passive = {\n      syn_timeout = -1; }; };", 12, "services.[0].health.passive.syn_timeout", "value -1 is out of range 0..1000000"},
+  {"health_passive_large", 11, 11, "    health = { passive = { syn_rst = 1000001; }; };", 11, "services.[0].health.passive.syn_rst", "value 1000001 is out of range 0..1000000"},
+
+  // --- service policies for lb-healthd.
+  {"service_on_all_down_unknown", 11, 11, R"(    on_all_down = "open";)", 11, "services.[0].on_all_down", "unknown on_all_down 'open' (expected fail_closed, fail_open)"},
+  {"service_on_all_down_bool", 11, 11, "    on_all_down = true;", 11, "services.[0].on_all_down", "expected a string, found a boolean"},
+  {"service_maint_unknown", 11, 11, R"(    maint = "keep_flows";)", 11, "services.[0].maint", "unknown maint policy 'keep_flows' (expected keep, drop)"},
+  {"service_on_all_down_typo", 11, 11, R"(    on_all_dwn = "fail_open";)", 11, "services.[0].on_all_dwn", "did you mean 'on_all_down'?"},
+
+  // --- instance.
+  {"instance_bad_name", 17, 17, R"(instance = "lbd/1";)", 17, "instance", "invalid name 'lbd/1'"},
+  {"instance_empty", 17, 17, R"(instance = "";)", 17, "instance", "invalid name ''"},
+  {"instance_int", 17, 17, "instance = 1;", 17, "instance", "expected a string, found an integer"},
+  {"instance_typo", 17, 17, R"(instanse = "a";)", 17, "instanse", "did you mean 'instance'?"},
+
   // --- backends.
   {"backends_missing", 12, 15, "  }", 10, "services.[0].backends", "missing required setting 'backends'"},
   {"backends_not_list", 12, 15, "    backends = { }; }", 12, "services.[0].backends", "expected a list ( ... ), found a group { ... }"},
@@ -275,6 +308,10 @@ constexpr BadCase kBadCases[] = {
   {"backend_is_later_vip", 16, 16, ", { name = \"b\"; vip = \"10.20.0.12\"; port = 80; backends = (); }\n);", 14, "services.[0].backends.[1].address", "backend 10.20.0.12 is the VIP of service 'b'"},
   {"backend_is_port_ip", 14, 14, R"(      { address = "10.20.0.1"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 10.20.0.1 is the address of port 'backend'"},
   {"backend_unreachable", 14, 14, R"(      { address = "192.168.1.5"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 192.168.1.5 is reachable through no port"},
+  {"backend_state_unknown", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; state = "disabled"; })", 14, "services.[0].backends.[1].state", "unknown state 'disabled' (expected ready, drain, maint)"},
+  {"backend_state_int", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; state = 0; })", 14, "services.[0].backends.[1].state", "expected a string, found an integer"},
+  {"backend_initial_state_unknown", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; initial_state = "ready"; })", 14, "services.[0].backends.[1].initial_state", "unknown initial_state 'ready' (expected up, down)"},
+  {"backend_unknown_key_allowed_list", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; stat = "drain"; })", 14, "services.[0].backends.[1].stat", "(did you mean 'state'? allowed: address, port, weight, state, initial_state)"},
 };
 // clang-format on
 
@@ -477,6 +514,124 @@ TEST(GoodConfig, DeviceArgumentsDoNotMakeADifferentDevice) {
 }
 
 // -------------------------------------------------------------------------------------------
+// lb-healthd's keys.
+
+TEST(HealthdKeys, Defaults) {
+  const Config c = parse(std::string(kBase));
+  EXPECT_EQ(c.instance, "lbd");
+  EXPECT_EQ(c.instance_line, 0);
+  const ServiceConfig& s = c.services[0];
+  EXPECT_EQ(s.on_all_down, AllDownPolicy::kFailClosed);
+  EXPECT_EQ(s.maint, MaintPolicy::kKeep);
+  const HealthConfig& h = s.health;
+  EXPECT_EQ(h.fast_interval_ms, 1000u);  // = interval_ms
+  EXPECT_EQ(h.down_interval_ms, 1000u);
+  EXPECT_EQ(h.jitter_pct, 10u);
+  EXPECT_EQ(h.expect_body, "");
+  EXPECT_EQ(h.host, "");
+  EXPECT_EQ(h.port, 0);
+  EXPECT_EQ(h.initial_state, InitialState::kUp);
+  EXPECT_EQ(h.passive.syn_rst, 0u);
+  EXPECT_EQ(h.passive.syn_timeout, 0u);
+  for (const BackendConfig& b : s.backends) {
+    EXPECT_EQ(b.state, AdminState::kReady);
+    EXPECT_FALSE(b.initial_state.has_value());
+    EXPECT_EQ(s.initial_state(b), InitialState::kUp);
+  }
+}
+
+TEST(HealthdKeys, IntervalsDefaultToInterval) {
+  const Config c = parse(replace_lines(11, 11, "    health = { interval_ms = 2500; };"));
+  EXPECT_EQ(c.services[0].health.fast_interval_ms, 2500u);
+  EXPECT_EQ(c.services[0].health.down_interval_ms, 2500u);
+  const Config d =
+      parse(replace_lines(11, 11, "    health = { interval_ms = 2500; down_interval_ms = 10; };"));
+  EXPECT_EQ(d.services[0].health.fast_interval_ms, 2500u);
+  EXPECT_EQ(d.services[0].health.down_interval_ms, 10u);
+  // Shorter than timeout_ms is fine: the next check starts when the previous one has ended.
+  const Config e = parse(replace_lines(
+      11, 11,
+      "    health = { timeout_ms = 500; fast_interval_ms = 100; down_interval_ms = 100; };"));
+  EXPECT_EQ(e.services[0].health.fast_interval_ms, 100u);
+}
+
+TEST(HealthdKeys, EverySet) {
+  const Config c = parse(replace_lines(
+      11, 14,
+      "    on_all_down = \"fail_open\"; maint = \"drop\";\n"
+      "    health = { fast_interval_ms = 200; down_interval_ms = 5000; jitter_pct = 50;\n"
+      "      expect_body = \"OK\"; host = \"www.example.com:8080\"; port = 9000;\n"
+      "      initial_state = \"down\"; passive = { syn_rst = 5; syn_timeout = 0; }; };\n"
+      "    backends = (\n"
+      "      { address = \"10.20.0.11\"; port = 8080; state = \"drain\"; initial_state = \"up\"; "
+      "},\n"
+      "      { address = \"10.20.0.12\"; port = 8080; state = \"maint\"; },\n"
+      "      { address = \"10.20.0.13\"; port = 8080; state = \"ready\"; }"));
+  const ServiceConfig& s = c.services[0];
+  EXPECT_EQ(s.on_all_down, AllDownPolicy::kFailOpen);
+  EXPECT_EQ(s.maint, MaintPolicy::kDrop);
+  const HealthConfig& h = s.health;
+  EXPECT_EQ(h.line, 12);
+  EXPECT_EQ(h.fast_interval_ms, 200u);
+  EXPECT_EQ(h.down_interval_ms, 5000u);
+  EXPECT_EQ(h.jitter_pct, 50u);
+  EXPECT_EQ(h.expect_body, "OK");
+  EXPECT_EQ(h.host, "www.example.com:8080");
+  EXPECT_EQ(h.port, 9000);
+  EXPECT_EQ(h.initial_state, InitialState::kDown);
+  EXPECT_EQ(h.passive.syn_rst, 5u);
+  EXPECT_EQ(h.passive.syn_timeout, 0u);
+  ASSERT_EQ(s.backends.size(), 3u);
+  EXPECT_EQ(s.backends[0].state, AdminState::kDrain);
+  EXPECT_EQ(s.initial_state(s.backends[0]), InitialState::kUp);  // overridden
+  EXPECT_EQ(s.backends[1].state, AdminState::kMaint);
+  EXPECT_EQ(s.initial_state(s.backends[1]), InitialState::kDown);  // the service's
+  EXPECT_EQ(s.backends[2].state, AdminState::kReady);
+}
+
+TEST(HealthdKeys, Instance) {
+  const Config c = parse(replace_lines(17, 17, "instance = \"edge-1_a\";"));
+  EXPECT_EQ(c.instance, "edge-1_a");
+  EXPECT_EQ(c.instance_line, 17);
+}
+
+TEST(HealthdKeys, NamesReadBack) {
+  for (const InitialState v : {InitialState::kUp, InitialState::kDown}) {
+    const Config c = parse(replace_lines(
+        11, 11, std::string("    health = { initial_state = \"") + to_string(v) + "\"; };"));
+    EXPECT_EQ(c.services[0].health.initial_state, v);
+  }
+  for (const AllDownPolicy v : {AllDownPolicy::kFailClosed, AllDownPolicy::kFailOpen}) {
+    const Config c =
+        parse(replace_lines(11, 11, std::string("    on_all_down = \"") + to_string(v) + "\";"));
+    EXPECT_EQ(c.services[0].on_all_down, v);
+  }
+  for (const MaintPolicy v : {MaintPolicy::kKeep, MaintPolicy::kDrop}) {
+    const Config c =
+        parse(replace_lines(11, 11, std::string("    maint = \"") + to_string(v) + "\";"));
+    EXPECT_EQ(c.services[0].maint, v);
+  }
+  for (const AdminState v : {AdminState::kReady, AdminState::kDrain, AdminState::kMaint}) {
+    const Config c = parse(
+        replace_lines(14, 14,
+                      std::string("      { address = \"10.20.0.12\"; port = 8080; state = \"") +
+                          to_string(v) + "\"; }"));
+    EXPECT_EQ(c.services[0].backends[1].state, v);
+  }
+}
+
+TEST(HealthdKeys, StatusRangeParser) {
+  const std::optional<StatusRange> r = parse_status_range("200-204");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->min, 200);
+  EXPECT_EQ(r->max, 204);
+  EXPECT_TRUE(r->contains(204));
+  EXPECT_FALSE(r->contains(205));
+  EXPECT_FALSE(parse_status_range("204-200").has_value());
+  EXPECT_FALSE(parse_status_range("2xx").has_value());
+}
+
+// -------------------------------------------------------------------------------------------
 // The shipped examples.
 
 TEST(Examples, Demo) {
@@ -556,6 +711,26 @@ TEST(Examples, FullSetsEveryKey) {
   EXPECT_EQ(egress_port(dp, web.backends[2].address), &dp.ports[1]);
   EXPECT_EQ(c.services[1].scheduler, Scheduler::kLeastConnections);
   EXPECT_EQ(c.services[1].port, 443);
+  // lb-healthd's keys.
+  EXPECT_EQ(c.instance, "edge1");
+  EXPECT_EQ(web.health.fast_interval_ms, 500u);
+  EXPECT_EQ(web.health.down_interval_ms, 10000u);
+  EXPECT_EQ(web.health.jitter_pct, 20u);
+  EXPECT_EQ(web.health.expect_body, "ok");
+  EXPECT_EQ(web.health.host, "www.example.com");
+  EXPECT_EQ(web.health.port, 8081);
+  EXPECT_EQ(web.health.initial_state, InitialState::kDown);
+  EXPECT_EQ(web.health.passive.syn_rst, 5u);
+  EXPECT_EQ(web.health.passive.syn_timeout, 3u);
+  EXPECT_EQ(web.on_all_down, AllDownPolicy::kFailOpen);
+  EXPECT_EQ(web.maint, MaintPolicy::kDrop);
+  EXPECT_EQ(web.backends[0].state, AdminState::kReady);
+  ASSERT_TRUE(web.backends[0].initial_state.has_value());
+  EXPECT_EQ(*web.backends[0].initial_state, InitialState::kUp);
+  EXPECT_EQ(web.backends[1].state, AdminState::kDrain);
+  EXPECT_EQ(web.backends[2].state, AdminState::kMaint);
+  EXPECT_EQ(c.services[1].on_all_down, AllDownPolicy::kFailClosed);
+  EXPECT_EQ(c.services[1].maint, MaintPolicy::kKeep);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -688,6 +863,15 @@ TEST(ToString, Names) {
   EXPECT_STREQ(to_string(NoBackendPolicy::kRst), "rst");
   EXPECT_STREQ(to_string(NoBackendPolicy::kDrop), "drop");
   EXPECT_STREQ(to_string(Protocol::kTcp), "tcp");
+  EXPECT_STREQ(to_string(InitialState::kUp), "up");
+  EXPECT_STREQ(to_string(InitialState::kDown), "down");
+  EXPECT_STREQ(to_string(AdminState::kReady), "ready");
+  EXPECT_STREQ(to_string(AdminState::kDrain), "drain");
+  EXPECT_STREQ(to_string(AdminState::kMaint), "maint");
+  EXPECT_STREQ(to_string(AllDownPolicy::kFailClosed), "fail_closed");
+  EXPECT_STREQ(to_string(AllDownPolicy::kFailOpen), "fail_open");
+  EXPECT_STREQ(to_string(MaintPolicy::kKeep), "keep");
+  EXPECT_STREQ(to_string(MaintPolicy::kDrop), "drop");
 }
 
 TEST(ToString, MatchesWhatTheParserAccepts) {

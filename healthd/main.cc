@@ -1,0 +1,119 @@
+// lb-healthd: checks lbd's backends over HTTP and pushes each service's live pool to lbd.
+// `lb-healthd --config FILE [--instance NAME] [--log-level LEVEL] [--check]`; docs/healthd.md.
+#include <curl/curl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include "daemon.h"
+#include "lb_config.h"
+#include "log.h"
+
+namespace {
+
+int run(int argc, char** argv) {
+  CLI::App app{
+      "lb-healthd: HTTP health checks for lbd's backends; pushes each service's live pool to lbd\n"
+      "over shared memory (/dev/shm/lbd-<instance>).\n"
+      "Signals: SIGTERM/SIGINT stop, SIGHUP reloads the file (a bad file is refused and the\n"
+      "running configuration kept), SIGUSR1 logs the state of every backend."};
+  std::string config_path;
+  std::string instance;
+  std::string level = "info";
+  bool check = false;
+  app.add_option("-c,--config", config_path, "configuration file (the same as lbd's)")->required();
+  app.add_option("-i,--instance", instance,
+                 "instance name (overrides the file's `instance`; default \"lbd\"): the segment "
+                 "is /lbd-<instance>");
+  app.add_option("--log-level", level, "debug, info, warning or error (default info)");
+  app.add_flag("--check", check, "validate the configuration and exit");
+  app.set_version_flag("--version", "lb-healthd 0.1.0");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::optional<lb::health::LogLevel> parsed = lb::health::parse_log_level(level);
+  if (!parsed) {
+    std::fprintf(stderr, "lb-healthd: --log-level: expected debug, info, warning or error\n");
+    return 2;
+  }
+  lb::health::set_log_level(*parsed);
+  if (!instance.empty()) {
+    // The same rule as the file's `instance` key: it becomes part of a shm name.
+    const bool ok =
+        instance.size() <= 32 && instance.find_first_not_of(
+                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                     "0123456789_-") == std::string::npos;
+    if (!ok) {
+      std::fprintf(stderr, "lb-healthd: --instance: use 1..32 characters from A-Z a-z 0-9 _ -\n");
+      return 2;
+    }
+  }
+
+  lb::cfg::Config config;
+  try {
+    config = lb::cfg::load_config(config_path);
+  } catch (const lb::cfg::ConfigError& e) {
+    std::fprintf(stderr, "lb-healthd: %s\n", e.what());
+    return 1;
+  }
+  if (const std::optional<std::string> problem = lb::health::check_for_healthd(config)) {
+    std::fprintf(stderr, "lb-healthd: %s\n", problem->c_str());
+    return 1;
+  }
+  if (check) {
+    size_t backends = 0;
+    for (const auto& s : config.services) backends += s.backends.size();
+    std::printf("%s: OK (%zu service(s), %zu backend(s), segment %s)\n", config_path.c_str(),
+                config.services.size(), backends,
+                lb::shm::segment_name(instance.empty() ? config.instance : instance).c_str());
+    return 0;
+  }
+
+  // Signals arrive through a signalfd polled with the checks: no handler runs inside the loop.
+  sigset_t set;
+  sigemptyset(&set);
+  for (const int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, sig);
+  if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) {
+    std::perror("lb-healthd: sigprocmask");
+    return 1;
+  }
+  const int sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sfd < 0) {
+    std::perror("lb-healthd: signalfd");
+    return 1;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    std::fprintf(stderr, "lb-healthd: curl_global_init failed\n");
+    return 1;
+  }
+  int rc = 0;
+  try {
+    lb::health::Options options;
+    options.config_path = config_path;
+    options.instance = instance;
+    lb::health::Daemon daemon(std::move(config), options);
+    rc = daemon.run(sfd);
+  } catch (const std::exception& e) {
+    HLOG_ERROR("fatal: %s", e.what());
+    rc = 1;
+  }
+  curl_global_cleanup();
+  close(sfd);
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lb-healthd: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,182 @@
+// lb-healthd's loop in-process (healthd/daemon.h), against a real channel segment: turns driven
+// by the test, reload keeping state, removals, the status snapshot, and its own config limit.
+
+#include "daemon.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "channel.h"
+#include "log.h"
+
+namespace lb::health {
+namespace {
+
+// A loopback port nobody listens on: checks to it are refused at once.
+uint16_t closed_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ADD_FAILURE() << "cannot bind a loopback port";
+  }
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string config(uint16_t port, const std::string& service_extra,
+                   const std::string& backend_extra, const std::string& more_services = "") {
+  return "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
+         "ip = \"10.0.0.1/24\"; gateway = \"10.0.0.254\"; } ); };\n"
+         "services = (\n"
+         "  { name = \"web\"; vip = \"10.0.0.100\"; port = 80; " +
+         service_extra +
+         "\n    health = { interval_ms = 20; timeout_ms = 20; fall = 1; rise = 1; jitter_pct = 0; "
+         "};"
+         "\n    backends = ( { address = \"127.0.0.1\"; port = " +
+         std::to_string(port) + "; " + backend_extra + " } ); }" + more_services + "\n);\n";
+}
+
+class DaemonTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    set_log_level(LogLevel::kWarning);
+  }
+  static void TearDownTestSuite() { curl_global_cleanup(); }
+
+  void SetUp() override {
+    instance_ = "unit-" + std::to_string(getpid());
+    segment_.emplace(shm::Segment::create(shm::segment_name(instance_)));
+    updates_.resize(64);
+  }
+
+  std::unique_ptr<Daemon> make(const std::string& text) {
+    Options o;
+    o.config_path = "unused.cfg";
+    o.instance = instance_;
+    o.seed = 1;
+    return std::make_unique<Daemon>(cfg::parse_config(text, "test.cfg"), o);
+  }
+
+  // Turns the loop and reads the ring until `pred` holds (bounded).
+  bool run_until(Daemon& d, const std::function<bool()>& pred) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      d.turn(-1, Millis(5));
+      const unsigned n = segment_->receive(updates_.data(), 64);
+      for (unsigned i = 0; i < n; ++i) {
+        const shm::ServiceUpdate& u = updates_[i];
+        latest_[u.name] = u;
+        ++received_;
+      }
+      if (pred()) return true;
+    }
+    return false;
+  }
+
+  std::optional<shm::BackendState> state(const std::string& service) const {
+    const auto it = latest_.find(service);
+    if (it == latest_.end() || it->second.backend_count == 0) return std::nullopt;
+    return static_cast<shm::BackendState>(it->second.backends[0].state);
+  }
+
+  std::string instance_;
+  std::optional<shm::Segment> segment_;
+  std::vector<shm::ServiceUpdate> updates_;
+  std::map<std::string, shm::ServiceUpdate> latest_;
+  size_t received_ = 0;
+};
+
+TEST_F(DaemonTest, ReloadKeepsHealthAndAppliesAdminState) {
+  const uint16_t port = closed_port();
+  auto d = make(config(port, "", ""));
+  EXPECT_EQ(d->segment(), "/lbd-" + instance_);
+  ASSERT_TRUE(run_until(*d, [&] { return state("web") == shm::BackendState::kDraining; }));
+  DaemonStatus st = d->snapshot();
+  EXPECT_TRUE(st.attached);
+  EXPECT_EQ(st.epoch, segment_->epoch());
+  ASSERT_EQ(st.services.size(), 1u);
+  ASSERT_EQ(st.services[0].backends.size(), 1u);
+  const BackendStatus b = st.services[0].backends[0];
+  EXPECT_EQ(b.health, Health::kDown);
+  EXPECT_EQ(b.live, shm::BackendState::kDraining);
+  EXPECT_EQ(b.last_result, "connection refused");
+  EXPECT_GE(b.checks, 1u);
+  EXPECT_EQ(b.transitions, 1u);
+  EXPECT_GE(st.transitions, 1u);
+  EXPECT_EQ(segment_->header().healthd_pid.load(), static_cast<uint64_t>(getpid()));
+  EXPECT_GT(segment_->header().healthd_heartbeat_ms.load(), 0u);
+
+  // maint with drop: stopped; the health and the counters survive the reload.
+  d->apply(cfg::parse_config(config(port, "maint = \"drop\";", "state = \"maint\";"), "test.cfg"));
+  st = d->snapshot();
+  EXPECT_EQ(st.services[0].backends[0].health, Health::kDown);
+  EXPECT_GE(st.services[0].backends[0].checks, b.checks);
+  EXPECT_EQ(st.services[0].backends[0].transitions, 1u);
+  EXPECT_EQ(st.services[0].backends[0].admin, cfg::AdminState::kMaint);
+  ASSERT_TRUE(run_until(*d, [&] { return state("web") == shm::BackendState::kStopped; }));
+
+  // A new service and then its removal.
+  d->apply(cfg::parse_config(
+      config(port, "", "",
+             ",\n  { name = \"api\"; vip = \"10.0.0.100\"; port = 81; backends = (); }"),
+      "test.cfg"));
+  ASSERT_TRUE(run_until(*d, [&] { return latest_.count("api") == 1; }));
+  EXPECT_EQ(latest_["api"].backend_count, 0u);
+  d->apply(cfg::parse_config(config(port, "", ""), "test.cfg"));
+  ASSERT_TRUE(run_until(*d, [&] {
+    return latest_.count("api") == 1 && (latest_["api"].flags & shm::kServiceRemoved) != 0;
+  }));
+  const std::string text = format_status(d->snapshot());
+  EXPECT_NE(text.find("service web: 0/1 active"), std::string::npos) << text;
+  EXPECT_NE(text.find("DOWN admin ready -> draining, last connection refused"), std::string::npos)
+      << text;
+
+  d.reset();  // a clean end says so in the header
+  EXPECT_EQ(segment_->header().healthd_pid.load(), 0u);
+}
+
+TEST_F(DaemonTest, FailOpenSendsActive) {
+  auto d = make(config(closed_port(), "on_all_down = \"fail_open\";", ""));
+  // Up at first, then down after one refused check, then sent as active anyway.
+  ASSERT_TRUE(run_until(*d, [&] { return d->snapshot().services[0].fail_open; }));
+  ASSERT_TRUE(run_until(*d, [&] { return state("web") == shm::BackendState::kActive; }));
+  EXPECT_EQ(d->snapshot().services[0].backends[0].health, Health::kDown);
+}
+
+TEST(CheckForHealthd, AtMost256BackendsPerService) {
+  std::string backends;
+  for (int i = 0; i < 257; ++i) {
+    backends += std::string(i ? ", " : "") + "{ address = \"10.0.1." + std::to_string(i % 250 + 1) +
+                "\"; port = " + std::to_string(1000 + i) + "; }";
+  }
+  const std::string text =
+      "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
+      "ip = \"10.0.0.1/16\"; } ); };\n"
+      "services = ( { name = \"big\"; vip = \"10.0.0.100\"; port = 80;\n backends = ( " +
+      backends + " ); } );\n";
+  const cfg::Config c = cfg::parse_config(text, "big.cfg");
+  const std::optional<std::string> problem = check_for_healthd(c);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(*problem,
+            "big.cfg:2: services.[0].backends: 257 backends; lb-healthd carries at most 256 per "
+            "service to lbd");
+  cfg::Config ok = c;
+  ok.services[0].backends.pop_back();
+  EXPECT_FALSE(check_for_healthd(ok).has_value());
+}
+
+}  // namespace
+}  // namespace lb::health
