@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dataplane.h"
@@ -78,6 +79,13 @@ int main(int argc, char** argv) {
       throw std::runtime_error(
           "EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci "
           "-- --config FILE)");
+    // lbctl finds lbd's telemetry socket under /var/run/dpdk/<file-prefix>/: unless told
+    // otherwise, the prefix is the instance name, so the config file alone says where it is.
+    const std::string name = instance.empty() ? config.instance : instance;
+    std::string prefix_arg = "--file-prefix=" + name;
+    bool has_prefix = false;
+    for (char* a : eal_args) has_prefix |= std::string_view(a).starts_with("--file-prefix");
+    if (!has_prefix) eal_args.push_back(prefix_arg.data());
     const int consumed = rte_eal_init(static_cast<int>(eal_args.size()), eal_args.data());
     if (consumed < 0)
       throw std::runtime_error(std::string("EAL initialisation failed: ") +
@@ -86,8 +94,7 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     {
-      lb::dp::Dataplane dp(config,
-                           lb::shm::segment_name(instance.empty() ? config.instance : instance));
+      lb::dp::Dataplane dp(config, lb::shm::segment_name(name));
       lb::dp::register_telemetry(&dp);
       dp.launch();
       LB_LOG(INFO, "running; SIGINT or SIGTERM stops");
