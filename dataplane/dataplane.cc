@@ -9,6 +9,7 @@
 #include <rte_lcore.h>
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
+#include <rte_pause.h>
 #include <rte_prefetch.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
@@ -522,7 +523,14 @@ void Dataplane::receive_updates() {
     }
   }
   if (built) {
-    pending_ack_ = {publish(std::move(built)), last};
+    const uint64_t token = publish(std::move(built));
+    pending_ack_ = {token, last};
+    // Workers report a quiescent state every loop iteration (microseconds): wait for them a
+    // little so the acknowledgement is not a whole control tick late. Bounded: a stalled
+    // worker delays only the ack, which the next ticks retry.
+    const uint64_t until = rte_get_timer_cycles() + rte_get_timer_hz() / 5000;  // 200 us
+    while (rte_rcu_qsbr_check(qsbr_, token, false) != 1 && rte_get_timer_cycles() < until)
+      rte_pause();
     reclaim_pools();
   } else if (!pending_ack_) {
     // Nothing to wait for: what was received is all applied (or refused).

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""lbd + lb-healthd + real HTTP backends, checked through lbd's own telemetry.
+
+lbd runs on a virtual device (net_null: no traffic is needed to see which pool it applies);
+three lb-backend servers listen on 127.0.0.11-13; lb-healthd checks them over loopback and
+pushes the live pool to lbd through shared memory. The test fails a backend's health and
+watches lbd take it out of the pool and back, kills lb-healthd with SIGKILL and restarts it,
+and restarts lbd; each time the pool lbd applies must follow the backends' real health.
+
+usage: lbd_healthd_test.py LBD LB_HEALTHD LB_BACKEND
+Exit 0 on success, 1 on failure, 77 when it cannot run here (with the reason).
+"""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+INTERVAL_MS, TIMEOUT_MS, RISE, FALL = 100, 80, 2, 2
+# Scheduling slack on a loaded two-core machine (lbd polls one core): generous, but far below
+# what a broken implementation would take (never).
+SLACK_S = 1.5
+
+
+class Failure(Exception):
+    pass
+
+
+def wait_for(what, cond, timeout):
+    """Polls cond() until it returns a true value; returns (value, seconds taken)."""
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < timeout:
+        try:
+            last = cond()
+        except (OSError, ValueError, KeyError) as e:  # a daemon not up yet
+            last = None
+            err = e
+        if last:
+            return last, time.monotonic() - start
+        time.sleep(0.02)
+    raise Failure(f"timed out after {timeout:.1f}s waiting for {what}")
+
+
+class Telemetry:
+    def __init__(self, prefix):
+        self.path = f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2"
+
+    def query(self, cmd):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.settimeout(2)
+        try:
+            s.connect(self.path)
+            info = json.loads(s.recv(16384).decode())
+            s.send(cmd.encode())
+            return json.loads(s.recv(int(info.get("max_output_len", 16384))).decode())[cmd]
+        finally:
+            s.close()
+
+    def states(self):
+        """address -> state of service web's backends, as lbd applies them."""
+        out = {}
+        for b in self.query("/lb/backends").values():
+            if b["service"] == "web":
+                out[b["address"]] = b["state"]
+        return out
+
+
+def free_port(addrs):
+    for _ in range(50):
+        port = random.randint(20000, 60000)
+        ok = True
+        for a in addrs:
+            s = socket.socket()
+            try:
+                s.bind((a, port))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            return port
+    raise Failure("no free port")
+
+
+def post(addr, port, path):
+    req = urllib.request.Request(f"http://{addr}:{port}{path}", data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=2) as r:
+        r.read()
+
+
+def main():
+    if len(sys.argv) != 4:
+        print(__doc__)
+        return 2
+    lbd, healthd, backend = sys.argv[1:]
+    if os.geteuid() != 0:
+        print("SKIP: lbd needs root for /var/run/dpdk and its shared memory")
+        return 77
+    tag = f"lbit{os.getpid()}"
+    addrs = [f"127.0.0.1{i}" for i in (1, 2, 3)]
+    port = free_port(addrs)
+    procs = {}
+    tmp = tempfile.TemporaryDirectory()
+    cfg = os.path.join(tmp.name, "lbd.cfg")
+    with open(cfg, "w") as f:
+        f.write(f"""
+instance = "{tag}";
+dataplane: {{ workers = 1; flows = {{ capacity = 4096; }};
+  ports = ( {{ name = "p"; device = "net_null_{tag}"; ip = "127.0.0.1/8"; }} ); }};
+services = ( {{ name = "web"; vip = "127.0.0.100"; port = 80;
+  health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
+             fall = {FALL}; jitter_pct = 0; }};
+  backends = ( {", ".join(f'{{ address = "{a}"; port = {port}; }}' for a in addrs)} ); }} );
+""")
+
+    def start(name, argv):
+        log = open(os.path.join(tmp.name, name + ".log"), "w")
+        procs[name] = (subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL), log)
+
+    def stop(name, sig=signal.SIGTERM):
+        p, log = procs.pop(name)
+        p.send_signal(sig)
+        try:
+            rc = p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+        log.close()
+        return rc
+
+    def logs():
+        for name in sorted(os.listdir(tmp.name)):
+            if name.endswith(".log"):
+                print(f"--- {name}")
+                print(open(os.path.join(tmp.name, name)).read()[-3000:])
+
+    lbd_argv = [lbd, "--lcores", "0@0,1@1", "--no-pci", "--no-huge", "-m", "256",
+                "--", "--config", cfg]
+    tel = Telemetry(tag)
+    all_active = {f"{a}:{port}": "active" for a in addrs}
+    b2 = f"{addrs[1]}:{port}"
+    b3 = f"{addrs[2]}:{port}"
+    try:
+        for i, a in enumerate(addrs, 1):
+            start(f"backend{i}", [backend, "--name", f"b{i}", "--listen", a, "--port", str(port)])
+        start("lbd", lbd_argv)
+        wait_for("lbd's telemetry", lambda: tel.query("/lb/pool") is not None, 30)
+        start("healthd", [healthd, "--config", cfg])
+        pool, t = wait_for("lb-healthd's first push applied",
+                           lambda: (p := tel.query("/lb/pool"))["applied_generation"] > 0 and p, 10)
+        print(f"first push applied after {t:.2f}s (generation {pool['applied_generation']})")
+        wait_for("all three active", lambda: tel.states() == all_active, 5)
+
+        # A backend fails its health check: lbd stops sending it new flows.
+        post(addrs[1], port, "/control/health/fail")
+        bound = (FALL * INTERVAL_MS + TIMEOUT_MS) / 1000
+        _, t = wait_for("b2 out of the pool", lambda: tel.states().get(b2) == "draining",
+                        bound + SLACK_S)
+        print(f"b2 failing: out of lbd's pool after {t:.3f}s "
+              f"(fall x interval + timeout = {bound:.3f}s)")
+        if tel.states() != {**all_active, b2: "draining"}:
+            raise Failure(f"only b2 should have left: {tel.states()}")
+
+        # It recovers.
+        post(addrs[1], port, "/control/health/ok")
+        bound = (RISE * INTERVAL_MS + TIMEOUT_MS) / 1000
+        _, t = wait_for("b2 back", lambda: tel.states() == all_active, bound + SLACK_S)
+        print(f"b2 healthy: back in lbd's pool after {t:.3f}s "
+              f"(rise x interval + timeout = {bound:.3f}s)")
+
+        # kill -9 lb-healthd: lbd keeps forwarding with the last pool it applied.
+        before = tel.query("/lb/pool")["applied_generation"]
+        stop("healthd", signal.SIGKILL)
+        post(addrs[2], port, "/control/health/fail")  # nobody is checking now
+        time.sleep(4 * INTERVAL_MS / 1000)
+        if tel.states() != all_active:
+            raise Failure(f"lbd's pool changed with no lb-healthd: {tel.states()}")
+        start("healthd", [healthd, "--config", cfg])
+        _, t = wait_for("restarted lb-healthd takes b3 out",
+                        lambda: tel.states() == {**all_active, b3: "draining"}, 5)
+        after = tel.query("/lb/pool")["applied_generation"]
+        print(f"lb-healthd restarted: full state re-pushed (generation {before} -> {after}), "
+              f"b3 out after {t:.3f}s")
+        if after <= before:
+            raise Failure("the restarted lb-healthd's generations must be newer")
+
+        # Restart lbd: it starts from the config's pool (all active); lb-healthd notices the new
+        # segment and pushes its state again without help.
+        rc = stop("lbd")
+        if rc != 0:
+            raise Failure(f"lbd exited {rc} on SIGTERM")
+        start("lbd", lbd_argv)
+        wait_for("the new lbd's telemetry", lambda: tel.query("/lb/pool") is not None, 30)
+        _, t = wait_for("lb-healthd resyncs the new lbd",
+                        lambda: tel.states() == {**all_active, b3: "draining"}, 5)
+        print(f"lbd restarted: lb-healthd resynced it after {t:.3f}s")
+
+        for name in ("healthd", "lbd"):
+            rc = stop(name)
+            if rc != 0:
+                raise Failure(f"{name} exited {rc} on SIGTERM")
+        print("PASS")
+        return 0
+    except Failure as e:
+        print(f"FAIL: {e}")
+        logs()
+        return 1
+    finally:
+        for name in list(procs):
+            stop(name, signal.SIGKILL)
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
