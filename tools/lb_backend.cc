@@ -144,6 +144,10 @@ static int run(int argc, char** argv) {
   httplib::Server svr;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   svr.set_default_headers({{"X-Backend", name}});
+  // Long-lived keep-alive connections, as the end-to-end tests (pinning, drain) need: cpp-httplib
+  // would otherwise close each connection after 5 requests or 5 idle seconds.
+  svr.set_keep_alive_max_count(100000);
+  svr.set_keep_alive_timeout(60);
   svr.set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
     ++g_requests;
     if (g_closing && req.path.rfind("/control/", 0) != 0) {

@@ -10,12 +10,10 @@ and restarts lbd; each time the pool lbd applies must follow the backends' real 
 usage: lbd_healthd_test.py LBD LB_HEALTHD LB_BACKEND
 Exit 0 on success, 1 on failure, 77 when it cannot run here (with the reason).
 """
-import json
 import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,48 +25,8 @@ INTERVAL_MS, TIMEOUT_MS, RISE, FALL = 100, 80, 2, 2
 SLACK_S = 1.5
 
 
-class Failure(Exception):
-    pass
-
-
-def wait_for(what, cond, timeout):
-    """Polls cond() until it returns a true value; returns (value, seconds taken)."""
-    start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        try:
-            last = cond()
-        except (OSError, ValueError, KeyError) as e:  # a daemon not up yet
-            last = None
-            err = e
-        if last:
-            return last, time.monotonic() - start
-        time.sleep(0.02)
-    raise Failure(f"timed out after {timeout:.1f}s waiting for {what}")
-
-
-class Telemetry:
-    def __init__(self, prefix):
-        self.path = f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2"
-
-    def query(self, cmd):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.settimeout(2)
-        try:
-            s.connect(self.path)
-            info = json.loads(s.recv(16384).decode())
-            s.send(cmd.encode())
-            return json.loads(s.recv(int(info.get("max_output_len", 16384))).decode())[cmd]
-        finally:
-            s.close()
-
-    def states(self):
-        """address -> state of service web's backends, as lbd applies them."""
-        out = {}
-        for b in self.query("/lb/backends").values():
-            if b["service"] == "web":
-                out[b["address"]] = b["state"]
-        return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from lbenv import Failure, Procs, Telemetry, wait_for  # noqa: E402
 
 
 def free_port(addrs):
@@ -105,8 +63,8 @@ def main():
     tag = f"lbit{os.getpid()}"
     addrs = [f"127.0.0.1{i}" for i in (1, 2, 3)]
     port = free_port(addrs)
-    procs = {}
     tmp = tempfile.TemporaryDirectory()
+    procs = Procs(tmp.name)
     cfg = os.path.join(tmp.name, "lbd.cfg")
     with open(cfg, "w") as f:
         f.write(f"""
@@ -119,27 +77,7 @@ services = ( {{ name = "web"; vip = "127.0.0.100"; port = 80;
   backends = ( {", ".join(f'{{ address = "{a}"; port = {port}; }}' for a in addrs)} ); }} );
 """)
 
-    def start(name, argv):
-        log = open(os.path.join(tmp.name, name + ".log"), "w")
-        procs[name] = (subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL), log)
-
-    def stop(name, sig=signal.SIGTERM):
-        p, log = procs.pop(name)
-        p.send_signal(sig)
-        try:
-            rc = p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            rc = p.wait()
-        log.close()
-        return rc
-
-    def logs():
-        for name in sorted(os.listdir(tmp.name)):
-            if name.endswith(".log"):
-                print(f"--- {name}")
-                print(open(os.path.join(tmp.name, name)).read()[-3000:])
+    start, stop = procs.start, procs.stop
 
     lbd_argv = [lbd, "--lcores", "0@0,1@1", "--no-pci", "--no-huge", "-m", "256",
                 "--", "--config", cfg]
@@ -210,11 +148,10 @@ services = ( {{ name = "web"; vip = "127.0.0.100"; port = 80;
         return 0
     except Failure as e:
         print(f"FAIL: {e}")
-        logs()
+        procs.dump_logs()
         return 1
     finally:
-        for name in list(procs):
-            stop(name, signal.SIGKILL)
+        procs.stop_all()
         tmp.cleanup()
 
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""HTTP client for the end-to-end tests, run inside the client namespace (stdlib only).
+
+  client.py new N                 N requests, a new TCP connection each: JSON summary
+  client.py keepalive N PAUSE     N requests on ONE connection, PAUSE s apart: one JSON line each
+  client.py load SECONDS          new connections back to back for SECONDS: one JSON line each
+  client.py refused               one request: how it failed and how fast
+
+Each response names its backend (lb-backend's X-Backend header). Every loop is bounded.
+"""
+import http.client
+import json
+import sys
+import time
+
+VIP, PORT = "10.10.0.100", 80
+
+
+def one(timeout=3.0):
+    c = http.client.HTTPConnection(VIP, PORT, timeout=timeout)
+    try:
+        c.request("GET", "/")
+        r = c.getresponse()
+        r.read()
+        return r.getheader("X-Backend") or f"status {r.status}"
+    finally:
+        c.close()
+
+
+def main(argv):
+    mode = argv[1]
+    if mode == "new":
+        counts, errors = {}, []
+        t0 = time.monotonic()
+        for _ in range(int(argv[2])):
+            try:
+                b = one()
+                counts[b] = counts.get(b, 0) + 1
+            except OSError as e:
+                errors.append(repr(e))
+        print(json.dumps({"counts": counts, "errors": errors,
+                          "seconds": round(time.monotonic() - t0, 3)}))
+    elif mode == "keepalive":
+        c = http.client.HTTPConnection(VIP, PORT, timeout=3)
+        for i in range(int(argv[2])):
+            t = time.time()
+            try:
+                c.request("GET", "/")
+                r = c.getresponse()
+                r.read()
+                # The local port tells whether http.client silently opened a new connection.
+                print(json.dumps({"t": t, "backend": r.getheader("X-Backend"),
+                                  "conn": c.sock.getsockname()[1] if c.sock else None}),
+                      flush=True)
+            except OSError as e:
+                print(json.dumps({"t": t, "error": repr(e)}), flush=True)
+                return 1
+            time.sleep(float(argv[3]))
+        c.close()
+    elif mode == "load":
+        end = time.monotonic() + float(argv[2])
+        while time.monotonic() < end:
+            t = time.time()
+            try:
+                print(json.dumps({"t": t, "backend": one(), "ms": round((time.time() - t) * 1e3, 2)}),
+                      flush=True)
+            except OSError as e:
+                print(json.dumps({"t": t, "error": repr(e)}), flush=True)
+    elif mode == "refused":
+        t0 = time.monotonic()
+        try:
+            b = one(timeout=5)
+            print(json.dumps({"backend": b, "seconds": time.monotonic() - t0}))
+        except OSError as e:
+            print(json.dumps({"error": type(e).__name__, "detail": str(e),
+                              "seconds": round(time.monotonic() - t0, 4)}))
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,88 @@
+"""Shared pieces of the Python end-to-end and integration tests: waiting on conditions, lbd's
+DPDK telemetry, and the processes a test starts (stopped by PID, logs kept for failures)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+
+class Failure(Exception):
+    pass
+
+
+def wait_for(what, cond, timeout, every=0.02):
+    """Polls cond() until it returns a true value; returns (value, seconds taken)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            value = cond()
+        except (OSError, ValueError, KeyError, TypeError):  # a daemon not up (yet)
+            value = None
+        if value:
+            return value, time.monotonic() - start
+        time.sleep(every)
+    raise Failure(f"timed out after {timeout:.1f}s waiting for {what}")
+
+
+class Telemetry:
+    """lbd's /lb/... commands over DPDK's telemetry socket (protocol v2)."""
+
+    def __init__(self, prefix):
+        self.path = f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2"
+
+    def query(self, cmd):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.settimeout(2)
+        try:
+            s.connect(self.path)
+            info = json.loads(s.recv(16384).decode())
+            s.send(cmd.encode())
+            return json.loads(s.recv(int(info.get("max_output_len", 16384))).decode())[cmd]
+        finally:
+            s.close()
+
+    def states(self, service="web"):
+        """address:port -> "active" | "draining" | "not_serving", as lbd applies them."""
+        return {b["address"]: b["state"] for b in self.query("/lb/backends").values()
+                if b["service"] == service}
+
+
+class Procs:
+    """Processes a test started, each with its log in `logdir`."""
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self.procs = {}
+
+    def start(self, name, argv, **kw):
+        log = open(os.path.join(self.logdir, name + ".log"), "a")
+        self.procs[name] = (subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, **kw), log)
+        return self.procs[name][0]
+
+    def pid(self, name):
+        return self.procs[name][0].pid
+
+    def stop(self, name, sig=signal.SIGTERM, timeout=10):
+        p, log = self.procs.pop(name)
+        p.send_signal(sig)
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+        log.close()
+        return rc
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.stop(name, signal.SIGKILL)
+
+    def dump_logs(self, tail=3000):
+        for name in sorted(os.listdir(self.logdir)):
+            if name.endswith(".log"):
+                print(f"--- {name}")
+                with open(os.path.join(self.logdir, name)) as f:
+                    print(f.read()[-tail:])

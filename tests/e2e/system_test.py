@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""The whole system end to end: lbd on tools/netns.sh's topology (AF_XDP, else af_packet),
+lb-healthd checking three lb-backend servers, real HTTP clients in the client namespace.
+
+usage: system_test.py BUILD_DIR SCENARIO     (SCENARIO: one of SCENARIOS below, or "all")
+Exit 0 pass, 1 fail, 77 skipped (with the reason: no root / no namespaces).
+Each scenario brings the topology up and tears it down, so each can run (and fail) alone.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lbenv import Failure, Procs, Telemetry, wait_for  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+PREFIX = "lbe"
+INTERVAL_MS, TIMEOUT_MS, RISE, FALL = 200, 100, 2, 2
+# Scheduling slack on a two-core machine where lbd busy-polls one core.
+SLACK_S = 1.0
+BACKENDS = {i: f"10.20.0.1{i}" for i in (1, 2, 3, 4)}
+
+
+def addr(i):
+    return f"{BACKENDS[i]}:8080"
+
+
+class System:
+    def __init__(self, build):
+        self.build = build
+        self.tmp = tempfile.TemporaryDirectory()
+        self.procs = Procs(self.tmp.name)
+        self.cfg = os.path.join(self.tmp.name, "lbd.cfg")
+        self.tel = Telemetry(PREFIX)
+        self.pmd = "af_xdp"
+        self.extra = {}  # backend index -> extra config text (state = "drain"; ...)
+        self.members = [1, 2, 3]
+
+    # -- set-up ----------------------------------------------------------------------------
+    def netns(self, cmd):
+        env = dict(os.environ, LB_NS_PREFIX=PREFIX)
+        subprocess.run([os.path.join(ROOT, "tools", "netns.sh"), cmd, "--backends", "4"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+
+    def write_config(self):
+        dev = {"af_xdp": ("net_af_xdp_lbe0,iface=lbe-c", "net_af_xdp_lbe1,iface=lbe-b"),
+               "af_packet": ("net_af_packet_lbe0,iface=lbe-c",
+                             "net_af_packet_lbe1,iface=lbe-b")}[self.pmd]
+        backends = ",\n      ".join(
+            f'{{ address = "{BACKENDS[i]}"; port = 8080; {self.extra.get(i, "")} }}'
+            for i in self.members)
+        with open(self.cfg + ".tmp", "w") as f:
+            f.write(f"""instance = "{PREFIX}";
+dataplane: {{ workers = 1; flows = {{ capacity = 65536; }};
+  ports = ( {{ name = "client"; device = "{dev[0]}"; ip = "10.10.0.1/24"; }},
+            {{ name = "backend"; device = "{dev[1]}"; ip = "10.20.0.1/24"; }} ); }};
+services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
+    health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
+               fall = {FALL}; jitter_pct = 0; }};
+    backends = (
+      {backends} ); }} );
+""")
+        os.replace(self.cfg + ".tmp", self.cfg)
+
+    def start_backend(self, i):
+        self.procs.start(f"backend-{i}", ["ip", "netns", "exec", f"{PREFIX}-b{i}",
+                                          os.path.join(self.build, "tools", "lb-backend"),
+                                          "--name", f"backend-{i}", "--listen", BACKENDS[i],
+                                          "--port", "8080"])
+        wait_for(f"backend-{i} listening",
+                 lambda: self.ctl(i, "/control/state", post=False), 10)
+
+    def start_lbd(self):
+        self.procs.start("lbd", [os.path.join(self.build, "dataplane", "lbd"), "--lcores",
+                                 "0@0,1@1", "--no-pci", "--no-huge", "-m", "512", "--",
+                                 "--config", self.cfg])
+
+    def lbd_ready(self):
+        wait_for("the VIP answering ping", lambda: subprocess.run(
+            ["ip", "netns", "exec", f"{PREFIX}-client", "ping", "-c1", "-W1", "10.10.0.100"],
+            stdout=subprocess.DEVNULL).returncode == 0, 15, every=0.1)
+
+    def start_healthd(self):
+        self.procs.start("healthd", [os.path.join(self.build, "healthd", "lb-healthd"),
+                                     "--config", self.cfg])
+
+    def up(self):
+        self.netns("down")
+        self.netns("up")
+        for i in (1, 2, 3):
+            self.start_backend(i)
+        self.write_config()
+        self.start_lbd()
+        try:
+            self.lbd_ready()
+        except Failure:
+            # No AF_XDP here: the same topology over af_packet.
+            self.procs.stop("lbd")
+            self.pmd = "af_packet"
+            self.write_config()
+            self.start_lbd()
+            self.lbd_ready()
+        self.start_healthd()
+        self.wait_states({addr(i): "active" for i in self.members}, 5)
+        time.sleep(1.2)  # lbd asks the backends' MACs every second
+        print(f"up: lbd on {self.pmd}, lb-healthd checking {len(self.members)} backends")
+
+    def down(self):
+        self.procs.stop_all()
+        self.netns("down")
+        self.tmp.cleanup()
+
+    # -- actions -----------------------------------------------------------------------------
+    def ctl(self, i, path, post=True):
+        """lb-backend control over the management path (the host reaches the backends)."""
+        out = subprocess.run(["curl", "-s", "--max-time", "2"] + (["-d", ""] if post else []) +
+                             [f"http://{BACKENDS[i]}:8080{path}"], capture_output=True, text=True)
+        return out.returncode == 0 and out.stdout
+
+    def client(self, *args, background=False):
+        argv = ["ip", "netns", "exec", f"{PREFIX}-client", "python3",
+                os.path.join(HERE, "client.py")] + [str(a) for a in args]
+        if background:
+            return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        return out.stdout
+
+    def new(self, n):
+        return json.loads(self.client("new", n))
+
+    def wait_states(self, want, timeout):
+        return wait_for(f"lbd's pool to be {want}", lambda: self.tel.states() == want, timeout)[1]
+
+    def reload_healthd(self):
+        self.write_config()
+        os.kill(self.procs.pid("healthd"), signal.SIGHUP)
+
+
+def lines(proc, timeout=60):
+    out, _ = proc.communicate(timeout=timeout)
+    return [json.loads(x) for x in out.splitlines() if x.strip()]
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+
+
+def spread_ok(counts, names, n):
+    return all(abs(counts.get(b, 0) - n) <= 1 for b in names)
+
+
+# -- scenarios -------------------------------------------------------------------------------
+def rr300(s):
+    r = s.new(300)
+    print(f"300 new connections: {r['counts']} in {r['seconds']}s, errors {len(r['errors'])}")
+    check(not r["errors"], f"requests failed: {r['errors'][:3]}")
+    check(spread_ok(r["counts"], ["backend-1", "backend-2", "backend-3"], 100),
+          "not 100 +- 1 each")
+
+
+def pinning(s):
+    ka = s.client("keepalive", 20, 0.1, background=True)
+    first = json.loads(ka.stdout.readline())
+    mine = first["backend"]
+    other = next(i for i in (1, 2, 3) if f"backend-{i}" != mine)
+    s.ctl(other, "/control/health/fail")  # the pool changes under the open connection
+    s.wait_states({**{addr(i): "active" for i in (1, 2, 3)}, addr(other): "draining"},
+                  FALL * INTERVAL_MS / 1000 + 2)
+    rest = [first] + lines(ka)
+    got = {x.get("backend") for x in rest}
+    print(f"keep-alive connection: {len(rest)} requests, backends {got}; pool changed "
+          f"(backend-{other} out) after request 1")
+    check(not any("error" in x for x in rest), "a keep-alive request failed")
+    check(len({x.get("conn") for x in rest}) == 1, "the client had to open another connection")
+    check(got == {mine}, f"the connection moved: {got}")
+
+
+def health_fail(s):
+    load = s.client("load", 6, background=True)
+    time.sleep(1.5)
+    t_fail = time.time()
+    s.ctl(2, "/control/health/fail")
+    took = s.wait_states({addr(1): "active", addr(2): "draining", addr(3): "active"}, 5)
+    t_removed = t_fail + took
+    bound = (FALL * INTERVAL_MS + TIMEOUT_MS) / 1000
+    rs = lines(load)
+    errors = [x for x in rs if "error" in x]
+    late = [x for x in rs if x.get("backend") == "backend-2" and x["t"] > t_removed + 0.05]
+    print(f"backend-2 failing under load ({len(rs)} requests): removed after {took:.3f}s "
+          f"(bound fall x interval + timeout = {bound:.3f}s); "
+          f"{len(late)} new connections reached it after; {len(errors)} requests failed")
+    check(took <= bound + SLACK_S, "removed too late")
+    check(not late, "new connections reached a removed backend")
+    check(not errors, f"requests failed: {errors[:3]}")
+    # It recovers.
+    t0 = time.time()
+    s.ctl(2, "/control/health/ok")
+    took = s.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
+    bound = (RISE * INTERVAL_MS + TIMEOUT_MS) / 1000
+    r = s.new(30)
+    print(f"backend-2 healthy again: back after {took:.3f}s (bound rise x interval + timeout = "
+          f"{bound:.3f}s); next 30 connections {r['counts']}")
+    check(took <= bound + SLACK_S, "recovered too late")
+    check(r["counts"].get("backend-2", 0) >= 9 and not r["errors"], "backend-2 got no share")
+    del t0
+
+
+def drain(s):
+    ka = s.client("keepalive", 20, 0.1, background=True)
+    first = json.loads(ka.stdout.readline())
+    x = int(first["backend"].split("-")[1])
+    s.extra[x] = 'state = "drain";'
+    s.reload_healthd()
+    s.wait_states({**{addr(i): "active" for i in (1, 2, 3)}, addr(x): "draining"}, 5)
+    r = s.new(30)
+    rest = [first] + lines(ka)
+    got = {y.get("backend") for y in rest}
+    print(f"backend-{x} drained: its keep-alive connection went on ({len(rest)} requests, "
+          f"{got}); 30 new connections {r['counts']}")
+    check(got == {f"backend-{x}"} and not any("error" in y for y in rest) and
+          len({y.get("conn") for y in rest}) == 1, "the drained backend's connection was disturbed")
+    check(f"backend-{x}" not in r["counts"] and not r["errors"], "new connections reached it")
+
+
+def runtime_add(s):
+    s.start_backend(4)
+    s.members = [1, 2, 3, 4]
+    s.reload_healthd()
+    s.wait_states({addr(i): "active" for i in (1, 2, 3, 4)}, 5)
+    time.sleep(1.2)  # its MAC
+    r = s.new(40)
+    print(f"fourth backend added at runtime: 40 new connections {r['counts']}")
+    check(not r["errors"], f"requests failed: {r['errors'][:3]}")
+    check(spread_ok(r["counts"], [f"backend-{i}" for i in (1, 2, 3, 4)], 10), "not 10 +- 1")
+
+
+def all_down(s):
+    for i in (1, 2, 3):
+        s.ctl(i, "/control/health/fail")
+    s.wait_states({addr(i): "draining" for i in (1, 2, 3)}, 5)
+    r = json.loads(s.client("refused"))
+    print(f"all backends down: the client got {r.get('error')} after {r['seconds']:.4f}s")
+    check(r.get("error") == "ConnectionRefusedError", f"not refused: {r}")
+    check(r["seconds"] < 1.0, "not fast")
+
+
+def healthd_kill(s):
+    before = s.tel.states()
+    load = s.client("load", 5, background=True)
+    time.sleep(1)
+    s.procs.stop("healthd", signal.SIGKILL)
+    time.sleep(1.5)
+    s.start_healthd()
+    rs = lines(load)
+    errors = [x for x in rs if "error" in x]
+    wait_for("lb-healthd back", lambda: s.tel.query("/lb/pool")["healthd_pid"] ==
+             s.procs.pid("healthd"), 5)
+    after = s.tel.states()
+    print(f"kill -9 lb-healthd under load ({len(rs)} requests): {len(errors)} failed; "
+          f"pool before {before}, after restart {after}")
+    check(not errors, f"requests failed: {errors[:3]}")
+    check(before == after, "the pool changed")
+
+
+def lbd_restart(s):
+    rc = s.procs.stop("lbd")
+    check(rc == 0, f"lbd exited {rc} on SIGTERM")
+    s.ctl(3, "/control/health/fail")  # while lbd is away: lb-healthd must tell the new one
+    s.start_lbd()
+    s.lbd_ready()
+    took = s.wait_states({addr(1): "active", addr(2): "active", addr(3): "draining"}, 5)
+    time.sleep(1.2)
+    r = s.new(30)
+    print(f"lbd restarted: lb-healthd resynced it {took:.3f}s after its telemetry came up; "
+          f"30 new connections {r['counts']}")
+    check(not r["errors"], f"requests failed: {r['errors'][:3]}")
+    check(spread_ok(r["counts"], ["backend-1", "backend-2"], 15), "traffic not balanced")
+
+
+def syn_reset(s):
+    # backend-1's host refuses clients' connections to :8080 with a TCP reset, while the health
+    # checks (from the management address) still pass: only lbd's retry can hide it.
+    subprocess.run(["ip", "netns", "exec", f"{PREFIX}-b1", "nft", "-f", "-"], check=True,
+                   text=True, input="table inet lbe {\n chain input {\n"
+                   "  type filter hook input priority 0;\n"
+                   "  ip saddr 10.10.0.0/24 tcp dport 8080 tcp flags syn reject with tcp reset\n"
+                   " }\n}\n")
+    before = s.tel.query("/lb/stats")["retries"]
+    r = s.new(30)
+    retries = s.tel.query("/lb/stats")["retries"] - before
+    print(f"backend-1 resets every SYN: 30 new connections {r['counts']}, "
+          f"{len(r['errors'])} failed, lbd retried {retries}")
+    check(not r["errors"], f"the client noticed: {r['errors'][:3]}")
+    check("backend-1" not in r["counts"], "backend-1 answered?")
+    check(retries >= 9, "no retries counted")
+
+
+SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
+                                     healthd_kill, lbd_restart, syn_reset)}
+
+
+def main(argv):
+    if len(argv) != 3 or (argv[2] not in SCENARIOS and argv[2] != "all"):
+        print(__doc__ + "scenarios: " + " ".join(SCENARIOS))
+        return 2
+    if os.geteuid() != 0:
+        print("SKIP: needs root to create network namespaces")
+        return 77
+    if subprocess.run(["ip", "netns", "add", "lbe-probe"], capture_output=True).returncode:
+        print("SKIP: cannot create network namespaces here")
+        return 77
+    subprocess.run(["ip", "netns", "del", "lbe-probe"])
+    names = list(SCENARIOS) if argv[2] == "all" else [argv[2]]
+    failed = 0
+    for name in names:
+        s = System(argv[1])
+        try:
+            s.up()
+            SCENARIOS[name](s)
+            print(f"PASS {name}")
+        except (Failure, subprocess.SubprocessError, OSError, ValueError) as e:
+            print(f"FAIL {name}: {e}")
+            s.procs.dump_logs()
+            failed += 1
+        finally:
+            s.down()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
