@@ -86,3 +86,24 @@ class Procs:
                 print(f"--- {name}")
                 with open(os.path.join(self.logdir, name)) as f:
                     print(f.read()[-tail:])
+
+
+def main(argv):
+    """lbenv.py PREFIX states | PREFIX query COMMAND (used by tools/demo.sh)."""
+    import json as _json
+    tel = Telemetry(argv[1])
+    if argv[2] == "states":
+        print(" ".join(f"{a}={s}" for a, s in sorted(tel.states().items())))
+    elif argv[2] == "query":
+        print(_json.dumps(tel.query(argv[3])))
+    elif argv[2] == "stats":
+        for k, v in tel.query("/lb/stats").items():
+            print(f"  {k:20} {v}")
+    else:
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys as _sys
+    _sys.exit(main(_sys.argv))

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The one-command demo: installs what is missing, builds, brings up the namespace topology of
+# tools/netns.sh with three real HTTP backends, starts lbd and lb-healthd with
+# config/examples/demo.cfg, and shows
+#   1. new connections spread round robin over the three backends,
+#   2. a backend failing its health check leaving the pool, and coming back,
+#   3. a live view of lbd's counters until Ctrl-C.
+# Everything it started is stopped and the topology removed on exit.
+#
+# Usage: tools/demo.sh [--once]
+#   --once  run steps 1-2 without pauses or live view; exit 0 only if every step behaved as shown
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+once=0
+[ "${1:-}" = "--once" ] && once=1
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+die() { printf '\ndemo: FAILED: %s\n' "$*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "run as root: the demo creates network namespaces and runs DPDK"
+
+bold "installing what is missing and building"
+bash tools/install-deps.sh || die "tools/install-deps.sh"
+if [ ! -f build/build.ninja ]; then meson setup build >/dev/null || die "meson setup"; fi
+ninja -C build >/dev/null || die "build (run ninja -C build to see why)"
+
+export LB_NS_PREFIX=lb
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  tools/netns.sh down >/dev/null 2>&1
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+nsx() { ip netns exec "$@"; }
+states() {  # the pool as lbd applies it, from its telemetry: "10.20.0.11:8080=active ..."
+  python3 tests/e2e/lbenv.py lb states 2>/dev/null
+}
+pool_is() { [ "$(states)" = "$1" ]; }
+pool_has() { states | grep -q "$1"; }
+requests() {  # requests N: N new connections from the client namespace, one line each
+  for _ in $(seq 1 "$1"); do
+    nsx lb-client curl -s --max-time 2 http://10.10.0.100/ || echo "(failed)"
+  done
+}
+wait_until() {  # wait_until SECONDS COMMAND...: true once COMMAND succeeds
+  local end=$((SECONDS + $1))
+  shift
+  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
+}
+
+bold "network: a client namespace, lbd's two ports, three backends (tools/netns.sh)"
+tools/netns.sh down >/dev/null 2>&1
+tools/netns.sh up || die "tools/netns.sh up"
+for i in 1 2 3; do
+  nsx lb-b$i build/tools/lb-backend --name backend-$i --listen 10.20.0.1$i --port 8080 \
+    >"$tmp/backend-$i.log" 2>&1 &
+  pids+=($!)
+done
+for i in 1 2 3; do
+  wait_until 10 curl -s -o /dev/null --max-time 1 http://10.20.0.1$i:8080/healthcheck ||
+    die "backend-$i does not start"
+done
+
+start_lbd() {  # start_lbd CONFIG
+  build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 512 -- --config "$1" \
+    >>"$tmp/lbd.log" 2>&1 &
+  lbd_pid=$!
+  pids+=($lbd_pid)
+  wait_until 15 nsx lb-client ping -c1 -W1 10.10.0.100 >/dev/null 2>&1
+}
+bold "lbd: trying AF_XDP on its ports, else af_packet"
+sed 's/net_af_packet\([01]\)/net_af_xdp\1/' config/examples/demo.cfg >"$tmp/demo-xdp.cfg"
+if start_lbd "$tmp/demo-xdp.cfg"; then
+  cfg="$tmp/demo-xdp.cfg"
+  echo "lbd is up on net_af_xdp (config/examples/demo.cfg with AF_XDP devices)"
+else
+  kill "$lbd_pid" 2>/dev/null
+  wait "$lbd_pid" 2>/dev/null
+  cfg=config/examples/demo.cfg
+  start_lbd "$cfg" || { cat "$tmp/lbd.log"; die "lbd does not answer for the VIP"; }
+  echo "lbd is up on net_af_packet (config/examples/demo.cfg)"
+fi
+build/healthd/lb-healthd --config "$cfg" >"$tmp/healthd.log" 2>&1 &
+pids+=($!)
+all_active="10.20.0.11:8080=active 10.20.0.12:8080=active 10.20.0.13:8080=active"
+wait_until 10 pool_is "$all_active" ||
+  die "lb-healthd did not bring the pool up: $(cat "$tmp/healthd.log")"
+echo "lb-healthd is checking the backends; lbd's pool: $(states)"
+sleep 1.2  # lbd resolves the backends' MACs once a second
+
+bold "1. twelve new connections to the VIP 10.10.0.100:80, from the client namespace"
+out=$(requests 12)
+echo "$out" | sed 's/^/   /'
+for i in 1 2 3; do
+  n=$(echo "$out" | grep -c "^backend-$i$")
+  [ "$n" -eq 4 ] || die "backend-$i answered $n of 12, not 4 (round robin)"
+done
+echo "=> round robin: 4 each"
+[ $once -eq 1 ] || sleep 2
+
+bold "2. backend-2 starts failing its health check (/healthcheck answers 503)"
+curl -s -d '' --max-time 2 http://10.20.0.12:8080/control/health/fail >/dev/null
+t0=$(date +%s.%N)
+wait_until 5 pool_has "10.20.0.12:8080=draining" || die "backend-2 was not taken out"
+printf '=> lb-healthd took it out after %.2fs: ' "$(echo "$(date +%s.%N) - $t0" | bc)"
+grep "10.20.0.12:8080 DOWN" "$tmp/healthd.log" | tail -1 | sed 's/^.* WARNING //'
+echo "   lbd's pool: $(states)"
+out=$(requests 6)
+echo "$out" | sed 's/^/   /'
+echo "$out" | grep -q "backend-2" && die "a new connection still reached backend-2"
+echo "$out" | grep -q "failed" && die "a request failed"
+echo "=> new connections avoid it"
+[ $once -eq 1 ] || sleep 2
+
+bold "   backend-2 recovers"
+curl -s -d '' --max-time 2 http://10.20.0.12:8080/control/health/ok >/dev/null
+wait_until 5 pool_is "$all_active" || die "backend-2 did not come back"
+grep "10.20.0.12:8080 UP" "$tmp/healthd.log" | tail -1 | sed 's/^.* INFO /=> /'
+out=$(requests 6)
+echo "$out" | sed 's/^/   /'
+[ "$(echo "$out" | grep -c backend-2)" -eq 2 ] || die "backend-2 did not get its share back"
+echo "=> back in the pool"
+
+if [ $once -eq 1 ]; then
+  bold "demo --once: every step behaved as shown"
+  exit 0
+fi
+
+bold "3. live view of lbd's counters (Ctrl-C ends the demo and cleans up)"
+echo "Try it yourself from another shell:  ip netns exec lb-client curl http://10.10.0.100/"
+# A gentle client in the background so the counters move.
+(while :; do nsx lb-client curl -s -o /dev/null --max-time 1 http://10.10.0.100/; sleep 0.3; done) &
+pids+=($!)
+if [ -x build/tools/lbctl ]; then
+  build/tools/lbctl --config "$cfg" stats --watch 1
+else
+  while :; do
+    clear
+    echo "lbd counters (dpdk-telemetry /lb/stats), $(date +%T)"
+    python3 tests/e2e/lbenv.py lb stats
+    echo "pool: $(states)"
+    sleep 1
+  done
+fi
