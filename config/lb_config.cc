@@ -163,6 +163,23 @@ const char* to_string(MaintPolicy p) {
   return "?";
 }
 
+std::string default_control_socket(const std::string& instance) {
+  return "/run/lbd/" + instance + ".sock";
+}
+
+std::string control_socket_path(const Config& config, const std::string& instance) {
+  if (config.healthd.control_socket) return *config.healthd.control_socket;
+  return default_control_socket(instance.empty() ? config.instance : instance);
+}
+
+std::string state_file_path(const Config& config, const std::string& config_path) {
+  if (!config.healthd.state_file) return config_path + ".state";
+  const std::string& path = *config.healthd.state_file;
+  if (path.empty() || path[0] == '/') return path;
+  const size_t slash = config_path.rfind('/');
+  return slash == std::string::npos ? path : config_path.substr(0, slash + 1) + path;
+}
+
 const PortConfig* egress_port(const DataplaneConfig& dataplane, uint32_t addr) {
   for (const PortConfig& port : dataplane.ports) {
     if (port.in_subnet(addr)) return &port;
@@ -196,6 +213,10 @@ constexpr int64_t kMaxJitterPct = 50;
 constexpr size_t kMaxExpectBodyLen = 1024;
 constexpr size_t kMaxHostLen = 255;
 constexpr int64_t kMaxPassiveSignals = 1000000;
+constexpr size_t kMaxSocketPathLen = 107;  // sockaddr_un::sun_path, with its NUL
+constexpr size_t kMaxStatePathLen = 4096;
+constexpr size_t kMaxAccountNameLen = 32;
+constexpr int64_t kMinControlTimeoutMs = 100, kMaxControlTimeoutMs = 3600000;
 
 enum class RangeError { kNone, kMalformed, kReversed };
 
@@ -482,7 +503,7 @@ class Parser {
     Config config;
     config.file = name_;
     const Setting& root = tree.getRoot();
-    check_keys(root, {"dataplane", "services", "instance"});
+    check_keys(root, {"dataplane", "services", "instance", "healthd"});
     if (const Setting* s = find(root, "instance")) {
       config.instance = as_name(*s);
       config.instance_line = static_cast<int>(s->getSourceLine());
@@ -490,6 +511,7 @@ class Parser {
     config.dataplane = parse_dataplane(as_group(require(root, "dataplane")));
     parse_services(as_list(require(root, "services")), config);
     check_backends(config);
+    if (const Setting* h = find(root, "healthd")) config.healthd = parse_healthd(as_group(*h));
     return config;
   }
 
@@ -1009,6 +1031,79 @@ class Parser {
       optional_integer(passive, "syn_rst", out.passive.syn_rst, 0, kMaxPassiveSignals);
       optional_integer(passive, "syn_timeout", out.passive.syn_timeout, 0, kMaxPassiveSignals);
     }
+    return out;
+  }
+
+  // -- lb-healthd's control socket and state file ------------------------------------------------
+
+  HealthdConfig parse_healthd(const Setting& h) const {
+    check_keys(h, {"control_socket", "socket_mode", "socket_owner", "socket_group", "state_file",
+                   "control_timeout_ms"});
+    HealthdConfig out;
+    out.line = static_cast<int>(h.getSourceLine());
+    const auto printable = [](const std::string& text) {
+      return std::all_of(text.begin(), text.end(),
+                         [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+    };
+    if (const Setting* s = find(h, "control_socket")) {
+      std::string path = as_string(*s);
+      if (!path.empty() &&
+          (path[0] != '/' || path.size() > kMaxSocketPathLen || !printable(path))) {
+        fail(*s, "invalid control_socket " + quote(path) + " (an absolute path of at most " +
+                     std::to_string(kMaxSocketPathLen) +
+                     " bytes without control characters, or \"\" for no socket)");
+      }
+      out.control_socket = std::move(path);
+    }
+    if (const Setting* s = find(h, "socket_mode")) {
+      if (s->getType() == Setting::TypeInt || s->getType() == Setting::TypeInt64) {
+        fail(*s,
+             "expected a string, found an integer (write the mode in octal as a string, "
+             "e.g. \"0660\")");
+      }
+      const std::string text = as_string(*s);
+      const bool octal =
+          text.size() >= 3 && text.size() <= 4 &&
+          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; });
+      const unsigned long mode = octal ? std::stoul(text, nullptr, 8) : 0;
+      if (!octal || mode > 0777) {
+        fail(*s, "invalid socket_mode " + quote(text) +
+                     " (expected an octal mode of 3 or 4 digits such as \"0660\", at most "
+                     "\"0777\")");
+      }
+      out.socket_mode = static_cast<uint32_t>(mode);
+    }
+    for (const auto& [key, field] : {std::pair{"socket_owner", &out.socket_owner},
+                                     std::pair{"socket_group", &out.socket_group}}) {
+      const Setting* s = find(h, key);
+      if (s == nullptr) continue;
+      *field = as_string(*s);
+      const std::string& v = *field;
+      const bool numeric = !v.empty() && std::all_of(v.begin(), v.end(),
+                                                     [](char c) { return c >= '0' && c <= '9'; });
+      const bool name = !v.empty() && v[0] != '-' && std::all_of(v.begin(), v.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '-' || c == '.';
+      });
+      if (v.size() > kMaxAccountNameLen || (!numeric && !name)) {
+        fail(*s, std::string("invalid ") + key + " " + quote(v) + " (a name of 1.." +
+                     std::to_string(kMaxAccountNameLen) +
+                     " characters from A-Z a-z 0-9 _ - . not starting with '-', or a number)");
+      }
+    }
+    if (const Setting* s = find(h, "state_file")) {
+      std::string path = as_string(*s);
+      if (path.size() > kMaxStatePathLen || !printable(path) ||
+          (!path.empty() && path.back() == '/')) {
+        fail(*s, "invalid state_file " + quote(path) + " (a file path of at most " +
+                     std::to_string(kMaxStatePathLen) +
+                     " bytes without control characters, or \"\" to keep runtime changes in "
+                     "memory only)");
+      }
+      out.state_file = std::move(path);
+    }
+    optional_integer(h, "control_timeout_ms", out.control_timeout_ms, kMinControlTimeoutMs,
+                     kMaxControlTimeoutMs);
     return out;
   }
 

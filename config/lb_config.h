@@ -144,6 +144,21 @@ struct ServiceConfig {
   }
 };
 
+// lb-healthd's control socket (lbctl talks to it) and where it keeps runtime changes
+// (docs/lbctl.md, docs/operations.md). The `healthd` group; lbd ignores it.
+struct HealthdConfig {
+  // Unset: default_control_socket(instance). Empty: no control socket.
+  std::optional<std::string> control_socket;
+  uint32_t socket_mode = 0660;  // permission bits of the socket file
+  std::string socket_owner;     // a user name or numeric uid; empty: lb-healthd's own
+  std::string socket_group;     // a group name or numeric gid; empty: lb-healthd's own
+  // Unset: "<config file>.state". Empty: runtime changes are not persisted. A relative path is
+  // relative to the config file's directory.
+  std::optional<std::string> state_file;
+  uint32_t control_timeout_ms = 10000;  // a client that sends nothing this long is disconnected
+  int line = 0;                         // 0 when the group is left out
+};
+
 struct Config {
   std::string file;  // as given
   // Names this lbd and its lb-healthd: the shared-memory segment is "/lbd-<instance>".
@@ -151,6 +166,7 @@ struct Config {
   int instance_line = 0;  // 0 when the key is left out
   DataplaneConfig dataplane;
   std::vector<ServiceConfig> services;
+  HealthdConfig healthd;
 };
 
 // Reads and validates a file. Throws ConfigError (with file:line) on any problem, including
@@ -159,6 +175,15 @@ Config load_config(const std::string& path);
 
 // The same from text; `name` stands for the file name in errors.
 Config parse_config(const std::string& text, const std::string& name);
+
+// "/run/lbd/<instance>.sock": where lb-healthd listens unless healthd.control_socket says
+// otherwise.
+std::string default_control_socket(const std::string& instance);
+// The control socket of lb-healthd for `config` run as `instance` (empty: the config's own);
+// "" when the config turns the socket off.
+std::string control_socket_path(const Config& config, const std::string& instance = "");
+// The state file for `config` loaded from `config_path`; "" when persistence is off.
+std::string state_file_path(const Config& config, const std::string& config_path);
 
 // Parses "a.b.c.d" (strict: four decimal octets, no leading junk). Returns nullopt when malformed.
 std::optional<uint32_t> parse_ipv4(const std::string& text);

@@ -1,6 +1,8 @@
 #include "daemon.h"
 
+#include <fcntl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,16 +32,21 @@ std::string endpoint(uint32_t address, uint16_t port) {
 
 }  // namespace
 
-std::optional<std::string> check_for_healthd(const cfg::Config& config) {
+std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config) {
   for (size_t i = 0; i < config.services.size(); ++i) {
     const cfg::ServiceConfig& s = config.services[i];
     if (s.backends.size() > shm::kMaxBackendsPerService) {
-      return config.file + ":" + std::to_string(s.line) + ": services.[" + std::to_string(i) +
-             "].backends: " + std::to_string(s.backends.size()) +
-             " backends; lb-healthd carries at most " +
-             std::to_string(shm::kMaxBackendsPerService) + " per service to lbd";
+      return cfg::ConfigError(
+          config.file, s.line, "services.[" + std::to_string(i) + "].backends",
+          std::to_string(s.backends.size()) + " backends; lb-healthd carries at most " +
+              std::to_string(shm::kMaxBackendsPerService) + " per service to lbd");
     }
   }
+  return std::nullopt;
+}
+
+std::optional<std::string> check_for_healthd(const cfg::Config& config) {
+  if (std::optional<cfg::ConfigError> e = healthd_problem(config)) return std::string(e->what());
   return std::nullopt;
 }
 
@@ -73,11 +80,27 @@ Daemon::Daemon(cfg::Config config, Options options)
                               : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()),
       prober_(std::make_unique<Prober>()),
       scratch_(std::make_unique<shm::ServiceUpdate>()) {
+  base_ = services_to_json(config.services);
   apply(std::move(config));
 }
 
 Daemon::~Daemon() {
   if (att_) att_->header().healthd_pid.store(0, std::memory_order_release);
+}
+
+void Daemon::set_base(Json base) {
+  base_ = std::move(base);
+  for (const Json& s : base_) {
+    const std::string name = s.value("name", std::string());
+    if (name.empty() || by_name_.count(name) != 0) continue;
+    HLOG_INFO("service %s removed at run time: lbd will be told", name.c_str());
+    removed_.insert(name);
+    removals_pending_ = true;
+  }
+}
+
+void Daemon::set_control(std::unique_ptr<ControlServer> control) {
+  control_ = std::move(control);
 }
 
 TimePoint Daemon::first_check(const BackendHealth& h, TimePoint now) {
@@ -86,7 +109,7 @@ TimePoint Daemon::first_check(const BackendHealth& h, TimePoint now) {
   return now + Millis(static_cast<int64_t>(random() % static_cast<uint64_t>(span)));
 }
 
-void Daemon::apply(cfg::Config config) {
+void Daemon::apply(cfg::Config config, const std::string& why) {
   const TimePoint now = Clock::now();
   const auto wall = std::chrono::system_clock::now();
   std::vector<ServiceRuntime> next;
@@ -117,8 +140,8 @@ void Daemon::apply(cfg::Config config) {
         BackendRuntime b = std::move(*prev);
         prev->id = 0;  // taken
         if (b.config.state != bc.state) {
-          HLOG_INFO("%s admin state %s -> %s (reload)", b.label.c_str(),
-                    cfg::to_string(b.config.state), cfg::to_string(bc.state));
+          HLOG_INFO("%s admin state %s -> %s (%s)", b.label.c_str(), cfg::to_string(b.config.state),
+                    cfg::to_string(bc.state), why.c_str());
         }
         b.config = bc;
         b.health.set_params(params);
@@ -149,7 +172,7 @@ void Daemon::apply(cfg::Config config) {
       for (const BackendRuntime& ob : old->backends) {
         if (ob.id == 0) continue;
         prober_->cancel(ob.id);
-        HLOG_INFO("%s removed (reload)", ob.label.c_str());
+        HLOG_INFO("%s removed (%s)", ob.label.c_str(), why.c_str());
       }
     }
     removed_.erase(sc.name);
@@ -163,7 +186,7 @@ void Daemon::apply(cfg::Config config) {
     for (const BackendRuntime& b : s.backends) {
       if (b.id != 0) prober_->cancel(b.id);
     }
-    HLOG_INFO("service %s removed (reload): lbd will be told", s.config.name.c_str());
+    HLOG_INFO("service %s removed (%s): lbd will be told", s.config.name.c_str(), why.c_str());
     removed_.insert(s.config.name);
     removals_pending_ = true;
   }
@@ -185,9 +208,13 @@ void Daemon::apply(cfg::Config config) {
     s.pending = true;  // a reload pushes every service: lbd applies identical updates harmlessly
   }
   if (!removed_.empty()) removals_pending_ = true;
-  HLOG_INFO("%s %s: %zu service(s), %zu backend(s), instance %s (%s)",
-            first ? "loaded" : "reloaded", config_.file.c_str(), services_.size(), backends,
-            instance_.c_str(), segment_.c_str());
+  if (first || why == "reload") {
+    HLOG_INFO("%s %s: %zu service(s), %zu backend(s), instance %s (%s)",
+              first ? "loaded" : "reloaded", config_.file.c_str(), services_.size(), backends,
+              instance_.c_str(), segment_.c_str());
+  } else {
+    HLOG_INFO("%s: %zu service(s), %zu backend(s)", why.c_str(), services_.size(), backends);
+  }
 }
 
 void Daemon::index() {
@@ -286,6 +313,7 @@ void Daemon::detach() {
   att_->header().healthd_pid.store(0, std::memory_order_release);
   att_.reset();
   wait_logged_ = false;
+  lbd_beat_ = 0;
 }
 
 void Daemon::attach(TimePoint) {
@@ -450,18 +478,246 @@ void Daemon::handle_signals(int signal_fd) {
 }
 
 bool Daemon::reload() {
+  return reload_config(false).ok;
+}
+
+namespace {
+
+ChangeResult refused(std::string code, std::string message) {
+  ChangeResult r;
+  r.refusal = Refusal{std::move(code), std::move(message)};
+  return r;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+std::string Daemon::persist(const Json& base, const Json& running, bool& persisted) {
+  persisted = false;
+  const std::string& path = options_.state_file;
+  if (path.empty()) return "";
+  // Nothing to remember and nothing remembered: no file is needed (a read-only config
+  // directory keeps working as long as nothing is changed at run time).
+  if (base == running && !file_exists(path)) return "";
   try {
-    cfg::Config config = cfg::load_config(options_.config_path);
-    if (std::optional<std::string> problem = check_for_healthd(config))
-      throw cfg::ConfigError(options_.config_path, 0, "", *problem);
-    apply(std::move(config));
-    ++reloads_;
-    return true;
+    write_file_atomic(path, format_state(RuntimeState{base, running}, options_.config_path), 0600);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  persisted = true;
+  return "";
+}
+
+ChangeResult Daemon::reload_config(bool replace) {
+  cfg::Config file;
+  try {
+    file = cfg::load_config(options_.config_path);
+    if (std::optional<cfg::ConfigError> problem = healthd_problem(file)) throw *problem;
   } catch (const cfg::ConfigError& e) {
     ++reload_failures_;
     HLOG_ERROR("reload failed, keeping the running configuration: %s", e.what());
-    return false;
+    return refused("config", e.what());
   }
+  const Json file_services = services_to_json(file.services);
+  const Json running = services_to_json(config_.services);
+  const Json next = replace ? file_services : merge_services(base_, file_services, running);
+  cfg::Config config = file;
+  if (next != file_services) {
+    try {
+      config = build_config(file, next, options_.config_path + " + runtime changes");
+    } catch (const cfg::ConfigError& e) {
+      ++reload_failures_;
+      const std::string why = options_.config_path + ": the file conflicts with runtime changes: " +
+                              describe_error(e, next) +
+                              " (change the file, or reload with --replace to drop the runtime "
+                              "changes)";
+      HLOG_ERROR("reload failed, keeping the running configuration: %s", why.c_str());
+      return refused("conflict", why);
+    }
+  }
+  ChangeResult r;
+  if (const std::string problem = persist(file_services, next, r.persisted); !problem.empty()) {
+    ++reload_failures_;
+    HLOG_ERROR("reload failed, keeping the running configuration: %s", problem.c_str());
+    return refused("io", "cannot keep the runtime state: " + problem);
+  }
+  r.ok = true;
+  r.changes = diff_services(running, next);
+  r.mark = generation_;
+  base_ = file_services;
+  apply(std::move(config), "reload");
+  for (const std::string& c : r.changes) HLOG_INFO("reload: %s", c.c_str());
+  if (const std::vector<std::string> kept = runtime_changes(); !kept.empty()) {
+    HLOG_INFO("reload: %zu runtime change(s) not in the file kept (lbctl config diff)",
+              kept.size());
+  }
+  ++reloads_;
+  return r;
+}
+
+ChangeResult Daemon::change(const std::string& what, const ServicesEdit& edit) {
+  const Json running = services_to_json(config_.services);
+  Json next = running;
+  if (std::optional<Refusal> no = edit(next)) {
+    HLOG_INFO("refused %s: %s", what.c_str(), no->message.c_str());
+    return refused(no->code, no->message);
+  }
+  ChangeResult r;
+  if (next == running) {
+    r.ok = true;
+    r.mark = generation_;
+    return r;
+  }
+  cfg::Config config;
+  try {
+    config = build_config(config_, next, "(runtime change)");
+  } catch (const cfg::ConfigError& e) {
+    const std::string why = describe_error(e, next);
+    HLOG_INFO("refused %s: %s", what.c_str(), why.c_str());
+    return refused("invalid", why);
+  }
+  // From here on the services as the configuration library read them: every key with its
+  // effective value, whatever the client left out.
+  const Json canonical = services_to_json(config.services);
+  if (canonical == running) {
+    r.ok = true;
+    r.mark = generation_;
+    return r;
+  }
+  if (const std::string problem = persist(base_, canonical, r.persisted); !problem.empty()) {
+    HLOG_ERROR("refused %s: cannot keep the runtime state: %s", what.c_str(), problem.c_str());
+    return refused("io", "cannot keep the runtime state: " + problem);
+  }
+  r.ok = true;
+  r.changes = diff_services(running, canonical);
+  r.mark = generation_;
+  for (const std::string& c : r.changes) HLOG_INFO("runtime change: %s", c.c_str());
+  apply(std::move(config), "runtime change: " + what);
+  return r;
+}
+
+std::string Daemon::running_config_text() const {
+  return to_libconfig(config_to_json(config_), config_.file,
+                      "lbd / lb-healthd configuration (docs/configuration.md), written by "
+                      "lb-healthd from its running state.");
+}
+
+ChangeResult Daemon::save_config() {
+  const std::string& path = options_.config_path;
+  std::string text = running_config_text();
+  // The file must read back as what runs (it always should: the same code wrote and validated
+  // it); check before replacing anything.
+  try {
+    const cfg::Config check = cfg::parse_config(text, path);
+    if (services_to_json(check.services) != services_to_json(config_.services))
+      return refused("internal", "the written configuration would not read back the same");
+  } catch (const cfg::ConfigError& e) {
+    return refused("internal", std::string("the written configuration is not valid: ") + e.what());
+  }
+  struct stat st {};
+  mode_t mode = 0644;
+  try {
+    if (::stat(path.c_str(), &st) == 0) {
+      mode = st.st_mode & 07777;
+      int error = 0;
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) throw std::runtime_error(path + ": cannot read: " + std::strerror(errno));
+      std::string old;
+      char buf[65536];
+      ssize_t n = 0;
+      while ((n = ::read(fd, buf, sizeof buf)) > 0) old.append(buf, static_cast<size_t>(n));
+      error = n < 0 ? errno : 0;
+      ::close(fd);
+      if (error != 0) throw std::runtime_error(path + ": cannot read: " + std::strerror(error));
+      write_file_atomic(path + ".bak", old, mode);
+    }
+    write_file_atomic(path, text, mode);
+  } catch (const std::exception& e) {
+    HLOG_ERROR("config save failed: %s", e.what());
+    return refused("io", e.what());
+  }
+  ChangeResult r;
+  r.ok = true;
+  const Json running = services_to_json(config_.services);
+  r.changes = diff_services(base_, running);  // what the file gained
+  base_ = running;
+  if (const std::string problem = persist(base_, running, r.persisted); !problem.empty()) {
+    HLOG_WARNING("saved %s, but the state file could not be updated: %s", path.c_str(),
+                 problem.c_str());
+  }
+  r.mark = generation_;
+  HLOG_INFO("saved the running configuration to %s (previous file kept as %s.bak)", path.c_str(),
+            path.c_str());
+  return r;
+}
+
+std::vector<std::string> Daemon::runtime_changes() const {
+  return diff_services(base_, services_to_json(config_.services));
+}
+
+bool Daemon::anything_pending() const {
+  if (removals_pending_) return true;
+  for (const ServiceRuntime& s : services_) {
+    if (s.pending) return true;
+  }
+  return false;
+}
+
+void Daemon::when_applied(uint64_t mark, Millis timeout,
+                          std::function<void(const AckResult&)> done) {
+  const TimePoint now = Clock::now();
+  waiters_.push_back(Waiter{mark, std::nullopt, now, now + timeout, std::move(done)});
+}
+
+void Daemon::check_waiters(TimePoint now) {
+  if (waiters_.empty()) return;
+  const bool pending = anything_pending();
+  uint64_t applied = 0;
+  uint64_t rejected = 0;
+  if (att_) {
+    applied = att_->header().applied_generation.load(std::memory_order_acquire);
+    rejected = att_->header().rejected_generation.load(std::memory_order_acquire);
+  }
+  std::vector<Waiter> still;
+  std::vector<std::pair<Waiter, AckResult>> finished;
+  for (Waiter& w : waiters_) {
+    if (!w.target && att_ && !pending) w.target = generation_;
+    AckResult a;
+    a.generation = w.target.value_or(0);
+    a.applied_generation = applied;
+    a.waited_ms = ms_of(std::chrono::duration_cast<Millis>(now - w.start));
+    if (w.target && rejected > w.mark && rejected <= *w.target) {
+      a.code = "rejected";
+      a.error = "lbd refused update " + std::to_string(rejected) +
+                ", which carries this change (lbd's log says why)";
+    } else if (w.target && applied >= *w.target) {
+      a.ok = true;
+    } else if (now >= w.deadline) {
+      a.code = "timeout";
+      const std::string waited = format_duration(Millis(a.waited_ms));
+      if (!att_) {
+        a.error = "lbd did not apply the change within " + waited +
+                  ": lb-healthd is not attached to " + segment_ + " (is lbd running?)";
+      } else if (!w.target) {
+        a.error = "lbd did not apply the change within " + waited +
+                  ": the update is still waiting for room in the ring (is lbd's control thread "
+                  "stuck?)";
+      } else {
+        a.error = "lbd did not apply the change within " + waited + ": it has applied generation " +
+                  std::to_string(applied) + ", the change is in " + std::to_string(*w.target);
+      }
+    } else {
+      still.push_back(std::move(w));
+      continue;
+    }
+    finished.emplace_back(std::move(w), std::move(a));
+  }
+  waiters_ = std::move(still);
+  for (auto& [w, a] : finished) w.done(a);
 }
 
 bool Daemon::turn(int signal_fd, Millis max_wait) {
@@ -473,27 +729,55 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   drain_events(now);
   const TimePoint due = start_due(now);
   flush();
-  if (att_) att_->header().healthd_heartbeat_ms.store(monotonic_ms(), std::memory_order_release);
+  if (att_) {
+    att_->header().healthd_heartbeat_ms.store(monotonic_ms(), std::memory_order_release);
+    const uint64_t beat = att_->header().lbd_heartbeat_ms.load(std::memory_order_relaxed);
+    if (beat != lbd_beat_) {
+      lbd_beat_ = beat;
+      lbd_beat_seen_ = now;
+    }
+  }
 
   TimePoint until = std::min(due, next_channel_);
-  bool pending = removals_pending_;
-  for (const ServiceRuntime& s : services_) pending = pending || s.pending;
-  if (pending && att_) until = std::min(until, now + Millis(10));  // retry the ring soon
+  if (anything_pending() && att_) until = std::min(until, now + Millis(10));  // retry the ring soon
+  if (!waiters_.empty()) until = std::min(until, now + Millis(2));  // lbd acks within a tick
+  int wake_fd = signal_fd;
+  if (control_) {
+    if (signal_fd >= 0) control_->watch(signal_fd);
+    wake_fd = control_->fd();
+    until = std::min(until, control_->next_deadline());
+  }
   Millis wait = until <= now ? Millis(0) : std::chrono::ceil<Millis>(until - now);
   wait = std::min(wait, max_wait);
 
   bool woke = false;
-  const std::vector<Prober::Done> done = prober_->poll(wait, signal_fd, woke);
+  const std::vector<Prober::Done> done = prober_->poll(wait, wake_fd, woke);
   now = Clock::now();
   for (const Prober::Done& d : done) handle_result(d.id, d.result, now);
   if (!done.empty()) flush();
-  if (woke) handle_signals(signal_fd);
+  if (woke && signal_fd >= 0) handle_signals(signal_fd);
+  if (control_) {
+    control_->service(now, [this](ControlServer::ConnId id, const Json& request) {
+      return handle_request(*this, *control_, id, request);
+    });
+  }
+  if (anything_pending()) flush();  // a change made above goes out in this turn
+  check_waiters(Clock::now());
   return !stop_;
 }
 
 int Daemon::run(int signal_fd) {
   while (turn(signal_fd, Millis(1000))) {
   }
+  for (Waiter& w : waiters_) {
+    AckResult a;
+    a.code = "timeout";
+    a.error = "lb-healthd is stopping before lbd applied the change";
+    w.done(a);
+  }
+  waiters_.clear();
+  if (control_) control_->reply_all_deferred(error_reply("stopping", "lb-healthd is stopping"));
+  control_.reset();
   prober_.reset();
   detach();
   HLOG_INFO("stopped");
@@ -504,6 +788,7 @@ DaemonStatus Daemon::snapshot() const {
   const TimePoint now = Clock::now();
   DaemonStatus st;
   st.config_file = config_.file;
+  st.state_file = options_.state_file;
   st.instance = instance_;
   st.segment = segment_;
   st.attached = att_.has_value();
@@ -512,6 +797,11 @@ DaemonStatus Daemon::snapshot() const {
   if (att_) {
     st.lbd_received_generation = att_->header().received_generation.load(std::memory_order_acquire);
     st.lbd_applied_generation = att_->header().applied_generation.load(std::memory_order_acquire);
+    st.lbd_rejected_generation = att_->header().rejected_generation.load(std::memory_order_acquire);
+    st.lbd_pid = att_->header().lbd_pid.load(std::memory_order_relaxed);
+    // lbd's heartbeat runs on its own clock (TSC): its age is how long ago it last moved.
+    if (lbd_beat_ != 0)
+      st.lbd_heartbeat_age_ms = ms_of(std::chrono::duration_cast<Millis>(now - lbd_beat_seen_));
   }
   st.updates_sent = updates_sent_;
   st.ring_full = ring_full_;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -15,10 +16,12 @@
 #include <vector>
 
 #include "channel.h"
+#include "control.h"
 #include "health_state.h"
 #include "lb_config.h"
 #include "live_pool.h"
 #include "probe.h"
+#include "state_file.h"
 
 namespace lb::health {
 
@@ -27,12 +30,46 @@ struct Options {
   std::string instance;        // overrides the file's `instance` when not empty
   Millis channel_period{100};  // attach retries, staleness and epoch checks
   uint64_t seed = 0;           // jitter; 0: from std::random_device
+  std::string state_file;      // where runtime changes are kept; empty: in memory only
 };
 
 // Problems the config library does not know about because they are lb-healthd's own limits
 // (the channel carries at most shm::kMaxBackendsPerService backends per service). "file:line:
 // path: message", like a ConfigError; nullopt when the config is fine.
 std::optional<std::string> check_for_healthd(const cfg::Config& config);
+// The same as a ConfigError (file, line and path apart).
+std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config);
+
+// -- Runtime changes (the control socket, docs/lbctl.md) ----------------------------------------
+
+// Why an edit was refused: a short code for programs ("not_found", "exists", "invalid", ...)
+// and one line for people.
+struct Refusal {
+  std::string code;
+  std::string message;
+};
+
+// Edits the running services (JSON with the config file's keys, state_file.h) in place.
+using ServicesEdit = std::function<std::optional<Refusal>(Json& services)>;
+
+struct ChangeResult {
+  bool ok = false;
+  Refusal refusal;                   // when !ok
+  std::vector<std::string> changes;  // what changed, one line each (diff_services)
+  bool persisted = false;            // written to the state file
+  // Every update sent to lbd after this generation carries the change (when_applied()).
+  uint64_t mark = 0;
+};
+
+// The outcome of waiting for lbd to apply a change.
+struct AckResult {
+  bool ok = false;
+  std::string code;                 // "timeout" or "rejected" when !ok
+  std::string error;                // one line when !ok
+  uint64_t generation = 0;          // the newest update that carries the change (0: not sent)
+  uint64_t applied_generation = 0;  // lbd's, when the wait ended
+  int64_t waited_ms = 0;
+};
 
 // -- A snapshot of everything lb-healthd knows, for operators (a later control socket
 // serializes it; SIGUSR1 logs it today). Plain data, no pointers into the daemon.
@@ -70,6 +107,7 @@ struct ServiceStatus {
 
 struct DaemonStatus {
   std::string config_file;
+  std::string state_file;  // empty: runtime changes are kept in memory only
   std::string instance;
   std::string segment;
   bool attached = false;
@@ -77,6 +115,9 @@ struct DaemonStatus {
   uint64_t generation = 0;  // newest generation sent
   uint64_t lbd_received_generation = 0;
   uint64_t lbd_applied_generation = 0;
+  uint64_t lbd_rejected_generation = 0;
+  uint64_t lbd_pid = 0;
+  int64_t lbd_heartbeat_age_ms = -1;  // -1: not attached
   uint64_t updates_sent = 0;
   uint64_t ring_full = 0;  // sends refused because the ring was full
   uint64_t attaches = 0;
@@ -104,11 +145,40 @@ class Daemon {
   // Returns false once a stop was requested.
   bool turn(int signal_fd, Millis max_wait);
 
-  // Re-reads the file. A bad file is logged with file:line and changes nothing.
+  // Re-reads the file (SIGHUP, `lbctl config reload`). A bad file is logged with file:line and
+  // changes nothing. What changed in the file since it was last read is applied to the running
+  // services; runtime changes the file does not touch stay (state_file.h). With `replace`, the
+  // file's services replace the running ones.
   bool reload();
+  ChangeResult reload_config(bool replace);
   // Replaces the running configuration; backends that stay (same service, address and port)
-  // keep their health and counters.
-  void apply(cfg::Config config);
+  // keep their health and counters. `why` is said in the log ("reload", "runtime change ...").
+  void apply(cfg::Config config, const std::string& why = "reload");
+
+  // A runtime change: `edit` works on a copy of the running services; the result is validated
+  // exactly like the file, persisted to the state file, then applied (all or nothing). `what`
+  // names it in the log.
+  ChangeResult change(const std::string& what, const ServicesEdit& edit);
+  // Writes the running configuration over the config file (the old one kept as FILE.bak).
+  ChangeResult save_config();
+  // The running configuration as a config file.
+  std::string running_config_text() const;
+  // The running services against the file's (diff_services(base, running)).
+  std::vector<std::string> runtime_changes() const;
+  const cfg::Config& config() const { return config_; }
+  const Options& options() const { return options_; }
+  // The file's services when they differ from the running ones (from the state file at start).
+  // A service of the file that does not run (removed at run time) is removed in lbd too, which
+  // starts from the file.
+  void set_base(Json base);
+
+  // Calls `done` (from the loop) once lbd has applied every update sent after `mark`, refused
+  // one of them, or `timeout` has passed.
+  void when_applied(uint64_t mark, Millis timeout, std::function<void(const AckResult&)> done);
+
+  // The control socket: polled with the checks, served by the loop.
+  void set_control(std::unique_ptr<ControlServer> control);
+  ControlServer* control() { return control_.get(); }
 
   void request_stop() { stop_ = true; }
   DaemonStatus snapshot() const;
@@ -146,6 +216,18 @@ class Daemon {
   void flush();
   void handle_signals(int signal_fd);
   uint64_t random() { return rng_(); }
+  bool anything_pending() const;
+  // Writes the state file for (base, running); "" or why it could not.
+  std::string persist(const Json& base, const Json& running, bool& persisted);
+  void check_waiters(TimePoint now);
+
+  struct Waiter {
+    uint64_t mark = 0;
+    std::optional<uint64_t> target;  // the newest generation carrying the change, once sent
+    TimePoint start;
+    TimePoint deadline;
+    std::function<void(const AckResult&)> done;
+  };
 
   Options options_;
   cfg::Config config_;
@@ -176,6 +258,12 @@ class Daemon {
   uint64_t reloads_ = 0;
   uint64_t reload_failures_ = 0;
   bool stop_ = false;
+
+  uint64_t lbd_beat_ = 0;  // lbd's heartbeat as last seen, and when it last moved
+  TimePoint lbd_beat_seen_{};
+  Json base_;  // the config file's services when last read (state_file.h)
+  std::vector<Waiter> waiters_;
+  std::unique_ptr<ControlServer> control_;
 };
 
 }  // namespace lb::health

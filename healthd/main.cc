@@ -1,5 +1,7 @@
-// lb-healthd: checks lbd's backends over HTTP and pushes each service's live pool to lbd.
-// `lb-healthd --config FILE [--instance NAME] [--log-level LEVEL] [--check]`; docs/healthd.md.
+// lb-healthd: checks lbd's backends over HTTP and pushes each service's live pool to lbd; takes
+// runtime changes from lbctl on its control socket and keeps them in its state file.
+// `lb-healthd --config FILE [--instance NAME] [--log-level LEVEL] [--check]`; docs/healthd.md,
+// docs/lbctl.md.
 #include <curl/curl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -9,9 +11,11 @@
 #include <cstdio>
 #include <string>
 
+#include "control.h"
 #include "daemon.h"
 #include "lb_config.h"
 #include "log.h"
+#include "state_file.h"
 
 namespace {
 
@@ -20,7 +24,9 @@ int run(int argc, char** argv) {
       "lb-healthd: HTTP health checks for lbd's backends; pushes each service's live pool to lbd\n"
       "over shared memory (/dev/shm/lbd-<instance>).\n"
       "Signals: SIGTERM/SIGINT stop, SIGHUP reloads the file (a bad file is refused and the\n"
-      "running configuration kept), SIGUSR1 logs the state of every backend."};
+      "running configuration kept), SIGUSR1 logs the state of every backend.\n"
+      "Runtime changes: lbctl, on the control socket (healthd.control_socket, default\n"
+      "/run/lbd/<instance>.sock); they are kept in healthd.state_file (default <config>.state)."};
   std::string config_path;
   std::string instance;
   std::string level = "info";
@@ -63,12 +69,29 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "lb-healthd: %s\n", problem->c_str());
     return 1;
   }
+  // Runtime changes kept from an earlier run are merged with the file (state_file.h).
+  const std::string state_path = lb::cfg::state_file_path(config, config_path);
+  lb::health::Startup startup;
+  try {
+    startup = lb::health::load_startup(config, state_path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lb-healthd: %s\n", e.what());
+    return 1;
+  }
+  const std::string socket_path = lb::cfg::control_socket_path(config, instance);
   if (check) {
     size_t backends = 0;
-    for (const auto& s : config.services) backends += s.backends.size();
-    std::printf("%s: OK (%zu service(s), %zu backend(s), segment %s)\n", config_path.c_str(),
-                config.services.size(), backends,
-                lb::shm::segment_name(instance.empty() ? config.instance : instance).c_str());
+    for (const auto& s : startup.running.services) backends += s.backends.size();
+    std::printf("%s: OK (%zu service(s), %zu backend(s), segment %s, control socket %s, %s)\n",
+                config_path.c_str(), startup.running.services.size(), backends,
+                lb::shm::segment_name(instance.empty() ? config.instance : instance).c_str(),
+                socket_path.empty() ? "none" : socket_path.c_str(),
+                state_path.empty() ? "runtime changes not persisted"
+                : startup.from_state
+                    ? ("state " + state_path + ": " + std::to_string(startup.changes.size()) +
+                       " runtime change(s) over the file")
+                          .c_str()
+                    : ("state " + state_path + ": none yet").c_str());
     return 0;
   }
 
@@ -96,7 +119,43 @@ int run(int argc, char** argv) {
     lb::health::Options options;
     options.config_path = config_path;
     options.instance = instance;
-    lb::health::Daemon daemon(std::move(config), options);
+    options.state_file = state_path;
+    if (startup.from_state) {
+      HLOG_INFO("runtime state %s: %zu change(s) over %s%s", state_path.c_str(),
+                startup.changes.size(), config_path.c_str(),
+                startup.base_moved ? " (the file changed since: its changes are applied too)" : "");
+      for (const std::string& c : startup.changes) HLOG_INFO("  kept: %s", c.c_str());
+    }
+    const lb::cfg::HealthdConfig hc = config.healthd;
+    lb::health::Daemon daemon(std::move(startup.running), options);
+    daemon.set_base(std::move(startup.base));
+    if (!socket_path.empty()) {
+      lb::health::ControlOptions co;
+      co.path = socket_path;
+      co.mode = hc.socket_mode;
+      co.owner = hc.socket_owner;
+      co.group = hc.socket_group;
+      co.idle_timeout = lb::health::Millis(hc.control_timeout_ms);
+      try {
+        daemon.set_control(std::make_unique<lb::health::ControlServer>(co));
+        HLOG_INFO("control socket %s (mode %04o%s%s%s%s)", socket_path.c_str(), hc.socket_mode,
+                  hc.socket_owner.empty() ? "" : ", owner ", hc.socket_owner.c_str(),
+                  hc.socket_group.empty() ? "" : ", group ", hc.socket_group.c_str());
+      } catch (const std::exception& e) {
+        // A socket the file asks for must be there; the default one is tried (it needs
+        // /run/lbd, i.e. usually root), and its absence said loudly.
+        if (hc.control_socket) {
+          throw std::runtime_error(std::string("control socket: ") + e.what() +
+                                   " (healthd.control_socket = \"\" runs without one)");
+        }
+        HLOG_WARNING(
+            "control socket: %s: running without one: lbctl cannot reach this "
+            "lb-healthd (set healthd.control_socket to a path it may create)",
+            e.what());
+      }
+    } else {
+      HLOG_INFO("no control socket (healthd.control_socket is empty)");
+    }
     rc = daemon.run(sfd);
   } catch (const std::exception& e) {
     HLOG_ERROR("fatal: %s", e.what());

@@ -15,7 +15,9 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-scapy valgrind
   # end-to-end topology, clients, kernel comparison
-  iproute2 iputils-ping ethtool curl wrk nftables procps psmisc util-linux tcpdump
+  iproute2 iputils-ping ethtool curl wrk nftables procps psmisc util-linux tcpdump bc
+  # benchmarks: dry run of the pktgen Lua scripts (tools/pktgen/check.lua)
+  lua5.3
 )
 
 missing=()

@@ -320,6 +320,88 @@ INSTANTIATE_TEST_SUITE_P(Rules, BadConfig, testing::ValuesIn(kBadCases),
                            return std::string(param_info.param.label);
                          });
 
+// lb-healthd's control socket and state file: the `healthd` group, on line 17.
+constexpr BadCase kHealthdBadCases[] = {
+    {"HealthdNotAGroup", 17, 17, "healthd = 1;", 17, "healthd", "expected a group"},
+    {"HealthdUnknownKey", 17, 17, "healthd = { control_sockt = \"/run/x.sock\"; };", 17,
+     "healthd.control_sockt", "did you mean 'control_socket'?"},
+    {"ControlSocketRelative", 17, 17, "healthd = { control_socket = \"run/x.sock\"; };", 17,
+     "healthd.control_socket", "invalid control_socket 'run/x.sock' (an absolute path"},
+    {"ControlSocketTooLong", 17, 17,
+     "healthd = { control_socket = \"/run/"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaa.sock\"; };",
+     17, "healthd.control_socket", "at most 107 bytes"},
+    {"ControlSocketNotAString", 17, 17, "healthd = { control_socket = true; };", 17,
+     "healthd.control_socket", "expected a string, found a boolean"},
+    {"SocketModeInteger", 17, 17, "healthd = { socket_mode = 660; };", 17, "healthd.socket_mode",
+     "write the mode in octal as a string"},
+    {"SocketModeNotOctal", 17, 17, "healthd = { socket_mode = \"0680\"; };", 17,
+     "healthd.socket_mode", "invalid socket_mode '0680'"},
+    {"SocketModeSetuid", 17, 17, "healthd = { socket_mode = \"4660\"; };", 17,
+     "healthd.socket_mode", "at most \"0777\""},
+    {"SocketModeShort", 17, 17, "healthd = { socket_mode = \"66\"; };", 17, "healthd.socket_mode",
+     "3 or 4 digits"},
+    {"SocketOwnerBad", 17, 17, "healthd = { socket_owner = \"-root\"; };", 17,
+     "healthd.socket_owner", "invalid socket_owner '-root'"},
+    {"SocketGroupSpace", 17, 17, "healthd = { socket_group = \"lb d\"; };", 17,
+     "healthd.socket_group", "invalid socket_group 'lb d'"},
+    {"StateFileDirectory", 17, 17, "healthd = { state_file = \"/var/lib/lbd/\"; };", 17,
+     "healthd.state_file", "invalid state_file '/var/lib/lbd/'"},
+    {"ControlTimeoutLow", 17, 17, "healthd = { control_timeout_ms = 99; };", 17,
+     "healthd.control_timeout_ms", "value 99 is out of range 100..3600000"},
+};
+INSTANTIATE_TEST_SUITE_P(HealthdGroup, BadConfig, testing::ValuesIn(kHealthdBadCases),
+                         [](const testing::TestParamInfo<BadCase>& param_info) {
+                           return std::string(param_info.param.label);
+                         });
+
+TEST(HealthdGroup, Defaults) {
+  const Config c = parse(std::string(kBase));
+  EXPECT_FALSE(c.healthd.control_socket.has_value());
+  EXPECT_EQ(c.healthd.socket_mode, 0660u);
+  EXPECT_EQ(c.healthd.socket_owner, "");
+  EXPECT_EQ(c.healthd.socket_group, "");
+  EXPECT_FALSE(c.healthd.state_file.has_value());
+  EXPECT_EQ(c.healthd.control_timeout_ms, 10000u);
+  EXPECT_EQ(c.healthd.line, 0);
+  EXPECT_EQ(control_socket_path(c), "/run/lbd/lbd.sock");
+  EXPECT_EQ(control_socket_path(c, "edge2"), "/run/lbd/edge2.sock");
+  EXPECT_EQ(default_control_socket("x"), "/run/lbd/x.sock");
+  EXPECT_EQ(state_file_path(c, "/etc/lbd/lbd.cfg"), "/etc/lbd/lbd.cfg.state");
+}
+
+TEST(HealthdGroup, EverySet) {
+  const Config c = parse(replace_lines(
+      17, 17,
+      "instance = \"edge1\";\n"
+      "healthd = { control_socket = \"/run/lbd/edge.sock\"; socket_mode = \"0640\";\n"
+      "  socket_owner = \"root\"; socket_group = \"1000\"; state_file = \"state/lbd.json\";\n"
+      "  control_timeout_ms = 2500; };"));
+  EXPECT_EQ(c.healthd.control_socket, "/run/lbd/edge.sock");
+  EXPECT_EQ(c.healthd.socket_mode, 0640u);
+  EXPECT_EQ(c.healthd.socket_owner, "root");
+  EXPECT_EQ(c.healthd.socket_group, "1000");
+  EXPECT_EQ(c.healthd.state_file, "state/lbd.json");
+  EXPECT_EQ(c.healthd.control_timeout_ms, 2500u);
+  EXPECT_EQ(c.healthd.line, 18);
+  EXPECT_EQ(control_socket_path(c), "/run/lbd/edge.sock");
+  EXPECT_EQ(control_socket_path(c, "other"), "/run/lbd/edge.sock");  // the file's path wins
+  EXPECT_EQ(state_file_path(c, "/etc/lbd/lbd.cfg"), "/etc/lbd/state/lbd.json");
+  EXPECT_EQ(state_file_path(c, "lbd.cfg"), "state/lbd.json");
+}
+
+TEST(HealthdGroup, EmptyPathsTurnThingsOff) {
+  const Config c =
+      parse(replace_lines(17, 17, "healthd = { control_socket = \"\"; state_file = \"\"; };"));
+  EXPECT_EQ(control_socket_path(c), "");
+  EXPECT_EQ(state_file_path(c, "/etc/lbd/lbd.cfg"), "");
+  const Config d = parse(replace_lines(17, 17, "healthd = { state_file = \"/var/lib/lbd/s\"; };"));
+  EXPECT_EQ(state_file_path(d, "/etc/lbd/lbd.cfg"), "/var/lib/lbd/s");
+  const Config e = parse(replace_lines(17, 17, "healthd = {};"));
+  EXPECT_EQ(e.healthd.line, 17);
+}
+
 TEST(BadConfigExtra, TooManyPorts) {
   std::string ports = "  ports = (\n";
   for (int i = 0; i < 17; ++i) {

@@ -1,0 +1,398 @@
+// lbd's worker path alone, on one core, with full bursts: the cost per packet of
+// Dataplane::poll (RX burst, parse, flow lookup, NAT, TX burst, aging) without a second process,
+// cross-core traffic or a generator competing for the CPU. The harness fills the RX rings of two
+// net_ring ports with one burst each, calls poll() once, and takes what came out of the TX rings;
+// only poll() is timed (and, under callgrind, only poll() is counted: see bench/instructions.sh).
+// --mode io replaces poll() by what testpmd --forward-mode=io does on the same ports; --mode syn
+// feeds lbd SYNs of new flows only (32 new flows per poll, backends silent).
+//
+// Flows are visited in a random order by default (as independent clients would arrive); --order
+// seq visits them in creation order, which lays their records out sequentially in memory.
+//
+// usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] [--size BYTES]
+//                        [--dir both|c2b] [--order random|seq]
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dataplane.h"
+#include "lb_config.h"
+
+namespace {
+
+constexpr uint16_t kBurst = 32;
+constexpr uint32_t kVip = 0x0a0a0064;  // 10.10.0.100
+constexpr uint16_t kVport = 80;
+constexpr uint32_t kClientNet = 0x0a800000;
+constexpr uint16_t kPortBase = 1024;
+constexpr uint32_t kPortsPerIp = 60000;
+const uint8_t kLbdMac[2][6] = {{0x02, 0, 0, 0, 2, 1}, {0x02, 0, 0, 0, 2, 2}};
+const uint8_t kPeerMac[2][6] = {{0x02, 0, 0, 0, 1, 1}, {0x02, 0, 0, 0, 1, 2}};
+
+uint32_t client_ip(uint32_t i) { return kClientNet + i / kPortsPerIp; }
+uint16_t client_port(uint32_t i) { return static_cast<uint16_t>(kPortBase + i % kPortsPerIp); }
+
+void put16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+void put32(uint8_t* p, uint32_t v) {
+  put16(p, static_cast<uint16_t>(v >> 16));
+  put16(p + 2, static_cast<uint16_t>(v));
+}
+uint32_t get32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+
+// Ethernet/IPv4/TCP; lbd checks the IPv4 checksum and updates the TCP one incrementally.
+void build(rte_mbuf* m, uint16_t len, const uint8_t* dmac, const uint8_t* smac, uint32_t sip,
+           uint16_t sport, uint32_t dip, uint16_t dport, uint8_t flags) {
+  uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
+  std::memset(f, 0, len);
+  std::memcpy(f, dmac, 6);
+  std::memcpy(f + 6, smac, 6);
+  put16(f + 12, 0x0800);
+  uint8_t* ip = f + 14;
+  ip[0] = 0x45;
+  put16(ip + 2, static_cast<uint16_t>(len - 14));
+  put16(ip + 6, 0x4000);
+  ip[8] = 64;
+  ip[9] = 6;
+  put32(ip + 12, sip);
+  put32(ip + 16, dip);
+  uint32_t s = 0;
+  for (int i = 0; i < 20; i += 2) s += static_cast<uint32_t>(ip[i] << 8 | ip[i + 1]);
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  put16(ip + 10, static_cast<uint16_t>(~s));
+  uint8_t* t = ip + 20;
+  put16(t, sport);
+  put16(t + 2, dport);
+  t[12] = 0x50;
+  t[13] = flags;
+  put16(t + 14, 65535);
+  m->data_len = len;
+  m->pkt_len = len;
+}
+
+struct Rig {
+  rte_mempool* pool = nullptr;
+  rte_ring* rx[2]{};  // harness -> port
+  rte_ring* tx[2]{};  // port -> harness
+  uint16_t port[2]{};
+};
+
+rte_mbuf* alloc(rte_mempool* pool) {
+  rte_mbuf* m = rte_pktmbuf_alloc(pool);
+  if (!m) throw std::runtime_error("mbuf pool exhausted");
+  return m;
+}
+
+void inject(rte_ring* r, rte_mbuf** m, unsigned n) {
+  if (rte_ring_sp_enqueue_bulk(r, reinterpret_cast<void**>(m), n, nullptr) != n)
+    throw std::runtime_error("RX ring full");
+}
+
+unsigned take(rte_ring* r, rte_mbuf** m, unsigned max) {
+  return rte_ring_sc_dequeue_burst(r, reinterpret_cast<void**>(m), max, nullptr);
+}
+
+// What testpmd --forward-mode=io does per iteration: RX a burst on each port, TX it on the
+// other, free what TX refused.
+__attribute__((noinline)) uint32_t io_poll(const uint16_t* port) {
+  rte_mbuf* b[kBurst];
+  uint32_t n_all = 0;
+  for (int p = 0; p < 2; ++p) {
+    const uint16_t n = rte_eth_rx_burst(port[p], 0, b, kBurst);
+    if (!n) continue;
+    const uint16_t sent = rte_eth_tx_burst(port[p ^ 1], 0, b, n);
+    if (sent < n) rte_pktmbuf_free_bulk(b + sent, n - sent);
+    n_all += n;
+  }
+  return n_all;
+}
+
+long rss_kib() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  long v = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmRSS: %ld", &v) == 1) break;
+  std::fclose(f);
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string mode = "lbd", dir = "both", order = "random";
+  uint32_t flows = 1000, bursts = 100000;
+  uint16_t size = 64;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "lbd_worker_cost: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--mode") mode = next();
+    else if (a == "--flows") flows = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--bursts") bursts = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--size") size = static_cast<uint16_t>(std::stoul(next()));
+    else if (a == "--dir") dir = next();
+    else if (a == "--order") order = next();
+    else {
+      std::fprintf(stderr,
+                   "usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] "
+                   "[--size 60..1514] [--dir both|c2b] [--order random|seq]\n");
+      return 2;
+    }
+  }
+  if ((mode != "lbd" && mode != "io" && mode != "syn") || flows == 0 || size < 60 || size > 1514 ||
+      (dir != "both" && dir != "c2b") || (order != "random" && order != "seq")) {
+    std::fprintf(stderr, "lbd_worker_cost: bad arguments\n");
+    return 2;
+  }
+  const bool syn = mode == "syn";
+  const bool both = dir == "both" && !syn;
+  const std::string prefix = "lbdwc" + std::to_string(getpid());
+  std::vector<std::string> eal = {"lbd_worker_cost", "-l", "0", "--no-pci", "--no-huge", "-m",
+                                  "1024", "--no-telemetry", "--file-prefix", prefix,
+                                  "--log-level=lb:warning"};
+  std::vector<char*> eargv;
+  for (std::string& s : eal) eargv.push_back(s.data());
+  eargv.push_back(nullptr);  // argv[argc] is NULL, as getopt expects
+  if (rte_eal_init(static_cast<int>(eal.size()), eargv.data()) < 0) {
+    std::fprintf(stderr, "lbd_worker_cost: EAL init failed\n");
+    return 1;
+  }
+  int rc = 0;
+  try {
+    Rig r;
+    r.pool = rte_pktmbuf_pool_create("wc_pool", 32767, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                     static_cast<int>(rte_socket_id()));
+    if (!r.pool) throw std::runtime_error("cannot create the mbuf pool");
+    const char* names[2] = {"wc_c", "wc_b"};
+    for (int p = 0; p < 2; ++p) {
+      r.rx[p] = rte_ring_create((std::string(names[p]) + "_rx").c_str(), 4096,
+                                static_cast<int>(rte_socket_id()), RING_F_SP_ENQ | RING_F_SC_DEQ);
+      r.tx[p] = rte_ring_create((std::string(names[p]) + "_tx").c_str(), 4096,
+                                static_cast<int>(rte_socket_id()), RING_F_SP_ENQ | RING_F_SC_DEQ);
+      const int id = rte_eth_from_rings(names[p], &r.rx[p], 1, &r.tx[p], 1, rte_socket_id());
+      if (!r.rx[p] || !r.tx[p] || id < 0) throw std::runtime_error("cannot create ring ports");
+      r.port[p] = static_cast<uint16_t>(id);
+      rte_ether_addr a;
+      std::memcpy(a.addr_bytes, kLbdMac[p], 6);
+      if (rte_eth_dev_default_mac_addr_set(r.port[p], &a) != 0)
+        rte_eth_dev_mac_addr_add(r.port[p], &a, 0);
+    }
+    // SYN mode opens flows + 32 per burst: room for all of them (nothing expires meanwhile).
+    const uint32_t opened = syn ? flows + bursts * kBurst : flows;
+    const uint32_t capacity = opened + opened / 16 + 1024;
+    const std::string cfg =
+        "dataplane: { workers = 1; mbufs = 16383;\n"
+        "  ports = ( { name = \"client\"; device = \"net_ring_wc_c\"; ip = \"10.10.0.1/24\"; },\n"
+        "            { name = \"backend\"; device = \"net_ring_wc_b\"; ip = \"10.20.0.1/24\"; } );\n"
+        "  flows = { capacity = " + std::to_string(capacity) + "; tcp_syn_timeout = 600; };\n};\n"
+        "services = ( { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n"
+        "  backends = ( { address = \"10.20.0.11\"; port = 8080; },\n"
+        "               { address = \"10.20.0.12\"; port = 8080; },\n"
+        "               { address = \"10.20.0.13\"; port = 8080; } ); } );\n";
+    std::unique_ptr<lb::dp::Dataplane> dp;
+    uint64_t handled_all = 0;  // packets poll() handled over the whole run, setup included
+    auto poll_once = [&]() { handled_all += dp->poll(0, rte_rdtsc()); };
+    std::vector<uint32_t> backend(flows, 0x0a14000b);  // io: every reply from 10.20.0.11
+    rte_mbuf* in[kBurst];
+    rte_mbuf* out[4 * kBurst];
+    if (mode == "lbd" || syn) {
+      dp = std::make_unique<lb::dp::Dataplane>(lb::cfg::parse_config(cfg, "worker_cost.cfg"));
+      // lbd asks for its backends' MACs: answer every request from the backend side.
+      dp->control_tick(rte_rdtsc());
+      for (int round = 0; round < 4; ++round) {
+        poll_once();
+        unsigned n = take(r.tx[1], out, 4 * kBurst);
+        unsigned k = 0;
+        for (unsigned i = 0; i < n; ++i) {
+          const uint8_t* f = rte_pktmbuf_mtod(out[i], const uint8_t*);
+          if (out[i]->data_len >= 42 && f[12] == 0x08 && f[13] == 0x06 && f[21] == 1) {
+            rte_mbuf* m = alloc(r.pool);
+            uint8_t* a = rte_pktmbuf_mtod(m, uint8_t*);
+            std::memset(a, 0, 60);
+            std::memcpy(a, f + 6, 6);
+            std::memcpy(a + 6, kPeerMac[1], 6);
+            put16(a + 12, 0x0806);
+            put16(a + 14, 1);
+            put16(a + 16, 0x0800);
+            a[18] = 6;
+            a[19] = 4;
+            put16(a + 20, 2);
+            std::memcpy(a + 22, kPeerMac[1], 6);
+            std::memcpy(a + 28, f + 38, 4);
+            std::memcpy(a + 32, f + 22, 6);
+            std::memcpy(a + 38, f + 28, 4);
+            m->data_len = 60;
+            m->pkt_len = 60;
+            in[k++] = m;
+          }
+        }
+        rte_pktmbuf_free_bulk(out, n);
+        if (k) inject(r.rx[1], in, k);
+      }
+      poll_once();
+      // Open every flow: SYN, SYN-ACK, ACK through poll(), a burst at a time.
+      for (uint32_t base = 0; base < flows; base += kBurst) {
+        const unsigned n = std::min<uint32_t>(kBurst, flows - base);
+        for (unsigned i = 0; i < n; ++i) {
+          in[i] = alloc(r.pool);
+          build(in[i], 60, kLbdMac[0], kPeerMac[0], client_ip(base + i), client_port(base + i),
+                kVip, kVport, 0x02);
+        }
+        inject(r.rx[0], in, n);
+        poll_once();
+        unsigned got = take(r.tx[1], out, 4 * kBurst);
+        if (got != n) throw std::runtime_error("SYNs did not all reach the backend side");
+        for (unsigned i = 0; i < n; ++i) {
+          const uint8_t* f = rte_pktmbuf_mtod(out[i], const uint8_t*);
+          backend[base + i] = get32(f + 30);
+          in[i] = alloc(r.pool);
+          build(in[i], 60, kLbdMac[1], kPeerMac[1], backend[base + i], 8080, client_ip(base + i),
+                client_port(base + i), 0x12);
+        }
+        rte_pktmbuf_free_bulk(out, got);
+        inject(r.rx[1], in, n);
+        poll_once();
+        got = take(r.tx[0], out, 4 * kBurst);
+        if (got != n) throw std::runtime_error("SYN-ACKs did not all reach the client side");
+        rte_pktmbuf_free_bulk(out, got);
+        for (unsigned i = 0; i < n; ++i) {
+          in[i] = alloc(r.pool);
+          build(in[i], 60, kLbdMac[0], kPeerMac[0], client_ip(base + i), client_port(base + i),
+                kVip, kVport, 0x10);
+        }
+        inject(r.rx[0], in, n);
+        poll_once();
+        got = take(r.tx[1], out, 4 * kBurst);
+        rte_pktmbuf_free_bulk(out, got);
+      }
+    } else {
+      for (int p = 0; p < 2; ++p) {
+        rte_eth_conf conf{};
+        if (rte_eth_dev_configure(r.port[p], 1, 1, &conf) != 0 ||
+            rte_eth_rx_queue_setup(r.port[p], 0, 1024, rte_socket_id(), nullptr, r.pool) != 0 ||
+            rte_eth_tx_queue_setup(r.port[p], 0, 1024, rte_socket_id(), nullptr) != 0 ||
+            rte_eth_dev_start(r.port[p]) != 0)
+          throw std::runtime_error("cannot start the ring ports");
+      }
+    }
+    const long rss_after_setup = rss_kib();
+
+    // The measurement: one burst per direction in, one poll, everything out.
+    uint64_t cycles = 0, packets = 0, out_packets = 0, polls = 0;
+    // Per poll, for the median: a poll preempted by another process (this machine is shared)
+    // costs milliseconds and would drag a mean far off.
+    std::vector<double> per_poll;
+    per_poll.reserve(bursts);
+    std::vector<uint32_t> visit(flows);
+    std::iota(visit.begin(), visit.end(), 0u);
+    if (order == "random") std::shuffle(visit.begin(), visit.end(), std::mt19937(12345));
+    uint32_t next = 0;
+    uint32_t fresh = flows;  // SYN mode: the next tuple never used
+    for (uint32_t it = 0; it < bursts; ++it) {
+      for (unsigned i = 0; i < kBurst; ++i) {
+        in[i] = alloc(r.pool);
+        if (syn) {
+          build(in[i], 60, kLbdMac[0], kPeerMac[0], client_ip(fresh), client_port(fresh), kVip,
+                kVport, 0x02);
+          ++fresh;
+          continue;
+        }
+        const uint32_t f = visit[(next + i) % flows];
+        build(in[i], size, kLbdMac[0], kPeerMac[0], client_ip(f), client_port(f), kVip, kVport,
+              0x18);
+      }
+      inject(r.rx[0], in, kBurst);
+      if (both) {
+        for (unsigned i = 0; i < kBurst; ++i) {
+          const uint32_t f = visit[(next + i) % flows];
+          in[i] = alloc(r.pool);
+          build(in[i], size, kLbdMac[1], kPeerMac[1], backend[f], 8080, client_ip(f),
+                client_port(f), 0x18);
+        }
+        inject(r.rx[1], in, kBurst);
+      }
+      next = (next + kBurst) % flows;
+      const uint64_t t0 = rte_rdtsc();
+      const uint32_t n = dp ? dp->poll(0, t0) : io_poll(r.port);
+      const uint64_t dt = rte_rdtsc() - t0;
+      cycles += dt;
+      handled_all += n;
+      if (n) per_poll.push_back(static_cast<double>(dt) / n);
+      packets += n;
+      ++polls;
+      for (int p = 0; p < 2; ++p) {
+        unsigned got;
+        while ((got = take(r.tx[p], out, 4 * kBurst)) > 0) {
+          out_packets += got;
+          rte_pktmbuf_free_bulk(out, got);
+        }
+      }
+    }
+    const double hz = static_cast<double>(rte_get_tsc_hz());
+    const double mean = packets ? static_cast<double>(cycles) / static_cast<double>(packets) : 0;
+    std::sort(per_poll.begin(), per_poll.end());
+    auto pct = [&](double q) {
+      return per_poll.empty() ? 0.0 : per_poll[static_cast<size_t>(q * static_cast<double>(per_poll.size() - 1))];
+    };
+    const double cpp = pct(0.5);
+    std::printf("mode %s, %u flows (%s order), %u B, %s: %llu packets in %llu polls, %llu out; median %.1f "
+                "TSC cycles (%.1f ns) per packet = %.2f Mpps on one core (p10 %.1f, p90 %.1f, mean "
+                "%.1f cycles); VmRSS %ld KiB after setup\n",
+                mode.c_str(), flows, order.c_str(), syn ? 60 : size,
+                syn ? "SYNs of new flows" : both ? "both directions" : "client->backend only",
+                static_cast<unsigned long long>(packets), static_cast<unsigned long long>(polls),
+                static_cast<unsigned long long>(out_packets), cpp, cpp / hz * 1e9,
+                cpp > 0 ? hz / cpp / 1e6 : 0.0, pct(0.1), pct(0.9), mean, rss_after_setup);
+    std::printf("RESULT mode=%s flows=%u size=%u packets=%llu polls=%llu out=%llu "
+                "cycles_per_packet=%.1f ns_per_packet=%.2f mpps=%.3f mean_cycles=%.1f "
+                "handled_all=%llu\n",
+                mode.c_str(), flows, size, static_cast<unsigned long long>(packets),
+                static_cast<unsigned long long>(polls),
+                static_cast<unsigned long long>(out_packets), cpp, cpp / hz * 1e9,
+                cpp > 0 ? hz / cpp / 1e6 : 0.0, mean, static_cast<unsigned long long>(handled_all));
+    if (out_packets != packets) {
+      std::fprintf(stderr, "lbd_worker_cost: %llu packets in, %llu out: lbd dropped some\n",
+                   static_cast<unsigned long long>(packets),
+                   static_cast<unsigned long long>(out_packets));
+      rc = 1;
+    }
+    dp.reset();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lbd_worker_cost: %s\n", e.what());
+    rc = 1;
+  }
+  // EAL leaves its runtime directory (/var/run/dpdk/<prefix>) behind; the prefix is ours.
+  const std::string runtime_dir = rte_eal_get_runtime_dir();
+  rte_eal_cleanup();
+  std::error_code ec;
+  if (runtime_dir.find(prefix) != std::string::npos) std::filesystem::remove_all(runtime_dir, ec);
+  return rc;
+}

@@ -1,0 +1,598 @@
+// The control protocol against lb-healthd's real loop in-process (healthd/daemon.h with its
+// ControlServer) and a fake lbd on a real channel segment: every runtime change reaches lbd,
+// is persisted, survives a restart; refusals change nothing; "wait" is answered when lbd
+// applies (or refuses) the change; reload merges the file with runtime changes.
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "channel.h"
+#include "control.h"
+#include "daemon.h"
+#include "log.h"
+#include "state_file.h"
+
+namespace lb::health {
+namespace {
+
+// Backends on addresses nothing listens on: their checks fail fast, which does not matter here.
+std::string config_text(const std::string& extra_backend = "", int weight = 1) {
+  return "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
+         "ip = \"10.0.0.1/24\"; gateway = \"10.0.0.254\"; } ); };\n"
+         "services = (\n"
+         "  { name = \"web\"; vip = \"10.0.0.100\"; port = 80;\n"
+         "    health = { interval_ms = 1000; timeout_ms = 50; initial_state = \"up\"; };\n"
+         "    backends = ( { address = \"127.0.0.1\"; port = 1; weight = " +
+         std::to_string(weight) + "; }" + extra_backend + " ); }\n);\n";
+}
+
+class ControlDaemonTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    set_log_level(LogLevel::kError);
+  }
+  static void TearDownTestSuite() { curl_global_cleanup(); }
+
+  void SetUp() override {
+    instance_ = "ctl-" + std::to_string(getpid());
+    segment_.emplace(shm::Segment::create(shm::segment_name(instance_)));
+    dir_ = std::filesystem::path("/tmp") /
+           ("lbctl_daemon_" + std::to_string(getpid()) + "_" +
+            testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    config_path_ = (dir_ / "lbd.cfg").string();
+    state_path_ = config_path_ + ".state";
+    write_config(config_text());
+    updates_.resize(64);
+  }
+  void TearDown() override {
+    if (client_ >= 0) ::close(client_);
+    d_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void write_config(const std::string& text) const { std::ofstream(config_path_) << text; }
+
+  // lb-healthd as main.cc makes it: the file merged with the state file, a control socket.
+  void start() {
+    if (client_ >= 0) ::close(client_);
+    client_ = -1;
+    d_.reset();
+    const cfg::Config file = cfg::load_config(config_path_);
+    Startup s = load_startup(file, state_path_);
+    Options o;
+    o.config_path = config_path_;
+    o.instance = instance_;
+    o.seed = 1;
+    o.state_file = state_path_;
+    d_ = std::make_unique<Daemon>(std::move(s.running), o);
+    d_->set_base(std::move(s.base));
+    ControlOptions co;
+    co.path = (dir_ / "ctl.sock").string();
+    d_->set_control(std::make_unique<ControlServer>(co));
+    client_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, co.path.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(::connect(client_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_TRUE(turn_until([&] { return latest_.count("web") == 1; }));
+  }
+
+  // The fake lbd: takes updates off the ring, acknowledges (or refuses) them like lbd.
+  void lbd_tick() {
+    const unsigned n = segment_->receive(updates_.data(), 64);
+    for (unsigned i = 0; i < n; ++i) {
+      const shm::ServiceUpdate& u = updates_[i];
+      latest_[u.name] = u;
+      ++received_;
+      shm::Header& h = segment_->header();
+      h.received_generation.store(u.generation);
+      if (refuse_) h.rejected_generation.store(u.generation);
+    }
+    if (ack_) segment_->header().applied_generation.store(segment_->header().received_generation);
+  }
+
+  bool turn_until(const std::function<bool()>& pred, Millis limit = Millis(5000)) {
+    const auto deadline = Clock::now() + limit;
+    while (Clock::now() < deadline) {
+      d_->turn(-1, Millis(5));
+      lbd_tick();
+      if (pred()) return true;
+    }
+    return false;
+  }
+
+  // Sends a request and turns the loop until its reply arrives (or `limit` passes: null).
+  Json request(const Json& req, Millis limit = Millis(5000)) {
+    const std::string line = req.dump() + "\n";
+    EXPECT_EQ(::send(client_, line.data(), line.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(line.size()));
+    return reply(limit);
+  }
+
+  Json reply(Millis limit = Millis(5000)) {
+    Json out;
+    turn_until(
+        [&] {
+          char buf[65536];
+          const ssize_t n = ::recv(client_, buf, sizeof buf, MSG_DONTWAIT);
+          if (n > 0) buffer_.append(buf, static_cast<size_t>(n));
+          const size_t nl = buffer_.find('\n');
+          if (nl == std::string::npos) return false;
+          out = Json::parse(buffer_.substr(0, nl));
+          buffer_.erase(0, nl + 1);
+          return true;
+        },
+        limit);
+    return out;
+  }
+
+  std::vector<std::pair<uint32_t, uint16_t>> backends_in_lbd(const std::string& service) {
+    std::vector<std::pair<uint32_t, uint16_t>> out;
+    const auto it = latest_.find(service);
+    if (it == latest_.end()) return out;
+    for (uint32_t i = 0; i < it->second.backend_count; ++i)
+      out.emplace_back(it->second.backends[i].ip, it->second.backends[i].port);
+    return out;
+  }
+
+  Json running_services() const { return services_to_json(d_->config().services); }
+
+  std::string instance_;
+  std::optional<shm::Segment> segment_;
+  std::filesystem::path dir_;
+  std::string config_path_;
+  std::string state_path_;
+  std::unique_ptr<Daemon> d_;
+  int client_ = -1;
+  std::string buffer_;
+  std::vector<shm::ServiceUpdate> updates_;
+  std::map<std::string, shm::ServiceUpdate> latest_;
+  size_t received_ = 0;
+  bool ack_ = true;
+  bool refuse_ = false;
+};
+
+constexpr uint32_t kLocal2 = 0x7f000002;
+
+TEST_F(ControlDaemonTest, EveryChangeReachesLbdAndIsKept) {
+  start();
+  Json r = request({{"cmd", "backend.add"},
+                    {"service", "web"},
+                    {"backend", {{"address", "127.0.0.2"}, {"port", 8080}, {"weight", 3}}}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["changes"],
+            Json::array({"service web: backend 127.0.0.2:8080 added (weight 3, ready)"}));
+  EXPECT_EQ(r["persisted"], true);
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 2; }));
+  EXPECT_EQ(backends_in_lbd("web")[1], std::make_pair(kLocal2, uint16_t{8080}));
+  EXPECT_EQ(latest_["web"].backends[1].weight, 3);
+  // Kept in the state file: the file's services as base, the running ones beside.
+  std::optional<RuntimeState> st = read_state(state_path_);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->running, running_services());
+  EXPECT_EQ(st->base, services_to_json(cfg::load_config(config_path_).services));
+
+  r = request({{"cmd", "backend.set"},
+               {"service", "web"},
+               {"address", "127.0.0.2"},
+               {"port", 8080},
+               {"weight", 0},
+               {"state", "drain"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  ASSERT_TRUE(turn_until([&] {
+    return latest_["web"].backends[1].weight == 0 &&
+           latest_["web"].backends[1].state == static_cast<uint8_t>(shm::BackendState::kDraining);
+  }));
+
+  r = request(
+      {{"cmd", "service.add"},
+       {"service", {{"name", "api"}, {"vip", "10.0.0.101"}, {"port", 443}, {"scheduler", "lc"}}}});
+  ASSERT_EQ(r["ok"], true) << r;
+  ASSERT_TRUE(turn_until([&] { return latest_.count("api") == 1; }));
+  EXPECT_EQ(latest_["api"].vip, 0x0a000065u);
+  EXPECT_EQ(latest_["api"].scheduler, static_cast<uint8_t>(cfg::Scheduler::kLeastConnections));
+
+  r = request(
+      {{"cmd", "service.set"},
+       {"name", "api"},
+       {"set", {{"vip", "10.0.0.102"}, {"port", 8443}, {"health", {{"interval_ms", 500}}}}}});
+  ASSERT_EQ(r["ok"], true) << r;
+  ASSERT_TRUE(turn_until([&] { return latest_["api"].vip == 0x0a000066u; }));
+  EXPECT_EQ(latest_["api"].port, 8443);
+  // fast and down intervals that followed interval_ms follow it here too.
+  EXPECT_EQ(d_->config().services[1].health.fast_interval_ms, 500u);
+
+  r = request(
+      {{"cmd", "backend.remove"}, {"service", "web"}, {"address", "127.0.0.2"}, {"port", 8080}});
+  ASSERT_EQ(r["ok"], true) << r;
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 1; }));
+  r = request({{"cmd", "service.remove"}, {"name", "api"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  ASSERT_TRUE(turn_until([&] { return (latest_["api"].flags & shm::kServiceRemoved) != 0; }));
+
+  // A change that changes nothing says so.
+  r = request({{"cmd", "backend.set"},
+               {"service", "web"},
+               {"address", "127.0.0.1"},
+               {"port", 1},
+               {"weight", 1}});
+  EXPECT_EQ(r["ok"], true);
+  EXPECT_EQ(r["changes"], Json::array());
+
+  // The status says what runs.
+  r = request({{"cmd", "status"}});
+  ASSERT_EQ(r["ok"], true);
+  ASSERT_EQ(r["services"].size(), 1u);
+  EXPECT_EQ(r["services"][0]["name"], "web");
+  EXPECT_EQ(r["services"][0]["vip"], "10.0.0.100");
+  EXPECT_EQ(r["services"][0]["backends"][0]["address"], "127.0.0.1");
+  EXPECT_TRUE(r["services"][0]["backends"][0].contains("last_result"));
+  EXPECT_EQ(r["lbd"]["attached"], true);
+  EXPECT_EQ(r["healthd"]["state_file"], state_path_);
+}
+
+TEST_F(ControlDaemonTest, RefusalsChangeNothing) {
+  start();
+  const Json before = running_services();
+  const size_t sent = received_;
+  struct Case {
+    Json req;
+    const char* code;
+    const char* error;  // substring
+  };
+  const Case cases[] = {
+      {{{"cmd", "backend.add"},
+        {"service", "nope"},
+        {"backend", {{"address", "127.0.0.2"}, {"port", 1}}}},
+       "not_found",
+       "unknown service 'nope' (services: web)"},
+      {{{"cmd", "backend.add"},
+        {"service", "web"},
+        {"backend", {{"address", "127.0.0.1"}, {"port", 1}}}},
+       "exists",
+       "already has backend 127.0.0.1:1"},
+      {{{"cmd", "backend.add"},
+        {"service", "web"},
+        {"backend", {{"address", "127.0.0.256"}, {"port", 1}}}},
+       "invalid",
+       "malformed IPv4 address '127.0.0.256'"},
+      {{{"cmd", "backend.add"},
+        {"service", "web"},
+        {"backend", {{"address", "127.0.0.2"}, {"port", 1}, {"weight", 65536}}}},
+       "invalid",
+       "weight: value 65536 is out of range 0..65535"},
+      {{{"cmd", "backend.add"},
+        {"service", "web"},
+        {"backend", {{"address", "127.0.0.2"}, {"port", 0}}}},
+       "invalid",
+       "port: value 0 is out of range 1..65535"},
+      {{{"cmd", "backend.add"}, {"service", "web"}, {"backend", "127.0.0.2:1"}},
+       "bad_request",
+       "field 'backend': expected an object, found string"},
+      {{{"cmd", "backend.set"},
+        {"service", "web"},
+        {"address", "127.0.0.1"},
+        {"port", 1},
+        {"weight", -1}},
+       "invalid",
+       "weight: value -1 is out of range 0..65535"},
+      {{{"cmd", "backend.set"},
+        {"service", "web"},
+        {"address", "127.0.0.9"},
+        {"port", 1},
+        {"state", "drain"}},
+       "not_found",
+       "service 'web' has no backend 127.0.0.9:1 (backends: 127.0.0.1:1)"},
+      {{{"cmd", "backend.set"},
+        {"service", "web"},
+        {"address", "127.0.0.1"},
+        {"port", 1},
+        {"state", "off"}},
+       "invalid",
+       "state: unknown state 'off' (expected ready, drain, maint)"},
+      {{{"cmd", "backend.set"}, {"service", "web"}, {"address", "127.0.0.1"}, {"port", 1}},
+       "bad_request",
+       "nothing to set"},
+      {{{"cmd", "backend.set"},
+        {"service", "web"},
+        {"address", "1.2.3"},
+        {"port", 1},
+        {"weight", 2}},
+       "invalid",
+       "malformed IPv4 address '1.2.3'"},
+      {{{"cmd", "backend.remove"}, {"service", "web"}, {"address", "127.0.0.1"}, {"port", "1"}},
+       "invalid",
+       "port: expected an integer, found string"},
+      {{{"cmd", "backend.remove"}, {"service", "web"}, {"address", "127.0.0.1"}},
+       "bad_request",
+       "missing field 'port'"},
+      {{{"cmd", "backend.remove"},
+        {"service", "web"},
+        {"address", "127.0.0.1"},
+        {"port", 1},
+        {"nOw", true}},
+       "bad_request",
+       "unknown field 'nOw' for backend.remove"},
+      {{{"cmd", "service.add"}, {"service", {{"name", "web"}, {"vip", "10.0.0.9"}, {"port", 1}}}},
+       "exists",
+       "service 'web' already exists"},
+      {{{"cmd", "service.add"}, {"service", {{"name", "x"}, {"vip", "10.0.0.100"}, {"port", 80}}}},
+       "invalid",
+       "service 'x': vip: 10.0.0.100:80 is already used by service 'web'"},
+      {{{"cmd", "service.add"},
+        {"service", {{"name", "bad name"}, {"vip", "10.0.0.9"}, {"port", 1}}}},
+       "invalid",
+       "invalid name 'bad name'"},
+      {{{"cmd", "service.set"}, {"name", "web"}, {"set", {{"scheduler", "fastest"}}}},
+       "invalid",
+       "service 'web': scheduler: unknown scheduler 'fastest'"},
+      {{{"cmd", "service.set"}, {"name", "web"}, {"set", {{"name", "www"}}}},
+       "bad_request",
+       "cannot be renamed"},
+      {{{"cmd", "service.set"}, {"name", "web"}, {"set", {{"health", {{"interval_ms", 5}}}}}},
+       "invalid",
+       "health.interval_ms: value 5 is out of range 10..3600000"},
+      {{{"cmd", "service.remove"}, {"name", "nope"}}, "not_found", "unknown service 'nope'"},
+      {{{"cmd", "frob"}}, "unknown_command", "unknown command 'frob'"},
+      {{{"nocmd", 1}}, "bad_request", "missing field 'cmd'"},
+      {{{"cmd", 7}}, "bad_request", "field 'cmd': expected a string, found number"},
+      {{{"cmd", "status"}, {"wait", true}}, "bad_request", "unknown field 'wait' for status"},
+      {{{"cmd", "backend.remove"},
+        {"service", "web"},
+        {"address", "127.0.0.1"},
+        {"port", 1},
+        {"wait", true},
+        {"timeout_ms", 0}},
+       "bad_request",
+       "timeout_ms"},
+      {{{"cmd", "config.reload"}, {"replace", "yes"}}, "bad_request", "expected true or false"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.req.dump());
+    const Json r = request(c.req);
+    EXPECT_EQ(r["ok"], false) << r;
+    EXPECT_EQ(r["code"], c.code) << r;
+    EXPECT_NE(r.value("error", std::string()).find(c.error), std::string::npos) << r;
+  }
+  // The daemon still serves, nothing changed, nothing was sent, nothing was written.
+  EXPECT_EQ(request({{"cmd", "ping"}})["ok"], true);
+  EXPECT_EQ(running_services(), before);
+  turn_until([] { return false; }, Millis(50));
+  EXPECT_EQ(received_, sent);
+  EXPECT_FALSE(std::filesystem::exists(state_path_));
+}
+
+TEST_F(ControlDaemonTest, WaitIsAnsweredWhenLbdHasApplied) {
+  start();
+  ack_ = false;
+  const Json add = {{"cmd", "backend.add"},
+                    {"service", "web"},
+                    {"backend", {{"address", "127.0.0.2"}, {"port", 1}}},
+                    {"wait", true},
+                    {"timeout_ms", 5000},
+                    {"id", 42}};
+  const std::string line = add.dump() + "\n";
+  ASSERT_EQ(::send(client_, line.data(), line.size(), 0), static_cast<ssize_t>(line.size()));
+  // lbd has received it but not applied it: no reply yet.
+  EXPECT_TRUE(reply(Millis(300)).is_null());
+  EXPECT_EQ(backends_in_lbd("web").size(), 2u);
+  ack_ = true;
+  const Json r = reply();
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["id"], 42);
+  EXPECT_EQ(r["lbd"]["applied"], true);
+  EXPECT_GE(r["lbd"]["applied_generation"].get<uint64_t>(), r["lbd"]["generation"].get<uint64_t>());
+  EXPECT_GE(r["lbd"]["waited_ms"].get<int64_t>(), 250);
+
+  // lbd refuses the update that carries the change.
+  refuse_ = true;
+  Json bad = request({{"cmd", "backend.set"},
+                      {"service", "web"},
+                      {"address", "127.0.0.2"},
+                      {"port", 1},
+                      {"weight", 9},
+                      {"wait", true}});
+  EXPECT_EQ(bad["ok"], false) << bad;
+  EXPECT_EQ(bad["code"], "rejected");
+  EXPECT_EQ(bad["accepted"], true);
+  EXPECT_NE(bad["error"].get<std::string>().find("lbd refused update"), std::string::npos);
+  refuse_ = false;
+
+  // lbd does not apply at all: the wait ends at its timeout; the change stays made.
+  ack_ = false;
+  const auto t0 = Clock::now();
+  Json late = request({{"cmd", "backend.set"},
+                       {"service", "web"},
+                       {"address", "127.0.0.2"},
+                       {"port", 1},
+                       {"weight", 7},
+                       {"wait", true},
+                       {"timeout_ms", 200}});
+  const auto waited = std::chrono::duration_cast<Millis>(Clock::now() - t0).count();
+  EXPECT_EQ(late["ok"], false) << late;
+  EXPECT_EQ(late["code"], "timeout");
+  EXPECT_NE(late["error"].get<std::string>().find("did not apply the change within"),
+            std::string::npos);
+  EXPECT_GE(waited, 190);
+  EXPECT_LT(waited, 3000);
+  EXPECT_EQ(d_->config().services[0].backends[1].weight, 7u);
+
+  // A client that gives up while waiting does not disturb the daemon.
+  const std::string again =
+      Json{{"cmd", "backend.set"}, {"service", "web"}, {"address", "127.0.0.2"}, {"port", 1},
+           {"weight", 6},          {"wait", true},     {"timeout_ms", 100}}
+          .dump() +
+      "\n";
+  ASSERT_EQ(::send(client_, again.data(), again.size(), 0), static_cast<ssize_t>(again.size()));
+  turn_until([] { return false; }, Millis(20));
+  ::close(client_);
+  client_ = -1;
+  turn_until([] { return false; }, Millis(300));
+  EXPECT_EQ(d_->control()->clients(), 0u);
+}
+
+TEST_F(ControlDaemonTest, ReloadMergesReplacesAndRefusesBrokenFiles) {
+  start();
+  ASSERT_EQ(request({{"cmd", "backend.add"},
+                     {"service", "web"},
+                     {"backend", {{"address", "127.0.0.2"}, {"port", 1}}}})["ok"],
+            true);
+  // The file changes the first backend's weight: both changes run after a reload.
+  write_config(config_text("", 4));
+  Json r = request({{"cmd", "config.reload"}, {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["changes"], Json::array({"service web: backend 127.0.0.1:1: weight 1 -> 4"}));
+  EXPECT_EQ(r["lbd"]["applied"], true);
+  ASSERT_EQ(d_->config().services[0].backends.size(), 2u);
+  EXPECT_EQ(d_->config().services[0].backends[0].weight, 4u);
+  EXPECT_EQ(request({{"cmd", "config.diff"}})["changes"],
+            Json::array({"service web: backend 127.0.0.2:1 added (weight 1, ready)"}));
+
+  // A broken file: refused with file:line, nothing changes (not even the state file).
+  const Json before = running_services();
+  const std::string state_before = [&] {
+    std::ifstream in(state_path_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }();
+  write_config(config_text("", 4) + "oops = ;\n");
+  r = request({{"cmd", "config.reload"}});
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["code"], "config");
+  EXPECT_EQ(r["error"].get<std::string>().rfind(config_path_ + ":7: syntax error", 0), 0u) << r;
+  write_config(
+      config_text("", 4).replace(config_text("", 4).find("weight = 4"), 10, "weight = 99999"));
+  r = request({{"cmd", "config.reload"}});
+  EXPECT_EQ(r["code"], "config");
+  EXPECT_NE(r["error"].get<std::string>().find(
+                config_path_ + ":5: services.[0].backends.[0].weight: value 99999 is out of range"),
+            std::string::npos)
+      << r;
+  EXPECT_EQ(running_services(), before);
+  {
+    std::ifstream in(state_path_);
+    std::stringstream s;
+    s << in.rdbuf();
+    EXPECT_EQ(s.str(), state_before);
+  }
+  // SIGHUP's path is the same.
+  EXPECT_FALSE(d_->reload());
+  EXPECT_EQ(running_services(), before);
+
+  // A file that collides with a runtime change: refused, says so.
+  write_config(config_text(", { address = \"127.0.0.2\"; port = 1; weight = 0; }", 4));
+  r = request({{"cmd", "config.reload"}});
+  ASSERT_EQ(r["ok"], true) << r;  // the same backend: the file's values win, no conflict
+  EXPECT_EQ(d_->config().services[0].backends[1].weight, 0u);
+
+  // A file that collides with a runtime change: refused, and says which.
+  ASSERT_EQ(request({{"cmd", "service.add"},
+                     {"service", {{"name", "api"}, {"vip", "10.0.0.101"}, {"port", 443}}}})["ok"],
+            true);
+  const Json with_api = running_services();
+  std::string clash = config_text(", { address = \"127.0.0.2\"; port = 1; weight = 0; }", 4);
+  clash.insert(clash.rfind(");"),
+               ", { name = \"other\"; vip = \"10.0.0.101\"; port = 443; backends = (); }\n");
+  write_config(clash);
+  r = request({{"cmd", "config.reload"}});
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["code"], "conflict");
+  EXPECT_NE(r["error"].get<std::string>().find(
+                config_path_ + ": the file conflicts with runtime changes: service 'api': vip: "
+                               "10.0.0.101:443 is already used by service 'other'"),
+            std::string::npos)
+      << r;
+  EXPECT_EQ(running_services(), with_api);
+  ASSERT_EQ(request({{"cmd", "service.remove"}, {"name", "api"}})["ok"], true);
+
+  // --replace: the file as it is, runtime changes dropped.
+  ASSERT_EQ(request({{"cmd", "backend.add"},
+                     {"service", "web"},
+                     {"backend", {{"address", "127.0.0.3"}, {"port", 1}}}})["ok"],
+            true);
+  write_config(config_text("", 4));
+  r = request({{"cmd", "config.reload"}, {"replace", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(d_->config().services[0].backends.size(), 1u);
+  EXPECT_EQ(request({{"cmd", "config.diff"}})["changes"], Json::array());
+}
+
+TEST_F(ControlDaemonTest, RestartKeepsRuntimeChanges) {
+  start();
+  ASSERT_EQ(
+      request({{"cmd", "backend.add"},
+               {"service", "web"},
+               {"backend", {{"address", "127.0.0.2"}, {"port", 1}, {"state", "maint"}}}})["ok"],
+      true);
+  ASSERT_EQ(request({{"cmd", "service.add"},
+                     {"service", {{"name", "api"}, {"vip", "10.0.0.101"}, {"port", 443}}}})["ok"],
+            true);
+  const Json running = running_services();
+  start();  // a new lb-healthd from the same file and state file
+  EXPECT_EQ(running_services(), running);
+  EXPECT_EQ(request({{"cmd", "config.diff"}})["changes"].size(), 2u);
+  ASSERT_TRUE(turn_until([&] { return latest_.count("api") == 1; }));
+}
+
+TEST_F(ControlDaemonTest, ServiceOfTheFileRemovedAtRunTimeStaysRemovedInLbd) {
+  std::string text = config_text();
+  text.insert(text.rfind(");"),
+              ", { name = \"api\"; vip = \"10.0.0.101\"; port = 443; backends = (); }\n");
+  write_config(text);
+  start();
+  ASSERT_TRUE(turn_until([&] { return latest_.count("api") == 1; }));
+  ASSERT_EQ(request({{"cmd", "service.remove"}, {"name", "api"}})["ok"], true);
+  ASSERT_TRUE(turn_until([&] { return (latest_["api"].flags & shm::kServiceRemoved) != 0; }));
+  // lbd restarts from the file (api included) while lb-healthd restarts from file + state:
+  // lb-healthd must tell the new lbd that api is gone.
+  latest_.clear();
+  start();
+  ASSERT_TRUE(turn_until([&] {
+    return latest_.count("api") == 1 && (latest_["api"].flags & shm::kServiceRemoved) != 0;
+  }));
+  EXPECT_EQ(d_->config().services.size(), 1u);
+}
+
+TEST_F(ControlDaemonTest, SaveWritesTheFileAndKeepsTheOld) {
+  start();
+  ASSERT_EQ(request({{"cmd", "backend.add"},
+                     {"service", "web"},
+                     {"backend", {{"address", "127.0.0.2"}, {"port", 1}, {"weight", 5}}}})["ok"],
+            true);
+  const std::string old = config_text();
+  Json r = request({{"cmd", "config.show"}});
+  ASSERT_EQ(r["ok"], true);
+  EXPECT_EQ(services_to_json(cfg::parse_config(r["text"], "x").services), running_services());
+  r = request({{"cmd", "config.save"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["backup"], config_path_ + ".bak");
+  std::ifstream bak(config_path_ + ".bak");
+  std::stringstream b;
+  b << bak.rdbuf();
+  EXPECT_EQ(b.str(), old);
+  EXPECT_EQ(services_to_json(cfg::load_config(config_path_).services), running_services());
+  EXPECT_EQ(request({{"cmd", "config.diff"}})["changes"], Json::array());
+  // And a reload of the saved file changes nothing.
+  r = request({{"cmd", "config.reload"}});
+  EXPECT_EQ(r["ok"], true);
+  EXPECT_EQ(r["changes"], Json::array());
+}
+
+}  // namespace
+}  // namespace lb::health

@@ -1,0 +1,334 @@
+// lbctl's pieces without the daemons: the views (tools/lbctl/render.h) on recorded replies, and
+// the two clients (tools/lbctl/clients.h) against fake servers speaking DPDK's telemetry
+// protocol and lb-healthd's JSON lines.
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "clients.h"
+#include "render.h"
+
+namespace lb::ctl {
+namespace {
+
+TEST(LbctlRender, TablesAndNumbers) {
+  EXPECT_EQ(format_table({{"a", "bb", "c"}, {"ddd", "e", "f"}}), "a    bb  c\nddd  e   f\n");
+  EXPECT_EQ(format_table({{"x", ""}}, "  "), "  x\n");
+  EXPECT_EQ(format_ms(850), "850ms");
+  EXPECT_EQ(format_ms(3200), "3.2s");
+  EXPECT_EQ(format_ms(42000), "42s");
+  EXPECT_EQ(format_ms(303000), "5m03s");
+  EXPECT_EQ(format_ms(7260000), "2h01m");
+  EXPECT_EQ(format_ms(-1), "-");
+  EXPECT_EQ(format_count(999), "999");
+  EXPECT_EQ(format_count(2.5), "2.5");
+  EXPECT_EQ(format_count(1234), "1.2k");
+  EXPECT_EQ(format_count(3.4e6), "3.4M");
+  EXPECT_EQ(format_count(5.6e9), "5.6G");
+}
+
+Json healthd_status() {
+  return Json::parse(R"({
+    "ok": true,
+    "healthd": {"pid": 10, "version": "0.1.0", "config_file": "/etc/lbd/lbd.cfg",
+                "state_file": "/etc/lbd/lbd.cfg.state", "instance": "lbd", "segment": "/lbd-lbd",
+                "runtime_changes": ["service web: backend 10.20.0.14:8080 added"]},
+    "lbd": {"attached": true, "pid": 20, "applied_generation": 70, "generation_sent": 70,
+            "rejected_generation": 0},
+    "services": [{"name": "web", "vip": "10.10.0.100", "port": 80, "protocol": "tcp",
+                  "scheduler": "wrr", "active": 1, "fail_open": false, "pending": false,
+                  "backends": [
+      {"address": "10.20.0.11", "port": 8080, "weight": 3, "admin": "ready", "health": "up",
+       "live": "active", "last_result": "ok", "last_http_status": 200, "last_latency_ms": 2,
+       "in_state_ms": 303000},
+      {"address": "10.20.0.14", "port": 8080, "weight": 1, "admin": "drain", "health": "down",
+       "live": "draining", "last_result": "connection refused", "last_http_status": 0,
+       "last_latency_ms": 0, "in_state_ms": 850}]}]
+  })");
+}
+
+Json lbd_backends() {
+  return Json::parse(R"({
+    "backend_0": {"id": 0, "state": "active", "service": "web", "address": "10.20.0.11:8080",
+                  "flows_active": 12, "flows_total": 340},
+    "backend_1": {"id": 1, "state": "active", "service": "api", "address": "10.20.0.11:8080",
+                  "flows_active": 99, "flows_total": 99}
+  })");
+}
+
+TEST(LbctlRender, StatusMergesLbdCountersByServiceAndAddress) {
+  const Json m = merge_status(healthd_status(), lbd_backends(), "");
+  EXPECT_EQ(m["lbd_counters"]["available"], true);
+  const Json& bs = m["services"][0]["backends"];
+  EXPECT_EQ(bs[0]["lbd"]["flows_active"], 12);  // web's, not api's
+  EXPECT_EQ(bs[0]["lbd"]["flows_total"], 340);
+  EXPECT_TRUE(bs[1]["lbd"].is_null());  // lbd does not know it yet
+  const std::string text = render_status(m);
+  EXPECT_NE(text.find("TCP  10.10.0.100:80 wrr (web, 1/2 active)"), std::string::npos) << text;
+  EXPECT_NE(text.find("1 runtime change(s)"), std::string::npos) << text;
+  EXPECT_NE(text.find("lbd: attached (pid 20), generation 70 applied of 70 sent"),
+            std::string::npos)
+      << text;
+  // Columns line up: the backend rows and the header share the widths.
+  const size_t header = text.find("  -> RemoteAddress:Port");
+  const size_t row = text.find("  -> 10.20.0.11:8080");
+  ASSERT_NE(header, std::string::npos);
+  ASSERT_NE(row, std::string::npos);
+  const auto column = [&](size_t line_start, const std::string& what) {
+    return text.find(what, line_start) - line_start;
+  };
+  EXPECT_EQ(column(header, "Weight"), column(row, "3  "));
+  EXPECT_NE(text.find("12           340         5m03s  ok in 2ms"), std::string::npos) << text;
+  EXPECT_NE(
+      text.find("drain  down    draining  -            -           850ms  connection refused"),
+      std::string::npos)
+      << text;
+}
+
+TEST(LbctlRender, StatusSaysWhenLbdIsUnreachable) {
+  Json st = healthd_status();
+  st["lbd"]["attached"] = false;
+  const Json m = merge_status(st, Json(), "cannot connect to lbd's telemetry at X: No such file");
+  EXPECT_EQ(m["lbd_counters"]["available"], false);
+  const std::string text = render_status(m);
+  EXPECT_NE(text.find("lbd: not attached (/lbd-lbd not found: is lbd running?)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("flow counters: unavailable: cannot connect to lbd's telemetry at X"),
+            std::string::npos)
+      << text;
+}
+
+TEST(LbctlRender, StatsRatesOverTheInterval) {
+  Sample a;
+  a.t = 10;
+  a.stats = {{"rx_packets", 1000}, {"tx_packets", 900}, {"flows_created", 10},
+             {"flows_active", 5},  {"dropped", 4},      {"workers", 2}};
+  a.drops = {{"bad_checksum", 4}, {"flow_miss", 0}};
+  a.ports = {
+      {"client",
+       {{"rx_packets", 600}, {"rx_bytes", 60000}, {"tx_packets", 500}, {"tx_bytes", 50000}}}};
+  a.backends = lbd_backends();
+  Sample b = a;
+  b.t = 12;
+  b.stats["rx_packets"] = 3000;
+  b.stats["flows_created"] = 30;
+  b.stats["flows_active"] = 7;
+  b.drops["bad_checksum"] = 10;
+  b.ports["client"]["rx_bytes"] = 100000;
+  b.backends["backend_0"]["flows_total"] = 350;
+  b.backends["backend_1"]["flows_total"] = 50;  // counters went back: lbd restarted
+  const Json r = stats_report(a, b);
+  EXPECT_EQ(r["interval_s"], 2.0);
+  EXPECT_EQ(r["workers"], 2);
+  EXPECT_EQ(r["totals"]["rx_packets"], 3000);
+  EXPECT_EQ(r["rates"]["rx_packets"], 1000.0);
+  EXPECT_EQ(r["rates"]["flows_created"], 10.0);
+  EXPECT_FALSE(r["rates"].contains("flows_active"));  // a level, not a counter
+  EXPECT_EQ(r["totals"]["flows_active"], 7);
+  EXPECT_EQ(r["drops"]["bad_checksum"]["per_s"], 3.0);
+  EXPECT_EQ(r["totals"]["rx_bytes"], 100000);
+  EXPECT_EQ(r["rates"]["rx_bytes"], 20000.0);
+  ASSERT_EQ(r["backends"].size(), 2u);
+  EXPECT_EQ(r["backends"][0]["service"], "web");
+  EXPECT_EQ(r["backends"][0]["new_flows_per_s"], 5.0);
+  EXPECT_EQ(r["backends"][1]["new_flows_per_s"], 0.0);
+  const std::string text = render_stats(r, "lbd test");
+  EXPECT_NE(text.find("lbd test (2 worker(s)), rates over 2.0s"), std::string::npos) << text;
+  EXPECT_NE(text.find("new flows     30      10"), std::string::npos) << text;
+  EXPECT_NE(text.find("bad_checksum  10     3"), std::string::npos) << text;
+  EXPECT_EQ(text.find("flow_miss"), std::string::npos) << "zero drops are left out";
+}
+
+TEST(LbctlRender, FlowsOldestFirstAndLimited) {
+  const Json lines =
+      Json::array({"0 10.10.0.50:40000 10.10.0.100:80 10.20.0.11:8080 established 1500 899000",
+                   "1 10.10.0.50:40001 10.10.0.100:80 10.20.0.12:8080 syn_sent 20 4980", "garbage",
+                   7, "0 10.10.0.50:40002 10.10.0.100:80 10.20.0.13:8080 fin_wait 90000 9000"});
+  const Json f = parse_flows(lines, 2);
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_EQ(f[0]["client"], "10.10.0.50:40002");
+  EXPECT_EQ(f[0]["age_ms"], 90000);
+  EXPECT_EQ(f[1]["backend"], "10.20.0.11:8080");
+  EXPECT_EQ(f[1]["state"], "established");
+  EXPECT_EQ(f[1]["worker"], 0);
+  const std::string text = render_flows(f);
+  EXPECT_NE(text.find("10.10.0.50:40000  10.10.0.100:80  10.20.0.11:8080  established  1.5s"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(render_flows(Json::array()), "no flows\n");
+}
+
+// -- Clients -------------------------------------------------------------------------------
+
+class FakeServer {
+ public:
+  FakeServer(int type, std::string path) : path_(std::move(path)) {
+    std::filesystem::remove(path_);
+    fd_ = ::socket(AF_UNIX, type, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(fd_, 4), 0);
+  }
+  ~FakeServer() {
+    join();
+    ::close(fd_);
+    std::filesystem::remove(path_);
+  }
+  // Serves one connection with `body` (given the connected socket) in a thread.
+  void serve(std::function<void(int)> body) {
+    thread_ = std::thread([this, body = std::move(body)] {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      body(c);
+      ::close(c);
+    });
+  }
+  const std::string& path() const { return path_; }
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::thread thread_;
+};
+
+std::string temp_socket(const char* name) {
+  return "/tmp/lbctl_" + std::string(name) + "_" + std::to_string(getpid()) + ".sock";
+}
+
+void send_msg(int fd, const std::string& s) {
+  ASSERT_EQ(::send(fd, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size()));
+}
+
+std::string recv_msg(int fd) {
+  char buf[4096];
+  const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+TEST(LbctlTelemetry, SpeaksDpdkTelemetryV2) {
+  FakeServer srv(SOCK_SEQPACKET, temp_socket("tel"));
+  std::vector<std::string> asked;
+  srv.serve([&](int c) {
+    send_msg(c, R"({"version": "DPDK 22.11.0", "pid": 4100, "max_output_len": 16384})");
+    asked.push_back(recv_msg(c));
+    send_msg(c, R"({"/lb/stats": {"rx_packets": 5, "workers": 1}})");
+    asked.push_back(recv_msg(c));
+    send_msg(c, R"({"/lb/flows": ["0 a b c established 1 2"]})");
+    asked.push_back(recv_msg(c));
+    send_msg(c, R"({"/lb/nope": null})");
+    asked.push_back(recv_msg(c));  // and no answer to that one
+    recv_msg(c);                   // until the client leaves
+  });
+  {
+    TelemetryClient t(srv.path(), 300);
+    EXPECT_EQ(t.hello()["pid"], 4100);
+    EXPECT_EQ(t.query("/lb/stats")["rx_packets"], 5);
+    EXPECT_EQ(t.query("/lb/flows,20")[0], "0 a b c established 1 2");
+    try {
+      t.query("/lb/nope");
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("refused /lb/nope"), std::string::npos) << e.what();
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      t.query("/lb/stats");
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("within 300 ms"), std::string::npos) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  }
+  srv.join();
+  ASSERT_EQ(asked.size(), 4u);
+  EXPECT_EQ(asked[0], "/lb/stats");
+  EXPECT_EQ(asked[1], "/lb/flows,20");
+  EXPECT_EQ(asked[2], "/lb/nope");
+}
+
+TEST(LbctlTelemetry, MissingSocketSaysSo) {
+  try {
+    TelemetryClient t("/tmp/lbctl-no-such-dir/dpdk_telemetry.v2", 100);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "cannot connect to lbd's telemetry at /tmp/lbctl-no-such-dir/dpdk_telemetry.v2: No "
+              "such file or directory (is lbd running?)");
+  }
+  EXPECT_EQ(telemetry_path("edge1"), "/var/run/dpdk/edge1/dpdk_telemetry.v2");
+}
+
+TEST(LbctlControl, OneRequestLineOneReplyLine) {
+  FakeServer srv(SOCK_STREAM, temp_socket("ctl"));
+  std::string got;
+  srv.serve([&](int c) {
+    std::string in;
+    while (in.find('\n') == std::string::npos) {
+      const std::string part = recv_msg(c);
+      if (part.empty()) return;
+      in += part;
+    }
+    got = in;
+    // The reply in two pieces, and a second line the client keeps for later.
+    send_msg(c, "{\"ok\": true, \"x\"");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    send_msg(c, ": 1}\n{\"ok\": false}\n");
+    while (!recv_msg(c).empty()) {  // later requests are never answered
+    }
+  });
+  {
+    ControlClient c(srv.path(), 1000);
+    const Json r = c.request({{"cmd", "ping"}}, 2000);
+    EXPECT_EQ(r["x"], 1);
+    EXPECT_EQ(c.request({{"cmd", "again"}}, 2000)["ok"], false);
+    try {
+      c.request({{"cmd", "status"}}, 200);
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no reply from lb-healthd"), std::string::npos)
+          << e.what();
+    }
+  }
+  srv.join();
+  EXPECT_EQ(got, "{\"cmd\":\"ping\"}\n");
+  try {
+    ControlClient c("/tmp/lbctl-no-such.sock", 100);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "cannot connect to lb-healthd at /tmp/lbctl-no-such.sock: No such file or directory "
+              "(is lb-healthd running?)");
+  }
+}
+
+TEST(LbctlControl, ServerThatHangsUp) {
+  FakeServer srv(SOCK_STREAM, temp_socket("hup"));
+  srv.serve([](int c) { recv_msg(c); });
+  ControlClient c(srv.path(), 1000);
+  try {
+    c.request({{"cmd", "ping"}}, 2000);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("closed the connection without a reply"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace lb::ctl

@@ -1,0 +1,377 @@
+// lb-healthd's control socket server (healthd/control.h) on its own: framing, limits, deferred
+// replies, hostile clients, and the socket file's life. The server runs in the test's thread
+// (as in the daemon's loop); clients are plain sockets, in a thread where they must block.
+
+#include "control.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "log.h"
+
+namespace lb::health {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ControlServerTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() { set_log_level(LogLevel::kError); }
+
+  void SetUp() override {
+    dir_ = std::filesystem::path("/tmp") /
+           ("lbctl_srv_" + std::to_string(getpid()) + "_" +
+            testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    path_ = (dir_ / "sub" / "ctl.sock").string();  // the directory is created by the server
+  }
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void start(Millis idle = Millis(10000), size_t max_request = 1024, size_t max_clients = 64) {
+    ControlOptions o;
+    o.path = path_;
+    o.mode = 0640;
+    o.idle_timeout = idle;
+    o.max_request = max_request;
+    o.max_clients = max_clients;
+    server_ = std::make_unique<ControlServer>(o);
+  }
+
+  // What the daemon's handler would be: echoes, defers, throws on request.
+  std::optional<Json> handle(ControlServer::ConnId id, const Json& req) {
+    ++handled_;
+    const std::string cmd = req.value("cmd", std::string());
+    if (cmd == "defer") {
+      deferred_ = id;
+      return std::nullopt;
+    }
+    if (cmd == "throw") throw std::runtime_error("boom");
+    return Json{{"ok", true}, {"echo", req}};
+  }
+
+  void pump_once() {
+    pollfd p{server_->fd(), POLLIN, 0};
+    ::poll(&p, 1, 5);
+    server_->service(Clock::now(),
+                     [this](ControlServer::ConnId id, const Json& r) { return handle(id, r); });
+  }
+
+  // Serves until `pred` holds (bounded).
+  bool pump_until(const std::function<bool()>& pred, Millis limit = Millis(5000)) {
+    const auto deadline = Clock::now() + limit;
+    while (Clock::now() < deadline) {
+      pump_once();
+      if (pred()) return true;
+    }
+    return false;
+  }
+
+  int connect_client() const {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    return fd;
+  }
+
+  static void send_all(int fd, const std::string& s) {
+    size_t done = 0;
+    while (done < s.size()) {
+      const ssize_t n = ::send(fd, s.data() + done, s.size() - done, MSG_NOSIGNAL);
+      ASSERT_GT(n, 0) << std::strerror(errno);
+      done += static_cast<size_t>(n);
+    }
+  }
+
+  // Reads whatever has arrived, without blocking; false at end of file.
+  static bool drain(int fd, std::string& into) {
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        into.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      return n != 0;
+    }
+  }
+
+  // Serves until the client has `lines` complete lines (or end of file); returns them.
+  std::vector<Json> read_lines(int fd, size_t lines, bool* eof = nullptr) {
+    std::string buf;
+    bool open = true;
+    pump_until([&] {
+      open = drain(fd, buf);
+      return !open || static_cast<size_t>(std::count(buf.begin(), buf.end(), '\n')) >= lines;
+    });
+    if (eof) *eof = !open;
+    std::vector<Json> out;
+    size_t start = 0;
+    for (size_t nl = buf.find('\n'); nl != std::string::npos; nl = buf.find('\n', start)) {
+      out.push_back(Json::parse(buf.substr(start, nl - start)));
+      start = nl + 1;
+    }
+    return out;
+  }
+
+  // Serves until the server has closed the client's connection.
+  bool closed_by_server(int fd) {
+    std::string ignored;
+    return pump_until([&] { return !drain(fd, ignored); });
+  }
+
+  Json roundtrip(int fd, const std::string& line) {
+    send_all(fd, line);
+    const std::vector<Json> r = read_lines(fd, 1);
+    return r.empty() ? Json() : r[0];
+  }
+
+  std::filesystem::path dir_;
+  std::string path_;
+  std::unique_ptr<ControlServer> server_;
+  int handled_ = 0;
+  std::optional<ControlServer::ConnId> deferred_;
+};
+
+TEST_F(ControlServerTest, AnswersInOrderAndEchoesIds) {
+  start();
+  struct stat st {};
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  const int fd = connect_client();
+  // Two requests in one write, the second with CRLF; blank lines are skipped.
+  send_all(fd, "{\"cmd\":\"a\",\"id\":1}\n\n   \n{\"cmd\":\"b\",\"id\":\"x\"}\r\n");
+  const std::vector<Json> r = read_lines(fd, 2);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0]["echo"]["cmd"], "a");
+  EXPECT_EQ(r[0]["id"], 1);
+  EXPECT_EQ(r[1]["echo"]["cmd"], "b");
+  EXPECT_EQ(r[1]["id"], "x");
+  // A request split over several writes.
+  send_all(fd, "{\"cmd\":");
+  pump_once();
+  send_all(fd, "\"c\"}\n");
+  EXPECT_EQ(read_lines(fd, 1).at(0)["echo"]["cmd"], "c");
+  // The last request may end with the connection instead of a newline.
+  send_all(fd, "{\"cmd\":\"last\"}");
+  ::shutdown(fd, SHUT_WR);
+  bool eof = false;
+  const std::vector<Json> last = read_lines(fd, 1, &eof);
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0]["echo"]["cmd"], "last");
+  EXPECT_TRUE(closed_by_server(fd));
+  ::close(fd);
+  EXPECT_TRUE(pump_until([&] { return server_->clients() == 0; }));
+}
+
+TEST_F(ControlServerTest, MalformedRequestsAreAnsweredAndTheConnectionKept) {
+  start();
+  const int fd = connect_client();
+  Json r = roundtrip(fd, "garbage\n");
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["code"], "malformed");
+  EXPECT_NE(r["error"].get<std::string>().find("not JSON"), std::string::npos) << r;
+  r = roundtrip(fd, "[1,2,3]\n");
+  EXPECT_EQ(r["code"], "malformed");
+  EXPECT_NE(r["error"].get<std::string>().find("expected a JSON object, found array"),
+            std::string::npos);
+  r = roundtrip(fd, std::string(100, '[') + std::string(100, ']') + "\n");
+  EXPECT_EQ(r["code"], "malformed");
+  EXPECT_NE(r["error"].get<std::string>().find("nested deeper"), std::string::npos) << r;
+  r = roundtrip(fd, "{\"cmd\":\"\xff\xfe\"}\n");  // not UTF-8
+  EXPECT_EQ(r["code"], "malformed");
+  r = roundtrip(fd, std::string("{\"cmd\":\"x\"}\0junk\n", 17));
+  EXPECT_EQ(r["code"], "malformed");
+  r = roundtrip(fd, "{\"cmd\":\"throw\"}\n");
+  EXPECT_EQ(r["code"], "internal");
+  EXPECT_NE(r["error"].get<std::string>().find("boom"), std::string::npos);
+  // Still serving.
+  EXPECT_EQ(roundtrip(fd, "{\"cmd\":\"ok\"}\n")["ok"], true);
+  ::close(fd);
+}
+
+TEST_F(ControlServerTest, OversizedRequestIsRefusedAndTheConnectionClosed) {
+  start(Millis(10000), 64 * 1024);
+  const int fd = connect_client();
+  // 10 MB without a newline, from a thread: the write blocks until the server gives up.
+  std::atomic<bool> writer_done{false};
+  ssize_t written = 0;
+  int write_errno = 0;
+  std::thread writer([&] {
+    const std::string chunk(1 << 20, 'x');
+    for (int i = 0; i < 10; ++i) {
+      const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (n < 0) {
+        write_errno = errno;
+        break;
+      }
+      written += n;
+    }
+    writer_done = true;
+  });
+  std::string reply;
+  bool open = true;
+  ASSERT_TRUE(pump_until(
+      [&] {
+        open = drain(fd, reply);
+        return !open && writer_done;
+      },
+      Millis(10000)));
+  writer.join();
+  EXPECT_LT(written, 10 << 20);  // the server stopped reading
+  EXPECT_TRUE(write_errno == EPIPE || write_errno == ECONNRESET) << std::strerror(write_errno);
+  ASSERT_NE(reply.find('\n'), std::string::npos) << reply;
+  const Json r = Json::parse(reply.substr(0, reply.find('\n')));
+  EXPECT_EQ(r["code"], "too_large");
+  EXPECT_NE(r["error"].get<std::string>().find("65536 bytes"), std::string::npos) << r;
+  ::close(fd);
+  EXPECT_EQ(handled_, 0);
+  // Others are unaffected.
+  const int other = connect_client();
+  EXPECT_EQ(roundtrip(other, "{\"cmd\":\"ok\"}\n")["ok"], true);
+  ::close(other);
+}
+
+TEST_F(ControlServerTest, SilentClientIsDisconnected) {
+  start(Millis(200));
+  const int fd = connect_client();
+  const auto t0 = Clock::now();
+  bool eof = false;
+  const std::vector<Json> r = read_lines(fd, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]["code"], "idle");
+  EXPECT_TRUE(closed_by_server(fd));
+  const auto waited = std::chrono::duration_cast<Millis>(Clock::now() - t0);
+  EXPECT_GE(waited.count(), 190);
+  EXPECT_LT(waited.count(), 3000);
+  ::close(fd);
+  // A client that keeps talking is not idle.
+  const int busy = connect_client();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(roundtrip(busy, "{\"cmd\":\"x\"}\n")["ok"], true);
+    const auto until = Clock::now() + Millis(80);
+    pump_until([&] { return Clock::now() >= until; });
+  }
+  ::close(busy);
+  EXPECT_NE(server_->next_deadline(), TimePoint::max());
+}
+
+TEST_F(ControlServerTest, TooManyClientsAreTurnedAway) {
+  start(Millis(10000), 1024, 2);
+  const int a = connect_client();
+  const int b = connect_client();
+  EXPECT_EQ(roundtrip(a, "{\"cmd\":\"x\"}\n")["ok"], true);
+  EXPECT_EQ(roundtrip(b, "{\"cmd\":\"x\"}\n")["ok"], true);
+  const int c = connect_client();
+  const std::vector<Json> r = read_lines(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]["code"], "busy");
+  EXPECT_TRUE(closed_by_server(c));
+  ::close(c);
+  ::close(a);
+  ASSERT_TRUE(pump_until([&] { return server_->clients() == 1; }));
+  const int d = connect_client();
+  EXPECT_EQ(roundtrip(d, "{\"cmd\":\"x\"}\n")["ok"], true);
+  ::close(b);
+  ::close(d);
+}
+
+TEST_F(ControlServerTest, DeferredReplyHoldsTheNextRequest) {
+  start(Millis(100));  // deferred requests are not idle
+  const int fd = connect_client();
+  send_all(fd, "{\"cmd\":\"defer\",\"id\":7}\n{\"cmd\":\"after\"}\n");
+  ASSERT_TRUE(pump_until([&] { return deferred_.has_value(); }));
+  const auto until = Clock::now() + Millis(300);
+  pump_until([&] { return Clock::now() >= until; });
+  EXPECT_EQ(handled_, 1);  // "after" waits for the deferred reply
+  std::string got;
+  EXPECT_TRUE(drain(fd, got));
+  EXPECT_EQ(got, "");
+  server_->reply(*deferred_, Json{{"ok", true}, {"late", true}});
+  const std::vector<Json> r = read_lines(fd, 2);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0]["late"], true);
+  EXPECT_EQ(r[0]["id"], 7);
+  EXPECT_EQ(r[1]["echo"]["cmd"], "after");
+  // A client that leaves while its reply is deferred: the reply goes nowhere, nothing breaks.
+  deferred_.reset();
+  send_all(fd, "{\"cmd\":\"defer\"}\n");
+  ASSERT_TRUE(pump_until([&] { return deferred_.has_value(); }));
+  ::close(fd);
+  ASSERT_TRUE(pump_until([&] { return server_->clients() == 0; }));
+  server_->reply(*deferred_, Json{{"ok", true}});
+  // reply_all_deferred answers whoever still waits.
+  const int w = connect_client();
+  send_all(w, "{\"cmd\":\"defer\"}\n");
+  deferred_.reset();
+  ASSERT_TRUE(pump_until([&] { return deferred_.has_value(); }));
+  server_->reply_all_deferred(error_reply("stopping", "bye"));
+  EXPECT_EQ(read_lines(w, 1).at(0)["code"], "stopping");
+  ::close(w);
+}
+
+TEST_F(ControlServerTest, SocketFileLifecycle) {
+  start();
+  // A second server on the same path: refused while the first is alive.
+  ControlOptions o;
+  o.path = path_;
+  try {
+    ControlServer second(o);
+    FAIL() << "two servers on one socket";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("another process"), std::string::npos) << e.what();
+  }
+  server_.reset();
+  EXPECT_FALSE(std::filesystem::exists(path_));  // removed on the way out
+  // A stale socket (its server died without removing it) is replaced.
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::close(fd);  // bound, never listened: connect is refused
+  }
+  start();
+  const int c = connect_client();
+  EXPECT_EQ(roundtrip(c, "{\"cmd\":\"x\"}\n")["ok"], true);
+  ::close(c);
+  server_.reset();
+  // Not a socket: left alone.
+  std::ofstream(path_) << "precious";
+  EXPECT_THROW(start(), std::runtime_error);
+  EXPECT_TRUE(std::filesystem::exists(path_));
+  std::filesystem::remove(path_);
+  // Owner and group that do not exist.
+  o.group = "no-such-group-lbctl";
+  EXPECT_THROW(ControlServer bad(o), std::runtime_error);
+  EXPECT_FALSE(std::filesystem::exists(path_));
+  o.group = "0";  // numeric ids need no lookup
+  o.owner = "root";
+  if (getuid() == 0) {
+    EXPECT_NO_THROW(ControlServer ok(o));
+  }
+}
+
+}  // namespace
+}  // namespace lb::health

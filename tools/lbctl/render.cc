@@ -1,0 +1,424 @@
+#include "render.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+namespace lb::ctl {
+
+namespace {
+
+std::string str(const Json& j, const char* key, const std::string& fallback = "-") {
+  if (!j.is_object()) return fallback;
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (it->is_string()) return it->get<std::string>();
+  return it->dump();
+}
+
+double num(const Json& j, const char* key) {
+  if (!j.is_object()) return 0;
+  const auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : 0;
+}
+
+uint64_t u64(const Json& j, const char* key) {
+  if (!j.is_object()) return 0;
+  const auto it = j.find(key);
+  if (it == j.end()) return 0;
+  if (it->is_number_unsigned()) return it->get<uint64_t>();
+  if (it->is_number_integer())
+    return static_cast<uint64_t>(std::max<int64_t>(0, it->get<int64_t>()));
+  return 0;
+}
+
+// Counters only grow; a smaller value means lbd restarted: the rate restarts from 0.
+double rate(uint64_t before, uint64_t after, double dt) {
+  if (dt <= 0 || after < before) return 0;
+  return static_cast<double>(after - before) / dt;
+}
+
+std::string fixed1(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", v);
+  return buf;
+}
+
+// backend key as lbd's telemetry spells it: service|ip:port
+std::string backend_key(const std::string& service, const std::string& address) {
+  return service + "|" + address;
+}
+
+std::map<std::string, Json> backends_by_key(const Json& backends) {
+  std::map<std::string, Json> out;
+  if (!backends.is_object()) return out;
+  for (auto it = backends.begin(); it != backends.end(); ++it) {
+    const Json& b = it.value();
+    out[backend_key(str(b, "service", ""), str(b, "address", ""))] = b;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string format_table(const std::vector<std::vector<std::string>>& rows,
+                         const std::string& indent) {
+  std::vector<size_t> width;
+  for (const auto& r : rows) {
+    if (r.size() > width.size()) width.resize(r.size(), 0);
+    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  std::string out;
+  for (const auto& r : rows) {
+    std::string line = indent;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line.append(width[i] - r[i].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string format_ms(int64_t ms) {
+  char buf[32];
+  if (ms < 0) return "-";
+  if (ms < 1000) {
+    std::snprintf(buf, sizeof buf, "%" PRId64 "ms", ms);
+  } else if (ms < 10000) {
+    std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
+  } else if (ms < 60000) {
+    std::snprintf(buf, sizeof buf, "%" PRId64 "s", ms / 1000);
+  } else if (ms < 3600000) {
+    std::snprintf(buf, sizeof buf, "%" PRId64 "m%02" PRId64 "s", ms / 60000, ms / 1000 % 60);
+  } else if (ms < 86400000) {
+    std::snprintf(buf, sizeof buf, "%" PRId64 "h%02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%" PRId64 "d%02" PRId64 "h", ms / 86400000, ms / 3600000 % 24);
+  }
+  return buf;
+}
+
+std::string format_count(double n) {
+  char buf[32];
+  const double a = n < 0 ? -n : n;
+  if (a < 1000) {
+    if (n == static_cast<double>(static_cast<int64_t>(n))) {
+      std::snprintf(buf, sizeof buf, "%" PRId64, static_cast<int64_t>(n));
+    } else {
+      std::snprintf(buf, sizeof buf, "%.1f", n);
+    }
+  } else if (a < 1e6) {
+    std::snprintf(buf, sizeof buf, "%.1fk", n / 1e3);
+  } else if (a < 1e9) {
+    std::snprintf(buf, sizeof buf, "%.1fM", n / 1e6);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1fG", n / 1e9);
+  }
+  return buf;
+}
+
+// -- status ----------------------------------------------------------------------------------
+
+Json merge_status(const Json& status, const Json& backends, const std::string& unavailable) {
+  Json out = status;
+  const bool have = backends.is_object();
+  out["lbd_counters"] = {{"available", have}, {"error", have ? "" : unavailable}};
+  const auto by_key = backends_by_key(backends);
+  if (!out.contains("services") || !out["services"].is_array()) return out;
+  for (Json& s : out["services"]) {
+    const std::string name = str(s, "name", "");
+    if (!s.contains("backends") || !s["backends"].is_array()) continue;
+    for (Json& b : s["backends"]) {
+      const std::string addr = str(b, "address", "") + ":" + str(b, "port", "");
+      const auto it = by_key.find(backend_key(name, addr));
+      if (!have || it == by_key.end()) {
+        b["lbd"] = nullptr;
+        continue;
+      }
+      Json c = it->second;
+      c.erase("service");
+      c.erase("address");
+      b["lbd"] = std::move(c);
+    }
+  }
+  return out;
+}
+
+std::string render_status(const Json& m) {
+  std::ostringstream o;
+  const Json& h = m.value("healthd", Json::object());
+  const Json& l = m.value("lbd", Json::object());
+  o << "lb-healthd " << str(h, "version") << " (pid " << str(h, "pid") << "), instance "
+    << str(h, "instance") << ", config " << str(h, "config_file") << "\n";
+  const Json changes = h.value("runtime_changes", Json::array());
+  if (!changes.empty()) {
+    o << changes.size() << " runtime change(s) over the file, kept in " << str(h, "state_file")
+      << " (lbctl config diff)\n";
+  }
+  if (l.value("attached", false)) {
+    o << "lbd: attached (pid " << str(l, "pid") << "), generation " << str(l, "applied_generation")
+      << " applied of " << str(l, "generation_sent") << " sent";
+    const uint64_t rejected = u64(l, "rejected_generation");
+    if (rejected != 0) o << ", last refused " << rejected;
+    o << "\n";
+  } else {
+    o << "lbd: not attached (" << str(h, "segment") << " not found: is lbd running?)\n";
+  }
+  const Json& counters = m.value("lbd_counters", Json::object());
+  const bool have = counters.value("available", false);
+  if (!have) o << "flow counters: unavailable: " << str(counters, "error") << "\n";
+  o << "\n";
+
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"  -> RemoteAddress:Port", "Weight", "Admin", "Health", "Live", "ActiveFlows",
+                  "TotalFlows", "For", "LastCheck"});
+  struct Block {
+    std::string header;
+    size_t first = 0;
+    size_t count = 0;
+  };
+  std::vector<Block> blocks;
+  for (const Json& s : m.value("services", Json::array())) {
+    Block b;
+    const Json bs = s.value("backends", Json::array());
+    std::string flags =
+        str(s, "name") + ", " + str(s, "active", "0") + "/" + std::to_string(bs.size()) + " active";
+    if (s.value("fail_open", false)) flags += ", FAIL-OPEN";
+    if (s.value("pending", false)) flags += ", update pending";
+    std::string proto = str(s, "protocol", "tcp");
+    for (char& ch : proto) ch = ch >= 'a' && ch <= 'z' ? static_cast<char>(ch - 'a' + 'A') : ch;
+    b.header = proto + "  " + str(s, "vip") + ":" + str(s, "port") + " " + str(s, "scheduler") +
+               " (" + flags + ")";
+    b.first = rows.size();
+    for (const Json& be : bs) {
+      const Json& c = be.value("lbd", Json());
+      std::string last = str(be, "last_result");
+      if (be.value("last_http_status", 0) != 0 || last == "ok")
+        last += " in " + format_ms(be.value("last_latency_ms", int64_t{0}));
+      rows.push_back({"  -> " + str(be, "address") + ":" + str(be, "port"), str(be, "weight"),
+                      str(be, "admin"), str(be, "health"), str(be, "live"),
+                      c.is_object() ? str(c, "flows_active", "0") : "-",
+                      c.is_object() ? str(c, "flows_total", "0") : "-",
+                      format_ms(be.value("in_state_ms", int64_t{-1})), last});
+    }
+    b.count = rows.size() - b.first;
+    blocks.push_back(b);
+  }
+  // One table for the alignment; the service lines are put between its rows.
+  const std::string table = format_table(rows);
+  std::vector<std::string> lines;
+  std::istringstream in(table);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  o << "Prot LocalAddress:Port Scheduler (Service, Flags)\n";
+  o << lines[0] << "\n";
+  for (const Block& b : blocks) {
+    o << b.header << "\n";
+    for (size_t i = b.first; i < b.first + b.count; ++i) o << lines[i] << "\n";
+  }
+  return o.str();
+}
+
+// -- stats -----------------------------------------------------------------------------------
+
+Json stats_report(const Sample& a, const Sample& b) {
+  const double dt = b.t - a.t;
+  Json r;
+  r["interval_s"] = dt;
+  r["workers"] = u64(b.stats, "workers");
+  uint64_t rx_bytes[2] = {0, 0};
+  uint64_t tx_bytes[2] = {0, 0};
+  Json ports = Json::object();
+  if (b.ports.is_object()) {
+    for (auto it = b.ports.begin(); it != b.ports.end(); ++it) {
+      const Json& pb = it.value();
+      const Json pa =
+          a.ports.is_object() ? a.ports.value(it.key(), Json::object()) : Json::object();
+      Json p;
+      for (const char* k : {"rx_packets", "rx_bytes", "tx_packets", "tx_bytes"}) {
+        p[k] = u64(pb, k);
+        p[std::string(k) + "_per_s"] = rate(u64(pa, k), u64(pb, k), dt);
+      }
+      ports[it.key()] = std::move(p);
+      rx_bytes[0] += u64(pa, "rx_bytes");
+      rx_bytes[1] += u64(pb, "rx_bytes");
+      tx_bytes[0] += u64(pa, "tx_bytes");
+      tx_bytes[1] += u64(pb, "tx_bytes");
+    }
+  }
+  Json totals = Json::object();
+  Json rates = Json::object();
+  if (b.stats.is_object()) {
+    for (auto it = b.stats.begin(); it != b.stats.end(); ++it) {
+      const std::string& k = it.key();
+      if (k == "workers") continue;
+      totals[k] = u64(b.stats, k.c_str());
+      if (k != "flows_active")
+        rates[k] = rate(u64(a.stats, k.c_str()), u64(b.stats, k.c_str()), dt);
+    }
+  }
+  totals["rx_bytes"] = rx_bytes[1];
+  totals["tx_bytes"] = tx_bytes[1];
+  rates["rx_bytes"] = rate(rx_bytes[0], rx_bytes[1], dt);
+  rates["tx_bytes"] = rate(tx_bytes[0], tx_bytes[1], dt);
+  r["totals"] = std::move(totals);
+  r["rates"] = std::move(rates);
+  Json drops = Json::object();
+  if (b.drops.is_object()) {
+    for (auto it = b.drops.begin(); it != b.drops.end(); ++it) {
+      const char* k = it.key().c_str();
+      drops[it.key()] = {{"total", u64(b.drops, k)},
+                         {"per_s", rate(u64(a.drops, k), u64(b.drops, k), dt)}};
+    }
+  }
+  r["drops"] = std::move(drops);
+  r["ports"] = std::move(ports);
+  const auto before = backends_by_key(a.backends);
+  Json backends = Json::array();
+  if (b.backends.is_object()) {
+    std::vector<std::pair<uint64_t, Json>> list;
+    for (auto it = b.backends.begin(); it != b.backends.end(); ++it) {
+      const Json& x = it.value();
+      const std::string key = backend_key(str(x, "service", ""), str(x, "address", ""));
+      const auto pa = before.find(key);
+      const Json& y = pa != before.end() ? pa->second : Json::object();
+      Json e;
+      e["service"] = str(x, "service", "");
+      e["address"] = str(x, "address", "");
+      e["state"] = str(x, "state", "");
+      e["flows_active"] = u64(x, "flows_active");
+      e["flows_total"] = u64(x, "flows_total");
+      e["new_flows_per_s"] = rate(u64(y, "flows_total"), u64(x, "flows_total"), dt);
+      for (const char* k :
+           {"packets_in", "bytes_in", "packets_out", "bytes_out", "syn_rst", "syn_timeout"}) {
+        e[k] = u64(x, k);
+        e[std::string(k) + "_per_s"] = rate(u64(y, k), u64(x, k), dt);
+      }
+      list.emplace_back(u64(x, "id"), std::move(e));
+    }
+    std::sort(list.begin(), list.end(),
+              [](const auto& p, const auto& q) { return p.first < q.first; });
+    for (auto& [id, e] : list) backends.push_back(std::move(e));
+  }
+  r["backends"] = std::move(backends);
+  return r;
+}
+
+std::string render_stats(const Json& r, const std::string& title) {
+  std::ostringstream o;
+  o << title << " (" << str(r, "workers") << " worker(s)), rates over "
+    << fixed1(num(r, "interval_s")) << "s\n\n";
+  const Json& t = r["totals"];
+  const Json& rt = r["rates"];
+  std::vector<std::vector<std::string>> rows = {{"", "total", "per second"}};
+  const auto line = [&](const char* label, const char* key, bool with_rate = true) {
+    if (!t.contains(key)) return;
+    rows.push_back({label, format_count(num(t, key)),
+                    with_rate ? format_count(num(rt, key)) : std::string("")});
+  };
+  line("packets in", "rx_packets");
+  line("packets out", "tx_packets");
+  line("bytes in", "rx_bytes");
+  line("bytes out", "tx_bytes");
+  line("new flows", "flows_created");
+  line("active flows", "flows_active", false);
+  line("flows expired", "flows_expired");
+  line("flows closed", "flows_closed");
+  line("flows refused", "flows_refused");
+  line("retries", "retries");
+  line("RST, no backend", "rst_no_backend");
+  line("RST, flow miss", "rst_flow_miss");
+  line("dropped", "dropped");
+  o << format_table(rows);
+
+  std::vector<std::vector<std::string>> drops = {{"drop reason", "total", "per second"}};
+  for (auto it = r["drops"].begin(); it != r["drops"].end(); ++it) {
+    if (num(it.value(), "total") == 0) continue;
+    drops.push_back(
+        {it.key(), format_count(num(it.value(), "total")), format_count(num(it.value(), "per_s"))});
+  }
+  o << "\n";
+  if (drops.size() == 1) {
+    o << "no drops\n";
+  } else {
+    o << format_table(drops);
+  }
+
+  std::vector<std::vector<std::string>> ports = {{"port", "rx packets", "rx pkt/s", "rx bytes",
+                                                  "rx B/s", "tx packets", "tx pkt/s", "tx bytes",
+                                                  "tx B/s"}};
+  for (auto it = r["ports"].begin(); it != r["ports"].end(); ++it) {
+    const Json& p = it.value();
+    ports.push_back({it.key(), format_count(num(p, "rx_packets")),
+                     format_count(num(p, "rx_packets_per_s")), format_count(num(p, "rx_bytes")),
+                     format_count(num(p, "rx_bytes_per_s")), format_count(num(p, "tx_packets")),
+                     format_count(num(p, "tx_packets_per_s")), format_count(num(p, "tx_bytes")),
+                     format_count(num(p, "tx_bytes_per_s"))});
+  }
+  o << "\n" << format_table(ports);
+
+  std::vector<std::vector<std::string>> bs = {{"service", "backend", "state", "active", "total",
+                                               "new/s", "pkt in/s", "B in/s", "pkt out/s",
+                                               "B out/s", "syn rst", "syn timeout"}};
+  for (const Json& b : r["backends"]) {
+    bs.push_back({str(b, "service"), str(b, "address"), str(b, "state"),
+                  format_count(num(b, "flows_active")), format_count(num(b, "flows_total")),
+                  format_count(num(b, "new_flows_per_s")), format_count(num(b, "packets_in_per_s")),
+                  format_count(num(b, "bytes_in_per_s")), format_count(num(b, "packets_out_per_s")),
+                  format_count(num(b, "bytes_out_per_s")), format_count(num(b, "syn_rst")),
+                  format_count(num(b, "syn_timeout"))});
+  }
+  o << "\n";
+  if (bs.size() == 1) {
+    o << "no backends\n";
+  } else {
+    o << format_table(bs);
+  }
+  return o.str();
+}
+
+// -- flows -----------------------------------------------------------------------------------
+
+Json parse_flows(const Json& lines, size_t limit) {
+  Json out = Json::array();
+  if (!lines.is_array()) return out;
+  std::vector<Json> all;
+  for (const Json& l : lines) {
+    if (!l.is_string()) continue;
+    std::istringstream in(l.get<std::string>());
+    uint64_t worker = 0;
+    std::string client, vip, backend, state;
+    uint64_t age = 0;
+    uint64_t expires = 0;
+    if (!(in >> worker >> client >> vip >> backend >> state >> age >> expires)) continue;
+    all.push_back({{"worker", worker},
+                   {"client", client},
+                   {"vip", vip},
+                   {"backend", backend},
+                   {"state", state},
+                   {"age_ms", age},
+                   {"expires_in_ms", expires}});
+  }
+  std::stable_sort(all.begin(), all.end(), [](const Json& a, const Json& b) {
+    return a["age_ms"].get<uint64_t>() > b["age_ms"].get<uint64_t>();
+  });
+  for (size_t i = 0; i < all.size() && i < limit; ++i) out.push_back(std::move(all[i]));
+  return out;
+}
+
+std::string render_flows(const Json& flows) {
+  std::vector<std::vector<std::string>> rows = {
+      {"client", "vip", "backend", "state", "age", "expires in", "worker"}};
+  for (const Json& f : flows) {
+    rows.push_back({str(f, "client"), str(f, "vip"), str(f, "backend"), str(f, "state"),
+                    format_ms(f.value("age_ms", int64_t{0})),
+                    format_ms(f.value("expires_in_ms", int64_t{0})), str(f, "worker")});
+  }
+  if (rows.size() == 1) return "no flows\n";
+  return format_table(rows);
+}
+
+}  // namespace lb::ctl

@@ -1,0 +1,52 @@
+#pragma once
+// lbctl's views, pure: JSON in (lb-healthd's replies, lbd's telemetry), JSON or text out. No I/O,
+// so the tests feed them recorded replies.
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace lb::ctl {
+
+using Json = nlohmann::json;
+
+// Columns padded to the widest cell, two spaces apart; the last column is not padded.
+std::string format_table(const std::vector<std::vector<std::string>>& rows,
+                         const std::string& indent = "");
+
+// "850ms", "3.2s", "42s", "5m03s", "2h01m", "3d04h".
+std::string format_ms(int64_t ms);
+// 999, 1.2k, 3.4M, 5.6G (SI).
+std::string format_count(double n);
+
+// -- status --------------------------------------------------------------------------------
+
+// lb-healthd's status reply with lbd's per-backend counters (/lb/backends, keyed by service and
+// address) added to every backend as "lbd": {...} (null when lbd has no such backend). With no
+// counters (`backends` null), "lbd_counters" says why (`unavailable`).
+Json merge_status(const Json& status, const Json& backends, const std::string& unavailable);
+// The ipvsadm-like table of a merged status.
+std::string render_status(const Json& merged);
+
+// -- stats ---------------------------------------------------------------------------------
+
+struct Sample {
+  double t = 0;   // seconds, any fixed origin
+  Json stats;     // /lb/stats
+  Json drops;     // /lb/drops
+  Json ports;     // /lb/ports
+  Json backends;  // /lb/backends
+};
+
+// Totals from `b`, rates over b - a.
+Json stats_report(const Sample& a, const Sample& b);
+std::string render_stats(const Json& report, const std::string& title);
+
+// -- flows ---------------------------------------------------------------------------------
+
+// /lb/flows' lines ("worker client vip backend state age_ms expires_in_ms") as objects, at most
+// `limit`, oldest first.
+Json parse_flows(const Json& lines, size_t limit);
+std::string render_flows(const Json& flows);
+
+}  // namespace lb::ctl
