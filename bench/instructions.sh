@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --bursts) bursts=$2; shift ;;
     --memif) memif=1 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift

@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --build) build=$2; shift ;;
     --no-huge) huge=no ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "memif.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift

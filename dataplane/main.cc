@@ -86,7 +86,10 @@ int main(int argc, char** argv) {
     bool has_prefix = false;
     for (char* a : eal_args) has_prefix |= std::string_view(a).starts_with("--file-prefix");
     if (!has_prefix) eal_args.push_back(prefix_arg.data());
-    const int consumed = rte_eal_init(static_cast<int>(eal_args.size()), eal_args.data());
+    // argv[argc] must be NULL, as getopt (inside rte_eal_init) may read it.
+    const int eal_argc = static_cast<int>(eal_args.size());
+    eal_args.push_back(nullptr);
+    const int consumed = rte_eal_init(eal_argc, eal_args.data());
     if (consumed < 0)
       throw std::runtime_error(std::string("EAL initialisation failed: ") +
                                rte_strerror(rte_errno));
