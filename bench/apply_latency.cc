@@ -64,9 +64,12 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::microseconds(200 + (i * 7919) % 1000));
   }
   std::sort(us.begin(), us.end());
-  auto pct = [&](double p) { return us[static_cast<size_t>(p * static_cast<double>(us.size() - 1))]; };
-  std::printf("%d updates: decision -> every worker applied: p50 %.0f us, p90 %.0f us, "
-              "p99 %.0f us, max %.0f us\n",
-              updates, pct(0.5), pct(0.9), pct(0.99), us.back());
+  auto pct = [&](double p) {
+    return us[static_cast<size_t>(p * static_cast<double>(us.size() - 1))];
+  };
+  std::printf(
+      "%d updates: decision -> every worker applied: p50 %.0f us, p90 %.0f us, "
+      "p99 %.0f us, max %.0f us\n",
+      updates, pct(0.5), pct(0.9), pct(0.99), us.back());
   return 0;
 }

@@ -10,11 +10,11 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -32,16 +32,20 @@ namespace {
 using namespace lb::core;
 
 constexpr int kBurst = 32;
-constexpr uint32_t kVip = 0x0a0a0064;        // 10.10.0.100
+constexpr uint32_t kVip = 0x0a0a0064;  // 10.10.0.100
 constexpr uint16_t kVport = 80;
-constexpr uint32_t kClientNet = 0x0a800000;  // 10.128.0.0
-constexpr uint32_t kBackendNet = 0x0a140000; // 10.20.0.0
+constexpr uint32_t kClientNet = 0x0a800000;   // 10.128.0.0
+constexpr uint32_t kBackendNet = 0x0a140000;  // 10.20.0.0
 constexpr uint16_t kBackendPort = 8080;
 constexpr uint16_t kPortBase = 1024;
 constexpr uint32_t kPortsPerIp = 60000;
 
-uint32_t client_ip(uint32_t i) { return kClientNet + i / kPortsPerIp; }
-uint16_t client_port(uint32_t i) { return static_cast<uint16_t>(kPortBase + i % kPortsPerIp); }
+uint32_t client_ip(uint32_t i) {
+  return kClientNet + i / kPortsPerIp;
+}
+uint16_t client_port(uint32_t i) {
+  return static_cast<uint16_t>(kPortBase + i % kPortsPerIp);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Frames
@@ -211,8 +215,8 @@ std::vector<FlowKey> random_keys(uint32_t n, bool present, size_t count) {
   for (FlowKey& k : keys) {
     const uint32_t i = static_cast<uint32_t>(rng() % n);
     // Absent keys: a client port outside the range inserted.
-    k = FlowKey{client_ip(i), kVip, present ? client_port(i) : static_cast<uint16_t>(65000 + i % 500),
-                kVport};
+    k = FlowKey{client_ip(i), kVip,
+                present ? client_port(i) : static_cast<uint16_t>(65000 + i % 500), kVport};
   }
   return keys;
 }
@@ -449,7 +453,8 @@ void BM_ProcessReply(benchmark::State& state) {
   const std::vector<uint32_t>& backend = er.backend;
   std::vector<std::vector<uint8_t>> tmpl;
   for (int b = 0; b < 3; ++b)
-    tmpl.push_back(tcp_frame(64, kBackendNet + 11 + static_cast<uint32_t>(b), kBackendPort, 0, 0, 0x18));
+    tmpl.push_back(
+        tcp_frame(64, kBackendNet + 11 + static_cast<uint32_t>(b), kBackendPort, 0, 0, 0x18));
   std::vector<uint8_t> buf(2048);
   uint32_t i = 0;
   for (auto _ : state) {

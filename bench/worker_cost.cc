@@ -46,8 +46,12 @@ constexpr uint32_t kPortsPerIp = 60000;
 const uint8_t kLbdMac[2][6] = {{0x02, 0, 0, 0, 2, 1}, {0x02, 0, 0, 0, 2, 2}};
 const uint8_t kPeerMac[2][6] = {{0x02, 0, 0, 0, 1, 1}, {0x02, 0, 0, 0, 1, 2}};
 
-uint32_t client_ip(uint32_t i) { return kClientNet + i / kPortsPerIp; }
-uint16_t client_port(uint32_t i) { return static_cast<uint16_t>(kPortBase + i % kPortsPerIp); }
+uint32_t client_ip(uint32_t i) {
+  return kClientNet + i / kPortsPerIp;
+}
+uint16_t client_port(uint32_t i) {
+  return static_cast<uint16_t>(kPortBase + i % kPortsPerIp);
+}
 
 void put16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);
@@ -154,12 +158,18 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--mode") mode = next();
-    else if (a == "--flows") flows = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--bursts") bursts = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--size") size = static_cast<uint16_t>(std::stoul(next()));
-    else if (a == "--dir") dir = next();
-    else if (a == "--order") order = next();
+    if (a == "--mode")
+      mode = next();
+    else if (a == "--flows")
+      flows = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--bursts")
+      bursts = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--size")
+      size = static_cast<uint16_t>(std::stoul(next()));
+    else if (a == "--dir")
+      dir = next();
+    else if (a == "--order")
+      order = next();
     else {
       std::fprintf(stderr,
                    "usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] "
@@ -175,8 +185,16 @@ int main(int argc, char** argv) {
   const bool syn = mode == "syn";
   const bool both = dir == "both" && !syn;
   const std::string prefix = "lbdwc" + std::to_string(getpid());
-  std::vector<std::string> eal = {"lbd_worker_cost", "-l", "0", "--no-pci", "--no-huge", "-m",
-                                  "1024", "--no-telemetry", "--file-prefix", prefix,
+  std::vector<std::string> eal = {"lbd_worker_cost",
+                                  "-l",
+                                  "0",
+                                  "--no-pci",
+                                  "--no-huge",
+                                  "-m",
+                                  "1024",
+                                  "--no-telemetry",
+                                  "--file-prefix",
+                                  prefix,
                                   "--log-level=lb:warning"};
   std::vector<char*> eargv;
   for (std::string& s : eal) eargv.push_back(s.data());
@@ -211,8 +229,11 @@ int main(int argc, char** argv) {
     const std::string cfg =
         "dataplane: { workers = 1; mbufs = 16383;\n"
         "  ports = ( { name = \"client\"; device = \"net_ring_wc_c\"; ip = \"10.10.0.1/24\"; },\n"
-        "            { name = \"backend\"; device = \"net_ring_wc_b\"; ip = \"10.20.0.1/24\"; } );\n"
-        "  flows = { capacity = " + std::to_string(capacity) + "; tcp_syn_timeout = 600; };\n};\n"
+        "            { name = \"backend\"; device = \"net_ring_wc_b\"; ip = \"10.20.0.1/24\"; } "
+        ");\n"
+        "  flows = { capacity = " +
+        std::to_string(capacity) +
+        "; tcp_syn_timeout = 600; };\n};\n"
         "services = ( { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n"
         "  backends = ( { address = \"10.20.0.11\"; port = 8080; },\n"
         "               { address = \"10.20.0.12\"; port = 8080; },\n"
@@ -360,24 +381,30 @@ int main(int argc, char** argv) {
     const double mean = packets ? static_cast<double>(cycles) / static_cast<double>(packets) : 0;
     std::sort(per_poll.begin(), per_poll.end());
     auto pct = [&](double q) {
-      return per_poll.empty() ? 0.0 : per_poll[static_cast<size_t>(q * static_cast<double>(per_poll.size() - 1))];
+      return per_poll.empty()
+                 ? 0.0
+                 : per_poll[static_cast<size_t>(q * static_cast<double>(per_poll.size() - 1))];
     };
     const double cpp = pct(0.5);
-    std::printf("mode %s, %u flows (%s order), %u B, %s: %llu packets in %llu polls, %llu out; median %.1f "
-                "TSC cycles (%.1f ns) per packet = %.2f Mpps on one core (p10 %.1f, p90 %.1f, mean "
-                "%.1f cycles); VmRSS %ld KiB after setup\n",
-                mode.c_str(), flows, order.c_str(), syn ? 60 : size,
-                syn ? "SYNs of new flows" : both ? "both directions" : "client->backend only",
-                static_cast<unsigned long long>(packets), static_cast<unsigned long long>(polls),
-                static_cast<unsigned long long>(out_packets), cpp, cpp / hz * 1e9,
-                cpp > 0 ? hz / cpp / 1e6 : 0.0, pct(0.1), pct(0.9), mean, rss_after_setup);
-    std::printf("RESULT mode=%s flows=%u size=%u packets=%llu polls=%llu out=%llu "
-                "cycles_per_packet=%.1f ns_per_packet=%.2f mpps=%.3f mean_cycles=%.1f "
-                "handled_all=%llu\n",
-                mode.c_str(), flows, size, static_cast<unsigned long long>(packets),
-                static_cast<unsigned long long>(polls),
-                static_cast<unsigned long long>(out_packets), cpp, cpp / hz * 1e9,
-                cpp > 0 ? hz / cpp / 1e6 : 0.0, mean, static_cast<unsigned long long>(handled_all));
+    std::printf(
+        "mode %s, %u flows (%s order), %u B, %s: %llu packets in %llu polls, %llu out; median %.1f "
+        "TSC cycles (%.1f ns) per packet = %.2f Mpps on one core (p10 %.1f, p90 %.1f, mean "
+        "%.1f cycles); VmRSS %ld KiB after setup\n",
+        mode.c_str(), flows, order.c_str(), syn ? 60 : size,
+        syn    ? "SYNs of new flows"
+        : both ? "both directions"
+               : "client->backend only",
+        static_cast<unsigned long long>(packets), static_cast<unsigned long long>(polls),
+        static_cast<unsigned long long>(out_packets), cpp, cpp / hz * 1e9,
+        cpp > 0 ? hz / cpp / 1e6 : 0.0, pct(0.1), pct(0.9), mean, rss_after_setup);
+    std::printf(
+        "RESULT mode=%s flows=%u size=%u packets=%llu polls=%llu out=%llu "
+        "cycles_per_packet=%.1f ns_per_packet=%.2f mpps=%.3f mean_cycles=%.1f "
+        "handled_all=%llu\n",
+        mode.c_str(), flows, size, static_cast<unsigned long long>(packets),
+        static_cast<unsigned long long>(polls), static_cast<unsigned long long>(out_packets), cpp,
+        cpp / hz * 1e9, cpp > 0 ? hz / cpp / 1e6 : 0.0, mean,
+        static_cast<unsigned long long>(handled_all));
     if (out_packets != packets) {
       std::fprintf(stderr, "lbd_worker_cost: %llu packets in, %llu out: lbd dropped some\n",
                    static_cast<unsigned long long>(packets),

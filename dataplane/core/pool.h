@@ -102,9 +102,9 @@ class Pool {
   std::vector<uint32_t> by_id_;  // ServiceId -> index in services_
   std::vector<Slot> slots_;
   uint32_t slot_mask_ = 0;
-  std::vector<uint32_t> vips_;  // sorted, unique
+  std::vector<uint32_t> vips_;    // sorted, unique
   std::vector<Address> retired_;  // few: services removed at runtime
-  std::vector<uint8_t> state_;  // by BackendId: 0 not serving, 1 draining, 2 active
+  std::vector<uint8_t> state_;    // by BackendId: 0 not serving, 1 draining, 2 active
 };
 
 }  // namespace lb::core

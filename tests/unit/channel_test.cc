@@ -263,7 +263,7 @@ services = (
   ASSERT_EQ(web.size(), 4u);
   EXPECT_EQ(web[0].state, shm::BackendState::kActive);
   EXPECT_EQ(web[1].state, shm::BackendState::kDraining);
-  EXPECT_EQ(web[2].state, shm::BackendState::kStopped);  // maint with maint = "drop"
+  EXPECT_EQ(web[2].state, shm::BackendState::kStopped);   // maint with maint = "drop"
   EXPECT_EQ(web[3].state, shm::BackendState::kDraining);  // starts down
   // Every backend down but fail_open: they are sent as active (Envoy's panic mode).
   ASSERT_EQ(st.at("panic").backends.size(), 1u);

@@ -21,7 +21,9 @@ namespace lb::gen {
 namespace {
 
 std::atomic<bool> g_stop{false};
-void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+void on_signal(int) {
+  g_stop.store(true, std::memory_order_relaxed);
+}
 
 constexpr uint16_t kRing = 1024;
 constexpr double kStallSeconds = 0.5;
@@ -36,26 +38,43 @@ void zero_data(rte_mempool*, void*, void* obj, unsigned) {
   std::memset(static_cast<uint8_t*>(m->buf_addr), 0, m->buf_len);
 }
 
-uint32_t client_isn(uint32_t t) { return t * 2654435761u + 1; }
-uint32_t backend_isn(uint32_t t) { return t * 40503u + 7; }
+uint32_t client_isn(uint32_t t) {
+  return t * 2654435761u + 1;
+}
+uint32_t backend_isn(uint32_t t) {
+  return t * 40503u + 7;
+}
 
 }  // namespace
 
 const char* to_string(Err e) {
   switch (e) {
-    case Err::kEth: return "ethernet";
-    case Err::kIpHeader: return "ip_header";
-    case Err::kIpChecksum: return "ip_checksum";
-    case Err::kTcpChecksum: return "tcp_checksum";
-    case Err::kTcpHeader: return "tcp_header";
-    case Err::kNat: return "nat";
-    case Err::kUnknownTuple: return "unknown_tuple";
-    case Err::kUnknownBackend: return "unknown_backend";
-    case Err::kBackendChanged: return "backend_changed";
-    case Err::kTag: return "payload_tag";
-    case Err::kFlags: return "tcp_flags_or_state";
-    case Err::kUnexpected: return "unexpected_frame";
-    case Err::kCount: break;
+    case Err::kEth:
+      return "ethernet";
+    case Err::kIpHeader:
+      return "ip_header";
+    case Err::kIpChecksum:
+      return "ip_checksum";
+    case Err::kTcpChecksum:
+      return "tcp_checksum";
+    case Err::kTcpHeader:
+      return "tcp_header";
+    case Err::kNat:
+      return "nat";
+    case Err::kUnknownTuple:
+      return "unknown_tuple";
+    case Err::kUnknownBackend:
+      return "unknown_backend";
+    case Err::kBackendChanged:
+      return "backend_changed";
+    case Err::kTag:
+      return "payload_tag";
+    case Err::kFlags:
+      return "tcp_flags_or_state";
+    case Err::kUnexpected:
+      return "unexpected_frame";
+    case Err::kCount:
+      break;
   }
   return "?";
 }
@@ -84,14 +103,15 @@ Generator::Generator(const Options& o) : o_(o), hz_(rte_get_tsc_hz()) {
   }
   arp_done_.assign(o_.backends.size(), false);
   if (o_.rate_mpps > 0)
-    tsc_per_burst_ = static_cast<uint64_t>(static_cast<double>(hz_) * o_.burst /
-                                           (o_.rate_mpps * 1e6));
+    tsc_per_burst_ =
+        static_cast<uint64_t>(static_cast<double>(hz_) * o_.burst / (o_.rate_mpps * 1e6));
 
   const int socket = static_cast<int>(rte_socket_id());
   tx_pool_ = rte_pktmbuf_pool_create("lbgen_tx", 65535, 512, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   rx_pool_ = rte_pktmbuf_pool_create("lbgen_rx", 16383, 512, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   if (!tx_pool_ || !rx_pool_)
-    throw std::runtime_error("cannot create lb-gen's mbuf pools (hugepages, or -m with --no-huge?)");
+    throw std::runtime_error(
+        "cannot create lb-gen's mbuf pools (hugepages, or -m with --no-huge?)");
   rte_mempool_obj_iter(tx_pool_, zero_data, nullptr);
 
   const uint16_t ports[2] = {o_.client_port, o_.backend_port};
@@ -110,7 +130,8 @@ Generator::Generator(const Options& o) : o_(o), hz_(rte_get_tsc_hz()) {
     if (rte_eth_rx_queue_setup(p, 0, nrx, static_cast<unsigned>(ps), nullptr, rx_pool_) != 0 ||
         rte_eth_tx_queue_setup(p, 0, ntx, static_cast<unsigned>(ps), nullptr) != 0)
       throw std::runtime_error("cannot set up the queues of port " + std::to_string(p));
-    if (rte_eth_dev_start(p) != 0) throw std::runtime_error("cannot start port " + std::to_string(p));
+    if (rte_eth_dev_start(p) != 0)
+      throw std::runtime_error("cannot start port " + std::to_string(p));
     rte_eth_promiscuous_enable(p);  // not every PMD has it; memif and ring take everything
   }
   rte_ether_addr a;
@@ -225,9 +246,9 @@ void Generator::send_client(uint32_t t, uint8_t flags, uint16_t payload, bool re
   const uint32_t ack = (flags & flag::kAck) ? backend_isn(t) + 1 : 0;
   const uint32_t seq = client_isn(t) + ((flags & flag::kSyn) ? 0 : 1);
   const uint8_t bidx = static_cast<uint8_t>(bk_[t] ? bk_[t] - 1 : 0xff);
-  const uint16_t len = build_tcp(f, lbd_client_mac_, my_client_mac_, client_ip(t),
-                                 client_tcp_port(t), o_.vip, o_.vport, seq, ack, flags, payload,
-                                 0, bidx, t);
+  const uint16_t len =
+      build_tcp(f, lbd_client_mac_, my_client_mac_, client_ip(t), client_tcp_port(t), o_.vip,
+                o_.vport, seq, ack, flags, payload, 0, bidx, t);
   m->data_len = len;
   m->pkt_len = len;
   queue(reply ? replies_[0] : txq_[0], m);
@@ -597,8 +618,7 @@ void Generator::on_client_side(const uint8_t* p, uint16_t len) {
   }
   if (payload >= kTagLen) {
     const uint8_t* tag = p + kPayload;
-    if (rd16(tag) != kTagMagic || tag[2] != 1 || rd32(tag + 4) != t ||
-        tag[3] != bk_[t] - 1u) {
+    if (rd16(tag) != kTagMagic || tag[2] != 1 || rd32(tag + 4) != t || tag[3] != bk_[t] - 1u) {
       error(Err::kTag, p, len, "payload tag names another flow, backend or direction");
       return;
     }
@@ -771,7 +791,8 @@ void Generator::poll_once(bool generate) {
 // Phases
 
 bool Generator::wait_links() {
-  const uint64_t end = rte_rdtsc() + static_cast<uint64_t>(o_.link_timeout * static_cast<double>(hz_));
+  const uint64_t end =
+      rte_rdtsc() + static_cast<uint64_t>(o_.link_timeout * static_cast<double>(hz_));
   while (!g_stop.load(std::memory_order_relaxed)) {
     rte_eth_link l0{}, l1{};
     rte_eth_link_get_nowait(o_.client_port, &l0);
@@ -839,14 +860,14 @@ bool Generator::setup_flows() {
   uint32_t next = 0;
   uint64_t last_progress = rte_rdtsc();
   uint64_t last_count = 0;
-  const uint64_t deadline = last_progress + static_cast<uint64_t>(o_.setup_timeout * static_cast<double>(hz_));
+  const uint64_t deadline =
+      last_progress + static_cast<uint64_t>(o_.setup_timeout * static_cast<double>(hz_));
   int passes = 0;
   while (c_.established < slots_) {
     if (g_stop.load(std::memory_order_relaxed)) return false;
     poll_once(false);
     if (txq_[0].n == 0) {
-      for (uint16_t i = 0; i < o_.burst && next < slots_ &&
-                           c_.syn_tx - c_.established < o_.window;
+      for (uint16_t i = 0; i < o_.burst && next < slots_ && c_.syn_tx - c_.established < o_.window;
            ++i, ++next) {
         st_[next] = kSynSent;
         send_client(next, flag::kSyn, 0, false);
@@ -857,7 +878,8 @@ bool Generator::setup_flows() {
     if (c_.established != last_count) {
       last_count = c_.established;
       last_progress = now;
-    } else if (now - last_progress > static_cast<uint64_t>(kStallSeconds * static_cast<double>(hz_))) {
+    } else if (now - last_progress >
+               static_cast<uint64_t>(kStallSeconds * static_cast<double>(hz_))) {
       // Something was lost (lbd had no MAC for a backend yet, a ring was full, ...): resend the
       // step each incomplete handshake is waiting for.
       if (++passes > kMaxSetupPasses || now > deadline) break;
@@ -912,16 +934,17 @@ void Generator::load(double seconds, bool measure) {
     if (now >= end) break;
     if (o_.progress && now >= next_print) {
       next_print += hz_;
-      std::printf("lb-gen: %s %4.1fs  c->b tx %6.3f rx %6.3f  b->c tx %6.3f rx %6.3f Mpps"
-                  "  new flows %7.0f/s  errors %llu\n",
-                  measure ? "measure" : "warm-up",
-                  static_cast<double>(now - start) / static_cast<double>(hz_),
-                  static_cast<double>(c_.tx[0] - prev.tx[0]) / 1e6,
-                  static_cast<double>(c_.rx[0] - prev.rx[0]) / 1e6,
-                  static_cast<double>(c_.tx[1] - prev.tx[1]) / 1e6,
-                  static_cast<double>(c_.rx[1] - prev.rx[1]) / 1e6,
-                  static_cast<double>(c_.syn_rx - prev.syn_rx),
-                  static_cast<unsigned long long>(c_.error_total()));
+      std::printf(
+          "lb-gen: %s %4.1fs  c->b tx %6.3f rx %6.3f  b->c tx %6.3f rx %6.3f Mpps"
+          "  new flows %7.0f/s  errors %llu\n",
+          measure ? "measure" : "warm-up",
+          static_cast<double>(now - start) / static_cast<double>(hz_),
+          static_cast<double>(c_.tx[0] - prev.tx[0]) / 1e6,
+          static_cast<double>(c_.rx[0] - prev.rx[0]) / 1e6,
+          static_cast<double>(c_.tx[1] - prev.tx[1]) / 1e6,
+          static_cast<double>(c_.rx[1] - prev.rx[1]) / 1e6,
+          static_cast<double>(c_.syn_rx - prev.syn_rx),
+          static_cast<unsigned long long>(c_.error_total()));
       std::fflush(stdout);
       prev = c_;
     }
@@ -949,11 +972,12 @@ void Generator::report(const Counters& a, const Counters& b, double secs, double
   const uint64_t sent = c_.tx[0] + c_.tx[1];
   const uint64_t back = c_.rx[0] + c_.rx[1];
   const uint64_t lost = sent > back ? sent - back : 0;
-  std::printf("lb-gen: peer %s, %s%llu %s, %u B frames, burst %u, %.1f s measured after %.1f s "
-              "warm-up\n",
-              o_.peer == Peer::kLbd ? "lbd" : "io", o_.syn_only ? "SYN-only over " : "",
-              static_cast<unsigned long long>(o_.flows), o_.syn_only ? "tuples" : "flows",
-              o_.size, o_.burst, secs, o_.warmup);
+  std::printf(
+      "lb-gen: peer %s, %s%llu %s, %u B frames, burst %u, %.1f s measured after %.1f s "
+      "warm-up\n",
+      o_.peer == Peer::kLbd ? "lbd" : "io", o_.syn_only ? "SYN-only over " : "",
+      static_cast<unsigned long long>(o_.flows), o_.syn_only ? "tuples" : "flows", o_.size,
+      o_.burst, secs, o_.warmup);
   std::printf("  %-16s %13s %15s %12s %10s\n", "direction", "offered Mpps", "forwarded Mpps",
               "ring-full %", "Gbit/s");
   for (int d = 0; d < 2; ++d)
@@ -964,35 +988,40 @@ void Generator::report(const Counters& a, const Counters& b, double secs, double
               new_flows, static_cast<unsigned long long>(c_.established),
               static_cast<unsigned long long>(c_.closed),
               static_cast<unsigned long long>(c_.resteered));
-  std::printf("  whole run (%.1f s): sent %llu, came back %llu, lost %llu (%.4f %%), ARP answered "
-              "%llu, ignored %llu\n",
-              total_secs, static_cast<unsigned long long>(sent),
-              static_cast<unsigned long long>(back), static_cast<unsigned long long>(lost),
-              sent ? 100.0 * static_cast<double>(lost) / static_cast<double>(sent) : 0.0,
-              static_cast<unsigned long long>(c_.arp_answered),
-              static_cast<unsigned long long>(c_.ignored));
+  std::printf(
+      "  whole run (%.1f s): sent %llu, came back %llu, lost %llu (%.4f %%), ARP answered "
+      "%llu, ignored %llu\n",
+      total_secs, static_cast<unsigned long long>(sent), static_cast<unsigned long long>(back),
+      static_cast<unsigned long long>(lost),
+      sent ? 100.0 * static_cast<double>(lost) / static_cast<double>(sent) : 0.0,
+      static_cast<unsigned long long>(c_.arp_answered),
+      static_cast<unsigned long long>(c_.ignored));
   const double busy = b.all_tsc > a.all_tsc ? 100.0 * static_cast<double>(b.work_tsc - a.work_tsc) /
-                                                   static_cast<double>(b.all_tsc - a.all_tsc)
-                                             : 0.0;
-  std::printf("  lb-gen: busy %.0f %% of its loop on packets (the rest polling empty queues and "
-              "full rings)\n", busy);
-  std::printf("  lb-gen loop: %.2f M iterations/s; TX bursts %.3f M/s (c->b) %.3f M/s (b->c), refused "
-              "whole %.1f %% / %.1f %%\n",
-              static_cast<double>(b.loops - a.loops) / secs / 1e6,
-              static_cast<double>(b.flushes[0] - a.flushes[0]) / secs / 1e6,
-              static_cast<double>(b.flushes[1] - a.flushes[1]) / secs / 1e6,
-              b.flushes[0] > a.flushes[0]
-                  ? 100.0 * static_cast<double>(b.flushes_zero[0] - a.flushes_zero[0]) /
-                        static_cast<double>(b.flushes[0] - a.flushes[0])
-                  : 0.0,
-              b.flushes[1] > a.flushes[1]
-                  ? 100.0 * static_cast<double>(b.flushes_zero[1] - a.flushes_zero[1]) /
-                        static_cast<double>(b.flushes[1] - a.flushes[1])
-                  : 0.0);
+                                                  static_cast<double>(b.all_tsc - a.all_tsc)
+                                            : 0.0;
+  std::printf(
+      "  lb-gen: busy %.0f %% of its loop on packets (the rest polling empty queues and "
+      "full rings)\n",
+      busy);
+  std::printf(
+      "  lb-gen loop: %.2f M iterations/s; TX bursts %.3f M/s (c->b) %.3f M/s (b->c), refused "
+      "whole %.1f %% / %.1f %%\n",
+      static_cast<double>(b.loops - a.loops) / secs / 1e6,
+      static_cast<double>(b.flushes[0] - a.flushes[0]) / secs / 1e6,
+      static_cast<double>(b.flushes[1] - a.flushes[1]) / secs / 1e6,
+      b.flushes[0] > a.flushes[0]
+          ? 100.0 * static_cast<double>(b.flushes_zero[0] - a.flushes_zero[0]) /
+                static_cast<double>(b.flushes[0] - a.flushes[0])
+          : 0.0,
+      b.flushes[1] > a.flushes[1]
+          ? 100.0 * static_cast<double>(b.flushes_zero[1] - a.flushes_zero[1]) /
+                static_cast<double>(b.flushes[1] - a.flushes[1])
+          : 0.0);
   const uint64_t errs = c_.error_total();
   if (errs == 0) {
-    std::printf("  errors: none (every returned packet checked: MACs, IPv4 and TCP checksums, "
-                "NAT, backend per flow, payload tag)\n");
+    std::printf(
+        "  errors: none (every returned packet checked: MACs, IPv4 and TCP checksums, "
+        "NAT, backend per flow, payload tag)\n");
   } else {
     std::printf("  ERRORS: %llu\n", static_cast<unsigned long long>(errs));
     for (size_t e = 0; e < static_cast<size_t>(Err::kCount); ++e)
@@ -1004,15 +1033,17 @@ void Generator::report(const Counters& a, const Counters& b, double secs, double
   // of the time: then it could not have offered more.
   const bool gen_bound = (full[0] < 1.0 && full[1] < 1.0) || busy > 90.0;
   if (gen_bound)
-    std::printf("  verdict: GENERATOR-BOUND: lb-gen could not offer more than the forwarder took "
-                "(rings full for %.0f %% / %.0f %% of its bursts, lb-gen busy %.0f %%); the "
-                "forwarder may go faster than this\n",
-                full[0], full[1], busy);
+    std::printf(
+        "  verdict: GENERATOR-BOUND: lb-gen could not offer more than the forwarder took "
+        "(rings full for %.0f %% / %.0f %% of its bursts, lb-gen busy %.0f %%); the "
+        "forwarder may go faster than this\n",
+        full[0], full[1], busy);
   else
-    std::printf("  verdict: not generator-bound: the forwarder's RX rings were full for %.0f %% / "
-                "%.0f %% of lb-gen's bursts and lb-gen was busy %.0f %% of the time (it had more "
-                "to offer)\n",
-                full[0], full[1], busy);
+    std::printf(
+        "  verdict: not generator-bound: the forwarder's RX rings were full for %.0f %% / "
+        "%.0f %% of lb-gen's bursts and lb-gen was busy %.0f %% of the time (it had more "
+        "to offer)\n",
+        full[0], full[1], busy);
   if (seen_backends_.size() > 1 && o_.peer == Peer::kLbd) {
     std::vector<uint64_t> per(seen_backends_.size(), 0);
     for (uint32_t t = 0; t < tuples_; ++t)
@@ -1023,15 +1054,15 @@ void Generator::report(const Counters& a, const Counters& b, double secs, double
                   static_cast<unsigned long long>(per[i]));
     std::printf("\n");
   }
-  std::printf("RESULT peer=%s flows=%llu size=%u burst=%u syn_only=%d syn_share=%g secs=%.3f "
-              "c2b_offered=%.3f c2b_fwd=%.3f b2c_offered=%.3f b2c_fwd=%.3f total_fwd=%.3f "
-              "ring_full_c2b=%.1f ring_full_b2c=%.1f new_flows_per_s=%.0f lost=%llu errors=%llu "
-              "generator_bound=%d gen_busy=%.0f\n",
-              o_.peer == Peer::kLbd ? "lbd" : "io", static_cast<unsigned long long>(o_.flows),
-              o_.size, o_.burst, o_.syn_only ? 1 : 0, o_.syn_share, secs, off[0], fwd[0], off[1],
-              fwd[1], fwd[0] + fwd[1], full[0], full[1], new_flows,
-              static_cast<unsigned long long>(lost), static_cast<unsigned long long>(errs),
-              gen_bound ? 1 : 0, busy);
+  std::printf(
+      "RESULT peer=%s flows=%llu size=%u burst=%u syn_only=%d syn_share=%g secs=%.3f "
+      "c2b_offered=%.3f c2b_fwd=%.3f b2c_offered=%.3f b2c_fwd=%.3f total_fwd=%.3f "
+      "ring_full_c2b=%.1f ring_full_b2c=%.1f new_flows_per_s=%.0f lost=%llu errors=%llu "
+      "generator_bound=%d gen_busy=%.0f\n",
+      o_.peer == Peer::kLbd ? "lbd" : "io", static_cast<unsigned long long>(o_.flows), o_.size,
+      o_.burst, o_.syn_only ? 1 : 0, o_.syn_share, secs, off[0], fwd[0], off[1], fwd[1],
+      fwd[0] + fwd[1], full[0], full[1], new_flows, static_cast<unsigned long long>(lost),
+      static_cast<unsigned long long>(errs), gen_bound ? 1 : 0, busy);
   std::fflush(stdout);
 }
 

@@ -32,8 +32,8 @@ struct Options {
   uint32_t vip = 0;
   uint16_t vport = 80;
   uint64_t flows = 1000;
-  double duration = 5;      // measured seconds
-  double warmup = 1;        // seconds of load before measuring
+  double duration = 5;  // measured seconds
+  double warmup = 1;    // seconds of load before measuring
   uint16_t burst = 32;
   uint16_t size = 64;       // frame bytes without FCS for data packets
   double syn_share = 0;     // share of client packets that close a flow and open a new one
@@ -43,23 +43,23 @@ struct Options {
   double rate_mpps = 0;     // per direction, 0 = as fast as the ring takes
   Peer peer = Peer::kLbd;
   std::vector<Backend> backends;  // expected backends (lbd) / backends to play (io)
-  uint32_t client_net = (10u << 24) | (128u << 16);  // 10.128.0.0
+  uint32_t client_net = (10u << 24) | (128u << 16);    // 10.128.0.0
   uint32_t client_ip = (10u << 24) | (10u << 16) | 2;  // ours on the client side, for ARP
-  Mac lbd_client_mac;   // zero: resolve the VIP by ARP
-  Mac lbd_backend_mac;  // zero: learn it from lbd's ARP requests
-  uint32_t window = 8192;     // handshakes in flight during setup
-  double setup_timeout = 120;  // seconds
+  Mac lbd_client_mac;                                  // zero: resolve the VIP by ARP
+  Mac lbd_backend_mac;                                 // zero: learn it from lbd's ARP requests
+  uint32_t window = 8192;                              // handshakes in flight during setup
+  double setup_timeout = 120;                          // seconds
   double link_timeout = 30;
   double resolve_timeout = 15;  // seconds to learn the VIP's MAC and lbd's next-hop ARPs
-  double linger = 0;  // after the report, wait up to this long for the peer to disconnect
+  double linger = 0;            // after the report, wait up to this long for the peer to disconnect
   bool progress = false;
   bool quiet_errors = false;
 };
 
 // The counters lb-gen keeps. Directions: 0 client -> backend, 1 backend -> client.
 enum class Err : uint8_t {
-  kEth,             // wrong MAC, not IPv4, VLAN, short frame
-  kIpHeader,        // IHL, total length, protocol, fragment bits
+  kEth,       // wrong MAC, not IPv4, VLAN, short frame
+  kIpHeader,  // IHL, total length, protocol, fragment bits
   kIpChecksum,
   kTcpChecksum,
   kTcpHeader,       // data offset
@@ -75,7 +75,7 @@ enum class Err : uint8_t {
 const char* to_string(Err e);
 
 struct Counters {
-  uint64_t tx[2]{};          // accepted by the TX ring
+  uint64_t tx[2]{};             // accepted by the TX ring
   uint64_t flushes[2]{};        // TX bursts handed to the ring
   uint64_t flushes_short[2]{};  // ... of which the ring refused some (full: backpressure)
   uint64_t flushes_zero[2]{};   // ... of which the ring took none
@@ -83,16 +83,16 @@ struct Counters {
   uint64_t built = 0;           // packets built (generated and replies)
   uint64_t work_tsc = 0;        // TSC spent receiving, checking, building and sending packets
   uint64_t all_tsc = 0;         // TSC spent in the polling loop
-  uint64_t rx[2]{};          // came back and passed every check
+  uint64_t rx[2]{};             // came back and passed every check
   uint64_t rx_bytes[2]{};
-  uint64_t syn_tx = 0;        // client SYNs sent
-  uint64_t syn_rx = 0;        // SYNs that reached a backend: new flows
-  uint64_t resteered = 0;     // a retransmitted SYN reached another backend (lbd's retry)
-  uint64_t established = 0;   // handshakes completed (ACK seen at the backend)
-  uint64_t closed = 0;        // FIN answered and FIN-ACK seen by the client
-  uint64_t replies_tx = 0;    // SYN-ACK, ACK, FIN-ACK, ARP sent by lb-gen in reaction
+  uint64_t syn_tx = 0;       // client SYNs sent
+  uint64_t syn_rx = 0;       // SYNs that reached a backend: new flows
+  uint64_t resteered = 0;    // a retransmitted SYN reached another backend (lbd's retry)
+  uint64_t established = 0;  // handshakes completed (ACK seen at the backend)
+  uint64_t closed = 0;       // FIN answered and FIN-ACK seen by the client
+  uint64_t replies_tx = 0;   // SYN-ACK, ACK, FIN-ACK, ARP sent by lb-gen in reaction
   uint64_t arp_answered = 0;
-  uint64_t ignored = 0;       // frames that are not ours to check (lbd's gratuitous ARP, ...)
+  uint64_t ignored = 0;  // frames that are not ours to check (lbd's gratuitous ARP, ...)
   uint64_t errors[static_cast<size_t>(Err::kCount)]{};
   uint64_t error_total() const {
     uint64_t n = 0;
@@ -185,8 +185,8 @@ class Generator {
   std::vector<Backend> seen_backends_;  // index + 1 is what bk_ stores
   std::vector<bool> arp_done_;          // per expected backend: its ARP request was answered
 
-  uint32_t slots_ = 0;    // concurrent flows
-  uint32_t tuples_ = 0;   // tuple ids in use
+  uint32_t slots_ = 0;        // concurrent flows
+  uint32_t tuples_ = 0;       // tuple ids in use
   std::vector<uint8_t> st_;   // per tuple: State
   std::vector<uint8_t> bk_;   // per tuple: backend index + 1, 0 unknown
   std::vector<uint8_t> gen_;  // per slot: which of its two tuples is current
@@ -195,7 +195,7 @@ class Generator {
   uint64_t syn_cursor_ = 0;
   double churn_acc_ = 0;
 
-  TxQueue txq_[2];     // [0] client port, [1] backend port: generated data
+  TxQueue txq_[2];      // [0] client port, [1] backend port: generated data
   TxQueue replies_[2];  // reactive packets, sent before generated ones
   // pacing
   uint64_t next_tx_tsc_[2]{};

@@ -57,7 +57,8 @@ uint32_t need_ip(const std::string& s, const char* what) {
 
 lb::gen::Backend parse_endpoint(const std::string& s, const char* what) {
   const size_t colon = s.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error(std::string(what) + ": want IP:PORT, got " + s);
+  if (colon == std::string::npos)
+    throw std::runtime_error(std::string(what) + ": want IP:PORT, got " + s);
   const uint32_t ip = need_ip(s.substr(0, colon), what);
   const unsigned long port = std::stoul(s.substr(colon + 1));
   if (port == 0 || port > 65535) throw std::runtime_error(std::string(what) + ": bad port in " + s);
@@ -137,7 +138,9 @@ void setup_peer_port(uint16_t port, rte_mempool* pool) {
     throw std::runtime_error("cannot set up in-process io port " + std::to_string(port));
 }
 
-void lbd_tick(void* arg) { static_cast<lb::dp::Dataplane*>(arg)->control_tick(rte_rdtsc()); }
+void lbd_tick(void* arg) {
+  static_cast<lb::dp::Dataplane*>(arg)->control_tick(rte_rdtsc());
+}
 
 }  // namespace
 
@@ -212,7 +215,8 @@ int main(int argc, char** argv) {
   app.add_option("--inproc-lbd", inproc_lbd,
                  "run lbd (this config; its port devices are replaced by net_ring pairs) on the "
                  "second lcore of this process");
-  app.add_flag("--inproc-io", inproc_io, "run a plain io forwarder on the second lcore over net_ring");
+  app.add_flag("--inproc-io", inproc_io,
+               "run a plain io forwarder on the second lcore over net_ring");
   try {
     std::reverse(app_args.begin(), app_args.end());  // CLI11 takes them last-first
     app.parse(app_args);
@@ -229,7 +233,8 @@ int main(int argc, char** argv) {
     while (pos < backends.size()) {
       size_t end = backends.find(',', pos);
       if (end == std::string::npos) end = backends.size();
-      if (end > pos) o.backends.push_back(parse_endpoint(backends.substr(pos, end - pos), "--backends"));
+      if (end > pos)
+        o.backends.push_back(parse_endpoint(backends.substr(pos, end - pos), "--backends"));
       pos = end + 1;
     }
     o.client_net = need_ip(client_net, "--client-net");
@@ -266,7 +271,8 @@ int main(int argc, char** argv) {
     if (!inproc_lbd.empty()) {
       lbd_config = lb::cfg::load_config(inproc_lbd);
       if (lbd_config->dataplane.ports.size() != 2)
-        throw std::runtime_error(inproc_lbd + ": --inproc-lbd wants exactly two ports (client "
+        throw std::runtime_error(inproc_lbd +
+                                 ": --inproc-lbd wants exactly two ports (client "
                                  "side first, backend side second)");
       if (lbd_config->dataplane.workers != 1)
         throw std::runtime_error(inproc_lbd + ": --inproc-lbd runs one worker (workers = 1)");
@@ -275,12 +281,14 @@ int main(int argc, char** argv) {
     if (inproc_io) o.peer = lb::gen::Peer::kIo;
 
     if (split == argc)
-      throw std::runtime_error("EAL arguments expected before '--' (e.g. lb-gen -l 0 --no-pci "
-                               "--vdev ... -- --vip ...)");
+      throw std::runtime_error(
+          "EAL arguments expected before '--' (e.g. lb-gen -l 0 --no-pci "
+          "--vdev ... -- --vip ...)");
     std::vector<char*> eal_args(argv, argv + split);
     eal_args.push_back(nullptr);  // argv[argc] is NULL, as getopt expects
     if (rte_eal_init(split, eal_args.data()) < 0)
-      throw std::runtime_error(std::string("EAL initialisation failed: ") + rte_strerror(rte_errno));
+      throw std::runtime_error(std::string("EAL initialisation failed: ") +
+                               rte_strerror(rte_errno));
     eal_up = true;
 
     const bool inproc = lbd_config.has_value() || inproc_io;
@@ -327,9 +335,10 @@ int main(int argc, char** argv) {
         uint64_t drops = 0;
         for (size_t r = 0; r < lb::core::kDropReasonCount; ++r) {
           const uint64_t n = wc.drops[r].get();
-          if (n) std::printf("lbd (in-process): dropped %llu as %s\n",
-                             static_cast<unsigned long long>(n),
-                             std::string(lb::core::kDropReasonNames[r]).c_str());
+          if (n)
+            std::printf("lbd (in-process): dropped %llu as %s\n",
+                        static_cast<unsigned long long>(n),
+                        std::string(lb::core::kDropReasonNames[r]).c_str());
           drops += n;
         }
         std::printf("lbd (in-process): flows created %llu, active %llu, dropped %llu\n",

@@ -11,7 +11,9 @@
 
 namespace lb::gen {
 
-inline uint16_t rd16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline uint16_t rd16(const uint8_t* p) {
+  return static_cast<uint16_t>((p[0] << 8) | p[1]);
+}
 inline uint32_t rd32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
@@ -38,8 +40,7 @@ struct Mac {
   }
   std::string str() const {
     char s[24];
-    std::snprintf(s, sizeof s, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4],
-                  b[5]);
+    std::snprintf(s, sizeof s, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
     return s;
   }
 };
@@ -55,7 +56,7 @@ inline std::string ip_str(uint32_t ip) {
 inline constexpr size_t kEthHdr = 14;
 inline constexpr size_t kIp = 14;
 inline constexpr size_t kTcp = 34;
-inline constexpr size_t kPayload = 54;  // TCP without options
+inline constexpr size_t kPayload = 54;   // TCP without options
 inline constexpr size_t kMinFrame = 60;  // Ethernet minimum without FCS
 inline constexpr size_t kMaxFrame = 1514;
 inline constexpr uint16_t kTypeIpv4 = 0x0800;
@@ -88,19 +89,22 @@ inline uint16_t fold(uint64_t acc) {
 }
 
 // The checksum to store for data summing to `acc` (the checksum field counted as zero).
-inline uint16_t finish(uint64_t acc) { return static_cast<uint16_t>(~fold(acc) & 0xffff); }
+inline uint16_t finish(uint64_t acc) {
+  return static_cast<uint16_t>(~fold(acc) & 0xffff);
+}
 
 inline uint64_t pseudo_sum(uint32_t src, uint32_t dst, size_t tcp_len) {
   return uint64_t{src} + dst + 6u + tcp_len;  // 32-bit halves fold out the same as 16-bit words
 }
 
 // Whether the IPv4 header checksum and the TCP checksum of a frame verify (sum to all ones).
-inline bool ip_csum_ok(const uint8_t* frame) { return fold(sum_words(frame + kIp, 20)) == 0xffff; }
+inline bool ip_csum_ok(const uint8_t* frame) {
+  return fold(sum_words(frame + kIp, 20)) == 0xffff;
+}
 inline bool tcp_csum_ok(const uint8_t* frame, size_t ip_total_len) {
   const size_t tcp_len = ip_total_len - 20;
-  const uint64_t acc =
-      sum_words(frame + kTcp, tcp_len, pseudo_sum(rd32(frame + kIp + 12), rd32(frame + kIp + 16),
-                                                   tcp_len));
+  const uint64_t acc = sum_words(
+      frame + kTcp, tcp_len, pseudo_sum(rd32(frame + kIp + 12), rd32(frame + kIp + 16), tcp_len));
   return fold(acc) == 0xffff;
 }
 
@@ -116,8 +120,10 @@ inline std::string hex(const uint8_t* p, size_t len, size_t max = 96) {
   for (size_t i = 0; i < len && i < max; ++i) {
     std::snprintf(b, sizeof b, "%02x", p[i]);
     s += b;
-    if (i % 16 == 15) s += '\n';
-    else if (i % 2 == 1) s += ' ';
+    if (i % 16 == 15)
+      s += '\n';
+    else if (i % 2 == 1)
+      s += ' ';
   }
   if (len > max) s += "...";
   return s;
