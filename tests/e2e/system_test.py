@@ -40,7 +40,6 @@ class System:
         self.cfg = os.path.join(self.tmp.name, "lbd.cfg")
         self.tel = Telemetry(PREFIX)
         self.pmd = "af_xdp"
-        self.members = [1, 2, 3]
 
     # -- set-up ----------------------------------------------------------------------------
     def netns(self, cmd):
@@ -54,7 +53,7 @@ class System:
                              "net_af_packet_lbe1,iface=lbe-b")}[self.pmd]
         backends = ",\n      ".join(
             f'{{ address = "{BACKENDS[i]}"; port = 8080; }}'
-            for i in self.members)
+            for i in (1, 2, 3))
         with open(self.cfg + ".tmp", "w") as f:
             f.write(f"""instance = "{PREFIX}";
 dataplane: {{ workers = 1; flows = {{ capacity = 65536; }};
@@ -107,9 +106,9 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
             self.start_lbd()
             self.lbd_ready()
         self.start_healthd()
-        self.wait_states({addr(i): "active" for i in self.members}, 5)
+        self.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
         time.sleep(1.2)  # lbd asks the backends' MACs every second
-        print(f"up: lbd on {self.pmd}, lb-healthd checking {len(self.members)} backends")
+        print(f"up: lbd on {self.pmd}, lb-healthd checking 3 backends")
 
     def down(self):
         self.procs.stop_all()

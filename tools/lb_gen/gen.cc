@@ -381,6 +381,41 @@ void Generator::on_arp(const uint8_t* p, uint16_t len, bool client_side) {
 }
 
 // Frames lb-gen's backend port receives: client -> backend through the forwarder.
+// The IPv4 + TCP checks every packet lbd sends back must pass, on either side; false (with the
+// error counted) when one fails.
+bool Generator::check_headers(const uint8_t* p, uint16_t len, Seen& h) {
+  if (len < kPayload) {
+    error(Err::kIpHeader, p, len, "shorter than IPv4 + TCP headers");
+    return false;
+  }
+  const uint8_t* ip = p + kIp;
+  const uint16_t total = rd16(ip + 2);
+  if (ip[0] != 0x45 || total < 40 || size_t{kEthHdr} + total > len || (rd16(ip + 6) & 0x3fff) ||
+      ip[9] != 6) {
+    error(Err::kIpHeader, p, len, "IPv4 header (version/IHL, length, fragment or protocol)");
+    return false;
+  }
+  if (!ip_csum_ok(p)) {
+    error(Err::kIpChecksum, p, len, "IPv4 header checksum");
+    return false;
+  }
+  const uint8_t* tcp = p + kTcp;
+  if ((tcp[12] >> 4) != 5) {
+    error(Err::kTcpHeader, p, len, "TCP data offset (lb-gen sends no options)");
+    return false;
+  }
+  if (!tcp_csum_ok(p, total)) {
+    error(Err::kTcpChecksum, p, len, "TCP checksum");
+    return false;
+  }
+  const uint32_t sip = rd32(ip + 12), dip = rd32(ip + 16);
+  const uint16_t sport = rd16(tcp), dport = rd16(tcp + 2);
+  const uint8_t flags = tcp[13];
+  const uint16_t payload = static_cast<uint16_t>(total - 40);
+  h = {sip, dip, sport, dport, flags, payload};
+  return true;
+}
+
 void Generator::on_backend_side(const uint8_t* p, uint16_t len) {
   if (len < kEthHdr) {
     error(Err::kEth, p, len, "runt frame");
@@ -402,34 +437,12 @@ void Generator::on_backend_side(const uint8_t* p, uint16_t len) {
     error(Err::kEth, p, len, "wrong Ethernet addresses on the backend side");
     return;
   }
-  if (len < kPayload) {
-    error(Err::kIpHeader, p, len, "shorter than IPv4 + TCP headers");
-    return;
-  }
-  const uint8_t* ip = p + kIp;
-  const uint16_t total = rd16(ip + 2);
-  if (ip[0] != 0x45 || total < 40 || size_t{kEthHdr} + total > len || (rd16(ip + 6) & 0x3fff) ||
-      ip[9] != 6) {
-    error(Err::kIpHeader, p, len, "IPv4 header (version/IHL, length, fragment or protocol)");
-    return;
-  }
-  if (!ip_csum_ok(p)) {
-    error(Err::kIpChecksum, p, len, "IPv4 header checksum");
-    return;
-  }
-  const uint8_t* tcp = p + kTcp;
-  if ((tcp[12] >> 4) != 5) {
-    error(Err::kTcpHeader, p, len, "TCP data offset (lb-gen sends no options)");
-    return;
-  }
-  if (!tcp_csum_ok(p, total)) {
-    error(Err::kTcpChecksum, p, len, "TCP checksum");
-    return;
-  }
-  const uint32_t sip = rd32(ip + 12), dip = rd32(ip + 16);
-  const uint16_t sport = rd16(tcp), dport = rd16(tcp + 2);
-  const uint8_t flags = tcp[13];
-  const uint16_t payload = static_cast<uint16_t>(total - 40);
+  Seen h;
+  if (!check_headers(p, len, h)) return;
+  const uint32_t sip = h.sip, dip = h.dip;
+  const uint16_t sport = h.sport, dport = h.dport;
+  const uint8_t flags = h.flags;
+  const uint16_t payload = h.payload;
   uint32_t t;
   if (!tuple_of(sip, sport, t)) {
     error(Err::kUnknownTuple, p, len, "source is no client of lb-gen's");
@@ -559,34 +572,12 @@ void Generator::on_client_side(const uint8_t* p, uint16_t len) {
     error(Err::kEth, p, len, "wrong Ethernet addresses on the client side");
     return;
   }
-  if (len < kPayload) {
-    error(Err::kIpHeader, p, len, "shorter than IPv4 + TCP headers");
-    return;
-  }
-  const uint8_t* ip = p + kIp;
-  const uint16_t total = rd16(ip + 2);
-  if (ip[0] != 0x45 || total < 40 || size_t{kEthHdr} + total > len || (rd16(ip + 6) & 0x3fff) ||
-      ip[9] != 6) {
-    error(Err::kIpHeader, p, len, "IPv4 header (version/IHL, length, fragment or protocol)");
-    return;
-  }
-  if (!ip_csum_ok(p)) {
-    error(Err::kIpChecksum, p, len, "IPv4 header checksum");
-    return;
-  }
-  const uint8_t* tcp = p + kTcp;
-  if ((tcp[12] >> 4) != 5) {
-    error(Err::kTcpHeader, p, len, "TCP data offset (lb-gen sends no options)");
-    return;
-  }
-  if (!tcp_csum_ok(p, total)) {
-    error(Err::kTcpChecksum, p, len, "TCP checksum");
-    return;
-  }
-  const uint32_t sip = rd32(ip + 12), dip = rd32(ip + 16);
-  const uint16_t sport = rd16(tcp), dport = rd16(tcp + 2);
-  const uint8_t flags = tcp[13];
-  const uint16_t payload = static_cast<uint16_t>(total - 40);
+  Seen h;
+  if (!check_headers(p, len, h)) return;
+  const uint32_t sip = h.sip, dip = h.dip;
+  const uint16_t sport = h.sport, dport = h.dport;
+  const uint8_t flags = h.flags;
+  const uint16_t payload = h.payload;
   uint32_t t;
   if (!tuple_of(dip, dport, t)) {
     error(Err::kUnknownTuple, p, len, "destination is no client of lb-gen's");

@@ -135,6 +135,13 @@ class Generator {
   uint16_t rx_port(uint16_t port, bool client_side);
   void on_client_side(const uint8_t* p, uint16_t len);
   void on_backend_side(const uint8_t* p, uint16_t len);
+  struct Seen {  // the fields of a checked IPv4 + TCP packet lbd sent back
+    uint32_t sip, dip;
+    uint16_t sport, dport;
+    uint8_t flags;
+    uint16_t payload;
+  };
+  bool check_headers(const uint8_t* p, uint16_t len, Seen& h);
   void on_arp(const uint8_t* p, uint16_t len, bool client_side);
   void gen_client(uint16_t budget);
   void gen_backend(uint16_t budget);
