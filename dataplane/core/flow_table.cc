@@ -63,12 +63,12 @@ void FlowTable::prefetch(uint64_t h) const {
 
 uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
   const uint32_t sig = static_cast<uint32_t>(h >> 32);
-  const uint32_t b[2] = {bucket1(h), bucket2(h)};
-  for (uint32_t bi : b) {
+  for (uint32_t bi : {bucket1(h), bucket2(h)}) {
     const Bucket& bk = buckets_[bi];
-    for (int s = 0; s < kSlots; ++s) {
-      if (bk.sig[s] != sig || bk.ref[s] == 0) continue;
-      const uint32_t r = bk.ref[s] - 1;
+    for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
+      const uint32_t ref = bk.ref[__builtin_ctz(m)];
+      if (ref == 0) continue;  // an empty slot of a signature that happens to be 0
+      const uint32_t r = ref - 1;
       const uint32_t idx = r >> 1;
       const Dir d = static_cast<Dir>(r & 1);
       const Flow& f = flows_[idx];
@@ -81,57 +81,54 @@ uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
   return kNoFlow;
 }
 
-bool FlowTable::index_add(const FlowKey& k, uint32_t ref) {
-  const uint64_t h = hash(k);
+bool FlowTable::index_add(uint64_t h, uint32_t ref) {
   const uint32_t sig = static_cast<uint32_t>(h >> 32);
   Bucket* cand[2] = {&buckets_[bucket1(h)], &buckets_[bucket2(h)]};
-  // Least loaded of the two choices keeps the longest bucket short.
-  int free_slot[2] = {-1, -1};
-  int used[2] = {0, 0};
-  for (int c = 0; c < 2; ++c) {
-    for (int s = 0; s < kSlots; ++s) {
-      if (cand[c]->ref[s] == 0) {
-        if (free_slot[c] < 0) free_slot[c] = s;
-      } else {
-        ++used[c];
-      }
-    }
-  }
-  int c = used[1] < used[0] ? 1 : 0;
-  if (free_slot[c] < 0) c ^= 1;
-  if (free_slot[c] < 0) return false;
-  cand[c]->sig[free_slot[c]] = sig;
-  cand[c]->ref[free_slot[c]] = ref;
+  const uint32_t empty[2] = {slots_equal(cand[0]->ref, 0), slots_equal(cand[1]->ref, 0)};
+  // The emptier of the two choices keeps the longest bucket short.
+  int c = std::popcount(empty[1]) > std::popcount(empty[0]) ? 1 : 0;
+  if (empty[c] == 0) return false;  // the emptier one is full, so both are
+  const int s = std::countr_zero(empty[c]);
+  cand[c]->sig[s] = sig;
+  cand[c]->ref[s] = ref;
   return true;
 }
 
 void FlowTable::index_remove(const FlowKey& k, uint32_t ref) {
   const uint64_t h = hash(k);
-  Bucket* cand[2] = {&buckets_[bucket1(h)], &buckets_[bucket2(h)]};
-  for (Bucket* b : cand) {
-    for (int s = 0; s < kSlots; ++s) {
-      if (b->ref[s] == ref) {
-        b->ref[s] = 0;
-        b->sig[s] = 0;
-        return;
-      }
+  for (uint32_t bi : {bucket1(h), bucket2(h)}) {
+    Bucket& b = buckets_[bi];
+    if (const uint32_t m = slots_equal(b.ref, ref)) {
+      const int s = std::countr_zero(m);
+      b.ref[s] = 0;
+      b.sig[s] = 0;
+      return;
     }
   }
 }
 
 FlowTable::InsertResult FlowTable::insert(const Flow& f, uint32_t& idx) {
   if (free_top_ == 0) return InsertResult::kFull;
-  Dir d;
   const FlowKey ck = f.client_key();
+  const uint64_t h = hash(ck);
+  Dir d;
+  if (lookup(ck, h, d) != kNoFlow) return InsertResult::kConflict;
+  return insert_after_miss(f, h, idx);
+}
+
+FlowTable::InsertResult FlowTable::insert_after_miss(const Flow& f, uint64_t client_hash,
+                                                     uint32_t& idx) {
+  if (free_top_ == 0) return InsertResult::kFull;
   const FlowKey bk = f.backend_key();
-  if (lookup(ck, hash(ck), d) != kNoFlow || lookup(bk, hash(bk), d) != kNoFlow)
-    return InsertResult::kConflict;
+  const uint64_t bh = hash(bk);
+  Dir d;
+  if (lookup(bk, bh, d) != kNoFlow) return InsertResult::kConflict;
   const uint32_t i = free_[free_top_ - 1];
   flows_[i] = f;         // keys must be in place before the index can verify against them
   flows_[i].in_use = 0;  // still free until both keys are indexed (a failed insert leaves it so)
-  if (!index_add(ck, make_ref(i, Dir::kFromClient))) return InsertResult::kIndexFull;
-  if (!index_add(bk, make_ref(i, Dir::kFromBackend))) {
-    index_remove(ck, make_ref(i, Dir::kFromClient));
+  if (!index_add(client_hash, make_ref(i, Dir::kFromClient))) return InsertResult::kIndexFull;
+  if (!index_add(bh, make_ref(i, Dir::kFromBackend))) {
+    index_remove(f.client_key(), make_ref(i, Dir::kFromClient));
     return InsertResult::kIndexFull;
   }
   --free_top_;
@@ -140,7 +137,6 @@ FlowTable::InsertResult FlowTable::insert(const Flow& f, uint32_t& idx) {
   idx = i;
   return InsertResult::kOk;
 }
-
 void FlowTable::erase(uint32_t idx) {
   Flow& f = flows_[idx];
   if (!f.in_use) return;
@@ -158,15 +154,16 @@ bool FlowTable::rebind(uint32_t idx, uint32_t backend, uint32_t backend_ip, uint
   moved.backend_ip = backend_ip;
   moved.backend_port = backend_port;
   const FlowKey nk = moved.backend_key();
+  const uint64_t nh = hash(nk);
   Dir d;
-  if (lookup(nk, hash(nk), d) != kNoFlow) return false;
+  if (lookup(nk, nh, d) != kNoFlow) return false;
   const uint32_t ref = make_ref(idx, Dir::kFromBackend);
   const Flow old = f;
   index_remove(old.backend_key(), ref);
   f = moved;
-  if (!index_add(nk, ref)) {
+  if (!index_add(nh, ref)) {
     f = old;
-    index_add(old.backend_key(), ref);  // its slot was just freed, so this cannot fail
+    index_add(hash(old.backend_key()), ref);  // its slot was just freed, so this cannot fail
     return false;
   }
   return true;

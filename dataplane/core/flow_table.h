@@ -8,6 +8,9 @@
 // Aging walks the records with a clock hand, a bounded number per call.
 
 #include <cstdint>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "bytes.h"
 #include "large_array.h"
@@ -85,9 +88,10 @@ class FlowTable {
     const uint32_t sig = static_cast<uint32_t>(h >> 32);
     for (uint32_t bi : {bucket1(h), bucket2(h)}) {
       const Bucket& bk = buckets_[bi];
-      for (int s = 0; s < kSlots; ++s) {
-        if (bk.sig[s] == sig && bk.ref[s] != 0) {
-          __builtin_prefetch(&flows_[(bk.ref[s] - 1) >> 1]);
+      for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
+        const uint32_t ref = bk.ref[__builtin_ctz(m)];
+        if (ref != 0) {
+          __builtin_prefetch(&flows_[(ref - 1) >> 1]);
           return;
         }
       }
@@ -98,6 +102,9 @@ class FlowTable {
   // (kFull), both candidate buckets of a key are full (kIndexFull), or a key is already present
   // (kConflict: for example two VIPs balanced to the same backend for the same client ip:port).
   InsertResult insert(const Flow& f, uint32_t& idx);
+  // The same when the caller has just looked up the client key with `client_hash` and missed
+  // (the new-flow path): the client key is not checked or hashed again.
+  InsertResult insert_after_miss(const Flow& f, uint64_t client_hash, uint32_t& idx);
 
   // Removes both keys and frees the record.
   void erase(uint32_t idx);
@@ -163,7 +170,22 @@ class FlowTable {
     const uint32_t sig = static_cast<uint32_t>(h >> 32);
     return (bucket1(h) ^ (sig * 0x5bd1e995u)) & mask_;
   }
-  bool index_add(const FlowKey& k, uint32_t ref);
+  // Bit s set where v[s] == x, for the 8 slots of a bucket: two SSE2 compares where the ISA has
+  // them (as DPDK's cuckoo hash compares signatures), a loop elsewhere.
+  static uint32_t slots_equal(const uint32_t (&v)[kSlots], uint32_t x) {
+#if defined(__SSE2__)
+    const __m128i k = _mm_set1_epi32(static_cast<int>(x));
+    const __m128i lo = _mm_cmpeq_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(v)), k);
+    const __m128i hi = _mm_cmpeq_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(v + 4)), k);
+    return static_cast<uint32_t>(_mm_movemask_ps(_mm_castsi128_ps(lo)) |
+                                 (_mm_movemask_ps(_mm_castsi128_ps(hi)) << 4));
+#else
+    uint32_t m = 0;
+    for (int s = 0; s < kSlots; ++s) m |= uint32_t{v[s] == x} << s;
+    return m;
+#endif
+  }
+  bool index_add(uint64_t h, uint32_t ref);
   void index_remove(const FlowKey& k, uint32_t ref);
 
   uint32_t capacity_;

@@ -190,12 +190,13 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
   Dir dir;
   const uint32_t idx = table_.lookup(key_of(pk), hash, dir);
   if (idx != FlowTable::kNoFlow) {
-    return dir == Dir::kFromClient ? from_client(f, pk, idx, in_port, pool, now)
+    return dir == Dir::kFromClient ? from_client(f, pk, hash, idx, in_port, pool, now)
                                    : from_backend(f, pk, idx, pool, now);
   }
   if (!svc) return drop(is_local(pk.dst_ip) ? DropReason::kLocalTcp : DropReason::kNotForUs);
   using namespace tcp_flag;
-  if ((pk.tcp_flags & (kSyn | kAck)) == kSyn) return new_flow(f, pk, in_port, pool, *svc, now);
+  if ((pk.tcp_flags & (kSyn | kAck)) == kSyn)
+    return new_flow(f, pk, hash, in_port, pool, *svc, now);
   if (cfg_.rst_on_miss && !(pk.tcp_flags & kRst)) {
     const Verdict v = reply_rst(f, pk, in_port);
     if (v.action == Action::kTx) counters_->rst_flow_miss.add();
@@ -204,8 +205,8 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
   return drop(DropReason::kFlowMiss);
 }
 
-Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
-                            const PoolService& svc, Tick now) {
+Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
+                            const Pool& pool, const PoolService& svc, Tick now) {
   const PoolBackend* b = sched_.pick(pool, svc, *counters_);
   if (!b) {
     if (!cfg_.rst_on_no_backend) return drop(DropReason::kNoBackend);
@@ -234,7 +235,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port, 
   fl.client_tagged = pk.tagged;
   fl.state = TcpState::kSynSent;
   uint32_t idx;
-  const FlowTable::InsertResult r = table_.insert(fl, idx);
+  const FlowTable::InsertResult r = table_.insert_after_miss(fl, hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
@@ -258,8 +259,8 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port, 
   return to_backend(f, pk, table_.at(idx));
 }
 
-Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, uint16_t in_port,
-                               const Pool& pool, Tick now) {
+Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t idx,
+                               uint16_t in_port, const Pool& pool, Tick now) {
   using namespace tcp_flag;
   Flow& fl = table_.at(idx);
   if ((pk.tcp_flags & (kSyn | kAck)) == kSyn) {
@@ -299,7 +300,7 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, u
       counters_->flows_closed.add();
       const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
       if (!svc) return drop(DropReason::kNotForUs);
-      return new_flow(f, pk, in_port, pool, *svc, now);
+      return new_flow(f, pk, hash, in_port, pool, *svc, now);  // its client key just left
     }
   }
   if (!pool.serving(static_cast<BackendId>(fl.backend))) {

@@ -121,10 +121,11 @@ class Processor {
   static FlowKey key_of(const ParsedPacket& pk) {
     return {pk.src_ip, pk.dst_ip, pk.src_port, pk.dst_port};
   }
-  Verdict new_flow(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
-                   const PoolService& svc, Tick now);
-  Verdict from_client(Frame& f, const ParsedPacket& pk, uint32_t idx, uint16_t in_port,
-                      const Pool& pool, Tick now);
+  // `hash` is the client key's, which the caller has just looked up and not found.
+  Verdict new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
+                   const Pool& pool, const PoolService& svc, Tick now);
+  Verdict from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t idx,
+                      uint16_t in_port, const Pool& pool, Tick now);
   Verdict from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool, Tick now);
   Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
