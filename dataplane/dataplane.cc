@@ -34,10 +34,6 @@ std::runtime_error dpdk_error(const std::string& what, int err) {
   return std::runtime_error(what + ": " + rte_strerror(err < 0 ? -err : err));
 }
 
-// Examined per worker per poll: a full pass over a 1 M table takes 16 k polls (well under a
-// second at idle, a few seconds under load), which bounds how late a flow is expired.
-constexpr uint32_t kAgeBudget = 64;
-
 }  // namespace
 
 Dataplane::Dataplane(const cfg::Config& config, const std::string& shm_name)
@@ -360,7 +356,7 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
     t.m[t.n++] = burst[i];
   }
   flush(w);
-  wk.proc->age(now, kAgeBudget);
+  wk.proc->age(now);
   // relaxed: a request seen one iteration late costs nothing.
   if (wk.sample->want.load(std::memory_order_relaxed) != 0) answer_sample(wk, now);
   rte_rcu_qsbr_quiescent(qsbr_, w);

@@ -1,5 +1,6 @@
 #include "flow_table.h"
 
+#include <array>
 #include <bit>
 
 namespace lb::core {
@@ -28,6 +29,11 @@ uint32_t bucket_count(uint32_t capacity) {
   const uint64_t want = (uint64_t{capacity} * 2 * 2 + 7) / 8;
   return static_cast<uint32_t>(std::bit_ceil(want < 2 ? uint64_t{2} : want));
 }
+constexpr auto kBitsSet = [] {
+  std::array<uint8_t, 256> t{};
+  for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<uint8_t>(std::popcount(i));
+  return t;
+}();
 inline uint32_t make_ref(uint32_t idx, Dir d) {
   return ((idx << 1) | static_cast<uint32_t>(d)) + 1;
 }
@@ -85,8 +91,9 @@ bool FlowTable::index_add(uint64_t h, uint32_t ref) {
   const uint32_t sig = static_cast<uint32_t>(h >> 32);
   Bucket* cand[2] = {&buckets_[bucket1(h)], &buckets_[bucket2(h)]};
   const uint32_t empty[2] = {slots_equal(cand[0]->ref, 0), slots_equal(cand[1]->ref, 0)};
-  // The emptier of the two choices keeps the longest bucket short.
-  int c = std::popcount(empty[1]) > std::popcount(empty[0]) ? 1 : 0;
+  // The emptier of the two choices keeps the longest bucket short. (A table, not std::popcount:
+  // without -mpopcnt that is a libgcc call.)
+  int c = kBitsSet[empty[1]] > kBitsSet[empty[0]] ? 1 : 0;
   if (empty[c] == 0) return false;  // the emptier one is full, so both are
   const int s = std::countr_zero(empty[c]);
   cand[c]->sig[s] = sig;

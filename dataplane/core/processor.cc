@@ -60,7 +60,14 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
       sched_(cfg.hash_seed ^ (uint64_t{cfg.worker} << 32)),
       syn_cache_(cfg.syn_cache_slots),
       counters_storage_(1),
-      counters_(&counters_storage_[0]) {}
+      counters_(&counters_storage_[0]) {
+  // Sweep period in ticks: 1 s, or longer so that at most 2 M records are examined per second.
+  constexpr uint64_t kRecordsPerSecond = 2'000'000;
+  const uint64_t cap = cfg.flow_capacity == 0 ? 1 : cfg.flow_capacity;
+  const double sweep_s = cap <= kRecordsPerSecond ? 1.0 : double(cap) / kRecordsPerSecond;
+  const double interval = sweep_s * double(cfg.ticks_per_second) * kAgeBatch / double(cap);
+  age_interval_ = interval < 1 ? 1 : static_cast<Tick>(interval);
+}
 
 bool Processor::is_local(uint32_t ip) const {
   for (uint16_t i = 0; i < cfg_.nports; ++i)
@@ -427,6 +434,17 @@ uint32_t Processor::age(Tick now, uint32_t budget) {
     release(fl);
     counters_->flows_expired.add();
   });
+}
+
+uint32_t Processor::age_paced(Tick now) {
+  const Tick batches = (now - age_due_) / age_interval_ + 1;
+  const uint32_t records = batches >= kAgeMaxPerPoll / kAgeBatch
+                               ? kAgeMaxPerPoll
+                               : static_cast<uint32_t>(batches) * kAgeBatch;
+  // Far behind (more than a catch-up's worth): restart the pace from now rather than owe it.
+  age_due_ = batches > kAgeMaxPerPoll / kAgeBatch ? now + age_interval_
+                                                  : age_due_ + batches * age_interval_;
+  return age(now, records);
 }
 
 // ---------------------------------------------------------------------------------------------

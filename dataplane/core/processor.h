@@ -99,6 +99,18 @@ class Processor {
   // Bounded aging work: examines up to `budget` flow records.
   uint32_t age(Tick now, uint32_t budget);
 
+  // Aging paced by time, for every poll: examines the whole table once per sweep period (one
+  // second up to 2 M records, capacity / 2 M seconds above), in batches of kAgeBatch records,
+  // so that an idle or one-packet poll costs one compare instead of a 64-record scan. After a
+  // pause (a descheduled worker, a test's clock jump) it catches up at most kAgeMaxPerPoll
+  // records per poll.
+  static constexpr uint32_t kAgeBatch = 64;
+  static constexpr uint32_t kAgeMaxPerPoll = 16 * kAgeBatch;
+  uint32_t age(Tick now) {
+    if (now < age_due_) return 0;
+    return age_paced(now);
+  }
+
   WorkerCounters& counters() { return *counters_; }
   const WorkerCounters& counters() const { return *counters_; }
   const FlowTable& flows() const { return table_; }
@@ -152,6 +164,9 @@ class Processor {
   LargeArray<WorkerCounters> counters_storage_;
   WorkerCounters* counters_;
   uint32_t serial_ = 0;
+  Tick age_due_ = 0;       // when the next batch is due
+  Tick age_interval_ = 1;  // ticks per batch
+  uint32_t age_paced(Tick now);
 };
 
 }  // namespace lb::core

@@ -541,6 +541,59 @@ TEST_F(ProcessorTest, StatesTimeoutsAndExpiry) {
   }
 }
 
+TEST_F(ProcessorTest, PacedAgingSweepsOncePerSecondAndIdlePollsDoNothing) {
+  // 1024 records at 1000 ticks/s: a batch of 64 every 62 ticks, the table once per ~1 s.
+  cfg_.flow_capacity = 1024;
+  cfg_.ticks_per_second = 1000;
+  cfg_.syn_timeout = 100;
+  constexpr int kFlows = 600;
+  for (int i = 0; i < kFlows; ++i)
+    ASSERT_TRUE(IsTx(Run(client_frame(i % 5, client_syn(i % 5, static_cast<uint16_t>(1000 + i), 1)),
+                         kClientSide, 0),
+                     kBackendSide));
+  // Nothing expires before the deadline, however often the pacer is called (many calls per
+  // tick, as idle polls do: were each to examine a batch, the whole table would be visited
+  // again and again and everything would go at once at the deadline, failing the pace check).
+  Tick now = 0;
+  for (; now < 100; ++now)
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(proc().age(now), 0u);
+  // From the deadline, everything goes within one sweep (1 s = 1000 ticks), a batch at a time.
+  uint32_t total = 0;
+  for (; now <= 100 + 1000 && total < kFlows; ++now) {
+    const uint32_t n = proc().age(now);
+    EXPECT_LE(n, Processor::kAgeBatch);
+    total += n;
+  }
+  EXPECT_EQ(total, static_cast<uint32_t>(kFlows));
+  EXPECT_GT(now, 100 + 1000 / 2) << "a sweep is paced, not done at once";
+  EXPECT_EQ(C().flows_expired.get(), static_cast<uint32_t>(kFlows));
+  EXPECT_EQ(C().flows_active.get(), 0u);
+}
+
+TEST_F(ProcessorTest, PacedAgingCatchesUpAtMostAFewBatchesPerPoll) {
+  cfg_.flow_capacity = 4096;
+  cfg_.ticks_per_second = 1000;
+  cfg_.syn_timeout = 10;
+  constexpr uint32_t kFlows = 2000;
+  for (uint32_t i = 0; i < kFlows; ++i)
+    ASSERT_TRUE(IsTx(Run(client_frame(static_cast<int>(i % 5),
+                                      client_syn(static_cast<int>(i % 5),
+                                                 static_cast<uint16_t>(1000 + i), 1)),
+                         kClientSide, 0),
+                     kBackendSide));
+  EXPECT_EQ(proc().age(0), 0u);
+  // Ten seconds without a poll: the catch-up poll examines kAgeMaxPerPoll records, not the
+  // 2000 expired ones, and the pace restarts from there instead of owing ten sweeps.
+  static_assert(Processor::kAgeMaxPerPoll < kFlows);
+  EXPECT_EQ(proc().age(10'000), Processor::kAgeMaxPerPoll);
+  EXPECT_EQ(proc().age(10'000), 0u);
+  // The rest goes at the normal pace, within one sweep.
+  uint32_t total = Processor::kAgeMaxPerPoll;
+  for (Tick now = 10'001; now <= 11'000; ++now) total += proc().age(now);
+  EXPECT_EQ(total, kFlows);
+  EXPECT_EQ(C().flows_expired.get(), kFlows);
+}
+
 TEST_F(ProcessorTest, AgingIsBoundedByBudget) {
   for (int i = 0; i < 30; ++i)
     ASSERT_TRUE(IsTx(Run(client_frame(i % 5, client_syn(i % 5, static_cast<uint16_t>(1000 + i), 1)),
