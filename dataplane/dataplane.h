@@ -106,6 +106,7 @@ class Dataplane {
     uint16_t id = 0;
     core::MacAddr mac;
     bool started = false;
+    bool rx_ip_csum = false;  // the NIC checks IPv4 header checksums (mbuf ol_flags)
   };
   struct TxBuffer {
     rte_mbuf* m[2 * kBurst];

@@ -61,4 +61,19 @@ inline uint16_t csum_update32(uint16_t hc, uint32_t from, uint32_t to) {
   return static_cast<uint16_t>(~sum);
 }
 
+// The same update split in two (RFC 1624): the unfolded sum that changing `from` into `to`
+// adds, computed once per packet and applied to both the IPv4 and the TCP checksum.
+inline uint32_t csum_delta32(uint32_t from, uint32_t to) {
+  return (~from >> 16) + (~from & 0xffff) + (to >> 16) + (to & 0xffff);
+}
+inline uint32_t csum_delta16(uint16_t from, uint16_t to) {
+  return static_cast<uint16_t>(~from) + uint32_t{to};
+}
+inline uint16_t csum_apply(uint16_t hc, uint32_t delta) {
+  uint32_t sum = static_cast<uint16_t>(~hc) + delta;  // delta < 2^19: no overflow
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
 }  // namespace lb::core

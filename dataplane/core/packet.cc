@@ -21,7 +21,7 @@ inline bool bad_source(uint32_t a) {
 
 }  // namespace
 
-void parse_packet(const uint8_t* frame, size_t len, ParsedPacket& out) {
+void parse_packet(const uint8_t* frame, size_t len, ParsedPacket& out, bool ip_csum_verified) {
   out.tagged = false;
   out.vlan_tci = 0;
   if (len < kEthHeaderLen) return drop(out, DropReason::kTruncated);
@@ -65,7 +65,7 @@ void parse_packet(const uint8_t* frame, size_t len, ParsedPacket& out) {
   if (ihl != kIpv4HeaderLen) return drop(out, DropReason::kIpOptions);
   const uint16_t total = load_be16(ip + ip_off::kTotalLen);
   if (total < ihl || off + total > len) return drop(out, DropReason::kIpTotalLength);
-  if (csum(ip, ihl) != 0) return drop(out, DropReason::kIpChecksum);
+  if (!ip_csum_verified && !ipv4_header_checksum_ok(ip)) return drop(out, DropReason::kIpChecksum);
   // More-fragments set or a non-zero offset: a fragment. The flow key needs the ports, which
   // only the first fragment has; like DPVS and Katran we drop rather than reassemble.
   if ((load_be16(ip + ip_off::kFrag) & 0x3fff) != 0) return drop(out, DropReason::kIpFragment);

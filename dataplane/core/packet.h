@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "bytes.h"
 #include "drop_reason.h"
@@ -64,7 +65,23 @@ struct ParsedPacket {
 };
 
 // Parses `len` bytes at `frame`. Always fills `out.kind`; on kDrop, `out.drop` says why.
-void parse_packet(const uint8_t* frame, size_t len, ParsedPacket& out);
+// `ip_csum_verified`: the NIC has checked the IPv4 header checksum and found it good
+// (RTE_MBUF_F_RX_IP_CKSUM_GOOD), so it is not summed again here.
+void parse_packet(const uint8_t* frame, size_t len, ParsedPacket& out,
+                  bool ip_csum_verified = false);
+
+// True when the 20-byte IPv4 header at `ip` sums to all ones (its checksum is right). Five
+// native 32-bit adds and one fold: the one's-complement sum does not depend on byte order.
+inline bool ipv4_header_checksum_ok(const uint8_t* ip) {
+  uint32_t w[5];
+  std::memcpy(w, ip, sizeof w);
+  uint64_t sum = uint64_t{w[0]} + w[1] + w[2] + w[3] + w[4];
+  sum = (sum & 0xffffffff) + (sum >> 32);
+  sum = (sum & 0xffffffff) + (sum >> 32);
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return sum == 0xffff;
+}
 
 // ARP (Ethernet/IPv4 only) fields, valid when parse_packet said kArp.
 struct ArpView {

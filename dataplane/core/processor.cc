@@ -77,7 +77,7 @@ bool Processor::is_local(uint32_t ip) const {
 
 Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick now) {
   ParsedPacket pk;
-  parse_packet(f.data(), f.len, pk);
+  parse_packet(f.data(), f.len, pk, f.ip_csum_ok);
   const uint64_t hash = pk.kind == PacketKind::kTcp ? table_.hash(key_of(pk)) : 0;
   return dispatch(f, pk, hash, in_port, pool, now);
 }
@@ -88,7 +88,7 @@ void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const
   uint64_t hash[kMaxBurst];
   if (n > kMaxBurst) n = kMaxBurst;
   for (uint16_t i = 0; i < n; ++i) {
-    parse_packet(frames[i].data(), frames[i].len, pk[i]);
+    parse_packet(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok);
     if (pk[i].kind == PacketKind::kTcp) {
       hash[i] = table_.hash(key_of(pk[i]));
       table_.prefetch(hash[i]);
@@ -476,11 +476,10 @@ Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
   uint8_t* t = f.data() + pk.l4;
   // DNAT: VIP:vport -> backend:port. The TCP checksum covers the address through the
   // pseudo-header, so both checksums take the address change (RFC 1624).
-  store_be16(ip + ip_off::kCsum,
-             csum_update32(load_be16(ip + ip_off::kCsum), fl.vip, fl.backend_ip));
-  uint16_t tc = csum_update32(load_be16(t + tcp_off::kCsum), fl.vip, fl.backend_ip);
-  tc = csum_update16(tc, fl.vport, fl.backend_port);
-  store_be16(t + tcp_off::kCsum, tc);
+  const uint32_t d = csum_delta32(fl.vip, fl.backend_ip);
+  store_be16(ip + ip_off::kCsum, csum_apply(load_be16(ip + ip_off::kCsum), d));
+  store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
+                                            d + csum_delta16(fl.vport, fl.backend_port)));
   store_be32(ip + ip_off::kDst, fl.backend_ip);
   store_be16(t + tcp_off::kDport, fl.backend_port);
   if (!write_l2(f, pk, *mac, cfg_.ports[fl.backend_port_id].mac, false, 0))
@@ -495,11 +494,10 @@ Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
   uint8_t* ip = f.data() + pk.l3;
   uint8_t* t = f.data() + pk.l4;
   // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP.
-  store_be16(ip + ip_off::kCsum,
-             csum_update32(load_be16(ip + ip_off::kCsum), fl.backend_ip, fl.vip));
-  uint16_t tc = csum_update32(load_be16(t + tcp_off::kCsum), fl.backend_ip, fl.vip);
-  tc = csum_update16(tc, fl.backend_port, fl.vport);
-  store_be16(t + tcp_off::kCsum, tc);
+  const uint32_t d = csum_delta32(fl.backend_ip, fl.vip);
+  store_be16(ip + ip_off::kCsum, csum_apply(load_be16(ip + ip_off::kCsum), d));
+  store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
+                                            d + csum_delta16(fl.backend_port, fl.vport)));
   store_be32(ip + ip_off::kSrc, fl.vip);
   store_be16(t + tcp_off::kSport, fl.vport);
   if (!write_l2(f, pk, fl.client_mac, cfg_.ports[fl.client_port_id].mac, fl.client_tagged != 0,

@@ -28,6 +28,7 @@ struct Frame {
   uint16_t off;
   uint16_t len;
   uint16_t cap;
+  bool ip_csum_ok = false;  // the NIC verified the IPv4 header checksum
   uint8_t* data() const { return buf + off; }
 };
 
