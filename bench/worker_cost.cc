@@ -132,15 +132,22 @@ __attribute__((noinline)) uint32_t io_poll(const uint16_t* port) {
   return n_all;
 }
 
-long rss_kib() {
-  FILE* f = std::fopen("/proc/self/status", "r");
+// A field of /proc/self/status ("VmRSS") or /proc/self/smaps_rollup ("AnonHugePages"), KiB.
+long proc_kib(const char* file, const char* field) {
+  FILE* f = std::fopen(file, "r");
   if (!f) return -1;
   char line[256];
   long v = -1;
+  const size_t n = std::strlen(field);
   while (std::fgets(line, sizeof line, f))
-    if (std::sscanf(line, "VmRSS: %ld", &v) == 1) break;
+    if (std::strncmp(line, field, n) == 0 && line[n] == ':' &&
+        std::sscanf(line + n + 1, "%ld", &v) == 1)
+      break;
   std::fclose(f);
   return v;
+}
+long rss_kib() {
+  return proc_kib("/proc/self/status", "VmRSS");
 }
 
 }  // namespace
@@ -389,14 +396,15 @@ int main(int argc, char** argv) {
     std::printf(
         "mode %s, %u flows (%s order), %u B, %s: %llu packets in %llu polls, %llu out; median %.1f "
         "TSC cycles (%.1f ns) per packet = %.2f Mpps on one core (p10 %.1f, p90 %.1f, mean "
-        "%.1f cycles); VmRSS %ld KiB after setup\n",
+        "%.1f cycles); VmRSS %ld KiB after setup, %ld KiB of it in transparent huge pages\n",
         mode.c_str(), flows, order.c_str(), syn ? 60 : size,
         syn    ? "SYNs of new flows"
         : both ? "both directions"
                : "client->backend only",
         static_cast<unsigned long long>(packets), static_cast<unsigned long long>(polls),
         static_cast<unsigned long long>(out_packets), cpp, cpp / hz * 1e9,
-        cpp > 0 ? hz / cpp / 1e6 : 0.0, pct(0.1), pct(0.9), mean, rss_after_setup);
+        cpp > 0 ? hz / cpp / 1e6 : 0.0, pct(0.1), pct(0.9), mean, rss_after_setup,
+        proc_kib("/proc/self/smaps_rollup", "AnonHugePages"));
     std::printf(
         "RESULT mode=%s flows=%u size=%u packets=%llu polls=%llu out=%llu "
         "cycles_per_packet=%.1f ns_per_packet=%.2f mpps=%.3f mean_cycles=%.1f "

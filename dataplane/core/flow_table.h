@@ -77,25 +77,27 @@ class FlowTable {
   explicit FlowTable(uint32_t capacity, uint64_t seed = 0x6c62642d666c6f77ull);
 
   uint64_t hash(const FlowKey& k) const;
-  void prefetch(uint64_t h) const;
+  // First stage of a burst: the bucket lines of `h` (both when a miss is likely: a SYN).
+  void prefetch(uint64_t h, bool likely_miss = false) const;
 
   // The flow `k` belongs to, with the direction it matched; kNoFlow when none.
   uint32_t lookup(const FlowKey& k, uint64_t h, Dir& dir) const;
 
-  // Second stage of a burst: with the buckets of `h` in cache (prefetch()), prefetches the
-  // record its signature points at, so that lookup() then touches only cached lines.
+  // Second stage of a burst: with the primary bucket of `h` in cache (prefetch()), prefetches
+  // the record its signature points at, so that lookup() then touches only cached lines; when
+  // the primary bucket has no such signature (a key in its secondary bucket, or a miss), the
+  // secondary bucket instead.
   void prefetch_record(uint64_t h) const {
     const uint32_t sig = static_cast<uint32_t>(h >> 32);
-    for (uint32_t bi : {bucket1(h), bucket2(h)}) {
-      const Bucket& bk = buckets_[bi];
-      for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
-        const uint32_t ref = bk.ref[__builtin_ctz(m)];
-        if (ref != 0) {
-          __builtin_prefetch(&flows_[(ref - 1) >> 1]);
-          return;
-        }
+    const Bucket& bk = buckets_[bucket1(h)];
+    for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
+      const uint32_t ref = bk.ref[__builtin_ctz(m)];
+      if (ref != 0) {
+        __builtin_prefetch(&flows_[(ref - 1) >> 1]);
+        return;
       }
     }
+    __builtin_prefetch(&buckets_[bucket2(h)]);
   }
 
   // Inserts `f` (both keys) and returns its index in `idx`. Fails when the table is at capacity

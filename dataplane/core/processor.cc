@@ -91,7 +91,8 @@ void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const
     parse_packet(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok);
     if (pk[i].kind == PacketKind::kTcp) {
       hash[i] = table_.hash(key_of(pk[i]));
-      table_.prefetch(hash[i]);
+      table_.prefetch(hash[i],
+                      (pk[i].tcp_flags & (tcp_flag::kSyn | tcp_flag::kAck)) == tcp_flag::kSyn);
     }
   }
   for (uint16_t i = 0; i < n; ++i)
