@@ -320,38 +320,53 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   core::WorkerCounters& c = wk.proc->counters();
   // acquire pairs with the release in publish(): the pool is seen fully built.
   const core::Pool& pool = *current_.load(std::memory_order_acquire);
-  rte_mbuf* burst[kBurst];
+  // Bursts of every port are gathered into one batch of up to kBatch frames before they are
+  // processed, so that the bucket prefetches of the whole batch are in flight together and the
+  // first packets' lines have the other port's parsing to arrive behind.
+  static_assert(kBatch <= core::Processor::kMaxBurst && kBatch >= kBurst);
+  rte_mbuf* batch[kBatch];
+  core::Frame frames[kBatch];
+  uint16_t in_ports[kBatch];
+  core::Verdict verdicts[kBatch];
+  uint16_t m = 0;
   uint32_t handled = 0;
   for (uint16_t p = 0; p < ports_.size(); ++p) {
-    const uint16_t n = rte_eth_rx_burst(ports_[p].id, w, burst, kBurst);
+    const uint16_t n = rte_eth_rx_burst(ports_[p].id, w, batch + m, kBurst);
     if (n == 0) continue;
+    handled += n;
     uint64_t bytes = 0;
-    for (uint16_t i = 0; i < n; ++i) {
-      rte_prefetch0(rte_pktmbuf_mtod(burst[i], void*));
-      bytes += burst[i]->pkt_len;
+    for (uint16_t i = m; i < m + n; ++i) {
+      rte_prefetch0(rte_pktmbuf_mtod(batch[i], void*));
+      bytes += batch[i]->pkt_len;
     }
     c.port[p].rx_packets.add(n);
     c.port[p].rx_bytes.add(bytes);
-    core::Frame frames[kBurst];
-    core::Verdict verdicts[kBurst];
     const bool rx_ip_csum = ports_[p].rx_ip_csum;
-    uint16_t m = 0;
-    for (uint16_t i = 0; i < n; ++i) {
-      rte_mbuf* mb = burst[i];
+    const uint16_t end = static_cast<uint16_t>(m + n);
+    for (uint16_t i = m; i < end; ++i) {
+      rte_mbuf* mb = batch[i];
       if (mb->nb_segs != 1) {  // not produced at MTU 1500 with 2 KiB buffers
         c.drop(core::DropReason::kMultiSegment);
         rte_pktmbuf_free(mb);
         continue;
       }
-      burst[m] = mb;
+      batch[m] = mb;
+      in_ports[m] = p;
       frames[m++] = {static_cast<uint8_t*>(mb->buf_addr), mb->data_off, mb->data_len, mb->buf_len,
                      rx_ip_csum && (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) ==
                                        RTE_MBUF_F_RX_IP_CKSUM_GOOD};
     }
-    wk.proc->process_burst(frames, m, p, pool, now, verdicts);
-    for (uint16_t i = 0; i < m; ++i) apply(w, burst[i], frames[i], verdicts[i], p);
-    handled += n;
+    if (m + kBurst > kBatch) {  // no room for another full burst: process what is gathered
+      wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
+      for (uint16_t i = 0; i < m; ++i) apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
+      m = 0;
+    }
   }
+  if (m != 0) {
+    wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
+    for (uint16_t i = 0; i < m; ++i) apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
+  }
+  rte_mbuf* burst[kBurst];
   unsigned n =
       rte_ring_sc_dequeue_burst(wk.handoff, reinterpret_cast<void**>(burst), kBurst, nullptr);
   if (n) {

@@ -34,6 +34,7 @@ namespace lb::dp {
 class Dataplane {
  public:
   static constexpr uint16_t kBurst = 32;
+  static constexpr uint16_t kBatch = 2 * kBurst;  // frames processed together (all ports)
 
   // Sets up ports (probing vdevs named in the config when they do not exist yet), queues, the
   // mempool and the workers' state, and publishes the config's pool. With a non-empty

@@ -84,6 +84,13 @@ Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick no
 
 void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const Pool& pool,
                               Tick now, Verdict* out) {
+  uint16_t ports[kMaxBurst];
+  for (uint16_t& p : ports) p = in_port;
+  process_burst(frames, ports, n, pool, now, out);
+}
+
+void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t n, const Pool& pool,
+                              Tick now, Verdict* out) {
   ParsedPacket pk[kMaxBurst];
   uint64_t hash[kMaxBurst];
   if (n > kMaxBurst) n = kMaxBurst;
@@ -98,8 +105,8 @@ void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const
   for (uint16_t i = 0; i < n; ++i)
     if (pk[i].kind == PacketKind::kTcp) table_.prefetch_record(hash[i]);
   for (uint16_t i = 0; i < n; ++i)
-    out[i] = dispatch(frames[i], pk[i], pk[i].kind == PacketKind::kTcp ? hash[i] : 0, in_port, pool,
-                      now);
+    out[i] = dispatch(frames[i], pk[i], pk[i].kind == PacketKind::kTcp ? hash[i] : 0, in_ports[i],
+                      pool, now);
 }
 
 Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,

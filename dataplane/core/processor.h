@@ -93,7 +93,10 @@ class Processor {
   // The same for a burst received on one port (at most kMaxBurst frames), staged as in DPDK's
   // l3fwd: parse every frame and prefetch its flow buckets, then prefetch the records they
   // point at, then decide each packet with its lines in cache. out[i] is frames[i]'s verdict.
+  // in_ports[i] is the port frames[i] arrived on (a batch may gather several ports' bursts).
   static constexpr uint16_t kMaxBurst = 64;
+  void process_burst(Frame* frames, const uint16_t* in_ports, uint16_t n, const Pool& pool,
+                     Tick now, Verdict* out);
   void process_burst(Frame* frames, uint16_t n, uint16_t in_port, const Pool& pool, Tick now,
                      Verdict* out);
 
