@@ -4,10 +4,13 @@
 //   backend -> client  key (backend_ip, client_ip, backend_port, client_port)
 // Fixed capacity, allocated at start-up, owned by one worker: no locks, no allocation after
 // construction. The index is a two-choice hash of 8-slot, 64-byte buckets (signature + reference),
-// kept under half full at capacity, so a lookup touches at most two bucket lines and one record.
+// kept under half full at capacity (47 %), so a lookup touches at most two bucket lines and one
+// record, and nearly always one: keys stay in their primary bucket while it has room.
 // Aging walks the records with a clock hand, a bounded number per call.
 
+#include <bit>
 #include <cstdint>
+#include <utility>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -154,6 +157,12 @@ class FlowTable {
     return n;
   }
 
+  // The two buckets a key of hash `h` may be indexed in (primary first): for tests that need
+  // keys crowding the same buckets.
+  std::pair<uint32_t, uint32_t> candidate_buckets(uint64_t h) const {
+    return {bucket1(h), bucket2(h)};
+  }
+
   uint32_t size() const { return size_; }
   uint32_t capacity() const { return capacity_; }
   size_t memory_bytes() const { return flows_.bytes() + buckets_.bytes() + free_.bytes(); }
@@ -166,11 +175,16 @@ class FlowTable {
   };
   static_assert(sizeof(Bucket) == 64);
 
-  uint32_t bucket1(uint64_t h) const { return static_cast<uint32_t>(h) & mask_; }
+  // Multiply-shift ranges (Lemire), so that the bucket count need not be a power of two: the
+  // index is sized to the design load exactly instead of up to twice that.
+  uint32_t bucket1(uint64_t h) const {
+    return static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(h)} * nbuckets_) >> 32);
+  }
   uint32_t bucket2(uint64_t h) const {
-    // The second choice depends only on the signature, as in DPDK's cuckoo hash.
+    // Another 32-bit word of the key: the low word mixed with the signature.
     const uint32_t sig = static_cast<uint32_t>(h >> 32);
-    return (bucket1(h) ^ (sig * 0x5bd1e995u)) & mask_;
+    const uint32_t w = static_cast<uint32_t>(h) ^ (sig * 0x5bd1e995u) ^ 0x9e3779b9u;
+    return static_cast<uint32_t>((uint64_t{std::rotl(w, 16)} * nbuckets_) >> 32);
   }
   // Bit s set where v[s] == x, for the 8 slots of a bucket: two SSE2 compares where the ISA has
   // them (as DPDK's cuckoo hash compares signatures), a loop elsewhere.
@@ -191,7 +205,7 @@ class FlowTable {
   void index_remove(const FlowKey& k, uint32_t ref);
 
   uint32_t capacity_;
-  uint32_t mask_;
+  uint32_t nbuckets_;
   uint64_t seed_;
   uint32_t size_ = 0;
   uint32_t hand_ = 0;
