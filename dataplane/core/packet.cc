@@ -22,8 +22,7 @@ inline bool bad_source(uint32_t a) {
 }  // namespace
 
 void parse_packet(const uint8_t* frame, size_t len, ParsedPacket& out, bool ip_csum_verified) {
-  out.tagged = false;
-  out.vlan_tci = 0;
+  out = ParsedPacket{};
   if (len < kEthHeaderLen) return drop(out, DropReason::kTruncated);
   size_t off = 12;
   uint16_t type = load_be16(frame + off);

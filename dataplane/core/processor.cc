@@ -91,7 +91,12 @@ void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const
 
 void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t n, const Pool& pool,
                               Tick now, Verdict* out) {
-  ParsedPacket pk[kMaxBurst];
+  // Not value-initialized: parse_packet sets every field of the entries used.
+  union Parsed {
+    Parsed() {}
+    ParsedPacket p[kMaxBurst];
+  } parsed;
+  ParsedPacket* pk = parsed.p;
   uint64_t hash[kMaxBurst];
   if (n > kMaxBurst) n = kMaxBurst;
   for (uint16_t i = 0; i < n; ++i) {
@@ -191,6 +196,14 @@ Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_por
 
 Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                               const Pool& pool, Tick now) {
+  // A flow in this worker's table is this worker's: only the owner of a flow creates it. So a
+  // hit is handled at once, and the service and owner are looked up on a miss only.
+  Dir dir;
+  const uint32_t idx = table_.lookup(key_of(pk), hash, dir);
+  if (idx != FlowTable::kNoFlow) {
+    return dir == Dir::kFromClient ? from_client(f, pk, hash, idx, in_port, pool, now)
+                                   : from_backend(f, pk, idx, pool, now);
+  }
   const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
   if (cfg_.workers > 1) {
     // Toward a VIP the client is the source; otherwise (a backend's reply) the destination.
@@ -201,12 +214,6 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
                                ? flow_owner(pk.src_ip, pk.src_port, cfg_.workers, cfg_.reta_size)
                                : flow_owner(pk.dst_ip, pk.dst_port, cfg_.workers, cfg_.reta_size);
     if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
-  }
-  Dir dir;
-  const uint32_t idx = table_.lookup(key_of(pk), hash, dir);
-  if (idx != FlowTable::kNoFlow) {
-    return dir == Dir::kFromClient ? from_client(f, pk, hash, idx, in_port, pool, now)
-                                   : from_backend(f, pk, idx, pool, now);
   }
   if (!svc) return drop(is_local(pk.dst_ip) ? DropReason::kLocalTcp : DropReason::kNotForUs);
   using namespace tcp_flag;
@@ -394,6 +401,10 @@ Verdict Processor::replay_syn(Frame& f, uint32_t idx) {
 
 void Processor::track_state(Flow& fl, Dir d, uint8_t flags, Tick now) {
   using namespace tcp_flag;
+  if (fl.state == TcpState::kEstablished && !(flags & (kSyn | kFin | kRst))) {
+    fl.expires = now + cfg_.established_timeout;  // most packets: data and ACKs
+    return;
+  }
   if (flags & kRst) {
     fl.state = TcpState::kClosed;
     fl.expires = now + cfg_.closed_timeout;
