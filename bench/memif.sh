@@ -11,7 +11,10 @@
 #
 # usage: bench/memif.sh [--rounds N] [--duration S] [--warmup S] [--size B]
 #                       [--scenarios "1k 1m 10m syn"] [--build DIR] [--no-huge] [--keep]
-#                       [--quiet-wait S] [--nice N]
+#                       [--quiet-wait S] [--nice N] [--order scattered|seq]
+# --order: the order lb-gen's data visits the established flows in. scattered (default): each
+# next flow ~0.62 of the table away, so the forwarder reads its flow records out of creation
+# order, as real traffic does; seq: creation order (friendly to lbd's caches).
 # Other work on the machine shares the two CPUs: before each run the script waits up to
 # --quiet-wait seconds (default 20) for the other processes to use less than 0.2 CPU, and it
 # reports how much CPU they took during each run ("others"). --nice N runs lb-gen and the
@@ -31,10 +34,12 @@ huge=auto
 keep=0
 quiet_wait=20
 nice_level=0
+visit_order=scattered
 while [ $# -gt 0 ]; do
   case $1 in
     --quiet-wait) quiet_wait=$2; shift ;;
     --nice) nice_level=$2; shift ;;
+    --order) visit_order=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --duration) duration=$2; shift ;;
     --warmup) warmup=$2; shift ;;
@@ -49,6 +54,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+case $visit_order in scattered | seq) ;; *) echo "memif.sh: --order scattered or seq" >&2; exit 2 ;; esac
 lbd=$build/dataplane/lbd
 gen=$build/tools/lb-gen
 testpmd=$(command -v dpdk-testpmd || true)
@@ -92,7 +98,7 @@ fwd_mac_c=02:00:00:00:02:01; fwd_mac_b=02:00:00:00:02:02
 scenario_flows() { case $1 in 1k) echo 1000 ;; 1m) echo 1000000 ;; 10m) echo 10000000 ;; syn) echo 33554432 ;; esac; }
 scenario_capacity() { case $1 in 10m) echo 10485760 ;; syn) echo 16777216 ;; *) echo 1048576 ;; esac; }
 scenario_syn_timeout() { case $1 in syn) echo 1 ;; *) echo 30 ;; esac; }
-scenario_opts() { case $1 in syn) echo "--syn-only" ;; *) echo "" ;; esac; }
+scenario_opts() { case $1 in syn) echo "--syn-only" ;; *) echo "--order $visit_order" ;; esac; }
 
 write_lbd_config() {  # FILE SCENARIO
   cat > "$1" <<EOF
@@ -274,7 +280,8 @@ PY
 }
 
 echo "memif.sh: $rounds round(s) of: $scenarios; ${size} B frames, ${duration} s measured after" \
-     "${warmup} s warm-up; memory: $([ $huge = yes ] && echo hugepages || echo --no-huge)"
+     "${warmup} s warm-up; flows visited in $visit_order order;" \
+     "memory: $([ $huge = yes ] && echo hugepages || echo --no-huge)"
 echo "memif.sh: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //');" \
      "lb-gen on CPU 0, the forwarder's worker on CPU 1"
 failed=0

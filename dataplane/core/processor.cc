@@ -265,6 +265,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   }
   counters_->flows_created.add();
   counters_->flows_active.add();
+  ++created_since_age_;
   BackendCounters& bc = counters_->backend[raw(b->id)];
   bc.flows_active.add();
   bc.flows_total.add();
@@ -456,14 +457,16 @@ uint32_t Processor::age(Tick now, uint32_t budget) {
 }
 
 uint32_t Processor::age_paced(Tick now) {
-  const Tick batches = (now - age_due_) / age_interval_ + 1;
-  const uint32_t records = batches >= kAgeMaxPerPoll / kAgeBatch
-                               ? kAgeMaxPerPoll
-                               : static_cast<uint32_t>(batches) * kAgeBatch;
-  // Far behind (more than a catch-up's worth): restart the pace from now rather than owe it.
-  age_due_ = batches > kAgeMaxPerPoll / kAgeBatch ? now + age_interval_
-                                                  : age_due_ + batches * age_interval_;
-  return age(now, records);
+  uint64_t records = uint64_t{created_since_age_} * kAgePerNewFlow;
+  created_since_age_ = 0;
+  if (now >= age_due_) {
+    const Tick batches = (now - age_due_) / age_interval_ + 1;
+    records += batches * kAgeBatch;
+    // Far behind (more than a catch-up's worth): restart the pace from now rather than owe it.
+    age_due_ = batches > kAgeMaxPerPoll / kAgeBatch ? now + age_interval_
+                                                    : age_due_ + batches * age_interval_;
+  }
+  return age(now, records > kAgeMaxPerPoll ? kAgeMaxPerPoll : static_cast<uint32_t>(records));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -103,15 +103,17 @@ class Processor {
   // Bounded aging work: examines up to `budget` flow records.
   uint32_t age(Tick now, uint32_t budget);
 
-  // Aging paced by time, for every poll: examines the whole table once per sweep period (one
-  // second up to 2 M records, capacity / 2 M seconds above), in batches of kAgeBatch records,
-  // so that an idle or one-packet poll costs one compare instead of a 64-record scan. After a
-  // pause (a descheduled worker, a test's clock jump) it catches up at most kAgeMaxPerPoll
-  // records per poll.
+  // Aging for every poll, paced by time and by new flows: examines the whole table once per
+  // sweep period (one second up to 2 M records, capacity / 2 M seconds above) in batches of
+  // kAgeBatch records, plus kAgePerNewFlow records for every flow created since the last call,
+  // so that expiry keeps up with any rate of new flows. An idle poll costs two compares
+  // instead of a 64-record scan. At most kAgeMaxPerPoll records per call; after a pause (a
+  // descheduled worker, a test's clock jump) the time pace restarts instead of being owed.
   static constexpr uint32_t kAgeBatch = 64;
   static constexpr uint32_t kAgeMaxPerPoll = 16 * kAgeBatch;
+  static constexpr uint32_t kAgePerNewFlow = 2;
   uint32_t age(Tick now) {
-    if (now < age_due_) return 0;
+    if (now < age_due_ && created_since_age_ == 0) return 0;
     return age_paced(now);
   }
 
@@ -169,6 +171,7 @@ class Processor {
   WorkerCounters* counters_;
   uint32_t serial_ = 0;
   Tick age_due_ = 0;       // when the next batch is due
+  uint32_t created_since_age_ = 0;
   Tick age_interval_ = 1;  // ticks per batch
   uint32_t age_paced(Tick now);
 };

@@ -14,6 +14,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <numeric>
 #include <stdexcept>
 
 namespace lb::gen {
@@ -96,6 +97,12 @@ Generator::Generator(const Options& o) : o_(o), hz_(rte_get_tsc_hz()) {
   st_.assign(tuples_, kIdle);
   bk_.assign(tuples_, 0);
   gen_.assign(slots_, 0);
+  if (o_.scattered && slots_ > 2) {
+    // A stride coprime with the slot count visits every slot once per round, each next one
+    // far from the last: the forwarder's flow records are touched out of creation order.
+    step_ = static_cast<uint32_t>(double(slots_) * 0.6180339887);
+    while (std::gcd(step_, slots_) != 1) ++step_;
+  }
   if (o_.backends.size() > kMaxBackends) throw std::runtime_error("at most 64 backends");
   if (o_.peer == Peer::kIo) {
     if (o_.backends.empty()) o_.backends.push_back({(10u << 24) | (20u << 16) | 11, 8080});
@@ -701,7 +708,7 @@ void Generator::gen_client(uint16_t budget) {
   const uint16_t payload = static_cast<uint16_t>(o_.size - kPayload);
   for (uint16_t i = 0; i < budget; ++i) {
     const uint32_t slot = client_cursor_;
-    client_cursor_ = client_cursor_ + 1 == slots_ ? 0 : client_cursor_ + 1;
+    client_cursor_ = advance(client_cursor_);
     const uint32_t t = current_tuple(slot);
     if (o_.syn_share > 0) {
       churn_acc_ += o_.syn_share;
@@ -737,7 +744,7 @@ void Generator::gen_backend(uint16_t budget) {
   const uint16_t payload = static_cast<uint16_t>(o_.size - kPayload);
   for (uint16_t i = 0; i < budget; ++i) {
     const uint32_t slot = backend_cursor_;
-    backend_cursor_ = backend_cursor_ + 1 == slots_ ? 0 : backend_cursor_ + 1;
+    backend_cursor_ = advance(backend_cursor_);
     const uint32_t t = current_tuple(slot);
     if (st_[t] != kEstablished) continue;
     send_backend(t, flag::kAck | flag::kPsh, payload, false);

@@ -40,6 +40,7 @@ struct Options {
   bool syn_only = false;    // every client packet is a SYN of a new flow; backends do not answer
   bool client_dir = true;   // send client -> backend data
   bool backend_dir = true;  // send backend -> client data
+  bool scattered = false;   // visit established flows in a scattered order, not creation order
   double rate_mpps = 0;     // per direction, 0 = as fast as the ring takes
   Peer peer = Peer::kLbd;
   std::vector<Backend> backends;  // expected backends (lbd) / backends to play (io)
@@ -166,6 +167,10 @@ class Generator {
   }
   bool tuple_of(uint32_t ip, uint16_t port, uint32_t& t) const;
   uint32_t current_tuple(uint32_t slot) const { return gen_[slot] ? slot + slots_ : slot; }
+  uint32_t advance(uint32_t cursor) const {  // the next slot to visit (step_ < slots_)
+    const uint32_t n = cursor + step_;
+    return n >= slots_ ? n - slots_ : n;
+  }
   uint8_t backend_index(uint32_t ip, uint16_t port);
   bool error(Err e, const uint8_t* p, uint16_t len, const char* why);
 
@@ -199,6 +204,7 @@ class Generator {
   std::vector<uint8_t> gen_;  // per slot: which of its two tuples is current
   uint32_t client_cursor_ = 0;
   uint32_t backend_cursor_ = 0;
+  uint32_t step_ = 1;  // cursor stride: 1, or (scattered) ~0.618 slots, coprime with slots
   uint64_t syn_cursor_ = 0;
   double churn_acc_ = 0;
 

@@ -183,6 +183,13 @@ int main(int argc, char** argv) {
   app.add_flag("--syn-only", o.syn_only,
                "every client packet is the SYN of a new flow (backends do not answer): new "
                "flows/s");
+  std::string order = "seq";
+  app.add_option("--order", order,
+                 "order data visits the flows in: seq (creation order) or scattered (each next "
+                 "flow ~0.62 of the table away, so the forwarder's records are not read in "
+                 "sequence)")
+      ->check(CLI::IsMember({"seq", "scattered"}))
+      ->capture_default_str();
   app.add_option("--dir", dir, "data directions: both, c2b (client->backend), b2c")
       ->capture_default_str();
   app.add_option("--rate", o.rate_mpps, "cap per direction in Mpps (0: as fast as the ring takes)")
@@ -263,6 +270,7 @@ int main(int argc, char** argv) {
     } else {
       throw std::runtime_error("--dir: both, c2b or b2c, not " + dir);
     }
+    o.scattered = order == "scattered";
     if (o.duration <= 0 || o.duration > 3600) throw std::runtime_error("--duration: 0 .. 3600 s");
     if (o.warmup < 0 || o.warmup > 600) throw std::runtime_error("--warmup: 0 .. 600 s");
     if (!inproc_lbd.empty() && inproc_io)
