@@ -190,7 +190,8 @@ if [ $memif -eq 1 ]; then
       --backends 10.20.0.11:8080,10.20.0.12:8080,10.20.0.13:8080 > "$work/mg-$fwd.log" 2>&1 &
     g=$!
     pids+=("$g")
-    for _ in $(seq 1 100); do [ -S "$work/b.sock" ] && break; sleep 0.1; done
+    # A client that connects before lb-gen has started its ports is refused and gives up.
+    for _ in $(seq 1 300); do grep -q "lb-gen: ports started" "$work/mg-$fwd.log" && break; sleep 0.1; done
     if [ $fwd = lbd ]; then
       cat > "$work/lbd-memif.cfg" <<EOF
 dataplane: { workers = 1; mbufs = 16383;

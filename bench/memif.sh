@@ -191,10 +191,13 @@ run_one() {  # SCENARIO FORWARDER(lbd|testpmd) ROUND -> appends to $work/results
   local gpid=$!
   pids+=("$gpid")
   local i=0
-  while [ ! -S "$work/c.sock" ] || [ ! -S "$work/b.sock" ]; do
+  # Its sockets exist from probe on, but a client that connects before lb-gen has started its
+  # ports is refused ("ID not found") and gives up: wait for lb-gen to say it is ready.
+  while [ ! -S "$work/c.sock" ] || [ ! -S "$work/b.sock" ] ||
+    ! grep -q "lb-gen: ports started" "$d/gen.log" 2>/dev/null; do
     sleep 0.1; i=$((i + 1))
-    if [ $i -gt 150 ] || ! kill -0 $gpid 2>/dev/null; then
-      echo "memif.sh: lb-gen did not create its memif sockets; see below" >&2
+    if [ $i -gt 300 ] || ! kill -0 $gpid 2>/dev/null; then
+      echo "memif.sh: lb-gen did not start its memif ports; see below" >&2
       kill $gpid 2>/dev/null; wait $gpid 2>/dev/null
       cat "$d/gen.log" >&2; return 1
     fi

@@ -789,6 +789,9 @@ void Generator::poll_once(bool generate) {
 // Phases
 
 bool Generator::wait_links() {
+  // Scripts start the peer after this line: a memif server refuses a client that connects
+  // before its ports are started ("ID not found"), and the client does not retry for long.
+  std::fprintf(stderr, "lb-gen: ports started, waiting for links\n");
   const uint64_t end =
       rte_rdtsc() + static_cast<uint64_t>(o_.link_timeout * static_cast<double>(hz_));
   while (!g_stop.load(std::memory_order_relaxed)) {
