@@ -393,7 +393,7 @@ void Dataplane::answer_sample(Worker& wk, core::Tick now) {
   // acquire pairs with the release in sample_flows(): the request is seen whole.
   const uint32_t want = std::min(s.want.load(std::memory_order_acquire), kMaxSample);
   uint32_t n = 0;
-  wk.proc->flows().sample(s.cursor, want, 64 * kMaxSample,
+  wk.proc->flows().sample(now, s.cursor, want, 64 * kMaxSample,
                           [&](uint32_t, const core::Flow& f) { s.flows[n++] = f; });
   s.count = n;
   s.now = now;

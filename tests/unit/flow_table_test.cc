@@ -450,6 +450,33 @@ TEST_F(FlowTableIndexFull, CallerFlowMarkedInUseBackendOverflow) {
   Run(false, 1);
 }
 
+TEST(FlowTable, SampleSkipsFreeAndExpiredRecords) {
+  FlowTable t(16);
+  std::vector<uint32_t> idx(6);
+  for (uint32_t i = 0; i < 6; ++i)
+    ASSERT_EQ(t.insert(flow_n(i, /*expires=*/i < 3 ? 10 : 100), idx[i]),
+              FlowTable::InsertResult::kOk);
+  t.erase(idx[4]);
+  auto seen = [&](Tick now, uint32_t max) {
+    std::set<uint32_t> got;
+    uint32_t cursor = 0;
+    const uint32_t n =
+        t.sample(now, cursor, max, 16, [&](uint32_t i, const Flow& f) {
+          EXPECT_TRUE(f.in_use);
+          EXPECT_GT(f.expires, now);
+          got.insert(i);
+        });
+    EXPECT_EQ(n, got.size());
+    return got;
+  };
+  EXPECT_EQ(seen(5, 16), (std::set<uint32_t>{idx[0], idx[1], idx[2], idx[3], idx[5]}));
+  // Past the first three deadlines, before the aging sweep has erased them: not listed.
+  EXPECT_EQ(seen(10, 16), (std::set<uint32_t>{idx[3], idx[5]}));
+  // `max` counts listed flows only, so expired records do not use it up.
+  EXPECT_EQ(seen(10, 2), (std::set<uint32_t>{idx[3], idx[5]}));
+  EXPECT_EQ(seen(100, 16), std::set<uint32_t>{});
+}
+
 TEST(FlowTable, MemoryBytes) {
   for (uint32_t cap : {1u, 2u, 100u, 1000u, 4096u, 100000u, 1u << 20}) {
     FlowTable t(cap);
