@@ -9,8 +9,12 @@
 // Flows are visited in a random order by default (as independent clients would arrive); --order
 // seq visits them in creation order, which lays their records out sequentially in memory.
 //
+// --capacity N --syn-timeout S (SYN mode): a table of N flows whose SYN_SENT flows expire after
+// S seconds, so that once the run is longer than S aging erases a flow for every one created
+// (the steady state of a busy balancer; the default has room for every flow and expires none).
+//
 // usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] [--size BYTES]
-//                        [--dir both|c2b] [--order random|seq]
+//                        [--dir both|c2b] [--order random|seq] [--capacity N] [--syn-timeout S]
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -155,6 +159,8 @@ long rss_kib() {
 int main(int argc, char** argv) {
   std::string mode = "lbd", dir = "both", order = "random";
   uint32_t flows = 1000, bursts = 100000;
+  uint32_t capacity_arg = 0;  // 0: room for every flow the run opens
+  uint32_t syn_timeout = 600;
   uint16_t size = 64;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -177,10 +183,15 @@ int main(int argc, char** argv) {
       dir = next();
     else if (a == "--order")
       order = next();
+    else if (a == "--capacity")
+      capacity_arg = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--syn-timeout")
+      syn_timeout = static_cast<uint32_t>(std::stoul(next()));
     else {
       std::fprintf(stderr,
                    "usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] "
-                   "[--size 60..1514] [--dir both|c2b] [--order random|seq]\n");
+                   "[--size 60..1514] [--dir both|c2b] [--order random|seq] [--capacity N] "
+                   "[--syn-timeout S]\n");
       return 2;
     }
   }
@@ -230,9 +241,11 @@ int main(int argc, char** argv) {
       if (rte_eth_dev_default_mac_addr_set(r.port[p], &a) != 0)
         rte_eth_dev_mac_addr_add(r.port[p], &a, 0);
     }
-    // SYN mode opens flows + 32 per burst: room for all of them (nothing expires meanwhile).
+    // SYN mode opens flows + 32 per burst: room for all of them (nothing expires meanwhile),
+    // unless --capacity and a short --syn-timeout ask for the steady state where every new
+    // flow meets an expired one (aging erases as many flows as SYNs create).
     const uint32_t opened = syn ? flows + bursts * kBurst : flows;
-    const uint32_t capacity = opened + opened / 16 + 1024;
+    const uint32_t capacity = capacity_arg ? capacity_arg : opened + opened / 16 + 1024;
     const std::string cfg =
         "dataplane: { workers = 1; mbufs = 16383;\n"
         "  ports = ( { name = \"client\"; device = \"net_ring_wc_c\"; ip = \"10.10.0.1/24\"; },\n"
@@ -240,7 +253,7 @@ int main(int argc, char** argv) {
         ");\n"
         "  flows = { capacity = " +
         std::to_string(capacity) +
-        "; tcp_syn_timeout = 600; };\n};\n"
+        "; tcp_syn_timeout = " + std::to_string(syn_timeout) + "; };\n};\n"
         "services = ( { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n"
         "  backends = ( { address = \"10.20.0.11\"; port = 8080; },\n"
         "               { address = \"10.20.0.12\"; port = 8080; },\n"

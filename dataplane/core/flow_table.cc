@@ -118,8 +118,7 @@ bool FlowTable::index_add(uint64_t h, uint32_t ref) {
   return true;
 }
 
-void FlowTable::index_remove(const FlowKey& k, uint32_t ref) {
-  const uint64_t h = hash(k);
+void FlowTable::index_remove(uint64_t h, uint32_t ref) {
   for (uint32_t bi : {bucket1(h), bucket2(h)}) {
     Bucket& b = buckets_[bi];
     if (const uint32_t m = slots_equal(b.ref, ref)) {
@@ -152,7 +151,7 @@ FlowTable::InsertResult FlowTable::insert_after_miss(const Flow& f, uint64_t cli
   flows_[i].in_use = 0;  // still free until both keys are indexed (a failed insert leaves it so)
   if (!index_add(client_hash, make_ref(i, Dir::kFromClient))) return InsertResult::kIndexFull;
   if (!index_add(bh, make_ref(i, Dir::kFromBackend))) {
-    index_remove(f.client_key(), make_ref(i, Dir::kFromClient));
+    index_remove(client_hash, make_ref(i, Dir::kFromClient));
     return InsertResult::kIndexFull;
   }
   --free_top_;
@@ -162,10 +161,16 @@ FlowTable::InsertResult FlowTable::insert_after_miss(const Flow& f, uint64_t cli
   return InsertResult::kOk;
 }
 void FlowTable::erase(uint32_t idx) {
+  const Flow& f = flows_[idx];
+  if (!f.in_use) return;
+  erase_hashed(idx, hash(f.client_key()), hash(f.backend_key()));
+}
+
+void FlowTable::erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backend_hash) {
   Flow& f = flows_[idx];
   if (!f.in_use) return;
-  index_remove(f.client_key(), make_ref(idx, Dir::kFromClient));
-  index_remove(f.backend_key(), make_ref(idx, Dir::kFromBackend));
+  index_remove(client_hash, make_ref(idx, Dir::kFromClient));
+  index_remove(backend_hash, make_ref(idx, Dir::kFromBackend));
   f.in_use = 0;
   free_[free_top_++] = idx;
   --size_;
@@ -183,7 +188,7 @@ bool FlowTable::rebind(uint32_t idx, uint32_t backend, uint32_t backend_ip, uint
   if (lookup(nk, nh, d) != kNoFlow) return false;
   const uint32_t ref = make_ref(idx, Dir::kFromBackend);
   const Flow old = f;
-  index_remove(old.backend_key(), ref);
+  index_remove(hash(old.backend_key()), ref);
   f = moved;
   if (!index_add(nh, ref)) {
     f = old;

@@ -122,19 +122,39 @@ class FlowTable {
   const Flow& at(uint32_t idx) const { return flows_[idx]; }
 
   // Examines up to `budget` records from the clock hand; calls on_expire(idx, flow) for each one
-  // in use whose deadline has passed, then erases it. Returns how many expired.
+  // in use whose deadline has passed, then erases it. Returns how many expired. Records are
+  // examined 32 at a time: the bucket lines of the expired ones are prefetched before any is
+  // erased, so that their misses overlap instead of following one another.
   template <class F>
   uint32_t expire(Tick now, uint32_t budget, F&& on_expire) {
+    // A chunk never spans more than the table, so it sees each record once.
+    const uint32_t max_chunk = capacity_ < 32 ? capacity_ : 32;
+    constexpr uint32_t kChunk = 32;
     uint32_t n = 0;
-    for (uint32_t i = 0; i < budget; ++i) {
-      const uint32_t idx = hand_;
-      hand_ = hand_ + 1 == capacity_ ? 0 : hand_ + 1;
-      Flow& f = flows_[idx];
-      if (f.in_use && f.expires <= now) {
-        on_expire(idx, f);
-        erase(idx);
-        ++n;
+    while (budget != 0 && max_chunk != 0) {
+      const uint32_t chunk = budget < max_chunk ? budget : max_chunk;
+      budget -= chunk;
+      uint32_t due[kChunk];
+      uint64_t hc[kChunk], hb[kChunk];
+      uint32_t k = 0;
+      for (uint32_t i = 0; i < chunk; ++i) {
+        const uint32_t idx = hand_;
+        hand_ = hand_ + 1 == capacity_ ? 0 : hand_ + 1;
+        const Flow& f = flows_[idx];
+        if (f.in_use && f.expires <= now) {
+          due[k] = idx;
+          hc[k] = hash(f.client_key());
+          hb[k] = hash(f.backend_key());
+          __builtin_prefetch(&buckets_[bucket1(hc[k])], 1);
+          __builtin_prefetch(&buckets_[bucket1(hb[k])], 1);
+          ++k;
+        }
       }
+      for (uint32_t j = 0; j < k; ++j) {
+        on_expire(due[j], flows_[due[j]]);
+        erase_hashed(due[j], hc[j], hb[j]);
+      }
+      n += k;
     }
     return n;
   }
@@ -203,7 +223,9 @@ class FlowTable {
 #endif
   }
   bool index_add(uint64_t h, uint32_t ref);
-  void index_remove(const FlowKey& k, uint32_t ref);
+  void index_remove(uint64_t h, uint32_t ref);
+  // erase() with both keys' hashes already known.
+  void erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backend_hash);
 
   uint32_t capacity_;
   uint32_t nbuckets_;
