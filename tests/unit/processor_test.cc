@@ -237,6 +237,17 @@ class ProcessorTest : public ::testing::Test {
     return std::make_unique<Pool>(++generation_, std::vector<Pool::ServiceSpec>{s});
   }
 
+  // Opens n flows at `now`: SYNs from clients i % 5, ports 1000 + i, each sent to a backend.
+  void OpenFlows(uint32_t n, Tick now) {
+    for (uint32_t i = 0; i < n; ++i) {
+      const int c = static_cast<int>(i % 5);
+      ASSERT_TRUE(IsTx(
+          Run(client_frame(c, client_syn(c, static_cast<uint16_t>(1000 + i), 1)), kClientSide, now),
+          kBackendSide))
+          << "flow " << i;
+    }
+  }
+
   Processor& proc() {
     if (!proc_) proc_ = std::make_unique<Processor>(cfg_, *neighbors_);
     return *proc_;
@@ -547,10 +558,7 @@ TEST_F(ProcessorTest, PacedAgingSweepsOncePerSecondAndIdlePollsDoNothing) {
   cfg_.ticks_per_second = 1000;
   cfg_.syn_timeout = 100;
   constexpr int kFlows = 600;
-  for (int i = 0; i < kFlows; ++i)
-    ASSERT_TRUE(IsTx(Run(client_frame(i % 5, client_syn(i % 5, static_cast<uint16_t>(1000 + i), 1)),
-                         kClientSide, 0),
-                     kBackendSide));
+  OpenFlows(kFlows, 0);
   // Nothing expires before the deadline, however often the pacer is called (many calls per
   // tick, as idle polls do: were each to examine a batch, the whole table would be visited
   // again and again and everything would go at once at the deadline, failing the pace check).
@@ -575,12 +583,7 @@ TEST_F(ProcessorTest, PacedAgingCatchesUpAtMostAFewBatchesPerPoll) {
   cfg_.ticks_per_second = 1000;
   cfg_.syn_timeout = 10;
   constexpr uint32_t kFlows = 2000;
-  for (uint32_t i = 0; i < kFlows; ++i)
-    ASSERT_TRUE(IsTx(Run(client_frame(static_cast<int>(i % 5),
-                                      client_syn(static_cast<int>(i % 5),
-                                                 static_cast<uint16_t>(1000 + i), 1)),
-                         kClientSide, 0),
-                     kBackendSide));
+  OpenFlows(kFlows, 0);
   EXPECT_EQ(proc().age(0), 0u);
   // Ten seconds without a poll: the catch-up poll examines at most kAgeMaxPerPoll records, so
   // it cannot expire all 2000, and the pace restarts from there instead of owing ten sweeps.
@@ -606,10 +609,10 @@ TEST_F(ProcessorTest, PacedAgingKeepsUpWithNewFlows) {
   Tick now = 0;
   uint32_t refused = 0;
   for (uint32_t i = 0; i < 40'000; ++i, now += 2) {  // 500 k new flows/s for 80 ms
-    const Out o = Run(client_frame(static_cast<int>(i % 5),
-                                   client_syn(static_cast<int>(i % 5),
-                                              static_cast<uint16_t>(1 + i % 60000), 1)),
-                      kClientSide, now);
+    const Out o = Run(
+        client_frame(static_cast<int>(i % 5),
+                     client_syn(static_cast<int>(i % 5), static_cast<uint16_t>(1 + i % 60000), 1)),
+        kClientSide, now);
     if (!IsTx(o, kBackendSide)) ++refused;
     proc().age(now);
   }
@@ -619,10 +622,7 @@ TEST_F(ProcessorTest, PacedAgingKeepsUpWithNewFlows) {
 }
 
 TEST_F(ProcessorTest, AgingIsBoundedByBudget) {
-  for (int i = 0; i < 30; ++i)
-    ASSERT_TRUE(IsTx(Run(client_frame(i % 5, client_syn(i % 5, static_cast<uint16_t>(1000 + i), 1)),
-                         kClientSide, 0),
-                     kBackendSide));
+  OpenFlows(30, 0);
   EXPECT_EQ(C().flows_active.get(), 30u);
   uint32_t total = 0;
   for (int call = 0; call < 64 / 8; ++call) {
