@@ -252,8 +252,8 @@ int main(int argc, char** argv) {
         "            { name = \"backend\"; device = \"net_ring_wc_b\"; ip = \"10.20.0.1/24\"; } "
         ");\n"
         "  flows = { capacity = " +
-        std::to_string(capacity) +
-        "; tcp_syn_timeout = " + std::to_string(syn_timeout) + "; };\n};\n"
+        std::to_string(capacity) + "; tcp_syn_timeout = " + std::to_string(syn_timeout) +
+        "; };\n};\n"
         "services = ( { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n"
         "  backends = ( { address = \"10.20.0.11\"; port = 8080; },\n"
         "               { address = \"10.20.0.12\"; port = 8080; },\n"

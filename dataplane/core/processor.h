@@ -170,7 +170,7 @@ class Processor {
   LargeArray<WorkerCounters> counters_storage_;
   WorkerCounters* counters_;
   uint32_t serial_ = 0;
-  Tick age_due_ = 0;       // when the next batch is due
+  Tick age_due_ = 0;  // when the next batch is due
   uint32_t created_since_age_ = 0;
   Tick age_interval_ = 1;  // ticks per batch
   uint32_t age_paced(Tick now);

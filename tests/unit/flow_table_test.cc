@@ -460,12 +460,11 @@ TEST(FlowTable, SampleSkipsFreeAndExpiredRecords) {
   auto seen = [&](Tick now, uint32_t max) {
     std::set<uint32_t> got;
     uint32_t cursor = 0;
-    const uint32_t n =
-        t.sample(now, cursor, max, 16, [&](uint32_t i, const Flow& f) {
-          EXPECT_TRUE(f.in_use);
-          EXPECT_GT(f.expires, now);
-          got.insert(i);
-        });
+    const uint32_t n = t.sample(now, cursor, max, 16, [&](uint32_t i, const Flow& f) {
+      EXPECT_TRUE(f.in_use);
+      EXPECT_GT(f.expires, now);
+      got.insert(i);
+    });
     EXPECT_EQ(n, got.size());
     return got;
   };
