@@ -329,6 +329,11 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   uint16_t in_ports[kBatch];
   core::Verdict verdicts[kBatch];
   uint16_t m = 0;
+  auto process_batch = [&] {
+    wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
+    for (uint16_t i = 0; i < m; ++i) apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
+    m = 0;
+  };
   uint32_t handled = 0;
   for (uint16_t p = 0; p < ports_.size(); ++p) {
     const uint16_t n = rte_eth_rx_burst(ports_[p].id, w, batch + m, kBurst);
@@ -356,16 +361,9 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
                      rx_ip_csum && (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) ==
                                        RTE_MBUF_F_RX_IP_CKSUM_GOOD};
     }
-    if (m + kBurst > kBatch) {  // no room for another full burst: process what is gathered
-      wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
-      for (uint16_t i = 0; i < m; ++i) apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
-      m = 0;
-    }
+    if (m + kBurst > kBatch) process_batch();  // no room for another full burst
   }
-  if (m != 0) {
-    wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
-    for (uint16_t i = 0; i < m; ++i) apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
-  }
+  if (m != 0) process_batch();
   rte_mbuf* burst[kBurst];
   unsigned n =
       rte_ring_sc_dequeue_burst(wk.handoff, reinterpret_cast<void**>(burst), kBurst, nullptr);
