@@ -423,29 +423,42 @@ bool Generator::check_headers(const uint8_t* p, uint16_t len, Seen& h) {
   return true;
 }
 
-void Generator::on_backend_side(const uint8_t* p, uint16_t len) {
+// The Ethernet checks both sides share, then the IPv4/TCP ones: false when the frame was
+// handled here (an ARP) or counted as an error. `src_ok` is false when the source MAC is wrong.
+bool Generator::check_frame(const uint8_t* p, uint16_t len, bool client_side, const Mac& want_dst,
+                            bool src_ok, Seen& h) {
   if (len < kEthHdr) {
     error(Err::kEth, p, len, "runt frame");
-    return;
+    return false;
   }
   const uint16_t type = rd16(p + 12);
   if (type == kTypeArp) {
-    on_arp(p, len, false);
-    return;
+    on_arp(p, len, client_side);
+    return false;
   }
   if (type != kTypeIpv4) {
-    error(Err::kEth, p, len, "not IPv4 (or tagged) on the backend side");
-    return;
+    error(Err::kEth, p, len,
+          client_side ? "not IPv4 (or tagged) on the client side"
+                      : "not IPv4 (or tagged) on the backend side");
+    return false;
   }
+  if (Mac::at(p) != want_dst || !src_ok) {
+    error(Err::kEth, p, len,
+          client_side ? "wrong Ethernet addresses on the client side"
+                      : "wrong Ethernet addresses on the backend side");
+    return false;
+  }
+  return check_headers(p, len, h);
+}
+
+void Generator::on_backend_side(const uint8_t* p, uint16_t len) {
   const bool lbd = o_.peer == Peer::kLbd;
-  const Mac dst = Mac::at(p), src = Mac::at(p + 6);
-  if (lbd ? (dst != my_backend_mac_ || (have_lbd_backend_mac_ && src != lbd_backend_mac_))
-          : (dst != lbd_client_mac_ || src != my_client_mac_)) {
-    error(Err::kEth, p, len, "wrong Ethernet addresses on the backend side");
-    return;
-  }
+  const Mac src = len >= kEthHdr ? Mac::at(p + 6) : Mac{};
   Seen h;
-  if (!check_headers(p, len, h)) return;
+  if (!check_frame(
+          p, len, false, lbd ? my_backend_mac_ : lbd_client_mac_,
+          lbd ? (!have_lbd_backend_mac_ || src == lbd_backend_mac_) : src == my_client_mac_, h))
+    return;
   const uint32_t sip = h.sip, dip = h.dip;
   const uint16_t sport = h.sport, dport = h.dport;
   const uint8_t flags = h.flags;
@@ -559,28 +572,12 @@ void Generator::on_backend_side(const uint8_t* p, uint16_t len) {
 
 // Frames lb-gen's client port receives: backend -> client through the forwarder.
 void Generator::on_client_side(const uint8_t* p, uint16_t len) {
-  if (len < kEthHdr) {
-    error(Err::kEth, p, len, "runt frame");
-    return;
-  }
-  const uint16_t type = rd16(p + 12);
-  if (type == kTypeArp) {
-    on_arp(p, len, true);
-    return;
-  }
-  if (type != kTypeIpv4) {
-    error(Err::kEth, p, len, "not IPv4 (or tagged) on the client side");
-    return;
-  }
   const bool lbd = o_.peer == Peer::kLbd;
-  const Mac dst = Mac::at(p), src = Mac::at(p + 6);
-  if (lbd ? (dst != my_client_mac_ || src != lbd_client_mac_)
-          : (dst != lbd_backend_mac_ || src != my_backend_mac_)) {
-    error(Err::kEth, p, len, "wrong Ethernet addresses on the client side");
-    return;
-  }
+  const Mac src = len >= kEthHdr ? Mac::at(p + 6) : Mac{};
   Seen h;
-  if (!check_headers(p, len, h)) return;
+  if (!check_frame(p, len, true, lbd ? my_client_mac_ : lbd_backend_mac_,
+                   src == (lbd ? lbd_client_mac_ : my_backend_mac_), h))
+    return;
   const uint32_t sip = h.sip, dip = h.dip;
   const uint16_t sport = h.sport, dport = h.dport;
   const uint8_t flags = h.flags;

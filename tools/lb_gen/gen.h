@@ -143,6 +143,8 @@ class Generator {
     uint16_t payload;
   };
   bool check_headers(const uint8_t* p, uint16_t len, Seen& h);
+  bool check_frame(const uint8_t* p, uint16_t len, bool client_side, const Mac& want_dst,
+                   bool src_ok, Seen& h);
   void on_arp(const uint8_t* p, uint16_t len, bool client_side);
   void gen_client(uint16_t budget);
   void gen_backend(uint16_t budget);
