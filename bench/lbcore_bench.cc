@@ -18,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "bench_frames.h"
 #include "checksum.h"
 #include "counters.h"
 #include "flow_table.h"
@@ -32,66 +33,19 @@ namespace {
 using namespace lb::core;
 
 constexpr int kBurst = 32;
-constexpr uint32_t kVip = 0x0a0a0064;  // 10.10.0.100
-constexpr uint16_t kVport = 80;
-constexpr uint32_t kClientNet = 0x0a800000;   // 10.128.0.0
+using namespace lb::bench;
 constexpr uint32_t kBackendNet = 0x0a140000;  // 10.20.0.0
 constexpr uint16_t kBackendPort = 8080;
-constexpr uint16_t kPortBase = 1024;
-constexpr uint32_t kPortsPerIp = 60000;
-
-uint32_t client_ip(uint32_t i) {
-  return kClientNet + i / kPortsPerIp;
-}
-uint16_t client_port(uint32_t i) {
-  return static_cast<uint16_t>(kPortBase + i % kPortsPerIp);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Frames
 
-void put16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-void put32(uint8_t* p, uint32_t v) {
-  put16(p, static_cast<uint16_t>(v >> 16));
-  put16(p + 2, static_cast<uint16_t>(v));
-}
-
-uint16_t ip_checksum(const uint8_t* ip) {
-  uint32_t s = 0;
-  for (int i = 0; i < 20; i += 2)
-    if (i != 10) s += static_cast<uint32_t>(ip[i] << 8 | ip[i + 1]);
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  return static_cast<uint16_t>(~s);
-}
-
-// An untagged Ethernet/IPv4/TCP frame of `len` bytes (>= 54), TCP checksum left 0 (lbd updates
-// it incrementally and never verifies it).
+// An untagged Ethernet/IPv4/TCP frame of `len` bytes (>= 54), TCP checksum left 0.
 std::vector<uint8_t> tcp_frame(size_t len, uint32_t sip, uint16_t sport, uint32_t dip,
                                uint16_t dport, uint8_t flags) {
-  std::vector<uint8_t> f(len, 0);
+  std::vector<uint8_t> f(len);
   const uint8_t dmac[6] = {0x02, 0, 0, 0, 2, 1}, smac[6] = {0x02, 0, 0, 0, 1, 1};
-  std::memcpy(f.data(), dmac, 6);
-  std::memcpy(f.data() + 6, smac, 6);
-  put16(f.data() + 12, 0x0800);
-  uint8_t* ip = f.data() + 14;
-  ip[0] = 0x45;
-  put16(ip + 2, static_cast<uint16_t>(len - 14));
-  put16(ip + 6, 0x4000);
-  ip[8] = 64;
-  ip[9] = 6;
-  put32(ip + 12, sip);
-  put32(ip + 16, dip);
-  put16(ip + 10, ip_checksum(ip));
-  uint8_t* t = ip + 20;
-  put16(t, sport);
-  put16(t + 2, dport);
-  put32(t + 4, 1000);
-  t[12] = 0x50;
-  t[13] = flags;
-  put16(t + 14, 65535);
+  write_tcp_frame(f.data(), len, dmac, smac, sip, sport, dip, dport, flags, 1000);
   return f;
 }
 
@@ -102,9 +56,9 @@ inline void stamp(uint8_t* buf, const std::vector<uint8_t>& tmpl, uint32_t ip, u
   uint8_t* f = buf + 128;
   std::memcpy(f, tmpl.data(), tmpl.size());
   uint8_t* iph = f + 14;
-  put32(iph + (client_is_source ? 12 : 16), ip);
-  put16(iph + 20 + (client_is_source ? 0 : 2), port);
-  put16(iph + 10, ip_checksum(iph));
+  store_be32(iph + (client_is_source ? 12 : 16), ip);
+  store_be16(iph + 20 + (client_is_source ? 0 : 2), port);
+  set_ipv4_checksum(iph);
 }
 
 // ---------------------------------------------------------------------------------------------

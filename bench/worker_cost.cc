@@ -36,65 +36,23 @@
 #include <string>
 #include <vector>
 
+#include "bench_frames.h"
 #include "dataplane.h"
 #include "lb_config.h"
 
 namespace {
 
 constexpr uint16_t kBurst = 32;
-constexpr uint32_t kVip = 0x0a0a0064;  // 10.10.0.100
-constexpr uint16_t kVport = 80;
-constexpr uint32_t kClientNet = 0x0a800000;
-constexpr uint16_t kPortBase = 1024;
-constexpr uint32_t kPortsPerIp = 60000;
+using namespace lb::bench;
+using lb::core::load_be32;
+using lb::core::store_be16;
 const uint8_t kLbdMac[2][6] = {{0x02, 0, 0, 0, 2, 1}, {0x02, 0, 0, 0, 2, 2}};
 const uint8_t kPeerMac[2][6] = {{0x02, 0, 0, 0, 1, 1}, {0x02, 0, 0, 0, 1, 2}};
 
-uint32_t client_ip(uint32_t i) {
-  return kClientNet + i / kPortsPerIp;
-}
-uint16_t client_port(uint32_t i) {
-  return static_cast<uint16_t>(kPortBase + i % kPortsPerIp);
-}
-
-void put16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-void put32(uint8_t* p, uint32_t v) {
-  put16(p, static_cast<uint16_t>(v >> 16));
-  put16(p + 2, static_cast<uint16_t>(v));
-}
-uint32_t get32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-}
-
-// Ethernet/IPv4/TCP; lbd checks the IPv4 checksum and updates the TCP one incrementally.
+// Ethernet/IPv4/TCP into an mbuf; lbd checks the IPv4 checksum and updates the TCP one.
 void build(rte_mbuf* m, uint16_t len, const uint8_t* dmac, const uint8_t* smac, uint32_t sip,
            uint16_t sport, uint32_t dip, uint16_t dport, uint8_t flags) {
-  uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
-  std::memset(f, 0, len);
-  std::memcpy(f, dmac, 6);
-  std::memcpy(f + 6, smac, 6);
-  put16(f + 12, 0x0800);
-  uint8_t* ip = f + 14;
-  ip[0] = 0x45;
-  put16(ip + 2, static_cast<uint16_t>(len - 14));
-  put16(ip + 6, 0x4000);
-  ip[8] = 64;
-  ip[9] = 6;
-  put32(ip + 12, sip);
-  put32(ip + 16, dip);
-  uint32_t s = 0;
-  for (int i = 0; i < 20; i += 2) s += static_cast<uint32_t>(ip[i] << 8 | ip[i + 1]);
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  put16(ip + 10, static_cast<uint16_t>(~s));
-  uint8_t* t = ip + 20;
-  put16(t, sport);
-  put16(t + 2, dport);
-  t[12] = 0x50;
-  t[13] = flags;
-  put16(t + 14, 65535);
+  write_tcp_frame(rte_pktmbuf_mtod(m, uint8_t*), len, dmac, smac, sip, sport, dip, dport, flags);
   m->data_len = len;
   m->pkt_len = len;
 }
@@ -280,12 +238,12 @@ int main(int argc, char** argv) {
             std::memset(a, 0, 60);
             std::memcpy(a, f + 6, 6);
             std::memcpy(a + 6, kPeerMac[1], 6);
-            put16(a + 12, 0x0806);
-            put16(a + 14, 1);
-            put16(a + 16, 0x0800);
+            store_be16(a + 12, 0x0806);
+            store_be16(a + 14, 1);
+            store_be16(a + 16, 0x0800);
             a[18] = 6;
             a[19] = 4;
-            put16(a + 20, 2);
+            store_be16(a + 20, 2);
             std::memcpy(a + 22, kPeerMac[1], 6);
             std::memcpy(a + 28, f + 38, 4);
             std::memcpy(a + 32, f + 22, 6);
@@ -313,7 +271,7 @@ int main(int argc, char** argv) {
         if (got != n) throw std::runtime_error("SYNs did not all reach the backend side");
         for (unsigned i = 0; i < n; ++i) {
           const uint8_t* f = rte_pktmbuf_mtod(out[i], const uint8_t*);
-          backend[base + i] = get32(f + 30);
+          backend[base + i] = load_be32(f + 30);
           in[i] = alloc(r.pool);
           build(in[i], 60, kLbdMac[1], kPeerMac[1], backend[base + i], 8080, client_ip(base + i),
                 client_port(base + i), 0x12);
