@@ -175,11 +175,11 @@ std::vector<FlowKey> random_keys(uint32_t n, bool present, size_t count) {
   return keys;
 }
 
-// hash + lookup of 32 random present keys (client direction) in a table of N flows.
-void BM_FlowLookupHit(benchmark::State& state) {
+// hash + lookup of 32 random keys, present (client direction) or absent, in a table of N flows.
+void lookup_bursts(benchmark::State& state, bool present) {
   const uint32_t n = static_cast<uint32_t>(state.range(0));
   const FlowTable& t = filled_table(n);
-  const auto keys = random_keys(n, true, 1 << 16);
+  const auto keys = random_keys(n, present, 1 << 16);
   size_t k = 0;
   for (auto _ : state) {
     for (int i = 0; i < kBurst; ++i, k = (k + 1) & 0xffff) {
@@ -190,10 +190,13 @@ void BM_FlowLookupHit(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * kBurst);
 }
+void BM_FlowLookupHit(benchmark::State& state) {
+  lookup_bursts(state, true);
+}
 BENCHMARK(BM_FlowLookupHit)->Arg(1000)->Arg(1000000)->Arg(10000000);
 
-// The same with every hash computed and both buckets prefetched first for the burst (what a
-// staged burst loop would do).
+// Hits with every hash computed and its primary bucket line prefetched first for the burst
+// (what the worker's staged burst loop does).
 void BM_FlowLookupHitPrefetched(benchmark::State& state) {
   const uint32_t n = static_cast<uint32_t>(state.range(0));
   const FlowTable& t = filled_table(n);
@@ -215,20 +218,9 @@ void BM_FlowLookupHitPrefetched(benchmark::State& state) {
 }
 BENCHMARK(BM_FlowLookupHitPrefetched)->Arg(1000)->Arg(1000000)->Arg(10000000);
 
-// hash + lookup of 32 absent keys (a SYN's first look) in a table of N flows.
+// Absent keys (a SYN's first look).
 void BM_FlowLookupMiss(benchmark::State& state) {
-  const uint32_t n = static_cast<uint32_t>(state.range(0));
-  const FlowTable& t = filled_table(n);
-  const auto keys = random_keys(n, false, 1 << 16);
-  size_t k = 0;
-  for (auto _ : state) {
-    for (int i = 0; i < kBurst; ++i, k = (k + 1) & 0xffff) {
-      Dir d;
-      const uint32_t idx = t.lookup(keys[k], t.hash(keys[k]), d);
-      benchmark::DoNotOptimize(idx);
-    }
-  }
-  state.SetItemsProcessed(state.iterations() * kBurst);
+  lookup_bursts(state, false);
 }
 BENCHMARK(BM_FlowLookupMiss)->Arg(1000)->Arg(1000000)->Arg(10000000);
 
