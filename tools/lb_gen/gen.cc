@@ -275,25 +275,33 @@ void Generator::send_backend(uint32_t t, uint8_t flags, uint16_t payload, bool r
   queue(reply ? replies_[1] : txq_[1], m);
 }
 
-void Generator::send_arp_request(uint16_t port, const Mac& src, uint32_t sip, uint32_t tip) {
+void Generator::send_arp(uint16_t port, uint16_t op, const Mac& eth_dst, const Mac& sha,
+                         uint32_t spa, const Mac& tha, uint32_t tpa) {
   rte_mbuf* m = alloc();
   uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
   std::memset(f, 0, kMinFrame);
-  std::memset(f, 0xff, 6);
-  src.put(f + 6);
+  eth_dst.put(f);
+  sha.put(f + 6);
   wr16(f + 12, kTypeArp);
   uint8_t* a = f + kEthHdr;
   wr16(a, 1);
   wr16(a + 2, kTypeIpv4);
   a[4] = 6;
   a[5] = 4;
-  wr16(a + 6, 1);
-  src.put(a + 8);
-  wr32(a + 14, sip);
-  wr32(a + 24, tip);
+  wr16(a + 6, op);
+  sha.put(a + 8);
+  wr32(a + 14, spa);
+  tha.put(a + 18);
+  wr32(a + 24, tpa);
   m->data_len = kMinFrame;
   m->pkt_len = kMinFrame;
   if (rte_eth_tx_burst(port, 0, &m, 1) != 1) rte_pktmbuf_free(m);
+}
+
+void Generator::send_arp_request(uint16_t port, const Mac& src, uint32_t sip, uint32_t tip) {
+  Mac broadcast;
+  std::memset(broadcast.b, 0xff, sizeof broadcast.b);
+  send_arp(port, 1, broadcast, src, sip, Mac{}, tip);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,25 +373,7 @@ void Generator::on_arp(const uint8_t* p, uint16_t len, bool client_side) {
   }
   for (size_t i = 0; i < o_.backends.size(); ++i)
     if (o_.backends[i].ip == tpa) arp_done_[i] = true;
-  rte_mbuf* m = alloc();
-  uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
-  std::memset(f, 0, kMinFrame);
-  sha.put(f);
-  my_backend_mac_.put(f + 6);
-  wr16(f + 12, kTypeArp);
-  uint8_t* r = f + kEthHdr;
-  wr16(r, 1);
-  wr16(r + 2, kTypeIpv4);
-  r[4] = 6;
-  r[5] = 4;
-  wr16(r + 6, 2);
-  my_backend_mac_.put(r + 8);
-  wr32(r + 14, tpa);
-  sha.put(r + 18);
-  wr32(r + 24, spa);
-  m->data_len = kMinFrame;
-  m->pkt_len = kMinFrame;
-  if (rte_eth_tx_burst(o_.backend_port, 0, &m, 1) != 1) rte_pktmbuf_free(m);
+  send_arp(o_.backend_port, 2, sha, my_backend_mac_, tpa, sha, spa);  // the reply
   ++c_.arp_answered;
 }
 

@@ -159,6 +159,8 @@ class Generator {
   // `reply`: a reaction to what came back, sent before generated traffic.
   void send_client(uint32_t t, uint8_t flags, uint16_t payload, bool reply);
   void send_backend(uint32_t t, uint8_t flags, uint16_t payload, bool reply);
+  void send_arp(uint16_t port, uint16_t op, const Mac& eth_dst, const Mac& sha, uint32_t spa,
+                const Mac& tha, uint32_t tpa);
   void send_arp_request(uint16_t port, const Mac& src, uint32_t sip, uint32_t tip);
   void queue(TxQueue& q, rte_mbuf* m);
 
