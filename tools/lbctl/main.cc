@@ -21,6 +21,7 @@
 #include "clients.h"
 #include "daemon.h"
 #include "lb_config.h"
+#include "lb_version.h"
 #include "render.h"
 #include "state_file.h"
 
@@ -582,7 +583,7 @@ int run(int argc, char** argv) {
   app.add_flag("--wait", g.wait, "changes: return once lbd has applied the change");
   app.add_option("--timeout", g.timeout_s, "seconds --wait waits (default 5, at most 60)")
       ->check(CLI::Range(0.001, 60.0));
-  app.set_version_flag("--version", "lbctl 0.1.0");
+  app.set_version_flag("--version", "lbctl " LB_VERSION);
 
   Context ctx(g);
   std::function<int()> action;
