@@ -149,6 +149,42 @@ TEST(LbctlRender, StatsRatesOverTheInterval) {
   EXPECT_EQ(text.find("flow_miss"), std::string::npos) << "zero drops are left out";
 }
 
+// Drops before lbd (the device's and the kernel's, issue 16) are per port, with rates, and one
+// sum of what never reached lbd's workers.
+TEST(LbctlRender, StatsPortDropsBeforeLbd) {
+  Sample a;
+  a.t = 1;
+  a.ports = {{"client",
+              {{"rx_packets", 10},
+               {"imissed", 1},
+               {"rx_nombuf", 2},
+               {"ierrors", 3},
+               {"oerrors", 4},
+               {"kernel_iface", "lb-c"},
+               {"kernel_rx_dropped", 100},
+               {"kernel_socket_drops", 0}}},
+             {"nic", {{"rx_packets", 10}, {"imissed", 0}, {"kernel_iface", ""}}}};
+  Sample b = a;
+  b.t = 3;
+  b.ports["client"]["kernel_rx_dropped"] = 300;
+  b.ports["client"]["kernel_socket_drops"] = 40;
+  b.ports["nic"]["imissed"] = 8;
+  const Json r = stats_report(a, b);
+  const Json& c = r["ports"]["client"];
+  EXPECT_EQ(c["kernel_iface"], "lb-c");
+  EXPECT_EQ(c["kernel_rx_dropped"], 300);
+  EXPECT_EQ(c["kernel_rx_dropped_per_s"], 100.0);
+  EXPECT_EQ(c["kernel_socket_drops_per_s"], 20.0);
+  EXPECT_EQ(c["ierrors"], 3);
+  EXPECT_EQ(c["dropped_before_lbd"], 1 + 2 + 300 + 40);
+  EXPECT_EQ(c["dropped_before_lbd_per_s"], 120.0);
+  EXPECT_EQ(r["ports"]["nic"]["dropped_before_lbd_per_s"], 4.0);
+  const std::string text = render_stats(r, "lbd test");
+  EXPECT_NE(text.find("dropped before lbd"), std::string::npos) << text;
+  EXPECT_NE(text.find("client  343                 120"), std::string::npos) << text;
+  EXPECT_NE(text.find("lb-c"), std::string::npos) << text;
+}
+
 TEST(LbctlRender, FlowsOldestFirstAndLimited) {
   const Json lines =
       Json::array({"0 10.10.0.50:40000 10.10.0.100:80 10.20.0.11:8080 established 1500 899000",
