@@ -2,6 +2,7 @@
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_pdump.h>
 
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -112,6 +113,11 @@ int main(int argc, char** argv) {
       throw std::runtime_error(std::string("EAL initialisation failed: ") +
                                rte_strerror(rte_errno));
     eal_up = true;
+    // dpdk-dumpcap and dpdk-pdump attach as secondary processes and ask lbd, over EAL's IPC, to
+    // copy its ports' packets to them (without this: "Cannot find action: mp_pdump"). Until
+    // one does, the ports have no callbacks and the packet path is unchanged.
+    if (rte_pdump_init() != 0)
+      LB_LOG(WARNING, "packet capture (dpdk-dumpcap) unavailable: %s", rte_strerror(rte_errno));
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     {
@@ -129,6 +135,7 @@ int main(int argc, char** argv) {
       lb::dp::unregister_telemetry();
       dp.stop();
     }
+    rte_pdump_uninit();
     rte_eal_cleanup();
     return 0;
   } catch (const std::exception& e) {
