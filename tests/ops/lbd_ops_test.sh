@@ -143,7 +143,7 @@ other_traffic() {
 if [ "$mode" = capture ]; then
   # 1. lbctl capture, by the port's name in the config, on the client side (VIP).
   timeout 60 "$lbctl" -c "$tmp/lbd.cfg" capture client "tcp port 40123" -w "$tmp/client.pcapng" \
-    -c $count --duration 30 >"$tmp/lbctl-capture.log" 2>&1 &
+    --count $count --duration 30 >"$tmp/lbctl-capture.log" 2>&1 &
   cap=$!
   wait_capturing "$tmp/lbctl-capture.log" $cap
   other_traffic

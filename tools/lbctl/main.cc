@@ -721,7 +721,8 @@ int run(int argc, char** argv) {
       ->required();
   capture->add_option("filter", cap.filter, "libpcap filter, e.g. 'tcp port 80'");
   capture->add_option("-w,--write", cap.file, "pcapng file to write")->required();
-  capture->add_option("-c,--count", cap.count, "stop after N packets")->check(CLI::PositiveNumber);
+  // Not -c: that is lbctl's --config, before or after the subcommand.
+  capture->add_option("--count", cap.count, "stop after N packets")->check(CLI::PositiveNumber);
   capture->add_option("--duration", cap.duration, "stop after SECONDS")->check(CLI::PositiveNumber);
   capture->callback([&] { action = [&] { return cmd_capture(ctx, cap); }; });
 
