@@ -125,10 +125,11 @@ check_capture() {
   [ "$others" -eq 0 ] || fail "packets of other flows in the capture (filter not applied)"
   [ "$syn" -eq 1 ] || fail "the capture does not start with the flow's SYN"
 }
-# wait_capturing LOG PID: dumpcap names its file once lbd copies the port's packets to it.
+# wait_capturing LOG PID: dumpcap starts counting ("Packets captured:", on stderr) once lbd has
+# answered its request and copies the port's packets to it ("File:" comes before the request).
 wait_capturing() {
   for _ in $(seq 1 100); do
-    grep -q "^File: " "$1" && return 0
+    grep -q "Packets captured:" "$1" && return 0
     kill -0 "$2" 2>/dev/null || break
     sleep 0.1
   done
