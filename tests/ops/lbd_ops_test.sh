@@ -54,21 +54,10 @@ trap 'exit 130' INT TERM
 "$netns" up >/dev/null || fail "tools/netns.sh up"
 
 nsx() { ip netns exec "$@"; }
-for i in 1 2 3; do
-  mkdir -p "$tmp/www$i"
-  echo "backend-$i" >"$tmp/www$i/name"
-  nsx $p-b$i python3 -m http.server 8080 --bind 10.20.0.1$i --directory "$tmp/www$i" \
-    >"$tmp/http$i.log" 2>&1 &
-  pids+=($!)
-done
-
-if [ "$pmd" = af_xdp ]; then
-  devc="net_af_xdp_${p}0,iface=${p}-c"
-  devb="net_af_xdp_${p}1,iface=${p}-b"
-else
-  devc="net_af_packet_${p}0,iface=${p}-c"
-  devb="net_af_packet_${p}1,iface=${p}-b"
-fi
+# shellcheck source=../support/topology.sh
+. "$here/../support/topology.sh"
+http_backends 3
+lbd_devices "$pmd"
 cat >"$tmp/lbd.cfg" <<CFG
 instance = "$p";
 dataplane: {
@@ -90,20 +79,7 @@ memory=(--no-huge -m 512)
 "$lbd" --lcores 0@0,1@1 --no-pci "${memory[@]}" --log-level=lb:info -- --config "$tmp/lbd.cfg" \
   >"$tmp/lbd.log" 2>&1 &
 lbd_pid=$!
-up=0
-for _ in $(seq 1 150); do
-  nsx $p-client ping -c1 -W1 10.10.0.100 >/dev/null 2>&1 && { up=1; break; }
-  kill -0 $lbd_pid 2>/dev/null || break
-  sleep 0.1
-done
-[ $up -eq 1 ] || fail "the VIP does not answer ping ($pmd)"
-for i in 1 2 3; do
-  for _ in $(seq 1 100); do
-    curl -s --max-time 1 -o /dev/null http://10.20.0.1$i:8080/name && break  # management path
-    sleep 0.1
-  done
-done
-sleep 1.5  # lbd resolves the backends' MACs within a second
+lbd_ready $lbd_pid 3 || fail "the VIP does not answer ping ($pmd)"
 nsx $p-client curl -s --max-time 3 -o /dev/null http://10.10.0.100/name || fail "no answer via VIP"
 
 # -- capture ------------------------------------------------------------------------------------
@@ -141,27 +117,28 @@ other_traffic() {
   nsx $p-client ping -c2 -i0.2 -W1 10.10.0.100 >/dev/null
 }
 
+# captured_curl NAME CLIENT_PORT CAPTURE_COMMAND...: starts the capture (its output in
+# NAME.log), sends the other traffic and then a curl from CLIENT_PORT, and waits for the capture.
+captured_curl() {
+  local name=$1 cport=$2 cap out
+  shift 2
+  timeout 60 "$@" >"$tmp/$name.log" 2>&1 &
+  cap=$!
+  wait_capturing "$tmp/$name.log" $cap
+  other_traffic
+  out=$(nsx $p-client curl -s --max-time 3 --local-port "$cport" http://10.10.0.100/name)
+  [ -n "$out" ] || fail "the captured curl got no answer"
+  wait $cap || fail "$1 exited $?"
+}
+
 if [ "$mode" = capture ]; then
   # 1. lbctl capture, by the port's name in the config, on the client side (VIP).
-  timeout 60 "$lbctl" -c "$tmp/lbd.cfg" capture client "tcp port 40123" -w "$tmp/client.pcapng" \
-    --count $count --duration 30 >"$tmp/lbctl-capture.log" 2>&1 &
-  cap=$!
-  wait_capturing "$tmp/lbctl-capture.log" $cap
-  other_traffic
-  out=$(nsx $p-client curl -s --max-time 3 --local-port 40123 http://10.10.0.100/name)
-  [ -n "$out" ] || fail "the captured curl got no answer"
-  wait $cap || fail "lbctl capture exited $?"
+  captured_curl lbctl-capture 40123 "$lbctl" -c "$tmp/lbd.cfg" capture client "tcp port 40123" \
+    -w "$tmp/client.pcapng" --count $count --duration 30
   check_capture "$tmp/client.pcapng" 40123 "10\\.10\\.0\\.100\\.80"
-
   # 2. dpdk-dumpcap itself, as docs/operations.md shows it, on the backend side (after DNAT).
-  timeout 60 dpdk-dumpcap --file-prefix=$p -i "${devb%%,*}" -p -f "tcp port 40124" \
-    -w "$tmp/backend.pcapng" -c $count -a duration:30 >"$tmp/dumpcap.log" 2>&1 &
-  cap=$!
-  wait_capturing "$tmp/dumpcap.log" $cap
-  other_traffic
-  out=$(nsx $p-client curl -s --max-time 3 --local-port 40124 http://10.10.0.100/name)
-  [ -n "$out" ] || fail "the captured curl got no answer"
-  wait $cap || fail "dpdk-dumpcap exited $?"
+  captured_curl dumpcap 40124 dpdk-dumpcap --file-prefix=$p -i "${devb%%,*}" -p \
+    -f "tcp port 40124" -w "$tmp/backend.pcapng" -c $count -a duration:30
   check_capture "$tmp/backend.pcapng" 40124 "10\\.20\\.0\\.1[123]\\.8080"
 
   # 3. An unknown port is refused with the ports there are.
