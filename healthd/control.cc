@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "daemon.h"
+#include "lb_version.h"
 #include "log.h"
 
 namespace lb::health {
@@ -479,7 +480,7 @@ void ControlServer::reply_all_deferred(const Json& r) {
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = LB_VERSION;
 constexpr int64_t kDefaultWaitMs = 5000;
 constexpr int64_t kMaxWaitMs = 60000;
 

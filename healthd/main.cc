@@ -14,6 +14,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "lb_config.h"
+#include "lb_version.h"
 #include "log.h"
 #include "state_file.h"
 
@@ -26,7 +27,8 @@ int run(int argc, char** argv) {
       "Signals: SIGTERM/SIGINT stop, SIGHUP reloads the file (a bad file is refused and the\n"
       "running configuration kept), SIGUSR1 logs the state of every backend.\n"
       "Runtime changes: lbctl, on the control socket (healthd.control_socket, default\n"
-      "/run/lbd/<instance>.sock); they are kept in healthd.state_file (default <config>.state)."};
+      "/run/lbd/<instance>.sock); they are kept in healthd.state_file (default <config>.state).",
+      "lb-healthd"};
   std::string config_path;
   std::string instance;
   std::string level = "info";
@@ -37,7 +39,7 @@ int run(int argc, char** argv) {
                  "is /lbd-<instance>");
   app.add_option("--log-level", level, "debug, info, warning or error (default info)");
   app.add_flag("--check", check, "validate the configuration and exit");
-  app.set_version_flag("--version", "lb-healthd 0.1.0");
+  app.set_version_flag("--version", "lb-healthd " LB_VERSION);
   CLI11_PARSE(app, argc, argv);
 
   const std::optional<lb::health::LogLevel> parsed = lb::health::parse_log_level(level);

@@ -11,10 +11,13 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
+#include "capture.h"
 #include "clients.h"
 #include "render.h"
 
@@ -147,6 +150,99 @@ TEST(LbctlRender, StatsRatesOverTheInterval) {
   EXPECT_NE(text.find("new flows     30      10"), std::string::npos) << text;
   EXPECT_NE(text.find("bad_checksum  10     3"), std::string::npos) << text;
   EXPECT_EQ(text.find("flow_miss"), std::string::npos) << "zero drops are left out";
+}
+
+// Drops before lbd (the device's and the kernel's, issue 16) are per port, with rates, and one
+// sum of what never reached lbd's workers.
+TEST(LbctlRender, StatsPortDropsBeforeLbd) {
+  Sample a;
+  a.t = 1;
+  a.ports = {{"client",
+              {{"rx_packets", 10},
+               {"imissed", 1},
+               {"rx_nombuf", 2},
+               {"ierrors", 3},
+               {"oerrors", 4},
+               {"kernel_iface", "lb-c"},
+               {"kernel_rx_dropped", 100},
+               {"kernel_socket_drops", 0}}},
+             {"nic", {{"rx_packets", 10}, {"imissed", 0}, {"kernel_iface", ""}}}};
+  Sample b = a;
+  b.t = 3;
+  b.ports["client"]["kernel_rx_dropped"] = 300;
+  b.ports["client"]["kernel_socket_drops"] = 40;
+  b.ports["nic"]["imissed"] = 8;
+  const Json r = stats_report(a, b);
+  const Json& c = r["ports"]["client"];
+  EXPECT_EQ(c["kernel_iface"], "lb-c");
+  EXPECT_EQ(c["kernel_rx_dropped"], 300);
+  EXPECT_EQ(c["kernel_rx_dropped_per_s"], 100.0);
+  EXPECT_EQ(c["kernel_socket_drops_per_s"], 20.0);
+  EXPECT_EQ(c["ierrors"], 3);
+  EXPECT_EQ(c["dropped_before_lbd"], 1 + 2 + 300 + 40);
+  EXPECT_EQ(c["dropped_before_lbd_per_s"], 120.0);
+  EXPECT_EQ(r["ports"]["nic"]["dropped_before_lbd_per_s"], 4.0);
+  const std::string text = render_stats(r, "lbd test");
+  EXPECT_NE(text.find("dropped before lbd"), std::string::npos) << text;
+  EXPECT_NE(text.find("client  343                 120"), std::string::npos) << text;
+  EXPECT_NE(text.find("lb-c"), std::string::npos) << text;
+}
+
+// lbctl capture names lbd's ports as the config does; dumpcap wants the ethdev name.
+TEST(LbctlCapture, DumpcapArgsFromTheConfig) {
+  cfg::Config c;
+  cfg::PortConfig client;
+  client.name = "client";
+  client.device = "net_af_xdp0,iface=lb-c";
+  cfg::PortConfig nic;
+  nic.name = "uplink";
+  nic.device = "0000:03:00.0";
+  c.dataplane.ports = {client, nic};
+  CaptureRequest r;
+  r.port = "client";
+  r.filter = "tcp port 80";
+  r.file = "/tmp/x.pcapng";
+  r.count = 10;
+  r.duration = 2.5;
+  EXPECT_EQ(dumpcap_args(&c, "lbd", r),
+            (std::vector<std::string>{"--file-prefix=lbd", "-i", "net_af_xdp0", "-p", "-w",
+                                      "/tmp/x.pcapng", "-f", "tcp port 80", "-c", "10", "-a",
+                                      "duration:3"}));
+  r = CaptureRequest{};
+  r.port = "uplink";
+  r.file = "f";
+  EXPECT_EQ(
+      dumpcap_args(&c, "edge", r),
+      (std::vector<std::string>{"--file-prefix=edge", "-i", "0000:03:00.0", "-p", "-w", "f"}));
+  r.port = "1";  // a DPDK port number is passed as it is
+  EXPECT_EQ(dumpcap_args(&c, "edge", r)[2], "1");
+  r.port = "net_af_xdp0";
+  EXPECT_EQ(dumpcap_args(&c, "edge", r)[2], "net_af_xdp0");
+  r.port = "clinet";
+  try {
+    dumpcap_args(&c, "edge", r);
+    ADD_FAILURE() << "an unknown port is refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "unknown port 'clinet': lbd's ports are client, uplink");
+  }
+  EXPECT_EQ(dumpcap_args(nullptr, "edge", r)[2], "clinet");  // no config: as given
+  EXPECT_EQ(file_prefix_of("/var/run/dpdk/edge/dpdk_telemetry.v2"), "edge");
+  EXPECT_EQ(file_prefix_of("/tmp/sock"), "");
+}
+
+// Before dumpcap fails with "EAL init failed: is primary process running?", lbctl says why.
+TEST(LbctlCapture, SaysWhyDumpcapCannotAttach) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("lbctl-capture-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  EXPECT_NE(capture_blocker(dir.string()).find("no lbd runs with this file prefix"),
+            std::string::npos);
+  std::ofstream(dir / "mp_socket").put('x');
+  EXPECT_EQ(capture_blocker(dir.string()), "");
+  std::ofstream(dir / "fbarray_nohugemem").put('x');
+  EXPECT_NE(capture_blocker(dir.string()).find("lbd runs without hugepages (EAL --no-huge)"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(LbctlRender, FlowsOldestFirstAndLimited) {

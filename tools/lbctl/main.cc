@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -18,9 +20,11 @@
 #include <thread>
 #include <vector>
 
+#include "capture.h"
 #include "clients.h"
 #include "daemon.h"
 #include "lb_config.h"
+#include "lb_version.h"
 #include "render.h"
 #include "state_file.h"
 
@@ -377,6 +381,30 @@ int cmd_flows(Context& ctx, int64_t limit) {
   return 0;
 }
 
+// Replaces lbctl with dpdk-dumpcap (its output, Ctrl-C and exit status are the capture's).
+int cmd_capture(Context& ctx, const lb::ctl::CaptureRequest& r) {
+  if (r.file.empty()) throw Usage("capture: -w FILE is required");
+  const std::string telemetry = ctx.telemetry_path();
+  std::string prefix = lb::ctl::file_prefix_of(telemetry);
+  if (prefix.empty()) prefix = ctx.instance();
+  const std::string why = lb::ctl::capture_blocker(telemetry.substr(0, telemetry.rfind('/')));
+  if (!why.empty()) throw Refused("cannot capture: " + why);
+  std::vector<std::string> args;
+  try {
+    args = lb::ctl::dumpcap_args(ctx.config(), prefix, r);
+  } catch (const std::invalid_argument& e) {
+    throw Refused(e.what());
+  }
+  args.insert(args.begin(), "dpdk-dumpcap");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  execvp(argv[0], argv.data());
+  throw Refused(std::string("cannot run dpdk-dumpcap: ") + std::strerror(errno) +
+                " (Debian package dpdk)");
+}
+
 int cmd_backend_add(Context& ctx, const std::string& service, const std::string& endpoint,
                     CLI::Option* weight_opt, int64_t weight, const std::string& state,
                     const std::string& initial) {
@@ -582,7 +610,7 @@ int run(int argc, char** argv) {
   app.add_flag("--wait", g.wait, "changes: return once lbd has applied the change");
   app.add_option("--timeout", g.timeout_s, "seconds --wait waits (default 5, at most 60)")
       ->check(CLI::Range(0.001, 60.0));
-  app.set_version_flag("--version", "lbctl 0.1.0");
+  app.set_version_flag("--version", "lbctl " LB_VERSION);
 
   Context ctx(g);
   std::function<int()> action;
@@ -684,6 +712,19 @@ int run(int argc, char** argv) {
   int64_t limit = 20;
   flows->add_option("--limit", limit, "at most N flows (default 20)");
   flows->callback([&] { action = [&] { return cmd_flows(ctx, limit); }; });
+
+  // capture
+  auto* capture = app.add_subcommand(
+      "capture", "capture a port's packets to a pcapng file (dpdk-dumpcap; lbd on hugepages)");
+  lb::ctl::CaptureRequest cap;
+  capture->add_option("port", cap.port, "port name from the config (or DPDK port number)")
+      ->required();
+  capture->add_option("filter", cap.filter, "libpcap filter, e.g. 'tcp port 80'");
+  capture->add_option("-w,--write", cap.file, "pcapng file to write")->required();
+  // Not -c: that is lbctl's --config, before or after the subcommand.
+  capture->add_option("--count", cap.count, "stop after N packets")->check(CLI::PositiveNumber);
+  capture->add_option("--duration", cap.duration, "stop after SECONDS")->check(CLI::PositiveNumber);
+  capture->callback([&] { action = [&] { return cmd_capture(ctx, cap); }; });
 
   // config
   auto* config = app.add_subcommand("config", "check, reload, save or diff the configuration");

@@ -224,6 +224,10 @@ std::string render_status(const Json& m) {
 
 // -- stats -----------------------------------------------------------------------------------
 
+// /lb/ports' counters of what was lost before lbd saw it (dataplane/port_stats.h).
+constexpr const char* kPortDrops[] = {"imissed",   "ierrors",           "oerrors",
+                                      "rx_nombuf", "kernel_rx_dropped", "kernel_socket_drops"};
+
 Json stats_report(const Sample& a, const Sample& b) {
   const double dt = b.t - a.t;
   Json r;
@@ -242,6 +246,19 @@ Json stats_report(const Sample& a, const Sample& b) {
         p[k] = u64(pb, k);
         p[std::string(k) + "_per_s"] = rate(u64(pa, k), u64(pb, k), dt);
       }
+      // Drops before lbd saw the packet: the device's and the kernel interface's.
+      uint64_t before[2] = {0, 0};
+      for (const char* k : kPortDrops) {
+        p[k] = u64(pb, k);
+        p[std::string(k) + "_per_s"] = rate(u64(pa, k), u64(pb, k), dt);
+      }
+      for (const char* k : {"imissed", "rx_nombuf", "kernel_rx_dropped", "kernel_socket_drops"}) {
+        before[0] += u64(pa, k);
+        before[1] += u64(pb, k);
+      }
+      p["dropped_before_lbd"] = before[1];
+      p["dropped_before_lbd_per_s"] = rate(before[0], before[1], dt);
+      p["kernel_iface"] = str(pb, "kernel_iface", "");
       ports[it.key()] = std::move(p);
       rx_bytes[0] += u64(pa, "rx_bytes");
       rx_bytes[1] += u64(pb, "rx_bytes");
@@ -359,6 +376,22 @@ std::string render_stats(const Json& r, const std::string& title) {
                      format_count(num(p, "tx_bytes_per_s"))});
   }
   o << "\n" << format_table(ports);
+
+  std::vector<std::vector<std::string>> early = {
+      {"port", "dropped before lbd", "per second", "imissed", "rx nombuf", "ierrors", "oerrors",
+       "kernel iface", "iface rx dropped", "socket drops"}};
+  for (auto it = r["ports"].begin(); it != r["ports"].end(); ++it) {
+    const Json& p = it.value();
+    const std::string iface = str(p, "kernel_iface", "");
+    early.push_back({it.key(), format_count(num(p, "dropped_before_lbd")),
+                     format_count(num(p, "dropped_before_lbd_per_s")),
+                     format_count(num(p, "imissed")), format_count(num(p, "rx_nombuf")),
+                     format_count(num(p, "ierrors")), format_count(num(p, "oerrors")),
+                     iface.empty() ? "-" : iface,
+                     iface.empty() ? "-" : format_count(num(p, "kernel_rx_dropped")),
+                     iface.empty() ? "-" : format_count(num(p, "kernel_socket_drops"))});
+  }
+  o << "\n" << format_table(early);
 
   std::vector<std::vector<std::string>> bs = {{"service", "backend", "state", "active", "total",
                                                "new/s", "pkt in/s", "B in/s", "pkt out/s",
