@@ -906,6 +906,8 @@ class Parser {
         fail(where.vip, "VIP " + format_ipv4(out.vip) + " is the address of port " +
                             quote(port.name) + " (a VIP must be an address of its own)");
       }
+      // A VIP outside every port's subnet is routed to lbd and may be anything unicast.
+      if (port.in_subnet(out.vip)) check_host_in_subnet(*where.vip.setting, port, out.vip);
     }
     out.port = integer_as<uint16_t>(require(s, "port"), 1, 65535);
     if (const Setting* p = find(s, "protocol")) {
@@ -1141,6 +1143,8 @@ class Parser {
             fail(where,
                  "backend " + format_ipv4(addr) + " is the address of port " + quote(port.name));
           }
+          // One behind a gateway is outside every port's subnet and may be anything unicast.
+          if (port.in_subnet(addr)) check_host_in_subnet(*where.setting, port, addr);
         }
         for (const ServiceConfig& other : config.services) {
           if (other.vip == addr) {
