@@ -1075,11 +1075,18 @@ class Parser {
       }
       out.socket_mode = static_cast<uint32_t>(mode);
     }
-    for (const auto& [key, field] : {std::pair{"socket_owner", &out.socket_owner},
-                                     std::pair{"socket_group", &out.socket_group}}) {
+    struct Account {
+      const char* key;
+      std::string* field;
+      int* line;
+    };
+    for (const auto& [key, field, line] :
+         {Account{"socket_owner", &out.socket_owner, &out.socket_owner_line},
+          Account{"socket_group", &out.socket_group, &out.socket_group_line}}) {
       const Setting* s = find(h, key);
       if (s == nullptr) continue;
       *field = as_string(*s);
+      *line = static_cast<int>(s->getSourceLine());
       const std::string& v = *field;
       const bool numeric = !v.empty() && std::all_of(v.begin(), v.end(),
                                                      [](char c) { return c >= '0' && c <= '9'; });

@@ -32,7 +32,7 @@ std::string endpoint(uint32_t address, uint16_t port) {
 
 }  // namespace
 
-std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config) {
+std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool accounts) {
   for (size_t i = 0; i < config.services.size(); ++i) {
     const cfg::ServiceConfig& s = config.services[i];
     if (s.backends.size() > shm::kMaxBackendsPerService) {
@@ -41,6 +41,22 @@ std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config) {
           std::to_string(s.backends.size()) + " backends; lb-healthd carries at most " +
               std::to_string(shm::kMaxBackendsPerService) + " per service to lbd");
     }
+  }
+  // The same lookups as ControlServer makes at start: a name that passes here cannot stop it.
+  const cfg::HealthdConfig& h = config.healthd;
+  try {
+    if (accounts && !h.socket_owner.empty()) lookup_user(h.socket_owner);
+  } catch (const std::exception& e) {
+    return cfg::ConfigError(config.file, h.socket_owner_line, "healthd.socket_owner",
+                            std::string(e.what()) + " on this host (lb-healthd gives its control " +
+                                "socket to it when it starts)");
+  }
+  try {
+    if (accounts && !h.socket_group.empty()) lookup_group(h.socket_group);
+  } catch (const std::exception& e) {
+    return cfg::ConfigError(config.file, h.socket_group_line, "healthd.socket_group",
+                            std::string(e.what()) + " on this host (lb-healthd gives its control " +
+                                "socket to it when it starts)");
   }
   return std::nullopt;
 }

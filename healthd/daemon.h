@@ -34,11 +34,14 @@ struct Options {
 };
 
 // Problems the config library does not know about because they are lb-healthd's own limits
-// (the channel carries at most shm::kMaxBackendsPerService backends per service). "file:line:
-// path: message", like a ConfigError; nullopt when the config is fine.
+// (the channel carries at most shm::kMaxBackendsPerService backends per service), or depend on
+// the host: the healthd.socket_owner and socket_group accounts must exist (lb-healthd gives its
+// control socket to them at start). "file:line: path: message", like a ConfigError; nullopt when
+// the config is fine.
 std::optional<std::string> check_for_healthd(const cfg::Config& config);
-// The same as a ConfigError (file, line and path apart).
-std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config);
+// The same as a ConfigError (file, line and path apart). `accounts`: look the socket's accounts
+// up (false for runtime changes, which cannot touch them).
+std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool accounts = true);
 
 // -- Runtime changes (the control socket, docs/lbctl.md) ----------------------------------------
 

@@ -568,7 +568,8 @@ cfg::Config build_config(const cfg::Config& config, const Json& services, const 
   Json j = config_to_json(config);
   j["services"] = services;
   cfg::Config out = cfg::parse_config(to_libconfig(j, name), name);
-  if (std::optional<cfg::ConfigError> problem = healthd_problem(out)) throw *problem;
+  // The healthd group is the running one, checked when lb-healthd started.
+  if (std::optional<cfg::ConfigError> problem = healthd_problem(out, false)) throw *problem;
   out.file = config.file;
   return out;
 }

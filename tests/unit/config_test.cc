@@ -371,6 +371,7 @@ TEST(HealthdGroup, Defaults) {
   EXPECT_EQ(c.healthd.socket_group, "");
   EXPECT_FALSE(c.healthd.state_file.has_value());
   EXPECT_EQ(c.healthd.control_timeout_ms, 10000u);
+  EXPECT_EQ(c.healthd.socket_owner_line, 0);
   EXPECT_EQ(c.healthd.line, 0);
   EXPECT_EQ(control_socket_path(c), "/run/lbd/lbd.sock");
   EXPECT_EQ(control_socket_path(c, "edge2"), "/run/lbd/edge2.sock");
@@ -391,6 +392,8 @@ TEST(HealthdGroup, EverySet) {
   EXPECT_EQ(c.healthd.socket_group, "1000");
   EXPECT_EQ(c.healthd.state_file, "state/lbd.json");
   EXPECT_EQ(c.healthd.control_timeout_ms, 2500u);
+  EXPECT_EQ(c.healthd.socket_owner_line, 19);  // where each was set, for lb-healthd's lookup
+  EXPECT_EQ(c.healthd.socket_group_line, 19);
   EXPECT_EQ(c.healthd.line, 18);
   EXPECT_EQ(control_socket_path(c), "/run/lbd/edge.sock");
   EXPECT_EQ(control_socket_path(c, "other"), "/run/lbd/edge.sock");  // the file's path wins
