@@ -636,9 +636,11 @@ ChangeResult Daemon::save_config() {
   }
   struct stat st {};
   mode_t mode = 0644;
+  std::optional<FileOwner> owner;  // the file's owner and group stay: others may read it by group
   try {
     if (::stat(path.c_str(), &st) == 0) {
       mode = st.st_mode & 07777;
+      owner = FileOwner{st.st_uid, st.st_gid};
       int error = 0;
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) throw std::runtime_error(path + ": cannot read: " + std::strerror(errno));
@@ -649,9 +651,9 @@ ChangeResult Daemon::save_config() {
       error = n < 0 ? errno : 0;
       ::close(fd);
       if (error != 0) throw std::runtime_error(path + ": cannot read: " + std::strerror(error));
-      write_file_atomic(path + ".bak", old, mode);
+      write_file_atomic(path + ".bak", old, mode, owner);
     }
-    write_file_atomic(path, text, mode);
+    write_file_atomic(path, text, mode, owner);
   } catch (const std::exception& e) {
     HLOG_ERROR("config save failed: %s", e.what());
     return refused("io", e.what());

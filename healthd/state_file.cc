@@ -656,7 +656,8 @@ std::vector<std::string> diff_services(const Json& from, const Json& to) {
   return out;
 }
 
-void write_file_atomic(const std::string& path, const std::string& text, mode_t mode) {
+void write_file_atomic(const std::string& path, const std::string& text, mode_t mode,
+                       std::optional<FileOwner> owner) {
   const size_t slash = path.rfind('/');
   const std::string dir =
       slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
@@ -674,6 +675,18 @@ void write_file_atomic(const std::string& path, const std::string& text, mode_t 
       throw sys_error(tmp, "cannot write", err);
     }
     done += static_cast<size_t>(n);
+  }
+  // Owner first: chown may clear the set-id bits that fchmod then sets.
+  struct stat st {};
+  if (owner && ::fstat(fd, &st) == 0 && (st.st_uid != owner->uid || st.st_gid != owner->gid) &&
+      ::fchown(fd, owner->uid, owner->gid) != 0) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw sys_error(tmp,
+                    "cannot give it the owner and group of the file it replaces (uid " +
+                        std::to_string(owner->uid) + ", gid " + std::to_string(owner->gid) + ")",
+                    err);
   }
   // open() applied the umask: the file gets exactly `mode`.
   if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {

@@ -5,6 +5,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -592,6 +593,31 @@ TEST_F(ControlDaemonTest, SaveWritesTheFileAndKeepsTheOld) {
   r = request({{"cmd", "config.reload"}});
   EXPECT_EQ(r["ok"], true);
   EXPECT_EQ(r["changes"], Json::array());
+}
+
+TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
+  // An operators' group that may read the file (and a mode to match) must survive a save, for
+  // the new file and for the .bak (issue 17: the group was dropped).
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the file to another owner and group";
+  constexpr uid_t kUid = 4343;
+  constexpr gid_t kGid = 4242;
+  ASSERT_EQ(::chown(config_path_.c_str(), kUid, kGid), 0) << std::strerror(errno);
+  ASSERT_EQ(::chmod(config_path_.c_str(), 0640), 0);
+  start();
+  ASSERT_EQ(request({{"cmd", "backend.add"},
+                     {"service", "web"},
+                     {"backend", {{"address", "127.0.0.2"}, {"port", 1}}}})["ok"],
+            true);
+  const Json r = request({{"cmd", "config.save"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  for (const std::string& path : {config_path_, config_path_ + ".bak"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_uid, kUid) << path;
+    EXPECT_EQ(st.st_gid, kGid) << path;
+    EXPECT_EQ(st.st_mode & 07777, 0640u) << path;
+  }
+  EXPECT_EQ(services_to_json(cfg::load_config(config_path_).services), running_services());
 }
 
 }  // namespace

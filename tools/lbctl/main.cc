@@ -4,6 +4,7 @@
 // nothing, keeps them in its state file and pushes them to lbd); counters come from lbd's DPDK
 // telemetry socket. Exit status: 0 done, 1 refused (the reason on stderr, one line), 2 usage.
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -540,7 +541,14 @@ int cmd_config_save(Context& ctx, const std::string& output) {
     return 0;
   }
   try {
-    lb::health::write_file_atomic(output, text, 0644);
+    // A file written over keeps its mode, owner and group, like lb-healthd's own save.
+    struct stat st {};
+    if (::stat(output.c_str(), &st) == 0) {
+      lb::health::write_file_atomic(output, text, st.st_mode & 07777,
+                                    lb::health::FileOwner{st.st_uid, st.st_gid});
+    } else {
+      lb::health::write_file_atomic(output, text, 0644);
+    }
   } catch (const std::exception& e) {
     throw Refused(e.what());
   }
