@@ -292,6 +292,47 @@ struct ServiceOptions {
   }
 };
 
+// -- Numbers on the command line ---------------------------------------------------------------
+
+// CLI11 takes an empty value as 0 (`--weight ''` set the weight to 0) and reads integers with
+// base prefixes ("010" is 8, "0x10" 16). Every number option takes decimal only: an integer is
+// [-]digits (leading zeros are dropped, so "010" is 10), a number also takes a fraction.
+std::string strict_decimal(std::string& value, bool fraction) {
+  std::string_view v = value;
+  const bool negative = !v.empty() && v[0] == '-';
+  if (negative) v.remove_prefix(1);
+  const size_t dot = fraction ? v.find('.') : std::string_view::npos;
+  const std::string_view whole = v.substr(0, dot);
+  const std::string_view part = dot == std::string_view::npos ? "" : v.substr(dot + 1);
+  const auto digits = [](std::string_view d) {
+    return d.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  if (whole.empty() || !digits(whole) || !digits(part) ||
+      (dot != std::string_view::npos && part.empty())) {
+    return std::string(fraction ? "expected a number" : "expected an integer") + ", found '" +
+           value + "'";
+  }
+  const size_t first = std::min(whole.find_first_not_of('0'), whole.size() - 1);
+  value = (negative ? "-" : "") + std::string(v.substr(first));
+  return "";
+}
+
+// Applies strict_decimal to every integer and number option of `app` and its subcommands.
+void strict_numbers(CLI::App* app) {
+  static const CLI::Validator kInteger([](std::string& v) { return strict_decimal(v, false); }, "",
+                                       "INTEGER");
+  static const CLI::Validator kNumber([](std::string& v) { return strict_decimal(v, true); }, "",
+                                      "NUMBER");
+  for (CLI::Option* o : app->get_options()) {
+    std::string type = o->get_type_name();  // "FLOAT:FLOAT in [0.001 - 60]": the type first
+    type = type.substr(0, type.find(':'));
+    // transform(): before the option's own checks (a Range says less about '').
+    if (type == "INT" || type == "UINT") o->transform(kInteger);
+    if (type == "FLOAT") o->transform(kNumber);
+  }
+  for (CLI::App* sub : app->get_subcommands({})) strict_numbers(sub);
+}
+
 // -- Commands --------------------------------------------------------------------------------
 
 int cmd_status(Context& ctx, const std::string& only) {
@@ -713,6 +754,7 @@ int run(int argc, char** argv) {
   auto* c_diff = config->add_subcommand("diff", "runtime changes not in the file");
   c_diff->callback([&] { action = [&] { return cmd_config_diff(ctx); }; });
 
+  strict_numbers(&app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
