@@ -192,6 +192,48 @@ TimePoint ControlServer::next_deadline() const {
   return next;
 }
 
+namespace {
+
+// The peer of a unix socket; {0, (uid_t)-1} when the kernel does not say.
+ucred peer_of(int fd) {
+  ucred cred{};
+  cred.uid = static_cast<uid_t>(-1);
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    cred.pid = 0;
+    cred.uid = static_cast<uid_t>(-1);
+  }
+  return cred;
+}
+
+}  // namespace
+
+void ControlServer::client_log(ConnId id, LogLevel level, const char* fmt, ...) {
+  if (!log_enabled(level)) return;
+  const auto it = conns_.find(id);
+  char message[1024];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(message, sizeof message, fmt, args);
+  va_end(args);
+  peer_log(it != conns_.end() ? it->second.pid : 0,
+           it != conns_.end() ? it->second.uid : static_cast<uid_t>(-1),
+           "client " + std::to_string(id), level, message);
+}
+
+void ControlServer::peer_log(pid_t pid, uid_t uid, const std::string& who, LogLevel level,
+                             const std::string& message) {
+  if (!log_enabled(level)) return;
+  uint64_t held = 0;
+  if (!client_lines_.allow(uid, Clock::now(), held)) return;
+  const std::string note = held == 0 ? ""
+                                     : " (" + std::to_string(held) + " more line(s) about uid " +
+                                           std::to_string(uid) + "'s clients were held back)";
+  // log() escapes what the client sent (CR, LF, escape sequences) with the rest of the line.
+  log(level, "control socket: %s (pid %d, uid %d): %s%s", who.c_str(), static_cast<int>(pid),
+      static_cast<int>(uid), message.c_str(), note.c_str());
+}
+
 void ControlServer::accept_all(TimePoint now) {
   for (int i = 0; i < 64; ++i) {
     const int fd = ::accept4(listen_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -208,13 +250,18 @@ void ControlServer::accept_all(TimePoint now) {
               .dump() +
           "\n";
       [[maybe_unused]] const ssize_t n = ::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
+      const ucred peer = peer_of(fd);
       ::close(fd);
-      HLOG_WARNING("control socket: refused a client: %zu already connected", conns_.size());
+      peer_log(peer.pid, peer.uid, "a new client", LogLevel::kWarning,
+               "refused: " + std::to_string(conns_.size()) + " clients already connected");
       continue;
     }
     const ConnId id = next_id_++;
     Conn c;
     c.fd = fd;
+    const ucred peer = peer_of(fd);
+    c.pid = peer.pid;
+    c.uid = peer.uid;
     c.last_activity = now;
     c.events = EPOLLIN;
     epoll_event ev{};
@@ -226,7 +273,9 @@ void ControlServer::accept_all(TimePoint now) {
       continue;
     }
     conns_.emplace(id, std::move(c));
-    HLOG_DEBUG("control socket: client %llu connected", static_cast<unsigned long long>(id));
+    HLOG_DEBUG("control socket: client %llu connected (pid %d, uid %d)",
+               static_cast<unsigned long long>(id), static_cast<int>(peer.pid),
+               static_cast<int>(peer.uid));
   }
 }
 
@@ -260,9 +309,15 @@ void ControlServer::queue(Conn& c, Json reply, const Json& id) {
 }
 
 void ControlServer::dispatch(ConnId id, Conn& c, const std::string& line, const Handler& handler) {
+  const auto malformed = [&](const std::string& why) {
+    queue(c, error_reply("malformed", "malformed request: " + why), Json());
+    // The start of what was sent, for whoever reads the log; escaped there.
+    const std::string start = line.size() > 64 ? line.substr(0, 64) + "..." : line;
+    client_log(id, LogLevel::kWarning, "malformed request: %s: %s", why.c_str(), start.c_str());
+  };
   if (line.find('\0') != std::string::npos) {
     // nlohmann-json would stop at the NUL and take what came before for the whole request.
-    queue(c, error_reply("malformed", "malformed request: contains a NUL byte"), Json());
+    malformed("contains a NUL byte");
     return;
   }
   Json request;
@@ -272,24 +327,18 @@ void ControlServer::dispatch(ConnId id, Conn& c, const std::string& line, const 
       return true;
     });
   } catch (const TooDeep&) {
-    queue(c,
-          error_reply("malformed", "malformed request: nested deeper than " +
-                                       std::to_string(kMaxJsonDepth) + " levels"),
-          Json());
+    malformed("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     return;
   } catch (const Json::exception& e) {
     std::string what = e.what();
     // "[json.exception.parse_error.101] parse error at line 1, column 1: syntax error ..."
     if (const size_t p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
     if (what.size() > 200) what = what.substr(0, 197) + "...";
-    queue(c, error_reply("malformed", "malformed request: not JSON (" + what + ")"), Json());
+    malformed("not JSON (" + what + ")");
     return;
   }
   if (!request.is_object()) {
-    queue(c,
-          error_reply("malformed", "malformed request: expected a JSON object, found " +
-                                       std::string(request.type_name())),
-          Json());
+    malformed("expected a JSON object, found " + std::string(request.type_name()));
     return;
   }
   const Json req_id = request.contains("id") ? request["id"] : Json();
@@ -297,7 +346,7 @@ void ControlServer::dispatch(ConnId id, Conn& c, const std::string& line, const 
   try {
     reply = handler(id, request);
   } catch (const std::exception& e) {
-    HLOG_ERROR("control socket: request failed: %s", e.what());
+    client_log(id, LogLevel::kError, "request failed: %s", e.what());
     reply = error_reply("internal", std::string("internal error: ") + e.what());
   }
   if (reply) {
@@ -319,10 +368,9 @@ void ControlServer::process(ConnId id, Conn& c, const Handler& handler) {
               error_reply("too_large", "request too large: no end of line within " +
                                            std::to_string(options_.max_request) + " bytes"),
               Json());
-        HLOG_WARNING(
-            "control socket: client %llu sent more than %zu bytes without a newline: "
-            "disconnected",
-            static_cast<unsigned long long>(id), options_.max_request);
+        client_log(id, LogLevel::kWarning,
+                   "sent more than %zu bytes without a newline: disconnected",
+                   options_.max_request);
         c.in.clear();
         c.closing = true;
         return;
@@ -441,6 +489,14 @@ void ControlServer::service(TimePoint now, const Handler& handler) {
     if (it == conns_.end()) continue;
     serve(id, it->second, handler, now);
     update(id, it->second);
+  }
+  // Lines held back while a client flooded, said once it has stopped.
+  if (now >= next_quiet_check_) {
+    next_quiet_check_ = now + Millis(1000);
+    for (const auto& [uid, held] : client_lines_.take_quiet(now)) {
+      HLOG_WARNING("control socket: %llu line(s) about uid %d's clients were held back",
+                   static_cast<unsigned long long>(held), static_cast<int>(uid));
+    }
   }
   // Silent clients.
   std::vector<ConnId> idle;
@@ -909,11 +965,25 @@ std::optional<Json> dispatch_command(Daemon& d, ControlServer& server, ControlSe
 
 std::optional<Json> handle_request(Daemon& daemon, ControlServer& server, ControlServer::ConnId id,
                                    const Json& request) {
+  std::optional<Json> reply;
   try {
-    return dispatch_command(daemon, server, id, request);
+    reply = dispatch_command(daemon, server, id, request);
   } catch (const BadRequest& e) {
-    return error_reply(e.code, e.message);
+    reply = error_reply(e.code, e.message);
   }
+  // Refusals are the client's to read; the log keeps a rate-limited note of them (a client
+  // repeating a bad request must not flood it).
+  const std::string code = reply ? reply->value("code", std::string()) : "";
+  // A reload's refusals (the file, the state file) are the daemon's own errors, logged as such.
+  const bool logged = code == "config" || code == "conflict" || code == "io";
+  if (reply && !reply->value("ok", true) && !logged) {
+    const Json cmd = request.value("cmd", Json());
+    const std::string name = cmd.is_string() ? shorten(cmd.get<std::string>()) : cmd.dump();
+    const bool bad = code == "bad_request" || code == "unknown_command";
+    server.client_log(id, bad ? LogLevel::kWarning : LogLevel::kInfo, "%s refused (%s): %s",
+                      name.c_str(), code.c_str(), reply->value("error", std::string()).c_str());
+  }
+  return reply;
 }
 
 }  // namespace lb::health

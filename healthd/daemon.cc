@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <sstream>
 #include <utility>
 
 #include "log.h"
@@ -479,9 +480,12 @@ void Daemon::handle_signals(int signal_fd) {
         HLOG_INFO("SIGHUP: reloading %s", options_.config_path.c_str());
         reload();
         break;
-      case SIGUSR1:
-        HLOG_INFO("%s", format_status(snapshot()).c_str());
+      case SIGUSR1: {
+        // One log line per line of the status: the log escapes newlines within a line.
+        std::istringstream lines(format_status(snapshot()));
+        for (std::string line; std::getline(lines, line);) HLOG_INFO("%s", line.c_str());
         break;
+      }
       case SIGTERM:
       case SIGINT:
         HLOG_INFO("%s: stopping", strsignal(static_cast<int>(si.ssi_signo)));
@@ -579,7 +583,7 @@ ChangeResult Daemon::change(const std::string& what, const ServicesEdit& edit) {
   const Json running = services_to_json(config_.services);
   Json next = running;
   if (std::optional<Refusal> no = edit(next)) {
-    HLOG_INFO("refused %s: %s", what.c_str(), no->message.c_str());
+    HLOG_DEBUG("refused %s: %s", what.c_str(), no->message.c_str());  // the control socket logs it
     return refused(no->code, no->message);
   }
   ChangeResult r;
@@ -593,7 +597,7 @@ ChangeResult Daemon::change(const std::string& what, const ServicesEdit& edit) {
     config = build_config(config_, next, "(runtime change)");
   } catch (const cfg::ConfigError& e) {
     const std::string why = describe_error(e, next);
-    HLOG_INFO("refused %s: %s", what.c_str(), why.c_str());
+    HLOG_DEBUG("refused %s: %s", what.c_str(), why.c_str());  // the control socket logs it
     return refused("invalid", why);
   }
   // From here on the services as the configuration library read them: every key with its
