@@ -206,6 +206,7 @@ constexpr int64_t kMaxRetries = 8;
 constexpr int64_t kMinIntervalMs = 10, kMaxIntervalMs = 3600000;
 constexpr int64_t kMinRiseFall = 1, kMaxRiseFall = 100;
 constexpr int64_t kMinStatus = 100, kMaxStatus = 599;
+constexpr int64_t kMaxDrainTimeoutMs = 86400000;  // a day
 constexpr int64_t kMaxWeight = 65535;
 constexpr size_t kMaxNameLen = 32;
 constexpr size_t kMaxHealthPathLen = 1024;
@@ -1040,7 +1041,7 @@ class Parser {
 
   HealthdConfig parse_healthd(const Setting& h) const {
     check_keys(h, {"control_socket", "socket_mode", "socket_owner", "socket_group", "state_file",
-                   "control_timeout_ms"});
+                   "control_timeout_ms", "drain_timeout_ms"});
     HealthdConfig out;
     out.line = static_cast<int>(h.getSourceLine());
     const auto printable = [](const std::string& text) {
@@ -1113,6 +1114,7 @@ class Parser {
     }
     optional_integer(h, "control_timeout_ms", out.control_timeout_ms, kMinControlTimeoutMs,
                      kMaxControlTimeoutMs);
+    optional_integer(h, "drain_timeout_ms", out.drain_timeout_ms, 0, kMaxDrainTimeoutMs);
     return out;
   }
 

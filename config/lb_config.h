@@ -160,7 +160,11 @@ struct HealthdConfig {
   // relative to the config file's directory.
   std::optional<std::string> state_file;
   uint32_t control_timeout_ms = 10000;  // a client that sends nothing this long is disconnected
-  int line = 0;                         // 0 when the group is left out
+  // A backend a reload removes drains first: no new flows, and it leaves lbd's pool once lbd has
+  // no flow left on it, or after this long (its remaining connections are then reset). 0: at
+  // once. The one key of the group a reload applies.
+  uint32_t drain_timeout_ms = 300000;
+  int line = 0;  // 0 when the group is left out
 };
 
 struct Config {

@@ -24,6 +24,7 @@ namespace {
 
 constexpr uint64_t kListenId = 0;
 constexpr uint64_t kWatchBit = uint64_t{1} << 63;
+constexpr int64_t kMaxDrainTimeoutMs = 86400000;  // healthd.drain_timeout_ms's range
 constexpr int kMaxJsonDepth = 32;
 constexpr size_t kReadChunk = 65536;
 constexpr size_t kReadPerTurn = size_t{256} * 1024;  // per connection: nobody starves the loop
@@ -703,26 +704,33 @@ std::optional<Json> finish(Daemon& d, ControlServer& server, ControlServer::Conn
 }
 
 Json backend_status(const BackendStatus& b) {
-  return Json{{"address", cfg::format_ipv4(b.address)},
-              {"port", b.port},
-              {"weight", b.weight},
-              {"admin", cfg::to_string(b.admin)},
-              {"health", b.health == Health::kUp ? "up" : "down"},
-              {"live", to_string(b.live)},
-              {"last_result", b.last_result},
-              {"last_http_status", b.last_http_status},
-              {"last_latency_ms", b.last_latency_ms},
-              {"consecutive_successes", b.consecutive_successes},
-              {"consecutive_failures", b.consecutive_failures},
-              {"in_state_ms", b.in_state_ms},
-              {"last_change_unix_ms", b.last_change_unix_ms},
-              {"checks", b.checks},
-              {"failed_checks", b.failed_checks},
-              {"transitions", b.transitions},
-              {"passive_syn_rst", b.passive_syn_rst},
-              {"passive_syn_timeout", b.passive_syn_timeout},
-              {"check_running", b.check_running},
-              {"next_check_in_ms", b.check_running ? 0 : b.next_check_in_ms}};
+  Json j{{"address", cfg::format_ipv4(b.address)},
+         {"port", b.port},
+         {"weight", b.weight},
+         {"admin", cfg::to_string(b.admin)},
+         {"health", b.health == Health::kUp ? "up" : "down"},
+         {"live", to_string(b.live)},
+         {"last_result", b.last_result},
+         {"last_http_status", b.last_http_status},
+         {"last_latency_ms", b.last_latency_ms},
+         {"consecutive_successes", b.consecutive_successes},
+         {"consecutive_failures", b.consecutive_failures},
+         {"in_state_ms", b.in_state_ms},
+         {"last_change_unix_ms", b.last_change_unix_ms},
+         {"checks", b.checks},
+         {"failed_checks", b.failed_checks},
+         {"transitions", b.transitions},
+         {"passive_syn_rst", b.passive_syn_rst},
+         {"passive_syn_timeout", b.passive_syn_timeout},
+         {"check_running", b.check_running},
+         {"next_check_in_ms", b.check_running ? 0 : b.next_check_in_ms}};
+  if (b.removed) {
+    // Removed by a reload, draining in lbd until its flows end (or drain_left_ms has passed).
+    j["removed"] = true;
+    j["flows_active"] = b.flows < 0 ? Json() : Json(b.flows);
+    j["drain_left_ms"] = b.drain_left_ms;
+  }
+  return j;
 }
 
 Json status(const Daemon& d) {
@@ -755,7 +763,10 @@ Json status(const Daemon& d) {
     const auto& cs = d.config().services;
     const auto it = std::find_if(cs.begin(), cs.end(),
                                  [&](const cfg::ServiceConfig& c) { return c.name == ss.name; });
-    Json s = it != cs.end() ? service_to_json(*it) : Json{{"name", ss.name}};
+    Json s = it != cs.end()
+                 ? service_to_json(*it)
+                 : Json{{"name", ss.name}, {"vip", cfg::format_ipv4(ss.vip)}, {"port", ss.port}};
+    if (ss.removed) s["removed"] = true;  // by a reload: draining until its flows end
     s["fail_open"] = ss.fail_open;
     s["active"] = ss.active;
     s["pending"] = ss.pending;
@@ -924,18 +935,30 @@ std::optional<Json> dispatch_command(Daemon& d, ControlServer& server, ControlSe
     return finish(d, server, id, r, wait, timeout);
   }
   if (cmd == "config.reload") {
-    allow(req, cmd, {"replace"}, true);
+    allow(req, cmd, {"replace", "drain_timeout_ms"}, true);
     bool replace = false;
     if (req.contains("replace")) {
       if (!req["replace"].is_boolean())
         bad("bad_request", "field 'replace': expected true or false");
       replace = req["replace"].get<bool>();
     }
+    std::optional<Millis> drain;
+    if (const auto it = req.find("drain_timeout_ms"); it != req.end()) {
+      if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
+          it->get<int64_t>() > kMaxDrainTimeoutMs) {
+        bad("bad_request", "field 'drain_timeout_ms': expected an integer 0.." +
+                               std::to_string(kMaxDrainTimeoutMs) + " (0: remove at once)");
+      }
+      drain = Millis(it->get<int64_t>());
+    }
     const bool wait = wait_field(req);
     const Millis timeout = timeout_field(req);
-    HLOG_INFO("control socket: reloading %s%s", d.options().config_path.c_str(),
-              replace ? " (replacing runtime changes)" : "");
-    const ChangeResult r = d.reload_config(replace);
+    HLOG_INFO("control socket: reloading %s%s%s", d.options().config_path.c_str(),
+              replace ? " (replacing runtime changes)" : "",
+              !drain                ? ""
+              : *drain == Millis(0) ? " (removals at once, no drain)"
+                                    : " (drain timeout given)");
+    const ChangeResult r = d.reload_config(replace, drain);
     return finish(d, server, id, r, wait, timeout);
   }
   if (cmd == "config.save") {

@@ -124,6 +124,7 @@ int key_rank(std::string_view key) {
                                                 "socket_group",
                                                 "state_file",
                                                 "control_timeout_ms",
+                                                "drain_timeout_ms",
                                                 "health",
                                                 "backends"};
   for (size_t i = 0; i < std::size(kOrder); ++i) {
@@ -552,6 +553,7 @@ Json config_to_json(const cfg::Config& config) {
   if (h.state_file) hj["state_file"] = *h.state_file;
   if (h.control_timeout_ms != defaults.control_timeout_ms)
     hj["control_timeout_ms"] = h.control_timeout_ms;
+  if (h.drain_timeout_ms != defaults.drain_timeout_ms) hj["drain_timeout_ms"] = h.drain_timeout_ms;
   if (!hj.empty() || h.line != 0) j["healthd"] = std::move(hj);
   return j;
 }

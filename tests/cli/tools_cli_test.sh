@@ -72,7 +72,8 @@ for args in "backend set web 10.20.0.11:8080 --weight ''" \
             "flows --limit ''" \
             "stats --count ''" \
             "--timeout '' status" \
-            "backend remove web 10.20.0.11:8080 --drain-timeout ''"; do
+            "backend remove web 10.20.0.11:8080 --drain-timeout ''" \
+            "config reload --drain-timeout ''"; do
   opt=$(eval "set -- $args"; for a; do case $a in --*) last=$a;; esac; done; echo "$last")
   eval "set -- $args"
   expect "lbctl $args" 2 "^lbctl: $opt: expected (an integer|a number), found " -- \
@@ -82,6 +83,8 @@ done
 # because no lb-healthd listens (exit 1, not 2).
 expect "lbctl --weight 010 is accepted" 1 "cannot connect to lb-healthd" -- \
   "$lbctl" --socket "$tmp/none.sock" backend set web 10.20.0.11:8080 --weight 010
+expect "lbctl config reload --now --drain-timeout 5: excluded" 2 "excludes" -- \
+  "$lbctl" --socket "$tmp/none.sock" config reload --now --drain-timeout 5
 expect "lbctl without a subcommand" 2 "^lbctl: " -- "$lbctl"
 expect "lbctl unknown option" 2 "^lbctl: .*--bogus" -- "$lbctl" --bogus status
 expect "lbctl --help" 0 "Exit status" -- "$lbctl" --help

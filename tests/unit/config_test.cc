@@ -357,6 +357,10 @@ constexpr BadCase kHealthdBadCases[] = {
      "healthd.state_file", "invalid state_file '/var/lib/lbd/'"},
     {"ControlTimeoutLow", 17, 17, "healthd = { control_timeout_ms = 99; };", 17,
      "healthd.control_timeout_ms", "value 99 is out of range 100..3600000"},
+    {"DrainTimeoutNegative", 17, 17, "healthd = { drain_timeout_ms = -1; };", 17,
+     "healthd.drain_timeout_ms", "value -1 is out of range 0..86400000"},
+    {"DrainTimeoutString", 17, 17, "healthd = { drain_timeout_ms = \"5m\"; };", 17,
+     "healthd.drain_timeout_ms", "expected an integer, found a string"},
 };
 INSTANTIATE_TEST_SUITE_P(HealthdGroup, BadConfig, testing::ValuesIn(kHealthdBadCases),
                          [](const testing::TestParamInfo<BadCase>& param_info) {
@@ -371,6 +375,7 @@ TEST(HealthdGroup, Defaults) {
   EXPECT_EQ(c.healthd.socket_group, "");
   EXPECT_FALSE(c.healthd.state_file.has_value());
   EXPECT_EQ(c.healthd.control_timeout_ms, 10000u);
+  EXPECT_EQ(c.healthd.drain_timeout_ms, 300000u);
   EXPECT_EQ(c.healthd.socket_owner_line, 0);
   EXPECT_EQ(c.healthd.line, 0);
   EXPECT_EQ(control_socket_path(c), "/run/lbd/lbd.sock");
@@ -385,13 +390,14 @@ TEST(HealthdGroup, EverySet) {
       "instance = \"edge1\";\n"
       "healthd = { control_socket = \"/run/lbd/edge.sock\"; socket_mode = \"0640\";\n"
       "  socket_owner = \"root\"; socket_group = \"1000\"; state_file = \"state/lbd.json\";\n"
-      "  control_timeout_ms = 2500; };"));
+      "  control_timeout_ms = 2500;\n  drain_timeout_ms = 0; };"));
   EXPECT_EQ(c.healthd.control_socket, "/run/lbd/edge.sock");
   EXPECT_EQ(c.healthd.socket_mode, 0640u);
   EXPECT_EQ(c.healthd.socket_owner, "root");
   EXPECT_EQ(c.healthd.socket_group, "1000");
   EXPECT_EQ(c.healthd.state_file, "state/lbd.json");
   EXPECT_EQ(c.healthd.control_timeout_ms, 2500u);
+  EXPECT_EQ(c.healthd.drain_timeout_ms, 0u);
   EXPECT_EQ(c.healthd.socket_owner_line, 19);  // where each was set, for lb-healthd's lookup
   EXPECT_EQ(c.healthd.socket_group_line, 19);
   EXPECT_EQ(c.healthd.line, 18);

@@ -261,6 +261,24 @@ TEST(LbctlTelemetry, SpeaksDpdkTelemetryV2) {
   EXPECT_EQ(asked[2], "/lb/nope");
 }
 
+TEST(LbctlRender, RemovedBackendsDrainingAfterAReload) {
+  Json st = healthd_status();
+  Json& b = st["services"][0]["backends"][1];
+  b["removed"] = true;
+  b["drain_left_ms"] = 250000;
+  b["flows_active"] = 3;
+  st["services"].push_back(Json::parse(R"({"name": "old", "vip": "10.10.0.101", "port": 80,
+      "removed": true, "active": 0, "backends": []})"));
+  const std::string text = render_status(merge_status(st, lbd_backends(), ""));
+  EXPECT_NE(text.find("-> 10.20.0.14:8080     1       removed  -       draining  -            -"
+                      "           -      drains, at most 4m10s more"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("TCP  10.10.0.101:80 - (old, 0/0 active, REMOVED: draining)"),
+            std::string::npos)
+      << text;
+}
+
 TEST(LbctlTelemetry, MissingSocketSaysSo) {
   try {
     TelemetryClient t("/tmp/lbctl-no-such-dir/dpdk_telemetry.v2", 100);

@@ -556,9 +556,12 @@ int cmd_config_check(Context& ctx, const std::string& file) {
   }
 }
 
-int cmd_config_reload(Context& ctx, bool replace) {
+int cmd_config_reload(Context& ctx, bool replace, bool now, CLI::Option* drain_opt,
+                      double drain_s) {
   Json req = {{"cmd", "config.reload"}};
   if (replace) req["replace"] = true;
+  if (now) req["drain_timeout_ms"] = 0;
+  if (drain_opt->count() > 0) req["drain_timeout_ms"] = std::llround(drain_s * 1000);
   return run_change(ctx, req);
 }
 
@@ -746,7 +749,22 @@ int run(int argc, char** argv) {
       "reload", "lb-healthd re-reads its file and applies what changed in it");
   c_reload->add_flag("--replace", replace,
                      "the file replaces the running services (runtime changes are dropped)");
-  c_reload->callback([&] { action = [&] { return cmd_config_reload(ctx, replace); }; });
+  bool reload_now = false;
+  double reload_drain = 0;
+  CLI::Option* now_opt = c_reload->add_flag(
+      "--now", reload_now, "what the file removes goes at once: its connections are reset");
+  CLI::Option* reload_drain_opt =
+      c_reload
+          ->add_option("--drain-timeout", reload_drain,
+                       "seconds what the file removes may drain (default: the file's "
+                       "healthd.drain_timeout_ms)")
+          ->check(CLI::Range(0.0, 86400.0));
+  reload_drain_opt->excludes(now_opt);
+  c_reload->callback([&] {
+    action = [&] {
+      return cmd_config_reload(ctx, replace, reload_now, reload_drain_opt, reload_drain);
+    };
+  });
   auto* c_save = config->add_subcommand(
       "save", "write the running configuration over lb-healthd's file (or to -o FILE)");
   c_save->add_option("-o,--output", output, "write here instead ('-': standard output)");

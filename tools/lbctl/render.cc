@@ -187,6 +187,7 @@ std::string render_status(const Json& m) {
     const Json bs = s.value("backends", Json::array());
     std::string flags =
         str(s, "name") + ", " + str(s, "active", "0") + "/" + std::to_string(bs.size()) + " active";
+    if (s.value("removed", false)) flags += ", REMOVED: draining";
     if (s.value("fail_open", false)) flags += ", FAIL-OPEN";
     if (s.value("pending", false)) flags += ", update pending";
     std::string proto = str(s, "protocol", "tcp");
@@ -196,14 +197,18 @@ std::string render_status(const Json& m) {
     b.first = rows.size();
     for (const Json& be : bs) {
       const Json& c = be.value("lbd", Json());
+      const bool removed = be.value("removed", false);
       std::string last = str(be, "last_result");
       if (be.value("last_http_status", 0) != 0 || last == "ok")
         last += " in " + format_ms(be.value("last_latency_ms", int64_t{0}));
+      // Removed by a reload: no more checks; it leaves lbd's pool once its flows have ended.
+      if (removed)
+        last = "drains, at most " + format_ms(be.value("drain_left_ms", int64_t{0})) + " more";
       rows.push_back({"  -> " + str(be, "address") + ":" + str(be, "port"), str(be, "weight"),
-                      str(be, "admin"), str(be, "health"), str(be, "live"),
-                      c.is_object() ? str(c, "flows_active", "0") : "-",
+                      removed ? "removed" : str(be, "admin"), removed ? "-" : str(be, "health"),
+                      str(be, "live"), c.is_object() ? str(c, "flows_active", "0") : "-",
                       c.is_object() ? str(c, "flows_total", "0") : "-",
-                      format_ms(be.value("in_state_ms", int64_t{-1})), last});
+                      removed ? "-" : format_ms(be.value("in_state_ms", int64_t{-1})), last});
     }
     b.count = rows.size() - b.first;
     blocks.push_back(b);
