@@ -12,7 +12,8 @@
 #   stats / flows    counters and the flow table from lbd's telemetry
 #   config reload    a good file applies (runtime changes kept); a broken one changes nothing
 #                    and says file:line
-#   restart          lb-healthd restarted: every runtime change is still there
+#   restart          lb-healthd restarted: every runtime change is still there; while it is
+#                    down, status shows what lbd applies and says lb-healthd is unreachable
 #   reload removes   a backend the reloaded file removed drains: 10 keep-alive connections on
 #                    it go on to the end (0 resets), new flows avoid it, it leaves once idle
 #   bad input        unknown names, malformed addresses, out-of-range weights, garbage, 10 MB, a
@@ -335,6 +336,23 @@ pass "config reload of a broken file: refused with file:line, nothing changed"
 stop_pid "$healthd_pid"
 healthd_pid=
 get 10.10.0.101 >/dev/null || fail "lbd stopped serving the new VIP without lb-healthd"
+# Meanwhile `status` shows what lbd applies and says plainly that lb-healthd is unreachable.
+expect 1 status
+echo "$out" | grep -q "^lb-healthd: UNREACHABLE: cannot connect to lb-healthd at $tmp/run/lbd.sock" \
+  || fail "status without lb-healthd: $out"
+echo "$out" | grep -E -q -- "-> 10.20.0.13:8080 +active +[0-9]+ +[0-9]+" \
+  || fail "status without lb-healthd should list lbd's backends: $out"
+echo "$out" | grep -q "^api (2 backend(s) in lbd)" || fail "status without lb-healthd: api? $out"
+echo "$err" | grep -q "cannot connect to lb-healthd" || fail "status without lb-healthd: $err"
+expect 1 --json status
+echo "$out" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+assert s["ok"] is False and s["healthd"]["reachable"] is False, s
+web = [x for x in s["services"] if x["name"] == "web"][0]
+assert all("flows_active" in b["lbd"] for b in web["backends"]), web
+' || fail "status --json without lb-healthd: $out"
+pass "status without lb-healthd: lbd's pool shown, lb-healthd said unreachable (exit 1)"
 start_healthd
 [ "$(lbctl config save -o -)" = "$before" ] || fail "lb-healthd lost runtime changes over a restart"
 expect 0 config diff

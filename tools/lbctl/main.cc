@@ -133,7 +133,7 @@ class Context {
       control = std::make_unique<lb::ctl::ControlClient>(socket_path(), 2000);
     } catch (const lb::ctl::Error& e) {
       if (error_.empty()) throw;
-      throw Refused(std::string(e.what()) + "; " + g_.config + " does not load: " + error_);
+      throw lb::ctl::Error(std::string(e.what()) + "; " + g_.config + " does not load: " + error_);
     }
     return control->request(req, static_cast<int>(timeout_ms));
   }
@@ -335,8 +335,39 @@ void strict_numbers(CLI::App* app) {
 
 // -- Commands --------------------------------------------------------------------------------
 
+// lb-healthd cannot be reached: what lbd applies, and exit 1 (the reason on stderr).
+int status_from_lbd(Context& ctx, const std::string& only, const std::string& healthd_error) {
+  Json view;
+  try {
+    lb::ctl::TelemetryClient& t = ctx.telemetry();
+    view = lb::ctl::lbd_status(t.query("/lb/backends"), t.query("/lb/pool"), t.query("/lb/stats"),
+                               t.hello(), healthd_error);
+  } catch (const std::exception& e) {
+    throw Refused(healthd_error + "; and lbd: " + e.what());
+  }
+  if (!only.empty()) {
+    Json kept = Json::array();
+    for (const Json& s : view["services"]) {
+      if (s.value("name", std::string()) == only) kept.push_back(s);
+    }
+    view["services"] = kept;
+  }
+  if (ctx.json()) {
+    print_json(view);
+  } else {
+    std::fputs(lb::ctl::render_lbd_status(view).c_str(), stdout);
+  }
+  std::fflush(stdout);
+  throw Refused(healthd_error + " (shown: what lbd applies)");
+}
+
 int cmd_status(Context& ctx, const std::string& only) {
-  Json status = ctx.call({{"cmd", "status"}});
+  Json status;
+  try {
+    status = ctx.call({{"cmd", "status"}});
+  } catch (const lb::ctl::Error& e) {
+    return status_from_lbd(ctx, only, e.what());
+  }
   check(status, ctx.json());
   if (!only.empty()) {
     Json kept = Json::array();

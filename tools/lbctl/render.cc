@@ -227,6 +227,88 @@ std::string render_status(const Json& m) {
   return o.str();
 }
 
+Json lbd_status(const Json& backends, const Json& pool, const Json& stats, const Json& hello,
+                const std::string& healthd_error) {
+  Json out = {{"ok", false}, {"healthd", {{"reachable", false}, {"error", healthd_error}}}};
+  out["lbd"] = {{"pid", hello.is_object() ? hello.value("pid", Json()) : Json()},
+                {"applied_generation", u64(pool, "applied_generation")},
+                {"received_generation", u64(pool, "received_generation")},
+                {"healthd_pid", u64(pool, "healthd_pid")},
+                {"flows_active", u64(stats, "flows_active")}};
+  // In lbd's id order, grouped by service in the order each first appears.
+  std::vector<std::pair<uint64_t, Json>> list;
+  if (backends.is_object()) {
+    for (auto it = backends.begin(); it != backends.end(); ++it)
+      list.emplace_back(u64(it.value(), "id"), it.value());
+  }
+  std::sort(list.begin(), list.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  Json services = Json::array();
+  std::map<std::string, size_t> index;
+  for (const auto& [id, b] : list) {
+    const std::string service = str(b, "service", "");
+    const std::string address = str(b, "address", "");
+    const size_t colon = address.rfind(':');
+    auto [at, fresh] = index.try_emplace(service, services.size());
+    if (fresh) services.push_back({{"name", service}, {"backends", Json::array()}});
+    Json c = b;
+    for (const char* k : {"service", "address", "state", "id"}) c.erase(k);
+    Json e = {{"address", address.substr(0, colon)},
+              {"port", colon == std::string::npos ? Json() : Json(address.substr(colon + 1))},
+              {"live", str(b, "state")},
+              {"lbd", std::move(c)}};
+    if (colon != std::string::npos) {
+      try {
+        e["port"] = std::stoi(address.substr(colon + 1));
+      } catch (const std::exception&) {
+      }
+    }
+    services[at->second]["backends"].push_back(std::move(e));
+  }
+  out["services"] = std::move(services);
+  return out;
+}
+
+std::string render_lbd_status(const Json& m) {
+  std::ostringstream o;
+  const Json& h = m.value("healthd", Json::object());
+  const Json& l = m.value("lbd", Json::object());
+  o << "lb-healthd: UNREACHABLE: " << str(h, "error") << "\n";
+  o << "lbd (pid " << str(l, "pid") << ") forwards with the pool it last applied (generation "
+    << str(l, "applied_generation") << "), " << str(l, "flows_active", "0")
+    << " active flow(s); health, admin states and runtime changes wait for lb-healthd.\n";
+  if (u64(l, "healthd_pid") != 0) {
+    o << "lbd still sees lb-healthd attached (pid " << u64(l, "healthd_pid")
+      << "): is its control socket elsewhere (--socket)?\n";
+  }
+  o << "\n";
+  std::vector<std::vector<std::string>> rows = {
+      {"  -> RemoteAddress:Port", "Live", "ActiveFlows", "TotalFlows"}};
+  std::vector<std::pair<std::string, size_t>> blocks;
+  for (const Json& s : m.value("services", Json::array())) {
+    const Json bs = s.value("backends", Json::array());
+    blocks.emplace_back(str(s, "name") + " (" + std::to_string(bs.size()) + " backend(s) in lbd)",
+                        rows.size());
+    for (const Json& b : bs) {
+      const Json& c = b.value("lbd", Json::object());
+      rows.push_back({"  -> " + str(b, "address") + ":" + str(b, "port"), str(b, "live"),
+                      str(c, "flows_active", "0"), str(c, "flows_total", "0")});
+    }
+  }
+  const std::string table = format_table(rows);
+  std::vector<std::string> lines;
+  std::istringstream in(table);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  o << "Service (as lbd names it)\n" << lines[0] << "\n";
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    o << blocks[k].first << "\n";
+    const size_t end = k + 1 < blocks.size() ? blocks[k + 1].second : lines.size();
+    for (size_t i = blocks[k].second; i < end; ++i) o << lines[i] << "\n";
+  }
+  if (blocks.empty()) o << "(lbd has no backend)\n";
+  return o.str();
+}
+
 // -- stats -----------------------------------------------------------------------------------
 
 Json stats_report(const Sample& a, const Sample& b) {
