@@ -46,19 +46,26 @@ std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool 
   }
   // The same lookups as ControlServer makes at start: a name that passes here cannot stop it.
   const cfg::HealthdConfig& h = config.healthd;
-  try {
-    if (accounts && !h.socket_owner.empty()) lookup_user(h.socket_owner);
-  } catch (const std::exception& e) {
-    return cfg::ConfigError(config.file, h.socket_owner_line, "healthd.socket_owner",
-                            std::string(e.what()) + " on this host (lb-healthd gives its control " +
-                                "socket to it when it starts)");
-  }
-  try {
-    if (accounts && !h.socket_group.empty()) lookup_group(h.socket_group);
-  } catch (const std::exception& e) {
-    return cfg::ConfigError(config.file, h.socket_group_line, "healthd.socket_group",
-                            std::string(e.what()) + " on this host (lb-healthd gives its control " +
-                                "socket to it when it starts)");
+  const struct {
+    const char* path;
+    const std::string& name;
+    int line;
+    void (*lookup)(const std::string&);
+  } kAccounts[] = {
+      {"healthd.socket_owner", h.socket_owner, h.socket_owner_line,
+       [](const std::string& n) { lookup_user(n); }},
+      {"healthd.socket_group", h.socket_group, h.socket_group_line,
+       [](const std::string& n) { lookup_group(n); }},
+  };
+  for (const auto& a : kAccounts) {
+    try {
+      if (accounts && !a.name.empty()) a.lookup(a.name);
+    } catch (const std::exception& e) {
+      return cfg::ConfigError(config.file, a.line, a.path,
+                              std::string(e.what()) +
+                                  " on this host (lb-healthd gives its control socket to it when "
+                                  "it starts)");
+    }
   }
   return std::nullopt;
 }

@@ -9,20 +9,7 @@ lbctl=$2
 examples=$3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-expect() {  # expect DESCRIPTION EXPECTED_EXIT PATTERN -- command...
-  local what=$1 code=$2 pattern=$3
-  shift 4
-  "$@" >"$tmp/out" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$code" ] || ! grep -qE -- "$pattern" "$tmp/out"; then
-    echo "FAIL: $what: exit $rc (want $code), output:"
-    sed 's/^/    /' "$tmp/out"
-    fails=$((fails + 1))
-  else
-    echo "ok: $what"
-  fi
-}
+. "$(dirname "$0")/lib.sh"
 
 # -- lb-healthd: usage errors are 2 ---------------------------------------------------------------
 expect "lb-healthd without --config" 2 "^lb-healthd: --config is required" -- "$healthd"

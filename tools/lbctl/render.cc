@@ -61,6 +61,16 @@ std::map<std::string, Json> backends_by_key(const Json& backends) {
   return out;
 }
 
+// A group of a table's rows under a line of its own (a service and its backends).
+struct Section {
+  std::string header;
+  size_t first = 0;  // index in the rows
+  size_t count = 0;
+};
+
+std::string format_table_with_sections(const std::vector<std::vector<std::string>>& rows,
+                                       const std::vector<Section>& sections);
+
 }  // namespace
 
 std::string format_table(const std::vector<std::vector<std::string>>& rows,
@@ -176,14 +186,9 @@ std::string render_status(const Json& m) {
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"  -> RemoteAddress:Port", "Weight", "Admin", "Health", "Live", "ActiveFlows",
                   "TotalFlows", "For", "LastCheck"});
-  struct Block {
-    std::string header;
-    size_t first = 0;
-    size_t count = 0;
-  };
-  std::vector<Block> blocks;
+  std::vector<Section> blocks;
   for (const Json& s : m.value("services", Json::array())) {
-    Block b;
+    Section b;
     const Json bs = s.value("backends", Json::array());
     std::string flags =
         str(s, "name") + ", " + str(s, "active", "0") + "/" + std::to_string(bs.size()) + " active";
@@ -213,17 +218,8 @@ std::string render_status(const Json& m) {
     b.count = rows.size() - b.first;
     blocks.push_back(b);
   }
-  // One table for the alignment; the service lines are put between its rows.
-  const std::string table = format_table(rows);
-  std::vector<std::string> lines;
-  std::istringstream in(table);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  o << "Prot LocalAddress:Port Scheduler (Service, Flags)\n";
-  o << lines[0] << "\n";
-  for (const Block& b : blocks) {
-    o << b.header << "\n";
-    for (size_t i = b.first; i < b.first + b.count; ++i) o << lines[i] << "\n";
-  }
+  o << "Prot LocalAddress:Port Scheduler (Service, Flags)\n"
+    << format_table_with_sections(rows, blocks);
   return o.str();
 }
 
@@ -284,30 +280,41 @@ std::string render_lbd_status(const Json& m) {
   o << "\n";
   std::vector<std::vector<std::string>> rows = {
       {"  -> RemoteAddress:Port", "Live", "ActiveFlows", "TotalFlows"}};
-  std::vector<std::pair<std::string, size_t>> blocks;
+  std::vector<Section> blocks;
   for (const Json& s : m.value("services", Json::array())) {
     const Json bs = s.value("backends", Json::array());
-    blocks.emplace_back(str(s, "name") + " (" + std::to_string(bs.size()) + " backend(s) in lbd)",
-                        rows.size());
+    blocks.push_back({str(s, "name") + " (" + std::to_string(bs.size()) + " backend(s) in lbd)",
+                      rows.size(), 0});
     for (const Json& b : bs) {
       const Json& c = b.value("lbd", Json::object());
       rows.push_back({"  -> " + str(b, "address") + ":" + str(b, "port"), str(b, "live"),
                       str(c, "flows_active", "0"), str(c, "flows_total", "0")});
     }
+    blocks.back().count = bs.size();
   }
-  const std::string table = format_table(rows);
-  std::vector<std::string> lines;
-  std::istringstream in(table);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  o << "Service (as lbd names it)\n" << lines[0] << "\n";
-  for (size_t k = 0; k < blocks.size(); ++k) {
-    o << blocks[k].first << "\n";
-    const size_t end = k + 1 < blocks.size() ? blocks[k + 1].second : lines.size();
-    for (size_t i = blocks[k].second; i < end; ++i) o << lines[i] << "\n";
-  }
+  o << "Service (as lbd names it)\n" << format_table_with_sections(rows, blocks);
   if (blocks.empty()) o << "(lbd has no backend)\n";
   return o.str();
 }
+
+namespace {
+
+std::string format_table_with_sections(const std::vector<std::vector<std::string>>& rows,
+                                       const std::vector<Section>& sections) {
+  // One table for the alignment; the section lines are put between its rows (rows[0] is the
+  // column header).
+  std::vector<std::string> lines;
+  std::istringstream in(format_table(rows));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  std::string out = lines.empty() ? "" : lines[0] + "\n";
+  for (const Section& s : sections) {
+    out += s.header + "\n";
+    for (size_t i = s.first; i < s.first + s.count && i < lines.size(); ++i) out += lines[i] + "\n";
+  }
+  return out;
+}
+
+}  // namespace
 
 // -- stats -----------------------------------------------------------------------------------
 
