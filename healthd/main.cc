@@ -40,7 +40,16 @@ int run(int argc, char** argv) {
   app.add_option("--log-level", level, "debug, info, warning or error (default info)");
   app.add_flag("--check", check, "validate the configuration and exit");
   app.set_version_flag("--version", "lb-healthd " LB_VERSION);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version: 0
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own codes (106 for a missing --config, 109 for an unknown option...) say nothing
+    // to a service manager: every usage error is 2, as for lbctl.
+    std::fprintf(stderr, "lb-healthd: %s (lb-healthd --help)\n", e.what());
+    return 2;
+  }
 
   const std::optional<lb::health::LogLevel> parsed = lb::health::parse_log_level(level);
   if (!parsed) {

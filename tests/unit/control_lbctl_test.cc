@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -355,6 +356,87 @@ TEST(LbctlTelemetry, SpeaksDpdkTelemetryV2) {
   EXPECT_EQ(asked[0], "/lb/stats");
   EXPECT_EQ(asked[1], "/lb/flows,20");
   EXPECT_EQ(asked[2], "/lb/nope");
+}
+
+TEST(LbctlTelemetry, StatusFromLbdAloneWhenLbHealthdIsUnreachable) {
+  // lb-healthd is down, lbd's telemetry answers: `lbctl status` shows lbd's pool (services,
+  // backends, their live states and flows) and says plainly that lb-healthd is unreachable.
+  FakeServer srv(SOCK_SEQPACKET, temp_socket("tel_status"));
+  srv.serve([&](int c) {
+    send_msg(c, R"({"version": "DPDK 22.11.0", "pid": 4100, "max_output_len": 16384})");
+    const std::map<std::string, std::string> answers = {
+        {"/lb/backends", R"({"/lb/backends": {
+           "backend_1": {"id": 1, "state": "draining", "service": "web",
+                         "address": "10.20.0.12:8080", "flows_active": 3, "flows_total": 40},
+           "backend_0": {"id": 0, "state": "active", "service": "web",
+                         "address": "10.20.0.11:8080", "flows_active": 14, "flows_total": 58},
+           "backend_2": {"id": 2, "state": "active", "service": "api",
+                         "address": "10.20.0.11:8080", "flows_active": 0, "flows_total": 5}}})"},
+        {"/lb/pool", R"({"/lb/pool": {"applied_generation": 74, "received_generation": 74,
+                                       "healthd_pid": 0, "updates_applied": 74}})"},
+        {"/lb/stats", R"({"/lb/stats": {"flows_active": 17, "workers": 1}})"}};
+    for (int i = 0; i < 3; ++i) {
+      const std::string q = recv_msg(c);
+      const auto it = answers.find(q);
+      send_msg(c, it != answers.end() ? it->second : "{}");
+    }
+    recv_msg(c);
+  });
+  Json view;
+  {
+    TelemetryClient t(srv.path(), 1000);
+    view = lbd_status(t.query("/lb/backends"), t.query("/lb/pool"), t.query("/lb/stats"), t.hello(),
+                      "cannot connect to lb-healthd at /run/lbd/lbd.sock: No such file or "
+                      "directory (is lb-healthd running?)");
+  }
+  srv.join();
+  EXPECT_EQ(view["ok"], false);
+  EXPECT_EQ(view["healthd"]["reachable"], false);
+  EXPECT_EQ(view["lbd"]["pid"], 4100);
+  EXPECT_EQ(view["lbd"]["flows_active"], 17);
+  ASSERT_EQ(view["services"].size(), 2u);
+  EXPECT_EQ(view["services"][0]["name"], "web");  // lbd's order: ids 0, 1, then 2
+  ASSERT_EQ(view["services"][0]["backends"].size(), 2u);
+  EXPECT_EQ(view["services"][0]["backends"][0]["address"], "10.20.0.11");
+  EXPECT_EQ(view["services"][0]["backends"][0]["port"], 8080);
+  EXPECT_EQ(view["services"][0]["backends"][1]["live"], "draining");
+  EXPECT_EQ(view["services"][0]["backends"][1]["lbd"]["flows_active"], 3);
+  EXPECT_EQ(view["services"][1]["name"], "api");
+  const std::string text = render_lbd_status(view);
+  EXPECT_EQ(text.rfind("lb-healthd: UNREACHABLE: cannot connect to lb-healthd at "
+                       "/run/lbd/lbd.sock: No such file or directory (is lb-healthd running?)\n",
+                       0),
+            0u)
+      << text;
+  EXPECT_NE(text.find("lbd (pid 4100) forwards with the pool it last applied (generation 74), 17 "
+                      "active flow(s)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("web (2 backend(s) in lbd)\n"
+                      "  -> 10.20.0.11:8080     active    14           58\n"
+                      "  -> 10.20.0.12:8080     draining  3            40\n"
+                      "api (1 backend(s) in lbd)\n"
+                      "  -> 10.20.0.11:8080     active    0            5\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(LbctlRender, RemovedBackendsDrainingAfterAReload) {
+  Json st = healthd_status();
+  Json& b = st["services"][0]["backends"][1];
+  b["removed"] = true;
+  b["drain_left_ms"] = 250000;
+  b["flows_active"] = 3;
+  st["services"].push_back(Json::parse(R"({"name": "old", "vip": "10.10.0.101", "port": 80,
+      "removed": true, "active": 0, "backends": []})"));
+  const std::string text = render_status(merge_status(st, lbd_backends(), ""));
+  EXPECT_NE(text.find("-> 10.20.0.14:8080     1       removed  -       draining  -            -"
+                      "           -      drains, at most 4m10s more"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("TCP  10.10.0.101:80 - (old, 0/0 active, REMOVED: draining)"),
+            std::string::npos)
+      << text;
 }
 
 TEST(LbctlTelemetry, MissingSocketSaysSo) {
