@@ -39,6 +39,16 @@ ServiceUpdate make_update(uint64_t gen, const char* name, uint32_t nbackends) {
   return u;
 }
 
+Event make_event(EventType type, uint32_t count) {
+  Event e{};
+  e.type = static_cast<uint32_t>(type);
+  e.count = count;
+  e.ip = 0x0a14000b;
+  e.port = 8080;
+  std::strcpy(e.service, "web");
+  return e;
+}
+
 TEST(ShmAbi, LayoutIsFixed) {
   EXPECT_EQ(sizeof(BackendEntry), 12u);
   EXPECT_EQ(sizeof(Event), 64u);
@@ -256,12 +266,7 @@ TEST(Corruption, UpdateRingRefusedByBothSides) {
 }
 
 TEST(Corruption, EventRingRefusedByBothSides) {
-  Event e{};
-  e.type = static_cast<uint32_t>(EventType::kSynRst);
-  e.count = 1;
-  e.ip = 0x0a14000b;
-  e.port = 8080;
-  std::strcpy(e.service, "web");
+  const Event e = make_event(EventType::kSynRst, 1);
   for (const RingCorruption& c : ring_corruptions()) {
     SCOPED_TRACE(c.what);
     auto [name, seg, a] = connect("corrupt-evt");
@@ -327,12 +332,7 @@ TEST(Corruption, MalformedMessagesAreDroppedAndCounted) {
   EXPECT_EQ(seg.faults(), 2u);
   EXPECT_NE(seg.last_fault().find("impossible generation"), std::string::npos);
   // Events: unknown type, counts 0 and too large, unterminated or empty service, address 0.
-  Event good{};
-  good.type = static_cast<uint32_t>(EventType::kSynTimeout);
-  good.count = 2;
-  good.ip = 0x0a14000b;
-  good.port = 8080;
-  std::strcpy(good.service, "web");
+  const Event good = make_event(EventType::kSynTimeout, 2);
   std::vector<Event> bad(6, good);
   bad[0].type = 9;
   bad[1].count = 0;
@@ -463,12 +463,7 @@ TEST(Channel, EventsFlowBack) {
   std::string why;
   auto a = Attachment::try_attach(name, why);
   ASSERT_TRUE(a);
-  Event e{};
-  e.type = static_cast<uint32_t>(EventType::kSynRst);
-  e.count = 3;
-  e.ip = 0x0a14000b;
-  e.port = 8080;
-  std::strcpy(e.service, "web");
+  const Event e = make_event(EventType::kSynRst, 3);
   uint32_t posted = 0;
   while (seg.post(e)) ++posted;
   EXPECT_EQ(posted, kEventRingSlots - 1);
