@@ -2,6 +2,7 @@
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_pdump.h>
 
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@
 
 #include "dataplane.h"
 #include "lb_config.h"
+#include "lb_version.h"
 #include "log.h"
 #include "telemetry.h"
 
@@ -49,7 +51,16 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "lbd: kernel-bypass L4 load balancer (DPDK)\n"
-      "usage: lbd [EAL args] -- --config FILE [--check]"};
+      "usage: lbd [EAL options] -- --config FILE [--instance NAME] [--check]\n"
+      "       lbd --config FILE --check      (validates the file; no EAL, no root)",
+      "lbd"};
+  app.footer(
+      "EAL options come before '--'. The usual ones: -l/--lcores (the first lcore runs the\n"
+      "control thread, each further one a worker), --no-pci or -a PCI (the NICs lbd may use),\n"
+      "--file-prefix (default: the instance name; lbctl and dpdk-dumpcap find lbd by it),\n"
+      "--log-level=lb:debug, -m/--no-huge (single-process only: no packet capture).\n"
+      "All of them: lbd --eal-help, or the DPDK guide's \"EAL parameters\" page.\n"
+      "Manual: lbd(8), lbd.cfg(5).");
   std::string config_path;
   bool check = false;
   std::string instance;
@@ -58,7 +69,15 @@ int main(int argc, char** argv) {
                  "names the pool channel to lb-healthd (/dev/shm/lbd-NAME); default: the "
                  "config's instance");
   app.add_flag("--check", check, "validate the configuration and exit");
-  app.set_version_flag("--version", "lbd 0.1.0");
+  app.add_flag_callback(
+      "--eal-help",
+      [&] {
+        // EAL prints its own options and exits while parsing them, before it touches memory.
+        std::vector<char*> help{argv[0], const_cast<char*>("--help"), nullptr};
+        rte_eal_init(2, help.data());
+      },
+      "list DPDK's EAL options (they go before '--') and exit");
+  app.set_version_flag("--version", "lbd " LB_VERSION);
   try {
     std::reverse(app_args.begin(), app_args.end());  // CLI11 takes them last-first
     app.parse(app_args);
@@ -94,6 +113,11 @@ int main(int argc, char** argv) {
       throw std::runtime_error(std::string("EAL initialisation failed: ") +
                                rte_strerror(rte_errno));
     eal_up = true;
+    // dpdk-dumpcap and dpdk-pdump attach as secondary processes and ask lbd, over EAL's IPC, to
+    // copy its ports' packets to them (without this: "Cannot find action: mp_pdump"). Until
+    // one does, the ports have no callbacks and the packet path is unchanged.
+    if (rte_pdump_init() != 0)
+      LB_LOG(WARNING, "packet capture (dpdk-dumpcap) unavailable: %s", rte_strerror(rte_errno));
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     {
@@ -111,6 +135,7 @@ int main(int argc, char** argv) {
       lb::dp::unregister_telemetry();
       dp.stop();
     }
+    rte_pdump_uninit();
     rte_eal_cleanup();
     return 0;
   } catch (const std::exception& e) {

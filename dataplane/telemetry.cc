@@ -11,6 +11,7 @@
 #include <string>
 
 #include "dataplane.h"
+#include "port_stats.h"
 
 namespace lb::dp {
 
@@ -87,6 +88,15 @@ int cmd_ports(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_u64(e, "rx_bytes", LB_SUM(c.port[p].rx_bytes.get()));
     rte_tel_data_add_dict_u64(e, "tx_packets", LB_SUM(c.port[p].tx_packets.get()));
     rte_tel_data_add_dict_u64(e, "tx_bytes", LB_SUM(c.port[p].tx_bytes.get()));
+    // Drops before lbd: the device's and the kernel's (port_stats.h).
+    const PortDrops pd = read_port_drops(dp->port_id(p));
+    rte_tel_data_add_dict_u64(e, "imissed", pd.imissed);
+    rte_tel_data_add_dict_u64(e, "ierrors", pd.ierrors);
+    rte_tel_data_add_dict_u64(e, "oerrors", pd.oerrors);
+    rte_tel_data_add_dict_u64(e, "rx_nombuf", pd.rx_nombuf);
+    rte_tel_data_add_dict_string(e, "kernel_iface", pd.kernel_iface.c_str());
+    rte_tel_data_add_dict_u64(e, "kernel_rx_dropped", pd.kernel_rx_dropped);
+    rte_tel_data_add_dict_u64(e, "kernel_socket_drops", pd.kernel_socket_drops);
     rte_tel_data_add_dict_container(d, dp->port_name(p).c_str(), e, 0);
   }
   return 0;
@@ -208,7 +218,9 @@ void register_telemetry(const Dataplane* dp) {
   registered = true;
   rte_telemetry_register_cmd("/lb/stats", cmd_stats, "Totals over all workers and ports.");
   rte_telemetry_register_cmd("/lb/drops", cmd_drops, "Dropped packets by reason.");
-  rte_telemetry_register_cmd("/lb/ports", cmd_ports, "Per-port RX/TX packets and bytes.");
+  rte_telemetry_register_cmd("/lb/ports", cmd_ports,
+                             "Per-port RX/TX packets and bytes, and drops before lbd: the "
+                             "device's (imissed...) and the kernel interface's.");
   rte_telemetry_register_cmd("/lb/backends", cmd_backends,
                              "Per-backend flows, packets, bytes and passive health signals.");
   rte_telemetry_register_cmd("/lb/workers", cmd_workers, "Per-worker flow table use.");

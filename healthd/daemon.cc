@@ -9,9 +9,11 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <sstream>
 #include <utility>
 
 #include "log.h"
+#include "telemetry_client.h"
 
 namespace lb::health {
 
@@ -45,7 +47,7 @@ std::string endpoint(uint32_t address, uint16_t port) {
 
 }  // namespace
 
-std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config) {
+std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool accounts) {
   for (size_t i = 0; i < config.services.size(); ++i) {
     const cfg::ServiceConfig& s = config.services[i];
     if (s.backends.size() > shm::kMaxBackendsPerService) {
@@ -53,6 +55,29 @@ std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config) {
           config.file, s.line, "services.[" + std::to_string(i) + "].backends",
           std::to_string(s.backends.size()) + " backends; lb-healthd carries at most " +
               std::to_string(shm::kMaxBackendsPerService) + " per service to lbd");
+    }
+  }
+  // The same lookups as ControlServer makes at start: a name that passes here cannot stop it.
+  const cfg::HealthdConfig& h = config.healthd;
+  const struct {
+    const char* path;
+    const std::string& name;
+    int line;
+    void (*lookup)(const std::string&);
+  } kAccounts[] = {
+      {"healthd.socket_owner", h.socket_owner, h.socket_owner_line,
+       [](const std::string& n) { lookup_user(n); }},
+      {"healthd.socket_group", h.socket_group, h.socket_group_line,
+       [](const std::string& n) { lookup_group(n); }},
+  };
+  for (const auto& a : kAccounts) {
+    try {
+      if (accounts && !a.name.empty()) a.lookup(a.name);
+    } catch (const std::exception& e) {
+      return cfg::ConfigError(config.file, a.line, a.path,
+                              std::string(e.what()) +
+                                  " on this host (lb-healthd gives its control socket to it when "
+                                  "it starts)");
     }
   }
   return std::nullopt;
@@ -152,19 +177,31 @@ TimePoint Daemon::first_check(const BackendHealth& h, TimePoint now) {
   return now + Millis(static_cast<int64_t>(random() % static_cast<uint64_t>(span)));
 }
 
-void Daemon::apply(cfg::Config config, const std::string& why) {
+void Daemon::apply(cfg::Config config, const std::string& why, Millis drain) {
   const TimePoint now = Clock::now();
   const auto wall = std::chrono::system_clock::now();
   std::vector<ServiceRuntime> next;
   next.reserve(config.services.size());
   size_t backends = 0;
   for (const cfg::ServiceConfig& sc : config.services) {
-    ServiceRuntime s{sc, {}, {}, 0};
+    ServiceRuntime s{sc, {}, {}, 0, {}, false};
     ServiceRuntime* old = nullptr;
     if (auto it = by_name_.find(sc.name); it != by_name_.end()) old = &services_[it->second];
     if (old) {
       s.last_generation = old->last_generation;
       s.pool = old->pool;  // so that fail_open and all-down transitions are logged once
+      // Still draining from an earlier reload, unless the service has it again.
+      for (Leaving& l : old->leaving) {
+        const bool back = std::any_of(sc.backends.begin(), sc.backends.end(), [&](const auto& b) {
+          return b.address == l.backend.config.address && b.port == l.backend.config.port;
+        });
+        if (back) {
+          HLOG_INFO("%s is back (%s) before it had drained", l.backend.label.c_str(), why.c_str());
+        } else {
+          s.leaving.push_back(std::move(l));
+        }
+      }
+      old->leaving.clear();
     }
     const HealthParams params = HealthParams::from(sc.health);
     for (const cfg::BackendConfig& bc : sc.backends) {
@@ -220,16 +257,20 @@ void Daemon::apply(cfg::Config config, const std::string& why) {
       }
     }
     if (old) {
-      for (const BackendRuntime& ob : old->backends) {
+      for (BackendRuntime& ob : old->backends) {
         if (ob.id == 0) continue;
         prober_->cancel(ob.id);
-        HLOG_INFO("%s removed (%s)", ob.label.c_str(), why.c_str());
+        if (drain > Millis(0)) {
+          start_leaving(s, std::move(ob), drain, now);
+        } else {
+          HLOG_INFO("%s removed (%s)", ob.label.c_str(), why.c_str());
+        }
       }
     }
     publisher_.cancel_removal(sc.name);
     next.push_back(std::move(s));
   }
-  for (const ServiceRuntime& s : services_) {
+  for (ServiceRuntime& s : services_) {
     const bool kept =
         std::any_of(config.services.begin(), config.services.end(),
                     [&](const cfg::ServiceConfig& c) { return c.name == s.config.name; });
@@ -237,7 +278,33 @@ void Daemon::apply(cfg::Config config, const std::string& why) {
     for (const BackendRuntime& b : s.backends) {
       if (b.id != 0) prober_->cancel(b.id);
     }
-    HLOG_INFO("service %s removed (%s): lbd will be told", s.config.name.c_str(), why.c_str());
+    // A service a reload removes drains like its backends, keeping its VIP meanwhile, unless
+    // the new configuration gives that VIP:port to another service (lbd would refuse it).
+    const auto taken = std::find_if(config.services.begin(), config.services.end(),
+                                    [&](const cfg::ServiceConfig& c) {
+                                      return c.vip == s.config.vip && c.port == s.config.port;
+                                    });
+    const bool drains = (drain > Millis(0) || s.removed) && taken == config.services.end();
+    if (drains) {
+      if (!s.removed) {
+        HLOG_INFO("service %s removed (%s): it drains before lbd is told", s.config.name.c_str(),
+                  why.c_str());
+      }
+      // Its pool (recompute() below) has every backend draining: lbd is sent that.
+      ServiceRuntime gone{s.config, {}, s.pool, s.last_generation, std::move(s.leaving), true};
+      for (BackendRuntime& b : s.backends) start_leaving(gone, std::move(b), drain, now);
+      next.push_back(std::move(gone));
+      continue;
+    }
+    if (taken != config.services.end() && (drain > Millis(0) || s.removed)) {
+      HLOG_WARNING(
+          "service %s removed (%s): its VIP %s:%u is now service %s's, so it cannot drain: its "
+          "connections are reset",
+          s.config.name.c_str(), why.c_str(), cfg::format_ipv4(s.config.vip).c_str(),
+          static_cast<unsigned>(s.config.port), taken->name.c_str());
+    } else {
+      HLOG_INFO("service %s removed (%s): lbd will be told", s.config.name.c_str(), why.c_str());
+    }
     publisher_.remove(s.config.name);  // owed before the updates below: it may free a VIP
   }
   // What lbd was last told of each service that stays: a runtime change sends only the services
@@ -305,8 +372,19 @@ void Daemon::recompute(ServiceRuntime& s) {
                                 b.health.health()});
   }
   LivePool pool = build_pool(views, s.config.on_all_down, s.config.maint);
+  // Backends a reload removed stay in lbd's pool as draining until they have no flow left.
+  for (const Leaving& l : s.leaving) {
+    shm::BackendEntry e{};
+    e.ip = l.backend.config.address;
+    e.port = l.backend.config.port;
+    e.weight = static_cast<uint16_t>(std::min<uint32_t>(l.backend.config.weight, 65535));
+    e.state = static_cast<uint8_t>(shm::BackendState::kDraining);
+    pool.entries.push_back(e);
+  }
   if (pool == s.pool) return;
-  if (pool.fail_open && !s.pool.fail_open) {
+  if (s.removed) {
+    // The service is going: its pool has nothing active by design.
+  } else if (pool.fail_open && !s.pool.fail_open) {
     HLOG_WARNING(
         "%s: no backend is active: on_all_down = fail_open sends all %u non-maint "
         "backend(s) as active (panic mode)",
@@ -315,7 +393,8 @@ void Daemon::recompute(ServiceRuntime& s) {
     HLOG_WARNING("%s: fail_open (panic mode) ended: %u backend(s) active on their own",
                  s.config.name.c_str(), pool.active);
   }
-  if (none_active(pool) && !none_active(s.pool)) {
+  if (s.removed) {
+  } else if (none_active(pool) && !none_active(s.pool)) {
     HLOG_WARNING(
         "%s: no backend is active: lbd applies its no_backend_policy (on_all_down = "
         "fail_closed)",
@@ -578,9 +657,12 @@ void Daemon::handle_signals(int signal_fd) {
         HLOG_INFO("SIGHUP: reloading %s", options_.config_path.c_str());
         reload();
         break;
-      case SIGUSR1:
-        HLOG_INFO("%s", format_status(snapshot()).c_str());
+      case SIGUSR1: {
+        // One log line per line of the status: the log escapes newlines within a line.
+        std::istringstream lines(format_status(snapshot()));
+        for (std::string line; std::getline(lines, line);) HLOG_INFO("%s", line.c_str());
         break;
+      }
       case SIGTERM:
       case SIGINT:
         HLOG_INFO("%s: stopping", strsignal(static_cast<int>(si.ssi_signo)));
@@ -627,7 +709,7 @@ std::string Daemon::persist(const Json& base, const Json& running, bool& persist
   return "";
 }
 
-ChangeResult Daemon::reload_config(bool replace) {
+ChangeResult Daemon::reload_config(bool replace, std::optional<Millis> drain_timeout) {
   cfg::Config file;
   try {
     file = cfg::load_config(options_.config_path);
@@ -677,7 +759,29 @@ ChangeResult Daemon::reload_config(bool replace) {
   r.changes = diff_services(running, next);
   r.mark = publisher_.generation();
   base_ = file_services;
-  apply(std::move(config), "reload");
+  const Millis drain = drain_timeout.value_or(Millis(config.healthd.drain_timeout_ms));
+  const TimePoint before = Clock::now();
+  apply(std::move(config), "reload", drain);
+  // Say which removals drain (and so are not gone yet): the operator sees them in the reply.
+  for (const ServiceRuntime& s : services_) {
+    const std::string at_most = " (at most " + format_duration(drain) + ")";
+    bool service_line = false;
+    for (const Leaving& l : s.leaving) {
+      if (l.since < before) continue;
+      if (s.removed && !service_line) {
+        r.changes.push_back("service " + s.config.name +
+                            ": drains before it goes: no new connections; lbd keeps it until its "
+                            "backends have no flow left" +
+                            at_most);
+        service_line = true;
+      }
+      r.changes.push_back("service " + s.config.name + ": backend " +
+                          endpoint(l.backend.config.address, l.backend.config.port) +
+                          " drains: no new flows; it leaves lbd's pool once its flows have "
+                          "ended" +
+                          at_most);
+    }
+  }
   if (lock) lock_ = std::move(lock);
   for (const std::string& c : r.changes) HLOG_INFO("reload: %s", c.c_str());
   if (const std::vector<std::string> kept = runtime_changes(); !kept.empty()) {
@@ -692,7 +796,7 @@ ChangeResult Daemon::change(const std::string& what, const ServicesEdit& edit) {
   const Json running = services_to_json(config_.services);
   Json next = running;
   if (std::optional<Refusal> no = edit(next)) {
-    HLOG_INFO("refused %s: %s", what.c_str(), no->message.c_str());
+    HLOG_DEBUG("refused %s: %s", what.c_str(), no->message.c_str());  // the control socket logs it
     return refused(no->code, no->message);
   }
   ChangeResult r;
@@ -706,7 +810,7 @@ ChangeResult Daemon::change(const std::string& what, const ServicesEdit& edit) {
     config = build_config(config_, next, "(runtime change)");
   } catch (const cfg::ConfigError& e) {
     const std::string why = describe_error(e, next);
-    HLOG_INFO("refused %s: %s", what.c_str(), why.c_str());
+    HLOG_DEBUG("refused %s: %s", what.c_str(), why.c_str());  // the control socket logs it
     return refused("invalid", why);
   }
   // From here on the services as the configuration library read them: every key with its
@@ -749,9 +853,11 @@ ChangeResult Daemon::save_config() {
   }
   struct stat st {};
   mode_t mode = 0644;
+  std::optional<FileOwner> owner;  // the file's owner and group stay: others may read it by group
   try {
     if (::stat(path.c_str(), &st) == 0) {
       mode = st.st_mode & 07777;
+      owner = FileOwner{st.st_uid, st.st_gid};
       int error = 0;
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) throw std::runtime_error(path + ": cannot read: " + std::strerror(errno));
@@ -762,9 +868,9 @@ ChangeResult Daemon::save_config() {
       error = n < 0 ? errno : 0;
       ::close(fd);
       if (error != 0) throw std::runtime_error(path + ": cannot read: " + std::strerror(error));
-      write_file_atomic(path + ".bak", old, mode);
+      write_file_atomic(path + ".bak", old, mode, owner);
     }
-    write_file_atomic(path, text, mode);
+    write_file_atomic(path, text, mode, owner);
   } catch (const std::exception& e) {
     HLOG_ERROR("config save failed: %s", e.what());
     return refused("io", e.what());
@@ -840,6 +946,137 @@ void Daemon::check_waiters(TimePoint now) {
   for (auto& [w, a] : finished) w.done(a);
 }
 
+// -- Draining what a reload removed -----------------------------------------------------------
+
+namespace {
+// How often lbd's flow counts are read while something drains, and after a failed read.
+constexpr Millis kLeavingCheck{250};
+constexpr Millis kLeavingRetry{2000};
+// A read of lbd's telemetry blocks the loop for at most this long (twice: hello, reply).
+constexpr int kTelemetryTimeoutMs = 100;
+}  // namespace
+
+void Daemon::start_leaving(ServiceRuntime& s, BackendRuntime b, Millis drain, TimePoint now) {
+  if (s.backends.size() + s.leaving.size() >= shm::kMaxBackendsPerService) {
+    HLOG_WARNING(
+        "%s removed: it cannot drain (service %s already sends lbd %u backends, the most one "
+        "update carries): its connections are reset",
+        b.label.c_str(), s.config.name.c_str(), shm::kMaxBackendsPerService);
+    return;
+  }
+  HLOG_INFO(
+      "%s removed: draining (no new flows; it leaves lbd's pool once its flows have ended, "
+      "at most %s)",
+      b.label.c_str(), format_duration(drain).c_str());
+  s.leaving.push_back(Leaving{std::move(b), now, now + drain, publisher_.generation(), -1});
+  next_leaving_check_ = std::min(next_leaving_check_, now + kLeavingCheck);
+}
+
+bool Daemon::anything_leaving() const {
+  return std::any_of(services_.begin(), services_.end(),
+                     [](const ServiceRuntime& s) { return s.removed || !s.leaving.empty(); });
+}
+
+std::optional<std::unordered_map<std::string, int64_t>> Daemon::lbd_flows(std::string& why) {
+  const std::string path =
+      options_.telemetry.empty() ? ctl::telemetry_path(instance_) : options_.telemetry;
+  try {
+    ctl::TelemetryClient t(path, kTelemetryTimeoutMs);
+    const Json backends = t.query("/lb/backends");
+    std::unordered_map<std::string, int64_t> out;
+    if (!backends.is_object())
+      throw ctl::Error("lbd's telemetry at " + path + ": /lb/backends is not an object");
+    for (const auto& [key, b] : backends.items()) {
+      if (!b.is_object()) continue;
+      const Json flows = b.value("flows_active", Json());
+      // An id lbd has not reclaimed yet may repeat a backend: the flows are the sum.
+      out[b.value("service", std::string()) + "|" + b.value("address", std::string())] +=
+          flows.is_number_integer() ? flows.get<int64_t>() : 0;
+    }
+    return out;
+  } catch (const std::exception& e) {
+    why = e.what();
+    return std::nullopt;
+  }
+}
+
+void Daemon::tick_leaving(TimePoint now) {
+  if (now < next_leaving_check_ || !anything_leaving()) return;
+  next_leaving_check_ = now + kLeavingCheck;
+  // lbd's counters, checked (read_lbd()); a segment refused just now decides nothing here.
+  LbdView lbd;
+  if (att_ && !read_lbd(lbd, now)) return;
+  const uint64_t applied = lbd.applied;
+  // lbd applies an update that has the backend draining: from then on no new flow reaches it,
+  // so a count of 0 stays 0 (an earlier count could still grow).
+  const auto drains_in_lbd = [&](const ServiceRuntime& s, const Leaving& l) {
+    return att_ && !publisher_.owed(s.config.name) && s.last_generation > l.mark &&
+           applied >= s.last_generation;
+  };
+  bool counting = false;
+  for (const ServiceRuntime& s : services_) {
+    for (const Leaving& l : s.leaving) counting = counting || drains_in_lbd(s, l);
+  }
+  std::optional<std::unordered_map<std::string, int64_t>> counts;
+  if (counting) {
+    std::string why;
+    counts = lbd_flows(why);
+    if (!counts) {
+      if (why != telemetry_error_) {
+        HLOG_WARNING(
+            "cannot count the flows of draining backends: %s: they leave lbd's pool "
+            "after their drain timeout",
+            why.c_str());
+      }
+      next_leaving_check_ = now + kLeavingRetry;
+    } else if (!telemetry_error_.empty()) {
+      HLOG_INFO("counting the flows of draining backends again (lbd's telemetry answers)");
+    }
+    telemetry_error_ = counts ? "" : why;
+  }
+  for (ServiceRuntime& s : services_) {
+    const size_t before = s.leaving.size();
+    std::erase_if(s.leaving, [&](Leaving& l) {
+      const char* label = l.backend.label.c_str();
+      const std::string took = format_duration(std::chrono::duration_cast<Millis>(now - l.since));
+      if (!att_) {
+        HLOG_INFO("%s removed: lbd is not running (or lb-healthd not attached): no flow to drain",
+                  label);
+        return true;
+      }
+      if (counts && drains_in_lbd(s, l)) {
+        const auto it = counts->find(s.config.name + "|" +
+                                     endpoint(l.backend.config.address, l.backend.config.port));
+        l.flows = it == counts->end() ? 0 : it->second;
+        if (l.flows <= 0) {
+          HLOG_INFO("%s drained in %s: removed from lbd's pool", label, took.c_str());
+          return true;
+        }
+      }
+      if (now >= l.deadline) {
+        const std::string flows = l.flows < 0 ? std::string("its flows not counted")
+                                              : std::to_string(l.flows) + " active flow(s)";
+        HLOG_WARNING(
+            "%s: drain timeout after %s with %s: removed from lbd's pool (lbd resets "
+            "its connections)",
+            label, took.c_str(), flows.c_str());
+        return true;
+      }
+      return false;
+    });
+    if (s.leaving.size() != before) recompute(s);
+  }
+  // A service a reload removed goes once its backends have: now lbd is told.
+  const size_t count = services_.size();
+  std::erase_if(services_, [&](const ServiceRuntime& s) {
+    if (!s.removed || !s.leaving.empty()) return false;
+    HLOG_INFO("service %s drained: lbd will be told it is removed", s.config.name.c_str());
+    publisher_.remove(s.config.name);
+    return true;
+  });
+  if (services_.size() != count) index();
+}
+
 bool Daemon::turn(int signal_fd, Millis max_wait) {
   TimePoint now = Clock::now();
   if (now >= next_channel_) {
@@ -847,6 +1084,7 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
     next_channel_ = now + options_.channel_period;
   }
   drain_events(now);
+  tick_leaving(now);
   const TimePoint due = start_due(now);
   flush();
   check_channel(now);
@@ -862,6 +1100,7 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   TimePoint until = std::min({due, next_channel_, next_health_write_});
   if (anything_pending()) until = std::min(until, now + Millis(10));  // retry the ring soon
   if (!waiters_.empty()) until = std::min(until, now + Millis(2));    // lbd acks within a tick
+  if (anything_leaving()) until = std::min(until, next_leaving_check_);
   int wake_fd = signal_fd;
   if (control_) {
     if (signal_fd >= 0) control_->watch(signal_fd);
@@ -973,8 +1212,14 @@ DaemonStatus Daemon::snapshot() const {
     ss.active = s.pool.active;
     ss.pending = publisher_.owed(s.config.name);
     ss.last_generation = s.last_generation;
-    for (size_t j = 0; j < s.backends.size(); ++j) {
-      const BackendRuntime& b = s.backends[j];
+    ss.removed = s.removed;
+    ss.vip = s.config.vip;
+    ss.port = s.config.port;
+    // The backends, then those a reload removed that are still draining (the pool's order).
+    const size_t kept = s.backends.size();
+    for (size_t j = 0; j < kept + s.leaving.size(); ++j) {
+      const Leaving* l = j < kept ? nullptr : &s.leaving[j - kept];
+      const BackendRuntime& b = l ? l->backend : s.backends[j];
       BackendStatus bs;
       bs.address = b.config.address;
       bs.port = b.config.port;
@@ -996,8 +1241,15 @@ DaemonStatus Daemon::snapshot() const {
       bs.transitions = b.health.transitions();
       bs.passive_syn_rst = b.health.passive_signals(PassiveSignal::kSynRst);
       bs.passive_syn_timeout = b.health.passive_signals(PassiveSignal::kSynTimeout);
-      bs.check_running = prober_ && prober_->running(b.id);
+      bs.check_running = !l && prober_ && prober_->running(b.id);
       bs.next_check_in_ms = ms_of(std::chrono::duration_cast<Millis>(b.next_check - now));
+      if (l) {
+        bs.removed = true;
+        bs.next_check_in_ms = 0;
+        bs.flows = l->flows;
+        bs.drain_left_ms =
+            std::max<int64_t>(0, ms_of(std::chrono::duration_cast<Millis>(l->deadline - now)));
+      }
       ss.backends.push_back(std::move(bs));
     }
     st.services.push_back(std::move(ss));

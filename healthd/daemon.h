@@ -32,16 +32,22 @@ struct Options {
   Millis channel_period{100};  // attach retries, staleness and epoch checks
   uint64_t seed = 0;           // jitter; 0: from std::random_device
   std::string state_file;      // where runtime changes are kept; empty: in memory only
+  // lbd's telemetry socket, where the flows of draining backends are counted; empty:
+  // /var/run/dpdk/<instance>/dpdk_telemetry.v2 (lbd's default --file-prefix is the instance).
+  std::string telemetry;
   // The instance lock and the health file (runtime_dir.h); empty: neither (tests).
   std::string runtime_dir;
 };
 
 // Problems the config library does not know about because they are lb-healthd's own limits
-// (the channel carries at most shm::kMaxBackendsPerService backends per service). "file:line:
-// path: message", like a ConfigError; nullopt when the config is fine.
+// (the channel carries at most shm::kMaxBackendsPerService backends per service), or depend on
+// the host: the healthd.socket_owner and socket_group accounts must exist (lb-healthd gives its
+// control socket to them at start). "file:line: path: message", like a ConfigError; nullopt when
+// the config is fine.
 std::optional<std::string> check_for_healthd(const cfg::Config& config);
-// The same as a ConfigError (file, line and path apart).
-std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config);
+// The same as a ConfigError (file, line and path apart). `accounts`: look the socket's accounts
+// up (false for runtime changes, which cannot touch them).
+std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool accounts = true);
 
 // -- Runtime changes (the control socket, docs/lbctl.md) ----------------------------------------
 
@@ -97,10 +103,18 @@ struct BackendStatus {
   uint64_t passive_syn_timeout = 0;
   bool check_running = false;
   int64_t next_check_in_ms = 0;  // meaningless while check_running
+  // Removed by a reload, draining until lbd has no flow on it (the rest above is as it was
+  // when it was removed; it is not checked any more).
+  bool removed = false;
+  int64_t flows = -1;         // lbd's count when last read; -1: not read yet
+  int64_t drain_left_ms = 0;  // until it is removed whatever its flows
 };
 
 struct ServiceStatus {
   std::string name;
+  bool removed = false;  // removed by a reload; in lbd's pool until its backends have drained
+  uint32_t vip = 0;
+  uint16_t port = 0;
   bool fail_open = false;  // panic mode: every non-maint backend sent as active
   uint32_t active = 0;
   bool pending = false;  // its newest state is waiting to be sent
@@ -157,12 +171,19 @@ class Daemon {
   // changes nothing. What changed in the file since it was last read is applied to the running
   // services; runtime changes the file does not touch stay (state_file.h). With `replace`, the
   // file's services replace the running ones.
+  // A backend (or service) the file no longer has drains (docs/operations.md): lbd is told
+  // it is draining (no new flows, established ones continue), and it leaves lbd's pool once lbd
+  // counts no flow on it, or after `drain_timeout` (default: healthd.drain_timeout_ms), when
+  // its remaining connections are reset. A zero timeout removes at once. The result's changes
+  // say which drain.
   bool reload();
-  ChangeResult reload_config(bool replace);
+  ChangeResult reload_config(bool replace, std::optional<Millis> drain_timeout = std::nullopt);
   // Replaces the running configuration; backends that stay (same service, address and port)
   // keep their health and counters. `why` is said in the log ("reload", "runtime change ...").
-  // A reload sends every service to lbd again; a runtime change only what it changed.
-  void apply(cfg::Config config, const std::string& why = "reload");
+  // Backends and services it drops drain for `drain` (0: removed at once; runtime changes,
+  // whose removals lbctl drains itself); those already draining go on draining. A reload sends
+  // every service to lbd again; a runtime change only what it changed.
+  void apply(cfg::Config config, const std::string& why = "reload", Millis drain = Millis(0));
 
   // A runtime change: `edit` works on a copy of the running services; the result is validated
   // exactly like the file, persisted to the state file, then applied (all or nothing). `what`
@@ -203,11 +224,21 @@ class Daemon {
     std::chrono::system_clock::time_point changed_wall;
     std::string label;  // "web 10.20.0.12:8080"
   };
+  // A backend removed by a reload while lbd drains it (in lbd's pool as draining, not checked).
+  struct Leaving {
+    BackendRuntime backend;  // as it was when removed (its status is shown as it was)
+    TimePoint since;
+    TimePoint deadline;  // removed then, flows or not
+    uint64_t mark = 0;   // the generation sent when it was removed: later ones carry it draining
+    int64_t flows = -1;  // lbd's count when last read
+  };
   struct ServiceRuntime {
     cfg::ServiceConfig config;
     std::vector<BackendRuntime> backends;
     LivePool pool;
     uint64_t last_generation = 0;
+    std::vector<Leaving> leaving;
+    bool removed = false;  // the service itself was removed by a reload: it goes with `leaving`
   };
 
   TimePoint first_check(const BackendHealth& h, TimePoint now);
@@ -241,6 +272,13 @@ class Daemon {
   // Writes the state file for (base, running); "" or why it could not.
   std::string persist(const Json& base, const Json& running, bool& persisted);
   void check_waiters(TimePoint now);
+  // Draining after a reload: what was removed and how far its flows have gone.
+  void start_leaving(ServiceRuntime& s, BackendRuntime b, Millis drain, TimePoint now);
+  void tick_leaving(TimePoint now);
+  bool anything_leaving() const;
+  // lbd's active flows per "service|address:port"; nullopt (with `why`) when its telemetry
+  // cannot be read.
+  std::optional<std::unordered_map<std::string, int64_t>> lbd_flows(std::string& why);
 
   struct Waiter {
     uint64_t mark = 0;
@@ -290,6 +328,8 @@ class Daemon {
   Json base_;  // the config file's services when last read (state_file.h)
   std::vector<Waiter> waiters_;
   std::unique_ptr<ControlServer> control_;
+  TimePoint next_leaving_check_{};
+  std::string telemetry_error_;  // the last reason lbd's flow counts could not be read
 };
 
 }  // namespace lb::health

@@ -14,6 +14,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "lb_config.h"
+#include "lb_version.h"
 #include "log.h"
 #include "runtime_dir.h"
 #include "state_file.h"
@@ -27,7 +28,8 @@ int run(int argc, char** argv) {
       "Signals: SIGTERM/SIGINT stop, SIGHUP reloads the file (a bad file is refused and the\n"
       "running configuration kept), SIGUSR1 logs the state of every backend.\n"
       "Runtime changes: lbctl, on the control socket (healthd.control_socket, default\n"
-      "/run/lbd/<instance>.sock); they are kept in healthd.state_file (default <config>.state)."};
+      "/run/lbd/<instance>.sock); they are kept in healthd.state_file (default <config>.state).",
+      "lb-healthd"};
   std::string config_path;
   std::string instance;
   std::string level = "info";
@@ -43,8 +45,17 @@ int run(int argc, char** argv) {
                  "lb-healthd's user may write there");
   app.add_option("--log-level", level, "debug, info, warning or error (default info)");
   app.add_flag("--check", check, "validate the configuration and exit");
-  app.set_version_flag("--version", "lb-healthd 0.1.0");
-  CLI11_PARSE(app, argc, argv);
+  app.set_version_flag("--version", "lb-healthd " LB_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version: 0
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own codes (106 for a missing --config, 109 for an unknown option...) say nothing
+    // to a service manager: every usage error is 2, as for lbctl.
+    std::fprintf(stderr, "lb-healthd: %s (lb-healthd --help)\n", e.what());
+    return 2;
+  }
 
   const std::optional<lb::health::LogLevel> parsed = lb::health::parse_log_level(level);
   if (!parsed) {

@@ -20,6 +20,8 @@
 #include <string>
 #include <thread>
 
+#include "lb_version.h"
+
 namespace {
 
 constexpr const char* kDescription = R"(lb-backend: an HTTP/1.1 test backend for lbd and lb-healthd.
@@ -121,7 +123,7 @@ void text(httplib::Response& res, int status, const std::string& body) {
 }  // namespace
 
 static int run(int argc, char** argv) {
-  CLI::App app{kDescription};
+  CLI::App app{kDescription, "lb-backend"};
   std::string name;
   std::string listen = "127.0.0.1";
   int port = 0;
@@ -132,6 +134,7 @@ static int run(int argc, char** argv) {
       ->required()
       ->check(CLI::Range(0, 65535));
   app.add_option("--threads", threads, "worker threads (default 64)")->check(CLI::Range(1, 1024));
+  app.set_version_flag("--version", "lb-backend " LB_VERSION);
   CLI11_PARSE(app, argc, argv);
 
   // Signals go to one thread that waits for them; every other thread has them blocked.

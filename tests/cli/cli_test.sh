@@ -5,20 +5,7 @@ lbd=$1
 examples=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-expect() {  # expect DESCRIPTION EXPECTED_EXIT PATTERN -- command...
-  local what=$1 code=$2 pattern=$3
-  shift 4
-  "$@" >"$tmp/out" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$code" ] || ! grep -qE -- "$pattern" "$tmp/out"; then
-    echo "FAIL: $what: exit $rc (want $code), output:"
-    sed 's/^/    /' "$tmp/out"
-    fails=$((fails + 1))
-  else
-    echo "ok: $what"
-  fi
-}
+. "$(dirname "$0")/lib.sh"
 
 sed 's/port = 80;/port = 80000;/' "$examples/demo.cfg" >"$tmp/range.cfg"
 line=$(grep -n 'port = 80000;' "$tmp/range.cfg" | cut -d: -f1)

@@ -520,8 +520,17 @@ TEST_F(ControlTest, ReloadGoodAndBrokenFiles) {
   ASSERT_TRUE(lbd_->wait(milliseconds(3000), [&] {
     return lbd_->latest["web"].backends[0].weight == 7 && lbd_->ports("web").size() == 2;
   }));
-  // --replace drops the runtime change.
+  // --replace drops the runtime change: the backend drains (this fake lbd has no telemetry to
+  // count its flows, so it would stay draining until healthd.drain_timeout_ms)...
   r = lbctl({"--wait", "config", "reload", "--replace"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("service web: backend " + b1 + " drains"), std::string::npos) << r.out;
+  ASSERT_EQ(lbd_->ports("web"), (std::vector<uint16_t>{ports_[0], ports_[1]}));
+  EXPECT_EQ(lbd_->latest["web"].backends[1].state,
+            static_cast<uint8_t>(lb::shm::BackendState::kDraining));
+  // ... --now removes at once (b1 added back first: a backend that drains is a backend again).
+  ASSERT_EQ(lbctl({"backend", "add", "web", b1}).code, 0);
+  r = lbctl({"--wait", "config", "reload", "--replace", "--now"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lbd_->ports("web"), std::vector<uint16_t>{ports_[0]});
 }

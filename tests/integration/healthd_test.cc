@@ -806,15 +806,23 @@ TEST_F(HealthdTest, ReloadOnSighup) {
   EXPECT_EQ(lbd.history().size(), seen);
   EXPECT_TRUE(healthd_->running());
 
-  // Drop a service: lbd is told to remove it.
-  write_config(config_text({{"web", 80, {a.port(), b.port()}, "", "", ""}}, {}));
+  // Drop a service: it drains first (its backends draining, its VIP kept), and lbd is told to
+  // remove it once lbd has no flow on it, or after healthd.drain_timeout_ms. This fake lbd has no
+  // telemetry to count flows: lb-healthd says so and removes the service at the timeout.
+  write_config(config_text({{"web", 80, {a.port(), b.port()}, "", "", ""}}, {}) +
+               "healthd = { drain_timeout_ms = 1500; };\n");
+  const auto dropped = std::chrono::steady_clock::now();
   healthd_->signal(SIGHUP);
+  ASSERT_TRUE(wait_log(milliseconds(3000), "service api removed (reload): it drains"));
   ASSERT_TRUE(lbd.wait(milliseconds(3000), [&] {
     const Seen* s = lbd.latest("api");
     return s && (s->flags & lb::shm::kServiceRemoved) != 0;
   }));
+  EXPECT_GE(std::chrono::steady_clock::now() - dropped, milliseconds(1400)) << "not drained";
+  EXPECT_TRUE(log_has("cannot count the flows of draining backends"));
   // b is back to ready in web.
-  ASSERT_TRUE(lbd.wait(milliseconds(3000), [&] { return lbd.state("web", b.port()) == kActive; }));
+  ASSERT_TRUE(lbd.wait(milliseconds(3000), [&] {
+    return lbd.state("web", b.port()) == kActive; }));
 }
 
 // on_all_down: fail_closed sends the empty pool as is; fail_open sends every non-maint backend as

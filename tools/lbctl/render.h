@@ -28,6 +28,15 @@ Json merge_status(const Json& status, const Json& backends, const std::string& u
 // The ipvsadm-like table of a merged status.
 std::string render_status(const Json& merged);
 
+// When lb-healthd cannot be reached: what lbd alone says it applies, from its telemetry
+// (/lb/backends, /lb/pool, /lb/stats and the hello), with why lb-healthd could not be asked
+// (`healthd_error`). Services and backends as lbd names them; health, admin states and VIPs are
+// lb-healthd's and absent. {"ok": false, "healthd": {"reachable": false, "error": ...}, "lbd":
+// {...}, "services": [{"name", "backends": [{"address", "port", "live", "lbd": {...}}]}]}.
+Json lbd_status(const Json& backends, const Json& pool, const Json& stats, const Json& hello,
+                const std::string& healthd_error);
+std::string render_lbd_status(const Json& status);
+
 // -- stats ---------------------------------------------------------------------------------
 
 struct Sample {
