@@ -580,7 +580,7 @@ void Dataplane::post_passive_events() {
       if (delta == 0) continue;
       shm::Event e{};
       e.type = static_cast<uint32_t>(type);
-      e.count = static_cast<uint32_t>(std::min<uint64_t>(delta, UINT32_MAX));
+      e.count = static_cast<uint32_t>(std::min<uint64_t>(delta, shm::kMaxEventCount));
       e.ip = backends[id].ip;
       e.port = backends[id].port;
       const std::string& name = services[core::raw(backends[id].service)];
@@ -600,6 +600,17 @@ void Dataplane::control_tick(core::Tick now) {
     if (now >= next_events_) {
       next_events_ = now + tsc_hz_ / 10;
       post_passive_events();
+    }
+    // What the segment held that could not be valid was refused (shm::Segment); said here,
+    // rate-limited, as a corrupted ring is refused on every tick.
+    const uint64_t faults = segment_->faults();
+    control_stats_.channel_faults.store(faults, std::memory_order_relaxed);
+    if (faults != faults_logged_ && now >= next_fault_log_) {
+      LB_LOG(ERR, "pool channel: refused %llu invalid item(s) from the shared-memory segment: %s",
+             static_cast<unsigned long long>(faults - faults_logged_),
+             segment_->last_fault().c_str());
+      faults_logged_ = faults;
+      next_fault_log_ = now + 10 * tsc_hz_;
     }
   }
   reclaim_pools();

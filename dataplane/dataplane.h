@@ -69,6 +69,7 @@ class Dataplane {
     std::atomic<uint64_t> updates_rejected{0};
     std::atomic<uint64_t> events_posted{0};
     std::atomic<uint64_t> events_lost{0};
+    std::atomic<uint64_t> channel_faults{0};  // refused from the segment as corrupted
   };
   const ControlStats& control_stats() const { return control_stats_; }
   // 2 active, 1 draining, 0 not serving; by BackendId, as of the last published pool.
@@ -168,6 +169,8 @@ class Dataplane {
   uint16_t reta_size_ = 128;
   core::Tick next_arp_ = 0;
   core::Tick next_events_ = 0;
+  core::Tick next_fault_log_ = 0;  // channel faults are logged at most every 10 s
+  uint64_t faults_logged_ = 0;
   PoolState state_;  // what the published pool was built from
   std::optional<shm::Segment> segment_;
   std::vector<shm::ServiceUpdate> rx_updates_;

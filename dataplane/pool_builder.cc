@@ -116,6 +116,8 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   const size_t len = strnlen(u.name, shm::kNameLen);
   if (len == 0 || len == shm::kNameLen) return "service name empty or not terminated";
   const std::string name(u.name, len);
+  if ((u.flags & ~shm::kServiceRemoved) != 0)
+    return name + ": unknown flags " + std::to_string(u.flags);
   if (u.flags & shm::kServiceRemoved) {
     state.erase(name);
     return {};

@@ -162,13 +162,14 @@ int cmd_pool(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "updates_rejected", cs.updates_rejected.load());
   rte_tel_data_add_dict_u64(d, "events_posted", cs.events_posted.load());
   rte_tel_data_add_dict_u64(d, "events_lost", cs.events_lost.load());
+  rte_tel_data_add_dict_u64(d, "channel_faults", cs.channel_faults.load());
   if (const shm::Segment* seg = dp->segment()) {
     const shm::Header& h = seg->header();
     rte_tel_data_add_dict_u64(d, "epoch", seg->epoch());
     rte_tel_data_add_dict_u64(d, "received_generation", h.received_generation.load());
     rte_tel_data_add_dict_u64(d, "applied_generation", h.applied_generation.load());
     rte_tel_data_add_dict_u64(d, "rejected_generation", h.rejected_generation.load());
-    rte_tel_data_add_dict_u64(d, "healthd_pid", h.healthd_pid.load());
+    rte_tel_data_add_dict_u64(d, "healthd_pid", shm::plausible_pid(h.healthd_pid.load()));
   }
   return 0;
 }

@@ -161,7 +161,8 @@ wait_for 20 "the VIP to answer ping" nsx $p-client ping -c1 -W1 10.10.0.100
 [ -S /var/run/dpdk/$p/dpdk_telemetry.v2 ] || fail "no telemetry socket at /var/run/dpdk/$p"
 
 start_healthd() {
-  "$healthd_bin" --config "$cfg" >>"$tmp/healthd.log" 2>&1 &
+  # Its instance lock and health file in the test's own runtime directory.
+  "$healthd_bin" --config "$cfg" --runtime-dir "$tmp/run" >>"$tmp/healthd.log" 2>&1 &
   healthd_pid=$!
   wait_for 10 "lb-healthd's control socket" test -S "$tmp/run/lbd.sock"
   wait_for 10 "lb-healthd attached to lbd" attached
