@@ -47,8 +47,9 @@ int cmd_stats(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "flows_active", LB_SUM(c.flows_active.get()));
   rte_tel_data_add_dict_u64(d, "flows_created", LB_SUM(c.flows_created.get()));
   rte_tel_data_add_dict_u64(d, "flows_expired", LB_SUM(c.flows_expired.get()));
-  rte_tel_data_add_dict_u64(d, "flows_closed", LB_SUM(c.flows_closed.get()));
+  rte_tel_data_add_dict_u64(d, "flows_reused", LB_SUM(c.flows_reused.get()));
   rte_tel_data_add_dict_u64(d, "flows_refused", LB_SUM(c.flows_refused.get()));
+  rte_tel_data_add_dict_u64(d, "flows_reset", LB_SUM(c.flows_reset.get()));
   rte_tel_data_add_dict_u64(d, "retries", LB_SUM(c.retries.get()));
   rte_tel_data_add_dict_u64(d, "retry_syn_replayed", LB_SUM(c.retry_syn_replayed.get()));
   rte_tel_data_add_dict_u64(d, "rst_no_backend", LB_SUM(c.rst_no_backend.get()));

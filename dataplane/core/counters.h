@@ -44,7 +44,7 @@ struct alignas(64) WorkerCounters {
   Counter drops[kDropReasonCount];
   Counter flows_created;
   Counter flows_expired;
-  Counter flows_closed;        // erased before expiry because a new SYN reused the tuple
+  Counter flows_reused;        // replaced before expiry by a new SYN on the same tuple
   Counter flows_refused;       // table full or conflict
   Counter flows_reset;         // their backend stopped serving (removed, or maint with drop)
   Counter flows_active;        // gauge

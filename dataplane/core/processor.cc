@@ -320,7 +320,7 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, 
     if (reschedule) {
       release(fl);
       table_.erase(idx);
-      counters_->flows_closed.add();
+      counters_->flows_reused.add();
       const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
       if (!svc) return drop(DropReason::kNotForUs);
       return new_flow(f, pk, hash, in_port, pool, *svc, now);  // its client key just left

@@ -799,7 +799,7 @@ std::vector<Case> all_cases() {
                                 {.what = "same tuple, new SYN -> .12",
                                  .in = {rx_client(c2v(c1, syn_seg(77000)))},
                                  .out = {tx_backend(c2b(c1, kB[1], syn_seg(77000)))},
-                                 .checks = {LB_CTR(flows_closed, 1), LB_CTR(flows_created, 1),
+                                 .checks = {LB_CTR(flows_reused, 1), LB_CTR(flows_created, 1),
                                             backend_in(kB[1], 1)},
                                  .verify = flows_are({1})},
                             };
@@ -823,7 +823,7 @@ std::vector<Case> all_cases() {
                     {.what = "new SYN, same ports -> .12",
                      .in = {rx_client(c2v(c1, syn_seg(90000)))},
                      .out = {tx_backend(c2b(c1, kB[1], syn_seg(90000)))},
-                     .checks = {LB_CTR(flows_closed, 1), LB_CTR(flows_created, 1),
+                     .checks = {LB_CTR(flows_reused, 1), LB_CTR(flows_created, 1),
                                 backend_in(kB[1], 1), backend_flows(kB[1], 1)},
                      .verify = flows_are({1})},
                     {.what = "its SYN-ACK from .12 reaches the client",

@@ -142,11 +142,33 @@ TEST(LbctlRender, StatsRatesOverTheInterval) {
   EXPECT_EQ(r["backends"][0]["service"], "web");
   EXPECT_EQ(r["backends"][0]["new_flows_per_s"], 5.0);
   EXPECT_EQ(r["backends"][1]["new_flows_per_s"], 0.0);
-  const std::string text = render_stats(r, "lbd test");
-  EXPECT_NE(text.find("lbd test (2 worker(s)), rates over 2.0s"), std::string::npos) << text;
+  const std::string text = render_stats(r, "edge1", 4100);
+  EXPECT_NE(text.find("lbd instance edge1 (pid 4100, 2 worker(s)), rates over 2.0s"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("new flows     30      10"), std::string::npos) << text;
   EXPECT_NE(text.find("bad_checksum  10     3"), std::string::npos) << text;
   EXPECT_EQ(text.find("flow_miss"), std::string::npos) << "zero drops are left out";
+}
+
+TEST(LbctlRender, StatsHeaderNamesTheInstance) {
+  // The default instance is called "lbd": the header said "lbd lbd (pid 7)".
+  const std::string text = render_stats(stats_report(Sample{}, Sample{}), "lbd", 7);
+  EXPECT_EQ(text.rfind("lbd instance lbd (pid 7, 0 worker(s))", 0), 0u) << text;
+  EXPECT_EQ(text.find("lbd lbd"), std::string::npos) << text;
+}
+
+TEST(LbctlRender, StatsCountersNamedForWhatTheyCount) {
+  Sample a;
+  a.stats = {{"flows_reused", 2}, {"flows_reset", 1}};
+  const std::string text = render_stats(stats_report(a, a), "lbd", 7);
+  EXPECT_NE(text.find("flows reused by a SYN  2"), std::string::npos) << text;
+  EXPECT_NE(text.find("flows reset            1"), std::string::npos) << text;
+  EXPECT_EQ(text.find("flows closed"), std::string::npos) << text;
+  // An older lbd's name for the same counter is shown under the new one.
+  a.stats = {{"flows_closed", 5}};
+  EXPECT_NE(render_stats(stats_report(a, a), "lbd", 7).find("flows reused by a SYN  5"),
+            std::string::npos);
 }
 
 TEST(LbctlRender, FlowsOldestFirstAndLimited) {

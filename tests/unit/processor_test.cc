@@ -668,7 +668,7 @@ TEST_F(ProcessorTest, SynReusingAClosedTupleIsRescheduled) {
     EXPECT_TRUE(FramesEqual(to_backend(1, syn), o.frame));
     EXPECT_EQ(State(0, cport), TcpState::kSynSent);
     EXPECT_EQ(FindFlow(0, cport)->expires, 12 + cfg_.syn_timeout);
-    EXPECT_EQ(C().flows_closed.get(), 1u);
+    EXPECT_EQ(C().flows_reused.get(), 1u);
     EXPECT_EQ(C().flows_created.get(), 2u);
     EXPECT_EQ(C().flows_active.get(), 1u);
     EXPECT_EQ(BC(0).flows_active.get(), 0u);
@@ -688,7 +688,7 @@ TEST_F(ProcessorTest, SynInsideALiveConnectionStaysOnItsBackend) {
   EXPECT_TRUE(FramesEqual(to_backend(0, syn), o.frame));
   EXPECT_EQ(State(0, 2000), TcpState::kEstablished);
   EXPECT_EQ(C().flows_created.get(), 1u);
-  EXPECT_EQ(C().flows_closed.get(), 0u);
+  EXPECT_EQ(C().flows_reused.get(), 0u);
   // Also in SYN_RECV.
   ASSERT_TRUE(IsTx(Run(client_frame(1, client_syn(1, 2001, 1)), kClientSide, 3), kBackendSide));
   ASSERT_TRUE(IsTx(
@@ -1024,7 +1024,7 @@ TEST_F(ProcessorTest, BackendRemovedFromPool) {
   o = Run(client_frame(1, client_syn(1, 100, 9)), kClientSide, 5);
   ASSERT_TRUE(IsTx(o, kBackendSide));
   EXPECT_NE(backend_index(o.frame), 1);
-  EXPECT_EQ(C().flows_closed.get(), 1u);
+  EXPECT_EQ(C().flows_reused.get(), 1u);
   EXPECT_EQ(BC(1).flows_active.get(), 0u);
   EXPECT_EQ(State(1, 100), TcpState::kSynSent);
 }
@@ -1668,7 +1668,7 @@ TEST_F(ProcessorTest, CountersMatchTheTraffic) {
   EXPECT_EQ(C().flows_created.get(), created);
   EXPECT_EQ(C().flows_active.get(), proc().flows().size());
   EXPECT_EQ(active, proc().flows().size());
-  EXPECT_EQ(C().flows_created.get() - C().flows_expired.get() - C().flows_closed.get() -
+  EXPECT_EQ(C().flows_created.get() - C().flows_expired.get() - C().flows_reused.get() -
                 C().flows_reset.get(),
             C().flows_active.get());
   EXPECT_GE(proc().flows().size(), open.size());

@@ -137,6 +137,17 @@ class Context {
     return control->request(req, static_cast<int>(timeout_ms));
   }
 
+  // The instance of the lbd whose telemetry socket is used: the directory it is in
+  // (/var/run/dpdk/<file prefix>/, lbd's prefix being its instance name) when that is where it is.
+  std::string lbd_instance() {
+    const std::string path = telemetry_path();
+    const std::string dir = "/var/run/dpdk/";
+    const std::string file = "/dpdk_telemetry.v2";
+    if (path.size() > dir.size() + file.size() && path.starts_with(dir) && path.ends_with(file))
+      return path.substr(dir.size(), path.size() - dir.size() - file.size());
+    return instance();
+  }
+
   lb::ctl::TelemetryClient& telemetry() {
     if (!telemetry_)
       telemetry_ = std::make_unique<lb::ctl::TelemetryClient>(telemetry_path(), 3000);
@@ -340,8 +351,8 @@ void pause_for(double seconds) {
 int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t count) {
   catch_interrupt();
   lb::ctl::TelemetryClient& t = ctx.telemetry();
-  const std::string title =
-      "lbd " + ctx.instance() + " (pid " + t.hello().value("pid", Json()).dump() + ")";
+  const std::string instance = ctx.lbd_instance();
+  const Json pid = t.hello().value("pid", Json());
   const bool redraw = watch && !ctx.json() && ::isatty(1);
   lb::ctl::Sample a = take_sample(t);
   int64_t frames = 0;
@@ -354,7 +365,7 @@ int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t 
       std::printf("%s\n", report.dump(watch ? -1 : 2).c_str());
     } else {
       if (redraw) std::fputs("\x1b[H\x1b[2J", stdout);
-      std::fputs(lb::ctl::render_stats(report, title).c_str(), stdout);
+      std::fputs(lb::ctl::render_stats(report, instance, pid).c_str(), stdout);
       if (watch && !redraw) std::fputs("\n", stdout);
     }
     std::fflush(stdout);

@@ -307,10 +307,10 @@ Json stats_report(const Sample& a, const Sample& b) {
   return r;
 }
 
-std::string render_stats(const Json& r, const std::string& title) {
+std::string render_stats(const Json& r, const std::string& instance, const Json& pid) {
   std::ostringstream o;
-  o << title << " (" << str(r, "workers") << " worker(s)), rates over "
-    << fixed1(num(r, "interval_s")) << "s\n\n";
+  o << "lbd instance " << instance << " (pid " << (pid.is_null() ? "?" : pid.dump()) << ", "
+    << str(r, "workers") << " worker(s)), rates over " << fixed1(num(r, "interval_s")) << "s\n\n";
   const Json& t = r["totals"];
   const Json& rt = r["rates"];
   std::vector<std::vector<std::string>> rows = {{"", "total", "per second"}};
@@ -326,7 +326,9 @@ std::string render_stats(const Json& r, const std::string& title) {
   line("new flows", "flows_created");
   line("active flows", "flows_active", false);
   line("flows expired", "flows_expired");
-  line("flows closed", "flows_closed");
+  line("flows reused by a SYN", "flows_reused");
+  line("flows reused by a SYN", "flows_closed");  // what an older lbd called it
+  line("flows reset", "flows_reset");
   line("flows refused", "flows_refused");
   line("retries", "retries");
   line("RST, no backend", "rst_no_backend");

@@ -40,7 +40,8 @@ struct Sample {
 
 // Totals from `b`, rates over b - a.
 Json stats_report(const Sample& a, const Sample& b);
-std::string render_stats(const Json& report, const std::string& title);
+// `instance` is lbd's instance name, `pid` its process id (from the telemetry hello).
+std::string render_stats(const Json& report, const std::string& instance, const Json& pid);
 
 // -- flows ---------------------------------------------------------------------------------
 
