@@ -54,6 +54,7 @@ int cmd_stats(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "retry_syn_replayed", LB_SUM(c.retry_syn_replayed.get()));
   rte_tel_data_add_dict_u64(d, "rst_no_backend", LB_SUM(c.rst_no_backend.get()));
   rte_tel_data_add_dict_u64(d, "rst_flow_miss", LB_SUM(c.rst_flow_miss.get()));
+  rte_tel_data_add_dict_u64(d, "rst_backend_stopped", LB_SUM(c.rst_backend_stopped.get()));
   rte_tel_data_add_dict_u64(d, "arp_replies", LB_SUM(c.arp_replies.get()));
   rte_tel_data_add_dict_u64(d, "arp_learned", LB_SUM(c.arp_learned.get()));
   rte_tel_data_add_dict_u64(d, "icmp_echo_replies", LB_SUM(c.icmp_echo_replies.get()));

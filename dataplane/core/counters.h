@@ -52,6 +52,7 @@ struct alignas(64) WorkerCounters {
   Counter retry_syn_replayed;  // the saved SYN was replayed to the new backend at once
   Counter rst_no_backend;
   Counter rst_flow_miss;
+  Counter rst_backend_stopped;  // RSTs sent to either side of a flow whose backend stopped
   Counter arp_replies;
   Counter arp_learned;
   Counter icmp_echo_replies;

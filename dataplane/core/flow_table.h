@@ -39,6 +39,10 @@ enum class TcpState : uint8_t {
   kFinWait,      // one side sent FIN
   kTimeWait,     // both sides sent FIN
   kClosed,       // RST seen
+  // Its backend stopped serving and the client was sent an RST: the record stays for
+  // tcp_closed_timeout so that late segments of either side are answered with RSTs too. It no
+  // longer counts as a flow (flows_active, lbctl flows) nor names a backend.
+  kReset,
 };
 const char* to_string(TcpState s);
 

@@ -148,6 +148,11 @@ class Processor {
   Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);
+  Verdict backend_stopped(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir d, uint16_t in_port,
+                          const Pool& pool, Tick now);
+  Verdict rst_to_client(Frame& f, const ParsedPacket& pk, const Flow& fl);
+  static void write_rst(Frame& f, const ParsedPacket& pk, uint32_t src, uint32_t dst,
+                        uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags);
   bool resteer(uint32_t idx, const Pool& pool, Tick now);
   Verdict replay_syn(Frame& f, uint32_t idx);
   void track_state(Flow& fl, Dir d, uint8_t flags, Tick now);

@@ -157,6 +157,21 @@ Bytes rst_to_client(const Client& c, uint16_t vport, uint8_t flags, uint32_t seq
   return tcp_frame(l2(c.mac, kLbClientMac, tci), ip, t, 0);
 }
 
+// An RST from client c's address to backend b (what the backend of a reset flow gets, RFC 793
+// "Reset Generation": SEQ = the backend segment's ACK).
+Bytes rst_to_backend(const Backend& b, const Client& c, uint32_t seq) {
+  Ip ip;
+  ip.src = c.ip;
+  ip.dst = b.ip;
+  Tcp t;
+  t.sport = c.port;
+  t.dport = kBackendTcpPort;
+  t.seq = seq;
+  t.flags = kRst;
+  t.window = 0;
+  return tcp_frame(eth(b.mac, kLbBackendMac), ip, t, 0);
+}
+
 Bytes arp_request(const MacAddr& sha, uint32_t spa, uint32_t tpa,
                   std::optional<uint16_t> tci = {}) {
   Arp a;
@@ -437,9 +452,9 @@ void add_pool_change_cases(std::vector<Case>& cases) {
   cases.push_back(
       {.name = "StoppedBackendResetsItsFlows",
        .description = "a backend removed from the pool (or in maint with drop): its client "
-                      "gets an RST at its next packet, and the flow is gone",
+                      "gets an RST at its next packet, and so does the backend later",
        .options = with_channel,
-       .script = [=](const Env&) -> std::vector<Step> {
+       .script = [=](const Env& e) -> std::vector<Step> {
          return handshake(c1, kB[0]) +
                 std::vector<Step>{
                     {.what = "healthd: .11 is gone",
@@ -449,8 +464,62 @@ void add_pool_change_cases(std::vector<Case>& cases) {
                      .in = {rx_client(c2v(c1, data_seg(1001, 5001, "GET /")))},
                      .out = {tx_client(rst_to_client(c1, kVport, kRst, 5001, 0))},
                      .checks = {LB_CTR(flows_reset, 1), LB_CTR(flows_active, -1),
-                                backend_in(kB[0], 0)},
+                                LB_CTR(rst_backend_stopped, 1), backend_in(kB[0], 0)},
+                     .verify = flows_are({1})},  // the reset record
+                    {.what = "its retransmission gets the same RST (not a miss)",
+                     .in = {rx_client(c2v(c1, data_seg(1001, 5001, "GET /")))},
+                     .out = {tx_client(rst_to_client(c1, kVport, kRst, 5001, 0))},
+                     .checks = {LB_CTR(flows_reset, 0), LB_CTR(rst_backend_stopped, 1)}},
+                    {.what = ".11's late response: an RST from the client's address to .11",
+                     .in = {rx_backend(b2c(kB[0], c1, data_seg(5001, 1001, "HTTP/1.1 200", 0)))},
+                     .out = {tx_backend(rst_to_backend(kB[0], c1, 1001))},
+                     .checks = {LB_CTR(rst_backend_stopped, 1), backend_out(kB[0], 0)}},
+                    {.what = "tcp_closed_timeout (2 s) and one sweep later the record is gone",
+                     .checks = {LB_CTR(flows_expired, 0), LB_CTR(flows_active, 0)},
+                     .advance = 3 * e.hz + 1,
+                     .rounds = 40,
                      .verify = flows_are({0})},
+                };
+       }});
+  cases.push_back(
+      {.name = "StoppedBackendSpeaksFirst",
+       .description = "a removed backend's response in flight becomes the client's RST, from "
+                      "the VIP, with the backend's sequence number; the client's next segment "
+                      "and the backend's retransmission get RSTs too",
+       .options = with_channel,
+       .script = [=](const Env& e) -> std::vector<Step> {
+         const Seg resp = data_seg(5001, 1006, "HTTP/1.1 200 OK\r\n\r\n", 0);
+         return handshake(c1, kB[0]) +
+                std::vector<Step>{
+                    {.what = "client request -> .11",
+                     .in = {rx_client(c2v(c1, data_seg(1001, 5001, "GET /")))},
+                     .out = {tx_backend(c2b(c1, kB[0], data_seg(1001, 5001, "GET /")))}},
+                    {.what = "healthd: .11 is gone",
+                     .updates = {web_update(3, {{kB[1], S::kActive}, {kB[2], S::kActive}})},
+                     .verify = generation_is(3)},
+                    {.what = ".11's response arrives first: RST|ACK to the client, seq 5001",
+                     .in = {rx_backend(b2c(kB[0], c1, resp))},
+                     .out = {tx_client(rst_to_client(c1, kVport, kRst | kAck, 5001, 1006))},
+                     .checks = {LB_CTR(flows_reset, 1), LB_CTR(flows_active, -1),
+                                LB_CTR(rst_backend_stopped, 1), backend_out(kB[0], 0)},
+                     .verify = flows_are({1})},
+                    {.what = "the client's ACK (a challenge ACK, say): its exact RST",
+                     .in = {rx_client(c2v(c1, ack_seg(1006, 5001)))},
+                     .out = {tx_client(rst_to_client(c1, kVport, kRst, 5001, 0))},
+                     .checks = {LB_CTR(rst_backend_stopped, 1), backend_in(kB[0], 0)}},
+                    {.what = ".11 retransmits: it gets an RST from the client's address",
+                     .in = {rx_backend(b2c(kB[0], c1, resp))},
+                     .out = {tx_backend(rst_to_backend(kB[0], c1, 1006))},
+                     .checks = {LB_CTR(rst_backend_stopped, 1)}},
+                    {.what = "the client's own RST is not answered",
+                     .in = {rx_client(c2v(c1, Seg{.flags = kRst, .seq = 1006, .window = 0}))},
+                     .checks = {drops(DropReason::kBackendStopped, 1)}},
+                    {.what = "a new SYN on the tuple is scheduled afresh (rr: .13)",
+                     .in = {rx_client(c2v(c1, syn_seg(9000)))},
+                     .out = {tx_backend(c2b(c1, kB[2], syn_seg(9000)))},
+                     .checks = {LB_CTR(flows_created, 1), LB_CTR(flows_reused, 0)},
+                     .advance = e.hz / 10,
+                     .verify = flows_are({1})},
                 };
        }});
   cases.push_back(

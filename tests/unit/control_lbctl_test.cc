@@ -160,10 +160,11 @@ TEST(LbctlRender, StatsHeaderNamesTheInstance) {
 
 TEST(LbctlRender, StatsCountersNamedForWhatTheyCount) {
   Sample a;
-  a.stats = {{"flows_reused", 2}, {"flows_reset", 1}};
+  a.stats = {{"flows_reused", 2}, {"flows_reset", 1}, {"rst_backend_stopped", 3}};
   const std::string text = render_stats(stats_report(a, a), "lbd", 7);
   EXPECT_NE(text.find("flows reused by a SYN  2"), std::string::npos) << text;
   EXPECT_NE(text.find("flows reset            1"), std::string::npos) << text;
+  EXPECT_NE(text.find("RST, backend stopped   3"), std::string::npos) << text;
   EXPECT_EQ(text.find("flows closed"), std::string::npos) << text;
   // An older lbd's name for the same counter is shown under the new one.
   a.stats = {{"flows_closed", 5}};

@@ -74,6 +74,7 @@ TEST(FlowTable, TcpStateNames) {
   EXPECT_STREQ(to_string(TcpState::kFinWait), "FIN_WAIT");
   EXPECT_STREQ(to_string(TcpState::kTimeWait), "TIME_WAIT");
   EXPECT_STREQ(to_string(TcpState::kClosed), "CLOSED");
+  EXPECT_STREQ(to_string(TcpState::kReset), "RESET");
 }
 
 TEST(FlowTable, HashIsSeededAndDeterministic) {

@@ -1522,30 +1522,77 @@ TEST_F(ProcessorTest, TwoWorkersHandOffToTheOwner) {
   EXPECT_TRUE(IsTx(Run(echo_frame(0, kVip, m), kClientSide, 3, &w1), kClientSide));
 }
 
+// An RST from client c's address:cport to backend b (what a backend of a reset flow gets).
+Bytes rst_to_backend(int b, int c, uint16_t cport, uint32_t seq) {
+  Ip ip;
+  ip.src = client_ip(c);
+  ip.dst = kBackendIp[b];
+  ip.ttl = 64;
+  ip.id = 0;
+  ip.frag = 0x4000;
+  Tcp t;
+  t.sport = cport;
+  t.dport = kBackendTcpPort;
+  t.seq = seq;
+  t.flags = tf::kRst;
+  t.window = 0;
+  return test::tcp_frame(test::eth(kBackendMac[b], kPortMac[kBackendSide]), ip, t, 0);
+}
+
 TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
   for (int c = 0; c < 3; ++c) ASSERT_NO_FATAL_FAILURE(Establish(c, 10, c, 1));
-  // Backend 0 is gone (not even draining): the client's next segment is answered with an RST
-  // from the VIP (RFC 793: SEQ = SEG.ACK) and the flow is erased.
+  // Client c's next sequence number is 1000 c + 11, the backend's 5001.
+  // Backend 0 is gone (not even draining), the client speaks first: its segment is answered
+  // with an RST from the VIP (RFC 793: SEQ = SEG.ACK).
   pool_ = make_pool({1, 2});
   const Seg up = client_seg(0, 10, tf::kAck | tf::kPsh, 11, 5001, Bytes(20, 1));
   Out o = Run(client_frame(0, up), kClientSide, 2);
   ASSERT_TRUE(IsTx(o, kClientSide));
   EXPECT_TRUE(FramesEqual(rst_to_client(0, 10, 5001, 0, tf::kRst), o.frame));
   EXPECT_EQ(C().flows_reset.get(), 1u);
-  EXPECT_EQ(FindFlow(0, 10), nullptr);
+  EXPECT_EQ(C().rst_backend_stopped.get(), 1u);
+  ASSERT_NE(FindFlow(0, 10), nullptr);
+  EXPECT_EQ(State(0, 10), TcpState::kReset);  // kept to answer late segments
   EXPECT_EQ(BC(0).flows_active.get(), 0u);
   EXPECT_EQ(BC(0).packets_in.get(), 2u);  // SYN and ACK only
   EXPECT_EQ(C().flows_active.get(), 2u);
-  EXPECT_TRUE(IsDrop(Run(client_frame(0, up), kClientSide, 3), DropReason::kFlowMiss));
+  // Its retransmission gets another RST, not a miss.
+  o = Run(client_frame(0, up), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(0, 10, 5001, 0, tf::kRst), o.frame));
+  // The backend, still up but no longer in the pool, sends its response: it gets an RST from
+  // the client's address (SEQ = SEG.ACK), so its socket closes too.
+  const Seg late = backend_seg(0, 0, 10, tf::kAck | tf::kPsh, 5001, 11, Bytes(30, 2));
+  o = Run(backend_frame(0, late), kBackendSide, 3);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(rst_to_backend(0, 0, 10, 11), o.frame));
+  EXPECT_EQ(C().rst_backend_stopped.get(), 3u);
+  EXPECT_EQ(C().flows_reset.get(), 1u);
+  EXPECT_EQ(BC(0).packets_out.get(), 1u);  // the SYN-ACK only
 
-  // Backend 1 stops too: a segment from it is dropped and its flow erased.
+  // Backend 1 stops and speaks first (a response in flight): its segment becomes the client's
+  // RST, from the VIP, with the backend's SEQ (the client's RCV.NXT) and ACK.
   pool_ = make_pool({2});
-  EXPECT_TRUE(
-      IsDrop(Run(backend_frame(1, backend_seg(1, 1, 10, tf::kAck, 5001, 11)), kBackendSide, 4),
-             DropReason::kBackendStopped));
-  EXPECT_EQ(FindFlow(1, 10), nullptr);
+  const Seg resp = backend_seg(1, 1, 10, tf::kAck | tf::kPsh, 5001, 1011, Bytes(40, 3));
+  o = Run(backend_frame(1, resp), kBackendSide, 4);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(1, 10, 5001, 1011, tf::kRst | tf::kAck), o.frame));
+  EXPECT_EQ(State(1, 10), TcpState::kReset);
   EXPECT_EQ(C().flows_reset.get(), 2u);
   EXPECT_EQ(BC(1).flows_active.get(), 0u);
+  EXPECT_EQ(BC(1).packets_out.get(), 1u);  // the RST is not the backend's traffic
+  // The client's own next segment (a retransmission, or a challenge ACK had the RST not been
+  // exact) gets its exact RST; the backend's retransmission gets one from the client.
+  const Seg c1 = client_seg(1, 10, tf::kAck, 1011, 5001);
+  o = Run(client_frame(1, c1), kClientSide, 5);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(1, 10, 5001, 0, tf::kRst), o.frame));
+  o = Run(backend_frame(1, resp), kBackendSide, 5);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(rst_to_backend(1, 1, 10, 1011), o.frame));
+  // Never an RST for an RST.
+  EXPECT_TRUE(IsDrop(Run(client_frame(1, client_seg(1, 10, tf::kRst, 1011, 0)), kClientSide, 5),
+                     DropReason::kBackendStopped));
 
   // The whole service is removed: the client's own RST is not answered with another.
   pool_ = std::make_unique<Pool>(50, std::vector<Pool::ServiceSpec>{});
@@ -1553,7 +1600,63 @@ TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
                      DropReason::kBackendStopped));
   EXPECT_EQ(C().flows_reset.get(), 3u);
   EXPECT_EQ(C().flows_active.get(), 0u);
+  EXPECT_EQ(proc().flows().size(), 3u);  // three reset records
+
+  // They go after tcp_closed_timeout (30 ticks) without counting as expired flows.
+  proc().age(5 + 31, 64);
   EXPECT_EQ(proc().flows().size(), 0u);
+  EXPECT_EQ(C().flows_expired.get(), 0u);
+  EXPECT_EQ(C().flows_created.get() - C().flows_reset.get(), C().flows_active.get());
+}
+
+TEST_F(ProcessorTest, ResetFlowTupleTakesANewSyn) {
+  ASSERT_NO_FATAL_FAILURE(Establish(0, 10, 0, 1));
+  pool_ = make_pool({1, 2});
+  const Seg up = client_seg(0, 10, tf::kAck, 11, 5001);
+  ASSERT_TRUE(IsTx(Run(client_frame(0, up), kClientSide, 2), kClientSide));
+  // The client reconnects from the same port: scheduled afresh (rr: backend 2), not counted as
+  // a reuse.
+  const Seg syn = client_syn(0, 10, 777);
+  const Out o = Run(client_frame(0, syn), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(to_backend(2, syn), o.frame));
+  EXPECT_EQ(State(0, 10), TcpState::kSynSent);
+  EXPECT_EQ(C().flows_reused.get(), 0u);
+  EXPECT_EQ(C().flows_active.get(), 1u);
+  EXPECT_EQ(BC(2).flows_active.get(), 1u);
+}
+
+TEST_F(ProcessorTest, ResetOfATaggedClientCarriesItsTag) {
+  const uint16_t tci = 0xa064;
+  const Seg syn = client_syn(2, 9999, 42);
+  ASSERT_TRUE(IsTx(Run(client_frame(2, syn, tci), kClientSide, 1), kBackendSide));
+  const Seg sa = backend_seg(0, 2, 9999, tf::kSyn | tf::kAck, 1, 43);
+  ASSERT_TRUE(IsTx(Run(backend_frame(0, sa), kBackendSide, 1), kClientSide));
+  ASSERT_TRUE(IsTx(Run(client_frame(2, client_seg(2, 9999, tf::kAck, 43, 2), tci), kClientSide, 1),
+                   kBackendSide));
+  pool_ = make_pool({1, 2});
+  const Seg fin = backend_seg(0, 2, 9999, tf::kFin | tf::kAck, 2, 43);
+  const Out o = Run(backend_frame(0, fin), kBackendSide, 2);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(2, 9999, 2, 43, tf::kRst | tf::kAck, tci), o.frame));
+  EXPECT_EQ(o.off, 128 - 4);
+}
+
+TEST_F(ProcessorTest, SynAckFromAStoppedBackendMovesTheHandshake) {
+  const Seg syn = client_syn(0, 10, 100);
+  ASSERT_TRUE(IsTx(Run(client_frame(0, syn), kClientSide, 1), kBackendSide));
+  pool_ = make_pool({1, 2});
+  // Backend 0 answers after it was removed: the client has seen nothing, so its saved SYN goes
+  // to the next backend instead (rr: backend 2), in the SYN-ACK's buffer, as on a refusal.
+  const Seg sa = backend_seg(0, 0, 10, tf::kSyn | tf::kAck, 5000, 101);
+  const Out o = Run(backend_frame(0, sa), kBackendSide, 2);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(to_backend(2, syn), o.frame));
+  EXPECT_EQ(C().retries.get(), 1u);
+  EXPECT_EQ(C().flows_reset.get(), 0u);
+  EXPECT_EQ(BC(0).flows_active.get(), 0u);
+  EXPECT_EQ(BC(2).flows_active.get(), 1u);
+  EXPECT_EQ(State(0, 10), TcpState::kSynSent);
 }
 
 // With several workers, a client segment of a flow whose service has since been removed must

@@ -333,6 +333,7 @@ std::string render_stats(const Json& r, const std::string& instance, const Json&
   line("retries", "retries");
   line("RST, no backend", "rst_no_backend");
   line("RST, flow miss", "rst_flow_miss");
+  line("RST, backend stopped", "rst_backend_stopped");
   line("dropped", "dropped");
   o << format_table(rows);
 
