@@ -122,7 +122,7 @@ void Dataplane::setup(const std::string& shm_name) {
     Worker& wk = workers_[w];
     pc.worker = w;
     wk.proc = std::make_unique<core::Processor>(pc, neighbors_);
-    wk.sample = std::make_unique<SampleSlot>();
+    wk.list = std::make_unique<ListSlot>();
     const std::string hname = "lb_handoff_" + std::to_string(w);
     const std::string cname = "lb_ctl_" + std::to_string(w);
     wk.handoff = rte_ring_create(hname.c_str(), 4096, socket, RING_F_SC_DEQ);
@@ -381,44 +381,49 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   flush(w);
   wk.proc->age(now);
   // relaxed: a request seen one iteration late costs nothing.
-  if (wk.sample->want.load(std::memory_order_relaxed) != 0) answer_sample(wk, now);
+  if (wk.list->request.load(std::memory_order_relaxed) != wk.list->serving ||
+      !wk.list->lister.done())
+    walk_flows(wk, now);
   rte_rcu_qsbr_quiescent(qsbr_, w);
   return handled;
 }
 
-void Dataplane::answer_sample(Worker& wk, core::Tick now) {
-  SampleSlot& s = *wk.sample;
-  // acquire pairs with the release in sample_flows(): the request is seen whole.
-  const uint32_t want = std::min(s.want.load(std::memory_order_acquire), kMaxSample);
-  uint32_t n = 0;
-  wk.proc->flows().sample(now, s.cursor, want, 64 * kMaxSample,
-                          [&](uint32_t, const core::Flow& f) { s.flows[n++] = f; });
-  s.count = n;
+void Dataplane::walk_flows(Worker& wk, core::Tick now) {
+  ListSlot& s = *wk.list;
+  // acquire pairs with the release in list_flows(): the request is seen whole.
+  const uint64_t request = s.request.load(std::memory_order_acquire);
+  if (request != s.serving) {
+    s.serving = request;
+    s.lister.start(static_cast<uint32_t>(request & 0xffffffff));
+  }
+  if (!s.lister.step(wk.proc->flows(), now, kFlowListBudget)) return;
   s.now = now;
-  s.want.store(0, std::memory_order_relaxed);
-  s.ready.store(1, std::memory_order_release);  // pairs with the acquire in sample_flows()
+  s.answered.store(request >> 32, std::memory_order_release);  // pairs with list_flows()
 }
 
-std::vector<Dataplane::FlowSample> Dataplane::sample_flows(uint32_t per_worker,
-                                                           uint32_t timeout_ms) {
-  std::lock_guard lock(sample_mu_);
-  per_worker = std::clamp<uint32_t>(per_worker, 1, kMaxSample);
-  for (Worker& w : workers_) {
-    w.sample->ready.store(0, std::memory_order_relaxed);
-    w.sample->want.store(per_worker, std::memory_order_release);
-  }
-  std::vector<FlowSample> out;
+Dataplane::FlowList Dataplane::list_flows(uint32_t max, uint32_t timeout_ms) {
+  std::lock_guard lock(list_mu_);
+  max = std::clamp<uint32_t>(max, 1, kMaxListed);
+  const uint64_t seq = ++list_seq_;
+  for (Worker& w : workers_) w.list->request.store(seq << 32 | max, std::memory_order_release);
+  FlowList out;
   const uint64_t deadline = rte_get_timer_cycles() + rte_get_timer_hz() * timeout_ms / 1000;
   for (uint16_t w = 0; w < workers_.size(); ++w) {
-    SampleSlot& s = *workers_[w].sample;
-    while (s.ready.load(std::memory_order_acquire) == 0 && rte_get_timer_cycles() < deadline)
+    ListSlot& s = *workers_[w].list;
+    while (s.answered.load(std::memory_order_acquire) != seq && rte_get_timer_cycles() < deadline)
       rte_delay_us_sleep(100);
-    if (s.ready.load(std::memory_order_acquire) == 0) {
-      s.want.store(0, std::memory_order_relaxed);  // a worker that is not polling: skip it
-      continue;
-    }
-    for (uint32_t i = 0; i < s.count; ++i) out.push_back({w, s.flows[i], s.now});
+    // A worker that is not polling is skipped; it will finish (or abandon) the walk later.
+    if (s.answered.load(std::memory_order_acquire) != seq) continue;
+    ++out.answered;
+    out.total += s.lister.total();
+    for (const core::Flow& f : s.lister.oldest()) out.flows.push_back({w, f, s.now});
   }
+  // Oldest first over all workers (their clocks are one TSC), then keep `max`.
+  std::stable_sort(out.flows.begin(), out.flows.end(),
+                   [](const FlowSample& a, const FlowSample& b) {
+                     return a.now - a.flow.created > b.now - b.flow.created;
+                   });
+  if (out.flows.size() > max) out.flows.resize(max);
   return out;
 }
 

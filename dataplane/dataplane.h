@@ -18,6 +18,7 @@
 
 #include "channel.h"
 
+#include "flow_list.h"
 #include "lb_config.h"
 #include "neighbor.h"
 #include "pool.h"
@@ -77,16 +78,25 @@ class Dataplane {
   }
   const shm::Segment* segment() const { return segment_ ? &*segment_ : nullptr; }
 
-  // A sample of the flow tables, as their owners see them.
+  // Lists the live flows of every worker, as their owners see them: the whole table of each is
+  // walked by its worker, kFlowListBudget records per loop iteration (no iteration stalls for
+  // long, whatever the table size), and each keeps its `max` oldest flows. Waits up to
+  // `timeout_ms` for the walks. Any thread but a worker's; serialised.
   struct FlowSample {
     uint16_t worker;
     core::Flow flow;
-    core::Tick now;  // the worker's clock when it copied the flow
+    core::Tick now;  // the worker's clock when the walk ended
   };
-  // Asks every worker for up to `per_worker` flows and waits up to `timeout_ms` for them to
-  // answer at the end of their next loop iteration. Any thread but a worker's; serialised.
-  std::vector<FlowSample> sample_flows(uint32_t per_worker, uint32_t timeout_ms);
-  static constexpr uint32_t kMaxSample = 256;
+  struct FlowList {
+    std::vector<FlowSample> flows;  // the `max` oldest of all workers, oldest first
+    uint64_t total = 0;             // live flows in the tables of the workers that answered
+    uint16_t answered = 0;          // workers that finished their walk in time
+  };
+  FlowList list_flows(uint32_t max, uint32_t timeout_ms);
+  static constexpr uint32_t kMaxListed = core::FlowLister::kMaxListed;
+  // Records a worker examines per loop iteration for a listing: 1,024 records (64 KiB, a few
+  // microseconds) per iteration, a million-flow table in 1,024 iterations.
+  static constexpr uint32_t kFlowListBudget = 1024;
 
   uint16_t workers() const { return static_cast<uint16_t>(workers_.size()); }
   uint16_t port_count() const { return static_cast<uint16_t>(ports_.size()); }
@@ -113,19 +123,20 @@ class Dataplane {
     rte_mbuf* m[2 * kBurst];
     uint16_t n = 0;
   };
-  // A request from sample_flows() to one worker: `want` (release) by the requester; the worker
-  // fills `flows`, then stores `ready` (release); the requester reads after acquiring `ready`.
-  struct SampleSlot {
-    std::atomic<uint32_t> want{0};
-    std::atomic<uint32_t> ready{0};
-    uint32_t count = 0;
-    uint32_t cursor = 0;
+  // A request from list_flows() to one worker: `request` (seq << 32 | max, release) by the
+  // requester; the worker walks its table over its next iterations in `lister` (its own), then
+  // stores `answered` = seq (release); the requester reads `lister` and `now` after acquiring
+  // it. A worker that sees a newer request abandons the walk it was doing.
+  struct ListSlot {
+    std::atomic<uint64_t> request{0};
+    std::atomic<uint64_t> answered{0};
+    uint64_t serving = 0;  // the worker's: the request its walk is for
     core::Tick now = 0;
-    std::array<core::Flow, kMaxSample> flows;
+    core::FlowLister lister;
   };
   struct Worker {
     std::unique_ptr<core::Processor> proc;
-    std::unique_ptr<SampleSlot> sample;
+    std::unique_ptr<ListSlot> list;
     rte_ring* handoff = nullptr;  // packets other workers received for our flows (MP/SC)
     rte_ring* ctl = nullptr;      // frames the control thread wants sent (SP/SC)
     std::vector<TxBuffer> tx;     // per port
@@ -136,7 +147,7 @@ class Dataplane {
   void release();
   void resolve_port(size_t index, const cfg::PortConfig& pc);
   void setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only, bool rss_dst_only);
-  void answer_sample(Worker& wk, core::Tick now);
+  void walk_flows(Worker& wk, core::Tick now);
   void apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core::Verdict& v,
              uint16_t in_port);
   void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
@@ -174,7 +185,8 @@ class Dataplane {
   std::optional<std::pair<uint64_t, uint64_t>> pending_ack_;  // (RCU token, generation)
   std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;     // by BackendId, summed
   ControlStats control_stats_;
-  std::mutex sample_mu_;
+  std::mutex list_mu_;
+  uint64_t list_seq_ = 0;
   std::array<std::atomic<uint8_t>, core::kMaxBackends> backend_state_{};
   LaunchArg launch_args_[core::kMaxWorkers]{};
 };

@@ -165,8 +165,9 @@ int cmd_pool(const char*, const char*, rte_tel_data* d) {
   return 0;
 }
 
-// "/lb/flows,N": up to N flows per worker (at most 256, and what fits in a telemetry reply), one
-// string each: "worker client vip backend state age_ms expires_in_ms".
+// "/lb/flows,N": the live flows of every worker, the N oldest (default 20, at most 256, and what
+// fits in a telemetry reply), as {"total": live flows, "workers": W, "answered": workers that
+// finished their walk, "flows": ["worker client vip backend state age_ms expires_in_ms", ...]}.
 int cmd_flows(const char*, const char* params, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
@@ -175,14 +176,17 @@ int cmd_flows(const char*, const char* params, rte_tel_data* d) {
     char* end = nullptr;
     const unsigned long v = std::strtoul(params, &end, 10);
     if (*end != '\0' || v == 0) return -EINVAL;
-    n = static_cast<uint32_t>(std::min<unsigned long>(v, Dataplane::kMaxSample));
+    n = static_cast<uint32_t>(std::min<unsigned long>(v, Dataplane::kMaxListed));
   }
-  // The sample is taken by the workers themselves; the dataplane outlives this call.
-  auto samples = const_cast<Dataplane*>(dp)->sample_flows(n, 200);
-  rte_tel_data_start_array(d, RTE_TEL_STRING_VAL);
+  // The walks are done by the workers themselves, over their loop iterations (a million-flow
+  // table takes about a thousand of them); the dataplane outlives this call.
+  const Dataplane::FlowList list = const_cast<Dataplane*>(dp)->list_flows(n, 2000);
+  rte_tel_data* lines = rte_tel_data_alloc();
+  if (!lines) return -1;
+  rte_tel_data_start_array(lines, RTE_TEL_STRING_VAL);
   const uint64_t hz = dp->ticks_per_second();
   size_t bytes = 0;
-  for (const Dataplane::FlowSample& s : samples) {
+  for (const Dataplane::FlowSample& s : list.flows) {
     const core::Flow& f = s.flow;
     char line[RTE_TEL_MAX_STRING_LEN];
     const auto age_ms = static_cast<unsigned long long>((s.now - f.created) * 1000 / hz);
@@ -194,8 +198,13 @@ int cmd_flows(const char*, const char* params, rte_tel_data* d) {
              core::to_string(f.state), age_ms, left_ms);
     bytes += strlen(line) + 4;
     if (bytes > 14 * 1024) break;  // replies are limited to 16 KiB
-    rte_tel_data_add_array_string(d, line);
+    rte_tel_data_add_array_string(lines, line);
   }
+  rte_tel_data_start_dict(d);
+  rte_tel_data_add_dict_u64(d, "total", list.total);
+  rte_tel_data_add_dict_u64(d, "workers", dp->workers());
+  rte_tel_data_add_dict_u64(d, "answered", list.answered);
+  rte_tel_data_add_dict_container(d, "flows", lines, 0);
   return 0;
 }
 
@@ -214,7 +223,7 @@ void register_telemetry(const Dataplane* dp) {
                              "Per-backend flows, packets, bytes and passive health signals.");
   rte_telemetry_register_cmd("/lb/workers", cmd_workers, "Per-worker flow table use.");
   rte_telemetry_register_cmd("/lb/flows", cmd_flows,
-                             "A sample of the flow tables. Parameters: N flows per worker.");
+                             "The live flows (total, and the N oldest). Parameters: N.");
   rte_telemetry_register_cmd("/lb/pool", cmd_pool,
                              "Pool updates from lb-healthd: generations received and applied.");
 }

@@ -163,25 +163,6 @@ class FlowTable {
     return n;
   }
 
-  // Calls f(idx, flow) for up to `max` live flows (in use and not past their deadline at `now`:
-  // an expired record only waits for the aging sweep), scanning at most `budget` records from
-  // `cursor` (which it advances, wrapping): a bounded walk the owning worker can afford. One
-  // call visits each record at most once.
-  template <class F>
-  uint32_t sample(Tick now, uint32_t& cursor, uint32_t max, uint32_t budget, F&& f) const {
-    if (budget > capacity_) budget = capacity_;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < budget && n < max && capacity_ != 0; ++i) {
-      const uint32_t idx = cursor;
-      cursor = cursor + 1 == capacity_ ? 0 : cursor + 1;
-      if (flows_[idx].in_use && flows_[idx].expires > now) {
-        f(idx, flows_[idx]);
-        ++n;
-      }
-    }
-    return n;
-  }
-
   // The two buckets a key of hash `h` may be indexed in (primary first): for tests that need
   // keys crowding the same buckets.
   std::pair<uint32_t, uint32_t> candidate_buckets(uint64_t h) const {

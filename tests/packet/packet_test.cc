@@ -1449,9 +1449,23 @@ INSTANTIATE_TEST_SUITE_P(Dataplane, PacketTest, ::testing::ValuesIn(all_cases())
 namespace lb::test {
 namespace {
 
-// /lb/flows and lbctl flows: the owning worker copies a sample of its table at the end of a loop
-// iteration while the requester waits (here: a second thread, the test thread being the worker).
-TEST(FlowSample, TheOwnerCopiesItsFlows) {
+using dp::Dataplane;
+
+// /lb/flows and lbctl flows: every worker walks its whole table over its loop iterations while
+// the requester waits (here: a second thread, the test thread being the worker).
+Dataplane::FlowList list_while_polling(Harness& h, uint32_t max, uint32_t timeout_ms,
+                                       int* polls = nullptr) {
+  auto list = std::async(std::launch::async, [&] { return h.dp().list_flows(max, timeout_ms); });
+  int n = 0;
+  while (list.wait_for(std::chrono::microseconds(50)) != std::future_status::ready) {
+    h.poll(0, 1);
+    ++n;
+  }
+  if (polls) *polls = n;
+  return list.get();
+}
+
+TEST(FlowList, TheOwnerListsItsFlows) {
   Harness h(HarnessOptions{});
   h.now = 1000 * h.dp().ticks_per_second();
   for (const Backend& b : kB) h.inject(kBackendPort, 0, backend_arp_reply(b));
@@ -1459,12 +1473,12 @@ TEST(FlowSample, TheOwnerCopiesItsFlows) {
   for (uint8_t n = 1; n <= 3; ++n) h.inject(kClientPort, 0, c2v(client(n), syn_seg()));
   h.poll(0, 2);
   ASSERT_EQ(h.drain().size(), 3u);
-  auto sample = std::async(std::launch::async, [&] { return h.dp().sample_flows(10, 5000); });
-  while (sample.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) h.poll(0, 1);
-  const std::vector<dp::Dataplane::FlowSample> got = sample.get();
-  ASSERT_EQ(got.size(), 3u);
+  const Dataplane::FlowList got = list_while_polling(h, 10, 5000);
+  EXPECT_EQ(got.total, 3u);
+  EXPECT_EQ(got.answered, 1u);
+  ASSERT_EQ(got.flows.size(), 3u);
   std::set<uint32_t> clients, backends;
-  for (const auto& s : got) {
+  for (const auto& s : got.flows) {
     EXPECT_EQ(s.worker, 0);
     EXPECT_EQ(s.flow.state, core::TcpState::kSynSent);
     EXPECT_EQ(s.flow.vip, kVip);
@@ -1473,10 +1487,46 @@ TEST(FlowSample, TheOwnerCopiesItsFlows) {
   }
   EXPECT_EQ(clients.size(), 3u);
   EXPECT_EQ(backends, (std::set<uint32_t>{kB[0].ip, kB[1].ip, kB[2].ip}));
+  // Fewer asked than exist: the oldest, oldest first, and the total still counts them all.
+  h.now += h.dp().ticks_per_second();
+  h.inject(kClientPort, 0, c2v(client(9), syn_seg()));
+  h.poll(0, 1);
+  ASSERT_EQ(h.drain().size(), 1u);
+  const Dataplane::FlowList two = list_while_polling(h, 2, 5000);
+  EXPECT_EQ(two.total, 4u);
+  ASSERT_EQ(two.flows.size(), 2u);
+  for (const auto& s : two.flows) EXPECT_NE(s.flow.client_ip, client(9).ip);
   // A worker that does not poll makes the request time out instead of hang.
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TRUE(h.dp().sample_flows(10, 50).empty());
+  const Dataplane::FlowList none = h.dp().list_flows(10, 50);
+  EXPECT_TRUE(none.flows.empty());
+  EXPECT_EQ(none.answered, 0u);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  // ... and the next request is answered in full all the same.
+  EXPECT_EQ(list_while_polling(h, 10, 5000).total, 4u);
+}
+
+// The issue: with a million-record table, each call scanned a 16 k-record window and moved on,
+// so "no flows" came back 69 times in 70 while three connections were open. Every call must
+// list all of them, whatever the table size, with no loop iteration walking more than
+// kFlowListBudget records.
+TEST(FlowList, AMillionRecordTableIsListedWholeEveryCall) {
+  Harness h(HarnessOptions{.flow_capacity = 1u << 20});
+  h.now = 1000 * h.dp().ticks_per_second();
+  for (const Backend& b : kB) h.inject(kBackendPort, 0, backend_arp_reply(b));
+  h.poll(0, 2);
+  for (uint8_t n = 1; n <= 3; ++n) h.inject(kClientPort, 0, c2v(client(n), syn_seg()));
+  h.poll(0, 2);
+  ASSERT_EQ(h.drain().size(), 3u);
+  for (int call = 0; call < 5; ++call) {
+    SCOPED_TRACE("call " + std::to_string(call));
+    int polls = 0;
+    const Dataplane::FlowList got = list_while_polling(h, 20, 20000, &polls);
+    EXPECT_EQ(got.total, 3u);
+    EXPECT_EQ(got.flows.size(), 3u);
+    // A whole walk takes capacity / budget iterations: it is spread, not done in one.
+    EXPECT_GE(polls, static_cast<int>((1u << 20) / Dataplane::kFlowListBudget) - 1);
+  }
 }
 
 }  // namespace

@@ -177,18 +177,40 @@ TEST(LbctlRender, FlowsOldestFirstAndLimited) {
       Json::array({"0 10.10.0.50:40000 10.10.0.100:80 10.20.0.11:8080 established 1500 899000",
                    "1 10.10.0.50:40001 10.10.0.100:80 10.20.0.12:8080 syn_sent 20 4980", "garbage",
                    7, "0 10.10.0.50:40002 10.10.0.100:80 10.20.0.13:8080 fin_wait 90000 9000"});
-  const Json f = parse_flows(lines, 2);
+  const Json reply = {{"total", 1234}, {"workers", 2}, {"answered", 2}, {"flows", lines}};
+  const Json p = parse_flows(reply, 2);
+  EXPECT_EQ(p["total"], 1234);
+  const Json& f = p["flows"];
   ASSERT_EQ(f.size(), 2u);
   EXPECT_EQ(f[0]["client"], "10.10.0.50:40002");
   EXPECT_EQ(f[0]["age_ms"], 90000);
   EXPECT_EQ(f[1]["backend"], "10.20.0.11:8080");
   EXPECT_EQ(f[1]["state"], "established");
   EXPECT_EQ(f[1]["worker"], 0);
-  const std::string text = render_flows(f);
+  const std::string text = render_flows(p);
+  EXPECT_EQ(text.rfind("2 of 1234 flows, oldest first:\n", 0), 0u) << text;
   EXPECT_NE(text.find("10.10.0.50:40000  10.10.0.100:80  10.20.0.11:8080  established  1.5s"),
             std::string::npos)
       << text;
-  EXPECT_EQ(render_flows(Json::array()), "no flows\n");
+}
+
+TEST(LbctlRender, FlowsTotalWhenAllAreListed) {
+  const Json one = Json::array({"0 10.10.0.50:1 10.10.0.100:80 10.20.0.11:8080 SYN_SENT 3 4000"});
+  const std::string text = render_flows(
+      parse_flows({{"total", 1}, {"workers", 1}, {"answered", 1}, {"flows", one}}, 20));
+  EXPECT_EQ(text.rfind("1 flow, oldest first:\n", 0), 0u) << text;
+  EXPECT_EQ(
+      render_flows(parse_flows({{"total", 0}, {"workers", 1}, {"answered", 1}, {"flows", {}}}, 20)),
+      "no flows\n");
+  // A worker that did not finish its walk in time is said, not silently left out.
+  const std::string late = render_flows(
+      parse_flows({{"total", 1}, {"workers", 2}, {"answered", 1}, {"flows", one}}, 20));
+  EXPECT_NE(late.find("(1 of 2 workers did not answer in time"), std::string::npos) << late;
+  // An older lbd answered with the bare array of a sample, without a total.
+  const Json old = parse_flows(one, 20);
+  EXPECT_TRUE(old["total"].is_null());
+  EXPECT_EQ(old["flows"].size(), 1u);
+  EXPECT_EQ(render_flows(parse_flows(Json::array(), 20)), "no flows in the sample\n");
 }
 
 // -- Clients -------------------------------------------------------------------------------

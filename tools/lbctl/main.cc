@@ -377,9 +377,9 @@ int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t 
 
 int cmd_flows(Context& ctx, int64_t limit) {
   if (limit < 1) throw Usage("--limit: at least 1");
-  const int64_t per_worker = std::min<int64_t>(limit, 256);
-  const Json lines = ctx.telemetry().query("/lb/flows," + std::to_string(per_worker));
-  const Json flows = lb::ctl::parse_flows(lines, static_cast<size_t>(limit));
+  const int64_t asked = std::min<int64_t>(limit, 256);
+  const Json reply = ctx.telemetry().query("/lb/flows," + std::to_string(asked));
+  const Json flows = lb::ctl::parse_flows(reply, static_cast<size_t>(limit));
   if (ctx.json()) {
     print_json(flows);
   } else {
@@ -691,9 +691,9 @@ int run(int argc, char** argv) {
   stats->callback([&] {
     action = [&] { return cmd_stats(ctx, watch_opt->count() > 0, watch_s, interval_s, count); };
   });
-  auto* flows = app.add_subcommand("flows", "a sample of lbd's flow table");
+  auto* flows = app.add_subcommand("flows", "lbd's live flows: their number and the oldest");
   int64_t limit = 20;
-  flows->add_option("--limit", limit, "at most N flows (default 20)");
+  flows->add_option("--limit", limit, "list the N oldest flows (default 20, at most 256)");
   flows->callback([&] { action = [&] { return cmd_flows(ctx, limit); }; });
 
   // config
