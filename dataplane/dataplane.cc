@@ -125,9 +125,12 @@ void Dataplane::setup(const std::string& shm_name) {
     wk.list = std::make_unique<ListSlot>();
     const std::string hname = "lb_handoff_" + std::to_string(w);
     const std::string cname = "lb_ctl_" + std::to_string(w);
+    const std::string fname = "lb_forget_" + std::to_string(w);
     wk.handoff = rte_ring_create(hname.c_str(), 4096, socket, RING_F_SC_DEQ);
     wk.ctl = rte_ring_create(cname.c_str(), 256, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
-    if (!wk.handoff || !wk.ctl) throw dpdk_error("cannot create worker rings", rte_errno);
+    wk.forget = rte_ring_create(fname.c_str(), 1024, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!wk.handoff || !wk.ctl || !wk.forget)
+      throw dpdk_error("cannot create worker rings", rte_errno);
     wk.tx.resize(ports_.size());
     if (rte_rcu_qsbr_thread_register(qsbr_, w) != 0)
       throw std::runtime_error("cannot register worker with RCU");
@@ -260,6 +263,7 @@ void Dataplane::release() {
       while (rte_ring_dequeue(w.ctl, reinterpret_cast<void**>(&m)) == 0) rte_pktmbuf_free(m);
     rte_ring_free(w.handoff);
     rte_ring_free(w.ctl);
+    rte_ring_free(w.forget);
   }
   workers_.clear();
   ports_.clear();
@@ -380,6 +384,9 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   }
   flush(w);
   wk.proc->age(now);
+  // Last of the iteration, after everything that uses the pool: once the control thread sees
+  // the ring empty it may reuse an id, which only the next iteration's pool can name.
+  if (!rte_ring_empty(wk.forget)) forget_ids(wk);
   // relaxed: a request seen one iteration late costs nothing.
   if (wk.list->request.load(std::memory_order_relaxed) != wk.list->serving ||
       !wk.list->lister.done())
@@ -499,6 +506,9 @@ uint64_t Dataplane::publish(std::unique_ptr<core::Pool> pool) {
   const uint64_t token = rte_rcu_qsbr_start(qsbr_);
   retired_.emplace_back(token, std::move(owned_current_));
   owned_current_ = std::move(pool);
+  // What this pool no longer names is on its way out once no worker holds an older one.
+  for (core::BackendId id : builder_.take_unnamed_backends()) leaving_backends_[raw(id)] = {token};
+  for (core::ServiceId id : builder_.take_unnamed_services()) leaving_services_[raw(id)] = {token};
   reclaim_pools();
   return token;
 }
@@ -570,6 +580,7 @@ void Dataplane::post_passive_events() {
   last_syn_rst_.resize(backends.size(), 0);
   last_syn_timeout_.resize(backends.size(), 0);
   for (uint32_t id = 0; id < backends.size(); ++id) {
+    if (!backends[id].live) continue;  // a free id (its last sums were noted when it was freed)
     uint64_t rst = 0;
     uint64_t timeout = 0;
     for (const Worker& w : workers_) {
@@ -598,6 +609,147 @@ void Dataplane::post_passive_events() {
   }
 }
 
+// -- Reusing ids ------------------------------------------------------------------------------
+// A backend id is reused once nothing can name it: no pool a worker may still hold (the RCU
+// token of the first publish without it), and no flow (its per-worker flows_active gauges sum
+// to zero; after that no worker writes its counters or picks it, as no pool names it). Then every
+// worker forgets its scheduler state for the id (forget ring), and reports a quiescent state, so
+// that its last counter writes are visible here; what the counters hold then becomes the base
+// the next owner's counts are measured from. A service id follows once none of its backend ids
+// is left. A next-hop slot is retired when no taken backend id routes through it, and recycled
+// one grace period later.
+
+BackendTotals Dataplane::backend_totals(uint32_t id) const {
+  BackendTotals t;
+  for (const Worker& w : workers_) {
+    const core::BackendCounters& c = w.proc->counters().backend[id];
+    t.packets_in += c.packets_in.get();
+    t.bytes_in += c.bytes_in.get();
+    t.packets_out += c.packets_out.get();
+    t.bytes_out += c.bytes_out.get();
+    t.flows_total += c.flows_total.get();
+    t.syn_rst += c.syn_rst.get();
+    t.syn_timeout += c.syn_timeout.get();
+  }
+  return t;
+}
+
+BackendTotals Dataplane::backend_counts(uint32_t id, const BackendInfo& b) const {
+  BackendTotals t = backend_totals(id);
+  t.packets_in -= b.base.packets_in;
+  t.bytes_in -= b.base.bytes_in;
+  t.packets_out -= b.base.packets_out;
+  t.bytes_out -= b.base.bytes_out;
+  t.flows_total -= b.base.flows_total;
+  t.syn_rst -= b.base.syn_rst;
+  t.syn_timeout -= b.base.syn_timeout;
+  return t;
+}
+
+bool Dataplane::post_forget(uint64_t what) {
+  // The control thread is the only producer: room seen here stays.
+  for (const Worker& w : workers_)
+    if (rte_ring_free_count(w.forget) == 0) return false;
+  for (Worker& w : workers_)
+    rte_ring_sp_enqueue(w.forget, reinterpret_cast<void*>(static_cast<uintptr_t>(what)));
+  return true;
+}
+
+void Dataplane::forget_ids(Worker& wk) {
+  void* items[32];
+  const unsigned n = rte_ring_sc_dequeue_burst(wk.forget, items, 32, nullptr);
+  for (unsigned i = 0; i < n; ++i) {
+    const auto what = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(items[i]));
+    const auto id = static_cast<uint32_t>(what);
+    if (what >> 32)
+      wk.proc->forget(static_cast<core::ServiceId>(id));
+    else
+      wk.proc->forget(static_cast<core::BackendId>(id));
+  }
+}
+
+void Dataplane::reclaim_ids(core::Tick now) {
+  const auto passed = [this](uint64_t token) {
+    return rte_rcu_qsbr_check(qsbr_, token, false) == 1;
+  };
+  const auto forgotten = [this] {
+    for (const Worker& w : workers_)
+      if (!rte_ring_empty(w.forget)) return false;
+    return true;
+  };
+  for (auto it = leaving_backends_.begin(); it != leaving_backends_.end();) {
+    const auto id = static_cast<core::BackendId>(it->first);
+    Leaving& l = it->second;
+    if (builder_.named(id)) {  // back before it was reused: it keeps its id
+      it = leaving_backends_.erase(it);
+      continue;
+    }
+    if (!passed(l.token)) {
+      ++it;
+      continue;
+    }
+    if (l.step == 0) {
+      uint64_t flows = 0;
+      for (const Worker& w : workers_)
+        flows += w.proc->counters().backend[it->first].flows_active.get();
+      if (flows == 0 && post_forget(it->first)) {
+        l.token = rte_rcu_qsbr_start(qsbr_);
+        l.step = 1;
+      }
+      ++it;
+      continue;
+    }
+    if (!forgotten()) {
+      ++it;
+      continue;
+    }
+    const BackendTotals t = backend_totals(it->first);
+    builder_.release(id, t);
+    if (it->first < last_syn_rst_.size()) {
+      last_syn_rst_[it->first] = t.syn_rst;  // nothing of the old owner's is posted as the new's
+      last_syn_timeout_[it->first] = t.syn_timeout;
+    }
+    it = leaving_backends_.erase(it);
+  }
+  const core::Tick linger = config_.dataplane.flows.tcp_closed_timeout * tsc_hz_;
+  for (auto it = leaving_services_.begin(); it != leaving_services_.end();) {
+    const auto id = static_cast<core::ServiceId>(it->first);
+    Leaving& l = it->second;
+    if (builder_.named(id)) {
+      it = leaving_services_.erase(it);
+      continue;
+    }
+    if (!passed(l.token) || builder_.has_backends(id)) {
+      ++it;
+      continue;
+    }
+    if (l.step == 0) {
+      if (l.since == 0) l.since = now;
+      if (now - l.since >= linger && post_forget(uint64_t{1} << 32 | it->first)) {
+        l.token = rte_rcu_qsbr_start(qsbr_);
+        l.step = 1;
+      }
+      ++it;
+      continue;
+    }
+    if (!forgotten()) {
+      ++it;
+      continue;
+    }
+    builder_.release(id);
+    it = leaving_services_.erase(it);
+  }
+  for (uint16_t slot : builder_.take_unused_neighbors()) {
+    neighbors_.retire(slot);
+    retiring_neighbors_.emplace_back(rte_rcu_qsbr_start(qsbr_), slot);
+  }
+  std::erase_if(retiring_neighbors_, [&](const auto& r) {
+    if (!passed(r.first)) return false;
+    neighbors_.recycle(r.second);
+    return true;
+  });
+}
+
 void Dataplane::control_tick(core::Tick now) {
   if (segment_) {
     segment_->header().lbd_heartbeat_ms.store(now * 1000 / tsc_hz_, std::memory_order_relaxed);
@@ -608,6 +760,7 @@ void Dataplane::control_tick(core::Tick now) {
     }
   }
   reclaim_pools();
+  reclaim_ids(now);
   if (now >= next_arp_) {
     next_arp_ = now + tsc_hz_;
     send_arp_requests(now);

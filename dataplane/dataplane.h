@@ -10,6 +10,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -57,8 +58,14 @@ class Dataplane {
   uint32_t poll(uint16_t worker, core::Tick now);
 
   // The control thread's periodic work; `now` in TSC ticks: pool updates from lb-healthd,
-  // passive health events to it, ARP for next hops, freeing retired pools.
+  // passive health events to it, ARP for next hops, freeing retired pools, reclaiming ids.
   void control_tick(core::Tick now);
+
+  // Backend and service ids (and next-hop slots) that no pool names any more, on their way to
+  // being reused (reclaim_ids()).
+  size_t ids_leaving() const {
+    return leaving_backends_.size() + leaving_services_.size() + retiring_neighbors_.size();
+  }
 
   // Publishes a new pool; the old one is freed once every worker has passed a quiescent point.
   // Returns the RCU token that tells when every worker uses the new one.
@@ -72,6 +79,11 @@ class Dataplane {
     std::atomic<uint64_t> events_lost{0};
   };
   const ControlStats& control_stats() const { return control_stats_; }
+  // Backend id's counters summed over workers, for the life of the process (subtract the
+  // registry's BackendInfo::base for what its current backend counted). Any thread.
+  BackendTotals backend_totals(uint32_t id) const;
+  // What backend `b` (the registry's entry for id) counted since it was given its id.
+  BackendTotals backend_counts(uint32_t id, const BackendInfo& b) const;
   // 2 active, 1 draining, 0 not serving; by BackendId, as of the last published pool.
   uint8_t backend_state(uint32_t id) const {
     return id < backend_state_.size() ? backend_state_[id].load(std::memory_order_relaxed) : 0;
@@ -139,6 +151,7 @@ class Dataplane {
     std::unique_ptr<ListSlot> list;
     rte_ring* handoff = nullptr;  // packets other workers received for our flows (MP/SC)
     rte_ring* ctl = nullptr;      // frames the control thread wants sent (SP/SC)
+    rte_ring* forget = nullptr;   // ids whose scheduler state to forget (SP/SC), reclaim_ids()
     std::vector<TxBuffer> tx;     // per port
     unsigned lcore = 0;
   };
@@ -154,6 +167,9 @@ class Dataplane {
   void flush(uint16_t w);
   void send_arp_requests(core::Tick now);
   void reclaim_pools();
+  void reclaim_ids(core::Tick now);
+  bool post_forget(uint64_t what);
+  void forget_ids(Worker& wk);
   void receive_updates();
   void post_passive_events();
   static int lcore_main(void* arg);
@@ -184,6 +200,17 @@ class Dataplane {
   std::vector<shm::ServiceUpdate> rx_updates_;
   std::optional<std::pair<uint64_t, uint64_t>> pending_ack_;  // (RCU token, generation)
   std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;     // by BackendId, summed
+  // An id that no pool names since the publish of RCU token `token`: step 0 waits for that
+  // token and for its flows to end, step 1 (token: one started then) for every worker to have
+  // forgotten it and reported a quiescent state. Services also linger tcp_closed_timeout once
+  // they have no backend left (`since`), for the reset records of their flows.
+  struct Leaving {
+    uint64_t token = 0;
+    uint8_t step = 0;
+    core::Tick since = 0;
+  };
+  std::map<uint32_t, Leaving> leaving_backends_, leaving_services_;
+  std::vector<std::pair<uint64_t, uint16_t>> retiring_neighbors_;  // (RCU token, slot)
   ControlStats control_stats_;
   std::mutex list_mu_;
   uint64_t list_seq_ = 0;

@@ -98,10 +98,11 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
   rte_tel_data_start_dict(d);
-  const auto& backends = dp->builder().backends();
-  const auto& services = dp->builder().service_names();
+  const std::vector<BackendInfo> backends = dp->builder().backends();
+  const std::vector<std::string> services = dp->builder().service_names();
   for (uint32_t id = 0; id < backends.size(); ++id) {
     const BackendInfo& b = backends[id];
+    if (!b.live) continue;  // a free id
     rte_tel_data* e = rte_tel_data_alloc();
     if (!e) return -1;
     rte_tel_data_start_dict(e);
@@ -111,14 +112,17 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_string(e, "state", kStates[dp->backend_state(id) % 3]);
     rte_tel_data_add_dict_string(e, "service", services[core::raw(b.service)].c_str());
     rte_tel_data_add_dict_string(e, "address", addr.c_str());
+    // An id's counters run for the life of the process: these are what this backend counted
+    // since it was given the id.
+    const BackendTotals t = dp->backend_counts(id, b);
     rte_tel_data_add_dict_u64(e, "flows_active", LB_SUM(c.backend[id].flows_active.get()));
-    rte_tel_data_add_dict_u64(e, "flows_total", LB_SUM(c.backend[id].flows_total.get()));
-    rte_tel_data_add_dict_u64(e, "packets_in", LB_SUM(c.backend[id].packets_in.get()));
-    rte_tel_data_add_dict_u64(e, "bytes_in", LB_SUM(c.backend[id].bytes_in.get()));
-    rte_tel_data_add_dict_u64(e, "packets_out", LB_SUM(c.backend[id].packets_out.get()));
-    rte_tel_data_add_dict_u64(e, "bytes_out", LB_SUM(c.backend[id].bytes_out.get()));
-    rte_tel_data_add_dict_u64(e, "syn_rst", LB_SUM(c.backend[id].syn_rst.get()));
-    rte_tel_data_add_dict_u64(e, "syn_timeout", LB_SUM(c.backend[id].syn_timeout.get()));
+    rte_tel_data_add_dict_u64(e, "flows_total", t.flows_total);
+    rte_tel_data_add_dict_u64(e, "packets_in", t.packets_in);
+    rte_tel_data_add_dict_u64(e, "bytes_in", t.bytes_in);
+    rte_tel_data_add_dict_u64(e, "packets_out", t.packets_out);
+    rte_tel_data_add_dict_u64(e, "bytes_out", t.bytes_out);
+    rte_tel_data_add_dict_u64(e, "syn_rst", t.syn_rst);
+    rte_tel_data_add_dict_u64(e, "syn_timeout", t.syn_timeout);
     // rte_telemetry (22.11) nests dicts only under dicts, and keys allow [A-Za-z0-9_] only.
     rte_tel_data_add_dict_container(d, ("backend_" + std::to_string(id)).c_str(), e, 0);
   }

@@ -117,6 +117,14 @@ class Processor {
     return age_paced(now);
   }
 
+  // A backend or service id that no pool names and no flow of this worker refers to any more is
+  // about to be reused: its scheduler state is forgotten (its counters are not: each counts for
+  // the life of the process, and readers subtract what it had when the id was reused).
+  template <class Id>
+  void forget(Id id) {
+    sched_.forget(id);
+  }
+
   WorkerCounters& counters() { return *counters_; }
   const WorkerCounters& counters() const { return *counters_; }
   const FlowTable& flows() const { return table_; }

@@ -1531,3 +1531,212 @@ TEST(FlowList, AMillionRecordTableIsListedWholeEveryCall) {
 
 }  // namespace
 }  // namespace lb::test
+
+namespace lb::test {
+namespace {
+
+// -- Ids are given back and reused (issue 17: lbd never freed backend, service or next-hop ids,
+// so removed backends stayed in /lb/backends forever and the lifetime caps of 4,096 backends and
+// 1,024 services eventually refused every update).
+
+struct TestBackend {
+  uint32_t ip;
+  uint16_t weight = 1;
+};
+
+shm::ServiceUpdate service_update(uint64_t generation, const std::string& name, uint16_t port,
+                                  cfg::Scheduler scheduler, const std::vector<TestBackend>& bs) {
+  shm::ServiceUpdate u{};
+  u.generation = generation;
+  std::strncpy(u.name, name.c_str(), shm::kNameLen - 1);
+  u.vip = kVip;
+  u.port = port;
+  u.scheduler = static_cast<uint8_t>(scheduler);
+  u.backend_count = static_cast<uint32_t>(bs.size());
+  for (size_t i = 0; i < bs.size(); ++i)
+    u.backends[i] = {bs[i].ip,
+                     kBackendTcpPort,
+                     bs[i].weight,
+                     static_cast<uint8_t>(shm::BackendState::kActive),
+                     {}};
+  return u;
+}
+
+shm::ServiceUpdate removal(uint64_t generation, const std::string& name) {
+  shm::ServiceUpdate u{};
+  u.generation = generation;
+  std::strncpy(u.name, name.c_str(), shm::kNameLen - 1);
+  u.flags = shm::kServiceRemoved;
+  return u;
+}
+
+// lb-healthd's side of the channel, and the control loop around it.
+class Control {
+ public:
+  explicit Control(Harness& h) : h_(h) {
+    std::string why;
+    healthd_ = shm::Attachment::try_attach(h.shm_name(), why);
+    EXPECT_TRUE(healthd_) << why;
+  }
+  // Sends the updates, then ticks and polls as lbd's loops would.
+  void send(const std::vector<shm::ServiceUpdate>& us) {
+    for (const shm::ServiceUpdate& u : us) ASSERT_TRUE(healthd_->send(u));
+    h_.dp().control_tick(h_.now);
+    h_.poll(0, 1);
+    h_.dp().control_tick(h_.now);
+  }
+  // `n` control ticks `step` apart, each followed by a poll of the workers.
+  void run(int n, core::Tick step) {
+    for (int i = 0; i < n; ++i) {
+      h_.now += step;
+      h_.dp().control_tick(h_.now);
+      h_.poll(0, 1);
+    }
+  }
+  uint64_t next() { return ++generation_; }
+
+ private:
+  Harness& h_;
+  std::optional<shm::Attachment> healthd_;
+  uint64_t generation_ = 100;
+};
+
+// The live entries of the registry, as /lb/backends lists them: "service ip".
+std::set<std::string> listed_backends(const dp::Dataplane& d) {
+  std::set<std::string> out;
+  const std::vector<dp::BackendInfo> bs = d.builder().backends();
+  const std::vector<std::string> names = d.builder().service_names();
+  for (const dp::BackendInfo& b : bs)
+    if (b.live) out.insert(names[core::raw(b.service)] + " " + ip_str(b.ip));
+  return out;
+}
+
+// What lbd transmitted, without its own ARP requests for new next hops.
+std::vector<Emitted> ip_out(Harness& h) {
+  std::vector<Emitted> out = h.drain();
+  std::erase_if(out, [](const Emitted& e) { return decode(e.frame).type != 0x0800; });
+  return out;
+}
+
+int id_of(const dp::Dataplane& d, uint32_t ip) {
+  const std::vector<dp::BackendInfo> bs = d.builder().backends();
+  for (size_t id = 0; id < bs.size(); ++id)
+    if (bs[id].live && bs[id].ip == ip) return static_cast<int>(id);
+  return -1;
+}
+
+TEST(IdReuse, ThousandsOfAddRemoveCyclesStayUnderTheCaps) {
+  Harness h(HarnessOptions{.channel = true});
+  const core::Tick hz = h.dp().ticks_per_second();
+  h.now = 1000 * hz;
+  Control ctl(h);
+  for (const Backend& b : kB) h.inject(kBackendPort, 0, backend_arp_reply(b));
+  // 3,000 services and 6,000 backends over the run: both past the lifetime caps of 1,024 and
+  // 4,096 that held before ids were reused; 200 next-hop addresses, each reused many times.
+  constexpr int kCycles = 3000;
+  size_t most_backends = 0;
+  size_t most_services = 0;
+  for (int i = 0; i < kCycles; ++i) {
+    const std::string name = "t" + std::to_string(i);
+    const auto port = static_cast<uint16_t>(2000 + i % 1000);
+    const uint32_t b1 = ip4(10, 20, 0, static_cast<uint8_t>(20 + (2 * i) % 200));
+    const uint32_t b2 = ip4(10, 20, 0, static_cast<uint8_t>(21 + (2 * i) % 200));
+    ctl.send({service_update(ctl.next(), name, port, cfg::Scheduler::kRoundRobin, {{b1}, {b2}})});
+    ASSERT_EQ(h.dp().control_stats().updates_rejected.load(), 0u) << "cycle " << i;
+    ctl.send({removal(ctl.next(), name)});
+    h.now += hz / 50;  // 20 ms a cycle: removed services linger tcp_closed_timeout (2 s)
+    most_backends = std::max(most_backends, h.dp().builder().backend_ids_taken());
+    most_services = std::max(most_services, h.dp().builder().service_ids_taken());
+  }
+  EXPECT_EQ(h.dp().control_stats().updates_rejected.load(), 0u);
+  std::printf("most ids taken at once: %zu backends, %zu services; next-hop slots %u\n",
+              most_backends, most_services, h.dp().neighbors().size());
+  EXPECT_LT(most_backends, 3u + 2u * 10);
+  EXPECT_LT(most_services, 2u + 2u * 110);
+  ctl.run(400, hz / 100);  // 4 s: past the lingering
+  EXPECT_EQ(h.dp().ids_leaving(), 0u);
+  EXPECT_EQ(h.dp().builder().backend_ids_taken(), 3u);
+  EXPECT_EQ(h.dp().builder().service_ids_taken(), 2u);
+  EXPECT_EQ(h.dp().neighbors().in_use(), 3u);
+  EXPECT_LE(h.dp().neighbors().size(), 3u + 16u);  // not the 200 addresses used
+  // What exists is what is listed: web's three backends, nothing of the 3,000 removed services.
+  EXPECT_EQ(listed_backends(h.dp()),
+            (std::set<std::string>{"web 10.20.0.11", "web 10.20.0.12", "web 10.20.0.13"}));
+  // And it still balances: a new connection to web reaches a backend.
+  h.inject(kClientPort, 0, c2v(client(1), syn_seg()));
+  h.poll(0, 1);
+  const std::vector<Emitted> out = ip_out(h);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, kBackendPort);
+}
+
+TEST(IdReuse, AReusedIdStartsFromZero) {
+  Harness h(HarnessOptions{.channel = true});
+  const core::Tick hz = h.dp().ticks_per_second();
+  h.now = 1000 * hz;
+  Control ctl(h);
+  const Backend old1{ip4(10, 20, 0, 50), mac(0x02, 0xbe, 0, 0, 0, 0x50), 0};
+  const Backend old2{ip4(10, 20, 0, 51), mac(0x02, 0xbe, 0, 0, 0, 0x51), 0};
+  const Backend new1{ip4(10, 20, 0, 60), mac(0x02, 0xbe, 0, 0, 0, 0x60), 0};
+  const Backend new2{ip4(10, 20, 0, 61), mac(0x02, 0xbe, 0, 0, 0, 0x61), 0};
+  // Service "x" (wrr over .50 and .51) takes one connection: .50 (its smooth-WRR weight is then
+  // -1, .51's +1) counts a flow and a packet.
+  ctl.send({service_update(ctl.next(), "x", 2001, cfg::Scheduler::kWeightedRoundRobin,
+                           {{old1.ip}, {old2.ip}})});
+  h.inject(kBackendPort, 0, backend_arp_reply(old1));
+  h.inject(kBackendPort, 0, backend_arp_reply(old2));
+  h.poll(0, 1);
+  h.inject(kClientPort, 0, c2v(client(1), syn_seg(), {}, 2001));
+  h.poll(0, 1);
+  ASSERT_EQ(ip_out(h).size(), 1u);
+  const int x1 = id_of(h.dp(), old1.ip);
+  const int x2 = id_of(h.dp(), old2.ip);
+  ASSERT_GE(x1, 0);
+  ASSERT_GE(x2, 0);
+  const dp::BackendInfo info1 = h.dp().builder().backends()[static_cast<size_t>(x1)];
+  EXPECT_EQ(h.dp().backend_counts(static_cast<uint32_t>(x1), info1).flows_total, 1u);
+
+  // "x" is removed; its flow holds .50's id until it ends (tcp_syn_timeout, 3 s).
+  ctl.send({removal(ctl.next(), "x")});
+  ctl.run(100, hz / 100);
+  EXPECT_NE(id_of(h.dp(), old1.ip), -1) << "released while a flow names it";
+  EXPECT_EQ(id_of(h.dp(), old2.ip), -1) << ".51 had no flow: released";
+  ctl.run(600, hz / 100);  // and "x"'s service id lingers 2 s (tcp_closed_timeout) after that
+  EXPECT_EQ(id_of(h.dp(), old1.ip), -1);
+  EXPECT_EQ(h.dp().ids_leaving(), 0u);
+
+  // Service "y" (wrr over .60 and .61) is given both ids again.
+  ctl.send({service_update(ctl.next(), "y", 2002, cfg::Scheduler::kWeightedRoundRobin,
+                           {{new1.ip}, {new2.ip}})});
+  const int y1 = id_of(h.dp(), new1.ip);
+  const int y2 = id_of(h.dp(), new2.ip);
+  ASSERT_EQ((std::set<int>{y1, y2}), (std::set<int>{x1, x2})) << "the ids are reused";
+  for (int id : {y1, y2}) {
+    const auto u = static_cast<uint32_t>(id);
+    const dp::BackendTotals t = h.dp().backend_counts(u, h.dp().builder().backends()[u]);
+    EXPECT_EQ(t.flows_total, 0u) << "id " << id;
+    EXPECT_EQ(t.packets_in, 0u) << "id " << id;
+    EXPECT_EQ(t.bytes_in, 0u) << "id " << id;
+    uint64_t active = 0;
+    for (uint16_t w = 0; w < h.dp().workers(); ++w)
+      active += h.dp().counters(w).backend[u].flows_active.get();
+    EXPECT_EQ(active, 0u);
+  }
+  // Nor their smooth-WRR weights: a fresh pair of equal weights alternates from the first.
+  h.inject(kBackendPort, 0, backend_arp_reply(new1));
+  h.inject(kBackendPort, 0, backend_arp_reply(new2));
+  h.poll(0, 1);
+  const Backend want[4] = {new1, new2, new1, new2};
+  for (uint8_t c = 0; c < 4; ++c) {
+    h.inject(kClientPort, 0, c2v(client(static_cast<uint8_t>(10 + c)), syn_seg(), {}, 2002));
+    h.poll(0, 1);
+    const std::vector<Emitted> out = ip_out(h);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(decode(out[0].frame).ip_dst, want[c].ip) << "connection " << int(c);
+  }
+  const auto u1 = static_cast<uint32_t>(y1);
+  EXPECT_EQ(h.dp().backend_counts(u1, h.dp().builder().backends()[u1]).flows_total, 2u);
+}
+
+}  // namespace
+}  // namespace lb::test

@@ -1192,6 +1192,34 @@ TEST_F(ProcessorTest, ArpLearnsNextHops) {
   EXPECT_EQ(C().arp_replies.get(), 1u);  // only the request for the port's address
 }
 
+// A next-hop slot no backend uses is retired (it stops matching ARP at once), then recycled for
+// another next hop, which starts unresolved (add() clears the MAC again, against a worker that
+// stored one while the slot was being retired).
+TEST(NeighborTable, RetiredSlotIsRecycledClean) {
+  NeighborTable t;
+  const uint32_t a = ip4(10, 20, 0, 30);
+  const uint32_t b = ip4(10, 20, 0, 31);
+  const uint16_t s = t.add(a, 1);
+  ASSERT_EQ(s, 0);
+  EXPECT_TRUE(t.learn(a, 1, kBackendMac[0], 5));
+  t.retire(s);
+  EXPECT_FALSE(t.used(s));
+  EXPECT_FALSE(t.lookup(s).has_value());
+  EXPECT_FALSE(t.learn(a, 1, kBackendMac[0], 6));  // no longer a next hop
+  EXPECT_EQ(t.in_use(), 0u);
+  EXPECT_EQ(t.add(b, 1), 1) << "a retired slot is not handed out before recycle()";
+  t.recycle(s);
+  const uint16_t again = t.add(a, 1);
+  EXPECT_EQ(again, s);
+  EXPECT_TRUE(t.used(again));
+  EXPECT_EQ(t.ip(again), a);
+  EXPECT_EQ(t.port(again), 1);
+  EXPECT_FALSE(t.lookup(again).has_value()) << "starts unresolved";
+  EXPECT_EQ(t.confirmed(again), 0u);
+  EXPECT_EQ(t.size(), 2u);
+  EXPECT_EQ(t.in_use(), 2u);
+}
+
 TEST_F(ProcessorTest, NeighborUnresolved) {
   neighbors_->invalidate(slot_[0]);
   const Seg syn = client_syn(0, 1, 1);
