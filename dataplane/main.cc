@@ -63,7 +63,15 @@ int main(int argc, char** argv) {
     std::reverse(app_args.begin(), app_args.end());  // CLI11 takes them last-first
     app.parse(app_args);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; anything else is a usage error: 2, as for any command
+    // (CLI11's own codes, 105..109, mean nothing to a shell script).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (!check && split == argc) {
+    std::fprintf(stderr,
+                 "lbd: EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci -- --config "
+                 "FILE)\n");
+    return 2;
   }
 
   bool eal_up = false;
@@ -75,10 +83,6 @@ int main(int argc, char** argv) {
                   config.services.size(), count_backends(config));
       return 0;
     }
-    if (split == argc)
-      throw std::runtime_error(
-          "EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci "
-          "-- --config FILE)");
     // lbctl finds lbd's telemetry socket under /var/run/dpdk/<file-prefix>/: unless told
     // otherwise, the prefix is the instance name, so the config file alone says where it is.
     const std::string name = instance.empty() ? config.instance : instance;
