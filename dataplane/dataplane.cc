@@ -14,6 +14,7 @@
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
 
+#include <net/if.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +29,18 @@ namespace {
 
 uint32_t prefix_mask(uint8_t len) {
   return len == 0 ? 0 : ~uint32_t{0} << (32 - len);
+}
+
+// The kernel interface a vdev drives ("iface=eth1" of net_af_packet0 / net_af_xdp0), or "".
+std::string kernel_interface(const std::string& device) {
+  const std::string name = device.substr(0, device.find(','));
+  if (!name.starts_with("net_af_packet") && !name.starts_with("net_af_xdp")) return {};
+  for (size_t at = device.find(','); at != std::string::npos; at = device.find(',', at + 1)) {
+    const size_t end = device.find(',', at + 1);
+    const std::string kv = device.substr(at + 1, end == std::string::npos ? end : end - at - 1);
+    if (kv.starts_with("iface=")) return kv.substr(6);
+  }
+  return {};
 }
 
 std::runtime_error dpdk_error(const std::string& what, int err) {
@@ -162,9 +175,21 @@ void Dataplane::resolve_port(size_t index, const cfg::PortConfig& pc) {
   const std::string devname = pc.device.substr(0, pc.device.find(','));
   uint16_t id;
   if (rte_eth_dev_get_port_by_name(devname.c_str(), &id) != 0) {
+    // The kernel-interface PMDs fail with EPERM or ENODEV-less texts for an interface that does
+    // not exist: say what is wrong before asking them.
+    const std::string iface = kernel_interface(pc.device);
+    if (!iface.empty() && if_nametoindex(iface.c_str()) == 0)
+      throw std::runtime_error("port '" + pc.name + "': no such interface '" + iface +
+                               "' (device '" + pc.device + "')");
+    clear_errors();
     const int rc = rte_dev_probe(pc.device.c_str());
-    if (rc != 0 || rte_eth_dev_get_port_by_name(devname.c_str(), &id) != 0)
-      throw dpdk_error("port '" + pc.name + "': cannot probe device '" + pc.device + "'", rc);
+    if (rc != 0 || rte_eth_dev_get_port_by_name(devname.c_str(), &id) != 0) {
+      const std::string logged = recent_errors();
+      const std::string code =
+          rc != 0 ? rte_strerror(rc < 0 ? -rc : rc) : "no ethdev port after probing";
+      throw std::runtime_error("port '" + pc.name + "': cannot probe device '" + pc.device +
+                               "': " + (logged.empty() ? code : logged + " (" + code + ")"));
+    }
   }
   port.id = id;
 }
@@ -529,6 +554,8 @@ void Dataplane::receive_updates() {
   shm::Header& h = segment_->header();
   std::unique_ptr<core::Pool> built;
   uint64_t last = 0;
+  uint32_t applied = 0;
+  std::optional<PoolState> before;
   for (;;) {
     const unsigned n =
         segment_->receive(rx_updates_.data(), static_cast<unsigned>(rx_updates_.size()));
@@ -536,6 +563,7 @@ void Dataplane::receive_updates() {
     for (unsigned i = 0; i < n; ++i) {
       const shm::ServiceUpdate& u = rx_updates_[i];
       h.received_generation.store(u.generation, std::memory_order_release);
+      if (!before) before = state_;  // for the log: what this tick's updates changed
       // Each update is tried on a copy: a bad one is refused whole and the rest still apply.
       PoolState next = state_;
       std::string why = apply_update(next, u);
@@ -544,6 +572,7 @@ void Dataplane::receive_updates() {
           built = builder_.build(u.generation, next);
           state_ = std::move(next);
           last = u.generation;
+          ++applied;
           control_stats_.updates_applied.fetch_add(1, std::memory_order_relaxed);
           continue;
         } catch (const std::exception& e) {
@@ -552,13 +581,16 @@ void Dataplane::receive_updates() {
       }
       control_stats_.updates_rejected.fetch_add(1, std::memory_order_relaxed);
       h.rejected_generation.store(u.generation, std::memory_order_release);
-      LB_LOG(ERR, "pool update %llu refused: %s", static_cast<unsigned long long>(u.generation),
-             why.c_str());
+      LB_LOG_POOL(ERR, "pool update %llu refused: %s",
+                  static_cast<unsigned long long>(u.generation), why.c_str());
     }
   }
   if (built) {
     const uint64_t token = publish(std::move(built));
     pending_ack_ = {token, last};
+    LB_LOG_POOL(INFO, "pool generation %llu applied%s: %s", static_cast<unsigned long long>(last),
+                applied > 1 ? (" (" + std::to_string(applied) + " updates)").c_str() : "",
+                describe_changes(*before, state_).c_str());
     // Workers report a quiescent state every loop iteration (microseconds): wait for them a
     // little so the acknowledgement is not a whole control tick late. Bounded: a stalled
     // worker delays only the ack, which the next ticks retry.
@@ -750,6 +782,142 @@ void Dataplane::reclaim_ids(core::Tick now) {
   });
 }
 
+// -- What an operator needs to know after start ---------------------------------------------
+// The control thread looks once a second at what the workers and the ports did, and logs the
+// changes: links going up or down, next hops resolved, changing MAC or lost, drop counts rising
+// sharply. Workers never log.
+
+namespace {
+
+std::string mac_str(uint64_t v) {
+  char b[18];
+  const core::MacAddr m = core::MacAddr::from_u64(v);
+  std::snprintf(b, sizeof b, "%02x:%02x:%02x:%02x:%02x:%02x", m.b[0], m.b[1], m.b[2], m.b[3],
+                m.b[4], m.b[5]);
+  return b;
+}
+
+// A drop reason's rate that deserves a line: at least this many a second, and several times
+// what it usually is (its rate smoothed over about ten seconds).
+constexpr double kDropsWorthALine = 100;
+constexpr double kDropsRise = 4;
+
+}  // namespace
+
+void Dataplane::watch(core::Tick now) {
+  if (now < next_watch_) return;
+  const bool first = next_watch_ == 0;
+  next_watch_ = now + tsc_hz_;
+  watch_links();
+  watch_neighbors();
+  if (!first) watch_drops(now);
+  for (size_t r = 0; r < core::kDropReasonCount; ++r) {
+    uint64_t n = 0;
+    for (const Worker& w : workers_) n += w.proc->counters().drops[r].get();
+    drops_seen_[r] = n;
+  }
+}
+
+void Dataplane::watch_links() {
+  link_up_.resize(ports_.size(), -1);
+  for (size_t i = 0; i < ports_.size(); ++i) {
+    rte_eth_link link{};
+    if (rte_eth_link_get_nowait(ports_[i].id, &link) != 0) continue;
+    const int up = link.link_status == RTE_ETH_LINK_UP ? 1 : 0;
+    if (up == link_up_[i]) continue;
+    std::string text = up ? "link up" : "link down";
+    if (up && link.link_speed != RTE_ETH_SPEED_NUM_NONE &&
+        link.link_speed != RTE_ETH_SPEED_NUM_UNKNOWN)
+      text += ", " + std::to_string(link.link_speed) + " Mbps";
+    if (up) text += link.link_duplex == RTE_ETH_LINK_FULL_DUPLEX ? " full-duplex" : " half-duplex";
+    if (up || link_up_[i] == -1)
+      LB_LOG_LINK(INFO, "port %s: %s", ports_[i].name.c_str(), text.c_str());
+    else
+      LB_LOG_LINK(WARNING, "port %s: %s", ports_[i].name.c_str(), text.c_str());
+    link_up_[i] = up;
+  }
+}
+
+void Dataplane::watch_neighbors() {
+  const uint16_t n = neighbors_.size();
+  neighbor_seen_.resize(n, {0, 0});
+  for (uint16_t slot = 0; slot < n; ++slot) {
+    auto& [seen_key, seen_mac] = neighbor_seen_[slot];
+    const uint64_t key =
+        neighbors_.used(slot) ? uint64_t{neighbors_.ip(slot)} << 16 | neighbors_.port(slot) : 0;
+    const std::optional<core::MacAddr> mac = neighbors_.lookup(slot);
+    const uint64_t m = key != 0 && mac ? mac->to_u64() | uint64_t{1} << 48 : 0;
+    if (key != seen_key) seen_mac = 0;  // another next hop in the slot, or none
+    seen_key = key;
+    if (m == seen_mac) continue;
+    const std::string who = cfg::format_ipv4(neighbors_.ip(slot)) + " (port " +
+                            ports_[neighbors_.port(slot)].name + ")";
+    if (m != 0 && seen_mac == 0)
+      LB_LOG_NEIGH(INFO, "next hop %s resolved: %s", who.c_str(), mac_str(m).c_str());
+    else if (m != 0)
+      LB_LOG_NEIGH(WARNING, "next hop %s changed MAC: %s -> %s", who.c_str(),
+                   mac_str(seen_mac).c_str(), mac_str(m).c_str());
+    else
+      LB_LOG_NEIGH(WARNING,
+                   "next hop %s lost: no ARP answer for %u s; its packets are dropped "
+                   "(neighbor_unresolved) until it answers",
+                   who.c_str(), kNeighborLostAfter);
+    seen_mac = m;
+  }
+}
+
+void Dataplane::watch_drops(core::Tick now) {
+  for (size_t r = 0; r < core::kDropReasonCount; ++r) {
+    uint64_t n = 0;
+    for (const Worker& w : workers_) n += w.proc->counters().drops[r].get();
+    const double rate = static_cast<double>(n - drops_seen_[r]);  // a second's worth
+    const double usual = drop_rate_[r];
+    drop_rate_[r] = usual + (rate - usual) / 10;
+    if (rate < kDropsWorthALine || rate < kDropsRise * usual) continue;
+    if (drop_logged_[r] != 0 && now - drop_logged_[r] < 10 * tsc_hz_) continue;  // rate limit
+    drop_logged_[r] = now;
+    LB_LOG_DROPS(WARNING, "%s drops rising: %.0f in the last second (usually %.0f/s), %llu in all",
+                 std::string(core::kDropReasonNames[r]).c_str(), rate, usual,
+                 static_cast<unsigned long long>(n));
+  }
+}
+
+void Dataplane::log_summary() const {
+  uint64_t rx = 0, tx = 0, created = 0, expired = 0, reused = 0, reset = 0, refused = 0;
+  uint64_t active = 0;
+  std::array<uint64_t, core::kDropReasonCount> drops{};
+  for (const Worker& w : workers_) {
+    const core::WorkerCounters& c = w.proc->counters();
+    for (size_t p = 0; p < ports_.size(); ++p) {
+      rx += c.port[p].rx_packets.get();
+      tx += c.port[p].tx_packets.get();
+    }
+    created += c.flows_created.get();
+    expired += c.flows_expired.get();
+    reused += c.flows_reused.get();
+    reset += c.flows_reset.get();
+    refused += c.flows_refused.get();
+    active += c.flows_active.get();
+    for (size_t r = 0; r < drops.size(); ++r) drops[r] += c.drops[r].get();
+  }
+  uint64_t dropped = 0;
+  std::string by_reason;
+  for (size_t r = 0; r < drops.size(); ++r) {
+    if (drops[r] == 0) continue;
+    dropped += drops[r];
+    by_reason += (by_reason.empty() ? "" : ", ") + std::string(core::kDropReasonNames[r]) + " " +
+                 std::to_string(drops[r]);
+  }
+  const auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
+  LB_LOG(INFO,
+         "summary: %llu packets in, %llu out; flows: %llu created, %llu expired, %llu reused by a "
+         "SYN, %llu reset, %llu refused, %llu still open; %llu dropped%s%s%s; pool updates: %llu "
+         "applied, %llu refused",
+         u(rx), u(tx), u(created), u(expired), u(reused), u(reset), u(refused), u(active),
+         u(dropped), by_reason.empty() ? "" : " (", by_reason.c_str(), by_reason.empty() ? "" : ")",
+         u(control_stats_.updates_applied.load()), u(control_stats_.updates_rejected.load()));
+}
+
 void Dataplane::control_tick(core::Tick now) {
   if (segment_) {
     segment_->header().lbd_heartbeat_ms.store(now * 1000 / tsc_hz_, std::memory_order_relaxed);
@@ -761,6 +929,7 @@ void Dataplane::control_tick(core::Tick now) {
   }
   reclaim_pools();
   reclaim_ids(now);
+  watch(now);
   if (now >= next_arp_) {
     next_arp_ = now + tsc_hz_;
     send_arp_requests(now);
@@ -772,7 +941,14 @@ void Dataplane::send_arp_requests(core::Tick now) {
   const uint64_t now_s = now / tsc_hz_;
   const uint16_t n = neighbors_.size();
   for (uint16_t slot = 0; slot < n; ++slot) {
+    if (!neighbors_.used(slot)) continue;
     const bool known = neighbors_.lookup(slot).has_value();
+    if (known && now_s >= neighbors_.confirmed(slot) + kNeighborLostAfter) {
+      // It stopped answering: packets toward it are counted as unresolved rather than sent to
+      // a MAC that may belong to nobody now (or to someone else).
+      neighbors_.invalidate(slot);
+      continue;
+    }
     if (known && now_s < neighbors_.confirmed(slot) + 30) continue;
     const uint16_t p = neighbors_.port(slot);
     rte_mbuf* m = rte_pktmbuf_alloc(mbufs_);

@@ -36,6 +36,9 @@ namespace lb::dp {
 class Dataplane {
  public:
   static constexpr uint16_t kBurst = 32;
+  // A next hop whose MAC was not confirmed by ARP for this long (it is asked every second after
+  // 30 s) is forgotten (and logged as lost).
+  static constexpr uint32_t kNeighborLostAfter = 60;
   static constexpr uint16_t kBatch = 2 * kBurst;  // frames processed together (all ports)
 
   // Sets up ports (probing vdevs named in the config when they do not exist yet), queues, the
@@ -66,6 +69,9 @@ class Dataplane {
   size_t ids_leaving() const {
     return leaving_backends_.size() + leaving_services_.size() + retiring_neighbors_.size();
   }
+
+  // Logs what lbd did: packets, flows, drops by reason, pool updates (at shutdown).
+  void log_summary() const;
 
   // Publishes a new pool; the old one is freed once every worker has passed a quiescent point.
   // Returns the RCU token that tells when every worker uses the new one.
@@ -168,6 +174,10 @@ class Dataplane {
   void send_arp_requests(core::Tick now);
   void reclaim_pools();
   void reclaim_ids(core::Tick now);
+  void watch(core::Tick now);
+  void watch_links();
+  void watch_neighbors();
+  void watch_drops(core::Tick now);
   bool post_forget(uint64_t what);
   void forget_ids(Worker& wk);
   void receive_updates();
@@ -210,6 +220,13 @@ class Dataplane {
     core::Tick since = 0;
   };
   std::map<uint32_t, Leaving> leaving_backends_, leaving_services_;
+  // What the control thread last logged (watch()), once a second.
+  core::Tick next_watch_ = 0;
+  std::vector<int> link_up_;                                   // by port: -1 unknown, 0 down, 1 up
+  std::vector<std::pair<uint64_t, uint64_t>> neighbor_seen_;   // by slot: (ip:port, MAC or 0)
+  std::array<uint64_t, core::kDropReasonCount> drops_seen_{};  // sums at the last look
+  std::array<double, core::kDropReasonCount> drop_rate_{};     // per second, smoothed
+  std::array<core::Tick, core::kDropReasonCount> drop_logged_{};
   std::vector<std::pair<uint64_t, uint16_t>> retiring_neighbors_;  // (RCU token, slot)
   ControlStats control_stats_;
   std::mutex list_mu_;

@@ -93,10 +93,19 @@ int main(int argc, char** argv) {
     // argv[argc] must be NULL, as getopt (inside rte_eal_init) may read it.
     const int eal_argc = static_cast<int>(eal_args.size());
     eal_args.push_back(nullptr);
+    // Every DPDK message from here on is one timestamped line on stderr.
+    lb::dp::open_log_stream("lbd");
+    lb::dp::clear_errors();
     const int consumed = rte_eal_init(eal_argc, eal_args.data());
-    if (consumed < 0)
-      throw std::runtime_error(std::string("EAL initialisation failed: ") +
-                               rte_strerror(rte_errno));
+    if (consumed < 0) {
+      // rte_errno is set on some failures only ("Success" otherwise): what EAL logged says why.
+      const std::string logged = lb::dp::recent_errors();
+      const std::string code = rte_errno != 0 ? rte_strerror(rte_errno) : "";
+      throw std::runtime_error("EAL initialisation failed: " +
+                               (logged.empty() ? (code.empty() ? "see EAL's messages above" : code)
+                                : code.empty() ? logged
+                                               : logged + " (" + code + ")"));
+    }
     eal_up = true;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
@@ -114,6 +123,7 @@ int main(int argc, char** argv) {
       LB_LOG(INFO, "stopping");
       lb::dp::unregister_telemetry();
       dp.stop();
+      dp.log_summary();
     }
     rte_eal_cleanup();
     return 0;

@@ -2,6 +2,7 @@
 
 #include "live_pool.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -226,6 +227,89 @@ size_t PoolBuilder::backend_ids_taken() const {
 size_t PoolBuilder::service_ids_taken() const {
   std::lock_guard lock(mu_);
   return service_names_.size() - free_services_.size();
+}
+
+namespace {
+
+const char* state_name(shm::BackendState s) {
+  switch (s) {
+    case shm::BackendState::kActive:
+      return "active";
+    case shm::BackendState::kDraining:
+      return "draining";
+    case shm::BackendState::kStopped:
+      return "stopped";
+  }
+  return "?";
+}
+
+const char* scheduler_name(cfg::Scheduler s) {
+  switch (s) {
+    case cfg::Scheduler::kRoundRobin:
+      return "rr";
+    case cfg::Scheduler::kWeightedRoundRobin:
+      return "wrr";
+    case cfg::Scheduler::kRandom:
+      return "random";
+    case cfg::Scheduler::kLeastConnections:
+      return "lc";
+  }
+  return "?";
+}
+
+std::string endpoint(uint32_t ip, uint16_t port) {
+  return cfg::format_ipv4(ip) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+std::string describe_changes(const PoolState& before, const PoolState& after, size_t max_items) {
+  std::vector<std::string> items;
+  for (const auto& [name, old] : before)
+    if (!after.count(name)) items.push_back("-service " + name);
+  for (const auto& [name, now] : after) {
+    const auto it = before.find(name);
+    if (it == before.end()) {
+      items.push_back("+service " + name + " " + endpoint(now.vip, now.port) + " " +
+                      scheduler_name(now.scheduler) + " (" + std::to_string(now.backends.size()) +
+                      " backends)");
+      continue;
+    }
+    const ServiceState& old = it->second;
+    if (old.vip != now.vip || old.port != now.port)
+      items.push_back(name + ": " + endpoint(old.vip, old.port) + " -> " +
+                      endpoint(now.vip, now.port));
+    if (old.scheduler != now.scheduler)
+      items.push_back(name + ": " + scheduler_name(old.scheduler) + " -> " +
+                      scheduler_name(now.scheduler));
+    const auto same = [](const ServiceState::Backend& a, const ServiceState::Backend& b) {
+      return a.ip == b.ip && a.port == b.port;
+    };
+    for (const ServiceState::Backend& b : old.backends)
+      if (std::none_of(now.backends.begin(), now.backends.end(),
+                       [&](const auto& x) { return same(x, b); }))
+        items.push_back(name + ": -" + endpoint(b.ip, b.port));
+    for (const ServiceState::Backend& b : now.backends) {
+      const auto o = std::find_if(old.backends.begin(), old.backends.end(),
+                                  [&](const auto& x) { return same(x, b); });
+      const std::string e = name + ": " + endpoint(b.ip, b.port);
+      if (o == old.backends.end()) {
+        items.push_back(name + ": +" + endpoint(b.ip, b.port) + " " + state_name(b.state) +
+                        (b.weight != 1 ? " weight " + std::to_string(b.weight) : ""));
+        continue;
+      }
+      if (o->state != b.state)
+        items.push_back(e + " " + state_name(o->state) + " -> " + state_name(b.state));
+      if (o->weight != b.weight)
+        items.push_back(e + " weight " + std::to_string(o->weight) + " -> " +
+                        std::to_string(b.weight));
+    }
+  }
+  if (items.empty()) return "no change";
+  std::string out;
+  for (size_t i = 0; i < items.size() && i < max_items; ++i) out += (i ? ", " : "") + items[i];
+  if (items.size() > max_items) out += " (+" + std::to_string(items.size() - max_items) + " more)";
+  return out;
 }
 
 PoolState state_from_config(const cfg::Config& config) {

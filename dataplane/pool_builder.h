@@ -50,6 +50,11 @@ struct BackendTotals {
   uint64_t flows_total = 0, syn_rst = 0, syn_timeout = 0;
 };
 
+// What changed from `before` to `after`, briefly, for the log: "web: +10.20.0.14:8080 active,
+// 10.20.0.12:8080 active -> draining; -service api". At most `max_items` changes are named, then
+// "(+N more)"; "no change" when there is none.
+std::string describe_changes(const PoolState& before, const PoolState& after, size_t max_items = 8);
+
 struct BackendInfo {
   core::ServiceId service{};
   uint32_t ip = 0;

@@ -1662,7 +1662,10 @@ TEST(IdReuse, ThousandsOfAddRemoveCyclesStayUnderTheCaps) {
   // What exists is what is listed: web's three backends, nothing of the 3,000 removed services.
   EXPECT_EQ(listed_backends(h.dp()),
             (std::set<std::string>{"web 10.20.0.11", "web 10.20.0.12", "web 10.20.0.13"}));
-  // And it still balances: a new connection to web reaches a backend.
+  // And it still balances: a new connection to web reaches a backend (whose MAC, unconfirmed
+  // for the run's minute, is learned again).
+  for (const Backend& b : kB) h.inject(kBackendPort, 0, backend_arp_reply(b));
+  h.poll(0, 1);
   h.inject(kClientPort, 0, c2v(client(1), syn_seg()));
   h.poll(0, 1);
   const std::vector<Emitted> out = ip_out(h);
@@ -1736,6 +1739,43 @@ TEST(IdReuse, AReusedIdStartsFromZero) {
   }
   const auto u1 = static_cast<uint32_t>(y1);
   EXPECT_EQ(h.dp().backend_counts(u1, h.dp().builder().backends()[u1]).flows_total, 2u);
+}
+
+}  // namespace
+}  // namespace lb::test
+
+namespace lb::test {
+namespace {
+
+// The "pool generation N applied: ..." log line says briefly what changed.
+TEST(PoolLog, DescribesWhatChanged) {
+  using S = shm::BackendState;
+  dp::PoolState a;
+  a["web"] = {
+      ip4(10, 10, 0, 100),
+      80,
+      cfg::Scheduler::kWeightedRoundRobin,
+      {{ip4(10, 20, 0, 11), 8080, 1, S::kActive}, {ip4(10, 20, 0, 12), 8080, 1, S::kActive}}};
+  a["api"] = {ip4(10, 10, 0, 101), 80, cfg::Scheduler::kRoundRobin, {}};
+  EXPECT_EQ(dp::describe_changes(a, a), "no change");
+  dp::PoolState b = a;
+  b.erase("api");
+  b["web"].backends[1].state = S::kDraining;
+  b["web"].backends[0].weight = 5;
+  b["web"].backends.push_back({ip4(10, 20, 0, 14), 8080, 2, S::kActive});
+  b["new"] = {ip4(10, 10, 0, 102), 443, cfg::Scheduler::kLeastConnections, {}};
+  EXPECT_EQ(dp::describe_changes(a, b),
+            "-service api, +service new 10.10.0.102:443 lc (0 backends), web: 10.20.0.11:8080 "
+            "weight 1 -> 5, web: 10.20.0.12:8080 active -> draining, web: +10.20.0.14:8080 "
+            "active weight 2");
+  EXPECT_EQ(dp::describe_changes(b, a, 2),
+            "-service new, +service api 10.10.0.101:80 rr (0 backends) (+3 more)");
+  dp::PoolState c = a;
+  c["web"].port = 8080;
+  c["web"].scheduler = cfg::Scheduler::kRoundRobin;
+  c["web"].backends.pop_back();
+  EXPECT_EQ(dp::describe_changes(a, c),
+            "web: 10.10.0.100:80 -> 10.10.0.100:8080, web: wrr -> rr, web: -10.20.0.12:8080");
 }
 
 }  // namespace
