@@ -31,6 +31,18 @@ uint32_t prefix_mask(uint8_t len) {
   return len == 0 ? 0 : ~uint32_t{0} << (32 - len);
 }
 
+core::VipArp to_core(cfg::VipArp v) {
+  switch (v) {
+    case cfg::VipArp::kSubnet:
+      return core::VipArp::kSubnet;
+    case cfg::VipArp::kAll:
+      return core::VipArp::kAll;
+    case cfg::VipArp::kNone:
+      return core::VipArp::kNone;
+  }
+  return core::VipArp::kSubnet;
+}
+
 // The kernel interface a vdev drives ("iface=eth1" of net_af_packet0 / net_af_xdp0), or "".
 std::string kernel_interface(const std::string& device) {
   const std::string name = device.substr(0, device.find(','));
@@ -114,7 +126,8 @@ void Dataplane::setup(const std::string& shm_name) {
   pc.workers = nworkers;
   pc.nports = static_cast<uint16_t>(ports_.size());
   for (size_t i = 0; i < ports_.size(); ++i)
-    pc.ports[i] = {dc.ports[i].ip, prefix_mask(dc.ports[i].prefix_len), ports_[i].mac};
+    pc.ports[i] = {dc.ports[i].ip, prefix_mask(dc.ports[i].prefix_len), ports_[i].mac,
+                   to_core(dc.ports[i].vip_arp)};
   pc.flow_capacity = dc.flows.capacity;
   pc.syn_timeout = dc.flows.tcp_syn_timeout * tsc_hz_;
   pc.established_timeout = dc.flows.tcp_established_timeout * tsc_hz_;

@@ -130,7 +130,9 @@ Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
 }
 
 // ---------------------------------------------------------------------------------------------
-// ARP: answer for the port's own address and for every VIP; learn next hops from what we see.
+// ARP: answer for the port's own address and for the VIPs it is the place to ask for (by default
+// those inside its subnet: a VIP of the client side is not answered on the backend port); learn
+// next hops from what we see.
 
 Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
                               Tick now) {
@@ -141,7 +143,8 @@ Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port
       arp.spa != 0 && neighbors_.learn(arp.spa, in_port, arp.sha, now / cfg_.ticks_per_second);
   if (learned) counters_->arp_learned.add();
   const PortInfo& port = cfg_.ports[in_port];
-  const bool for_us = arp.tpa == port.ip || (arp.op == 1 && pool.is_vip(arp.tpa));
+  const bool for_us =
+      arp.tpa == port.ip || (arp.op == 1 && port.answers_arp_for(arp.tpa) && pool.is_vip(arp.tpa));
   if (arp.op == 2 || !for_us) {
     // A reply to our request, or a next hop announcing itself (gratuitous ARP): used, not
     // dropped. Anything else on the wire is someone else's conversation.

@@ -46,10 +46,18 @@ struct Verdict {
   DropReason reason;
 };
 
+// Which VIPs a port answers ARP for (cfg::VipArp): inside its subnet, all, none.
+enum class VipArp : uint8_t { kSubnet, kAll, kNone };
+
 struct PortInfo {
   uint32_t ip;
   uint32_t mask;
   MacAddr mac;
+  VipArp vip_arp = VipArp::kSubnet;
+  // Whether an ARP request on this port for `vip` (a VIP) is lbd's to answer.
+  bool answers_arp_for(uint32_t vip) const {
+    return vip_arp == VipArp::kAll || (vip_arp == VipArp::kSubnet && (vip & mask) == (ip & mask));
+  }
 };
 
 struct ProcessorConfig {

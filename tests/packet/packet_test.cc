@@ -618,6 +618,22 @@ std::vector<Case> all_cases() {
                               .out = {tx_client(arp_reply(kLbClientMac, kVip, c1.mac, c1.ip))},
                               .checks = {LB_CTR(arp_replies, 1), port_tx(kClientPort, 1)}}};
                    }});
+  cases.push_back(
+      {.name = "ArpForVipNotOnTheBackendPort",
+       .description = "who-has a client-side VIP asked on the backend port is not answered "
+                      "(the VIP is not in that port's subnet)",
+       .resolve_backends = false,
+       .script = [=](const Env&) -> std::vector<Step> {
+         const MacAddr host = mac(0x02, 0xaa, 0, 0, 0, 0x99);
+         return {
+             {.what = "a host of the backend segment asks for 10.10.0.100",
+              .in = {rx_backend(arp_request(host, ip4(10, 20, 0, 99), kVip))},
+              .checks = {drops(DropReason::kArpNotForUs, 1), LB_CTR(arp_replies, 0)}},
+             {.what = "and for lbd's backend port address: answered",
+              .in = {rx_backend(arp_request(host, ip4(10, 20, 0, 99), kLbBackendIp))},
+              .out = {tx_backend(arp_reply(kLbBackendMac, kLbBackendIp, host, ip4(10, 20, 0, 99)))},
+              .checks = {LB_CTR(arp_replies, 1)}}};
+       }});
   cases.push_back({.name = "ArpNotForUs",
                    .description = "ARP for another address is dropped and counted",
                    .resolve_backends = false,

@@ -1150,6 +1150,36 @@ TEST_F(ProcessorTest, ArpNotForUs) {
   EXPECT_EQ(Drops(DropReason::kArpNotForUs), 4u);
 }
 
+// A VIP is answered for on the port whose subnet holds it, not on another port (a client-side
+// VIP asked on the backend segment is someone else's question): by default. vip_arp = "all"
+// answers every VIP on the port (a segment that treats a VIP outside it as on-link), "none"
+// none (routed VIPs: the router sends to the port's address and needs no ARP for them).
+TEST_F(ProcessorTest, ArpForAVipOnlyWhereItsSubnetIs) {
+  const uint32_t routed = ip4(192, 0, 2, 80);  // in no port's subnet
+  Pool::ServiceSpec web{kSvc, kVip, kVport, SchedulerKind::kRoundRobin, {}, {}};
+  Pool::ServiceSpec far{ServiceId{6}, routed, kVport, SchedulerKind::kRoundRobin, {}, {}};
+  pool_ = std::make_unique<Pool>(9, std::vector<Pool::ServiceSpec>{web, far});
+  const auto ask = [&](uint16_t port, uint32_t target) {
+    // From a host that is no next hop (a next hop's request is used to learn its MAC).
+    return Run(arp_request_frame(mac(0x02, 0xaa, 0, 0, 0, 0x99), ip4(10, 20, 0, 99), target,
+                                 core::kBroadcastMac),
+               port, 1);
+  };
+  EXPECT_TRUE(IsTx(ask(kClientSide, kVip), kClientSide));
+  EXPECT_TRUE(IsDrop(ask(kBackendSide, kVip), DropReason::kArpNotForUs));
+  EXPECT_TRUE(IsDrop(ask(kClientSide, routed), DropReason::kArpNotForUs));
+  EXPECT_TRUE(IsDrop(ask(kBackendSide, routed), DropReason::kArpNotForUs));
+  // vip_arp = "all" on the backend port, "none" on the client port.
+  cfg_.ports[kBackendSide].vip_arp = VipArp::kAll;
+  cfg_.ports[kClientSide].vip_arp = VipArp::kNone;
+  Restart();
+  EXPECT_TRUE(IsTx(ask(kBackendSide, kVip), kBackendSide));
+  EXPECT_TRUE(IsTx(ask(kBackendSide, routed), kBackendSide));
+  EXPECT_TRUE(IsDrop(ask(kClientSide, kVip), DropReason::kArpNotForUs));
+  // The port's own address is always answered.
+  EXPECT_TRUE(IsTx(ask(kClientSide, kPortIp[0]), kClientSide));
+}
+
 TEST_F(ProcessorTest, ArpLearnsNextHops) {
   const MacAddr moved = mac(0x02, 0xbb, 0, 0, 0x99, 0x11);
   // A reply from backend 0 with a new MAC, on the backend port.
