@@ -717,72 +717,59 @@ void Dataplane::reclaim_ids(core::Tick now) {
   const auto passed = [this](uint64_t token) {
     return rte_rcu_qsbr_check(qsbr_, token, false) == 1;
   };
-  const auto forgotten = [this] {
-    for (const Worker& w : workers_)
-      if (!rte_ring_empty(w.forget)) return false;
-    return true;
-  };
-  for (auto it = leaving_backends_.begin(); it != leaving_backends_.end();) {
-    const auto id = static_cast<core::BackendId>(it->first);
-    Leaving& l = it->second;
-    if (builder_.named(id)) {  // back before it was reused: it keeps its id
-      it = leaving_backends_.erase(it);
-      continue;
-    }
-    if (!passed(l.token)) {
-      ++it;
-      continue;
-    }
+  // One step of an id on its way out; true once it may be released. `ready()`: nothing but
+  // pools names it any more (no flow; for a service, no backend id left).
+  const auto step = [&](Leaving& l, uint64_t forget, auto&& ready) {
+    if (!passed(l.token)) return false;
     if (l.step == 0) {
-      uint64_t flows = 0;
-      for (const Worker& w : workers_)
-        flows += w.proc->counters().backend[it->first].flows_active.get();
-      if (flows == 0 && post_forget(it->first)) {
+      if (ready() && post_forget(forget)) {
         l.token = rte_rcu_qsbr_start(qsbr_);
         l.step = 1;
       }
+      return false;
+    }
+    for (const Worker& w : workers_)
+      if (!rte_ring_empty(w.forget)) return false;  // not taken by every worker yet
+    return true;
+  };
+  for (auto it = leaving_backends_.begin(); it != leaving_backends_.end();) {
+    const uint32_t id = it->first;
+    const auto no_flows = [&] {
+      uint64_t flows = 0;
+      for (const Worker& w : workers_) flows += w.proc->counters().backend[id].flows_active.get();
+      return flows == 0;
+    };
+    if (builder_.named(static_cast<core::BackendId>(id))) {
+      it = leaving_backends_.erase(it);  // back before it was reused: it keeps its id
+    } else if (step(it->second, id, no_flows)) {
+      const BackendTotals t = backend_totals(id);
+      builder_.release(static_cast<core::BackendId>(id), t);
+      if (id < last_syn_rst_.size()) {
+        last_syn_rst_[id] = t.syn_rst;  // nothing of the old owner's is posted as the new's
+        last_syn_timeout_[id] = t.syn_timeout;
+      }
+      it = leaving_backends_.erase(it);
+    } else {
       ++it;
-      continue;
     }
-    if (!forgotten()) {
-      ++it;
-      continue;
-    }
-    const BackendTotals t = backend_totals(it->first);
-    builder_.release(id, t);
-    if (it->first < last_syn_rst_.size()) {
-      last_syn_rst_[it->first] = t.syn_rst;  // nothing of the old owner's is posted as the new's
-      last_syn_timeout_[it->first] = t.syn_timeout;
-    }
-    it = leaving_backends_.erase(it);
   }
   const core::Tick linger = config_.dataplane.flows.tcp_closed_timeout * tsc_hz_;
   for (auto it = leaving_services_.begin(); it != leaving_services_.end();) {
     const auto id = static_cast<core::ServiceId>(it->first);
     Leaving& l = it->second;
+    const auto lingered = [&] {
+      if (builder_.has_backends(id)) return false;
+      if (l.since == 0) l.since = now;
+      return now - l.since >= linger;
+    };
     if (builder_.named(id)) {
       it = leaving_services_.erase(it);
-      continue;
-    }
-    if (!passed(l.token) || builder_.has_backends(id)) {
+    } else if (step(l, uint64_t{1} << 32 | it->first, lingered)) {
+      builder_.release(id);
+      it = leaving_services_.erase(it);
+    } else {
       ++it;
-      continue;
     }
-    if (l.step == 0) {
-      if (l.since == 0) l.since = now;
-      if (now - l.since >= linger && post_forget(uint64_t{1} << 32 | it->first)) {
-        l.token = rte_rcu_qsbr_start(qsbr_);
-        l.step = 1;
-      }
-      ++it;
-      continue;
-    }
-    if (!forgotten()) {
-      ++it;
-      continue;
-    }
-    builder_.release(id);
-    it = leaving_services_.erase(it);
   }
   for (uint16_t slot : builder_.take_unused_neighbors()) {
     neighbors_.retire(slot);

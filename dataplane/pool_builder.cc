@@ -231,32 +231,6 @@ size_t PoolBuilder::service_ids_taken() const {
 
 namespace {
 
-const char* state_name(shm::BackendState s) {
-  switch (s) {
-    case shm::BackendState::kActive:
-      return "active";
-    case shm::BackendState::kDraining:
-      return "draining";
-    case shm::BackendState::kStopped:
-      return "stopped";
-  }
-  return "?";
-}
-
-const char* scheduler_name(cfg::Scheduler s) {
-  switch (s) {
-    case cfg::Scheduler::kRoundRobin:
-      return "rr";
-    case cfg::Scheduler::kWeightedRoundRobin:
-      return "wrr";
-    case cfg::Scheduler::kRandom:
-      return "random";
-    case cfg::Scheduler::kLeastConnections:
-      return "lc";
-  }
-  return "?";
-}
-
 std::string endpoint(uint32_t ip, uint16_t port) {
   return cfg::format_ipv4(ip) + ":" + std::to_string(port);
 }
@@ -271,7 +245,7 @@ std::string describe_changes(const PoolState& before, const PoolState& after, si
     const auto it = before.find(name);
     if (it == before.end()) {
       items.push_back("+service " + name + " " + endpoint(now.vip, now.port) + " " +
-                      scheduler_name(now.scheduler) + " (" + std::to_string(now.backends.size()) +
+                      cfg::to_string(now.scheduler) + " (" + std::to_string(now.backends.size()) +
                       " backends)");
       continue;
     }
@@ -280,8 +254,8 @@ std::string describe_changes(const PoolState& before, const PoolState& after, si
       items.push_back(name + ": " + endpoint(old.vip, old.port) + " -> " +
                       endpoint(now.vip, now.port));
     if (old.scheduler != now.scheduler)
-      items.push_back(name + ": " + scheduler_name(old.scheduler) + " -> " +
-                      scheduler_name(now.scheduler));
+      items.push_back(name + ": " + cfg::to_string(old.scheduler) + " -> " +
+                      cfg::to_string(now.scheduler));
     const auto same = [](const ServiceState::Backend& a, const ServiceState::Backend& b) {
       return a.ip == b.ip && a.port == b.port;
     };
@@ -294,12 +268,13 @@ std::string describe_changes(const PoolState& before, const PoolState& after, si
                                   [&](const auto& x) { return same(x, b); });
       const std::string e = name + ": " + endpoint(b.ip, b.port);
       if (o == old.backends.end()) {
-        items.push_back(name + ": +" + endpoint(b.ip, b.port) + " " + state_name(b.state) +
+        items.push_back(name + ": +" + endpoint(b.ip, b.port) + " " + health::to_string(b.state) +
                         (b.weight != 1 ? " weight " + std::to_string(b.weight) : ""));
         continue;
       }
       if (o->state != b.state)
-        items.push_back(e + " " + state_name(o->state) + " -> " + state_name(b.state));
+        items.push_back(e + " " + health::to_string(o->state) + " -> " +
+                        health::to_string(b.state));
       if (o->weight != b.weight)
         items.push_back(e + " weight " + std::to_string(o->weight) + " -> " +
                         std::to_string(b.weight));

@@ -127,25 +127,32 @@ Bytes to_client(int c, Seg s, std::optional<uint16_t> vlan = {}) {
                            : test::eth(client_mac(c), kPortMac[kClientSide]);
   return test::tcp_frame(e, s.ip, s.tcp, 0);
 }
-// An RST from the VIP answering client c (RFC 793 reset generation).
-Bytes rst_to_client(int c, uint16_t cport, uint32_t seq, uint32_t ack, uint8_t flags,
-                    std::optional<uint16_t> vlan = {}, uint32_t from = kVip) {
+// An RST as lbd builds it (RFC 793 reset generation): fresh IPv4 header (id 0, DF, TTL 64), no
+// options, window 0, no padding.
+Bytes rst_frame(const test::Eth& e, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
+                uint32_t seq, uint32_t ack, uint8_t flags) {
   Ip ip;
-  ip.src = from;
-  ip.dst = client_ip(c);
+  ip.src = src;
+  ip.dst = dst;
   ip.ttl = 64;
   ip.id = 0;
   ip.frag = 0x4000;
   Tcp t;
-  t.sport = kVport;
-  t.dport = cport;
+  t.sport = sport;
+  t.dport = dport;
   t.seq = seq;
   t.ack = ack;
   t.flags = flags;
   t.window = 0;
+  return test::tcp_frame(e, ip, t, 0);
+}
+
+// An RST from the VIP answering client c.
+Bytes rst_to_client(int c, uint16_t cport, uint32_t seq, uint32_t ack, uint8_t flags,
+                    std::optional<uint16_t> vlan = {}, uint32_t from = kVip) {
   const test::Eth e = vlan ? test::eth_vlan(client_mac(c), kPortMac[kClientSide], *vlan)
                            : test::eth(client_mac(c), kPortMac[kClientSide]);
-  return test::tcp_frame(e, ip, t, 0);
+  return rst_frame(e, from, client_ip(c), kVport, cport, seq, ack, flags);
 }
 
 int backend_index(const Bytes& frame) {
@@ -1582,19 +1589,8 @@ TEST_F(ProcessorTest, TwoWorkersHandOffToTheOwner) {
 
 // An RST from client c's address:cport to backend b (what a backend of a reset flow gets).
 Bytes rst_to_backend(int b, int c, uint16_t cport, uint32_t seq) {
-  Ip ip;
-  ip.src = client_ip(c);
-  ip.dst = kBackendIp[b];
-  ip.ttl = 64;
-  ip.id = 0;
-  ip.frag = 0x4000;
-  Tcp t;
-  t.sport = cport;
-  t.dport = kBackendTcpPort;
-  t.seq = seq;
-  t.flags = tf::kRst;
-  t.window = 0;
-  return test::tcp_frame(test::eth(kBackendMac[b], kPortMac[kBackendSide]), ip, t, 0);
+  return rst_frame(test::eth(kBackendMac[b], kPortMac[kBackendSide]), client_ip(c), kBackendIp[b],
+                   cport, kBackendTcpPort, seq, 0, tf::kRst);
 }
 
 TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
