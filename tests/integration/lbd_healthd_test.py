@@ -14,6 +14,7 @@ Exit 0 on success, 1 on failure, 77 when it cannot run here (with the reason).
 """
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +48,19 @@ def free_port(addrs):
         if ok:
             return port
     raise Failure("no free port")
+
+
+STAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z lbd\[\d+\] "
+APPLIED = re.compile(STAMP + r"INFO lb\.pool: pool generation [1-9]\d* applied(?: \(\d+ updates\))?: .+")
+SUMMARY = re.compile(STAMP + r"INFO lb: summary: \d+ packets in, \d+ out; flows: \d+ created, .*"
+                     r"pool updates: [1-9]\d* applied, \d+ refused$")
+
+
+def lbd_log_line(logdir, pattern):
+    """The last line of lbd's log matching `pattern`, or None."""
+    with open(os.path.join(logdir, "lbd.log")) as f:
+        found = [line.rstrip("\n") for line in f if pattern.match(line)]
+    return found[-1] if found else None
 
 
 def post(addr, port, path):
@@ -101,6 +115,10 @@ healthd = {{ control_socket = "{sock}"; socket_mode = "0600"; }};
         pool, t = wait_for("lb-healthd's first push applied",
                            lambda: (p := tel.query("/lb/pool"))["applied_generation"] > 0 and p, 10)
         print(f"first push applied after {t:.2f}s (generation {pool['applied_generation']})")
+        # lbd says so in its log, with a timestamp (and what changed).
+        line, _ = wait_for("lbd's log line for the generation applied",
+                           lambda: lbd_log_line(tmp.name, APPLIED), 5)
+        print(f"lbd logged: {line}")
         wait_for("all three active", lambda: tel.states() == all_active, 5)
 
         # A backend fails its health check: lbd stops sending it new flows.
@@ -201,6 +219,10 @@ healthd = {{ control_socket = "{sock}"; socket_mode = "0600"; }};
             rc = stop(name)
             if rc != 0:
                 raise Failure(f"{name} exited {rc} on SIGTERM")
+        summary = lbd_log_line(tmp.name, SUMMARY)
+        if not summary:
+            raise Failure("lbd logged no shutdown summary")
+        print(f"lbd's shutdown summary: {summary}")
         print("PASS")
         return 0
     except Failure as e:
