@@ -670,7 +670,7 @@ TEST_F(ControlDaemonTest, SaveWritesTheFileAndKeepsTheOld) {
   EXPECT_EQ(r["changes"], Json::array());
 }
 
-// -- A reload that removes: drain, never reset (issue 17) --------------------------------------
+// -- A reload that removes: drain, never reset -----------------------------------------------
 
 constexpr const char* kSecond = ", { address = \"127.0.0.2\"; port = 8080; }";
 
@@ -805,7 +805,7 @@ TEST_F(ControlDaemonTest, ServiceRemovedByReloadDrainsBeforeLbdIsTold) {
 
 TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
   // An operators' group that may read the file (and a mode to match) must survive a save, for
-  // the new file and for the .bak (issue 17: the group was dropped).
+  // the new file and for the .bak (the group used to be dropped).
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the file to another owner and group";
   constexpr uid_t kUid = 4343;
   constexpr gid_t kGid = 4242;

@@ -375,7 +375,7 @@ TEST_F(ControlServerTest, SocketFileLifecycle) {
   }
 }
 
-// -- What clients can do to the log (issue 17) ------------------------------------------------
+// -- What clients can do to the log ---------------------------------------------------------
 
 // The log written to a file for the length of a test.
 class CapturedLog {
