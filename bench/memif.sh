@@ -270,13 +270,14 @@ PY
   elif [ "$fwd" = testpmd ]; then
     drops=$(awk '/Accumulated forward statistics/ { a = 1 } a && /TX-dropped/ { print "tx_dropped=" $4; exit }' "$d/fwd.log")
   fi
-  printf '%s %s %s total=%s c2b=%s/%s b2c=%s/%s ringfull=%s/%s newflows=%s lost=%s errors=%s gen_busy=%s gen_exit=%s load=%s quiet=%s others=%s rss_setup=%s rss_done=%s anon=%s huge=%s thp=%s gen_rss=%s | %s\n' \
+  printf '%s %s %s total=%s c2b=%s/%s b2c=%s/%s ringfull=%s/%s newflows=%s lost=%s errors=%s gen_busy=%s gen_cpp=%s gen_exit=%s load=%s quiet=%s others=%s rss_setup=%s rss_done=%s anon=%s huge=%s thp=%s gen_rss=%s | %s\n' \
     "$sc" "$fwd" "$round" "$tot" \
     "$(result_field "$d/gen.log" c2b_offered)" "$(result_field "$d/gen.log" c2b_fwd)" \
     "$(result_field "$d/gen.log" b2c_offered)" "$(result_field "$d/gen.log" b2c_fwd)" \
     "$(result_field "$d/gen.log" ring_full_c2b)" "$(result_field "$d/gen.log" ring_full_b2c)" \
     "$(result_field "$d/gen.log" new_flows_per_s)" "$(result_field "$d/gen.log" lost)" \
-    "$(result_field "$d/gen.log" errors)" "$(result_field "$d/gen.log" gen_busy)" "$grc" "$load" \
+    "$(result_field "$d/gen.log" errors)" "$(result_field "$d/gen.log" gen_busy)" \
+    "$(result_field "$d/gen.log" gen_cycles_per_pkt)" "$grc" "$load" \
     "$quiet" "$others" "${rss_setup:--}" "${rss_done:--}" \
     "${anon:--}" "${huge_kib:--}" "${thp:--}" "${gen_rss:--}" "$drops" | tee -a "$work/results"
   rm -f "$work/c.sock" "$work/b.sock"
@@ -365,7 +366,8 @@ print("spent receiving or sending (near 100 %: lb-gen itself is the limit); lost
 for r in rows:
     print(f"  {r['sc']:4} {r['fwd']:8} round {r['round']}: offered c->b {r['c2b'].split('/')[0]}"
           f" b->c {r['b2c'].split('/')[0]} Mpps, ring-full {r['ringfull']} %, lb-gen busy"
-          f" {r.get('gen_busy', '?')} %, lost {r['lost']}, other processes {r['others']} CPU;"
+          f" {r.get('gen_busy', '?')} % ({r.get('gen_cpp') or '?'} cycles/packet), lost {r['lost']},"
+          f" other processes {r['others']} CPU;"
           f" {r['drops']}")
 mem = [r for r in rows if r["fwd"] == "lbd" and r["sc"] in ("10m", "1m") and r["anon"] != "-"]
 if mem:
