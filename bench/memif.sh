@@ -181,12 +181,15 @@ run_one() {  # SCENARIO FORWARDER(lbd|testpmd) ROUND -> appends to $work/results
   local budget=$(( 60 + duration + ${warmup%.*} + (flows / 200000) ))
   local quiet; quiet=$(wait_quiet)
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
-  # lb-gen: memif server, main lcore on CPU 0.
+  # lb-gen: memif server, main lcore on CPU 0. lbd's links come up before it has built its flow
+  # tables (seconds for 32 M flows without hugepages on a loaded machine) and only then does it
+  # answer ARP: lb-gen waits for that as long as for the rest of its setup.
   timeout $((budget + 60)) nice -n "$nice_level" "$gen" -l 0 --no-pci --no-telemetry --file-prefix ${tag}g $mem_gen \
     --vdev="net_memif0,role=server,socket=$work/c.sock,socket-abstract=no,mac=$gen_mac_c" \
     --vdev="net_memif1,role=server,socket=$work/b.sock,socket-abstract=no,mac=$gen_mac_b" \
     -- --peer $peer --vip $vip --backends $backends --flows "$flows" --size "$size" \
-    --duration "$duration" --warmup "$warmup" --setup-timeout $budget --linger 30 --progress \
+    --duration "$duration" --warmup "$warmup" --setup-timeout $budget --resolve-timeout $budget \
+    --linger 30 --progress \
     $(scenario_opts "$sc") > "$d/gen.log" 2>&1 &
   local gpid=$!
   pids+=("$gpid")
