@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds (build/ and, with sanitizers, build-asan/), prepares hugepages
-# when it can, runs every test suite, and ends with one line: "N passed, N failed[, N skipped]".
-# Exit status is non-zero when anything failed. Usage: tools/test.sh [--no-asan]
+# Installs what is missing, builds (build/; build-asan/ and build-tsan/ with sanitizers; build-fuzz/
+# with clang and libFuzzer), prepares hugepages when it can, runs every test suite, and ends with
+# one line: "N passed, N failed[, N skipped]".
+# Exit status is non-zero when anything failed. Usage: tools/test.sh [--no-asan] (--no-asan: none
+# of the sanitizer builds, fuzz targets included)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -75,6 +77,22 @@ if [ $asan -eq 1 ]; then
   else
     echo "test.sh: the thread-sanitizer build failed"
     results+=("sanitizer-build-failed")
+  fi
+fi
+
+# libFuzzer targets (tests/fuzz, docs/testing.md; AddressSanitizer and UBSan as well): a short run
+# of a fixed number of executions each, one test per target. Longer runs: tools/fuzz.sh.
+if [ $asan -eq 1 ]; then
+  if command -v clang++ > /dev/null; then
+    if CXX=clang++ configure build-fuzz -Dfuzz=true && ninja -C build-fuzz fuzz; then
+      run_suites build-fuzz "fuzz" --no-rebuild --suite fuzz
+    else
+      echo "test.sh: the fuzz build failed"
+      results+=("sanitizer-build-failed")
+    fi
+  else
+    echo "test.sh: clang++ not installed: the fuzz targets did not run (tools/install-deps.sh)"
+    results+=("fuzz-skipped")
   fi
 fi
 
