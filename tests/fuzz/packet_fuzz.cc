@@ -516,7 +516,8 @@ class Run {
         burst.push_back(std::move(*in));
         if (want > 0) --want;
       }
-      if (want == 0 && !burst.empty()) {
+      // process_burst takes at most kMaxBurst frames (lbd's poll gathers at most that many).
+      if (!burst.empty() && (want == 0 || burst.size() == Processor::kMaxBurst)) {
         process(worker_, burst, false);
         burst.clear();
       }
@@ -534,6 +535,7 @@ class Run {
   void process(uint16_t w, std::vector<Input>& ins, bool handed) {
     Processor& p = *procs_[w];
     const size_t n = ins.size();
+    LB_FUZZ_CHECK(n <= Processor::kMaxBurst, "a burst of %zu frames", n);
     std::vector<std::vector<uint8_t>> bufs(n);
     std::vector<Frame> frames(n);
     std::vector<uint16_t> ports(n);
