@@ -1,7 +1,7 @@
 // Micro-benchmarks of lbd's packet logic (dataplane/core), without DPDK: every benchmark works on
-// a burst of 32 and reports items (packets, lookups, picks) per second. BM_Process* call
-// Processor::process once per packet; BM_ProcessBurst* call process_burst on the 32 at once, as
-// the worker does. Build: ninja -C build;
+// a burst of 32 and reports items (packets, lookups, picks) per second, except BM_MaglevBuild
+// (control-thread work: time per table). BM_Process* call Processor::process once per packet;
+// BM_ProcessBurst* call process_burst on the 32 at once, as the worker does. Build: ninja -C build;
 // run: build/bench/lbcore_bench [--benchmark_filter=REGEX]. See docs/benchmarking.md.
 //
 // What a number includes is in each benchmark's comment. Benchmarks that feed Processor copy a
@@ -22,6 +22,7 @@
 #include "checksum.h"
 #include "counters.h"
 #include "flow_table.h"
+#include "maglev.h"
 #include "neighbor.h"
 #include "packet.h"
 #include "pool.h"
@@ -442,6 +443,52 @@ BENCHMARK(BM_SchedulerPick)
     ->Args({static_cast<int>(SchedulerKind::kRoundRobin), 64})
     ->Args({static_cast<int>(SchedulerKind::kWeightedRoundRobin), 64})
     ->Args({static_cast<int>(SchedulerKind::kLeastConn), 64});
+
+// ---------------------------------------------------------------------------------------------
+// Maglev: a service's table, built by the control thread on every pool change, and the lookup a
+// new flow (or a miss) does in it.
+
+std::vector<MaglevBackend> maglev_backends(int64_t n, bool weighted) {
+  std::vector<MaglevBackend> v;
+  for (uint32_t i = 0; i < static_cast<uint32_t>(n); ++i)
+    v.push_back(MaglevBackend{kBackendNet + 11 + i, kBackendPort, weighted ? 1 + i % 4 : 1, i});
+  return v;
+}
+
+// One whole build: validation, sort, permutations, the fill loop, the table's allocation.
+void BM_MaglevBuild(benchmark::State& state) {
+  const auto bs = maglev_backends(state.range(0), state.range(2) != 0);
+  const auto m = static_cast<uint32_t>(state.range(1));
+  for (auto _ : state) {
+    const MaglevTable t(bs, m);
+    benchmark::DoNotOptimize(t.entries().data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_MaglevBuild)
+    ->ArgNames({"backends", "M", "weighted"})
+    ->Args({3, 65537, 0})
+    ->Args({256, 65537, 0})
+    ->Args({256, 65537, 1})
+    ->Args({1000, 65537, 0})
+    ->Args({256, 655373, 0})
+    ->Unit(benchmark::kMicrosecond);
+
+// 32 flows: maglev_flow_hash of the client side, then the table entry (65537 entries, 256
+// backends; 256 KiB, so in L2 here).
+void BM_MaglevLookup(benchmark::State& state) {
+  const MaglevTable t(maglev_backends(256, false));
+  uint32_t i = 0;
+  for (auto _ : state) {
+    for (int b = 0; b < kBurst; ++b, ++i) {
+      const uint32_t id = t.lookup(
+          maglev_flow_hash(client_ip(i & 0xfffff), client_port(i & 0xfffff), kVip, kVport));
+      benchmark::DoNotOptimize(id);
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * kBurst);
+}
+BENCHMARK(BM_MaglevLookup);
 
 // ---------------------------------------------------------------------------------------------
 // Checksums: the RFC 1624 update a DNAT does per packet (IPv4 + TCP, address and port).

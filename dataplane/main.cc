@@ -2,6 +2,7 @@
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_pdump.h>
 
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@
 
 #include "dataplane.h"
 #include "lb_config.h"
+#include "lb_version.h"
 #include "log.h"
 #include "telemetry.h"
 
@@ -49,7 +51,16 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "lbd: kernel-bypass L4 load balancer (DPDK)\n"
-      "usage: lbd [EAL args] -- --config FILE [--check]"};
+      "usage: lbd [EAL options] -- --config FILE [--instance NAME] [--check]\n"
+      "       lbd --config FILE --check      (validates the file; no EAL, no root)",
+      "lbd"};
+  app.footer(
+      "EAL options come before '--'. The usual ones: -l/--lcores (the first lcore runs the\n"
+      "control thread, each further one a worker), --no-pci or -a PCI (the NICs lbd may use),\n"
+      "--file-prefix (default: the instance name; lbctl and dpdk-dumpcap find lbd by it),\n"
+      "--log-level=lb:debug, -m/--no-huge (single-process only: no packet capture).\n"
+      "All of them: lbd --eal-help, or the DPDK guide's \"EAL parameters\" page.\n"
+      "Manual: lbd(8), lbd.cfg(5).");
   std::string config_path;
   bool check = false;
   std::string instance;
@@ -58,12 +69,28 @@ int main(int argc, char** argv) {
                  "names the pool channel to lb-healthd (/dev/shm/lbd-NAME); default: the "
                  "config's instance");
   app.add_flag("--check", check, "validate the configuration and exit");
-  app.set_version_flag("--version", "lbd 0.1.0");
+  app.add_flag_callback(
+      "--eal-help",
+      [&] {
+        // EAL prints its own options and exits while parsing them, before it touches memory.
+        std::vector<char*> help{argv[0], const_cast<char*>("--help"), nullptr};
+        rte_eal_init(2, help.data());
+      },
+      "list DPDK's EAL options (they go before '--') and exit");
+  app.set_version_flag("--version", "lbd " LB_VERSION);
   try {
     std::reverse(app_args.begin(), app_args.end());  // CLI11 takes them last-first
     app.parse(app_args);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; anything else is a usage error: 2, as for any command
+    // (CLI11's own codes, 105..109, mean nothing to a shell script).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (!check && split == argc) {
+    std::fprintf(stderr,
+                 "lbd: EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci -- --config "
+                 "FILE)\n");
+    return 2;
   }
 
   bool eal_up = false;
@@ -75,10 +102,6 @@ int main(int argc, char** argv) {
                   config.services.size(), count_backends(config));
       return 0;
     }
-    if (split == argc)
-      throw std::runtime_error(
-          "EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci "
-          "-- --config FILE)");
     // lbctl finds lbd's telemetry socket under /var/run/dpdk/<file-prefix>/: unless told
     // otherwise, the prefix is the instance name, so the config file alone says where it is.
     const std::string name = instance.empty() ? config.instance : instance;
@@ -89,11 +112,25 @@ int main(int argc, char** argv) {
     // argv[argc] must be NULL, as getopt (inside rte_eal_init) may read it.
     const int eal_argc = static_cast<int>(eal_args.size());
     eal_args.push_back(nullptr);
+    // Every DPDK message from here on is one timestamped line on stderr.
+    lb::dp::open_log_stream("lbd");
+    lb::dp::clear_errors();
     const int consumed = rte_eal_init(eal_argc, eal_args.data());
-    if (consumed < 0)
-      throw std::runtime_error(std::string("EAL initialisation failed: ") +
-                               rte_strerror(rte_errno));
+    if (consumed < 0) {
+      // rte_errno is set on some failures only ("Success" otherwise): what EAL logged says why.
+      const std::string logged = lb::dp::recent_errors();
+      const std::string code = rte_errno != 0 ? rte_strerror(rte_errno) : "";
+      throw std::runtime_error("EAL initialisation failed: " +
+                               (logged.empty() ? (code.empty() ? "see EAL's messages above" : code)
+                                : code.empty() ? logged
+                                               : logged + " (" + code + ")"));
+    }
     eal_up = true;
+    // dpdk-dumpcap and dpdk-pdump attach as secondary processes and ask lbd, over EAL's IPC, to
+    // copy its ports' packets to them (without this: "Cannot find action: mp_pdump"). Until
+    // one does, the ports have no callbacks and the packet path is unchanged.
+    if (rte_pdump_init() != 0)
+      LB_LOG(WARNING, "packet capture (dpdk-dumpcap) unavailable: %s", rte_strerror(rte_errno));
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     {
@@ -110,7 +147,9 @@ int main(int argc, char** argv) {
       LB_LOG(INFO, "stopping");
       lb::dp::unregister_telemetry();
       dp.stop();
+      dp.log_summary();
     }
+    rte_pdump_uninit();
     rte_eal_cleanup();
     return 0;
   } catch (const std::exception& e) {

@@ -21,8 +21,19 @@ die() { printf '\ndemo: FAILED: %s\n' "$*" >&2; exit 1; }
 
 bold "installing what is missing and building"
 bash tools/install-deps.sh || die "tools/install-deps.sh"
-if [ ! -f build/build.ninja ]; then meson setup build >/dev/null || die "meson setup"; fi
-ninja -C build >/dev/null || die "build (run ninja -C build to see why)"
+# One line per step here too; the build's own output only when it fails.
+buildlog=$(mktemp)
+if [ ! -f build/build.ninja ]; then
+  echo "demo: configuring (meson setup build)"
+  meson setup build >"$buildlog" 2>&1 || { cat "$buildlog"; rm -f "$buildlog"; die "meson setup"; }
+fi
+echo "demo: building (ninja -C build; the first build takes a few minutes)"
+if ! ninja -C build >"$buildlog" 2>&1; then
+  tail -40 "$buildlog"
+  rm -f "$buildlog"
+  die "build (above: the end of ninja's output)"
+fi
+rm -f "$buildlog"
 
 export LB_NS_PREFIX=lb
 tmp=$(mktemp -d)

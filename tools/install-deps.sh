@@ -5,8 +5,8 @@
 set -euo pipefail
 
 packages=(
-  # build
-  build-essential g++ meson ninja-build pkg-config
+  # build (scdoc: the man pages)
+  build-essential g++ meson ninja-build pkg-config scdoc
   # dataplane
   dpdk dpdk-dev libdpdk-dev libpcap-dev libbsd-dev libnuma-dev libxdp-dev libbpf-dev libelf-dev
   libarchive-dev libjansson-dev libssl-dev libsystemd-dev
@@ -40,7 +40,29 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-echo "install-deps: installing ${missing[*]}"
+# One line per step; apt's own output goes to a log that is shown in full only when a step fails.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+step() {  # step WHAT COMMAND...
+  local what=$1
+  shift
+  printf 'install-deps: %s ... ' "$what"
+  if "$@" >"$log" 2>&1 </dev/null; then
+    echo done
+  else
+    local rc=$?
+    echo "FAILED (exit $rc)"
+    cat "$log" >&2
+    exit 1
+  fi
+}
+echo "install-deps: ${#missing[@]} of ${#packages[@]} packages missing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+step "updating the package lists (apt-get update)" apt-get update -qq
+step "installing ${#missing[@]} package(s) (the first time takes a few minutes)" \
+  apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"
+installed=()
+for p in "${missing[@]}"; do
+  v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null) && installed+=("$p=$v")
+done
+echo "install-deps: installed ${installed[*]}"

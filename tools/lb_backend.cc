@@ -16,15 +16,19 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
+
+#include "lb_version.h"
 
 namespace {
 
 constexpr const char* kDescription = R"(lb-backend: an HTTP/1.1 test backend for lbd and lb-healthd.
 
-  GET  /              200, body "<name>\n" (any other path too)
+  GET  /              200, body "<name>\n" (any other path too); with ?delay_ms=N (at most
+                      10000) the answer comes N ms later
   GET  /healthcheck   200 "ok <name>" while healthy, else 503 "fail <name>"
   Every response carries the header "X-Backend: <name>".
 
@@ -121,7 +125,7 @@ void text(httplib::Response& res, int status, const std::string& body) {
 }  // namespace
 
 static int run(int argc, char** argv) {
-  CLI::App app{kDescription};
+  CLI::App app{kDescription, "lb-backend"};
   std::string name;
   std::string listen = "127.0.0.1";
   int port = 0;
@@ -132,6 +136,7 @@ static int run(int argc, char** argv) {
       ->required()
       ->check(CLI::Range(0, 65535));
   app.add_option("--threads", threads, "worker threads (default 64)")->check(CLI::Range(1, 1024));
+  app.set_version_flag("--version", "lb-backend " LB_VERSION);
   CLI11_PARSE(app, argc, argv);
 
   // Signals go to one thread that waits for them; every other thread has them blocked.
@@ -197,7 +202,12 @@ static int run(int argc, char** argv) {
              " requests=" + std::to_string(g_requests.load()) +
              " checks=" + std::to_string(g_checks.load()) + "\n");
   });
-  svr.Get(".*", [&name](const httplib::Request&, httplib::Response& res) {
+  svr.Get(".*", [&name](const httplib::Request& req, httplib::Response& res) {
+    // ?delay_ms=N (at most 10 s): a response still in flight when the test acts on lbd.
+    if (req.has_param("delay_ms")) {
+      const long ms = std::strtol(req.get_param_value("delay_ms").c_str(), nullptr, 10);
+      if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms < 10000 ? ms : 10000));
+    }
     text(res, 200, name + "\n");
   });
 

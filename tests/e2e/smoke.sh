@@ -33,20 +33,11 @@ trap 'exit 130' INT TERM
 "$netns" up >/dev/null || { echo "FAIL: tools/netns.sh up"; exit 1; }
 
 nsx() { ip netns exec "$@"; }
-for i in 1 2 3; do
-  mkdir -p "$tmp/www$i"
-  echo "backend-$i" >"$tmp/www$i/name"
-  nsx $p-b$i python3 -m http.server 8080 --bind 10.20.0.1$i --directory "$tmp/www$i" \
-    >"$tmp/http$i.log" 2>&1 &
-done
-
-if [ "$pmd" = af_xdp ]; then
-  devc="net_af_xdp_${p}0,iface=${p}-c"
-  devb="net_af_xdp_${p}1,iface=${p}-b"
-else
-  devc="net_af_packet_${p}0,iface=${p}-c,qpairs=$workers"
-  devb="net_af_packet_${p}1,iface=${p}-b,qpairs=$workers"
-fi
+# shellcheck source=../support/topology.sh
+. "$here/../support/topology.sh"
+pids=()  # the backends go with their namespaces
+http_backends 3
+lbd_devices "$pmd" "$workers"
 cat >"$tmp/lbd.cfg" <<CFG
 dataplane: {
   workers = $workers;
@@ -73,20 +64,7 @@ fail() {
   exit 1
 }
 # Wait until lbd answers ARP and ping for the VIP, and the backends listen.
-ok=0
-for _ in $(seq 1 100); do
-  nsx $p-client ping -c1 -W1 10.10.0.100 >/dev/null 2>&1 && { ok=1; break; }
-  kill -0 $lbd_pid 2>/dev/null || break
-  sleep 0.1
-done
-[ $ok -eq 1 ] || fail "the VIP does not answer ping ($pmd)"
-for i in 1 2 3; do
-  for _ in $(seq 1 100); do
-    curl -s --max-time 1 -o /dev/null http://10.20.0.1$i:8080/name && break  # management path
-    sleep 0.1
-  done
-done
-sleep 1.5  # lbd resolves the backends' MACs within a second
+lbd_ready $lbd_pid 3 || fail "the VIP does not answer ping ($pmd)"
 
 declare -A seen
 fails=0

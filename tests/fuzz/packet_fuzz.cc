@@ -710,7 +710,7 @@ class Run {
       for (uint32_t b = 0; b < kBackends.size(); ++b)
         per_backend += c.backend[b].flows_active.get();
       LB_FUZZ_CHECK(c.flows_active.get() == size && per_backend == size &&
-                        c.flows_created.get() - c.flows_expired.get() - c.flows_closed.get() -
+                        c.flows_created.get() - c.flows_expired.get() - c.flows_reused.get() -
                                 c.flows_reset.get() ==
                             size,
                     "worker %u: table %llu, active %llu, by backend %llu", w,

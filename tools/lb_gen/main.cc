@@ -30,6 +30,7 @@
 #include "dataplane.h"
 #include "gen.h"
 #include "lb_config.h"
+#include "lb_version.h"
 
 namespace {
 
@@ -158,7 +159,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "lb-gen: plays the clients and the backends of lbd (or of a plain forwarder) over two DPDK\n"
       "ports and checks every packet that comes back.\n"
-      "usage: lb-gen [EAL args] -- --vip IP:PORT [options]"};
+      "usage: lb-gen [EAL args] -- --vip IP:PORT [options]",
+      "lb-gen"};
   lb::gen::Options o;
   std::string vip = "10.10.0.100:80", backends, client_net = "10.128.0.0", client_ip = "10.10.0.2";
   std::string lbd_mac, lbd_backend_mac, peer = "lbd", dir = "both", inproc_lbd;
@@ -224,6 +226,7 @@ int main(int argc, char** argv) {
                  "second lcore of this process");
   app.add_flag("--inproc-io", inproc_io,
                "run a plain io forwarder on the second lcore over net_ring");
+  app.set_version_flag("--version", "lb-gen " LB_VERSION);
   try {
     std::reverse(app_args.begin(), app_args.end());  // CLI11 takes them last-first
     app.parse(app_args);
