@@ -14,6 +14,8 @@ packages=(
   libconfig++-dev libcli11-dev nlohmann-json3-dev libcurl4-openssl-dev libcpp-httplib-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-scapy valgrind
+  # fuzz targets (tests/fuzz): clang with libFuzzer and the sanitizer runtimes
+  clang libclang-rt-14-dev
   # end-to-end topology, clients, kernel comparison
   iproute2 iputils-ping ethtool curl wrk nftables procps psmisc util-linux tcpdump bc
   # benchmarks: dry run of the pktgen Lua scripts (tools/pktgen/check.lua)

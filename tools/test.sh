@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds (build/ and, with sanitizers, build-asan/), prepares hugepages
-# when it can, runs every test suite, and ends with one line: "N passed, N failed[, N skipped]".
+# Installs what is missing, builds (build/; build-asan/ and build-tsan/ with sanitizers; build-fuzz/
+# with clang and libFuzzer), prepares hugepages when it can, runs every test suite, and ends with
+# one line: "N passed, N failed[, N skipped]".
 # Exit status is non-zero when anything failed.
 #
 # Usage: tools/test.sh [--no-asan] [--no-deps] [--suite NAME]... [-- MESON_TEST_ARGS...]
-#   --no-asan      no sanitizer builds
+#   --no-asan      none of the sanitizer builds (the fuzz targets included)
 #   --no-deps      do not run tools/install-deps.sh (everything is installed already)
 #   --suite NAME   only this suite (repeatable); the sanitizer builds run only for the suites they
-#                  cover (unit and packet under ASan, the channel test of unit under TSan)
+#                  cover (unit and packet under ASan, the channel test of unit under TSan, fuzz)
 #   -- ARGS        passed to `meson test` for build/ (e.g. a test's name: tools/test.sh -- channel);
 #                  the sanitizer builds are left out
 set -uo pipefail
@@ -121,6 +122,22 @@ if [ $asan -eq 1 ] && [ ${#asan_suites[@]} -gt 0 ]; then
   else
     echo "test.sh: the thread-sanitizer build failed"
     results+=("sanitizer-build-failed")
+  fi
+fi
+
+# libFuzzer targets (tests/fuzz, docs/testing.md; AddressSanitizer and UBSan as well): a short run
+# of a fixed number of executions each, one test per target. Longer runs: tools/fuzz.sh.
+if [ $asan -eq 1 ] && wanted fuzz; then
+  if command -v clang++ > /dev/null; then
+    if CXX=clang++ configure build-fuzz -Dfuzz=true && ninja -C build-fuzz fuzz; then
+      run_suites build-fuzz "fuzz" --no-rebuild --suite fuzz
+    else
+      echo "test.sh: the fuzz build failed"
+      results+=("sanitizer-build-failed")
+    fi
+  else
+    echo "test.sh: clang++ not installed: the fuzz targets did not run (tools/install-deps.sh)"
+    results+=("fuzz-skipped")
   fi
 fi
 

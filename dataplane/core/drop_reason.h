@@ -12,13 +12,15 @@ namespace lb::core {
   X(kTruncated, "truncated")      /* shorter than its headers */                 \
   X(kVlanStacked, "vlan_stacked") /* more than one 802.1Q tag */                 \
   X(kUnsupportedEthertype, "unsupported_ethertype")                              \
+  X(kNotOurMac, "not_our_mac")       /* another host's, or not ARP to a group */ \
+  X(kEthBadSource, "eth_bad_source") /* SYN from a group MAC */                  \
   X(kIpVersion, "ip_version")                                                    \
   X(kIpHeaderLength, "ip_bad_ihl") /* IHL < 5 or past the frame */               \
   X(kIpOptions, "ip_options")                                                    \
   X(kIpTotalLength, "ip_bad_total_length")                                       \
   X(kIpChecksum, "ip_bad_checksum")                                              \
   X(kIpFragment, "ip_fragment")                                                  \
-  X(kIpBadAddress, "ip_bad_address") /* multicast/broadcast/zero source */       \
+  X(kIpBadAddress, "ip_bad_address") /* martian or spoofed source */             \
   X(kUnsupportedProtocol, "unsupported_protocol")                                \
   X(kTcpHeaderLength, "tcp_bad_offset")                                          \
   X(kTcpFlags, "tcp_bad_flags") /* SYN+FIN, SYN+RST, no flags */                 \

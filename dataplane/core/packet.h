@@ -3,6 +3,7 @@
 // (no options, no fragments), TCP and ICMP. Every step checks the length it reads; the result is a
 // kind or a drop reason, never an assertion.
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -69,6 +70,22 @@ struct ParsedPacket {
 // (RTE_MBUF_F_RX_IP_CKSUM_GOOD), so it is not summed again here.
 void parse_packet(const uint8_t* frame, size_t len, ParsedPacket& out,
                   bool ip_csum_verified = false);
+
+// The destination MAC at the front of a frame of at least 8 bytes as one word (its 48 high
+// bits), so that a frame's and its port's compare in two instructions.
+inline uint64_t dst_mac_key(const uint8_t* frame) {
+  uint64_t v;
+  std::memcpy(&v, frame, sizeof v);
+  return std::endian::native == std::endian::little ? v << 16 : v >> 16;
+}
+
+// parse_packet for a frame received on a port whose MAC has the dst_mac_key `port_mac_key`. A
+// port in promiscuous mode (af_packet, af_xdp, pcap, a NIC with several MACs) also sees frames
+// for other hosts, and balancing them would duplicate what their real destination gets: a frame
+// to another host's unicast MAC is kNotOurMac whatever it holds, and so is TCP or ICMP to a
+// group address (those carry ARP only; a malformed frame to one keeps its own reason).
+void parse_received(const uint8_t* frame, size_t len, ParsedPacket& out, bool ip_csum_verified,
+                    uint64_t port_mac_key);
 
 // True when the 20-byte IPv4 header at `ip` sums to all ones (its checksum is right). Five
 // native 32-bit adds and one fold: the one's-complement sum does not depend on byte order.

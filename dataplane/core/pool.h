@@ -2,6 +2,7 @@
 // The pool: which services exist and which backends take new flows. Built by the control thread,
 // then immutable; workers read it through a pointer that the control thread swaps (RCU).
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -63,6 +64,15 @@ class Pool {
     }
   }
   bool is_vip(uint32_t ip) const;
+  // `ip` is a VIP or the address of a backend listed in a service (one that may take new
+  // flows): never a client's, so a new flow from it is refused as spoofed. Asked for every SYN:
+  // a bit filter of their hashes answers nearly every client with one load, and the sorted
+  // list settles the rest.
+  bool is_vip_or_backend(uint32_t ip) const {
+    const uint32_t h = (ip * 0x9e3779b1u) >> filter_shift_;
+    if (((filter_[h >> 6] >> (h & 63)) & 1) == 0) return false;
+    return std::binary_search(reserved_.begin(), reserved_.end(), ip);
+  }
   // vip:port belonged to a service that has been removed: packets to it are still clients'
   // (of flows being reset), not backends' replies.
   bool was_service(uint32_t vip, uint16_t port) const {
@@ -102,7 +112,10 @@ class Pool {
   std::vector<uint32_t> by_id_;  // ServiceId -> index in services_
   std::vector<Slot> slots_;
   uint32_t slot_mask_ = 0;
-  std::vector<uint32_t> vips_;    // sorted, unique
+  std::vector<uint32_t> vips_;      // sorted, unique
+  std::vector<uint32_t> reserved_;  // VIPs and backend addresses, sorted, unique
+  std::vector<uint64_t> filter_;    // bit (ip * k) >> filter_shift_ set for each of reserved_
+  uint32_t filter_shift_ = 26;
   std::vector<Address> retired_;  // few: services removed at runtime
   std::vector<uint8_t> state_;    // by BackendId: 0 not serving, 1 draining, 2 active
 };

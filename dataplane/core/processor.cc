@@ -67,6 +67,13 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
   const double sweep_s = cap <= kRecordsPerSecond ? 1.0 : double(cap) / kRecordsPerSecond;
   const double interval = sweep_s * double(cfg.ticks_per_second) * kAgeBatch / double(cap);
   age_interval_ = interval < 1 ? 1 : static_cast<Tick>(interval);
+  for (size_t i = 0; i < kMaxPorts; ++i) {
+    uint8_t word[8] = {};
+    cfg.ports[i].mac.store(word);
+    mac_key_[i] = dst_mac_key(word);
+  }
+  for (uint16_t i = 0; i < cfg.nports; ++i)
+    local_filter_ |= uint64_t{1} << ((cfg.ports[i].ip * 0x9e3779b1u) >> 26);
 }
 
 bool Processor::is_local(uint32_t ip) const {
@@ -77,7 +84,7 @@ bool Processor::is_local(uint32_t ip) const {
 
 Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick now) {
   ParsedPacket pk;
-  parse_packet(f.data(), f.len, pk, f.ip_csum_ok);
+  parse_received(f.data(), f.len, pk, f.ip_csum_ok, mac_key_[in_port]);
   const uint64_t hash = pk.kind == PacketKind::kTcp ? table_.hash(key_of(pk)) : 0;
   return dispatch(f, pk, hash, in_port, pool, now);
 }
@@ -100,7 +107,8 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
   uint64_t hash[kMaxBurst];
   if (n > kMaxBurst) n = kMaxBurst;
   for (uint16_t i = 0; i < n; ++i) {
-    parse_packet(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok);
+    parse_received(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
+                   mac_key_[in_ports[i]]);
     if (pk[i].kind == PacketKind::kTcp) {
       hash[i] = table_.hash(key_of(pk[i]));
       table_.prefetch(hash[i],
@@ -170,6 +178,7 @@ Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port
 Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port,
                                const Pool& pool) {
   if (!is_local(pk.dst_ip) && !pool.is_vip(pk.dst_ip)) return drop(DropReason::kIcmpNotForUs);
+  if (is_local(pk.src_ip) || pool.is_vip(pk.src_ip)) return drop(DropReason::kIpBadAddress);
   uint8_t* p = f.data();
   uint8_t* ip = p + pk.l3;
   uint8_t* icmp = p + pk.l4;
@@ -208,6 +217,7 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
                                    : from_backend(f, pk, idx, pool, now);
   }
   const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
+  if (svc && spoofed_client(pk.src_ip, pool)) return drop(DropReason::kIpBadAddress);
   if (cfg_.workers > 1) {
     // Toward a VIP the client is the source; otherwise (a backend's reply) the destination.
     // Addresses of services removed since start count as VIPs here, so that their flows'
@@ -232,6 +242,9 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
 
 Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                             const Pool& pool, const PoolService& svc, Tick now) {
+  // The backend's replies go to the MAC the SYN came from: never to a group address.
+  const MacAddr client_mac = MacAddr::load(f.data() + 6);
+  if (client_mac.is_multicast()) return drop(DropReason::kEthBadSource);
   const PoolBackend* b = sched_.pick(pool, svc, *counters_);
   if (!b) {
     if (!cfg_.rst_on_no_backend) return drop(DropReason::kNoBackend);
@@ -256,7 +269,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.client_port_id = in_port;
   fl.backend_port_id = b->out_port;
   fl.neighbor = b->neighbor;
-  fl.client_mac = MacAddr::load(f.data() + 6);
+  fl.client_mac = client_mac;
   fl.client_tagged = pk.tagged;
   fl.state = TcpState::kSynSent;
   uint32_t idx;
@@ -329,6 +342,8 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, 
       table_.erase(idx);
       const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
       if (!svc) return drop(DropReason::kNotForUs);
+      // The pool may have changed since the flow began (its client now a backend's address).
+      if (spoofed_client(pk.src_ip, pool)) return drop(DropReason::kIpBadAddress);
       return new_flow(f, pk, hash, in_port, pool, *svc, now);  // its client key just left
     }
   }

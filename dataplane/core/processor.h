@@ -174,6 +174,16 @@ class Processor {
   void track_state(Flow& fl, Dir d, uint8_t flags, Tick now);
   void release(const Flow& fl);
   bool is_local(uint32_t ip) const;
+  // A client toward a VIP:port can be neither lbd itself (a VIP, a port's address) nor one of
+  // its backends (balanced back to a backend, maybe the same one): such a source is spoofed.
+  // Checked only where a flow is created or refused (a miss), never on a flow-table hit: a
+  // source refused here never becomes a client key, and the config refuses a backend on a VIP
+  // or a port's address, so no backend key has one either (docs/architecture.md, "A strict
+  // edge"). Inline, with a one-word filter before the ports' loop: it runs for every SYN.
+  bool spoofed_client(uint32_t src, const Pool& pool) const {
+    if (((local_filter_ >> ((src * 0x9e3779b1u) >> 26)) & 1) && is_local(src)) return true;
+    return pool.is_vip_or_backend(src);
+  }
   bool write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
                 bool tagged, uint16_t tci);
 
@@ -190,6 +200,8 @@ class Processor {
   LargeArray<SynSlot> syn_cache_;
   LargeArray<WorkerCounters> counters_storage_;
   WorkerCounters* counters_;
+  uint64_t mac_key_[kMaxPorts];  // each port's MAC as dst_mac_key() reads it from a frame
+  uint64_t local_filter_ = 0;    // bit (ip * k) >> 26 set for each port's address
   uint32_t serial_ = 0;
   Tick age_due_ = 0;  // when the next batch is due
   uint32_t created_since_age_ = 0;

@@ -637,9 +637,16 @@ std::vector<Case> all_cases() {
                          {.what = "request for 10.10.0.77",
                           .in = {rx_client(arp_request(c1.mac, c1.ip, ip4(10, 10, 0, 77)))},
                           .checks = {drops(DropReason::kArpNotForUs, 1), LB_CTR(arp_replies, 0)}},
-                         {.what = "reply to 10.10.0.77",
-                          .in = {rx_client(arp_reply(c2.mac, c2.ip, c1.mac, ip4(10, 10, 0, 77)))},
+                         {.what = "reply to 10.10.0.77, broadcast",
+                          .in = {rx_client([=] {
+                            Bytes f = arp_reply(c2.mac, c2.ip, c1.mac, ip4(10, 10, 0, 77));
+                            core::kBroadcastMac.store(f.data());
+                            return f;
+                          }())},
                           .checks = {drops(DropReason::kArpNotForUs, 1)}},
+                         {.what = "the same reply in a frame for its target's MAC",
+                          .in = {rx_client(arp_reply(c2.mac, c2.ip, c1.mac, ip4(10, 10, 0, 77)))},
+                          .checks = {drops(DropReason::kNotOurMac, 1)}},
                      };
                    }});
   cases.push_back({.name = "ArpMalformed",
@@ -1361,6 +1368,67 @@ std::vector<Case> all_cases() {
     cases.push_back(
         malformed("ArpTruncated", "20 bytes of ARP", short_arp, DropReason::kTruncated));
   }
+  // --- A strict edge: other hosts' frames, spoofed sources, group source MACs ----------------
+  const MacAddr other_host = mac(0x02, 0xdd, 0, 0, 0, 0x01);
+  cases.push_back(malformed(
+      "SynToAnotherHostsMac", "SYN to the VIP in a frame for 02:dd:00:00:00:01",
+      mangled_syn([=](Eth& e, Ip&, Tcp&) { e.dst = other_host; }), DropReason::kNotOurMac));
+  cases.push_back(malformed("SynToBroadcastMac", "SYN to the VIP in a broadcast frame",
+                            mangled_syn([](Eth& e, Ip&, Tcp&) { e.dst = core::kBroadcastMac; }),
+                            DropReason::kNotOurMac));
+  cases.push_back(malformed("SpoofedVipSource", "SYN to the VIP from the VIP",
+                            mangled_syn([](Eth&, Ip& ip, Tcp&) { ip.src = kVip; }),
+                            DropReason::kIpBadAddress));
+  cases.push_back(malformed("SpoofedPortAddressSource", "SYN to the VIP from 10.20.0.1 (lbd)",
+                            mangled_syn([](Eth&, Ip& ip, Tcp&) { ip.src = kLbBackendIp; }),
+                            DropReason::kIpBadAddress));
+  cases.push_back(malformed("SpoofedBackendSource", "SYN to the VIP from backend 10.20.0.11",
+                            mangled_syn([](Eth&, Ip& ip, Tcp&) { ip.src = kB[0].ip; }),
+                            DropReason::kIpBadAddress));
+  cases.push_back(
+      malformed("SynFromMulticastMac", "SYN to the VIP from 01:00:5e:00:00:09",
+                mangled_syn([](Eth& e, Ip&, Tcp&) { e.src = mac(0x01, 0, 0x5e, 0, 0, 0x09); }),
+                DropReason::kEthBadSource));
+  cases.push_back(
+      {.name = "OtherHostsFramesLeaveAFlowAlone",
+       .description = "segments of an established flow in frames for another MAC are dropped "
+                      "(an RST among them closes nothing); the flow carries on",
+       .script = [=](const Env&) -> std::vector<Step> {
+         Bytes data_other = c2v(c1, data_seg(1001, 5001, "GET"));
+         other_host.store(data_other.data());
+         Bytes rst_other = c2v(c1, Seg{.flags = kRst, .seq = 1004});
+         other_host.store(rst_other.data());
+         Bytes reply_other = b2c(kB[0], c1, data_seg(5001, 1004, "OK"));
+         other_host.store(reply_other.data());
+         return handshake(c1, kB[0]) +
+                std::vector<Step>{
+                    {.what = "client data, RST and a backend reply, all for another MAC",
+                     .in = {rx_client(data_other), rx_client(rst_other), rx_backend(reply_other)},
+                     .checks = {drops(DropReason::kNotOurMac, 3), backend_in(kB[0], 0),
+                                backend_out(kB[0], 0)}},
+                    {.what = "the same data for lbd goes through",
+                     .in = {rx_client(c2v(c1, data_seg(1001, 5001, "GET")))},
+                     .out = {tx_backend(c2b(c1, kB[0], data_seg(1001, 5001, "GET")))},
+                     .checks = {backend_in(kB[0], 1)}},
+                    {.what = "and so does the backend's reply",
+                     .in = {rx_backend(b2c(kB[0], c1, data_seg(5001, 1004, "OK")))},
+                     .out = {tx_client(v2c(c1, data_seg(5001, 1004, "OK")))},
+                     .checks = {backend_out(kB[0], 1)},
+                     .verify = flows_are({1})},
+                };
+       }});
+  cases.push_back(
+      {.name = "ArpToAGroupMacIsAnswered",
+       .description = "an ARP request to a multicast MAC is answered (group addresses carry ARP)",
+       .resolve_backends = false,
+       .script = [=](const Env&) -> std::vector<Step> {
+         Bytes req = arp_request(c1.mac, c1.ip, kVip);
+         mac(0x01, 0, 0x5e, 0, 0, 1).store(req.data());
+         return {{.what = "who-has 10.10.0.100 to 01:00:5e:00:00:01",
+                  .in = {rx_client(req)},
+                  .out = {tx_client(arp_reply(kLbClientMac, kVip, c1.mac, c1.ip))},
+                  .checks = {LB_CTR(arp_replies, 1)}}};
+       }});
   add_pool_change_cases(cases);
   return cases;
 }

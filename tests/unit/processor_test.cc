@@ -1141,10 +1141,11 @@ TEST_F(ProcessorTest, ArpNotForUs) {
       IsDrop(Run(arp_request_frame(client_mac(0), client_ip(0), client_ip(0), core::kBroadcastMac),
                  kClientSide, 1),
              DropReason::kArpNotForUs));
-  // A reply addressed to someone else.
-  EXPECT_TRUE(IsDrop(Run(arp_reply_frame(client_mac(0), client_ip(0), client_mac(1), client_ip(1)),
-                         kClientSide, 1),
-                     DropReason::kArpNotForUs));
+  // A reply addressed to someone else (in a broadcast frame: one for their MAC is not_our_mac).
+  EXPECT_TRUE(
+      IsDrop(Run(arp_reply_frame(client_mac(0), client_ip(0), core::kBroadcastMac, client_ip(1)),
+                 kClientSide, 1),
+             DropReason::kArpNotForUs));
   // A probe (sender 0.0.0.0) or a multicast sender is not answered.
   EXPECT_TRUE(IsDrop(
       Run(arp_request_frame(client_mac(0), 0, kPortIp[0], core::kBroadcastMac), kClientSide, 1),
@@ -1735,6 +1736,220 @@ TEST_F(ProcessorTest, RemovedServiceSegmentGoesToTheFlowOwner) {
       Run(client_frame(0, client_seg(0, cport, tf::kAck, 2, 1)), kClientSide, 2, &w_other);
   EXPECT_EQ(o.v.action, Action::kHandoff) << verdict_str(o.v);
   EXPECT_EQ(o.v.worker, owner);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A strict edge: frames for other hosts, spoofed sources, group source MACs
+
+// Client c's segment in a frame with the given Ethernet addresses.
+Bytes framed(const test::Eth& e, const Seg& s) {
+  return test::tcp_frame(e, s.ip, s.tcp);
+}
+
+TEST_F(ProcessorTest, FramesForOtherMacsAreDroppedAndCounted) {
+  // A port in promiscuous mode also receives frames for other hosts: none may be balanced,
+  // answered or learned from. Group addresses carry ARP only.
+  const MacAddr other = mac(0x02, 0xdd, 0, 0, 0, 1);
+  const MacAddr group = mac(0x01, 0x00, 0x5e, 0x00, 0x00, 0x12);
+  const MacAddr moved = mac(0x02, 0xbb, 0, 0, 0x99, 0x11);
+  const Seg syn = client_syn(0, 1000, 7);
+  Icmp echo;
+  echo.id = 3;
+  Ip echo_ip;
+  echo_ip.src = client_ip(0);
+  echo_ip.dst = kVip;
+  Bytes bad_csum = framed(test::eth(other, client_mac(0)), syn);
+  bad_csum[14 + 10] ^= 0x5a;
+  Bytes bad_csum_bcast = framed(test::eth(core::kBroadcastMac, client_mac(0)), syn);
+  bad_csum_bcast[14 + 10] ^= 0x5a;
+  test::Eth v6 = test::eth(mac(0x33, 0x33, 0, 0, 0, 1), client_mac(0));
+  v6.type = 0x86dd;
+  struct Case {
+    std::string name;
+    Bytes frame;
+    uint16_t port;
+    DropReason want;
+  };
+  const std::vector<Case> cases = {
+      {"SYN to another host's MAC", framed(test::eth(other, client_mac(0)), syn), kClientSide,
+       DropReason::kNotOurMac},
+      {"SYN to the other port's MAC", framed(test::eth(kPortMac[1], client_mac(0)), syn),
+       kClientSide, DropReason::kNotOurMac},
+      {"tagged SYN to another host's MAC", framed(test::eth_vlan(other, client_mac(0), 5), syn),
+       kClientSide, DropReason::kNotOurMac},
+      {"SYN to broadcast", framed(test::eth(core::kBroadcastMac, client_mac(0)), syn), kClientSide,
+       DropReason::kNotOurMac},
+      {"SYN to a multicast MAC", framed(test::eth(group, client_mac(0)), syn), kClientSide,
+       DropReason::kNotOurMac},
+      {"echo request to the VIP, broadcast",
+       test::icmp_frame(test::eth(core::kBroadcastMac, client_mac(0)), echo_ip, echo), kClientSide,
+       DropReason::kNotOurMac},
+      {"ARP request for the VIP to another host's MAC",
+       arp_request_frame(client_mac(0), client_ip(0), kVip, other), kClientSide,
+       DropReason::kNotOurMac},
+      {"ARP reply of a backend to another host's MAC",
+       arp_reply_frame(moved, kBackendIp[0], other, kPortIp[1]), kBackendSide,
+       DropReason::kNotOurMac},
+      {"bad IPv4 checksum, another host's MAC", bad_csum, kClientSide, DropReason::kNotOurMac},
+      // Malformed frames to a group address keep their own reason.
+      {"bad IPv4 checksum, broadcast", bad_csum_bcast, kClientSide, DropReason::kIpChecksum},
+      {"IPv6 to a multicast MAC", test::ethernet(v6, 0x86dd, Bytes(40, 0)), kClientSide,
+       DropReason::kUnsupportedEthertype},
+      {"10-byte runt", Bytes(10, 0x02), kClientSide, DropReason::kTruncated},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    EXPECT_TRUE(IsDrop(Run(k.frame, k.port, 1), k.want));
+  }
+  EXPECT_EQ(Drops(DropReason::kNotOurMac), 9u);
+  EXPECT_EQ(Drops(DropReason::kIpChecksum), 1u);
+  EXPECT_EQ(Drops(DropReason::kUnsupportedEthertype), 1u);
+  EXPECT_EQ(Drops(DropReason::kTruncated), 1u);
+  EXPECT_EQ(C().flows_created.get(), 0u);
+  EXPECT_EQ(C().arp_replies.get(), 0u);
+  EXPECT_EQ(C().arp_learned.get(), 0u);
+  EXPECT_EQ(C().icmp_echo_replies.get(), 0u);
+  EXPECT_EQ(*neighbors_->lookup(slot_[0]), kBackendMac[0]);  // the MAC did not move
+}
+
+TEST_F(ProcessorTest, ArpIsAnsweredOnGroupAndOwnMacs) {
+  const MacAddr group = mac(0x01, 0x00, 0x5e, 0x00, 0x00, 0x01);
+  for (const MacAddr& to : {core::kBroadcastMac, group, kPortMac[0]}) {
+    SCOPED_TRACE(test::mac_str(to));
+    const Out o = Run(arp_request_frame(client_mac(1), client_ip(1), kVip, to), kClientSide, 1);
+    ASSERT_TRUE(IsTx(o, kClientSide));
+    EXPECT_TRUE(
+        FramesEqual(arp_reply_frame(kPortMac[0], kVip, client_mac(1), client_ip(1)), o.frame));
+  }
+  EXPECT_EQ(C().arp_replies.get(), 3u);
+  EXPECT_EQ(Drops(DropReason::kNotOurMac), 0u);
+}
+
+TEST_F(ProcessorTest, EstablishedFlowIgnoresFramesForOtherMacs) {
+  ASSERT_NO_FATAL_FAILURE(Establish(0, 2000, 0, 1));
+  const MacAddr other = mac(0x02, 0xdd, 0, 0, 0, 2);
+  const Seg data = client_seg(0, 2000, tf::kAck | tf::kPsh, 2001, 5001, Bytes(10, 7));
+  const Seg rst = client_seg(0, 2000, tf::kRst, 2011, 0);
+  const Seg reply = backend_seg(0, 0, 2000, tf::kAck, 5001, 2011, Bytes(5, 1));
+  const uint64_t in = BC(0).packets_in.get();
+  EXPECT_TRUE(IsDrop(Run(framed(test::eth(other, client_mac(0)), data), kClientSide, 2),
+                     DropReason::kNotOurMac));
+  EXPECT_TRUE(IsDrop(Run(framed(test::eth(other, client_mac(0)), rst), kClientSide, 2),
+                     DropReason::kNotOurMac));
+  EXPECT_TRUE(IsDrop(Run(framed(test::eth(other, kBackendMac[0]), reply), kBackendSide, 2),
+                     DropReason::kNotOurMac));
+  EXPECT_EQ(BC(0).packets_in.get(), in);
+  EXPECT_EQ(BC(0).packets_out.get(), 1u);             // the SYN-ACK only
+  EXPECT_EQ(State(0, 2000), TcpState::kEstablished);  // the RST did not close it
+  // The same segments addressed to lbd go through.
+  const Out o = Run(client_frame(0, data), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(to_backend(0, data), o.frame));
+  ASSERT_TRUE(IsTx(Run(backend_frame(0, reply), kBackendSide, 3), kClientSide));
+  EXPECT_EQ(Drops(DropReason::kNotOurMac), 3u);
+}
+
+TEST_F(ProcessorTest, SpoofedSourcesAreDroppedAndCounted) {
+  // Two services; with rst_on_miss a spoofed non-SYN would otherwise draw an RST.
+  cfg_.rst_on_miss = true;
+  Pool::ServiceSpec a{kSvc, kVip, kVport, SchedulerKind::kRoundRobin, {}, {}};
+  Pool::ServiceSpec b{ServiceId{6}, kVip2, kVport, SchedulerKind::kRoundRobin, {}, {}};
+  for (int i = 0; i < 2; ++i) a.backends.push_back(pool_backend(i));
+  b.backends.push_back(pool_backend(2));
+  pool_ = std::make_unique<Pool>(7, std::vector<Pool::ServiceSpec>{a, b});
+  struct Case {
+    std::string name;
+    uint32_t src;
+    uint16_t port;
+    uint8_t flags;
+  };
+  const std::vector<Case> cases = {
+      {"SYN from the VIP itself", kVip, kClientSide, tf::kSyn},
+      {"SYN from another service's VIP", kVip2, kClientSide, tf::kSyn},
+      {"SYN from the client port's address", kPortIp[0], kClientSide, tf::kSyn},
+      {"SYN from the backend port's address", kPortIp[1], kClientSide, tf::kSyn},
+      {"SYN from a backend of this service", kBackendIp[0], kClientSide, tf::kSyn},
+      {"SYN from a backend of the other service", kBackendIp[2], kClientSide, tf::kSyn},
+      {"SYN from a backend, on the backend port", kBackendIp[1], kBackendSide, tf::kSyn},
+      {"ACK from the VIP (no RST back)", kVip, kClientSide, tf::kAck},
+      {"RST|ACK from a backend", kBackendIp[0], kClientSide, tf::kRst | tf::kAck},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    Seg s = client_seg(0, 3000, k.flags, 1);
+    s.ip.src = k.src;
+    EXPECT_TRUE(IsDrop(Run(framed(test::eth(kPortMac[k.port], client_mac(0)), s), k.port, 1),
+                       DropReason::kIpBadAddress));
+  }
+  Icmp echo;
+  echo.id = 9;
+  for (uint32_t src : {kVip, kPortIp[1]}) {
+    Ip ip;
+    ip.src = src;
+    ip.dst = kVip;
+    EXPECT_TRUE(IsDrop(
+        Run(test::icmp_frame(test::eth(kPortMac[0], client_mac(0)), ip, echo), kClientSide, 1),
+        DropReason::kIpBadAddress));
+  }
+  EXPECT_EQ(Drops(DropReason::kIpBadAddress), cases.size() + 2);
+  EXPECT_EQ(C().flows_created.get(), 0u);
+  EXPECT_EQ(C().rst_flow_miss.get(), 0u);
+  EXPECT_EQ(C().icmp_echo_replies.get(), 0u);
+  for (int i = 0; i < kBackends; ++i) EXPECT_EQ(BC(i).packets_in.get(), 0u);
+  // A real client still gets through, to the first backend (no cursor moved).
+  const Out o = Run(client_frame(1, client_syn(1, 3000, 1)), kClientSide, 1);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_EQ(backend_index(o.frame), 0);
+}
+
+TEST_F(ProcessorTest, ABackendAddressIsRefusedAsAClientWhileInThePool) {
+  // 10.20.0.13 is no backend yet: it may be a client. Once it is one, it may open no new flow,
+  // but the flow it has keeps going (a flow-table hit is never checked: the check is on the
+  // new-flow path only) until its tuple is reused.
+  pool_ = make_pool({0, 1});
+  Seg syn = client_syn(0, 4000, 1);
+  syn.ip.src = kBackendIp[2];
+  ASSERT_TRUE(IsTx(Run(client_frame(0, syn), kClientSide, 1), kBackendSide));
+  pool_ = make_pool({0, 1, 2});
+  Seg syn2 = syn;
+  syn2.tcp.sport = 4001;
+  EXPECT_TRUE(IsDrop(Run(client_frame(0, syn2), kClientSide, 2), DropReason::kIpBadAddress));
+  Seg data = client_seg(0, 4000, tf::kAck, 2, 1);
+  data.ip.src = kBackendIp[2];
+  ASSERT_TRUE(IsTx(Run(client_frame(0, data), kClientSide, 3), kBackendSide));
+  Seg rst = client_seg(0, 4000, tf::kRst, 2, 0);
+  rst.ip.src = kBackendIp[2];
+  ASSERT_TRUE(IsTx(Run(client_frame(0, rst), kClientSide, 4), kBackendSide));
+  // The closed tuple reused by a new SYN: rescheduled, so checked like any new flow.
+  EXPECT_TRUE(IsDrop(Run(client_frame(0, syn), kClientSide, 5), DropReason::kIpBadAddress));
+  EXPECT_EQ(C().flows_reused.get(), 1u);
+  EXPECT_EQ(C().flows_created.get(), 1u);
+  EXPECT_EQ(Drops(DropReason::kIpBadAddress), 2u);
+  EXPECT_EQ(proc().flows().size(), 0u);
+}
+
+TEST_F(ProcessorTest, SynFromAGroupSourceMacCreatesNoFlow) {
+  // The backend's replies would go to the MAC the SYN came from.
+  const Seg syn = client_syn(0, 5000, 1);
+  EXPECT_TRUE(
+      IsDrop(Run(framed(test::eth(kPortMac[0], mac(0x01, 0, 0x5e, 0, 0, 9)), syn), kClientSide, 1),
+             DropReason::kEthBadSource));
+  EXPECT_TRUE(IsDrop(Run(framed(test::eth(kPortMac[0], core::kBroadcastMac), syn), kClientSide, 1),
+                     DropReason::kEthBadSource));
+  EXPECT_EQ(C().flows_created.get(), 0u);
+  // The scheduler did not move: the first real SYN goes to the first backend.
+  const Out o = Run(client_frame(0, syn), kClientSide, 2);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(to_backend(0, syn), o.frame));
+  pool_ = make_pool({});  // no backend: no RST to a group address either
+  Seg syn2 = syn;
+  syn2.tcp.sport = 5001;
+  EXPECT_TRUE(
+      IsDrop(Run(framed(test::eth(kPortMac[0], mac(0x03, 0, 0, 0, 0, 1)), syn2), kClientSide, 3),
+             DropReason::kEthBadSource));
+  EXPECT_EQ(Drops(DropReason::kEthBadSource), 3u);
+  EXPECT_EQ(C().flows_created.get(), 1u);
+  EXPECT_EQ(C().rst_no_backend.get(), 0u);
 }
 
 // ---------------------------------------------------------------------------------------------

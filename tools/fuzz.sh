@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs the libFuzzer targets of tests/fuzz for a while, one after the other, and says what each
+# reached: executions, executions per second, coverage (libFuzzer's cov: edges and ft: features),
+# corpus size and findings. Builds build-fuzz/ first (clang, -Dfuzz=true) when needed. Each
+# target keeps its corpus in build-fuzz/fuzz-corpus/TARGET (started from tests/fuzz/corpus/TARGET),
+# so successive runs carry on where the last one stopped. An input that breaks a target is kept
+# in build-fuzz/tests/fuzz/artifacts/TARGET/: add it to tests/fuzz/regressions/TARGET with the fix.
+#
+# usage: tools/fuzz.sh [--minutes N] [--build DIR] [TARGET...]
+#   --minutes N   per target (default 5; fractions allowed)
+#   TARGET        packet, config, control, pool_update (default: all)
+# Runs at nice 10: the machine is shared. Exit status 1 when any target found something.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+minutes=5
+build=$root/build-fuzz
+targets=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --minutes) minutes=$2; shift ;;
+    --build) build=$2; shift ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
+    -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
+    *) targets+=("$1") ;;
+  esac
+  shift
+done
+[ ${#targets[@]} -gt 0 ] || targets=(packet config control pool_update)
+seconds=$(python3 -c "import sys; print(max(1, round(float(sys.argv[1]) * 60)))" "$minutes") ||
+  { echo "fuzz.sh: --minutes wants a number" >&2; exit 2; }
+command -v clang++ > /dev/null || { echo "fuzz.sh: clang++ not installed (apt-get install clang)" >&2; exit 2; }
+
+if [ ! -f "$build/build.ninja" ]; then
+  mkdir -p "$build"
+  CXX=clang++ meson setup "$build" -Dfuzz=true > "$build/fuzz-setup.log" 2>&1 ||
+    { cat "$build/fuzz-setup.log"; exit 2; }
+fi
+nice -n 10 ninja -C "$build" fuzz > "$build/fuzz-ninja.log" 2>&1 ||
+  { tail -40 "$build/fuzz-ninja.log"; exit 2; }
+
+declare -A max_len=([packet]=4096 [config]=8192 [control]=8192 [pool_update]=16384)
+export LSAN_OPTIONS="suppressions=$root/tests/fuzz/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+found=0
+summary=()
+for t in "${targets[@]}"; do
+  bin=$build/tests/fuzz/${t}_fuzz
+  [ -x "$bin" ] || { echo "fuzz.sh: no target $t ($bin)" >&2; exit 2; }
+  corpus=$build/fuzz-corpus/$t
+  artifacts=$build/tests/fuzz/artifacts/$t
+  mkdir -p "$corpus" "$artifacts"
+  log=$build/fuzz-$t.log
+  before=$(ls "$artifacts" | wc -l)
+  echo "== $t: $minutes minute(s), corpus $corpus"
+  nice -n 10 "$bin" -max_total_time="$seconds" -max_len="${max_len[$t]}" -timeout=20 \
+    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
+    "$corpus" "$root/tests/fuzz/corpus/$t" "$root/tests/fuzz/regressions/$t" > "$log" 2>&1
+  rc=$?
+  after=$(ls "$artifacts" | wc -l)
+  execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log")
+  rate=$(awk '/stat::average_exec_per_sec/ { print $2 }' "$log")
+  status=$(grep -E '^#[0-9]+' "$log" | tail -1)
+  cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$status")
+  ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$status")
+  corp=$(sed -n 's/.* corp: \([^ ]*\).*/\1/p' <<< "$status")
+  findings=$((after - before))
+  if [ $rc -ne 0 ] || [ $findings -ne 0 ]; then
+    found=1
+    echo "   FOUND something (exit $rc): $(ls -t "$artifacts" | head -3 | tr '\n' ' ')"
+    grep -E 'ERROR|fuzz invariant|SUMMARY' "$log" | head -5 | sed 's/^/   /'
+  fi
+  line=$(printf '%-12s %12s execs %8s exec/s  cov %6s  ft %7s  corpus %-12s findings %d' \
+    "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$findings")
+  echo "   $line"
+  summary+=("$line")
+done
+echo
+printf '%s\n' "${summary[@]}"
+exit $found
