@@ -9,7 +9,7 @@
 //   - that no drop reason other than those named moved, and that the ports' RX/TX counters
 //     match what was injected and what came out,
 //   - optionally the flow tables (verify).
-// Expected frames come from tests/unit/packet_builder.h: built field by field with checksums
+// Expected frames come from tests/support/packet_builder.h: built field by field with checksums
 // computed from scratch, never by lbd's own code.
 
 #include <gtest/gtest.h>
