@@ -163,7 +163,7 @@ constexpr BadCase kBadCases[] = {
   {"dataplane_not_group", 1, 8, "dataplane = 1;", 1, "dataplane", "expected a group { ... }, found an integer"},
 
   // --- dataplane scalars.
-  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy)"},
+  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy, maglev_hash_seed)"},
   {"missing_workers", 2, 2, "", 1, "dataplane.workers", "missing required setting 'workers'"},
   {"workers_string", 2, 2, R"(  workers = "2";)", 2, "dataplane.workers", "expected an integer, found a string"},
   {"workers_float", 2, 2, "  workers = 2.0;", 2, "dataplane.workers", "expected an integer, found a float"},
