@@ -33,9 +33,9 @@ struct ServiceState {
   uint32_t vip = 0;
   uint16_t port = 0;
   cfg::Scheduler scheduler = cfg::Scheduler::kRoundRobin;
+  std::vector<Backend> backends;
   uint32_t maglev_table_size = 0;  // scheduler maglev only
   shm::Miss miss = shm::Miss::kDefault;
-  std::vector<Backend> backends;
 };
 using PoolState = std::map<std::string, ServiceState>;  // by service name
 
