@@ -3,7 +3,9 @@
 // lbd's applied_generation (stored once every worker has passed an RCU quiescent state after the
 // swap) reaches it. Prints percentiles. Not a test: bench/apply_latency.sh runs it.
 //
-// usage: lbd_apply_latency INSTANCE SERVICE VIP PORT BACKEND_IP BACKEND_PORT [UPDATES]
+// usage: lbd_apply_latency INSTANCE SERVICE VIP PORT BACKEND_IP BACKEND_PORT [UPDATES [MAGLEV_N]]
+// MAGLEV_N: the service is maglev (table 65537) with N backends (BACKEND_PORT, +1, ...); every
+// update drains or restores the first, so lbd rebuilds the table each time.
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -41,8 +43,19 @@ int main(int argc, char** argv) {
   std::strncpy(u->name, argv[2], lb::shm::kNameLen - 1);
   u->vip = ntohl(vip.s_addr);
   u->port = static_cast<uint16_t>(std::atoi(argv[4]));
-  u->backend_count = 1;
-  u->backends[0] = {ntohl(backend.s_addr), static_cast<uint16_t>(std::atoi(argv[6])), 1, 0, {}};
+  const int maglev_n = argc > 8 ? std::atoi(argv[8]) : 0;
+  if (maglev_n < 0 || maglev_n > static_cast<int>(lb::shm::kMaxBackendsPerService)) {
+    std::fprintf(stderr, "MAGLEV_N: 0..%u\n", lb::shm::kMaxBackendsPerService);
+    return 2;
+  }
+  u->backend_count = maglev_n > 0 ? static_cast<uint32_t>(maglev_n) : 1;
+  for (uint32_t i = 0; i < u->backend_count; ++i)
+    u->backends[i] = {
+        ntohl(backend.s_addr), static_cast<uint16_t>(std::atoi(argv[6]) + int(i)), 1, 0, {}};
+  if (maglev_n > 0) {
+    u->scheduler = 4;  // lb::cfg::Scheduler::kMaglev
+    u->maglev_table_size = 65537;
+  }
   uint64_t gen = ch->header().received_generation.load() + 1000;
   std::vector<double> us;
   for (int i = 0; i < updates; ++i) {

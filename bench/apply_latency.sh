@@ -2,7 +2,8 @@
 # Time from lb-healthd's decision to every lbd worker applying it: the pool-apply latency benchmark.
 # Starts lbd on a virtual device (net_null, one worker on the second core), drives its pool
 # channel with build/bench/lbd_apply_latency, prints the percentiles, stops lbd.
-# Usage: bench/apply_latency.sh [UPDATES]   (root: lbd needs /var/run/dpdk and /dev/shm)
+# Usage: bench/apply_latency.sh [UPDATES [MAGLEV_N]]   (root: lbd needs /var/run/dpdk, /dev/shm)
+# MAGLEV_N: the service is maglev (65537 entries) with that many backends, rebuilt every update.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
@@ -23,4 +24,4 @@ build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 256 -- --config "$tmp
 lbd_pid=$!
 for _ in $(seq 1 100); do [ -e /dev/shm/lbd-$tag ] && break; sleep 0.1; done
 sleep 0.5
-build/bench/lbd_apply_latency "$tag" web 10.20.0.100 80 10.20.0.11 8080 "$n"
+build/bench/lbd_apply_latency "$tag" web 10.20.0.100 80 10.20.0.11 8080 "$n" ${2:+"$2"}

@@ -89,6 +89,8 @@ const char* to_string(Scheduler s) {
       return "random";
     case Scheduler::kLeastConnections:
       return "lc";
+    case Scheduler::kMaglev:
+      return "maglev";
   }
   return "?";
 }
@@ -99,6 +101,8 @@ const char* to_string(MissPolicy p) {
       return "drop";
     case MissPolicy::kRst:
       return "rst";
+    case MissPolicy::kRehash:
+      return "rehash";
   }
   return "?";
 }
@@ -203,6 +207,13 @@ constexpr int64_t kMinFlowCapacity = 1024, kMaxFlowCapacity = 67108864;
 constexpr int64_t kMinTimeoutS = 1, kMaxTimeoutS = 86400;
 constexpr int64_t kMinSynRetryMs = 100, kMaxSynRetryMs = 60000;
 constexpr int64_t kMaxRetries = 8;
+
+bool is_prime(uint32_t m) {
+  if (m < 2) return false;
+  for (uint32_t d = 2; uint64_t{d} * d <= m; ++d)
+    if (m % d == 0) return false;
+  return true;
+}
 constexpr int64_t kMinIntervalMs = 10, kMaxIntervalMs = 3600000;
 constexpr int64_t kMinRiseFall = 1, kMaxRiseFall = 100;
 constexpr int64_t kMinStatus = 100, kMaxStatus = 599;
@@ -708,8 +719,8 @@ class Parser {
   // -- Dataplane -------------------------------------------------------------------------------
 
   DataplaneConfig parse_dataplane(const Setting& dp) {
-    check_keys(dp,
-               {"workers", "mbufs", "ports", "flows", "retry", "miss_policy", "no_backend_policy"});
+    check_keys(dp, {"workers", "mbufs", "ports", "flows", "retry", "miss_policy",
+                    "no_backend_policy", "maglev_hash_seed"});
     DataplaneConfig out;
     out.line = static_cast<int>(dp.getSourceLine());
     out.workers = integer_as<uint32_t>(require(dp, "workers"), kMinWorkers, kMaxWorkers);
@@ -726,6 +737,7 @@ class Parser {
           *s, "no_backend_policy",
           {{"rst", NoBackendPolicy::kRst}, {"drop", NoBackendPolicy::kDrop}});
     }
+    optional_integer(dp, "maglev_hash_seed", out.maglev_hash_seed, 0, INT64_MAX);
     return out;
   }
 
@@ -899,8 +911,8 @@ class Parser {
 
   ServiceConfig parse_service(const Setting& s, const DataplaneConfig& dp,
                               ServiceSettings& where) const {
-    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "health", "backends",
-                   "on_all_down", "maint"});
+    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "maglev_table_size",
+                   "miss_policy", "health", "backends", "on_all_down", "maint"});
     ServiceConfig out;
     out.line = static_cast<int>(s.getSourceLine());
     where.group.setting = &s;
@@ -925,7 +937,26 @@ class Parser {
                                              {{"rr", Scheduler::kRoundRobin},
                                               {"wrr", Scheduler::kWeightedRoundRobin},
                                               {"random", Scheduler::kRandom},
-                                              {"lc", Scheduler::kLeastConnections}});
+                                              {"lc", Scheduler::kLeastConnections},
+                                              {"maglev", Scheduler::kMaglev}});
+    }
+    if (const Setting* p = find(s, "maglev_table_size")) {
+      out.maglev_table_size = integer_as<uint32_t>(*p, kMinMaglevTableSize, kMaxMaglevTableSize);
+      if (!is_prime(out.maglev_table_size)) {
+        uint32_t next = out.maglev_table_size + 1;
+        while (!is_prime(next)) ++next;
+        fail(*p, "maglev_table_size " + std::to_string(out.maglev_table_size) +
+                     " is not prime (the next prime is " + std::to_string(next) + ")");
+      }
+    }
+    if (const Setting* p = find(s, "miss_policy")) {
+      out.miss_policy = enumeration<MissPolicy>(*p, "miss_policy",
+                                                {{"drop", MissPolicy::kDrop},
+                                                 {"rst", MissPolicy::kRst},
+                                                 {"rehash", MissPolicy::kRehash}});
+      if (out.miss_policy == MissPolicy::kRehash && out.scheduler != Scheduler::kMaglev)
+        fail(*p, "miss_policy \"rehash\" needs scheduler = \"maglev\" (scheduler is \"" +
+                     std::string(to_string(out.scheduler)) + "\")");
     }
     if (const Setting* h = find(s, "health")) out.health = parse_health(as_group(*h));
     if (const Setting* p = find(s, "on_all_down")) {

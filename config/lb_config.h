@@ -66,8 +66,15 @@ struct RetryConfig {
   uint32_t max_retries = 2;  // per flow
 };
 
-enum class MissPolicy { kDrop, kRst };       // non-SYN packet with no flow
+// A non-SYN packet with no flow. kRehash: a service with scheduler maglev sends it to the
+// table's backend of its tuple, which goes on with the connection (services only).
+enum class MissPolicy { kDrop, kRst, kRehash };
 enum class NoBackendPolicy { kRst, kDrop };  // SYN with no live backend
+
+inline constexpr uint64_t kDefaultMaglevHashSeed = 0x6d676c762d666c77;  // "mglv-flw"
+inline constexpr uint32_t kDefaultMaglevTableSize = 65537;
+// Every backend of a service (at most 256) fits with room; Envoy's largest at the top.
+inline constexpr uint32_t kMinMaglevTableSize = 257, kMaxMaglevTableSize = 5000011;
 
 struct DataplaneConfig {
   uint32_t workers = 1;  // worker lcores; the main lcore is the control thread
@@ -76,11 +83,14 @@ struct DataplaneConfig {
   RetryConfig retry;
   MissPolicy miss_policy = MissPolicy::kDrop;
   NoBackendPolicy no_backend_policy = NoBackendPolicy::kRst;
+  // Seeds the hash that places a flow in a maglev table (lb::core::maglev_flow_hash): every
+  // node of a cluster, and every restart, must use the same value to agree on backends.
+  uint64_t maglev_hash_seed = kDefaultMaglevHashSeed;
   uint32_t mbufs = 16383;  // per-process mbuf pool size
   int line = 0;
 };
 
-enum class Scheduler { kRoundRobin, kWeightedRoundRobin, kRandom, kLeastConnections };
+enum class Scheduler { kRoundRobin, kWeightedRoundRobin, kRandom, kLeastConnections, kMaglev };
 enum class Protocol { kTcp };
 
 // The health state a backend has before its first check (lb-healthd).
@@ -139,12 +149,18 @@ struct ServiceConfig {
   uint16_t port = 0;
   Protocol protocol = Protocol::kTcp;
   Scheduler scheduler = Scheduler::kRoundRobin;
+  uint32_t maglev_table_size = kDefaultMaglevTableSize;  // prime; used by scheduler maglev
+  std::optional<MissPolicy> miss_policy;  // unset: rehash for maglev, else the dataplane's
   HealthConfig health;
   std::vector<BackendConfig> backends;
   AllDownPolicy on_all_down = AllDownPolicy::kFailClosed;
   MaintPolicy maint = MaintPolicy::kKeep;
   int line = 0;
 
+  MissPolicy effective_miss_policy(const DataplaneConfig& dp) const {
+    if (miss_policy) return *miss_policy;
+    return scheduler == Scheduler::kMaglev ? MissPolicy::kRehash : dp.miss_policy;
+  }
   InitialState initial_state(const BackendConfig& b) const {
     return b.initial_state.value_or(health.initial_state);
   }

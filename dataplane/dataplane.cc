@@ -137,6 +137,7 @@ void Dataplane::setup(const std::string& shm_name) {
   pc.retry_on_rst = dc.retry.on_rst;
   pc.max_retries = static_cast<uint8_t>(dc.retry.max_retries);
   pc.rst_on_miss = dc.miss_policy == cfg::MissPolicy::kRst;
+  pc.maglev_seed = dc.maglev_hash_seed;
   pc.rst_on_no_backend = dc.no_backend_policy == cfg::NoBackendPolicy::kRst;
   pc.ticks_per_second = tsc_hz_;
   pc.reta_size = reta_size_;
@@ -675,6 +676,7 @@ BackendTotals Dataplane::backend_totals(uint32_t id) const {
     t.flows_total += c.flows_total.get();
     t.syn_rst += c.syn_rst.get();
     t.syn_timeout += c.syn_timeout.get();
+    t.flows_rehashed += c.flows_rehashed.get();
   }
   return t;
 }
@@ -688,6 +690,7 @@ BackendTotals Dataplane::backend_counts(uint32_t id, const BackendInfo& b) const
   t.flows_total -= b.base.flows_total;
   t.syn_rst -= b.base.syn_rst;
   t.syn_timeout -= b.base.syn_timeout;
+  t.flows_rehashed -= b.base.flows_rehashed;
   return t;
 }
 

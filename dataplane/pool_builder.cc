@@ -19,8 +19,24 @@ core::SchedulerKind to_core(cfg::Scheduler s) {
       return core::SchedulerKind::kRandom;
     case cfg::Scheduler::kLeastConnections:
       return core::SchedulerKind::kLeastConn;
+    case cfg::Scheduler::kMaglev:
+      return core::SchedulerKind::kMaglev;
   }
   return core::SchedulerKind::kRoundRobin;
+}
+
+core::MissMode to_core(shm::Miss m) {
+  switch (m) {
+    case shm::Miss::kDefault:
+      return core::MissMode::kDefault;
+    case shm::Miss::kDrop:
+      return core::MissMode::kDrop;
+    case shm::Miss::kRst:
+      return core::MissMode::kRst;
+    case shm::Miss::kRehash:
+      return core::MissMode::kRehash;
+  }
+  return core::MissMode::kDefault;
 }
 
 PoolBuilder::PoolBuilder(cfg::DataplaneConfig dataplane, core::NeighborTable& neighbors)
@@ -104,6 +120,7 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
   new_services_.clear();
   try {
     std::vector<core::Pool::ServiceSpec> specs;
+    std::map<std::string, MaglevCache> maglev;
     std::vector<bool> backend_seen(core::kMaxBackends, false);
     std::vector<bool> service_seen(core::kMaxServices, false);
     for (const auto& [name, s] : state) {
@@ -120,6 +137,22 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
         const auto [port, slot] = route(id, b.ip);
         spec.backends.push_back({id, b.ip, b.port, port, slot, b.weight});
       }
+      spec.miss = to_core(s.miss);
+      if (s.scheduler == cfg::Scheduler::kMaglev) {
+        MaglevCache c;
+        c.from = core::maglev_backends(spec.backends);
+        c.size = s.maglev_table_size;
+        const auto old = maglev_.find(name);
+        if (old != maglev_.end() && old->second.size == c.size && old->second.from == c.from) {
+          c.table = old->second.table;
+        } else {
+          c.table = std::make_shared<const core::MaglevTable>(c.from, c.size);
+          ++maglev_builds_;
+        }
+        spec.maglev = c.table;
+        spec.maglev_table_size = c.size;
+        maglev.emplace(name, std::move(c));
+      }
       specs.push_back(std::move(spec));
     }
     // Services removed (or moved) keep their old addresses known to the workers while they may
@@ -128,6 +161,7 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
     for (const auto& [addr, id] : addresses_) retired.push_back({addr.first, addr.second});
     auto pool = std::make_unique<core::Pool>(generation, specs, retired);
     for (const auto& spec : specs) addresses_[{spec.vip, spec.port}] = spec.id;
+    maglev_ = std::move(maglev);
     for (uint32_t id = 0; id < backends_.size(); ++id) {
       if (backend_named_[id] && !backend_seen[id])
         unnamed_backends_.push_back(static_cast<core::BackendId>(id));
@@ -310,7 +344,7 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   const size_t len = strnlen(u.name, shm::kNameLen);
   if (len == 0 || len == shm::kNameLen) return "service name empty or not terminated";
   const std::string name(u.name, len);
-  if ((u.flags & ~shm::kServiceRemoved) != 0)
+  if ((u.flags & ~(shm::kServiceRemoved | shm::kMissMask)) != 0)
     return name + ": unknown flags " + std::to_string(u.flags);
   if (u.flags & shm::kServiceRemoved) {
     state.erase(name);
@@ -319,13 +353,27 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   if (u.backend_count > shm::kMaxBackendsPerService)
     return name + ": " + std::to_string(u.backend_count) + " backends (at most " +
            std::to_string(shm::kMaxBackendsPerService) + ")";
-  if (u.scheduler > static_cast<uint8_t>(cfg::Scheduler::kLeastConnections))
+  if (u.scheduler > static_cast<uint8_t>(cfg::Scheduler::kMaglev))
     return name + ": unknown scheduler " + std::to_string(u.scheduler);
+  const bool maglev = u.scheduler == static_cast<uint8_t>(cfg::Scheduler::kMaglev);
+  if (maglev && (u.maglev_table_size < cfg::kMinMaglevTableSize ||
+                 u.maglev_table_size > cfg::kMaxMaglevTableSize ||
+                 !core::maglev_table_size_ok(u.maglev_table_size)))
+    return name + ": maglev table size " + std::to_string(u.maglev_table_size) +
+           " is not a prime in " + std::to_string(cfg::kMinMaglevTableSize) + ".." +
+           std::to_string(cfg::kMaxMaglevTableSize);
+  if (!maglev && u.maglev_table_size != 0)
+    return name + ": a maglev table size for a service that is not maglev";
+  const auto miss = static_cast<shm::Miss>((u.flags & shm::kMissMask) >> shm::kMissShift);
+  if (miss == shm::Miss::kRehash && !maglev)
+    return name + ": miss policy rehash for a service that is not maglev";
   if (u.port == 0 || u.vip == 0) return name + ": no VIP or port";
   ServiceState st;
   st.vip = u.vip;
   st.port = u.port;
   st.scheduler = static_cast<cfg::Scheduler>(u.scheduler);
+  st.maglev_table_size = u.maglev_table_size;
+  st.miss = miss;
   for (uint32_t i = 0; i < u.backend_count; ++i) {
     const shm::BackendEntry& b = u.backends[i];
     if (b.state > static_cast<uint8_t>(shm::BackendState::kStopped) || b.ip == 0 || b.port == 0)

@@ -34,6 +34,8 @@ struct ServiceState {
   uint16_t port = 0;
   cfg::Scheduler scheduler = cfg::Scheduler::kRoundRobin;
   std::vector<Backend> backends;
+  uint32_t maglev_table_size = 0;  // scheduler maglev only
+  shm::Miss miss = shm::Miss::kDefault;
 };
 using PoolState = std::map<std::string, ServiceState>;  // by service name
 
@@ -47,7 +49,7 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u);
 // A backend's counters summed over workers; see BackendInfo::base.
 struct BackendTotals {
   uint64_t packets_in = 0, bytes_in = 0, packets_out = 0, bytes_out = 0;
-  uint64_t flows_total = 0, syn_rst = 0, syn_timeout = 0;
+  uint64_t flows_total = 0, syn_rst = 0, syn_timeout = 0, flows_rehashed = 0;
 };
 
 // What changed from `before` to `after`, briefly, for the log: "web: +10.20.0.14:8080 active,
@@ -127,11 +129,28 @@ class PoolBuilder {
   std::vector<bool> backend_named_, service_named_;
   std::vector<core::BackendId> unnamed_backends_;
   std::vector<core::ServiceId> unnamed_services_;
+  // The maglev table each service had in the last build, with what it was built from: a build
+  // reuses it while its active backends (and ids, weights, size) are the same, so that a change
+  // to one service costs no table build for the others (~0.7 ms each at 256 backends).
+  struct MaglevCache {
+    std::vector<core::MaglevBackend> from;
+    uint32_t size = 0;
+    std::shared_ptr<const core::MaglevTable> table;
+  };
+  std::map<std::string, MaglevCache> maglev_;
+  uint64_t maglev_builds_ = 0;
+
+ public:
+  // Tables built so far (the others were reused): for tests and the log.
+  uint64_t maglev_builds() const { return maglev_builds_; }
+
+ private:
   // Taken by the build in progress: given back if it fails.
   std::vector<core::BackendId> new_backends_;
   std::vector<core::ServiceId> new_services_;
 };
 
 core::SchedulerKind to_core(cfg::Scheduler s);
+core::MissMode to_core(shm::Miss m);
 
 }  // namespace lb::dp

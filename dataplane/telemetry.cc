@@ -50,6 +50,7 @@ int cmd_stats(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "flows_expired", LB_SUM(c.flows_expired.get()));
   rte_tel_data_add_dict_u64(d, "flows_reused", LB_SUM(c.flows_reused.get()));
   rte_tel_data_add_dict_u64(d, "flows_refused", LB_SUM(c.flows_refused.get()));
+  rte_tel_data_add_dict_u64(d, "flows_rehashed", LB_SUM(c.flows_rehashed.get()));
   rte_tel_data_add_dict_u64(d, "flows_reset", LB_SUM(c.flows_reset.get()));
   rte_tel_data_add_dict_u64(d, "retries", LB_SUM(c.retries.get()));
   rte_tel_data_add_dict_u64(d, "retry_syn_replayed", LB_SUM(c.retry_syn_replayed.get()));
@@ -133,6 +134,7 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_u64(e, "bytes_out", t.bytes_out);
     rte_tel_data_add_dict_u64(e, "syn_rst", t.syn_rst);
     rte_tel_data_add_dict_u64(e, "syn_timeout", t.syn_timeout);
+    rte_tel_data_add_dict_u64(e, "flows_rehashed", t.flows_rehashed);
     // rte_telemetry (22.11) nests dicts only under dicts, and keys allow [A-Za-z0-9_] only.
     rte_tel_data_add_dict_container(d, ("backend_" + std::to_string(id)).c_str(), e, 0);
   }

@@ -20,7 +20,7 @@
 namespace lb::shm {
 
 inline constexpr uint64_t kMagic = 0x314d48532d44424cull;  // "LBD-SHM1" little-endian
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;   // 2: maglev (scheduler 4, table size, miss flags)
 inline constexpr uint32_t kNameLen = 48;  // service names, NUL-terminated (config allows 32)
 inline constexpr uint32_t kMaxBackendsPerService = 256;
 inline constexpr uint32_t kUpdateRingSlots = 64;   // power of two
@@ -50,6 +50,14 @@ struct BackendEntry {
 static_assert(std::is_standard_layout_v<BackendEntry> && sizeof(BackendEntry) == 12);
 
 inline constexpr uint8_t kServiceRemoved = 1;  // ServiceUpdate::flags
+// ServiceUpdate::flags bits 1-2: what lbd does with a non-SYN segment that matches no flow.
+inline constexpr uint8_t kMissShift = 1, kMissMask = 3 << kMissShift;
+enum class Miss : uint8_t {
+  kDefault = 0,  // the dataplane's miss_policy
+  kDrop = 1,
+  kRst = 2,
+  kRehash = 3,  // to the maglev table's backend of the tuple (scheduler maglev only)
+};
 
 // The full state of one service (never a delta): applying the same update twice is harmless,
 // and a lost intermediate update is superseded by the next one.
@@ -59,10 +67,10 @@ struct ServiceUpdate {
   char name[kNameLen];  // the service's identity
   uint32_t vip;         // host byte order
   uint16_t port;
-  uint8_t scheduler;  // 0 rr, 1 wrr, 2 random, 3 lc (lb::cfg::Scheduler order)
-  uint8_t flags;      // kServiceRemoved; other bits must be 0
+  uint8_t scheduler;  // 0 rr, 1 wrr, 2 random, 3 lc, 4 maglev (lb::cfg::Scheduler order)
+  uint8_t flags;      // kServiceRemoved, Miss << kMissShift; other bits must be 0
   uint32_t backend_count;
-  uint32_t reserved;
+  uint32_t maglev_table_size;  // scheduler maglev: a prime, 257 .. 5000011; otherwise 0
   BackendEntry backends[kMaxBackendsPerService];
 };
 static_assert(std::is_standard_layout_v<ServiceUpdate>);

@@ -84,6 +84,7 @@ int key_rank(std::string_view key) {
                                                 "port",
                                                 "protocol",
                                                 "scheduler",
+                                                "maglev_table_size",
                                                 "weight",
                                                 "state",
                                                 "on_all_down",
@@ -92,6 +93,7 @@ int key_rank(std::string_view key) {
                                                 "mbufs",
                                                 "miss_policy",
                                                 "no_backend_policy",
+                                                "maglev_hash_seed",
                                                 "ports",
                                                 "flows",
                                                 "retry",
@@ -497,6 +499,9 @@ Json service_to_json(const cfg::ServiceConfig& s) {
   j["port"] = s.port;
   j["protocol"] = cfg::to_string(s.protocol);
   j["scheduler"] = cfg::to_string(s.scheduler);
+  if (s.maglev_table_size != cfg::kDefaultMaglevTableSize)
+    j["maglev_table_size"] = s.maglev_table_size;
+  if (s.miss_policy) j["miss_policy"] = cfg::to_string(*s.miss_policy);
   j["on_all_down"] = cfg::to_string(s.on_all_down);
   j["maint"] = cfg::to_string(s.maint);
   j["health"] = health_to_json(s.health);
@@ -541,6 +546,8 @@ Json config_to_json(const cfg::Config& config) {
                     {"max_retries", dp.retry.max_retries}};
   d["miss_policy"] = cfg::to_string(dp.miss_policy);
   d["no_backend_policy"] = cfg::to_string(dp.no_backend_policy);
+  if (dp.maglev_hash_seed != cfg::kDefaultMaglevHashSeed)
+    d["maglev_hash_seed"] = dp.maglev_hash_seed;
   j["dataplane"] = std::move(d);
   j["services"] = services_to_json(config.services);
   const cfg::HealthdConfig& h = config.healthd;

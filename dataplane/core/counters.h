@@ -31,8 +31,9 @@ struct BackendCounters {
   Counter bytes_out;
   Counter flows_active;  // gauge
   Counter flows_total;
-  Counter syn_rst;      // passive signal: answered our SYN with RST
-  Counter syn_timeout;  // passive signal: left a SYN unanswered until the client retried
+  Counter syn_rst;         // passive signal: answered our SYN with RST
+  Counter syn_timeout;     // passive signal: left a SYN unanswered until the client retried
+  Counter flows_rehashed;  // flows created for a miss (MissMode kRehash): part of flows_total
 };
 
 struct PortCounters {
@@ -46,6 +47,7 @@ struct alignas(64) WorkerCounters {
   Counter flows_expired;
   Counter flows_reused;        // replaced before expiry by a new SYN on the same tuple
   Counter flows_refused;       // table full or conflict
+  Counter flows_rehashed;      // misses that became flows (MissMode kRehash)
   Counter flows_reset;         // their backend stopped serving (removed, or maint with drop)
   Counter flows_active;        // gauge
   Counter retries;             // flows moved to another backend

@@ -45,6 +45,7 @@ struct MaglevBackend {
   uint16_t port;    // with ip: the stable key that orders backends and seeds their permutation
   uint32_t weight;  // 0: no entries
   uint32_t id;      // what the table holds for this backend (not kMaglevNoEntry)
+  friend bool operator==(const MaglevBackend&, const MaglevBackend&) = default;
 };
 
 // MurmurHash3's fmix64: a bijection of 64-bit words in which every input bit flips every output

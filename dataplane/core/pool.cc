@@ -9,20 +9,20 @@ namespace lb::core {
 
 Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
            const std::vector<Address>& retired)
-    : generation_(generation), state_(kMaxBackends, 0) {
+    : generation_(generation), state_(kMaxBackends, 0), active_at_(kMaxBackends, kEmpty) {
   const size_t nslots = std::bit_ceil(std::max<size_t>(16, services.size() * 4));
   slots_.resize(nslots);
   slot_mask_ = static_cast<uint32_t>(nslots - 1);
   for (const ServiceSpec& spec : services) {
     if (raw(spec.id) >= kMaxServices) throw std::invalid_argument("service id out of range");
     if (find(spec.vip, spec.port)) throw std::invalid_argument("duplicate VIP:port in pool");
-    PoolService s{
-        spec.id, spec.vip, spec.port, spec.scheduler, static_cast<uint32_t>(backends_.size()),
-        0,       0};
+    PoolService s{spec.id,        spec.vip,  spec.port,
+                  spec.scheduler, spec.miss, static_cast<uint32_t>(backends_.size())};
     for (const PoolBackend& b : spec.backends) {
       if (raw(b.id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
       reserved_.push_back(b.ip);
       if (b.weight == 0) continue;
+      active_at_[raw(b.id)] = static_cast<uint32_t>(backends_.size());
       backends_.push_back(b);
       state_[raw(b.id)] = 2;
       ++s.count;
@@ -31,6 +31,14 @@ Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
     for (BackendId id : spec.serving) {
       if (raw(id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
       if (state_[raw(id)] == 0) state_[raw(id)] = 1;
+    }
+    if (spec.scheduler == SchedulerKind::kMaglev) {
+      std::shared_ptr<const MaglevTable> t = spec.maglev;
+      if (!t)
+        t = std::make_shared<const MaglevTable>(
+            maglev_backends({backends_.data() + s.first, s.count}), spec.maglev_table_size);
+      s.maglev = t.get();
+      tables_.push_back(std::move(t));
     }
     const uint32_t index = static_cast<uint32_t>(services_.size());
     services_.push_back(s);
@@ -56,6 +64,14 @@ Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
     const uint32_t h = (ip * 0x9e3779b1u) >> filter_shift_;
     filter_[h >> 6] |= uint64_t{1} << (h & 63);
   }
+}
+
+std::vector<MaglevBackend> maglev_backends(std::span<const PoolBackend> backends) {
+  std::vector<MaglevBackend> out;
+  out.reserve(backends.size());
+  for (const PoolBackend& b : backends)
+    if (b.weight != 0) out.push_back({b.ip, b.port, b.weight, raw(b.id)});
+  return out;
 }
 
 bool Pool::is_vip(uint32_t ip) const {

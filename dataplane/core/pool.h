@@ -4,14 +4,27 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "ids.h"
+#include "maglev.h"
 
 namespace lb::core {
 
-enum class SchedulerKind : uint8_t { kRoundRobin, kWeightedRoundRobin, kRandom, kLeastConn };
+enum class SchedulerKind : uint8_t {
+  kRoundRobin,
+  kWeightedRoundRobin,
+  kRandom,
+  kLeastConn,
+  kMaglev
+};
+
+// A non-SYN client segment that matches no flow: the dataplane's miss_policy (drop or rst), or,
+// for a maglev service, a new flow to the table's backend of its tuple (the one any node with
+// the same pool picks, so a connection survives a restart or a move to another node).
+enum class MissMode : uint8_t { kDefault, kDrop, kRst, kRehash };
 
 struct PoolBackend {
   BackendId id;
@@ -27,9 +40,12 @@ struct PoolService {
   uint32_t vip;
   uint16_t port;
   SchedulerKind scheduler;
+  MissMode miss = MissMode::kDefault;
   uint32_t first = 0;  // its backends are backends()[first, first + count)
   uint32_t count = 0;
   uint32_t total_weight = 0;
+  // kMaglev: the table of its active backends (ids), owned by the pool; otherwise nullptr.
+  const MaglevTable* maglev = nullptr;
 };
 
 class Pool {
@@ -41,6 +57,11 @@ class Pool {
     SchedulerKind scheduler;
     std::vector<PoolBackend> backends;  // those that take new flows (weight 0 ones are skipped)
     std::vector<BackendId> serving;     // those whose established flows continue (draining)
+    MissMode miss = MissMode::kDefault;
+    // kMaglev: the table of `backends` (see maglev_backends()), shared with the pool before when
+    // they have not changed; left empty, the pool builds it (table size maglev_table_size).
+    std::shared_ptr<const MaglevTable> maglev = {};
+    uint32_t maglev_table_size = kMaglevDefaultTableSize;
   };
   struct Address {
     uint32_t vip;
@@ -93,6 +114,11 @@ class Pool {
   // Whether `id` takes new flows.
   bool active(BackendId id) const { return raw(id) < kMaxBackends && state_[raw(id)] == 2; }
   std::span<const PoolService> services() const { return services_; }
+  // The active backend `id` (one load), or nullptr when it takes no new flows.
+  const PoolBackend* backend(BackendId id) const {
+    return raw(id) < kMaxBackends && active_at_[raw(id)] != kEmpty ? &backends_[active_at_[raw(id)]]
+                                                                   : nullptr;
+  }
 
  private:
   static constexpr uint32_t kEmpty = UINT32_MAX;
@@ -116,8 +142,13 @@ class Pool {
   std::vector<uint32_t> reserved_;  // VIPs and backend addresses, sorted, unique
   std::vector<uint64_t> filter_;    // bit (ip * k) >> filter_shift_ set for each of reserved_
   uint32_t filter_shift_ = 26;
-  std::vector<Address> retired_;  // few: services removed at runtime
-  std::vector<uint8_t> state_;    // by BackendId: 0 not serving, 1 draining, 2 active
+  std::vector<Address> retired_;     // few: services removed at runtime
+  std::vector<uint8_t> state_;       // by BackendId: 0 not serving, 1 draining, 2 active
+  std::vector<uint32_t> active_at_;  // by BackendId: index in backends_, or kEmpty
+  std::vector<std::shared_ptr<const MaglevTable>> tables_;  // what services_[i].maglev point at
 };
+
+// What a maglev table is built from: the backends that take new flows, with their ids.
+std::vector<MaglevBackend> maglev_backends(std::span<const PoolBackend> backends);
 
 }  // namespace lb::core

@@ -232,7 +232,20 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
   using namespace tcp_flag;
   if ((pk.tcp_flags & (kSyn | kAck)) == kSyn)
     return new_flow(f, pk, hash, in_port, pool, *svc, now);
-  if (cfg_.rst_on_miss && !(pk.tcp_flags & kRst)) {
+  return miss(f, pk, hash, in_port, pool, *svc, now);
+}
+
+// A non-SYN client segment to a service, no flow. With kRehash (maglev services) it is the
+// connection of a flow this worker does not know (lbd restarted, the flow moved here from
+// another node, its record expired): the table gives the backend every node gives it, and a flow
+// there lets it go on. A backend the table names is always active (pool.backend()): never one
+// that is draining or stopped.
+Verdict Processor::miss(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
+                        const Pool& pool, const PoolService& svc, Tick now) {
+  if (svc.miss == MissMode::kRehash && svc.maglev && maglev_pick(pk, pool, svc))
+    return new_flow(f, pk, hash, in_port, pool, svc, now, true);
+  const bool rst = svc.miss == MissMode::kRst || (svc.miss != MissMode::kDrop && cfg_.rst_on_miss);
+  if (rst && !(pk.tcp_flags & tcp_flag::kRst)) {
     const Verdict v = reply_rst(f, pk, in_port);
     if (v.action == Action::kTx) counters_->rst_flow_miss.add();
     return v;
@@ -241,11 +254,12 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
 }
 
 Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                            const Pool& pool, const PoolService& svc, Tick now) {
+                            const Pool& pool, const PoolService& svc, Tick now, bool rehash) {
   // The backend's replies go to the MAC the SYN came from: never to a group address.
   const MacAddr client_mac = MacAddr::load(f.data() + 6);
   if (client_mac.is_multicast()) return drop(DropReason::kEthBadSource);
-  const PoolBackend* b = sched_.pick(pool, svc, *counters_);
+  const PoolBackend* b =
+      svc.maglev ? maglev_pick(pk, pool, svc) : sched_.pick(pool, svc, *counters_);
   if (!b) {
     if (!cfg_.rst_on_no_backend) return drop(DropReason::kNoBackend);
     const Verdict v = reply_rst(f, pk, in_port);
@@ -271,7 +285,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.neighbor = b->neighbor;
   fl.client_mac = client_mac;
   fl.client_tagged = pk.tagged;
-  fl.state = TcpState::kSynSent;
+  fl.state = rehash ? TcpState::kEstablished : TcpState::kSynSent;
   uint32_t idx;
   const FlowTable::InsertResult r = table_.insert_after_miss(fl, hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
@@ -285,6 +299,13 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   BackendCounters& bc = counters_->backend[raw(b->id)];
   bc.flows_active.add();
   bc.flows_total.add();
+  if (rehash) {
+    bc.flows_rehashed.add();
+    counters_->flows_rehashed.add();
+    Flow& nf = table_.at(idx);
+    track_state(nf, Dir::kFromClient, pk.tcp_flags, now);  // its FIN or RST counts
+    return to_backend(f, pk, nf);
+  }
   if (syn_cache_.size() != 0 && pk.l4_payload_len == 0) {
     // Keep the client's SYN (IP and TCP headers, options included) so that a retry after a
     // backend's RST can replay it to the next backend at once instead of waiting ~1 s for the

@@ -75,7 +75,10 @@ struct ProcessorConfig {
   Tick retry_syn_after = 0;  // 0: never retry on a client SYN retransmission
   bool retry_on_rst = true;
   uint8_t max_retries = 2;
-  bool rst_on_miss = false;
+  bool rst_on_miss = false;  // a miss of a service whose MissMode is kDefault
+  // Seeds the hash of a flow's client side that places it in a maglev table: the same on every
+  // node and across restarts, so that any of them sends the flow to the same backend.
+  uint64_t maglev_seed = kMaglevDefaultFlowSeed;
   bool rst_on_no_backend = true;
   uint32_t syn_cache_slots = 4096;  // power of two; 0 disables replay of SYNs on retry
   uint64_t ticks_per_second = 1000;
@@ -156,8 +159,19 @@ class Processor {
     return {pk.src_ip, pk.dst_ip, pk.src_port, pk.dst_port};
   }
   // `hash` is the client key's, which the caller has just looked up and not found.
+  // `rehash`: a non-SYN segment of a connection this worker has no flow for (MissMode kRehash):
+  // the flow starts established, at the maglev backend of its tuple.
   Verdict new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                   const Pool& pool, const PoolService& svc, Tick now);
+                   const Pool& pool, const PoolService& svc, Tick now, bool rehash = false);
+  // The active backend the maglev table of `svc` gives this tuple, or nullptr.
+  const PoolBackend* maglev_pick(const ParsedPacket& pk, const Pool& pool,
+                                 const PoolService& svc) const {
+    const uint32_t id = svc.maglev->lookup(
+        maglev_flow_hash(pk.src_ip, pk.src_port, pk.dst_ip, pk.dst_port, cfg_.maglev_seed));
+    return id == kMaglevNoEntry ? nullptr : pool.backend(static_cast<BackendId>(id));
+  }
+  Verdict miss(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port, const Pool& pool,
+               const PoolService& svc, Tick now);
   Verdict from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t idx,
                       uint16_t in_port, const Pool& pool, Tick now);
   Verdict from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool, Tick now);

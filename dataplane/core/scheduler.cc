@@ -18,6 +18,10 @@ const PoolBackend* Scheduler::pick(const Pool& pool, const PoolService& s, const
       return random(b, exclude);
     case SchedulerKind::kLeastConn:
       return least_conn(b, s.id, c, exclude);
+    case SchedulerKind::kMaglev:
+      // New flows are placed by the table (Processor::new_flow); this is the retry of one whose
+      // backend refused it, which any other backend may take.
+      return round_robin(b, s.id, exclude);
   }
   return nullptr;
 }

@@ -5,6 +5,10 @@
   client.py keepalive N PAUSE     N requests on ONE connection, PAUSE s apart: one JSON line each
   client.py load SECONDS          new connections back to back for SECONDS: one JSON line each
   client.py refused               one request: how it failed and how fast
+  client.py keepalive_many C N PAUSE
+                                  C connections, N rounds PAUSE s apart of one request on each:
+                                  "open" line once all are open, then one JSON line per
+                                  connection (its backends, requests, errors)
 
 Each response names its backend (lb-backend's X-Backend header). Every loop is bounded.
 """
@@ -66,6 +70,35 @@ def main(argv):
                       flush=True)
             except OSError as e:
                 print(json.dumps({"t": t, "error": repr(e)}), flush=True)
+    elif mode == "keepalive_many":
+        conns = [http.client.HTTPConnection(VIP, PORT, timeout=20) for _ in range(int(argv[2]))]
+        seen = [{"backends": set(), "ports": set(), "ok": 0, "errors": []} for _ in conns]
+
+        def ask(i):
+            c = conns[i]
+            try:
+                c.request("GET", "/")
+                r = c.getresponse()
+                r.read()
+                seen[i]["backends"].add(r.getheader("X-Backend"))
+                seen[i]["ports"].add(c.sock.getsockname()[1] if c.sock else None)
+                seen[i]["ok"] += 1
+            except OSError as e:
+                seen[i]["errors"].append(repr(e))
+                c.close()
+
+        for i in range(len(conns)):
+            ask(i)
+        print(json.dumps({"open": len(conns)}), flush=True)
+        for _ in range(int(argv[3]) - 1):
+            time.sleep(float(argv[4]))
+            for i in range(len(conns)):
+                if not seen[i]["errors"]:
+                    ask(i)
+        for i, x in enumerate(seen):
+            print(json.dumps({"conn": i, "backends": sorted(b or "?" for b in x["backends"]),
+                              "ports": len(x["ports"]), "ok": x["ok"], "errors": x["errors"]}),
+                  flush=True)
     elif mode == "refused":
         t0 = time.monotonic()
         try:

@@ -40,6 +40,7 @@ class System:
         self.cfg = os.path.join(self.tmp.name, "lbd.cfg")
         self.tel = Telemetry(PREFIX)
         self.pmd = "af_xdp"
+        self.scheduler = "rr"
 
     # -- set-up ----------------------------------------------------------------------------
     def netns(self, cmd):
@@ -59,7 +60,7 @@ class System:
 dataplane: {{ workers = 1; flows = {{ capacity = 65536; }};
   ports = ( {{ name = "client"; device = "{dev[0]}"; ip = "10.10.0.1/24"; }},
             {{ name = "backend"; device = "{dev[1]}"; ip = "10.20.0.1/24"; }} ); }};
-services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
+services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self.scheduler}";
     health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
                fall = {FALL}; jitter_pct = 0; }};
     backends = (
@@ -307,8 +308,61 @@ def syn_reset(s):
     check(retries >= 9, "no retries counted")
 
 
+def keepalive_summary(proc):
+    """The keepalive_many client's lines after "open": one per connection."""
+    rs = lines(proc, timeout=120)
+    return [x for x in rs if "conn" in x]
+
+
+def survived(conns):
+    return [x for x in conns if not x["errors"] and x["ports"] == 1 and len(x["backends"]) == 1]
+
+
+def maglev_remove(s):
+    # 30 keep-alive connections over three backends; one backend is removed from the service
+    # (lbctl, at runtime) while they run: the table is rebuilt without it, and every connection
+    # to the other two goes on, on the same TCP connection and backend.
+    ka = s.client("keepalive_many", 30, 20, 0.1, background=True)
+    json.loads(ka.stdout.readline())  # all open
+    s.lbctl("backend", "remove", "web", addr(3), "--now")
+    conns = keepalive_summary(ka)
+    others = [x for x in conns if x["backends"] and x["backends"][0] != "backend-3"]
+    ok = survived(others)
+    print(f"maglev: backend-3 removed under 30 keep-alive connections: {len(others)} on the "
+          f"other two, {len(ok)} survived ({len(others) - len(ok)} reset or moved); "
+          f"{len(conns) - len(others)} were on backend-3")
+    check(len(conns) == 30, f"{len(conns)} connections reported")
+    check(len(others) >= 10, "too few connections on backends 1 and 2 to tell")
+    check(len(ok) == len(others), f"connections disturbed: {[x for x in others if x not in ok]}")
+
+
+def maglev_fresh(s):
+    # lbd restarts with an empty flow table while keep-alive connections are open and the pool
+    # stays the same: every segment after the restart is a miss, rehashed by the maglev table to
+    # the backend the connection had. 0 resets, 0 failed requests.
+    ka = s.client("keepalive_many", 30, 25, 0.2, background=True)
+    json.loads(ka.stdout.readline())
+    time.sleep(0.5)
+    t0 = time.time()
+    rc = s.procs.stop("lbd")
+    check(rc == 0, f"lbd exited {rc} on SIGTERM")
+    s.start_lbd()
+    s.lbd_ready()
+    pause = time.time() - t0
+    conns = keepalive_summary(ka)
+    ok = survived(conns)
+    rehashed = s.tel.query("/lb/stats").get("flows_rehashed", 0)
+    print(f"maglev: lbd restarted (empty flow table) under 30 keep-alive connections, "
+          f"{pause:.2f}s from stop to the VIP answering: {len(ok)} of {len(conns)} connections "
+          f"survived, {rehashed} misses rehashed to flows")
+    check(len(conns) == 30, f"{len(conns)} connections reported")
+    check(len(ok) == 30, f"connections disturbed: {[x for x in conns if x not in ok][:3]}")
+    check(rehashed >= 30, "no rehashed misses counted")
+
+
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
-                                     healthd_kill, lbd_restart, syn_reset)}
+                                     healthd_kill, lbd_restart, syn_reset, maglev_remove,
+                                     maglev_fresh)}
 
 
 def main(argv):
@@ -326,6 +380,8 @@ def main(argv):
     failed = 0
     for name in names:
         s = System(argv[1])
+        if name.startswith("maglev"):
+            s.scheduler = "maglev"
         try:
             s.up()
             SCENARIOS[name](s)

@@ -18,7 +18,7 @@
 #include <memory>
 #include <string>
 
-#include "control.h"
+#include "protocol.h"
 #include "daemon.h"
 #include "fuzz.h"
 #include "log.h"

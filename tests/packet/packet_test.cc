@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -1898,6 +1899,270 @@ TEST(PoolLog, DescribesWhatChanged) {
   c["web"].backends.pop_back();
   EXPECT_EQ(dp::describe_changes(a, c),
             "web: 10.10.0.100:80 -> 10.10.0.100:8080, web: wrr -> rr, web: -10.20.0.12:8080");
+}
+
+}  // namespace
+}  // namespace lb::test
+
+namespace lb::test {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// scheduler = "maglev" (issue 10): placement by the table, misses rehashed to the same backend.
+
+// The Maglev paper's population (NSDI 2016, section 3.4, equal weights), written out plainly:
+// backends ordered by (ip, port), offset/skip from fmix64 of the key with the documented seeds,
+// each takes the next free slot of its permutation in turn. And the flow's slot from its client
+// side. Independent of dataplane/core/maglev.cc's faster fill.
+uint64_t ref_fmix64(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ull;
+  k ^= k >> 33;
+  return k;
+}
+
+std::vector<uint32_t> ref_maglev(std::vector<uint32_t> ips, uint16_t port, uint32_t m) {
+  std::sort(ips.begin(), ips.end());
+  const size_t n = ips.size();
+  std::vector<uint64_t> offset(n), skip(n), next(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t key = uint64_t{ips[i]} << 16 | port;
+    offset[i] = ref_fmix64(key ^ 0x6d676c762d6f6666ull) % m;          // "mglv-off"
+    skip[i] = ref_fmix64(key ^ 0x6d676c762d736b70ull) % (m - 1) + 1;  // "mglv-skp"
+  }
+  std::vector<uint32_t> entry(m, 0);  // backend ip
+  uint32_t filled = 0;
+  while (true) {
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t c = (offset[i] + next[i] * skip[i]) % m;
+      while (entry[c] != 0) {
+        ++next[i];
+        c = (offset[i] + next[i] * skip[i]) % m;
+      }
+      entry[c] = ips[i];
+      ++next[i];
+      if (++filled == m) return entry;
+    }
+  }
+}
+
+uint32_t ref_pick(const std::vector<uint32_t>& table, const Client& c, uint16_t vport,
+                  uint64_t seed = 0x6d676c762d666c77ull) {
+  const uint64_t a = uint64_t{c.ip} << 32 | kVip;
+  const uint64_t b = uint64_t{c.port} << 16 | vport;
+  const uint64_t h = ref_fmix64(ref_fmix64(a ^ seed) ^ b);
+  return table[((h >> 32) * table.size()) >> 32];
+}
+
+constexpr uint16_t kMaglevVport = 2002;
+constexpr uint32_t kSmallTable = 1009;  // prime; the reference's naive fill stays quick
+
+shm::ServiceUpdate maglev_update(uint64_t generation, const std::vector<TestBackend>& bs,
+                                 const std::vector<shm::BackendState>& states = {}) {
+  shm::ServiceUpdate u =
+      service_update(generation, "mg", kMaglevVport, cfg::Scheduler::kMaglev, bs);
+  u.maglev_table_size = kSmallTable;
+  u.flags = static_cast<uint8_t>(static_cast<uint8_t>(shm::Miss::kRehash) << shm::kMissShift);
+  for (size_t i = 0; i < states.size(); ++i) u.backends[i].state = static_cast<uint8_t>(states[i]);
+  return u;
+}
+
+const Backend* backend_at(uint32_t ip) {
+  for (const Backend& b : kB)
+    if (b.ip == ip) return &b;
+  return nullptr;
+}
+
+TEST(Maglev, SynGoesToTheReferenceTablesBackend) {
+  Harness h(HarnessOptions{.channel = true});
+  h.now = 1000 * h.dp().ticks_per_second();
+  Control ctl(h);
+  ctl.send({maglev_update(ctl.next(), {{kB[2].ip}, {kB[0].ip}, {kB[1].ip}})});
+  ASSERT_EQ(h.dp().control_stats().updates_rejected.load(), 0u);
+  for (const Backend& b : kB) h.inject(kBackendPort, 0, backend_arp_reply(b));
+  h.poll(0, 1);
+  h.drain();
+  const std::vector<uint32_t> ref = ref_maglev({kB[0].ip, kB[1].ip, kB[2].ip}, 8080, kSmallTable);
+  std::map<uint32_t, int> per_backend;
+  for (uint16_t n = 0; n < 300; ++n) {
+    const Client c = client(static_cast<uint8_t>(1 + n % 40), static_cast<uint16_t>(30000 + n));
+    h.inject(kClientPort, 0, c2v(c, syn_seg(), {}, kMaglevVport));
+    h.poll(0, 1);
+    const std::vector<Emitted> out = ip_out(h);
+    ASSERT_EQ(out.size(), 1u) << n;
+    const Decoded d = decode(out[0].frame);
+    EXPECT_EQ(d.ip_dst, ref_pick(ref, c, kMaglevVport)) << "client " << n;
+    ++per_backend[d.ip_dst];
+  }
+  EXPECT_EQ(per_backend.size(), 3u);  // the reference spreads 300 flows over all three
+}
+
+// Two nodes with the same pool, each its own lbd (Dataplane, Processor, tables), the second
+// given the backends in another order: the connection node A scheduled goes on through node B,
+// which has no flow for it, to the same backend; B reverse-NATs the backend's reply.
+TEST(Maglev, AMissOnAnotherNodeGoesToTheSameBackend) {
+  // Node A (its own Dataplane, Processor and tables; one lbd process holds one at a time)
+  // schedules 30 connections.
+  std::map<uint8_t, uint32_t> chosen;
+  {
+    Harness a(HarnessOptions{.channel = true});
+    a.now = 1000 * a.dp().ticks_per_second();
+    Control ca(a);
+    ca.send({maglev_update(ca.next(), {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}})});
+    for (const Backend& be : kB) a.inject(kBackendPort, 0, backend_arp_reply(be));
+    a.poll(0, 1);
+    a.drain();
+    for (uint8_t n = 1; n <= 30; ++n) {
+      a.inject(kClientPort, 0, c2v(client(n), syn_seg(), {}, kMaglevVport));
+      a.poll(0, 1);
+      const std::vector<Emitted> out = ip_out(a);
+      ASSERT_EQ(out.size(), 1u);
+      chosen[n] = decode(out[0].frame).ip_dst;
+    }
+    EXPECT_EQ(a.dp().counters(0).flows_rehashed.get(), 0u);
+  }
+  // Node B, built separately, given the backends in another order (so other ids), has no flow.
+  Harness b(HarnessOptions{.channel = true});
+  b.now = 1000 * b.dp().ticks_per_second();
+  Control cb(b);
+  cb.send({maglev_update(cb.next(), {{kB[1].ip}, {kB[2].ip}, {kB[0].ip}})});
+  for (const Backend& be : kB) b.inject(kBackendPort, 0, backend_arp_reply(be));
+  b.poll(0, 1);
+  b.drain();
+  std::set<uint32_t> used;
+  for (uint8_t n = 1; n <= 30; ++n) {
+    const Client c = client(n);
+    used.insert(chosen[n]);
+    b.inject(kClientPort, 0, c2v(c, data_seg(1001, 5001, "GET /"), {}, kMaglevVport));
+    b.poll(0, 1);
+    std::vector<Emitted> out = ip_out(b);
+    ASSERT_EQ(out.size(), 1u) << int{n};
+    const Decoded d = decode(out[0].frame);
+    EXPECT_EQ(d.ip_dst, chosen[n]) << int{n};
+    EXPECT_EQ(d.dport, kBackendTcpPort);
+    EXPECT_EQ(d.payload, text("GET /"));
+    // The backend's answer goes back through B, from the VIP.
+    const Backend* be = backend_at(chosen[n]);
+    ASSERT_NE(be, nullptr);
+    b.inject(kBackendPort, 0, b2c(*be, c, data_seg(5001, 1006, "200 OK")));
+    b.poll(0, 1);
+    out = ip_out(b);
+    ASSERT_EQ(out.size(), 1u);
+    const Decoded r = decode(out[0].frame);
+    EXPECT_EQ(out[0].port, kClientPort);
+    EXPECT_EQ(r.ip_src, kVip);
+    EXPECT_EQ(r.sport, kMaglevVport);
+    EXPECT_EQ(r.ip_dst, c.ip);
+    EXPECT_EQ(r.payload, text("200 OK"));
+  }
+  EXPECT_EQ(used.size(), 3u);
+  EXPECT_EQ(b.dp().counters(0).flows_rehashed.get(), 30u);
+}
+
+// A miss is never sent to a backend that is not serving new flows: the draining backend's
+// entries went to the others when the table was rebuilt; its established flows continue.
+TEST(Maglev, AMissNeverGoesToADrainingBackend) {
+  Harness h(HarnessOptions{.channel = true});
+  h.now = 1000 * h.dp().ticks_per_second();
+  Control ctl(h);
+  const std::vector<TestBackend> bs = {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}};
+  ctl.send({maglev_update(ctl.next(), bs)});
+  for (const Backend& be : kB) h.inject(kBackendPort, 0, backend_arp_reply(be));
+  h.poll(0, 1);
+  h.drain();
+  // One established connection per client, noting who went to .11.
+  std::vector<Client> on_first;
+  for (uint8_t n = 1; n <= 60; ++n) {  // 10.10.0.51..110: .100, the VIP, is skipped
+    if (n == 50) continue;
+    const Client c = client(n);
+    h.inject(kClientPort, 0, c2v(c, syn_seg(), {}, kMaglevVport));
+    h.poll(0, 1);
+    const std::vector<Emitted> out = ip_out(h);
+    ASSERT_EQ(out.size(), 1u);
+    if (decode(out[0].frame).ip_dst == kB[0].ip) on_first.push_back(c);
+  }
+  ASSERT_GE(on_first.size(), 5u);
+  using S = shm::BackendState;
+  ctl.send({maglev_update(ctl.next(), bs, {S::kDraining, S::kActive, S::kActive})});
+  ASSERT_EQ(h.dp().control_stats().updates_rejected.load(), 0u);
+  h.drain();
+  // Established flows to the draining backend continue there.
+  h.inject(kClientPort, 0, c2v(on_first[0], data_seg(1001, 5001, "x"), {}, kMaglevVport));
+  h.poll(0, 1);
+  std::vector<Emitted> out = ip_out(h);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(decode(out[0].frame).ip_dst, kB[0].ip);
+  // Misses of tuples whose table entry was .11 (other ports of the same clients, and the same
+  // clients after their flows are gone): none reaches it.
+  int sent = 0;
+  for (uint16_t p = 1; p <= 400; ++p) {
+    const Client c = client(static_cast<uint8_t>(100 + p % 100), static_cast<uint16_t>(20000 + p));
+    h.inject(kClientPort, 0, c2v(c, data_seg(1001, 5001, "y"), {}, kMaglevVport));
+    h.poll(0, 1);
+    out = ip_out(h);
+    ASSERT_EQ(out.size(), 1u);
+    const Decoded d = decode(out[0].frame);
+    EXPECT_NE(d.ip_dst, kB[0].ip) << p;
+    EXPECT_TRUE(d.ip_dst == kB[1].ip || d.ip_dst == kB[2].ip);
+    ++sent;
+  }
+  EXPECT_EQ(h.dp().counters(0).flows_rehashed.get(), static_cast<uint64_t>(sent));
+  // And the table gives the draining backend's share to the others as the reference does.
+  const std::vector<uint32_t> ref = ref_maglev({kB[1].ip, kB[2].ip}, 8080, kSmallTable);
+  const Client c = client(250, 31000);
+  h.inject(kClientPort, 0, c2v(c, data_seg(1001, 5001, "z"), {}, kMaglevVport));
+  h.poll(0, 1);
+  out = ip_out(h);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(decode(out[0].frame).ip_dst, ref_pick(ref, c, kMaglevVport));
+}
+
+// The other schedulers keep their miss policy (drop here), also next to a maglev service.
+TEST(Maglev, OtherServicesStillDropMisses) {
+  Harness h(HarnessOptions{.channel = true});
+  h.now = 1000 * h.dp().ticks_per_second();
+  Control ctl(h);
+  ctl.send({maglev_update(ctl.next(), {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}})});
+  for (const Backend& be : kB) h.inject(kBackendPort, 0, backend_arp_reply(be));
+  h.poll(0, 1);
+  h.drain();
+  h.inject(kClientPort, 0, c2v(client(1), data_seg(1001, 5001, "x")));  // web, rr
+  h.poll(0, 1);
+  EXPECT_TRUE(ip_out(h).empty());
+  EXPECT_EQ(h.dp().counters(0).drops[static_cast<size_t>(DropReason::kFlowMiss)].get(), 1u);
+  EXPECT_EQ(h.dp().counters(0).flows_rehashed.get(), 0u);
+}
+
+// The control thread builds a service's table only when its active backends change: an update
+// of another service, or one that repeats the same pool, reuses it.
+TEST(Maglev, TablesAreRebuiltOnlyForServicesWhosePoolChanged) {
+  Harness h(HarnessOptions{.channel = true});
+  h.now = 1000 * h.dp().ticks_per_second();
+  Control ctl(h);
+  const std::vector<TestBackend> bs = {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}};
+  const uint64_t at_start = h.dp().builder().maglev_builds();
+  ctl.send({maglev_update(ctl.next(), bs)});
+  EXPECT_EQ(h.dp().builder().maglev_builds(), at_start + 1);
+  ctl.send({service_update(ctl.next(), "x", 2003, cfg::Scheduler::kRoundRobin, {{kB[0].ip}})});
+  ctl.send({maglev_update(ctl.next(), bs)});
+  EXPECT_EQ(h.dp().builder().maglev_builds(), at_start + 1);
+  using S = shm::BackendState;
+  ctl.send({maglev_update(ctl.next(), bs, {S::kActive, S::kDraining, S::kActive})});
+  EXPECT_EQ(h.dp().builder().maglev_builds(), at_start + 2);
+  ctl.send({maglev_update(ctl.next(), {{kB[0].ip}, {kB[1].ip, 2}, {kB[2].ip}})});
+  EXPECT_EQ(h.dp().builder().maglev_builds(), at_start + 3);
+  EXPECT_EQ(h.dp().control_stats().updates_rejected.load(), 0u);
+  // A maglev table size that is not prime, or rehash for a service that is not maglev: refused.
+  shm::ServiceUpdate bad = maglev_update(ctl.next(), bs);
+  bad.maglev_table_size = 1000;
+  ctl.send({bad});
+  EXPECT_EQ(h.dp().control_stats().updates_rejected.load(), 1u);
+  shm::ServiceUpdate rr = service_update(ctl.next(), "x", 2003, cfg::Scheduler::kRoundRobin, bs);
+  rr.flags = static_cast<uint8_t>(static_cast<uint8_t>(shm::Miss::kRehash) << shm::kMissShift);
+  ctl.send({rr});
+  EXPECT_EQ(h.dp().control_stats().updates_rejected.load(), 2u);
 }
 
 }  // namespace

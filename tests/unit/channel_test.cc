@@ -494,7 +494,7 @@ TEST(ApplyUpdate, RefusesMalformedAndKeepsState) {
   u = make_update(2, "web", 2);
   u.flags = 0x80;
   EXPECT_NE(dp::apply_update(state, u).find("unknown flags"), std::string::npos);
-  u.flags = kServiceRemoved | 2;  // not even a removal
+  u.flags = kServiceRemoved | 8;  // not even a removal (bits 1-2 are the miss policy)
   EXPECT_NE(dp::apply_update(state, u).find("unknown flags"), std::string::npos);
   u = make_update(2, "", 2);
   EXPECT_NE(dp::apply_update(state, u), "");

@@ -163,7 +163,7 @@ constexpr BadCase kBadCases[] = {
   {"dataplane_not_group", 1, 8, "dataplane = 1;", 1, "dataplane", "expected a group { ... }, found an integer"},
 
   // --- dataplane scalars.
-  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy)"},
+  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy, maglev_hash_seed)"},
   {"missing_workers", 2, 2, "", 1, "dataplane.workers", "missing required setting 'workers'"},
   {"workers_string", 2, 2, R"(  workers = "2";)", 2, "dataplane.workers", "expected an integer, found a string"},
   {"workers_float", 2, 2, "  workers = 2.0;", 2, "dataplane.workers", "expected an integer, found a float"},
@@ -244,7 +244,16 @@ constexpr BadCase kBadCases[] = {
   {"service_port_too_large", 10, 10, R"(  { name = "web"; vip = "10.10.0.100"; port = 65536;)", 10, "services.[0].port", "value 65536 is out of range 1..65535"},
   {"service_missing_port", 10, 10, R"(  { name = "web"; vip = "10.10.0.100";)", 10, "services.[0].port", "missing required setting 'port'"},
   {"service_protocol_udp", 11, 11, R"(    protocol = "udp";)", 11, "services.[0].protocol", "unknown protocol 'udp' (expected tcp)"},
-  {"service_scheduler_unknown", 11, 11, R"(    scheduler = "xx";)", 11, "services.[0].scheduler", "unknown scheduler 'xx' (expected rr, wrr, random, lc)"},
+  {"service_scheduler_unknown", 11, 11, R"(    scheduler = "xx";)", 11, "services.[0].scheduler", "unknown scheduler 'xx' (expected rr, wrr, random, lc, maglev)"},
+  {"maglev_table_not_prime", 11, 11, R"(    scheduler = "maglev"; maglev_table_size = 65536;)", 11, "services.[0].maglev_table_size", "maglev_table_size 65536 is not prime (the next prime is 65537)"},
+  {"maglev_table_too_small", 11, 11, R"(    scheduler = "maglev"; maglev_table_size = 251;)", 11, "services.[0].maglev_table_size", "value 251 is out of range 257..5000011"},
+  {"maglev_table_too_large", 11, 11, R"(    scheduler = "maglev"; maglev_table_size = 5000087;)", 11, "services.[0].maglev_table_size", "value 5000087 is out of range 257..5000011"},
+  {"maglev_table_string", 11, 11, R"(    scheduler = "maglev"; maglev_table_size = "65537";)", 11, "services.[0].maglev_table_size", "expected an integer, found a string"},
+  {"rehash_needs_maglev", 11, 11, R"(    scheduler = "wrr"; miss_policy = "rehash";)", 11, "services.[0].miss_policy", "miss_policy \"rehash\" needs scheduler = \"maglev\" (scheduler is \"wrr\")"},
+  {"rehash_needs_maglev_default", 11, 11, R"(    miss_policy = "rehash";)", 11, "services.[0].miss_policy", "needs scheduler = \"maglev\" (scheduler is \"rr\")"},
+  {"service_miss_policy_unknown", 11, 11, R"(    miss_policy = "reset";)", 11, "services.[0].miss_policy", "unknown miss_policy 'reset' (expected drop, rst, rehash)"},
+  {"rehash_not_dataplane_wide", 7, 7, R"(  miss_policy = "rehash";)", 7, "dataplane.miss_policy", "unknown miss_policy 'rehash' (expected drop, rst)"},
+  {"maglev_seed_negative", 7, 7, R"(  maglev_hash_seed = -1;)", 7, "dataplane.maglev_hash_seed", "value -1 is out of range 0..9223372036854775807"},
   {"service_scheduler_case", 11, 11, R"(    scheduler = "RR";)", 11, "services.[0].scheduler", "unknown scheduler 'RR'"},
 
   // --- health.
@@ -455,7 +464,7 @@ TEST(BadConfigExtra, ExactMessageFormat) {
   } catch (const ConfigError& e) {
     EXPECT_STREQ(e.what(),
                  "test.cfg:11: services.[0].scheduler: unknown scheduler 'xx' (expected rr, wrr, "
-                 "random, lc)");
+                 "random, lc, maglev)");
   }
 }
 
@@ -1001,10 +1010,30 @@ TEST(ToString, Names) {
   EXPECT_STREQ(to_string(MaintPolicy::kDrop), "drop");
 }
 
+TEST(Maglev, KeysAndDefaults) {
+  const Config d = parse(replace_lines(11, 11, R"(    scheduler = "maglev";)"));
+  EXPECT_EQ(d.services[0].scheduler, Scheduler::kMaglev);
+  EXPECT_EQ(d.services[0].maglev_table_size, 65537u);
+  EXPECT_FALSE(d.services[0].miss_policy);
+  EXPECT_EQ(d.services[0].effective_miss_policy(d.dataplane), MissPolicy::kRehash);
+  EXPECT_EQ(d.dataplane.maglev_hash_seed, kDefaultMaglevHashSeed);
+  const Config c = parse(
+      replace_lines(7, 11,
+                    "  maglev_hash_seed = 12345678901234L;\n};\nservices = (\n"
+                    "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80;\n"
+                    "    scheduler = \"maglev\"; maglev_table_size = 257; miss_policy = \"rst\";"));
+  EXPECT_EQ(c.dataplane.maglev_hash_seed, 12345678901234u);
+  EXPECT_EQ(c.services[0].maglev_table_size, 257u);
+  EXPECT_EQ(c.services[0].effective_miss_policy(c.dataplane), MissPolicy::kRst);
+  // A service that is not maglev keeps the dataplane's policy.
+  const Config r = parse(replace_lines(7, 7, R"(  miss_policy = "rst";)"));
+  EXPECT_EQ(r.services[0].effective_miss_policy(r.dataplane), MissPolicy::kRst);
+}
+
 TEST(ToString, MatchesWhatTheParserAccepts) {
   // Each name to_string() prints must read back as the same value.
   for (const Scheduler s : {Scheduler::kRoundRobin, Scheduler::kWeightedRoundRobin,
-                            Scheduler::kRandom, Scheduler::kLeastConnections}) {
+                            Scheduler::kRandom, Scheduler::kLeastConnections, Scheduler::kMaglev}) {
     const Config c =
         parse(replace_lines(11, 11, std::string("    scheduler = \"") + to_string(s) + "\";"));
     EXPECT_EQ(c.services[0].scheduler, s);

@@ -36,6 +36,8 @@ std::string name(SchedulerKind k) {
       return "random";
     case SchedulerKind::kLeastConn:
       return "lc";
+    case SchedulerKind::kMaglev:
+      return "maglev";
   }
   return "?";
 }

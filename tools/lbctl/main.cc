@@ -239,15 +239,15 @@ int run_change(Context& ctx, Json req) {
 // -- Health and service options, shared by service add and service set --------------------
 
 struct ServiceOptions {
-  std::string scheduler, on_all_down, maint;
+  std::string scheduler, on_all_down, maint, miss_policy;
   std::string path, expect_status, expect_body, host, initial_state;
   int64_t interval = 0, timeout = 0, rise = 0, fall = 0, fast = 0, down = 0, jitter = 0, port = 0,
-          syn_rst = 0, syn_timeout = 0;
+          syn_rst = 0, syn_timeout = 0, maglev_table_size = 0;
   std::vector<CLI::Option*> opts;
 
   void add(CLI::App* app) {
-    opts.push_back(app->add_option("--scheduler", scheduler, "rr, wrr, random or lc")
-                       ->check(CLI::IsMember({"rr", "wrr", "random", "lc"})));
+    opts.push_back(app->add_option("--scheduler", scheduler, "rr, wrr, random, lc or maglev")
+                       ->check(CLI::IsMember({"rr", "wrr", "random", "lc", "maglev"})));
     opts.push_back(app->add_option("--on-all-down", on_all_down, "fail_closed or fail_open")
                        ->check(CLI::IsMember({"fail_closed", "fail_open"})));
     opts.push_back(app->add_option("--maint", maint, "keep or drop: flows of backends in maint")
@@ -273,6 +273,11 @@ struct ServiceOptions {
     opts.push_back(app->add_option("--passive-syn-rst", syn_rst, "health.passive.syn_rst"));
     opts.push_back(
         app->add_option("--passive-syn-timeout", syn_timeout, "health.passive.syn_timeout"));
+    opts.push_back(app->add_option("--maglev-table-size", maglev_table_size,
+                                   "prime, entries of the maglev table (default 65537)"));
+    opts.push_back(app->add_option("--miss-policy", miss_policy,
+                                   "drop, rst or rehash (maglev): a segment with no flow")
+                       ->check(CLI::IsMember({"drop", "rst", "rehash"})));
   }
 
   bool given(size_t i) const { return opts[i]->count() > 0; }
@@ -301,6 +306,8 @@ struct ServiceOptions {
     if (given(15)) h["initial_state"] = initial_state;
     if (given(16)) passive["syn_rst"] = syn_rst;
     if (given(17)) passive["syn_timeout"] = syn_timeout;
+    if (given(18)) s["maglev_table_size"] = maglev_table_size;
+    if (given(19)) s["miss_policy"] = miss_policy;
     if (!passive.empty()) h["passive"] = passive;
     if (!h.empty()) s["health"] = h;
     return s;

@@ -403,8 +403,8 @@ Json stats_report(const Sample& a, const Sample& b) {
       e["flows_active"] = u64(x, "flows_active");
       e["flows_total"] = u64(x, "flows_total");
       e["new_flows_per_s"] = rate(u64(y, "flows_total"), u64(x, "flows_total"), dt);
-      for (const char* k :
-           {"packets_in", "bytes_in", "packets_out", "bytes_out", "syn_rst", "syn_timeout"}) {
+      for (const char* k : {"packets_in", "bytes_in", "packets_out", "bytes_out", "syn_rst",
+                            "syn_timeout", "flows_rehashed"}) {
         e[k] = u64(x, k);
         e[std::string(k) + "_per_s"] = rate(u64(y, k), u64(x, k), dt);
       }
@@ -441,6 +441,7 @@ std::string render_stats(const Json& r, const std::string& instance, const Json&
   line("flows reused by a SYN", "flows_closed");  // what an older lbd called it
   line("flows reset", "flows_reset");
   line("flows refused", "flows_refused");
+  line("misses rehashed to flows", "flows_rehashed");
   line("retries", "retries");
   line("RST, no backend", "rst_no_backend");
   line("RST, flow miss", "rst_flow_miss");
@@ -492,14 +493,14 @@ std::string render_stats(const Json& r, const std::string& instance, const Json&
 
   std::vector<std::vector<std::string>> bs = {{"service", "backend", "state", "active", "total",
                                                "new/s", "pkt in/s", "B in/s", "pkt out/s",
-                                               "B out/s", "syn rst", "syn timeout"}};
+                                               "B out/s", "syn rst", "syn timeout", "rehashed"}};
   for (const Json& b : r["backends"]) {
     bs.push_back({str(b, "service"), str(b, "address"), str(b, "state"),
                   format_count(num(b, "flows_active")), format_count(num(b, "flows_total")),
                   format_count(num(b, "new_flows_per_s")), format_count(num(b, "packets_in_per_s")),
                   format_count(num(b, "bytes_in_per_s")), format_count(num(b, "packets_out_per_s")),
                   format_count(num(b, "bytes_out_per_s")), format_count(num(b, "syn_rst")),
-                  format_count(num(b, "syn_timeout"))});
+                  format_count(num(b, "syn_timeout")), format_count(num(b, "flows_rehashed"))});
   }
   o << "\n";
   if (bs.size() == 1) {
