@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "log.h"
+#include "metrics_server.h"
 #include "telemetry_client.h"
 
 namespace lb::health {
@@ -126,6 +127,18 @@ void Daemon::set_base(Json base) {
 
 void Daemon::set_control(std::unique_ptr<ControlServer> control) {
   control_ = std::move(control);
+}
+
+void Daemon::set_metrics(std::unique_ptr<MetricsServer> metrics) {
+  metrics_ = std::move(metrics);
+  if (metrics_) metrics_->publish(snapshot());  // something to serve before the first turn
+}
+
+void Daemon::tick_metrics(TimePoint now) {
+  apply_.observe(generation_,
+                 att_ ? att_->header().applied_generation.load(std::memory_order_acquire) : 0,
+                 att_.has_value(), now);
+  if (metrics_ && metrics_->wants_snapshot()) metrics_->publish(snapshot());
 }
 
 TimePoint Daemon::first_check(const BackendHealth& h, TimePoint now) {
@@ -375,6 +388,7 @@ void Daemon::handle_result(uint64_t id, const ProbeResult& r, TimePoint now) {
   ServiceRuntime& s = services_[it->second.first];
   BackendRuntime& b = s.backends[it->second.second];
   const std::optional<Transition> t = b.health.on_probe(r, now);
+  b.checks.observe(r);
   b.next_check = b.health.next_check(now, random());
   HLOG_DEBUG("%s %s in %lldms (%u ok / %u failed in a row, %s)", b.label.c_str(),
              describe(r).c_str(), static_cast<long long>(ms_of(r.latency)), b.health.successes(),
@@ -974,9 +988,11 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
     }
   }
 
+  tick_metrics(now);
   TimePoint until = std::min(due, next_channel_);
   if (anything_pending() && att_) until = std::min(until, now + Millis(10));  // retry the ring soon
-  if (!waiters_.empty()) until = std::min(until, now + Millis(2));  // lbd acks within a tick
+  if (!waiters_.empty() || apply_.waiting())
+    until = std::min(until, now + Millis(2));  // lbd acks within a tick
   if (anything_leaving()) until = std::min(until, next_leaving_check_);
   int wake_fd = signal_fd;
   if (control_) {
@@ -1000,6 +1016,7 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   }
   if (anything_pending()) flush();  // a change made above goes out in this turn
   check_waiters(Clock::now());
+  tick_metrics(Clock::now());
   return !stop_;
 }
 
@@ -1015,6 +1032,7 @@ int Daemon::run(int signal_fd) {
   waiters_.clear();
   if (control_) control_->reply_all_deferred(error_reply("stopping", "lb-healthd is stopping"));
   control_.reset();
+  metrics_.reset();
   prober_.reset();
   detach();
   HLOG_INFO("stopped");
@@ -1046,6 +1064,7 @@ DaemonStatus Daemon::snapshot() const {
   st.transitions = transitions_;
   st.reloads = reloads_;
   st.reload_failures = reload_failures_;
+  st.pool_apply_seconds = apply_.latency();
   for (const ServiceRuntime& s : services_) {
     ServiceStatus ss;
     ss.name = s.config.name;
@@ -1082,6 +1101,7 @@ DaemonStatus Daemon::snapshot() const {
       bs.transitions = b.health.transitions();
       bs.passive_syn_rst = b.health.passive_signals(PassiveSignal::kSynRst);
       bs.passive_syn_timeout = b.health.passive_signals(PassiveSignal::kSynTimeout);
+      bs.check_stats = b.checks;
       bs.check_running = !l && prober_ && prober_->running(b.id);
       bs.next_check_in_ms = ms_of(std::chrono::duration_cast<Millis>(b.next_check - now));
       if (l) {
