@@ -762,7 +762,8 @@ class Parser {
   }
 
   PortConfig parse_port(const Setting& p, PortSettings& where) const {
-    check_keys(p, {"name", "device", "ip", "gateway", "rx_descriptors", "tx_descriptors"});
+    check_keys(p,
+               {"name", "device", "ip", "gateway", "rx_descriptors", "tx_descriptors", "vip_arp"});
     PortConfig port;
     port.line = static_cast<int>(p.getSourceLine());
     where.group.setting = &p;
@@ -808,6 +809,11 @@ class Parser {
     }
     if (const Setting* s = find(p, "rx_descriptors")) port.rx_descriptors = descriptors(*s);
     if (const Setting* s = find(p, "tx_descriptors")) port.tx_descriptors = descriptors(*s);
+    if (const Setting* s = find(p, "vip_arp")) {
+      port.vip_arp = enumeration<VipArp>(
+          *s, "vip_arp",
+          {{"subnet", VipArp::kSubnet}, {"all", VipArp::kAll}, {"none", VipArp::kNone}});
+    }
     return port;
   }
 

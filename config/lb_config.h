@@ -28,6 +28,11 @@ class ConfigError : public std::runtime_error {
   std::string path_;
 };
 
+// Which VIPs a port answers ARP requests for: those inside its subnet (a router or host on that
+// segment asks for them), every VIP (the segment treats VIPs outside it as on-link), or none
+// (the VIPs are routed to the port's address, which needs no ARP for them).
+enum class VipArp { kSubnet, kAll, kNone };
+
 struct PortConfig {
   std::string name;                 // unique, [A-Za-z0-9_-]
   std::string device;               // PCI address or vdev spec ("net_af_packet0,iface=lb-c")
@@ -36,6 +41,7 @@ struct PortConfig {
   std::optional<uint32_t> gateway;  // next hop for destinations outside the subnet
   uint16_t rx_descriptors = 1024;
   uint16_t tx_descriptors = 1024;
+  VipArp vip_arp = VipArp::kSubnet;
   int line = 0;
 
   bool in_subnet(uint32_t addr) const {

@@ -1,8 +1,8 @@
 #pragma once
 // lb-healthd's one event loop: checks every backend (Prober), keeps each backend's health
 // (BackendHealth), builds each service's live pool (build_pool) and pushes it to lbd over the
-// shared-memory channel (shm::Attachment), coalescing when the ring is full. Single-threaded:
-// everything here runs on the thread that calls run()/turn().
+// shared-memory channel (shm::Attachment) through a Publisher, which coalesces when the ring is
+// full. Single-threaded: everything here runs on the thread that calls run()/turn().
 
 #include <chrono>
 #include <cstdint>
@@ -10,7 +10,6 @@
 #include <memory>
 #include <optional>
 #include <random>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -22,6 +21,8 @@
 #include "lb_config.h"
 #include "live_pool.h"
 #include "probe.h"
+#include "publisher.h"
+#include "runtime_dir.h"
 #include "state_file.h"
 
 namespace lb::health {
@@ -37,6 +38,8 @@ struct Options {
   // lbd's telemetry socket, where the flows of draining backends are counted; empty:
   // /var/run/dpdk/<instance>/dpdk_telemetry.v2 (lbd's default --file-prefix is the instance).
   std::string telemetry;
+  // The instance lock and the health file (runtime_dir.h); empty: neither (tests).
+  std::string runtime_dir;
 };
 
 // Problems the config library does not know about because they are lb-healthd's own limits
@@ -118,7 +121,7 @@ struct ServiceStatus {
   uint16_t port = 0;
   bool fail_open = false;  // panic mode: every non-maint backend sent as active
   uint32_t active = 0;
-  bool pending = false;  // its newest state is waiting for room in the ring
+  bool pending = false;  // its newest state is waiting to be sent
   uint64_t last_generation = 0;
   std::vector<BackendStatus> backends;
 };
@@ -137,7 +140,10 @@ struct DaemonStatus {
   uint64_t lbd_pid = 0;
   int64_t lbd_heartbeat_age_ms = -1;  // -1: not attached
   uint64_t updates_sent = 0;
-  uint64_t ring_full = 0;  // sends refused because the ring was full
+  uint64_t ring_full = 0;       // sends refused because the ring was full
+  size_t owed = 0;              // services whose newest state or removal waits to be sent
+  size_t removals = 0;          // removals lbd has not acknowledged yet
+  uint64_t channel_faults = 0;  // what was refused from the segment as corrupted
   uint64_t attaches = 0;
   uint64_t transitions = 0;
   uint64_t reloads = 0;
@@ -150,6 +156,8 @@ std::string format_status(const DaemonStatus& s);  // multi-line, for the log
 
 class Daemon {
  public:
+  // With options.runtime_dir, takes the instance lock (throws std::runtime_error when another
+  // lb-healthd runs the instance) and starts each backend from its health in the health file.
   Daemon(cfg::Config config, Options options);
   ~Daemon();
   Daemon(const Daemon&) = delete;
@@ -178,7 +186,8 @@ class Daemon {
   // Replaces the running configuration; backends that stay (same service, address and port)
   // keep their health and counters. `why` is said in the log ("reload", "runtime change ...").
   // Backends and services it drops drain for `drain` (0: removed at once; runtime changes,
-  // whose removals lbctl drains itself); those already draining go on draining.
+  // whose removals lbctl drains itself); those already draining go on draining. A reload sends
+  // every service to lbd again; a runtime change only what it changed.
   void apply(cfg::Config config, const std::string& why = "reload", Millis drain = Millis(0));
 
   // A runtime change: `edit` works on a copy of the running services; the result is validated
@@ -228,14 +237,13 @@ class Daemon {
     BackendRuntime backend;  // as it was when removed (its status is shown as it was)
     TimePoint since;
     TimePoint deadline;  // removed then, flows or not
-    uint64_t mark = 0;   // generation_ when it was removed: later updates carry it draining
+    uint64_t mark = 0;   // the generation sent when it was removed: later ones carry it draining
     int64_t flows = -1;  // lbd's count when last read
   };
   struct ServiceRuntime {
     cfg::ServiceConfig config;
     std::vector<BackendRuntime> backends;
     LivePool pool;
-    bool pending = false;
     uint64_t last_generation = 0;
     std::vector<Leaving> leaving;
     bool removed = false;  // the service itself was removed by a reload: it goes with `leaving`
@@ -250,12 +258,25 @@ class Daemon {
   void channel_tick(TimePoint now);
   void attach(TimePoint now);
   void detach();
-  void mark_all_pending();
+  void owe_everything();
   void drain_events(TimePoint now);
   void flush();
+  // lbd's counters from the header, checked against what we sent; false (and detached) when
+  // they cannot be true.
+  struct LbdView {
+    uint64_t received = 0;
+    uint64_t applied = 0;
+    uint64_t rejected = 0;
+  };
+  bool read_lbd(LbdView& v, TimePoint now);
+  void check_channel(TimePoint now);
+  void refuse_segment(const std::string& why, TimePoint now);
+  void write_health(TimePoint now);
+  std::optional<Health> remembered(const std::string& service, const cfg::BackendConfig& b,
+                                   TimePoint now, TimePoint& since);
   void handle_signals(int signal_fd);
   uint64_t random() { return rng_(); }
-  bool anything_pending() const;
+  bool anything_pending() const { return att_ && !publisher_.idle(); }
   // Writes the state file for (base, running); "" or why it could not.
   std::string persist(const Json& base, const Json& running, bool& persisted);
   void check_waiters(TimePoint now);
@@ -270,6 +291,7 @@ class Daemon {
 
   struct Waiter {
     uint64_t mark = 0;
+    uint64_t ticket = 0;             // Publisher::ticket() when the change was made
     std::optional<uint64_t> target;  // the newest generation carrying the change, once sent
     TimePoint start;
     TimePoint deadline;
@@ -283,23 +305,27 @@ class Daemon {
   std::vector<ServiceRuntime> services_;
   std::unordered_map<uint64_t, std::pair<size_t, size_t>> by_id_;  // id -> service, backend
   std::unordered_map<std::string, size_t> by_name_;                // service name -> index
-  std::set<std::string> removed_;  // services dropped by a reload: lbd is told on every push
-  bool removals_pending_ = false;
   uint64_t next_id_ = 0;
   std::mt19937_64 rng_;
   std::unique_ptr<Prober> prober_;
 
   std::optional<shm::Attachment> att_;
-  uint64_t epoch_ = 0;
+  uint64_t epoch_ = 0;  // of the lbd last attached to; 0: none yet
   bool wait_logged_ = false;
   TimePoint next_channel_{};
-  uint64_t generation_ = 0;
+  Publisher publisher_;
   bool ring_full_logged_ = false;
-  size_t flush_cursor_ = 0;
   std::unique_ptr<shm::ServiceUpdate> scratch_;
+  uint64_t faults_seen_ = 0;     // the attachment's faults already logged
+  uint64_t channel_faults_ = 0;  // over all attachments
+  TimePoint next_fault_log_{};
 
-  uint64_t updates_sent_ = 0;
-  uint64_t ring_full_ = 0;
+  std::optional<InstanceLock> lock_;
+  HealthMemory memory_;  // read at start, used by the first apply() only
+  bool health_dirty_ = false;
+  TimePoint next_health_write_{};
+  bool health_write_failed_ = false;
+
   uint64_t attaches_ = 0;
   uint64_t transitions_ = 0;
   uint64_t reloads_ = 0;

@@ -19,6 +19,8 @@ const char* to_string(TcpState s) {
       return "TIME_WAIT";
     case TcpState::kClosed:
       return "CLOSED";
+    case TcpState::kReset:
+      return "RESET";
   }
   return "?";
 }

@@ -9,6 +9,8 @@
 #   backend weight   new flows shift to the heavier backend
 #   backend remove   drains first: waits while a flow is established, removes once it ended
 #   service add      a new VIP is served at once, no restart
+#   remove --now     every keep-alive connection of the removed backend is reset at once,
+#                    whether the client speaks first or the backend (a response in flight)
 #   stats / flows    counters and the flow table from lbd's telemetry
 #   config reload    a good file applies (runtime changes kept); a broken one changes nothing
 #                    and says file:line
@@ -161,7 +163,8 @@ wait_for 20 "the VIP to answer ping" nsx $p-client ping -c1 -W1 10.10.0.100
 [ -S /var/run/dpdk/$p/dpdk_telemetry.v2 ] || fail "no telemetry socket at /var/run/dpdk/$p"
 
 start_healthd() {
-  "$healthd_bin" --config "$cfg" >>"$tmp/healthd.log" 2>&1 &
+  # Its instance lock and health file in the test's own runtime directory.
+  "$healthd_bin" --config "$cfg" --runtime-dir "$tmp/run" >>"$tmp/healthd.log" 2>&1 &
   healthd_pid=$!
   wait_for 10 "lb-healthd's control socket" test -S "$tmp/run/lbd.sock"
   wait_for 10 "lb-healthd attached to lbd" attached
@@ -304,6 +307,37 @@ hits 10.10.0.101 10
 echo "  10 connections to the new VIP 10.10.0.101: $r"
 [ $(( $(count b1) + $(count b2) )) -eq 10 ] || fail "api's backends are b1 and b2 ($r)"
 pass "service add: 10.10.0.101 served without restarting lbd"
+
+# -- remove --now: every connection reset, whichever side speaks first ---------------------------
+# A service of its own on b4, so that every connection lands on the backend that is removed.
+expect 0 --wait service add cut 10.10.0.103:80 --backend 10.20.0.14:8080 --interval 200 \
+  --health-timeout 150
+wait_for 10 "the VIP of service cut to answer" get 10.10.0.103
+tel_stat() {  # tel_stat KEY: a counter of lbd's /lb/stats
+  python3 "$here/../e2e/lbenv.py" "$p" query /lb/stats | python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"
+}
+for order in client-first backend-first; do
+  rm -f "$tmp/go"
+  resets_before=$(tel_stat rst_backend_stopped)
+  nsx $p-client python3 "$client" resets 10.10.0.103 8 $order "$tmp/go" >"$tmp/resets-$order.out" 2>&1 &
+  rs_pid=$!
+  bg_pids+=($rs_pid)
+  wait_for 10 "8 keep-alive connections to cut" grep -q "^ready" "$tmp/resets-$order.out"
+  [ $order = backend-first ] &&
+    wait_for 10 "the delayed requests to be sent" grep -q "^sent" "$tmp/resets-$order.out"
+  expect 0 --wait backend remove cut 10.20.0.14:8080 --now
+  touch "$tmp/go"
+  wait $rs_pid || fail "remove --now, $order: $(grep -v '^reset' "$tmp/resets-$order.out" | head -5;
+    sort -k3 -n "$tmp/resets-$order.out" | tail -2)"
+  slowest=$(awk '$1 == "reset" {print $3}' "$tmp/resets-$order.out" | sort -n | tail -1)
+  resets=$(( $(tel_stat rst_backend_stopped) - resets_before ))
+  [ "$resets" -ge 8 ] || fail "remove --now, $order: lbd sent $resets RSTs for 8 connections"
+  echo "  $order: 8 of 8 connections reset, the last after ${slowest} ms; lbd sent $resets RSTs"
+  expect 0 --wait backend add cut 10.20.0.14:8080
+  wait_for 10 "b4 back in service cut" get 10.10.0.103
+done
+expect 0 --wait service remove cut
+pass "backend remove --now: every connection reset, client or backend first"
 
 # -- config reload -----------------------------------------------------------------------------
 before=$(lbctl config save -o -)

@@ -31,6 +31,7 @@ struct HarnessOptions {
   const char* no_backend_policy = "rst";  // "rst" | "drop"
   bool retry_on_rst = true;
   bool channel = false;  // create the pool channel (shm segment) lb-healthd would attach to
+  uint32_t flow_capacity = 1024;  // per worker
 };
 
 // A frame taken off a TX ring.

@@ -221,6 +221,7 @@ constexpr BadCase kBadCases[] = {
   {"port_gateway_self", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; gateway = "10.20.0.1"; })", 5, "dataplane.ports.[1].gateway", "gateway is the port's own address"},
   {"port_gateway_malformed", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; gateway = "10.20.0."; })", 5, "dataplane.ports.[1].gateway", "malformed IPv4 address '10.20.0.'"},
   {"port_rx_not_power_of_two", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; rx_descriptors = 1000; })", 5, "dataplane.ports.[1].rx_descriptors", "value 1000 is not a power of two"},
+  {"port_vip_arp_unknown", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; vip_arp = "some"; })", 5, "dataplane.ports.[1].vip_arp", "unknown vip_arp 'some' (expected subnet, all, none)"},
   {"port_tx_too_large", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; tx_descriptors = 32768; })", 5, "dataplane.ports.[1].tx_descriptors", "value 32768 is out of range 64..16384"},
 
   // --- services.
@@ -524,6 +525,7 @@ TEST(GoodConfig, DefaultsApplied) {
     EXPECT_EQ(port.rx_descriptors, 1024);
     EXPECT_EQ(port.tx_descriptors, 1024);
     EXPECT_FALSE(port.gateway.has_value());
+    EXPECT_EQ(port.vip_arp, VipArp::kSubnet);
   }
   const ServiceConfig& s = c.services[0];
   EXPECT_EQ(s.protocol, Protocol::kTcp);
@@ -600,7 +602,8 @@ TEST(GoodConfig, GatewayReachesOutsideBackends) {
   const Config c = parse(replace_lines(
       5, 14,
       "    { name = \"backend\"; device = \"net_af_packet1\"; ip = \"10.20.0.1/24\";\n"
-      "      gateway = \"10.20.0.254\"; rx_descriptors = 64; tx_descriptors = 16384; }\n"
+      "      gateway = \"10.20.0.254\"; rx_descriptors = 64; tx_descriptors = 16384;\n"
+      "      vip_arp = \"all\"; }\n"
       "  );\n"
       "};\n"
       "services = (\n"
@@ -613,6 +616,7 @@ TEST(GoodConfig, GatewayReachesOutsideBackends) {
   EXPECT_EQ(*backend_port.gateway, ip(10, 20, 0, 254));
   EXPECT_EQ(backend_port.rx_descriptors, 64);
   EXPECT_EQ(backend_port.tx_descriptors, 16384);
+  EXPECT_EQ(backend_port.vip_arp, VipArp::kAll);
   EXPECT_EQ(c.services[0].backends[0].weight, 0u);
   EXPECT_EQ(c.services[0].backends[1].weight, 65535u);
   EXPECT_EQ(egress_port(c.dataplane, ip(192, 168, 7, 7)), &backend_port);

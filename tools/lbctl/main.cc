@@ -142,6 +142,17 @@ class Context {
     return control->request(req, static_cast<int>(timeout_ms));
   }
 
+  // The instance of the lbd whose telemetry socket is used: the directory it is in
+  // (/var/run/dpdk/<file prefix>/, lbd's prefix being its instance name) when that is where it is.
+  std::string lbd_instance() {
+    const std::string path = telemetry_path();
+    const std::string dir = "/var/run/dpdk/";
+    const std::string file = "/dpdk_telemetry.v2";
+    if (path.size() > dir.size() + file.size() && path.starts_with(dir) && path.ends_with(file))
+      return path.substr(dir.size(), path.size() - dir.size() - file.size());
+    return instance();
+  }
+
   lb::ctl::TelemetryClient& telemetry() {
     if (!telemetry_)
       telemetry_ = std::make_unique<lb::ctl::TelemetryClient>(telemetry_path(), 3000);
@@ -417,8 +428,8 @@ void pause_for(double seconds) {
 int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t count) {
   catch_interrupt();
   lb::ctl::TelemetryClient& t = ctx.telemetry();
-  const std::string title =
-      "lbd " + ctx.instance() + " (pid " + t.hello().value("pid", Json()).dump() + ")";
+  const std::string instance = ctx.lbd_instance();
+  const Json pid = t.hello().value("pid", Json());
   const bool redraw = watch && !ctx.json() && ::isatty(1);
   lb::ctl::Sample a = take_sample(t);
   int64_t frames = 0;
@@ -431,7 +442,7 @@ int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t 
       std::printf("%s\n", report.dump(watch ? -1 : 2).c_str());
     } else {
       if (redraw) std::fputs("\x1b[H\x1b[2J", stdout);
-      std::fputs(lb::ctl::render_stats(report, title).c_str(), stdout);
+      std::fputs(lb::ctl::render_stats(report, instance, pid).c_str(), stdout);
       if (watch && !redraw) std::fputs("\n", stdout);
     }
     std::fflush(stdout);
@@ -443,9 +454,9 @@ int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t 
 
 int cmd_flows(Context& ctx, int64_t limit) {
   if (limit < 1) throw Usage("--limit: at least 1");
-  const int64_t per_worker = std::min<int64_t>(limit, 256);
-  const Json lines = ctx.telemetry().query("/lb/flows," + std::to_string(per_worker));
-  const Json flows = lb::ctl::parse_flows(lines, static_cast<size_t>(limit));
+  const int64_t asked = std::min<int64_t>(limit, 256);
+  const Json reply = ctx.telemetry().query("/lb/flows," + std::to_string(asked));
+  const Json flows = lb::ctl::parse_flows(reply, static_cast<size_t>(limit));
   if (ctx.json()) {
     print_json(flows);
   } else {
@@ -791,9 +802,9 @@ int run(int argc, char** argv) {
   stats->callback([&] {
     action = [&] { return cmd_stats(ctx, watch_opt->count() > 0, watch_s, interval_s, count); };
   });
-  auto* flows = app.add_subcommand("flows", "a sample of lbd's flow table");
+  auto* flows = app.add_subcommand("flows", "lbd's live flows: their number and the oldest");
   int64_t limit = 20;
-  flows->add_option("--limit", limit, "at most N flows (default 20)");
+  flows->add_option("--limit", limit, "list the N oldest flows (default 20, at most 256)");
   flows->callback([&] { action = [&] { return cmd_flows(ctx, limit); }; });
 
   // capture

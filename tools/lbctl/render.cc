@@ -418,10 +418,10 @@ Json stats_report(const Sample& a, const Sample& b) {
   return r;
 }
 
-std::string render_stats(const Json& r, const std::string& title) {
+std::string render_stats(const Json& r, const std::string& instance, const Json& pid) {
   std::ostringstream o;
-  o << title << " (" << str(r, "workers") << " worker(s)), rates over "
-    << fixed1(num(r, "interval_s")) << "s\n\n";
+  o << "lbd instance " << instance << " (pid " << (pid.is_null() ? "?" : pid.dump()) << ", "
+    << str(r, "workers") << " worker(s)), rates over " << fixed1(num(r, "interval_s")) << "s\n\n";
   const Json& t = r["totals"];
   const Json& rt = r["rates"];
   std::vector<std::vector<std::string>> rows = {{"", "total", "per second"}};
@@ -437,11 +437,14 @@ std::string render_stats(const Json& r, const std::string& title) {
   line("new flows", "flows_created");
   line("active flows", "flows_active", false);
   line("flows expired", "flows_expired");
-  line("flows closed", "flows_closed");
+  line("flows reused by a SYN", "flows_reused");
+  line("flows reused by a SYN", "flows_closed");  // what an older lbd called it
+  line("flows reset", "flows_reset");
   line("flows refused", "flows_refused");
   line("retries", "retries");
   line("RST, no backend", "rst_no_backend");
   line("RST, flow miss", "rst_flow_miss");
+  line("RST, backend stopped", "rst_backend_stopped");
   line("dropped", "dropped");
   o << format_table(rows);
 
@@ -509,11 +512,19 @@ std::string render_stats(const Json& r, const std::string& title) {
 
 // -- flows -----------------------------------------------------------------------------------
 
-Json parse_flows(const Json& lines, size_t limit) {
-  Json out = Json::array();
-  if (!lines.is_array()) return out;
+Json parse_flows(const Json& reply, size_t limit) {
+  Json out = {
+      {"total", nullptr}, {"workers", nullptr}, {"answered", nullptr}, {"flows", Json::array()}};
+  const Json* lines = &reply;
+  if (reply.is_object()) {
+    for (const char* k : {"total", "workers", "answered"})
+      if (reply.contains(k) && reply[k].is_number_integer()) out[k] = u64(reply, k);
+    if (!reply.contains("flows")) return out;
+    lines = &reply["flows"];
+  }
+  if (!lines->is_array()) return out;
   std::vector<Json> all;
-  for (const Json& l : lines) {
+  for (const Json& l : *lines) {
     if (!l.is_string()) continue;
     std::istringstream in(l.get<std::string>());
     uint64_t worker = 0;
@@ -532,11 +543,12 @@ Json parse_flows(const Json& lines, size_t limit) {
   std::stable_sort(all.begin(), all.end(), [](const Json& a, const Json& b) {
     return a["age_ms"].get<uint64_t>() > b["age_ms"].get<uint64_t>();
   });
-  for (size_t i = 0; i < all.size() && i < limit; ++i) out.push_back(std::move(all[i]));
+  for (size_t i = 0; i < all.size() && i < limit; ++i) out["flows"].push_back(std::move(all[i]));
   return out;
 }
 
-std::string render_flows(const Json& flows) {
+std::string render_flows(const Json& parsed) {
+  const Json& flows = parsed.value("flows", Json::array());
   std::vector<std::vector<std::string>> rows = {
       {"client", "vip", "backend", "state", "age", "expires in", "worker"}};
   for (const Json& f : flows) {
@@ -544,8 +556,27 @@ std::string render_flows(const Json& flows) {
                     format_ms(f.value("age_ms", int64_t{0})),
                     format_ms(f.value("expires_in_ms", int64_t{0})), str(f, "worker")});
   }
-  if (rows.size() == 1) return "no flows\n";
-  return format_table(rows);
+  std::string head;
+  const Json& total = parsed.value("total", Json());
+  if (total.is_number_integer()) {
+    const uint64_t t = u64(parsed, "total");
+    if (t == 0 && flows.empty()) {
+      head = "no flows\n";
+    } else if (t <= flows.size()) {
+      head = std::to_string(t) + (t == 1 ? " flow" : " flows") + ", oldest first:\n";
+    } else {
+      head = std::to_string(flows.size()) + " of " + std::to_string(t) + " flows, oldest first:\n";
+    }
+  } else if (flows.empty()) {
+    head = "no flows in the sample\n";  // an older lbd, which only sampled its table
+  }
+  const uint64_t workers = u64(parsed, "workers");
+  const uint64_t answered = u64(parsed, "answered");
+  if (workers > answered)
+    head += "(" + std::to_string(workers - answered) + " of " + std::to_string(workers) +
+            " workers did not answer in time: their flows are missing)\n";
+  if (rows.size() == 1) return head;
+  return head + format_table(rows);
 }
 
 }  // namespace lb::ctl

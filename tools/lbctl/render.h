@@ -49,13 +49,16 @@ struct Sample {
 
 // Totals from `b`, rates over b - a.
 Json stats_report(const Sample& a, const Sample& b);
-std::string render_stats(const Json& report, const std::string& title);
+// `instance` is lbd's instance name, `pid` its process id (from the telemetry hello).
+std::string render_stats(const Json& report, const std::string& instance, const Json& pid);
 
 // -- flows ---------------------------------------------------------------------------------
 
-// /lb/flows' lines ("worker client vip backend state age_ms expires_in_ms") as objects, at most
-// `limit`, oldest first.
-Json parse_flows(const Json& lines, size_t limit);
-std::string render_flows(const Json& flows);
+// /lb/flows' reply ({"total", "workers", "answered", "flows": lines}, or the bare array of lines
+// of an older lbd, which had no total) as {"total": N or null, "workers", "answered", "flows":
+// [objects]}: each line ("worker client vip backend state age_ms expires_in_ms") an object, at
+// most `limit`, oldest first.
+Json parse_flows(const Json& reply, size_t limit);
+std::string render_flows(const Json& parsed);
 
 }  // namespace lb::ctl
