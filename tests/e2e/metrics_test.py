@@ -26,7 +26,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lbenv import Failure, wait_for  # noqa: E402
-from system_test import BACKENDS, PREFIX, System, check  # noqa: E402
+from system_test import BACKENDS, PREFIX, System, cannot_run, check  # noqa: E402
 
 METRICS = "127.0.0.1:19813"
 REQUESTS = 1000
@@ -212,13 +212,10 @@ def main(argv):
     if len(argv) != 2:
         print(__doc__)
         return 2
-    if os.geteuid() != 0:
-        print("SKIP: needs root to create network namespaces")
+    why = cannot_run()
+    if why:
+        print(f"SKIP: {why}")
         return 77
-    if subprocess.run(["ip", "netns", "add", "lbe-probe"], capture_output=True).returncode:
-        print("SKIP: cannot create network namespaces here")
-        return 77
-    subprocess.run(["ip", "netns", "del", "lbe-probe"])
     s = MetricsSystem(argv[1])
     skipped = []
     try:
