@@ -15,6 +15,7 @@
 #include "log.h"
 #include "metrics_server.h"
 #include "telemetry_client.h"
+#include "protocol.h"
 
 namespace lb::health {
 

@@ -16,7 +16,7 @@
 
 #include "channel.h"
 #include "check_stats.h"
-#include "control.h"
+#include "control_server.h"
 #include "health_state.h"
 #include "lb_config.h"
 #include "live_pool.h"

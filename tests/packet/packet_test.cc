@@ -1546,7 +1546,7 @@ TEST(FlowList, AMillionRecordTableIsListedWholeEveryCall) {
 namespace lb::test {
 namespace {
 
-// -- Ids are given back and reused (issue 17: lbd never freed backend, service or next-hop ids,
+// -- Ids are given back and reused (lbd used to never free backend, service or next-hop ids,
 // so removed backends stayed in /lb/backends forever and the lifetime caps of 4,096 backends and
 // 1,024 services eventually refused every update).
 
