@@ -176,6 +176,23 @@ std::string control_socket_path(const Config& config, const std::string& instanc
   return default_control_socket(instance.empty() ? config.instance : instance);
 }
 
+std::optional<ListenAddress> parse_listen(const std::string& text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos) return std::nullopt;
+  const std::optional<uint32_t> address = parse_ipv4(text.substr(0, colon));
+  const std::string port = text.substr(colon + 1);
+  if (!address || port.empty() || port.size() > 5 || port[0] == '0' ||
+      port.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  const unsigned long value = std::stoul(port);
+  if (value > 65535) return std::nullopt;
+  return ListenAddress{*address, static_cast<uint16_t>(value)};
+}
+
+std::string metrics_listen(const HealthdConfig& healthd) {
+  return healthd.metrics_listen.value_or(kDefaultMetricsListen);
+}
+
 std::string state_file_path(const Config& config, const std::string& config_path) {
   if (!config.healthd.state_file) return config_path + ".state";
   const std::string& path = *config.healthd.state_file;
@@ -1078,7 +1095,7 @@ class Parser {
 
   HealthdConfig parse_healthd(const Setting& h) const {
     check_keys(h, {"control_socket", "socket_mode", "socket_owner", "socket_group", "state_file",
-                   "control_timeout_ms", "drain_timeout_ms"});
+                   "control_timeout_ms", "drain_timeout_ms", "metrics_listen"});
     HealthdConfig out;
     out.line = static_cast<int>(h.getSourceLine());
     const auto printable = [](const std::string& text) {
@@ -1152,6 +1169,16 @@ class Parser {
     optional_integer(h, "control_timeout_ms", out.control_timeout_ms, kMinControlTimeoutMs,
                      kMaxControlTimeoutMs);
     optional_integer(h, "drain_timeout_ms", out.drain_timeout_ms, 0, kMaxDrainTimeoutMs);
+    if (const Setting* s = find(h, "metrics_listen")) {
+      std::string listen = as_string(*s);
+      if (!listen.empty() && !parse_listen(listen)) {
+        fail(*s, "invalid metrics_listen " + quote(listen) +
+                     " (expected an IPv4 address and a port such as \"127.0.0.1:9813\", "
+                     "\"0.0.0.0:9813\" for every interface, or \"\" for no endpoint)");
+      }
+      out.metrics_listen = std::move(listen);
+      out.metrics_listen_line = static_cast<int>(s->getSourceLine());
+    }
     return out;
   }
 

@@ -186,8 +186,24 @@ struct HealthdConfig {
   // no flow left on it, or after this long (its remaining connections are then reset). 0: at
   // once. The one key of the group a reload applies.
   uint32_t drain_timeout_ms = 300000;
-  int line = 0;  // 0 when the group is left out
+  // lb-healthd's Prometheus endpoint (GET /metrics, docs/operations.md#monitoring), as
+  // "ADDRESS:PORT" (IPv4). Unset: kDefaultMetricsListen, loopback only. Empty: no endpoint.
+  std::optional<std::string> metrics_listen;
+  int metrics_listen_line = 0;  // 0: left out
+  int line = 0;                 // 0 when the group is left out
 };
+
+// Where lb-healthd serves /metrics unless healthd.metrics_listen says otherwise.
+inline constexpr const char* kDefaultMetricsListen = "127.0.0.1:9813";
+
+// An endpoint "a.b.c.d:port" (port 1..65535), parsed; nullopt when malformed.
+struct ListenAddress {
+  uint32_t address = 0;
+  uint16_t port = 0;
+};
+std::optional<ListenAddress> parse_listen(const std::string& text);
+// healthd.metrics_listen's value, or the default when unset; "" when the endpoint is off.
+std::string metrics_listen(const HealthdConfig& healthd);
 
 struct Config {
   std::string file;  // as given

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "log.h"
+#include "metrics_server.h"
 #include "telemetry_client.h"
 #include "protocol.h"
 
@@ -170,6 +171,18 @@ std::optional<Health> Daemon::remembered(const std::string& service, const cfg::
 
 void Daemon::set_control(std::unique_ptr<ControlServer> control) {
   control_ = std::move(control);
+}
+
+void Daemon::set_metrics(std::unique_ptr<MetricsServer> metrics) {
+  metrics_ = std::move(metrics);
+  if (metrics_) metrics_->publish(snapshot());  // something to serve before the first turn
+}
+
+void Daemon::tick_metrics(TimePoint now) {
+  apply_.observe(publisher_.generation(),
+                 att_ ? att_->header().applied_generation.load(std::memory_order_acquire) : 0,
+                 att_.has_value(), now);
+  if (metrics_ && metrics_->wants_snapshot()) metrics_->publish(snapshot());
 }
 
 TimePoint Daemon::first_check(const BackendHealth& h, TimePoint now) {
@@ -440,6 +453,7 @@ void Daemon::handle_result(uint64_t id, const ProbeResult& r, TimePoint now) {
   ServiceRuntime& s = services_[it->second.first];
   BackendRuntime& b = s.backends[it->second.second];
   const std::optional<Transition> t = b.health.on_probe(r, now);
+  b.checks.observe(r);
   b.next_check = b.health.next_check(now, random());
   HLOG_DEBUG("%s %s in %lldms (%u ok / %u failed in a row, %s)", b.label.c_str(),
              describe(r).c_str(), static_cast<long long>(ms_of(r.latency)), b.health.successes(),
@@ -1099,9 +1113,11 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
     }
   }
 
+  tick_metrics(now);
   TimePoint until = std::min({due, next_channel_, next_health_write_});
   if (anything_pending()) until = std::min(until, now + Millis(10));  // retry the ring soon
-  if (!waiters_.empty()) until = std::min(until, now + Millis(2));    // lbd acks within a tick
+  if (!waiters_.empty() || apply_.waiting())
+    until = std::min(until, now + Millis(2));  // lbd acks within a tick
   if (anything_leaving()) until = std::min(until, next_leaving_check_);
   int wake_fd = signal_fd;
   if (control_) {
@@ -1128,6 +1144,7 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   check_channel(now);
   check_waiters(now);
   if (health_dirty_ || now >= next_health_write_) write_health(now);
+  tick_metrics(now);
   return !stop_;
 }
 
@@ -1172,6 +1189,7 @@ int Daemon::run(int signal_fd) {
   waiters_.clear();
   if (control_) control_->reply_all_deferred(error_reply("stopping", "lb-healthd is stopping"));
   control_.reset();
+  metrics_.reset();
   prober_.reset();
   write_health(Clock::now());
   detach();
@@ -1207,6 +1225,7 @@ DaemonStatus Daemon::snapshot() const {
   st.transitions = transitions_;
   st.reloads = reloads_;
   st.reload_failures = reload_failures_;
+  st.pool_apply_seconds = apply_.latency();
   for (const ServiceRuntime& s : services_) {
     ServiceStatus ss;
     ss.name = s.config.name;
@@ -1243,6 +1262,7 @@ DaemonStatus Daemon::snapshot() const {
       bs.transitions = b.health.transitions();
       bs.passive_syn_rst = b.health.passive_signals(PassiveSignal::kSynRst);
       bs.passive_syn_timeout = b.health.passive_signals(PassiveSignal::kSynTimeout);
+      bs.check_stats = b.checks;
       bs.check_running = !l && prober_ && prober_->running(b.id);
       bs.next_check_in_ms = ms_of(std::chrono::duration_cast<Millis>(b.next_check - now));
       if (l) {

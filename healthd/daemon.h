@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "channel.h"
+#include "check_stats.h"
 #include "control_server.h"
 #include "health_state.h"
 #include "lb_config.h"
@@ -25,6 +26,8 @@
 #include "state_file.h"
 
 namespace lb::health {
+
+class MetricsServer;  // metrics_server.h
 
 struct Options {
   std::string config_path;
@@ -101,6 +104,7 @@ struct BackendStatus {
   uint64_t transitions = 0;
   uint64_t passive_syn_rst = 0;
   uint64_t passive_syn_timeout = 0;
+  CheckStats check_stats;  // durations and failure reasons, for the metrics
   bool check_running = false;
   int64_t next_check_in_ms = 0;  // meaningless while check_running
   // Removed by a reload, draining until lbd has no flow on it (the rest above is as it was
@@ -144,6 +148,7 @@ struct DaemonStatus {
   uint64_t transitions = 0;
   uint64_t reloads = 0;
   uint64_t reload_failures = 0;
+  Histogram pool_apply_seconds;  // ApplyTracker's
   std::vector<ServiceStatus> services;
 };
 
@@ -209,6 +214,8 @@ class Daemon {
   // The control socket: polled with the checks, served by the loop.
   void set_control(std::unique_ptr<ControlServer> control);
   ControlServer* control() { return control_.get(); }
+  // The Prometheus endpoint: the loop hands it a snapshot() whenever a scrape asks for one.
+  void set_metrics(std::unique_ptr<MetricsServer> metrics);
 
   void request_stop() { stop_ = true; }
   DaemonStatus snapshot() const;
@@ -223,6 +230,7 @@ class Daemon {
     TimePoint next_check;
     std::chrono::system_clock::time_point changed_wall;
     std::string label;  // "web 10.20.0.12:8080"
+    CheckStats checks;
   };
   // A backend removed by a reload while lbd drains it (in lbd's pool as draining, not checked).
   struct Leaving {
@@ -272,6 +280,7 @@ class Daemon {
   // Writes the state file for (base, running); "" or why it could not.
   std::string persist(const Json& base, const Json& running, bool& persisted);
   void check_waiters(TimePoint now);
+  void tick_metrics(TimePoint now);
   // Draining after a reload: what was removed and how far its flows have gone.
   void start_leaving(ServiceRuntime& s, BackendRuntime b, Millis drain, TimePoint now);
   void tick_leaving(TimePoint now);
@@ -330,6 +339,8 @@ class Daemon {
   std::unique_ptr<ControlServer> control_;
   TimePoint next_leaving_check_{};
   std::string telemetry_error_;  // the last reason lbd's flow counts could not be read
+  ApplyTracker apply_;
+  std::unique_ptr<MetricsServer> metrics_;
 };
 
 }  // namespace lb::health

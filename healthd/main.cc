@@ -16,8 +16,10 @@
 #include "lb_config.h"
 #include "lb_version.h"
 #include "log.h"
+#include "metrics_server.h"
 #include "runtime_dir.h"
 #include "state_file.h"
+#include "telemetry_client.h"
 
 namespace {
 
@@ -173,6 +175,24 @@ int run(int argc, char** argv) {
       }
     } else {
       HLOG_INFO("no control socket (healthd.control_socket is empty)");
+    }
+    if (const std::string listen = lb::cfg::metrics_listen(hc); !listen.empty()) {
+      lb::health::MetricsOptions mo;
+      mo.listen = *lb::cfg::parse_listen(listen);  // validated with the file
+      mo.telemetry = lb::ctl::telemetry_path(instance.empty() ? config.instance : instance);
+      try {
+        daemon.set_metrics(std::make_unique<lb::health::MetricsServer>(mo));
+        HLOG_INFO("metrics on http://%s/metrics", listen.c_str());
+      } catch (const std::exception& e) {
+        // Like the control socket: an endpoint the file asks for must be there; the default
+        // one (another instance may hold its port) is given up loudly.
+        if (hc.metrics_listen)
+          throw std::runtime_error(std::string(e.what()) +
+                                   " (healthd.metrics_listen = \"\" runs without metrics)");
+        HLOG_WARNING("%s: running without metrics (set healthd.metrics_listen)", e.what());
+      }
+    } else {
+      HLOG_INFO("no metrics endpoint (healthd.metrics_listen is empty)");
     }
     rc = daemon.run(sfd);
   } catch (const std::exception& e) {

@@ -127,6 +127,7 @@ int key_rank(std::string_view key) {
                                                 "state_file",
                                                 "control_timeout_ms",
                                                 "drain_timeout_ms",
+                                                "metrics_listen",
                                                 "health",
                                                 "backends"};
   for (size_t i = 0; i < std::size(kOrder); ++i) {
@@ -561,6 +562,7 @@ Json config_to_json(const cfg::Config& config) {
   if (h.control_timeout_ms != defaults.control_timeout_ms)
     hj["control_timeout_ms"] = h.control_timeout_ms;
   if (h.drain_timeout_ms != defaults.drain_timeout_ms) hj["drain_timeout_ms"] = h.drain_timeout_ms;
+  if (h.metrics_listen) hj["metrics_listen"] = *h.metrics_listen;
   if (!hj.empty() || h.line != 0) j["healthd"] = std::move(hj);
   return j;
 }

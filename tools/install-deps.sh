@@ -10,10 +10,11 @@ packages=(
   # dataplane
   dpdk dpdk-dev libdpdk-dev libpcap-dev libbsd-dev libnuma-dev libxdp-dev libbpf-dev libelf-dev
   libarchive-dev libjansson-dev libssl-dev libsystemd-dev
-  # config, CLI, control plane
+  # config, CLI, control plane (libmicrohttpd: lb-healthd's /metrics)
   libconfig++-dev libcli11-dev nlohmann-json3-dev libcurl4-openssl-dev libcpp-httplib-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-scapy valgrind
+  libmicrohttpd-dev
+  # tests and benchmarks (prometheus: for promtool only, see below)
+  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-scapy valgrind prometheus
   # fuzz targets (tests/fuzz): clang with libFuzzer and the sanitizer runtimes
   clang libclang-rt-14-dev
   # end-to-end topology, clients, kernel comparison
@@ -59,8 +60,33 @@ step() {  # step WHAT COMMAND...
 echo "install-deps: ${#missing[@]} of ${#packages[@]} packages missing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 step "updating the package lists (apt-get update)" apt-get update -qq
+# Debian ships promtool (the tests' `promtool check metrics`) only with the Prometheus server
+# (96 MB installed, 19 MB to download). The server is not wanted here: kept from starting while
+# it installs (policy-rc.d), then disabled.
+server=
+made_policy=
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  server=1
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# install-deps.sh: no service starts while it installs packages\nexit 101\n' \
+      >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+    trap 'rm -f "$log" /usr/sbin/policy-rc.d' EXIT
+  fi
+fi
 step "installing ${#missing[@]} package(s) (the first time takes a few minutes)" \
   apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"
+[ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+if [ -n "$server" ]; then
+  if [ -d /run/systemd/system ]; then
+    step "disabling the Prometheus server (only promtool is used)" \
+      systemctl disable --now prometheus.service
+  else
+    step "disabling the Prometheus server (only promtool is used)" \
+      update-rc.d prometheus disable
+  fi
+fi
 installed=()
 for p in "${missing[@]}"; do
   v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null) && installed+=("$p=$v")

@@ -365,17 +365,24 @@ SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime
                                      maglev_fresh)}
 
 
+def cannot_run():
+    """Why this machine cannot build the topology (no root, no namespaces), or None."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if subprocess.run(["ip", "netns", "add", "lbe-probe"], capture_output=True).returncode:
+        return "cannot create network namespaces here"
+    subprocess.run(["ip", "netns", "del", "lbe-probe"])
+    return None
+
+
 def main(argv):
     if len(argv) != 3 or (argv[2] not in SCENARIOS and argv[2] != "all"):
         print(__doc__ + "scenarios: " + " ".join(SCENARIOS))
         return 2
-    if os.geteuid() != 0:
-        print("SKIP: needs root to create network namespaces")
+    why = cannot_run()
+    if why:
+        print(f"SKIP: {why}")
         return 77
-    if subprocess.run(["ip", "netns", "add", "lbe-probe"], capture_output=True).returncode:
-        print("SKIP: cannot create network namespaces here")
-        return 77
-    subprocess.run(["ip", "netns", "del", "lbe-probe"])
     names = list(SCENARIOS) if argv[2] == "all" else [argv[2]]
     failed = 0
     for name in names:

@@ -371,6 +371,20 @@ constexpr BadCase kHealthdBadCases[] = {
      "healthd.drain_timeout_ms", "value -1 is out of range 0..86400000"},
     {"DrainTimeoutString", 17, 17, "healthd = { drain_timeout_ms = \"5m\"; };", 17,
      "healthd.drain_timeout_ms", "expected an integer, found a string"},
+    {"MetricsListenNoPort", 17, 17, "healthd = { metrics_listen = \"127.0.0.1\"; };", 17,
+     "healthd.metrics_listen", "invalid metrics_listen '127.0.0.1' (expected an IPv4 address"},
+    {"MetricsListenPortZero", 17, 17, "healthd = { metrics_listen = \"127.0.0.1:0\"; };", 17,
+     "healthd.metrics_listen", "invalid metrics_listen '127.0.0.1:0'"},
+    {"MetricsListenPortLarge", 17, 17, "healthd = { metrics_listen = \"127.0.0.1:65536\"; };", 17,
+     "healthd.metrics_listen", "invalid metrics_listen '127.0.0.1:65536'"},
+    {"MetricsListenHostName", 17, 17, "healthd = { metrics_listen = \"localhost:9813\"; };", 17,
+     "healthd.metrics_listen", "invalid metrics_listen 'localhost:9813'"},
+    {"MetricsListenIpv6", 17, 17, "healthd = { metrics_listen = \"[::1]:9813\"; };", 17,
+     "healthd.metrics_listen", "invalid metrics_listen '[::1]:9813'"},
+    {"MetricsListenPortOnly", 17, 17, "healthd = { metrics_listen = \":9813\"; };", 17,
+     "healthd.metrics_listen", "invalid metrics_listen ':9813'"},
+    {"MetricsListenInteger", 17, 17, "healthd = { metrics_listen = 9813; };", 17,
+     "healthd.metrics_listen", "expected a string, found an integer"},
 };
 INSTANTIATE_TEST_SUITE_P(HealthdGroup, BadConfig, testing::ValuesIn(kHealthdBadCases),
                          [](const testing::TestParamInfo<BadCase>& param_info) {
@@ -392,6 +406,10 @@ TEST(HealthdGroup, Defaults) {
   EXPECT_EQ(control_socket_path(c, "edge2"), "/run/lbd/edge2.sock");
   EXPECT_EQ(default_control_socket("x"), "/run/lbd/x.sock");
   EXPECT_EQ(state_file_path(c, "/etc/lbd/lbd.cfg"), "/etc/lbd/lbd.cfg.state");
+  // /metrics on loopback unless the file says otherwise.
+  EXPECT_FALSE(c.healthd.metrics_listen.has_value());
+  EXPECT_EQ(metrics_listen(c.healthd), "127.0.0.1:9813");
+  EXPECT_EQ(c.healthd.metrics_listen_line, 0);
 }
 
 TEST(HealthdGroup, EverySet) {
@@ -400,7 +418,8 @@ TEST(HealthdGroup, EverySet) {
       "instance = \"edge1\";\n"
       "healthd = { control_socket = \"/run/lbd/edge.sock\"; socket_mode = \"0640\";\n"
       "  socket_owner = \"root\"; socket_group = \"1000\"; state_file = \"state/lbd.json\";\n"
-      "  control_timeout_ms = 2500;\n  drain_timeout_ms = 0; };"));
+      "  control_timeout_ms = 2500;\n  drain_timeout_ms = 0; metrics_listen = \"0.0.0.0:19813\"; "
+      "};"));
   EXPECT_EQ(c.healthd.control_socket, "/run/lbd/edge.sock");
   EXPECT_EQ(c.healthd.socket_mode, 0640u);
   EXPECT_EQ(c.healthd.socket_owner, "root");
@@ -408,6 +427,8 @@ TEST(HealthdGroup, EverySet) {
   EXPECT_EQ(c.healthd.state_file, "state/lbd.json");
   EXPECT_EQ(c.healthd.control_timeout_ms, 2500u);
   EXPECT_EQ(c.healthd.drain_timeout_ms, 0u);
+  EXPECT_EQ(metrics_listen(c.healthd), "0.0.0.0:19813");
+  EXPECT_EQ(c.healthd.metrics_listen_line, 21);
   EXPECT_EQ(c.healthd.socket_owner_line, 19);  // where each was set, for lb-healthd's lookup
   EXPECT_EQ(c.healthd.socket_group_line, 19);
   EXPECT_EQ(c.healthd.line, 18);
@@ -426,6 +447,20 @@ TEST(HealthdGroup, EmptyPathsTurnThingsOff) {
   EXPECT_EQ(state_file_path(d, "/etc/lbd/lbd.cfg"), "/var/lib/lbd/s");
   const Config e = parse(replace_lines(17, 17, "healthd = {};"));
   EXPECT_EQ(e.healthd.line, 17);
+  const Config f = parse(replace_lines(17, 17, "healthd = { metrics_listen = \"\"; };"));
+  EXPECT_EQ(metrics_listen(f.healthd), "");
+}
+
+TEST(HealthdGroup, ListenAddresses) {
+  const std::optional<ListenAddress> a = parse_listen("10.1.2.3:80");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->address, ip(10, 1, 2, 3));
+  EXPECT_EQ(a->port, 80);
+  EXPECT_EQ(parse_listen("0.0.0.0:65535")->port, 65535);
+  for (const char* bad : {"", "10.1.2.3", "10.1.2.3:", "10.1.2.3:080", "10.1.2.3:-1", "10.1.2.3:8o",
+                          "10.1.2:80", "10.1.2.3:80:80", "10.1.2.3:100000"}) {
+    EXPECT_FALSE(parse_listen(bad).has_value()) << bad;
+  }
 }
 
 TEST(BadConfigExtra, TooManyPorts) {
@@ -849,6 +884,7 @@ TEST(Examples, FullSetsEveryKey) {
   EXPECT_EQ(c.services[1].port, 443);
   // lb-healthd's keys.
   EXPECT_EQ(c.instance, "edge1");
+  EXPECT_EQ(c.healthd.metrics_listen, "127.0.0.1:9813");
   EXPECT_EQ(web.health.fast_interval_ms, 500u);
   EXPECT_EQ(web.health.down_interval_ms, 10000u);
   EXPECT_EQ(web.health.jitter_pct, 20u);
