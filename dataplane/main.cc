@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "lbd: kernel-bypass L4 load balancer (DPDK)\n"
-      "usage: lbd [EAL options] -- --config FILE [--instance NAME] [--check]\n"
+      "usage: lbd [EAL options] -- --config FILE [--instance NAME] [--fresh] [--check]\n"
       "       lbd --config FILE --check      (validates the file; no EAL, no root)",
       "lbd"};
   app.footer(
@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
                  "names the pool channel to lb-healthd (/dev/shm/lbd-NAME); default: the "
                  "config's instance");
   app.add_flag("--check", check, "validate the configuration and exit");
+  bool fresh = false;
+  app.add_flag("--fresh", fresh,
+               "start with empty flow tables: discard those a previous lbd of this instance left "
+               "(its connections are then lost)");
   app.add_flag_callback(
       "--eal-help",
       [&] {
@@ -121,7 +125,9 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     {
-      lb::dp::Dataplane dp(config, lb::shm::segment_name(name));
+      lb::dp::FlowMemoryOptions flows;
+      if (config.dataplane.flows.persist) flows = {name, config.dataplane.flows.directory, fresh};
+      lb::dp::Dataplane dp(config, lb::shm::segment_name(name), flows);
       lb::dp::register_telemetry(&dp);
       dp.launch();
       LB_LOG(INFO, "running; SIGINT or SIGTERM stops");

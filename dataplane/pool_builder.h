@@ -58,11 +58,13 @@ class PoolBuilder {
   std::vector<BackendInfo> backends() const;
   std::vector<std::string> service_names() const;
 
+  // Port and neighbor slot through which `ip` is reached (control thread; also for flows
+  // restored after a restart, flow_memory.h). Throws std::runtime_error like build().
+  std::pair<uint16_t, uint16_t> route(uint32_t ip);
+
  private:
   core::ServiceId service_id(const std::string& name);
   core::BackendId backend_id(core::ServiceId s, uint32_t ip, uint16_t port);
-  // Port and neighbor slot through which `ip` is reached.
-  std::pair<uint16_t, uint16_t> route(uint32_t ip);
 
   cfg::DataplaneConfig dataplane_;
   core::NeighborTable& neighbors_;

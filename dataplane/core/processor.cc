@@ -54,9 +54,12 @@ uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers,
 }
 
 Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
+    : Processor(cfg, neighbors, FlowTable(cfg.flow_capacity, cfg.hash_seed)) {}
+
+Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowTable table)
     : cfg_(cfg),
       neighbors_(neighbors),
-      table_(cfg.flow_capacity, cfg.hash_seed),
+      table_(std::move(table)),
       sched_(cfg.hash_seed ^ (uint64_t{cfg.worker} << 32)),
       syn_cache_(cfg.syn_cache_slots),
       counters_storage_(1),
@@ -67,6 +70,24 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
   const double sweep_s = cap <= kRecordsPerSecond ? 1.0 : double(cap) / kRecordsPerSecond;
   const double interval = sweep_s * double(cfg.ticks_per_second) * kAgeBatch / double(cap);
   age_interval_ = interval < 1 ? 1 : static_cast<Tick>(interval);
+  if (table_.size() != 0) adopt_flows();
+}
+
+void Processor::adopt_flows() {
+  for (uint32_t idx = 0; idx < table_.capacity(); ++idx) {
+    const Flow& f = table_.at(idx);
+    if (!f.in_use) continue;
+    if (f.backend > kGoneBackend || f.client_port_id >= cfg_.nports ||
+        f.backend_port_id >= cfg_.nports || f.neighbor >= kMaxNeighbors ||
+        f.state > TcpState::kClosed) {
+      table_.erase(idx);
+      continue;
+    }
+    counters_->flows_active.add();
+    counters_->backend[f.backend].flows_active.add();
+    // New flows must not take the creation number of a restored one: it keys the SYN cache.
+    if (f.serial > serial_) serial_ = f.serial;
+  }
 }
 
 bool Processor::is_local(uint32_t ip) const {
