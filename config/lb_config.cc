@@ -206,6 +206,7 @@ constexpr int64_t kMaxRetries = 8;
 constexpr int64_t kMinIntervalMs = 10, kMaxIntervalMs = 3600000;
 constexpr int64_t kMinRiseFall = 1, kMaxRiseFall = 100;
 constexpr int64_t kMinStatus = 100, kMaxStatus = 599;
+constexpr int64_t kMaxDrainTimeoutMs = 86400000;  // a day
 constexpr int64_t kMaxWeight = 65535;
 constexpr size_t kMaxNameLen = 32;
 constexpr size_t kMaxHealthPathLen = 1024;
@@ -744,7 +745,8 @@ class Parser {
   }
 
   PortConfig parse_port(const Setting& p, PortSettings& where) const {
-    check_keys(p, {"name", "device", "ip", "gateway", "rx_descriptors", "tx_descriptors"});
+    check_keys(p,
+               {"name", "device", "ip", "gateway", "rx_descriptors", "tx_descriptors", "vip_arp"});
     PortConfig port;
     port.line = static_cast<int>(p.getSourceLine());
     where.group.setting = &p;
@@ -790,6 +792,11 @@ class Parser {
     }
     if (const Setting* s = find(p, "rx_descriptors")) port.rx_descriptors = descriptors(*s);
     if (const Setting* s = find(p, "tx_descriptors")) port.tx_descriptors = descriptors(*s);
+    if (const Setting* s = find(p, "vip_arp")) {
+      port.vip_arp = enumeration<VipArp>(
+          *s, "vip_arp",
+          {{"subnet", VipArp::kSubnet}, {"all", VipArp::kAll}, {"none", VipArp::kNone}});
+    }
     return port;
   }
 
@@ -914,6 +921,8 @@ class Parser {
         fail(where.vip, "VIP " + format_ipv4(out.vip) + " is the address of port " +
                             quote(port.name) + " (a VIP must be an address of its own)");
       }
+      // A VIP outside every port's subnet is routed to lbd and may be anything unicast.
+      if (port.in_subnet(out.vip)) check_host_in_subnet(*where.vip.setting, port, out.vip);
     }
     out.port = integer_as<uint16_t>(require(s, "port"), 1, 65535);
     if (const Setting* p = find(s, "protocol")) {
@@ -1046,7 +1055,7 @@ class Parser {
 
   HealthdConfig parse_healthd(const Setting& h) const {
     check_keys(h, {"control_socket", "socket_mode", "socket_owner", "socket_group", "state_file",
-                   "control_timeout_ms"});
+                   "control_timeout_ms", "drain_timeout_ms"});
     HealthdConfig out;
     out.line = static_cast<int>(h.getSourceLine());
     const auto printable = [](const std::string& text) {
@@ -1081,11 +1090,18 @@ class Parser {
       }
       out.socket_mode = static_cast<uint32_t>(mode);
     }
-    for (const auto& [key, field] : {std::pair{"socket_owner", &out.socket_owner},
-                                     std::pair{"socket_group", &out.socket_group}}) {
+    struct Account {
+      const char* key;
+      std::string* field;
+      int* line;
+    };
+    for (const auto& [key, field, line] :
+         {Account{"socket_owner", &out.socket_owner, &out.socket_owner_line},
+          Account{"socket_group", &out.socket_group, &out.socket_group_line}}) {
       const Setting* s = find(h, key);
       if (s == nullptr) continue;
       *field = as_string(*s);
+      *line = static_cast<int>(s->getSourceLine());
       const std::string& v = *field;
       const bool numeric = !v.empty() && std::all_of(v.begin(), v.end(),
                                                      [](char c) { return c >= '0' && c <= '9'; });
@@ -1112,6 +1128,7 @@ class Parser {
     }
     optional_integer(h, "control_timeout_ms", out.control_timeout_ms, kMinControlTimeoutMs,
                      kMaxControlTimeoutMs);
+    optional_integer(h, "drain_timeout_ms", out.drain_timeout_ms, 0, kMaxDrainTimeoutMs);
     return out;
   }
 
@@ -1149,6 +1166,8 @@ class Parser {
             fail(where,
                  "backend " + format_ipv4(addr) + " is the address of port " + quote(port.name));
           }
+          // One behind a gateway is outside every port's subnet and may be anything unicast.
+          if (port.in_subnet(addr)) check_host_in_subnet(*where.setting, port, addr);
         }
         for (const ServiceConfig& other : config.services) {
           if (other.vip == addr) {

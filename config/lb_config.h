@@ -28,6 +28,11 @@ class ConfigError : public std::runtime_error {
   std::string path_;
 };
 
+// Which VIPs a port answers ARP requests for: those inside its subnet (a router or host on that
+// segment asks for them), every VIP (the segment treats VIPs outside it as on-link), or none
+// (the VIPs are routed to the port's address, which needs no ARP for them).
+enum class VipArp { kSubnet, kAll, kNone };
+
 struct PortConfig {
   std::string name;                 // unique, [A-Za-z0-9_-]
   std::string device;               // PCI address or vdev spec ("net_af_packet0,iface=lb-c")
@@ -36,6 +41,7 @@ struct PortConfig {
   std::optional<uint32_t> gateway;  // next hop for destinations outside the subnet
   uint16_t rx_descriptors = 1024;
   uint16_t tx_descriptors = 1024;
+  VipArp vip_arp = VipArp::kSubnet;
   int line = 0;
 
   bool in_subnet(uint32_t addr) const {
@@ -157,11 +163,19 @@ struct HealthdConfig {
   uint32_t socket_mode = 0660;  // permission bits of the socket file
   std::string socket_owner;     // a user name or numeric uid; empty: lb-healthd's own
   std::string socket_group;     // a group name or numeric gid; empty: lb-healthd's own
+  // Where each was set (0: left out). Whether the account exists is lb-healthd's check (lbd
+  // ignores this group), made where it validates the file: healthd_problem().
+  int socket_owner_line = 0;
+  int socket_group_line = 0;
   // Unset: "<config file>.state". Empty: runtime changes are not persisted. A relative path is
   // relative to the config file's directory.
   std::optional<std::string> state_file;
   uint32_t control_timeout_ms = 10000;  // a client that sends nothing this long is disconnected
-  int line = 0;                         // 0 when the group is left out
+  // A backend a reload removes drains first: no new flows, and it leaves lbd's pool once lbd has
+  // no flow left on it, or after this long (its remaining connections are then reset). 0: at
+  // once. The one key of the group a reload applies.
+  uint32_t drain_timeout_ms = 300000;
+  int line = 0;  // 0 when the group is left out
 };
 
 struct Config {

@@ -14,6 +14,7 @@
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
 
+#include <net/if.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +29,30 @@ namespace {
 
 uint32_t prefix_mask(uint8_t len) {
   return len == 0 ? 0 : ~uint32_t{0} << (32 - len);
+}
+
+core::VipArp to_core(cfg::VipArp v) {
+  switch (v) {
+    case cfg::VipArp::kSubnet:
+      return core::VipArp::kSubnet;
+    case cfg::VipArp::kAll:
+      return core::VipArp::kAll;
+    case cfg::VipArp::kNone:
+      return core::VipArp::kNone;
+  }
+  return core::VipArp::kSubnet;
+}
+
+// The kernel interface a vdev drives ("iface=eth1" of net_af_packet0 / net_af_xdp0), or "".
+std::string kernel_interface(const std::string& device) {
+  const std::string name = device.substr(0, device.find(','));
+  if (!name.starts_with("net_af_packet") && !name.starts_with("net_af_xdp")) return {};
+  for (size_t at = device.find(','); at != std::string::npos; at = device.find(',', at + 1)) {
+    const size_t end = device.find(',', at + 1);
+    const std::string kv = device.substr(at + 1, end == std::string::npos ? end : end - at - 1);
+    if (kv.starts_with("iface=")) return kv.substr(6);
+  }
+  return {};
 }
 
 std::runtime_error dpdk_error(const std::string& what, int err) {
@@ -107,7 +132,8 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
   pc.workers = nworkers;
   pc.nports = static_cast<uint16_t>(ports_.size());
   for (size_t i = 0; i < ports_.size(); ++i)
-    pc.ports[i] = {dc.ports[i].ip, prefix_mask(dc.ports[i].prefix_len), ports_[i].mac};
+    pc.ports[i] = {dc.ports[i].ip, prefix_mask(dc.ports[i].prefix_len), ports_[i].mac,
+                   to_core(dc.ports[i].vip_arp)};
   pc.flow_capacity = dc.flows.capacity;
   pc.syn_timeout = dc.flows.tcp_syn_timeout * tsc_hz_;
   pc.established_timeout = dc.flows.tcp_established_timeout * tsc_hz_;
@@ -129,15 +155,18 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
   for (uint16_t w = 0; w < nworkers; ++w) {
     Worker& wk = workers_[w];
     pc.worker = w;
-    core::FlowTable table = flow_memory_->table(w, *first, builder_, clock_now());
+    core::FlowTable table = flow_memory_->table(w, *first, builder_, neighbors_, dc, clock_now());
     pc.hash_seed = table.seed();  // a re-attached table's index is keyed with its own
     wk.proc = std::make_unique<core::Processor>(pc, neighbors_, std::move(table));
-    wk.sample = std::make_unique<SampleSlot>();
+    wk.list = std::make_unique<ListSlot>();
     const std::string hname = "lb_handoff_" + std::to_string(w);
     const std::string cname = "lb_ctl_" + std::to_string(w);
+    const std::string fname = "lb_forget_" + std::to_string(w);
     wk.handoff = rte_ring_create(hname.c_str(), 4096, socket, RING_F_SC_DEQ);
     wk.ctl = rte_ring_create(cname.c_str(), 256, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
-    if (!wk.handoff || !wk.ctl) throw dpdk_error("cannot create worker rings", rte_errno);
+    wk.forget = rte_ring_create(fname.c_str(), 1024, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!wk.handoff || !wk.ctl || !wk.forget)
+      throw dpdk_error("cannot create worker rings", rte_errno);
     wk.tx.resize(ports_.size());
     if (rte_rcu_qsbr_thread_register(qsbr_, w) != 0)
       throw std::runtime_error("cannot register worker with RCU");
@@ -169,9 +198,21 @@ void Dataplane::resolve_port(size_t index, const cfg::PortConfig& pc) {
   const std::string devname = pc.device.substr(0, pc.device.find(','));
   uint16_t id;
   if (rte_eth_dev_get_port_by_name(devname.c_str(), &id) != 0) {
+    // The kernel-interface PMDs fail with EPERM or ENODEV-less texts for an interface that does
+    // not exist: say what is wrong before asking them.
+    const std::string iface = kernel_interface(pc.device);
+    if (!iface.empty() && if_nametoindex(iface.c_str()) == 0)
+      throw std::runtime_error("port '" + pc.name + "': no such interface '" + iface +
+                               "' (device '" + pc.device + "')");
+    clear_errors();
     const int rc = rte_dev_probe(pc.device.c_str());
-    if (rc != 0 || rte_eth_dev_get_port_by_name(devname.c_str(), &id) != 0)
-      throw dpdk_error("port '" + pc.name + "': cannot probe device '" + pc.device + "'", rc);
+    if (rc != 0 || rte_eth_dev_get_port_by_name(devname.c_str(), &id) != 0) {
+      const std::string logged = recent_errors();
+      const std::string code =
+          rc != 0 ? rte_strerror(rc < 0 ? -rc : rc) : "no ethdev port after probing";
+      throw std::runtime_error("port '" + pc.name + "': cannot probe device '" + pc.device +
+                               "': " + (logged.empty() ? code : logged + " (" + code + ")"));
+    }
   }
   port.id = id;
 }
@@ -271,6 +312,7 @@ void Dataplane::release() {
       while (rte_ring_dequeue(w.ctl, reinterpret_cast<void**>(&m)) == 0) rte_pktmbuf_free(m);
     rte_ring_free(w.handoff);
     rte_ring_free(w.ctl);
+    rte_ring_free(w.forget);
   }
   workers_.clear();
   ports_.clear();
@@ -391,45 +433,53 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   }
   flush(w);
   wk.proc->age(now);
+  // Last of the iteration, after everything that uses the pool: once the control thread sees
+  // the ring empty it may reuse an id, which only the next iteration's pool can name.
+  if (!rte_ring_empty(wk.forget)) forget_ids(wk);
   // relaxed: a request seen one iteration late costs nothing.
-  if (wk.sample->want.load(std::memory_order_relaxed) != 0) answer_sample(wk, now);
+  if (wk.list->request.load(std::memory_order_relaxed) != wk.list->serving ||
+      !wk.list->lister.done())
+    walk_flows(wk, now);
   rte_rcu_qsbr_quiescent(qsbr_, w);
   return handled;
 }
 
-void Dataplane::answer_sample(Worker& wk, core::Tick now) {
-  SampleSlot& s = *wk.sample;
-  // acquire pairs with the release in sample_flows(): the request is seen whole.
-  const uint32_t want = std::min(s.want.load(std::memory_order_acquire), kMaxSample);
-  uint32_t n = 0;
-  wk.proc->flows().sample(now, s.cursor, want, 64 * kMaxSample,
-                          [&](uint32_t, const core::Flow& f) { s.flows[n++] = f; });
-  s.count = n;
+void Dataplane::walk_flows(Worker& wk, core::Tick now) {
+  ListSlot& s = *wk.list;
+  // acquire pairs with the release in list_flows(): the request is seen whole.
+  const uint64_t request = s.request.load(std::memory_order_acquire);
+  if (request != s.serving) {
+    s.serving = request;
+    s.lister.start(static_cast<uint32_t>(request & 0xffffffff));
+  }
+  if (!s.lister.step(wk.proc->flows(), now, kFlowListBudget)) return;
   s.now = now;
-  s.want.store(0, std::memory_order_relaxed);
-  s.ready.store(1, std::memory_order_release);  // pairs with the acquire in sample_flows()
+  s.answered.store(request >> 32, std::memory_order_release);  // pairs with list_flows()
 }
 
-std::vector<Dataplane::FlowSample> Dataplane::sample_flows(uint32_t per_worker,
-                                                           uint32_t timeout_ms) {
-  std::lock_guard lock(sample_mu_);
-  per_worker = std::clamp<uint32_t>(per_worker, 1, kMaxSample);
-  for (Worker& w : workers_) {
-    w.sample->ready.store(0, std::memory_order_relaxed);
-    w.sample->want.store(per_worker, std::memory_order_release);
-  }
-  std::vector<FlowSample> out;
+Dataplane::FlowList Dataplane::list_flows(uint32_t max, uint32_t timeout_ms) {
+  std::lock_guard lock(list_mu_);
+  max = std::clamp<uint32_t>(max, 1, kMaxListed);
+  const uint64_t seq = ++list_seq_;
+  for (Worker& w : workers_) w.list->request.store(seq << 32 | max, std::memory_order_release);
+  FlowList out;
   const uint64_t deadline = rte_get_timer_cycles() + rte_get_timer_hz() * timeout_ms / 1000;
   for (uint16_t w = 0; w < workers_.size(); ++w) {
-    SampleSlot& s = *workers_[w].sample;
-    while (s.ready.load(std::memory_order_acquire) == 0 && rte_get_timer_cycles() < deadline)
+    ListSlot& s = *workers_[w].list;
+    while (s.answered.load(std::memory_order_acquire) != seq && rte_get_timer_cycles() < deadline)
       rte_delay_us_sleep(100);
-    if (s.ready.load(std::memory_order_acquire) == 0) {
-      s.want.store(0, std::memory_order_relaxed);  // a worker that is not polling: skip it
-      continue;
-    }
-    for (uint32_t i = 0; i < s.count; ++i) out.push_back({w, s.flows[i], s.now});
+    // A worker that is not polling is skipped; it will finish (or abandon) the walk later.
+    if (s.answered.load(std::memory_order_acquire) != seq) continue;
+    ++out.answered;
+    out.total += s.lister.total();
+    for (const core::Flow& f : s.lister.oldest()) out.flows.push_back({w, f, s.now});
   }
+  // Oldest first over all workers (their clocks are one TSC), then keep `max`.
+  std::stable_sort(out.flows.begin(), out.flows.end(),
+                   [](const FlowSample& a, const FlowSample& b) {
+                     return a.now - a.flow.created > b.now - b.flow.created;
+                   });
+  if (out.flows.size() > max) out.flows.resize(max);
   return out;
 }
 
@@ -505,6 +555,9 @@ uint64_t Dataplane::publish(std::unique_ptr<core::Pool> pool) {
   const uint64_t token = rte_rcu_qsbr_start(qsbr_);
   retired_.emplace_back(token, std::move(owned_current_));
   owned_current_ = std::move(pool);
+  // What this pool no longer names is on its way out once no worker holds an older one.
+  for (core::BackendId id : builder_.take_unnamed_backends()) leaving_backends_[raw(id)] = {token};
+  for (core::ServiceId id : builder_.take_unnamed_services()) leaving_services_[raw(id)] = {token};
   reclaim_pools();
   return token;
 }
@@ -525,6 +578,8 @@ void Dataplane::receive_updates() {
   shm::Header& h = segment_->header();
   std::unique_ptr<core::Pool> built;
   uint64_t last = 0;
+  uint32_t applied = 0;
+  std::optional<PoolState> before;
   for (;;) {
     const unsigned n =
         segment_->receive(rx_updates_.data(), static_cast<unsigned>(rx_updates_.size()));
@@ -532,6 +587,7 @@ void Dataplane::receive_updates() {
     for (unsigned i = 0; i < n; ++i) {
       const shm::ServiceUpdate& u = rx_updates_[i];
       h.received_generation.store(u.generation, std::memory_order_release);
+      if (!before) before = state_;  // for the log: what this tick's updates changed
       // Each update is tried on a copy: a bad one is refused whole and the rest still apply.
       PoolState next = state_;
       std::string why = apply_update(next, u);
@@ -540,6 +596,7 @@ void Dataplane::receive_updates() {
           built = builder_.build(u.generation, next);
           state_ = std::move(next);
           last = u.generation;
+          ++applied;
           control_stats_.updates_applied.fetch_add(1, std::memory_order_relaxed);
           continue;
         } catch (const std::exception& e) {
@@ -548,13 +605,16 @@ void Dataplane::receive_updates() {
       }
       control_stats_.updates_rejected.fetch_add(1, std::memory_order_relaxed);
       h.rejected_generation.store(u.generation, std::memory_order_release);
-      LB_LOG(ERR, "pool update %llu refused: %s", static_cast<unsigned long long>(u.generation),
-             why.c_str());
+      LB_LOG_POOL(ERR, "pool update %llu refused: %s",
+                  static_cast<unsigned long long>(u.generation), why.c_str());
     }
   }
   if (built) {
     const uint64_t token = publish(std::move(built));
     pending_ack_ = {token, last};
+    LB_LOG_POOL(INFO, "pool generation %llu applied%s: %s", static_cast<unsigned long long>(last),
+                applied > 1 ? (" (" + std::to_string(applied) + " updates)").c_str() : "",
+                describe_changes(*before, state_).c_str());
     // Workers report a quiescent state every loop iteration (microseconds): wait for them a
     // little so the acknowledgement is not a whole control tick late. Bounded: a stalled
     // worker delays only the ack, which the next ticks retry.
@@ -576,6 +636,7 @@ void Dataplane::post_passive_events() {
   last_syn_rst_.resize(backends.size(), 0);
   last_syn_timeout_.resize(backends.size(), 0);
   for (uint32_t id = 0; id < backends.size(); ++id) {
+    if (!backends[id].live) continue;  // a free id (its last sums were noted when it was freed)
     uint64_t rst = 0;
     uint64_t timeout = 0;
     for (const Worker& w : workers_) {
@@ -591,7 +652,7 @@ void Dataplane::post_passive_events() {
       if (delta == 0) continue;
       shm::Event e{};
       e.type = static_cast<uint32_t>(type);
-      e.count = static_cast<uint32_t>(std::min<uint64_t>(delta, UINT32_MAX));
+      e.count = static_cast<uint32_t>(std::min<uint64_t>(delta, shm::kMaxEventCount));
       e.ip = backends[id].ip;
       e.port = backends[id].port;
       const std::string& name = services[core::raw(backends[id].service)];
@@ -604,6 +665,270 @@ void Dataplane::post_passive_events() {
   }
 }
 
+// -- Reusing ids ------------------------------------------------------------------------------
+// A backend id is reused once nothing can name it: no pool a worker may still hold (the RCU
+// token of the first publish without it), and no flow (its per-worker flows_active gauges sum
+// to zero; after that no worker writes its counters or picks it, as no pool names it). Then every
+// worker forgets its scheduler state for the id (forget ring), and reports a quiescent state, so
+// that its last counter writes are visible here; what the counters hold then becomes the base
+// the next owner's counts are measured from. A service id follows once none of its backend ids
+// is left. A next-hop slot is retired when no taken backend id routes through it, and recycled
+// one grace period later.
+
+BackendTotals Dataplane::backend_totals(uint32_t id) const {
+  BackendTotals t;
+  for (const Worker& w : workers_) {
+    const core::BackendCounters& c = w.proc->counters().backend[id];
+    t.packets_in += c.packets_in.get();
+    t.bytes_in += c.bytes_in.get();
+    t.packets_out += c.packets_out.get();
+    t.bytes_out += c.bytes_out.get();
+    t.flows_total += c.flows_total.get();
+    t.syn_rst += c.syn_rst.get();
+    t.syn_timeout += c.syn_timeout.get();
+  }
+  return t;
+}
+
+BackendTotals Dataplane::backend_counts(uint32_t id, const BackendInfo& b) const {
+  BackendTotals t = backend_totals(id);
+  t.packets_in -= b.base.packets_in;
+  t.bytes_in -= b.base.bytes_in;
+  t.packets_out -= b.base.packets_out;
+  t.bytes_out -= b.base.bytes_out;
+  t.flows_total -= b.base.flows_total;
+  t.syn_rst -= b.base.syn_rst;
+  t.syn_timeout -= b.base.syn_timeout;
+  return t;
+}
+
+bool Dataplane::post_forget(uint64_t what) {
+  // The control thread is the only producer: room seen here stays.
+  for (const Worker& w : workers_)
+    if (rte_ring_free_count(w.forget) == 0) return false;
+  for (Worker& w : workers_)
+    rte_ring_sp_enqueue(w.forget, reinterpret_cast<void*>(static_cast<uintptr_t>(what)));
+  return true;
+}
+
+void Dataplane::forget_ids(Worker& wk) {
+  void* items[32];
+  const unsigned n = rte_ring_sc_dequeue_burst(wk.forget, items, 32, nullptr);
+  for (unsigned i = 0; i < n; ++i) {
+    const auto what = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(items[i]));
+    const auto id = static_cast<uint32_t>(what);
+    if (what >> 32)
+      wk.proc->forget(static_cast<core::ServiceId>(id));
+    else
+      wk.proc->forget(static_cast<core::BackendId>(id));
+  }
+}
+
+void Dataplane::reclaim_ids(core::Tick now) {
+  const auto passed = [this](uint64_t token) {
+    return rte_rcu_qsbr_check(qsbr_, token, false) == 1;
+  };
+  // One step of an id on its way out; true once it may be released. `ready()`: nothing but
+  // pools names it any more (no flow; for a service, no backend id left).
+  const auto step = [&](Leaving& l, uint64_t forget, auto&& ready) {
+    if (!passed(l.token)) return false;
+    if (l.step == 0) {
+      if (ready() && post_forget(forget)) {
+        l.token = rte_rcu_qsbr_start(qsbr_);
+        l.step = 1;
+      }
+      return false;
+    }
+    for (const Worker& w : workers_)
+      if (!rte_ring_empty(w.forget)) return false;  // not taken by every worker yet
+    return true;
+  };
+  for (auto it = leaving_backends_.begin(); it != leaving_backends_.end();) {
+    const uint32_t id = it->first;
+    const auto no_flows = [&] {
+      uint64_t flows = 0;
+      for (const Worker& w : workers_) flows += w.proc->counters().backend[id].flows_active.get();
+      return flows == 0;
+    };
+    if (builder_.named(static_cast<core::BackendId>(id))) {
+      it = leaving_backends_.erase(it);  // back before it was reused: it keeps its id
+    } else if (step(it->second, id, no_flows)) {
+      const BackendTotals t = backend_totals(id);
+      builder_.release(static_cast<core::BackendId>(id), t);
+      if (id < last_syn_rst_.size()) {
+        last_syn_rst_[id] = t.syn_rst;  // nothing of the old owner's is posted as the new's
+        last_syn_timeout_[id] = t.syn_timeout;
+      }
+      it = leaving_backends_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const core::Tick linger = config_.dataplane.flows.tcp_closed_timeout * tsc_hz_;
+  for (auto it = leaving_services_.begin(); it != leaving_services_.end();) {
+    const auto id = static_cast<core::ServiceId>(it->first);
+    Leaving& l = it->second;
+    const auto lingered = [&] {
+      if (builder_.has_backends(id)) return false;
+      if (l.since == 0) l.since = now;
+      return now - l.since >= linger;
+    };
+    if (builder_.named(id)) {
+      it = leaving_services_.erase(it);
+    } else if (step(l, uint64_t{1} << 32 | it->first, lingered)) {
+      builder_.release(id);
+      it = leaving_services_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (uint16_t slot : builder_.take_unused_neighbors()) {
+    neighbors_.retire(slot);
+    retiring_neighbors_.emplace_back(rte_rcu_qsbr_start(qsbr_), slot);
+  }
+  std::erase_if(retiring_neighbors_, [&](const auto& r) {
+    if (!passed(r.first)) return false;
+    neighbors_.recycle(r.second);
+    return true;
+  });
+}
+
+// -- What an operator needs to know after start ---------------------------------------------
+// The control thread looks once a second at what the workers and the ports did, and logs the
+// changes: links going up or down, next hops resolved, changing MAC or lost, drop counts rising
+// sharply. Workers never log.
+
+namespace {
+
+std::string mac_str(uint64_t v) {
+  char b[18];
+  const core::MacAddr m = core::MacAddr::from_u64(v);
+  std::snprintf(b, sizeof b, "%02x:%02x:%02x:%02x:%02x:%02x", m.b[0], m.b[1], m.b[2], m.b[3],
+                m.b[4], m.b[5]);
+  return b;
+}
+
+// A drop reason's rate that deserves a line: at least this many a second, and several times
+// what it usually is (its rate smoothed over about ten seconds).
+constexpr double kDropsWorthALine = 100;
+constexpr double kDropsRise = 4;
+
+}  // namespace
+
+void Dataplane::watch(core::Tick now) {
+  if (now < next_watch_) return;
+  const bool first = next_watch_ == 0;
+  next_watch_ = now + tsc_hz_;
+  watch_links();
+  watch_neighbors();
+  if (!first) watch_drops(now);
+  for (size_t r = 0; r < core::kDropReasonCount; ++r) {
+    uint64_t n = 0;
+    for (const Worker& w : workers_) n += w.proc->counters().drops[r].get();
+    drops_seen_[r] = n;
+  }
+}
+
+void Dataplane::watch_links() {
+  link_up_.resize(ports_.size(), -1);
+  for (size_t i = 0; i < ports_.size(); ++i) {
+    rte_eth_link link{};
+    if (rte_eth_link_get_nowait(ports_[i].id, &link) != 0) continue;
+    const int up = link.link_status == RTE_ETH_LINK_UP ? 1 : 0;
+    if (up == link_up_[i]) continue;
+    std::string text = up ? "link up" : "link down";
+    if (up && link.link_speed != RTE_ETH_SPEED_NUM_NONE &&
+        link.link_speed != RTE_ETH_SPEED_NUM_UNKNOWN)
+      text += ", " + std::to_string(link.link_speed) + " Mbps";
+    if (up) text += link.link_duplex == RTE_ETH_LINK_FULL_DUPLEX ? " full-duplex" : " half-duplex";
+    if (up || link_up_[i] == -1)
+      LB_LOG_LINK(INFO, "port %s: %s", ports_[i].name.c_str(), text.c_str());
+    else
+      LB_LOG_LINK(WARNING, "port %s: %s", ports_[i].name.c_str(), text.c_str());
+    link_up_[i] = up;
+  }
+}
+
+void Dataplane::watch_neighbors() {
+  const uint16_t n = neighbors_.size();
+  neighbor_seen_.resize(n, {0, 0});
+  for (uint16_t slot = 0; slot < n; ++slot) {
+    auto& [seen_key, seen_mac] = neighbor_seen_[slot];
+    const uint64_t key =
+        neighbors_.used(slot) ? uint64_t{neighbors_.ip(slot)} << 16 | neighbors_.port(slot) : 0;
+    const std::optional<core::MacAddr> mac = neighbors_.lookup(slot);
+    const uint64_t m = key != 0 && mac ? mac->to_u64() | uint64_t{1} << 48 : 0;
+    if (key != seen_key) seen_mac = 0;  // another next hop in the slot, or none
+    seen_key = key;
+    if (m == seen_mac) continue;
+    const std::string who = cfg::format_ipv4(neighbors_.ip(slot)) + " (port " +
+                            ports_[neighbors_.port(slot)].name + ")";
+    if (m != 0 && seen_mac == 0)
+      LB_LOG_NEIGH(INFO, "next hop %s resolved: %s", who.c_str(), mac_str(m).c_str());
+    else if (m != 0)
+      LB_LOG_NEIGH(WARNING, "next hop %s changed MAC: %s -> %s", who.c_str(),
+                   mac_str(seen_mac).c_str(), mac_str(m).c_str());
+    else
+      LB_LOG_NEIGH(WARNING,
+                   "next hop %s lost: no ARP answer for %u s; its packets are dropped "
+                   "(neighbor_unresolved) until it answers",
+                   who.c_str(), kNeighborLostAfter);
+    seen_mac = m;
+  }
+}
+
+void Dataplane::watch_drops(core::Tick now) {
+  for (size_t r = 0; r < core::kDropReasonCount; ++r) {
+    uint64_t n = 0;
+    for (const Worker& w : workers_) n += w.proc->counters().drops[r].get();
+    const double rate = static_cast<double>(n - drops_seen_[r]);  // a second's worth
+    const double usual = drop_rate_[r];
+    drop_rate_[r] = usual + (rate - usual) / 10;
+    if (rate < kDropsWorthALine || rate < kDropsRise * usual) continue;
+    if (drop_logged_[r] != 0 && now - drop_logged_[r] < 10 * tsc_hz_) continue;  // rate limit
+    drop_logged_[r] = now;
+    LB_LOG_DROPS(WARNING, "%s drops rising: %.0f in the last second (usually %.0f/s), %llu in all",
+                 std::string(core::kDropReasonNames[r]).c_str(), rate, usual,
+                 static_cast<unsigned long long>(n));
+  }
+}
+
+void Dataplane::log_summary() const {
+  uint64_t rx = 0, tx = 0, created = 0, expired = 0, reused = 0, reset = 0, refused = 0;
+  uint64_t active = 0;
+  std::array<uint64_t, core::kDropReasonCount> drops{};
+  for (const Worker& w : workers_) {
+    const core::WorkerCounters& c = w.proc->counters();
+    for (size_t p = 0; p < ports_.size(); ++p) {
+      rx += c.port[p].rx_packets.get();
+      tx += c.port[p].tx_packets.get();
+    }
+    created += c.flows_created.get();
+    expired += c.flows_expired.get();
+    reused += c.flows_reused.get();
+    reset += c.flows_reset.get();
+    refused += c.flows_refused.get();
+    active += c.flows_active.get();
+    for (size_t r = 0; r < drops.size(); ++r) drops[r] += c.drops[r].get();
+  }
+  uint64_t dropped = 0;
+  std::string by_reason;
+  for (size_t r = 0; r < drops.size(); ++r) {
+    if (drops[r] == 0) continue;
+    dropped += drops[r];
+    by_reason += (by_reason.empty() ? "" : ", ") + std::string(core::kDropReasonNames[r]) + " " +
+                 std::to_string(drops[r]);
+  }
+  const auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
+  LB_LOG(INFO,
+         "summary: %llu packets in, %llu out; flows: %llu created, %llu expired, %llu reused by a "
+         "SYN, %llu reset, %llu refused, %llu still open; %llu dropped%s%s%s; pool updates: %llu "
+         "applied, %llu refused",
+         u(rx), u(tx), u(created), u(expired), u(reused), u(reset), u(refused), u(active),
+         u(dropped), by_reason.empty() ? "" : " (", by_reason.c_str(), by_reason.empty() ? "" : ")",
+         u(control_stats_.updates_applied.load()), u(control_stats_.updates_rejected.load()));
+}
+
 void Dataplane::control_tick(core::Tick now) {
   if (segment_) {
     segment_->header().lbd_heartbeat_ms.store(now * 1000 / tsc_hz_, std::memory_order_relaxed);
@@ -612,8 +937,21 @@ void Dataplane::control_tick(core::Tick now) {
       next_events_ = now + tsc_hz_ / 10;
       post_passive_events();
     }
+    // What the segment held that could not be valid was refused (shm::Segment); said here,
+    // rate-limited, as a corrupted ring is refused on every tick.
+    const uint64_t faults = segment_->faults();
+    control_stats_.channel_faults.store(faults, std::memory_order_relaxed);
+    if (faults != faults_logged_ && now >= next_fault_log_) {
+      LB_LOG(ERR, "pool channel: refused %llu invalid item(s) from the shared-memory segment: %s",
+             static_cast<unsigned long long>(faults - faults_logged_),
+             segment_->last_fault().c_str());
+      faults_logged_ = faults;
+      next_fault_log_ = now + 10 * tsc_hz_;
+    }
   }
   reclaim_pools();
+  reclaim_ids(now);
+  watch(now);
   if (flow_memory_) flow_memory_->tick({now, boottime_ns()});
   if (now >= next_arp_) {
     next_arp_ = now + tsc_hz_;
@@ -626,7 +964,14 @@ void Dataplane::send_arp_requests(core::Tick now) {
   const uint64_t now_s = now / tsc_hz_;
   const uint16_t n = neighbors_.size();
   for (uint16_t slot = 0; slot < n; ++slot) {
+    if (!neighbors_.used(slot)) continue;
     const bool known = neighbors_.lookup(slot).has_value();
+    if (known && now_s >= neighbors_.confirmed(slot) + kNeighborLostAfter) {
+      // It stopped answering: packets toward it are counted as unresolved rather than sent to
+      // a MAC that may belong to nobody now (or to someone else).
+      neighbors_.invalidate(slot);
+      continue;
+    }
     if (known && now_s < neighbors_.confirmed(slot) + 30) continue;
     const uint16_t p = neighbors_.port(slot);
     rte_mbuf* m = rte_pktmbuf_alloc(mbufs_);

@@ -10,6 +10,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,6 +19,7 @@
 
 #include "channel.h"
 
+#include "flow_list.h"
 #include "flow_memory.h"
 #include "lb_config.h"
 #include "neighbor.h"
@@ -35,6 +37,9 @@ namespace lb::dp {
 class Dataplane {
  public:
   static constexpr uint16_t kBurst = 32;
+  // A next hop whose MAC was not confirmed by ARP for this long (it is asked every second after
+  // 30 s) is forgotten (and logged as lost).
+  static constexpr uint32_t kNeighborLostAfter = 60;
   static constexpr uint16_t kBatch = 2 * kBurst;  // frames processed together (all ports)
 
   // Sets up ports (probing vdevs named in the config when they do not exist yet), queues, the
@@ -60,8 +65,17 @@ class Dataplane {
   uint32_t poll(uint16_t worker, core::Tick now);
 
   // The control thread's periodic work; `now` in TSC ticks: pool updates from lb-healthd,
-  // passive health events to it, ARP for next hops, freeing retired pools.
+  // passive health events to it, ARP for next hops, freeing retired pools, reclaiming ids.
   void control_tick(core::Tick now);
+
+  // Backend and service ids (and next-hop slots) that no pool names any more, on their way to
+  // being reused (reclaim_ids()).
+  size_t ids_leaving() const {
+    return leaving_backends_.size() + leaving_services_.size() + retiring_neighbors_.size();
+  }
+
+  // Logs what lbd did: packets, flows, drops by reason, pool updates (at shutdown).
+  void log_summary() const;
 
   // Publishes a new pool; the old one is freed once every worker has passed a quiescent point.
   // Returns the RCU token that tells when every worker uses the new one.
@@ -73,24 +87,39 @@ class Dataplane {
     std::atomic<uint64_t> updates_rejected{0};
     std::atomic<uint64_t> events_posted{0};
     std::atomic<uint64_t> events_lost{0};
+    std::atomic<uint64_t> channel_faults{0};  // refused from the segment as corrupted
   };
   const ControlStats& control_stats() const { return control_stats_; }
+  // Backend id's counters summed over workers, for the life of the process (subtract the
+  // registry's BackendInfo::base for what its current backend counted). Any thread.
+  BackendTotals backend_totals(uint32_t id) const;
+  // What backend `b` (the registry's entry for id) counted since it was given its id.
+  BackendTotals backend_counts(uint32_t id, const BackendInfo& b) const;
   // 2 active, 1 draining, 0 not serving; by BackendId, as of the last published pool.
   uint8_t backend_state(uint32_t id) const {
     return id < backend_state_.size() ? backend_state_[id].load(std::memory_order_relaxed) : 0;
   }
   const shm::Segment* segment() const { return segment_ ? &*segment_ : nullptr; }
 
-  // A sample of the flow tables, as their owners see them.
+  // Lists the live flows of every worker, as their owners see them: the whole table of each is
+  // walked by its worker, kFlowListBudget records per loop iteration (no iteration stalls for
+  // long, whatever the table size), and each keeps its `max` oldest flows. Waits up to
+  // `timeout_ms` for the walks. Any thread but a worker's; serialised.
   struct FlowSample {
     uint16_t worker;
     core::Flow flow;
-    core::Tick now;  // the worker's clock when it copied the flow
+    core::Tick now;  // the worker's clock when the walk ended
   };
-  // Asks every worker for up to `per_worker` flows and waits up to `timeout_ms` for them to
-  // answer at the end of their next loop iteration. Any thread but a worker's; serialised.
-  std::vector<FlowSample> sample_flows(uint32_t per_worker, uint32_t timeout_ms);
-  static constexpr uint32_t kMaxSample = 256;
+  struct FlowList {
+    std::vector<FlowSample> flows;  // the `max` oldest of all workers, oldest first
+    uint64_t total = 0;             // live flows in the tables of the workers that answered
+    uint16_t answered = 0;          // workers that finished their walk in time
+  };
+  FlowList list_flows(uint32_t max, uint32_t timeout_ms);
+  static constexpr uint32_t kMaxListed = core::FlowLister::kMaxListed;
+  // Records a worker examines per loop iteration for a listing: 1,024 records (64 KiB, a few
+  // microseconds) per iteration, a million-flow table in 1,024 iterations.
+  static constexpr uint32_t kFlowListBudget = 1024;
 
   uint16_t workers() const { return static_cast<uint16_t>(workers_.size()); }
   uint16_t port_count() const { return static_cast<uint16_t>(ports_.size()); }
@@ -117,21 +146,23 @@ class Dataplane {
     rte_mbuf* m[2 * kBurst];
     uint16_t n = 0;
   };
-  // A request from sample_flows() to one worker: `want` (release) by the requester; the worker
-  // fills `flows`, then stores `ready` (release); the requester reads after acquiring `ready`.
-  struct SampleSlot {
-    std::atomic<uint32_t> want{0};
-    std::atomic<uint32_t> ready{0};
-    uint32_t count = 0;
-    uint32_t cursor = 0;
+  // A request from list_flows() to one worker: `request` (seq << 32 | max, release) by the
+  // requester; the worker walks its table over its next iterations in `lister` (its own), then
+  // stores `answered` = seq (release); the requester reads `lister` and `now` after acquiring
+  // it. A worker that sees a newer request abandons the walk it was doing.
+  struct ListSlot {
+    std::atomic<uint64_t> request{0};
+    std::atomic<uint64_t> answered{0};
+    uint64_t serving = 0;  // the worker's: the request its walk is for
     core::Tick now = 0;
-    std::array<core::Flow, kMaxSample> flows;
+    core::FlowLister lister;
   };
   struct Worker {
     std::unique_ptr<core::Processor> proc;
-    std::unique_ptr<SampleSlot> sample;
+    std::unique_ptr<ListSlot> list;
     rte_ring* handoff = nullptr;  // packets other workers received for our flows (MP/SC)
     rte_ring* ctl = nullptr;      // frames the control thread wants sent (SP/SC)
+    rte_ring* forget = nullptr;   // ids whose scheduler state to forget (SP/SC), reclaim_ids()
     std::vector<TxBuffer> tx;     // per port
     unsigned lcore = 0;
   };
@@ -140,13 +171,20 @@ class Dataplane {
   void release();
   void resolve_port(size_t index, const cfg::PortConfig& pc);
   void setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only, bool rss_dst_only);
-  void answer_sample(Worker& wk, core::Tick now);
+  void walk_flows(Worker& wk, core::Tick now);
   void apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core::Verdict& v,
              uint16_t in_port);
   void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
   void flush(uint16_t w);
   void send_arp_requests(core::Tick now);
   void reclaim_pools();
+  void reclaim_ids(core::Tick now);
+  void watch(core::Tick now);
+  void watch_links();
+  void watch_neighbors();
+  void watch_drops(core::Tick now);
+  bool post_forget(uint64_t what);
+  void forget_ids(Worker& wk);
   void receive_updates();
   void post_passive_events();
   static int lcore_main(void* arg);
@@ -173,13 +211,34 @@ class Dataplane {
   uint16_t reta_size_ = 128;
   core::Tick next_arp_ = 0;
   core::Tick next_events_ = 0;
+  core::Tick next_fault_log_ = 0;  // channel faults are logged at most every 10 s
+  uint64_t faults_logged_ = 0;
   PoolState state_;  // what the published pool was built from
   std::optional<shm::Segment> segment_;
   std::vector<shm::ServiceUpdate> rx_updates_;
   std::optional<std::pair<uint64_t, uint64_t>> pending_ack_;  // (RCU token, generation)
   std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;     // by BackendId, summed
+  // An id that no pool names since the publish of RCU token `token`: step 0 waits for that
+  // token and for its flows to end, step 1 (token: one started then) for every worker to have
+  // forgotten it and reported a quiescent state. Services also linger tcp_closed_timeout once
+  // they have no backend left (`since`), for the reset records of their flows.
+  struct Leaving {
+    uint64_t token = 0;
+    uint8_t step = 0;
+    core::Tick since = 0;
+  };
+  std::map<uint32_t, Leaving> leaving_backends_, leaving_services_;
+  // What the control thread last logged (watch()), once a second.
+  core::Tick next_watch_ = 0;
+  std::vector<int> link_up_;                                   // by port: -1 unknown, 0 down, 1 up
+  std::vector<std::pair<uint64_t, uint64_t>> neighbor_seen_;   // by slot: (ip:port, MAC or 0)
+  std::array<uint64_t, core::kDropReasonCount> drops_seen_{};  // sums at the last look
+  std::array<double, core::kDropReasonCount> drop_rate_{};     // per second, smoothed
+  std::array<core::Tick, core::kDropReasonCount> drop_logged_{};
+  std::vector<std::pair<uint64_t, uint16_t>> retiring_neighbors_;  // (RCU token, slot)
   ControlStats control_stats_;
-  std::mutex sample_mu_;
+  std::mutex list_mu_;
+  uint64_t list_seq_ = 0;
   std::array<std::atomic<uint8_t>, core::kMaxBackends> backend_state_{};
   LaunchArg launch_args_[core::kMaxWorkers]{};
 };

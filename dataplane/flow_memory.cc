@@ -292,7 +292,9 @@ FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFilePar
 
 FlowMemory::~FlowMemory() = default;
 
-core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, PoolBuilder& builder,
+core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const PoolBuilder& builder,
+                                  const core::NeighborTable& neighbors,
+                                  const cfg::DataplaneConfig& dataplane,
                                   const core::ClockPair& clock) {
   if (files_.empty()) return core::FlowTable(params_.capacity, seed_);
   File& f = *files_.at(w);
@@ -327,21 +329,23 @@ core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, PoolBuild
       b.service = core::raw(svc->id);
       for (uint32_t id = 0; id < registry.size(); ++id) {
         const BackendInfo& r = registry[id];
-        if (r.service != svc->id || r.ip != fl.backend_ip || r.port != fl.backend_port ||
+        if (!r.live || r.service != svc->id || r.ip != fl.backend_ip || r.port != fl.backend_port ||
             !first.serving(static_cast<core::BackendId>(id)))
           continue;
-        try {
-          // Active backends were routed when the pool was built; this finds the same slot.
-          const auto [port, slot] = builder.route(r.ip);
-          b.backend = id;
-          b.backend_port_id = port;
-          b.neighbor = slot;
-        } catch (const std::exception& e) {
-          LB_LOG(WARNING, "restored flows to %s:%u: %s; they will be reset",
-                 cfg::format_ipv4(r.ip).c_str(), r.port, e.what());
-        }
+        // Every backend of the first pool was routed when it was built (PoolBuilder::build).
+        if (r.neighbor == core::NeighborTable::kNone) break;
+        b.backend = id;
+        b.backend_port_id = neighbors.port(r.neighbor);
+        b.neighbor = r.neighbor;
         break;
       }
+    }
+    if (b.backend == core::kGoneBackend) {
+      // Its late segments are answered with RSTs out of the port that reaches it.
+      if (const cfg::PortConfig* port = cfg::egress_port(dataplane, fl.backend_ip))
+        b.backend_port_id = static_cast<uint16_t>(port - dataplane.ports.data());
+      else
+        b.backend_port_id = fl.backend_port_id < params_.nports ? fl.backend_port_id : 0;
     }
     known.emplace(key, b);
     return b;

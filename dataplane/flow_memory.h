@@ -26,6 +26,7 @@
 #include "flow_store.h"
 #include "flow_table.h"
 #include "lb_config.h"
+#include "neighbor.h"
 #include "pool.h"
 
 namespace lb::dp {
@@ -66,7 +67,8 @@ class FlowMemory {
   // given this process's ids from `first` and `builder` (core::restore_flows): a flow whose
   // service or backend the pool does not have gets core::kGoneBackend and is reset on its next
   // packet. `clock` is now: this process's tick and CLOCK_BOOTTIME, read together.
-  core::FlowTable table(uint16_t w, const core::Pool& first, PoolBuilder& builder,
+  core::FlowTable table(uint16_t w, const core::Pool& first, const PoolBuilder& builder,
+                        const core::NeighborTable& neighbors, const cfg::DataplaneConfig& dataplane,
                         const core::ClockPair& clock);
 
   // Control thread, at every tick (it does the work once a second): records the clock in every

@@ -86,7 +86,15 @@ int main(int argc, char** argv) {
     std::reverse(app_args.begin(), app_args.end());  // CLI11 takes them last-first
     app.parse(app_args);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; anything else is a usage error: 2, as for any command
+    // (CLI11's own codes, 105..109, mean nothing to a shell script).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (!check && split == argc) {
+    std::fprintf(stderr,
+                 "lbd: EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci -- --config "
+                 "FILE)\n");
+    return 2;
   }
 
   bool eal_up = false;
@@ -98,10 +106,6 @@ int main(int argc, char** argv) {
                   config.services.size(), count_backends(config));
       return 0;
     }
-    if (split == argc)
-      throw std::runtime_error(
-          "EAL arguments expected before '--' (e.g. lbd -l 0,1 --no-pci "
-          "-- --config FILE)");
     // lbctl finds lbd's telemetry socket under /var/run/dpdk/<file-prefix>/: unless told
     // otherwise, the prefix is the instance name, so the config file alone says where it is.
     const std::string name = instance.empty() ? config.instance : instance;
@@ -112,10 +116,19 @@ int main(int argc, char** argv) {
     // argv[argc] must be NULL, as getopt (inside rte_eal_init) may read it.
     const int eal_argc = static_cast<int>(eal_args.size());
     eal_args.push_back(nullptr);
+    // Every DPDK message from here on is one timestamped line on stderr.
+    lb::dp::open_log_stream("lbd");
+    lb::dp::clear_errors();
     const int consumed = rte_eal_init(eal_argc, eal_args.data());
-    if (consumed < 0)
-      throw std::runtime_error(std::string("EAL initialisation failed: ") +
-                               rte_strerror(rte_errno));
+    if (consumed < 0) {
+      // rte_errno is set on some failures only ("Success" otherwise): what EAL logged says why.
+      const std::string logged = lb::dp::recent_errors();
+      const std::string code = rte_errno != 0 ? rte_strerror(rte_errno) : "";
+      throw std::runtime_error("EAL initialisation failed: " +
+                               (logged.empty() ? (code.empty() ? "see EAL's messages above" : code)
+                                : code.empty() ? logged
+                                               : logged + " (" + code + ")"));
+    }
     eal_up = true;
     // dpdk-dumpcap and dpdk-pdump attach as secondary processes and ask lbd, over EAL's IPC, to
     // copy its ports' packets to them (without this: "Cannot find action: mp_pdump"). Until
@@ -140,6 +153,7 @@ int main(int argc, char** argv) {
       LB_LOG(INFO, "stopping");
       lb::dp::unregister_telemetry();
       dp.stop();
+      dp.log_summary();
     }
     rte_pdump_uninit();
     rte_eal_cleanup();

@@ -2,8 +2,10 @@
 
 #include "live_pool.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 namespace lb::dp {
 
@@ -27,11 +29,22 @@ PoolBuilder::PoolBuilder(cfg::DataplaneConfig dataplane, core::NeighborTable& ne
 core::ServiceId PoolBuilder::service_id(const std::string& name) {
   auto it = service_ids_.find(name);
   if (it != service_ids_.end()) return it->second;
-  if (service_names_.size() >= core::kMaxServices)
-    throw std::runtime_error("more than " + std::to_string(core::kMaxServices) + " services");
-  const auto id = static_cast<core::ServiceId>(service_names_.size());
+  core::ServiceId id;
+  if (!free_services_.empty()) {
+    id = static_cast<core::ServiceId>(free_services_.back());
+    free_services_.pop_back();
+  } else if (service_names_.size() < core::kMaxServices) {
+    id = static_cast<core::ServiceId>(service_names_.size());
+    service_names_.emplace_back();
+    service_backends_.push_back(0);
+    service_named_.push_back(false);
+  } else {
+    throw std::runtime_error("more than " + std::to_string(core::kMaxServices) +
+                             " services (counting removed ones whose flows have not ended yet)");
+  }
   service_ids_.emplace(name, id);
-  service_names_.push_back(name);
+  service_names_[core::raw(id)] = name;
+  new_services_.push_back(id);
   return id;
 }
 
@@ -39,15 +52,31 @@ core::BackendId PoolBuilder::backend_id(core::ServiceId s, uint32_t ip, uint16_t
   const auto key = std::make_tuple(core::raw(s), ip, port);
   auto it = backend_ids_.find(key);
   if (it != backend_ids_.end()) return it->second;
-  if (backends_.size() >= core::kMaxBackends)
-    throw std::runtime_error("more than " + std::to_string(core::kMaxBackends) + " backends");
-  const auto id = static_cast<core::BackendId>(backends_.size());
+  core::BackendId id;
+  if (!free_backends_.empty()) {
+    id = static_cast<core::BackendId>(free_backends_.back());
+    free_backends_.pop_back();
+  } else if (backends_.size() < core::kMaxBackends) {
+    id = static_cast<core::BackendId>(backends_.size());
+    backends_.emplace_back();
+    backend_named_.push_back(false);
+  } else {
+    throw std::runtime_error("more than " + std::to_string(core::kMaxBackends) +
+                             " backends (counting removed ones whose flows have not ended yet)");
+  }
+  BackendInfo& b = backends_[core::raw(id)];
+  b.service = s;
+  b.ip = ip;
+  b.port = port;
+  b.live = true;
+  b.neighbor = core::NeighborTable::kNone;  // `base` stays: what the id had counted so far
   backend_ids_.emplace(key, id);
-  backends_.push_back({s, ip, port});
+  ++service_backends_[core::raw(s)];
+  new_backends_.push_back(id);
   return id;
 }
 
-std::pair<uint16_t, uint16_t> PoolBuilder::route(uint32_t ip) {
+std::pair<uint16_t, uint16_t> PoolBuilder::route(core::BackendId id, uint32_t ip) {
   const cfg::PortConfig* port = cfg::egress_port(dataplane_, ip);
   if (!port) throw std::runtime_error("no port reaches " + cfg::format_ipv4(ip));
   const auto index = static_cast<uint16_t>(port - dataplane_.ports.data());
@@ -55,32 +84,129 @@ std::pair<uint16_t, uint16_t> PoolBuilder::route(uint32_t ip) {
   const uint16_t slot = neighbors_.add(next_hop, index);
   if (slot == core::NeighborTable::kNone)
     throw std::runtime_error("more than " + std::to_string(core::kMaxNeighbors) + " next hops");
+  BackendInfo& b = backends_[core::raw(id)];
+  if (b.neighbor != slot) {
+    if (neighbor_refs_.size() <= slot) neighbor_refs_.resize(slot + 1u, 0);
+    ++neighbor_refs_[slot];
+    if (b.neighbor != core::NeighborTable::kNone) unref_neighbor(b.neighbor);
+    b.neighbor = slot;
+  }
   return {index, slot};
+}
+
+void PoolBuilder::unref_neighbor(uint16_t slot) {
+  if (--neighbor_refs_[slot] == 0) unused_neighbors_.push_back(slot);
 }
 
 std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolState& state) {
   std::lock_guard lock(mu_);
-  std::vector<core::Pool::ServiceSpec> specs;
-  for (const auto& [name, s] : state) {
-    core::Pool::ServiceSpec spec{service_id(name), s.vip, s.port, to_core(s.scheduler), {}, {}};
-    for (const ServiceState::Backend& b : s.backends) {
-      if (b.state == shm::BackendState::kStopped) continue;  // its flows are reset
-      const core::BackendId id = backend_id(spec.id, b.ip, b.port);
-      spec.serving.push_back(id);
-      if (b.state != shm::BackendState::kActive) continue;
-      const auto [port, slot] = route(b.ip);
-      spec.backends.push_back({id, b.ip, b.port, port, slot, b.weight});
+  new_backends_.clear();
+  new_services_.clear();
+  try {
+    std::vector<core::Pool::ServiceSpec> specs;
+    std::vector<bool> backend_seen(core::kMaxBackends, false);
+    std::vector<bool> service_seen(core::kMaxServices, false);
+    for (const auto& [name, s] : state) {
+      core::Pool::ServiceSpec spec{service_id(name), s.vip, s.port, to_core(s.scheduler), {}, {}};
+      service_seen[core::raw(spec.id)] = true;
+      for (const ServiceState::Backend& b : s.backends) {
+        // A stopped backend exists (its id and counters stay) but is not serving: its flows are
+        // reset.
+        const core::BackendId id = backend_id(spec.id, b.ip, b.port);
+        backend_seen[core::raw(id)] = true;
+        if (b.state == shm::BackendState::kStopped) continue;
+        spec.serving.push_back(id);
+        if (b.state != shm::BackendState::kActive) continue;
+        const auto [port, slot] = route(id, b.ip);
+        spec.backends.push_back({id, b.ip, b.port, port, slot, b.weight});
+      }
+      specs.push_back(std::move(spec));
     }
-    specs.push_back(std::move(spec));
+    // Services removed (or moved) keep their old addresses known to the workers while they may
+    // have flows (direction of their last packets). The pool leaves out those in use.
+    std::vector<core::Pool::Address> retired;
+    for (const auto& [addr, id] : addresses_) retired.push_back({addr.first, addr.second});
+    auto pool = std::make_unique<core::Pool>(generation, specs, retired);
+    for (const auto& spec : specs) addresses_[{spec.vip, spec.port}] = spec.id;
+    for (uint32_t id = 0; id < backends_.size(); ++id) {
+      if (backend_named_[id] && !backend_seen[id])
+        unnamed_backends_.push_back(static_cast<core::BackendId>(id));
+      backend_named_[id] = backend_seen[id];
+    }
+    for (uint16_t id = 0; id < service_names_.size(); ++id) {
+      if (service_named_[id] && !service_seen[id])
+        unnamed_services_.push_back(static_cast<core::ServiceId>(id));
+      service_named_[id] = service_seen[id];
+    }
+    return pool;
+  } catch (...) {
+    // Nothing was published: the ids taken for this build name nothing.
+    for (core::BackendId id : new_backends_) release_locked(id, backends_[core::raw(id)].base);
+    for (core::ServiceId id : new_services_) release_locked(id);
+    throw;
   }
-  // Services removed since start keep their address known to the workers (direction of their
-  // flows' last packets); bounded by the number of services ever configured.
-  std::vector<core::Pool::Address> retired;
-  for (auto& [addr, live] : addresses_) live = false;
-  for (const auto& spec : specs) addresses_[{spec.vip, spec.port}] = true;
-  for (const auto& [addr, live] : addresses_)
-    if (!live) retired.push_back({addr.first, addr.second});
-  return std::make_unique<core::Pool>(generation, specs, retired);
+}
+
+std::vector<core::BackendId> PoolBuilder::take_unnamed_backends() {
+  std::lock_guard lock(mu_);
+  return std::exchange(unnamed_backends_, {});
+}
+
+std::vector<core::ServiceId> PoolBuilder::take_unnamed_services() {
+  std::lock_guard lock(mu_);
+  return std::exchange(unnamed_services_, {});
+}
+
+std::vector<uint16_t> PoolBuilder::take_unused_neighbors() {
+  std::lock_guard lock(mu_);
+  return std::exchange(unused_neighbors_, {});
+}
+
+bool PoolBuilder::named(core::BackendId id) const {
+  std::lock_guard lock(mu_);
+  return core::raw(id) < backend_named_.size() && backend_named_[core::raw(id)];
+}
+
+bool PoolBuilder::named(core::ServiceId id) const {
+  std::lock_guard lock(mu_);
+  return core::raw(id) < service_named_.size() && service_named_[core::raw(id)];
+}
+
+bool PoolBuilder::has_backends(core::ServiceId s) const {
+  std::lock_guard lock(mu_);
+  return service_backends_[core::raw(s)] != 0;
+}
+
+void PoolBuilder::release(core::BackendId id, const BackendTotals& totals) {
+  std::lock_guard lock(mu_);
+  release_locked(id, totals);
+}
+
+void PoolBuilder::release(core::ServiceId id) {
+  std::lock_guard lock(mu_);
+  release_locked(id);
+}
+
+void PoolBuilder::release_locked(core::BackendId id, const BackendTotals& totals) {
+  BackendInfo& b = backends_[core::raw(id)];
+  if (!b.live) return;
+  backend_ids_.erase(std::make_tuple(core::raw(b.service), b.ip, b.port));
+  --service_backends_[core::raw(b.service)];
+  if (b.neighbor != core::NeighborTable::kNone) unref_neighbor(b.neighbor);
+  b = BackendInfo{};
+  b.base = totals;
+  backend_named_[core::raw(id)] = false;
+  free_backends_.push_back(core::raw(id));
+}
+
+void PoolBuilder::release_locked(core::ServiceId id) {
+  std::string& name = service_names_[core::raw(id)];
+  if (name.empty()) return;
+  service_ids_.erase(name);
+  name.clear();
+  std::erase_if(addresses_, [id](const auto& a) { return a.second == id; });
+  service_named_[core::raw(id)] = false;
+  free_services_.push_back(core::raw(id));
 }
 
 std::vector<BackendInfo> PoolBuilder::backends() const {
@@ -91,6 +217,74 @@ std::vector<BackendInfo> PoolBuilder::backends() const {
 std::vector<std::string> PoolBuilder::service_names() const {
   std::lock_guard lock(mu_);
   return service_names_;
+}
+
+size_t PoolBuilder::backend_ids_taken() const {
+  std::lock_guard lock(mu_);
+  return backends_.size() - free_backends_.size();
+}
+
+size_t PoolBuilder::service_ids_taken() const {
+  std::lock_guard lock(mu_);
+  return service_names_.size() - free_services_.size();
+}
+
+namespace {
+
+std::string endpoint(uint32_t ip, uint16_t port) {
+  return cfg::format_ipv4(ip) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+std::string describe_changes(const PoolState& before, const PoolState& after, size_t max_items) {
+  std::vector<std::string> items;
+  for (const auto& [name, old] : before)
+    if (!after.count(name)) items.push_back("-service " + name);
+  for (const auto& [name, now] : after) {
+    const auto it = before.find(name);
+    if (it == before.end()) {
+      items.push_back("+service " + name + " " + endpoint(now.vip, now.port) + " " +
+                      cfg::to_string(now.scheduler) + " (" + std::to_string(now.backends.size()) +
+                      " backends)");
+      continue;
+    }
+    const ServiceState& old = it->second;
+    if (old.vip != now.vip || old.port != now.port)
+      items.push_back(name + ": " + endpoint(old.vip, old.port) + " -> " +
+                      endpoint(now.vip, now.port));
+    if (old.scheduler != now.scheduler)
+      items.push_back(name + ": " + cfg::to_string(old.scheduler) + " -> " +
+                      cfg::to_string(now.scheduler));
+    const auto same = [](const ServiceState::Backend& a, const ServiceState::Backend& b) {
+      return a.ip == b.ip && a.port == b.port;
+    };
+    for (const ServiceState::Backend& b : old.backends)
+      if (std::none_of(now.backends.begin(), now.backends.end(),
+                       [&](const auto& x) { return same(x, b); }))
+        items.push_back(name + ": -" + endpoint(b.ip, b.port));
+    for (const ServiceState::Backend& b : now.backends) {
+      const auto o = std::find_if(old.backends.begin(), old.backends.end(),
+                                  [&](const auto& x) { return same(x, b); });
+      const std::string e = name + ": " + endpoint(b.ip, b.port);
+      if (o == old.backends.end()) {
+        items.push_back(name + ": +" + endpoint(b.ip, b.port) + " " + health::to_string(b.state) +
+                        (b.weight != 1 ? " weight " + std::to_string(b.weight) : ""));
+        continue;
+      }
+      if (o->state != b.state)
+        items.push_back(e + " " + health::to_string(o->state) + " -> " +
+                        health::to_string(b.state));
+      if (o->weight != b.weight)
+        items.push_back(e + " weight " + std::to_string(o->weight) + " -> " +
+                        std::to_string(b.weight));
+    }
+  }
+  if (items.empty()) return "no change";
+  std::string out;
+  for (size_t i = 0; i < items.size() && i < max_items; ++i) out += (i ? ", " : "") + items[i];
+  if (items.size() > max_items) out += " (+" + std::to_string(items.size() - max_items) + " more)";
+  return out;
 }
 
 PoolState state_from_config(const cfg::Config& config) {
@@ -116,6 +310,8 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   const size_t len = strnlen(u.name, shm::kNameLen);
   if (len == 0 || len == shm::kNameLen) return "service name empty or not terminated";
   const std::string name(u.name, len);
+  if ((u.flags & ~shm::kServiceRemoved) != 0)
+    return name + ": unknown flags " + std::to_string(u.flags);
   if (u.flags & shm::kServiceRemoved) {
     state.erase(name);
     return {};

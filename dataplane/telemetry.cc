@@ -48,12 +48,14 @@ int cmd_stats(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "flows_active", LB_SUM(c.flows_active.get()));
   rte_tel_data_add_dict_u64(d, "flows_created", LB_SUM(c.flows_created.get()));
   rte_tel_data_add_dict_u64(d, "flows_expired", LB_SUM(c.flows_expired.get()));
-  rte_tel_data_add_dict_u64(d, "flows_closed", LB_SUM(c.flows_closed.get()));
+  rte_tel_data_add_dict_u64(d, "flows_reused", LB_SUM(c.flows_reused.get()));
   rte_tel_data_add_dict_u64(d, "flows_refused", LB_SUM(c.flows_refused.get()));
+  rte_tel_data_add_dict_u64(d, "flows_reset", LB_SUM(c.flows_reset.get()));
   rte_tel_data_add_dict_u64(d, "retries", LB_SUM(c.retries.get()));
   rte_tel_data_add_dict_u64(d, "retry_syn_replayed", LB_SUM(c.retry_syn_replayed.get()));
   rte_tel_data_add_dict_u64(d, "rst_no_backend", LB_SUM(c.rst_no_backend.get()));
   rte_tel_data_add_dict_u64(d, "rst_flow_miss", LB_SUM(c.rst_flow_miss.get()));
+  rte_tel_data_add_dict_u64(d, "rst_backend_stopped", LB_SUM(c.rst_backend_stopped.get()));
   rte_tel_data_add_dict_u64(d, "arp_replies", LB_SUM(c.arp_replies.get()));
   rte_tel_data_add_dict_u64(d, "arp_learned", LB_SUM(c.arp_learned.get()));
   rte_tel_data_add_dict_u64(d, "icmp_echo_replies", LB_SUM(c.icmp_echo_replies.get()));
@@ -106,10 +108,11 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
   rte_tel_data_start_dict(d);
-  const auto& backends = dp->builder().backends();
-  const auto& services = dp->builder().service_names();
+  const std::vector<BackendInfo> backends = dp->builder().backends();
+  const std::vector<std::string> services = dp->builder().service_names();
   for (uint32_t id = 0; id < backends.size(); ++id) {
     const BackendInfo& b = backends[id];
+    if (!b.live) continue;  // a free id
     rte_tel_data* e = rte_tel_data_alloc();
     if (!e) return -1;
     rte_tel_data_start_dict(e);
@@ -119,14 +122,17 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_string(e, "state", kStates[dp->backend_state(id) % 3]);
     rte_tel_data_add_dict_string(e, "service", services[core::raw(b.service)].c_str());
     rte_tel_data_add_dict_string(e, "address", addr.c_str());
+    // An id's counters run for the life of the process: these are what this backend counted
+    // since it was given the id.
+    const BackendTotals t = dp->backend_counts(id, b);
     rte_tel_data_add_dict_u64(e, "flows_active", LB_SUM(c.backend[id].flows_active.get()));
-    rte_tel_data_add_dict_u64(e, "flows_total", LB_SUM(c.backend[id].flows_total.get()));
-    rte_tel_data_add_dict_u64(e, "packets_in", LB_SUM(c.backend[id].packets_in.get()));
-    rte_tel_data_add_dict_u64(e, "bytes_in", LB_SUM(c.backend[id].bytes_in.get()));
-    rte_tel_data_add_dict_u64(e, "packets_out", LB_SUM(c.backend[id].packets_out.get()));
-    rte_tel_data_add_dict_u64(e, "bytes_out", LB_SUM(c.backend[id].bytes_out.get()));
-    rte_tel_data_add_dict_u64(e, "syn_rst", LB_SUM(c.backend[id].syn_rst.get()));
-    rte_tel_data_add_dict_u64(e, "syn_timeout", LB_SUM(c.backend[id].syn_timeout.get()));
+    rte_tel_data_add_dict_u64(e, "flows_total", t.flows_total);
+    rte_tel_data_add_dict_u64(e, "packets_in", t.packets_in);
+    rte_tel_data_add_dict_u64(e, "bytes_in", t.bytes_in);
+    rte_tel_data_add_dict_u64(e, "packets_out", t.packets_out);
+    rte_tel_data_add_dict_u64(e, "bytes_out", t.bytes_out);
+    rte_tel_data_add_dict_u64(e, "syn_rst", t.syn_rst);
+    rte_tel_data_add_dict_u64(e, "syn_timeout", t.syn_timeout);
     // rte_telemetry (22.11) nests dicts only under dicts, and keys allow [A-Za-z0-9_] only.
     rte_tel_data_add_dict_container(d, ("backend_" + std::to_string(id)).c_str(), e, 0);
   }
@@ -162,19 +168,21 @@ int cmd_pool(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "updates_rejected", cs.updates_rejected.load());
   rte_tel_data_add_dict_u64(d, "events_posted", cs.events_posted.load());
   rte_tel_data_add_dict_u64(d, "events_lost", cs.events_lost.load());
+  rte_tel_data_add_dict_u64(d, "channel_faults", cs.channel_faults.load());
   if (const shm::Segment* seg = dp->segment()) {
     const shm::Header& h = seg->header();
     rte_tel_data_add_dict_u64(d, "epoch", seg->epoch());
     rte_tel_data_add_dict_u64(d, "received_generation", h.received_generation.load());
     rte_tel_data_add_dict_u64(d, "applied_generation", h.applied_generation.load());
     rte_tel_data_add_dict_u64(d, "rejected_generation", h.rejected_generation.load());
-    rte_tel_data_add_dict_u64(d, "healthd_pid", h.healthd_pid.load());
+    rte_tel_data_add_dict_u64(d, "healthd_pid", shm::plausible_pid(h.healthd_pid.load()));
   }
   return 0;
 }
 
-// "/lb/flows,N": up to N flows per worker (at most 256, and what fits in a telemetry reply), one
-// string each: "worker client vip backend state age_ms expires_in_ms".
+// "/lb/flows,N": the live flows of every worker, the N oldest (default 20, at most 256, and what
+// fits in a telemetry reply), as {"total": live flows, "workers": W, "answered": workers that
+// finished their walk, "flows": ["worker client vip backend state age_ms expires_in_ms", ...]}.
 int cmd_flows(const char*, const char* params, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
@@ -183,14 +191,17 @@ int cmd_flows(const char*, const char* params, rte_tel_data* d) {
     char* end = nullptr;
     const unsigned long v = std::strtoul(params, &end, 10);
     if (*end != '\0' || v == 0) return -EINVAL;
-    n = static_cast<uint32_t>(std::min<unsigned long>(v, Dataplane::kMaxSample));
+    n = static_cast<uint32_t>(std::min<unsigned long>(v, Dataplane::kMaxListed));
   }
-  // The sample is taken by the workers themselves; the dataplane outlives this call.
-  auto samples = const_cast<Dataplane*>(dp)->sample_flows(n, 200);
-  rte_tel_data_start_array(d, RTE_TEL_STRING_VAL);
+  // The walks are done by the workers themselves, over their loop iterations (a million-flow
+  // table takes about a thousand of them); the dataplane outlives this call.
+  const Dataplane::FlowList list = const_cast<Dataplane*>(dp)->list_flows(n, 2000);
+  rte_tel_data* lines = rte_tel_data_alloc();
+  if (!lines) return -1;
+  rte_tel_data_start_array(lines, RTE_TEL_STRING_VAL);
   const uint64_t hz = dp->ticks_per_second();
   size_t bytes = 0;
-  for (const Dataplane::FlowSample& s : samples) {
+  for (const Dataplane::FlowSample& s : list.flows) {
     const core::Flow& f = s.flow;
     char line[RTE_TEL_MAX_STRING_LEN];
     const auto age_ms = static_cast<unsigned long long>((s.now - f.created) * 1000 / hz);
@@ -202,8 +213,13 @@ int cmd_flows(const char*, const char* params, rte_tel_data* d) {
              core::to_string(f.state), age_ms, left_ms);
     bytes += strlen(line) + 4;
     if (bytes > 14 * 1024) break;  // replies are limited to 16 KiB
-    rte_tel_data_add_array_string(d, line);
+    rte_tel_data_add_array_string(lines, line);
   }
+  rte_tel_data_start_dict(d);
+  rte_tel_data_add_dict_u64(d, "total", list.total);
+  rte_tel_data_add_dict_u64(d, "workers", dp->workers());
+  rte_tel_data_add_dict_u64(d, "answered", list.answered);
+  rte_tel_data_add_dict_container(d, "flows", lines, 0);
   return 0;
 }
 
@@ -224,7 +240,7 @@ void register_telemetry(const Dataplane* dp) {
                              "Per-backend flows, packets, bytes and passive health signals.");
   rte_telemetry_register_cmd("/lb/workers", cmd_workers, "Per-worker flow table use.");
   rte_telemetry_register_cmd("/lb/flows", cmd_flows,
-                             "A sample of the flow tables. Parameters: N flows per worker.");
+                             "The live flows (total, and the N oldest). Parameters: N.");
   rte_telemetry_register_cmd("/lb/pool", cmd_pool,
                              "Pool updates from lb-healthd: generations received and applied.");
 }

@@ -25,6 +25,7 @@ namespace {
 
 constexpr uint64_t kListenId = 0;
 constexpr uint64_t kWatchBit = uint64_t{1} << 63;
+constexpr int64_t kMaxDrainTimeoutMs = 86400000;  // healthd.drain_timeout_ms's range
 constexpr int kMaxJsonDepth = 32;
 constexpr size_t kReadChunk = 65536;
 constexpr size_t kReadPerTurn = size_t{256} * 1024;  // per connection: nobody starves the loop
@@ -57,31 +58,40 @@ bool all_digits(const std::string& s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-uid_t resolve_user(const std::string& name) {
-  if (all_digits(name)) return static_cast<uid_t>(std::stoul(name));
-  std::vector<char> buf(16384);
-  passwd pw{};
-  passwd* found = nullptr;
-  const int rc = getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
-  if (rc != 0) throw sys_error("socket_owner '" + name + "'", rc);
-  if (!found) throw std::runtime_error("socket_owner '" + name + "': no such user");
-  return pw.pw_uid;
-}
-
-gid_t resolve_group(const std::string& name) {
-  if (all_digits(name)) return static_cast<gid_t>(std::stoul(name));
-  std::vector<char> buf(16384);
-  group gr{};
-  group* found = nullptr;
-  const int rc = getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found);
-  if (rc != 0) throw sys_error("socket_group '" + name + "'", rc);
-  if (!found) throw std::runtime_error("socket_group '" + name + "': no such group");
-  return gr.gr_gid;
+// A numeric uid or gid (all digits); (uid_t)-1 means "unchanged" to chown, so it is refused too.
+uint32_t numeric_id(const std::string& digits, const char* what) {
+  const size_t first = digits.find_first_not_of('0');
+  if (first != std::string::npos &&
+      (digits.size() - first > 10 || std::stoull(digits) >= 0xffffffffull))
+    throw std::runtime_error(std::string(what) + " " + digits + " is out of range");
+  return first == std::string::npos ? 0 : static_cast<uint32_t>(std::stoull(digits));
 }
 
 struct TooDeep {};
 
 }  // namespace
+
+uid_t lookup_user(const std::string& name) {
+  if (all_digits(name)) return static_cast<uid_t>(numeric_id(name, "uid"));
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  const int rc = getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
+  if (rc != 0) throw sys_error("cannot look up user '" + name + "'", rc);
+  if (!found) throw std::runtime_error("no such user '" + name + "'");
+  return pw.pw_uid;
+}
+
+gid_t lookup_group(const std::string& name) {
+  if (all_digits(name)) return static_cast<gid_t>(numeric_id(name, "gid"));
+  std::vector<char> buf(16384);
+  group gr{};
+  group* found = nullptr;
+  const int rc = getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found);
+  if (rc != 0) throw sys_error("cannot look up group '" + name + "'", rc);
+  if (!found) throw std::runtime_error("no such group '" + name + "'");
+  return gr.gr_gid;
+}
 
 Json error_reply(std::string_view code, const std::string& message) {
   return Json{{"ok", false}, {"code", std::string(code)}, {"error", message}};
@@ -126,9 +136,9 @@ ControlServer::ControlServer(ControlOptions options) : options_(std::move(option
       throw sys_error("cannot chmod " + path, errno);
     if (!options_.owner.empty() || !options_.group.empty()) {
       const uid_t uid =
-          options_.owner.empty() ? static_cast<uid_t>(-1) : resolve_user(options_.owner);
+          options_.owner.empty() ? static_cast<uid_t>(-1) : lookup_user(options_.owner);
       const gid_t gid =
-          options_.group.empty() ? static_cast<gid_t>(-1) : resolve_group(options_.group);
+          options_.group.empty() ? static_cast<gid_t>(-1) : lookup_group(options_.group);
       if (::chown(path.c_str(), uid, gid) != 0)
         throw sys_error("cannot give " + path + " to " + options_.owner + ":" + options_.group,
                         errno);
@@ -184,6 +194,48 @@ TimePoint ControlServer::next_deadline() const {
   return next;
 }
 
+namespace {
+
+// The peer of a unix socket; {0, (uid_t)-1} when the kernel does not say.
+ucred peer_of(int fd) {
+  ucred cred{};
+  cred.uid = static_cast<uid_t>(-1);
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    cred.pid = 0;
+    cred.uid = static_cast<uid_t>(-1);
+  }
+  return cred;
+}
+
+}  // namespace
+
+void ControlServer::client_log(ConnId id, LogLevel level, const char* fmt, ...) {
+  if (!log_enabled(level)) return;
+  const auto it = conns_.find(id);
+  char message[1024];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(message, sizeof message, fmt, args);
+  va_end(args);
+  peer_log(it != conns_.end() ? it->second.pid : 0,
+           it != conns_.end() ? it->second.uid : static_cast<uid_t>(-1),
+           "client " + std::to_string(id), level, message);
+}
+
+void ControlServer::peer_log(pid_t pid, uid_t uid, const std::string& who, LogLevel level,
+                             const std::string& message) {
+  if (!log_enabled(level)) return;
+  uint64_t held = 0;
+  if (!client_lines_.allow(uid, Clock::now(), held)) return;
+  const std::string note = held == 0 ? ""
+                                     : " (" + std::to_string(held) + " more line(s) about uid " +
+                                           std::to_string(uid) + "'s clients were held back)";
+  // log() escapes what the client sent (CR, LF, escape sequences) with the rest of the line.
+  log(level, "control socket: %s (pid %d, uid %d): %s%s", who.c_str(), static_cast<int>(pid),
+      static_cast<int>(uid), message.c_str(), note.c_str());
+}
+
 void ControlServer::accept_all(TimePoint now) {
   for (int i = 0; i < 64; ++i) {
     const int fd = ::accept4(listen_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -200,13 +252,18 @@ void ControlServer::accept_all(TimePoint now) {
               .dump() +
           "\n";
       [[maybe_unused]] const ssize_t n = ::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
+      const ucred peer = peer_of(fd);
       ::close(fd);
-      HLOG_WARNING("control socket: refused a client: %zu already connected", conns_.size());
+      peer_log(peer.pid, peer.uid, "a new client", LogLevel::kWarning,
+               "refused: " + std::to_string(conns_.size()) + " clients already connected");
       continue;
     }
     const ConnId id = next_id_++;
     Conn c;
     c.fd = fd;
+    const ucred peer = peer_of(fd);
+    c.pid = peer.pid;
+    c.uid = peer.uid;
     c.last_activity = now;
     c.events = EPOLLIN;
     epoll_event ev{};
@@ -218,7 +275,9 @@ void ControlServer::accept_all(TimePoint now) {
       continue;
     }
     conns_.emplace(id, std::move(c));
-    HLOG_DEBUG("control socket: client %llu connected", static_cast<unsigned long long>(id));
+    HLOG_DEBUG("control socket: client %llu connected (pid %d, uid %d)",
+               static_cast<unsigned long long>(id), static_cast<int>(peer.pid),
+               static_cast<int>(peer.uid));
   }
 }
 
@@ -252,9 +311,15 @@ void ControlServer::queue(Conn& c, Json reply, const Json& id) {
 }
 
 void ControlServer::dispatch(ConnId id, Conn& c, const std::string& line, const Handler& handler) {
+  const auto malformed = [&](const std::string& why) {
+    queue(c, error_reply("malformed", "malformed request: " + why), Json());
+    // The start of what was sent, for whoever reads the log; escaped there.
+    const std::string start = line.size() > 64 ? line.substr(0, 64) + "..." : line;
+    client_log(id, LogLevel::kWarning, "malformed request: %s: %s", why.c_str(), start.c_str());
+  };
   if (line.find('\0') != std::string::npos) {
     // nlohmann-json would stop at the NUL and take what came before for the whole request.
-    queue(c, error_reply("malformed", "malformed request: contains a NUL byte"), Json());
+    malformed("contains a NUL byte");
     return;
   }
   Json request;
@@ -264,24 +329,18 @@ void ControlServer::dispatch(ConnId id, Conn& c, const std::string& line, const 
       return true;
     });
   } catch (const TooDeep&) {
-    queue(c,
-          error_reply("malformed", "malformed request: nested deeper than " +
-                                       std::to_string(kMaxJsonDepth) + " levels"),
-          Json());
+    malformed("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     return;
   } catch (const Json::exception& e) {
     std::string what = e.what();
     // "[json.exception.parse_error.101] parse error at line 1, column 1: syntax error ..."
     if (const size_t p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
     if (what.size() > 200) what = what.substr(0, 197) + "...";
-    queue(c, error_reply("malformed", "malformed request: not JSON (" + what + ")"), Json());
+    malformed("not JSON (" + what + ")");
     return;
   }
   if (!request.is_object()) {
-    queue(c,
-          error_reply("malformed", "malformed request: expected a JSON object, found " +
-                                       std::string(request.type_name())),
-          Json());
+    malformed("expected a JSON object, found " + std::string(request.type_name()));
     return;
   }
   const Json req_id = request.contains("id") ? request["id"] : Json();
@@ -289,7 +348,7 @@ void ControlServer::dispatch(ConnId id, Conn& c, const std::string& line, const 
   try {
     reply = handler(id, request);
   } catch (const std::exception& e) {
-    HLOG_ERROR("control socket: request failed: %s", e.what());
+    client_log(id, LogLevel::kError, "request failed: %s", e.what());
     reply = error_reply("internal", std::string("internal error: ") + e.what());
   }
   if (reply) {
@@ -311,10 +370,9 @@ void ControlServer::process(ConnId id, Conn& c, const Handler& handler) {
               error_reply("too_large", "request too large: no end of line within " +
                                            std::to_string(options_.max_request) + " bytes"),
               Json());
-        HLOG_WARNING(
-            "control socket: client %llu sent more than %zu bytes without a newline: "
-            "disconnected",
-            static_cast<unsigned long long>(id), options_.max_request);
+        client_log(id, LogLevel::kWarning,
+                   "sent more than %zu bytes without a newline: disconnected",
+                   options_.max_request);
         c.in.clear();
         c.closing = true;
         return;
@@ -433,6 +491,14 @@ void ControlServer::service(TimePoint now, const Handler& handler) {
     if (it == conns_.end()) continue;
     serve(id, it->second, handler, now);
     update(id, it->second);
+  }
+  // Lines held back while a client flooded, said once it has stopped.
+  if (now >= next_quiet_check_) {
+    next_quiet_check_ = now + Millis(1000);
+    for (const auto& [uid, held] : client_lines_.take_quiet(now)) {
+      HLOG_WARNING("control socket: %llu line(s) about uid %d's clients were held back",
+                   static_cast<unsigned long long>(held), static_cast<int>(uid));
+    }
   }
   // Silent clients.
   std::vector<ConnId> idle;
@@ -639,26 +705,33 @@ std::optional<Json> finish(Daemon& d, ControlServer& server, ControlServer::Conn
 }
 
 Json backend_status(const BackendStatus& b) {
-  return Json{{"address", cfg::format_ipv4(b.address)},
-              {"port", b.port},
-              {"weight", b.weight},
-              {"admin", cfg::to_string(b.admin)},
-              {"health", b.health == Health::kUp ? "up" : "down"},
-              {"live", to_string(b.live)},
-              {"last_result", b.last_result},
-              {"last_http_status", b.last_http_status},
-              {"last_latency_ms", b.last_latency_ms},
-              {"consecutive_successes", b.consecutive_successes},
-              {"consecutive_failures", b.consecutive_failures},
-              {"in_state_ms", b.in_state_ms},
-              {"last_change_unix_ms", b.last_change_unix_ms},
-              {"checks", b.checks},
-              {"failed_checks", b.failed_checks},
-              {"transitions", b.transitions},
-              {"passive_syn_rst", b.passive_syn_rst},
-              {"passive_syn_timeout", b.passive_syn_timeout},
-              {"check_running", b.check_running},
-              {"next_check_in_ms", b.check_running ? 0 : b.next_check_in_ms}};
+  Json j{{"address", cfg::format_ipv4(b.address)},
+         {"port", b.port},
+         {"weight", b.weight},
+         {"admin", cfg::to_string(b.admin)},
+         {"health", b.health == Health::kUp ? "up" : "down"},
+         {"live", to_string(b.live)},
+         {"last_result", b.last_result},
+         {"last_http_status", b.last_http_status},
+         {"last_latency_ms", b.last_latency_ms},
+         {"consecutive_successes", b.consecutive_successes},
+         {"consecutive_failures", b.consecutive_failures},
+         {"in_state_ms", b.in_state_ms},
+         {"last_change_unix_ms", b.last_change_unix_ms},
+         {"checks", b.checks},
+         {"failed_checks", b.failed_checks},
+         {"transitions", b.transitions},
+         {"passive_syn_rst", b.passive_syn_rst},
+         {"passive_syn_timeout", b.passive_syn_timeout},
+         {"check_running", b.check_running},
+         {"next_check_in_ms", b.check_running ? 0 : b.next_check_in_ms}};
+  if (b.removed) {
+    // Removed by a reload, draining in lbd until its flows end (or drain_left_ms has passed).
+    j["removed"] = true;
+    j["flows_active"] = b.flows < 0 ? Json() : Json(b.flows);
+    j["drain_left_ms"] = b.drain_left_ms;
+  }
+  return j;
 }
 
 Json status(const Daemon& d) {
@@ -691,7 +764,10 @@ Json status(const Daemon& d) {
     const auto& cs = d.config().services;
     const auto it = std::find_if(cs.begin(), cs.end(),
                                  [&](const cfg::ServiceConfig& c) { return c.name == ss.name; });
-    Json s = it != cs.end() ? service_to_json(*it) : Json{{"name", ss.name}};
+    Json s = it != cs.end()
+                 ? service_to_json(*it)
+                 : Json{{"name", ss.name}, {"vip", cfg::format_ipv4(ss.vip)}, {"port", ss.port}};
+    if (ss.removed) s["removed"] = true;  // by a reload: draining until its flows end
     s["fail_open"] = ss.fail_open;
     s["active"] = ss.active;
     s["pending"] = ss.pending;
@@ -860,18 +936,30 @@ std::optional<Json> dispatch_command(Daemon& d, ControlServer& server, ControlSe
     return finish(d, server, id, r, wait, timeout);
   }
   if (cmd == "config.reload") {
-    allow(req, cmd, {"replace"}, true);
+    allow(req, cmd, {"replace", "drain_timeout_ms"}, true);
     bool replace = false;
     if (req.contains("replace")) {
       if (!req["replace"].is_boolean())
         bad("bad_request", "field 'replace': expected true or false");
       replace = req["replace"].get<bool>();
     }
+    std::optional<Millis> drain;
+    if (const auto it = req.find("drain_timeout_ms"); it != req.end()) {
+      if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
+          it->get<int64_t>() > kMaxDrainTimeoutMs) {
+        bad("bad_request", "field 'drain_timeout_ms': expected an integer 0.." +
+                               std::to_string(kMaxDrainTimeoutMs) + " (0: remove at once)");
+      }
+      drain = Millis(it->get<int64_t>());
+    }
     const bool wait = wait_field(req);
     const Millis timeout = timeout_field(req);
-    HLOG_INFO("control socket: reloading %s%s", d.options().config_path.c_str(),
-              replace ? " (replacing runtime changes)" : "");
-    const ChangeResult r = d.reload_config(replace);
+    HLOG_INFO("control socket: reloading %s%s%s", d.options().config_path.c_str(),
+              replace ? " (replacing runtime changes)" : "",
+              !drain                ? ""
+              : *drain == Millis(0) ? " (removals at once, no drain)"
+                                    : " (drain timeout given)");
+    const ChangeResult r = d.reload_config(replace, drain);
     return finish(d, server, id, r, wait, timeout);
   }
   if (cmd == "config.save") {
@@ -901,11 +989,25 @@ std::optional<Json> dispatch_command(Daemon& d, ControlServer& server, ControlSe
 
 std::optional<Json> handle_request(Daemon& daemon, ControlServer& server, ControlServer::ConnId id,
                                    const Json& request) {
+  std::optional<Json> reply;
   try {
-    return dispatch_command(daemon, server, id, request);
+    reply = dispatch_command(daemon, server, id, request);
   } catch (const BadRequest& e) {
-    return error_reply(e.code, e.message);
+    reply = error_reply(e.code, e.message);
   }
+  // Refusals are the client's to read; the log keeps a rate-limited note of them (a client
+  // repeating a bad request must not flood it).
+  const std::string code = reply ? reply->value("code", std::string()) : "";
+  // A reload's refusals (the file, the state file) are the daemon's own errors, logged as such.
+  const bool logged = code == "config" || code == "conflict" || code == "io";
+  if (reply && !reply->value("ok", true) && !logged) {
+    const Json cmd = request.value("cmd", Json());
+    const std::string name = cmd.is_string() ? shorten(cmd.get<std::string>()) : cmd.dump();
+    const bool bad = code == "bad_request" || code == "unknown_command";
+    server.client_log(id, bad ? LogLevel::kWarning : LogLevel::kInfo, "%s refused (%s): %s",
+                      name.c_str(), code.c_str(), reply->value("error", std::string()).c_str());
+  }
+  return reply;
 }
 
 }  // namespace lb::health

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <cstdarg>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -19,6 +20,7 @@
 #include <string_view>
 
 #include "health_state.h"
+#include "log.h"
 #include "state_file.h"
 
 namespace lb::health {
@@ -35,6 +37,12 @@ struct ControlOptions {
   size_t max_clients = 64;
   size_t max_output = size_t{64} << 20;  // a client that reads nothing loses its connection
 };
+
+// The uid of a user name or numeric uid, the gid of a group name or numeric gid, as the socket
+// is given to (healthd.socket_owner, socket_group). Throw std::runtime_error("no such user
+// 'x'", or the lookup's error).
+uid_t lookup_user(const std::string& name);
+gid_t lookup_group(const std::string& name);
 
 // A reply that refuses: {"ok": false, "code": code, "error": message}.
 Json error_reply(std::string_view code, const std::string& message);
@@ -66,6 +74,13 @@ class ControlServer {
   // Replies to every deferred request with `reply` (lb-healthd is stopping).
   void reply_all_deferred(const Json& reply);
 
+  // A line about client `id` (what it sent, why it was refused), prefixed with who it is
+  // ("control socket: client 7 (pid 4242, uid 1000): "). At most 10 lines at once, then one a
+  // second, per uid: a client sending garbage fast does not flood the log (what is held back is
+  // counted and said).
+  void client_log(ConnId id, LogLevel level, const char* fmt, ...)
+      __attribute__((format(printf, 4, 5)));
+
   size_t clients() const { return conns_.size(); }
   // When service() must run next to disconnect an idle client (TimePoint::max(): never).
   TimePoint next_deadline() const;
@@ -83,6 +98,8 @@ class ControlServer {
     bool closing = false;      // close once `out` is written
     bool dead = false;         // close now
     uint32_t events = 0;       // registered with epoll
+    pid_t pid = 0;             // the peer, from SO_PEERCRED (for the log)
+    uid_t uid = 0;
   };
 
   void accept_all(TimePoint now);
@@ -103,8 +120,13 @@ class ControlServer {
   dev_t dev_ = 0;
   ino_t ino_ = 0;
   ConnId next_id_ = 1;
+  void peer_log(pid_t pid, uid_t uid, const std::string& who, LogLevel level,
+                const std::string& message);
+
   std::map<ConnId, Conn> conns_;
   std::map<int, bool> watched_;
+  LogLimiter client_lines_{10, Millis(1000)};  // keyed by the client's uid
+  TimePoint next_quiet_check_{};
 };
 
 // Every request of the protocol (docs/lbctl.md), answered against `daemon`. A change asked with

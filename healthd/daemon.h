@@ -1,8 +1,8 @@
 #pragma once
 // lb-healthd's one event loop: checks every backend (Prober), keeps each backend's health
 // (BackendHealth), builds each service's live pool (build_pool) and pushes it to lbd over the
-// shared-memory channel (shm::Attachment), coalescing when the ring is full. Single-threaded:
-// everything here runs on the thread that calls run()/turn().
+// shared-memory channel (shm::Attachment) through a Publisher, which coalesces when the ring is
+// full. Single-threaded: everything here runs on the thread that calls run()/turn().
 
 #include <chrono>
 #include <cstdint>
@@ -10,7 +10,6 @@
 #include <memory>
 #include <optional>
 #include <random>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -21,6 +20,8 @@
 #include "lb_config.h"
 #include "live_pool.h"
 #include "probe.h"
+#include "publisher.h"
+#include "runtime_dir.h"
 #include "state_file.h"
 
 namespace lb::health {
@@ -31,14 +32,22 @@ struct Options {
   Millis channel_period{100};  // attach retries, staleness and epoch checks
   uint64_t seed = 0;           // jitter; 0: from std::random_device
   std::string state_file;      // where runtime changes are kept; empty: in memory only
+  // lbd's telemetry socket, where the flows of draining backends are counted; empty:
+  // /var/run/dpdk/<instance>/dpdk_telemetry.v2 (lbd's default --file-prefix is the instance).
+  std::string telemetry;
+  // The instance lock and the health file (runtime_dir.h); empty: neither (tests).
+  std::string runtime_dir;
 };
 
 // Problems the config library does not know about because they are lb-healthd's own limits
-// (the channel carries at most shm::kMaxBackendsPerService backends per service). "file:line:
-// path: message", like a ConfigError; nullopt when the config is fine.
+// (the channel carries at most shm::kMaxBackendsPerService backends per service), or depend on
+// the host: the healthd.socket_owner and socket_group accounts must exist (lb-healthd gives its
+// control socket to them at start). "file:line: path: message", like a ConfigError; nullopt when
+// the config is fine.
 std::optional<std::string> check_for_healthd(const cfg::Config& config);
-// The same as a ConfigError (file, line and path apart).
-std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config);
+// The same as a ConfigError (file, line and path apart). `accounts`: look the socket's accounts
+// up (false for runtime changes, which cannot touch them).
+std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool accounts = true);
 
 // -- Runtime changes (the control socket, docs/lbctl.md) ----------------------------------------
 
@@ -94,13 +103,21 @@ struct BackendStatus {
   uint64_t passive_syn_timeout = 0;
   bool check_running = false;
   int64_t next_check_in_ms = 0;  // meaningless while check_running
+  // Removed by a reload, draining until lbd has no flow on it (the rest above is as it was
+  // when it was removed; it is not checked any more).
+  bool removed = false;
+  int64_t flows = -1;         // lbd's count when last read; -1: not read yet
+  int64_t drain_left_ms = 0;  // until it is removed whatever its flows
 };
 
 struct ServiceStatus {
   std::string name;
+  bool removed = false;  // removed by a reload; in lbd's pool until its backends have drained
+  uint32_t vip = 0;
+  uint16_t port = 0;
   bool fail_open = false;  // panic mode: every non-maint backend sent as active
   uint32_t active = 0;
-  bool pending = false;  // its newest state is waiting for room in the ring
+  bool pending = false;  // its newest state is waiting to be sent
   uint64_t last_generation = 0;
   std::vector<BackendStatus> backends;
 };
@@ -119,7 +136,10 @@ struct DaemonStatus {
   uint64_t lbd_pid = 0;
   int64_t lbd_heartbeat_age_ms = -1;  // -1: not attached
   uint64_t updates_sent = 0;
-  uint64_t ring_full = 0;  // sends refused because the ring was full
+  uint64_t ring_full = 0;       // sends refused because the ring was full
+  size_t owed = 0;              // services whose newest state or removal waits to be sent
+  size_t removals = 0;          // removals lbd has not acknowledged yet
+  uint64_t channel_faults = 0;  // what was refused from the segment as corrupted
   uint64_t attaches = 0;
   uint64_t transitions = 0;
   uint64_t reloads = 0;
@@ -131,6 +151,8 @@ std::string format_status(const DaemonStatus& s);  // multi-line, for the log
 
 class Daemon {
  public:
+  // With options.runtime_dir, takes the instance lock (throws std::runtime_error when another
+  // lb-healthd runs the instance) and starts each backend from its health in the health file.
   Daemon(cfg::Config config, Options options);
   ~Daemon();
   Daemon(const Daemon&) = delete;
@@ -149,11 +171,19 @@ class Daemon {
   // changes nothing. What changed in the file since it was last read is applied to the running
   // services; runtime changes the file does not touch stay (state_file.h). With `replace`, the
   // file's services replace the running ones.
+  // A backend (or service) the file no longer has drains (docs/operations.md): lbd is told
+  // it is draining (no new flows, established ones continue), and it leaves lbd's pool once lbd
+  // counts no flow on it, or after `drain_timeout` (default: healthd.drain_timeout_ms), when
+  // its remaining connections are reset. A zero timeout removes at once. The result's changes
+  // say which drain.
   bool reload();
-  ChangeResult reload_config(bool replace);
+  ChangeResult reload_config(bool replace, std::optional<Millis> drain_timeout = std::nullopt);
   // Replaces the running configuration; backends that stay (same service, address and port)
   // keep their health and counters. `why` is said in the log ("reload", "runtime change ...").
-  void apply(cfg::Config config, const std::string& why = "reload");
+  // Backends and services it drops drain for `drain` (0: removed at once; runtime changes,
+  // whose removals lbctl drains itself); those already draining go on draining. A reload sends
+  // every service to lbd again; a runtime change only what it changed.
+  void apply(cfg::Config config, const std::string& why = "reload", Millis drain = Millis(0));
 
   // A runtime change: `edit` works on a copy of the running services; the result is validated
   // exactly like the file, persisted to the state file, then applied (all or nothing). `what`
@@ -194,12 +224,21 @@ class Daemon {
     std::chrono::system_clock::time_point changed_wall;
     std::string label;  // "web 10.20.0.12:8080"
   };
+  // A backend removed by a reload while lbd drains it (in lbd's pool as draining, not checked).
+  struct Leaving {
+    BackendRuntime backend;  // as it was when removed (its status is shown as it was)
+    TimePoint since;
+    TimePoint deadline;  // removed then, flows or not
+    uint64_t mark = 0;   // the generation sent when it was removed: later ones carry it draining
+    int64_t flows = -1;  // lbd's count when last read
+  };
   struct ServiceRuntime {
     cfg::ServiceConfig config;
     std::vector<BackendRuntime> backends;
     LivePool pool;
-    bool pending = false;
     uint64_t last_generation = 0;
+    std::vector<Leaving> leaving;
+    bool removed = false;  // the service itself was removed by a reload: it goes with `leaving`
   };
 
   TimePoint first_check(const BackendHealth& h, TimePoint now);
@@ -211,18 +250,39 @@ class Daemon {
   void channel_tick(TimePoint now);
   void attach(TimePoint now);
   void detach();
-  void mark_all_pending();
+  void owe_everything();
   void drain_events(TimePoint now);
   void flush();
+  // lbd's counters from the header, checked against what we sent; false (and detached) when
+  // they cannot be true.
+  struct LbdView {
+    uint64_t received = 0;
+    uint64_t applied = 0;
+    uint64_t rejected = 0;
+  };
+  bool read_lbd(LbdView& v, TimePoint now);
+  void check_channel(TimePoint now);
+  void refuse_segment(const std::string& why, TimePoint now);
+  void write_health(TimePoint now);
+  std::optional<Health> remembered(const std::string& service, const cfg::BackendConfig& b,
+                                   TimePoint now, TimePoint& since);
   void handle_signals(int signal_fd);
   uint64_t random() { return rng_(); }
-  bool anything_pending() const;
+  bool anything_pending() const { return att_ && !publisher_.idle(); }
   // Writes the state file for (base, running); "" or why it could not.
   std::string persist(const Json& base, const Json& running, bool& persisted);
   void check_waiters(TimePoint now);
+  // Draining after a reload: what was removed and how far its flows have gone.
+  void start_leaving(ServiceRuntime& s, BackendRuntime b, Millis drain, TimePoint now);
+  void tick_leaving(TimePoint now);
+  bool anything_leaving() const;
+  // lbd's active flows per "service|address:port"; nullopt (with `why`) when its telemetry
+  // cannot be read.
+  std::optional<std::unordered_map<std::string, int64_t>> lbd_flows(std::string& why);
 
   struct Waiter {
     uint64_t mark = 0;
+    uint64_t ticket = 0;             // Publisher::ticket() when the change was made
     std::optional<uint64_t> target;  // the newest generation carrying the change, once sent
     TimePoint start;
     TimePoint deadline;
@@ -236,23 +296,27 @@ class Daemon {
   std::vector<ServiceRuntime> services_;
   std::unordered_map<uint64_t, std::pair<size_t, size_t>> by_id_;  // id -> service, backend
   std::unordered_map<std::string, size_t> by_name_;                // service name -> index
-  std::set<std::string> removed_;  // services dropped by a reload: lbd is told on every push
-  bool removals_pending_ = false;
   uint64_t next_id_ = 0;
   std::mt19937_64 rng_;
   std::unique_ptr<Prober> prober_;
 
   std::optional<shm::Attachment> att_;
-  uint64_t epoch_ = 0;
+  uint64_t epoch_ = 0;  // of the lbd last attached to; 0: none yet
   bool wait_logged_ = false;
   TimePoint next_channel_{};
-  uint64_t generation_ = 0;
+  Publisher publisher_;
   bool ring_full_logged_ = false;
-  size_t flush_cursor_ = 0;
   std::unique_ptr<shm::ServiceUpdate> scratch_;
+  uint64_t faults_seen_ = 0;     // the attachment's faults already logged
+  uint64_t channel_faults_ = 0;  // over all attachments
+  TimePoint next_fault_log_{};
 
-  uint64_t updates_sent_ = 0;
-  uint64_t ring_full_ = 0;
+  std::optional<InstanceLock> lock_;
+  HealthMemory memory_;  // read at start, used by the first apply() only
+  bool health_dirty_ = false;
+  TimePoint next_health_write_{};
+  bool health_write_failed_ = false;
+
   uint64_t attaches_ = 0;
   uint64_t transitions_ = 0;
   uint64_t reloads_ = 0;
@@ -264,6 +328,8 @@ class Daemon {
   Json base_;  // the config file's services when last read (state_file.h)
   std::vector<Waiter> waiters_;
   std::unique_ptr<ControlServer> control_;
+  TimePoint next_leaving_check_{};
+  std::string telemetry_error_;  // the last reason lbd's flow counts could not be read
 };
 
 }  // namespace lb::health

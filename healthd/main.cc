@@ -1,7 +1,7 @@
 // lb-healthd: checks lbd's backends over HTTP and pushes each service's live pool to lbd; takes
 // runtime changes from lbctl on its control socket and keeps them in its state file.
-// `lb-healthd --config FILE [--instance NAME] [--log-level LEVEL] [--check]`; docs/healthd.md,
-// docs/lbctl.md.
+// `lb-healthd --config FILE [--instance NAME] [--runtime-dir DIR] [--log-level LEVEL] [--check]`;
+// docs/healthd.md, docs/lbctl.md.
 #include <curl/curl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -16,6 +16,7 @@
 #include "lb_config.h"
 #include "lb_version.h"
 #include "log.h"
+#include "runtime_dir.h"
 #include "state_file.h"
 
 namespace {
@@ -32,15 +33,29 @@ int run(int argc, char** argv) {
   std::string config_path;
   std::string instance;
   std::string level = "info";
+  std::string runtime_dir = lb::health::default_runtime_dir();
   bool check = false;
   app.add_option("-c,--config", config_path, "configuration file (the same as lbd's)")->required();
   app.add_option("-i,--instance", instance,
                  "instance name (overrides the file's `instance`; default \"lbd\"): the segment "
                  "is /lbd-<instance>");
+  app.add_option("--runtime-dir", runtime_dir,
+                 "where the instance lock and the backends' last health are kept (default "
+                 "/run/lbd for root, else $XDG_RUNTIME_DIR/lbd or /tmp/lbd-<uid>); only "
+                 "lb-healthd's user may write there");
   app.add_option("--log-level", level, "debug, info, warning or error (default info)");
   app.add_flag("--check", check, "validate the configuration and exit");
   app.set_version_flag("--version", "lb-healthd " LB_VERSION);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version: 0
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own codes (106 for a missing --config, 109 for an unknown option...) say nothing
+    // to a service manager: every usage error is 2, as for lbctl.
+    std::fprintf(stderr, "lb-healthd: %s (lb-healthd --help)\n", e.what());
+    return 2;
+  }
 
   const std::optional<lb::health::LogLevel> parsed = lb::health::parse_log_level(level);
   if (!parsed) {
@@ -122,6 +137,7 @@ int run(int argc, char** argv) {
     options.config_path = config_path;
     options.instance = instance;
     options.state_file = state_path;
+    options.runtime_dir = runtime_dir;
     if (startup.from_state) {
       HLOG_INFO("runtime state %s: %zu change(s) over %s%s", state_path.c_str(),
                 startup.changes.size(), config_path.c_str(),

@@ -4,6 +4,10 @@
 // for them). Everything here is standard layout with fixed sizes and offsets, checked below;
 // docs/shm-abi.md describes it for humans. Change anything here and bump kVersion.
 //
+// Neither side trusts what it reads from the segment: every field is checked before use
+// (channel.cc, and lbd's apply_update()), and anything outside the ranges below is refused as
+// corrupted.
+//
 //   offset 0            Header (4 KiB page)
 //   update_ring_offset  rte_ring of ServiceUpdate, healthd -> lbd (single producer/consumer)
 //   event_ring_offset   rte_ring of Event, lbd -> healthd (single producer/consumer)
@@ -22,6 +26,12 @@ inline constexpr uint32_t kMaxBackendsPerService = 256;
 inline constexpr uint32_t kUpdateRingSlots = 64;   // power of two
 inline constexpr uint32_t kEventRingSlots = 1024;  // power of two
 inline constexpr size_t kHeaderSize = 4096;
+// No real channel reaches this generation (a billion updates a second for 146 years): a larger
+// one in a message or in the header is corruption.
+inline constexpr uint64_t kMaxGeneration = uint64_t{1} << 62;
+// The most an Event may count: more SYNs than 100 GbE carries in the 100 ms between two posts
+// (14.9 million); lbd clamps to it.
+inline constexpr uint32_t kMaxEventCount = uint32_t{1} << 24;
 
 // What a backend may do in the pool lbd builds from an update.
 enum class BackendState : uint8_t {
@@ -44,12 +54,13 @@ inline constexpr uint8_t kServiceRemoved = 1;  // ServiceUpdate::flags
 // The full state of one service (never a delta): applying the same update twice is harmless,
 // and a lost intermediate update is superseded by the next one.
 struct ServiceUpdate {
-  uint64_t generation;  // healthd's counter, strictly increasing across all its updates
+  uint64_t generation;  // healthd's counter, strictly increasing across all its updates; 1 ..
+                        // kMaxGeneration
   char name[kNameLen];  // the service's identity
   uint32_t vip;         // host byte order
   uint16_t port;
   uint8_t scheduler;  // 0 rr, 1 wrr, 2 random, 3 lc (lb::cfg::Scheduler order)
-  uint8_t flags;      // kServiceRemoved
+  uint8_t flags;      // kServiceRemoved; other bits must be 0
   uint32_t backend_count;
   uint32_t reserved;
   BackendEntry backends[kMaxBackendsPerService];
@@ -67,9 +78,9 @@ enum class EventType : uint32_t {
 };
 
 struct Event {
-  uint32_t type;  // EventType
-  uint32_t count;
-  uint32_t ip;  // the backend, host byte order
+  uint32_t type;   // EventType
+  uint32_t count;  // 1 .. kMaxEventCount
+  uint32_t ip;     // the backend, host byte order
   uint16_t port;
   uint16_t reserved;
   char service[kNameLen];
@@ -89,7 +100,7 @@ struct Header {
   uint64_t update_ring_offset;
   uint64_t event_ring_offset;
   uint64_t total_size;
-  // Written by lbd, read by healthd/lbctl (release/acquire pairs as noted at each use).
+  // Written by lbd, read by lb-healthd (release/acquire pairs as noted at each use).
   std::atomic<uint64_t> received_generation;  // newest update taken off the ring
   std::atomic<uint64_t> applied_generation;   // newest update every worker is now using
   std::atomic<uint64_t> lbd_heartbeat_ms;     // lbd's control loop, monotonic ms; stale = stuck

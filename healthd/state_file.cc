@@ -124,6 +124,7 @@ int key_rank(std::string_view key) {
                                                 "socket_group",
                                                 "state_file",
                                                 "control_timeout_ms",
+                                                "drain_timeout_ms",
                                                 "health",
                                                 "backends"};
   for (size_t i = 0; i < std::size(kOrder); ++i) {
@@ -552,6 +553,7 @@ Json config_to_json(const cfg::Config& config) {
   if (h.state_file) hj["state_file"] = *h.state_file;
   if (h.control_timeout_ms != defaults.control_timeout_ms)
     hj["control_timeout_ms"] = h.control_timeout_ms;
+  if (h.drain_timeout_ms != defaults.drain_timeout_ms) hj["drain_timeout_ms"] = h.drain_timeout_ms;
   if (!hj.empty() || h.line != 0) j["healthd"] = std::move(hj);
   return j;
 }
@@ -568,7 +570,8 @@ cfg::Config build_config(const cfg::Config& config, const Json& services, const 
   Json j = config_to_json(config);
   j["services"] = services;
   cfg::Config out = cfg::parse_config(to_libconfig(j, name), name);
-  if (std::optional<cfg::ConfigError> problem = healthd_problem(out)) throw *problem;
+  // The healthd group is the running one, checked when lb-healthd started.
+  if (std::optional<cfg::ConfigError> problem = healthd_problem(out, false)) throw *problem;
   out.file = config.file;
   return out;
 }
@@ -655,7 +658,8 @@ std::vector<std::string> diff_services(const Json& from, const Json& to) {
   return out;
 }
 
-void write_file_atomic(const std::string& path, const std::string& text, mode_t mode) {
+void write_file_atomic(const std::string& path, const std::string& text, mode_t mode,
+                       std::optional<FileOwner> owner) {
   const size_t slash = path.rfind('/');
   const std::string dir =
       slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
@@ -673,6 +677,18 @@ void write_file_atomic(const std::string& path, const std::string& text, mode_t 
       throw sys_error(tmp, "cannot write", err);
     }
     done += static_cast<size_t>(n);
+  }
+  // Owner first: chown may clear the set-id bits that fchmod then sets.
+  struct stat st {};
+  if (owner && ::fstat(fd, &st) == 0 && (st.st_uid != owner->uid || st.st_gid != owner->gid) &&
+      ::fchown(fd, owner->uid, owner->gid) != 0) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw sys_error(tmp,
+                    "cannot give it the owner and group of the file it replaces (uid " +
+                        std::to_string(owner->uid) + ", gid " + std::to_string(owner->gid) + ")",
+                    err);
   }
   // open() applied the umask: the file gets exactly `mode`.
   if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -26,7 +27,8 @@ namespace {
 
 constexpr const char* kDescription = R"(lb-backend: an HTTP/1.1 test backend for lbd and lb-healthd.
 
-  GET  /              200, body "<name>\n" (any other path too)
+  GET  /              200, body "<name>\n" (any other path too); with ?delay_ms=N (at most
+                      10000) the answer comes N ms later
   GET  /healthcheck   200 "ok <name>" while healthy, else 503 "fail <name>"
   Every response carries the header "X-Backend: <name>".
 
@@ -200,7 +202,12 @@ static int run(int argc, char** argv) {
              " requests=" + std::to_string(g_requests.load()) +
              " checks=" + std::to_string(g_checks.load()) + "\n");
   });
-  svr.Get(".*", [&name](const httplib::Request&, httplib::Response& res) {
+  svr.Get(".*", [&name](const httplib::Request& req, httplib::Response& res) {
+    // ?delay_ms=N (at most 10 s): a response still in flight when the test acts on lbd.
+    if (req.has_param("delay_ms")) {
+      const long ms = std::strtol(req.get_param_value("delay_ms").c_str(), nullptr, 10);
+      if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms < 10000 ? ms : 10000));
+    }
     text(res, 200, name + "\n");
   });
 

@@ -44,7 +44,7 @@ struct alignas(64) WorkerCounters {
   Counter drops[kDropReasonCount];
   Counter flows_created;
   Counter flows_expired;
-  Counter flows_closed;        // erased before expiry because a new SYN reused the tuple
+  Counter flows_reused;        // replaced before expiry by a new SYN on the same tuple
   Counter flows_refused;       // table full or conflict
   Counter flows_reset;         // their backend stopped serving (removed, or maint with drop)
   Counter flows_active;        // gauge
@@ -52,6 +52,7 @@ struct alignas(64) WorkerCounters {
   Counter retry_syn_replayed;  // the saved SYN was replayed to the new backend at once
   Counter rst_no_backend;
   Counter rst_flow_miss;
+  Counter rst_backend_stopped;  // RSTs sent to either side of a flow whose backend stopped
   Counter arp_replies;
   Counter arp_learned;
   Counter icmp_echo_replies;

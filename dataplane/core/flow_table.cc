@@ -23,6 +23,8 @@ const char* to_string(TcpState s) {
       return "TIME_WAIT";
     case TcpState::kClosed:
       return "CLOSED";
+    case TcpState::kReset:
+      return "RESET";
   }
   return "?";
 }

@@ -46,6 +46,10 @@ enum class TcpState : uint8_t {
   kFinWait,      // one side sent FIN
   kTimeWait,     // both sides sent FIN
   kClosed,       // RST seen
+  // Its backend stopped serving and the client was sent an RST: the record stays for
+  // tcp_closed_timeout so that late segments of either side are answered with RSTs too. It no
+  // longer counts as a flow (flows_active, lbctl flows) nor names a backend.
+  kReset,
 };
 const char* to_string(TcpState s);
 
@@ -190,25 +194,6 @@ class FlowTable {
         erase_hashed(due[j], hc[j], hb[j]);
       }
       n += k;
-    }
-    return n;
-  }
-
-  // Calls f(idx, flow) for up to `max` live flows (in use and not past their deadline at `now`:
-  // an expired record only waits for the aging sweep), scanning at most `budget` records from
-  // `cursor` (which it advances, wrapping): a bounded walk the owning worker can afford. One
-  // call visits each record at most once.
-  template <class F>
-  uint32_t sample(Tick now, uint32_t& cursor, uint32_t max, uint32_t budget, F&& f) const {
-    if (budget > capacity_) budget = capacity_;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < budget && n < max && capacity_ != 0; ++i) {
-      const uint32_t idx = cursor;
-      cursor = cursor + 1 == capacity_ ? 0 : cursor + 1;
-      if (flows_[idx].in_use && flows_[idx].expires > now) {
-        f(idx, flows_[idx]);
-        ++n;
-      }
     }
     return n;
   }

@@ -151,7 +151,9 @@ Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
 }
 
 // ---------------------------------------------------------------------------------------------
-// ARP: answer for the port's own address and for every VIP; learn next hops from what we see.
+// ARP: answer for the port's own address and for the VIPs it is the place to ask for (by default
+// those inside its subnet: a VIP of the client side is not answered on the backend port); learn
+// next hops from what we see.
 
 Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
                               Tick now) {
@@ -162,7 +164,8 @@ Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port
       arp.spa != 0 && neighbors_.learn(arp.spa, in_port, arp.sha, now / cfg_.ticks_per_second);
   if (learned) counters_->arp_learned.add();
   const PortInfo& port = cfg_.ports[in_port];
-  const bool for_us = arp.tpa == port.ip || (arp.op == 1 && pool.is_vip(arp.tpa));
+  const bool for_us =
+      arp.tpa == port.ip || (arp.op == 1 && port.answers_arp_for(arp.tpa) && pool.is_vip(arp.tpa));
   if (arp.op == 2 || !for_us) {
     // A reply to our request, or a next hop announcing itself (gratuitous ARP): used, not
     // dropped. Anything else on the wire is someone else's conversation.
@@ -333,29 +336,25 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, 
       case TcpState::kFinWait:
       case TcpState::kTimeWait:
       case TcpState::kClosed:
+      case TcpState::kReset:
         // A new connection reusing the tuple: schedule it afresh, never stuck to the old
         // backend (kubernetes #81775).
         reschedule = true;
         break;
     }
     if (reschedule) {
-      release(fl);
+      if (fl.state != TcpState::kReset) {  // a reset flow was released when it was reset
+        release(fl);
+        counters_->flows_reused.add();
+      }
       table_.erase(idx);
-      counters_->flows_closed.add();
       const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
       if (!svc) return drop(DropReason::kNotForUs);
       return new_flow(f, pk, hash, in_port, pool, *svc, now);  // its client key just left
     }
   }
-  if (!pool.serving(static_cast<BackendId>(fl.backend))) {
-    // The backend was removed or stopped for maintenance: end the connection for the client
-    // now rather than let it hang on a backend that is gone.
-    release(fl);
-    table_.erase(idx);
-    counters_->flows_reset.add();
-    if (pk.tcp_flags & kRst) return drop(DropReason::kBackendStopped);
-    return reply_rst(f, pk, in_port);
-  }
+  if (!pool.serving(static_cast<BackendId>(fl.backend)))
+    return backend_stopped(f, pk, idx, Dir::kFromClient, in_port, pool, now);
   track_state(fl, Dir::kFromClient, pk.tcp_flags, now);
   return to_backend(f, pk, fl);
 }
@@ -370,14 +369,47 @@ Verdict Processor::from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, 
     if (cfg_.retry_on_rst && fl.retries < cfg_.max_retries && resteer(idx, pool, now))
       return replay_syn(f, idx);
   }
-  if (!pool.serving(static_cast<BackendId>(fl.backend))) {
-    release(fl);
-    table_.erase(idx);
-    counters_->flows_reset.add();
-    return drop(DropReason::kBackendStopped);
-  }
+  if (!pool.serving(static_cast<BackendId>(fl.backend)))
+    return backend_stopped(f, pk, idx, Dir::kFromBackend, fl.backend_port_id, pool, now);
   track_state(fl, Dir::kFromBackend, pk.tcp_flags, now);
   return to_client(f, pk, fl);
+}
+
+// The flow's backend was removed or stopped for maintenance (or the flow was reset already: its
+// backend is then kNoBackend, which never serves). Every connection of a stopped backend ends
+// with an RST to its client, whichever side speaks first:
+//  - the client: an RST answering its segment (SEQ = SEG.ACK, exactly what it expects);
+//  - the backend (a response in flight, its FIN on an idle keep-alive connection): its segment
+//    becomes the RST, reverse-NATed from the VIP, with the backend's SEQ, which is the client's
+//    RCV.NXT when the segment is the next in order (RFC 5961 accepts exactly that; a client
+//    that finds it merely in its window sends a challenge ACK, answered below).
+// The record then stays (kReset) for tcp_closed_timeout: a later client segment (retransmission,
+// challenge ACK) gets its own exact RST, and a later backend segment gets one from the client's
+// address, so that the backend's socket closes too instead of retransmitting for minutes.
+// A handshake that has not reached the client yet (SYN_SENT) moves to another backend instead.
+Verdict Processor::backend_stopped(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir d,
+                                   uint16_t in_port, const Pool& pool, Tick now) {
+  using namespace tcp_flag;
+  Flow& fl = table_.at(idx);
+  const bool first = fl.state != TcpState::kReset;
+  if (first) {
+    if (d == Dir::kFromBackend && fl.state == TcpState::kSynSent && resteer(idx, pool, now))
+      return replay_syn(f, idx);  // its SYN-ACK: the client has seen nothing yet
+    release(fl);
+    counters_->flows_reset.add();
+    fl.state = TcpState::kReset;
+    fl.backend = raw(kNoBackend);  // names no backend: its id can be reused
+  }
+  fl.expires = now + cfg_.closed_timeout;
+  Verdict v;
+  if (d == Dir::kFromBackend && first) {
+    v = rst_to_client(f, pk, fl);
+  } else {
+    if (pk.tcp_flags & kRst) return drop(DropReason::kBackendStopped);  // no RST for an RST
+    v = reply_rst(f, pk, in_port);
+  }
+  if (v.action == Action::kTx) counters_->rst_backend_stopped.add();
+  return v;
 }
 
 bool Processor::resteer(uint32_t idx, const Pool& pool, Tick now) {
@@ -460,6 +492,7 @@ void Processor::track_state(Flow& fl, Dir d, uint8_t flags, Tick now) {
       break;
     case TcpState::kTimeWait:
     case TcpState::kClosed:
+    case TcpState::kReset:
       break;
   }
   fl.expires = now + t;
@@ -472,6 +505,7 @@ void Processor::release(const Flow& fl) {
 
 uint32_t Processor::age(Tick now, uint32_t budget) {
   return table_.expire(now, budget, [this](uint32_t, const Flow& fl) {
+    if (fl.state == TcpState::kReset) return;  // released and counted when it was reset
     release(fl);
     counters_->flows_expired.add();
   });
@@ -557,8 +591,7 @@ Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
 Verdict Processor::reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port) {
   using namespace tcp_flag;
   uint8_t* p = f.data();
-  uint8_t* ip = p + pk.l3;
-  uint8_t* t = p + pk.l4;
+  const uint8_t* t = p + pk.l4;
   const MacAddr src_mac = MacAddr::load(p + 6);
   if (src_mac.is_multicast()) return drop(DropReason::kIpBadAddress);
   const uint32_t seg_seq = load_be32(t + tcp_off::kSeq);
@@ -575,6 +608,34 @@ Verdict Processor::reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port)
   }
   src_mac.store(p);
   cfg_.ports[in_port].mac.store(p + 6);
+  write_rst(f, pk, pk.dst_ip, pk.src_ip, pk.dst_port, pk.src_port, seq, ack, out_flags);
+  return tx(in_port);
+}
+
+// The backend's segment in `f` (of flow `fl`) made into an RST to the client, as if the backend
+// had sent it: from VIP:vport, SEQ the segment's (one more for a SYN), ACK the segment's.
+Verdict Processor::rst_to_client(Frame& f, const ParsedPacket& pk, const Flow& fl) {
+  using namespace tcp_flag;
+  const uint8_t* t = f.data() + pk.l4;
+  const uint32_t seq = load_be32(t + tcp_off::kSeq) + ((pk.tcp_flags & kSyn) ? 1u : 0u);
+  const bool acks = (pk.tcp_flags & kAck) != 0;
+  write_rst(f, pk, fl.vip, fl.client_ip, fl.vport, fl.client_port, seq,
+            acks ? load_be32(t + tcp_off::kAck) : 0, acks ? kRst | kAck : kRst);
+  ParsedPacket out = pk;
+  out.ip_total_len = kIpv4HeaderLen + kTcpHeaderLen;
+  if (!write_l2(f, out, fl.client_mac, cfg_.ports[fl.client_port_id].mac, fl.client_tagged != 0,
+                fl.client_vlan))
+    return drop(DropReason::kNoBuffer);
+  return tx(fl.client_port_id);
+}
+
+// A bare RST (fresh IPv4 header: id 0, DF, TTL 64; no options, window 0) in place of the IPv4
+// packet at pk.l3; the Ethernet header is the caller's.
+void Processor::write_rst(Frame& f, const ParsedPacket& pk, uint32_t src, uint32_t dst,
+                          uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
+                          uint8_t flags) {
+  uint8_t* ip = f.data() + pk.l3;
+  uint8_t* t = f.data() + pk.l4;
   ip[ip_off::kVerIhl] = 0x45;
   ip[1] = 0;
   store_be16(ip + ip_off::kTotalLen, kIpv4HeaderLen + kTcpHeaderLen);
@@ -582,23 +643,22 @@ Verdict Processor::reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port)
   store_be16(ip + ip_off::kFrag, 0x4000);  // DF
   ip[ip_off::kTtl] = 64;
   ip[ip_off::kProto] = kIpProtoTcp;
-  store_be32(ip + ip_off::kSrc, pk.dst_ip);
-  store_be32(ip + ip_off::kDst, pk.src_ip);
+  store_be32(ip + ip_off::kSrc, src);
+  store_be32(ip + ip_off::kDst, dst);
   store_be16(ip + ip_off::kCsum, 0);
   store_be16(ip + ip_off::kCsum, csum(ip, kIpv4HeaderLen));
-  store_be16(t + tcp_off::kSport, pk.dst_port);
-  store_be16(t + tcp_off::kDport, pk.src_port);
+  store_be16(t + tcp_off::kSport, sport);
+  store_be16(t + tcp_off::kDport, dport);
   store_be32(t + tcp_off::kSeq, seq);
   store_be32(t + tcp_off::kAck, ack);
   t[tcp_off::kDataOff] = 0x50;
-  t[tcp_off::kFlags] = out_flags;
+  t[tcp_off::kFlags] = flags;
   store_be16(t + tcp_off::kWindow, 0);
   store_be16(t + tcp_off::kCsum, 0);
   store_be16(t + tcp_off::kUrg, 0);
-  const uint32_t pseudo = csum_pseudo_ipv4(pk.dst_ip, pk.src_ip, kIpProtoTcp, kTcpHeaderLen);
+  const uint32_t pseudo = csum_pseudo_ipv4(src, dst, kIpProtoTcp, kTcpHeaderLen);
   store_be16(t + tcp_off::kCsum, csum_fold(csum_partial(t, kTcpHeaderLen, pseudo)));
   f.len = static_cast<uint16_t>(pk.l3 + kIpv4HeaderLen + kTcpHeaderLen);
-  return tx(in_port);
 }
 
 }  // namespace lb::core

@@ -46,10 +46,18 @@ struct Verdict {
   DropReason reason;
 };
 
+// Which VIPs a port answers ARP for (cfg::VipArp): inside its subnet, all, none.
+enum class VipArp : uint8_t { kSubnet, kAll, kNone };
+
 struct PortInfo {
   uint32_t ip;
   uint32_t mask;
   MacAddr mac;
+  VipArp vip_arp = VipArp::kSubnet;
+  // Whether an ARP request on this port for `vip` (a VIP) is lbd's to answer.
+  bool answers_arp_for(uint32_t vip) const {
+    return vip_arp == VipArp::kAll || (vip_arp == VipArp::kSubnet && (vip & mask) == (ip & mask));
+  }
 };
 
 struct ProcessorConfig {
@@ -122,6 +130,14 @@ class Processor {
     return age_paced(now);
   }
 
+  // A backend or service id that no pool names and no flow of this worker refers to any more is
+  // about to be reused: its scheduler state is forgotten (its counters are not: each counts for
+  // the life of the process, and readers subtract what it had when the id was reused).
+  template <class Id>
+  void forget(Id id) {
+    sched_.forget(id);
+  }
+
   WorkerCounters& counters() { return *counters_; }
   const WorkerCounters& counters() const { return *counters_; }
   const FlowTable& flows() const { return table_; }
@@ -153,6 +169,11 @@ class Processor {
   Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);
+  Verdict backend_stopped(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir d, uint16_t in_port,
+                          const Pool& pool, Tick now);
+  Verdict rst_to_client(Frame& f, const ParsedPacket& pk, const Flow& fl);
+  static void write_rst(Frame& f, const ParsedPacket& pk, uint32_t src, uint32_t dst,
+                        uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags);
   bool resteer(uint32_t idx, const Pool& pool, Tick now);
   Verdict replay_syn(Frame& f, uint32_t idx);
   void track_state(Flow& fl, Dir d, uint8_t flags, Tick now);

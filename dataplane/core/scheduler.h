@@ -22,6 +22,11 @@ class Scheduler {
   const PoolBackend* pick(const Pool& pool, const PoolService& s, const WorkerCounters& c,
                           BackendId exclude = kNoBackend);
 
+  // The id is about to be given to another backend (or service): start it afresh, so that it
+  // inherits no smooth-WRR weight (or cursor) from its last owner.
+  void forget(BackendId id) { current_[raw(id)] = 0; }
+  void forget(ServiceId id) { cursor_[raw(id)] = 0; }
+
  private:
   const PoolBackend* round_robin(std::span<const PoolBackend> b, ServiceId s, BackendId exclude);
   const PoolBackend* weighted(std::span<const PoolBackend> b, BackendId exclude);

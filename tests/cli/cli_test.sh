@@ -5,20 +5,7 @@ lbd=$1
 examples=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-expect() {  # expect DESCRIPTION EXPECTED_EXIT PATTERN -- command...
-  local what=$1 code=$2 pattern=$3
-  shift 4
-  "$@" >"$tmp/out" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$code" ] || ! grep -qE -- "$pattern" "$tmp/out"; then
-    echo "FAIL: $what: exit $rc (want $code), output:"
-    sed 's/^/    /' "$tmp/out"
-    fails=$((fails + 1))
-  else
-    echo "ok: $what"
-  fi
-}
+. "$(dirname "$0")/lib.sh"
 
 sed 's/port = 80;/port = 80000;/' "$examples/demo.cfg" >"$tmp/range.cfg"
 line=$(grep -n 'port = 80000;' "$tmp/range.cfg" | cut -d: -f1)
@@ -30,11 +17,15 @@ expect "syntax error names file:line" 1 "^lbd: $tmp/syntax.cfg:[0-9]+:" -- \
   "$lbd" --config "$tmp/syntax.cfg" --check
 
 expect "missing file" 1 "^lbd: $tmp/none.cfg" -- "$lbd" --config "$tmp/none.cfg" --check
-expect "unknown option" 109 "bogus" -- "$lbd" --config "$examples/demo.cfg" --bogus
-expect "--config is required" 106 "config is required|--config" -- "$lbd" --check
+# Usage errors exit 2 (not CLI11's 105..109); --help and --version exit 0.
+expect "unknown option is a usage error" 2 "bogus" -- "$lbd" --config "$examples/demo.cfg" --bogus
+expect "--config is required (usage error)" 2 "config is required|--config" -- "$lbd" --check
+expect "no option at all (usage error)" 2 "config is required|--config" -- "$lbd"
+expect "--help exits 0" 0 "--config" -- "$lbd" --help
+expect "--version exits 0" 0 "^lbd " -- "$lbd" --version
 expect "--check on a good file says OK" 0 "OK \\(2 port\\(s\\)" -- \
   "$lbd" --config "$examples/demo.cfg" --check
-expect "no EAL args without --check is refused" 1 "EAL arguments expected" -- \
+expect "no EAL args without --check is a usage error" 2 "EAL arguments expected" -- \
   "$lbd" --config "$examples/demo.cfg"
 
 [ $fails -eq 0 ]

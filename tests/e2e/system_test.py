@@ -86,8 +86,11 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
             stdout=subprocess.DEVNULL).returncode == 0, 15, every=0.1)
 
     def start_healthd(self):
+        # Its instance lock and health file in this system's own runtime directory: a run
+        # never starts from the health another run left.
         self.procs.start("healthd", [os.path.join(self.build, "healthd", "lb-healthd"),
-                                     "--config", self.cfg])
+                                     "--config", self.cfg,
+                                     "--runtime-dir", os.path.join(self.tmp.name, "run")])
 
     def up(self):
         self.netns("down")

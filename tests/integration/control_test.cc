@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -120,6 +121,7 @@ class FakeLbd {
       for (unsigned i = 0; i < n; ++i) {
         const lb::shm::ServiceUpdate& u = buf_[i];
         lb::shm::Header& h = seg_->header();
+        ++messages;
         h.received_generation.store(u.generation);
         if (mode == Mode::kRefuse) {
           h.rejected_generation.store(u.generation);
@@ -152,6 +154,7 @@ class FakeLbd {
   }
   Mode mode = Mode::kApply;
   std::map<std::string, lb::shm::ServiceUpdate> latest;
+  uint64_t messages = 0;  // taken off the ring
 
  private:
   std::optional<lb::shm::Segment> seg_;
@@ -446,6 +449,44 @@ TEST_F(ControlTest, EverySubcommandAndItsExitStatus) {
   EXPECT_EQ(lbctl({"config", "check", saved}).code, 0);
 }
 
+// Issue 17: `service add` / `service remove` 200 times (each removal used to be resent on every
+// push, into a 64-slot ring, ahead of every service update), then a weight change: it still
+// reaches lbd at once, and each change costs one message on the ring.
+TEST_F(ControlTest, ManyServiceCyclesDoNotStarveLaterChanges) {
+  write_config(config_text());
+  start_healthd();
+  const uint64_t m0 = lbd_->messages;
+  constexpr int kCycles = 200;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < kCycles; ++i) {
+    const std::string name = "t" + std::to_string(i);
+    Result r = lbctl({"service", "add", name, "10.0.0.210:" + std::to_string(2000 + i)});
+    ASSERT_EQ(r.code, 0) << r.err;
+    r = lbctl({"service", "remove", name});
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  const auto churn_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
+  const std::string b0 = "127.0.0.1:" + std::to_string(ports_[0]);
+  const auto t1 = Clock::now();
+  const Result r =
+      lbctl({"--wait", "--timeout", "3", "backend", "set", "web", b0, "--weight", "2"});
+  const auto wait_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t1).count();
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(lbd_->latest["web"].backends[0].weight, 2);
+  const uint64_t messages = lbd_->messages - m0;
+  std::cout << "[ measured ] " << kCycles << " service add/remove cycles in " << churn_ms
+            << " ms; then `lbctl --wait backend set --weight` took " << wait_ms << " ms; "
+            << messages << " ring messages for " << 2 * kCycles + 1 << " changes\n";
+  EXPECT_LE(messages, 2u * kCycles + 1);
+  for (int i = 0; i < kCycles; ++i) EXPECT_TRUE(lbd_->ports("t" + std::to_string(i)).empty());
+  // A service added now is served.
+  const std::string b1 = "127.0.0.1:" + std::to_string(ports_[1]);
+  const Result add = lbctl(
+      {"--wait", "--timeout", "3", "service", "add", "late", "10.0.0.211:80", "--backend", b1});
+  EXPECT_EQ(add.code, 0) << add.err;
+  EXPECT_EQ(lbd_->ports("late"), std::vector<uint16_t>{ports_[1]});
+}
+
 TEST_F(ControlTest, ReloadGoodAndBrokenFiles) {
   write_config(config_text());
   start_healthd();
@@ -479,8 +520,17 @@ TEST_F(ControlTest, ReloadGoodAndBrokenFiles) {
   ASSERT_TRUE(lbd_->wait(milliseconds(3000), [&] {
     return lbd_->latest["web"].backends[0].weight == 7 && lbd_->ports("web").size() == 2;
   }));
-  // --replace drops the runtime change.
+  // --replace drops the runtime change: the backend drains (this fake lbd has no telemetry to
+  // count its flows, so it would stay draining until healthd.drain_timeout_ms)...
   r = lbctl({"--wait", "config", "reload", "--replace"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("service web: backend " + b1 + " drains"), std::string::npos) << r.out;
+  ASSERT_EQ(lbd_->ports("web"), (std::vector<uint16_t>{ports_[0], ports_[1]}));
+  EXPECT_EQ(lbd_->latest["web"].backends[1].state,
+            static_cast<uint8_t>(lb::shm::BackendState::kDraining));
+  // ... --now removes at once (b1 added back first: a backend that drains is a backend again).
+  ASSERT_EQ(lbctl({"backend", "add", "web", b1}).code, 0);
+  r = lbctl({"--wait", "config", "reload", "--replace", "--now"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lbd_->ports("web"), std::vector<uint16_t>{ports_[0]});
 }

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -22,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -371,12 +373,16 @@ class HealthdTest : public testing::Test {
     std::filesystem::rename(tmp, config_);
   }
 
-  void start_healthd() {
-    healthd_ = std::make_unique<Process>(
+  // Its runtime directory (instance lock, health file) is the test's own.
+  std::unique_ptr<Process> spawn_healthd(const std::string& log,
+                                         const std::string& runtime_dir = "") const {
+    return std::make_unique<Process>(
         std::vector<std::string>{binary("LB_HEALTHD"), "--config", config_, "--instance", instance_,
-                                 "--log-level", "debug"},
-        false, log_);
+                                 "--log-level", "debug", "--runtime-dir",
+                                 runtime_dir.empty() ? (dir_ / "run").string() : runtime_dir},
+        false, log);
   }
+  void start_healthd() { healthd_ = spawn_healthd(log_); }
 
   std::string log_text() const {
     std::ifstream in(log_);
@@ -539,8 +545,8 @@ TEST_F(HealthdTest, KillDashNineAndRestartRepushes) {
   lbd.poll();
   lbd.forget();
   start_healthd();
-  // A new lb-healthd starts from the configured initial state (up), pushes everything, and
-  // finds `a` failing again.
+  // A new lb-healthd starts from the health the last one decided (a DOWN), pushes everything,
+  // and finds `a` still failing.
   ASSERT_TRUE(lbd.wait(milliseconds(5000), [&] {
     return lbd.latest("web") != nullptr && lbd.latest("api") != nullptr;
   }));
@@ -549,6 +555,85 @@ TEST_F(HealthdTest, KillDashNineAndRestartRepushes) {
   ASSERT_TRUE(
       lbd.wait(milliseconds(5000), [&] { return lbd.state("web", a.port()) == kDraining; }));
   EXPECT_EQ(lbd.state("web", b.port()), kActive);
+}
+
+// A backend DOWN before lb-healthd restarts (cleanly or killed) stays out of lbd's pool through
+// the restart: the new lb-healthd starts from the health the last one decided, not from
+// initial_state (up), so lbd never gets it back as active for a fall period.
+TEST_F(HealthdTest, RestartKeepsAKnownDownBackendOut) {
+  Backend a("a"), b("b");
+  write_config(config_text({{"web", 80, {a.port(), b.port()}, "", "", ""}}, {}));
+  FakeLbd lbd(segment());
+  start_healthd();
+  ASSERT_TRUE(lbd.wait(milliseconds(5000), [&] {
+    return all(lbd, {"web"}, {{a.port(), kActive}, {b.port(), kActive}});
+  }));
+  ASSERT_TRUE(a.control("health/fail"));
+  ASSERT_TRUE(
+      lbd.wait(milliseconds(5000), [&] { return lbd.state("web", a.port()) == kDraining; }));
+  for (const int sig : {SIGTERM, SIGKILL}) {
+    SCOPED_TRACE(sig == SIGTERM ? "SIGTERM" : "SIGKILL");
+    healthd_->signal(sig);
+    ASSERT_TRUE(healthd_->wait_exit(milliseconds(5000)).has_value());
+    lbd.poll();
+    lbd.forget();
+    start_healthd();
+    ASSERT_TRUE(lbd.wait(milliseconds(5000), [&] { return lbd.latest("web") != nullptr; }));
+    // Longer than a fall period (3 x 100 ms) and the first checks: `a` is never active.
+    const auto until = Clock::now() + milliseconds(1000);
+    while (Clock::now() < until) {
+      lbd.poll();
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    ASSERT_FALSE(lbd.history().empty());
+    for (const Seen& s : lbd.history()) {
+      EXPECT_EQ(s.state(a.port()), kDraining) << "generation " << s.generation;
+      EXPECT_EQ(s.state(b.port()), kActive) << "generation " << s.generation;
+    }
+    EXPECT_TRUE(wait_log(milliseconds(1000), "web 127.0.0.1:" + std::to_string(a.port()) +
+                                                 " starts DOWN, as last decided"));
+  }
+}
+
+// One lb-healthd per instance: a second one refuses to start with one line and exit 1, and
+// the first keeps running and keeps its pid in the header. An lb-healthd that exits while
+// another one's pid is in the header leaves it there.
+TEST_F(HealthdTest, SecondLbHealthdForTheInstanceRefusesToStart) {
+  Backend a("a");
+  write_config(config_text({{"web", 80, {a.port()}, "", "", ""}}, {}));
+  FakeLbd lbd(segment());
+  start_healthd();
+  const auto first_pid = static_cast<uint64_t>(healthd_->pid());
+  ASSERT_TRUE(lbd.wait(milliseconds(5000), [&] {
+    return lbd.latest("web") != nullptr && lbd.header().healthd_pid.load() == first_pid;
+  }));
+  const std::string second_log = (dir_ / "second.log").string();
+  std::unique_ptr<Process> second = spawn_healthd(second_log);
+  const std::optional<int> status = second->wait_exit(milliseconds(5000));
+  ASSERT_TRUE(status.has_value()) << "the second lb-healthd did not exit";
+  EXPECT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(WEXITSTATUS(*status), 1);
+  std::ifstream in(second_log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+  EXPECT_NE(text.find("ERROR fatal: another lb-healthd (pid " + std::to_string(first_pid) +
+                      ") is running instance " + instance_ + " (it holds "),
+            std::string::npos)
+      << text;
+  EXPECT_TRUE(healthd_->running());
+  lbd.poll();
+  EXPECT_EQ(lbd.header().healthd_pid.load(), first_pid);
+
+  // Another lb-healthd's pid in the header (one that attached since, however it got past the
+  // lock): the first one exiting leaves it there.
+  const uint64_t other_pid = first_pid + 1;
+  lbd.header().healthd_pid.store(other_pid);
+  healthd_->signal(SIGTERM);
+  const std::optional<int> first_status = healthd_->wait_exit(milliseconds(5000));
+  ASSERT_TRUE(first_status.has_value());
+  EXPECT_TRUE(WIFEXITED(*first_status) && WEXITSTATUS(*first_status) == 0);
+  EXPECT_EQ(lbd.header().healthd_pid.load(), other_pid)
+      << "an exiting lb-healthd cleared another one's pid";
 }
 
 // lbd restarts (a new segment, a new epoch): lb-healthd notices on its own and pushes its current
@@ -721,15 +806,23 @@ TEST_F(HealthdTest, ReloadOnSighup) {
   EXPECT_EQ(lbd.history().size(), seen);
   EXPECT_TRUE(healthd_->running());
 
-  // Drop a service: lbd is told to remove it.
-  write_config(config_text({{"web", 80, {a.port(), b.port()}, "", "", ""}}, {}));
+  // Drop a service: it drains first (its backends draining, its VIP kept), and lbd is told to
+  // remove it once lbd has no flow on it, or after healthd.drain_timeout_ms. This fake lbd has no
+  // telemetry to count flows: lb-healthd says so and removes the service at the timeout.
+  write_config(config_text({{"web", 80, {a.port(), b.port()}, "", "", ""}}, {}) +
+               "healthd = { drain_timeout_ms = 1500; };\n");
+  const auto dropped = std::chrono::steady_clock::now();
   healthd_->signal(SIGHUP);
+  ASSERT_TRUE(wait_log(milliseconds(3000), "service api removed (reload): it drains"));
   ASSERT_TRUE(lbd.wait(milliseconds(3000), [&] {
     const Seen* s = lbd.latest("api");
     return s && (s->flags & lb::shm::kServiceRemoved) != 0;
   }));
+  EXPECT_GE(std::chrono::steady_clock::now() - dropped, milliseconds(1400)) << "not drained";
+  EXPECT_TRUE(log_has("cannot count the flows of draining backends"));
   // b is back to ready in web.
-  ASSERT_TRUE(lbd.wait(milliseconds(3000), [&] { return lbd.state("web", b.port()) == kActive; }));
+  ASSERT_TRUE(lbd.wait(milliseconds(3000), [&] {
+    return lbd.state("web", b.port()) == kActive; }));
 }
 
 // on_all_down: fail_closed sends the empty pool as is; fail_open sends every non-maint backend as

@@ -6,12 +6,22 @@
       "<i> <backend name>" per answer as it comes (flushed), "ERR <i> <what>" on a failure.
       Exit 0 when every request was answered on the same connection, 1 otherwise.
 
+  e2e_client.py resets HOST COUNT ORDER TRIGGER
+      COUNT keep-alive connections to HOST:80, one answered request each; prints "ready". Then
+      ORDER client-first: waits for the file TRIGGER to exist, then sends one more request on
+      every connection; backend-first: sends on every connection a request the backend answers
+      1.5 s later (GET /?delay_ms=1500), prints "sent", and sends nothing more. Prints
+      "reset <i> <ms>" for a connection reset (ECONNRESET) <ms> after the trigger / the sending,
+      "answered <i>" or "hung <i>" otherwise (nothing within 6 s). Exit 0 when every connection
+      was reset, within 1 s (client-first) or 1.5 s + 1 s (backend-first).
+
   e2e_client.py abuse SOCKET
       Hostile clients on lb-healthd's control socket: garbage, a 10 MB request, a client that
       says nothing. Prints one line per case; exit 0 when each was refused as documented.
 """
 import http.client
 import json
+import os
 import socket
 import sys
 import threading
@@ -41,6 +51,57 @@ def keepalive(host, count, interval):
             sock_id = None
         time.sleep(interval)
     conn.close()
+    return 0 if ok else 1
+
+
+def resets(host, count, order, trigger):
+    conns = []
+    for i in range(count):
+        c = http.client.HTTPConnection(host, 80, timeout=6)
+        c.request("GET", "/", headers={"Connection": "keep-alive"})
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            print(f"ERR {i} status {r.status}", flush=True)
+            return 1
+        conns.append(c)
+    print("ready", flush=True)
+    path = "/"
+    bound_ms = 1000
+    if order == "client-first":
+        while not os.path.exists(trigger):
+            time.sleep(0.01)
+    else:
+        path = "/?delay_ms=1500"
+        bound_ms = 2500
+        for c in conns:
+            c.request("GET", path, headers={"Connection": "keep-alive"})
+        print("sent", flush=True)
+    t0 = time.monotonic()
+    results = [None] * count
+
+    def one(i, c):
+        try:
+            if order == "client-first":
+                c.request("GET", path, headers={"Connection": "keep-alive"})
+            c.getresponse().read()
+            results[i] = f"answered {i}"
+        except ConnectionResetError:
+            results[i] = f"reset {i} {(time.monotonic() - t0) * 1000:.0f}"
+        except socket.timeout:
+            results[i] = f"hung {i}"
+        except Exception as e:  # noqa: BLE001 - reported as it is
+            results[i] = f"other {i} {type(e).__name__}: {e}"
+
+    threads = [threading.Thread(target=one, args=(i, c)) for i, c in enumerate(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = True
+    for r in results:
+        print(r, flush=True)
+        ok = ok and r.startswith("reset ") and float(r.split()[2]) <= bound_ms
     return 0 if ok else 1
 
 
@@ -109,6 +170,8 @@ def abuse(path):
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "keepalive" and len(sys.argv) == 5:
         return keepalive(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "resets":
+        return resets(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
     if len(sys.argv) == 3 and sys.argv[1] == "abuse":
         return abuse(sys.argv[2])
     print(__doc__, file=sys.stderr)

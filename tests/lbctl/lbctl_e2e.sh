@@ -9,10 +9,15 @@
 #   backend weight   new flows shift to the heavier backend
 #   backend remove   drains first: waits while a flow is established, removes once it ended
 #   service add      a new VIP is served at once, no restart
+#   remove --now     every keep-alive connection of the removed backend is reset at once,
+#                    whether the client speaks first or the backend (a response in flight)
 #   stats / flows    counters and the flow table from lbd's telemetry
 #   config reload    a good file applies (runtime changes kept); a broken one changes nothing
 #                    and says file:line
-#   restart          lb-healthd restarted: every runtime change is still there
+#   restart          lb-healthd restarted: every runtime change is still there; while it is
+#                    down, status shows what lbd applies and says lb-healthd is unreachable
+#   reload removes   a backend the reloaded file removed drains: 10 keep-alive connections on
+#                    it go on to the end (0 resets), new flows avoid it, it leaves once idle
 #   bad input        unknown names, malformed addresses, out-of-range weights, garbage, 10 MB, a
 #                    silent client: each refused, the daemon carries on
 # Usage: lbctl_e2e.sh LBD LB_HEALTHD LBCTL LB_BACKEND [af_packet|af_xdp]
@@ -123,7 +128,12 @@ else
   devc="net_af_packet_${p}0,iface=${p}-c"
   devb="net_af_packet_${p}1,iface=${p}-b"
 fi
-write_config() {  # write_config HEALTH_INTERVAL_MS
+write_config() {  # write_config HEALTH_INTERVAL_MS [BACKEND_NUMBERS, default "1 2 3"]
+  local n list=""
+  for n in ${2:-1 2 3}; do
+    list+="${list:+,
+}      { address = \"10.20.0.1$n\"; port = 8080; }"
+  done
   cat >"$cfg.tmp" <<CFG
 instance = "$p";
 dataplane: {
@@ -138,9 +148,7 @@ services = (
   { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "wrr";
     health = { interval_ms = $1; timeout_ms = 150; rise = 1; fall = 2; };
     backends = (
-      { address = "10.20.0.11"; port = 8080; },
-      { address = "10.20.0.12"; port = 8080; },
-      { address = "10.20.0.13"; port = 8080; }
+$list
     ); }
 );
 healthd = { control_socket = "$tmp/run/lbd.sock"; control_timeout_ms = 1000; };
@@ -155,7 +163,8 @@ wait_for 20 "the VIP to answer ping" nsx $p-client ping -c1 -W1 10.10.0.100
 [ -S /var/run/dpdk/$p/dpdk_telemetry.v2 ] || fail "no telemetry socket at /var/run/dpdk/$p"
 
 start_healthd() {
-  "$healthd_bin" --config "$cfg" >>"$tmp/healthd.log" 2>&1 &
+  # Its instance lock and health file in the test's own runtime directory.
+  "$healthd_bin" --config "$cfg" --runtime-dir "$tmp/run" >>"$tmp/healthd.log" 2>&1 &
   healthd_pid=$!
   wait_for 10 "lb-healthd's control socket" test -S "$tmp/run/lbd.sock"
   wait_for 10 "lb-healthd attached to lbd" attached
@@ -219,7 +228,9 @@ keepalive_check() {  # keepalive_check NAME BACKEND: every answer on one connect
 }
 addr_of() { echo "10.20.0.1${1#b}:8080"; }
 
-keepalive_start ka1 50
+# 150 requests (15 s): the connection must outlive the 30 new connections below and the status
+# check after them on a loaded machine (with 50, the 30 curls sometimes outlasted it).
+keepalive_start ka1 150
 drained=$ka_backend
 expect 0 --wait backend set web "$(addr_of "$drained")" --state drain
 hits 10.10.0.100 30
@@ -297,6 +308,37 @@ echo "  10 connections to the new VIP 10.10.0.101: $r"
 [ $(( $(count b1) + $(count b2) )) -eq 10 ] || fail "api's backends are b1 and b2 ($r)"
 pass "service add: 10.10.0.101 served without restarting lbd"
 
+# -- remove --now: every connection reset, whichever side speaks first ---------------------------
+# A service of its own on b4, so that every connection lands on the backend that is removed.
+expect 0 --wait service add cut 10.10.0.103:80 --backend 10.20.0.14:8080 --interval 200 \
+  --health-timeout 150
+wait_for 10 "the VIP of service cut to answer" get 10.10.0.103
+tel_stat() {  # tel_stat KEY: a counter of lbd's /lb/stats
+  python3 "$here/../e2e/lbenv.py" "$p" query /lb/stats | python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"
+}
+for order in client-first backend-first; do
+  rm -f "$tmp/go"
+  resets_before=$(tel_stat rst_backend_stopped)
+  nsx $p-client python3 "$client" resets 10.10.0.103 8 $order "$tmp/go" >"$tmp/resets-$order.out" 2>&1 &
+  rs_pid=$!
+  bg_pids+=($rs_pid)
+  wait_for 10 "8 keep-alive connections to cut" grep -q "^ready" "$tmp/resets-$order.out"
+  [ $order = backend-first ] &&
+    wait_for 10 "the delayed requests to be sent" grep -q "^sent" "$tmp/resets-$order.out"
+  expect 0 --wait backend remove cut 10.20.0.14:8080 --now
+  touch "$tmp/go"
+  wait $rs_pid || fail "remove --now, $order: $(grep -v '^reset' "$tmp/resets-$order.out" | head -5;
+    sort -k3 -n "$tmp/resets-$order.out" | tail -2)"
+  slowest=$(awk '$1 == "reset" {print $3}' "$tmp/resets-$order.out" | sort -n | tail -1)
+  resets=$(( $(tel_stat rst_backend_stopped) - resets_before ))
+  [ "$resets" -ge 8 ] || fail "remove --now, $order: lbd sent $resets RSTs for 8 connections"
+  echo "  $order: 8 of 8 connections reset, the last after ${slowest} ms; lbd sent $resets RSTs"
+  expect 0 --wait backend add cut 10.20.0.14:8080
+  wait_for 10 "b4 back in service cut" get 10.10.0.103
+done
+expect 0 --wait service remove cut
+pass "backend remove --now: every connection reset, client or backend first"
+
 # -- config reload -----------------------------------------------------------------------------
 before=$(lbctl config save -o -)
 write_config 250
@@ -330,6 +372,23 @@ pass "config reload of a broken file: refused with file:line, nothing changed"
 stop_pid "$healthd_pid"
 healthd_pid=
 get 10.10.0.101 >/dev/null || fail "lbd stopped serving the new VIP without lb-healthd"
+# Meanwhile `status` shows what lbd applies and says plainly that lb-healthd is unreachable.
+expect 1 status
+echo "$out" | grep -q "^lb-healthd: UNREACHABLE: cannot connect to lb-healthd at $tmp/run/lbd.sock" \
+  || fail "status without lb-healthd: $out"
+echo "$out" | grep -E -q -- "-> 10.20.0.13:8080 +active +[0-9]+ +[0-9]+" \
+  || fail "status without lb-healthd should list lbd's backends: $out"
+echo "$out" | grep -q "^api (2 backend(s) in lbd)" || fail "status without lb-healthd: api? $out"
+echo "$err" | grep -q "cannot connect to lb-healthd" || fail "status without lb-healthd: $err"
+expect 1 --json status
+echo "$out" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+assert s["ok"] is False and s["healthd"]["reachable"] is False, s
+web = [x for x in s["services"] if x["name"] == "web"][0]
+assert all("flows_active" in b["lbd"] for b in web["backends"]), web
+' || fail "status --json without lb-healthd: $out"
+pass "status without lb-healthd: lbd's pool shown, lb-healthd said unreachable (exit 1)"
 start_healthd
 [ "$(lbctl config save -o -)" = "$before" ] || fail "lb-healthd lost runtime changes over a restart"
 expect 0 config diff
@@ -363,6 +422,46 @@ get 10.10.0.102 >/dev/null && fail "a removed service is still served"
 hits 10.10.0.100 4
 [ "$(count failed)" -eq 0 ] || fail "web after removing api ($r)"
 pass "service set moved api to 10.10.0.102; service remove withdrew it; web unaffected"
+
+# -- a reload that removes a backend drains it: no connection reset ------------------------------
+# The file as it runs now (b1..b4), then 10 keep-alive connections, all on b2 (the others drained
+# while they connect), then a file without b2: its connections must go on to their end.
+write_config 250 "1 2 3 4"
+expect 0 --wait config reload --replace
+for b in 1 3 4; do expect 0 --wait backend set web "10.20.0.1$b:8080" --state drain; done
+ka_pids=()
+for i in $(seq 1 10); do
+  nsx $p-client python3 "$client" keepalive 10.10.0.100 60 0.1 >"$tmp/kr$i.out" 2>&1 &
+  ka_pids+=($!)
+  bg_pids+=($!)
+done
+for i in $(seq 1 10); do wait_for 10 "keep-alive client $i" grep -q "^0 " "$tmp/kr$i.out"; done
+for b in 1 3 4; do expect 0 --wait backend set web "10.20.0.1$b:8080" --state ready; done
+write_config 250 "1 3 4"
+expect 0 --wait config reload
+echo "$out" | grep -q "service web: backend 10.20.0.12:8080 drains" || fail "reload: $out"
+echo "  $(echo "$out" | tr '\n' ' ')"
+expect 0 status
+echo "$out" | grep -E -q -- "-> 10.20.0.12:8080 +1 +removed +- +draining +[1-9][0-9]* " \
+  || fail "status should show b2 removed, draining with its flows: $out"
+hits 10.10.0.100 20
+echo "  20 new connections while b2 drains: $r"
+[ "$(count b2)" -eq 0 ] || fail "new flows reached b2 after the reload removed it ($r)"
+resets=0
+moved=
+for i in $(seq 1 10); do
+  wait "${ka_pids[$((i - 1))]}"
+  grep -q ERR "$tmp/kr$i.out" && resets=$((resets + 1))
+  [ "$(awk '$1 != "ERR" && $2 != "b2"' "$tmp/kr$i.out" | wc -l)" -eq 0 ] || moved=$i
+done
+echo "  10 keep-alive connections on b2 across the reload: $resets failed" \
+  "($(cat "$tmp"/kr*.out | grep -vc ERR) answers)"
+[ "$resets" -eq 0 ] || fail "$resets keep-alive connection(s) broken by the reload: $(grep -h ERR "$tmp"/kr*.out | head -3)"
+[ -z "$moved" ] || fail "keep-alive connection $moved was answered by another backend than b2"
+b2_gone() { ! lbctl status 2>/dev/null | grep -q -- "-> 10.20.0.12:8080"; }
+wait_for 20 "b2 to leave once its connections ended" b2_gone
+grep -q "web 10.20.0.12:8080 drained in" "$tmp/healthd.log" || fail "lb-healthd's log: no drain"
+pass "reload removed b2: its 10 connections ran to their end (0 resets), then it left"
 
 # -- config save ---------------------------------------------------------------------------------
 expect 0 config save

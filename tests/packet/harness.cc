@@ -41,7 +41,8 @@ std::string config_for(const HarnessOptions& o, const std::string& client_dev,
   s += "    { name = \"backend\"; device = \"" + backend_dev +
        "\"; ip = \"10.20.0.1/24\"; rx_descriptors = 64; tx_descriptors = 64; }\n";
   s += "  );\n";
-  s += "  flows = { capacity = 1024; tcp_syn_timeout = 3; tcp_established_timeout = 60;\n";
+  s += "  flows = { capacity = " + std::to_string(o.flow_capacity) +
+       "; tcp_syn_timeout = 3; tcp_established_timeout = 60;\n";
   s += "            tcp_fin_timeout = 4; tcp_closed_timeout = 2; };\n";
   s += std::string("  retry = { on_rst = ") + (o.retry_on_rst ? "true" : "false") +
        "; syn_timeout_ms = 1000; max_retries = 2; };\n";

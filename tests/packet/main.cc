@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
                                    "--no-telemetry",
                                    "--file-prefix",
                                    "lbd_packet_" + std::to_string(getpid()),
-                                   "--log-level=lb:warning"};
+                                   "--log-level=lb*:warning"};
   std::vector<char*> eal_argv;
   for (std::string& a : args) eal_argv.push_back(a.data());
   eal_argv.push_back(nullptr);

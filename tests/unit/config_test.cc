@@ -221,6 +221,7 @@ constexpr BadCase kBadCases[] = {
   {"port_gateway_self", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; gateway = "10.20.0.1"; })", 5, "dataplane.ports.[1].gateway", "gateway is the port's own address"},
   {"port_gateway_malformed", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; gateway = "10.20.0."; })", 5, "dataplane.ports.[1].gateway", "malformed IPv4 address '10.20.0.'"},
   {"port_rx_not_power_of_two", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; rx_descriptors = 1000; })", 5, "dataplane.ports.[1].rx_descriptors", "value 1000 is not a power of two"},
+  {"port_vip_arp_unknown", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; vip_arp = "some"; })", 5, "dataplane.ports.[1].vip_arp", "unknown vip_arp 'some' (expected subnet, all, none)"},
   {"port_tx_too_large", 5, 5, R"(    { name = "backend"; device = "net_af_packet1"; ip = "10.20.0.1/24"; tx_descriptors = 32768; })", 5, "dataplane.ports.[1].tx_descriptors", "value 32768 is out of range 64..16384"},
 
   // --- services.
@@ -233,6 +234,9 @@ constexpr BadCase kBadCases[] = {
   {"service_duplicate_name", 16, 16, ", { name = \"web\"; vip = \"10.10.0.101\"; port = 80; backends = (); }\n);", 16, "services.[1].name", "duplicate service name 'web' (first at line 10, services.[0])"},
   {"service_duplicate_vip_port", 16, 16, ", { name = \"web2\";\n    vip = \"10.10.0.100\"; port = 80; backends = (); }\n);", 17, "services.[1].vip", "10.10.0.100:80 is already used by service 'web' (line 10)"},
   {"service_vip_is_port_ip", 10, 10, R"(  { name = "web"; vip = "10.10.0.1"; port = 80;)", 10, "services.[0].vip", "VIP 10.10.0.1 is the address of port 'client'"},
+  {"service_vip_subnet_network", 10, 10, R"(  { name = "web"; vip = "10.10.0.0"; port = 80;)", 10, "services.[0].vip", "10.10.0.0 is the network address of 10.10.0.0/24"},
+  {"service_vip_subnet_broadcast", 10, 10, R"(  { name = "web"; vip = "10.10.0.255"; port = 80;)", 10, "services.[0].vip", "10.10.0.255 is the broadcast address of 10.10.0.0/24"},
+  {"service_vip_backend_subnet_broadcast", 10, 10, R"(  { name = "web"; vip = "10.20.0.255"; port = 80;)", 10, "services.[0].vip", "10.20.0.255 is the broadcast address of 10.20.0.0/24"},
   {"service_vip_malformed", 10, 10, R"(  { name = "web"; vip = "10.10.0"; port = 80;)", 10, "services.[0].vip", "malformed IPv4 address '10.10.0'"},
   {"service_vip_zero", 10, 10, R"(  { name = "web"; vip = "0.0.0.0"; port = 80;)", 10, "services.[0].vip", "0.0.0.0 is in 0.0.0.0/8"},
   {"service_vip_not_string", 10, 10, R"(  { name = "web"; vip = 10; port = 80;)", 10, "services.[0].vip", "expected a string, found an integer"},
@@ -307,6 +311,10 @@ constexpr BadCase kBadCases[] = {
   {"backend_is_vip", 14, 14, R"(      { address = "10.10.0.100"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 10.10.0.100 is the VIP of service 'web'"},
   {"backend_is_later_vip", 16, 16, ", { name = \"b\"; vip = \"10.20.0.12\"; port = 80; backends = (); }\n);", 14, "services.[0].backends.[1].address", "backend 10.20.0.12 is the VIP of service 'b'"},
   {"backend_is_port_ip", 14, 14, R"(      { address = "10.20.0.1"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 10.20.0.1 is the address of port 'backend'"},
+  // A port subnet's network and broadcast addresses are nobody's (issue 17).
+  {"backend_subnet_network", 14, 14, R"(      { address = "10.20.0.0"; port = 8080; })", 14, "services.[0].backends.[1].address", "10.20.0.0 is the network address of 10.20.0.0/24"},
+  {"backend_subnet_broadcast", 14, 14, R"(      { address = "10.20.0.255"; port = 8080; })", 14, "services.[0].backends.[1].address", "10.20.0.255 is the broadcast address of 10.20.0.0/24"},
+  {"backend_subnet_broadcast_client_side", 14, 14, R"(      { address = "10.10.0.255"; port = 8080; })", 14, "services.[0].backends.[1].address", "10.10.0.255 is the broadcast address of 10.10.0.0/24"},
   {"backend_unreachable", 14, 14, R"(      { address = "192.168.1.5"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 192.168.1.5 is reachable through no port"},
   {"backend_state_unknown", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; state = "disabled"; })", 14, "services.[0].backends.[1].state", "unknown state 'disabled' (expected ready, drain, maint)"},
   {"backend_state_int", 14, 14, R"(      { address = "10.20.0.12"; port = 8080; state = 0; })", 14, "services.[0].backends.[1].state", "expected a string, found an integer"},
@@ -350,6 +358,10 @@ constexpr BadCase kHealthdBadCases[] = {
      "healthd.state_file", "invalid state_file '/var/lib/lbd/'"},
     {"ControlTimeoutLow", 17, 17, "healthd = { control_timeout_ms = 99; };", 17,
      "healthd.control_timeout_ms", "value 99 is out of range 100..3600000"},
+    {"DrainTimeoutNegative", 17, 17, "healthd = { drain_timeout_ms = -1; };", 17,
+     "healthd.drain_timeout_ms", "value -1 is out of range 0..86400000"},
+    {"DrainTimeoutString", 17, 17, "healthd = { drain_timeout_ms = \"5m\"; };", 17,
+     "healthd.drain_timeout_ms", "expected an integer, found a string"},
 };
 INSTANTIATE_TEST_SUITE_P(HealthdGroup, BadConfig, testing::ValuesIn(kHealthdBadCases),
                          [](const testing::TestParamInfo<BadCase>& param_info) {
@@ -364,6 +376,8 @@ TEST(HealthdGroup, Defaults) {
   EXPECT_EQ(c.healthd.socket_group, "");
   EXPECT_FALSE(c.healthd.state_file.has_value());
   EXPECT_EQ(c.healthd.control_timeout_ms, 10000u);
+  EXPECT_EQ(c.healthd.drain_timeout_ms, 300000u);
+  EXPECT_EQ(c.healthd.socket_owner_line, 0);
   EXPECT_EQ(c.healthd.line, 0);
   EXPECT_EQ(control_socket_path(c), "/run/lbd/lbd.sock");
   EXPECT_EQ(control_socket_path(c, "edge2"), "/run/lbd/edge2.sock");
@@ -377,13 +391,16 @@ TEST(HealthdGroup, EverySet) {
       "instance = \"edge1\";\n"
       "healthd = { control_socket = \"/run/lbd/edge.sock\"; socket_mode = \"0640\";\n"
       "  socket_owner = \"root\"; socket_group = \"1000\"; state_file = \"state/lbd.json\";\n"
-      "  control_timeout_ms = 2500; };"));
+      "  control_timeout_ms = 2500;\n  drain_timeout_ms = 0; };"));
   EXPECT_EQ(c.healthd.control_socket, "/run/lbd/edge.sock");
   EXPECT_EQ(c.healthd.socket_mode, 0640u);
   EXPECT_EQ(c.healthd.socket_owner, "root");
   EXPECT_EQ(c.healthd.socket_group, "1000");
   EXPECT_EQ(c.healthd.state_file, "state/lbd.json");
   EXPECT_EQ(c.healthd.control_timeout_ms, 2500u);
+  EXPECT_EQ(c.healthd.drain_timeout_ms, 0u);
+  EXPECT_EQ(c.healthd.socket_owner_line, 19);  // where each was set, for lb-healthd's lookup
+  EXPECT_EQ(c.healthd.socket_group_line, 19);
   EXPECT_EQ(c.healthd.line, 18);
   EXPECT_EQ(control_socket_path(c), "/run/lbd/edge.sock");
   EXPECT_EQ(control_socket_path(c, "other"), "/run/lbd/edge.sock");  // the file's path wins
@@ -473,6 +490,7 @@ TEST(GoodConfig, DefaultsApplied) {
     EXPECT_EQ(port.rx_descriptors, 1024);
     EXPECT_EQ(port.tx_descriptors, 1024);
     EXPECT_FALSE(port.gateway.has_value());
+    EXPECT_EQ(port.vip_arp, VipArp::kSubnet);
   }
   const ServiceConfig& s = c.services[0];
   EXPECT_EQ(s.protocol, Protocol::kTcp);
@@ -549,7 +567,8 @@ TEST(GoodConfig, GatewayReachesOutsideBackends) {
   const Config c = parse(replace_lines(
       5, 14,
       "    { name = \"backend\"; device = \"net_af_packet1\"; ip = \"10.20.0.1/24\";\n"
-      "      gateway = \"10.20.0.254\"; rx_descriptors = 64; tx_descriptors = 16384; }\n"
+      "      gateway = \"10.20.0.254\"; rx_descriptors = 64; tx_descriptors = 16384;\n"
+      "      vip_arp = \"all\"; }\n"
       "  );\n"
       "};\n"
       "services = (\n"
@@ -562,6 +581,7 @@ TEST(GoodConfig, GatewayReachesOutsideBackends) {
   EXPECT_EQ(*backend_port.gateway, ip(10, 20, 0, 254));
   EXPECT_EQ(backend_port.rx_descriptors, 64);
   EXPECT_EQ(backend_port.tx_descriptors, 16384);
+  EXPECT_EQ(backend_port.vip_arp, VipArp::kAll);
   EXPECT_EQ(c.services[0].backends[0].weight, 0u);
   EXPECT_EQ(c.services[0].backends[1].weight, 65535u);
   EXPECT_EQ(egress_port(c.dataplane, ip(192, 168, 7, 7)), &backend_port);
@@ -585,6 +605,31 @@ TEST(GoodConfig, SmallSubnetsHaveNoNetworkOrBroadcastAddress) {
   EXPECT_EQ(c.dataplane.ports[0].prefix_len, 32);
   EXPECT_EQ(c.dataplane.ports[1].ip, ip(10, 30, 0, 0));
   EXPECT_EQ(c.dataplane.ports[1].prefix_len, 31);
+}
+
+TEST(GoodConfig, NetworkAndBroadcastAddressesOutsideEveryPortSubnetAreHosts) {
+  // Routed addresses (a VIP no port's subnet holds, a backend behind the gateway) may end in .0
+  // or .255: only a port subnet's own network and broadcast addresses are refused. /31 has
+  // neither, so both its addresses are hosts.
+  const Config c = parse(
+      "dataplane: { workers = 1; ports = (\n"
+      "  { name = \"client\"; device = \"d0\"; ip = \"10.10.0.1/24\"; },\n"
+      "  { name = \"backend\"; device = \"d1\"; ip = \"10.20.0.1/24\"; gateway = \"10.20.0.254\"; "
+      "},\n"
+      "  { name = \"p2p\"; device = \"d2\"; ip = \"10.30.0.0/31\"; }\n"
+      "); };\n"
+      "services = (\n"
+      "  { name = \"a\"; vip = \"192.0.2.255\"; port = 80;\n"
+      "    backends = ( { address = \"172.16.5.0\"; port = 80; },\n"
+      "                 { address = \"172.16.5.255\"; port = 80; },\n"
+      "                 { address = \"10.30.0.1\"; port = 80; } ); },\n"
+      "  { name = \"b\"; vip = \"192.0.3.0\"; port = 80; backends = (); }\n"
+      ");\n");
+  EXPECT_EQ(c.services[0].vip, ip(192, 0, 2, 255));
+  EXPECT_EQ(c.services[0].backends[0].address, ip(172, 16, 5, 0));
+  EXPECT_EQ(c.services[0].backends[1].address, ip(172, 16, 5, 255));
+  EXPECT_EQ(c.services[0].backends[2].address, ip(10, 30, 0, 1));
+  EXPECT_EQ(c.services[1].vip, ip(192, 0, 3, 0));
 }
 
 TEST(GoodConfig, DeviceArgumentsDoNotMakeADifferentDevice) {

@@ -5,18 +5,22 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "channel.h"
 #include "control.h"
@@ -37,6 +41,76 @@ std::string config_text(const std::string& extra_backend = "", int weight = 1) {
          "    backends = ( { address = \"127.0.0.1\"; port = 1; weight = " +
          std::to_string(weight) + "; }" + extra_backend + " ); }\n);\n";
 }
+
+// lbd's telemetry socket as lb-healthd reads it while backends drain: DPDK's v2 protocol (hello,
+// then one command per message), answering /lb/backends with the flow counts the test sets.
+class FakeTelemetry {
+ public:
+  explicit FakeTelemetry(std::string path) : path_(std::move(path)) {
+    std::filesystem::remove(path_);
+    fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(fd_, 16), 0);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeTelemetry() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+    std::filesystem::remove(path_);
+  }
+  // Active flows lbd reports for "service|address:port".
+  void set(const std::string& key, int64_t flows) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    flows_[key] = flows;
+  }
+  int queries() const { return queries_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      const std::string hello = R"({"version": "DPDK 22.11.0", "pid": 1, "max_output_len": 16384})";
+      ::send(c, hello.data(), hello.size(), MSG_NOSIGNAL);
+      pollfd q{c, POLLIN, 0};
+      char buf[256];
+      if (::poll(&q, 1, 1000) > 0 && ::recv(c, buf, sizeof buf, 0) > 0) {
+        Json backends = Json::object();
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          int id = 0;
+          for (const auto& [key, n] : flows_) {
+            const size_t bar = key.find('|');
+            backends["backend_" + std::to_string(id)] = {{"id", id},
+                                                         {"state", "draining"},
+                                                         {"service", key.substr(0, bar)},
+                                                         {"address", key.substr(bar + 1)},
+                                                         {"flows_active", n}};
+            ++id;
+          }
+        }
+        const std::string reply = Json{{"/lb/backends", backends}}.dump();
+        ::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+        ++queries_;
+      }
+      ::close(c);
+    }
+  }
+  std::string path_;
+  int fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> queries_{0};
+  std::mutex mutex_;
+  std::map<std::string, int64_t> flows_;
+};
 
 class ControlDaemonTest : public testing::Test {
  protected:
@@ -79,6 +153,7 @@ class ControlDaemonTest : public testing::Test {
     o.instance = instance_;
     o.seed = 1;
     o.state_file = state_path_;
+    o.telemetry = telemetry_path_;
     d_ = std::make_unique<Daemon>(std::move(s.running), o);
     d_->set_base(std::move(s.base));
     ControlOptions co;
@@ -157,6 +232,7 @@ class ControlDaemonTest : public testing::Test {
   std::filesystem::path dir_;
   std::string config_path_;
   std::string state_path_;
+  std::string telemetry_path_;  // lbd's telemetry socket for lb-healthd; empty: its default
   std::unique_ptr<Daemon> d_;
   int client_ = -1;
   std::string buffer_;
@@ -592,6 +668,164 @@ TEST_F(ControlDaemonTest, SaveWritesTheFileAndKeepsTheOld) {
   r = request({{"cmd", "config.reload"}});
   EXPECT_EQ(r["ok"], true);
   EXPECT_EQ(r["changes"], Json::array());
+}
+
+// -- A reload that removes: drain, never reset (issue 17) --------------------------------------
+
+constexpr const char* kSecond = ", { address = \"127.0.0.2\"; port = 8080; }";
+
+std::optional<shm::BackendState> state_of(const shm::ServiceUpdate& u, uint32_t ip, uint16_t port) {
+  for (uint32_t i = 0; i < u.backend_count; ++i) {
+    if (u.backends[i].ip == ip && u.backends[i].port == port)
+      return static_cast<shm::BackendState>(u.backends[i].state);
+  }
+  return std::nullopt;
+}
+
+TEST_F(ControlDaemonTest, BackendRemovedByReloadDrainsWhileItHasFlowsThenGoes) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("web|127.0.0.2:8080", 3);  // three established connections on it
+  write_config(config_text(kSecond));
+  start();
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 2; }));
+
+  write_config(config_text());  // the file drops 127.0.0.2:8080
+  Json r = request({{"cmd", "config.reload"}, {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["changes"],
+            Json::array({"service web: backend 127.0.0.2:8080 removed",
+                         "service web: backend 127.0.0.2:8080 drains: no new flows; it leaves "
+                         "lbd's pool once its flows have ended (at most 5m00s)"}));
+  // lbd keeps it, draining: no new flows, the established ones go on.
+  EXPECT_EQ(state_of(latest_["web"], kLocal2, 8080), shm::BackendState::kDraining);
+  EXPECT_EQ(d_->config().services[0].backends.size(), 1u);  // the running config has it no more
+  // ... for as long as lbd counts flows on it.
+  const int before = lbd_telemetry.queries();
+  turn_until([] { return false; }, Millis(1200));
+  EXPECT_GE(lbd_telemetry.queries(), before + 2) << "lb-healthd should keep counting";
+  EXPECT_EQ(state_of(latest_["web"], kLocal2, 8080), shm::BackendState::kDraining);
+  r = request({{"cmd", "status"}});
+  ASSERT_EQ(r["services"][0]["backends"].size(), 2u) << r;
+  const Json& leaving = r["services"][0]["backends"][1];
+  EXPECT_EQ(leaving["removed"], true);
+  EXPECT_EQ(leaving["live"], "draining");
+  EXPECT_EQ(leaving["flows_active"], 3);
+  EXPECT_GT(leaving["drain_left_ms"].get<int64_t>(), 290000);
+
+  // Its last connection ends: it leaves lbd's pool.
+  lbd_telemetry.set("web|127.0.0.2:8080", 0);
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 1; }, Millis(3000)));
+  EXPECT_EQ(backends_in_lbd("web")[0], std::make_pair(0x7f000001u, uint16_t{1}));
+  EXPECT_EQ(request({{"cmd", "status"}})["services"][0]["backends"].size(), 1u);
+}
+
+TEST_F(ControlDaemonTest, ReloadDrainTimeoutAndNow) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("web|127.0.0.2:8080", 5);  // connections that never end
+  write_config(config_text(kSecond));
+  start();
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 2; }));
+  // A drain timeout: removed after it, flows or not.
+  write_config(config_text());
+  Json r = request({{"cmd", "config.reload"}, {"drain_timeout_ms", 400}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_NE(r["changes"].dump().find("(at most 400ms)"), std::string::npos) << r;
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(turn_until([&] { return state_of(latest_["web"], kLocal2, 8080).has_value(); }));
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 1; }, Millis(3000)));
+  EXPECT_GE(Clock::now() - t0, Millis(350));
+
+  // --now (a drain timeout of 0): removed in the same update.
+  write_config(config_text(kSecond));
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 2; }));
+  write_config(config_text());
+  r = request({{"cmd", "config.reload"}, {"drain_timeout_ms", 0}, {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["changes"], Json::array({"service web: backend 127.0.0.2:8080 removed"}));
+  EXPECT_EQ(backends_in_lbd("web").size(), 1u);
+
+  // Bad values are refused.
+  r = request({{"cmd", "config.reload"}, {"drain_timeout_ms", -1}});
+  EXPECT_EQ(r["code"], "bad_request") << r;
+  r = request({{"cmd", "config.reload"}, {"drain_timeout_ms", "5"}});
+  EXPECT_EQ(r["code"], "bad_request") << r;
+}
+
+TEST_F(ControlDaemonTest, BackendReAddedWhileDrainingIsABackendAgain) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("web|127.0.0.2:8080", 1);
+  write_config(config_text(kSecond));
+  start();
+  write_config(config_text());
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  ASSERT_TRUE(turn_until(
+      [&] { return state_of(latest_["web"], kLocal2, 8080) == shm::BackendState::kDraining; }));
+  // Back in the file before it drained: checked and served again, not removed later.
+  write_config(config_text(kSecond));
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  lbd_telemetry.set("web|127.0.0.2:8080", 0);
+  turn_until([] { return false; }, Millis(800));
+  EXPECT_EQ(backends_in_lbd("web").size(), 2u);
+  EXPECT_EQ(d_->config().services[0].backends.size(), 2u);
+  EXPECT_FALSE(request({{"cmd", "status"}})["services"][0]["backends"][1].contains("removed"));
+}
+
+TEST_F(ControlDaemonTest, ServiceRemovedByReloadDrainsBeforeLbdIsTold) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("api|127.0.0.2:8080", 2);
+  std::string with_api = config_text();
+  with_api.insert(with_api.rfind(");"),
+                  ", { name = \"api\"; vip = \"10.0.0.101\"; port = 80;\n"
+                  "    backends = ( { address = \"127.0.0.2\"; port = 8080; } ); }\n");
+  write_config(with_api);
+  start();
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("api").size() == 1; }));
+  write_config(config_text());
+  Json r = request({{"cmd", "config.reload"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_NE(r["changes"].dump().find("service api: drains before it goes"), std::string::npos) << r;
+  // lbd keeps the service, its backend draining, while it has flows.
+  turn_until([] { return false; }, Millis(800));
+  ASSERT_EQ(latest_["api"].flags & shm::kServiceRemoved, 0) << "told too early";
+  EXPECT_EQ(state_of(latest_["api"], kLocal2, 8080), shm::BackendState::kDraining);
+  r = request({{"cmd", "status"}});
+  ASSERT_EQ(r["services"].size(), 2u) << r;
+  EXPECT_EQ(r["services"][1]["removed"], true);
+  EXPECT_EQ(r["services"][1]["vip"], "10.0.0.101");
+  lbd_telemetry.set("api|127.0.0.2:8080", 0);
+  ASSERT_TRUE(
+      turn_until([&] { return (latest_["api"].flags & shm::kServiceRemoved) != 0; }, Millis(3000)));
+  EXPECT_EQ(request({{"cmd", "status"}})["services"].size(), 1u);
+}
+
+TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
+  // An operators' group that may read the file (and a mode to match) must survive a save, for
+  // the new file and for the .bak (issue 17: the group was dropped).
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the file to another owner and group";
+  constexpr uid_t kUid = 4343;
+  constexpr gid_t kGid = 4242;
+  ASSERT_EQ(::chown(config_path_.c_str(), kUid, kGid), 0) << std::strerror(errno);
+  ASSERT_EQ(::chmod(config_path_.c_str(), 0640), 0);
+  start();
+  ASSERT_EQ(request({{"cmd", "backend.add"},
+                     {"service", "web"},
+                     {"backend", {{"address", "127.0.0.2"}, {"port", 1}}}})["ok"],
+            true);
+  const Json r = request({{"cmd", "config.save"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  for (const std::string& path : {config_path_, config_path_ + ".bak"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_uid, kUid) << path;
+    EXPECT_EQ(st.st_gid, kGid) << path;
+    EXPECT_EQ(st.st_mode & 07777, 0640u) << path;
+  }
+  EXPECT_EQ(services_to_json(cfg::load_config(config_path_).services), running_services());
 }
 
 }  // namespace

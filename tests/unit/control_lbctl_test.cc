@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -145,8 +146,10 @@ TEST(LbctlRender, StatsRatesOverTheInterval) {
   EXPECT_EQ(r["backends"][0]["service"], "web");
   EXPECT_EQ(r["backends"][0]["new_flows_per_s"], 5.0);
   EXPECT_EQ(r["backends"][1]["new_flows_per_s"], 0.0);
-  const std::string text = render_stats(r, "lbd test");
-  EXPECT_NE(text.find("lbd test (2 worker(s)), rates over 2.0s"), std::string::npos) << text;
+  const std::string text = render_stats(r, "edge1", 4100);
+  EXPECT_NE(text.find("lbd instance edge1 (pid 4100, 2 worker(s)), rates over 2.0s"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("new flows     30      10"), std::string::npos) << text;
   EXPECT_NE(text.find("bad_checksum  10     3"), std::string::npos) << text;
   EXPECT_EQ(text.find("flow_miss"), std::string::npos) << "zero drops are left out";
@@ -182,7 +185,7 @@ TEST(LbctlRender, StatsPortDropsBeforeLbd) {
   EXPECT_EQ(c["dropped_before_lbd"], 1 + 2 + 300 + 40);
   EXPECT_EQ(c["dropped_before_lbd_per_s"], 120.0);
   EXPECT_EQ(r["ports"]["nic"]["dropped_before_lbd_per_s"], 4.0);
-  const std::string text = render_stats(r, "lbd test");
+  const std::string text = render_stats(r, "test", 7);
   EXPECT_NE(text.find("dropped before lbd"), std::string::npos) << text;
   EXPECT_NE(text.find("client  343                 120"), std::string::npos) << text;
   EXPECT_NE(text.find("lb-c"), std::string::npos) << text;
@@ -245,23 +248,66 @@ TEST(LbctlCapture, SaysWhyDumpcapCannotAttach) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(LbctlRender, StatsHeaderNamesTheInstance) {
+  // The default instance is called "lbd": the header said "lbd lbd (pid 7)".
+  const std::string text = render_stats(stats_report(Sample{}, Sample{}), "lbd", 7);
+  EXPECT_EQ(text.rfind("lbd instance lbd (pid 7, 0 worker(s))", 0), 0u) << text;
+  EXPECT_EQ(text.find("lbd lbd"), std::string::npos) << text;
+}
+
+TEST(LbctlRender, StatsCountersNamedForWhatTheyCount) {
+  Sample a;
+  a.stats = {{"flows_reused", 2}, {"flows_reset", 1}, {"rst_backend_stopped", 3}};
+  const std::string text = render_stats(stats_report(a, a), "lbd", 7);
+  EXPECT_NE(text.find("flows reused by a SYN  2"), std::string::npos) << text;
+  EXPECT_NE(text.find("flows reset            1"), std::string::npos) << text;
+  EXPECT_NE(text.find("RST, backend stopped   3"), std::string::npos) << text;
+  EXPECT_EQ(text.find("flows closed"), std::string::npos) << text;
+  // An older lbd's name for the same counter is shown under the new one.
+  a.stats = {{"flows_closed", 5}};
+  EXPECT_NE(render_stats(stats_report(a, a), "lbd", 7).find("flows reused by a SYN  5"),
+            std::string::npos);
+}
+
 TEST(LbctlRender, FlowsOldestFirstAndLimited) {
   const Json lines =
       Json::array({"0 10.10.0.50:40000 10.10.0.100:80 10.20.0.11:8080 established 1500 899000",
                    "1 10.10.0.50:40001 10.10.0.100:80 10.20.0.12:8080 syn_sent 20 4980", "garbage",
                    7, "0 10.10.0.50:40002 10.10.0.100:80 10.20.0.13:8080 fin_wait 90000 9000"});
-  const Json f = parse_flows(lines, 2);
+  const Json reply = {{"total", 1234}, {"workers", 2}, {"answered", 2}, {"flows", lines}};
+  const Json p = parse_flows(reply, 2);
+  EXPECT_EQ(p["total"], 1234);
+  const Json& f = p["flows"];
   ASSERT_EQ(f.size(), 2u);
   EXPECT_EQ(f[0]["client"], "10.10.0.50:40002");
   EXPECT_EQ(f[0]["age_ms"], 90000);
   EXPECT_EQ(f[1]["backend"], "10.20.0.11:8080");
   EXPECT_EQ(f[1]["state"], "established");
   EXPECT_EQ(f[1]["worker"], 0);
-  const std::string text = render_flows(f);
+  const std::string text = render_flows(p);
+  EXPECT_EQ(text.rfind("2 of 1234 flows, oldest first:\n", 0), 0u) << text;
   EXPECT_NE(text.find("10.10.0.50:40000  10.10.0.100:80  10.20.0.11:8080  established  1.5s"),
             std::string::npos)
       << text;
-  EXPECT_EQ(render_flows(Json::array()), "no flows\n");
+}
+
+TEST(LbctlRender, FlowsTotalWhenAllAreListed) {
+  const Json one = Json::array({"0 10.10.0.50:1 10.10.0.100:80 10.20.0.11:8080 SYN_SENT 3 4000"});
+  const std::string text = render_flows(
+      parse_flows({{"total", 1}, {"workers", 1}, {"answered", 1}, {"flows", one}}, 20));
+  EXPECT_EQ(text.rfind("1 flow, oldest first:\n", 0), 0u) << text;
+  EXPECT_EQ(
+      render_flows(parse_flows({{"total", 0}, {"workers", 1}, {"answered", 1}, {"flows", {}}}, 20)),
+      "no flows\n");
+  // A worker that did not finish its walk in time is said, not silently left out.
+  const std::string late = render_flows(
+      parse_flows({{"total", 1}, {"workers", 2}, {"answered", 1}, {"flows", one}}, 20));
+  EXPECT_NE(late.find("(1 of 2 workers did not answer in time"), std::string::npos) << late;
+  // An older lbd answered with the bare array of a sample, without a total.
+  const Json old = parse_flows(one, 20);
+  EXPECT_TRUE(old["total"].is_null());
+  EXPECT_EQ(old["flows"].size(), 1u);
+  EXPECT_EQ(render_flows(parse_flows(Json::array(), 20)), "no flows in the sample\n");
 }
 
 // -- Clients -------------------------------------------------------------------------------
@@ -355,6 +401,87 @@ TEST(LbctlTelemetry, SpeaksDpdkTelemetryV2) {
   EXPECT_EQ(asked[0], "/lb/stats");
   EXPECT_EQ(asked[1], "/lb/flows,20");
   EXPECT_EQ(asked[2], "/lb/nope");
+}
+
+TEST(LbctlTelemetry, StatusFromLbdAloneWhenLbHealthdIsUnreachable) {
+  // lb-healthd is down, lbd's telemetry answers: `lbctl status` shows lbd's pool (services,
+  // backends, their live states and flows) and says plainly that lb-healthd is unreachable.
+  FakeServer srv(SOCK_SEQPACKET, temp_socket("tel_status"));
+  srv.serve([&](int c) {
+    send_msg(c, R"({"version": "DPDK 22.11.0", "pid": 4100, "max_output_len": 16384})");
+    const std::map<std::string, std::string> answers = {
+        {"/lb/backends", R"({"/lb/backends": {
+           "backend_1": {"id": 1, "state": "draining", "service": "web",
+                         "address": "10.20.0.12:8080", "flows_active": 3, "flows_total": 40},
+           "backend_0": {"id": 0, "state": "active", "service": "web",
+                         "address": "10.20.0.11:8080", "flows_active": 14, "flows_total": 58},
+           "backend_2": {"id": 2, "state": "active", "service": "api",
+                         "address": "10.20.0.11:8080", "flows_active": 0, "flows_total": 5}}})"},
+        {"/lb/pool", R"({"/lb/pool": {"applied_generation": 74, "received_generation": 74,
+                                       "healthd_pid": 0, "updates_applied": 74}})"},
+        {"/lb/stats", R"({"/lb/stats": {"flows_active": 17, "workers": 1}})"}};
+    for (int i = 0; i < 3; ++i) {
+      const std::string q = recv_msg(c);
+      const auto it = answers.find(q);
+      send_msg(c, it != answers.end() ? it->second : "{}");
+    }
+    recv_msg(c);
+  });
+  Json view;
+  {
+    TelemetryClient t(srv.path(), 1000);
+    view = lbd_status(t.query("/lb/backends"), t.query("/lb/pool"), t.query("/lb/stats"), t.hello(),
+                      "cannot connect to lb-healthd at /run/lbd/lbd.sock: No such file or "
+                      "directory (is lb-healthd running?)");
+  }
+  srv.join();
+  EXPECT_EQ(view["ok"], false);
+  EXPECT_EQ(view["healthd"]["reachable"], false);
+  EXPECT_EQ(view["lbd"]["pid"], 4100);
+  EXPECT_EQ(view["lbd"]["flows_active"], 17);
+  ASSERT_EQ(view["services"].size(), 2u);
+  EXPECT_EQ(view["services"][0]["name"], "web");  // lbd's order: ids 0, 1, then 2
+  ASSERT_EQ(view["services"][0]["backends"].size(), 2u);
+  EXPECT_EQ(view["services"][0]["backends"][0]["address"], "10.20.0.11");
+  EXPECT_EQ(view["services"][0]["backends"][0]["port"], 8080);
+  EXPECT_EQ(view["services"][0]["backends"][1]["live"], "draining");
+  EXPECT_EQ(view["services"][0]["backends"][1]["lbd"]["flows_active"], 3);
+  EXPECT_EQ(view["services"][1]["name"], "api");
+  const std::string text = render_lbd_status(view);
+  EXPECT_EQ(text.rfind("lb-healthd: UNREACHABLE: cannot connect to lb-healthd at "
+                       "/run/lbd/lbd.sock: No such file or directory (is lb-healthd running?)\n",
+                       0),
+            0u)
+      << text;
+  EXPECT_NE(text.find("lbd (pid 4100) forwards with the pool it last applied (generation 74), 17 "
+                      "active flow(s)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("web (2 backend(s) in lbd)\n"
+                      "  -> 10.20.0.11:8080     active    14           58\n"
+                      "  -> 10.20.0.12:8080     draining  3            40\n"
+                      "api (1 backend(s) in lbd)\n"
+                      "  -> 10.20.0.11:8080     active    0            5\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(LbctlRender, RemovedBackendsDrainingAfterAReload) {
+  Json st = healthd_status();
+  Json& b = st["services"][0]["backends"][1];
+  b["removed"] = true;
+  b["drain_left_ms"] = 250000;
+  b["flows_active"] = 3;
+  st["services"].push_back(Json::parse(R"({"name": "old", "vip": "10.10.0.101", "port": 80,
+      "removed": true, "active": 0, "backends": []})"));
+  const std::string text = render_status(merge_status(st, lbd_backends(), ""));
+  EXPECT_NE(text.find("-> 10.20.0.14:8080     1       removed  -       draining  -            -"
+                      "           -      drains, at most 4m10s more"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("TCP  10.10.0.101:80 - (old, 0/0 active, REMOVED: draining)"),
+            std::string::npos)
+      << text;
 }
 
 TEST(LbctlTelemetry, MissingSocketSaysSo) {

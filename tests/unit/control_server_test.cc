@@ -19,8 +19,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "log.h"
 
@@ -371,6 +373,124 @@ TEST_F(ControlServerTest, SocketFileLifecycle) {
   if (getuid() == 0) {
     EXPECT_NO_THROW(ControlServer ok(o));
   }
+}
+
+// -- What clients can do to the log (issue 17) ------------------------------------------------
+
+// The log written to a file for the length of a test.
+class CapturedLog {
+ public:
+  explicit CapturedLog(const std::filesystem::path& file, LogLevel level = LogLevel::kInfo)
+      : path_(file), saved_(log_level()) {
+    fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    set_log_fd(fd_);
+    set_log_level(level);
+  }
+  ~CapturedLog() {
+    set_log_fd(-1);
+    set_log_level(saved_);
+    ::close(fd_);
+  }
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+  std::string text() const {
+    std::ifstream in(path_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+  std::vector<std::string> lines() const {
+    std::vector<std::string> out;
+    std::istringstream in(text());
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  }
+
+ private:
+  std::filesystem::path path_;
+  LogLevel saved_;
+  int fd_ = -1;
+};
+
+TEST(Log, ControlCharactersAreEscapedSoAnEventIsOneLine) {
+  const auto file = std::filesystem::path("/tmp") / ("lbctl_log_" + std::to_string(getpid()));
+  {
+    CapturedLog captured(file);
+    log(LogLevel::kInfo, "name '%s' refused",
+        "x\r\n2024-01-01T00:00:00.000Z lb-healthd[1] ERROR forged\x1b[31m\t\x7f");
+    const std::vector<std::string> lines = captured.lines();
+    ASSERT_EQ(lines.size(), 1u) << captured.text();
+    EXPECT_NE(lines[0].find(" INFO name 'x\\r\\n2024-01-01T00:00:00.000Z lb-healthd[1] ERROR "
+                            "forged\\x1b[31m\\t\\x7f' refused"),
+              std::string::npos)
+        << lines[0];
+    // UTF-8 and printable text are left alone.
+    log(LogLevel::kInfo, "caf\xc3\xa9 ok");
+    EXPECT_NE(captured.text().find("caf\xc3\xa9 ok\n"), std::string::npos);
+  }
+  std::filesystem::remove(file);
+  EXPECT_EQ(escape_control("a\nb\x01"), "a\\nb\\x01");
+}
+
+TEST(Log, LimiterAllowsABurstThenOneAPeriodAndCountsTheRest) {
+  LogLimiter limit(3, Millis(1000));
+  const auto t0 = LogLimiter::Clock::now();
+  uint64_t held = 0;
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limit.allow(7, t0, held));
+  for (int i = 0; i < 100; ++i) EXPECT_FALSE(limit.allow(7, t0 + Millis(i), held));
+  EXPECT_TRUE(limit.allow(8, t0, held)) << "another key has its own budget";
+  EXPECT_TRUE(limit.allow(7, t0 + Millis(1000), held));
+  EXPECT_EQ(held, 100u);  // said with the next line let through
+  EXPECT_FALSE(limit.allow(7, t0 + Millis(1001), held));
+  // A flood that stops: what was held back is handed out once, when the budget is back.
+  EXPECT_TRUE(limit.take_quiet(t0 + Millis(1500)).empty());
+  const auto quiet = limit.take_quiet(t0 + Millis(2500));
+  ASSERT_EQ(quiet.size(), 1u);
+  EXPECT_EQ(quiet[0], std::make_pair(uint64_t{7}, uint64_t{1}));
+  EXPECT_TRUE(limit.take_quiet(t0 + Millis(9000)).empty());
+  EXPECT_EQ(limit.keys(), 0u);  // forgotten once idle
+}
+
+TEST_F(ControlServerTest, GarbageFromAClientIsLoggedEscapedAndRateLimited) {
+  const auto file = dir_ / "healthd.log";
+  std::filesystem::create_directories(dir_);
+  CapturedLog captured(file);
+  start();
+  const int c = connect_client();
+  // 300 malformed requests at once, each with a CR and an escape sequence inside the line, one
+  // pretending to be a log line of its own.
+  std::string flood;
+  for (int i = 0; i < 300; ++i)
+    flood += "garbage " + std::to_string(i) +
+             "\r2024-01-01T00:00:00.000Z lb-healthd[1] ERROR forged\x1b[2J\n";
+  send_all(c, flood);
+  const std::vector<Json> replies = read_lines(c, 300);
+  ASSERT_EQ(replies.size(), 300u);
+  for (const Json& r : replies) EXPECT_EQ(r["code"], "malformed");
+  ::close(c);
+  const std::string text = captured.text();
+  EXPECT_EQ(text.find('\r'), std::string::npos) << "a raw CR reached the log";
+  EXPECT_EQ(text.find('\x1b'), std::string::npos) << "a raw escape sequence reached the log";
+  const std::vector<std::string> lines = captured.lines();
+  size_t about_client = 0;
+  for (const std::string& l : lines) {
+    EXPECT_EQ(l.find(" lb-healthd["), 24u) << "every line starts with a timestamp: " << l;
+    if (l.find("malformed request") != std::string::npos) ++about_client;
+  }
+  // 10 at once, then one a second: the flood is told in a few lines, not 300.
+  EXPECT_GE(about_client, 10u) << text;
+  EXPECT_LE(about_client, 12u) << text;
+  EXPECT_NE(text.find("(pid " + std::to_string(getpid()) + ", uid " + std::to_string(getuid()) +
+                      "): malformed request: not JSON"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("garbage 0\\r2024-01-01T00:00:00.000Z lb-healthd[1] ERROR forged\\x1b[2"),
+            std::string::npos)
+      << text;
+  // Once the client has stopped, what was held back is said in one line.
+  ASSERT_TRUE(pump_until(
+      [&] { return captured.text().find("were held back") != std::string::npos; }, Millis(4000)))
+      << captured.text();
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // injected clock and a bounded budget, and a long randomized run against a std::map model.
 
 #include "flow_table.h"
+#include "flow_list.h"
 
 #include <gtest/gtest.h>
 
@@ -74,6 +75,7 @@ TEST(FlowTable, TcpStateNames) {
   EXPECT_STREQ(to_string(TcpState::kFinWait), "FIN_WAIT");
   EXPECT_STREQ(to_string(TcpState::kTimeWait), "TIME_WAIT");
   EXPECT_STREQ(to_string(TcpState::kClosed), "CLOSED");
+  EXPECT_STREQ(to_string(TcpState::kReset), "RESET");
 }
 
 TEST(FlowTable, HashIsSeededAndDeterministic) {
@@ -450,30 +452,87 @@ TEST_F(FlowTableIndexFull, CallerFlowMarkedInUseBackendOverflow) {
   Run(false, 1);
 }
 
-TEST(FlowTable, SampleSkipsFreeAndExpiredRecords) {
+// Walks `t` to the end, `budget` records per step; the clients' ports of the flows listed.
+std::vector<uint16_t> list_all(const FlowTable& t, Tick now, uint32_t max, uint32_t budget,
+                               uint64_t* total = nullptr, uint32_t* steps = nullptr) {
+  FlowLister l;
+  l.start(max);
+  uint32_t n = 1;
+  while (!l.step(t, now, budget)) ++n;
+  if (total) *total = l.total();
+  if (steps) *steps = n;
+  std::vector<uint16_t> ports;
+  for (const Flow& f : l.oldest()) ports.push_back(f.client_port);
+  return ports;
+}
+
+TEST(FlowLister, SkipsFreeExpiredAndResetRecords) {
   FlowTable t(16);
-  std::vector<uint32_t> idx(6);
-  for (uint32_t i = 0; i < 6; ++i)
+  std::vector<uint32_t> idx(7);
+  for (uint32_t i = 0; i < 7; ++i)
     ASSERT_EQ(t.insert(flow_n(i, /*expires=*/i < 3 ? 10 : 100), idx[i]),
               FlowTable::InsertResult::kOk);
   t.erase(idx[4]);
-  auto seen = [&](Tick now, uint32_t max) {
-    std::set<uint32_t> got;
-    uint32_t cursor = 0;
-    const uint32_t n = t.sample(now, cursor, max, 16, [&](uint32_t i, const Flow& f) {
-      EXPECT_TRUE(f.in_use);
-      EXPECT_GT(f.expires, now);
-      got.insert(i);
-    });
-    EXPECT_EQ(n, got.size());
-    return got;
-  };
-  EXPECT_EQ(seen(5, 16), (std::set<uint32_t>{idx[0], idx[1], idx[2], idx[3], idx[5]}));
+  t.at(idx[6]).state = TcpState::kReset;  // not a connection any more
+  uint64_t total = 0;
+  // flow_n(i): client port 1024 + i, created at expires / 2: the first three are the oldest.
+  EXPECT_EQ(list_all(t, 5, 16, 16, &total), (std::vector<uint16_t>{1024, 1025, 1026, 1027, 1029}));
+  EXPECT_EQ(total, 5u);
   // Past the first three deadlines, before the aging sweep has erased them: not listed.
-  EXPECT_EQ(seen(10, 16), (std::set<uint32_t>{idx[3], idx[5]}));
-  // `max` counts listed flows only, so expired records do not use it up.
-  EXPECT_EQ(seen(10, 2), (std::set<uint32_t>{idx[3], idx[5]}));
-  EXPECT_EQ(seen(100, 16), std::set<uint32_t>{});
+  EXPECT_EQ(list_all(t, 10, 16, 3, &total), (std::vector<uint16_t>{1027, 1029}));
+  EXPECT_EQ(total, 2u);
+  EXPECT_EQ(list_all(t, 100, 16, 16, &total), std::vector<uint16_t>{});
+  EXPECT_EQ(total, 0u);
+}
+
+TEST(FlowLister, KeepsTheOldestAndCountsAll) {
+  FlowTable t(64);
+  std::mt19937 rng(5);
+  std::vector<Tick> created(40);
+  for (uint32_t i = 0; i < 40; ++i) {
+    Flow f = flow_n(i, 1000);
+    f.created = rng() % 500;
+    f.serial = i;
+    created[i] = f.created;
+    uint32_t idx;
+    ASSERT_EQ(t.insert(f, idx), FlowTable::InsertResult::kOk);
+  }
+  std::vector<uint32_t> order(40);
+  for (uint32_t i = 0; i < 40; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return created[a] < created[b]; });
+  std::vector<uint16_t> want;
+  for (uint32_t i = 0; i < 7; ++i) want.push_back(static_cast<uint16_t>(1024 + order[i]));
+  uint64_t total = 0;
+  EXPECT_EQ(list_all(t, 1, 7, 5, &total), want);
+  EXPECT_EQ(total, 40u);
+  EXPECT_EQ(list_all(t, 1, 0, 64, &total), std::vector<uint16_t>{});
+  EXPECT_EQ(total, 40u);
+}
+
+// Three flows at scattered indexes of a million-record table (the case: each call used
+// to look at a 16 k-record window only): every walk finds all three, in budget-sized steps.
+TEST(FlowLister, AMillionRecordTableIsWalkedWhole) {
+  constexpr uint32_t kCap = 1u << 20;
+  FlowTable t(kCap);
+  std::vector<uint32_t> idx(kCap);
+  for (uint32_t i = 0; i < kCap; ++i)
+    ASSERT_EQ(t.insert(flow_n(i, 100), idx[i]), FlowTable::InsertResult::kOk);
+  const std::set<uint32_t> keep = {7, kCap / 2 + 3, kCap - 1};
+  for (uint32_t i = 0; i < kCap; ++i)
+    if (!keep.count(i)) t.erase(idx[i]);
+  ASSERT_EQ(t.size(), 3u);
+  std::set<uint32_t> at;
+  for (uint32_t i : keep) at.insert(idx[i]);
+  EXPECT_GT(*at.rbegin() - *at.begin(), kCap / 2) << "the three are spread over the table";
+  for (int call = 0; call < 3; ++call) {
+    uint64_t total = 0;
+    uint32_t steps = 0;
+    const std::vector<uint16_t> ports = list_all(t, 1, 20, 1024, &total, &steps);
+    EXPECT_EQ(total, 3u);
+    EXPECT_EQ(ports.size(), 3u);
+    EXPECT_EQ(steps, kCap / 1024);
+  }
 }
 
 TEST(FlowTable, MemoryBytes) {

@@ -178,5 +178,45 @@ TEST(CheckForHealthd, AtMost256BackendsPerService) {
   EXPECT_FALSE(check_for_healthd(ok).has_value());
 }
 
+TEST(CheckForHealthd, SocketOwnerAndGroupMustExist) {
+  // lb-healthd gives its control socket to these accounts when it starts: one that does not
+  // exist must be refused where the file is validated (--check, lbctl config check, a reload),
+  // with its line, not only when the real start fails (issue 17).
+  const std::string base =
+      "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
+      "ip = \"10.0.0.1/24\"; } ); };\n"
+      "services = ( { name = \"web\"; vip = \"10.0.0.100\"; port = 80; backends = (); } );\n"
+      "healthd = {\n";
+  const cfg::Config no_user = cfg::parse_config(
+      base + "  socket_mode = \"0660\";\n  socket_owner = \"lbd-no-such-user\";\n};\n", "h.cfg");
+  std::optional<std::string> problem = check_for_healthd(no_user);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(*problem,
+            "h.cfg:5: healthd.socket_owner: no such user 'lbd-no-such-user' on this host "
+            "(lb-healthd gives its control socket to it when it starts)");
+  // Runtime changes do not look the accounts up again (they cannot change them).
+  EXPECT_FALSE(healthd_problem(no_user, false).has_value());
+
+  const cfg::Config no_group = cfg::parse_config(
+      base + "  socket_owner = \"root\";\n  socket_group = \"lbd-no-such-group\";\n};\n", "h.cfg");
+  problem = check_for_healthd(no_group);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->rfind("h.cfg:5: healthd.socket_group: no such group 'lbd-no-such-group'", 0),
+            0u)
+      << *problem;
+
+  // Accounts that exist, by name or number, pass.
+  const cfg::Config ok = cfg::parse_config(
+      base + "  socket_owner = \"root\";\n  socket_group = \"0\";\n};\n", "h.cfg");
+  EXPECT_FALSE(check_for_healthd(ok).has_value()) << *check_for_healthd(ok);
+  const cfg::Config huge =
+      cfg::parse_config(base + "  socket_owner = \"4294967295\";\n};\n", "h.cfg");
+  problem = check_for_healthd(huge);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_NE(problem->find("h.cfg:4: healthd.socket_owner: uid 4294967295 is out of range"),
+            std::string::npos)
+      << *problem;
+}
+
 }  // namespace
 }  // namespace lb::health

@@ -129,25 +129,32 @@ Bytes to_client(int c, Seg s, std::optional<uint16_t> vlan = {}) {
                            : test::eth(client_mac(c), kPortMac[kClientSide]);
   return test::tcp_frame(e, s.ip, s.tcp, 0);
 }
-// An RST from the VIP answering client c (RFC 793 reset generation).
-Bytes rst_to_client(int c, uint16_t cport, uint32_t seq, uint32_t ack, uint8_t flags,
-                    std::optional<uint16_t> vlan = {}, uint32_t from = kVip) {
+// An RST as lbd builds it (RFC 793 reset generation): fresh IPv4 header (id 0, DF, TTL 64), no
+// options, window 0, no padding.
+Bytes rst_frame(const test::Eth& e, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
+                uint32_t seq, uint32_t ack, uint8_t flags) {
   Ip ip;
-  ip.src = from;
-  ip.dst = client_ip(c);
+  ip.src = src;
+  ip.dst = dst;
   ip.ttl = 64;
   ip.id = 0;
   ip.frag = 0x4000;
   Tcp t;
-  t.sport = kVport;
-  t.dport = cport;
+  t.sport = sport;
+  t.dport = dport;
   t.seq = seq;
   t.ack = ack;
   t.flags = flags;
   t.window = 0;
+  return test::tcp_frame(e, ip, t, 0);
+}
+
+// An RST from the VIP answering client c.
+Bytes rst_to_client(int c, uint16_t cport, uint32_t seq, uint32_t ack, uint8_t flags,
+                    std::optional<uint16_t> vlan = {}, uint32_t from = kVip) {
   const test::Eth e = vlan ? test::eth_vlan(client_mac(c), kPortMac[kClientSide], *vlan)
                            : test::eth(client_mac(c), kPortMac[kClientSide]);
-  return test::tcp_frame(e, ip, t, 0);
+  return rst_frame(e, from, client_ip(c), kVport, cport, seq, ack, flags);
 }
 
 int backend_index(const Bytes& frame) {
@@ -670,7 +677,7 @@ TEST_F(ProcessorTest, SynReusingAClosedTupleIsRescheduled) {
     EXPECT_TRUE(FramesEqual(to_backend(1, syn), o.frame));
     EXPECT_EQ(State(0, cport), TcpState::kSynSent);
     EXPECT_EQ(FindFlow(0, cport)->expires, 12 + cfg_.syn_timeout);
-    EXPECT_EQ(C().flows_closed.get(), 1u);
+    EXPECT_EQ(C().flows_reused.get(), 1u);
     EXPECT_EQ(C().flows_created.get(), 2u);
     EXPECT_EQ(C().flows_active.get(), 1u);
     EXPECT_EQ(BC(0).flows_active.get(), 0u);
@@ -690,7 +697,7 @@ TEST_F(ProcessorTest, SynInsideALiveConnectionStaysOnItsBackend) {
   EXPECT_TRUE(FramesEqual(to_backend(0, syn), o.frame));
   EXPECT_EQ(State(0, 2000), TcpState::kEstablished);
   EXPECT_EQ(C().flows_created.get(), 1u);
-  EXPECT_EQ(C().flows_closed.get(), 0u);
+  EXPECT_EQ(C().flows_reused.get(), 0u);
   // Also in SYN_RECV.
   ASSERT_TRUE(IsTx(Run(client_frame(1, client_syn(1, 2001, 1)), kClientSide, 3), kBackendSide));
   ASSERT_TRUE(IsTx(
@@ -1149,7 +1156,7 @@ TEST_F(ProcessorTest, BackendRemovedFromPool) {
   o = Run(client_frame(1, client_syn(1, 100, 9)), kClientSide, 5);
   ASSERT_TRUE(IsTx(o, kBackendSide));
   EXPECT_NE(backend_index(o.frame), 1);
-  EXPECT_EQ(C().flows_closed.get(), 1u);
+  EXPECT_EQ(C().flows_reused.get(), 1u);
   EXPECT_EQ(BC(1).flows_active.get(), 0u);
   EXPECT_EQ(State(1, 100), TcpState::kSynSent);
 }
@@ -1275,6 +1282,36 @@ TEST_F(ProcessorTest, ArpNotForUs) {
   EXPECT_EQ(Drops(DropReason::kArpNotForUs), 4u);
 }
 
+// A VIP is answered for on the port whose subnet holds it, not on another port (a client-side
+// VIP asked on the backend segment is someone else's question): by default. vip_arp = "all"
+// answers every VIP on the port (a segment that treats a VIP outside it as on-link), "none"
+// none (routed VIPs: the router sends to the port's address and needs no ARP for them).
+TEST_F(ProcessorTest, ArpForAVipOnlyWhereItsSubnetIs) {
+  const uint32_t routed = ip4(192, 0, 2, 80);  // in no port's subnet
+  Pool::ServiceSpec web{kSvc, kVip, kVport, SchedulerKind::kRoundRobin, {}, {}};
+  Pool::ServiceSpec far{ServiceId{6}, routed, kVport, SchedulerKind::kRoundRobin, {}, {}};
+  pool_ = std::make_unique<Pool>(9, std::vector<Pool::ServiceSpec>{web, far});
+  const auto ask = [&](uint16_t port, uint32_t target) {
+    // From a host that is no next hop (a next hop's request is used to learn its MAC).
+    return Run(arp_request_frame(mac(0x02, 0xaa, 0, 0, 0, 0x99), ip4(10, 20, 0, 99), target,
+                                 core::kBroadcastMac),
+               port, 1);
+  };
+  EXPECT_TRUE(IsTx(ask(kClientSide, kVip), kClientSide));
+  EXPECT_TRUE(IsDrop(ask(kBackendSide, kVip), DropReason::kArpNotForUs));
+  EXPECT_TRUE(IsDrop(ask(kClientSide, routed), DropReason::kArpNotForUs));
+  EXPECT_TRUE(IsDrop(ask(kBackendSide, routed), DropReason::kArpNotForUs));
+  // vip_arp = "all" on the backend port, "none" on the client port.
+  cfg_.ports[kBackendSide].vip_arp = VipArp::kAll;
+  cfg_.ports[kClientSide].vip_arp = VipArp::kNone;
+  Restart();
+  EXPECT_TRUE(IsTx(ask(kBackendSide, kVip), kBackendSide));
+  EXPECT_TRUE(IsTx(ask(kBackendSide, routed), kBackendSide));
+  EXPECT_TRUE(IsDrop(ask(kClientSide, kVip), DropReason::kArpNotForUs));
+  // The port's own address is always answered.
+  EXPECT_TRUE(IsTx(ask(kClientSide, kPortIp[0]), kClientSide));
+}
+
 TEST_F(ProcessorTest, ArpLearnsNextHops) {
   const MacAddr moved = mac(0x02, 0xbb, 0, 0, 0x99, 0x11);
   // A reply from backend 0 with a new MAC, on the backend port.
@@ -1315,6 +1352,34 @@ TEST_F(ProcessorTest, ArpLearnsNextHops) {
   EXPECT_EQ(*neighbors_->lookup(slot_[1]), moved1);
   EXPECT_EQ(C().arp_learned.get(), 3u);
   EXPECT_EQ(C().arp_replies.get(), 1u);  // only the request for the port's address
+}
+
+// A next-hop slot no backend uses is retired (it stops matching ARP at once), then recycled for
+// another next hop, which starts unresolved (add() clears the MAC again, against a worker that
+// stored one while the slot was being retired).
+TEST(NeighborTable, RetiredSlotIsRecycledClean) {
+  NeighborTable t;
+  const uint32_t a = ip4(10, 20, 0, 30);
+  const uint32_t b = ip4(10, 20, 0, 31);
+  const uint16_t s = t.add(a, 1);
+  ASSERT_EQ(s, 0);
+  EXPECT_TRUE(t.learn(a, 1, kBackendMac[0], 5));
+  t.retire(s);
+  EXPECT_FALSE(t.used(s));
+  EXPECT_FALSE(t.lookup(s).has_value());
+  EXPECT_FALSE(t.learn(a, 1, kBackendMac[0], 6));  // no longer a next hop
+  EXPECT_EQ(t.in_use(), 0u);
+  EXPECT_EQ(t.add(b, 1), 1) << "a retired slot is not handed out before recycle()";
+  t.recycle(s);
+  const uint16_t again = t.add(a, 1);
+  EXPECT_EQ(again, s);
+  EXPECT_TRUE(t.used(again));
+  EXPECT_EQ(t.ip(again), a);
+  EXPECT_EQ(t.port(again), 1);
+  EXPECT_FALSE(t.lookup(again).has_value()) << "starts unresolved";
+  EXPECT_EQ(t.confirmed(again), 0u);
+  EXPECT_EQ(t.size(), 2u);
+  EXPECT_EQ(t.in_use(), 2u);
 }
 
 TEST_F(ProcessorTest, NeighborUnresolved) {
@@ -1647,30 +1712,66 @@ TEST_F(ProcessorTest, TwoWorkersHandOffToTheOwner) {
   EXPECT_TRUE(IsTx(Run(echo_frame(0, kVip, m), kClientSide, 3, &w1), kClientSide));
 }
 
+// An RST from client c's address:cport to backend b (what a backend of a reset flow gets).
+Bytes rst_to_backend(int b, int c, uint16_t cport, uint32_t seq) {
+  return rst_frame(test::eth(kBackendMac[b], kPortMac[kBackendSide]), client_ip(c), kBackendIp[b],
+                   cport, kBackendTcpPort, seq, 0, tf::kRst);
+}
+
 TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
   for (int c = 0; c < 3; ++c) ASSERT_NO_FATAL_FAILURE(Establish(c, 10, c, 1));
-  // Backend 0 is gone (not even draining): the client's next segment is answered with an RST
-  // from the VIP (RFC 793: SEQ = SEG.ACK) and the flow is erased.
+  // Client c's next sequence number is 1000 c + 11, the backend's 5001.
+  // Backend 0 is gone (not even draining), the client speaks first: its segment is answered
+  // with an RST from the VIP (RFC 793: SEQ = SEG.ACK).
   pool_ = make_pool({1, 2});
   const Seg up = client_seg(0, 10, tf::kAck | tf::kPsh, 11, 5001, Bytes(20, 1));
   Out o = Run(client_frame(0, up), kClientSide, 2);
   ASSERT_TRUE(IsTx(o, kClientSide));
   EXPECT_TRUE(FramesEqual(rst_to_client(0, 10, 5001, 0, tf::kRst), o.frame));
   EXPECT_EQ(C().flows_reset.get(), 1u);
-  EXPECT_EQ(FindFlow(0, 10), nullptr);
+  EXPECT_EQ(C().rst_backend_stopped.get(), 1u);
+  ASSERT_NE(FindFlow(0, 10), nullptr);
+  EXPECT_EQ(State(0, 10), TcpState::kReset);  // kept to answer late segments
   EXPECT_EQ(BC(0).flows_active.get(), 0u);
   EXPECT_EQ(BC(0).packets_in.get(), 2u);  // SYN and ACK only
   EXPECT_EQ(C().flows_active.get(), 2u);
-  EXPECT_TRUE(IsDrop(Run(client_frame(0, up), kClientSide, 3), DropReason::kFlowMiss));
+  // Its retransmission gets another RST, not a miss.
+  o = Run(client_frame(0, up), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(0, 10, 5001, 0, tf::kRst), o.frame));
+  // The backend, still up but no longer in the pool, sends its response: it gets an RST from
+  // the client's address (SEQ = SEG.ACK), so its socket closes too.
+  const Seg late = backend_seg(0, 0, 10, tf::kAck | tf::kPsh, 5001, 11, Bytes(30, 2));
+  o = Run(backend_frame(0, late), kBackendSide, 3);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(rst_to_backend(0, 0, 10, 11), o.frame));
+  EXPECT_EQ(C().rst_backend_stopped.get(), 3u);
+  EXPECT_EQ(C().flows_reset.get(), 1u);
+  EXPECT_EQ(BC(0).packets_out.get(), 1u);  // the SYN-ACK only
 
-  // Backend 1 stops too: a segment from it is dropped and its flow erased.
+  // Backend 1 stops and speaks first (a response in flight): its segment becomes the client's
+  // RST, from the VIP, with the backend's SEQ (the client's RCV.NXT) and ACK.
   pool_ = make_pool({2});
-  EXPECT_TRUE(
-      IsDrop(Run(backend_frame(1, backend_seg(1, 1, 10, tf::kAck, 5001, 11)), kBackendSide, 4),
-             DropReason::kBackendStopped));
-  EXPECT_EQ(FindFlow(1, 10), nullptr);
+  const Seg resp = backend_seg(1, 1, 10, tf::kAck | tf::kPsh, 5001, 1011, Bytes(40, 3));
+  o = Run(backend_frame(1, resp), kBackendSide, 4);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(1, 10, 5001, 1011, tf::kRst | tf::kAck), o.frame));
+  EXPECT_EQ(State(1, 10), TcpState::kReset);
   EXPECT_EQ(C().flows_reset.get(), 2u);
   EXPECT_EQ(BC(1).flows_active.get(), 0u);
+  EXPECT_EQ(BC(1).packets_out.get(), 1u);  // the RST is not the backend's traffic
+  // The client's own next segment (a retransmission, or a challenge ACK had the RST not been
+  // exact) gets its exact RST; the backend's retransmission gets one from the client.
+  const Seg c1 = client_seg(1, 10, tf::kAck, 1011, 5001);
+  o = Run(client_frame(1, c1), kClientSide, 5);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(1, 10, 5001, 0, tf::kRst), o.frame));
+  o = Run(backend_frame(1, resp), kBackendSide, 5);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(rst_to_backend(1, 1, 10, 1011), o.frame));
+  // Never an RST for an RST.
+  EXPECT_TRUE(IsDrop(Run(client_frame(1, client_seg(1, 10, tf::kRst, 1011, 0)), kClientSide, 5),
+                     DropReason::kBackendStopped));
 
   // The whole service is removed: the client's own RST is not answered with another.
   pool_ = std::make_unique<Pool>(50, std::vector<Pool::ServiceSpec>{});
@@ -1678,7 +1779,63 @@ TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
                      DropReason::kBackendStopped));
   EXPECT_EQ(C().flows_reset.get(), 3u);
   EXPECT_EQ(C().flows_active.get(), 0u);
+  EXPECT_EQ(proc().flows().size(), 3u);  // three reset records
+
+  // They go after tcp_closed_timeout (30 ticks) without counting as expired flows.
+  proc().age(5 + 31, 64);
   EXPECT_EQ(proc().flows().size(), 0u);
+  EXPECT_EQ(C().flows_expired.get(), 0u);
+  EXPECT_EQ(C().flows_created.get() - C().flows_reset.get(), C().flows_active.get());
+}
+
+TEST_F(ProcessorTest, ResetFlowTupleTakesANewSyn) {
+  ASSERT_NO_FATAL_FAILURE(Establish(0, 10, 0, 1));
+  pool_ = make_pool({1, 2});
+  const Seg up = client_seg(0, 10, tf::kAck, 11, 5001);
+  ASSERT_TRUE(IsTx(Run(client_frame(0, up), kClientSide, 2), kClientSide));
+  // The client reconnects from the same port: scheduled afresh (rr: backend 2), not counted as
+  // a reuse.
+  const Seg syn = client_syn(0, 10, 777);
+  const Out o = Run(client_frame(0, syn), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(to_backend(2, syn), o.frame));
+  EXPECT_EQ(State(0, 10), TcpState::kSynSent);
+  EXPECT_EQ(C().flows_reused.get(), 0u);
+  EXPECT_EQ(C().flows_active.get(), 1u);
+  EXPECT_EQ(BC(2).flows_active.get(), 1u);
+}
+
+TEST_F(ProcessorTest, ResetOfATaggedClientCarriesItsTag) {
+  const uint16_t tci = 0xa064;
+  const Seg syn = client_syn(2, 9999, 42);
+  ASSERT_TRUE(IsTx(Run(client_frame(2, syn, tci), kClientSide, 1), kBackendSide));
+  const Seg sa = backend_seg(0, 2, 9999, tf::kSyn | tf::kAck, 1, 43);
+  ASSERT_TRUE(IsTx(Run(backend_frame(0, sa), kBackendSide, 1), kClientSide));
+  ASSERT_TRUE(IsTx(Run(client_frame(2, client_seg(2, 9999, tf::kAck, 43, 2), tci), kClientSide, 1),
+                   kBackendSide));
+  pool_ = make_pool({1, 2});
+  const Seg fin = backend_seg(0, 2, 9999, tf::kFin | tf::kAck, 2, 43);
+  const Out o = Run(backend_frame(0, fin), kBackendSide, 2);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(2, 9999, 2, 43, tf::kRst | tf::kAck, tci), o.frame));
+  EXPECT_EQ(o.off, 128 - 4);
+}
+
+TEST_F(ProcessorTest, SynAckFromAStoppedBackendMovesTheHandshake) {
+  const Seg syn = client_syn(0, 10, 100);
+  ASSERT_TRUE(IsTx(Run(client_frame(0, syn), kClientSide, 1), kBackendSide));
+  pool_ = make_pool({1, 2});
+  // Backend 0 answers after it was removed: the client has seen nothing, so its saved SYN goes
+  // to the next backend instead (rr: backend 2), in the SYN-ACK's buffer, as on a refusal.
+  const Seg sa = backend_seg(0, 0, 10, tf::kSyn | tf::kAck, 5000, 101);
+  const Out o = Run(backend_frame(0, sa), kBackendSide, 2);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(to_backend(2, syn), o.frame));
+  EXPECT_EQ(C().retries.get(), 1u);
+  EXPECT_EQ(C().flows_reset.get(), 0u);
+  EXPECT_EQ(BC(0).flows_active.get(), 0u);
+  EXPECT_EQ(BC(2).flows_active.get(), 1u);
+  EXPECT_EQ(State(0, 10), TcpState::kSynSent);
 }
 
 // With several workers, a client segment of a flow whose service has since been removed must
@@ -1793,7 +1950,7 @@ TEST_F(ProcessorTest, CountersMatchTheTraffic) {
   EXPECT_EQ(C().flows_created.get(), created);
   EXPECT_EQ(C().flows_active.get(), proc().flows().size());
   EXPECT_EQ(active, proc().flows().size());
-  EXPECT_EQ(C().flows_created.get() - C().flows_expired.get() - C().flows_closed.get() -
+  EXPECT_EQ(C().flows_created.get() - C().flows_expired.get() - C().flows_reused.get() -
                 C().flows_reset.get(),
             C().flows_active.get());
   EXPECT_GE(proc().flows().size(), open.size());

@@ -368,6 +368,22 @@ TEST_F(SchedulerTest, WeightedFollowsPoolChanges) {
   EXPECT_NEAR(seen[4], 4000, 8);
 }
 
+// An id given to another backend starts with a fresh smooth-WRR weight once forgotten (lbd
+// forgets an id on every worker before reusing it).
+TEST_F(SchedulerTest, ForgottenIdStartsAfresh) {
+  const auto old = make_pool(SchedulerKind::kWeightedRoundRobin, {{1, 1}, {2, 1}}, 1);
+  const auto reused = make_pool(SchedulerKind::kWeightedRoundRobin, {{1, 1}, {2, 1}}, 2);
+  EXPECT_EQ(Picks(*old, 1), (std::vector<uint32_t>{1}));  // id 1 is now at -1, id 2 at +1
+  Scheduler stale = sched_;
+  const PoolService& svc = *reused->find(test::ip4(10, 10, 0, 100), 80);
+  std::vector<uint32_t> got;
+  for (int i = 0; i < 4; ++i) got.push_back(raw(stale.pick(*reused, svc, *counters_)->id));
+  EXPECT_EQ(got, (std::vector<uint32_t>{2, 1, 2, 1})) << "without forget(), the weights stay";
+  sched_.forget(static_cast<BackendId>(1));
+  sched_.forget(static_cast<BackendId>(2));
+  EXPECT_EQ(Picks(*reused, 4), (std::vector<uint32_t>{1, 2, 1, 2})) << "fresh: in list order";
+}
+
 // ---------------------------------------------------------------------------------------------
 // Random
 

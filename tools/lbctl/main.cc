@@ -4,6 +4,7 @@
 // nothing, keeps them in its state file and pushes them to lbd); counters come from lbd's DPDK
 // telemetry socket. Exit status: 0 done, 1 refused (the reason on stderr, one line), 2 usage.
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -136,9 +137,20 @@ class Context {
       control = std::make_unique<lb::ctl::ControlClient>(socket_path(), 2000);
     } catch (const lb::ctl::Error& e) {
       if (error_.empty()) throw;
-      throw Refused(std::string(e.what()) + "; " + g_.config + " does not load: " + error_);
+      throw lb::ctl::Error(std::string(e.what()) + "; " + g_.config + " does not load: " + error_);
     }
     return control->request(req, static_cast<int>(timeout_ms));
+  }
+
+  // The instance of the lbd whose telemetry socket is used: the directory it is in
+  // (/var/run/dpdk/<file prefix>/, lbd's prefix being its instance name) when that is where it is.
+  std::string lbd_instance() {
+    const std::string path = telemetry_path();
+    const std::string dir = "/var/run/dpdk/";
+    const std::string file = "/dpdk_telemetry.v2";
+    if (path.size() > dir.size() + file.size() && path.starts_with(dir) && path.ends_with(file))
+      return path.substr(dir.size(), path.size() - dir.size() - file.size());
+    return instance();
   }
 
   lb::ctl::TelemetryClient& telemetry() {
@@ -295,10 +307,82 @@ struct ServiceOptions {
   }
 };
 
+// -- Numbers on the command line ---------------------------------------------------------------
+
+// CLI11 takes an empty value as 0 (`--weight ''` set the weight to 0) and reads integers with
+// base prefixes ("010" is 8, "0x10" 16). Every number option takes decimal only: an integer is
+// [-]digits (leading zeros are dropped, so "010" is 10), a number also takes a fraction.
+std::string strict_decimal(std::string& value, bool fraction) {
+  std::string_view v = value;
+  const bool negative = !v.empty() && v[0] == '-';
+  if (negative) v.remove_prefix(1);
+  const size_t dot = fraction ? v.find('.') : std::string_view::npos;
+  const std::string_view whole = v.substr(0, dot);
+  const std::string_view part = dot == std::string_view::npos ? "" : v.substr(dot + 1);
+  const auto digits = [](std::string_view d) {
+    return d.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  if (whole.empty() || !digits(whole) || !digits(part) ||
+      (dot != std::string_view::npos && part.empty())) {
+    return std::string(fraction ? "expected a number" : "expected an integer") + ", found '" +
+           value + "'";
+  }
+  const size_t first = std::min(whole.find_first_not_of('0'), whole.size() - 1);
+  value = (negative ? "-" : "") + std::string(v.substr(first));
+  return "";
+}
+
+// Applies strict_decimal to every integer and number option of `app` and its subcommands.
+void strict_numbers(CLI::App* app) {
+  static const CLI::Validator kInteger([](std::string& v) { return strict_decimal(v, false); }, "",
+                                       "INTEGER");
+  static const CLI::Validator kNumber([](std::string& v) { return strict_decimal(v, true); }, "",
+                                      "NUMBER");
+  for (CLI::Option* o : app->get_options()) {
+    std::string type = o->get_type_name();  // "FLOAT:FLOAT in [0.001 - 60]": the type first
+    type = type.substr(0, type.find(':'));
+    // transform(): before the option's own checks (a Range says less about '').
+    if (type == "INT" || type == "UINT") o->transform(kInteger);
+    if (type == "FLOAT") o->transform(kNumber);
+  }
+  for (CLI::App* sub : app->get_subcommands({})) strict_numbers(sub);
+}
+
 // -- Commands --------------------------------------------------------------------------------
 
+// lb-healthd cannot be reached: what lbd applies, and exit 1 (the reason on stderr).
+int status_from_lbd(Context& ctx, const std::string& only, const std::string& healthd_error) {
+  Json view;
+  try {
+    lb::ctl::TelemetryClient& t = ctx.telemetry();
+    view = lb::ctl::lbd_status(t.query("/lb/backends"), t.query("/lb/pool"), t.query("/lb/stats"),
+                               t.hello(), healthd_error);
+  } catch (const std::exception& e) {
+    throw Refused(healthd_error + "; and lbd: " + e.what());
+  }
+  if (!only.empty()) {
+    Json kept = Json::array();
+    for (const Json& s : view["services"]) {
+      if (s.value("name", std::string()) == only) kept.push_back(s);
+    }
+    view["services"] = kept;
+  }
+  if (ctx.json()) {
+    print_json(view);
+  } else {
+    std::fputs(lb::ctl::render_lbd_status(view).c_str(), stdout);
+  }
+  std::fflush(stdout);
+  throw Refused(healthd_error + " (shown: what lbd applies)");
+}
+
 int cmd_status(Context& ctx, const std::string& only) {
-  Json status = ctx.call({{"cmd", "status"}});
+  Json status;
+  try {
+    status = ctx.call({{"cmd", "status"}});
+  } catch (const lb::ctl::Error& e) {
+    return status_from_lbd(ctx, only, e.what());
+  }
   check(status, ctx.json());
   if (!only.empty()) {
     Json kept = Json::array();
@@ -344,8 +428,8 @@ void pause_for(double seconds) {
 int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t count) {
   catch_interrupt();
   lb::ctl::TelemetryClient& t = ctx.telemetry();
-  const std::string title =
-      "lbd " + ctx.instance() + " (pid " + t.hello().value("pid", Json()).dump() + ")";
+  const std::string instance = ctx.lbd_instance();
+  const Json pid = t.hello().value("pid", Json());
   const bool redraw = watch && !ctx.json() && ::isatty(1);
   lb::ctl::Sample a = take_sample(t);
   int64_t frames = 0;
@@ -358,7 +442,7 @@ int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t 
       std::printf("%s\n", report.dump(watch ? -1 : 2).c_str());
     } else {
       if (redraw) std::fputs("\x1b[H\x1b[2J", stdout);
-      std::fputs(lb::ctl::render_stats(report, title).c_str(), stdout);
+      std::fputs(lb::ctl::render_stats(report, instance, pid).c_str(), stdout);
       if (watch && !redraw) std::fputs("\n", stdout);
     }
     std::fflush(stdout);
@@ -370,9 +454,9 @@ int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t 
 
 int cmd_flows(Context& ctx, int64_t limit) {
   if (limit < 1) throw Usage("--limit: at least 1");
-  const int64_t per_worker = std::min<int64_t>(limit, 256);
-  const Json lines = ctx.telemetry().query("/lb/flows," + std::to_string(per_worker));
-  const Json flows = lb::ctl::parse_flows(lines, static_cast<size_t>(limit));
+  const int64_t asked = std::min<int64_t>(limit, 256);
+  const Json reply = ctx.telemetry().query("/lb/flows," + std::to_string(asked));
+  const Json flows = lb::ctl::parse_flows(reply, static_cast<size_t>(limit));
   if (ctx.json()) {
     print_json(flows);
   } else {
@@ -542,9 +626,12 @@ int cmd_config_check(Context& ctx, const std::string& file) {
   }
 }
 
-int cmd_config_reload(Context& ctx, bool replace) {
+int cmd_config_reload(Context& ctx, bool replace, bool now, CLI::Option* drain_opt,
+                      double drain_s) {
   Json req = {{"cmd", "config.reload"}};
   if (replace) req["replace"] = true;
+  if (now) req["drain_timeout_ms"] = 0;
+  if (drain_opt->count() > 0) req["drain_timeout_ms"] = std::llround(drain_s * 1000);
   return run_change(ctx, req);
 }
 
@@ -568,7 +655,14 @@ int cmd_config_save(Context& ctx, const std::string& output) {
     return 0;
   }
   try {
-    lb::health::write_file_atomic(output, text, 0644);
+    // A file written over keeps its mode, owner and group, like lb-healthd's own save.
+    struct stat st {};
+    if (::stat(output.c_str(), &st) == 0) {
+      lb::health::write_file_atomic(output, text, st.st_mode & 07777,
+                                    lb::health::FileOwner{st.st_uid, st.st_gid});
+    } else {
+      lb::health::write_file_atomic(output, text, 0644);
+    }
   } catch (const std::exception& e) {
     throw Refused(e.what());
   }
@@ -708,9 +802,9 @@ int run(int argc, char** argv) {
   stats->callback([&] {
     action = [&] { return cmd_stats(ctx, watch_opt->count() > 0, watch_s, interval_s, count); };
   });
-  auto* flows = app.add_subcommand("flows", "a sample of lbd's flow table");
+  auto* flows = app.add_subcommand("flows", "lbd's live flows: their number and the oldest");
   int64_t limit = 20;
-  flows->add_option("--limit", limit, "at most N flows (default 20)");
+  flows->add_option("--limit", limit, "list the N oldest flows (default 20, at most 256)");
   flows->callback([&] { action = [&] { return cmd_flows(ctx, limit); }; });
 
   // capture
@@ -738,7 +832,22 @@ int run(int argc, char** argv) {
       "reload", "lb-healthd re-reads its file and applies what changed in it");
   c_reload->add_flag("--replace", replace,
                      "the file replaces the running services (runtime changes are dropped)");
-  c_reload->callback([&] { action = [&] { return cmd_config_reload(ctx, replace); }; });
+  bool reload_now = false;
+  double reload_drain = 0;
+  CLI::Option* now_opt = c_reload->add_flag(
+      "--now", reload_now, "what the file removes goes at once: its connections are reset");
+  CLI::Option* reload_drain_opt =
+      c_reload
+          ->add_option("--drain-timeout", reload_drain,
+                       "seconds what the file removes may drain (default: the file's "
+                       "healthd.drain_timeout_ms)")
+          ->check(CLI::Range(0.0, 86400.0));
+  reload_drain_opt->excludes(now_opt);
+  c_reload->callback([&] {
+    action = [&] {
+      return cmd_config_reload(ctx, replace, reload_now, reload_drain_opt, reload_drain);
+    };
+  });
   auto* c_save = config->add_subcommand(
       "save", "write the running configuration over lb-healthd's file (or to -o FILE)");
   c_save->add_option("-o,--output", output, "write here instead ('-': standard output)");
@@ -746,6 +855,7 @@ int run(int argc, char** argv) {
   auto* c_diff = config->add_subcommand("diff", "runtime changes not in the file");
   c_diff->callback([&] { action = [&] { return cmd_config_diff(ctx); }; });
 
+  strict_numbers(&app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

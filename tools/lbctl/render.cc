@@ -61,6 +61,16 @@ std::map<std::string, Json> backends_by_key(const Json& backends) {
   return out;
 }
 
+// A group of a table's rows under a line of its own (a service and its backends).
+struct Section {
+  std::string header;
+  size_t first = 0;  // index in the rows
+  size_t count = 0;
+};
+
+std::string format_table_with_sections(const std::vector<std::vector<std::string>>& rows,
+                                       const std::vector<Section>& sections);
+
 }  // namespace
 
 std::string format_table(const std::vector<std::vector<std::string>>& rows,
@@ -176,17 +186,13 @@ std::string render_status(const Json& m) {
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"  -> RemoteAddress:Port", "Weight", "Admin", "Health", "Live", "ActiveFlows",
                   "TotalFlows", "For", "LastCheck"});
-  struct Block {
-    std::string header;
-    size_t first = 0;
-    size_t count = 0;
-  };
-  std::vector<Block> blocks;
+  std::vector<Section> blocks;
   for (const Json& s : m.value("services", Json::array())) {
-    Block b;
+    Section b;
     const Json bs = s.value("backends", Json::array());
     std::string flags =
         str(s, "name") + ", " + str(s, "active", "0") + "/" + std::to_string(bs.size()) + " active";
+    if (s.value("removed", false)) flags += ", REMOVED: draining";
     if (s.value("fail_open", false)) flags += ", FAIL-OPEN";
     if (s.value("pending", false)) flags += ", update pending";
     std::string proto = str(s, "protocol", "tcp");
@@ -196,31 +202,119 @@ std::string render_status(const Json& m) {
     b.first = rows.size();
     for (const Json& be : bs) {
       const Json& c = be.value("lbd", Json());
+      const bool removed = be.value("removed", false);
       std::string last = str(be, "last_result");
       if (be.value("last_http_status", 0) != 0 || last == "ok")
         last += " in " + format_ms(be.value("last_latency_ms", int64_t{0}));
+      // Removed by a reload: no more checks; it leaves lbd's pool once its flows have ended.
+      if (removed)
+        last = "drains, at most " + format_ms(be.value("drain_left_ms", int64_t{0})) + " more";
       rows.push_back({"  -> " + str(be, "address") + ":" + str(be, "port"), str(be, "weight"),
-                      str(be, "admin"), str(be, "health"), str(be, "live"),
-                      c.is_object() ? str(c, "flows_active", "0") : "-",
+                      removed ? "removed" : str(be, "admin"), removed ? "-" : str(be, "health"),
+                      str(be, "live"), c.is_object() ? str(c, "flows_active", "0") : "-",
                       c.is_object() ? str(c, "flows_total", "0") : "-",
-                      format_ms(be.value("in_state_ms", int64_t{-1})), last});
+                      removed ? "-" : format_ms(be.value("in_state_ms", int64_t{-1})), last});
     }
     b.count = rows.size() - b.first;
     blocks.push_back(b);
   }
-  // One table for the alignment; the service lines are put between its rows.
-  const std::string table = format_table(rows);
-  std::vector<std::string> lines;
-  std::istringstream in(table);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  o << "Prot LocalAddress:Port Scheduler (Service, Flags)\n";
-  o << lines[0] << "\n";
-  for (const Block& b : blocks) {
-    o << b.header << "\n";
-    for (size_t i = b.first; i < b.first + b.count; ++i) o << lines[i] << "\n";
-  }
+  o << "Prot LocalAddress:Port Scheduler (Service, Flags)\n"
+    << format_table_with_sections(rows, blocks);
   return o.str();
 }
+
+Json lbd_status(const Json& backends, const Json& pool, const Json& stats, const Json& hello,
+                const std::string& healthd_error) {
+  Json out = {{"ok", false}, {"healthd", {{"reachable", false}, {"error", healthd_error}}}};
+  out["lbd"] = {{"pid", hello.is_object() ? hello.value("pid", Json()) : Json()},
+                {"applied_generation", u64(pool, "applied_generation")},
+                {"received_generation", u64(pool, "received_generation")},
+                {"healthd_pid", u64(pool, "healthd_pid")},
+                {"flows_active", u64(stats, "flows_active")}};
+  // In lbd's id order, grouped by service in the order each first appears.
+  std::vector<std::pair<uint64_t, Json>> list;
+  if (backends.is_object()) {
+    for (auto it = backends.begin(); it != backends.end(); ++it)
+      list.emplace_back(u64(it.value(), "id"), it.value());
+  }
+  std::sort(list.begin(), list.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  Json services = Json::array();
+  std::map<std::string, size_t> index;
+  for (const auto& [id, b] : list) {
+    const std::string service = str(b, "service", "");
+    const std::string address = str(b, "address", "");
+    const size_t colon = address.rfind(':');
+    auto [at, fresh] = index.try_emplace(service, services.size());
+    if (fresh) services.push_back({{"name", service}, {"backends", Json::array()}});
+    Json c = b;
+    for (const char* k : {"service", "address", "state", "id"}) c.erase(k);
+    Json e = {{"address", address.substr(0, colon)},
+              {"port", colon == std::string::npos ? Json() : Json(address.substr(colon + 1))},
+              {"live", str(b, "state")},
+              {"lbd", std::move(c)}};
+    if (colon != std::string::npos) {
+      try {
+        e["port"] = std::stoi(address.substr(colon + 1));
+      } catch (const std::exception&) {
+      }
+    }
+    services[at->second]["backends"].push_back(std::move(e));
+  }
+  out["services"] = std::move(services);
+  return out;
+}
+
+std::string render_lbd_status(const Json& m) {
+  std::ostringstream o;
+  const Json& h = m.value("healthd", Json::object());
+  const Json& l = m.value("lbd", Json::object());
+  o << "lb-healthd: UNREACHABLE: " << str(h, "error") << "\n";
+  o << "lbd (pid " << str(l, "pid") << ") forwards with the pool it last applied (generation "
+    << str(l, "applied_generation") << "), " << str(l, "flows_active", "0")
+    << " active flow(s); health, admin states and runtime changes wait for lb-healthd.\n";
+  if (u64(l, "healthd_pid") != 0) {
+    o << "lbd still sees lb-healthd attached (pid " << u64(l, "healthd_pid")
+      << "): is its control socket elsewhere (--socket)?\n";
+  }
+  o << "\n";
+  std::vector<std::vector<std::string>> rows = {
+      {"  -> RemoteAddress:Port", "Live", "ActiveFlows", "TotalFlows"}};
+  std::vector<Section> blocks;
+  for (const Json& s : m.value("services", Json::array())) {
+    const Json bs = s.value("backends", Json::array());
+    blocks.push_back({str(s, "name") + " (" + std::to_string(bs.size()) + " backend(s) in lbd)",
+                      rows.size(), 0});
+    for (const Json& b : bs) {
+      const Json& c = b.value("lbd", Json::object());
+      rows.push_back({"  -> " + str(b, "address") + ":" + str(b, "port"), str(b, "live"),
+                      str(c, "flows_active", "0"), str(c, "flows_total", "0")});
+    }
+    blocks.back().count = bs.size();
+  }
+  o << "Service (as lbd names it)\n" << format_table_with_sections(rows, blocks);
+  if (blocks.empty()) o << "(lbd has no backend)\n";
+  return o.str();
+}
+
+namespace {
+
+std::string format_table_with_sections(const std::vector<std::vector<std::string>>& rows,
+                                       const std::vector<Section>& sections) {
+  // One table for the alignment; the section lines are put between its rows (rows[0] is the
+  // column header).
+  std::vector<std::string> lines;
+  std::istringstream in(format_table(rows));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  std::string out = lines.empty() ? "" : lines[0] + "\n";
+  for (const Section& s : sections) {
+    out += s.header + "\n";
+    for (size_t i = s.first; i < s.first + s.count && i < lines.size(); ++i) out += lines[i] + "\n";
+  }
+  return out;
+}
+
+}  // namespace
 
 // -- stats -----------------------------------------------------------------------------------
 
@@ -324,10 +418,10 @@ Json stats_report(const Sample& a, const Sample& b) {
   return r;
 }
 
-std::string render_stats(const Json& r, const std::string& title) {
+std::string render_stats(const Json& r, const std::string& instance, const Json& pid) {
   std::ostringstream o;
-  o << title << " (" << str(r, "workers") << " worker(s)), rates over "
-    << fixed1(num(r, "interval_s")) << "s\n\n";
+  o << "lbd instance " << instance << " (pid " << (pid.is_null() ? "?" : pid.dump()) << ", "
+    << str(r, "workers") << " worker(s)), rates over " << fixed1(num(r, "interval_s")) << "s\n\n";
   const Json& t = r["totals"];
   const Json& rt = r["rates"];
   std::vector<std::vector<std::string>> rows = {{"", "total", "per second"}};
@@ -343,11 +437,14 @@ std::string render_stats(const Json& r, const std::string& title) {
   line("new flows", "flows_created");
   line("active flows", "flows_active", false);
   line("flows expired", "flows_expired");
-  line("flows closed", "flows_closed");
+  line("flows reused by a SYN", "flows_reused");
+  line("flows reused by a SYN", "flows_closed");  // what an older lbd called it
+  line("flows reset", "flows_reset");
   line("flows refused", "flows_refused");
   line("retries", "retries");
   line("RST, no backend", "rst_no_backend");
   line("RST, flow miss", "rst_flow_miss");
+  line("RST, backend stopped", "rst_backend_stopped");
   line("dropped", "dropped");
   o << format_table(rows);
 
@@ -415,11 +512,19 @@ std::string render_stats(const Json& r, const std::string& title) {
 
 // -- flows -----------------------------------------------------------------------------------
 
-Json parse_flows(const Json& lines, size_t limit) {
-  Json out = Json::array();
-  if (!lines.is_array()) return out;
+Json parse_flows(const Json& reply, size_t limit) {
+  Json out = {
+      {"total", nullptr}, {"workers", nullptr}, {"answered", nullptr}, {"flows", Json::array()}};
+  const Json* lines = &reply;
+  if (reply.is_object()) {
+    for (const char* k : {"total", "workers", "answered"})
+      if (reply.contains(k) && reply[k].is_number_integer()) out[k] = u64(reply, k);
+    if (!reply.contains("flows")) return out;
+    lines = &reply["flows"];
+  }
+  if (!lines->is_array()) return out;
   std::vector<Json> all;
-  for (const Json& l : lines) {
+  for (const Json& l : *lines) {
     if (!l.is_string()) continue;
     std::istringstream in(l.get<std::string>());
     uint64_t worker = 0;
@@ -438,11 +543,12 @@ Json parse_flows(const Json& lines, size_t limit) {
   std::stable_sort(all.begin(), all.end(), [](const Json& a, const Json& b) {
     return a["age_ms"].get<uint64_t>() > b["age_ms"].get<uint64_t>();
   });
-  for (size_t i = 0; i < all.size() && i < limit; ++i) out.push_back(std::move(all[i]));
+  for (size_t i = 0; i < all.size() && i < limit; ++i) out["flows"].push_back(std::move(all[i]));
   return out;
 }
 
-std::string render_flows(const Json& flows) {
+std::string render_flows(const Json& parsed) {
+  const Json& flows = parsed.value("flows", Json::array());
   std::vector<std::vector<std::string>> rows = {
       {"client", "vip", "backend", "state", "age", "expires in", "worker"}};
   for (const Json& f : flows) {
@@ -450,8 +556,27 @@ std::string render_flows(const Json& flows) {
                     format_ms(f.value("age_ms", int64_t{0})),
                     format_ms(f.value("expires_in_ms", int64_t{0})), str(f, "worker")});
   }
-  if (rows.size() == 1) return "no flows\n";
-  return format_table(rows);
+  std::string head;
+  const Json& total = parsed.value("total", Json());
+  if (total.is_number_integer()) {
+    const uint64_t t = u64(parsed, "total");
+    if (t == 0 && flows.empty()) {
+      head = "no flows\n";
+    } else if (t <= flows.size()) {
+      head = std::to_string(t) + (t == 1 ? " flow" : " flows") + ", oldest first:\n";
+    } else {
+      head = std::to_string(flows.size()) + " of " + std::to_string(t) + " flows, oldest first:\n";
+    }
+  } else if (flows.empty()) {
+    head = "no flows in the sample\n";  // an older lbd, which only sampled its table
+  }
+  const uint64_t workers = u64(parsed, "workers");
+  const uint64_t answered = u64(parsed, "answered");
+  if (workers > answered)
+    head += "(" + std::to_string(workers - answered) + " of " + std::to_string(workers) +
+            " workers did not answer in time: their flows are missing)\n";
+  if (rows.size() == 1) return head;
+  return head + format_table(rows);
 }
 
 }  // namespace lb::ctl

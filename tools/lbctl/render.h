@@ -28,6 +28,15 @@ Json merge_status(const Json& status, const Json& backends, const std::string& u
 // The ipvsadm-like table of a merged status.
 std::string render_status(const Json& merged);
 
+// When lb-healthd cannot be reached: what lbd alone says it applies, from its telemetry
+// (/lb/backends, /lb/pool, /lb/stats and the hello), with why lb-healthd could not be asked
+// (`healthd_error`). Services and backends as lbd names them; health, admin states and VIPs are
+// lb-healthd's and absent. {"ok": false, "healthd": {"reachable": false, "error": ...}, "lbd":
+// {...}, "services": [{"name", "backends": [{"address", "port", "live", "lbd": {...}}]}]}.
+Json lbd_status(const Json& backends, const Json& pool, const Json& stats, const Json& hello,
+                const std::string& healthd_error);
+std::string render_lbd_status(const Json& status);
+
 // -- stats ---------------------------------------------------------------------------------
 
 struct Sample {
@@ -40,13 +49,16 @@ struct Sample {
 
 // Totals from `b`, rates over b - a.
 Json stats_report(const Sample& a, const Sample& b);
-std::string render_stats(const Json& report, const std::string& title);
+// `instance` is lbd's instance name, `pid` its process id (from the telemetry hello).
+std::string render_stats(const Json& report, const std::string& instance, const Json& pid);
 
 // -- flows ---------------------------------------------------------------------------------
 
-// /lb/flows' lines ("worker client vip backend state age_ms expires_in_ms") as objects, at most
-// `limit`, oldest first.
-Json parse_flows(const Json& lines, size_t limit);
-std::string render_flows(const Json& flows);
+// /lb/flows' reply ({"total", "workers", "answered", "flows": lines}, or the bare array of lines
+// of an older lbd, which had no total) as {"total": N or null, "workers", "answered", "flows":
+// [objects]}: each line ("worker client vip backend state age_ms expires_in_ms") an object, at
+// most `limit`, oldest first.
+Json parse_flows(const Json& reply, size_t limit);
+std::string render_flows(const Json& parsed);
 
 }  // namespace lb::ctl

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# lb-healthd's and lbctl's front doors: usage errors exit 2 with one clear line (never CLI11's own
+# codes, such as 106 for a missing --config), --help and --version exit 0, validation refuses
+# what the start would refuse. Needs no daemon.
+# Usage: tools_cli_test.sh LB_HEALTHD LBCTL EXAMPLES_DIR
+set -u
+healthd=$1
+lbctl=$2
+examples=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+
+# -- lb-healthd: usage errors are 2 ---------------------------------------------------------------
+expect "lb-healthd without --config" 2 "^lb-healthd: --config is required" -- "$healthd"
+expect "lb-healthd --check without --config" 2 "config is required" -- "$healthd" --check
+expect "lb-healthd unknown option" 2 "^lb-healthd: .*--bogus" -- \
+  "$healthd" --config "$examples/demo.cfg" --bogus
+expect "lb-healthd --config without a value" 2 "^lb-healthd: " -- "$healthd" --config
+expect "lb-healthd bad --log-level" 2 "^lb-healthd: --log-level" -- \
+  "$healthd" --config "$examples/demo.cfg" --log-level loud --check
+expect "lb-healthd --help" 0 "--config" -- "$healthd" --help
+expect "lb-healthd --version" 0 "lb-healthd 0\\." -- "$healthd" --version
+expect "lb-healthd --check on a good file" 0 "OK \\(1 service" -- \
+  "$healthd" --config "$examples/demo.cfg" --check
+
+# -- the control socket's accounts are checked where the file is validated ----------------------
+{
+  cat "$examples/demo.cfg"
+  printf 'healthd = {\n  control_socket = "%s/ctl.sock";\n  socket_owner = "lbd-no-such-user";\n};\n' "$tmp"
+} >"$tmp/owner.cfg"
+line=$(grep -n 'socket_owner' "$tmp/owner.cfg" | cut -d: -f1)
+expect "lb-healthd --check: socket_owner that does not exist, with file:line" 1 \
+  "^lb-healthd: $tmp/owner.cfg:$line: healthd.socket_owner: no such user 'lbd-no-such-user'" -- \
+  "$healthd" --config "$tmp/owner.cfg" --check
+expect "lbctl config check: the same" 1 \
+  "^lbctl: $tmp/owner.cfg:$line: healthd.socket_owner: no such user 'lbd-no-such-user'" -- \
+  "$lbctl" config check "$tmp/owner.cfg"
+sed 's/socket_owner = "lbd-no-such-user"/socket_group = "lbd-no-such-group"/' "$tmp/owner.cfg" \
+  >"$tmp/group.cfg"
+expect "lb-healthd --check: socket_group that does not exist" 1 \
+  "^lb-healthd: $tmp/group.cfg:$line: healthd.socket_group: no such group 'lbd-no-such-group'" -- \
+  "$healthd" --config "$tmp/group.cfg" --check
+# ... and the real start refuses the same file the same way, before touching anything.
+expect "lb-healthd start: the same refusal" 1 "healthd.socket_group: no such group" -- \
+  "$healthd" --config "$tmp/group.cfg"
+[ -e "$tmp/ctl.sock" ] && { echo "FAIL: the refused start left a socket"; fails=$((fails + 1)); }
+
+# -- lbctl: number options are decimal, and an empty one is not 0 --------------------------------
+for args in "backend set web 10.20.0.11:8080 --weight ''" \
+            "backend add web 10.20.0.14:8080 --weight ''" \
+            "backend set web 10.20.0.11:8080 --weight 0x10" \
+            "backend set web 10.20.0.11:8080 --weight 1e3" \
+            "backend set web 10.20.0.11:8080 --weight ' 5'" \
+            "backend set web 10.20.0.11:8080 --weight five" \
+            "service set web --port ''" \
+            "service set web --interval ''" \
+            "service add x 10.10.0.9:80 --rise ''" \
+            "flows --limit ''" \
+            "stats --count ''" \
+            "--timeout '' status" \
+            "backend remove web 10.20.0.11:8080 --drain-timeout ''" \
+            "config reload --drain-timeout ''"; do
+  opt=$(eval "set -- $args"; for a; do case $a in --*) last=$a;; esac; done; echo "$last")
+  eval "set -- $args"
+  expect "lbctl $args" 2 "^lbctl: $opt: expected (an integer|a number), found " -- \
+    "$lbctl" --socket "$tmp/none.sock" "$@"
+done
+# Leading zeros are decimal (not octal), and the value reaches the request: here it fails only
+# because no lb-healthd listens (exit 1, not 2).
+expect "lbctl --weight 010 is accepted" 1 "cannot connect to lb-healthd" -- \
+  "$lbctl" --socket "$tmp/none.sock" backend set web 10.20.0.11:8080 --weight 010
+expect "lbctl config reload --now --drain-timeout 5: excluded" 2 "excludes" -- \
+  "$lbctl" --socket "$tmp/none.sock" config reload --now --drain-timeout 5
+expect "lbctl without a subcommand" 2 "^lbctl: " -- "$lbctl"
+expect "lbctl unknown option" 2 "^lbctl: .*--bogus" -- "$lbctl" --bogus status
+expect "lbctl --help" 0 "Exit status" -- "$lbctl" --help
+expect "lbctl --version" 0 "lbctl 0\\." -- "$lbctl" --version
+
+[ $fails -eq 0 ]
