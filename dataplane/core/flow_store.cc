@@ -151,13 +151,16 @@ RestoreReport restore_flows(FlowTable& table, Tick now, int64_t shift,
       ++r.expired;
       continue;
     }
+    f.serial = ++r.kept;
+    // A reset record (Processor::backend_stopped) names no backend: it only answers late
+    // segments with RSTs, which go back where they came from.
+    if (f.state == TcpState::kReset) continue;
     const FlowBinding b = bind(f);
     f.backend = b.backend;
     f.service = b.service;
     f.backend_port_id = b.backend_port_id;
     f.neighbor = b.neighbor;
     if (b.backend == kGoneBackend) ++r.gone;
-    f.serial = ++r.kept;
   }
   return r;
 }

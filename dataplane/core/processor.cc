@@ -70,6 +70,7 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowT
   const double sweep_s = cap <= kRecordsPerSecond ? 1.0 : double(cap) / kRecordsPerSecond;
   const double interval = sweep_s * double(cfg.ticks_per_second) * kAgeBatch / double(cap);
   age_interval_ = interval < 1 ? 1 : static_cast<Tick>(interval);
+  // New flows must not take the creation number of a restored one: it keys the SYN cache.
   if (table_.size() != 0) adopt_flows();
 }
 
@@ -77,16 +78,18 @@ void Processor::adopt_flows() {
   for (uint32_t idx = 0; idx < table_.capacity(); ++idx) {
     const Flow& f = table_.at(idx);
     if (!f.in_use) continue;
-    if (f.backend > kGoneBackend || f.client_port_id >= cfg_.nports ||
-        f.backend_port_id >= cfg_.nports || f.neighbor >= kMaxNeighbors ||
-        f.state > TcpState::kClosed) {
+    // A reset record (backend_stopped()) names no backend and is not counted as a flow.
+    const bool reset = f.state == TcpState::kReset && f.backend == raw(kNoBackend);
+    if ((!reset && (f.backend > kGoneBackend || f.state > TcpState::kClosed)) ||
+        f.client_port_id >= cfg_.nports || f.backend_port_id >= cfg_.nports ||
+        f.neighbor >= kMaxNeighbors) {
       table_.erase(idx);
       continue;
     }
+    if (f.serial > serial_) serial_ = f.serial;
+    if (reset) continue;
     counters_->flows_active.add();
     counters_->backend[f.backend].flows_active.add();
-    // New flows must not take the creation number of a restored one: it keys the SYN cache.
-    if (f.serial > serial_) serial_ = f.serial;
   }
 }
 

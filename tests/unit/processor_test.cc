@@ -921,13 +921,18 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
     add(4, [](Flow& f) { f.backend_port_id = 7; });
     add(5, [](Flow& f) { f.state = static_cast<TcpState>(200); });
     add(6, [](Flow& f) { f.neighbor = kMaxNeighbors; });
+    add(7, [](Flow& f) {  // a reset record: kept, but no flow and no backend's
+      f.state = TcpState::kReset;
+      f.backend = raw(kNoBackend);
+    });
   }
   proc_ = std::make_unique<Processor>(
       cfg_, *neighbors_,
       FlowTable(cfg_.flow_capacity, cfg_.hash_seed, region, FlowTable::Region::kAttach));
-  EXPECT_EQ(proc().flows().size(), 2u);
+  EXPECT_EQ(proc().flows().size(), 3u);
   EXPECT_NE(FindFlow(0, 100), nullptr);
   EXPECT_NE(FindFlow(1, 100), nullptr);
+  EXPECT_NE(FindFlow(7, 100), nullptr);
   EXPECT_EQ(C().flows_active.get(), 2u);
   EXPECT_EQ(C().backend[kGoneBackend].flows_active.get(), 1u);
   // The flow whose backend is gone: its next client segment gets the backend-stopped RST.
