@@ -60,6 +60,10 @@ int main(int argc, char** argv) {
       "--file-prefix (default: the instance name; lbctl and dpdk-dumpcap find lbd by it),\n"
       "--log-level=lb:debug, -m/--no-huge (single-process only: no packet capture).\n"
       "All of them: lbd --eal-help, or the DPDK guide's \"EAL parameters\" page.\n"
+      "Flows survive a restart: each worker's flow table is kept in\n"
+      "/dev/hugepages (or /dev/shm)/lbd-INSTANCE-flows-W and taken over by the next lbd of the\n"
+      "instance if capacity, workers and ports are unchanged (else discarded, and logged);\n"
+      "--fresh discards them; dataplane.flows.persist = false keeps them in lbd's memory.\n"
       "Manual: lbd(8), lbd.cfg(5).");
   std::string config_path;
   bool check = false;
