@@ -2,7 +2,8 @@
 """The whole system end to end: lbd on tools/netns.sh's topology (AF_XDP, else af_packet),
 lb-healthd checking three lb-backend servers, real HTTP clients in the client namespace.
 
-usage: system_test.py BUILD_DIR SCENARIO     (SCENARIO: one of SCENARIOS below, or "all")
+usage: system_test.py BUILD_DIR SCENARIO [--scheduler NAME]
+       (SCENARIO: one of SCENARIOS below, or "all"; the service's scheduler, default rr)
 Exit 0 pass, 1 fail, 77 skipped (with the reason: no root / no namespaces).
 Each scenario brings the topology up and tears it down, so each can run (and fail) alone.
 """
@@ -33,8 +34,9 @@ def addr(i):
 
 
 class System:
-    def __init__(self, build):
+    def __init__(self, build, scheduler="rr"):
         self.build = build
+        self.scheduler = scheduler
         self.tmp = tempfile.TemporaryDirectory()
         self.procs = Procs(self.tmp.name)
         self.cfg = os.path.join(self.tmp.name, "lbd.cfg")
@@ -59,7 +61,7 @@ class System:
 dataplane: {{ workers = 1; flows = {{ capacity = 65536; }};
   ports = ( {{ name = "client"; device = "{dev[0]}"; ip = "10.10.0.1/24"; }},
             {{ name = "backend"; device = "{dev[1]}"; ip = "10.20.0.1/24"; }} ); }};
-services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
+services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self.scheduler}";
     health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
                fall = {FALL}; jitter_pct = 0; }};
     backends = (
@@ -75,10 +77,11 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
         wait_for(f"backend-{i} listening",
                  lambda: self.ctl(i, "/control/state", post=False), 10)
 
-    def start_lbd(self):
+    def start_lbd(self, fresh=False):
+        # --fresh at set-up: no flow of an earlier run or scenario (the same instance) goes on.
         self.procs.start("lbd", [os.path.join(self.build, "dataplane", "lbd"), "--lcores",
                                  "0@0,1@1", "--no-pci", "--no-huge", "-m", "512", "--",
-                                 "--config", self.cfg])
+                                 "--config", self.cfg] + (["--fresh"] if fresh else []))
 
     def lbd_ready(self):
         wait_for("the VIP answering ping", lambda: subprocess.run(
@@ -98,7 +101,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
         for i in (1, 2, 3):
             self.start_backend(i)
         self.write_config()
-        self.start_lbd()
+        self.start_lbd(fresh=True)
         try:
             self.lbd_ready()
         except Failure:
@@ -106,7 +109,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
             self.procs.stop("lbd")
             self.pmd = "af_packet"
             self.write_config()
-            self.start_lbd()
+            self.start_lbd(fresh=True)
             self.lbd_ready()
         self.start_healthd()
         self.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
@@ -115,6 +118,10 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
 
     def down(self):
         self.procs.stop_all()
+        for d in ("/dev/hugepages", "/dev/shm"):  # the flow tables lbd keeps across restarts
+            for name in os.listdir(d) if os.path.isdir(d) else []:
+                if name.startswith(f"lbd-{PREFIX}-flows-"):
+                    os.unlink(os.path.join(d, name))
         self.netns("down")
         self.tmp.cleanup()
 
@@ -289,6 +296,65 @@ def lbd_restart(s):
     check(spread_ok(r["counts"], ["backend-1", "backend-2"], 15), "traffic not balanced")
 
 
+def restart_keeping_flows(s, sig, name):
+    """200 keep-alive connections through lbd; lbd stopped with `sig` and started again: none
+    of them may see a reset or a failed request (the flow tables outlive lbd)."""
+    n, hold_s = 200, 16
+    # lb-backend (cpp-httplib) serves a few keep-alive connections at a time and closes each
+    # after 5 requests: HTTP/1.1 servers with a thread per connection take its place, with a
+    # /healthcheck file for lb-healthd.
+    for i in (1, 2, 3):
+        # `ip netns exec` may run lb-backend as its child: stop what runs in the namespace
+        # (this test's own processes, by PID), then the wrapper.
+        ns_pids = subprocess.run(["ip", "netns", "pids", f"{PREFIX}-b{i}"], capture_output=True,
+                                 text=True).stdout.split()
+        for pid in ns_pids:
+            os.kill(int(pid), signal.SIGKILL)
+        s.procs.stop(f"backend-{i}", signal.SIGKILL)
+        wait_for(f"backend-{i} gone", lambda: not s.ctl(i, "/control/state", post=False), 10)
+        www = os.path.join(s.tmp.name, f"www{i}")
+        os.makedirs(www, exist_ok=True)
+        for f, text in (("healthcheck", "ok\n"), ("index.html", f"backend-{i}\n")):
+            with open(os.path.join(www, f), "w") as out:
+                out.write(text)
+        s.procs.start(f"http-{i}", ["ip", "netns", "exec", f"{PREFIX}-b{i}", "python3", "-m",
+                                    "http.server", "8080", "--bind", BACKENDS[i], "--protocol",
+                                    "HTTP/1.1", "--directory", www])
+        wait_for(f"http-{i} listening", lambda: s.ctl(i, "/healthcheck", post=False), 10)
+    s.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
+    hold = s.client("hold", n, hold_s, background=True)
+    wait_for(f"{n} connections through lbd",
+             lambda: s.tel.query("/lb/stats")["flows_active"] >= n, 10, every=0.1)
+    time.sleep(1)
+    s.procs.stop("lbd", sig)
+    started = time.time()
+    s.start_lbd()
+    s.lbd_ready()
+    ready = time.time() - started
+    r = lines(hold, timeout=hold_s + 30)[0]
+    after = s.tel.query("/lb/stats")
+    pause = r["gap_end"] - started
+    log = open(os.path.join(s.tmp.name, "lbd.log")).read()
+    kept = re.findall(r"re-attached flow table .*?: (\d+) flows go on", log)
+    print(f"{name} with {n} keep-alive connections (scheduler {s.scheduler}): "
+          f"{r['requests']} requests, {r['resets']} reset, {r['failures']} failed, "
+          f"{r['reconnected']} reconnected; lbd answered ping {ready:.3f}s after its start, "
+          f"pause restart to traffic {pause:.3f}s (longest gap the clients saw {r['gap_s']:.3f}s); "
+          f"flows re-attached {kept}, flows_active now {after['flows_active']}")
+    check(r["resets"] == 0 and r["reconnected"] == 0, f"connections reset: {r['errors']}")
+    check(r["failures"] == 0, f"requests failed: {r['errors']}")
+    check(kept and int(kept[-1]) >= n, f"lbd did not re-attach {n} flows: {kept}")
+    check(r["gap_end"] > started, "no answer after the restart")
+
+
+def restart_kill9(s):
+    restart_keeping_flows(s, signal.SIGKILL, "kill -9 lbd")
+
+
+def restart_sigterm(s):
+    restart_keeping_flows(s, signal.SIGTERM, "SIGTERM lbd")
+
+
 def syn_reset(s):
     # backend-1's host refuses clients' connections to :8080 with a TCP reset, while the health
     # checks (from the management address) still pass: only lbd's retry can hide it.
@@ -308,10 +374,15 @@ def syn_reset(s):
 
 
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
-                                     healthd_kill, lbd_restart, syn_reset)}
+                                     healthd_kill, lbd_restart, syn_reset, restart_kill9,
+                                     restart_sigterm)}
 
 
 def main(argv):
+    scheduler = "rr"
+    if len(argv) == 5 and argv[3] == "--scheduler":
+        scheduler = argv[4]
+        argv = argv[:3]
     if len(argv) != 3 or (argv[2] not in SCENARIOS and argv[2] != "all"):
         print(__doc__ + "scenarios: " + " ".join(SCENARIOS))
         return 2
@@ -325,7 +396,7 @@ def main(argv):
     names = list(SCENARIOS) if argv[2] == "all" else [argv[2]]
     failed = 0
     for name in names:
-        s = System(argv[1])
+        s = System(argv[1], scheduler)
         try:
             s.up()
             SCENARIOS[name](s)
