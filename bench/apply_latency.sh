@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Time from lb-healthd's decision to every lbd worker applying it (issue 3's benchmark).
+# Time from lb-healthd's decision to every lbd worker applying it: the pool-apply latency benchmark.
 # Starts lbd on a virtual device (net_null, one worker on the second core), drives its pool
 # channel with build/bench/lbd_apply_latency, prints the percentiles, stops lbd.
 # Usage: bench/apply_latency.sh [UPDATES]   (root: lbd needs /var/run/dpdk and /dev/shm)

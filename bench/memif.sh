@@ -181,12 +181,15 @@ run_one() {  # SCENARIO FORWARDER(lbd|testpmd) ROUND -> appends to $work/results
   local budget=$(( 60 + duration + ${warmup%.*} + (flows / 200000) ))
   local quiet; quiet=$(wait_quiet)
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
-  # lb-gen: memif server, main lcore on CPU 0.
+  # lb-gen: memif server, main lcore on CPU 0. lbd's links come up before it has built its flow
+  # tables (seconds for 32 M flows without hugepages on a loaded machine) and only then does it
+  # answer ARP: lb-gen waits for that as long as for the rest of its setup.
   timeout $((budget + 60)) nice -n "$nice_level" "$gen" -l 0 --no-pci --no-telemetry --file-prefix ${tag}g $mem_gen \
     --vdev="net_memif0,role=server,socket=$work/c.sock,socket-abstract=no,mac=$gen_mac_c" \
     --vdev="net_memif1,role=server,socket=$work/b.sock,socket-abstract=no,mac=$gen_mac_b" \
     -- --peer $peer --vip $vip --backends $backends --flows "$flows" --size "$size" \
-    --duration "$duration" --warmup "$warmup" --setup-timeout $budget --linger 30 --progress \
+    --duration "$duration" --warmup "$warmup" --setup-timeout $budget --resolve-timeout $budget \
+    --linger 30 --progress \
     $(scenario_opts "$sc") > "$d/gen.log" 2>&1 &
   local gpid=$!
   pids+=("$gpid")
@@ -270,13 +273,14 @@ PY
   elif [ "$fwd" = testpmd ]; then
     drops=$(awk '/Accumulated forward statistics/ { a = 1 } a && /TX-dropped/ { print "tx_dropped=" $4; exit }' "$d/fwd.log")
   fi
-  printf '%s %s %s total=%s c2b=%s/%s b2c=%s/%s ringfull=%s/%s newflows=%s lost=%s errors=%s gen_busy=%s gen_exit=%s load=%s quiet=%s others=%s rss_setup=%s rss_done=%s anon=%s huge=%s thp=%s gen_rss=%s | %s\n' \
+  printf '%s %s %s total=%s c2b=%s/%s b2c=%s/%s ringfull=%s/%s newflows=%s lost=%s errors=%s gen_busy=%s gen_cpp=%s gen_exit=%s load=%s quiet=%s others=%s rss_setup=%s rss_done=%s anon=%s huge=%s thp=%s gen_rss=%s | %s\n' \
     "$sc" "$fwd" "$round" "$tot" \
     "$(result_field "$d/gen.log" c2b_offered)" "$(result_field "$d/gen.log" c2b_fwd)" \
     "$(result_field "$d/gen.log" b2c_offered)" "$(result_field "$d/gen.log" b2c_fwd)" \
     "$(result_field "$d/gen.log" ring_full_c2b)" "$(result_field "$d/gen.log" ring_full_b2c)" \
     "$(result_field "$d/gen.log" new_flows_per_s)" "$(result_field "$d/gen.log" lost)" \
-    "$(result_field "$d/gen.log" errors)" "$(result_field "$d/gen.log" gen_busy)" "$grc" "$load" \
+    "$(result_field "$d/gen.log" errors)" "$(result_field "$d/gen.log" gen_busy)" \
+    "$(result_field "$d/gen.log" gen_cycles_per_pkt)" "$grc" "$load" \
     "$quiet" "$others" "${rss_setup:--}" "${rss_done:--}" \
     "${anon:--}" "${huge_kib:--}" "${thp:--}" "${gen_rss:--}" "$drops" | tee -a "$work/results"
   rm -f "$work/c.sock" "$work/b.sock"
@@ -365,7 +369,8 @@ print("spent receiving or sending (near 100 %: lb-gen itself is the limit); lost
 for r in rows:
     print(f"  {r['sc']:4} {r['fwd']:8} round {r['round']}: offered c->b {r['c2b'].split('/')[0]}"
           f" b->c {r['b2c'].split('/')[0]} Mpps, ring-full {r['ringfull']} %, lb-gen busy"
-          f" {r.get('gen_busy', '?')} %, lost {r['lost']}, other processes {r['others']} CPU;"
+          f" {r.get('gen_busy', '?')} % ({r.get('gen_cpp') or '?'} cycles/packet), lost {r['lost']},"
+          f" other processes {r['others']} CPU;"
           f" {r['drops']}")
 mem = [r for r in rows if r["fwd"] == "lbd" and r["sc"] in ("10m", "1m") and r["anon"] != "-"]
 if mem:

@@ -954,28 +954,39 @@ void Dataplane::control_tick(core::Tick now) {
   watch(now);
   if (flow_memory_) flow_memory_->tick({now, boottime_ns()});
   if (now >= next_arp_) {
-    next_arp_ = now + tsc_hz_;
-    send_arp_requests(now);
+    // For 2 s after lbd starts or gets new next hops, an unresolved one is asked every 100 ms
+    // instead of every second: a request sent before the port's link is up (a memif client at
+    // start) is lost, and until one is answered every packet for that next hop is dropped as
+    // neighbor_unresolved. After that, once a second (a next hop that is down is not flooded).
+    if (neighbors_.added() != arp_adds_seen_) {
+      arp_adds_seen_ = neighbors_.added();
+      arp_fast_until_ = now + 2 * tsc_hz_;
+    }
+    const bool unresolved = send_arp_requests(now);
+    next_arp_ = now + (unresolved && now < arp_fast_until_ ? tsc_hz_ / 10 : tsc_hz_);
   }
 }
 
-void Dataplane::send_arp_requests(core::Tick now) {
-  // Unresolved next hops are asked every second; resolved ones are refreshed after 30 s.
+bool Dataplane::send_arp_requests(core::Tick now) {
+  // Unresolved next hops are asked at every call; resolved ones are refreshed after 30 s.
   const uint64_t now_s = now / tsc_hz_;
   const uint16_t n = neighbors_.size();
+  bool unresolved = false;
   for (uint16_t slot = 0; slot < n; ++slot) {
     if (!neighbors_.used(slot)) continue;
     const bool known = neighbors_.lookup(slot).has_value();
+    unresolved |= !known;
     if (known && now_s >= neighbors_.confirmed(slot) + kNeighborLostAfter) {
       // It stopped answering: packets toward it are counted as unresolved rather than sent to
       // a MAC that may belong to nobody now (or to someone else).
       neighbors_.invalidate(slot);
+      unresolved = true;
       continue;
     }
     if (known && now_s < neighbors_.confirmed(slot) + 30) continue;
     const uint16_t p = neighbors_.port(slot);
     rte_mbuf* m = rte_pktmbuf_alloc(mbufs_);
-    if (!m) return;
+    if (!m) return true;
     const size_t len = core::build_arp_request(rte_pktmbuf_mtod(m, uint8_t*), ports_[p].mac,
                                                config_.dataplane.ports[p].ip, neighbors_.ip(slot));
     m->data_len = static_cast<uint16_t>(len);
@@ -983,9 +994,10 @@ void Dataplane::send_arp_requests(core::Tick now) {
     m->port = p;
     if (rte_ring_sp_enqueue(workers_[0].ctl, m) != 0) {
       rte_pktmbuf_free(m);
-      return;
+      return true;
     }
   }
+  return unresolved;
 }
 
 }  // namespace lb::dp

@@ -176,7 +176,8 @@ class Dataplane {
              uint16_t in_port);
   void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
   void flush(uint16_t w);
-  void send_arp_requests(core::Tick now);
+  // Asks for every unresolved next hop, and refreshes old ones; true if any is unresolved.
+  bool send_arp_requests(core::Tick now);
   void reclaim_pools();
   void reclaim_ids(core::Tick now);
   void watch(core::Tick now);
@@ -210,6 +211,8 @@ class Dataplane {
   bool launched_ = false;
   uint16_t reta_size_ = 128;
   core::Tick next_arp_ = 0;
+  core::Tick arp_fast_until_ = 0;  // ask unresolved next hops every 100 ms until then
+  uint32_t arp_adds_seen_ = 0;     // neighbors_.added() when arp_fast_until_ was set
   core::Tick next_events_ = 0;
   core::Tick next_fault_log_ = 0;  // channel faults are logged at most every 10 s
   uint64_t faults_logged_ = 0;

@@ -92,7 +92,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --version exit 0; anything else is a usage error: 2, as for any command
     // (CLI11's own codes, 105..109, mean nothing to a shell script).
-    return app.exit(e) == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "lbd: %s (lbd --help)\n", e.what());
+    return 2;
   }
   if (!check && split == argc) {
     std::fprintf(stderr,

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "telemetry_client.h"
+#include "protocol.h"
 
 namespace lb::health {
 

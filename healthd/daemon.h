@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "channel.h"
-#include "control.h"
+#include "control_server.h"
 #include "health_state.h"
 #include "lb_config.h"
 #include "live_pool.h"

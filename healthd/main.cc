@@ -11,7 +11,7 @@
 #include <cstdio>
 #include <string>
 
-#include "control.h"
+#include "control_server.h"
 #include "daemon.h"
 #include "lb_config.h"
 #include "lb_version.h"

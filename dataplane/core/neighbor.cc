@@ -24,6 +24,7 @@ uint16_t NeighborTable::add(uint32_t ip, uint16_t port) {
   e.key.store(k, std::memory_order_release);
   // release pairs with the acquire in size()/learn(): a reader that sees the count sees the key.
   if (slot == n) count_.store(static_cast<uint16_t>(n + 1), std::memory_order_release);
+  ++added_;
   return slot;
 }
 

@@ -33,6 +33,9 @@ class NeighborTable {
   void recycle(uint16_t slot);
   // Slots in use (neither free nor retired).
   uint16_t in_use() const { return static_cast<uint16_t>(size() - free_.size() - retired_); }
+  // Control thread only: next hops added so far (new or recycled slots), so that the control
+  // thread can tell that one appeared even where a slot was reused.
+  uint32_t added() const { return added_; }
 
   // Any thread. The MAC of `slot`, if known.
   std::optional<MacAddr> lookup(uint16_t slot) const {
@@ -78,6 +81,7 @@ class NeighborTable {
   std::atomic<uint16_t> count_{0};
   std::vector<uint16_t> free_;  // control thread only
   uint16_t retired_ = 0;        // control thread only
+  uint32_t added_ = 0;          // control thread only
 };
 
 }  // namespace lb::core

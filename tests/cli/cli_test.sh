@@ -19,7 +19,7 @@ expect "syntax error names file:line" 1 "^lbd: $tmp/syntax.cfg:[0-9]+:" -- \
 expect "missing file" 1 "^lbd: $tmp/none.cfg" -- "$lbd" --config "$tmp/none.cfg" --check
 # Usage errors exit 2 (not CLI11's 105..109); --help and --version exit 0.
 expect "unknown option is a usage error" 2 "bogus" -- "$lbd" --config "$examples/demo.cfg" --bogus
-expect "--config is required (usage error)" 2 "config is required|--config" -- "$lbd" --check
+expect "--config is required (usage error)" 2 "^lbd: --config is required \\(lbd --help\\)" -- "$lbd" --check
 expect "no option at all (usage error)" 2 "config is required|--config" -- "$lbd"
 expect "--help exits 0" 0 "--config" -- "$lbd" --help
 expect "--version exits 0" 0 "^lbd " -- "$lbd" --version

@@ -9,7 +9,7 @@
 //   - that no drop reason other than those named moved, and that the ports' RX/TX counters
 //     match what was injected and what came out,
 //   - optionally the flow tables (verify).
-// Expected frames come from tests/unit/packet_builder.h: built field by field with checksums
+// Expected frames come from tests/support/packet_builder.h: built field by field with checksums
 // computed from scratch, never by lbd's own code.
 
 #include <gtest/gtest.h>
@@ -685,6 +685,46 @@ std::vector<Case> all_cases() {
               .out = requests,
               .checks = {port_tx(kBackendPort, 3)},
               .advance = 30 * e.hz,
+              .control_tick = true},
+         };
+       }});
+
+  cases.push_back(
+      {.name = "ControlTickRetriesUnresolvedQuickly",
+       .description = "for 2 s after lbd starts, an unanswered next hop is asked again every "
+                      "100 ms (a request sent before a memif link is up is lost), then once a "
+                      "second",
+       .resolve_backends = false,
+       .script = [=](const Env& e) -> std::vector<Step> {
+         std::vector<Emitted> all;
+         for (const Backend& b : kB)
+           all.push_back(tx_backend(arp_request(kLbBackendMac, kLbBackendIp, b.ip)));
+         const std::vector<Emitted> third = {
+             tx_backend(arp_request(kLbBackendMac, kLbBackendIp, kB[2].ip))};
+         return {
+             {.what = "first tick: three requests", .out = all, .control_tick = true},
+             {.what = "50 ms later: not yet", .advance = e.hz / 20, .control_tick = true},
+             {.what = "100 ms after the first: asked again",
+              .out = all,
+              .advance = e.hz / 20,
+              .control_tick = true},
+             {.what = "two answer",
+              .in = {rx_backend(backend_arp_reply(kB[0])), rx_backend(backend_arp_reply(kB[1]))},
+              .checks = {LB_CTR(arp_learned, 2)}},
+             {.what = "100 ms later: only the third",
+              .out = third,
+              .advance = e.hz / 10,
+              .control_tick = true},
+             {.what = "2 s after start: the third again",
+              .out = third,
+              .advance = 2 * e.hz - e.hz / 5,
+              .control_tick = true},
+             {.what = "100 ms later: no more every 100 ms",
+              .advance = e.hz / 10,
+              .control_tick = true},
+             {.what = "a second after the last: the third again",
+              .out = third,
+              .advance = e.hz - e.hz / 10,
               .control_tick = true},
          };
        }});
@@ -1550,7 +1590,7 @@ TEST(FlowList, AMillionRecordTableIsListedWholeEveryCall) {
 namespace lb::test {
 namespace {
 
-// -- Ids are given back and reused (issue 17: lbd never freed backend, service or next-hop ids,
+// -- Ids are given back and reused (lbd used to never free backend, service or next-hop ids,
 // so removed backends stayed in /lb/backends forever and the lifetime caps of 4,096 backends and
 // 1,024 services eventually refused every update).
 
@@ -1660,6 +1700,9 @@ TEST(IdReuse, ThousandsOfAddRemoveCyclesStayUnderTheCaps) {
     ASSERT_EQ(h.dp().control_stats().updates_rejected.load(), 0u) << "cycle " << i;
     ctl.send({removal(ctl.next(), name)});
     h.now += hz / 50;  // 20 ms a cycle: removed services linger tcp_closed_timeout (2 s)
+    // Each cycle adds next hops, so lbd keeps asking the unresolved ones every 100 ms: their
+    // ARP requests are taken off the TX rings as a NIC would.
+    h.drain();
     most_backends = std::max(most_backends, h.dp().builder().backend_ids_taken());
     most_services = std::max(most_services, h.dp().builder().service_ids_taken());
   }

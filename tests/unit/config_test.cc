@@ -313,7 +313,7 @@ constexpr BadCase kBadCases[] = {
   {"backend_is_vip", 14, 14, R"(      { address = "10.10.0.100"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 10.10.0.100 is the VIP of service 'web'"},
   {"backend_is_later_vip", 16, 16, ", { name = \"b\"; vip = \"10.20.0.12\"; port = 80; backends = (); }\n);", 14, "services.[0].backends.[1].address", "backend 10.20.0.12 is the VIP of service 'b'"},
   {"backend_is_port_ip", 14, 14, R"(      { address = "10.20.0.1"; port = 8080; })", 14, "services.[0].backends.[1].address", "backend 10.20.0.1 is the address of port 'backend'"},
-  // A port subnet's network and broadcast addresses are nobody's (issue 17).
+  // A port subnet's network and broadcast addresses are nobody's.
   {"backend_subnet_network", 14, 14, R"(      { address = "10.20.0.0"; port = 8080; })", 14, "services.[0].backends.[1].address", "10.20.0.0 is the network address of 10.20.0.0/24"},
   {"backend_subnet_broadcast", 14, 14, R"(      { address = "10.20.0.255"; port = 8080; })", 14, "services.[0].backends.[1].address", "10.20.0.255 is the broadcast address of 10.20.0.0/24"},
   {"backend_subnet_broadcast_client_side", 14, 14, R"(      { address = "10.10.0.255"; port = 8080; })", 14, "services.[0].backends.[1].address", "10.10.0.255 is the broadcast address of 10.10.0.0/24"},

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -23,9 +24,9 @@
 #include <thread>
 
 #include "channel.h"
-#include "control.h"
 #include "daemon.h"
 #include "log.h"
+#include "protocol.h"
 #include "state_file.h"
 
 namespace lb::health {
@@ -670,7 +671,7 @@ TEST_F(ControlDaemonTest, SaveWritesTheFileAndKeepsTheOld) {
   EXPECT_EQ(r["changes"], Json::array());
 }
 
-// -- A reload that removes: drain, never reset (issue 17) --------------------------------------
+// -- A reload that removes: drain, never reset -----------------------------------------------
 
 constexpr const char* kSecond = ", { address = \"127.0.0.2\"; port = 8080; }";
 
@@ -805,7 +806,7 @@ TEST_F(ControlDaemonTest, ServiceRemovedByReloadDrainsBeforeLbdIsTold) {
 
 TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
   // An operators' group that may read the file (and a mode to match) must survive a save, for
-  // the new file and for the .bak (issue 17: the group was dropped).
+  // the new file and for the .bak (the group used to be dropped).
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the file to another owner and group";
   constexpr uid_t kUid = 4343;
   constexpr gid_t kGid = 4242;
@@ -826,6 +827,51 @@ TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
     EXPECT_EQ(st.st_mode & 07777, 0640u) << path;
   }
   EXPECT_EQ(services_to_json(cfg::load_config(config_path_).services), running_services());
+}
+
+// -- The command table drives help, the unknown command's error and docs/lbctl.md -------------
+
+TEST_F(ControlDaemonTest, HelpListsEveryCommandOfTheTable) {
+  start();
+  const Json r = request({{"cmd", "help"}});
+  ASSERT_TRUE(r.value("ok", false)) << r.dump();
+  ASSERT_EQ(r["commands"].size(), commands().size());
+  for (size_t i = 0; i < commands().size(); ++i) {
+    EXPECT_EQ(r["commands"][i]["cmd"], std::string(commands()[i].name));
+    EXPECT_EQ(r["commands"][i]["changes"], commands()[i].change != nullptr);
+  }
+  const Json backend_set = r["commands"][4];
+  EXPECT_EQ(backend_set["cmd"], "backend.set");
+  EXPECT_EQ(backend_set["fields"],
+            Json::array({"service", "address", "port", "weight", "state", "initial_state"}));
+  const Json unknown = request({{"cmd", "frob"}});
+  for (const Command& c : commands()) {
+    EXPECT_NE(unknown.value("error", std::string()).find(std::string(c.name)), std::string::npos)
+        << c.name << " is missing from: " << unknown.dump();
+  }
+}
+
+TEST(ControlProtocol, DocsTableIsTheCommandTable) {
+  std::ifstream in(std::string(LB_SOURCE_DIR) + "/docs/lbctl.md");
+  ASSERT_TRUE(in) << "docs/lbctl.md";
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string doc = text.str();
+  const std::string begin_mark = "<!-- protocol table: generated from healthd/protocol.cc";
+  const std::string end_mark = "<!-- end of protocol table -->";
+  const size_t a = doc.find(begin_mark);
+  const size_t b = doc.find(end_mark);
+  ASSERT_NE(a, std::string::npos);
+  ASSERT_NE(b, std::string::npos);
+  const size_t start = doc.find('\n', a) + 1;
+  if (std::getenv("LB_UPDATE_DOCS") != nullptr) {  // LB_UPDATE_DOCS=1 control_daemon_test
+    std::ofstream(std::string(LB_SOURCE_DIR) + "/docs/lbctl.md")
+        << doc.substr(0, start) + protocol_table_markdown() + doc.substr(b);
+    return;
+  }
+  EXPECT_EQ(doc.substr(start, b - start), protocol_table_markdown())
+      << "docs/lbctl.md's protocol table is out of date: run LB_UPDATE_DOCS=1 "
+         "build/tests/lbctl/control_daemon_test --gtest_filter=ControlProtocol.*";
 }
 
 }  // namespace

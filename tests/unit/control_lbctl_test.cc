@@ -155,7 +155,7 @@ TEST(LbctlRender, StatsRatesOverTheInterval) {
   EXPECT_EQ(text.find("flow_miss"), std::string::npos) << "zero drops are left out";
 }
 
-// Drops before lbd (the device's and the kernel's, issue 16) are per port, with rates, and one
+// Drops before lbd (the device's and the kernel's) are per port, with rates, and one
 // sum of what never reached lbd's workers.
 TEST(LbctlRender, StatsPortDropsBeforeLbd) {
   Sample a;

@@ -2,7 +2,7 @@
 // replies, hostile clients, and the socket file's life. The server runs in the test's thread
 // (as in the daemon's loop); clients are plain sockets, in a thread where they must block.
 
-#include "control.h"
+#include "control_server.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -375,7 +375,7 @@ TEST_F(ControlServerTest, SocketFileLifecycle) {
   }
 }
 
-// -- What clients can do to the log (issue 17) ------------------------------------------------
+// -- What clients can do to the log ---------------------------------------------------------
 
 // The log written to a file for the length of a test.
 class CapturedLog {

@@ -1,4 +1,4 @@
-// lb-healthd's side of the channel (issue 17): its loop in-process against a real Segment whose
+// lb-healthd's side of the channel: its loop in-process against a real Segment whose
 // fields a hostile or broken neighbour corrupted (refused with a log line, never a crash or a
 // wrong decision); the instance lock (one lb-healthd per instance); the health file a restarted
 // lb-healthd starts from.

@@ -1,4 +1,4 @@
-// lb-healthd's channel to lbd under churn (issue 17, item 1): thousands of services added and
+// lb-healthd's channel to lbd under churn: thousands of services added and
 // removed at run time, then a weight change and a health change must still reach lbd at once,
 // and what each change costs on the ring must not grow with that history.
 //

@@ -181,7 +181,7 @@ TEST(CheckForHealthd, AtMost256BackendsPerService) {
 TEST(CheckForHealthd, SocketOwnerAndGroupMustExist) {
   // lb-healthd gives its control socket to these accounts when it starts: one that does not
   // exist must be refused where the file is validated (--check, lbctl config check, a reload),
-  // with its line, not only when the real start fails (issue 17).
+  // with its line, not only when the real start fails.
   const std::string base =
       "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
       "ip = \"10.0.0.1/24\"; } ); };\n"

@@ -5,6 +5,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_prefetch.h>
 
 #include <unistd.h>
 
@@ -94,14 +95,18 @@ Generator::Generator(const Options& o) : o_(o), hz_(rte_get_tsc_hz()) {
     throw std::runtime_error("too many flows: at most 64 Mi tuples (32 Mi flows with --syn-share)");
   tuples_ = static_cast<uint32_t>(tuples);
   slots_ = o_.syn_only ? 0 : static_cast<uint32_t>(o_.flows);
-  st_.assign(tuples_, kIdle);
-  bk_.assign(tuples_, 0);
-  gen_.assign(slots_, 0);
+  fs_.assign(tuples_, FlowState{kIdle, 0});
+  churn_ = o_.syn_share > 0;
+  gen_.assign(churn_ ? slots_ : 0, 0);
   if (o_.scattered && slots_ > 2) {
     // A stride coprime with the slot count visits every slot once per round, each next one
     // far from the last: the forwarder's flow records are touched out of creation order.
     step_ = static_cast<uint32_t>(double(slots_) * 0.6180339887);
     while (std::gcd(step_, slots_) != 1) ++step_;
+  }
+  if (slots_ > 0) {
+    for (uint32_t i = 0; i < kAhead; ++i) client_ahead_ = advance(client_ahead_);
+    backend_ahead_ = client_ahead_;
   }
   if (o_.backends.size() > kMaxBackends) throw std::runtime_error("at most 64 backends");
   if (o_.peer == Peer::kIo) {
@@ -178,61 +183,93 @@ Generator::~Generator() {
 
 rte_mbuf* Generator::alloc() {
   ++c_.built;
-  rte_mbuf* m = rte_pktmbuf_alloc(tx_pool_);
-  if (!m) throw std::runtime_error("lb-gen's TX mbuf pool is exhausted (mbufs leaking?)");
-  return m;
+  if (nspare_ == 0) {
+    // A burst's worth at a time: one trip to the mempool instead of one per packet.
+    if (rte_pktmbuf_alloc_bulk(tx_pool_, spare_, 32) != 0)
+      throw std::runtime_error("lb-gen's TX mbuf pool is exhausted (mbufs leaking?)");
+    nspare_ = 32;
+  }
+  return spare_[--nspare_];
 }
 
-uint16_t Generator::build_tcp(uint8_t* f, const Mac& dst, const Mac& src, uint32_t sip,
-                              uint16_t sport, uint32_t dip, uint16_t dport, uint32_t seq,
-                              uint32_t ack, uint8_t flags, uint16_t payload, uint8_t dir,
-                              uint8_t bidx, uint32_t t) const {
+void Generator::make_template(Template& tp, const Mac& dst, const Mac& src, uint8_t flags,
+                              uint16_t payload, uint8_t dir) {
+  uint8_t* f = tp.f;
+  std::memset(f, 0, sizeof tp.f);
   dst.put(f);
   src.put(f + 6);
   wr16(f + 12, kTypeIpv4);
   uint8_t* ip = f + kIp;
-  const uint16_t total = static_cast<uint16_t>(40 + payload);
   ip[0] = 0x45;
-  ip[1] = 0;
-  wr16(ip + 2, total);
-  wr16(ip + 4, static_cast<uint16_t>(t));
+  wr16(ip + 2, static_cast<uint16_t>(40 + payload));
   wr16(ip + 6, 0x4000);
   ip[8] = 64;
   ip[9] = 6;
-  wr16(ip + 10, 0);
-  wr32(ip + 12, sip);
-  wr32(ip + 16, dip);
-  wr16(ip + 10, finish(sum_words(ip, 20)));
   uint8_t* tcp = f + kTcp;
-  wr16(tcp, sport);
-  wr16(tcp + 2, dport);
-  wr32(tcp + 4, seq);
-  wr32(tcp + 8, ack);
   tcp[12] = 0x50;
   tcp[13] = flags;
   wr16(tcp + 14, 65535);
-  wr16(tcp + 16, 0);
-  wr16(tcp + 18, 0);
-  uint8_t* pl = f + kPayload;
-  uint64_t acc = pseudo_sum(sip, dip, 20u + payload);
-  if (payload >= kTagLen) {
-    wr16(pl, kTagMagic);
-    pl[2] = dir;
-    pl[3] = bidx;
-    wr32(pl + 4, t);
-    acc = sum_words(pl, kTagLen, acc);
-  } else if (payload > 0) {
-    std::memset(pl, 0, payload);
+  tp.tag = payload >= kTagLen;
+  if (tp.tag) {
+    wr16(f + kPayload, kTagMagic);
+    f[kPayload + 2] = dir;
   }
-  acc = sum_words(tcp, 20, acc);
-  wr16(tcp + 16, finish(acc));
+  // Identification, addresses, ports, sequence numbers, tag backend and tuple are zero here:
+  // stamp() adds them to these sums.
+  tp.ip_sum = sum_words(ip, 20);
+  tp.tcp_sum = sum_words(tcp, 20 + (tp.tag ? kTagLen : 0), 6u + 20u + payload);
   const uint16_t len = static_cast<uint16_t>(kPayload + payload);
-  if (len < kMinFrame) {
-    // Ethernet padding: zero, whatever an earlier packet left in these bytes.
-    std::memset(f + len, 0, kMinFrame - len);
-    return kMinFrame;
+  tp.len = std::max<uint16_t>(len, kMinFrame);
+  // Up to the tag, or the Ethernet padding (zero) of a short frame; the payload past the tag is
+  // zero in every mbuf (zero_data) and never written.
+  tp.copy = std::max<uint16_t>(
+      static_cast<uint16_t>(kPayload + std::min<uint16_t>(payload, kTagLen)), kMinFrame);
+}
+
+void Generator::make_templates() {
+  const uint16_t data = static_cast<uint16_t>(o_.size - kPayload);
+  const Mac* mac[2][2] = {{&lbd_client_mac_, &my_client_mac_},
+                          {&lbd_backend_mac_, &my_backend_mac_}};
+  const uint8_t syn[2] = {flag::kSyn, flag::kSyn | flag::kAck};
+  for (uint8_t side = 0; side < 2; ++side) {
+    const Mac& dst = *mac[side][0];
+    const Mac& src = *mac[side][1];
+    make_template(tpl_[side][kData], dst, src, flag::kAck | flag::kPsh, data, side);
+    make_template(tpl_[side][kSynKind], dst, src, syn[side], 0, side);
+    make_template(tpl_[side][kAckKind], dst, src, flag::kAck, 0, side);
+    make_template(tpl_[side][kFinAck], dst, src, flag::kFin | flag::kAck, 0, side);
   }
-  return len;
+}
+
+Generator::Kind Generator::kind_of(uint8_t flags) {
+  if (flags & flag::kFin) return kFinAck;
+  if (flags & flag::kSyn) return kSynKind;
+  if (flags & flag::kPsh) return kData;
+  return kAckKind;
+}
+
+uint16_t Generator::stamp(uint8_t* f, const Template& tp, const Fields& x) {
+  std::memcpy(f, tp.f, tp.copy);
+  uint8_t* ip = f + kIp;
+  const uint16_t id = static_cast<uint16_t>(x.t);
+  wr16(ip + 4, id);
+  wr32(ip + 12, x.sip);
+  wr32(ip + 16, x.dip);
+  // A 32-bit value added whole sums its two 16-bit words once folded.
+  wr16(ip + 10, finish(tp.ip_sum + id + x.sip + x.dip));
+  uint8_t* tcp = f + kTcp;
+  wr16(tcp, x.sport);
+  wr16(tcp + 2, x.dport);
+  wr32(tcp + 4, x.seq);
+  wr32(tcp + 8, x.ack);
+  uint64_t acc = tp.tcp_sum + x.sip + x.dip + x.sport + x.dport + x.seq + x.ack;
+  if (tp.tag) {
+    f[kPayload + 3] = x.bidx;
+    wr32(f + kPayload + 4, x.t);
+    acc += uint64_t{x.bidx} + x.t;
+  }
+  wr16(tcp + 16, finish(acc));
+  return tp.len;
 }
 
 void Generator::queue(TxQueue& q, rte_mbuf* m) {
@@ -247,29 +284,38 @@ void Generator::queue(TxQueue& q, rte_mbuf* m) {
   q.pend[q.n++] = m;
 }
 
-void Generator::send_client(uint32_t t, uint8_t flags, uint16_t payload, bool reply) {
+void Generator::send_client(uint32_t t, uint8_t flags, bool reply) {
+  const Template& tp = tpl_[0][kind_of(flags)];
   rte_mbuf* m = alloc();
-  uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
-  const uint32_t ack = (flags & flag::kAck) ? backend_isn(t) + 1 : 0;
-  const uint32_t seq = client_isn(t) + ((flags & flag::kSyn) ? 0 : 1);
-  const uint8_t bidx = static_cast<uint8_t>(bk_[t] ? bk_[t] - 1 : 0xff);
-  const uint16_t len =
-      build_tcp(f, lbd_client_mac_, my_client_mac_, client_ip(t), client_tcp_port(t), o_.vip,
-                o_.vport, seq, ack, flags, payload, 0, bidx, t);
+  const uint8_t bk = fs_[t].bk;
+  const Fields x{client_ip(t),
+                 o_.vip,
+                 client_tcp_port(t),
+                 o_.vport,
+                 client_isn(t) + ((flags & flag::kSyn) ? 0 : 1),
+                 (flags & flag::kAck) ? backend_isn(t) + 1 : 0,
+                 static_cast<uint8_t>(bk ? bk - 1 : 0xff),
+                 t};
+  const uint16_t len = stamp(rte_pktmbuf_mtod(m, uint8_t*), tp, x);
   m->data_len = len;
   m->pkt_len = len;
   queue(reply ? replies_[0] : txq_[0], m);
 }
 
-void Generator::send_backend(uint32_t t, uint8_t flags, uint16_t payload, bool reply) {
-  const Backend& b = seen_backends_[bk_[t] - 1u];
+void Generator::send_backend(uint32_t t, uint8_t flags, bool reply) {
+  const Template& tp = tpl_[1][kind_of(flags)];
+  const uint8_t bidx = static_cast<uint8_t>(fs_[t].bk - 1u);
+  const Backend& b = seen_backends_[bidx];
   rte_mbuf* m = alloc();
-  uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
-  const uint32_t seq = backend_isn(t) + ((flags & flag::kSyn) ? 0 : 1);
-  const uint32_t ack = client_isn(t) + 1;
-  const uint16_t len = build_tcp(f, lbd_backend_mac_, my_backend_mac_, b.ip, b.port, client_ip(t),
-                                 client_tcp_port(t), seq, ack, flags, payload, 1,
-                                 static_cast<uint8_t>(bk_[t] - 1u), t);
+  const Fields x{b.ip,
+                 client_ip(t),
+                 b.port,
+                 client_tcp_port(t),
+                 backend_isn(t) + ((flags & flag::kSyn) ? 0 : 1),
+                 client_isn(t) + 1,
+                 bidx,
+                 t};
+  const uint16_t len = stamp(rte_pktmbuf_mtod(m, uint8_t*), tp, x);
   m->data_len = len;
   m->pkt_len = len;
   queue(reply ? replies_[1] : txq_[1], m);
@@ -493,31 +539,31 @@ void Generator::on_backend_side(const uint8_t* p, uint16_t len) {
       error(Err::kFlags, p, len, "SYN-only run: not a SYN");
       return;
     }
-    bk_[t] = b;
+    fs_[t].bk = b;
     ++c_.syn_rx;
     ++c_.rx[0];
     c_.rx_bytes[0] += len;
     return;
   }
-  uint8_t& s = st_[t];
+  uint8_t& s = fs_[t].st;
   if (flags & flag::kSyn) {
     if (flags & flag::kAck) {
       error(Err::kFlags, p, len, "SYN-ACK toward a backend");
       return;
     }
     if (s == kSynSent) {
-      bk_[t] = b;
+      fs_[t].bk = b;
       s = kSynSeen;
       ++c_.syn_rx;
     } else if (s == kSynSeen) {
       // lb-gen retransmitted the SYN (its SYN-ACK was lost): lbd may move it to another
       // backend (retry on SYN timeout), which is its documented behaviour.
-      if (bk_[t] != b) {
+      if (fs_[t].bk != b) {
         ++c_.resteered;
-        bk_[t] = b;
+        fs_[t].bk = b;
       }
     } else if (s == kSynAckSeen || s == kEstablished) {
-      if (bk_[t] != b) {
+      if (fs_[t].bk != b) {
         error(Err::kBackendChanged, p, len, "SYN of a live flow went to another backend");
         return;
       }
@@ -525,14 +571,14 @@ void Generator::on_backend_side(const uint8_t* p, uint16_t len) {
       error(Err::kFlags, p, len, "SYN for a flow lb-gen did not open");
       return;
     }
-    send_backend(t, flag::kSyn | flag::kAck, 0, true);
+    send_backend(t, flag::kSyn | flag::kAck, true);
     ++c_.replies_tx;
   } else {
-    if (bk_[t] == 0) {
+    if (fs_[t].bk == 0) {
       error(Err::kFlags, p, len, "segment of a flow whose SYN never reached a backend");
       return;
     }
-    if (bk_[t] != b) {
+    if (fs_[t].bk != b) {
       error(Err::kBackendChanged, p, len, "flow reached another backend than its SYN");
       return;
     }
@@ -541,7 +587,7 @@ void Generator::on_backend_side(const uint8_t* p, uint16_t len) {
         error(Err::kFlags, p, len, "FIN for a flow lb-gen did not close");
         return;
       }
-      send_backend(t, flag::kFin | flag::kAck, 0, true);
+      send_backend(t, flag::kFin | flag::kAck, true);
       ++c_.replies_tx;
     } else if (payload == 0) {
       if (s == kSynAckSeen) {
@@ -581,7 +627,7 @@ void Generator::on_client_side(const uint8_t* p, uint16_t len) {
     error(Err::kFlags, p, len, "SYN-only run: nothing should come back to the clients");
     return;
   }
-  if (bk_[t] == 0) {
+  if (fs_[t].bk == 0) {
     error(Err::kFlags, p, len, "reply for a flow that has no backend");
     return;
   }
@@ -591,7 +637,7 @@ void Generator::on_client_side(const uint8_t* p, uint16_t len) {
       return;
     }
   } else {
-    const Backend& b = seen_backends_[bk_[t] - 1u];
+    const Backend& b = seen_backends_[fs_[t].bk - 1u];
     if (sip != b.ip || sport != b.port) {
       error(Err::kNat, p, len, "io forwarder changed the source");
       return;
@@ -603,12 +649,12 @@ void Generator::on_client_side(const uint8_t* p, uint16_t len) {
   }
   if (payload >= kTagLen) {
     const uint8_t* tag = p + kPayload;
-    if (rd16(tag) != kTagMagic || tag[2] != 1 || rd32(tag + 4) != t || tag[3] != bk_[t] - 1u) {
+    if (rd16(tag) != kTagMagic || tag[2] != 1 || rd32(tag + 4) != t || tag[3] != fs_[t].bk - 1u) {
       error(Err::kTag, p, len, "payload tag names another flow, backend or direction");
       return;
     }
   }
-  uint8_t& s = st_[t];
+  uint8_t& s = fs_[t].st;
   if ((flags & (flag::kSyn | flag::kAck)) == (flag::kSyn | flag::kAck)) {
     if (s == kSynSeen) {
       s = kSynAckSeen;
@@ -617,7 +663,7 @@ void Generator::on_client_side(const uint8_t* p, uint16_t len) {
       return;
     }
     if (s == kSynAckSeen) {
-      send_client(t, flag::kAck, 0, true);
+      send_client(t, flag::kAck, true);
       ++c_.replies_tx;
     }
   } else if (flags & flag::kSyn) {
@@ -641,6 +687,16 @@ void Generator::on_client_side(const uint8_t* p, uint16_t len) {
 uint16_t Generator::rx_port(uint16_t port, bool client_side) {
   rte_mbuf* burst[64];
   const uint16_t n = rte_eth_rx_burst(port, 0, burst, 64);
+  // First the flow state of every frame of the burst is prefetched (its tuple is in headers the
+  // PMD has just written), then the frames are checked: the misses overlap instead of queueing.
+  for (uint16_t i = 0; i < n; ++i) {
+    const uint8_t* p = rte_pktmbuf_mtod(burst[i], const uint8_t*);
+    if (burst[i]->data_len < kPayload) continue;
+    const size_t at = client_side ? 16 : 12;  // the client's address: destination or source
+    uint32_t t;
+    if (tuple_of(rd32(p + kIp + at), rd16(p + kTcp + (client_side ? 2 : 0)), t))
+      rte_prefetch0(&fs_[t]);
+  }
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = burst[i];
     const uint8_t* p = rte_pktmbuf_mtod(m, const uint8_t*);
@@ -674,6 +730,17 @@ uint16_t Generator::flush(TxQueue& q, int dir) {
   return sent;
 }
 
+// The state of the flow a cursor will visit kAhead packets from now: in scattered order (and
+// at millions of flows in any order) each visit is a cache miss, which is then taken early.
+void Generator::prefetch_ahead(uint32_t& ahead) {
+  rte_prefetch0(&fs_[ahead]);
+  if (churn_) {
+    rte_prefetch0(&fs_[ahead + slots_]);
+    rte_prefetch0(&gen_[ahead]);
+  }
+  ahead = advance(ahead);
+}
+
 void Generator::gen_client(uint16_t budget) {
   if (txq_[0].n) return;  // the ring refused the last burst: retry it first
   if (tsc_per_burst_) {
@@ -684,40 +751,40 @@ void Generator::gen_client(uint16_t budget) {
   if (o_.syn_only) {
     for (uint16_t i = 0; i < budget; ++i) {
       const uint32_t t = static_cast<uint32_t>(syn_cursor_++ % tuples_);
-      st_[t] = kSynSent;
-      bk_[t] = 0;
-      send_client(t, flag::kSyn, 0, false);
+      fs_[t].st = kSynSent;
+      fs_[t].bk = 0;
+      send_client(t, flag::kSyn, false);
       ++c_.syn_tx;
     }
     return;
   }
   if (!o_.client_dir && o_.syn_share == 0) return;
-  const uint16_t payload = static_cast<uint16_t>(o_.size - kPayload);
   for (uint16_t i = 0; i < budget; ++i) {
     const uint32_t slot = client_cursor_;
     client_cursor_ = advance(client_cursor_);
+    prefetch_ahead(client_ahead_);
     const uint32_t t = current_tuple(slot);
     if (o_.syn_share > 0) {
       churn_acc_ += o_.syn_share;
       if (churn_acc_ >= 1) {
         churn_acc_ -= 1;
         const uint32_t next = gen_[slot] ? slot : slot + slots_;
-        if (st_[t] == kEstablished && (st_[next] == kIdle || st_[next] == kClosed)) {
+        if (fs_[t].st == kEstablished && (fs_[next].st == kIdle || fs_[next].st == kClosed)) {
           // Close this connection and open its successor on the slot's other tuple.
-          send_client(t, flag::kFin | flag::kAck, 0, false);
-          st_[t] = kFinSent;
+          send_client(t, flag::kFin | flag::kAck, false);
+          fs_[t].st = kFinSent;
           gen_[slot] ^= 1;
-          st_[next] = kSynSent;
-          bk_[next] = 0;
-          send_client(next, flag::kSyn, 0, false);
+          fs_[next].st = kSynSent;
+          fs_[next].bk = 0;
+          send_client(next, flag::kSyn, false);
           ++c_.syn_tx;
           ++i;
           continue;
         }
       }
     }
-    if (!o_.client_dir || st_[t] != kEstablished) continue;
-    send_client(t, flag::kAck | flag::kPsh, payload, false);
+    if (!o_.client_dir || fs_[t].st != kEstablished) continue;
+    send_client(t, flag::kAck | flag::kPsh, false);
   }
 }
 
@@ -728,13 +795,13 @@ void Generator::gen_backend(uint16_t budget) {
     if (now < next_tx_tsc_[1]) return;
     next_tx_tsc_[1] = std::max(next_tx_tsc_[1] + tsc_per_burst_, now - 4 * tsc_per_burst_);
   }
-  const uint16_t payload = static_cast<uint16_t>(o_.size - kPayload);
   for (uint16_t i = 0; i < budget; ++i) {
     const uint32_t slot = backend_cursor_;
     backend_cursor_ = advance(backend_cursor_);
+    prefetch_ahead(backend_ahead_);
     const uint32_t t = current_tuple(slot);
-    if (st_[t] != kEstablished) continue;
-    send_backend(t, flag::kAck | flag::kPsh, payload, false);
+    if (fs_[t].st != kEstablished) continue;
+    send_backend(t, flag::kAck | flag::kPsh, false);
   }
 }
 
@@ -817,6 +884,10 @@ bool Generator::resolve_macs() {
     else  // lbd asks for all unresolved next hops at once, every second
       backends_done = first_answer && now - first_answer > hz_ / 5;
     if (!lbd_client_mac_.zero() && backends_done) {
+      // How long lbd took to ask for its next hops once the links were up: it asks when they
+      // are unresolved, and a request sent before its link came up is lost.
+      std::printf("lb-gen: lbd asked for every next hop %.0f ms after the links came up\n",
+                  static_cast<double>(now - start) * 1e3 / static_cast<double>(hz_));
       // Give lbd's worker time to apply what it learned before the first SYN.
       const uint64_t settle = rte_rdtsc() + hz_ / 20;
       while (rte_rdtsc() < settle) poll_once(false);
@@ -839,8 +910,8 @@ bool Generator::setup_flows() {
   if (o_.peer == Peer::kIo) {
     const uint32_t nb = static_cast<uint32_t>(seen_backends_.size());
     for (uint32_t t = 0; t < slots_; ++t) {
-      st_[t] = kEstablished;
-      bk_[t] = static_cast<uint8_t>(t % nb + 1);
+      fs_[t].st = kEstablished;
+      fs_[t].bk = static_cast<uint8_t>(t % nb + 1);
     }
     c_.established = slots_;
     return true;
@@ -857,8 +928,8 @@ bool Generator::setup_flows() {
     if (txq_[0].n == 0) {
       for (uint16_t i = 0; i < o_.burst && next < slots_ && c_.syn_tx - c_.established < o_.window;
            ++i, ++next) {
-        st_[next] = kSynSent;
-        send_client(next, flag::kSyn, 0, false);
+        fs_[next].st = kSynSent;
+        send_client(next, flag::kSyn, false);
         ++c_.syn_tx;
       }
     }
@@ -873,18 +944,18 @@ bool Generator::setup_flows() {
       if (++passes > kMaxSetupPasses || now > deadline) break;
       uint64_t resent = 0;
       for (uint32_t t = 0; t < next; ++t) {
-        const uint8_t s = st_[t];
+        const uint8_t s = fs_[t].st;
         if (s == kEstablished) continue;
         // Odd passes resend the step the flow waits for; even passes start it over with the
         // client's SYN, in case lbd expired the flow meanwhile (then only a SYN revives it).
         const bool restart = passes % 2 == 0;
         if (s == kSynSent || (restart && (s == kSynSeen || s == kSynAckSeen))) {
-          if (s == kSynAckSeen) st_[t] = kSynSent;
-          send_client(t, flag::kSyn, 0, true);
+          if (s == kSynAckSeen) fs_[t].st = kSynSent;
+          send_client(t, flag::kSyn, true);
         } else if (s == kSynSeen) {
-          send_backend(t, flag::kSyn | flag::kAck, 0, true);
+          send_backend(t, flag::kSyn | flag::kAck, true);
         } else if (s == kSynAckSeen) {
-          send_client(t, flag::kAck, 0, true);
+          send_client(t, flag::kAck, true);
         } else {
           continue;
         }
@@ -987,10 +1058,15 @@ void Generator::report(const Counters& a, const Counters& b, double secs, double
   const double busy = b.all_tsc > a.all_tsc ? 100.0 * static_cast<double>(b.work_tsc - a.work_tsc) /
                                                   static_cast<double>(b.all_tsc - a.all_tsc)
                                             : 0.0;
+  // lb-gen's own cost: the TSC it spent on packets over every packet it sent or checked.
+  const uint64_t moved =
+      (b.tx[0] - a.tx[0]) + (b.tx[1] - a.tx[1]) + (b.rx[0] - a.rx[0]) + (b.rx[1] - a.rx[1]);
+  const double cycles =
+      moved ? static_cast<double>(b.work_tsc - a.work_tsc) / static_cast<double>(moved) : 0.0;
   std::printf(
       "  lb-gen: busy %.0f %% of its loop on packets (the rest polling empty queues and "
-      "full rings)\n",
-      busy);
+      "full rings), %.0f TSC cycles per packet sent or checked\n",
+      busy, cycles);
   std::printf(
       "  lb-gen loop: %.2f M iterations/s; TX bursts %.3f M/s (c->b) %.3f M/s (b->c), refused "
       "whole %.1f %% / %.1f %%\n",
@@ -1035,7 +1111,7 @@ void Generator::report(const Counters& a, const Counters& b, double secs, double
   if (seen_backends_.size() > 1 && o_.peer == Peer::kLbd) {
     std::vector<uint64_t> per(seen_backends_.size(), 0);
     for (uint32_t t = 0; t < tuples_; ++t)
-      if (bk_[t]) ++per[bk_[t] - 1u];
+      if (fs_[t].bk) ++per[fs_[t].bk - 1u];
     std::printf("  flows per backend:");
     for (size_t i = 0; i < per.size(); ++i)
       std::printf(" %s:%u=%llu", ip_str(seen_backends_[i].ip).c_str(), seen_backends_[i].port,
@@ -1046,11 +1122,11 @@ void Generator::report(const Counters& a, const Counters& b, double secs, double
       "RESULT peer=%s flows=%llu size=%u burst=%u syn_only=%d syn_share=%g secs=%.3f "
       "c2b_offered=%.3f c2b_fwd=%.3f b2c_offered=%.3f b2c_fwd=%.3f total_fwd=%.3f "
       "ring_full_c2b=%.1f ring_full_b2c=%.1f new_flows_per_s=%.0f lost=%llu errors=%llu "
-      "generator_bound=%d gen_busy=%.0f\n",
+      "generator_bound=%d gen_busy=%.0f gen_cycles_per_pkt=%.0f\n",
       o_.peer == Peer::kLbd ? "lbd" : "io", static_cast<unsigned long long>(o_.flows), o_.size,
       o_.burst, o_.syn_only ? 1 : 0, o_.syn_share, secs, off[0], fwd[0], off[1], fwd[1],
       fwd[0] + fwd[1], full[0], full[1], new_flows, static_cast<unsigned long long>(lost),
-      static_cast<unsigned long long>(errs), gen_bound ? 1 : 0, busy);
+      static_cast<unsigned long long>(errs), gen_bound ? 1 : 0, busy, cycles);
   std::fflush(stdout);
 }
 
@@ -1062,6 +1138,7 @@ int Generator::run(void (*tick)(void*), void* tick_arg) {
   std::printf("lb-gen: links up; client port %u (%s), backend port %u (%s)\n", o_.client_port,
               my_client_mac_.str().c_str(), o_.backend_port, my_backend_mac_.str().c_str());
   if (!resolve_macs()) return 1;
+  make_templates();  // every MAC is known from here on
   if (o_.peer == Peer::kLbd)
     std::printf("lb-gen: VIP %s:%u is at %s; lbd's backend port is %s\n", ip_str(o_.vip).c_str(),
                 o_.vport, lbd_client_mac_.str().c_str(), lbd_backend_mac_.str().c_str());

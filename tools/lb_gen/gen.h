@@ -122,6 +122,34 @@ class Generator {
     rte_mbuf* pend[512];
     uint16_t n = 0;
   };
+  // A TCP frame prebuilt with every field that is the same for all flows (MACs, IPv4 and TCP
+  // constants, flags, the payload tag's magic and direction), and the one's-complement sums of
+  // those fields: a packet is a copy of the template, the per-flow fields stored, and both
+  // checksums finished from the template's sums with a few adds (pktgen builds its packets the
+  // same way).
+  struct Template {
+    alignas(64) uint8_t f[64]{};
+    uint16_t copy = 0;     // bytes of f to copy: headers, tag or padding
+    uint16_t len = 0;      // frame length
+    bool tag = false;      // the payload holds the tag
+    uint64_t ip_sum = 0;   // the IPv4 header words that do not vary
+    uint64_t tcp_sum = 0;  // the pseudo header, TCP header and tag words that do not vary
+  };
+  // Templates by side (0: clients, toward the VIP; 1: backends, toward clients) and kind.
+  enum Kind : uint8_t { kData, kSynKind, kAckKind, kFinAck, kKinds };
+  // The per-flow fields of a TCP packet lb-gen sends.
+  struct Fields {
+    uint32_t sip, dip;
+    uint16_t sport, dport;
+    uint32_t seq, ack;
+    uint8_t bidx;
+    uint32_t t;
+  };
+  // Per tuple: what lb-gen knows of the flow, in one place so that a packet touches one line.
+  struct FlowState {
+    uint8_t st;  // State
+    uint8_t bk;  // backend index + 1, 0 unknown
+  };
 
   // setup and phases
   bool wait_links();
@@ -146,6 +174,7 @@ class Generator {
   bool check_frame(const uint8_t* p, uint16_t len, bool client_side, const Mac& want_dst,
                    bool src_ok, Seen& h);
   void on_arp(const uint8_t* p, uint16_t len, bool client_side);
+  void prefetch_ahead(uint32_t& ahead);
   void gen_client(uint16_t budget);
   void gen_backend(uint16_t budget);
   uint16_t flush(TxQueue& q, int dir);
@@ -153,12 +182,14 @@ class Generator {
 
   // packets
   rte_mbuf* alloc();
-  uint16_t build_tcp(uint8_t* f, const Mac& dst, const Mac& src, uint32_t sip, uint16_t sport,
-                     uint32_t dip, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
-                     uint16_t payload, uint8_t dir, uint8_t bidx, uint32_t t) const;
+  void make_templates();
+  void make_template(Template& tp, const Mac& dst, const Mac& src, uint8_t flags, uint16_t payload,
+                     uint8_t dir);
+  static uint16_t stamp(uint8_t* f, const Template& tp, const Fields& x);
+  static Kind kind_of(uint8_t flags);
   // `reply`: a reaction to what came back, sent before generated traffic.
-  void send_client(uint32_t t, uint8_t flags, uint16_t payload, bool reply);
-  void send_backend(uint32_t t, uint8_t flags, uint16_t payload, bool reply);
+  void send_client(uint32_t t, uint8_t flags, bool reply);
+  void send_backend(uint32_t t, uint8_t flags, bool reply);
   void send_arp(uint16_t port, uint16_t op, const Mac& eth_dst, const Mac& sha, uint32_t spa,
                 const Mac& tha, uint32_t tpa);
   void send_arp_request(uint16_t port, const Mac& src, uint32_t sip, uint32_t tip);
@@ -170,7 +201,9 @@ class Generator {
     return static_cast<uint16_t>(kPortBase + t % kPortsPerIp);
   }
   bool tuple_of(uint32_t ip, uint16_t port, uint32_t& t) const;
-  uint32_t current_tuple(uint32_t slot) const { return gen_[slot] ? slot + slots_ : slot; }
+  uint32_t current_tuple(uint32_t slot) const {
+    return churn_ && gen_[slot] ? slot + slots_ : slot;
+  }
   uint32_t advance(uint32_t cursor) const {  // the next slot to visit (step_ < slots_)
     const uint32_t n = cursor + step_;
     return n >= slots_ ? n - slots_ : n;
@@ -201,18 +234,25 @@ class Generator {
   std::vector<Backend> seen_backends_;  // index + 1 is what bk_ stores
   std::vector<bool> arp_done_;          // per expected backend: its ARP request was answered
 
-  uint32_t slots_ = 0;        // concurrent flows
-  uint32_t tuples_ = 0;       // tuple ids in use
-  std::vector<uint8_t> st_;   // per tuple: State
-  std::vector<uint8_t> bk_;   // per tuple: backend index + 1, 0 unknown
-  std::vector<uint8_t> gen_;  // per slot: which of its two tuples is current
+  uint32_t slots_ = 0;         // concurrent flows
+  uint32_t tuples_ = 0;        // tuple ids in use
+  std::vector<FlowState> fs_;  // per tuple
+  std::vector<uint8_t> gen_;   // per slot: which of its two tuples is current (--syn-share)
+  bool churn_ = false;         // --syn-share: slots move between their two tuples
   uint32_t client_cursor_ = 0;
   uint32_t backend_cursor_ = 0;
+  static constexpr uint32_t kAhead = 32;  // flows a cursor's prefetch runs ahead of it
+  uint32_t client_ahead_ = 0;             // the slot each cursor visits kAhead steps later
+  uint32_t backend_ahead_ = 0;
   uint32_t step_ = 1;  // cursor stride: 1, or (scattered) ~0.618 slots, coprime with slots
   uint64_t syn_cursor_ = 0;
   double churn_acc_ = 0;
 
-  TxQueue txq_[2];      // [0] client port, [1] backend port: generated data
+  TxQueue txq_[2];  // [0] client port, [1] backend port: generated data
+  Template tpl_[2][kKinds];
+  // mbufs taken from the pool a burst at a time
+  rte_mbuf* spare_[64];
+  uint16_t nspare_ = 0;
   TxQueue replies_[2];  // reactive packets, sent before generated ones
   // pacing
   uint64_t next_tx_tsc_[2]{};

@@ -97,15 +97,40 @@ inline uint64_t pseudo_sum(uint32_t src, uint32_t dst, size_t tcp_len) {
   return uint64_t{src} + dst + 6u + tcp_len;  // 32-bit halves fold out the same as 16-bit words
 }
 
+// The checks of what comes back sum in native byte order, 8 bytes per add with the carries
+// counted apart: the one's-complement sum of byte-swapped words is the byte-swapped sum
+// (RFC 1071), and "all ones" reads the same either way, so a verify needs no swapping.
+inline uint64_t sum_native(const uint8_t* p, size_t len, uint64_t init) {
+  uint64_t acc = init, carries = 0;
+  for (; len >= 8; p += 8, len -= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    acc += v;
+    carries += acc < v;  // 2^64 is 1 in one's-complement arithmetic
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, p, len);  // the odd byte, if any, is the high byte of a zero-padded word
+  acc += tail;
+  carries += acc < tail;
+  const uint64_t s = (acc & 0xffffffff) + (acc >> 32) + carries;
+  return (s & 0xffffffff) + (s >> 32);
+}
+
+inline uint16_t bswap16(uint16_t v) {
+  return static_cast<uint16_t>((v << 8) | (v >> 8));
+}
+
 // Whether the IPv4 header checksum and the TCP checksum of a frame verify (sum to all ones).
 inline bool ip_csum_ok(const uint8_t* frame) {
-  return fold(sum_words(frame + kIp, 20)) == 0xffff;
+  return fold(sum_native(frame + kIp, 20, 0)) == 0xffff;
 }
 inline bool tcp_csum_ok(const uint8_t* frame, size_t ip_total_len) {
   const size_t tcp_len = ip_total_len - 20;
-  const uint64_t acc = sum_words(
-      frame + kTcp, tcp_len, pseudo_sum(rd32(frame + kIp + 12), rd32(frame + kIp + 16), tcp_len));
-  return fold(acc) == 0xffff;
+  uint64_t addrs;  // source and destination address, as they lie in the header
+  std::memcpy(&addrs, frame + kIp + 12, 8);
+  const uint64_t pseudo =
+      (addrs & 0xffffffff) + (addrs >> 32) + bswap16(6) + bswap16(static_cast<uint16_t>(tcp_len));
+  return fold(sum_native(frame + kTcp, tcp_len, pseudo)) == 0xffff;
 }
 
 // A payload tag: lets lb-gen check that what comes back belongs to the flow its headers name.

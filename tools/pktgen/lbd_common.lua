@@ -5,6 +5,8 @@
 --   written and run with pktgen.load(file).
 --   Only 24,576 distinct packets are prebuilt per start; a new start continues the sweep, so a
 --   large flow count is swept in chunks of at most that many packets.
+--   Its Lua has no printf (use M.say). Port statistics are a snapshot the display timer takes
+--   once a second; link state is refreshed by it too, and not at all once the screen is off.
 local M = {}
 
 M.CHUNK = 24576
@@ -99,20 +101,50 @@ function M.backend_arp(P)
   pktgen.process(P.backend_port, "on")
 end
 
+-- Waits until both ports are up: lbd is a memif client that connects after pktgen (the server)
+-- has started, and on real NICs the link takes a moment too. Must run while the screen is on:
+-- pktgen refreshes link state from its display timer, and not at all once the screen is off.
+function M.wait_links(P)
+  local ports = { P.client_port, P.backend_port }
+  for _ = 1, P.link_wait_s * 10 do
+    local ls = pktgen.linkState(P.client_port .. "," .. P.backend_port)
+    local up = 0
+    for _, p in ipairs(ports) do
+      if (ls[tonumber(p)] or ""):find("UP", 1, true) then up = up + 1 end
+    end
+    if up == #ports then return end
+    pktgen.delay(100)
+  end
+  error(string.format("links of ports %s,%s not up after %d s (is lbd running and connected?)",
+                      P.client_port, P.backend_port, P.link_wait_s))
+end
+
+-- Makes sure lbd knows the gateway's MAC before the first SYN: a gratuitous ARP from port 1
+-- (lbd learns next hops from any ARP it sees), and port 1 answers lbd's own requests, which
+-- lbd sends when a port's link comes up and then every 100 ms until answered.
+function M.announce_gateway(P)
+  pktgen.send_arp(P.backend_port, "gratuitous")
+  pktgen.delay(P.arp_wait_ms)
+end
+
 local function stats(port, kind) return pktgen.portStats(port, kind)[tonumber(port)] end
 
+local function sending(port) return pktgen.isSending(port)[tonumber(port)] == "y" end
+
 -- Sends exactly `total` packets from `port`, in chunks of at most CHUNK (each start continues
--- the sweep where the last one stopped). Returns the seconds it took (1 s resolution).
+-- the sweep where the last one stopped). A chunk is over when the TX core clears its sending
+-- flag (polled every millisecond), not when port statistics show it: those are refreshed once
+-- a second, which made every chunk cost a whole second. Returns the wall time in whole seconds
+-- (os.time; at least 1): for rates, use lbd's counters (M.lbd_sample).
 function M.sweep(port, total)
   local t0 = os.time()
   local left = total
   while left > 0 do
     local n = math.min(left, M.CHUNK)
-    local before = stats(port, "port").opackets
     pktgen.set(port, "count", n)
     pktgen.start(port)
     local waited = 0
-    while stats(port, "port").opackets - before < n and waited < 60000 do
+    while sending(port) and waited < 60000 do
       pktgen.delay(1)
       waited = waited + 1
     end
@@ -121,6 +153,44 @@ function M.sweep(port, total)
   end
   pktgen.set(port, "count", 0)  -- back to "forever"
   return math.max(os.time() - t0, 1)
+end
+
+-- Port statistics are a snapshot the display timer takes once a second: wait for one taken
+-- after the traffic stopped before reading them.
+function M.settle(P) pktgen.delay(P.stats_settle_ms) end
+
+-- lbd's own counters (flows_created, rx/tx packets, drops), read with P.lbd_stats_cmd: a shell
+-- command that prints lbd's /lb/stats and /lb/drops telemetry as JSON (bench/telemetry.py on the
+-- lbd machine, over ssh when it is another one). The time comes from the same shell (date), to
+-- the nanosecond. nil when P.lbd_stats_cmd is not set.
+function M.lbd_sample(P)
+  if not P.lbd_stats_cmd then return nil end
+  local f = assert(io.popen("date +%s.%N; " .. P.lbd_stats_cmd))
+  local out = f:read("a")
+  f:close()
+  local function num(key) return tonumber(out:match('"' .. key .. '"%s*:%s*(%d+)')) end
+  local s = { t = tonumber(out:match("^%s*(%d+%.?%d*)")), flows_created = num("flows_created"),
+              tx = num("tx_packets"), dropped = num("dropped"),
+              unresolved = num("neighbor_unresolved") or 0 }
+  assert(s.t and s.flows_created and s.tx, "lbd_stats_cmd printed no /lb/stats: " .. out)
+  return s
+end
+
+-- What lbd did between two samples: new flows, packets it sent per second, drops.
+function M.lbd_delta(a, b)
+  if not a or not b then return nil end
+  local dt = b.t - a.t
+  return { secs = dt, new_flows = b.flows_created - a.flows_created,
+           new_flows_per_s = (b.flows_created - a.flows_created) / dt,
+           tx_pps = (b.tx - a.tx) / dt, dropped = b.dropped - a.dropped,
+           unresolved = b.unresolved - a.unresolved }
+end
+
+function M.lbd_line(d)
+  if not d then return "lbd's counters not sampled (set lbd_stats_cmd in lbd_params.lua)" end
+  return string.format("lbd: %d new flows in %.3f s = %.0f/s, sent %.3f Mpps, dropped %d "
+                       .. "(neighbor_unresolved %d)", d.new_flows, d.secs, d.new_flows_per_s,
+                       d.tx_pps / 1e6, d.dropped, d.unresolved)
 end
 
 -- Averages pktgen's per-second rates over `samples` seconds: Mpps and Mbit/s per port.
@@ -143,9 +213,10 @@ function M.rates(ports, samples)
   return acc
 end
 
+-- pktgen 23.06's Lua has no printf: io.write goes to pktgen's terminal.
 function M.say(fmt, ...)
-  local s = string.format(fmt, ...)
-  if printf then printf("%s", s) else io.write(s) end
+  io.write(string.format(fmt, ...))
+  io.flush()
 end
 
 function M.record(P, line)

@@ -46,4 +46,19 @@ P.bidirectional = true  -- also send the backend's replies from port 1 (one back
 
 P.results = "lbd-pktgen-results.csv"   -- appended, in pktgen's working directory
 
+P.link_wait_s     = 60    -- for both links (lbd connects after pktgen has started)
+P.arp_wait_ms     = 500   -- after the gratuitous ARP for the gateway, before the first SYN
+P.stats_settle_ms = 1500  -- pktgen's port statistics are a snapshot taken once a second
+
+-- lbd's own counters are the reference for rates: a shell command that prints lbd's /lb/stats
+-- and /lb/drops as JSON, run before and after each measurement (nil: not sampled). E.g.
+--   P.lbd_stats_cmd = "ssh lbd-host python3 /path/to/lbd/bench/telemetry.py lbd /lb/stats /lb/drops"
+P.lbd_stats_cmd = nil
+
+-- A Lua file named by LBD_PKTGEN_PARAMS may override any of these (bench/pktgen.sh uses it).
+local extra = os.getenv("LBD_PKTGEN_PARAMS")
+if extra and extra ~= "" then
+  for k, v in pairs(dofile(extra)) do P[k] = v end
+end
+
 return P

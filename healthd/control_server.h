@@ -25,8 +25,6 @@
 
 namespace lb::health {
 
-class Daemon;
-
 struct ControlOptions {
   std::string path;      // the socket file
   uint32_t mode = 0660;  // its permission bits
@@ -128,10 +126,5 @@ class ControlServer {
   LogLimiter client_lines_{10, Millis(1000)};  // keyed by the client's uid
   TimePoint next_quiet_check_{};
 };
-
-// Every request of the protocol (docs/lbctl.md), answered against `daemon`. A change asked with
-// "wait": true is answered once lbd has applied it (through `server.reply`).
-std::optional<Json> handle_request(Daemon& daemon, ControlServer& server, ControlServer::ConnId id,
-                                   const Json& request);
 
 }  // namespace lb::health
