@@ -102,6 +102,7 @@ def main(argv):
                     failures += 1
                     errors.append(repr(e))
                     c.close()
+                    break  # one failure decides: do not wait out the others' timeouts
         for c in conns:
             c.close()
         print(json.dumps({"requests": requests, "resets": resets, "failures": failures,
