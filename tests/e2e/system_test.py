@@ -18,7 +18,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lbenv import Failure, Procs, Telemetry, wait_for  # noqa: E402
+from lbenv import Failure, Procs, Telemetry, remove_flow_files, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -118,10 +118,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
 
     def down(self):
         self.procs.stop_all()
-        for d in ("/dev/hugepages", "/dev/shm"):  # the flow tables lbd keeps across restarts
-            for name in os.listdir(d) if os.path.isdir(d) else []:
-                if name.startswith(f"lbd-{PREFIX}-flows-"):
-                    os.unlink(os.path.join(d, name))
+        remove_flow_files(PREFIX)
         self.netns("down")
         self.tmp.cleanup()
 
