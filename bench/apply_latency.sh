@@ -10,7 +10,8 @@ n=${1:-2000}
 tag=lbapply$$
 tmp=$(mktemp -d)
 lbd_pid=
-cleanup() { [ -n "$lbd_pid" ] && kill "$lbd_pid" 2>/dev/null && wait "$lbd_pid" 2>/dev/null; rm -rf "$tmp"; }
+cleanup() { [ -n "$lbd_pid" ] && kill "$lbd_pid" 2>/dev/null && wait "$lbd_pid" 2>/dev/null; rm -rf "$tmp"
+  rm -f /dev/hugepages/lbd-$tag-flows-* /dev/shm/lbd-$tag-flows-*; }  # docs/operations.md
 trap cleanup EXIT
 cat >"$tmp/lbd.cfg" <<CFG
 instance = "$tag";
@@ -19,7 +20,7 @@ dataplane: { workers = 1; flows = { capacity = 4096; };
 services = ( { name = "web"; vip = "10.20.0.100"; port = 80;
   backends = ( { address = "10.20.0.11"; port = 8080; } ); } );
 CFG
-build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 256 -- --config "$tmp/lbd.cfg" \
+build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 256 -- --config "$tmp/lbd.cfg" --fresh \
   >"$tmp/lbd.log" 2>&1 &
 lbd_pid=$!
 for _ in $(seq 1 100); do [ -e /dev/shm/lbd-$tag ] && break; sleep 0.1; done

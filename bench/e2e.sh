@@ -27,6 +27,8 @@ cleanup() {
   [ -n "$lbd_pid" ] && kill "$lbd_pid" 2>/dev/null && wait "$lbd_pid" 2>/dev/null
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   ip netns del $p-nft 2>/dev/null || true
+  # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
+  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-*
   tools/netns.sh down >/dev/null 2>&1
   rm -rf "$tmp"
 }
@@ -56,7 +58,7 @@ services = ( { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
 CFG
 
 lbd_on() {
-  build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 1024 -- --config "$tmp/lbd.cfg" \
+  build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 1024 -- --config "$tmp/lbd.cfg" --fresh \
     >>"$tmp/lbd.log" 2>&1 &
   lbd_pid=$!
   for _ in $(seq 1 100); do

@@ -50,6 +50,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
   exec 8>&- 2>/dev/null
+  # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
+  rm -f /dev/hugepages/lbd-lbd-flows-* /dev/shm/lbd-lbd-flows-*
   rm -f /dev/hugepages/${tag}* 2>/dev/null
   rm -rf /var/run/dpdk/${tag}* 2>/dev/null
   if [ $keep -eq 1 ]; then echo "instructions.sh: files kept in $work" >&2; else rm -rf "$work"; fi
@@ -204,7 +206,7 @@ services = ( { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
 EOF
       timeout 400 valgrind --tool=callgrind --separate-threads=yes \
         --callgrind-out-file="$work/m-$fwd.out.%p" "$lbd" --lcores 0@0,1@1 --no-pci --no-huge \
-        -m 512 --file-prefix ${tag}l -- --config "$work/lbd-memif.cfg" > "$work/m-$fwd.log" 2>&1 &
+        -m 512 --file-prefix ${tag}l -- --config "$work/lbd-memif.cfg" --fresh > "$work/m-$fwd.log" 2>&1 &
     else
       mkfifo "$work/tpm.in"
       exec 8<>"$work/tpm.in"

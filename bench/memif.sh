@@ -70,6 +70,8 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
+  rm -f /dev/hugepages/lbd-lbd-flows-* /dev/shm/lbd-lbd-flows-*
   rm -f /dev/hugepages/${tag}* 2>/dev/null
   rm -rf /var/run/dpdk/${tag}* 2>/dev/null
   if [ $keep -eq 1 ]; then echo "memif.sh: logs kept in $work" >&2; else rm -rf "$work"; fi
@@ -213,7 +215,7 @@ run_one() {  # SCENARIO FORWARDER(lbd|testpmd) ROUND -> appends to $work/results
     fi
     # lbd: main (control, sleeps) lcore 0 on CPU 0 beside lb-gen, worker lcore 1 on CPU 1.
     timeout $((budget + 60)) nice -n "$nice_level" "$lbd" --lcores 0@0,1@1 --no-pci --file-prefix ${tag}l $mem_fwd \
-      --log-level=lb:info -- --config "$d/lbd.cfg" > "$d/fwd.log" 2>&1 &
+      --log-level=lb:info -- --config "$d/lbd.cfg" --fresh > "$d/fwd.log" 2>&1 &
     fpid=$!
   else
     # testpmd: main lcore 0 on CPU 0 (waits on stdin: a FIFO we hold open, so it never reads

@@ -65,6 +65,8 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
+  rm -f /dev/hugepages/lbd-lbd-flows-* /dev/shm/lbd-lbd-flows-*
   rm -rf /var/run/dpdk/${tag}* 2>/dev/null
   if [ $keep -eq 1 ]; then echo "pktgen.sh: files kept in $work" >&2; else rm -rf "$work"; fi
 }
@@ -119,7 +121,7 @@ sleep 1  # the server's ports are started a moment after its sockets exist
 
 # lbd: main lcore (control thread) and its worker; both CPUs are shared with pktgen here, so
 # the figures are the procedure's, not lbd's capacity.
-"$lbd" --lcores 0@0,1@1 --no-pci --no-huge -m 1024 --file-prefix ${tag}l -- --config "$work/lbd.cfg" \
+"$lbd" --lcores 0@0,1@1 --no-pci --no-huge -m 1024 --file-prefix ${tag}l -- --config "$work/lbd.cfg" --fresh \
   > "$work/lbd.log" 2>&1 &
 lp=$!
 pids+=("$lp")

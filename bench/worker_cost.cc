@@ -13,8 +13,12 @@
 // S seconds, so that once the run is longer than S aging erases a flow for every one created
 // (the steady state of a busy balancer; the default has room for every flow and expires none).
 //
+// --flow-dir DIR keeps the flow table in a file in DIR (/dev/hugepages, /dev/shm), as lbd does
+// by default (dataplane/flow_memory.h), instead of anonymous memory; the file is removed at exit.
+//
 // usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] [--size BYTES]
 //                        [--dir both|c2b] [--order random|seq] [--capacity N] [--syn-timeout S]
+//                        [--flow-dir DIR]
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -119,6 +123,7 @@ int main(int argc, char** argv) {
   uint32_t flows = 1000, bursts = 100000;
   uint32_t capacity_arg = 0;  // 0: room for every flow the run opens
   uint32_t syn_timeout = 600;
+  std::string flow_dir;
   uint16_t size = 64;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -145,11 +150,13 @@ int main(int argc, char** argv) {
       capacity_arg = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--syn-timeout")
       syn_timeout = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--flow-dir")
+      flow_dir = next();
     else {
       std::fprintf(stderr,
                    "usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] "
                    "[--size 60..1514] [--dir both|c2b] [--order random|seq] [--capacity N] "
-                   "[--syn-timeout S]\n");
+                   "[--syn-timeout S] [--flow-dir DIR]\n");
       return 2;
     }
   }
@@ -223,7 +230,10 @@ int main(int argc, char** argv) {
     rte_mbuf* in[kBurst];
     rte_mbuf* out[4 * kBurst];
     if (mode == "lbd" || syn) {
-      dp = std::make_unique<lb::dp::Dataplane>(lb::cfg::parse_config(cfg, "worker_cost.cfg"));
+      lb::dp::FlowMemoryOptions fm;
+      if (!flow_dir.empty()) fm = {prefix, flow_dir, true};
+      dp = std::make_unique<lb::dp::Dataplane>(lb::cfg::parse_config(cfg, "worker_cost.cfg"),
+                                               std::string(), fm);
       // lbd asks for its backends' MACs: answer every request from the backend side.
       dp->control_tick(rte_rdtsc());
       for (int round = 0; round < 4; ++round) {
@@ -399,6 +409,8 @@ int main(int argc, char** argv) {
   const std::string runtime_dir = rte_eal_get_runtime_dir();
   rte_eal_cleanup();
   std::error_code ec;
+  if (!flow_dir.empty())
+    std::filesystem::remove(flow_dir + "/" + lb::dp::flow_file_name(prefix, 0), ec);
   if (runtime_dir.find(prefix) != std::string::npos) std::filesystem::remove_all(runtime_dir, ec);
   return rc;
 }

@@ -880,7 +880,7 @@ class Parser {
 
   FlowConfig parse_flows(const Setting& f) const {
     check_keys(f, {"capacity", "tcp_syn_timeout", "tcp_established_timeout", "tcp_fin_timeout",
-                   "tcp_closed_timeout"});
+                   "tcp_closed_timeout", "persist", "directory"});
     FlowConfig out;
     optional_integer(f, "capacity", out.capacity, kMinFlowCapacity, kMaxFlowCapacity);
     optional_integer(f, "tcp_syn_timeout", out.tcp_syn_timeout, kMinTimeoutS, kMaxTimeoutS);
@@ -888,6 +888,14 @@ class Parser {
                      kMaxTimeoutS);
     optional_integer(f, "tcp_fin_timeout", out.tcp_fin_timeout, kMinTimeoutS, kMaxTimeoutS);
     optional_integer(f, "tcp_closed_timeout", out.tcp_closed_timeout, kMinTimeoutS, kMaxTimeoutS);
+    if (const Setting* s = find(f, "persist")) out.persist = as_bool(*s);
+    if (const Setting* s = find(f, "directory")) {
+      out.directory = as_string(*s);
+      if (out.directory.empty() || out.directory[0] != '/')
+        fail(*s, "expected an absolute directory path (e.g. \"/dev/hugepages\"), found " +
+                     quote(out.directory));
+      while (out.directory.size() > 1 && out.directory.back() == '/') out.directory.pop_back();
+    }
     return out;
   }
 

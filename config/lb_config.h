@@ -56,6 +56,11 @@ struct FlowConfig {
   uint32_t tcp_established_timeout = 900;
   uint32_t tcp_fin_timeout = 10;    // one side has sent FIN
   uint32_t tcp_closed_timeout = 5;  // both FINs or an RST seen (TIME_WAIT-like)
+  // Each worker's table in a file that outlives lbd, so that a restart keeps the connections
+  // (dataplane/flow_memory.h); false: in lbd's own memory, lost when it exits.
+  bool persist = true;
+  std::string
+      directory;  // on hugetlbfs or tmpfs; empty: /dev/hugepages if it has room, else /dev/shm
 };
 
 // Retry on another server (the seeds' "retry" feature, at L4).

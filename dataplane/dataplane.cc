@@ -59,19 +59,25 @@ std::runtime_error dpdk_error(const std::string& what, int err) {
   return std::runtime_error(what + ": " + rte_strerror(err < 0 ? -err : err));
 }
 
+// The tick clock and the wall clock, read together (flow_memory.h).
+core::ClockPair clock_now() {
+  return {rte_rdtsc(), boottime_ns()};
+}
+
 }  // namespace
 
-Dataplane::Dataplane(const cfg::Config& config, const std::string& shm_name)
+Dataplane::Dataplane(const cfg::Config& config, const std::string& shm_name,
+                     const FlowMemoryOptions& flows)
     : config_(config), tsc_hz_(rte_get_tsc_hz()), builder_(config.dataplane, neighbors_) {
   try {
-    setup(shm_name);
+    setup(shm_name, flows);
   } catch (...) {
     release();  // the destructor does not run for a half-built object
     throw;
   }
 }
 
-void Dataplane::setup(const std::string& shm_name) {
+void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flows) {
   const cfg::DataplaneConfig& dc = config_.dataplane;
   const uint16_t nworkers = static_cast<uint16_t>(dc.workers);
   const int socket = static_cast<int>(rte_socket_id());
@@ -144,11 +150,15 @@ void Dataplane::setup(const std::string& shm_name) {
   // A per-process random seed keeps remote parties from aiming hash collisions at a bucket.
   pc.hash_seed = (rte_rdtsc() * uint64_t{0x9e3779b97f4a7c15}) ^ static_cast<uint64_t>(getpid());
 
+  flow_memory_ = std::make_unique<FlowMemory>(flows, flow_file_params(config_, reta_size_, tsc_hz_),
+                                              pc.hash_seed, clock_now());
   workers_.resize(nworkers);
   for (uint16_t w = 0; w < nworkers; ++w) {
     Worker& wk = workers_[w];
     pc.worker = w;
-    wk.proc = std::make_unique<core::Processor>(pc, neighbors_);
+    core::FlowTable table = flow_memory_->table(w, *first, builder_, neighbors_, dc, clock_now());
+    pc.hash_seed = table.seed();  // a re-attached table's index is keyed with its own
+    wk.proc = std::make_unique<core::Processor>(pc, neighbors_, std::move(table));
     wk.list = std::make_unique<ListSlot>();
     const std::string hname = "lb_handoff_" + std::to_string(w);
     const std::string cname = "lb_ctl_" + std::to_string(w);
@@ -288,6 +298,7 @@ Dataplane::~Dataplane() {
 
 void Dataplane::release() {
   stop();
+  if (flow_memory_) flow_memory_->stopped_cleanly(clock_now());
   for (Port& p : ports_) {
     if (!p.started) continue;
     rte_eth_dev_stop(p.id);
@@ -944,6 +955,7 @@ void Dataplane::control_tick(core::Tick now) {
   reclaim_pools();
   reclaim_ids(now);
   watch(now);
+  if (flow_memory_) flow_memory_->tick({now, boottime_ns()});
   if (now >= next_arp_) {
     // For 2 s after lbd starts or gets new next hops, an unresolved one is asked every 100 ms
     // instead of every second: a request sent before the port's link is up (a memif client at

@@ -20,6 +20,7 @@
 #include "channel.h"
 
 #include "flow_list.h"
+#include "flow_memory.h"
 #include "lb_config.h"
 #include "neighbor.h"
 #include "pool.h"
@@ -43,9 +44,12 @@ class Dataplane {
 
   // Sets up ports (probing vdevs named in the config when they do not exist yet), queues, the
   // mempool and the workers' state, and publishes the config's pool. With a non-empty
-  // `shm_name` it also creates the shared-memory segment lb-healthd attaches to. Throws
-  // std::runtime_error with an actionable message on any failure.
-  explicit Dataplane(const cfg::Config& config, const std::string& shm_name = {});
+  // `shm_name` it also creates the shared-memory segment lb-healthd attaches to. With
+  // `flows.instance`, the flow tables live in files that outlive the process and are taken over
+  // from a previous lbd (flow_memory.h). Throws std::runtime_error with an actionable message on
+  // any failure.
+  explicit Dataplane(const cfg::Config& config, const std::string& shm_name = {},
+                     const FlowMemoryOptions& flows = {});
   ~Dataplane();
   Dataplane(const Dataplane&) = delete;
   Dataplane& operator=(const Dataplane&) = delete;
@@ -163,7 +167,7 @@ class Dataplane {
     unsigned lcore = 0;
   };
 
-  void setup(const std::string& shm_name);
+  void setup(const std::string& shm_name, const FlowMemoryOptions& flows);
   void release();
   void resolve_port(size_t index, const cfg::PortConfig& pc);
   void setup_port(size_t index, const cfg::PortConfig& pc, bool rss_src_only, bool rss_dst_only);
@@ -196,6 +200,7 @@ class Dataplane {
   rte_mempool* mbufs_ = nullptr;
   core::NeighborTable neighbors_;
   PoolBuilder builder_;
+  std::unique_ptr<FlowMemory> flow_memory_;  // outlives workers_ (their tables are in it)
   std::vector<Worker> workers_;
   rte_rcu_qsbr* qsbr_ = nullptr;
   // acquire by workers in poll() pairs with the release in publish().

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "lbd: kernel-bypass L4 load balancer (DPDK)\n"
-      "usage: lbd [EAL options] -- --config FILE [--instance NAME] [--check]\n"
+      "usage: lbd [EAL options] -- --config FILE [--instance NAME] [--fresh] [--check]\n"
       "       lbd --config FILE --check      (validates the file; no EAL, no root)",
       "lbd"};
   app.footer(
@@ -60,6 +60,10 @@ int main(int argc, char** argv) {
       "--file-prefix (default: the instance name; lbctl and dpdk-dumpcap find lbd by it),\n"
       "--log-level=lb:debug, -m/--no-huge (single-process only: no packet capture).\n"
       "All of them: lbd --eal-help, or the DPDK guide's \"EAL parameters\" page.\n"
+      "Flows survive a restart: each worker's flow table is kept in\n"
+      "/dev/hugepages (or /dev/shm)/lbd-INSTANCE-flows-W and taken over by the next lbd of the\n"
+      "instance if capacity, workers and ports are unchanged (else discarded, and logged);\n"
+      "--fresh discards them; dataplane.flows.persist = false keeps them in lbd's memory.\n"
       "Manual: lbd(8), lbd.cfg(5).");
   std::string config_path;
   bool check = false;
@@ -69,6 +73,10 @@ int main(int argc, char** argv) {
                  "names the pool channel to lb-healthd (/dev/shm/lbd-NAME); default: the "
                  "config's instance");
   app.add_flag("--check", check, "validate the configuration and exit");
+  bool fresh = false;
+  app.add_flag("--fresh", fresh,
+               "start with empty flow tables: discard those a previous lbd of this instance left "
+               "(its connections are then lost)");
   app.add_flag_callback(
       "--eal-help",
       [&] {
@@ -136,7 +144,9 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     {
-      lb::dp::Dataplane dp(config, lb::shm::segment_name(name));
+      lb::dp::FlowMemoryOptions flows;
+      if (config.dataplane.flows.persist) flows = {name, config.dataplane.flows.directory, fresh};
+      lb::dp::Dataplane dp(config, lb::shm::segment_name(name), flows);
       lb::dp::register_telemetry(&dp);
       dp.launch();
       LB_LOG(INFO, "running; SIGINT or SIGTERM stops");

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <thread>
 
@@ -43,6 +44,11 @@ without Content-Length. Answered even while the health path misbehaves):
                          answer (until /control/ok)
   /control/ok            all of the above off: healthy, not hanging, not closing
   GET /control/state     "healthy=1 hung=0 closing=0 requests=N checks=N"
+
+Connections: keep-alive for as long as the client wants (no cap on requests per connection,
+closed after --keep-alive-timeout idle seconds, default 300). Each open connection holds one of
+the --threads worker threads for its whole life (cpp-httplib's model), so --threads (default 512)
+is the number of connections served at once; connections beyond it wait for a free thread.
 
 Signals: SIGUSR1 = health/fail, SIGUSR2 = health/ok, SIGHUP = ok, SIGTERM/SIGINT = stop.
 With --port 0 the kernel picks the port. Once listening, one line goes to stdout:
@@ -129,13 +135,20 @@ static int run(int argc, char** argv) {
   std::string name;
   std::string listen = "127.0.0.1";
   int port = 0;
-  int threads = 64;
+  int threads = 512;
+  int keep_alive_s = 300;
   app.add_option("--name", name, "name in bodies and the X-Backend header")->required();
   app.add_option("--listen", listen, "address to listen on (default 127.0.0.1)");
   app.add_option("--port", port, "TCP port; 0 lets the kernel choose")
       ->required()
       ->check(CLI::Range(0, 65535));
-  app.add_option("--threads", threads, "worker threads (default 64)")->check(CLI::Range(1, 1024));
+  // At most 1000: cpp-httplib 0.11 waits on its sockets with select(), which stops at fd 1024.
+  app.add_option("--threads", threads,
+                 "worker threads = connections served at once (default 512, at most 1000)")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--keep-alive-timeout", keep_alive_s,
+                 "seconds an idle keep-alive connection stays open (default 300)")
+      ->check(CLI::Range(1, 86400));
   app.set_version_flag("--version", "lb-backend " LB_VERSION);
   CLI11_PARSE(app, argc, argv);
 
@@ -149,10 +162,11 @@ static int run(int argc, char** argv) {
   httplib::Server svr;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   svr.set_default_headers({{"X-Backend", name}});
-  // Long-lived keep-alive connections, as the end-to-end tests (pinning, drain) need: cpp-httplib
-  // would otherwise close each connection after 5 requests or 5 idle seconds.
-  svr.set_keep_alive_max_count(100000);
-  svr.set_keep_alive_timeout(60);
+  // Long-lived keep-alive connections, as the end-to-end tests (pinning, drain, 200 connections
+  // across an lbd restart) need: cpp-httplib would otherwise close each connection after 5
+  // requests or 5 idle seconds.
+  svr.set_keep_alive_max_count(std::numeric_limits<size_t>::max());
+  svr.set_keep_alive_timeout(keep_alive_s);
   // Headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the body for
   // the client's delayed ACK (~40 ms a request on keep-alive connections).
   svr.set_tcp_nodelay(true);

@@ -60,7 +60,7 @@ struct alignas(64) WorkerCounters {
   Counter icmp_echo_replies;
   Counter handoff_out;
   Counter handoff_in;
-  BackendCounters backend[kMaxBackends];
+  BackendCounters backend[kMaxBackends + 1];  // by BackendId, and kGoneBackend
 
   void drop(DropReason r) { drops[static_cast<size_t>(r)].add(); }
 };

@@ -2,6 +2,10 @@
 
 #include <array>
 #include <bit>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace lb::core {
 
@@ -48,16 +52,125 @@ inline uint32_t make_ref(uint32_t idx, Dir d) {
 }
 }  // namespace
 
+size_t FlowTable::region_bytes(uint32_t capacity) {
+  // records | index | free list, each starting on a cache line
+  const size_t free_bytes = (size_t{capacity} * sizeof(uint32_t) + 63) / 64 * 64;
+  return size_t{capacity} * sizeof(Flow) + size_t{bucket_count(capacity)} * sizeof(Bucket) +
+         free_bytes;
+}
+
 FlowTable::FlowTable(uint32_t capacity, uint64_t seed)
     : capacity_(capacity),
       nbuckets_(bucket_count(capacity)),
       seed_(seed),
-      free_top_(capacity),
-      flows_(capacity),
-      buckets_(bucket_count(capacity)),
-      free_(capacity) {
+      own_(region_bytes(capacity) / sizeof(Line)) {
+  place(reinterpret_cast<std::byte*>(own_.data()));  // zero-filled: the index is empty
+  clear();
+}
+
+FlowTable::FlowTable(uint32_t capacity, uint64_t seed, std::span<std::byte> region, Region how,
+                     RepairReport* repaired)
+    : capacity_(capacity), nbuckets_(bucket_count(capacity)), seed_(seed) {
+  if (region.size() < region_bytes(capacity) ||
+      reinterpret_cast<uintptr_t>(region.data()) % alignof(Line) != 0)
+    throw std::invalid_argument("flow table region: " + std::to_string(region.size()) +
+                                " bytes, need " + std::to_string(region_bytes(capacity)) +
+                                " on a 64-byte boundary");
+  place(region.data());
+  if (how == Region::kAttach) {
+    const RepairReport r = repair();
+    if (repaired) *repaired = r;
+    return;
+  }
+  std::memset(static_cast<void*>(flows_), 0, size_t{capacity_} * sizeof(Flow));
+  std::memset(static_cast<void*>(buckets_), 0, size_t{nbuckets_} * sizeof(Bucket));
+  clear();
+}
+
+FlowTable::FlowTable(FlowTable&& o) noexcept
+    : capacity_(o.capacity_),
+      nbuckets_(o.nbuckets_),
+      seed_(o.seed_),
+      size_(o.size_),
+      hand_(o.hand_),
+      free_top_(o.free_top_),
+      own_(std::move(o.own_)),
+      flows_(std::exchange(o.flows_, nullptr)),
+      buckets_(std::exchange(o.buckets_, nullptr)),
+      free_(std::exchange(o.free_, nullptr)) {
+  o.capacity_ = o.nbuckets_ = o.size_ = o.free_top_ = o.hand_ = 0;
+}
+
+void FlowTable::place(std::byte* base) {
+  flows_ = reinterpret_cast<Flow*>(base);
+  buckets_ = reinterpret_cast<Bucket*>(base + size_t{capacity_} * sizeof(Flow));
+  free_ = reinterpret_cast<uint32_t*>(base + size_t{capacity_} * sizeof(Flow) +
+                                      size_t{nbuckets_} * sizeof(Bucket));
+}
+
+void FlowTable::clear() {
   // Hand out low indexes first: a small table stays in few pages.
-  for (uint32_t i = 0; i < capacity; ++i) free_[i] = capacity - 1 - i;
+  for (uint32_t i = 0; i < capacity_; ++i) free_[i] = capacity_ - 1 - i;
+  free_top_ = capacity_;
+  size_ = 0;
+  hand_ = 0;
+}
+
+FlowTable::RepairReport FlowTable::repair() {
+  RepairReport r;
+  // Which references of each record the index holds: bit d for direction d.
+  std::vector<uint8_t> seen(capacity_, 0);
+  for (uint32_t bi = 0; bi < nbuckets_; ++bi) {
+    Bucket& b = buckets_[bi];
+    for (int s = 0; s < kSlots; ++s) {
+      const uint32_t ref = b.ref[s];
+      if (ref == 0) {
+        b.sig[s] = 0;  // harmless, but an empty slot reads as empty everywhere
+        continue;
+      }
+      const uint32_t idx = (ref - 1) >> 1;
+      const auto d = static_cast<Dir>((ref - 1) & 1);
+      const uint8_t bit = static_cast<uint8_t>(1u << static_cast<unsigned>(d));
+      bool ok = idx < capacity_ && flows_[idx].in_use == 1 && (seen[idx] & bit) == 0;
+      if (ok) {
+        const Flow& f = flows_[idx];
+        const uint64_t h = hash(d == Dir::kFromClient ? f.client_key() : f.backend_key());
+        ok = b.sig[s] == static_cast<uint32_t>(h >> 32) && (bi == bucket1(h) || bi == bucket2(h));
+      }
+      if (ok) {
+        seen[idx] |= bit;
+        continue;
+      }
+      b.ref[s] = 0;
+      b.sig[s] = 0;
+      ++r.refs_dropped;
+    }
+  }
+  for (uint32_t idx = 0; idx < capacity_; ++idx) {
+    Flow& f = flows_[idx];
+    if (f.in_use == 0) continue;
+    bool ok = f.in_use == 1 && seen[idx] == 3;
+    if (ok) {
+      // Both references are there; a second record with the same key (which no sequence of
+      // operations makes, but a torn image might) would hide one of them.
+      Dir d;
+      const FlowKey ck = f.client_key(), bk = f.backend_key();
+      ok = lookup(ck, hash(ck), d) == idx && lookup(bk, hash(bk), d) == idx;
+    }
+    if (ok) continue;
+    if (seen[idx] & 1) index_remove(hash(f.client_key()), make_ref(idx, Dir::kFromClient));
+    if (seen[idx] & 2) index_remove(hash(f.backend_key()), make_ref(idx, Dir::kFromBackend));
+    r.refs_dropped += static_cast<uint32_t>(std::popcount(seen[idx]));
+    f.in_use = 0;
+    ++r.records_dropped;
+  }
+  free_top_ = 0;
+  for (uint32_t i = capacity_; i-- > 0;)
+    if (flows_[i].in_use == 0) free_[free_top_++] = i;
+  size_ = capacity_ - free_top_;
+  hand_ = 0;
+  r.kept = size_;
+  return r;
 }
 
 uint64_t FlowTable::hash(const FlowKey& k) const {

@@ -7,9 +7,16 @@
 // kept under half full at capacity (47 %), so a lookup touches at most two bucket lines and one
 // record, and nearly always one: keys stay in their primary bucket while it has room.
 // Aging walks the records with a clock hand, a bounded number per call.
+//
+// Records, index and free list live in one region at a fixed base and refer to each other by
+// index, never by pointer: the region may be anonymous memory (the default) or a mapping that
+// outlives the process (dataplane/flow_memory.h), which a new process re-attaches after repairing
+// whatever a kill -9 interrupted half way (repair()).
 
 #include <bit>
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <utility>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -82,6 +89,34 @@ class FlowTable {
 
   // `seed` keys the hash so that a remote party cannot aim collisions at one bucket.
   explicit FlowTable(uint32_t capacity, uint64_t seed = 0x6c62642d666c6f77ull);
+
+  // The same over `region` (region_bytes(capacity) bytes, 64-byte aligned), which the caller
+  // owns and keeps mapped for the table's life. kFresh starts empty; kAttach takes the records
+  // and index a previous table with this capacity and seed left there (all zero is an empty
+  // table), made consistent by repair(), whose report goes to `repaired`. Throws
+  // std::invalid_argument when the region is too small or misaligned.
+  struct RepairReport;
+  enum class Region : uint8_t { kFresh, kAttach };
+  FlowTable(uint32_t capacity, uint64_t seed, std::span<std::byte> region, Region how,
+            RepairReport* repaired = nullptr);
+  static size_t region_bytes(uint32_t capacity);
+
+  FlowTable(FlowTable&& o) noexcept;
+  FlowTable& operator=(FlowTable&&) = delete;
+  FlowTable(const FlowTable&) = delete;
+  FlowTable& operator=(const FlowTable&) = delete;
+
+  // Makes a table left by a process that may have died in the middle of an insert, erase or
+  // rebind consistent: drops index references that do not lead to a record in use whose key in
+  // that direction hashes to the slot (or that repeat one already seen), erases records in use
+  // whose two references are not both there (or that another record with the same key shadows),
+  // and rebuilds the free list and the count. Whatever it keeps is findable from both keys.
+  struct RepairReport {
+    uint32_t kept = 0;             // records in use afterwards
+    uint32_t refs_dropped = 0;     // index slots cleared
+    uint32_t records_dropped = 0;  // records in use that were erased
+  };
+  RepairReport repair();
 
   uint64_t hash(const FlowKey& k) const;
   // First stage of a burst: the bucket lines of `h` (both when a miss is likely: a SYN).
@@ -171,7 +206,11 @@ class FlowTable {
 
   uint32_t size() const { return size_; }
   uint32_t capacity() const { return capacity_; }
-  size_t memory_bytes() const { return flows_.bytes() + buckets_.bytes() + free_.bytes(); }
+  uint64_t seed() const { return seed_; }
+  size_t memory_bytes() const {
+    return size_t{capacity_} * (sizeof(Flow) + sizeof(uint32_t)) +
+           size_t{nbuckets_} * sizeof(Bucket);
+  }
 
  private:
   static constexpr int kSlots = 8;
@@ -212,15 +251,23 @@ class FlowTable {
   // erase() with both keys' hashes already known.
   void erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backend_hash);
 
+  struct alignas(64) Line {
+    std::byte b[64];
+  };
+  // Points flows_, buckets_ and free_ into `base` (region_bytes(capacity_) bytes).
+  void place(std::byte* base);
+  void clear();  // empty table: no record in use, every record free
+
   uint32_t capacity_;
   uint32_t nbuckets_;
   uint64_t seed_;
   uint32_t size_ = 0;
   uint32_t hand_ = 0;
-  uint32_t free_top_;  // free_[0 .. free_top_) are free record indexes
-  LargeArray<Flow> flows_;
-  LargeArray<Bucket> buckets_;
-  LargeArray<uint32_t> free_;
+  uint32_t free_top_ = 0;  // free_[0 .. free_top_) are free record indexes
+  LargeArray<Line> own_;   // the region, when the table allocated it itself
+  Flow* flows_ = nullptr;
+  Bucket* buckets_ = nullptr;
+  uint32_t* free_ = nullptr;  // a stack of free record indexes
 };
 
 }  // namespace lb::core

@@ -14,6 +14,10 @@ inline constexpr uint32_t kMaxServices = 1024;
 inline constexpr uint32_t kMaxPorts = 16;
 inline constexpr uint32_t kMaxNeighbors = 1024;
 inline constexpr uint32_t kMaxWorkers = 64;
+// The backend of a flow restored after a restart whose backend the new process does not know
+// (removed while lbd was down): no pool ever serves it, so the flow's next packet resets it.
+// Counters have a slot for it; nothing lists it.
+inline constexpr uint32_t kGoneBackend = kMaxBackends;
 
 inline constexpr uint32_t raw(BackendId id) {
   return static_cast<uint32_t>(id);

@@ -54,9 +54,12 @@ uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers,
 }
 
 Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
+    : Processor(cfg, neighbors, FlowTable(cfg.flow_capacity, cfg.hash_seed)) {}
+
+Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowTable table)
     : cfg_(cfg),
       neighbors_(neighbors),
-      table_(cfg.flow_capacity, cfg.hash_seed),
+      table_(std::move(table)),
       sched_(cfg.hash_seed ^ (uint64_t{cfg.worker} << 32)),
       syn_cache_(cfg.syn_cache_slots),
       counters_storage_(1),
@@ -74,6 +77,27 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
   }
   for (uint16_t i = 0; i < cfg.nports; ++i)
     local_filter_ |= uint64_t{1} << ((cfg.ports[i].ip * 0x9e3779b1u) >> 26);
+  // New flows must not take the creation number of a restored one: it keys the SYN cache.
+  if (table_.size() != 0) adopt_flows();
+}
+
+void Processor::adopt_flows() {
+  for (uint32_t idx = 0; idx < table_.capacity(); ++idx) {
+    const Flow& f = table_.at(idx);
+    if (!f.in_use) continue;
+    // A reset record (backend_stopped()) names no backend and is not counted as a flow.
+    const bool reset = f.state == TcpState::kReset && f.backend == raw(kNoBackend);
+    if ((!reset && (f.backend > kGoneBackend || f.state > TcpState::kClosed)) ||
+        f.client_port_id >= cfg_.nports || f.backend_port_id >= cfg_.nports ||
+        f.neighbor >= kMaxNeighbors) {
+      table_.erase(idx);
+      continue;
+    }
+    if (f.serial > serial_) serial_ = f.serial;
+    if (reset) continue;
+    counters_->flows_active.add();
+    counters_->backend[f.backend].flows_active.add();
+  }
 }
 
 bool Processor::is_local(uint32_t ip) const {

@@ -98,6 +98,11 @@ uint32_t toeplitz_hash(const uint8_t* key, const uint8_t* data, size_t len);
 class Processor {
  public:
   Processor(const ProcessorConfig& cfg, NeighborTable& neighbors);
+  // Over a flow table made elsewhere, which may already hold flows: a table re-attached after a
+  // restart (dataplane/flow_memory.h). Records that cannot be this worker's (a backend id, port
+  // or state out of range) are erased; the active-flow counts and the creation numbers continue
+  // from what is left.
+  Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowTable table);
 
   Verdict process(Frame& f, uint16_t in_port, const Pool& pool, Tick now);
 
@@ -221,6 +226,7 @@ class Processor {
   uint32_t created_since_age_ = 0;
   Tick age_interval_ = 1;  // ticks per batch
   uint32_t age_paced(Tick now);
+  void adopt_flows();
 };
 
 }  // namespace lb::core

@@ -9,6 +9,9 @@
                                   C connections, N rounds PAUSE s apart of one request on each:
                                   "open" line once all are open, then one JSON line per
                                   connection (its backends, requests, errors)
+  client.py hold N SECONDS        N keep-alive connections, requests round-robin over them for
+                                  SECONDS: one JSON summary (resets, failures, reconnections,
+                                  the longest gap between two answers and when it ended)
 
 Each response names its backend (lb-backend's X-Backend header). Every loop is bounded.
 """
@@ -99,6 +102,45 @@ def main(argv):
             print(json.dumps({"conn": i, "backends": sorted(b or "?" for b in x["backends"]),
                               "ports": len(x["ports"]), "ok": x["ok"], "errors": x["errors"]}),
                   flush=True)
+    elif mode == "hold":
+        n, seconds = int(argv[2]), float(argv[3])
+        conns = [http.client.HTTPConnection(VIP, PORT, timeout=15) for _ in range(n)]
+        ports = [None] * n
+        resets = failures = reconnected = requests = 0
+        errors = []
+        last_ok = time.time()
+        gap, gap_end = 0.0, 0.0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and failures == 0:
+            for i, c in enumerate(conns):
+                try:
+                    c.request("GET", "/")
+                    r = c.getresponse()
+                    r.read()
+                    requests += 1
+                    port = c.sock.getsockname()[1] if c.sock else None
+                    # http.client opens a new connection silently when the old one was closed.
+                    if ports[i] is not None and port != ports[i]:
+                        reconnected += 1
+                    ports[i] = port
+                    now = time.time()
+                    if now - last_ok > gap:
+                        gap, gap_end = now - last_ok, now
+                    last_ok = now
+                except ConnectionResetError as e:
+                    resets += 1
+                    errors.append(repr(e))
+                    c.close()
+                except (OSError, http.client.HTTPException) as e:
+                    failures += 1
+                    errors.append(repr(e))
+                    c.close()
+                    break  # one failure decides: do not wait out the others' timeouts
+        for c in conns:
+            c.close()
+        print(json.dumps({"requests": requests, "resets": resets, "failures": failures,
+                          "reconnected": reconnected, "errors": errors[:5],
+                          "gap_s": round(gap, 3), "gap_end": gap_end}))
     elif mode == "refused":
         t0 = time.monotonic()
         try:

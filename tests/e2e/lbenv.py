@@ -49,6 +49,15 @@ class Telemetry:
                 if b["service"] == service}
 
 
+def remove_flow_files(instance):
+    """Remove the flow tables an lbd of `instance` left (docs/operations.md, restarting lbd): a
+    test's lbd lives shortly, its tables must not pile up in memory."""
+    for d in ("/dev/hugepages", "/dev/shm"):
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            if name.startswith(f"lbd-{instance}-flows-"):
+                os.unlink(os.path.join(d, name))
+
+
 class Procs:
     """Processes a test started, each with its log in `logdir`."""
 

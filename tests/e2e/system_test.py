@@ -2,7 +2,8 @@
 """The whole system end to end: lbd on tools/netns.sh's topology (AF_XDP, else af_packet),
 lb-healthd checking three lb-backend servers, real HTTP clients in the client namespace.
 
-usage: system_test.py BUILD_DIR SCENARIO     (SCENARIO: one of SCENARIOS below, or "all")
+usage: system_test.py BUILD_DIR SCENARIO [--scheduler NAME]
+       (SCENARIO: one of SCENARIOS below, or "all"; the service's scheduler, default rr)
 Exit 0 pass, 1 fail, 77 skipped (with the reason: no root / no namespaces).
 Each scenario brings the topology up and tears it down, so each can run (and fail) alone.
 """
@@ -17,7 +18,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lbenv import Failure, Procs, Telemetry, wait_for  # noqa: E402
+from lbenv import Failure, Procs, Telemetry, remove_flow_files, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -33,14 +34,14 @@ def addr(i):
 
 
 class System:
-    def __init__(self, build):
+    def __init__(self, build, scheduler="rr"):
         self.build = build
+        self.scheduler = scheduler
         self.tmp = tempfile.TemporaryDirectory()
         self.procs = Procs(self.tmp.name)
         self.cfg = os.path.join(self.tmp.name, "lbd.cfg")
         self.tel = Telemetry(PREFIX)
         self.pmd = "af_xdp"
-        self.scheduler = "rr"
 
     # -- set-up ----------------------------------------------------------------------------
     def netns(self, cmd):
@@ -76,10 +77,11 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
         wait_for(f"backend-{i} listening",
                  lambda: self.ctl(i, "/control/state", post=False), 10)
 
-    def start_lbd(self):
+    def start_lbd(self, fresh=False):
+        # --fresh at set-up: no flow of an earlier run or scenario (the same instance) goes on.
         self.procs.start("lbd", [os.path.join(self.build, "dataplane", "lbd"), "--lcores",
                                  "0@0,1@1", "--no-pci", "--no-huge", "-m", "512", "--",
-                                 "--config", self.cfg])
+                                 "--config", self.cfg] + (["--fresh"] if fresh else []))
 
     def lbd_ready(self):
         wait_for("the VIP answering ping", lambda: subprocess.run(
@@ -99,7 +101,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
         for i in (1, 2, 3):
             self.start_backend(i)
         self.write_config()
-        self.start_lbd()
+        self.start_lbd(fresh=True)
         try:
             self.lbd_ready()
         except Failure:
@@ -107,7 +109,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
             self.procs.stop("lbd")
             self.pmd = "af_packet"
             self.write_config()
-            self.start_lbd()
+            self.start_lbd(fresh=True)
             self.lbd_ready()
         self.start_healthd()
         self.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
@@ -116,6 +118,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
 
     def down(self):
         self.procs.stop_all()
+        remove_flow_files(PREFIX)
         self.netns("down")
         self.tmp.cleanup()
 
@@ -290,6 +293,45 @@ def lbd_restart(s):
     check(spread_ok(r["counts"], ["backend-1", "backend-2"], 15), "traffic not balanced")
 
 
+def restart_keeping_flows(s, sig, name):
+    """200 keep-alive connections through lbd; lbd stopped with `sig` and started again: none
+    of them may see a reset or a failed request (the flow tables outlive lbd)."""
+    n, hold_s = 200, 16
+    # lb-backend holds every keep-alive connection open (512 threads, no cap on requests).
+    s.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
+    hold = s.client("hold", n, hold_s, background=True)
+    wait_for(f"{n} connections through lbd",
+             lambda: s.tel.query("/lb/stats")["flows_active"] >= n, 10, every=0.1)
+    time.sleep(1)
+    s.procs.stop("lbd", sig)
+    started = time.time()
+    s.start_lbd()
+    s.lbd_ready()
+    ready = time.time() - started
+    r = lines(hold, timeout=hold_s + 30)[0]
+    after = s.tel.query("/lb/stats")
+    pause = r["gap_end"] - started
+    log = open(os.path.join(s.tmp.name, "lbd.log")).read()
+    kept = re.findall(r"re-attached flow table .*?: (\d+) flows go on", log)
+    print(f"{name} with {n} keep-alive connections (scheduler {s.scheduler}): "
+          f"{r['requests']} requests, {r['resets']} reset, {r['failures']} failed, "
+          f"{r['reconnected']} reconnected; lbd answered ping {ready:.3f}s after its start, "
+          f"pause restart to traffic {pause:.3f}s (longest gap the clients saw {r['gap_s']:.3f}s); "
+          f"flows re-attached {kept}, flows_active now {after['flows_active']}")
+    check(r["resets"] == 0 and r["reconnected"] == 0, f"connections reset: {r['errors']}")
+    check(r["failures"] == 0, f"requests failed: {r['errors']}")
+    check(kept and int(kept[-1]) >= n, f"lbd did not re-attach {n} flows: {kept}")
+    check(r["gap_end"] > started, "no answer after the restart")
+
+
+def restart_kill9(s):
+    restart_keeping_flows(s, signal.SIGKILL, "kill -9 lbd")
+
+
+def restart_sigterm(s):
+    restart_keeping_flows(s, signal.SIGTERM, "SIGTERM lbd")
+
+
 def syn_reset(s):
     # backend-1's host refuses clients' connections to :8080 with a TCP reset, while the health
     # checks (from the management address) still pass: only lbd's retry can hide it.
@@ -340,29 +382,40 @@ def maglev_fresh(s):
     # lbd restarts with an empty flow table while keep-alive connections are open and the pool
     # stays the same: every segment after the restart is a miss, rehashed by the maglev table to
     # the backend the connection had. 0 resets, 0 failed requests.
-    ka = s.client("keepalive_many", 30, 25, 0.2, background=True)
+    n = 200
+    ka = s.client("keepalive_many", n, 25, 0.2, background=True)
     json.loads(ka.stdout.readline())
     time.sleep(0.5)
     t0 = time.time()
     rc = s.procs.stop("lbd")
     check(rc == 0, f"lbd exited {rc} on SIGTERM")
-    s.start_lbd()
+    s.start_lbd(fresh=True)  # the flow files are discarded: every segment is a miss
     s.lbd_ready()
     pause = time.time() - t0
     conns = keepalive_summary(ka)
     ok = survived(conns)
     rehashed = s.tel.query("/lb/stats").get("flows_rehashed", 0)
-    print(f"maglev: lbd restarted (empty flow table) under 30 keep-alive connections, "
-          f"{pause:.2f}s from stop to the VIP answering: {len(ok)} of {len(conns)} connections "
-          f"survived, {rehashed} misses rehashed to flows")
-    check(len(conns) == 30, f"{len(conns)} connections reported")
-    check(len(ok) == 30, f"connections disturbed: {[x for x in conns if x not in ok][:3]}")
-    check(rehashed >= 30, "no rehashed misses counted")
+    print(f"maglev: lbd restarted with --fresh (empty flow table) under {n} keep-alive "
+          f"connections, {pause:.2f}s from stop to the VIP answering: {len(ok)} of {len(conns)} "
+          f"connections survived, {rehashed} misses rehashed to flows")
+    check(len(conns) == n, f"{len(conns)} connections reported")
+    check(len(ok) == n, f"connections disturbed: {[x for x in conns if x not in ok][:3]}")
+    check(rehashed >= n, "no rehashed misses counted")
 
 
+def maglev_kill9(s):
+    restart_kill9(s)
+
+
+def maglev_sigterm(s):
+    restart_sigterm(s)
+
+
+# Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
-                                     healthd_kill, lbd_restart, syn_reset, maglev_remove,
-                                     maglev_fresh)}
+                                     healthd_kill, lbd_restart, syn_reset, restart_kill9,
+                                     restart_sigterm, maglev_remove, maglev_fresh, maglev_kill9,
+                                     maglev_sigterm)}
 
 
 def cannot_run():
@@ -376,6 +429,10 @@ def cannot_run():
 
 
 def main(argv):
+    scheduler = None
+    if len(argv) == 5 and argv[3] == "--scheduler":
+        scheduler = argv[4]
+        argv = argv[:3]
     if len(argv) != 3 or (argv[2] not in SCENARIOS and argv[2] != "all"):
         print(__doc__ + "scenarios: " + " ".join(SCENARIOS))
         return 2
@@ -386,9 +443,7 @@ def main(argv):
     names = list(SCENARIOS) if argv[2] == "all" else [argv[2]]
     failed = 0
     for name in names:
-        s = System(argv[1])
-        if name.startswith("maglev"):
-            s.scheduler = "maglev"
+        s = System(argv[1], scheduler or ("maglev" if name.startswith("maglev") else "rr"))
         try:
             s.up()
             SCENARIOS[name](s)

@@ -51,9 +51,11 @@ std::string config_for(const HarnessOptions& o, const std::string& client_dev,
   s += "};\n";
   s += "services = (\n";
   s += "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n";
-  s += "    backends = ( { address = \"10.20.0.11\"; port = 8080; },\n";
-  s += "                 { address = \"10.20.0.12\"; port = 8080; },\n";
-  s += "                 { address = \"10.20.0.13\"; port = 8080; } ); },\n";
+  s += "    backends = (";
+  for (uint8_t b = 0; b < o.backends; ++b)
+    s += std::string(b ? ",\n                 " : " ") + "{ address = \"10.20.0.1" +
+         std::to_string(b + 1) + "\"; port = 8080; }";
+  s += " ); },\n";
   s += "  { name = \"empty\"; vip = \"10.10.0.100\"; port = 81; backends = (); }\n";
   s += ");\n";
   return s;
@@ -103,7 +105,7 @@ void Harness::setup(const HarnessOptions& options) {
   config_text_ = config_for(options, device_name(kClientPort), device_name(kBackendPort));
   if (options.channel) shm_name_ = "/lbd-pt-" + std::to_string(getpid()) + "-" + tag;
   dp_ = std::make_unique<dp::Dataplane>(cfg::parse_config(config_text_, "packet_test.cfg"),
-                                        shm_name_);
+                                        shm_name_, options.flows);
 }
 
 Harness::~Harness() {

@@ -13,8 +13,12 @@
 // computed from scratch, never by lbd's own code.
 
 #include <gtest/gtest.h>
+#include <rte_cycles.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <set>
 
@@ -1899,6 +1903,157 @@ TEST(PoolLog, DescribesWhatChanged) {
   c["web"].backends.pop_back();
   EXPECT_EQ(dp::describe_changes(a, c),
             "web: 10.10.0.100:80 -> 10.10.0.100:8080, web: wrr -> rr, web: -10.20.0.12:8080");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A restart over the flow files (flow_memory.h): a Dataplane destroyed and built again over the
+// same files, as lbd is after kill -9, a crash or SIGTERM, with the real clock (flows hold TSC
+// deadlines, which the new one checks against the TSC).
+
+class FlowFiles : public ::testing::Test {
+ protected:
+  FlowFiles() {
+    std::string tmpl = "/dev/shm/lbd-pt-flows-" + std::to_string(getpid()) + "-XXXXXX";
+    if (mkdtemp(tmpl.data())) dir_ = tmpl;
+  }
+  ~FlowFiles() override {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+  void SetUp() override { ASSERT_FALSE(dir_.empty()) << "mkdtemp in /dev/shm failed"; }
+
+  HarnessOptions options(uint8_t backends = 3, uint16_t workers = 1, bool fresh = false) const {
+    HarnessOptions o;
+    o.backends = backends;
+    o.workers = workers;
+    o.flows = {"pt", dir_, fresh};
+    return o;
+  }
+  // A new lbd: the clock is the TSC, and the backends' MACs are learnt again from ARP.
+  static void Start(Harness& h, uint8_t backends = 3) {
+    h.now = rte_rdtsc();
+    std::vector<In> arp;
+    for (uint8_t b = 0; b < backends; ++b) arp.push_back(rx_backend(backend_arp_reply(kB[b])));
+    run_step(h,
+             {.what = "ARP replies from the backends",
+              .in = arp,
+              .checks = {LB_CTR(arp_learned, backends)}},
+             0);
+  }
+  static void Run(Harness& h, const std::vector<Step>& steps) {
+    for (size_t i = 0; i < steps.size(); ++i) {
+      run_step(h, steps[i], i + 1);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+  std::string dir_;
+};
+
+const Seg kUp = data_seg(1001, 5001, "GET / HTTP/1.1\r\n\r\n", 0x1114);
+const Seg kDown = data_seg(5001, 1019, "HTTP/1.1 200 OK\r\n\r\n", 0x2001);
+
+TEST_F(FlowFiles, ARebuiltDataplaneContinuesItsEstablishedFlowsByteForByte) {
+  const Client c[3] = {client(1), client(2), client(3)};
+  {
+    Harness h(options());
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(Run(h, handshake(c[i], kB[i])));
+    // The file is lbd's alone.
+    struct stat st {};
+    ASSERT_EQ(stat((dir_ + "/lbd-pt-flows-0").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    EXPECT_EQ(st.st_uid, geteuid());
+    // A second lbd of the same instance is refused while this one runs (its flow memory: two
+    // dataplanes cannot share one EAL process).
+    try {
+      dp::FlowMemory twin(options().flows,
+                          dp::flow_file_params(h.dp().config(), 128, h.dp().ticks_per_second()), 1,
+                          {rte_rdtsc(), dp::boottime_ns()});
+      ADD_FAILURE() << "a second lbd took the same flow files";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("in use by another lbd"), std::string::npos) << e.what();
+    }
+  }  // gone: ports closed, memory unmapped; the files stay
+  Harness h(options());
+  ASSERT_NO_FATAL_FAILURE(Start(h));
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 3u);
+  EXPECT_EQ(h.dp().counters(0).flows_active.get(), 3u);
+  for (const Backend& b : kB)
+    EXPECT_EQ(h.dp().counters(0).backend[b.id].flows_active.get(), 1u) << ip_str(b.ip);
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE("client " + std::to_string(i + 1));
+    Run(h, {{.what = "the client's next segment reaches its backend",
+             .in = {rx_client(c2v(c[i], kUp))},
+             .out = {tx_backend(c2b(c[i], kB[i], kUp))},
+             .checks = {backend_in(kB[i], 1), LB_CTR(flows_created, 0)}},
+            {.what = "the backend's answer reaches the client from the VIP",
+             .in = {rx_backend(b2c(kB[i], c[i], kDown))},
+             .out = {tx_client(v2c(c[i], kDown))},
+             .checks = {backend_out(kB[i], 1)}}});
+  }
+  // New flows are scheduled as usual beside them.
+  Run(h, handshake(client(4), kB[0]));
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 4u);
+}
+
+TEST_F(FlowFiles, FlowsOfABackendRemovedWhileLbdWasDownAreResetOnTheirFirstPacket) {
+  const Client c[6] = {client(1), client(2), client(3), client(4), client(5), client(6)};
+  {
+    Harness h(options());
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    for (int i = 0; i < 6; ++i) ASSERT_NO_FATAL_FAILURE(Run(h, handshake(c[i], kB[i % 3])));
+  }
+  Harness h(options(/*backends=*/2));  // the config no longer has 10.20.0.13
+  ASSERT_NO_FATAL_FAILURE(Start(h, 2));
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 6u);
+  Run(h, {{.what = "a client of the removed backend gets an RST on its next segment",
+           .in = {rx_client(c2v(c[2], kUp))},
+           .out = {tx_client(rst_to_client(c[2], kVport, kRst, 5001, 0))},
+           .checks = {LB_CTR(flows_reset, 1), LB_CTR(flows_active, -1),
+                      LB_CTR(rst_backend_stopped, 1)},
+           .verify = flows_are({6})},  // the reset record stays for tcp_closed_timeout
+          {.what = "the removed backend's late answer to it: an RST from the client's address",
+           .in = {rx_backend(b2c(kB[2], c[2], kDown))},
+           .out = {tx_backend(rst_to_backend(kB[2], c[2], 1019))},
+           .checks = {LB_CTR(rst_backend_stopped, 1)}},
+          {.what = "the removed backend speaks first on the other flow: RST|ACK to its client",
+           .in = {rx_backend(b2c(kB[2], c[5], kDown))},
+           .out = {tx_client(rst_to_client(c[5], kVport, kRst | kAck, 5001, 1019))},
+           .checks = {LB_CTR(flows_reset, 1), LB_CTR(flows_active, -1),
+                      LB_CTR(rst_backend_stopped, 1)},
+           .verify = flows_are({6})},
+          {.what = "the others go on",
+           .in = {rx_client(c2v(c[0], kUp)), rx_client(c2v(c[4], kUp))},
+           .out = {tx_backend(c2b(c[0], kB[0], kUp)), tx_backend(c2b(c[4], kB[1], kUp))},
+           .checks = {LB_CTR(flows_reset, 0)}}});
+}
+
+TEST_F(FlowFiles, FreshOrOtherSettingsStartEmpty) {
+  const Client c = client(1);
+  auto open_one = [&](const HarnessOptions& o) {
+    Harness h(o);
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    ASSERT_NO_FATAL_FAILURE(Run(h, handshake(c, kB[0])));
+  };
+  auto expect_empty = [&](const HarnessOptions& o) {
+    Harness h(o);
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    uint64_t flows = 0;
+    for (uint16_t w = 0; w < h.workers(); ++w) flows += h.dp().processor(w).flows().size();
+    EXPECT_EQ(flows, 0u);
+  };
+  {
+    SCOPED_TRACE("lbd --fresh");
+    open_one(options());
+    expect_empty(options(3, 1, /*fresh=*/true));
+  }
+  {
+    SCOPED_TRACE("another number of workers");
+    open_one(options());
+    expect_empty(options(3, 2));
+    // and the files are now the new settings'
+    EXPECT_TRUE(std::filesystem::exists(dir_ + "/lbd-pt-flows-1"));
+  }
 }
 
 }  // namespace

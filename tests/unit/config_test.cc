@@ -190,6 +190,8 @@ constexpr BadCase kBadCases[] = {
   {"flows_capacity_small", 7, 7, "  flows = { capacity = 1000; };", 7, "dataplane.flows.capacity", "value 1000 is out of range 1024..67108864"},
   {"flows_timeout_zero", 7, 7, "  flows = {\n    tcp_fin_timeout = 0;\n  };", 8, "dataplane.flows.tcp_fin_timeout", "value 0 is out of range 1..86400"},
   {"flows_timeout_long", 7, 7, "  flows = { tcp_established_timeout = 86401; };", 7, "dataplane.flows.tcp_established_timeout", "out of range 1..86400"},
+  {"flows_directory_relative", 7, 7, "  flows = { directory = \"dev/shm\"; };", 7, "dataplane.flows.directory", "expected an absolute directory path (e.g. \"/dev/hugepages\"), found 'dev/shm'"},
+  {"flows_persist_not_bool", 7, 7, "  flows = { persist = 1; };", 7, "dataplane.flows.persist", "expected"},
   {"retry_syn_timeout_small", 7, 7, "  retry = { syn_timeout_ms = 50; };", 7, "dataplane.retry.syn_timeout_ms", "value 50 is out of range 100..60000"},
   {"retry_max_retries", 7, 7, "  retry = { max_retries = 9; };", 7, "dataplane.retry.max_retries", "value 9 is out of range 0..8"},
   {"retry_on_rst_int", 7, 7, "  retry = { on_rst = 1; };", 7, "dataplane.retry.on_rst", "expected a boolean, found an integer"},
@@ -525,6 +527,8 @@ TEST(GoodConfig, DefaultsApplied) {
   EXPECT_EQ(dp.flows.tcp_established_timeout, 900u);
   EXPECT_EQ(dp.flows.tcp_fin_timeout, 10u);
   EXPECT_EQ(dp.flows.tcp_closed_timeout, 5u);
+  EXPECT_TRUE(dp.flows.persist);
+  EXPECT_EQ(dp.flows.directory, "");
   EXPECT_TRUE(dp.retry.on_rst);
   EXPECT_EQ(dp.retry.syn_timeout_ms, 1000u);
   EXPECT_EQ(dp.retry.max_retries, 2u);
@@ -564,6 +568,11 @@ TEST(GoodConfig, PartialGroupsKeepOtherDefaults) {
   const Config d = parse(replace_lines(7, 7, "  flows = { capacity = 2048; };"));
   EXPECT_EQ(d.dataplane.flows.capacity, 2048u);
   EXPECT_EQ(d.dataplane.flows.tcp_established_timeout, 900u);
+
+  const Config e =
+      parse(replace_lines(7, 7, "  flows = { persist = false; directory = \"/dev/shm/\"; };"));
+  EXPECT_FALSE(e.dataplane.flows.persist);
+  EXPECT_EQ(e.dataplane.flows.directory, "/dev/shm");
 }
 
 TEST(GoodConfig, IntegerForms) {

@@ -13,10 +13,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -813,6 +815,134 @@ TEST_F(ProcessorTest, NoBackendAnswersRstOrDrops) {
       IsDrop(Run(client_frame(1, client_syn(1, 6001, 1)), kClientSide, 1), DropReason::kNoBackend));
   EXPECT_EQ(Drops(DropReason::kNoBackend), 1u);
   EXPECT_EQ(C().rst_no_backend.get(), 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A restart over the same table memory (lbd's flow files: dataplane/flow_memory.h)
+
+TEST_F(ProcessorTest, ANewProcessorOverTheSameTableMemoryContinuesEveryFlow) {
+  // The table in memory that outlives the Processor, as a file mapping does.
+  struct alignas(64) Line {
+    std::byte b[64];
+  };
+  std::vector<Line> mem(FlowTable::region_bytes(cfg_.flow_capacity) / sizeof(Line));
+  const std::span<std::byte> region(reinterpret_cast<std::byte*>(mem.data()),
+                                    mem.size() * sizeof(Line));
+  auto start = [&](FlowTable::Region how) {
+    proc_ = std::make_unique<Processor>(cfg_, *neighbors_,
+                                        FlowTable(cfg_.flow_capacity, cfg_.hash_seed, region, how));
+  };
+  start(FlowTable::Region::kFresh);
+  for (int c = 0; c < 3; ++c) ASSERT_NO_FATAL_FAILURE(Establish(c, 100, c, 10));
+  const Seg syn = client_syn(3, 200, 77);  // a handshake still pending: backend 0 (round robin)
+  ASSERT_TRUE(IsTx(Run(client_frame(3, syn), kClientSide, 11), kBackendSide));
+  const Seg fin = client_seg(0, 100, tf::kFin | tf::kAck, 1101, 5001);  // one side closing
+  ASSERT_TRUE(IsTx(Run(client_frame(0, fin), kClientSide, 12), kBackendSide));
+  std::vector<Flow> before;
+  for (int c = 0; c < 3; ++c) before.push_back(*FindFlow(c, 100));
+  before.push_back(*FindFlow(3, 200));
+
+  // The process is gone; a new one (new Processor, new counters, empty SYN cache) takes the
+  // memory over.
+  start(FlowTable::Region::kAttach);
+  EXPECT_EQ(proc().flows().size(), 4u);
+  EXPECT_EQ(C().flows_active.get(), 4u);
+  EXPECT_EQ(BC(0).flows_active.get(), 2u);
+  EXPECT_EQ(BC(1).flows_active.get(), 1u);
+  EXPECT_EQ(BC(2).flows_active.get(), 1u);
+  EXPECT_EQ(C().flows_created.get(), 0u);
+  for (int i = 0; i < 4; ++i) {
+    const Flow* f = FindFlow(i, i < 3 ? 100 : 200);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(std::memcmp(f, &before[static_cast<size_t>(i)], sizeof(Flow)), 0) << i;
+  }
+  // Every flow goes on, byte for byte, both ways.
+  for (int c = 0; c < 3; ++c) {
+    SCOPED_TRACE("client " + std::to_string(c));
+    const Seg up = client_seg(c, 100, tf::kAck | tf::kPsh, 1101 + (c == 0), 5001, Bytes(30, 'u'));
+    Out o = Run(client_frame(c, up), kClientSide, 20);
+    ASSERT_TRUE(IsTx(o, kBackendSide));
+    EXPECT_TRUE(FramesEqual(to_backend(c, up), o.frame));
+    const Seg down = backend_seg(c, c, 100, tf::kAck | tf::kPsh, 5001, 1131, Bytes(40, 'd'));
+    o = Run(backend_frame(c, down), kBackendSide, 21);
+    ASSERT_TRUE(IsTx(o, kClientSide));
+    EXPECT_TRUE(FramesEqual(to_client(c, down), o.frame));
+  }
+  EXPECT_EQ(State(0, 100), TcpState::kFinWait);
+  // The pending handshake completes on its backend.
+  const Seg sa = backend_seg(0, 3, 200, tf::kSyn | tf::kAck, 9000, 78);
+  Out o = Run(backend_frame(0, sa), kBackendSide, 22);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(to_client(3, sa), o.frame));
+  EXPECT_EQ(State(3, 200), TcpState::kSynRecv);
+
+  // New flows take creation numbers after the restored ones: the SYN cache (keyed by them) can
+  // never replay a new client's SYN for a restored flow.
+  uint32_t restored_max = 0;
+  for (const Flow& f : before) restored_max = std::max(restored_max, f.serial);
+  ASSERT_TRUE(IsTx(Run(client_frame(4, client_syn(4, 300, 5)), kClientSide, 23), kBackendSide));
+  EXPECT_EQ(FindFlow(4, 300)->serial, restored_max + 1);
+  // Aging goes on from the restored deadlines.
+  EXPECT_EQ(FindFlow(0, 100)->expires, 21 + cfg_.fin_timeout);
+  EXPECT_EQ(proc().age(21 + cfg_.fin_timeout, cfg_.flow_capacity), 3u);  // and the handshakes
+  EXPECT_EQ(FindFlow(0, 100), nullptr);
+  EXPECT_EQ(C().flows_active.get(), 2u);
+}
+
+TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
+  struct alignas(64) Line {
+    std::byte b[64];
+  };
+  std::vector<Line> mem(FlowTable::region_bytes(cfg_.flow_capacity) / sizeof(Line));
+  const std::span<std::byte> region(reinterpret_cast<std::byte*>(mem.data()),
+                                    mem.size() * sizeof(Line));
+  {
+    FlowTable t(cfg_.flow_capacity, cfg_.hash_seed, region, FlowTable::Region::kFresh);
+    auto add = [&](int c, auto change) {
+      Flow f{};
+      f.client_ip = client_ip(c);
+      f.client_port = 100;
+      f.vip = kVip;
+      f.vport = kVport;
+      f.backend_ip = kBackendIp[0];
+      f.backend_port = kBackendTcpPort;
+      f.backend = kBackendId[0];
+      f.backend_port_id = kBackendSide;
+      f.expires = 1000;
+      f.state = TcpState::kEstablished;
+      change(f);
+      uint32_t idx;
+      ASSERT_EQ(t.insert(f, idx), FlowTable::InsertResult::kOk);
+    };
+    add(0, [](Flow&) {});
+    add(1, [](Flow& f) { f.backend = kGoneBackend; });  // kept: reset on its next packet
+    add(2, [](Flow& f) { f.backend = kGoneBackend + 1; });
+    add(3, [](Flow& f) { f.client_port_id = 2; });
+    add(4, [](Flow& f) { f.backend_port_id = 7; });
+    add(5, [](Flow& f) { f.state = static_cast<TcpState>(200); });
+    add(6, [](Flow& f) { f.neighbor = kMaxNeighbors; });
+    add(7, [](Flow& f) {  // a reset record: kept, but no flow and no backend's
+      f.state = TcpState::kReset;
+      f.backend = raw(kNoBackend);
+    });
+  }
+  proc_ = std::make_unique<Processor>(
+      cfg_, *neighbors_,
+      FlowTable(cfg_.flow_capacity, cfg_.hash_seed, region, FlowTable::Region::kAttach));
+  EXPECT_EQ(proc().flows().size(), 3u);
+  EXPECT_NE(FindFlow(0, 100), nullptr);
+  EXPECT_NE(FindFlow(1, 100), nullptr);
+  EXPECT_NE(FindFlow(7, 100), nullptr);
+  EXPECT_EQ(C().flows_active.get(), 2u);
+  EXPECT_EQ(C().backend[kGoneBackend].flows_active.get(), 1u);
+  // The flow whose backend is gone: its next client segment gets the backend-stopped RST.
+  const Seg up = client_seg(1, 100, tf::kAck, 500, 600);
+  const Out o = Run(client_frame(1, up), kClientSide, 10);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(rst_to_client(1, 100, 600, 0, tf::kRst), o.frame));
+  EXPECT_EQ(C().flows_reset.get(), 1u);
+  EXPECT_EQ(C().flows_active.get(), 1u);
+  EXPECT_EQ(C().backend[kGoneBackend].flows_active.get(), 0u);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,382 @@
+#include "flow_memory.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <span>
+#include <stdexcept>
+#include <tuple>
+
+#include "log.h"
+#include "pool_builder.h"
+
+namespace lb::dp {
+
+namespace {
+
+constexpr long kHugetlbfsMagic = 0x958458f6;  // linux/magic.h
+constexpr long kTmpfsMagic = 0x01021994;
+constexpr const char* kHugeDir = "/dev/hugepages";
+constexpr const char* kShmDir = "/dev/shm";
+
+std::string sys_error(const std::string& what, int err) {
+  return what + ": " + std::strerror(err);
+}
+
+struct FsInfo {
+  long type = 0;
+  size_t page = 0;  // the size the file is rounded to (the huge page size on hugetlbfs)
+  bool ok = false;
+};
+
+FsInfo fs_info(const std::string& dir) {
+  struct statfs s {};
+  FsInfo fi;
+  if (statfs(dir.c_str(), &s) != 0) return fi;
+  fi.type = static_cast<long>(s.f_type);
+  fi.page = fi.type == kHugetlbfsMagic ? static_cast<size_t>(s.f_bsize)
+                                       : static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  fi.ok = true;
+  return fi;
+}
+
+// Huge pages of `page` bytes nobody has taken or reserved.
+uint64_t free_huge_pages(size_t page) {
+  const std::string base =
+      "/sys/kernel/mm/hugepages/hugepages-" + std::to_string(page / 1024) + "kB/";
+  auto read = [&](const char* f) {
+    uint64_t v = 0;
+    std::ifstream in(base + f);
+    in >> v;
+    return v;
+  };
+  const uint64_t free = read("free_hugepages");
+  const uint64_t resv = read("resv_hugepages");
+  return free > resv ? free - resv : 0;
+}
+
+size_t round_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+std::string flow_file_name(const std::string& instance, uint16_t worker) {
+  return "lbd-" + instance + "-flows-" + std::to_string(worker);
+}
+
+std::string read_boot_id() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return id;
+}
+
+uint64_t boottime_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+core::FlowFileParams flow_file_params(const cfg::Config& config, uint16_t reta_size,
+                                      uint64_t tsc_hz) {
+  const cfg::DataplaneConfig& dc = config.dataplane;
+  core::FlowFileParams p;
+  p.capacity = dc.flows.capacity;
+  p.workers = static_cast<uint16_t>(dc.workers);
+  p.reta_size = reta_size;
+  p.nports = static_cast<uint16_t>(dc.ports.size());
+  // A flow names its ports by index: the same index must be the same port (its device may
+  // change: a NIC replaced, af_xdp for af_packet).
+  core::SettingsDigest d;
+  for (const cfg::PortConfig& port : dc.ports) d.add(port.name).add(port.ip).add(port.prefix_len);
+  p.ports_digest = d.value();
+  p.tsc_hz = tsc_hz;
+  p.boot_id = read_boot_id();
+  return p;
+}
+
+struct FlowMemory::File {
+  std::string path;
+  int fd = -1;
+  void* map = MAP_FAILED;
+  size_t bytes = 0;
+  bool attached = false;  // holds the table of a previous lbd
+  bool hugetlbfs = false;
+
+  ~File() {
+    if (map != MAP_FAILED) munmap(map, bytes);
+    if (fd >= 0) close(fd);  // releases the lock
+  }
+  core::FlowFileHeader& header() { return *static_cast<core::FlowFileHeader*>(map); }
+  std::span<std::byte> region() {
+    return {static_cast<std::byte*>(map) + core::kFlowFileHeaderBytes,
+            bytes - core::kFlowFileHeaderBytes};
+  }
+  void map_whole(size_t n) {
+    bytes = n;
+    // MAP_POPULATE: the pages are there before the first packet, not faulted in by a worker.
+    map = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (map == MAP_FAILED) throw std::runtime_error(sys_error("cannot map " + path, errno));
+    // Advisory: tmpfs gives huge pages only where shmem_enabled allows it.
+    if (!hugetlbfs) madvise(map, n, MADV_HUGEPAGE);
+  }
+  void lock(const std::string& what) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return;
+    if (errno == EWOULDBLOCK)
+      throw std::runtime_error(what +
+                               " is in use by another lbd (the same instance running twice?)");
+    throw std::runtime_error(sys_error("cannot lock " + what, errno));
+  }
+};
+
+namespace {
+
+// Opens an existing file if it is one lbd may use; nullptr when there is none.
+std::unique_ptr<FlowMemory::File> open_existing(const std::string& path) {
+  auto f = std::make_unique<FlowMemory::File>();
+  f->path = path;
+  f->fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (f->fd < 0) {
+    if (errno == ENOENT) return nullptr;
+    throw std::runtime_error(sys_error("cannot open flow table " + path, errno) +
+                             " (a symbolic link is refused; remove it)");
+  }
+  struct stat st {};
+  if (fstat(f->fd, &st) != 0) throw std::runtime_error(sys_error("cannot stat " + path, errno));
+  if (!S_ISREG(st.st_mode))
+    throw std::runtime_error("flow table " + path + " is not a regular file: remove it");
+  if (st.st_uid != geteuid())
+    throw std::runtime_error("flow table " + path + " belongs to uid " + std::to_string(st.st_uid) +
+                             ", not to lbd's (" + std::to_string(geteuid()) +
+                             "): refusing it; remove it if it is stale");
+  if ((st.st_mode & 077) != 0)
+    throw std::runtime_error("flow table " + path + " has mode 0" +
+                             std::to_string((st.st_mode >> 6 & 7) * 100 +
+                                            (st.st_mode >> 3 & 7) * 10 + (st.st_mode & 7)) +
+                             ", lbd makes them 0600: refusing it; remove it");
+  f->lock("flow table " + path);
+  f->hugetlbfs = fs_info(path.substr(0, path.rfind('/'))).type == kHugetlbfsMagic;
+  if (st.st_size < static_cast<off_t>(sizeof(core::FlowFileHeader))) {
+    f->bytes = static_cast<size_t>(st.st_size);  // too short to map: the caller discards it
+    return f;
+  }
+  f->map_whole(static_cast<size_t>(st.st_size));
+  return f;
+}
+
+// Makes `dir`/`name` for `params`: under a temporary name, filled, then renamed into place.
+std::unique_ptr<FlowMemory::File> create(const std::string& dir, const std::string& name,
+                                         const core::FlowFileParams& params, uint64_t seed,
+                                         const core::ClockPair& clock) {
+  const FsInfo fi = fs_info(dir);
+  if (!fi.ok) throw std::runtime_error(sys_error("flow table directory " + dir, errno));
+  auto f = std::make_unique<FlowMemory::File>();
+  f->hugetlbfs = fi.type == kHugetlbfsMagic;
+  std::string tmp = dir + "/" + name + ".tmpXXXXXX";
+  f->fd = mkostemp(tmp.data(), O_CLOEXEC);  // O_CREAT | O_EXCL, mode 0600
+  if (f->fd < 0) throw std::runtime_error(sys_error("cannot create a file in " + dir, errno));
+  f->path = tmp;
+  try {
+    // Locked before it has its name, so that no other lbd can take it in between.
+    f->lock("flow table " + tmp);
+    const size_t bytes = round_up(core::flow_file_bytes(params.capacity), fi.page);
+    // Reserved now: tmpfs or hugetlbfs running out later would be a SIGBUS on a worker.
+    int rc = fallocate(f->fd, 0, 0, static_cast<off_t>(bytes));
+    if (rc != 0 && errno == EOPNOTSUPP) rc = ftruncate(f->fd, static_cast<off_t>(bytes));
+    if (rc != 0)
+      throw std::runtime_error(sys_error(
+          "cannot reserve " + std::to_string(bytes >> 20) + " MiB for a flow table in " + dir,
+          errno));
+    f->map_whole(bytes);
+    core::FlowFileHeader& h = f->header();
+    init_flow_file_header(h, params, seed, clock, static_cast<uint64_t>(time(nullptr)),
+                          static_cast<uint32_t>(getpid()));
+    // The region is zero, which is an empty table to FlowTable::repair() should this process
+    // die before table() sets it up.
+    std::atomic_thread_fence(std::memory_order_release);  // the magic last: the file is whole
+    std::memcpy(h.magic, core::kFlowFileMagic, sizeof h.magic);
+    const std::string path = dir + "/" + name;
+    if (rename(tmp.c_str(), path.c_str()) != 0)
+      throw std::runtime_error(sys_error("cannot rename " + tmp + " to " + path, errno));
+    f->path = path;
+  } catch (...) {
+    unlink(tmp.c_str());
+    throw;
+  }
+  return f;
+}
+
+}  // namespace
+
+FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFileParams& params,
+                       uint64_t seed, const core::ClockPair& clock)
+    : params_(params), seed_(seed) {
+  if (options.instance.empty()) return;
+  std::vector<std::string> dirs;  // where a table may be, in order of preference
+  if (!options.directory.empty()) {
+    const FsInfo fi = fs_info(options.directory);
+    if (!fi.ok)
+      throw std::runtime_error(sys_error("dataplane.flows.directory " + options.directory, errno));
+    if (fi.type != kHugetlbfsMagic && fi.type != kTmpfsMagic)
+      throw std::runtime_error("dataplane.flows.directory " + options.directory +
+                               " is neither hugetlbfs nor tmpfs: flow tables must stay in memory");
+    dirs.push_back(options.directory);
+  } else {
+    if (fs_info(kHugeDir).type == kHugetlbfsMagic) dirs.push_back(kHugeDir);
+    dirs.push_back(kShmDir);
+  }
+  for (uint16_t w = 0; w < params.workers; ++w) {
+    core::FlowFileParams p = params;
+    p.worker = w;
+    const std::string name = flow_file_name(options.instance, w);
+    std::unique_ptr<File> file;
+    for (const std::string& dir : dirs) {
+      const std::string path = dir + "/" + name;
+      if (!exists(path)) continue;
+      std::unique_ptr<File> f = open_existing(path);  // throws if not ours, or in use
+      if (!f) continue;
+      std::string why = options.fresh ? "lbd --fresh" : "";
+      if (why.empty())
+        why = f->map == MAP_FAILED
+                  ? "the file is " + std::to_string(f->bytes) + " bytes, shorter than a header"
+                  : core::flow_file_mismatch(f->header(), f->bytes, p);
+      if (why.empty() && !file) {
+        f->attached = true;
+        file = std::move(f);
+        continue;
+      }
+      if (why.empty()) why = "a table for this worker was found in " + file->path;
+      LB_LOG(NOTICE, "discarding flow table %s: %s", path.c_str(), why.c_str());
+      if (unlink(path.c_str()) != 0)
+        throw std::runtime_error(sys_error("cannot remove " + path, errno));
+    }
+    if (!file) {
+      const size_t bytes = core::flow_file_bytes(p.capacity);
+      std::string dir = dirs.back();
+      for (const std::string& d : dirs) {
+        const FsInfo fi = fs_info(d);
+        if (fi.type != kHugetlbfsMagic ||
+            free_huge_pages(fi.page) >= round_up(bytes, fi.page) / fi.page) {
+          dir = d;
+          break;
+        }
+        LB_LOG(NOTICE, "%s has fewer than the %zu free huge pages worker %u's flow table needs",
+               d.c_str(), round_up(bytes, fi.page) / fi.page, w);
+      }
+      try {
+        file = create(dir, name, p, seed_, clock);
+      } catch (const std::exception& e) {
+        if (dir == dirs.back()) throw;
+        LB_LOG(NOTICE, "%s; trying %s", e.what(), dirs.back().c_str());
+        file = create(dirs.back(), name, p, seed_, clock);
+      }
+    }
+    files_.push_back(std::move(file));
+  }
+}
+
+FlowMemory::~FlowMemory() = default;
+
+core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const PoolBuilder& builder,
+                                  const core::NeighborTable& neighbors,
+                                  const cfg::DataplaneConfig& dataplane,
+                                  const core::ClockPair& clock) {
+  if (files_.empty()) return core::FlowTable(params_.capacity, seed_);
+  File& f = *files_.at(w);
+  core::FlowFileHeader& h = f.header();
+  const double mib = static_cast<double>(f.bytes) / (1 << 20);
+  if (!f.attached) {
+    core::FlowTable t(params_.capacity, h.hash_seed, f.region(), core::FlowTable::Region::kFresh);
+    h.pid = static_cast<uint32_t>(getpid());
+    record_clock(h, clock);
+    LB_LOG(INFO, "worker %u: new flow table %s (%.1f MiB%s)", w, f.path.c_str(), mib,
+           f.hugetlbfs ? ", huge pages" : "");
+    return t;
+  }
+  const uint32_t prev_pid = h.pid;
+  const bool prev_clean = h.clean != 0;
+  h.clean = 0;
+  h.pid = static_cast<uint32_t>(getpid());
+  core::FlowTable::RepairReport repaired;
+  core::FlowTable t(params_.capacity, h.hash_seed, f.region(), core::FlowTable::Region::kAttach,
+                    &repaired);
+  const int64_t shift = core::flow_clock_shift(core::recorded_clock(h), clock, h.tsc_hz);
+  record_clock(h, clock);
+
+  // This process's ids for each service and backend the flows name, by address.
+  std::map<std::tuple<uint32_t, uint16_t, uint32_t, uint16_t>, core::FlowBinding> known;
+  const std::vector<BackendInfo> registry = builder.backends();
+  auto bind = [&](const core::Flow& fl) {
+    const auto key = std::make_tuple(fl.vip, fl.vport, fl.backend_ip, fl.backend_port);
+    if (auto it = known.find(key); it != known.end()) return it->second;
+    core::FlowBinding b;
+    if (const core::PoolService* svc = first.find(fl.vip, fl.vport)) {
+      b.service = core::raw(svc->id);
+      for (uint32_t id = 0; id < registry.size(); ++id) {
+        const BackendInfo& r = registry[id];
+        if (!r.live || r.service != svc->id || r.ip != fl.backend_ip || r.port != fl.backend_port ||
+            !first.serving(static_cast<core::BackendId>(id)))
+          continue;
+        // Every backend of the first pool was routed when it was built (PoolBuilder::build).
+        if (r.neighbor == core::NeighborTable::kNone) break;
+        b.backend = id;
+        b.backend_port_id = neighbors.port(r.neighbor);
+        b.neighbor = r.neighbor;
+        break;
+      }
+    }
+    if (b.backend == core::kGoneBackend) {
+      // Its late segments are answered with RSTs out of the port that reaches it.
+      if (const cfg::PortConfig* port = cfg::egress_port(dataplane, fl.backend_ip))
+        b.backend_port_id = static_cast<uint16_t>(port - dataplane.ports.data());
+      else
+        b.backend_port_id = fl.backend_port_id < params_.nports ? fl.backend_port_id : 0;
+    }
+    known.emplace(key, b);
+    return b;
+  };
+  const core::RestoreReport r = core::restore_flows(t, clock.tsc, shift, bind);
+  LB_LOG(INFO,
+         "worker %u: re-attached flow table %s (%.1f MiB%s), left by lbd pid %u (%s): %u flows "
+         "go on, %u of them to backends this pool does not have (reset on their next packet); "
+         "%u ended while lbd was down; repaired %u index entries and %u records",
+         w, f.path.c_str(), mib, f.hugetlbfs ? ", huge pages" : "", prev_pid,
+         prev_clean ? "stopped cleanly" : "did not stop cleanly", r.kept, r.gone, r.expired,
+         repaired.refs_dropped, repaired.records_dropped);
+  if (shift != 0)
+    LB_LOG(NOTICE,
+           "worker %u: the tick counter did not keep pace with the clock while lbd was "
+           "down; deadlines moved by %lld ticks",
+           w, static_cast<long long>(shift));
+  return t;
+}
+
+void FlowMemory::tick(const core::ClockPair& clock) {
+  if (files_.empty() || clock.tsc < next_tick_) return;
+  next_tick_ = clock.tsc + params_.tsc_hz;
+  for (auto& f : files_) record_clock(f->header(), clock);
+}
+
+void FlowMemory::stopped_cleanly(const core::ClockPair& clock) {
+  for (auto& f : files_) {
+    record_clock(f->header(), clock);
+    f->header().clean = 1;
+  }
+}
+
+}  // namespace lb::dp

@@ -1,0 +1,89 @@
+#pragma once
+// Where the workers' flow tables live: one file per instance and worker,
+// <directory>/lbd-<instance>-flows-<worker>, that lbd maps itself (MAP_SHARED) and that outlives
+// it, so that a restarted lbd (kill -9, crash, upgrade, SIGTERM) re-attaches the tables and every
+// established connection goes on. The layout and the rules that decide whether a file may be
+// taken over are core/flow_store.h's; this part makes, checks, maps and locks the files.
+//
+// - Directory: hugetlbfs (/dev/hugepages) when it is mounted and has free pages for the table
+//   (the flow table is touched at random: TLB reach matters), else POSIX shared memory
+//   (/dev/shm, advised to use transparent huge pages where the kernel allows), unless
+//   dataplane.flows.directory names one.
+// - Safety: files are made under a temporary name (O_CREAT|O_EXCL, mode 0600), filled, and
+//   renamed into place; existing ones are opened with O_NOFOLLOW and refused unless they are
+//   regular files of lbd's user that nobody else may write. Each is locked (flock) for the life
+//   of the process: a second lbd of the same instance is refused instead of sharing a table.
+// - Files are kept when lbd exits, cleanly or not; lbd --fresh discards them on purpose, and a
+//   file that does not fit (core::flow_file_mismatch) is discarded with a log line saying why.
+//
+// Control thread only; nothing here runs on the packet path.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flow_store.h"
+#include "flow_table.h"
+#include "lb_config.h"
+#include "neighbor.h"
+#include "pool.h"
+
+namespace lb::dp {
+
+class PoolBuilder;
+
+struct FlowMemoryOptions {
+  std::string instance;   // empty: anonymous memory, the tables end with the process
+  std::string directory;  // empty: /dev/hugepages if it has room, else /dev/shm
+  bool fresh = false;     // discard the tables a previous lbd left
+};
+
+// The file name of `worker`'s table for `instance` (without directory).
+std::string flow_file_name(const std::string& instance, uint16_t worker);
+// /proc/sys/kernel/random/boot_id, without its newline.
+std::string read_boot_id();
+// CLOCK_BOOTTIME in nanoseconds.
+uint64_t boottime_ns();
+// What a table file must have been made for to be taken over by lbd running `config` (every
+// worker; the caller sets FlowFileParams::worker).
+core::FlowFileParams flow_file_params(const cfg::Config& config, uint16_t reta_size,
+                                      uint64_t tsc_hz);
+
+class FlowMemory {
+ public:
+  // `params` without its worker (set per file). Opens or makes every worker's file; `seed` keys
+  // the tables that are made new; `clock` is now. Throws std::runtime_error with what to do when
+  // a file is another user's, is used by another lbd, or cannot be made.
+  FlowMemory(const FlowMemoryOptions& options, const core::FlowFileParams& params, uint64_t seed,
+             const core::ClockPair& clock);
+  ~FlowMemory();
+  FlowMemory(const FlowMemory&) = delete;
+  FlowMemory& operator=(const FlowMemory&) = delete;
+
+  bool persistent() const { return !files_.empty(); }
+
+  // Worker w's table, once: a re-attached one is repaired (core::FlowTable::repair) and its flows
+  // given this process's ids from `first` and `builder` (core::restore_flows): a flow whose
+  // service or backend the pool does not have gets core::kGoneBackend and is reset on its next
+  // packet. `clock` is now: this process's tick and CLOCK_BOOTTIME, read together.
+  core::FlowTable table(uint16_t w, const core::Pool& first, const PoolBuilder& builder,
+                        const core::NeighborTable& neighbors, const cfg::DataplaneConfig& dataplane,
+                        const core::ClockPair& clock);
+
+  // Control thread, at every tick (it does the work once a second): records the clock in every
+  // header, so that the next lbd knows how long this one has been gone.
+  void tick(const core::ClockPair& clock);
+  // After the workers have stopped for good: the tables are whole.
+  void stopped_cleanly(const core::ClockPair& clock);
+
+  struct File;  // one mapped, locked file (flow_memory.cc)
+
+ private:
+  std::vector<std::unique_ptr<File>> files_;
+  core::FlowFileParams params_;
+  uint64_t seed_;
+  uint64_t next_tick_ = 0;
+};
+
+}  // namespace lb::dp
