@@ -2124,6 +2124,15 @@ shm::ServiceUpdate maglev_update(uint64_t generation, const std::vector<TestBack
   return u;
 }
 
+// Sends the maglev service of `bs` to `h`'s lbd and tells it every backend's MAC.
+void start_maglev(Harness& h, Control& ctl, const std::vector<TestBackend>& bs) {
+  ctl.send({maglev_update(ctl.next(), bs)});
+  ASSERT_EQ(h.dp().control_stats().updates_rejected.load(), 0u);
+  for (const Backend& be : kB) h.inject(kBackendPort, 0, backend_arp_reply(be));
+  h.poll(0, 1);
+  h.drain();
+}
+
 const Backend* backend_at(uint32_t ip) {
   for (const Backend& b : kB)
     if (b.ip == ip) return &b;
@@ -2134,11 +2143,7 @@ TEST(Maglev, SynGoesToTheReferenceTablesBackend) {
   Harness h(HarnessOptions{.channel = true});
   h.now = 1000 * h.dp().ticks_per_second();
   Control ctl(h);
-  ctl.send({maglev_update(ctl.next(), {{kB[2].ip}, {kB[0].ip}, {kB[1].ip}})});
-  ASSERT_EQ(h.dp().control_stats().updates_rejected.load(), 0u);
-  for (const Backend& b : kB) h.inject(kBackendPort, 0, backend_arp_reply(b));
-  h.poll(0, 1);
-  h.drain();
+  start_maglev(h, ctl, {{kB[2].ip}, {kB[0].ip}, {kB[1].ip}});
   const std::vector<uint32_t> ref = ref_maglev({kB[0].ip, kB[1].ip, kB[2].ip}, 8080, kSmallTable);
   std::map<uint32_t, int> per_backend;
   for (uint16_t n = 0; n < 300; ++n) {
@@ -2165,10 +2170,7 @@ TEST(Maglev, AMissOnAnotherNodeGoesToTheSameBackend) {
     Harness a(HarnessOptions{.channel = true});
     a.now = 1000 * a.dp().ticks_per_second();
     Control ca(a);
-    ca.send({maglev_update(ca.next(), {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}})});
-    for (const Backend& be : kB) a.inject(kBackendPort, 0, backend_arp_reply(be));
-    a.poll(0, 1);
-    a.drain();
+    start_maglev(a, ca, {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}});
     for (uint8_t n = 1; n <= 30; ++n) {
       a.inject(kClientPort, 0, c2v(client(n), syn_seg(), {}, kMaglevVport));
       a.poll(0, 1);
@@ -2182,10 +2184,7 @@ TEST(Maglev, AMissOnAnotherNodeGoesToTheSameBackend) {
   Harness b(HarnessOptions{.channel = true});
   b.now = 1000 * b.dp().ticks_per_second();
   Control cb(b);
-  cb.send({maglev_update(cb.next(), {{kB[1].ip}, {kB[2].ip}, {kB[0].ip}})});
-  for (const Backend& be : kB) b.inject(kBackendPort, 0, backend_arp_reply(be));
-  b.poll(0, 1);
-  b.drain();
+  start_maglev(b, cb, {{kB[1].ip}, {kB[2].ip}, {kB[0].ip}});
   std::set<uint32_t> used;
   for (uint8_t n = 1; n <= 30; ++n) {
     const Client c = client(n);
@@ -2223,10 +2222,7 @@ TEST(Maglev, AMissNeverGoesToADrainingBackend) {
   h.now = 1000 * h.dp().ticks_per_second();
   Control ctl(h);
   const std::vector<TestBackend> bs = {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}};
-  ctl.send({maglev_update(ctl.next(), bs)});
-  for (const Backend& be : kB) h.inject(kBackendPort, 0, backend_arp_reply(be));
-  h.poll(0, 1);
-  h.drain();
+  start_maglev(h, ctl, bs);
   // One established connection per client, noting who went to .11.
   std::vector<Client> on_first;
   for (uint8_t n = 1; n <= 60; ++n) {  // 10.10.0.51..110: .100, the VIP, is skipped
@@ -2279,10 +2275,7 @@ TEST(Maglev, OtherServicesStillDropMisses) {
   Harness h(HarnessOptions{.channel = true});
   h.now = 1000 * h.dp().ticks_per_second();
   Control ctl(h);
-  ctl.send({maglev_update(ctl.next(), {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}})});
-  for (const Backend& be : kB) h.inject(kBackendPort, 0, backend_arp_reply(be));
-  h.poll(0, 1);
-  h.drain();
+  start_maglev(h, ctl, {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}});
   h.inject(kClientPort, 0, c2v(client(1), data_seg(1001, 5001, "x")));  // web, rr
   h.poll(0, 1);
   EXPECT_TRUE(ip_out(h).empty());
