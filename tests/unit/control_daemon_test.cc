@@ -25,6 +25,7 @@
 
 #include "channel.h"
 #include "daemon.h"
+#include "fake_telemetry.h"
 #include "log.h"
 #include "protocol.h"
 #include "state_file.h"
@@ -43,74 +44,37 @@ std::string config_text(const std::string& extra_backend = "", int weight = 1) {
          std::to_string(weight) + "; }" + extra_backend + " ); }\n);\n";
 }
 
-// lbd's telemetry socket as lb-healthd reads it while backends drain: DPDK's v2 protocol (hello,
-// then one command per message), answering /lb/backends with the flow counts the test sets.
+// lbd's telemetry socket as lb-healthd reads it while backends drain: /lb/backends with the
+// flow counts the test sets.
 class FakeTelemetry {
  public:
-  explicit FakeTelemetry(std::string path) : path_(std::move(path)) {
-    std::filesystem::remove(path_);
-    fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(::listen(fd_, 16), 0);
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~FakeTelemetry() {
-    stop_ = true;
-    thread_.join();
-    ::close(fd_);
-    std::filesystem::remove(path_);
-  }
+  explicit FakeTelemetry(std::string path)
+      : server_(std::move(path), [this](const std::string& cmd) { return answer(cmd); }) {}
   // Active flows lbd reports for "service|address:port".
   void set(const std::string& key, int64_t flows) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    flows_[key] = flows;
+    server_.locked([&] { flows_[key] = flows; });
   }
-  int queries() const { return queries_; }
-  const std::string& path() const { return path_; }
+  int queries() const { return server_.commands(); }
+  const std::string& path() const { return server_.path(); }
 
  private:
-  void serve() {
-    while (!stop_) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0) continue;
-      const int c = ::accept(fd_, nullptr, nullptr);
-      if (c < 0) continue;
-      const std::string hello = R"({"version": "DPDK 22.11.0", "pid": 1, "max_output_len": 16384})";
-      ::send(c, hello.data(), hello.size(), MSG_NOSIGNAL);
-      pollfd q{c, POLLIN, 0};
-      char buf[256];
-      if (::poll(&q, 1, 1000) > 0 && ::recv(c, buf, sizeof buf, 0) > 0) {
-        Json backends = Json::object();
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          int id = 0;
-          for (const auto& [key, n] : flows_) {
-            const size_t bar = key.find('|');
-            backends["backend_" + std::to_string(id)] = {{"id", id},
-                                                         {"state", "draining"},
-                                                         {"service", key.substr(0, bar)},
-                                                         {"address", key.substr(bar + 1)},
-                                                         {"flows_active", n}};
-            ++id;
-          }
-        }
-        const std::string reply = Json{{"/lb/backends", backends}}.dump();
-        ::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
-        ++queries_;
-      }
-      ::close(c);
+  Json answer(const std::string& cmd) const {
+    if (cmd != "/lb/backends") return Json();
+    Json backends = Json::object();
+    int id = 0;
+    for (const auto& [key, n] : flows_) {
+      const size_t bar = key.find('|');
+      backends["backend_" + std::to_string(id)] = {{"id", id},
+                                                   {"state", "draining"},
+                                                   {"service", key.substr(0, bar)},
+                                                   {"address", key.substr(bar + 1)},
+                                                   {"flows_active", n}};
+      ++id;
     }
+    return backends;
   }
-  std::string path_;
-  int fd_ = -1;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int> queries_{0};
-  std::mutex mutex_;
   std::map<std::string, int64_t> flows_;
+  test::FakeTelemetry server_;  // last: its thread reads flows_
 };
 
 class ControlDaemonTest : public testing::Test {

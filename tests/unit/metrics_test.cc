@@ -32,6 +32,7 @@
 #include "check_stats.h"
 #include "daemon.h"
 #include "drop_reason.h"
+#include "fake_telemetry.h"
 #include "log.h"
 #include "metrics.h"
 #include "metrics_server.h"
@@ -515,62 +516,20 @@ TEST(MetricsExposition, PromtoolAccepts) {
 
 // -- The server ----------------------------------------------------------------------------------
 
-// lbd's telemetry socket: DPDK's v2 protocol (a hello, then any number of commands on one
-// connection, one reply message each), answering from `replies`.
+// lbd's telemetry socket answering from `replies`.
 class FakeLbd {
  public:
-  explicit FakeLbd(std::string path, std::map<std::string, Json> replies)
-      : path_(std::move(path)), replies_(std::move(replies)) {
-    std::filesystem::remove(path_);
-    fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(::listen(fd_, 16), 0);
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~FakeLbd() {
-    stop_ = true;
-    thread_.join();
-    ::close(fd_);
-    std::filesystem::remove(path_);
-  }
-  void set_delay(std::chrono::milliseconds d) { delay_ms_ = static_cast<int>(d.count()); }
-  int commands() const { return commands_; }
+  FakeLbd(std::string path, std::map<std::string, Json> replies)
+      : replies_(std::move(replies)), server_(std::move(path), [this](const std::string& cmd) {
+          const auto it = replies_.find(cmd);
+          return it == replies_.end() ? Json() : it->second;
+        }) {}
+  void set_delay(std::chrono::milliseconds d) { server_.set_delay(d); }
+  int commands() const { return server_.commands(); }
 
  private:
-  void serve() {
-    while (!stop_) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0) continue;
-      const int c = ::accept(fd_, nullptr, nullptr);
-      if (c < 0) continue;
-      const std::string hello = R"({"version": "DPDK 22.11.0", "pid": 1, "max_output_len": 16384})";
-      ::send(c, hello.data(), hello.size(), MSG_NOSIGNAL);
-      for (;;) {
-        pollfd q{c, POLLIN, 0};
-        char buf[256];
-        if (::poll(&q, 1, 1000) <= 0) break;
-        const ssize_t n = ::recv(c, buf, sizeof buf, 0);
-        if (n <= 0) break;
-        const std::string cmd(buf, static_cast<size_t>(n));
-        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_.load()));
-        const auto it = replies_.find(cmd);
-        const std::string reply = Json{{cmd, it == replies_.end() ? Json() : it->second}}.dump();
-        ::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
-        ++commands_;
-      }
-      ::close(c);
-    }
-  }
-  std::string path_;
   std::map<std::string, Json> replies_;
-  int fd_ = -1;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int> commands_{0};
-  std::atomic<int> delay_ms_{0};
+  test::FakeTelemetry server_;  // last: its thread reads replies_
 };
 
 std::map<std::string, Json> fake_replies() {
