@@ -23,6 +23,8 @@
 
 #include <libconfig.h++>
 
+#include "lb_limits.h"
+
 namespace lb::cfg {
 
 namespace {
@@ -216,9 +218,9 @@ namespace {
 using libconfig::Setting;
 
 // Limits, in one place so the messages and docs/configuration.md can be checked against them.
-constexpr int64_t kMinWorkers = 1, kMaxWorkers = 64;
+constexpr int64_t kMinWorkers = 1, kMaxWorkers = limits::kMaxWorkers;
 constexpr int64_t kMinMbufs = 1023, kMaxMbufs = 4194303;
-constexpr int kMinPorts = 1, kMaxPorts = 16;
+constexpr int kMinPorts = 1, kMaxPorts = static_cast<int>(limits::kMaxPorts);
 constexpr int64_t kMinDescriptors = 64, kMaxDescriptors = 16384;
 constexpr int64_t kMinFlowCapacity = 1024, kMaxFlowCapacity = 67108864;
 constexpr int64_t kMinTimeoutS = 1, kMaxTimeoutS = 86400;
@@ -912,6 +914,10 @@ class Parser {
 
   void parse_services(const Setting& services, Config& config) {
     if (services.getLength() == 0) fail(services, "expected at least one service, found none");
+    if (static_cast<uint32_t>(services.getLength()) > limits::kMaxServices) {
+      fail(services, std::to_string(services.getLength()) + " services: at most " +
+                         std::to_string(limits::kMaxServices));
+    }
     for (int i = 0; i < services.getLength(); ++i) {
       ServiceSettings where;
       ServiceConfig service = parse_service(as_group(services[i]), config.dataplane, where);
@@ -931,6 +937,12 @@ class Parser {
       }
       config.services.push_back(std::move(service));
       service_settings_.push_back(std::move(where));
+    }
+    size_t total = 0;
+    for (const ServiceConfig& sc : config.services) total += sc.backends.size();
+    if (total > limits::kMaxBackends) {
+      fail(services, std::to_string(total) + " backends in all: at most " +
+                         std::to_string(limits::kMaxBackends) + " (lbd's backend table)");
     }
   }
 
@@ -995,6 +1007,11 @@ class Parser {
     }
 
     const Setting& backends = as_list(require(s, "backends"));
+    if (static_cast<uint32_t>(backends.getLength()) > limits::kMaxBackendsPerService) {
+      fail(backends, std::to_string(backends.getLength()) + " backends: at most " +
+                         std::to_string(limits::kMaxBackendsPerService) +
+                         " per service (what one pool update carries)");
+    }
     for (int i = 0; i < backends.getLength(); ++i) {
       const Setting& b = as_group(backends[i]);
       check_keys(b, {"address", "port", "weight", "state", "initial_state"});

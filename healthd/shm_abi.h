@@ -17,12 +17,14 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "lb_limits.h"
+
 namespace lb::shm {
 
 inline constexpr uint64_t kMagic = 0x314d48532d44424cull;  // "LBD-SHM1" little-endian
 inline constexpr uint32_t kVersion = 2;   // 2: maglev (scheduler 4, table size, miss flags)
 inline constexpr uint32_t kNameLen = 48;  // service names, NUL-terminated (config allows 32)
-inline constexpr uint32_t kMaxBackendsPerService = 256;
+inline constexpr uint32_t kMaxBackendsPerService = limits::kMaxBackendsPerService;
 inline constexpr uint32_t kUpdateRingSlots = 64;   // power of two
 inline constexpr uint32_t kEventRingSlots = 1024;  // power of two
 inline constexpr size_t kHeaderSize = 4096;

@@ -1,6 +1,8 @@
 #pragma once
 #include <cstdint>
 
+#include "lb_limits.h"
+
 namespace lb::core {
 
 // Strong ids: a BackendId is stable for the life of the process (the same address:port of the
@@ -9,11 +11,11 @@ namespace lb::core {
 enum class BackendId : uint32_t {};
 enum class ServiceId : uint16_t {};
 
-inline constexpr uint32_t kMaxBackends = 4096;
-inline constexpr uint32_t kMaxServices = 1024;
-inline constexpr uint32_t kMaxPorts = 16;
-inline constexpr uint32_t kMaxNeighbors = 1024;
-inline constexpr uint32_t kMaxWorkers = 64;
+inline constexpr uint32_t kMaxBackends = limits::kMaxBackends;
+inline constexpr uint32_t kMaxServices = limits::kMaxServices;
+inline constexpr uint32_t kMaxPorts = limits::kMaxPorts;
+inline constexpr uint32_t kMaxNeighbors = limits::kMaxNeighbors;
+inline constexpr uint32_t kMaxWorkers = limits::kMaxWorkers;
 // The backend of a flow restored after a restart whose backend the new process does not know
 // (removed while lbd was down): no pool ever serves it, so the flow's next packet resets it.
 // Counters have a slot for it; nothing lists it.

@@ -1097,3 +1097,51 @@ TEST(ToString, MatchesWhatTheParserAccepts) {
 
 }  // namespace
 }  // namespace lb::cfg
+
+// What lbd's tables and one pool update hold is checked when the file is read (lb_limits.h):
+// lbd used to keep the first 256 backends of a longer list without a word.
+namespace lb::cfg {
+namespace {
+
+std::string with_services(int services, int backends_each) {
+  std::string text = std::string(kBase.substr(0, kBase.find("services = (")));
+  text += "services = (\n";
+  for (int s = 0; s < services; ++s) {
+    text += "  { name = \"s" + std::to_string(s) +
+            "\"; vip = \"10.10.0.100\"; port = " + std::to_string(1000 + s) + "; backends = (";
+    for (int b = 0; b < backends_each; ++b) {
+      text += std::string(b ? ", " : "") + "{ address = \"10.20." + std::to_string(1 + b / 250) +
+              "." + std::to_string(2 + b % 250) + "\"; port = " + std::to_string(8000 + s) + "; }";
+    }
+    text += "); }" + std::string(s + 1 < services ? "," : "") + "\n";
+  }
+  return text + ");\n";
+}
+
+void expect_refused(const std::string& text, const std::string& what) {
+  try {
+    parse(text);
+    ADD_FAILURE() << "accepted: " << what;
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("test.cfg:", 0), 0u) << e.what();
+  }
+}
+
+TEST(ConfigLimits, BackendsPerServiceServicesAndBackendsInAll) {
+  // The backend port's subnet must hold the addresses: a /16 for these tests.
+  auto wide = [](std::string t) {
+    const std::string from = "ip = \"10.20.0.1/24\"";
+    t.replace(t.find(from), from.size(), "ip = \"10.20.0.1/16\"");
+    return t;
+  };
+  EXPECT_EQ(parse(wide(with_services(1, 256))).services[0].backends.size(), 256u);
+  expect_refused(wide(with_services(1, 257)),
+                 "257 backends: at most 256 per service (what one pool update carries)");
+  EXPECT_EQ(parse(wide(with_services(16, 256))).services.size(), 16u);  // 4,096 in all
+  expect_refused(wide(with_services(17, 242)), "4114 backends in all: at most 4096");
+  expect_refused(wide(with_services(1025, 1)), "1025 services: at most 1024");
+}
+
+}  // namespace
+}  // namespace lb::cfg
