@@ -14,8 +14,8 @@
 
 #include "log.h"
 #include "metrics_server.h"
-#include "telemetry_client.h"
 #include "protocol.h"
+#include "telemetry_client.h"
 
 namespace lb::health {
 
@@ -50,15 +50,7 @@ std::string endpoint(uint32_t address, uint16_t port) {
 }  // namespace
 
 std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool accounts) {
-  for (size_t i = 0; i < config.services.size(); ++i) {
-    const cfg::ServiceConfig& s = config.services[i];
-    if (s.backends.size() > shm::kMaxBackendsPerService) {
-      return cfg::ConfigError(
-          config.file, s.line, "services.[" + std::to_string(i) + "].backends",
-          std::to_string(s.backends.size()) + " backends; lb-healthd carries at most " +
-              std::to_string(shm::kMaxBackendsPerService) + " per service to lbd");
-    }
-  }
+  // What one pool update carries (backends per service) the loader checks already.
   // The same lookups as ControlServer makes at start: a name that passes here cannot stop it.
   const cfg::HealthdConfig& h = config.healthd;
   const struct {

@@ -302,7 +302,8 @@ std::map<BackendKey, BackendRow> backend_rows(const DaemonStatus& h, const LbdCo
     }
   }
   if (!lbd.up) return rows;
-  for (const auto& [key, b] : lbd.backends.items()) {
+  for (const auto& item : lbd.backends.items()) {
+    const Json& b = item.value();  // a plain reference: lambdas below capture it (clang 14)
     if (!b.is_object() || !b.contains("service") || !b.contains("address")) continue;
     if (!b["service"].is_string() || !b["address"].is_string()) continue;
     BackendRow& r = rows[{b["service"].get<std::string>(), b["address"].get<std::string>()}];

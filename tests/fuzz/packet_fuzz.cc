@@ -293,7 +293,7 @@ test::Tcp segment(uint16_t sport, uint16_t dport, uint8_t flags, Reader& r) {
   t.seq = how & 0x01 ? r.u32() : r.u8();
   t.ack = how & 0x02 ? r.u32() : r.u8();
   if ((flags & tf::kSyn) && !(how & 0x04)) t.options = test::syn_options(r.u8());
-  const size_t payload = how & 0x08 ? r.u16() % 1460 : r.pick(40);
+  const size_t payload = how & 0x08 ? size_t{r.u16()} % 1460 : size_t{r.pick(40)};
   t.payload.assign(payload, static_cast<uint8_t>(how));
   return t;
 }
@@ -401,7 +401,8 @@ Input icmp(Reader& r) {
   m.code = how & 0x02 ? r.u8() : 0;
   m.id = r.u16();
   m.seq = r.u16();
-  m.payload.assign(how & 0x04 ? r.u16() % 1400 : r.pick(64), static_cast<uint8_t>(how));
+  m.payload.assign(how & 0x04 ? size_t{r.u16()} % 1400 : size_t{r.pick(64)},
+                   static_cast<uint8_t>(how));
   Input in;
   in.port = 0;
   const test::Eth e = eth_to(0, client_mac(c), r);

@@ -184,7 +184,8 @@ TEST(ControlState, JsonWithoutAConfigSpellingIsRefused) {
   EXPECT_EQ(build_config(c, s, "x").services[0].health.expect_body, "say \"hi\"\\\n\t\x01");
 }
 
-TEST(ControlState, HealthdLimitIsChecked) {
+// A runtime change is held to the loader's limits (lb_limits.h) like the file.
+TEST(ControlState, LimitsAreChecked) {
   const cfg::Config c = base_config();
   Json s = services_to_json(c.services);
   for (int i = 0; i < 257; ++i)
@@ -194,8 +195,8 @@ TEST(ControlState, HealthdLimitIsChecked) {
     FAIL() << "257 backends accepted";
   } catch (const cfg::ConfigError& e) {
     EXPECT_EQ(describe_error(e, s),
-              "service 'api': backends: 257 backends; lb-healthd carries at most 256 per service "
-              "to lbd");
+              "service 'api': backends: 257 backends: at most 256 per service (what one pool "
+              "update carries)");
   }
 }
 
