@@ -18,10 +18,10 @@
 #include <memory>
 #include <string>
 
-#include "protocol.h"
 #include "daemon.h"
 #include "fuzz.h"
 #include "log.h"
+#include "protocol.h"
 
 namespace {
 

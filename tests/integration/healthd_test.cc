@@ -821,8 +821,7 @@ TEST_F(HealthdTest, ReloadOnSighup) {
   EXPECT_GE(std::chrono::steady_clock::now() - dropped, milliseconds(1400)) << "not drained";
   EXPECT_TRUE(log_has("cannot count the flows of draining backends"));
   // b is back to ready in web.
-  ASSERT_TRUE(lbd.wait(milliseconds(3000), [&] {
-    return lbd.state("web", b.port()) == kActive; }));
+  ASSERT_TRUE(lbd.wait(milliseconds(3000), [&] { return lbd.state("web", b.port()) == kActive; }));
 }
 
 // on_all_down: fail_closed sends the empty pool as is; fail_open sends every non-maint backend as
