@@ -20,9 +20,9 @@ dataplane: { workers = 1; flows = { capacity = 4096; };
 services = ( { name = "web"; vip = "10.20.0.100"; port = 80;
   backends = ( { address = "10.20.0.11"; port = 8080; } ); } );
 CFG
-build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 256 -- --config "$tmp/lbd.cfg" --fresh \
+${BUILD:-build}/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 256 -- --config "$tmp/lbd.cfg" --fresh \
   >"$tmp/lbd.log" 2>&1 &
 lbd_pid=$!
 for _ in $(seq 1 100); do [ -e /dev/shm/lbd-$tag ] && break; sleep 0.1; done
 sleep 0.5
-build/bench/lbd_apply_latency "$tag" web 10.20.0.100 80 10.20.0.11 8080 "$n" ${2:+"$2"}
+"${BUILD:-build}"/bench/lbd_apply_latency "$tag" web 10.20.0.100 80 10.20.0.11 8080 "$n" ${2:+"$2"}

@@ -692,6 +692,12 @@ BackendTotals Dataplane::backend_totals(uint32_t id) const {
   return t;
 }
 
+uint64_t Dataplane::service_rehashed_total(core::ServiceId id) const {
+  uint64_t n = 0;
+  for (const Worker& w : workers_) n += w.proc->counters().service[raw(id)].flows_rehashed.get();
+  return n;
+}
+
 BackendTotals Dataplane::backend_counts(uint32_t id, const BackendInfo& b) const {
   BackendTotals t = backend_totals(id);
   t.packets_in -= b.base.packets_in;
@@ -779,7 +785,7 @@ void Dataplane::reclaim_ids(core::Tick now) {
     if (builder_.named(id)) {
       it = leaving_services_.erase(it);
     } else if (step(l, uint64_t{1} << 32 | it->first, lingered)) {
-      builder_.release(id);
+      builder_.release(id, service_rehashed_total(id));
       it = leaving_services_.erase(it);
     } else {
       ++it;

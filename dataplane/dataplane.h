@@ -93,6 +93,9 @@ class Dataplane {
   // Backend id's counters summed over workers, for the life of the process (subtract the
   // registry's BackendInfo::base for what its current backend counted). Any thread.
   BackendTotals backend_totals(uint32_t id) const;
+  // The workers' flows_rehashed sum for service id `id` (PoolBuilder::service_rehashed_base()
+  // is what an earlier holder of the id left in it).
+  uint64_t service_rehashed_total(core::ServiceId id) const;
   // What backend `b` (the registry's entry for id) counted since it was given its id.
   BackendTotals backend_counts(uint32_t id, const BackendInfo& b) const;
   // 2 active, 1 draining, 0 not serving; by BackendId, as of the last published pool.

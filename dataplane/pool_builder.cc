@@ -52,6 +52,7 @@ core::ServiceId PoolBuilder::service_id(const std::string& name) {
   } else if (service_names_.size() < core::kMaxServices) {
     id = static_cast<core::ServiceId>(service_names_.size());
     service_names_.emplace_back();
+    service_rehashed_base_.push_back(0);
     service_backends_.push_back(0);
     service_named_.push_back(false);
   } else {
@@ -176,7 +177,8 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
   } catch (...) {
     // Nothing was published: the ids taken for this build name nothing.
     for (core::BackendId id : new_backends_) release_locked(id, backends_[core::raw(id)].base);
-    for (core::ServiceId id : new_services_) release_locked(id);
+    for (core::ServiceId id : new_services_)
+      release_locked(id, service_rehashed_base_[core::raw(id)]);
     throw;
   }
 }
@@ -216,9 +218,9 @@ void PoolBuilder::release(core::BackendId id, const BackendTotals& totals) {
   release_locked(id, totals);
 }
 
-void PoolBuilder::release(core::ServiceId id) {
+void PoolBuilder::release(core::ServiceId id, uint64_t rehashed_total) {
   std::lock_guard lock(mu_);
-  release_locked(id);
+  release_locked(id, rehashed_total);
 }
 
 void PoolBuilder::release_locked(core::BackendId id, const BackendTotals& totals) {
@@ -233,9 +235,10 @@ void PoolBuilder::release_locked(core::BackendId id, const BackendTotals& totals
   free_backends_.push_back(core::raw(id));
 }
 
-void PoolBuilder::release_locked(core::ServiceId id) {
+void PoolBuilder::release_locked(core::ServiceId id, uint64_t rehashed_total) {
   std::string& name = service_names_[core::raw(id)];
   if (name.empty()) return;
+  service_rehashed_base_[core::raw(id)] = rehashed_total;
   service_ids_.erase(name);
   name.clear();
   std::erase_if(addresses_, [id](const auto& a) { return a.second == id; });
@@ -251,6 +254,11 @@ std::vector<BackendInfo> PoolBuilder::backends() const {
 std::vector<std::string> PoolBuilder::service_names() const {
   std::lock_guard lock(mu_);
   return service_names_;
+}
+
+std::vector<uint64_t> PoolBuilder::service_rehashed_base() const {
+  std::lock_guard lock(mu_);
+  return service_rehashed_base_;
 }
 
 size_t PoolBuilder::backend_ids_taken() const {

@@ -90,13 +90,18 @@ class PoolBuilder {
   // The id is free for another backend, which will start from `totals`. Neighbor slots no taken
   // backend id uses any more are then in take_unused_neighbors().
   void release(core::BackendId id, const BackendTotals& totals);
-  void release(core::ServiceId id);
+  // The service id is free for another service, whose rehashed misses are counted from
+  // `rehashed_total` (the workers' sum for the id now).
+  void release(core::ServiceId id, uint64_t rehashed_total);
   std::vector<uint16_t> take_unused_neighbors();
 
   // Copies, safe from any thread. Indexed by id; free ids have `live` false (backends) or an
   // empty name (services).
   std::vector<BackendInfo> backends() const;
   std::vector<std::string> service_names() const;
+  // By service id: the workers' flows_rehashed sum when the id was last given out (counts of
+  // the service holding it now are the sum minus this).
+  std::vector<uint64_t> service_rehashed_base() const;
   // Ids taken now (including those waiting to be released).
   size_t backend_ids_taken() const;
   size_t service_ids_taken() const;
@@ -108,7 +113,7 @@ class PoolBuilder {
   std::pair<uint16_t, uint16_t> route(core::BackendId id, uint32_t ip);
   void unref_neighbor(uint16_t slot);
   void release_locked(core::BackendId id, const BackendTotals& totals);
-  void release_locked(core::ServiceId id);
+  void release_locked(core::ServiceId id, uint64_t rehashed_total);
 
   cfg::DataplaneConfig dataplane_;
   core::NeighborTable& neighbors_;
@@ -116,7 +121,8 @@ class PoolBuilder {
   std::map<std::string, core::ServiceId> service_ids_;
   std::vector<std::string> service_names_;  // by id; "" for a free id
   std::vector<uint16_t> free_services_;
-  std::vector<uint32_t> service_backends_;  // by service id: backend ids taken
+  std::vector<uint64_t> service_rehashed_base_;  // by id, see service_rehashed_base()
+  std::vector<uint32_t> service_backends_;       // by service id: backend ids taken
   // Every VIP:port a service still taken has had, with that service: the workers keep knowing
   // them as service addresses while flows to them may remain (Pool::was_service).
   std::map<std::pair<uint32_t, uint16_t>, core::ServiceId> addresses_;

@@ -141,6 +141,27 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
   return 0;
 }
 
+int cmd_services(const char*, const char*, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  rte_tel_data_start_dict(d);
+  const std::vector<std::string> names = dp->builder().service_names();
+  const std::vector<uint64_t> base = dp->builder().service_rehashed_base();
+  for (uint16_t id = 0; id < names.size(); ++id) {
+    if (names[id].empty()) continue;  // a free id
+    rte_tel_data* e = rte_tel_data_alloc();
+    if (!e) return -1;
+    rte_tel_data_start_dict(e);
+    rte_tel_data_add_dict_u64(e, "id", id);
+    rte_tel_data_add_dict_string(e, "name", names[id].c_str());
+    rte_tel_data_add_dict_u64(
+        e, "flows_rehashed",
+        dp->service_rehashed_total(static_cast<core::ServiceId>(id)) - base[id]);
+    rte_tel_data_add_dict_container(d, ("service_" + std::to_string(id)).c_str(), e, 0);
+  }
+  return 0;
+}
+
 int cmd_workers(const char*, const char*, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
@@ -240,6 +261,8 @@ void register_telemetry(const Dataplane* dp) {
                              "device's (imissed...) and the kernel interface's.");
   rte_telemetry_register_cmd("/lb/backends", cmd_backends,
                              "Per-backend flows, packets, bytes and passive health signals.");
+  rte_telemetry_register_cmd("/lb/services", cmd_services,
+                             "Per-service counters: misses rehashed to flows.");
   rte_telemetry_register_cmd("/lb/workers", cmd_workers, "Per-worker flow table use.");
   rte_telemetry_register_cmd("/lb/flows", cmd_flows,
                              "The live flows (total, and the N oldest). Parameters: N.");

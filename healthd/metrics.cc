@@ -135,6 +135,7 @@ LbdCounters read_lbd(const std::string& path, std::chrono::milliseconds timeout)
     c.backends = t.query("/lb/backends");
     c.workers = t.query("/lb/workers");
     c.pool = t.query("/lb/pool");
+    c.services = t.query("/lb/services");
     for (const Json* j : {&c.stats, &c.drops, &c.ports, &c.backends, &c.workers, &c.pool}) {
       if (!j->is_object())
         throw ctl::Error("lbd's telemetry at " + path + ": a reply is not an object");
@@ -484,6 +485,19 @@ void render_backends(Exposition& x, const std::map<BackendKey, BackendRow>& rows
 }
 
 void render_lbd(Exposition& x, const LbdCounters& lbd) {
+  x.family("lbd_service_flows_rehashed_total", Type::kCounter,
+           "Non-SYN segments of the service that matched no flow and became flows on the maglev "
+           "table's backend of their tuple (miss_policy rehash: an lbd restart, a flow from "
+           "another node).");
+  if (lbd.services.is_object()) {
+    std::map<std::string, uint64_t> by_name;  // one series per service, in name order
+    for (const auto& item : lbd.services.items()) {
+      const Json& s = item.value();
+      if (s.is_object() && s.contains("name") && s["name"].is_string())
+        by_name[s["name"].get<std::string>()] = u64(s, "flows_rehashed").value_or(0);
+    }
+    for (const auto& [name, n] : by_name) x.sample({{"service", name}}, n);
+  }
   // Every reason lb-healthd was built with, so that rate() has a series from the first scrape;
   // a reason only lbd knows (another version) follows.
   x.family("lbd_packets_dropped_total", Type::kCounter,

@@ -62,6 +62,7 @@ struct LbdCounters {
   Json backends;       // /lb/backends
   Json workers;        // /lb/workers
   Json pool;           // /lb/pool
+  Json services;       // /lb/services (null from an lbd without it)
   double seconds = 0;  // how long reading took
 };
 

@@ -36,6 +36,11 @@ struct BackendCounters {
   Counter flows_rehashed;  // flows created for a miss (MissMode kRehash): part of flows_total
 };
 
+// Per service id. An id's counters run for the life of the process, as a backend id's do.
+struct ServiceCounters {
+  Counter flows_rehashed;  // misses of this service that became flows (MissMode kRehash)
+};
+
 struct PortCounters {
   Counter rx_packets, rx_bytes, tx_packets, tx_bytes;
 };
@@ -61,6 +66,7 @@ struct alignas(64) WorkerCounters {
   Counter handoff_out;
   Counter handoff_in;
   BackendCounters backend[kMaxBackends + 1];  // by BackendId, and kGoneBackend
+  ServiceCounters service[kMaxServices];      // by ServiceId
 
   void drop(DropReason r) { drops[static_cast<size_t>(r)].add(); }
 };

@@ -327,6 +327,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     bc.flows_rehashed.add();
     counters_->flows_rehashed.add();
     Flow& nf = table_.at(idx);
+    counters_->service[nf.service].flows_rehashed.add();
     track_state(nf, Dir::kFromClient, pk.tcp_flags, now);  // its FIN or RST counts
     return to_backend(f, pk, nf);
   }

@@ -164,6 +164,9 @@ def run(s, skipped):
     drops = [k for k in after if k[0] == "lbd_packets_dropped_total"]
     check(len(drops) >= 30, f"only {len(drops)} drop reasons")
     check(delta("lbd_packets_dropped_total", reason="no_backend") == 0, "no_backend drops")
+    # A service's rehashed misses (maglev services only: web is rr, so none).
+    check(get(after, "lbd_service_flows_rehashed_total", service="web") == 0,
+          "lbd_service_flows_rehashed_total of an rr service")
 
     # Health checks ran and were timed.
     for b in NAMES:

@@ -395,12 +395,19 @@ def maglev_fresh(s):
     conns = keepalive_summary(ka)
     ok = survived(conns)
     rehashed = s.tel.query("/lb/stats").get("flows_rehashed", 0)
+    per_service = {v["name"]: v["flows_rehashed"] for v in s.tel.query("/lb/services").values()}
     print(f"maglev: lbd restarted with --fresh (empty flow table) under {n} keep-alive "
           f"connections, {pause:.2f}s from stop to the VIP answering: {len(ok)} of {len(conns)} "
-          f"connections survived, {rehashed} misses rehashed to flows")
+          f"connections survived, {rehashed} misses rehashed to flows (per service: "
+          f"{per_service})")
     check(len(conns) == n, f"{len(conns)} connections reported")
     check(len(ok) == n, f"connections disturbed: {[x for x in conns if x not in ok][:3]}")
     check(rehashed >= n, "no rehashed misses counted")
+    check(per_service == {"web": rehashed}, "the service's flows_rehashed differs from the total")
+    table = s.lbctl("stats", "--interval", "0.1")
+    row = next((x.split() for x in table.splitlines() if x.split()[:1] == ["web"]
+                and len(x.split()) == 3), None)
+    check(row is not None and row[1] != "0", f"lbctl stats' per-service row: {row}")
 
 
 def maglev_kill9(s):

@@ -2124,6 +2124,18 @@ shm::ServiceUpdate maglev_update(uint64_t generation, const std::vector<TestBack
   return u;
 }
 
+// Worker 0's flows_rehashed of the service named `name` (0 when lbd has no such service) and
+// that of every other service: a rehashed miss counts for its own service only.
+std::pair<uint64_t, uint64_t> rehashed_of(Harness& h, const std::string& name) {
+  const std::vector<std::string> names = h.dp().builder().service_names();
+  std::pair<uint64_t, uint64_t> r{0, 0};
+  for (size_t id = 0; id < core::kMaxServices; ++id) {
+    const uint64_t n = h.dp().counters(0).service[id].flows_rehashed.get();
+    (id < names.size() && names[id] == name ? r.first : r.second) += n;
+  }
+  return r;
+}
+
 // Sends the maglev service of `bs` to `h`'s lbd and tells it every backend's MAC.
 void start_maglev(Harness& h, Control& ctl, const std::vector<TestBackend>& bs) {
   ctl.send({maglev_update(ctl.next(), bs)});
@@ -2213,6 +2225,7 @@ TEST(Maglev, AMissOnAnotherNodeGoesToTheSameBackend) {
   }
   EXPECT_EQ(used.size(), 3u);
   EXPECT_EQ(b.dp().counters(0).flows_rehashed.get(), 30u);
+  EXPECT_EQ(rehashed_of(b, "mg"), std::make_pair(uint64_t{30}, uint64_t{0}));
 }
 
 // A miss is never sent to a backend that is not serving new flows: the draining backend's
@@ -2260,6 +2273,7 @@ TEST(Maglev, AMissNeverGoesToADrainingBackend) {
     ++sent;
   }
   EXPECT_EQ(h.dp().counters(0).flows_rehashed.get(), static_cast<uint64_t>(sent));
+  EXPECT_EQ(rehashed_of(h, "mg"), std::make_pair(static_cast<uint64_t>(sent), uint64_t{0}));
   // And the table gives the draining backend's share to the others as the reference does.
   const std::vector<uint32_t> ref = ref_maglev({kB[1].ip, kB[2].ip}, 8080, kSmallTable);
   const Client c = client(250, 31000);

@@ -362,6 +362,7 @@ LbdCounters lbd_counters() {
   c.workers = {{"worker_0", {{"worker", 0}, {"flow_capacity", 1024}}},
                {"worker_1", {{"worker", 1}, {"flow_capacity", 1024}}}};
   c.pool = {{"updates_applied", 11}, {"updates_rejected", 1}, {"events_lost", 0}};
+  c.services = {{"service_0", {{"id", 0}, {"name", "web"}, {"flows_rehashed", 42}}}};
   return c;
 }
 
@@ -535,7 +536,8 @@ class FakeLbd {
 std::map<std::string, Json> fake_replies() {
   const LbdCounters c = lbd_counters();
   return {{"/lb/stats", c.stats},       {"/lb/drops", c.drops},     {"/lb/ports", c.ports},
-          {"/lb/backends", c.backends}, {"/lb/workers", c.workers}, {"/lb/pool", c.pool}};
+          {"/lb/backends", c.backends}, {"/lb/workers", c.workers}, {"/lb/pool", c.pool},
+          {"/lb/services", c.services}};
 }
 
 class MetricsServerTest : public testing::Test {
@@ -596,7 +598,8 @@ TEST_F(MetricsServerTest, ScrapeReadsLbdAndAFreshSnapshot) {
   for (const std::string& e : p.errors) ADD_FAILURE() << e;
   EXPECT_EQ(value(p, "lbd_up"), 1.0);
   EXPECT_EQ(value(p, "lbd_flows_created_total"), 1000.0);
-  EXPECT_EQ(lbd.commands(), 6);  // one connection, every command once
+  EXPECT_EQ(value(p, "lbd_service_flows_rehashed_total", {{"service", "web"}}), 42.0);
+  EXPECT_EQ(lbd.commands(), 7);  // one connection, every command once
   // The snapshot was made for this scrape (the "loop" numbers them in lbd_pool_generation_sent).
   EXPECT_EQ(value(p, "lbd_pool_generation_sent"), static_cast<double>(published_.load()));
   EXPECT_GE(published_.load(), 1u);

@@ -422,6 +422,7 @@ lb::ctl::Sample take_sample(lb::ctl::TelemetryClient& t) {
   s.drops = t.query("/lb/drops");
   s.ports = t.query("/lb/ports");
   s.backends = t.query("/lb/backends");
+  s.services = t.query("/lb/services");
   return s;
 }
 

@@ -415,6 +415,28 @@ Json stats_report(const Sample& a, const Sample& b) {
     for (auto& [id, e] : list) backends.push_back(std::move(e));
   }
   r["backends"] = std::move(backends);
+  // Per service, by name (an id may change hands between the samples: then no rate).
+  std::map<std::string, std::pair<uint64_t, uint64_t>> before_services;  // name -> (id, count)
+  if (a.services.is_object())
+    for (const auto& [key, x] : a.services.items())
+      before_services[str(x, "name", "")] = {u64(x, "id"), u64(x, "flows_rehashed")};
+  std::vector<std::pair<std::string, Json>> services;
+  if (b.services.is_object()) {
+    for (const auto& [key, x] : b.services.items()) {
+      const std::string name = str(x, "name", "");
+      const uint64_t n = u64(x, "flows_rehashed");
+      const auto pa = before_services.find(name);
+      const bool same = pa != before_services.end() && pa->second.first == u64(x, "id");
+      services.emplace_back(
+          name, Json{{"service", name},
+                     {"flows_rehashed", n},
+                     {"flows_rehashed_per_s", rate(same ? pa->second.second : n, n, dt)}});
+    }
+  }
+  std::sort(services.begin(), services.end(),
+            [](const auto& p, const auto& q) { return p.first < q.first; });
+  r["services"] = Json::array();
+  for (auto& [name, e] : services) r["services"].push_back(std::move(e));
   return r;
 }
 
@@ -490,6 +512,12 @@ std::string render_stats(const Json& r, const std::string& instance, const Json&
                      iface.empty() ? "-" : format_count(num(p, "kernel_socket_drops"))});
   }
   o << "\n" << format_table(early);
+
+  std::vector<std::vector<std::string>> ss = {{"service", "misses rehashed", "per second"}};
+  for (const Json& s : r.value("services", Json::array()))
+    ss.push_back({str(s, "service"), format_count(num(s, "flows_rehashed")),
+                  format_count(num(s, "flows_rehashed_per_s"))});
+  if (ss.size() > 1) o << "\n" << format_table(ss);
 
   std::vector<std::vector<std::string>> bs = {{"service", "backend", "state", "active", "total",
                                                "new/s", "pkt in/s", "B in/s", "pkt out/s",

@@ -45,6 +45,7 @@ struct Sample {
   Json drops;     // /lb/drops
   Json ports;     // /lb/ports
   Json backends;  // /lb/backends
+  Json services;  // /lb/services (null from an lbd without it)
 };
 
 // Totals from `b`, rates over b - a.
