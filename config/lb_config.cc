@@ -109,6 +109,16 @@ const char* to_string(MissPolicy p) {
   return "?";
 }
 
+const char* to_string(IdleMode m) {
+  switch (m) {
+    case IdleMode::kPoll:
+      return "poll";
+    case IdleMode::kSleep:
+      return "sleep";
+  }
+  return "?";
+}
+
 const char* to_string(NoBackendPolicy p) {
   switch (p) {
     case NoBackendPolicy::kRst:
@@ -225,6 +235,7 @@ constexpr int64_t kMinDescriptors = 64, kMaxDescriptors = 16384;
 constexpr int64_t kMinFlowCapacity = 1024, kMaxFlowCapacity = 67108864;
 constexpr int64_t kMinTimeoutS = 1, kMaxTimeoutS = 86400;
 constexpr int64_t kMinSynRetryMs = 100, kMaxSynRetryMs = 60000;
+constexpr int64_t kMaxIdleAfterPolls = 100000000, kMaxIdleSleepUs = 100000;
 constexpr int64_t kMaxRetries = 8;
 
 bool is_prime(uint32_t m) {
@@ -739,7 +750,7 @@ class Parser {
 
   DataplaneConfig parse_dataplane(const Setting& dp) {
     check_keys(dp, {"workers", "mbufs", "ports", "flows", "retry", "miss_policy",
-                    "no_backend_policy", "maglev_hash_seed"});
+                    "no_backend_policy", "maglev_hash_seed", "idle"});
     DataplaneConfig out;
     out.line = static_cast<int>(dp.getSourceLine());
     out.workers = integer_as<uint32_t>(require(dp, "workers"), kMinWorkers, kMaxWorkers);
@@ -757,6 +768,19 @@ class Parser {
           {{"rst", NoBackendPolicy::kRst}, {"drop", NoBackendPolicy::kDrop}});
     }
     optional_integer(dp, "maglev_hash_seed", out.maglev_hash_seed, 0, INT64_MAX);
+    if (const Setting* idle = find(dp, "idle")) out.idle = parse_idle(as_group(*idle));
+    return out;
+  }
+
+  IdleConfig parse_idle(const Setting& g) const {
+    check_keys(g, {"mode", "after_empty_polls", "max_sleep_us"});
+    IdleConfig out;
+    if (const Setting* s = find(g, "mode")) {
+      out.mode = enumeration<IdleMode>(*s, "mode",
+                                       {{"poll", IdleMode::kPoll}, {"sleep", IdleMode::kSleep}});
+    }
+    optional_integer(g, "after_empty_polls", out.after_empty_polls, 1, kMaxIdleAfterPolls);
+    optional_integer(g, "max_sleep_us", out.max_sleep_us, 1, kMaxIdleSleepUs);
     return out;
   }
 

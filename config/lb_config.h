@@ -74,6 +74,19 @@ struct RetryConfig {
 // A non-SYN packet with no flow. kRehash: a service with scheduler maglev sends it to the
 // table's backend of its tuple, which goes on with the connection (services only).
 enum class MissPolicy { kDrop, kRst, kRehash };
+
+// What a worker does when its ports have nothing for it. kPoll: spin (a whole core, the lowest
+// latency: bare metal). kSleep: after `after_empty_polls` empty polls in a row, sleep 1 us, then
+// twice as long after each further empty poll up to `max_sleep_us`, until a packet arrives
+// (the way DPDK's l3fwd-power backs off): a packet then waits at most max_sleep_us. For nodes
+// that share cores (the fleet tests, the demo, VMs).
+enum class IdleMode { kPoll, kSleep };
+struct IdleConfig {
+  IdleMode mode = IdleMode::kPoll;
+  uint32_t after_empty_polls = 1000;
+  uint32_t max_sleep_us = 250;
+  bool operator==(const IdleConfig&) const = default;
+};
 enum class NoBackendPolicy { kRst, kDrop };  // SYN with no live backend
 
 inline constexpr uint64_t kDefaultMaglevHashSeed = 0x6d676c762d666c77;  // "mglv-flw"
@@ -92,6 +105,7 @@ struct DataplaneConfig {
   // node of a cluster, and every restart, must use the same value to agree on backends.
   uint64_t maglev_hash_seed = kDefaultMaglevHashSeed;
   uint32_t mbufs = 16383;  // per-process mbuf pool size
+  IdleConfig idle;
   int line = 0;
 };
 
@@ -243,6 +257,7 @@ std::string format_ipv4(uint32_t addr);
 const char* to_string(Scheduler s);
 const char* to_string(MissPolicy p);
 const char* to_string(NoBackendPolicy p);
+const char* to_string(IdleMode m);
 const char* to_string(Protocol p);
 const char* to_string(InitialState s);
 const char* to_string(AdminState s);

@@ -364,9 +364,35 @@ int Dataplane::lcore_main(void* arg) {
   const uint16_t w = a->w;
   LB_LOG(INFO, "worker %u on lcore %u", w, rte_lcore_id());
   rte_rcu_qsbr_thread_online(dp.qsbr_, w);
-  while (!dp.stop_.load(std::memory_order_relaxed)) dp.poll(w, rte_rdtsc());
+  const cfg::IdleConfig idle = dp.config_.dataplane.idle;
+  if (idle.mode == cfg::IdleMode::kPoll) {
+    while (!dp.stop_.load(std::memory_order_relaxed)) dp.poll(w, rte_rdtsc());
+  } else {
+    uint32_t empty = 0, sleep_us = 1;
+    while (!dp.stop_.load(std::memory_order_relaxed)) {
+      if (dp.poll(w, rte_rdtsc()) != 0) {
+        empty = 0;
+        sleep_us = 1;
+      } else if (++empty >= idle.after_empty_polls) {
+        dp.idle_sleep(w, sleep_us);
+        sleep_us = std::min(sleep_us * 2, idle.max_sleep_us);
+      }
+    }
+  }
   rte_rcu_qsbr_thread_offline(dp.qsbr_, w);
   return 0;
+}
+
+void Dataplane::idle_sleep(uint16_t w, uint32_t us) {
+  // Offline while asleep: the worker holds no pool between polls, so the control thread need not
+  // wait for it to free an old pool or acknowledge an update (rte_rcu_qsbr_check skips offline
+  // threads). Online again before the next poll reads the pool.
+  rte_rcu_qsbr_thread_offline(qsbr_, w);
+  rte_delay_us_sleep(us);
+  rte_rcu_qsbr_thread_online(qsbr_, w);
+  core::WorkerCounters& c = workers_[w].proc->counters();
+  c.idle_sleeps.add();
+  c.idle_sleep_us.add(us);
 }
 
 uint32_t Dataplane::poll(uint16_t w, core::Tick now) {

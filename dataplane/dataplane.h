@@ -192,6 +192,8 @@ class Dataplane {
   void receive_updates();
   void post_passive_events();
   static int lcore_main(void* arg);
+  // Worker w sleeps `us` microseconds (dataplane.idle.mode "sleep"), offline for RCU meanwhile.
+  void idle_sleep(uint16_t w, uint32_t us);
   struct LaunchArg {
     Dataplane* dp;
     uint16_t w;

@@ -177,6 +177,8 @@ int cmd_workers(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_u64(e, "flows_created", c.flows_created.get());
     rte_tel_data_add_dict_u64(e, "handoff_out", c.handoff_out.get());
     rte_tel_data_add_dict_u64(e, "handoff_in", c.handoff_in.get());
+    rte_tel_data_add_dict_u64(e, "idle_sleeps", c.idle_sleeps.get());
+    rte_tel_data_add_dict_u64(e, "idle_sleep_us", c.idle_sleep_us.get());
     rte_tel_data_add_dict_container(d, ("worker_" + std::to_string(w)).c_str(), e, 0);
   }
   return 0;

@@ -97,6 +97,10 @@ int key_rank(std::string_view key) {
                                                 "ports",
                                                 "flows",
                                                 "retry",
+                                                "idle",
+                                                "mode",
+                                                "after_empty_polls",
+                                                "max_sleep_us",
                                                 "capacity",
                                                 "tcp_syn_timeout",
                                                 "tcp_established_timeout",
@@ -549,6 +553,11 @@ Json config_to_json(const cfg::Config& config) {
   d["no_backend_policy"] = cfg::to_string(dp.no_backend_policy);
   if (dp.maglev_hash_seed != cfg::kDefaultMaglevHashSeed)
     d["maglev_hash_seed"] = dp.maglev_hash_seed;
+  if (dp.idle != cfg::IdleConfig{}) {
+    d["idle"] = Json{{"mode", cfg::to_string(dp.idle.mode)},
+                     {"after_empty_polls", dp.idle.after_empty_polls},
+                     {"max_sleep_us", dp.idle.max_sleep_us}};
+  }
   j["dataplane"] = std::move(d);
   j["services"] = services_to_json(config.services);
   const cfg::HealthdConfig& h = config.healthd;

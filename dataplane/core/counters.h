@@ -65,6 +65,8 @@ struct alignas(64) WorkerCounters {
   Counter icmp_echo_replies;
   Counter handoff_out;
   Counter handoff_in;
+  Counter idle_sleeps;                        // dataplane.idle.mode "sleep": sleeps taken
+  Counter idle_sleep_us;                      // and the microseconds asked for
   BackendCounters backend[kMaxBackends + 1];  // by BackendId, and kGoneBackend
   ServiceCounters service[kMaxServices];      // by ServiceId
 

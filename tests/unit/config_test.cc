@@ -163,7 +163,7 @@ constexpr BadCase kBadCases[] = {
   {"dataplane_not_group", 1, 8, "dataplane = 1;", 1, "dataplane", "expected a group { ... }, found an integer"},
 
   // --- dataplane scalars.
-  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy, maglev_hash_seed)"},
+  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy, maglev_hash_seed, idle)"},
   {"missing_workers", 2, 2, "", 1, "dataplane.workers", "missing required setting 'workers'"},
   {"workers_string", 2, 2, R"(  workers = "2";)", 2, "dataplane.workers", "expected an integer, found a string"},
   {"workers_float", 2, 2, "  workers = 2.0;", 2, "dataplane.workers", "expected an integer, found a float"},
@@ -256,6 +256,11 @@ constexpr BadCase kBadCases[] = {
   {"service_miss_policy_unknown", 11, 11, R"(    miss_policy = "reset";)", 11, "services.[0].miss_policy", "unknown miss_policy 'reset' (expected drop, rst, rehash)"},
   {"rehash_not_dataplane_wide", 7, 7, R"(  miss_policy = "rehash";)", 7, "dataplane.miss_policy", "unknown miss_policy 'rehash' (expected drop, rst)"},
   {"maglev_seed_negative", 7, 7, R"(  maglev_hash_seed = -1;)", 7, "dataplane.maglev_hash_seed", "value -1 is out of range 0..9223372036854775807"},
+  {"idle_not_group", 7, 7, R"(  idle = "sleep";)", 7, "dataplane.idle", "expected a group { ... }, found a string"},
+  {"idle_mode_unknown", 7, 7, R"(  idle = { mode = "interrupt"; };)", 7, "dataplane.idle.mode", "unknown mode 'interrupt' (expected poll, sleep)"},
+  {"idle_sleep_zero", 7, 7, R"(  idle = { max_sleep_us = 0; };)", 7, "dataplane.idle.max_sleep_us", "value 0 is out of range 1..100000"},
+  {"idle_polls_zero", 7, 7, R"(  idle = { after_empty_polls = 0; };)", 7, "dataplane.idle.after_empty_polls", "value 0 is out of range 1..100000000"},
+  {"idle_unknown_key", 7, 7, R"(  idle = { sleep_us = 5; };)", 7, "dataplane.idle.sleep_us", "unknown setting 'sleep_us'"},
   {"service_scheduler_case", 11, 11, R"(    scheduler = "RR";)", 11, "services.[0].scheduler", "unknown scheduler 'RR'"},
 
   // --- health.
@@ -872,6 +877,9 @@ TEST(Examples, FullSetsEveryKey) {
   EXPECT_FALSE(dp.retry.on_rst);
   EXPECT_EQ(dp.retry.syn_timeout_ms, 2500u);
   EXPECT_EQ(dp.retry.max_retries, 3u);
+  EXPECT_EQ(dp.idle.mode, IdleMode::kSleep);
+  EXPECT_EQ(dp.idle.after_empty_polls, 2000u);
+  EXPECT_EQ(dp.idle.max_sleep_us, 100u);
   EXPECT_EQ(dp.miss_policy, MissPolicy::kRst);
   EXPECT_EQ(dp.no_backend_policy, NoBackendPolicy::kDrop);
   ASSERT_EQ(c.services.size(), 2u);
