@@ -286,7 +286,10 @@ def control_garbage(s, watch):
         c.close()
 
     threads = [threading.Thread(target=f, daemon=True) for f in (ten_mb, endless)]
+    # The 10 MB line first, answered before the idle ones come: started with them, it may be
+    # the quietest client when they do, and be evicted before lb-healthd has read 128 KiB.
     threads[0].start()
+    threads[0].join(30)
     t0 = time.monotonic()
     for _ in range(500):
         socks.append(control_connect())
