@@ -242,6 +242,10 @@ void ControlServer::accept_all(TimePoint now) {
         HLOG_WARNING("control socket: accept: %s", std::strerror(errno));
       return;
     }
+    // Full: the client silent for longest makes room (idle or slow, it holds a slot another
+    // needs: 500 idle connections must not lock `lbctl status` out); refused only when every
+    // slot has a request in flight.
+    if (conns_.size() >= options_.max_clients) evict_quietest(now);
     if (conns_.size() >= options_.max_clients) {
       const std::string line =
           error_reply("busy", "too many clients (" + std::to_string(options_.max_clients) +
@@ -276,6 +280,32 @@ void ControlServer::accept_all(TimePoint now) {
                static_cast<unsigned long long>(id), static_cast<int>(peer.pid),
                static_cast<int>(peer.uid));
   }
+}
+
+void ControlServer::evict_quietest(TimePoint now) {
+  auto victim = conns_.end();
+  for (auto it = conns_.begin(); it != conns_.end(); ++it) {
+    // Ties go to the older connection (std::map: ascending ids).
+    if (!it->second.deferred &&
+        (victim == conns_.end() || it->second.last_activity < victim->second.last_activity))
+      victim = it;
+  }
+  if (victim == conns_.end()) return;
+  Conn& c = victim->second;
+  if (c.out_pos == c.out.size()) {
+    queue(c,
+          error_reply("evicted", "disconnected to make room for a new client (" +
+                                     std::to_string(options_.max_clients) +
+                                     " connected); this one was the quietest"),
+          Json());
+    write_to(c, now);  // best effort: it is closed either way
+  }
+  ++evicted_;
+  client_log(
+      victim->first, LogLevel::kWarning,
+      "evicted: %zu clients connected, this one quiet for %lld ms", conns_.size(),
+      static_cast<long long>(std::chrono::duration_cast<Millis>(now - c.last_activity).count()));
+  close_conn(victim->first);
 }
 
 void ControlServer::read_from(Conn& c, TimePoint now) {

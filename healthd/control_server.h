@@ -5,9 +5,10 @@
 // runs on the daemon's one loop: the server's epoll descriptor is among the descriptors
 // curl_multi_poll waits on, and service() does whatever is ready. Limits: a request line of at
 // most `max_request` bytes (a longer one is answered with an error and the connection closed),
-// at most `max_clients` connections, and a client that sends nothing for `idle_timeout` is told
-// so and disconnected. A malformed request gets an error reply; nothing a client sends can stop
-// the loop.
+// at most `max_clients` connections (when full, a new client takes the slot of the one silent
+// for longest, unless every one has a request in flight), and a client that sends nothing for
+// `idle_timeout` is told so and disconnected. A malformed request gets an error reply; nothing a
+// client sends can stop the loop.
 
 #include <sys/types.h>
 
@@ -80,6 +81,8 @@ class ControlServer {
       __attribute__((format(printf, 4, 5)));
 
   size_t clients() const { return conns_.size(); }
+  // Clients disconnected to make room for a new one.
+  uint64_t evicted() const { return evicted_; }
   // When service() must run next to disconnect an idle client (TimePoint::max(): never).
   TimePoint next_deadline() const;
 
@@ -101,6 +104,7 @@ class ControlServer {
   };
 
   void accept_all(TimePoint now);
+  void evict_quietest(TimePoint now);  // closes the quietest client without a request in flight
   void read_from(Conn& c, TimePoint now);
   bool ready(const Conn& c) const;  // a complete request is buffered and may be served now
   void serve(ConnId id, Conn& c, const Handler& handler, TimePoint now);
@@ -118,6 +122,7 @@ class ControlServer {
   dev_t dev_ = 0;
   ino_t ino_ = 0;
   ConnId next_id_ = 1;
+  uint64_t evicted_ = 0;
   void peer_log(pid_t pid, uid_t uid, const std::string& who, LogLevel level,
                 const std::string& message);
 

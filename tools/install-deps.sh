@@ -21,6 +21,8 @@ packages=(
   iproute2 iputils-ping ethtool curl wrk nftables procps psmisc util-linux tcpdump bc
   # benchmarks: dry run of the pktgen Lua scripts (tools/pktgen/check.lua)
   lua5.3
+  # tools/soak.sh: the soak's plot
+  gnuplot-nox
 )
 
 missing=()

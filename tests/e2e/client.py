@@ -9,6 +9,9 @@
                                   C connections, N rounds PAUSE s apart of one request on each:
                                   "open" line once all are open, then one JSON line per
                                   connection (its backends, requests, errors)
+  client.py keepalive_for C SECONDS PAUSE
+                                  the same, rounds until SECONDS have passed (each line also
+                                  has the connection's slowest answer, max_ms)
   client.py hold N SECONDS        N keep-alive connections, requests round-robin over them for
                                   SECONDS: one JSON summary (resets, failures, reconnections,
                                   the longest gap between two answers and when it ended)
@@ -73,12 +76,14 @@ def main(argv):
                       flush=True)
             except OSError as e:
                 print(json.dumps({"t": t, "error": repr(e)}), flush=True)
-    elif mode == "keepalive_many":
+    elif mode in ("keepalive_many", "keepalive_for"):
         conns = [http.client.HTTPConnection(VIP, PORT, timeout=20) for _ in range(int(argv[2]))]
-        seen = [{"backends": set(), "ports": set(), "ok": 0, "errors": []} for _ in conns]
+        seen = [{"backends": set(), "ports": set(), "ok": 0, "errors": [], "max_ms": 0.0}
+                for _ in conns]
 
         def ask(i):
             c = conns[i]
+            t = time.monotonic()
             try:
                 c.request("GET", "/")
                 r = c.getresponse()
@@ -86,21 +91,28 @@ def main(argv):
                 seen[i]["backends"].add(r.getheader("X-Backend"))
                 seen[i]["ports"].add(c.sock.getsockname()[1] if c.sock else None)
                 seen[i]["ok"] += 1
-            except OSError as e:
+                seen[i]["max_ms"] = max(seen[i]["max_ms"], (time.monotonic() - t) * 1e3)
+            except (OSError, http.client.HTTPException) as e:
                 seen[i]["errors"].append(repr(e))
                 c.close()
 
         for i in range(len(conns)):
             ask(i)
         print(json.dumps({"open": len(conns)}), flush=True)
-        for _ in range(int(argv[3]) - 1):
+        if mode == "keepalive_many":
+            rounds, end = int(argv[3]) - 1, None
+        else:
+            rounds, end = None, time.monotonic() + float(argv[3])
+        while (rounds is None or rounds > 0) and (end is None or time.monotonic() < end):
+            rounds = None if rounds is None else rounds - 1
             time.sleep(float(argv[4]))
             for i in range(len(conns)):
                 if not seen[i]["errors"]:
                     ask(i)
         for i, x in enumerate(seen):
             print(json.dumps({"conn": i, "backends": sorted(b or "?" for b in x["backends"]),
-                              "ports": len(x["ports"]), "ok": x["ok"], "errors": x["errors"]}),
+                              "ports": len(x["ports"]), "ok": x["ok"], "errors": x["errors"],
+                              "max_ms": round(x["max_ms"], 2)}),
                   flush=True)
     elif mode == "hold":
         n, seconds = int(argv[2]), float(argv[3])

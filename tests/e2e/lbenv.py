@@ -93,7 +93,8 @@ class Procs:
         for name in sorted(os.listdir(self.logdir)):
             if name.endswith(".log"):
                 print(f"--- {name}")
-                with open(os.path.join(self.logdir, name)) as f:
+                # errors="replace": a log may hold bytes a hostile client sent.
+            with open(os.path.join(self.logdir, name), errors="replace") as f:
                     print(f.read()[-tail:])
 
 

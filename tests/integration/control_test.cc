@@ -82,6 +82,7 @@ class Process {
     }
   }
   void signal(int sig) const { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
   bool running() {
     poll_exit();
     return !exited_;
@@ -643,6 +644,52 @@ TEST_F(ControlTest, HostileClientsAreRefusedAndTheDaemonCarriesOn) {
   EXPECT_EQ(st.code, 0) << st.err;
   const std::string log = read_file(log_);
   EXPECT_NE(log.find("more than 131072 bytes without a newline"), std::string::npos);
+}
+
+// VmRSS of a process in KiB (0 when it cannot be read).
+long rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+TEST_F(ControlTest, FiveHundredIdleClientsDoNotLockLbctlOut) {
+  // Idle clients are not timed out during the test (10 s): only making room lets lbctl in.
+  std::string text = config_text();
+  const std::string short_timeout = "control_timeout_ms = 300;";
+  text.replace(text.find(short_timeout), short_timeout.size(), "control_timeout_ms = 10000;");
+  write_config(text);
+  start_healthd();
+  ASSERT_EQ(status()["ok"], true);
+  const long rss_before = rss_kib(healthd_->pid());
+  // A line that never ends (100 KB, no newline, the connection kept open) and 500 clients that
+  // connect and say nothing, all held open.
+  std::vector<int> fds;
+  const int endless = connect_raw();
+  const std::string part(100000, 'x');
+  ASSERT_EQ(::send(endless, part.data(), part.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(part.size()));
+  fds.push_back(endless);
+  for (int i = 0; i < 500; ++i) fds.push_back(connect_raw());
+  std::this_thread::sleep_for(milliseconds(200));
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = Clock::now();
+    const Result r = lbctl({"status"}, milliseconds(5000));
+    const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_LT(took, 1000) << "lbctl status took " << took << " ms";
+    std::cout << "lbctl status with 500 idle clients: " << took << " ms, exit " << r.code << "\n";
+  }
+  const long rss_after = rss_kib(healthd_->pid());
+  std::cout << "lb-healthd VmRSS " << rss_before << " KiB before, " << rss_after << " KiB after\n";
+  // 64 connections of at most 128 KiB buffered each: 8 MiB, plus the allocator's slack.
+  EXPECT_LT(rss_after - rss_before, 16 * 1024);
+  for (const int fd : fds) ::close(fd);
+  EXPECT_TRUE(healthd_->running());
+  EXPECT_NE(read_file(log_).find("evicted"), std::string::npos);
 }
 
 }  // namespace

@@ -278,24 +278,52 @@ TEST_F(ControlServerTest, SilentClientIsDisconnected) {
   EXPECT_NE(server_->next_deadline(), TimePoint::max());
 }
 
-TEST_F(ControlServerTest, TooManyClientsAreTurnedAway) {
+TEST_F(ControlServerTest, WhenFullTheQuietestClientMakesRoom) {
   start(Millis(10000), 1024, 2);
   const int a = connect_client();
   const int b = connect_client();
   EXPECT_EQ(roundtrip(a, "{\"cmd\":\"x\"}\n")["ok"], true);
   EXPECT_EQ(roundtrip(b, "{\"cmd\":\"x\"}\n")["ok"], true);
+  // Both slots held by clients that say nothing more: a new one is served, the one silent for
+  // longest (a) is told why and disconnected.
+  const int c = connect_client();
+  EXPECT_EQ(roundtrip(c, "{\"cmd\":\"x\"}\n")["ok"], true);
+  const std::vector<Json> r = read_lines(a, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]["code"], "evicted");
+  EXPECT_TRUE(closed_by_server(a));
+  EXPECT_EQ(server_->evicted(), 1u);
+  EXPECT_EQ(server_->clients(), 2u);
+  EXPECT_EQ(roundtrip(b, "{\"cmd\":\"x\"}\n")["ok"], true);
+  ::close(a);
+  ::close(b);
+  ::close(c);
+}
+
+TEST_F(ControlServerTest, TooManyClientsWithRequestsInFlightAreTurnedAway) {
+  start(Millis(10000), 1024, 2);
+  const int a = connect_client();
+  const int b = connect_client();
+  send_all(a, "{\"cmd\":\"defer\"}\n");
+  ASSERT_TRUE(pump_until([&] { return deferred_.has_value(); }));
+  const ControlServer::ConnId first = *deferred_;
+  deferred_.reset();
+  send_all(b, "{\"cmd\":\"defer\"}\n");
+  ASSERT_TRUE(pump_until([&] { return deferred_.has_value(); }));
+  // Every slot waits on an answer: nobody is evicted, the newcomer is refused.
   const int c = connect_client();
   const std::vector<Json> r = read_lines(c, 1);
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0]["code"], "busy");
   EXPECT_TRUE(closed_by_server(c));
   ::close(c);
+  EXPECT_EQ(server_->evicted(), 0u);
+  server_->reply(first, Json{{"ok", true}});
+  server_->reply(*deferred_, Json{{"ok", true}});
+  EXPECT_EQ(read_lines(a, 1).at(0)["ok"], true);
+  EXPECT_EQ(read_lines(b, 1).at(0)["ok"], true);
   ::close(a);
-  ASSERT_TRUE(pump_until([&] { return server_->clients() == 1; }));
-  const int d = connect_client();
-  EXPECT_EQ(roundtrip(d, "{\"cmd\":\"x\"}\n")["ok"], true);
   ::close(b);
-  ::close(d);
 }
 
 TEST_F(ControlServerTest, DeferredReplyHoldsTheNextRequest) {
