@@ -98,8 +98,8 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
                      rte_errno);
 
   // The first pool: everything in the config, all live, until lb-healthd says otherwise.
-  state_ = state_from_config(config_);
-  std::unique_ptr<core::Pool> first = builder_.build(0, state_);
+  PoolState state = state_from_config(config_);
+  std::unique_ptr<core::Pool> first = builder_.build(0, state);
 
   // Ports that reach backends get replies addressed to clients; the others get clients' packets.
   // With RSS on source fields on the latter and destination fields on the former, both
@@ -183,10 +183,9 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
                              std::memory_order_relaxed);
   }
   if (!shm_name.empty()) {
-    segment_.emplace(shm::Segment::create(shm_name));
-    rx_updates_.resize(16);
+    channel_ = std::make_unique<PoolChannel>(*this, shm_name, std::move(state), control_stats_);
     LB_LOG(INFO, "pool channel %s ready (epoch %016llx)", shm_name.c_str(),
-           static_cast<unsigned long long>(segment_->epoch()));
+           static_cast<unsigned long long>(channel_->segment().epoch()));
   }
   LB_LOG(INFO, "%zu port(s), %u worker(s), %zu service(s), %u flows per worker (%.1f MiB)",
          ports_.size(), nworkers, config_.services.size(), dc.flows.capacity,
@@ -594,101 +593,14 @@ void Dataplane::reclaim_pools() {
   // after it was replaced (VPP frees too early; we wait for the token).
   std::erase_if(retired_,
                 [this](const auto& r) { return rte_rcu_qsbr_check(qsbr_, r.first, false) == 1; });
-  if (pending_ack_ && rte_rcu_qsbr_check(qsbr_, pending_ack_->first, false) == 1) {
-    // release pairs with healthd's/lbctl's acquire: every worker now uses that generation.
-    segment_->header().applied_generation.store(pending_ack_->second, std::memory_order_release);
-    pending_ack_.reset();
-  }
 }
 
-void Dataplane::receive_updates() {
-  shm::Header& h = segment_->header();
-  std::unique_ptr<core::Pool> built;
-  uint64_t last = 0;
-  uint32_t applied = 0;
-  std::optional<PoolState> before;
+bool Dataplane::quiescent(uint64_t token, uint32_t wait_us) const {
+  const uint64_t until = rte_get_timer_cycles() + rte_get_timer_hz() * wait_us / 1000000;
   for (;;) {
-    const unsigned n =
-        segment_->receive(rx_updates_.data(), static_cast<unsigned>(rx_updates_.size()));
-    if (n == 0) break;
-    for (unsigned i = 0; i < n; ++i) {
-      const shm::ServiceUpdate& u = rx_updates_[i];
-      h.received_generation.store(u.generation, std::memory_order_release);
-      if (!before) before = state_;  // for the log: what this tick's updates changed
-      // Each update is tried on a copy: a bad one is refused whole and the rest still apply.
-      PoolState next = state_;
-      std::string why = apply_update(next, u);
-      if (why.empty()) {
-        try {
-          built = builder_.build(u.generation, next);
-          state_ = std::move(next);
-          last = u.generation;
-          ++applied;
-          control_stats_.updates_applied.fetch_add(1, std::memory_order_relaxed);
-          continue;
-        } catch (const std::exception& e) {
-          why = e.what();
-        }
-      }
-      control_stats_.updates_rejected.fetch_add(1, std::memory_order_relaxed);
-      h.rejected_generation.store(u.generation, std::memory_order_release);
-      LB_LOG_POOL(ERR, "pool update %llu refused: %s",
-                  static_cast<unsigned long long>(u.generation), why.c_str());
-    }
-  }
-  if (built) {
-    const uint64_t token = publish(std::move(built));
-    pending_ack_ = {token, last};
-    LB_LOG_POOL(INFO, "pool generation %llu applied%s: %s", static_cast<unsigned long long>(last),
-                applied > 1 ? (" (" + std::to_string(applied) + " updates)").c_str() : "",
-                describe_changes(*before, state_).c_str());
-    // Workers report a quiescent state every loop iteration (microseconds): wait for them a
-    // little so the acknowledgement is not a whole control tick late. Bounded: a stalled
-    // worker delays only the ack, which the next ticks retry.
-    const uint64_t until = rte_get_timer_cycles() + rte_get_timer_hz() / 5000;  // 200 us
-    while (rte_rcu_qsbr_check(qsbr_, token, false) != 1 && rte_get_timer_cycles() < until)
-      rte_pause();
-    reclaim_pools();
-  } else if (!pending_ack_) {
-    // Nothing to wait for: what was received is all applied (or refused).
-    const uint64_t r = h.received_generation.load(std::memory_order_relaxed);
-    if (h.applied_generation.load(std::memory_order_relaxed) < r)
-      h.applied_generation.store(r, std::memory_order_release);
-  }
-}
-
-void Dataplane::post_passive_events() {
-  const std::vector<BackendInfo> backends = builder_.backends();
-  const std::vector<std::string> services = builder_.service_names();
-  last_syn_rst_.resize(backends.size(), 0);
-  last_syn_timeout_.resize(backends.size(), 0);
-  for (uint32_t id = 0; id < backends.size(); ++id) {
-    if (!backends[id].live) continue;  // a free id (its last sums were noted when it was freed)
-    uint64_t rst = 0;
-    uint64_t timeout = 0;
-    for (const Worker& w : workers_) {
-      rst += w.proc->counters().backend[id].syn_rst.get();
-      timeout += w.proc->counters().backend[id].syn_timeout.get();
-    }
-    const std::pair<shm::EventType, uint64_t> deltas[] = {
-        {shm::EventType::kSynRst, rst - last_syn_rst_[id]},
-        {shm::EventType::kSynTimeout, timeout - last_syn_timeout_[id]}};
-    last_syn_rst_[id] = rst;
-    last_syn_timeout_[id] = timeout;
-    for (const auto& [type, delta] : deltas) {
-      if (delta == 0) continue;
-      shm::Event e{};
-      e.type = static_cast<uint32_t>(type);
-      e.count = static_cast<uint32_t>(std::min<uint64_t>(delta, shm::kMaxEventCount));
-      e.ip = backends[id].ip;
-      e.port = backends[id].port;
-      const std::string& name = services[core::raw(backends[id].service)];
-      std::memcpy(e.service, name.data(), std::min<size_t>(name.size(), shm::kNameLen - 1));
-      if (segment_->post(e))
-        control_stats_.events_posted.fetch_add(1, std::memory_order_relaxed);
-      else
-        control_stats_.events_lost.fetch_add(1, std::memory_order_relaxed);
-    }
+    if (rte_rcu_qsbr_check(qsbr_, token, false) == 1) return true;
+    if (rte_get_timer_cycles() >= until) return false;
+    rte_pause();
   }
 }
 
@@ -790,10 +702,7 @@ void Dataplane::reclaim_ids(core::Tick now) {
     } else if (step(it->second, id, no_flows)) {
       const BackendTotals t = backend_totals(id);
       builder_.release(static_cast<core::BackendId>(id), t);
-      if (id < last_syn_rst_.size()) {
-        last_syn_rst_[id] = t.syn_rst;  // nothing of the old owner's is posted as the new's
-        last_syn_timeout_[id] = t.syn_timeout;
-      }
+      if (channel_) channel_->released(id, t);
       it = leaving_backends_.erase(it);
     } else {
       ++it;
@@ -965,25 +874,7 @@ void Dataplane::log_summary() const {
 }
 
 void Dataplane::control_tick(core::Tick now) {
-  if (segment_) {
-    segment_->header().lbd_heartbeat_ms.store(now * 1000 / tsc_hz_, std::memory_order_relaxed);
-    receive_updates();
-    if (now >= next_events_) {
-      next_events_ = now + tsc_hz_ / 10;
-      post_passive_events();
-    }
-    // What the segment held that could not be valid was refused (shm::Segment); said here,
-    // rate-limited, as a corrupted ring is refused on every tick.
-    const uint64_t faults = segment_->faults();
-    control_stats_.channel_faults.store(faults, std::memory_order_relaxed);
-    if (faults != faults_logged_ && now >= next_fault_log_) {
-      LB_LOG(ERR, "pool channel: refused %llu invalid item(s) from the shared-memory segment: %s",
-             static_cast<unsigned long long>(faults - faults_logged_),
-             segment_->last_fault().c_str());
-      faults_logged_ = faults;
-      next_fault_log_ = now + 10 * tsc_hz_;
-    }
-  }
+  if (channel_) channel_->tick(now);
   reclaim_pools();
   reclaim_ids(now);
   watch(now);

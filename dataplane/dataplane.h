@@ -17,14 +17,13 @@
 #include <string>
 #include <vector>
 
-#include "channel.h"
-
 #include "flow_list.h"
 #include "flow_memory.h"
 #include "lb_config.h"
 #include "neighbor.h"
 #include "pool.h"
 #include "pool_builder.h"
+#include "pool_channel.h"
 #include "processor.h"
 
 struct rte_mempool;
@@ -77,18 +76,20 @@ class Dataplane {
   // Logs what lbd did: packets, flows, drops by reason, pool updates (at shutdown).
   void log_summary() const;
 
+  // Builds the pool for `state` (PoolBuilder::build: throws, and nothing published changes).
+  // Control thread.
+  std::unique_ptr<core::Pool> build(uint64_t generation, const PoolState& state) {
+    return builder_.build(generation, state);
+  }
   // Publishes a new pool; the old one is freed once every worker has passed a quiescent point.
   // Returns the RCU token that tells when every worker uses the new one.
   uint64_t publish(std::unique_ptr<core::Pool> pool);
+  // Whether every worker has passed a quiescent state since publish() returned `token` (so
+  // uses that pool or a newer one), waiting up to `wait_us` for it.
+  bool quiescent(uint64_t token, uint32_t wait_us = 0) const;
 
-  // What the control thread did with lb-healthd's updates (any thread may read).
-  struct ControlStats {
-    std::atomic<uint64_t> updates_applied{0};
-    std::atomic<uint64_t> updates_rejected{0};
-    std::atomic<uint64_t> events_posted{0};
-    std::atomic<uint64_t> events_lost{0};
-    std::atomic<uint64_t> channel_faults{0};  // refused from the segment as corrupted
-  };
+  // What the control thread did with lb-healthd's updates (pool_channel.h).
+  using ControlStats = dp::ControlStats;
   const ControlStats& control_stats() const { return control_stats_; }
   // Backend id's counters summed over workers, for the life of the process (subtract the
   // registry's BackendInfo::base for what its current backend counted). Any thread.
@@ -102,7 +103,7 @@ class Dataplane {
   uint8_t backend_state(uint32_t id) const {
     return id < backend_state_.size() ? backend_state_[id].load(std::memory_order_relaxed) : 0;
   }
-  const shm::Segment* segment() const { return segment_ ? &*segment_ : nullptr; }
+  const shm::Segment* segment() const { return channel_ ? &channel_->segment() : nullptr; }
 
   // Lists the live flows of every worker, as their owners see them: the whole table of each is
   // walked by its worker, kFlowListBudget records per loop iteration (no iteration stalls for
@@ -189,8 +190,6 @@ class Dataplane {
   void watch_drops(core::Tick now);
   bool post_forget(uint64_t what);
   void forget_ids(Worker& wk);
-  void receive_updates();
-  void post_passive_events();
   static int lcore_main(void* arg);
   // Worker w sleeps `us` microseconds (dataplane.idle.mode "sleep"), offline for RCU meanwhile.
   void idle_sleep(uint16_t w, uint32_t us);
@@ -216,16 +215,9 @@ class Dataplane {
   bool launched_ = false;
   uint16_t reta_size_ = 128;
   core::Tick next_arp_ = 0;
-  core::Tick arp_fast_until_ = 0;  // ask unresolved next hops every 100 ms until then
-  uint32_t arp_adds_seen_ = 0;     // neighbors_.added() when arp_fast_until_ was set
-  core::Tick next_events_ = 0;
-  core::Tick next_fault_log_ = 0;  // channel faults are logged at most every 10 s
-  uint64_t faults_logged_ = 0;
-  PoolState state_;  // what the published pool was built from
-  std::optional<shm::Segment> segment_;
-  std::vector<shm::ServiceUpdate> rx_updates_;
-  std::optional<std::pair<uint64_t, uint64_t>> pending_ack_;  // (RCU token, generation)
-  std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;     // by BackendId, summed
+  core::Tick arp_fast_until_ = 0;         // ask unresolved next hops every 100 ms until then
+  uint32_t arp_adds_seen_ = 0;            // neighbors_.added() when arp_fast_until_ was set
+  std::unique_ptr<PoolChannel> channel_;  // with a shm_name: lb-healthd's updates and events
   // An id that no pool names since the publish of RCU token `token`: step 0 waits for that
   // token and for its flows to end, step 1 (token: one started then) for every worker to have
   // forgotten it and reported a quiescent state. Services also linger tcp_closed_timeout once

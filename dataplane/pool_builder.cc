@@ -1,11 +1,13 @@
 #include "pool_builder.h"
 
-#include "live_pool.h"
-
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <utility>
+
+#include "live_pool.h"
+#include "wire.h"
 
 namespace lb::dp {
 
@@ -361,9 +363,9 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   if (u.backend_count > shm::kMaxBackendsPerService)
     return name + ": " + std::to_string(u.backend_count) + " backends (at most " +
            std::to_string(shm::kMaxBackendsPerService) + ")";
-  if (u.scheduler > static_cast<uint8_t>(cfg::Scheduler::kMaglev))
-    return name + ": unknown scheduler " + std::to_string(u.scheduler);
-  const bool maglev = u.scheduler == static_cast<uint8_t>(cfg::Scheduler::kMaglev);
+  const std::optional<cfg::Scheduler> scheduler = health::scheduler_from_wire(u.scheduler);
+  if (!scheduler) return name + ": unknown scheduler " + std::to_string(u.scheduler);
+  const bool maglev = *scheduler == cfg::Scheduler::kMaglev;
   if (maglev && (u.maglev_table_size < cfg::kMinMaglevTableSize ||
                  u.maglev_table_size > cfg::kMaxMaglevTableSize ||
                  !core::maglev_table_size_ok(u.maglev_table_size)))
@@ -379,7 +381,7 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   ServiceState st;
   st.vip = u.vip;
   st.port = u.port;
-  st.scheduler = static_cast<cfg::Scheduler>(u.scheduler);
+  st.scheduler = *scheduler;
   st.maglev_table_size = u.maglev_table_size;
   st.miss = miss;
   for (uint32_t i = 0; i < u.backend_count; ++i) {

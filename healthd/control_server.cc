@@ -1,7 +1,5 @@
 #include "control_server.h"
 
-#include <grp.h>
-#include <pwd.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -51,44 +49,9 @@ void make_parent(const std::string& path) {
   }
 }
 
-bool all_digits(const std::string& s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-// A numeric uid or gid (all digits); (uid_t)-1 means "unchanged" to chown, so it is refused too.
-uint32_t numeric_id(const std::string& digits, const char* what) {
-  const size_t first = digits.find_first_not_of('0');
-  if (first != std::string::npos &&
-      (digits.size() - first > 10 || std::stoull(digits) >= 0xffffffffull))
-    throw std::runtime_error(std::string(what) + " " + digits + " is out of range");
-  return first == std::string::npos ? 0 : static_cast<uint32_t>(std::stoull(digits));
-}
-
 struct TooDeep {};
 
 }  // namespace
-
-uid_t lookup_user(const std::string& name) {
-  if (all_digits(name)) return static_cast<uid_t>(numeric_id(name, "uid"));
-  std::vector<char> buf(16384);
-  passwd pw{};
-  passwd* found = nullptr;
-  const int rc = getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
-  if (rc != 0) throw sys_error("cannot look up user '" + name + "'", rc);
-  if (!found) throw std::runtime_error("no such user '" + name + "'");
-  return pw.pw_uid;
-}
-
-gid_t lookup_group(const std::string& name) {
-  if (all_digits(name)) return static_cast<gid_t>(numeric_id(name, "gid"));
-  std::vector<char> buf(16384);
-  group gr{};
-  group* found = nullptr;
-  const int rc = getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found);
-  if (rc != 0) throw sys_error("cannot look up group '" + name + "'", rc);
-  if (!found) throw std::runtime_error("no such group '" + name + "'");
-  return gr.gr_gid;
-}
 
 Json error_reply(std::string_view code, const std::string& message) {
   return Json{{"ok", false}, {"code", std::string(code)}, {"error", message}};

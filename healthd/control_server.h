@@ -37,12 +37,6 @@ struct ControlOptions {
   size_t max_output = size_t{64} << 20;  // a client that reads nothing loses its connection
 };
 
-// The uid of a user name or numeric uid, the gid of a group name or numeric gid, as the socket
-// is given to (healthd.socket_owner, socket_group). Throw std::runtime_error("no such user
-// 'x'", or the lookup's error).
-uid_t lookup_user(const std::string& name);
-gid_t lookup_group(const std::string& name);
-
 // A reply that refuses: {"ok": false, "code": code, "error": message}.
 Json error_reply(std::string_view code, const std::string& message);
 

@@ -49,34 +49,6 @@ std::string endpoint(uint32_t address, uint16_t port) {
 
 }  // namespace
 
-std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool accounts) {
-  // What one pool update carries (backends per service) the loader checks already.
-  // The same lookups as ControlServer makes at start: a name that passes here cannot stop it.
-  const cfg::HealthdConfig& h = config.healthd;
-  const struct {
-    const char* path;
-    const std::string& name;
-    int line;
-    void (*lookup)(const std::string&);
-  } kAccounts[] = {
-      {"healthd.socket_owner", h.socket_owner, h.socket_owner_line,
-       [](const std::string& n) { lookup_user(n); }},
-      {"healthd.socket_group", h.socket_group, h.socket_group_line,
-       [](const std::string& n) { lookup_group(n); }},
-  };
-  for (const auto& a : kAccounts) {
-    try {
-      if (accounts && !a.name.empty()) a.lookup(a.name);
-    } catch (const std::exception& e) {
-      return cfg::ConfigError(config.file, a.line, a.path,
-                              std::string(e.what()) +
-                                  " on this host (lb-healthd gives its control socket to it when "
-                                  "it starts)");
-    }
-  }
-  return std::nullopt;
-}
-
 std::optional<std::string> check_for_healthd(const cfg::Config& config) {
   if (std::optional<cfg::ConfigError> e = healthd_problem(config)) return std::string(e->what());
   return std::nullopt;

@@ -18,6 +18,7 @@
 #include "check_stats.h"
 #include "control_server.h"
 #include "health_state.h"
+#include "healthd_check.h"  // cfg::healthd_problem
 #include "lb_config.h"
 #include "live_pool.h"
 #include "probe.h"
@@ -48,9 +49,7 @@ struct Options {
 // control socket to them at start). "file:line: path: message", like a ConfigError; nullopt when
 // the config is fine.
 std::optional<std::string> check_for_healthd(const cfg::Config& config);
-// The same as a ConfigError (file, line and path apart). `accounts`: look the socket's accounts
-// up (false for runtime changes, which cannot touch them).
-std::optional<cfg::ConfigError> healthd_problem(const cfg::Config& config, bool accounts = true);
+// The same as a ConfigError: cfg::healthd_problem (healthd_check.h).
 
 // -- Runtime changes (the control socket, docs/lbctl.md) ----------------------------------------
 

@@ -5,10 +5,6 @@
 
 namespace lb::health {
 
-const char* to_string(Health h) {
-  return h == Health::kUp ? "UP" : "DOWN";
-}
-
 Health to_health(cfg::InitialState s) {
   return s == cfg::InitialState::kUp ? Health::kUp : Health::kDown;
 }

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "health.h"  // Health, to_string(Health): "UP", "DOWN"
 #include "lb_config.h"
 
 namespace lb::health {
@@ -22,8 +23,6 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 using Millis = std::chrono::milliseconds;
 
-enum class Health : uint8_t { kUp, kDown };
-const char* to_string(Health h);  // "UP", "DOWN"
 Health to_health(cfg::InitialState s);
 
 // What a check (or a passive signal) found.

@@ -676,63 +676,6 @@ std::vector<std::string> diff_services(const Json& from, const Json& to) {
   return out;
 }
 
-void write_file_atomic(const std::string& path, const std::string& text, mode_t mode,
-                       std::optional<FileOwner> owner) {
-  const size_t slash = path.rfind('/');
-  const std::string dir =
-      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) throw sys_error(tmp, "cannot create", errno);
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw sys_error(tmp, "cannot write", err);
-    }
-    done += static_cast<size_t>(n);
-  }
-  // Owner first: chown may clear the set-id bits that fchmod then sets.
-  struct stat st {};
-  if (owner && ::fstat(fd, &st) == 0 && (st.st_uid != owner->uid || st.st_gid != owner->gid) &&
-      ::fchown(fd, owner->uid, owner->gid) != 0) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw sys_error(tmp,
-                    "cannot give it the owner and group of the file it replaces (uid " +
-                        std::to_string(owner->uid) + ", gid " + std::to_string(owner->gid) + ")",
-                    err);
-  }
-  // open() applied the umask: the file gets exactly `mode`.
-  if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw sys_error(tmp, "cannot sync", err);
-  }
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw sys_error(tmp, "cannot close", err);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw sys_error(path, "cannot rename " + tmp + " to it", err);
-  }
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) throw sys_error(dir, "cannot open the directory to sync it", errno);
-  const int rc = ::fsync(dfd);
-  const int err = errno;
-  ::close(dfd);
-  if (rc != 0) throw sys_error(dir, "cannot sync the directory", err);
-}
-
 std::string format_state(const RuntimeState& state, const std::string& config_path) {
   Json j = Json::object();
   j["lb_healthd_state"] = 1;

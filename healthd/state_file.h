@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "files.h"  // write_file_atomic, FileOwner
 #include "lb_config.h"
 
 namespace lb::health {
@@ -63,20 +64,6 @@ Json merge_services(const Json& base, const Json& file, const Json& running);
 // What differs from `from` to `to`, one line each: "service api added (10.10.0.101:80)",
 // "service web: backend 10.20.0.12:8080: weight 1 -> 3", "service web: health.path ...".
 std::vector<std::string> diff_services(const Json& from, const Json& to);
-
-// Who a written file belongs to, when it must not simply be the writer.
-struct FileOwner {
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
-
-// Writes `text` to `path` so that a reader sees the old file or the new one, never a mix, even
-// after a crash: a temporary file beside it, fsync, rename, fsync of the directory. The file gets
-// exactly `mode`, and `owner` when given (a file that replaces another keeps its owner and group:
-// the temporary file is chowned before it takes the old one's place). Throws
-// std::runtime_error("PATH: what failed: strerror"); the old file is then untouched.
-void write_file_atomic(const std::string& path, const std::string& text, mode_t mode,
-                       std::optional<FileOwner> owner = std::nullopt);
 
 struct RuntimeState {
   Json base = Json::array();

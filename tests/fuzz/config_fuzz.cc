@@ -50,7 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   // lb-healthd's own limits are refused the same way.
-  if (const auto problem = lb::health::healthd_problem(config)) {
+  if (const auto problem = lb::cfg::healthd_problem(config)) {
     LB_FUZZ_CHECK(problem->line() >= 1 && names_a_line(problem->what()), "healthd: %s",
                   problem->what());
     return 0;

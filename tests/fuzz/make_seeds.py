@@ -246,7 +246,7 @@ def control_seeds():
     return s
 
 
-# --- pool_update: ServiceUpdate records (healthd/shm_abi.h, little-endian x86) ----------------
+# --- pool_update: ServiceUpdate records (channel/shm_abi.h, little-endian x86) ----------------
 
 def update(generation, name, vip, port, backends, scheduler=0, flags=0, count=None, full=True):
     rec = struct.pack("<Q48sIHBBII", generation, name.encode(), vip, port, scheduler, flags,

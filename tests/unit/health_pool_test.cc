@@ -1,4 +1,4 @@
-// The live pool lb-healthd sends lbd (healthd/live_pool.h): admin state x health -> BackendState,
+// The live pool lb-healthd sends lbd (policy/live_pool.h): admin state x health -> BackendState,
 // fail_closed / fail_open, maint keep / drop, and the ServiceUpdate message.
 
 #include "live_pool.h"

@@ -23,11 +23,11 @@
 
 #include "capture.h"
 #include "clients.h"
-#include "daemon.h"
+#include "files.h"
+#include "healthd_check.h"
 #include "lb_config.h"
 #include "lb_version.h"
 #include "render.h"
-#include "state_file.h"
 
 namespace {
 
@@ -617,7 +617,7 @@ int cmd_service_set(Context& ctx, const std::string& name, const std::string& vi
 int cmd_config_check(Context& ctx, const std::string& file) {
   try {
     const lb::cfg::Config c = lb::cfg::load_config(file);
-    if (std::optional<lb::cfg::ConfigError> p = lb::health::healthd_problem(c)) throw *p;
+    if (std::optional<lb::cfg::ConfigError> p = lb::cfg::healthd_problem(c)) throw *p;
     size_t backends = 0;
     for (const auto& s : c.services) backends += s.backends.size();
     if (ctx.json()) {
@@ -666,10 +666,9 @@ int cmd_config_save(Context& ctx, const std::string& output) {
     // A file written over keeps its mode, owner and group, like lb-healthd's own save.
     struct stat st {};
     if (::stat(output.c_str(), &st) == 0) {
-      lb::health::write_file_atomic(output, text, st.st_mode & 07777,
-                                    lb::health::FileOwner{st.st_uid, st.st_gid});
+      lb::write_file_atomic(output, text, st.st_mode & 07777, lb::FileOwner{st.st_uid, st.st_gid});
     } else {
-      lb::health::write_file_atomic(output, text, 0644);
+      lb::write_file_atomic(output, text, 0644);
     }
   } catch (const std::exception& e) {
     throw Refused(e.what());

@@ -42,6 +42,17 @@ enum class BackendState : uint8_t {
   kStopped = 2,   // no new flows; established flows are dropped (maint with policy "drop")
 };
 
+// ServiceUpdate::scheduler. The wire has its own numbers; policy/wire.h asserts that they are
+// the config's (lb::cfg::Scheduler) and converts.
+enum class Scheduler : uint8_t {
+  kRoundRobin = 0,
+  kWeightedRoundRobin = 1,
+  kRandom = 2,
+  kLeastConnections = 3,
+  kMaglev = 4,
+};
+inline constexpr uint8_t kMaxScheduler = static_cast<uint8_t>(Scheduler::kMaglev);
+
 struct BackendEntry {
   uint32_t ip;  // host byte order
   uint16_t port;

@@ -14,7 +14,7 @@
 #include <span>
 #include <vector>
 
-#include "health_state.h"
+#include "health.h"
 #include "lb_config.h"
 #include "shm_abi.h"
 

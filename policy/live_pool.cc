@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "wire.h"
+
 namespace lb::health {
 
 shm::BackendState backend_state(cfg::AdminState admin, Health health, cfg::MaintPolicy maint) {
@@ -81,16 +83,13 @@ void fill_update(shm::ServiceUpdate& out, const cfg::ServiceConfig& service, con
   copy_name(out.name, service.name);
   out.vip = service.vip;
   out.port = service.port;
-  out.scheduler = static_cast<uint8_t>(service.scheduler);
+  out.scheduler = to_wire(service.scheduler);
   out.flags = 0;
   if (service.scheduler == cfg::Scheduler::kMaglev)
     out.maglev_table_size = service.maglev_table_size;
   // Unset for a service that is not maglev: lbd applies its dataplane's miss_policy.
   if (service.scheduler == cfg::Scheduler::kMaglev || service.miss_policy) {
-    const cfg::MissPolicy m = service.miss_policy.value_or(cfg::MissPolicy::kRehash);
-    const shm::Miss w = m == cfg::MissPolicy::kDrop  ? shm::Miss::kDrop
-                        : m == cfg::MissPolicy::kRst ? shm::Miss::kRst
-                                                     : shm::Miss::kRehash;
+    const shm::Miss w = to_wire(service.miss_policy.value_or(cfg::MissPolicy::kRehash));
     out.flags = static_cast<uint8_t>(static_cast<uint8_t>(w) << shm::kMissShift);
   }
   const size_t n = std::min<size_t>(pool.entries.size(), shm::kMaxBackendsPerService);
