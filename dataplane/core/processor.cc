@@ -89,7 +89,7 @@ void Processor::adopt_flows() {
     const bool reset = f.state == TcpState::kReset && f.backend == raw(kNoBackend);
     if ((!reset && (f.backend > kGoneBackend || f.state > TcpState::kClosed)) ||
         f.client_port_id >= cfg_.nports || f.backend_port_id >= cfg_.nports ||
-        f.neighbor >= kMaxNeighbors) {
+        f.forward > ForwardMode::kFullnat || f.neighbor >= kMaxNeighbors) {
       table_.erase(idx);
       continue;
     }
@@ -309,6 +309,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.neighbor = b->neighbor;
   fl.client_mac = client_mac;
   fl.client_tagged = pk.tagged;
+  fl.forward = svc.forward;
   fl.state = rehash ? TcpState::kEstablished : TcpState::kSynSent;
   uint32_t idx;
   const FlowTable::InsertResult r = table_.insert_after_miss(fl, hash, idx);

@@ -256,6 +256,8 @@ constexpr BadCase kBadCases[] = {
   {"service_miss_policy_unknown", 11, 11, R"(    miss_policy = "reset";)", 11, "services.[0].miss_policy", "unknown miss_policy 'reset' (expected drop, rst, rehash)"},
   {"rehash_not_dataplane_wide", 7, 7, R"(  miss_policy = "rehash";)", 7, "dataplane.miss_policy", "unknown miss_policy 'rehash' (expected drop, rst)"},
   {"maglev_seed_negative", 7, 7, R"(  maglev_hash_seed = -1;)", 7, "dataplane.maglev_hash_seed", "value -1 is out of range 0..9223372036854775807"},
+  {"service_forward_unknown", 11, 11, R"(    forward = "dsr";)", 11, "services.[0].forward", "unknown forward 'dsr' (expected dnat, tunnel, fullnat)"},
+  {"service_forward_not_string", 11, 11, R"(    forward = 1;)", 11, "services.[0].forward", "expected a string, found an integer"},
   {"service_scheduler_case", 11, 11, R"(    scheduler = "RR";)", 11, "services.[0].scheduler", "unknown scheduler 'RR'"},
 
   // --- health.
@@ -543,6 +545,7 @@ TEST(GoodConfig, DefaultsApplied) {
   const ServiceConfig& s = c.services[0];
   EXPECT_EQ(s.protocol, Protocol::kTcp);
   EXPECT_EQ(s.scheduler, Scheduler::kRoundRobin);
+  EXPECT_EQ(s.forward, Forward::kDnat);
   EXPECT_EQ(s.health.path, "/healthcheck");
   EXPECT_EQ(s.health.interval_ms, 1000u);
   EXPECT_EQ(s.health.timeout_ms, 500u);
@@ -1082,6 +1085,11 @@ TEST(ToString, MatchesWhatTheParserAccepts) {
     const Config c =
         parse(replace_lines(11, 11, std::string("    scheduler = \"") + to_string(s) + "\";"));
     EXPECT_EQ(c.services[0].scheduler, s);
+  }
+  for (const Forward f : {Forward::kDnat, Forward::kTunnel, Forward::kFullnat}) {
+    const Config c =
+        parse(replace_lines(11, 11, std::string("    forward = \"") + to_string(f) + "\";"));
+    EXPECT_EQ(c.services[0].forward, f);
   }
   for (const MissPolicy p : {MissPolicy::kDrop, MissPolicy::kRst}) {
     const Config c =
