@@ -521,12 +521,12 @@ TEST(ApplyUpdate, ForwardModeIsCheckedAndCarried) {
   // Until the dataplane forwards them, the other modes are refused by name.
   u = make_update(2, "web", 2);
   u.forward = static_cast<uint8_t>(cfg::Forward::kTunnel);
-  EXPECT_EQ(dp::apply_update(state, u),
-            "web: forward = \"tunnel\" is not supported by this lbd yet");
+  EXPECT_EQ(dp::apply_update(state, u), "");
+  EXPECT_EQ(state["web"].forward, cfg::Forward::kTunnel);
   u.forward = static_cast<uint8_t>(cfg::Forward::kFullnat);
   EXPECT_EQ(dp::apply_update(state, u),
             "web: forward = \"fullnat\" is not supported by this lbd yet");
-  EXPECT_EQ(state["web"].forward, cfg::Forward::kDnat);
+  EXPECT_EQ(state["web"].forward, cfg::Forward::kTunnel);
 }
 
 TEST(ApplyUpdate, FillUpdateCarriesForward) {
