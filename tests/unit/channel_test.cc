@@ -53,8 +53,9 @@ Event make_event(EventType type, uint32_t count) {
 TEST(ShmAbi, LayoutIsFixed) {
   EXPECT_EQ(sizeof(BackendEntry), 12u);
   EXPECT_EQ(sizeof(Event), 64u);
-  EXPECT_EQ(offsetof(ServiceUpdate, backends), 72u);
-  EXPECT_EQ(sizeof(ServiceUpdate), 72u + 12u * kMaxBackendsPerService);
+  EXPECT_EQ(offsetof(ServiceUpdate, forward), 72u);
+  EXPECT_EQ(offsetof(ServiceUpdate, backends), 76u);
+  EXPECT_EQ(sizeof(ServiceUpdate), 76u + 12u * kMaxBackendsPerService + 4u);
   EXPECT_EQ(offsetof(Header, epoch), 24u);
   EXPECT_EQ(offsetof(Header, applied_generation), 64u);
   EXPECT_LE(sizeof(Header), kHeaderSize);
