@@ -18,7 +18,8 @@
 //
 // usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] [--size BYTES]
 //                        [--dir both|c2b] [--order random|seq] [--capacity N] [--syn-timeout S]
-//                        [--flow-dir DIR]
+//                        [--flow-dir DIR] [--forward dnat|tunnel]
+// --forward tunnel (with --dir c2b: the backends answer clients directly) wraps in IPIP.
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -119,7 +120,7 @@ long rss_kib() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string mode = "lbd", dir = "both", order = "random";
+  std::string mode = "lbd", dir = "both", order = "random", forward = "dnat";
   uint32_t flows = 1000, bursts = 100000;
   uint32_t capacity_arg = 0;  // 0: room for every flow the run opens
   uint32_t syn_timeout = 600;
@@ -152,16 +153,20 @@ int main(int argc, char** argv) {
       syn_timeout = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--flow-dir")
       flow_dir = next();
+    else if (a == "--forward")
+      forward = next();
     else {
       std::fprintf(stderr,
                    "usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] "
                    "[--size 60..1514] [--dir both|c2b] [--order random|seq] [--capacity N] "
-                   "[--syn-timeout S] [--flow-dir DIR]\n");
+                   "[--syn-timeout S] [--flow-dir DIR] [--forward dnat|tunnel]\n");
       return 2;
     }
   }
   if ((mode != "lbd" && mode != "io" && mode != "syn") || flows == 0 || size < 60 || size > 1514 ||
-      (dir != "both" && dir != "c2b") || (order != "random" && order != "seq")) {
+      (dir != "both" && dir != "c2b") || (order != "random" && order != "seq") ||
+      (forward != "dnat" && forward != "tunnel") ||
+      (forward == "tunnel" && dir == "both" && mode == "lbd")) {
     std::fprintf(stderr, "lbd_worker_cost: bad arguments\n");
     return 2;
   }
@@ -220,6 +225,9 @@ int main(int argc, char** argv) {
         std::to_string(capacity) + "; tcp_syn_timeout = " + std::to_string(syn_timeout) +
         "; };\n};\n"
         "services = ( { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n"
+        "  forward = \"" +
+        forward +
+        "\";\n"
         "  backends = ( { address = \"10.20.0.11\"; port = 8080; },\n"
         "               { address = \"10.20.0.12\"; port = 8080; },\n"
         "               { address = \"10.20.0.13\"; port = 8080; } ); } );\n";

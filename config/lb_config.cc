@@ -137,6 +137,18 @@ const char* to_string(Protocol p) {
   return "?";
 }
 
+const char* to_string(Forward f) {
+  switch (f) {
+    case Forward::kDnat:
+      return "dnat";
+    case Forward::kTunnel:
+      return "tunnel";
+    case Forward::kFullnat:
+      return "fullnat";
+  }
+  return "?";
+}
+
 const char* to_string(InitialState s) {
   switch (s) {
     case InitialState::kUp:
@@ -972,7 +984,7 @@ class Parser {
 
   ServiceConfig parse_service(const Setting& s, const DataplaneConfig& dp,
                               ServiceSettings& where) const {
-    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "maglev_table_size",
+    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "forward", "maglev_table_size",
                    "miss_policy", "health", "backends", "on_all_down", "maint"});
     ServiceConfig out;
     out.line = static_cast<int>(s.getSourceLine());
@@ -1000,6 +1012,11 @@ class Parser {
                                               {"random", Scheduler::kRandom},
                                               {"lc", Scheduler::kLeastConnections},
                                               {"maglev", Scheduler::kMaglev}});
+    }
+    if (const Setting* p = find(s, "forward")) {
+      out.forward = enumeration<Forward>(
+          *p, "forward",
+          {{"dnat", Forward::kDnat}, {"tunnel", Forward::kTunnel}, {"fullnat", Forward::kFullnat}});
     }
     if (const Setting* p = find(s, "maglev_table_size")) {
       out.maglev_table_size = integer_as<uint32_t>(*p, kMinMaglevTableSize, kMaxMaglevTableSize);

@@ -131,9 +131,13 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
   core::ProcessorConfig pc;
   pc.workers = nworkers;
   pc.nports = static_cast<uint16_t>(ports_.size());
-  for (size_t i = 0; i < ports_.size(); ++i)
+  for (size_t i = 0; i < ports_.size(); ++i) {
     pc.ports[i] = {dc.ports[i].ip, prefix_mask(dc.ports[i].prefix_len), ports_[i].mac,
                    to_core(dc.ports[i].vip_arp)};
+    // The port's MTU as DPDK has it (1500 unless set): what a tunnelled packet must fit.
+    uint16_t mtu = core::kDefaultMtu;
+    if (rte_eth_dev_get_mtu(ports_[i].id, &mtu) == 0 && mtu >= 576) pc.ports[i].mtu = mtu;
+  }
   pc.flow_capacity = dc.flows.capacity;
   pc.syn_timeout = dc.flows.tcp_syn_timeout * tsc_hz_;
   pc.established_timeout = dc.flows.tcp_established_timeout * tsc_hz_;

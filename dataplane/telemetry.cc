@@ -60,6 +60,10 @@ int cmd_stats(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "arp_replies", LB_SUM(c.arp_replies.get()));
   rte_tel_data_add_dict_u64(d, "arp_learned", LB_SUM(c.arp_learned.get()));
   rte_tel_data_add_dict_u64(d, "icmp_echo_replies", LB_SUM(c.icmp_echo_replies.get()));
+  rte_tel_data_add_dict_u64(d, "icmp_time_exceeded", LB_SUM(c.icmp_time_exceeded.get()));
+  rte_tel_data_add_dict_u64(d, "icmp_frag_needed", LB_SUM(c.icmp_frag_needed.get()));
+  rte_tel_data_add_dict_u64(d, "icmp_rate_limited", LB_SUM(c.icmp_rate_limited.get()));
+  rte_tel_data_add_dict_u64(d, "tunnel_packets", LB_SUM(c.tunnel_packets.get()));
   rte_tel_data_add_dict_u64(d, "handoff_out", LB_SUM(c.handoff_out.get()));
   rte_tel_data_add_dict_u64(d, "handoff_in", LB_SUM(c.handoff_in.get()));
   rte_tel_data_add_dict_u64(d, "workers", dp->workers());

@@ -63,6 +63,10 @@ struct alignas(64) WorkerCounters {
   Counter arp_replies;
   Counter arp_learned;
   Counter icmp_echo_replies;
+  Counter icmp_time_exceeded;  // sent: a dnat packet's TTL ran out here
+  Counter icmp_frag_needed;    // sent: a tunnel packet would exceed the backend port's MTU
+  Counter icmp_rate_limited;   // ICMP errors not sent (IcmpLimiter): the packet only dropped
+  Counter tunnel_packets;      // client packets sent to backends in IPIP (forward = "tunnel")
   Counter handoff_out;
   Counter handoff_in;
   Counter idle_sleeps;                        // dataplane.idle.mode "sleep": sleeps taken

@@ -42,6 +42,8 @@ namespace lb::core {
   X(kHandoffFull, "handoff_full")       /* owner worker's ring was full */       \
   X(kTxFull, "tx_full")                 /* port TX queue refused it */           \
   X(kNoBuffer, "no_buffer")             /* could not build a reply */            \
+  X(kTtlExceeded, "ttl_exceeded")       /* TTL <= 1 at a dnat hop: ICMP sent */  \
+  X(kFragNeeded, "frag_needed")         /* too big once tunnelled: ICMP sent */  \
   X(kMultiSegment, "multi_segment")     /* chained mbuf: not produced at MTU 1500 */
 
 enum class DropReason : uint8_t {

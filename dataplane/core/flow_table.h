@@ -23,6 +23,7 @@
 #endif
 
 #include "bytes.h"
+#include "ids.h"
 #include "large_array.h"
 
 namespace lb::core {
@@ -75,7 +76,7 @@ struct alignas(64) Flow {
   uint8_t fin_seen;  // bit 0: client sent FIN, bit 1: backend sent FIN
   uint8_t retries;
   uint8_t in_use;
-  uint8_t pad_;
+  ForwardMode forward;  // its service's when it began (a record of an older lbd: 0, dnat)
 
   FlowKey client_key() const { return {client_ip, vip, client_port, vport}; }
   FlowKey backend_key() const { return {backend_ip, client_ip, backend_port, client_port}; }

@@ -89,7 +89,7 @@ void Processor::adopt_flows() {
     const bool reset = f.state == TcpState::kReset && f.backend == raw(kNoBackend);
     if ((!reset && (f.backend > kGoneBackend || f.state > TcpState::kClosed)) ||
         f.client_port_id >= cfg_.nports || f.backend_port_id >= cfg_.nports ||
-        f.neighbor >= kMaxNeighbors) {
+        f.forward > ForwardMode::kFullnat || f.neighbor >= kMaxNeighbors) {
       table_.erase(idx);
       continue;
     }
@@ -148,6 +148,7 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
 
 Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                             const Pool& pool, Tick now) {
+  now_ = now;
   switch (pk.kind) {
     case PacketKind::kTcp:
       return handle_tcp(f, pk, hash, in_port, pool, now);
@@ -282,6 +283,9 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   // The backend's replies go to the MAC the SYN came from: never to a group address.
   const MacAddr client_mac = MacAddr::load(f.data() + 6);
   if (client_mac.is_multicast()) return drop(DropReason::kEthBadSource);
+  // A router hop (dnat, fullnat) does not forward a packet whose TTL ends here: no flow for it.
+  if (svc.forward != ForwardMode::kTunnel && f.data()[pk.l3 + ip_off::kTtl] <= 1)
+    return time_exceeded(f, pk, in_port);
   const PoolBackend* b =
       svc.maglev ? maglev_pick(pk, pool, svc) : sched_.pick(pool, svc, *counters_);
   if (!b) {
@@ -309,7 +313,14 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.neighbor = b->neighbor;
   fl.client_mac = client_mac;
   fl.client_tagged = pk.tagged;
-  fl.state = rehash ? TcpState::kEstablished : TcpState::kSynSent;
+  fl.forward = svc.forward;
+  // A tunnel flow's backend answers the client directly: lbd never sees its SYN-ACK (nor RST),
+  // so the handshake counts as answered from the start (kSynRecv: SYN timeout until the client's
+  // ACK makes it established). The SYN-retry logic, which waits in kSynSent for an answer that
+  // would never come, then leaves it alone: a retransmitted SYN goes to the same backend.
+  fl.state = rehash                                ? TcpState::kEstablished
+             : svc.forward == ForwardMode::kTunnel ? TcpState::kSynRecv
+                                                   : TcpState::kSynSent;
   uint32_t idx;
   const FlowTable::InsertResult r = table_.insert_after_miss(fl, hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
@@ -331,7 +342,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     track_state(nf, Dir::kFromClient, pk.tcp_flags, now);  // its FIN or RST counts
     return to_backend(f, pk, nf);
   }
-  if (syn_cache_.size() != 0 && pk.l4_payload_len == 0) {
+  if (syn_cache_.size() != 0 && pk.l4_payload_len == 0 && fl.forward != ForwardMode::kTunnel) {
     // Keep the client's SYN (IP and TCP headers, options included) so that a retry after a
     // backend's RST can replay it to the next backend at once instead of waiting ~1 s for the
     // client's retransmission. Slots are overwritten freely: a lost slot only costs that wait.
@@ -589,12 +600,19 @@ bool Processor::write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, c
 Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
   const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
   if (!mac) return drop(DropReason::kNeighborUnresolved);
+  if (fl.forward == ForwardMode::kTunnel) return tunnel_to_backend(f, pk, fl, *mac);
   uint8_t* ip = f.data() + pk.l3;
   uint8_t* t = f.data() + pk.l4;
-  // DNAT: VIP:vport -> backend:port. The TCP checksum covers the address through the
-  // pseudo-header, so both checksums take the address change (RFC 1624).
+  if (ip[ip_off::kTtl] <= 1) return time_exceeded(f, pk, fl.client_port_id);
+  // DNAT: VIP:vport -> backend:port, TTL - 1. The TCP checksum covers the address through the
+  // pseudo-header, so both checksums take the address change (RFC 1624); the TTL is the IPv4
+  // header's alone (the high byte of its word at offset 8).
   const uint32_t d = csum_delta32(fl.vip, fl.backend_ip);
-  store_be16(ip + ip_off::kCsum, csum_apply(load_be16(ip + ip_off::kCsum), d));
+  const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
+  store_be16(ip + ip_off::kCsum,
+             csum_apply(load_be16(ip + ip_off::kCsum),
+                        d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
+  --ip[ip_off::kTtl];
   store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
                                             d + csum_delta16(fl.vport, fl.backend_port)));
   store_be32(ip + ip_off::kDst, fl.backend_ip);
@@ -610,9 +628,14 @@ Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
 Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
   uint8_t* ip = f.data() + pk.l3;
   uint8_t* t = f.data() + pk.l4;
-  // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP.
+  if (ip[ip_off::kTtl] <= 1) return time_exceeded(f, pk, fl.backend_port_id);
+  // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP; TTL - 1.
   const uint32_t d = csum_delta32(fl.backend_ip, fl.vip);
-  store_be16(ip + ip_off::kCsum, csum_apply(load_be16(ip + ip_off::kCsum), d));
+  const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
+  store_be16(ip + ip_off::kCsum,
+             csum_apply(load_be16(ip + ip_off::kCsum),
+                        d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
+  --ip[ip_off::kTtl];
   store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
                                             d + csum_delta16(fl.backend_port, fl.vport)));
   store_be32(ip + ip_off::kSrc, fl.vip);

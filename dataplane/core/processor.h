@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "counters.h"
+#include "encap.h"
 #include "flow_table.h"
 #include "large_array.h"
 #include "neighbor.h"
@@ -54,6 +55,7 @@ struct PortInfo {
   uint32_t mask;
   MacAddr mac;
   VipArp vip_arp = VipArp::kSubnet;
+  uint16_t mtu = kDefaultMtu;  // IPv4 bytes a frame may carry (forward = "tunnel" checks it)
   // Whether an ARP request on this port for `vip` (a VIP) is lbd's to answer.
   bool answers_arp_for(uint32_t vip) const {
     return vip_arp == VipArp::kAll || (vip_arp == VipArp::kSubnet && (vip & mask) == (ip & mask));
@@ -183,6 +185,13 @@ class Processor {
   Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);
+  // encap.cc: forward = "tunnel", and the ICMP errors lbd sends as a router hop.
+  Verdict tunnel_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& next_hop);
+  Verdict icmp_error(Frame& f, const ParsedPacket& pk, uint16_t port, uint8_t type, uint8_t code,
+                     uint16_t mtu, DropReason why);
+  Verdict time_exceeded(Frame& f, const ParsedPacket& pk, uint16_t port) {
+    return icmp_error(f, pk, port, icmp_type::kTimeExceeded, 0, 0, DropReason::kTtlExceeded);
+  }
   Verdict backend_stopped(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir d, uint16_t in_port,
                           const Pool& pool, Tick now);
   Verdict rst_to_client(Frame& f, const ParsedPacket& pk, const Flow& fl);
@@ -222,6 +231,8 @@ class Processor {
   uint64_t mac_key_[kMaxPorts];  // each port's MAC as dst_mac_key() reads it from a frame
   uint64_t local_filter_ = 0;    // bit (ip * k) >> 26 set for each port's address
   uint32_t serial_ = 0;
+  Tick now_ = 0;  // the packet's time, for the ICMP limiter
+  IcmpLimiter icmp_limit_;
   Tick age_due_ = 0;  // when the next batch is due
   uint32_t created_since_age_ = 0;
   Tick age_interval_ = 1;  // ticks per batch

@@ -51,6 +51,7 @@ std::string config_for(const HarnessOptions& o, const std::string& client_dev,
   s += "};\n";
   s += "services = (\n";
   s += "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n";
+  s += std::string("    forward = \"") + o.forward + "\";\n";
   s += "    backends = (";
   for (uint8_t b = 0; b < o.backends; ++b)
     s += std::string(b ? ",\n                 " : " ") + "{ address = \"10.20.0.1" +

@@ -32,6 +32,7 @@ struct HarnessOptions {
   bool retry_on_rst = true;
   bool channel = false;  // create the pool channel (shm segment) lb-healthd would attach to
   uint32_t flow_capacity = 1024;  // per worker
+  const char* forward = "dnat";   // the service "web"'s forward mode
   uint8_t backends = 3;           // the config's service "web" has the first N of 10.20.0.11 .. 13
   dp::FlowMemoryOptions flows;    // with an instance: flow tables in files (flow_memory.h)
 };

@@ -261,6 +261,8 @@ constexpr BadCase kBadCases[] = {
   {"idle_sleep_zero", 7, 7, R"(  idle = { max_sleep_us = 0; };)", 7, "dataplane.idle.max_sleep_us", "value 0 is out of range 1..100000"},
   {"idle_polls_zero", 7, 7, R"(  idle = { after_empty_polls = 0; };)", 7, "dataplane.idle.after_empty_polls", "value 0 is out of range 1..100000000"},
   {"idle_unknown_key", 7, 7, R"(  idle = { sleep_us = 5; };)", 7, "dataplane.idle.sleep_us", "unknown setting 'sleep_us'"},
+  {"service_forward_unknown", 11, 11, R"(    forward = "dsr";)", 11, "services.[0].forward", "unknown forward 'dsr' (expected dnat, tunnel, fullnat)"},
+  {"service_forward_not_string", 11, 11, R"(    forward = 1;)", 11, "services.[0].forward", "expected a string, found an integer"},
   {"service_scheduler_case", 11, 11, R"(    scheduler = "RR";)", 11, "services.[0].scheduler", "unknown scheduler 'RR'"},
 
   // --- health.
@@ -548,6 +550,7 @@ TEST(GoodConfig, DefaultsApplied) {
   const ServiceConfig& s = c.services[0];
   EXPECT_EQ(s.protocol, Protocol::kTcp);
   EXPECT_EQ(s.scheduler, Scheduler::kRoundRobin);
+  EXPECT_EQ(s.forward, Forward::kDnat);
   EXPECT_EQ(s.health.path, "/healthcheck");
   EXPECT_EQ(s.health.interval_ms, 1000u);
   EXPECT_EQ(s.health.timeout_ms, 500u);
@@ -1090,6 +1093,11 @@ TEST(ToString, MatchesWhatTheParserAccepts) {
     const Config c =
         parse(replace_lines(11, 11, std::string("    scheduler = \"") + to_string(s) + "\";"));
     EXPECT_EQ(c.services[0].scheduler, s);
+  }
+  for (const Forward f : {Forward::kDnat, Forward::kTunnel, Forward::kFullnat}) {
+    const Config c =
+        parse(replace_lines(11, 11, std::string("    forward = \"") + to_string(f) + "\";"));
+    EXPECT_EQ(c.services[0].forward, f);
   }
   for (const MissPolicy p : {MissPolicy::kDrop, MissPolicy::kRst}) {
     const Config c =

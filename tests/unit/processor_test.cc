@@ -119,12 +119,14 @@ Bytes backend_frame(int b, const Seg& s) {
 Bytes to_backend(int b, Seg s) {
   s.ip.dst = kBackendIp[b];
   s.tcp.dport = kBackendTcpPort;
+  --s.ip.ttl;  // lbd is a router hop
   return test::tcp_frame(test::eth(kBackendMac[b], kPortMac[kBackendSide]), s.ip, s.tcp, 0);
 }
 // ... and for a backend segment toward client c: reverse NAT.
 Bytes to_client(int c, Seg s, std::optional<uint16_t> vlan = {}) {
   s.ip.src = kVip;
   s.tcp.sport = kVport;
+  --s.ip.ttl;
   const test::Eth e = vlan ? test::eth_vlan(client_mac(c), kPortMac[kClientSide], *vlan)
                            : test::eth(client_mac(c), kPortMac[kClientSide]);
   return test::tcp_frame(e, s.ip, s.tcp, 0);
@@ -238,6 +240,7 @@ class ProcessorTest : public ::testing::Test {
                                   const std::vector<int>& draining = {},
                                   SchedulerKind kind = SchedulerKind::kRoundRobin) {
     Pool::ServiceSpec s{kSvc, kVip, kVport, kind, {}, {}};
+    s.forward = forward_;
     for (int b : live) {
       s.backends.push_back(pool_backend(b));
       s.serving.push_back(static_cast<BackendId>(kBackendId[b]));
@@ -281,7 +284,9 @@ class ProcessorTest : public ::testing::Test {
     EXPECT_LE(size_t{f.off} + f.len, buf.size()) << "frame runs past its buffer";
     if (size_t{f.off} + f.len <= buf.size())
       o.frame.assign(buf.begin() + f.off, buf.begin() + f.off + f.len);
-    if (o.v.action == Action::kTx) {
+    // An IPIP frame (forward = "tunnel") is not for the parser; tunnelled() builds its bytes.
+    const bool ipip = o.frame.size() > 23 && o.frame[12] == 0x08 && o.frame[23] == 4;
+    if (o.v.action == Action::kTx && !ipip) {
       EXPECT_LT(o.v.port, cfg_.nports);
       ParsedPacket pk;
       parse_packet(o.frame.data(), o.frame.size(), pk);
@@ -337,6 +342,7 @@ class ProcessorTest : public ::testing::Test {
   std::unique_ptr<Pool> pool_;
   std::unique_ptr<Processor> proc_;
   bool check_checksums_ = true;
+  ForwardMode forward_ = ForwardMode::kDnat;  // make_pool()'s service
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -2249,6 +2255,209 @@ TEST_F(ProcessorTest, MutatedFramesNeverCrash) {
   }
   EXPECT_GT(tx, 10000u);
   EXPECT_EQ(C().flows_active.get(), proc().flows().size());
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward = "tunnel" (IPIP, direct server return), and lbd as a router hop (TTL, ICMP errors)
+
+// What lbd must send for client c's segment to backend b in tunnel mode: the client's IPv4
+// packet byte for byte inside an outer header from the backend port's address, built here from
+// scratch (TOS and id copied, DF copied, TTL 64, protocol 4).
+Bytes tunnelled(int b, const Seg& s) {
+  Ip outer;
+  outer.src = kPortIp[kBackendSide];
+  outer.dst = kBackendIp[b];
+  outer.ttl = 64;
+  outer.tos = s.ip.tos;
+  outer.id = s.ip.id;
+  outer.frag = s.ip.frag & 0x4000;
+  outer.proto = 4;
+  const Bytes inner = test::ipv4_packet(s.ip, 6, test::tcp_segment(s.ip, s.tcp));
+  return test::ethernet(test::eth(kBackendMac[b], kPortMac[kBackendSide]), 0x0800,
+                        test::ipv4_packet(outer, 4, inner), 0);
+}
+
+// An ICMP error as lbd sends it for segment `s` (its sender gets it from `port`'s address, at
+// `to_mac`): fresh IPv4 header (id 0, no DF, TTL 64), the next-hop MTU in the low half of the
+// second word, the quote the segment's IPv4 header and first 8 TCP bytes. Checksums from scratch.
+Bytes icmp_error_frame(uint16_t port, const MacAddr& to_mac, const Seg& s, uint8_t type,
+                       uint8_t code, uint16_t mtu) {
+  const Bytes orig = test::ipv4_packet(s.ip, 6, test::tcp_segment(s.ip, s.tcp));
+  Ip ip;
+  ip.src = kPortIp[port];
+  ip.dst = s.ip.src;
+  ip.ttl = 64;
+  ip.id = 0;
+  ip.frag = 0;
+  test::Icmp m;
+  m.type = type;
+  m.code = code;
+  m.id = 0;
+  m.seq = mtu;
+  m.payload.assign(orig.begin(), orig.begin() + 28);
+  return test::icmp_frame(test::eth(to_mac, kPortMac[port]), ip, m);
+}
+
+// The quote of an ICMP error frame (untagged) is the original header, checksum and all.
+void ExpectQuoteOf(const Bytes& icmp_frame, const Seg& s) {
+  ASSERT_EQ(icmp_frame.size(), 14u + 56u);
+  const uint8_t* quote = icmp_frame.data() + 14 + 20 + 8;
+  EXPECT_EQ(test::ref_sum(quote, 20), 0xffff) << "quoted IPv4 header checksum";
+  EXPECT_EQ(test::get32(quote + 12), s.ip.src);
+  EXPECT_EQ(test::get32(quote + 16), s.ip.dst);
+  EXPECT_EQ(quote[8], s.ip.ttl);
+  EXPECT_EQ(test::get16(quote + 20), s.tcp.sport);
+  EXPECT_EQ(test::get16(quote + 22), s.tcp.dport);
+  EXPECT_EQ(test::get32(quote + 24), s.tcp.seq);
+}
+
+class TunnelTest : public ProcessorTest {
+ protected:
+  TunnelTest() {
+    forward_ = ForwardMode::kTunnel;
+    pool_ = make_pool({0, 1, 2});
+  }
+};
+
+TEST_F(TunnelTest, SynDataFinRstAreWrappedUnchanged) {
+  const uint16_t cport = 40000;
+  const Seg syn = client_syn(0, cport, 7000);
+  Out o = Run(client_frame(0, syn), kClientSide, 1);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  const int b = backend_index(o.frame);
+  ASSERT_GE(b, 0);
+  EXPECT_TRUE(FramesEqual(tunnelled(b, syn), o.frame));
+  // lbd never sees the SYN-ACK: the handshake counts as answered (kSynRecv), not pending.
+  EXPECT_EQ(State(0, cport), TcpState::kSynRecv);
+  EXPECT_EQ(FindFlow(0, cport)->forward, ForwardMode::kTunnel);
+
+  const Seg ack = client_seg(0, cport, tf::kAck, 7001, 5001);
+  o = Run(client_frame(0, ack), kClientSide, 2);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(tunnelled(b, ack), o.frame));
+  EXPECT_EQ(State(0, cport), TcpState::kEstablished);
+
+  // Data with TOS set and TTL 1: the inner header is left alone (no TTL decrement, no expiry).
+  Seg data = client_seg(0, cport, tf::kAck | tf::kPsh, 7001, 5001, Bytes(14, 0x47));
+  data.ip.tos = 0x28;
+  data.ip.ttl = 1;
+  o = Run(client_frame(0, data, 0x0064), kClientSide, 3);  // VLAN-tagged: the tag stays behind
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(tunnelled(b, data), o.frame));
+  EXPECT_EQ(o.frame[14 + 20 + 8], 1) << "inner TTL";
+
+  // Not DF: the outer header is not DF either.
+  Seg fin = client_seg(0, cport, tf::kAck | tf::kFin, 7015, 5001);
+  fin.ip.frag = 0;
+  o = Run(client_frame(0, fin), kClientSide, 4);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(tunnelled(b, fin), o.frame));
+  EXPECT_EQ(State(0, cport), TcpState::kFinWait);  // the client's FIN ends it
+
+  const uint16_t cport2 = 40001;
+  const Seg syn2 = client_syn(1, cport2, 9000);
+  o = Run(client_frame(1, syn2), kClientSide, 5);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  const int b2 = backend_index(o.frame);
+  EXPECT_TRUE(FramesEqual(tunnelled(b2, syn2), o.frame));
+  const Seg rst = client_seg(1, cport2, tf::kRst, 9001);
+  o = Run(client_frame(1, rst), kClientSide, 6);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(tunnelled(b2, rst), o.frame));
+  EXPECT_EQ(State(1, cport2), TcpState::kClosed);
+
+  EXPECT_EQ(C().tunnel_packets.get(), 6u);
+  EXPECT_EQ(C().flows_created.get(), 2u);
+  EXPECT_EQ(Drops(DropReason::kTtlExceeded), 0u);
+}
+
+TEST_F(TunnelTest, ARetransmittedSynIsNotAnUnansweredOne) {
+  cfg_.retry_syn_after = 5;  // a dnat flow would move to another backend on this SYN
+  const Seg syn = client_syn(0, 41000, 1);
+  Out o = Run(client_frame(0, syn), kClientSide, 1);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  const int b = backend_index(o.frame);
+  o = Run(client_frame(0, syn), kClientSide, 20);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(tunnelled(b, syn), o.frame));
+  EXPECT_EQ(C().retries.get(), 0u);
+  EXPECT_EQ(BC(b).syn_timeout.get(), 0u);
+  EXPECT_EQ(C().flows_created.get(), 1u);
+}
+
+TEST_F(TunnelTest, TooBigOnceWrappedGetsFragmentationNeeded) {
+  const uint16_t cport = 42000;
+  ASSERT_TRUE(IsTx(Run(client_frame(0, client_syn(0, cport, 1)), kClientSide, 1), kBackendSide));
+  // 1480 bytes of IPv4 fit the 1500-byte port with the outer header; 1481 do not.
+  const Seg fits = client_seg(0, cport, tf::kAck, 2, 1, Bytes(1440, 0x61));
+  Out o = Run(client_frame(0, fits), kClientSide, 2);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_EQ(o.frame.size(), 14u + 1500u);
+  const Seg big = client_seg(0, cport, tf::kAck, 1442, 1, Bytes(1441, 0x62));
+  o = Run(client_frame(0, big), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(icmp_error_frame(kClientSide, client_mac(0), big, 3, 4, 1480), o.frame));
+  ExpectQuoteOf(o.frame, big);
+  EXPECT_EQ(test::get16(o.frame.data() + 14 + 20 + 6), 1480) << "next-hop MTU";
+  EXPECT_EQ(C().icmp_frag_needed.get(), 1u);
+  EXPECT_EQ(Drops(DropReason::kFragNeeded), 1u);
+
+  // A flood of them: the first kBurst are answered at one instant, the rest only counted.
+  for (uint32_t i = 0; i < IcmpLimiter::kBurst + 50; ++i) Run(client_frame(0, big), kClientSide, 3);
+  EXPECT_EQ(C().icmp_frag_needed.get(), IcmpLimiter::kBurst);  // the first, then 99 more...
+  EXPECT_EQ(Drops(DropReason::kFragNeeded), 1u + IcmpLimiter::kBurst + 50);
+  EXPECT_EQ(C().icmp_rate_limited.get(), 51u);
+  // ...and a second later the bucket is full again.
+  o = Run(client_frame(0, big), kClientSide, 3 + cfg_.ticks_per_second);
+  EXPECT_TRUE(IsTx(o, kClientSide));
+}
+
+TEST_F(ProcessorTest, DnatDecrementsTtlBothWays) {
+  const uint16_t cport = 43000;
+  Establish(0, cport, 0, 1);  // its frames compare with TTL - 1 (to_backend, to_client)
+  Seg data = client_seg(0, cport, tf::kAck, 1001 + cport, 5001, Bytes(1, 0x78));
+  data.ip.ttl = 2;
+  Out o = Run(client_frame(0, data), kClientSide, 2);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(FramesEqual(to_backend(0, data), o.frame));
+  EXPECT_EQ(o.frame[14 + 8], 1);
+  Seg reply = backend_seg(0, 0, cport, tf::kAck, 5001, 1002 + cport);
+  reply.ip.ttl = 255;
+  o = Run(backend_frame(0, reply), kBackendSide, 2);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(to_client(0, reply), o.frame));
+  EXPECT_EQ(o.frame[14 + 8], 254);
+}
+
+TEST_F(ProcessorTest, DnatAnswersAnExpiringPacketWithTimeExceeded) {
+  // A SYN with TTL 1 makes no flow: the client gets time-exceeded from the client port.
+  Seg syn = client_syn(0, 44000, 1);
+  syn.ip.ttl = 1;
+  Out o = Run(client_frame(0, syn), kClientSide, 1);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(icmp_error_frame(kClientSide, client_mac(0), syn, 11, 0, 0), o.frame));
+  ExpectQuoteOf(o.frame, syn);
+  EXPECT_EQ(FindFlow(0, 44000), nullptr);
+  EXPECT_EQ(C().flows_created.get(), 0u);
+
+  // In a flow, either side: TTL 0 or 1 is answered from the port it came in on.
+  const uint16_t cport = 44001;
+  Establish(0, cport, 0, 2);
+  Seg data = client_seg(0, cport, tf::kAck, 1001 + cport, 5001);
+  data.ip.ttl = 0;
+  o = Run(client_frame(0, data), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kClientSide));
+  EXPECT_TRUE(FramesEqual(icmp_error_frame(kClientSide, client_mac(0), data, 11, 0, 0), o.frame));
+  Seg reply = backend_seg(0, 0, cport, tf::kAck, 5001, 1001 + cport);
+  reply.ip.ttl = 1;
+  o = Run(backend_frame(0, reply), kBackendSide, 3);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_TRUE(
+      FramesEqual(icmp_error_frame(kBackendSide, kBackendMac[0], reply, 11, 0, 0), o.frame));
+  ExpectQuoteOf(o.frame, reply);
+  EXPECT_EQ(C().icmp_time_exceeded.get(), 3u);
+  EXPECT_EQ(Drops(DropReason::kTtlExceeded), 3u);
+  EXPECT_EQ(State(0, cport), TcpState::kEstablished);
 }
 
 }  // namespace
