@@ -18,6 +18,7 @@
 #include "packet.h"
 #include "pool.h"
 #include "scheduler.h"
+#include "snat.h"
 
 namespace lb::core {
 
@@ -84,6 +85,9 @@ struct ProcessorConfig {
   uint64_t ticks_per_second = 1000;
   // Flow ownership across workers: owner = reta[toeplitz(client ip, port) % reta.size]
   uint16_t reta_size = 128;
+  // Full-NAT local addresses (dataplane.fullnat_addresses): the sources of full-NAT flows.
+  std::array<uint32_t, SnatPorts::kMaxLocalAddrs> fullnat_addrs{};
+  uint8_t nfullnat = 0;
 };
 
 // The worker that owns flows of client ip:port, for `workers` workers: the RSS queue a NIC
@@ -145,6 +149,7 @@ class Processor {
   const WorkerCounters& counters() const { return *counters_; }
   const FlowTable& flows() const { return table_; }
   const ProcessorConfig& config() const { return cfg_; }
+  const SnatPorts& snat() const { return snat_; }
 
  private:
   struct SynSlot {
@@ -182,6 +187,15 @@ class Processor {
   Verdict from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool, Tick now);
   Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
+  // Full-NAT (fullnat.cc): a backend's reply to local address `li`; the source rewrite of a
+  // flow toward its backend and the destination rewrite back to its client.
+  Verdict fullnat_reply(Frame& f, const ParsedPacket& pk, int li, const Pool& pool, Tick now);
+  bool fullnat_bind(uint32_t idx);
+  static void fullnat_to_backend(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
+  static void fullnat_to_client(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
+  void fullnat_release(const Flow& fl) {
+    if (fl.fullnat()) snat_.release(fl.local_addr, fl.local_port);
+  }
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);
   Verdict backend_stopped(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir d, uint16_t in_port,
                           const Pool& pool, Tick now);
@@ -217,6 +231,7 @@ class Processor {
   FlowTable table_;
   Scheduler sched_;
   LargeArray<SynSlot> syn_cache_;
+  SnatPorts snat_;
   LargeArray<WorkerCounters> counters_storage_;
   WorkerCounters* counters_;
   uint64_t mac_key_[kMaxPorts];  // each port's MAC as dst_mac_key() reads it from a frame
