@@ -92,6 +92,12 @@ struct DataplaneConfig {
   // node of a cluster, and every restart, must use the same value to agree on backends.
   uint64_t maglev_hash_seed = kDefaultMaglevHashSeed;
   uint32_t mbufs = 16383;  // per-process mbuf pool size
+  // The sources of full-NAT flows (docs/configuration.md): each in a port's subnet, where lbd
+  // answers ARP for it.
+  std::vector<uint32_t> fullnat_addresses;
+  // The local ports of each, split among the workers (fullnat_ports = [first, last]).
+  uint16_t fullnat_port_first = 1024;
+  uint16_t fullnat_port_last = 65535;
   int line = 0;
 };
 

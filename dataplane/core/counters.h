@@ -40,6 +40,12 @@ struct PortCounters {
   Counter rx_packets, rx_bytes, tx_packets, tx_bytes;
 };
 
+// One full-NAT local address's ports on this worker (core/snat.h).
+struct FullnatCounters {
+  Counter ports_in_use;    // gauge
+  Counter alloc_failures;  // a new flow found every local address of its worker exhausted
+};
+
 struct alignas(64) WorkerCounters {
   PortCounters port[kMaxPorts];
   Counter drops[kDropReasonCount];
@@ -58,9 +64,11 @@ struct alignas(64) WorkerCounters {
   Counter arp_replies;
   Counter arp_learned;
   Counter icmp_echo_replies;
+  Counter icmp_errors_translated;  // ICMP errors about a flow sent on to its other end
   Counter handoff_out;
   Counter handoff_in;
-  BackendCounters backend[kMaxBackends + 1];  // by BackendId, and kGoneBackend
+  BackendCounters backend[kMaxBackends + 1];              // by BackendId, and kGoneBackend
+  FullnatCounters fullnat[limits::kMaxFullnatAddresses];  // by local address index
 
   void drop(DropReason r) { drops[static_cast<size_t>(r)].add(); }
 };

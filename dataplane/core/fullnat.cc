@@ -27,7 +27,11 @@ bool Processor::fullnat_bind(uint32_t idx) {
   Flow& fl = table_.at(idx);
   uint8_t li;
   uint16_t port;
-  if (!snat_.alloc(idx, li, port)) return false;
+  if (!snat_.alloc(idx, li, port)) {
+    for (uint32_t i = 0; i < snat_.addresses(); ++i) counters_->fullnat[i].alloc_failures.add();
+    return false;
+  }
+  counters_->fullnat[li].ports_in_use.add();
   fl.local_addr = li;
   fl.local_port = port;
   return true;

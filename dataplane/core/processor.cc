@@ -63,7 +63,7 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowT
       sched_(cfg.hash_seed ^ (uint64_t{cfg.worker} << 32)),
       syn_cache_(cfg.syn_cache_slots),
       snat_(std::span<const uint32_t>(cfg.fullnat_addrs.data(), cfg.nfullnat), cfg.worker,
-            cfg.workers),
+            cfg.workers, cfg.fullnat_port_first, cfg.fullnat_port_last),
       counters_storage_(1),
       counters_(&counters_storage_[0]) {
   // Sweep period in ticks: 1 s, or longer so that at most 2 M records are examined per second.
@@ -97,6 +97,7 @@ void Processor::adopt_flows() {
       continue;
     }
     if (f.serial > serial_) serial_ = f.serial;
+    if (f.fullnat()) counters_->fullnat[f.local_addr].ports_in_use.add();
     if (reset) continue;
     counters_->flows_active.add();
     counters_->backend[f.backend].flows_active.add();
@@ -158,7 +159,7 @@ Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     case PacketKind::kArp:
       return handle_arp(f, pk, in_port, pool, now);
     case PacketKind::kIcmp:
-      return handle_icmp(f, pk, in_port, pool);
+      return handle_icmp(f, pk, in_port, pool, now);
     case PacketKind::kDrop:
       break;
   }
@@ -204,10 +205,12 @@ Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port
 }
 
 // ---------------------------------------------------------------------------------------------
-// ICMP: echo requests to our addresses and VIPs are answered; nothing else is ours to handle.
+// ICMP: echo requests to our addresses and VIPs are answered; errors that quote a flow's packet
+// follow the flow (icmp_error.cc); nothing else is ours to handle.
 
-Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port,
-                               const Pool& pool) {
+Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                               Tick now) {
+  if (is_icmp_error(f.data() + pk.l4)) return icmp_error(f, pk, pool, now);
   if (!is_local(pk.dst_ip) && !pool.is_vip(pk.dst_ip)) return drop(DropReason::kIcmpNotForUs);
   if (is_local(pk.src_ip) || pool.is_vip(pk.src_ip)) return drop(DropReason::kIpBadAddress);
   uint8_t* p = f.data();

@@ -88,6 +88,8 @@ struct ProcessorConfig {
   // Full-NAT local addresses (dataplane.fullnat_addresses): the sources of full-NAT flows.
   std::array<uint32_t, SnatPorts::kMaxLocalAddrs> fullnat_addrs{};
   uint8_t nfullnat = 0;
+  uint16_t fullnat_port_first = SnatPorts::kFirstPort;
+  uint16_t fullnat_port_last = 65535;
 };
 
 // The worker that owns flows of client ip:port, for `workers` workers: the RSS queue a NIC
@@ -160,7 +162,8 @@ class Processor {
 
   Verdict handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
                      Tick now);
-  Verdict handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool);
+  Verdict handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                      Tick now);
   Verdict handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                      const Pool& pool, Tick now);
   Verdict dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
@@ -193,8 +196,16 @@ class Processor {
   bool fullnat_bind(uint32_t idx);
   static void fullnat_to_backend(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
   static void fullnat_to_client(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
+  // ICMP errors quoting a flow's packet (icmp_error.cc).
+  static constexpr uint32_t kIcmpErrorsPerSecond = 1000;
+  static constexpr uint32_t kIcmpErrorBurst = 100;
+  static bool is_icmp_error(const uint8_t* icmp);
+  Verdict icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool, Tick now);
+  bool icmp_error_allowed(Tick now);
   void fullnat_release(const Flow& fl) {
-    if (fl.fullnat()) snat_.release(fl.local_addr, fl.local_port);
+    if (!fl.fullnat()) return;
+    snat_.release(fl.local_addr, fl.local_port);
+    counters_->fullnat[fl.local_addr].ports_in_use.sub();
   }
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);
   Verdict backend_stopped(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir d, uint16_t in_port,
@@ -237,6 +248,8 @@ class Processor {
   uint64_t mac_key_[kMaxPorts];  // each port's MAC as dst_mac_key() reads it from a frame
   uint64_t local_filter_ = 0;    // bit (ip * k) >> 26 set for each port's address
   uint32_t serial_ = 0;
+  uint32_t icmp_tokens_ = kIcmpErrorBurst;
+  Tick icmp_refill_ = 0;
   Tick age_due_ = 0;  // when the next batch is due
   uint32_t created_since_age_ = 0;
   Tick age_interval_ = 1;  // ticks per batch

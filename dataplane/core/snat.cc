@@ -6,26 +6,33 @@
 namespace lb::core {
 
 namespace {
-// The lowest port >= kFirstPort with p % workers == worker.
-uint32_t first_port(uint16_t worker, uint16_t workers) {
-  const uint32_t w = workers, base = SnatPorts::kFirstPort;
-  return base + (worker + w - base % w) % w;
+// The lowest port >= lo with p % workers == worker.
+uint32_t first_port(uint16_t worker, uint16_t workers, uint16_t lo) {
+  const uint32_t w = workers == 0 ? 1 : workers;
+  return lo + (worker + w - lo % w) % w;
 }
 }  // namespace
 
-uint32_t SnatPorts::ports_per_address(uint16_t worker, uint16_t workers) {
-  if (workers <= 1) return 65536u - kFirstPort;
-  return (65535u - first_port(worker, workers)) / workers + 1;
+uint32_t SnatPorts::ports_per_address(uint16_t worker, uint16_t workers, uint16_t lo, uint16_t hi) {
+  const uint32_t first = first_port(worker, workers, lo);
+  if (hi < lo || first > hi) return 0;
+  return (hi - first) / (workers == 0 ? 1u : workers) + 1;
 }
 
-SnatPorts::SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint16_t workers)
+SnatPorts::SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint16_t workers,
+                     uint16_t lo, uint16_t hi)
     : worker_(worker), workers_(workers == 0 ? 1 : workers) {
   if (local_ips.size() > kMaxLocalAddrs)
     throw std::invalid_argument("more than " + std::to_string(kMaxLocalAddrs) +
                                 " full-NAT local addresses");
   if (worker_ >= workers_) throw std::invalid_argument("full-NAT ports: worker out of range");
-  first_ = first_port(worker_, workers_);
-  nports_ = ports_per_address(worker_, workers_);
+  if (lo == 0) throw std::invalid_argument("full-NAT ports: port 0 is not a port");
+  first_ = first_port(worker_, workers_, lo);
+  last_ = hi;
+  nports_ = ports_per_address(worker_, workers_, lo, hi);
+  if (nports_ == 0 && !local_ips.empty())
+    throw std::invalid_argument("full-NAT ports " + std::to_string(lo) + "-" + std::to_string(hi) +
+                                " leave worker " + std::to_string(worker) + " none");
   for (uint32_t i = 0; i < local_ips.size(); ++i) {
     if (local_ips[i] == 0) throw std::invalid_argument("full-NAT local address 0.0.0.0");
     for (uint32_t j = 0; j < i; ++j)
@@ -69,7 +76,8 @@ void SnatPorts::release(uint8_t li, uint16_t port) {
 }
 
 bool SnatPorts::claim(uint32_t flow, uint8_t li, uint16_t port) {
-  if (li >= naddr_ || port < kFirstPort || owner_of(port, workers_) != worker_) return false;
+  if (li >= naddr_ || port < first_ || port > last_ || owner_of(port, workers_) != worker_)
+    return false;
   Addr& a = addr_[li];
   uint32_t& f = a.flow[slot(port)];
   if (f != 0) return false;

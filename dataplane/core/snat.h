@@ -24,26 +24,30 @@
 #include <span>
 
 #include "large_array.h"
+#include "lb_limits.h"
 
 namespace lb::core {
 
 class SnatPorts {
  public:
   static constexpr uint16_t kFirstPort = 1024;
-  static constexpr uint32_t kMaxLocalAddrs = 16;
+  static constexpr uint32_t kMaxLocalAddrs = limits::kMaxFullnatAddresses;
   static constexpr uint32_t kNoFlow = UINT32_MAX;
 
   // The worker that owns local port `port` among `workers`.
   static uint16_t owner_of(uint16_t port, uint16_t workers) {
     return workers <= 1 ? 0 : static_cast<uint16_t>(port % workers);
   }
-  // How many ports of each local address worker `worker` of `workers` owns.
-  static uint32_t ports_per_address(uint16_t worker, uint16_t workers);
+  // How many ports of each local address worker `worker` of `workers` owns in [lo, hi].
+  static uint32_t ports_per_address(uint16_t worker, uint16_t workers, uint16_t lo = kFirstPort,
+                                    uint16_t hi = 65535);
 
   SnatPorts() = default;
-  // Throws std::invalid_argument for more than kMaxLocalAddrs addresses, a zero address, a
-  // repeated one or worker >= workers.
-  SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint16_t workers);
+  // The ports [lo, hi] of each address (dataplane.fullnat_ports). Throws
+  // std::invalid_argument for more than kMaxLocalAddrs addresses, a zero address, a repeated
+  // one, worker >= workers, or a range in which this worker owns no port.
+  SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint16_t workers,
+            uint16_t lo = kFirstPort, uint16_t hi = 65535);
 
   uint32_t addresses() const { return naddr_; }
   uint32_t address(uint32_t li) const { return addr_[li].ip; }
@@ -63,7 +67,8 @@ class SnatPorts {
   void release(uint8_t li, uint16_t port);
   // The flow that holds (li, port), or kNoFlow (not in use, not this worker's, out of range).
   uint32_t flow_of(uint8_t li, uint16_t port) const {
-    if (li >= naddr_ || port < kFirstPort || owner_of(port, workers_) != worker_) return kNoFlow;
+    if (li >= naddr_ || port < first_ || port > last_ || owner_of(port, workers_) != worker_)
+      return kNoFlow;
     const uint32_t f = addr_[li].flow[slot(port)];
     return f == 0 ? kNoFlow : f - 1;
   }
@@ -100,6 +105,7 @@ class SnatPorts {
   uint16_t worker_ = 0;
   uint16_t workers_ = 1;
   uint32_t first_ = kFirstPort;  // this worker's lowest port
+  uint32_t last_ = 65535;        // the range's highest
   uint32_t next_ = 0;            // round-robin start
 };
 

@@ -130,6 +130,23 @@ TEST(SnatPorts, RefusesBadAddressLists) {
   EXPECT_THROW(SnatPorts(one, 2, 2), std::invalid_argument);
 }
 
+TEST(SnatPorts, ANarrowRangeIsSplitToo) {
+  const std::vector<uint32_t> ips = {kL1};
+  SnatPorts w0(ips, 0, 2, 2000, 2003), w1(ips, 1, 2, 2000, 2003);
+  EXPECT_EQ(SnatPorts::ports_per_address(0, 2, 2000, 2003), 2u);
+  uint8_t li;
+  uint16_t p;
+  ASSERT_TRUE(w0.alloc(0, li, p));
+  EXPECT_EQ(p, 2000);
+  ASSERT_TRUE(w0.alloc(1, li, p));
+  EXPECT_EQ(p, 2002);
+  EXPECT_FALSE(w0.alloc(2, li, p));
+  ASSERT_TRUE(w1.alloc(0, li, p));
+  EXPECT_EQ(p, 2001);
+  EXPECT_EQ(w1.flow_of(0, 2005), SnatPorts::kNoFlow);                     // past the range
+  EXPECT_THROW(SnatPorts(ips, 1, 2, 3000, 3000), std::invalid_argument);  // worker 1: none
+}
+
 TEST(SnatPorts, NoAddressesMeansEveryAllocFails) {
   SnatPorts sp({}, 0, 1);
   uint8_t li;
