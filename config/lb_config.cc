@@ -127,6 +127,18 @@ const char* to_string(Protocol p) {
   return "?";
 }
 
+const char* to_string(Forward f) {
+  switch (f) {
+    case Forward::kDnat:
+      return "dnat";
+    case Forward::kTunnel:
+      return "tunnel";
+    case Forward::kFullnat:
+      return "fullnat";
+  }
+  return "?";
+}
+
 const char* to_string(InitialState s) {
   switch (s) {
     case InitialState::kUp:
@@ -803,8 +815,16 @@ class Parser {
     }
   }
 
-  // A full-NAT address is lbd's own: no service's VIP, no backend.
+  // A full-NAT address is lbd's own: no service's VIP, no backend. A full-NAT service needs one.
   void check_fullnat_addresses(const Config& config) const {
+    for (size_t i = 0; i < config.services.size(); ++i) {
+      if (config.services[i].forward == Forward::kFullnat &&
+          config.dataplane.fullnat_addresses.empty()) {
+        fail(service_settings_[i].group,
+             "forward = \"fullnat\" needs dataplane.fullnat_addresses (the addresses lbd "
+             "connects to the backends from)");
+      }
+    }
     for (size_t i = 0; i < config.dataplane.fullnat_addresses.size(); ++i) {
       const uint32_t addr = config.dataplane.fullnat_addresses[i];
       for (const ServiceConfig& service : config.services) {
@@ -1010,7 +1030,7 @@ class Parser {
 
   ServiceConfig parse_service(const Setting& s, const DataplaneConfig& dp,
                               ServiceSettings& where) const {
-    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "maglev_table_size",
+    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "forward", "maglev_table_size",
                    "miss_policy", "health", "backends", "on_all_down", "maint"});
     ServiceConfig out;
     out.line = static_cast<int>(s.getSourceLine());
@@ -1038,6 +1058,11 @@ class Parser {
                                               {"random", Scheduler::kRandom},
                                               {"lc", Scheduler::kLeastConnections},
                                               {"maglev", Scheduler::kMaglev}});
+    }
+    if (const Setting* p = find(s, "forward")) {
+      out.forward = enumeration<Forward>(
+          *p, "forward",
+          {{"dnat", Forward::kDnat}, {"tunnel", Forward::kTunnel}, {"fullnat", Forward::kFullnat}});
     }
     if (const Setting* p = find(s, "maglev_table_size")) {
       out.maglev_table_size = integer_as<uint32_t>(*p, kMinMaglevTableSize, kMaxMaglevTableSize);

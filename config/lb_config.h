@@ -103,6 +103,11 @@ struct DataplaneConfig {
 
 enum class Scheduler { kRoundRobin, kWeightedRoundRobin, kRandom, kLeastConnections, kMaglev };
 enum class Protocol { kTcp };
+// How lbd sends a client's packets to the backend (docs/architecture.md#forwarding-modes): kDnat
+// rewrites the destination (replies must route back through lbd), kTunnel wraps the packet
+// unchanged in IPIP (direct server return: replies go straight to the client), kFullnat also
+// rewrites the source to one of lbd's addresses.
+enum class Forward : uint8_t { kDnat, kTunnel, kFullnat };
 
 // The health state a backend has before its first check (lb-healthd).
 enum class InitialState { kUp, kDown };
@@ -160,6 +165,7 @@ struct ServiceConfig {
   uint16_t port = 0;
   Protocol protocol = Protocol::kTcp;
   Scheduler scheduler = Scheduler::kRoundRobin;
+  Forward forward = Forward::kDnat;
   uint32_t maglev_table_size = kDefaultMaglevTableSize;  // prime; used by scheduler maglev
   std::optional<MissPolicy> miss_policy;  // unset: rehash for maglev, else the dataplane's
   HealthConfig health;
@@ -250,6 +256,7 @@ const char* to_string(Scheduler s);
 const char* to_string(MissPolicy p);
 const char* to_string(NoBackendPolicy p);
 const char* to_string(Protocol p);
+const char* to_string(Forward f);
 const char* to_string(InitialState s);
 const char* to_string(AdminState s);
 const char* to_string(AllDownPolicy p);

@@ -39,6 +39,18 @@ core::MissMode to_core(shm::Miss m) {
   return core::MissMode::kDefault;
 }
 
+core::ForwardMode to_core(cfg::Forward f) {
+  switch (f) {
+    case cfg::Forward::kDnat:
+      return core::ForwardMode::kDnat;
+    case cfg::Forward::kTunnel:
+      return core::ForwardMode::kTunnel;
+    case cfg::Forward::kFullnat:
+      return core::ForwardMode::kFullnat;
+  }
+  return core::ForwardMode::kDnat;
+}
+
 PoolBuilder::PoolBuilder(cfg::DataplaneConfig dataplane, core::NeighborTable& neighbors)
     : dataplane_(std::move(dataplane)), neighbors_(neighbors) {}
 
@@ -138,6 +150,7 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
         spec.backends.push_back({id, b.ip, b.port, port, slot, b.weight});
       }
       spec.miss = to_core(s.miss);
+      spec.forward = to_core(s.forward);
       if (s.scheduler == cfg::Scheduler::kMaglev) {
         MaglevCache c;
         c.from = core::maglev_backends(spec.backends);
@@ -368,12 +381,22 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   if (miss == shm::Miss::kRehash && !maglev)
     return name + ": miss policy rehash for a service that is not maglev";
   if (u.port == 0 || u.vip == 0) return name + ": no VIP or port";
+  if (u.forward > static_cast<uint8_t>(cfg::Forward::kFullnat))
+    return name + ": unknown forward mode " + std::to_string(u.forward);
+  if (u.reserved[0] != 0 || u.reserved[1] != 0 || u.reserved[2] != 0 || u.padding[0] != 0 ||
+      u.padding[1] != 0 || u.padding[2] != 0 || u.padding[3] != 0)
+    return name + ": reserved bytes are not 0";
+  const auto forward = static_cast<cfg::Forward>(u.forward);
+  if (forward == cfg::Forward::kTunnel)
+    return name + ": forward = \"" + cfg::to_string(forward) +
+           "\" is not supported by this lbd yet";
   ServiceState st;
   st.vip = u.vip;
   st.port = u.port;
   st.scheduler = static_cast<cfg::Scheduler>(u.scheduler);
   st.maglev_table_size = u.maglev_table_size;
   st.miss = miss;
+  st.forward = forward;
   for (uint32_t i = 0; i < u.backend_count; ++i) {
     const shm::BackendEntry& b = u.backends[i];
     if (b.state > static_cast<uint8_t>(shm::BackendState::kStopped) || b.ip == 0 || b.port == 0)

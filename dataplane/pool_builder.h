@@ -36,6 +36,7 @@ struct ServiceState {
   std::vector<Backend> backends;
   uint32_t maglev_table_size = 0;  // scheduler maglev only
   shm::Miss miss = shm::Miss::kDefault;
+  cfg::Forward forward = cfg::Forward::kDnat;
 };
 using PoolState = std::map<std::string, ServiceState>;  // by service name
 
@@ -152,5 +153,6 @@ class PoolBuilder {
 
 core::SchedulerKind to_core(cfg::Scheduler s);
 core::MissMode to_core(shm::Miss m);
+core::ForwardMode to_core(cfg::Forward f);
 
 }  // namespace lb::dp

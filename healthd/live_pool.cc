@@ -83,6 +83,7 @@ void fill_update(shm::ServiceUpdate& out, const cfg::ServiceConfig& service, con
   out.port = service.port;
   out.scheduler = static_cast<uint8_t>(service.scheduler);
   out.flags = 0;
+  out.forward = static_cast<uint8_t>(service.forward);
   if (service.scheduler == cfg::Scheduler::kMaglev)
     out.maglev_table_size = service.maglev_table_size;
   // Unset for a service that is not maglev: lbd applies its dataplane's miss_policy.

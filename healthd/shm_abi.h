@@ -22,7 +22,8 @@
 namespace lb::shm {
 
 inline constexpr uint64_t kMagic = 0x314d48532d44424cull;  // "LBD-SHM1" little-endian
-inline constexpr uint32_t kVersion = 2;   // 2: maglev (scheduler 4, table size, miss flags)
+// 2: maglev (scheduler 4, table size, miss flags); 3: ServiceUpdate::forward
+inline constexpr uint32_t kVersion = 3;
 inline constexpr uint32_t kNameLen = 48;  // service names, NUL-terminated (config allows 32)
 inline constexpr uint32_t kMaxBackendsPerService = limits::kMaxBackendsPerService;
 inline constexpr uint32_t kUpdateRingSlots = 64;   // power of two
@@ -73,13 +74,17 @@ struct ServiceUpdate {
   uint8_t flags;      // kServiceRemoved, Miss << kMissShift; other bits must be 0
   uint32_t backend_count;
   uint32_t maglev_table_size;  // scheduler maglev: a prime, 257 .. 5000011; otherwise 0
+  uint8_t forward;             // 0 dnat, 1 tunnel, 2 fullnat (lb::cfg::Forward order)
+  uint8_t reserved[3];         // must be 0
   BackendEntry backends[kMaxBackendsPerService];
+  uint8_t padding[4];  // to generation's alignment, explicit so that it is 0; must be 0
 };
 static_assert(std::is_standard_layout_v<ServiceUpdate>);
 static_assert(offsetof(ServiceUpdate, name) == 8 && offsetof(ServiceUpdate, vip) == 56 &&
               offsetof(ServiceUpdate, backend_count) == 64 &&
-              offsetof(ServiceUpdate, backends) == 72);
-static_assert(sizeof(ServiceUpdate) == 72 + 12 * kMaxBackendsPerService);
+              offsetof(ServiceUpdate, maglev_table_size) == 68 &&
+              offsetof(ServiceUpdate, forward) == 72 && offsetof(ServiceUpdate, backends) == 76);
+static_assert(sizeof(ServiceUpdate) == 76 + 12 * kMaxBackendsPerService + 4);
 static_assert(sizeof(ServiceUpdate) % 4 == 0, "rte_ring element sizes are multiples of 4");
 
 enum class EventType : uint32_t {

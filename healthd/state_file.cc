@@ -84,6 +84,7 @@ int key_rank(std::string_view key) {
                                                 "port",
                                                 "protocol",
                                                 "scheduler",
+                                                "forward",
                                                 "maglev_table_size",
                                                 "weight",
                                                 "state",
@@ -500,6 +501,7 @@ Json service_to_json(const cfg::ServiceConfig& s) {
   j["port"] = s.port;
   j["protocol"] = cfg::to_string(s.protocol);
   j["scheduler"] = cfg::to_string(s.scheduler);
+  if (s.forward != cfg::Forward::kDnat) j["forward"] = cfg::to_string(s.forward);
   if (s.maglev_table_size != cfg::kDefaultMaglevTableSize)
     j["maglev_table_size"] = s.maglev_table_size;
   if (s.miss_policy) j["miss_policy"] = cfg::to_string(*s.miss_policy);

@@ -32,7 +32,7 @@ bool Processor::fullnat_bind(uint32_t idx) {
     return false;
   }
   counters_->fullnat[li].ports_in_use.add();
-  fl.local_addr = li;
+  fl.local_addr = li & 0x7f;  // < kMaxLocalAddrs
   fl.local_port = port;
   return true;
 }

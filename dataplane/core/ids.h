@@ -21,6 +21,11 @@ inline constexpr uint32_t kMaxWorkers = limits::kMaxWorkers;
 // Counters have a slot for it; nothing lists it.
 inline constexpr uint32_t kGoneBackend = kMaxBackends;
 
+// How a service's client packets reach the backend (lb::cfg::Forward): destination rewritten,
+// wrapped unchanged in IPIP (direct server return), or both addresses rewritten. Each flow keeps
+// the mode it began with (Flow::forward).
+enum class ForwardMode : uint8_t { kDnat, kTunnel, kFullnat };
+
 inline constexpr uint32_t raw(BackendId id) {
   return static_cast<uint32_t>(id);
 }

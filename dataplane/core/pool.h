@@ -41,6 +41,7 @@ struct PoolService {
   uint16_t port;
   SchedulerKind scheduler;
   MissMode miss = MissMode::kDefault;
+  ForwardMode forward = ForwardMode::kDnat;
   uint32_t first = 0;  // its backends are backends()[first, first + count)
   uint32_t count = 0;
   uint32_t total_weight = 0;
@@ -58,6 +59,7 @@ class Pool {
     std::vector<PoolBackend> backends;  // those that take new flows (weight 0 ones are skipped)
     std::vector<BackendId> serving;     // those whose established flows continue (draining)
     MissMode miss = MissMode::kDefault;
+    ForwardMode forward = ForwardMode::kDnat;
     // kMaglev: the table of `backends` (see maglev_backends()), shared with the pool before when
     // they have not changed; left empty, the pool builds it (table size maglev_table_size).
     std::shared_ptr<const MaglevTable> maglev = {};

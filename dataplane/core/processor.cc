@@ -91,7 +91,7 @@ void Processor::adopt_flows() {
     const bool reset = f.state == TcpState::kReset && f.backend == raw(kNoBackend);
     if ((!reset && (f.backend > kGoneBackend || f.state > TcpState::kClosed)) ||
         f.client_port_id >= cfg_.nports || f.backend_port_id >= cfg_.nports ||
-        f.neighbor >= kMaxNeighbors ||
+        f.forward > ForwardMode::kFullnat || f.neighbor >= kMaxNeighbors ||
         (f.fullnat() && !snat_.claim(idx, f.local_addr, f.local_port))) {
       table_.erase(idx);
       continue;
@@ -325,6 +325,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.neighbor = b->neighbor;
   fl.client_mac = client_mac;
   fl.client_tagged = pk.tagged;
+  fl.forward = svc.forward;
   fl.state = rehash ? TcpState::kEstablished : TcpState::kSynSent;
   uint32_t idx;
   const FlowTable::InsertResult r = table_.insert_after_miss(fl, hash, idx);
@@ -332,6 +333,11 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
                                                         : DropReason::kFlowTableFull);
+  }
+  if (svc.forward == ForwardMode::kFullnat && !fullnat_bind(idx)) {
+    table_.erase(idx);
+    counters_->flows_refused.add();
+    return drop(DropReason::kFullnatPortsExhausted);
   }
   counters_->flows_created.add();
   counters_->flows_active.add();

@@ -720,7 +720,7 @@ Check fullnat_failures(uint32_t li, int64_t n) {
           [li](const WorkerCounters& c) { return c.fullnat[li].alloc_failures.get(); }, n};
 }
 
-[[maybe_unused]] void fullnat_cases(std::vector<Case>& cases) {
+void fullnat_cases(std::vector<Case>& cases) {
   const Client c1 = client(1);
   const Backend& b = kB[0];
   const HarnessOptions one{.fullnat = true};
@@ -1779,6 +1779,7 @@ std::vector<Case> all_cases() {
        }});
   add_pool_change_cases(cases);
   icmp_error_cases(cases);
+  fullnat_cases(cases);
   return cases;
 }
 

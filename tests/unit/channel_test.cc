@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "channel.h"
+#include "live_pool.h"
 #include "pool_builder.h"
 
 namespace lb::shm {
@@ -500,6 +501,47 @@ TEST(ApplyUpdate, RefusesMalformedAndKeepsState) {
   EXPECT_NE(dp::apply_update(state, u), "");
   ASSERT_EQ(state.size(), before.size());
   EXPECT_EQ(state["web"].backends.size(), 2u);
+}
+
+TEST(ApplyUpdate, ForwardModeIsCheckedAndCarried) {
+  dp::PoolState state;
+  ServiceUpdate u = make_update(1, "web", 2);
+  EXPECT_EQ(u.forward, 0u);  // dnat
+  ASSERT_EQ(dp::apply_update(state, u), "");
+  EXPECT_EQ(state["web"].forward, cfg::Forward::kDnat);
+  u = make_update(2, "web", 2);
+  u.forward = 3;
+  EXPECT_EQ(dp::apply_update(state, u), "web: unknown forward mode 3");
+  u = make_update(2, "web", 2);
+  u.reserved[2] = 1;
+  EXPECT_EQ(dp::apply_update(state, u), "web: reserved bytes are not 0");
+  u = make_update(2, "web", 2);
+  u.padding[0] = 1;
+  EXPECT_EQ(dp::apply_update(state, u), "web: reserved bytes are not 0");
+  // Until the dataplane forwards them, the other modes are refused by name.
+  u = make_update(2, "web", 2);
+  u.forward = static_cast<uint8_t>(cfg::Forward::kTunnel);
+  EXPECT_EQ(dp::apply_update(state, u),
+            "web: forward = \"tunnel\" is not supported by this lbd yet");
+  EXPECT_EQ(state["web"].forward, cfg::Forward::kDnat);
+  u.forward = static_cast<uint8_t>(cfg::Forward::kFullnat);
+  ASSERT_EQ(dp::apply_update(state, u), "");
+  EXPECT_EQ(state["web"].forward, cfg::Forward::kFullnat);
+}
+
+TEST(ApplyUpdate, FillUpdateCarriesForward) {
+  cfg::ServiceConfig s;
+  s.name = "web";
+  s.vip = 0x0a0a0064;
+  s.port = 80;
+  auto u = std::make_unique<ServiceUpdate>();
+  for (const cfg::Forward f :
+       {cfg::Forward::kDnat, cfg::Forward::kTunnel, cfg::Forward::kFullnat}) {
+    s.forward = f;
+    health::fill_update(*u, s, health::LivePool{}, 1);
+    EXPECT_EQ(u->forward, static_cast<uint8_t>(f));
+    EXPECT_EQ(u->reserved[0] | u->reserved[1] | u->reserved[2], 0);
+  }
 }
 
 TEST(ApplyUpdate, ReplacesWholeServiceAndRemoves) {

@@ -171,6 +171,7 @@ constexpr BadCase kBadCases[] = {
   {"fullnat_is_vip", 7, 7, R"(  fullnat_addresses = ["10.10.0.100"];)", 7, "dataplane.fullnat_addresses.[0]", "10.10.0.100 is the VIP of service 'web'"},
   {"fullnat_is_backend", 7, 7, R"(  fullnat_addresses = ["10.20.0.12"];)", 7, "dataplane.fullnat_addresses.[0]", "10.20.0.12 is a backend of service 'web'"},
   {"fullnat_not_list", 7, 7, R"(  fullnat_addresses = "10.20.0.50";)", 7, "dataplane.fullnat_addresses", "expected a list of IPv4 addresses"},
+  {"fullnat_service_without_addresses", 11, 11, R"(    forward = "fullnat";)", 10, "services.[0]", "forward = \"fullnat\" needs dataplane.fullnat_addresses"},
   {"fullnat_ports_shape", 7, 7, R"(  fullnat_ports = [1024];)", 7, "dataplane.fullnat_ports", "expected [first, last]"},
   {"fullnat_ports_one_per_worker", 7, 7, R"(  fullnat_ports = [2000, 2000];)", 7, "dataplane.fullnat_ports", "ports 2000..2000 leave some of the 2 workers no port"},
   {"workers_string", 2, 2, R"(  workers = "2";)", 2, "dataplane.workers", "expected an integer, found a string"},
@@ -264,6 +265,8 @@ constexpr BadCase kBadCases[] = {
   {"service_miss_policy_unknown", 11, 11, R"(    miss_policy = "reset";)", 11, "services.[0].miss_policy", "unknown miss_policy 'reset' (expected drop, rst, rehash)"},
   {"rehash_not_dataplane_wide", 7, 7, R"(  miss_policy = "rehash";)", 7, "dataplane.miss_policy", "unknown miss_policy 'rehash' (expected drop, rst)"},
   {"maglev_seed_negative", 7, 7, R"(  maglev_hash_seed = -1;)", 7, "dataplane.maglev_hash_seed", "value -1 is out of range 0..9223372036854775807"},
+  {"service_forward_unknown", 11, 11, R"(    forward = "dsr";)", 11, "services.[0].forward", "unknown forward 'dsr' (expected dnat, tunnel, fullnat)"},
+  {"service_forward_not_string", 11, 11, R"(    forward = 1;)", 11, "services.[0].forward", "expected a string, found an integer"},
   {"service_scheduler_case", 11, 11, R"(    scheduler = "RR";)", 11, "services.[0].scheduler", "unknown scheduler 'RR'"},
 
   // --- health.
@@ -565,6 +568,7 @@ TEST(GoodConfig, DefaultsApplied) {
   const ServiceConfig& s = c.services[0];
   EXPECT_EQ(s.protocol, Protocol::kTcp);
   EXPECT_EQ(s.scheduler, Scheduler::kRoundRobin);
+  EXPECT_EQ(s.forward, Forward::kDnat);
   EXPECT_EQ(s.health.path, "/healthcheck");
   EXPECT_EQ(s.health.interval_ms, 1000u);
   EXPECT_EQ(s.health.timeout_ms, 500u);
@@ -1104,6 +1108,15 @@ TEST(ToString, MatchesWhatTheParserAccepts) {
     const Config c =
         parse(replace_lines(11, 11, std::string("    scheduler = \"") + to_string(s) + "\";"));
     EXPECT_EQ(c.services[0].scheduler, s);
+  }
+  for (const Forward f : {Forward::kDnat, Forward::kTunnel, Forward::kFullnat}) {
+    // (fullnat needs a local address)
+    const Config c = parse(replace_lines(
+        7, 11,
+        std::string("  fullnat_addresses = [\"10.20.0.50\"];\n};\nservices = (\n") +
+            "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80;\n    forward = \"" +
+            to_string(f) + "\";"));
+    EXPECT_EQ(c.services[0].forward, f);
   }
   for (const MissPolicy p : {MissPolicy::kDrop, MissPolicy::kRst}) {
     const Config c =

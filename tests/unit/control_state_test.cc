@@ -89,6 +89,19 @@ TEST(ControlState, CanonicalJsonHasEveryEffectiveValue) {
   EXPECT_EQ(s[1]["backends"], Json::array());
 }
 
+TEST(ControlState, ForwardRoundTripsThroughJsonAndText) {
+  cfg::Config c = base_config();
+  EXPECT_FALSE(services_to_json(c.services)[0].contains("forward"));  // the default, dnat
+  for (const cfg::Forward f : {cfg::Forward::kTunnel, cfg::Forward::kFullnat}) {
+    c.services[0].forward = f;
+    const Json j = config_to_json(c);
+    EXPECT_EQ(j["services"][0]["forward"], cfg::to_string(f));
+    const cfg::Config back = cfg::parse_config(to_libconfig(j, "x.cfg", ""), "x.cfg");
+    EXPECT_EQ(back.services[0].forward, f);
+    EXPECT_EQ(back.services[1].forward, cfg::Forward::kDnat);
+  }
+}
+
 TEST(ControlState, HealthdGroupRoundTrips) {
   const std::string text = std::string(kConfig) +
                            "healthd = { control_socket = \"/run/x.sock\"; socket_mode = \"0640\"; "
