@@ -16,5 +16,7 @@ inline constexpr uint32_t kMaxServices = 1024;
 inline constexpr uint32_t kMaxBackends = 4096;
 // Next hops (backends' and gateways' MACs) lbd resolves at once.
 inline constexpr uint32_t kMaxNeighbors = 1024;
+// Full-NAT local addresses (dataplane.fullnat_addresses).
+inline constexpr uint32_t kMaxFullnatAddresses = 16;
 
 }  // namespace lb::limits

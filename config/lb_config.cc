@@ -565,6 +565,7 @@ class Parser {
     config.dataplane = parse_dataplane(as_group(require(root, "dataplane")));
     parse_services(as_list(require(root, "services")), config);
     check_backends(config);
+    check_fullnat_addresses(config);
     if (const Setting* h = find(root, "healthd")) config.healthd = parse_healthd(as_group(*h));
     return config;
   }
@@ -761,8 +762,9 @@ class Parser {
   // -- Dataplane -------------------------------------------------------------------------------
 
   DataplaneConfig parse_dataplane(const Setting& dp) {
-    check_keys(dp, {"workers", "mbufs", "ports", "flows", "retry", "miss_policy",
-                    "no_backend_policy", "maglev_hash_seed", "idle"});
+    check_keys(dp,
+               {"workers", "mbufs", "ports", "flows", "retry", "miss_policy", "no_backend_policy",
+                "maglev_hash_seed", "idle", "fullnat_addresses", "fullnat_ports"});
     DataplaneConfig out;
     out.line = static_cast<int>(dp.getSourceLine());
     out.workers = integer_as<uint32_t>(require(dp, "workers"), kMinWorkers, kMaxWorkers);
@@ -781,6 +783,20 @@ class Parser {
     }
     optional_integer(dp, "maglev_hash_seed", out.maglev_hash_seed, 0, INT64_MAX);
     if (const Setting* idle = find(dp, "idle")) out.idle = parse_idle(as_group(*idle));
+    if (const Setting* s = find(dp, "fullnat_addresses")) parse_fullnat_addresses(*s, out);
+    if (const Setting* s = find(dp, "fullnat_ports")) {
+      if ((s->getType() != Setting::TypeArray && s->getType() != Setting::TypeList) ||
+          s->getLength() != 2)
+        fail(*s, "expected [first, last] (e.g. [1024, 65535])");
+      out.fullnat_port_first = static_cast<uint16_t>(as_integer((*s)[0], 1, 65535));
+      out.fullnat_port_last = static_cast<uint16_t>(as_integer((*s)[1], 1, 65535));
+      // Every worker owns the ports p with p % workers == its index: each needs one at least.
+      if (uint32_t{out.fullnat_port_last} + 1 < uint32_t{out.fullnat_port_first} + out.workers) {
+        fail(*s, "ports " + std::to_string(out.fullnat_port_first) + ".." +
+                     std::to_string(out.fullnat_port_last) + " leave some of the " +
+                     std::to_string(out.workers) + " workers no port");
+      }
+    }
     return out;
   }
 
@@ -794,6 +810,61 @@ class Parser {
     optional_integer(g, "after_empty_polls", out.after_empty_polls, 1, kMaxIdleAfterPolls);
     optional_integer(g, "max_sleep_us", out.max_sleep_us, 1, kMaxIdleSleepUs);
     return out;
+  }
+
+  void parse_fullnat_addresses(const Setting& list, DataplaneConfig& out) {
+    if (list.getType() != Setting::TypeArray && list.getType() != Setting::TypeList)
+      fail(list, "expected a list of IPv4 addresses");
+    if (static_cast<uint32_t>(list.getLength()) > limits::kMaxFullnatAddresses) {
+      fail(list, "at most " + std::to_string(limits::kMaxFullnatAddresses) +
+                     " full-NAT addresses, found " + std::to_string(list.getLength()));
+    }
+    for (int i = 0; i < list.getLength(); ++i) {
+      const Setting& s = list[i];
+      const uint32_t addr = as_address(s);
+      for (uint32_t earlier : out.fullnat_addresses)
+        if (earlier == addr) fail(s, format_ipv4(addr) + " is listed twice");
+      bool in_subnet = false;
+      for (const PortConfig& port : out.ports) {
+        if (!port.in_subnet(addr)) continue;
+        in_subnet = true;
+        check_host_in_subnet(s, port, addr);
+      }
+      if (!in_subnet) {
+        fail(s, format_ipv4(addr) +
+                    " is in no port's subnet: lbd answers ARP for a full-NAT address on the "
+                    "port whose subnet holds it (the backends')");
+      }
+      out.fullnat_addresses.push_back(addr);
+      fullnat_settings_.push_back(&s);
+    }
+  }
+
+  // A full-NAT address is lbd's own: no service's VIP, no backend. A full-NAT service needs one.
+  void check_fullnat_addresses(const Config& config) const {
+    for (size_t i = 0; i < config.services.size(); ++i) {
+      if (config.services[i].forward == Forward::kFullnat &&
+          config.dataplane.fullnat_addresses.empty()) {
+        fail(service_settings_[i].group,
+             "forward = \"fullnat\" needs dataplane.fullnat_addresses (the addresses lbd "
+             "connects to the backends from)");
+      }
+    }
+    for (size_t i = 0; i < config.dataplane.fullnat_addresses.size(); ++i) {
+      const uint32_t addr = config.dataplane.fullnat_addresses[i];
+      for (const ServiceConfig& service : config.services) {
+        if (service.vip == addr) {
+          fail(*fullnat_settings_[i],
+               format_ipv4(addr) + " is the VIP of service " + quote(service.name));
+        }
+        for (const BackendConfig& b : service.backends) {
+          if (b.address == addr) {
+            fail(*fullnat_settings_[i],
+                 format_ipv4(addr) + " is a backend of service " + quote(service.name));
+          }
+        }
+      }
+    }
   }
 
   void parse_ports(const Setting& ports, DataplaneConfig& out) {
@@ -1307,6 +1378,7 @@ class Parser {
   mutable std::map<std::string, Source> sources_;
   std::vector<PortSettings> port_settings_;
   std::vector<ServiceSettings> service_settings_;
+  std::vector<const Setting*> fullnat_settings_;
 };
 
 }  // namespace

@@ -106,6 +106,12 @@ struct DataplaneConfig {
   uint64_t maglev_hash_seed = kDefaultMaglevHashSeed;
   uint32_t mbufs = 16383;  // per-process mbuf pool size
   IdleConfig idle;
+  // The sources of full-NAT flows (docs/configuration.md): each in a port's subnet, where lbd
+  // answers ARP for it.
+  std::vector<uint32_t> fullnat_addresses;
+  // The local ports of each, split among the workers (fullnat_ports = [first, last]).
+  uint16_t fullnat_port_first = 1024;
+  uint16_t fullnat_port_last = 65535;
   int line = 0;
 };
 

@@ -151,6 +151,9 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
   pc.rst_on_no_backend = dc.no_backend_policy == cfg::NoBackendPolicy::kRst;
   pc.ticks_per_second = tsc_hz_;
   pc.reta_size = reta_size_;
+  for (uint32_t addr : dc.fullnat_addresses) pc.fullnat_addrs[pc.nfullnat++] = addr;
+  pc.fullnat_port_first = dc.fullnat_port_first;
+  pc.fullnat_port_last = dc.fullnat_port_last;
   // A per-process random seed keeps remote parties from aiming hash collisions at a bucket.
   pc.hash_seed = (rte_rdtsc() * uint64_t{0x9e3779b97f4a7c15}) ^ static_cast<uint64_t>(getpid());
 

@@ -104,6 +104,10 @@ core::FlowFileParams flow_file_params(const cfg::Config& config, uint16_t reta_s
   // change: a NIC replaced, af_xdp for af_packet).
   core::SettingsDigest d;
   for (const cfg::PortConfig& port : dc.ports) d.add(port.name).add(port.ip).add(port.prefix_len);
+  // A full-NAT flow names its local address by index too (nothing added when there is none, so
+  // a file made before full-NAT existed still matches).
+  for (uint32_t addr : dc.fullnat_addresses) d.add(addr);
+  if (!dc.fullnat_addresses.empty()) d.add(dc.fullnat_port_first).add(dc.fullnat_port_last);
   p.ports_digest = d.value();
   p.tsc_hz = tsc_hz;
   p.boot_id = read_boot_id();

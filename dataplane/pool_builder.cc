@@ -397,9 +397,6 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
       u.padding[1] != 0 || u.padding[2] != 0 || u.padding[3] != 0)
     return name + ": reserved bytes are not 0";
   const auto forward = static_cast<cfg::Forward>(u.forward);
-  if (forward == cfg::Forward::kFullnat)
-    return name + ": forward = \"" + cfg::to_string(forward) +
-           "\" is not supported by this lbd yet";
   ServiceState st;
   st.vip = u.vip;
   st.port = u.port;

@@ -64,6 +64,7 @@ int cmd_stats(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "icmp_frag_needed", LB_SUM(c.icmp_frag_needed.get()));
   rte_tel_data_add_dict_u64(d, "icmp_rate_limited", LB_SUM(c.icmp_rate_limited.get()));
   rte_tel_data_add_dict_u64(d, "tunnel_packets", LB_SUM(c.tunnel_packets.get()));
+  rte_tel_data_add_dict_u64(d, "icmp_errors_translated", LB_SUM(c.icmp_errors_translated.get()));
   rte_tel_data_add_dict_u64(d, "handoff_out", LB_SUM(c.handoff_out.get()));
   rte_tel_data_add_dict_u64(d, "handoff_in", LB_SUM(c.handoff_in.get()));
   rte_tel_data_add_dict_u64(d, "workers", dp->workers());
@@ -105,6 +106,27 @@ int cmd_ports(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_u64(e, "kernel_rx_dropped", pd.kernel_rx_dropped);
     rte_tel_data_add_dict_u64(e, "kernel_socket_drops", pd.kernel_socket_drops);
     rte_tel_data_add_dict_container(d, dp->port_name(p).c_str(), e, 0);
+  }
+  return 0;
+}
+
+// Per full-NAT local address: its ports over all workers (core/snat.h).
+int cmd_fullnat(const char*, const char*, rte_tel_data* d) {
+  const Dataplane* dp = g_dp.load(std::memory_order_acquire);
+  if (!dp) return -1;
+  rte_tel_data_start_dict(d);
+  const std::vector<uint32_t>& addrs = dp->config().dataplane.fullnat_addresses;
+  for (size_t i = 0; i < addrs.size(); ++i) {
+    rte_tel_data* e = rte_tel_data_alloc();
+    if (!e) return -1;
+    rte_tel_data_start_dict(e);
+    const uint64_t in_use = LB_SUM(c.fullnat[i].ports_in_use.get());
+    const uint64_t total = uint64_t{dp->config().dataplane.fullnat_port_last} + 1 -
+                           dp->config().dataplane.fullnat_port_first;
+    rte_tel_data_add_dict_u64(e, "ports_in_use", in_use);
+    rte_tel_data_add_dict_u64(e, "ports_free", in_use > total ? 0 : total - in_use);
+    rte_tel_data_add_dict_u64(e, "alloc_failures", LB_SUM(c.fullnat[i].alloc_failures.get()));
+    rte_tel_data_add_dict_container(d, cfg::format_ipv4(addrs[i]).c_str(), e, 0);
   }
   return 0;
 }
@@ -262,6 +284,8 @@ void register_telemetry(const Dataplane* dp) {
   registered = true;
   rte_telemetry_register_cmd("/lb/stats", cmd_stats, "Totals over all workers and ports.");
   rte_telemetry_register_cmd("/lb/drops", cmd_drops, "Dropped packets by reason.");
+  rte_telemetry_register_cmd("/lb/fullnat", cmd_fullnat,
+                             "Full-NAT local addresses: ports in use, free, allocation failures.");
   rte_telemetry_register_cmd("/lb/ports", cmd_ports,
                              "Per-port RX/TX packets and bytes, and drops before lbd: the "
                              "device's (imissed...) and the kernel interface's.");

@@ -45,6 +45,12 @@ struct PortCounters {
   Counter rx_packets, rx_bytes, tx_packets, tx_bytes;
 };
 
+// One full-NAT local address's ports on this worker (core/snat.h).
+struct FullnatCounters {
+  Counter ports_in_use;    // gauge
+  Counter alloc_failures;  // a new flow found every local address of its worker exhausted
+};
+
 struct alignas(64) WorkerCounters {
   PortCounters port[kMaxPorts];
   Counter drops[kDropReasonCount];
@@ -63,16 +69,18 @@ struct alignas(64) WorkerCounters {
   Counter arp_replies;
   Counter arp_learned;
   Counter icmp_echo_replies;
-  Counter icmp_time_exceeded;  // sent: a dnat packet's TTL ran out here
-  Counter icmp_frag_needed;    // sent: a tunnel packet would exceed the backend port's MTU
-  Counter icmp_rate_limited;   // ICMP errors not sent (IcmpLimiter): the packet only dropped
-  Counter tunnel_packets;      // client packets sent to backends in IPIP (forward = "tunnel")
+  Counter icmp_time_exceeded;      // sent: a dnat packet's TTL ran out here
+  Counter icmp_frag_needed;        // sent: a tunnel packet would exceed the backend port's MTU
+  Counter icmp_rate_limited;       // ICMP errors not sent (IcmpLimiter): the packet only dropped
+  Counter tunnel_packets;          // client packets sent to backends in IPIP (forward = "tunnel")
+  Counter icmp_errors_translated;  // ICMP errors about a flow sent on to its other end
   Counter handoff_out;
   Counter handoff_in;
   Counter idle_sleeps;                        // dataplane.idle.mode "sleep": sleeps taken
   Counter idle_sleep_us;                      // and the microseconds asked for
   BackendCounters backend[kMaxBackends + 1];  // by BackendId, and kGoneBackend
-  ServiceCounters service[kMaxServices];      // by ServiceId
+  FullnatCounters fullnat[limits::kMaxFullnatAddresses];  // by local address index
+  ServiceCounters service[kMaxServices];                  // by ServiceId
 
   void drop(DropReason r) { drops[static_cast<size_t>(r)].add(); }
 };

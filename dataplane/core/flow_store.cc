@@ -158,7 +158,7 @@ RestoreReport restore_flows(FlowTable& table, Tick now, int64_t shift,
     const FlowBinding b = bind(f);
     f.backend = b.backend;
     f.service = b.service;
-    f.backend_port_id = b.backend_port_id;
+    f.backend_port_id = static_cast<uint8_t>(b.backend_port_id);
     f.neighbor = b.neighbor;
     if (b.backend == kGoneBackend) ++r.gone;
   }

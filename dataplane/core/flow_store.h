@@ -26,7 +26,7 @@ namespace lb::core {
 
 inline constexpr char kFlowFileMagic[8] = {'L', 'B', 'D', 'F', 'L', 'O', 'W', 'S'};
 // Bump on any change to Flow, the index, the region's layout or this header.
-inline constexpr uint32_t kFlowFileLayout = 1;
+inline constexpr uint32_t kFlowFileLayout = 2;  // 2: port ids 8 bits, full-NAT local port
 inline constexpr size_t kFlowFileHeaderBytes = 4096;
 
 // The tick clock (TSC) and CLOCK_BOOTTIME, read together.

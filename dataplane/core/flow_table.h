@@ -65,18 +65,27 @@ struct alignas(64) Flow {
   uint16_t client_port;
   uint16_t vport;
   uint16_t backend_port;
-  uint16_t service;          // ServiceId
-  uint16_t client_vlan;      // 802.1Q TCI the client's packets carried
-  uint16_t client_port_id;   // port the client's packets arrive on, and replies leave by
-  uint16_t backend_port_id;  // port the backend is reached through
-  uint16_t neighbor;         // neighbor-table slot of the backend's next hop
-  MacAddr client_mac;        // where replies to the client go (learned from its SYN)
-  uint8_t client_tagged;
+  uint16_t service;         // ServiceId
+  uint16_t client_vlan;     // 802.1Q TCI the client's packets carried
+  uint8_t client_port_id;   // port the client's packets arrive on, and replies leave by
+  uint8_t backend_port_id;  // port the backend is reached through
+  uint16_t neighbor;        // neighbor-table slot of the backend's next hop
+  // Full-NAT (core/snat.h): the local port the backend sees as the client's and, in
+  // local_addr, the index of the local address (0 in other modes). The backend's replies find
+  // the flow by these (SnatPorts::flow_of), not by the index: its backend key below is never
+  // what they carry.
+  uint16_t local_port;
+  MacAddr client_mac;  // where replies to the client go (learned from its SYN)
+  // Bit fields: the record has no byte to spare (at most 16 local addresses).
+  uint8_t client_tagged : 1;
+  uint8_t local_addr : 7;
   TcpState state;
   uint8_t fin_seen;  // bit 0: client sent FIN, bit 1: backend sent FIN
   uint8_t retries;
   uint8_t in_use;
   ForwardMode forward;  // its service's when it began (a record of an older lbd: 0, dnat)
+
+  bool fullnat() const { return forward == ForwardMode::kFullnat; }
 
   FlowKey client_key() const { return {client_ip, vip, client_port, vport}; }
   FlowKey backend_key() const { return {backend_ip, client_ip, backend_port, client_port}; }

@@ -62,6 +62,8 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowT
       table_(std::move(table)),
       sched_(cfg.hash_seed ^ (uint64_t{cfg.worker} << 32)),
       syn_cache_(cfg.syn_cache_slots),
+      snat_(std::span<const uint32_t>(cfg.fullnat_addrs.data(), cfg.nfullnat), cfg.worker,
+            cfg.workers, cfg.fullnat_port_first, cfg.fullnat_port_last),
       counters_storage_(1),
       counters_(&counters_storage_[0]) {
   // Sweep period in ticks: 1 s, or longer so that at most 2 M records are examined per second.
@@ -89,15 +91,18 @@ void Processor::adopt_flows() {
     const bool reset = f.state == TcpState::kReset && f.backend == raw(kNoBackend);
     if ((!reset && (f.backend > kGoneBackend || f.state > TcpState::kClosed)) ||
         f.client_port_id >= cfg_.nports || f.backend_port_id >= cfg_.nports ||
-        f.forward > ForwardMode::kFullnat || f.neighbor >= kMaxNeighbors) {
+        f.forward > ForwardMode::kFullnat || f.neighbor >= kMaxNeighbors ||
+        (f.fullnat() && !snat_.claim(idx, f.local_addr, f.local_port))) {
       table_.erase(idx);
       continue;
     }
     if (f.serial > serial_) serial_ = f.serial;
+    if (f.fullnat()) counters_->fullnat[f.local_addr].ports_in_use.add();
     if (reset) continue;
     counters_->flows_active.add();
     counters_->backend[f.backend].flows_active.add();
   }
+  snat_.rebuild_free();
 }
 
 bool Processor::is_local(uint32_t ip) const {
@@ -155,7 +160,7 @@ Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     case PacketKind::kArp:
       return handle_arp(f, pk, in_port, pool, now);
     case PacketKind::kIcmp:
-      return handle_icmp(f, pk, in_port, pool);
+      return handle_icmp(f, pk, in_port, pool, now);
     case PacketKind::kDrop:
       break;
   }
@@ -176,8 +181,11 @@ Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port
       arp.spa != 0 && neighbors_.learn(arp.spa, in_port, arp.sha, now / cfg_.ticks_per_second);
   if (learned) counters_->arp_learned.add();
   const PortInfo& port = cfg_.ports[in_port];
+  // Full-NAT local addresses are answered on the port whose subnet holds them: the backends'.
   const bool for_us =
-      arp.tpa == port.ip || (arp.op == 1 && port.answers_arp_for(arp.tpa) && pool.is_vip(arp.tpa));
+      arp.tpa == port.ip ||
+      (arp.op == 1 && port.answers_arp_for(arp.tpa) && pool.is_vip(arp.tpa)) ||
+      (arp.op == 1 && (arp.tpa & port.mask) == (port.ip & port.mask) && snat_.find(arp.tpa) >= 0);
   if (arp.op == 2 || !for_us) {
     // A reply to our request, or a next hop announcing itself (gratuitous ARP): used, not
     // dropped. Anything else on the wire is someone else's conversation.
@@ -198,10 +206,12 @@ Verdict Processor::handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port
 }
 
 // ---------------------------------------------------------------------------------------------
-// ICMP: echo requests to our addresses and VIPs are answered; nothing else is ours to handle.
+// ICMP: echo requests to our addresses and VIPs are answered; errors that quote a flow's packet
+// follow the flow (icmp_error.cc); nothing else is ours to handle.
 
-Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port,
-                               const Pool& pool) {
+Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                               Tick now) {
+  if (is_icmp_error(f.data() + pk.l4)) return icmp_error(f, pk, pool, now);
   if (!is_local(pk.dst_ip) && !pool.is_vip(pk.dst_ip)) return drop(DropReason::kIcmpNotForUs);
   if (is_local(pk.src_ip) || pool.is_vip(pk.src_ip)) return drop(DropReason::kIpBadAddress);
   uint8_t* p = f.data();
@@ -238,8 +248,14 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
   Dir dir;
   const uint32_t idx = table_.lookup(key_of(pk), hash, dir);
   if (idx != FlowTable::kNoFlow) {
-    return dir == Dir::kFromClient ? from_client(f, pk, hash, idx, in_port, pool, now)
-                                   : from_backend(f, pk, idx, pool, now);
+    if (dir == Dir::kFromClient) return from_client(f, pk, hash, idx, in_port, pool, now);
+    // A full-NAT flow's backend answers its local address (fullnat_reply), never the client.
+    if (table_.at(idx).fullnat()) return drop(DropReason::kFullnatNoFlow);
+    return from_backend(f, pk, idx, pool, now);
+  }
+  if (snat_.addresses() != 0) {
+    const int li = snat_.find(pk.dst_ip);
+    if (li >= 0) return fullnat_reply(f, pk, li, pool, now);
   }
   const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
   if (svc && spoofed_client(pk.src_ip, pool)) return drop(DropReason::kIpBadAddress);
@@ -308,8 +324,8 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.backend_port = b->port;
   fl.service = raw(svc.id);
   fl.client_vlan = pk.vlan_tci;
-  fl.client_port_id = in_port;
-  fl.backend_port_id = b->out_port;
+  fl.client_port_id = static_cast<uint8_t>(in_port);
+  fl.backend_port_id = static_cast<uint8_t>(b->out_port);
   fl.neighbor = b->neighbor;
   fl.client_mac = client_mac;
   fl.client_tagged = pk.tagged;
@@ -327,6 +343,11 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
                                                         : DropReason::kFlowTableFull);
+  }
+  if (svc.forward == ForwardMode::kFullnat && !fullnat_bind(idx)) {
+    table_.erase(idx);
+    counters_->flows_refused.add();
+    return drop(DropReason::kFullnatPortsExhausted);
   }
   counters_->flows_created.add();
   counters_->flows_active.add();
@@ -396,6 +417,7 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, 
         release(fl);
         counters_->flows_reused.add();
       }
+      fullnat_release(fl);
       table_.erase(idx);
       const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
       if (!svc) return drop(DropReason::kNotForUs);
@@ -474,7 +496,7 @@ bool Processor::resteer(uint32_t idx, const Pool& pool, Tick now) {
   counters_->backend[old].flows_active.sub();
   counters_->backend[raw(b->id)].flows_active.add();
   counters_->backend[raw(b->id)].flows_total.add();
-  fl.backend_port_id = b->out_port;
+  fl.backend_port_id = static_cast<uint8_t>(b->out_port);
   fl.neighbor = b->neighbor;
   fl.retries = static_cast<uint8_t>(fl.retries + 1);
   fl.created = now;
@@ -556,6 +578,7 @@ void Processor::release(const Flow& fl) {
 
 uint32_t Processor::age(Tick now, uint32_t budget) {
   return table_.expire(now, budget, [this](uint32_t, const Flow& fl) {
+    fullnat_release(fl);  // its port is free again only now: after its close timeout
     if (fl.state == TcpState::kReset) return;  // released and counted when it was reset
     release(fl);
     counters_->flows_expired.add();
@@ -597,6 +620,17 @@ bool Processor::write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, c
   return true;
 }
 
+namespace {
+// TTL - 1 with the IPv4 checksum updated (the TTL is the high byte of the word at offset 8).
+inline void decrement_ttl(uint8_t* ip) {
+  const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
+  store_be16(ip + ip_off::kCsum,
+             csum_apply(load_be16(ip + ip_off::kCsum),
+                        csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
+  --ip[ip_off::kTtl];
+}
+}  // namespace
+
 Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
   const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
   if (!mac) return drop(DropReason::kNeighborUnresolved);
@@ -604,19 +638,24 @@ Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
   uint8_t* ip = f.data() + pk.l3;
   uint8_t* t = f.data() + pk.l4;
   if (ip[ip_off::kTtl] <= 1) return time_exceeded(f, pk, fl.client_port_id);
-  // DNAT: VIP:vport -> backend:port, TTL - 1. The TCP checksum covers the address through the
-  // pseudo-header, so both checksums take the address change (RFC 1624); the TTL is the IPv4
-  // header's alone (the high byte of its word at offset 8).
-  const uint32_t d = csum_delta32(fl.vip, fl.backend_ip);
-  const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
-  store_be16(ip + ip_off::kCsum,
-             csum_apply(load_be16(ip + ip_off::kCsum),
-                        d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
-  --ip[ip_off::kTtl];
-  store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
-                                            d + csum_delta16(fl.vport, fl.backend_port)));
-  store_be32(ip + ip_off::kDst, fl.backend_ip);
-  store_be16(t + tcp_off::kDport, fl.backend_port);
+  if (fl.fullnat()) {
+    fullnat_to_backend(ip, t, fl, snat_.address(fl.local_addr));
+    decrement_ttl(ip);
+  } else {
+    // DNAT: VIP:vport -> backend:port, TTL - 1. The TCP checksum covers the address through
+    // the pseudo-header, so both checksums take the address change (RFC 1624); the TTL is the
+    // IPv4 header's alone (the high byte of its word at offset 8).
+    const uint32_t d = csum_delta32(fl.vip, fl.backend_ip);
+    const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
+    store_be16(ip + ip_off::kCsum,
+               csum_apply(load_be16(ip + ip_off::kCsum),
+                          d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
+    --ip[ip_off::kTtl];
+    store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
+                                              d + csum_delta16(fl.vport, fl.backend_port)));
+    store_be32(ip + ip_off::kDst, fl.backend_ip);
+    store_be16(t + tcp_off::kDport, fl.backend_port);
+  }
   if (!write_l2(f, pk, *mac, cfg_.ports[fl.backend_port_id].mac, false, 0))
     return drop(DropReason::kNoBuffer);
   BackendCounters& bc = counters_->backend[fl.backend];
@@ -629,17 +668,22 @@ Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
   uint8_t* ip = f.data() + pk.l3;
   uint8_t* t = f.data() + pk.l4;
   if (ip[ip_off::kTtl] <= 1) return time_exceeded(f, pk, fl.backend_port_id);
-  // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP; TTL - 1.
-  const uint32_t d = csum_delta32(fl.backend_ip, fl.vip);
-  const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
-  store_be16(ip + ip_off::kCsum,
-             csum_apply(load_be16(ip + ip_off::kCsum),
-                        d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
-  --ip[ip_off::kTtl];
-  store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
-                                            d + csum_delta16(fl.backend_port, fl.vport)));
-  store_be32(ip + ip_off::kSrc, fl.vip);
-  store_be16(t + tcp_off::kSport, fl.vport);
+  if (fl.fullnat()) {
+    fullnat_to_client(ip, t, fl, snat_.address(fl.local_addr));
+    decrement_ttl(ip);
+  } else {
+    // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP; TTL - 1.
+    const uint32_t d = csum_delta32(fl.backend_ip, fl.vip);
+    const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
+    store_be16(ip + ip_off::kCsum,
+               csum_apply(load_be16(ip + ip_off::kCsum),
+                          d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
+    --ip[ip_off::kTtl];
+    store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
+                                              d + csum_delta16(fl.backend_port, fl.vport)));
+    store_be32(ip + ip_off::kSrc, fl.vip);
+    store_be16(t + tcp_off::kSport, fl.vport);
+  }
   if (!write_l2(f, pk, fl.client_mac, cfg_.ports[fl.client_port_id].mac, fl.client_tagged != 0,
                 fl.client_vlan))
     return drop(DropReason::kNoBuffer);

@@ -19,6 +19,7 @@
 #include "packet.h"
 #include "pool.h"
 #include "scheduler.h"
+#include "snat.h"
 
 namespace lb::core {
 
@@ -86,6 +87,11 @@ struct ProcessorConfig {
   uint64_t ticks_per_second = 1000;
   // Flow ownership across workers: owner = reta[toeplitz(client ip, port) % reta.size]
   uint16_t reta_size = 128;
+  // Full-NAT local addresses (dataplane.fullnat_addresses): the sources of full-NAT flows.
+  std::array<uint32_t, SnatPorts::kMaxLocalAddrs> fullnat_addrs{};
+  uint8_t nfullnat = 0;
+  uint16_t fullnat_port_first = SnatPorts::kFirstPort;
+  uint16_t fullnat_port_last = 65535;
 };
 
 // The worker that owns flows of client ip:port, for `workers` workers: the RSS queue a NIC
@@ -147,6 +153,7 @@ class Processor {
   const WorkerCounters& counters() const { return *counters_; }
   const FlowTable& flows() const { return table_; }
   const ProcessorConfig& config() const { return cfg_; }
+  const SnatPorts& snat() const { return snat_; }
 
  private:
   struct SynSlot {
@@ -157,7 +164,8 @@ class Processor {
 
   Verdict handle_arp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
                      Tick now);
-  Verdict handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool);
+  Verdict handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                      Tick now);
   Verdict handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                      const Pool& pool, Tick now);
   Verdict dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
@@ -184,6 +192,23 @@ class Processor {
   Verdict from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool, Tick now);
   Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
+  // Full-NAT (fullnat.cc): a backend's reply to local address `li`; the source rewrite of a
+  // flow toward its backend and the destination rewrite back to its client.
+  Verdict fullnat_reply(Frame& f, const ParsedPacket& pk, int li, const Pool& pool, Tick now);
+  bool fullnat_bind(uint32_t idx);
+  static void fullnat_to_backend(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
+  static void fullnat_to_client(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
+  // ICMP errors quoting a flow's packet (icmp_error.cc).
+  static constexpr uint32_t kIcmpErrorsPerSecond = 1000;
+  static constexpr uint32_t kIcmpErrorBurst = 100;
+  static bool is_icmp_error(const uint8_t* icmp);
+  Verdict icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool, Tick now);
+  bool icmp_error_allowed(Tick now);
+  void fullnat_release(const Flow& fl) {
+    if (!fl.fullnat()) return;
+    snat_.release(fl.local_addr, fl.local_port);
+    counters_->fullnat[fl.local_addr].ports_in_use.sub();
+  }
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);
   // encap.cc: forward = "tunnel", and the ICMP errors lbd sends as a router hop.
   Verdict tunnel_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& next_hop);
@@ -226,6 +251,7 @@ class Processor {
   FlowTable table_;
   Scheduler sched_;
   LargeArray<SynSlot> syn_cache_;
+  SnatPorts snat_;
   LargeArray<WorkerCounters> counters_storage_;
   WorkerCounters* counters_;
   uint64_t mac_key_[kMaxPorts];  // each port's MAC as dst_mac_key() reads it from a frame
@@ -233,6 +259,8 @@ class Processor {
   uint32_t serial_ = 0;
   Tick now_ = 0;  // the packet's time, for the ICMP limiter
   IcmpLimiter icmp_limit_;
+  uint32_t icmp_tokens_ = kIcmpErrorBurst;
+  Tick icmp_refill_ = 0;
   Tick age_due_ = 0;  // when the next batch is due
   uint32_t created_since_age_ = 0;
   Tick age_interval_ = 1;  // ticks per batch

@@ -48,10 +48,16 @@ std::string config_for(const HarnessOptions& o, const std::string& client_dev,
        "; syn_timeout_ms = 1000; max_retries = 2; };\n";
   s += std::string("  miss_policy = \"") + o.miss_policy + "\";\n";
   s += std::string("  no_backend_policy = \"") + o.no_backend_policy + "\";\n";
+  if (o.fullnat) {
+    s += std::string("  fullnat_addresses = [\"10.20.0.50\"") +
+         (o.fullnat_addresses > 1 ? ", \"10.20.0.51\"" : "") + "];\n";
+    s += "  fullnat_ports = [" + std::to_string(o.fullnat_first) + ", " +
+         std::to_string(o.fullnat_last) + "];\n";
+  }
   s += "};\n";
   s += "services = (\n";
   s += "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n";
-  s += std::string("    forward = \"") + o.forward + "\";\n";
+  s += std::string("    forward = \"") + (o.fullnat ? "fullnat" : o.forward) + "\";\n";
   s += "    backends = (";
   for (uint8_t b = 0; b < o.backends; ++b)
     s += std::string(b ? ",\n                 " : " ") + "{ address = \"10.20.0.1" +

@@ -35,6 +35,12 @@ struct HarnessOptions {
   const char* forward = "dnat";   // the service "web"'s forward mode
   uint8_t backends = 3;           // the config's service "web" has the first N of 10.20.0.11 .. 13
   dp::FlowMemoryOptions flows;    // with an instance: flow tables in files (flow_memory.h)
+  // Service "web" in full-NAT mode from 10.20.0.50 (and 10.20.0.51 with 2 addresses), local
+  // ports [fullnat_first, fullnat_last].
+  bool fullnat = false;
+  uint8_t fullnat_addresses = 1;
+  uint16_t fullnat_first = 1024;
+  uint16_t fullnat_last = 65535;
 };
 
 // A frame taken off a TX ring.

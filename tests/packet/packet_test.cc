@@ -630,6 +630,349 @@ void add_pool_change_cases(std::vector<Case>& cases) {
        }});
 }
 
+// ---------------------------------------------------------------------------------------------
+// ICMP errors (dataplane/core/icmp_error.cc): the quote is the first `n` bytes of the IPv4
+// packet of an untagged frame, built from scratch, so that an expected frame's inner checksums
+// are computed independently of lbd.
+
+Bytes quote(const Bytes& frame, size_t n) {
+  return Bytes(frame.begin() + 14, frame.begin() + 14 + static_cast<std::ptrdiff_t>(n));
+}
+// Destination unreachable (type 3) or time exceeded (11); `mtu` is the next-hop MTU of a
+// fragmentation needed (code 4). Not padded: long enough.
+Bytes icmp_err(const Eth& e, uint32_t src, uint32_t dst, uint8_t type, uint8_t code, uint16_t mtu,
+               const Bytes& quoted) {
+  Ip ip;
+  ip.src = src;
+  ip.dst = dst;
+  ip.ttl = 63;
+  ip.id = 0x5151;
+  ip.frag = 0;
+  Icmp m;
+  m.type = type;
+  m.code = code;
+  m.seq = mtu;
+  m.payload = quoted;
+  return icmp_frame(e, ip, m, 0);
+}
+constexpr uint32_t kRouterIp = ip4(10, 10, 0, 254);
+const MacAddr kRouterMac = mac(0x02, 0xaa, 0, 0, 0, 0xfe);
+const Seg kUpData = data_seg(1001, 5001, "GET / HTTP/1.1\r\n\r\n", 0x1113);
+const Seg kDownData = data_seg(5001, 1019, "HTTP/1.1 200 OK\r\n\r\n", 0x2001);
+
+void icmp_error_cases(std::vector<Case>& cases) {
+  const Client c1 = client(1);
+  const Backend& b = kB[0];
+  cases.push_back(
+      {.name = "IcmpFragNeededFromBackendSideReachesClientAboutTheVip",
+       .description = "dnat: the backend's frag-needed about lbd -> backend goes to the client "
+                      "from the VIP, quoting client -> VIP with inner IP and TCP checksums",
+       .script = [=](const Env&) -> std::vector<Step> {
+         return handshake(c1, b) +
+                std::vector<Step>{
+                    {.what = "frag needed, MTU 1280, quoting 48 bytes (TCP checksum included)",
+                     .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, c1.ip, 3, 4, 1280,
+                                                quote(c2b(c1, b, kUpData), 48)))},
+                     .out = {tx_client(icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 3, 4, 1280,
+                                                quote(c2v(c1, kUpData), 48)))},
+                     .checks = {LB_CTR(icmp_errors_translated, 1)}},
+                    {.what = "time exceeded quoting 28 bytes (no TCP checksum: ports only)",
+                     .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, c1.ip, 11, 0, 0,
+                                                quote(c2b(c1, b, kUpData), 28)))},
+                     .out = {tx_client(icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 11, 0, 0,
+                                                quote(c2v(c1, kUpData), 28)))},
+                     .checks = {LB_CTR(icmp_errors_translated, 1)}},
+                };
+       }});
+  cases.push_back(
+      {.name = "IcmpFragNeededFromClientSideReachesBackend",
+       .description = "dnat: a client-side router's frag-needed about VIP -> client goes to the "
+                      "backend, quoting backend -> client",
+       .script = [=](const Env&) -> std::vector<Step> {
+         return handshake(c1, b) +
+                std::vector<Step>{
+                    {.what = "frag needed, MTU 1400, from the router to the VIP",
+                     .in = {rx_client(icmp_err(eth(kLbClientMac, kRouterMac), kRouterIp, kVip, 3, 4,
+                                               1400, quote(v2c(c1, kDownData), 48)))},
+                     .out = {tx_backend(icmp_err(eth(b.mac, kLbBackendMac), kRouterIp, b.ip, 3, 4,
+                                                 1400, quote(b2c(b, c1, kDownData), 48)))},
+                     .checks = {LB_CTR(icmp_errors_translated, 1)}},
+                };
+       }});
+  cases.push_back(
+      {.name = "IcmpErrorQuotingNoFlowIsDropped",
+       .description = "an error about a connection lbd does not have, or sent to another "
+                      "address than the quote's source, is dropped and counted",
+       .script = [=](const Env&) -> std::vector<Step> {
+         const Client c2 = client(2);
+         return handshake(c1, b) +
+                std::vector<Step>{
+                    {.what = "quotes client 2's segment: no flow",
+                     .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, c2.ip, 3, 4, 1280,
+                                                quote(c2b(c2, b, kUpData), 48)))},
+                     .checks = {drops(DropReason::kIcmpErrorNoFlow, 1),
+                                LB_CTR(icmp_errors_translated, 0)}},
+                    {.what = "quotes client 1's segment, sent to 10.10.0.1",
+                     .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, kLbClientIp, 3, 4,
+                                                1280, quote(c2b(c1, b, kUpData), 48)))},
+                     .checks = {drops(DropReason::kIcmpErrorNoFlow, 1)}},
+                };
+       }});
+  cases.push_back({.name = "IcmpErrorsAreRateLimitedPerWorker",
+                   .description = "101 errors at once: 100 (the burst) go on, one is dropped",
+                   .script = [=](const Env& e) -> std::vector<Step> {
+                     const Bytes in = icmp_err(eth(kLbBackendMac, b.mac), b.ip, c1.ip, 3, 4, 1280,
+                                               quote(c2b(c1, b, kUpData), 48));
+                     const Bytes out = icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 3, 4, 1280,
+                                                quote(c2v(c1, kUpData), 48));
+                     Step s{.what = "101 errors",
+                            .checks = {LB_CTR(icmp_errors_translated, 100),
+                                       drops(DropReason::kIcmpErrorRateLimited, 1)},
+                            .rounds = 4};  // two bursts of at most 64
+                     for (int i = 0; i < 101; ++i) s.in.push_back(rx_backend(in));
+                     for (int i = 0; i < 100; ++i) s.out.push_back(tx_client(out));
+                     Step later{.what = "a second later, the bucket has refilled",
+                                .in = {rx_backend(in)},
+                                .out = {tx_client(out)},
+                                .checks = {LB_CTR(icmp_errors_translated, 1)},
+                                .advance = e.hz};
+                     return handshake(c1, b) + std::vector<Step>{s, later};
+                   }});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Full-NAT (HarnessOptions::fullnat): the client's segment leaves from local:lport, the
+// backend answers local:lport.
+
+constexpr uint32_t kLocal = ip4(10, 20, 0, 50);
+constexpr uint32_t kLocal2 = ip4(10, 20, 0, 51);
+// client -> VIP as lbd must send it to backend b from local:lport
+Bytes l2b(const Backend& b, const Seg& s, uint16_t lport, uint32_t local = kLocal) {
+  return tcp_frame(eth(b.mac, kLbBackendMac), ip_of(s, local, b.ip),
+                   tcp_of(s, lport, kBackendTcpPort), 0);
+}
+// backend b -> local:lport, as it arrives on the backend port
+Bytes b2l(const Backend& b, const Seg& s, uint16_t lport, uint32_t local = kLocal) {
+  return tcp_frame(eth(kLbBackendMac, b.mac), ip_of(s, b.ip, local),
+                   tcp_of(s, kBackendTcpPort, lport));
+}
+Check fullnat_in_use(uint32_t li, int64_t n) {
+  return {"fullnat[" + std::to_string(li) + "].ports_in_use",
+          [li](const WorkerCounters& c) { return c.fullnat[li].ports_in_use.get(); }, n};
+}
+Check fullnat_failures(uint32_t li, int64_t n) {
+  return {"fullnat[" + std::to_string(li) + "].alloc_failures",
+          [li](const WorkerCounters& c) { return c.fullnat[li].alloc_failures.get(); }, n};
+}
+
+void fullnat_cases(std::vector<Case>& cases) {
+  const Client c1 = client(1);
+  const Backend& b = kB[0];
+  const HarnessOptions one{.fullnat = true};
+  cases.push_back(
+      {.name = "FullnatSynDataFinBothWays",
+       .description = "client -> VIP leaves as 10.20.0.50:1024 -> backend; the backend's "
+                      "replies to 10.20.0.50:1024 go back as VIP -> client; FIN both ways",
+       .options = one,
+       .script = [=](const Env& e) -> std::vector<Step> {
+         const Seg fin_up{.flags = kFin | kAck, .seq = 1019, .ack = 5020, .ip_id = 0x1115};
+         const Seg fin_down{.flags = kFin | kAck, .seq = 5020, .ack = 1020, .ip_id = 0x2002};
+         const Seg last_ack = ack_seg(1020, 5021);
+         return {
+             {.what = "SYN leaves from the first local port",
+              .in = {rx_client(c2v(c1, syn_seg()))},
+              .out = {tx_backend(l2b(b, syn_seg(), 1024))},
+              .checks = {LB_CTR(flows_created, 1), backend_in(b, 1), fullnat_in_use(0, 1)},
+              .verify =
+                  [](const dp::Dataplane& d) {
+                    const core::SnatPorts& sp = d.processor(0).snat();
+                    EXPECT_EQ(sp.stats(0).in_use, 1u);
+                    EXPECT_NE(sp.flow_of(0, 1024), core::SnatPorts::kNoFlow);
+                  }},
+             {.what = "SYN-ACK to the local address goes to the client from the VIP",
+              .in = {rx_backend(b2l(b, synack_seg(), 1024))},
+              .out = {tx_client(v2c(c1, synack_seg()))},
+              .checks = {backend_out(b, 1)}},
+             {.what = "ACK",
+              .in = {rx_client(c2v(c1, ack_seg()))},
+              .out = {tx_backend(l2b(b, ack_seg(), 1024))}},
+             {.what = "data up",
+              .in = {rx_client(c2v(c1, kUpData))},
+              .out = {tx_backend(l2b(b, kUpData, 1024))}},
+             {.what = "data down",
+              .in = {rx_backend(b2l(b, kDownData, 1024))},
+              .out = {tx_client(v2c(c1, kDownData))}},
+             {.what = "client FIN",
+              .in = {rx_client(c2v(c1, fin_up))},
+              .out = {tx_backend(l2b(b, fin_up, 1024))}},
+             {.what = "backend FIN",
+              .in = {rx_backend(b2l(b, fin_down, 1024))},
+              .out = {tx_client(v2c(c1, fin_down))}},
+             {.what = "last ACK",
+              .in = {rx_client(c2v(c1, last_ack))},
+              .out = {tx_backend(l2b(b, last_ack, 1024))}},
+             {.what = "the port is held until the record is reclaimed (closed timeout 2 s)",
+              .checks = {fullnat_in_use(0, 0)},
+              .advance = e.hz,
+              .rounds = 40},
+             {.what = "then it is free again",
+              .checks = {fullnat_in_use(0, -1), LB_CTR(flows_expired, 1)},
+              .advance = 2 * e.hz,
+              .rounds = 40,
+              .verify = flows_are({0})},
+         };
+       }});
+  cases.push_back({.name = "FullnatRstBothWaysAndStrayReplies",
+                   .description =
+                       "an RST from either side is translated; a segment to a local port no "
+                       "flow holds, or from another backend, is fullnat_no_flow",
+                   .options = {.retry_on_rst = false, .fullnat = true},
+                   .script = [=](const Env&) -> std::vector<Step> {
+                     const Seg rst_down{.flags = kRst | kAck, .seq = 5001, .ack = 1001, .ip_id = 0};
+                     const Seg rst_up{.flags = kRst, .seq = 1001, .ip_id = 0x1116};
+                     const Client c2 = client(2);
+                     return {
+                         {.what = "SYN",
+                          .in = {rx_client(c2v(c1, syn_seg()))},
+                          .out = {tx_backend(l2b(b, syn_seg(), 1024))}},
+                         {.what = "SYN of client 2 takes the next port",
+                          .in = {rx_client(c2v(c2, syn_seg()))},
+                          .out = {tx_backend(l2b(kB[1], syn_seg(), 1025))}},
+                         {.what = "segment to port 1030: no flow",
+                          .in = {rx_backend(b2l(b, synack_seg(), 1030))},
+                          .checks = {drops(DropReason::kFullnatNoFlow, 1)}},
+                         {.what = "backend .12 to client 1's port 1024: not its flow",
+                          .in = {rx_backend(b2l(kB[1], synack_seg(), 1024))},
+                          .checks = {drops(DropReason::kFullnatNoFlow, 1)}},
+                         {.what = "backend's RST to client 2's port goes to client 2 from the VIP",
+                          .in = {rx_backend(b2l(kB[1], rst_down, 1025))},
+                          .out = {tx_client(v2c(c2, rst_down))}},
+                         {.what = "client 1's RST goes to its backend from the local port",
+                          .in = {rx_client(c2v(c1, rst_up))},
+                          .out = {tx_backend(l2b(b, rst_up, 1024))}},
+                     };
+                   }});
+  {
+    HarnessOptions tiny = one;
+    tiny.fullnat_first = 2000;
+    tiny.fullnat_last = 2001;
+    cases.push_back(
+        {.name = "FullnatPortsExhausted",
+         .description = "with ports 2000-2001 the third concurrent SYN is a counted drop, "
+                        "and a port is reused once its flow's record is reclaimed",
+         .options = tiny,
+         .script = [=](const Env& e) -> std::vector<Step> {
+           const Client c2 = client(2), c3 = client(3);
+           return {
+               {.what = "two SYNs take 2000 and 2001",
+                .in = {rx_client(c2v(c1, syn_seg())), rx_client(c2v(c2, syn_seg()))},
+                .out = {tx_backend(l2b(kB[0], syn_seg(), 2000)),
+                        tx_backend(l2b(kB[1], syn_seg(), 2001))},
+                .checks = {fullnat_in_use(0, 2)}},
+               {.what = "the third finds none",
+                .in = {rx_client(c2v(c3, syn_seg()))},
+                .checks = {drops(DropReason::kFullnatPortsExhausted, 1), fullnat_failures(0, 1),
+                           LB_CTR(flows_refused, 1), LB_CTR(flows_created, 0)},
+                .verify = flows_are({2})},
+               {.what = "client 1 resets: its flow closes, its port stays held",
+                .in = {rx_client(c2v(c1, Seg{.flags = kRst, .seq = 1001, .ip_id = 0x1116}))},
+                .out = {tx_backend(
+                    l2b(kB[0], Seg{.flags = kRst, .seq = 1001, .ip_id = 0x1116}, 2000))},
+                .checks = {fullnat_in_use(0, 0)}},
+               {.what = "2.5 s later its record is reclaimed (closed timeout 2 s), client 2's "
+                        "not yet (SYN timeout 3 s)",
+                .checks = {fullnat_in_use(0, -1), LB_CTR(flows_expired, 1)},
+                .advance = e.hz * 5 / 2,
+                .rounds = 40},
+               {.what = "client 3's retransmission gets port 2000 (rr: its failed try took "
+                        ".13, so .11)",
+                .in = {rx_client(c2v(c3, syn_seg()))},
+                .out = {tx_backend(l2b(kB[0], syn_seg(), 2000))},
+                .checks = {fullnat_in_use(0, 1), LB_CTR(flows_created, 1)}},
+           };
+         }});
+  }
+  {
+    // With 2 workers, worker w owns the local ports p with p % 2 == w.
+    Client own0 = client(5, 41000);
+    Client own1 = client(6, 42000);
+    while (core::flow_owner(own0.ip, own0.port, 2, 128) != 0) ++own0.port;
+    while (core::flow_owner(own1.ip, own1.port, 2, 128) != 1) ++own1.port;
+    HarnessOptions two = one;
+    two.workers = 2;
+    cases.push_back(
+        {.name = "FullnatTwoWorkersConnRedirect",
+         .description = "each worker takes ports of its own parity; a reply that arrives on "
+                        "the other worker's queue is handed to the port's owner and translated",
+         .options = two,
+         .script = [=](const Env&) -> std::vector<Step> {
+           return {
+               {.what = "worker 1's client: port 1025, sent on queue 1",
+                .in = {rx_client(c2v(own1, syn_seg()), 1)},
+                .out = {tx_backend(l2b(kB[0], syn_seg(), 1025), 1)}},
+               {.what = "worker 0's client: port 1024, sent on queue 0",
+                .in = {rx_client(c2v(own0, syn_seg()), 0)},
+                .out = {tx_backend(l2b(kB[0], syn_seg(), 1024), 0)}},
+               {.what = "reply to 1025 on queue 0: redirected to worker 1",
+                .in = {rx_backend(b2l(kB[0], synack_seg(), 1025), 0)},
+                .out = {tx_client(v2c(own1, synack_seg()), 1)},
+                .checks = {on(0, LB_CTR(handoff_out, 1)), on(1, LB_CTR(handoff_in, 1)),
+                           on(1, backend_out(kB[0], 1))}},
+               {.what = "reply to 1024 on queue 1: redirected to worker 0",
+                .in = {rx_backend(b2l(kB[0], synack_seg(), 1024), 1)},
+                .out = {tx_client(v2c(own0, synack_seg()), 0)},
+                .checks = {on(1, LB_CTR(handoff_out, 1)), on(0, LB_CTR(handoff_in, 1))}},
+               {.what = "reply to 1024 on queue 0: no handoff",
+                .in = {rx_backend(b2l(kB[0], kDownData, 1024), 0)},
+                .out = {tx_client(v2c(own0, kDownData), 0)},
+                .checks = {LB_CTR(handoff_out, 0)}},
+           };
+         }});
+  }
+  cases.push_back({.name = "FullnatArpForTheLocalAddress",
+                   .description =
+                       "who-has 10.20.0.50 on the backend port is answered; on the client "
+                       "port (not its subnet) it is not",
+                   .options = one,
+                   .resolve_backends = false,
+                   .script = [=](const Env&) -> std::vector<Step> {
+                     return {
+                         {.what = "backend asks for 10.20.0.50",
+                          .in = {rx_backend(arp_request(b.mac, b.ip, kLocal))},
+                          .out = {tx_backend(arp_reply(kLbBackendMac, kLocal, b.mac, b.ip))},
+                          .checks = {LB_CTR(arp_replies, 1)}},
+                         {.what = "client asks for 10.20.0.50",
+                          .in = {rx_client(arp_request(c1.mac, c1.ip, kLocal))},
+                          .checks = {drops(DropReason::kArpNotForUs, 1)}},
+                     };
+                   }});
+  cases.push_back({.name = "FullnatIcmpFragNeededBothWays",
+                   .description =
+                       "fullnat: the backend's frag-needed about local -> backend reaches the "
+                       "client about client -> VIP; a client-side router's about VIP -> client "
+                       "reaches the backend from the local address about backend -> local",
+                   .options = one,
+                   .script = [=](const Env&) -> std::vector<Step> {
+                     return {
+                         {.what = "SYN",
+                          .in = {rx_client(c2v(c1, syn_seg()))},
+                          .out = {tx_backend(l2b(b, syn_seg(), 1024))}},
+                         {.what = "backend: frag needed, MTU 1280, to the local address",
+                          .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, kLocal, 3, 4,
+                                                     1280, quote(l2b(b, kUpData, 1024), 48)))},
+                          .out = {tx_client(icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 3, 4,
+                                                     1280, quote(c2v(c1, kUpData), 48)))},
+                          .checks = {LB_CTR(icmp_errors_translated, 1)}},
+                         {.what = "client-side router: frag needed, MTU 1400, to the VIP",
+                          .in = {rx_client(icmp_err(eth(kLbClientMac, kRouterMac), kRouterIp, kVip,
+                                                    3, 4, 1400, quote(v2c(c1, kDownData), 48)))},
+                          .out = {tx_backend(icmp_err(eth(b.mac, kLbBackendMac), kLocal, b.ip, 3, 4,
+                                                      1400, quote(b2l(b, kDownData, 1024), 48)))},
+                          .checks = {LB_CTR(icmp_errors_translated, 1)}},
+                     };
+                   }});
+}
+
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
   const Client c1 = client(1);
@@ -1587,6 +1930,8 @@ std::vector<Case> all_cases() {
                   .checks = {LB_CTR(arp_replies, 1)}}};
        }});
   add_pool_change_cases(cases);
+  icmp_error_cases(cases);
+  fullnat_cases(cases);
   return cases;
 }
 

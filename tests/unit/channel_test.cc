@@ -525,9 +525,8 @@ TEST(ApplyUpdate, ForwardModeIsCheckedAndCarried) {
   EXPECT_EQ(dp::apply_update(state, u), "");
   EXPECT_EQ(state["web"].forward, cfg::Forward::kTunnel);
   u.forward = static_cast<uint8_t>(cfg::Forward::kFullnat);
-  EXPECT_EQ(dp::apply_update(state, u),
-            "web: forward = \"fullnat\" is not supported by this lbd yet");
-  EXPECT_EQ(state["web"].forward, cfg::Forward::kTunnel);
+  ASSERT_EQ(dp::apply_update(state, u), "");
+  EXPECT_EQ(state["web"].forward, cfg::Forward::kFullnat);
 }
 
 TEST(ApplyUpdate, FillUpdateCarriesForward) {

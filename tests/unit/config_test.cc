@@ -163,8 +163,17 @@ constexpr BadCase kBadCases[] = {
   {"dataplane_not_group", 1, 8, "dataplane = 1;", 1, "dataplane", "expected a group { ... }, found an integer"},
 
   // --- dataplane scalars.
-  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy, maglev_hash_seed, idle)"},
+  {"unknown_key_typo", 2, 2, "  workerz = 2;", 2, "dataplane.workerz", "unknown setting 'workerz' (did you mean 'workers'? allowed: workers, mbufs, ports, flows, retry, miss_policy, no_backend_policy, maglev_hash_seed, idle, fullnat_addresses, fullnat_ports)"},
   {"missing_workers", 2, 2, "", 1, "dataplane.workers", "missing required setting 'workers'"},
+  {"fullnat_outside_subnets", 7, 7, R"(  fullnat_addresses = ["10.30.0.5"];)", 7, "dataplane.fullnat_addresses.[0]", "10.30.0.5 is in no port's subnet"},
+  {"fullnat_twice", 7, 7, R"(  fullnat_addresses = ["10.20.0.50", "10.20.0.50"];)", 7, "dataplane.fullnat_addresses.[1]", "10.20.0.50 is listed twice"},
+  {"fullnat_broadcast", 7, 7, R"(  fullnat_addresses = ["10.20.0.255"];)", 7, "dataplane.fullnat_addresses.[0]", "is the broadcast address of 10.20.0.0/24"},
+  {"fullnat_is_vip", 7, 7, R"(  fullnat_addresses = ["10.10.0.100"];)", 7, "dataplane.fullnat_addresses.[0]", "10.10.0.100 is the VIP of service 'web'"},
+  {"fullnat_is_backend", 7, 7, R"(  fullnat_addresses = ["10.20.0.12"];)", 7, "dataplane.fullnat_addresses.[0]", "10.20.0.12 is a backend of service 'web'"},
+  {"fullnat_not_list", 7, 7, R"(  fullnat_addresses = "10.20.0.50";)", 7, "dataplane.fullnat_addresses", "expected a list of IPv4 addresses"},
+  {"fullnat_service_without_addresses", 11, 11, R"(    forward = "fullnat";)", 10, "services.[0]", "forward = \"fullnat\" needs dataplane.fullnat_addresses"},
+  {"fullnat_ports_shape", 7, 7, R"(  fullnat_ports = [1024];)", 7, "dataplane.fullnat_ports", "expected [first, last]"},
+  {"fullnat_ports_one_per_worker", 7, 7, R"(  fullnat_ports = [2000, 2000];)", 7, "dataplane.fullnat_ports", "ports 2000..2000 leave some of the 2 workers no port"},
   {"workers_string", 2, 2, R"(  workers = "2";)", 2, "dataplane.workers", "expected an integer, found a string"},
   {"workers_float", 2, 2, "  workers = 2.0;", 2, "dataplane.workers", "expected an integer, found a float"},
   {"workers_bool", 2, 2, "  workers = true;", 2, "dataplane.workers", "expected an integer, found a boolean"},
@@ -524,6 +533,20 @@ TEST(ConfigErrorTest, ComposesWhat) {
 
 // -------------------------------------------------------------------------------------------
 // Accepted variants and defaults.
+
+TEST(GoodConfig, FullnatAddressesAndPorts) {
+  const Config c = parse(replace_lines(
+      7, 7, R"(  fullnat_addresses = ["10.20.0.50", "10.20.0.1"]; fullnat_ports = [2000, 2999];)"));
+  ASSERT_EQ(c.dataplane.fullnat_addresses.size(), 2u);
+  EXPECT_EQ(c.dataplane.fullnat_addresses[0], 0x0a140032u);
+  EXPECT_EQ(c.dataplane.fullnat_addresses[1], 0x0a140001u);  // a port's own address may be one
+  EXPECT_EQ(c.dataplane.fullnat_port_first, 2000);
+  EXPECT_EQ(c.dataplane.fullnat_port_last, 2999);
+  const Config d = parse(std::string(kBase));
+  EXPECT_TRUE(d.dataplane.fullnat_addresses.empty());
+  EXPECT_EQ(d.dataplane.fullnat_port_first, 1024);
+  EXPECT_EQ(d.dataplane.fullnat_port_last, 65535);
+}
 
 TEST(GoodConfig, DefaultsApplied) {
   const Config c = parse(std::string(kBase));
@@ -1095,8 +1118,12 @@ TEST(ToString, MatchesWhatTheParserAccepts) {
     EXPECT_EQ(c.services[0].scheduler, s);
   }
   for (const Forward f : {Forward::kDnat, Forward::kTunnel, Forward::kFullnat}) {
-    const Config c =
-        parse(replace_lines(11, 11, std::string("    forward = \"") + to_string(f) + "\";"));
+    // (fullnat needs a local address)
+    const Config c = parse(replace_lines(
+        7, 11,
+        std::string("  fullnat_addresses = [\"10.20.0.50\"];\n};\nservices = (\n") +
+            "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80;\n    forward = \"" +
+            to_string(f) + "\";"));
     EXPECT_EQ(c.services[0].forward, f);
   }
   for (const MissPolicy p : {MissPolicy::kDrop, MissPolicy::kRst}) {

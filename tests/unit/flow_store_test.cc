@@ -423,7 +423,7 @@ TEST(FlowStore, HeaderDecidesWhetherATableIsTakenOver) {
       {"short", [](FlowFileHeader&, uint64_t& b, FlowFileParams&) { b = 100; },
        "shorter than a header"},
       {"layout", [](FlowFileHeader& h, uint64_t&, FlowFileParams&) { h.layout = 0; },
-       "layout is version 0, this lbd's is 1"},
+       "layout is version 0, this lbd's is 2"},
       {"record size", [](FlowFileHeader& h, uint64_t&, FlowFileParams&) { h.flow_bytes = 128; },
        "laid out differently"},
       {"capacity", [](FlowFileHeader&, uint64_t&, FlowFileParams& p) { p.capacity = 131072; },

@@ -1500,11 +1500,12 @@ TEST_F(ProcessorTest, IcmpNotForUsOrUnsupported) {
   reply.type = 0;
   EXPECT_TRUE(
       IsDrop(Run(echo_frame(0, kVip, reply), kClientSide, 1), DropReason::kIcmpUnsupported));
+  // An error too short to quote an IPv4 header and 8 bytes (icmp_error.cc).
   Icmp unreach = echo;
   unreach.type = 3;
   unreach.code = 4;
   EXPECT_TRUE(
-      IsDrop(Run(echo_frame(0, kVip, unreach), kClientSide, 1), DropReason::kIcmpUnsupported));
+      IsDrop(Run(echo_frame(0, kVip, unreach), kClientSide, 1), DropReason::kIcmpMalformed));
   Icmp bad_code = echo;
   bad_code.code = 1;
   EXPECT_TRUE(

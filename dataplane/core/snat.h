@@ -1,0 +1,112 @@
+#pragma once
+// Full-NAT local ports of one worker (docs/architecture.md, "Full-NAT").
+//
+// A full-NAT flow leaves lbd from (local address, local port) so that the backend's replies come
+// back to lbd whatever its routes. The replies' destination port must name the worker that owns
+// the flow, because a NIC hashing the backend's 4-tuple may deliver them to any queue: as in
+// DPVS, each worker owns a disjoint share of every local address's ports, here the ports p in
+// [kFirstPort, 65535] with p % workers == worker (the low bits of the port when the worker count
+// is a power of two). A reply received by another worker goes to owner_of(port) over the handoff
+// rings ("conn redirect"); no NIC flow rule is needed.
+//
+// The arithmetic: a worker owns about (65536 - kFirstPort) / workers ports per local address, so
+// the concurrent full-NAT flows of a worker are at most local addresses x that, and of the whole
+// node local addresses x 64512 (whatever the number of workers), shared by all backends. A flow
+// holds its port until its record is reclaimed (its close/time-wait timeout has passed), never
+// less.
+//
+// Per local address: a FIFO ring of free ports (the oldest freed is reused first, which leaves a
+// backend's TIME_WAIT for the old connection as long as possible to end) and the flow index each
+// port in use belongs to, so a reply finds its flow by direct index. Allocation and release are
+// O(1), no search; all memory is allocated by the constructor.
+
+#include <cstdint>
+#include <span>
+
+#include "large_array.h"
+#include "lb_limits.h"
+
+namespace lb::core {
+
+class SnatPorts {
+ public:
+  static constexpr uint16_t kFirstPort = 1024;
+  static constexpr uint32_t kMaxLocalAddrs = limits::kMaxFullnatAddresses;
+  static constexpr uint32_t kNoFlow = UINT32_MAX;
+
+  // The worker that owns local port `port` among `workers`.
+  static uint16_t owner_of(uint16_t port, uint16_t workers) {
+    return workers <= 1 ? 0 : static_cast<uint16_t>(port % workers);
+  }
+  // How many ports of each local address worker `worker` of `workers` owns in [lo, hi].
+  static uint32_t ports_per_address(uint16_t worker, uint16_t workers, uint16_t lo = kFirstPort,
+                                    uint16_t hi = 65535);
+
+  SnatPorts() = default;
+  // The ports [lo, hi] of each address (dataplane.fullnat_ports). Throws
+  // std::invalid_argument for more than kMaxLocalAddrs addresses, a zero address, a repeated
+  // one, worker >= workers, or a range in which this worker owns no port.
+  SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint16_t workers,
+            uint16_t lo = kFirstPort, uint16_t hi = 65535);
+
+  uint32_t addresses() const { return naddr_; }
+  uint32_t address(uint32_t li) const { return addr_[li].ip; }
+  // The index of local address `ip`, or -1.
+  int find(uint32_t ip) const {
+    for (uint32_t i = 0; i < naddr_; ++i)
+      if (addr_[i].ip == ip) return static_cast<int>(i);
+    return -1;
+  }
+
+  // Takes a free port for flow `flow`: from the local address after the last one used that has
+  // one (round robin). False when every address of this worker is exhausted (counted against
+  // each address in alloc_failures).
+  bool alloc(uint32_t flow, uint8_t& li, uint16_t& port);
+  // Gives the port back (its flow's record is being reclaimed). A port that is not in use (a
+  // second release) is ignored.
+  void release(uint8_t li, uint16_t port);
+  // The flow that holds (li, port), or kNoFlow (not in use, not this worker's, out of range).
+  uint32_t flow_of(uint8_t li, uint16_t port) const {
+    if (li >= naddr_ || port < first_ || port > last_ || owner_of(port, workers_) != worker_)
+      return kNoFlow;
+    const uint32_t f = addr_[li].flow[slot(port)];
+    return f == 0 ? kNoFlow : f - 1;
+  }
+  // Marks (li, port) as held by `flow` (a flow restored after a restart). False when it is not
+  // this worker's or already held; call rebuild_free() once after the last claim.
+  bool claim(uint32_t flow, uint8_t li, uint16_t port);
+  void rebuild_free();
+
+  struct Stats {
+    uint32_t in_use = 0;
+    uint32_t free = 0;
+    uint64_t alloc_failures = 0;
+  };
+  Stats stats(uint32_t li) const {
+    const Addr& a = addr_[li];
+    return {a.in_use, nports_ - a.in_use, a.failures};
+  }
+
+ private:
+  struct Addr {
+    uint32_t ip = 0;
+    uint32_t in_use = 0;
+    uint64_t failures = 0;
+    uint32_t head = 0;          // next free port to hand out, in ring
+    LargeArray<uint16_t> ring;  // free ports, FIFO: ring[(head + i) % nports_], i < free
+    LargeArray<uint32_t> flow;  // per slot: flow index + 1, 0 when free
+  };
+  uint32_t slot(uint16_t port) const { return (port - first_) / workers_; }
+  uint16_t port_of(uint32_t s) const { return static_cast<uint16_t>(first_ + s * workers_); }
+
+  Addr addr_[kMaxLocalAddrs];
+  uint32_t naddr_ = 0;
+  uint32_t nports_ = 0;  // ports per address this worker owns
+  uint16_t worker_ = 0;
+  uint16_t workers_ = 1;
+  uint32_t first_ = kFirstPort;  // this worker's lowest port
+  uint32_t last_ = 65535;        // the range's highest
+  uint32_t next_ = 0;            // round-robin start
+};
+
+}  // namespace lb::core

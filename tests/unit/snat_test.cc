@@ -1,0 +1,158 @@
+// Full-NAT local ports (dataplane/core/snat.h): per-worker ownership by port, FIFO reuse,
+// exhaustion counted, release of a port not held ignored, restore after a restart.
+
+#include "snat.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <stdexcept>
+#include <vector>
+
+namespace lb::core {
+namespace {
+
+constexpr uint32_t kL1 = 0x0a000a01;  // 10.0.10.1
+constexpr uint32_t kL2 = 0x0a000a02;
+
+TEST(SnatPorts, WorkersOwnDisjointSharesCoveringEveryPort) {
+  for (uint16_t workers : {uint16_t{1}, uint16_t{2}, uint16_t{3}, uint16_t{4}, uint16_t{6}}) {
+    std::vector<int> seen(65536, 0);
+    uint32_t total = 0;
+    for (uint16_t w = 0; w < workers; ++w) {
+      const std::vector<uint32_t> ips = {kL1};
+      SnatPorts sp(ips, w, workers);
+      const uint32_t n = SnatPorts::ports_per_address(w, workers);
+      total += n;
+      for (uint32_t i = 0; i < n; ++i) {
+        uint8_t li;
+        uint16_t port;
+        ASSERT_TRUE(sp.alloc(i, li, port));
+        EXPECT_EQ(SnatPorts::owner_of(port, workers), w);
+        EXPECT_GE(port, SnatPorts::kFirstPort);
+        ++seen[port];
+        EXPECT_EQ(sp.flow_of(li, port), i);
+      }
+      uint8_t li;
+      uint16_t port;
+      EXPECT_FALSE(sp.alloc(99, li, port)) << "worker " << w << " of " << workers;
+      EXPECT_EQ(sp.stats(0).alloc_failures, 1u);
+      EXPECT_EQ(sp.stats(0).free, 0u);
+      EXPECT_EQ(sp.stats(0).in_use, n);
+    }
+    EXPECT_EQ(total, 65536u - SnatPorts::kFirstPort) << workers << " workers";
+    for (uint32_t p = 0; p < 65536; ++p)
+      EXPECT_EQ(seen[p], p >= SnatPorts::kFirstPort ? 1 : 0) << "port " << p;
+  }
+}
+
+TEST(SnatPorts, RoundRobinOverAddressesAndFifoReuse) {
+  const std::vector<uint32_t> ips = {kL1, kL2};
+  SnatPorts sp(ips, 1, 2);
+  uint8_t li[4];
+  uint16_t port[4];
+  for (uint32_t i = 0; i < 4; ++i) ASSERT_TRUE(sp.alloc(i, li[i], port[i]));
+  EXPECT_EQ(li[0], 0);
+  EXPECT_EQ(li[1], 1);
+  EXPECT_EQ(li[2], 0);
+  EXPECT_EQ(port[0], 1025);
+  EXPECT_EQ(port[2], 1027);
+  EXPECT_EQ(sp.find(kL2), 1);
+  EXPECT_EQ(sp.find(0x01020304), -1);
+  // A released port goes to the back of the queue: not reused while others are free.
+  sp.release(li[0], port[0]);
+  EXPECT_EQ(sp.flow_of(li[0], port[0]), SnatPorts::kNoFlow);
+  sp.release(li[0], port[0]);  // twice: ignored
+  EXPECT_EQ(sp.stats(0).in_use, 1u);
+  uint8_t l;
+  uint16_t p;
+  ASSERT_TRUE(sp.alloc(10, l, p));
+  EXPECT_EQ(l, 0);
+  EXPECT_EQ(p, 1029);  // not 1025, freed just now
+  ASSERT_TRUE(sp.alloc(11, l, p));
+  EXPECT_EQ(l, 1);
+  EXPECT_EQ(p, 1029);
+}
+
+TEST(SnatPorts, FreedPortComesBackAfterAllOthers) {
+  const std::vector<uint32_t> ips = {kL1};
+  SnatPorts sp(ips, 0, 16);
+  const uint32_t n = SnatPorts::ports_per_address(0, 16);
+  std::vector<uint16_t> ports(n);
+  uint8_t li;
+  for (uint32_t i = 0; i < n; ++i) ASSERT_TRUE(sp.alloc(i, li, ports[i]));
+  sp.release(0, ports[5]);
+  sp.release(0, ports[2]);
+  uint16_t p;
+  ASSERT_TRUE(sp.alloc(100, li, p));
+  EXPECT_EQ(p, ports[5]);
+  ASSERT_TRUE(sp.alloc(101, li, p));
+  EXPECT_EQ(p, ports[2]);
+  EXPECT_FALSE(sp.alloc(102, li, p));
+}
+
+TEST(SnatPorts, ForeignOrOutOfRangePortsHaveNoFlow) {
+  const std::vector<uint32_t> ips = {kL1};
+  SnatPorts sp(ips, 0, 2);
+  EXPECT_EQ(sp.flow_of(0, 1025), SnatPorts::kNoFlow);  // worker 1's
+  EXPECT_EQ(sp.flow_of(0, 80), SnatPorts::kNoFlow);
+  EXPECT_EQ(sp.flow_of(3, 1024), SnatPorts::kNoFlow);
+  sp.release(0, 1025);  // not ours: ignored
+  EXPECT_EQ(sp.stats(0).in_use, 0u);
+}
+
+TEST(SnatPorts, ClaimAfterRestartThenAllocSkipsClaimed) {
+  const std::vector<uint32_t> ips = {kL1};
+  SnatPorts sp(ips, 0, 1);
+  EXPECT_TRUE(sp.claim(7, 0, 1024));
+  EXPECT_TRUE(sp.claim(8, 0, 1026));
+  EXPECT_FALSE(sp.claim(9, 0, 1026));  // held
+  EXPECT_FALSE(sp.claim(9, 0, 100));
+  sp.rebuild_free();
+  EXPECT_EQ(sp.flow_of(0, 1026), 8u);
+  uint8_t li;
+  uint16_t p;
+  std::set<uint16_t> got;
+  while (sp.alloc(1, li, p)) got.insert(p);
+  EXPECT_EQ(got.size(), 65536u - 1024u - 2u);
+  EXPECT_FALSE(got.count(1024));
+  EXPECT_FALSE(got.count(1026));
+}
+
+TEST(SnatPorts, RefusesBadAddressLists) {
+  const std::vector<uint32_t> twice = {kL1, kL1};
+  EXPECT_THROW(SnatPorts(twice, 0, 1), std::invalid_argument);
+  const std::vector<uint32_t> zero = {0};
+  EXPECT_THROW(SnatPorts(zero, 0, 1), std::invalid_argument);
+  const std::vector<uint32_t> many(SnatPorts::kMaxLocalAddrs + 1, kL1);
+  EXPECT_THROW(SnatPorts(many, 0, 1), std::invalid_argument);
+  const std::vector<uint32_t> one = {kL1};
+  EXPECT_THROW(SnatPorts(one, 2, 2), std::invalid_argument);
+}
+
+TEST(SnatPorts, ANarrowRangeIsSplitToo) {
+  const std::vector<uint32_t> ips = {kL1};
+  SnatPorts w0(ips, 0, 2, 2000, 2003), w1(ips, 1, 2, 2000, 2003);
+  EXPECT_EQ(SnatPorts::ports_per_address(0, 2, 2000, 2003), 2u);
+  uint8_t li;
+  uint16_t p;
+  ASSERT_TRUE(w0.alloc(0, li, p));
+  EXPECT_EQ(p, 2000);
+  ASSERT_TRUE(w0.alloc(1, li, p));
+  EXPECT_EQ(p, 2002);
+  EXPECT_FALSE(w0.alloc(2, li, p));
+  ASSERT_TRUE(w1.alloc(0, li, p));
+  EXPECT_EQ(p, 2001);
+  EXPECT_EQ(w1.flow_of(0, 2005), SnatPorts::kNoFlow);                     // past the range
+  EXPECT_THROW(SnatPorts(ips, 1, 2, 3000, 3000), std::invalid_argument);  // worker 1: none
+}
+
+TEST(SnatPorts, NoAddressesMeansEveryAllocFails) {
+  SnatPorts sp({}, 0, 1);
+  uint8_t li;
+  uint16_t p;
+  EXPECT_FALSE(sp.alloc(0, li, p));
+}
+
+}  // namespace
+}  // namespace lb::core
