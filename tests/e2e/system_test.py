@@ -2,8 +2,12 @@
 """The whole system end to end: lbd on tools/netns.sh's topology (AF_XDP, else af_packet),
 lb-healthd checking three lb-backend servers, real HTTP clients in the client namespace.
 
-usage: system_test.py BUILD_DIR SCENARIO [--scheduler NAME]
-       (SCENARIO: one of SCENARIOS below, or "all"; the service's scheduler, default rr)
+usage: system_test.py BUILD_DIR SCENARIO [--scheduler NAME] [--forward dnat|tunnel]
+       (SCENARIO: one of SCENARIOS below, or "all"; the service's scheduler, default rr;
+       its forwarding mode, default dnat)
+--forward tunnel (direct server return): lbd sends the client's packets inside IPIP; each backend
+decapsulates with lb-decap (this kernel may have no ipip module), holds the VIP on lo and answers
+the client directly over a return path that does not cross lbd (dsr_up below).
 Exit 0 pass, 1 fail, 77 skipped (with the reason: no root / no namespaces).
 Each scenario brings the topology up and tears it down, so each can run (and fail) alone.
 """
@@ -27,16 +31,24 @@ INTERVAL_MS, TIMEOUT_MS, RISE, FALL = 200, 100, 2, 2
 # Scheduling slack on a two-core machine where lbd busy-polls one core.
 SLACK_S = 1.0
 BACKENDS = {i: f"10.20.0.1{i}" for i in (1, 2, 3, 4)}
+VIP = "10.10.0.100"
+# The backends' port: in tunnel mode the inner packet keeps the VIP's port 80, so lb-backend
+# listens on every address at 80 and the health checks use that port too (main sets it).
+PORT = 8080
+# The client's address on the backends' switch: the direct return path of tunnel mode.
+RETURN_ADDR = "10.20.0.200"
 
 
 def addr(i):
-    return f"{BACKENDS[i]}:8080"
+    return f"{BACKENDS[i]}:{PORT}"
 
 
 class System:
-    def __init__(self, build, scheduler="rr"):
+    def __init__(self, build, scheduler="rr", forward="dnat", client_mtu=None):
         self.build = build
         self.scheduler = scheduler
+        self.forward = forward
+        self.client_mtu = client_mtu
         self.tmp = tempfile.TemporaryDirectory()
         self.procs = Procs(self.tmp.name)
         self.cfg = os.path.join(self.tmp.name, "lbd.cfg")
@@ -54,7 +66,7 @@ class System:
                "af_packet": ("net_af_packet_lbe0,iface=lbe-c",
                              "net_af_packet_lbe1,iface=lbe-b")}[self.pmd]
         backends = ",\n      ".join(
-            f'{{ address = "{BACKENDS[i]}"; port = 8080; }}'
+            f'{{ address = "{BACKENDS[i]}"; port = {PORT}; }}'
             for i in (1, 2, 3))
         with open(self.cfg + ".tmp", "w") as f:
             f.write(f"""instance = "{PREFIX}";
@@ -62,6 +74,7 @@ dataplane: {{ workers = 1; flows = {{ capacity = 65536; }};
   ports = ( {{ name = "client"; device = "{dev[0]}"; ip = "10.10.0.1/24"; }},
             {{ name = "backend"; device = "{dev[1]}"; ip = "10.20.0.1/24"; }} ); }};
 services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self.scheduler}";
+    forward = "{self.forward}";
     health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
                fall = {FALL}; jitter_pct = 0; }};
     backends = (
@@ -72,8 +85,9 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
     def start_backend(self, i):
         self.procs.start(f"backend-{i}", ["ip", "netns", "exec", f"{PREFIX}-b{i}",
                                           os.path.join(self.build, "tools", "lb-backend"),
-                                          "--name", f"backend-{i}", "--listen", BACKENDS[i],
-                                          "--port", "8080"])
+                                          "--name", f"backend-{i}", "--listen",
+                                          "0.0.0.0" if self.forward == "tunnel" else BACKENDS[i],
+                                          "--port", str(PORT)])
         wait_for(f"backend-{i} listening",
                  lambda: self.ctl(i, "/control/state", post=False), 10)
 
@@ -95,9 +109,52 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
                                      "--config", self.cfg,
                                      "--runtime-dir", os.path.join(self.tmp.name, "run")])
 
+    def nsx(self, ns, *argv):
+        subprocess.run(["ip", "netns", "exec", f"{PREFIX}-{ns}"] + list(argv), check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def dsr_up(self):
+        """Tunnel mode's backends (docs/operations.md, backend set-up for DSR), with lb-decap in
+        place of the kernel's ipip device, and a return path from the backends' switch to the
+        client: replies go backend -> switch -> client, never through lbd."""
+        subprocess.run(["ip", "link", "add", f"{PREFIX}-r", "type", "veth", "peer", "name", "r0",
+                        "netns", f"{PREFIX}-client"], check=True)
+        subprocess.run(["ip", "link", "set", f"{PREFIX}-r", "netns", f"{PREFIX}-sw"], check=True)
+        self.nsx("sw", "ip", "link", "set", f"{PREFIX}-r", "master", "br0", "up")
+        self.nsx("client", "ip", "addr", "add", f"{RETURN_ADDR}/24", "dev", "r0")
+        self.nsx("client", "ip", "link", "set", "r0", "up")
+        # Replies from the VIP arrive on r0 while the VIP routes via c0: no strict rp_filter.
+        for conf in ("all", "r0"):
+            self.nsx("client", "sysctl", "-qw", f"net.ipv4.conf.{conf}.rp_filter=0")
+        # Offloads off as on every veth of tools/netns.sh.
+        self.nsx("sw", "ethtool", "-K", f"{PREFIX}-r", "tx", "off", "tso", "off", "gso", "off")
+        self.nsx("client", "ethtool", "-K", "r0", "tx", "off", "tso", "off", "gso", "off")
+        for i in (1, 2, 3, 4):
+            ns = f"b{i}"
+            self.nsx(ns, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
+            for key in ("all.arp_ignore=1", "all.arp_announce=2", "all.rp_filter=0",
+                        "default.rp_filter=0"):
+                self.nsx(ns, "sysctl", "-qw", f"net.ipv4.conf.{key}")
+            self.nsx(ns, "ip", "route", "replace", "10.10.0.0/24", "via", RETURN_ADDR)
+            self.procs.start(f"decap-{i}", ["ip", "netns", "exec", f"{PREFIX}-{ns}",
+                                            os.path.join(self.build, "tools", "lb-decap")])
+            wait_for(f"lb-decap's decap0 up in {ns}", lambda ns=ns: subprocess.run(
+                ["ip", "netns", "exec", f"{PREFIX}-{ns}", "ip", "link", "show", "decap0", "up"],
+                capture_output=True).stdout, 5)
+            self.nsx(ns, "sysctl", "-qw", "net.ipv4.conf.decap0.rp_filter=0")
+
     def up(self):
         self.netns("down")
         self.netns("up")
+        if self.client_mtu:
+            # The client's link (both ends: the client and lbd's client port) is the narrow one.
+            self.nsx("client", "ip", "link", "set", "c0", "mtu", str(self.client_mtu))
+            subprocess.run(["ip", "link", "set", f"{PREFIX}-c", "mtu", str(self.client_mtu)],
+                           check=True)
+        if self.forward == "tunnel":
+            self.dsr_up()
+            if self.client_mtu:
+                self.nsx("client", "ip", "link", "set", "r0", "mtu", str(self.client_mtu))
         for i in (1, 2, 3):
             self.start_backend(i)
         self.write_config()
@@ -114,7 +171,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
         self.start_healthd()
         self.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
         time.sleep(1.2)  # lbd asks the backends' MACs every second
-        print(f"up: lbd on {self.pmd}, lb-healthd checking 3 backends")
+        print(f"up: lbd on {self.pmd}, forward {self.forward}, lb-healthd checking 3 backends")
 
     def down(self):
         self.procs.stop_all()
@@ -126,7 +183,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
     def ctl(self, i, path, post=True):
         """lb-backend control over the management path (the host reaches the backends)."""
         out = subprocess.run(["curl", "-s", "--max-time", "2"] + (["-d", ""] if post else []) +
-                             [f"http://{BACKENDS[i]}:8080{path}"], capture_output=True, text=True)
+                             [f"http://{BACKENDS[i]}:{PORT}{path}"], capture_output=True, text=True)
         return out.returncode == 0 and out.stdout
 
     def client(self, *args, background=False):
@@ -411,11 +468,29 @@ def maglev_sigterm(s):
     restart_sigterm(s)
 
 
+def pmtu(s):
+    """A 1 MiB download through lbd whose client link has MTU 1280 (main sets it)."""
+    out = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "--max-time",
+                          "30", "-o", "/dev/null", "-w", "%{http_code} %{size_download} "
+                          "%{time_total}", f"http://{VIP}/?bytes=1048576"],
+                         capture_output=True, text=True, timeout=60)
+    print(f"1 MiB download over a 1280-byte MTU client link: curl exit {out.returncode}, "
+          f"code/size/seconds {out.stdout}")
+    check(out.returncode == 0, f"curl failed: exit {out.returncode}")
+    code, size, _ = out.stdout.split()
+    check(code == "200" and int(size) == 1048576, f"got {out.stdout}")
+    stats = s.tel.query("/lb/stats")
+    print(f"lbd: tunnel_packets {stats.get('tunnel_packets')}, "
+          f"icmp_frag_needed {stats.get('icmp_frag_needed')}")
+    if s.forward == "tunnel":
+        check(stats.get("tunnel_packets", 0) > 0, "no packet went through the tunnel")
+
+
 # Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
                                      healthd_kill, lbd_restart, syn_reset, restart_kill9,
                                      restart_sigterm, maglev_remove, maglev_fresh, maglev_kill9,
-                                     maglev_sigterm)}
+                                     maglev_sigterm, pmtu)}
 
 
 def cannot_run():
@@ -429,10 +504,19 @@ def cannot_run():
 
 
 def main(argv):
-    scheduler = None
-    if len(argv) == 5 and argv[3] == "--scheduler":
-        scheduler = argv[4]
-        argv = argv[:3]
+    global PORT
+    scheduler, forward = None, "dnat"
+    while len(argv) >= 5 and argv[-2] in ("--scheduler", "--forward"):
+        if argv[-2] == "--scheduler":
+            scheduler = argv[-1]
+        elif argv[-1] in ("dnat", "tunnel"):
+            forward = argv[-1]
+        else:
+            print(f"--forward: dnat or tunnel, not {argv[-1]}")
+            return 2
+        argv = argv[:-2]
+    if forward == "tunnel":
+        PORT = 80
     if len(argv) != 3 or (argv[2] not in SCENARIOS and argv[2] != "all"):
         print(__doc__ + "scenarios: " + " ".join(SCENARIOS))
         return 2
@@ -443,7 +527,8 @@ def main(argv):
     names = list(SCENARIOS) if argv[2] == "all" else [argv[2]]
     failed = 0
     for name in names:
-        s = System(argv[1], scheduler or ("maglev" if name.startswith("maglev") else "rr"))
+        s = System(argv[1], scheduler or ("maglev" if name.startswith("maglev") else "rr"),
+                   forward, 1280 if name == "pmtu" else None)
         try:
             s.up()
             SCENARIOS[name](s)
