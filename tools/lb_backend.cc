@@ -233,6 +233,12 @@ static int run(int argc, char** argv) {
     text(res, 200, name + "\n");
   });
 
+  // Any other POST: its body's size, for uploads that cross the path MTU (at most 16 MiB).
+  svr.set_payload_max_length(16 << 20);
+  svr.Post(".*", [&name](const httplib::Request& req, httplib::Response& res) {
+    text(res, 200, name + " " + std::to_string(req.body.size()) + "\n");
+  });
+
   int bound = port;
   if (port == 0) {
     bound = svr.bind_to_any_port(listen);

@@ -143,6 +143,17 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
                 capture_output=True).stdout, 5)
             self.nsx(ns, "sysctl", "-qw", "net.ipv4.conf.decap0.rp_filter=0")
 
+    def decap_counts(self):
+        """Stops the lb-decap processes; the packets each decapsulated, from its exit line."""
+        counts = {}
+        for i in (1, 2, 3, 4):
+            rc = self.procs.stop(f"decap-{i}")
+            with open(os.path.join(self.tmp.name, f"decap-{i}.log")) as f:
+                m = re.search(r"stopped: (\d+) packets", f.read())
+            check(rc == 0 and m, f"lb-decap in b{i}: exit {rc}, no count line")
+            counts[f"b{i}"] = int(m.group(1))
+        return counts
+
     def up(self):
         self.netns("down")
         self.netns("up")
@@ -486,11 +497,29 @@ def pmtu(s):
         check(stats.get("tunnel_packets", 0) > 0, "no packet went through the tunnel")
 
 
+def pmtu_upload(s):
+    """A 1 MiB upload through lbd from a client whose link has MTU 1500: in tunnel mode its
+    full-size packets do not fit the tunnel, lbd answers fragmentation-needed and TCP adapts."""
+    out = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "sh", "-c",
+                          "head -c 1048576 /dev/zero | curl -s --max-time 30 --data-binary @- "
+                          "-H Content-Type:application/octet-stream "
+                          f"-w ' %{{http_code}} %{{time_total}}' http://{VIP}/upload"],
+                         capture_output=True, text=True, timeout=60)
+    stats = s.tel.query("/lb/stats")
+    print(f"1 MiB upload: curl exit {out.returncode}, answer/code/seconds {out.stdout.split()}; "
+          f"lbd: tunnel_packets {stats.get('tunnel_packets')}, "
+          f"icmp_frag_needed {stats.get('icmp_frag_needed')}")
+    check(out.returncode == 0, f"curl failed: exit {out.returncode}")
+    check(out.stdout.split()[1:3] == ["1048576", "200"], f"got {out.stdout}")
+    if s.forward == "tunnel":
+        check(stats.get("icmp_frag_needed", 0) > 0, "no fragmentation-needed was sent")
+
+
 # Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
                                      healthd_kill, lbd_restart, syn_reset, restart_kill9,
                                      restart_sigterm, maglev_remove, maglev_fresh, maglev_kill9,
-                                     maglev_sigterm, pmtu)}
+                                     maglev_sigterm, pmtu, pmtu_upload)}
 
 
 def cannot_run():
@@ -532,6 +561,14 @@ def main(argv):
         try:
             s.up()
             SCENARIOS[name](s)
+            if forward == "tunnel":
+                # The client's packets reached the backends through lbd's tunnel only (their
+                # replies cannot cross lbd: the backends route the clients via RETURN_ADDR).
+                decap = s.decap_counts()
+                tunnel = s.tel.query("/lb/stats").get("tunnel_packets", 0)
+                print(f"lbd tunnel_packets {tunnel}; lb-decap decapsulated {decap}")
+                check(tunnel > 0 and sum(decap.values()) >= tunnel,
+                      "the backends did not receive lbd's tunnel packets")
             print(f"PASS {name}")
         except (Failure, subprocess.SubprocessError, OSError, ValueError) as e:
             print(f"FAIL {name}: {e}")
