@@ -35,8 +35,6 @@ VIP = "10.10.0.100"
 # The backends' port: in tunnel mode the inner packet keeps the VIP's port 80, so lb-backend
 # listens on every address at 80 and the health checks use that port too (main sets it).
 PORT = 8080
-# The client's address on the backends' switch: the direct return path of tunnel mode.
-RETURN_ADDR = "10.20.0.200"
 
 
 def addr(i):
@@ -56,9 +54,10 @@ class System:
         self.pmd = "af_xdp"
 
     # -- set-up ----------------------------------------------------------------------------
-    def netns(self, cmd):
+    def netns(self, cmd, *args):
         env = dict(os.environ, LB_NS_PREFIX=PREFIX)
-        subprocess.run([os.path.join(ROOT, "tools", "netns.sh"), cmd, "--backends", "4"],
+        subprocess.run([os.path.join(ROOT, "tools", "netns.sh"), cmd, "--backends", "4"] +
+                       list(args),
                        env=env, check=True, stdout=subprocess.DEVNULL)
 
     def write_config(self):
@@ -114,34 +113,17 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
                        stdout=subprocess.DEVNULL)
 
     def dsr_up(self):
-        """Tunnel mode's backends (docs/operations.md, backend set-up for DSR), with lb-decap in
-        place of the kernel's ipip device, and a return path from the backends' switch to the
-        client: replies go backend -> switch -> client, never through lbd."""
-        subprocess.run(["ip", "link", "add", f"{PREFIX}-r", "type", "veth", "peer", "name", "r0",
-                        "netns", f"{PREFIX}-client"], check=True)
-        subprocess.run(["ip", "link", "set", f"{PREFIX}-r", "netns", f"{PREFIX}-sw"], check=True)
-        self.nsx("sw", "ip", "link", "set", f"{PREFIX}-r", "master", "br0", "up")
-        self.nsx("client", "ip", "addr", "add", f"{RETURN_ADDR}/24", "dev", "r0")
-        self.nsx("client", "ip", "link", "set", "r0", "up")
-        # Replies from the VIP arrive on r0 while the VIP routes via c0: no strict rp_filter.
-        for conf in ("all", "r0"):
-            self.nsx("client", "sysctl", "-qw", f"net.ipv4.conf.{conf}.rp_filter=0")
-        # Offloads off as on every veth of tools/netns.sh.
-        self.nsx("sw", "ethtool", "-K", f"{PREFIX}-r", "tx", "off", "tso", "off", "gso", "off")
-        self.nsx("client", "ethtool", "-K", "r0", "tx", "off", "tso", "off", "gso", "off")
+        """Tunnel mode's backends: tools/netns.sh --dsr (the VIP on lo, ARP and rp_filter
+        sysctls, the return path to the client that does not cross lbd), with lb-decap in place
+        of the kernel's ipip device (this kernel may have no ipip module)."""
+        self.netns("up", "--dsr")
         for i in (1, 2, 3, 4):
             ns = f"b{i}"
-            self.nsx(ns, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
-            for key in ("all.arp_ignore=1", "all.arp_announce=2", "all.rp_filter=0",
-                        "default.rp_filter=0"):
-                self.nsx(ns, "sysctl", "-qw", f"net.ipv4.conf.{key}")
-            self.nsx(ns, "ip", "route", "replace", "10.10.0.0/24", "via", RETURN_ADDR)
             self.procs.start(f"decap-{i}", ["ip", "netns", "exec", f"{PREFIX}-{ns}",
                                             os.path.join(self.build, "tools", "lb-decap")])
             wait_for(f"lb-decap's decap0 up in {ns}", lambda ns=ns: subprocess.run(
                 ["ip", "netns", "exec", f"{PREFIX}-{ns}", "ip", "link", "show", "decap0", "up"],
                 capture_output=True).stdout, 5)
-            self.nsx(ns, "sysctl", "-qw", "net.ipv4.conf.decap0.rp_filter=0")
 
     def decap_counts(self):
         """Stops the lb-decap processes; the packets each decapsulated, from its exit line."""
@@ -563,7 +545,7 @@ def main(argv):
             SCENARIOS[name](s)
             if forward == "tunnel":
                 # The client's packets reached the backends through lbd's tunnel only (their
-                # replies cannot cross lbd: the backends route the clients via RETURN_ADDR).
+                # replies cannot cross lbd: tools/netns.sh --dsr routes the clients via r0).
                 decap = s.decap_counts()
                 tunnel = s.tel.query("/lb/stats").get("tunnel_packets", 0)
                 print(f"lbd tunnel_packets {tunnel}; lb-decap decapsulated {decap}")
