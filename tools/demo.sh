@@ -7,13 +7,26 @@
 #   3. a live view of lbd's counters until Ctrl-C.
 # Everything it started is stopped and the topology removed on exit.
 #
-# Usage: tools/demo.sh [--once]
+# Usage: tools/demo.sh [--once] [--mode dnat|tunnel]
 #   --once  run steps 1-2 without pauses or live view; exit 0 only if every step behaved as shown
+#   --mode tunnel  forward = "tunnel" (direct server return over IPIP): the backends answer the
+#           client directly (tools/netns.sh --dsr), each decapsulating with lb-decap
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 once=0
-[ "${1:-}" = "--once" ] && once=1
+mode=dnat
+while [ $# -gt 0 ]; do
+  case $1 in
+    --once) once=1; shift ;;
+    --mode) mode=${2:-}; shift 2 || true ;;
+    *) echo "usage: tools/demo.sh [--once] [--mode dnat|tunnel]" >&2; exit 2 ;;
+  esac
+done
+case $mode in dnat | tunnel) ;; *) echo "demo: --mode dnat or tunnel, not '$mode'" >&2; exit 2 ;; esac
+# In tunnel mode the client's packets keep the VIP's port 80: the backends serve (and are
+# checked) on port 80 of every address.
+if [ "$mode" = tunnel ]; then bport=80; blisten=0.0.0.0; else bport=8080; blisten=; fi
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { printf '\ndemo: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -67,16 +80,24 @@ wait_until() {  # wait_until SECONDS COMMAND...: true once COMMAND succeeds
 
 bold "network: a client namespace, lbd's two ports, three backends (tools/netns.sh)"
 tools/netns.sh down >/dev/null 2>&1
-tools/netns.sh up || die "tools/netns.sh up"
+dsr=()
+[ "$mode" = tunnel ] && dsr=(--dsr)
+tools/netns.sh up "${dsr[@]}" || die "tools/netns.sh up"
 for i in 1 2 3; do
-  nsx lb-b$i build/tools/lb-backend --name backend-$i --listen 10.20.0.1$i --port 8080 \
-    >"$tmp/backend-$i.log" 2>&1 &
+  nsx lb-b$i build/tools/lb-backend --name backend-$i --listen "${blisten:-10.20.0.1$i}" \
+    --port $bport >"$tmp/backend-$i.log" 2>&1 &
   pids+=($!)
+  if [ "$mode" = tunnel ]; then
+    # The stand-in for the kernel's ipip device (docs/operations.md, backend set-up for DSR).
+    nsx lb-b$i build/tools/lb-decap >"$tmp/decap-$i.log" 2>&1 &
+    pids+=($!)
+  fi
 done
 for i in 1 2 3; do
-  wait_until 10 curl -s -o /dev/null --max-time 1 http://10.20.0.1$i:8080/healthcheck ||
+  wait_until 10 curl -s -o /dev/null --max-time 1 http://10.20.0.1$i:$bport/healthcheck ||
     die "backend-$i does not start"
 done
+[ "$mode" = tunnel ] && echo "tunnel mode: backends serve the VIP on lo, lb-decap decapsulates"
 
 start_lbd() {  # start_lbd CONFIG
   build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 512 -- --config "$1" \
@@ -86,20 +107,26 @@ start_lbd() {  # start_lbd CONFIG
   wait_until 15 nsx lb-client ping -c1 -W1 10.10.0.100 >/dev/null 2>&1
 }
 bold "lbd: trying AF_XDP on its ports, else af_packet"
-sed 's/net_af_packet\([01]\)/net_af_xdp\1/' config/examples/demo.cfg >"$tmp/demo-xdp.cfg"
+base=config/examples/demo.cfg
+if [ "$mode" = tunnel ]; then
+  sed -e "s/port = 8080;/port = $bport;/" -e 's/scheduler = "rr";/&\n    forward = "tunnel";/' \
+    "$base" >"$tmp/demo.cfg"
+  base=$tmp/demo.cfg
+fi
+sed 's/net_af_packet\([01]\)/net_af_xdp\1/' "$base" >"$tmp/demo-xdp.cfg"
 if start_lbd "$tmp/demo-xdp.cfg"; then
   cfg="$tmp/demo-xdp.cfg"
-  echo "lbd is up on net_af_xdp (config/examples/demo.cfg with AF_XDP devices)"
+  echo "lbd is up on net_af_xdp (config/examples/demo.cfg with AF_XDP devices, forward $mode)"
 else
   kill "$lbd_pid" 2>/dev/null
   wait "$lbd_pid" 2>/dev/null
-  cfg=config/examples/demo.cfg
+  cfg=$base
   start_lbd "$cfg" || { cat "$tmp/lbd.log"; die "lbd does not answer for the VIP"; }
   echo "lbd is up on net_af_packet (config/examples/demo.cfg)"
 fi
 build/healthd/lb-healthd --config "$cfg" >"$tmp/healthd.log" 2>&1 &
 pids+=($!)
-all_active="10.20.0.11:8080=active 10.20.0.12:8080=active 10.20.0.13:8080=active"
+all_active="10.20.0.11:$bport=active 10.20.0.12:$bport=active 10.20.0.13:$bport=active"
 wait_until 10 pool_is "$all_active" ||
   die "lb-healthd did not bring the pool up: $(cat "$tmp/healthd.log")"
 echo "lb-healthd is checking the backends; lbd's pool: $(states)"
@@ -116,11 +143,11 @@ echo "=> round robin: 4 each"
 [ $once -eq 1 ] || sleep 2
 
 bold "2. backend-2 starts failing its health check (/healthcheck answers 503)"
-curl -s -d '' --max-time 2 http://10.20.0.12:8080/control/health/fail >/dev/null
+curl -s -d '' --max-time 2 http://10.20.0.12:$bport/control/health/fail >/dev/null
 t0=$(date +%s.%N)
-wait_until 5 pool_has "10.20.0.12:8080=draining" || die "backend-2 was not taken out"
+wait_until 5 pool_has "10.20.0.12:$bport=draining" || die "backend-2 was not taken out"
 printf '=> lb-healthd took it out after %.2fs: ' "$(echo "$(date +%s.%N) - $t0" | bc)"
-grep "10.20.0.12:8080 DOWN" "$tmp/healthd.log" | tail -1 | sed 's/^.* WARNING //'
+grep "10.20.0.12:$bport DOWN" "$tmp/healthd.log" | tail -1 | sed 's/^.* WARNING //'
 echo "   lbd's pool: $(states)"
 out=$(requests 6)
 echo "$out" | sed 's/^/   /'
@@ -130,13 +157,19 @@ echo "=> new connections avoid it"
 [ $once -eq 1 ] || sleep 2
 
 bold "   backend-2 recovers"
-curl -s -d '' --max-time 2 http://10.20.0.12:8080/control/health/ok >/dev/null
+curl -s -d '' --max-time 2 http://10.20.0.12:$bport/control/health/ok >/dev/null
 wait_until 5 pool_is "$all_active" || die "backend-2 did not come back"
-grep "10.20.0.12:8080 UP" "$tmp/healthd.log" | tail -1 | sed 's/^.* INFO /=> /'
+grep "10.20.0.12:$bport UP" "$tmp/healthd.log" | tail -1 | sed 's/^.* INFO /=> /'
 out=$(requests 6)
 echo "$out" | sed 's/^/   /'
 [ "$(echo "$out" | grep -c backend-2)" -eq 2 ] || die "backend-2 did not get its share back"
 echo "=> back in the pool"
+
+if [ "$mode" = tunnel ]; then
+  tunnel=$(python3 tests/e2e/lbenv.py lb stats | awk '$1 == "tunnel_packets" {print $2}')
+  echo "=> lbd sent ${tunnel:-0} packets through the tunnel; the replies went to the client directly"
+  [ "${tunnel:-0}" -gt 0 ] || die "no packet went through the tunnel"
+fi
 
 if [ $once -eq 1 ]; then
   bold "demo --once: every step behaved as shown"

@@ -222,7 +222,21 @@ static int run(int argc, char** argv) {
       const long ms = std::strtol(req.get_param_value("delay_ms").c_str(), nullptr, 10);
       if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms < 10000 ? ms : 10000));
     }
+    // ?bytes=N (at most 16 MiB): a body of N bytes, for downloads that cross the path MTU.
+    if (req.has_param("bytes")) {
+      const long n = std::strtol(req.get_param_value("bytes").c_str(), nullptr, 10);
+      if (n > 0 && n <= (16L << 20)) {
+        res.set_content(std::string(static_cast<size_t>(n), 'x'), "application/octet-stream");
+        return;
+      }
+    }
     text(res, 200, name + "\n");
+  });
+
+  // Any other POST: its body's size, for uploads that cross the path MTU (at most 16 MiB).
+  svr.set_payload_max_length(16 << 20);
+  svr.Post(".*", [&name](const httplib::Request& req, httplib::Response& res) {
+    text(res, 200, name + " " + std::to_string(req.body.size()) + "\n");
   });
 
   int bound = port;

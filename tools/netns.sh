@@ -14,7 +14,13 @@
 # cross lbd. Offloads are off on every veth (a raw-socket or AF_XDP forwarder otherwise sees
 # partial checksums), IPv6 is off on lbd's ends.
 #
-# Usage: tools/netns.sh up|down|status [--backends N] [--prefix P]
+# --dsr (direct server return, lbd's forward = "tunnel"; docs/operations.md): the backends hold
+# the VIP 10.10.0.100 on lo with arp_ignore=1 / arp_announce=2 and rp_filter off (also for the
+# decapsulating device made later: tunl0, or lb-decap's decap0), and a return path r0
+# 10.20.0.200/24 in the client namespace, on br0, is their route to 10.10.0.0/24: replies go
+# backend -> br0 -> client, never through lbd. The decapsulator itself is the caller's to start.
+#
+# Usage: tools/netns.sh up|down|status [--backends N] [--prefix P] [--dsr]
 #   up      idempotent: builds what is missing
 #   down    removes everything with the prefix, whatever state it is in (also after a crash)
 #   status  shows what exists
@@ -25,10 +31,12 @@ cmd=${1:-status}
 shift || true
 p=${LB_NS_PREFIX:-lb}
 n=${LB_NS_BACKENDS:-3}
+dsr=0
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) p=$2; shift 2 ;;
     --backends) n=$2; shift 2 ;;
+    --dsr) dsr=1; shift ;;
     *) echo "netns.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -97,6 +105,8 @@ up() {
     offload_off "$ns" eth0
   done
 
+  [ $dsr -eq 1 ] && dsr_up
+
   # lbd's ends: no kernel addresses, no IPv6 chatter, offloads off
   for ifc in $p-c $p-b; do
     sysctl -qw net.ipv6.conf.$ifc.disable_ipv6=1 2>/dev/null || true
@@ -105,6 +115,28 @@ up() {
   done
   echo "netns.sh: up: client $p-client (10.10.0.50), lbd ports $p-c/$p-b, backends" \
     "$(seq -s' ' -f "10.20.0.1%g" 1 "$n"), management $p-m (10.20.0.250)"
+}
+
+dsr_up() {
+  if ! nsx $p-client ip link show r0 >/dev/null 2>&1; then
+    ip link add $p-r type veth peer name r0 netns $p-client
+    ip link set $p-r netns $p-sw
+  fi
+  nsx $p-sw ip link set $p-r master br0
+  nsx $p-sw ip link set $p-r up
+  offload_off $p-sw $p-r
+  nsx $p-client ip addr replace 10.20.0.200/24 dev r0
+  nsx $p-client ip link set r0 up
+  offload_off $p-client r0
+  # replies from the VIP arrive on r0 while the VIP routes via c0: no strict rp_filter
+  nsx $p-client sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.r0.rp_filter=0
+  for i in $(seq 1 "$n"); do
+    ns=$p-b$i
+    nsx "$ns" ip addr replace 10.10.0.100/32 dev lo
+    nsx "$ns" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+      net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    nsx "$ns" ip route replace 10.10.0.0/24 via 10.20.0.200
+  done
 }
 
 down() {
@@ -143,5 +175,5 @@ case $cmd in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: netns.sh up|down|status [--backends N] [--prefix P]" >&2; exit 2 ;;
+  *) echo "usage: netns.sh up|down|status [--backends N] [--prefix P] [--dsr]" >&2; exit 2 ;;
 esac

@@ -2,8 +2,12 @@
 """The whole system end to end: lbd on tools/netns.sh's topology (AF_XDP, else af_packet),
 lb-healthd checking three lb-backend servers, real HTTP clients in the client namespace.
 
-usage: system_test.py BUILD_DIR SCENARIO [--scheduler NAME]
-       (SCENARIO: one of SCENARIOS below, or "all"; the service's scheduler, default rr)
+usage: system_test.py BUILD_DIR SCENARIO [--scheduler NAME] [--forward dnat|tunnel]
+       (SCENARIO: one of SCENARIOS below, or "all"; the service's scheduler, default rr;
+       its forwarding mode, default dnat)
+--forward tunnel (direct server return): lbd sends the client's packets inside IPIP; each backend
+decapsulates with lb-decap (this kernel may have no ipip module), holds the VIP on lo and answers
+the client directly over a return path that does not cross lbd (dsr_up below).
 Exit 0 pass, 1 fail, 77 skipped (with the reason: no root / no namespaces).
 Each scenario brings the topology up and tears it down, so each can run (and fail) alone.
 """
@@ -27,16 +31,22 @@ INTERVAL_MS, TIMEOUT_MS, RISE, FALL = 200, 100, 2, 2
 # Scheduling slack on a two-core machine where lbd busy-polls one core.
 SLACK_S = 1.0
 BACKENDS = {i: f"10.20.0.1{i}" for i in (1, 2, 3, 4)}
+VIP = "10.10.0.100"
+# The backends' port: in tunnel mode the inner packet keeps the VIP's port 80, so lb-backend
+# listens on every address at 80 and the health checks use that port too (main sets it).
+PORT = 8080
 
 
 def addr(i):
-    return f"{BACKENDS[i]}:8080"
+    return f"{BACKENDS[i]}:{PORT}"
 
 
 class System:
-    def __init__(self, build, scheduler="rr"):
+    def __init__(self, build, scheduler="rr", forward="dnat", client_mtu=None):
         self.build = build
         self.scheduler = scheduler
+        self.forward = forward
+        self.client_mtu = client_mtu
         self.tmp = tempfile.TemporaryDirectory()
         self.procs = Procs(self.tmp.name)
         self.cfg = os.path.join(self.tmp.name, "lbd.cfg")
@@ -44,9 +54,10 @@ class System:
         self.pmd = "af_xdp"
 
     # -- set-up ----------------------------------------------------------------------------
-    def netns(self, cmd):
+    def netns(self, cmd, *args):
         env = dict(os.environ, LB_NS_PREFIX=PREFIX)
-        subprocess.run([os.path.join(ROOT, "tools", "netns.sh"), cmd, "--backends", "4"],
+        subprocess.run([os.path.join(ROOT, "tools", "netns.sh"), cmd, "--backends", "4"] +
+                       list(args),
                        env=env, check=True, stdout=subprocess.DEVNULL)
 
     def write_config(self):
@@ -54,7 +65,7 @@ class System:
                "af_packet": ("net_af_packet_lbe0,iface=lbe-c",
                              "net_af_packet_lbe1,iface=lbe-b")}[self.pmd]
         backends = ",\n      ".join(
-            f'{{ address = "{BACKENDS[i]}"; port = 8080; }}'
+            f'{{ address = "{BACKENDS[i]}"; port = {PORT}; }}'
             for i in (1, 2, 3))
         with open(self.cfg + ".tmp", "w") as f:
             f.write(f"""instance = "{PREFIX}";
@@ -62,6 +73,7 @@ dataplane: {{ workers = 1; flows = {{ capacity = 65536; }};
   ports = ( {{ name = "client"; device = "{dev[0]}"; ip = "10.10.0.1/24"; }},
             {{ name = "backend"; device = "{dev[1]}"; ip = "10.20.0.1/24"; }} ); }};
 services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self.scheduler}";
+    forward = "{self.forward}";
     health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
                fall = {FALL}; jitter_pct = 0; }};
     backends = (
@@ -72,8 +84,9 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
     def start_backend(self, i):
         self.procs.start(f"backend-{i}", ["ip", "netns", "exec", f"{PREFIX}-b{i}",
                                           os.path.join(self.build, "tools", "lb-backend"),
-                                          "--name", f"backend-{i}", "--listen", BACKENDS[i],
-                                          "--port", "8080"])
+                                          "--name", f"backend-{i}", "--listen",
+                                          "0.0.0.0" if self.forward == "tunnel" else BACKENDS[i],
+                                          "--port", str(PORT)])
         wait_for(f"backend-{i} listening",
                  lambda: self.ctl(i, "/control/state", post=False), 10)
 
@@ -95,9 +108,46 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
                                      "--config", self.cfg,
                                      "--runtime-dir", os.path.join(self.tmp.name, "run")])
 
+    def nsx(self, ns, *argv):
+        subprocess.run(["ip", "netns", "exec", f"{PREFIX}-{ns}"] + list(argv), check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def dsr_up(self):
+        """Tunnel mode's backends: tools/netns.sh --dsr (the VIP on lo, ARP and rp_filter
+        sysctls, the return path to the client that does not cross lbd), with lb-decap in place
+        of the kernel's ipip device (this kernel may have no ipip module)."""
+        self.netns("up", "--dsr")
+        for i in (1, 2, 3, 4):
+            ns = f"b{i}"
+            self.procs.start(f"decap-{i}", ["ip", "netns", "exec", f"{PREFIX}-{ns}",
+                                            os.path.join(self.build, "tools", "lb-decap")])
+            wait_for(f"lb-decap's decap0 up in {ns}", lambda ns=ns: subprocess.run(
+                ["ip", "netns", "exec", f"{PREFIX}-{ns}", "ip", "link", "show", "decap0", "up"],
+                capture_output=True).stdout, 5)
+
+    def decap_counts(self):
+        """Stops the lb-decap processes; the packets each decapsulated, from its exit line."""
+        counts = {}
+        for i in (1, 2, 3, 4):
+            rc = self.procs.stop(f"decap-{i}")
+            with open(os.path.join(self.tmp.name, f"decap-{i}.log")) as f:
+                m = re.search(r"stopped: (\d+) packets", f.read())
+            check(rc == 0 and m, f"lb-decap in b{i}: exit {rc}, no count line")
+            counts[f"b{i}"] = int(m.group(1))
+        return counts
+
     def up(self):
         self.netns("down")
         self.netns("up")
+        if self.client_mtu:
+            # The client's link (both ends: the client and lbd's client port) is the narrow one.
+            self.nsx("client", "ip", "link", "set", "c0", "mtu", str(self.client_mtu))
+            subprocess.run(["ip", "link", "set", f"{PREFIX}-c", "mtu", str(self.client_mtu)],
+                           check=True)
+        if self.forward == "tunnel":
+            self.dsr_up()
+            if self.client_mtu:
+                self.nsx("client", "ip", "link", "set", "r0", "mtu", str(self.client_mtu))
         for i in (1, 2, 3):
             self.start_backend(i)
         self.write_config()
@@ -114,7 +164,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
         self.start_healthd()
         self.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
         time.sleep(1.2)  # lbd asks the backends' MACs every second
-        print(f"up: lbd on {self.pmd}, lb-healthd checking 3 backends")
+        print(f"up: lbd on {self.pmd}, forward {self.forward}, lb-healthd checking 3 backends")
 
     def down(self):
         self.procs.stop_all()
@@ -126,7 +176,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
     def ctl(self, i, path, post=True):
         """lb-backend control over the management path (the host reaches the backends)."""
         out = subprocess.run(["curl", "-s", "--max-time", "2"] + (["-d", ""] if post else []) +
-                             [f"http://{BACKENDS[i]}:8080{path}"], capture_output=True, text=True)
+                             [f"http://{BACKENDS[i]}:{PORT}{path}"], capture_output=True, text=True)
         return out.returncode == 0 and out.stdout
 
     def client(self, *args, background=False):
@@ -418,11 +468,47 @@ def maglev_sigterm(s):
     restart_sigterm(s)
 
 
+def pmtu(s):
+    """A 1 MiB download through lbd whose client link has MTU 1280 (main sets it)."""
+    out = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "--max-time",
+                          "30", "-o", "/dev/null", "-w", "%{http_code} %{size_download} "
+                          "%{time_total}", f"http://{VIP}/?bytes=1048576"],
+                         capture_output=True, text=True, timeout=60)
+    print(f"1 MiB download over a 1280-byte MTU client link: curl exit {out.returncode}, "
+          f"code/size/seconds {out.stdout}")
+    check(out.returncode == 0, f"curl failed: exit {out.returncode}")
+    code, size, _ = out.stdout.split()
+    check(code == "200" and int(size) == 1048576, f"got {out.stdout}")
+    stats = s.tel.query("/lb/stats")
+    print(f"lbd: tunnel_packets {stats.get('tunnel_packets')}, "
+          f"icmp_frag_needed {stats.get('icmp_frag_needed')}")
+    if s.forward == "tunnel":
+        check(stats.get("tunnel_packets", 0) > 0, "no packet went through the tunnel")
+
+
+def pmtu_upload(s):
+    """A 1 MiB upload through lbd from a client whose link has MTU 1500: in tunnel mode its
+    full-size packets do not fit the tunnel, lbd answers fragmentation-needed and TCP adapts."""
+    out = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "sh", "-c",
+                          "head -c 1048576 /dev/zero | curl -s --max-time 30 --data-binary @- "
+                          "-H Content-Type:application/octet-stream "
+                          f"-w ' %{{http_code}} %{{time_total}}' http://{VIP}/upload"],
+                         capture_output=True, text=True, timeout=60)
+    stats = s.tel.query("/lb/stats")
+    print(f"1 MiB upload: curl exit {out.returncode}, answer/code/seconds {out.stdout.split()}; "
+          f"lbd: tunnel_packets {stats.get('tunnel_packets')}, "
+          f"icmp_frag_needed {stats.get('icmp_frag_needed')}")
+    check(out.returncode == 0, f"curl failed: exit {out.returncode}")
+    check(out.stdout.split()[1:3] == ["1048576", "200"], f"got {out.stdout}")
+    if s.forward == "tunnel":
+        check(stats.get("icmp_frag_needed", 0) > 0, "no fragmentation-needed was sent")
+
+
 # Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
                                      healthd_kill, lbd_restart, syn_reset, restart_kill9,
                                      restart_sigterm, maglev_remove, maglev_fresh, maglev_kill9,
-                                     maglev_sigterm)}
+                                     maglev_sigterm, pmtu, pmtu_upload)}
 
 
 def cannot_run():
@@ -436,10 +522,19 @@ def cannot_run():
 
 
 def main(argv):
-    scheduler = None
-    if len(argv) == 5 and argv[3] == "--scheduler":
-        scheduler = argv[4]
-        argv = argv[:3]
+    global PORT
+    scheduler, forward = None, "dnat"
+    while len(argv) >= 5 and argv[-2] in ("--scheduler", "--forward"):
+        if argv[-2] == "--scheduler":
+            scheduler = argv[-1]
+        elif argv[-1] in ("dnat", "tunnel"):
+            forward = argv[-1]
+        else:
+            print(f"--forward: dnat or tunnel, not {argv[-1]}")
+            return 2
+        argv = argv[:-2]
+    if forward == "tunnel":
+        PORT = 80
     if len(argv) != 3 or (argv[2] not in SCENARIOS and argv[2] != "all"):
         print(__doc__ + "scenarios: " + " ".join(SCENARIOS))
         return 2
@@ -450,10 +545,19 @@ def main(argv):
     names = list(SCENARIOS) if argv[2] == "all" else [argv[2]]
     failed = 0
     for name in names:
-        s = System(argv[1], scheduler or ("maglev" if name.startswith("maglev") else "rr"))
+        s = System(argv[1], scheduler or ("maglev" if name.startswith("maglev") else "rr"),
+                   forward, 1280 if name == "pmtu" else None)
         try:
             s.up()
             SCENARIOS[name](s)
+            if forward == "tunnel":
+                # The client's packets reached the backends through lbd's tunnel only (their
+                # replies cannot cross lbd: tools/netns.sh --dsr routes the clients via r0).
+                decap = s.decap_counts()
+                tunnel = s.tel.query("/lb/stats").get("tunnel_packets", 0)
+                print(f"lbd tunnel_packets {tunnel}; lb-decap decapsulated {decap}")
+                check(tunnel > 0 and sum(decap.values()) >= tunnel,
+                      "the backends did not receive lbd's tunnel packets")
             print(f"PASS {name}")
         except (Failure, subprocess.SubprocessError, OSError, ValueError) as e:
             print(f"FAIL {name}: {e}")
