@@ -99,6 +99,8 @@ int key_rank(std::string_view key) {
                                                 "flows",
                                                 "retry",
                                                 "idle",
+                                                "fullnat_addresses",
+                                                "fullnat_ports",
                                                 "mode",
                                                 "after_empty_polls",
                                                 "max_sleep_us",
@@ -555,6 +557,14 @@ Json config_to_json(const cfg::Config& config) {
   d["no_backend_policy"] = cfg::to_string(dp.no_backend_policy);
   if (dp.maglev_hash_seed != cfg::kDefaultMaglevHashSeed)
     d["maglev_hash_seed"] = dp.maglev_hash_seed;
+  if (!dp.fullnat_addresses.empty()) {
+    Json a = Json::array();
+    for (const uint32_t addr : dp.fullnat_addresses) a.push_back(cfg::format_ipv4(addr));
+    d["fullnat_addresses"] = std::move(a);
+  }
+  if (dp.fullnat_port_first != cfg::DataplaneConfig{}.fullnat_port_first ||
+      dp.fullnat_port_last != cfg::DataplaneConfig{}.fullnat_port_last)
+    d["fullnat_ports"] = Json::array({dp.fullnat_port_first, dp.fullnat_port_last});
   if (dp.idle != cfg::IdleConfig{}) {
     d["idle"] = Json{{"mode", cfg::to_string(dp.idle.mode)},
                      {"after_empty_polls", dp.idle.after_empty_polls},

@@ -606,9 +606,19 @@ class Run {
                         static_cast<unsigned>(v[i].reason));
           ++dropped[static_cast<size_t>(v[i].reason)];
           break;
-        case Action::kTx:
+        case Action::kTx: {
           check_tx(v[i], frames[i], in);
+          // An ICMP error lbd makes as a router hop answers a packet it does not forward, which
+          // is counted under its drop reason too (time exceeded: ttl_exceeded; fragmentation
+          // needed: frag_needed). Those come from a port address; errors passed on about a flow
+          // do not.
+          const test::Decoded o = test::decode(frames[i].data(), frames[i].len);
+          if (o.ok && o.type == 0x0800 && o.proto == 1 && is_local(o.ip_src)) {
+            if (o.icmp_type == 11) ++dropped[static_cast<size_t>(DropReason::kTtlExceeded)];
+            if (o.icmp_type == 3) ++dropped[static_cast<size_t>(DropReason::kFragNeeded)];
+          }
           break;
+        }
         case Action::kHandoff:
           LB_FUZZ_CHECK(!handed, "worker %u handed off a frame it was handed", w);
           LB_FUZZ_CHECK(v[i].worker < workers_ && v[i].worker != w, "handoff to worker %u",
@@ -664,8 +674,13 @@ class Run {
                   "%zu bytes for IPv4 length %u\n%s", n, d.total_len, shown().c_str());
     const std::string errors = test::checksum_errors(p, n);
     if (pk.kind == PacketKind::kIcmp) {
-      LB_FUZZ_CHECK(d.icmp_type == 0 && (is_vip(d.ip_src) || is_local(d.ip_src)) &&
-                        !is_vip(d.ip_dst) && !is_local(d.ip_dst) && errors.empty(),
+      // An echo reply from a VIP or a port address; or an error: one lbd makes as a router hop
+      // (time exceeded, fragmentation needed: from a port address), or one about a flow that lbd
+      // passes on to the flow's other end. Never to lbd's own addresses, header checksum right.
+      const bool echo_reply = d.icmp_type == 0 && (is_vip(d.ip_src) || is_local(d.ip_src));
+      const bool error = d.icmp_type == 3 || d.icmp_type == 11;
+      LB_FUZZ_CHECK((echo_reply || error) && !is_vip(d.ip_dst) && !is_local(d.ip_dst) &&
+                        test::ref_sum(p + d.l3, 20) == 0xffff && (!echo_reply || errors.empty()),
                     "ICMP output\n%s", shown().c_str());
       return;
     }

@@ -638,6 +638,16 @@ void add_pool_change_cases(std::vector<Case>& cases) {
 Bytes quote(const Bytes& frame, size_t n) {
   return Bytes(frame.begin() + 14, frame.begin() + 14 + static_cast<std::ptrdiff_t>(n));
 }
+// Frame `f` (untagged IPv4) with TTL `ttl` and its header checksum made right again: what a
+// packet lbd forwarded (one hop, TTL 64 -> 63) looks like in an ICMP error's quote.
+Bytes with_ttl(Bytes f, uint8_t ttl) {
+  f[14 + 8] = ttl;
+  f[14 + 10] = f[14 + 11] = 0;
+  const auto sum = static_cast<uint16_t>(~ref_sum(f.data() + 14, 20));
+  f[14 + 10] = static_cast<uint8_t>(sum >> 8);
+  f[14 + 11] = static_cast<uint8_t>(sum & 0xff);
+  return f;
+}
 // Destination unreachable (type 3) or time exceeded (11); `mtu` is the next-hop MTU of a
 // fragmentation needed (code 4). Not padded: long enough.
 Bytes icmp_err(const Eth& e, uint32_t src, uint32_t dst, uint8_t type, uint8_t code, uint16_t mtu,
@@ -674,13 +684,13 @@ void icmp_error_cases(std::vector<Case>& cases) {
                      .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, c1.ip, 3, 4, 1280,
                                                 quote(c2b(c1, b, kUpData), 48)))},
                      .out = {tx_client(icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 3, 4, 1280,
-                                                quote(c2v(c1, kUpData), 48)))},
+                                                quote(with_ttl(c2v(c1, kUpData), 63), 48)))},
                      .checks = {LB_CTR(icmp_errors_translated, 1)}},
                     {.what = "time exceeded quoting 28 bytes (no TCP checksum: ports only)",
                      .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, c1.ip, 11, 0, 0,
                                                 quote(c2b(c1, b, kUpData), 28)))},
                      .out = {tx_client(icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 11, 0, 0,
-                                                quote(c2v(c1, kUpData), 28)))},
+                                                quote(with_ttl(c2v(c1, kUpData), 63), 28)))},
                      .checks = {LB_CTR(icmp_errors_translated, 1)}},
                 };
        }});
@@ -695,7 +705,8 @@ void icmp_error_cases(std::vector<Case>& cases) {
                      .in = {rx_client(icmp_err(eth(kLbClientMac, kRouterMac), kRouterIp, kVip, 3, 4,
                                                1400, quote(v2c(c1, kDownData), 48)))},
                      .out = {tx_backend(icmp_err(eth(b.mac, kLbBackendMac), kRouterIp, b.ip, 3, 4,
-                                                 1400, quote(b2c(b, c1, kDownData), 48)))},
+                                                 1400,
+                                                 quote(with_ttl(b2c(b, c1, kDownData), 63), 48)))},
                      .checks = {LB_CTR(icmp_errors_translated, 1)}},
                 };
        }});
@@ -724,7 +735,7 @@ void icmp_error_cases(std::vector<Case>& cases) {
                      const Bytes in = icmp_err(eth(kLbBackendMac, b.mac), b.ip, c1.ip, 3, 4, 1280,
                                                quote(c2b(c1, b, kUpData), 48));
                      const Bytes out = icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 3, 4, 1280,
-                                                quote(c2v(c1, kUpData), 48));
+                                                quote(with_ttl(c2v(c1, kUpData), 63), 48));
                      Step s{.what = "101 errors",
                             .checks = {LB_CTR(icmp_errors_translated, 100),
                                        drops(DropReason::kIcmpErrorRateLimited, 1)},
@@ -748,8 +759,9 @@ constexpr uint32_t kLocal = ip4(10, 20, 0, 50);
 constexpr uint32_t kLocal2 = ip4(10, 20, 0, 51);
 // client -> VIP as lbd must send it to backend b from local:lport
 Bytes l2b(const Backend& b, const Seg& s, uint16_t lport, uint32_t local = kLocal) {
-  return tcp_frame(eth(b.mac, kLbBackendMac), ip_of(s, local, b.ip),
-                   tcp_of(s, lport, kBackendTcpPort), 0);
+  Ip ip = ip_of(s, local, b.ip);
+  ip.ttl = 63;  // lbd is a router hop
+  return tcp_frame(eth(b.mac, kLbBackendMac), ip, tcp_of(s, lport, kBackendTcpPort), 0);
 }
 // backend b -> local:lport, as it arrives on the backend port
 Bytes b2l(const Backend& b, const Seg& s, uint16_t lport, uint32_t local = kLocal) {
@@ -946,31 +958,31 @@ void fullnat_cases(std::vector<Case>& cases) {
                           .checks = {drops(DropReason::kArpNotForUs, 1)}},
                      };
                    }});
-  cases.push_back({.name = "FullnatIcmpFragNeededBothWays",
-                   .description =
-                       "fullnat: the backend's frag-needed about local -> backend reaches the "
-                       "client about client -> VIP; a client-side router's about VIP -> client "
-                       "reaches the backend from the local address about backend -> local",
-                   .options = one,
-                   .script = [=](const Env&) -> std::vector<Step> {
-                     return {
-                         {.what = "SYN",
-                          .in = {rx_client(c2v(c1, syn_seg()))},
-                          .out = {tx_backend(l2b(b, syn_seg(), 1024))}},
-                         {.what = "backend: frag needed, MTU 1280, to the local address",
-                          .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, kLocal, 3, 4,
-                                                     1280, quote(l2b(b, kUpData, 1024), 48)))},
-                          .out = {tx_client(icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 3, 4,
-                                                     1280, quote(c2v(c1, kUpData), 48)))},
-                          .checks = {LB_CTR(icmp_errors_translated, 1)}},
-                         {.what = "client-side router: frag needed, MTU 1400, to the VIP",
-                          .in = {rx_client(icmp_err(eth(kLbClientMac, kRouterMac), kRouterIp, kVip,
-                                                    3, 4, 1400, quote(v2c(c1, kDownData), 48)))},
-                          .out = {tx_backend(icmp_err(eth(b.mac, kLbBackendMac), kLocal, b.ip, 3, 4,
-                                                      1400, quote(b2l(b, kDownData, 1024), 48)))},
-                          .checks = {LB_CTR(icmp_errors_translated, 1)}},
-                     };
-                   }});
+  cases.push_back(
+      {.name = "FullnatIcmpFragNeededBothWays",
+       .description = "fullnat: the backend's frag-needed about local -> backend reaches the "
+                      "client about client -> VIP; a client-side router's about VIP -> client "
+                      "reaches the backend from the local address about backend -> local",
+       .options = one,
+       .script = [=](const Env&) -> std::vector<Step> {
+         return {
+             {.what = "SYN",
+              .in = {rx_client(c2v(c1, syn_seg()))},
+              .out = {tx_backend(l2b(b, syn_seg(), 1024))}},
+             {.what = "backend: frag needed, MTU 1280, to the local address",
+              .in = {rx_backend(icmp_err(eth(kLbBackendMac, b.mac), b.ip, kLocal, 3, 4, 1280,
+                                         quote(l2b(b, kUpData, 1024), 48)))},
+              .out = {tx_client(icmp_err(eth(c1.mac, kLbClientMac), kVip, c1.ip, 3, 4, 1280,
+                                         quote(with_ttl(c2v(c1, kUpData), 63), 48)))},
+              .checks = {LB_CTR(icmp_errors_translated, 1)}},
+             {.what = "client-side router: frag needed, MTU 1400, to the VIP",
+              .in = {rx_client(icmp_err(eth(kLbClientMac, kRouterMac), kRouterIp, kVip, 3, 4, 1400,
+                                        quote(v2c(c1, kDownData), 48)))},
+              .out = {tx_backend(icmp_err(eth(b.mac, kLbBackendMac), kLocal, b.ip, 3, 4, 1400,
+                                          quote(with_ttl(b2l(b, kDownData, 1024), 63), 48)))},
+              .checks = {LB_CTR(icmp_errors_translated, 1)}},
+         };
+       }});
 }
 
 std::vector<Case> all_cases() {

@@ -92,6 +92,10 @@ TEST(ControlState, CanonicalJsonHasEveryEffectiveValue) {
 TEST(ControlState, ForwardRoundTripsThroughJsonAndText) {
   cfg::Config c = base_config();
   EXPECT_FALSE(services_to_json(c.services)[0].contains("forward"));  // the default, dnat
+  // Full-NAT needs its local addresses, which the writer keeps with its port range.
+  c.dataplane.fullnat_addresses = {0x0a140032, 0x0a140033};  // 10.20.0.50, .51
+  c.dataplane.fullnat_port_first = 2000;
+  c.dataplane.fullnat_port_last = 2999;
   for (const cfg::Forward f : {cfg::Forward::kTunnel, cfg::Forward::kFullnat}) {
     c.services[0].forward = f;
     const Json j = config_to_json(c);
@@ -99,6 +103,9 @@ TEST(ControlState, ForwardRoundTripsThroughJsonAndText) {
     const cfg::Config back = cfg::parse_config(to_libconfig(j, "x.cfg", ""), "x.cfg");
     EXPECT_EQ(back.services[0].forward, f);
     EXPECT_EQ(back.services[1].forward, cfg::Forward::kDnat);
+    EXPECT_EQ(back.dataplane.fullnat_addresses, c.dataplane.fullnat_addresses);
+    EXPECT_EQ(back.dataplane.fullnat_port_first, 2000);
+    EXPECT_EQ(back.dataplane.fullnat_port_last, 2999);
   }
 }
 
