@@ -553,8 +553,11 @@ def main(argv):
             if forward == "tunnel":
                 # The client's packets reached the backends through lbd's tunnel only (their
                 # replies cannot cross lbd: tools/netns.sh --dsr routes the clients via r0).
-                decap = s.decap_counts()
+                # lbd's count first, the decapsulators' after: packets lbd sends later (the
+                # client's last ACKs) only add to theirs; 0.3 s lets those counted arrive.
                 tunnel = s.tel.query("/lb/stats").get("tunnel_packets", 0)
+                time.sleep(0.3)
+                decap = s.decap_counts()
                 print(f"lbd tunnel_packets {tunnel}; lb-decap decapsulated {decap}")
                 check(tunnel > 0 and sum(decap.values()) >= tunnel,
                       "the backends did not receive lbd's tunnel packets")
