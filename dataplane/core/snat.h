@@ -36,7 +36,7 @@ class SnatPorts {
 
   // The worker that owns local port `port` among `workers`.
   static uint16_t owner_of(uint16_t port, uint16_t workers) {
-    return workers <= 1 ? 0 : static_cast<uint16_t>(port % workers);
+    return workers <= 1 ? uint16_t{0} : static_cast<uint16_t>(port % workers);
   }
   // How many ports of each local address worker `worker` of `workers` owns in [lo, hi].
   static uint32_t ports_per_address(uint16_t worker, uint16_t workers, uint16_t lo = kFirstPort,
