@@ -629,6 +629,23 @@ inline void decrement_ttl(uint8_t* ip) {
                         csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
   --ip[ip_off::kTtl];
 }
+// One dnat hop: the address at `addr_at` of the IPv4 header `ip` goes from `from` to `to`, the
+// TCP port at `port_at` of `t` from `pfrom` to `pto`, and the TTL down by one. The TCP checksum
+// covers the address through the pseudo-header, so both checksums take the address change
+// (RFC 1624); the TTL is the IPv4 header's alone (the high byte of its word at offset 8).
+inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t from, uint32_t to,
+                    size_t port_at, uint16_t pfrom, uint16_t pto) {
+  const uint32_t d = csum_delta32(from, to);
+  const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
+  store_be16(ip + ip_off::kCsum,
+             csum_apply(load_be16(ip + ip_off::kCsum),
+                        d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
+  --ip[ip_off::kTtl];
+  store_be16(t + tcp_off::kCsum,
+             csum_apply(load_be16(t + tcp_off::kCsum), d + csum_delta16(pfrom, pto)));
+  store_be32(ip + addr_at, to);
+  store_be16(t + port_at, pto);
+}
 }  // namespace
 
 Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
@@ -642,19 +659,8 @@ Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
     fullnat_to_backend(ip, t, fl, snat_.address(fl.local_addr));
     decrement_ttl(ip);
   } else {
-    // DNAT: VIP:vport -> backend:port, TTL - 1. The TCP checksum covers the address through
-    // the pseudo-header, so both checksums take the address change (RFC 1624); the TTL is the
-    // IPv4 header's alone (the high byte of its word at offset 8).
-    const uint32_t d = csum_delta32(fl.vip, fl.backend_ip);
-    const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
-    store_be16(ip + ip_off::kCsum,
-               csum_apply(load_be16(ip + ip_off::kCsum),
-                          d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
-    --ip[ip_off::kTtl];
-    store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
-                                              d + csum_delta16(fl.vport, fl.backend_port)));
-    store_be32(ip + ip_off::kDst, fl.backend_ip);
-    store_be16(t + tcp_off::kDport, fl.backend_port);
+    // DNAT: VIP:vport -> backend:port.
+    nat_hop(ip, t, ip_off::kDst, fl.vip, fl.backend_ip, tcp_off::kDport, fl.vport, fl.backend_port);
   }
   if (!write_l2(f, pk, *mac, cfg_.ports[fl.backend_port_id].mac, false, 0))
     return drop(DropReason::kNoBuffer);
@@ -672,17 +678,8 @@ Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
     fullnat_to_client(ip, t, fl, snat_.address(fl.local_addr));
     decrement_ttl(ip);
   } else {
-    // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP; TTL - 1.
-    const uint32_t d = csum_delta32(fl.backend_ip, fl.vip);
-    const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
-    store_be16(ip + ip_off::kCsum,
-               csum_apply(load_be16(ip + ip_off::kCsum),
-                          d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
-    --ip[ip_off::kTtl];
-    store_be16(t + tcp_off::kCsum, csum_apply(load_be16(t + tcp_off::kCsum),
-                                              d + csum_delta16(fl.backend_port, fl.vport)));
-    store_be32(ip + ip_off::kSrc, fl.vip);
-    store_be16(t + tcp_off::kSport, fl.vport);
+    // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP.
+    nat_hop(ip, t, ip_off::kSrc, fl.backend_ip, fl.vip, tcp_off::kSport, fl.backend_port, fl.vport);
   }
   if (!write_l2(f, pk, fl.client_mac, cfg_.ports[fl.client_port_id].mac, fl.client_tagged != 0,
                 fl.client_vlan))
