@@ -35,10 +35,12 @@ void PoolChannel::tick(uint64_t now) {
 
 void PoolChannel::receive_updates() {
   shm::Header& h = segment_.header();
-  std::unique_ptr<core::Pool> built;
-  uint64_t last = 0;
-  uint32_t applied = 0;
   std::optional<PoolState> before;
+  // Every update is checked on its own (a bad one is refused whole and the rest still apply),
+  // then the pool is built once for all of this tick's: a build costs up to a maglev table per
+  // changed service (~0.6 ms for 256 backends), which a burst of updates must not pay each.
+  PoolState next = state_;
+  accepted_.clear();
   for (;;) {
     const unsigned n =
         segment_.receive(rx_updates_.data(), static_cast<unsigned>(rx_updates_.size()));
@@ -47,27 +49,46 @@ void PoolChannel::receive_updates() {
       const shm::ServiceUpdate& u = rx_updates_[i];
       h.received_generation.store(u.generation, std::memory_order_release);
       if (!before) before = state_;  // for the log: what this tick's updates changed
-      // Each update is tried on a copy: a bad one is refused whole and the rest still apply.
-      PoolState next = state_;
-      std::string why = apply_update(next, u);
-      if (why.empty()) {
-        try {
-          built = dp_.build(u.generation, next);
-          state_ = std::move(next);
-          last = u.generation;
-          ++applied;
-          stats_.updates_applied.fetch_add(1, std::memory_order_relaxed);
-          continue;
-        } catch (const std::exception& e) {
-          why = e.what();
-        }
+      PoolState trial = next;
+      if (std::string why = apply_update(trial, u); !why.empty()) {
+        refuse(u.generation, why);
+        continue;
       }
-      stats_.updates_rejected.fetch_add(1, std::memory_order_relaxed);
-      h.rejected_generation.store(u.generation, std::memory_order_release);
-      LB_LOG_POOL(ERR, "pool update %llu refused: %s",
-                  static_cast<unsigned long long>(u.generation), why.c_str());
+      next = std::move(trial);
+      accepted_.push_back(u);
     }
   }
+  std::unique_ptr<core::Pool> built;
+  uint64_t last = 0;
+  size_t applied = 0;
+  if (!accepted_.empty()) {
+    try {
+      built = dp_.build(accepted_.back().generation, next);
+      state_ = std::move(next);
+      last = accepted_.back().generation;
+      applied = accepted_.size();
+    } catch (const std::exception&) {
+      // One of them passed its checks but not the build: find it by building them one by one.
+      for (const shm::ServiceUpdate& u : accepted_) {
+        PoolState one = state_;
+        // It passed above on a state that held every update before it; one of those may be the
+        // one refused here, so it is checked again.
+        if (std::string why = apply_update(one, u); !why.empty()) {
+          refuse(u.generation, why);
+          continue;
+        }
+        try {
+          built = dp_.build(u.generation, one);
+          state_ = std::move(one);
+          last = u.generation;
+          ++applied;
+        } catch (const std::exception& e) {
+          refuse(u.generation, e.what());
+        }
+      }
+    }
+  }
+  stats_.updates_applied.fetch_add(applied, std::memory_order_relaxed);
   if (built) {
     const uint64_t token = dp_.publish(std::move(built));
     pending_ack_ = {token, last};
@@ -85,6 +106,13 @@ void PoolChannel::receive_updates() {
     if (h.applied_generation.load(std::memory_order_relaxed) < r)
       h.applied_generation.store(r, std::memory_order_release);
   }
+}
+
+void PoolChannel::refuse(uint64_t generation, const std::string& why) {
+  stats_.updates_rejected.fetch_add(1, std::memory_order_relaxed);
+  segment_.header().rejected_generation.store(generation, std::memory_order_release);
+  LB_LOG_POOL(ERR, "pool update %llu refused: %s", static_cast<unsigned long long>(generation),
+              why.c_str());
 }
 
 void PoolChannel::acknowledge() {

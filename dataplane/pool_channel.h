@@ -44,6 +44,8 @@ class PoolChannel {
 
  private:
   void receive_updates();
+  // Counts and logs update `generation` as refused, and says so in the segment's header.
+  void refuse(uint64_t generation, const std::string& why);
   // The header's applied_generation once every worker uses what was published for it.
   void acknowledge();
   void post_passive_events();
@@ -55,6 +57,7 @@ class PoolChannel {
   shm::Segment segment_;
   PoolState state_;  // what the published pool was built from
   std::vector<shm::ServiceUpdate> rx_updates_;
+  std::vector<shm::ServiceUpdate> accepted_;  // this tick's updates that passed their checks
   std::optional<std::pair<uint64_t, uint64_t>> pending_ack_;  // (RCU token, generation)
   std::vector<uint64_t> last_syn_rst_, last_syn_timeout_;     // by BackendId, summed
   uint64_t next_events_ = 0;
