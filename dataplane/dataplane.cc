@@ -176,6 +176,7 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
     if (!wk.handoff || !wk.ctl || !wk.forget)
       throw dpdk_error("cannot create worker rings", rte_errno);
     wk.tx.resize(ports_.size());
+    wk.to_owner.resize(nworkers);
     if (rte_rcu_qsbr_thread_register(qsbr_, w) != 0)
       throw std::runtime_error("cannot register worker with RCU");
   }
@@ -540,14 +541,13 @@ void Dataplane::apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core:
       t.m[t.n++] = m;
       return;
     }
-    case core::Action::kHandoff:
+    case core::Action::kHandoff: {
       m->port = in_port;  // the owner needs to know which of our ports it came in on
-      if (rte_ring_mp_enqueue(workers_[v.worker].handoff, m) == 0) {
-        wk.proc->counters().handoff_out.add();
-        return;
-      }
-      wk.proc->counters().drop(core::DropReason::kHandoffFull);
-      break;
+      TxBuffer& t = wk.to_owner[v.worker];
+      if (t.n == 2 * kBurst) flush_handoff(wk, v.worker);
+      t.m[t.n++] = m;
+      return;
+    }
     case core::Action::kDrop:
     case core::Action::kConsumed:
       break;
@@ -555,8 +555,23 @@ void Dataplane::apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core:
   rte_pktmbuf_free(m);
 }
 
+void Dataplane::flush_handoff(Worker& wk, uint16_t owner) {
+  TxBuffer& t = wk.to_owner[owner];
+  const unsigned sent = rte_ring_mp_enqueue_burst(
+      workers_[owner].handoff, reinterpret_cast<void* const*>(t.m), t.n, nullptr);
+  core::WorkerCounters& c = wk.proc->counters();
+  c.handoff_out.add(sent);
+  if (sent < t.n) {
+    c.drops[static_cast<size_t>(core::DropReason::kHandoffFull)].add(t.n - sent);
+    rte_pktmbuf_free_bulk(t.m + sent, t.n - sent);
+  }
+  t.n = 0;
+}
+
 void Dataplane::flush(uint16_t w) {
   Worker& wk = workers_[w];
+  for (uint16_t o = 0; o < wk.to_owner.size(); ++o)
+    if (wk.to_owner[o].n != 0) flush_handoff(wk, o);
   core::WorkerCounters& c = wk.proc->counters();
   for (uint16_t p = 0; p < wk.tx.size(); ++p) {
     TxBuffer& t = wk.tx[p];

@@ -168,6 +168,9 @@ class Dataplane {
     rte_ring* ctl = nullptr;      // frames the control thread wants sent (SP/SC)
     rte_ring* forget = nullptr;   // ids whose scheduler state to forget (SP/SC), reclaim_ids()
     std::vector<TxBuffer> tx;     // per port
+    // Per owner worker: packets for it, enqueued on its handoff ring a burst at a time (one
+    // multi-producer CAS per burst instead of per packet) by flush().
+    std::vector<TxBuffer> to_owner;
     unsigned lcore = 0;
   };
 
@@ -179,7 +182,9 @@ class Dataplane {
   void apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core::Verdict& v,
              uint16_t in_port);
   void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
+  // Sends worker w's buffered packets: to its ports, and to the owners' handoff rings.
   void flush(uint16_t w);
+  void flush_handoff(Worker& wk, uint16_t owner);
   // Asks for every unresolved next hop, and refreshes old ones; true if any is unresolved.
   bool send_arp_requests(core::Tick now);
   void reclaim_pools();

@@ -918,6 +918,17 @@ void fullnat_cases(std::vector<Case>& cases) {
                         "the other worker's queue is handed to the port's owner and translated",
          .options = two,
          .script = [=](const Env&) -> std::vector<Step> {
+           // More replies than a burst, all for worker 1's flow, on worker 0's queue: handed
+           // over a burst at a time and sent in the order they came.
+           Step burst{.what = "40 replies to 1025 on queue 0: handed to worker 1, in order",
+                      .checks = {on(0, LB_CTR(handoff_out, 40)), on(1, LB_CTR(handoff_in, 40)),
+                                 drops(DropReason::kHandoffFull, 0)},
+                      .rounds = 3};
+           for (uint32_t i = 0; i < 40; ++i) {
+             const Seg d = data_seg(5001 + 19 * i, 1019, "HTTP/1.1 200 OK\r\n\r\n", 0x2001);
+             burst.in.push_back(rx_backend(b2l(kB[0], d, 1025), 0));
+             burst.out.push_back(tx_client(v2c(own1, d), 1));
+           }
            return {
                {.what = "worker 1's client: port 1025, sent on queue 1",
                 .in = {rx_client(c2v(own1, syn_seg()), 1)},
@@ -938,6 +949,7 @@ void fullnat_cases(std::vector<Case>& cases) {
                 .in = {rx_backend(b2l(kB[0], kDownData, 1024), 0)},
                 .out = {tx_client(v2c(own0, kDownData), 0)},
                 .checks = {LB_CTR(handoff_out, 0)}},
+               burst,
            };
          }});
   }
