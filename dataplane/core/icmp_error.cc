@@ -28,24 +28,6 @@ constexpr uint8_t kIcmpTimeExceeded = 11;
 constexpr size_t kQuotedTcpCsumEnd = tcp_off::kCsum + 2;
 }  // namespace
 
-bool Processor::icmp_error_allowed(Tick now) {
-  // A token bucket: kIcmpErrorBurst at once, kIcmpErrorsPerSecond on average.
-  if (icmp_tokens_ < kIcmpErrorBurst) {
-    const Tick per = cfg_.ticks_per_second / kIcmpErrorsPerSecond;
-    const Tick step = per == 0 ? 1 : per;
-    const Tick earned = (now - icmp_refill_) / step;
-    if (earned != 0) {
-      icmp_tokens_ = static_cast<uint32_t>(
-          earned >= kIcmpErrorBurst - icmp_tokens_ ? kIcmpErrorBurst : icmp_tokens_ + earned);
-      icmp_refill_ = icmp_tokens_ == kIcmpErrorBurst ? now : icmp_refill_ + earned * step;
-    }
-  }
-  if (icmp_tokens_ == 0) return false;
-  if (icmp_tokens_ == kIcmpErrorBurst) icmp_refill_ = now;  // a full bucket earns from now on
-  --icmp_tokens_;
-  return true;
-}
-
 Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool, Tick now) {
   uint8_t* p = f.data();
   uint8_t* ip = p + pk.l3;
@@ -98,7 +80,9 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool
   }
   if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
   if (idx == FlowTable::kNoFlow) return drop(DropReason::kIcmpErrorNoFlow);
-  if (!icmp_error_allowed(now)) return drop(DropReason::kIcmpErrorRateLimited);
+  // A budget of its own, so that relaying a flood of errors cannot starve lbd's own.
+  if (!icmp_relay_limit_.allow(now, cfg_.ticks_per_second))
+    return drop(DropReason::kIcmpErrorRateLimited);
   const Flow& fl = table_.at(idx);
   const uint32_t local = fl.fullnat() ? snat_.address(fl.local_addr) : 0;
 

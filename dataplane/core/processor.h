@@ -199,11 +199,8 @@ class Processor {
   static void fullnat_to_backend(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
   static void fullnat_to_client(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
   // ICMP errors quoting a flow's packet (icmp_error.cc).
-  static constexpr uint32_t kIcmpErrorsPerSecond = 1000;
-  static constexpr uint32_t kIcmpErrorBurst = 100;
   static bool is_icmp_error(const uint8_t* icmp);
   Verdict icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool, Tick now);
-  bool icmp_error_allowed(Tick now);
   void fullnat_release(const Flow& fl) {
     if (!fl.fullnat()) return;
     snat_.release(fl.local_addr, fl.local_port);
@@ -257,11 +254,10 @@ class Processor {
   uint64_t mac_key_[kMaxPorts];  // each port's MAC as dst_mac_key() reads it from a frame
   uint64_t local_filter_ = 0;    // bit (ip * k) >> 26 set for each port's address
   uint32_t serial_ = 0;
-  Tick now_ = 0;  // the packet's time, for the ICMP limiter
-  IcmpLimiter icmp_limit_;
-  uint32_t icmp_tokens_ = kIcmpErrorBurst;
-  Tick icmp_refill_ = 0;
-  Tick age_due_ = 0;  // when the next batch is due
+  Tick now_ = 0;                  // the packet's time, for the ICMP limiter
+  IcmpLimiter icmp_limit_;        // the errors lbd originates (frag-needed, time exceeded, ...)
+  IcmpLimiter icmp_relay_limit_;  // the errors it translates for a flow (icmp_error.cc)
+  Tick age_due_ = 0;              // when the next batch is due
   uint32_t created_since_age_ = 0;
   Tick age_interval_ = 1;  // ticks per batch
   uint32_t age_paced(Tick now);
