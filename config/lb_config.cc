@@ -97,6 +97,18 @@ const char* to_string(Scheduler s) {
   return "?";
 }
 
+const char* to_string(SynFloodPolicy p) {
+  switch (p) {
+    case SynFloodPolicy::kDropNew:
+      return "drop-new";
+    case SynFloodPolicy::kEvictEmbryonic:
+      return "evict-embryonic";
+    case SynFloodPolicy::kStateless:
+      return "stateless";
+  }
+  return "?";
+}
+
 const char* to_string(MissPolicy p) {
   switch (p) {
     case MissPolicy::kDrop:
@@ -989,7 +1001,8 @@ class Parser {
 
   FlowConfig parse_flows(const Setting& f) const {
     check_keys(f, {"capacity", "tcp_syn_timeout", "tcp_established_timeout", "tcp_fin_timeout",
-                   "tcp_closed_timeout", "persist", "directory"});
+                   "tcp_closed_timeout", "persist", "directory", "syn_budget",
+                   "tcp_syn_timeout_pressure", "syn_flood_policy"});
     FlowConfig out;
     optional_integer(f, "capacity", out.capacity, kMinFlowCapacity, kMaxFlowCapacity);
     optional_integer(f, "tcp_syn_timeout", out.tcp_syn_timeout, kMinTimeoutS, kMaxTimeoutS);
@@ -997,6 +1010,14 @@ class Parser {
                      kMaxTimeoutS);
     optional_integer(f, "tcp_fin_timeout", out.tcp_fin_timeout, kMinTimeoutS, kMaxTimeoutS);
     optional_integer(f, "tcp_closed_timeout", out.tcp_closed_timeout, kMinTimeoutS, kMaxTimeoutS);
+    optional_integer(f, "syn_budget", out.syn_budget, 1, 100);
+    optional_integer(f, "tcp_syn_timeout_pressure", out.tcp_syn_timeout_pressure, kMinTimeoutS,
+                     kMaxTimeoutS);
+    if (const Setting* s = find(f, "syn_flood_policy"))
+      out.syn_flood_policy =
+          enumeration<SynFloodPolicy>(*s, "syn_flood_policy",
+                                      {{"drop-new", SynFloodPolicy::kDropNew},
+                                       {"evict-embryonic", SynFloodPolicy::kEvictEmbryonic}});
     if (const Setting* s = find(f, "persist")) out.persist = as_bool(*s);
     if (const Setting* s = find(f, "directory")) {
       out.directory = as_string(*s);
