@@ -64,7 +64,10 @@ struct FlowConfig {
   // past half of that they time out after tcp_syn_timeout_pressure.
   uint32_t syn_budget = 50;
   uint32_t tcp_syn_timeout_pressure = 1;
-  SynFloodPolicy syn_flood_policy = SynFloodPolicy::kEvictEmbryonic;
+  SynFloodPolicy syn_flood_policy = SynFloodPolicy::kEvictEmbryonic;  // never kStateless here
+  // Services with syn_flood_policy "stateless": above this many new flows per second per worker
+  // a SYN is routed by the Maglev table without a flow (Katran's default is 125 k).
+  uint32_t stateless_rate = 125000;
   // Each worker's table in a file that outlives lbd, so that a restart keeps the connections
   // (dataplane/flow_memory.h); false: in lbd's own memory, lost when it exits.
   bool persist = true;
@@ -191,6 +194,8 @@ struct ServiceConfig {
   Forward forward = Forward::kDnat;
   uint32_t maglev_table_size = kDefaultMaglevTableSize;  // prime; used by scheduler maglev
   std::optional<MissPolicy> miss_policy;  // unset: rehash for maglev, else the dataplane's
+  // Unset: the dataplane's flows.syn_flood_policy. kStateless: maglev + tunnel services only.
+  std::optional<SynFloodPolicy> syn_flood_policy;
   HealthConfig health;
   std::vector<BackendConfig> backends;
   AllDownPolicy on_all_down = AllDownPolicy::kFailClosed;

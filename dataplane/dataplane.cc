@@ -148,6 +148,7 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
   pc.syn_policy = dc.flows.syn_flood_policy == cfg::SynFloodPolicy::kDropNew
                       ? core::SynPolicy::kDropNew
                       : core::SynPolicy::kEvictEmbryonic;
+  pc.stateless_rate = dc.flows.stateless_rate;
   pc.retry_syn_after = dc.retry.syn_timeout_ms * tsc_hz_ / 1000;
   pc.retry_on_rst = dc.retry.on_rst;
   pc.max_retries = static_cast<uint8_t>(dc.retry.max_retries);

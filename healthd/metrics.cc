@@ -223,6 +223,12 @@ constexpr StatKey kStatKeys[] = {
      Type::kCounter,
      "Embryonic flows aged by tcp_syn_timeout_pressure while over half the SYN budget.",
      {}},
+    {"syn_stateless",
+     "lbd_syn_stateless_total",
+     Type::kCounter,
+     "SYNs routed by the Maglev table without a flow (syn_flood_policy stateless: over "
+     "flows.stateless_rate, or the SYN budget or table full).",
+     {}},
     {"flows_reset",
      "lbd_flows_reset_total",
      Type::kCounter,

@@ -60,6 +60,7 @@ struct alignas(64) WorkerCounters {
   Counter flows_refused;         // table full, SYN budget full (drop-new) or conflict
   Counter syn_evicted;           // embryonic flows evicted for a new SYN (evict-embryonic)
   Counter syn_expired_pressure;  // embryonic flows aged by tcp_syn_timeout_pressure
+  Counter syn_stateless;         // SYNs routed by the Maglev table without a flow (stateless)
   Counter flows_rehashed;        // misses that became flows (MissMode kRehash)
   Counter flows_reset;           // their backend stopped serving (removed, or maint with drop)
   Counter flows_active;          // gauge

@@ -1,5 +1,6 @@
 #include "processor.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "checksum.h"
@@ -75,6 +76,15 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowT
   syn_budget_ = cfg.syn_budget != 0 && cfg.syn_budget < table_.capacity() ? cfg.syn_budget
                                                                           : table_.capacity();
   syn_high_water_ = syn_budget_ / 2;
+  if (cfg.stateless_rate != 0) {
+    // A tenth of a second: a burst is noticed within it, and a second's rate is not spent in
+    // its first moments.
+    rate_window_ = cfg.ticks_per_second >= 10 ? cfg.ticks_per_second / 10 : 1;
+    const uint64_t per_window = uint64_t{cfg.stateless_rate} * rate_window_ /
+                                (cfg.ticks_per_second ? cfg.ticks_per_second : 1);
+    rate_window_max_ =
+        per_window == 0 ? 1 : static_cast<uint32_t>(std::min<uint64_t>(per_window, UINT32_MAX));
+  }
   if (cfg_.syn_timeout_pressure == 0 || cfg_.syn_timeout_pressure > cfg_.syn_timeout)
     cfg_.syn_timeout_pressure = cfg_.syn_timeout;
   for (size_t i = 0; i < kMaxPorts; ++i) {
@@ -307,12 +317,24 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   // A router hop (dnat, fullnat) does not forward a packet whose TTL ends here: no flow for it.
   if (svc.forward != ForwardMode::kTunnel && f.data()[pk.l3 + ip_off::kTtl] <= 1)
     return time_exceeded(f, pk, in_port);
-  if (!rehash && (table_.embryonic() >= syn_budget_ || table_.size() == table_.capacity())) {
-    DropReason why;
-    if (!syn_room(svc, why)) {
-      counters_->flows_refused.add();
-      return drop(why);
+  bool stateless = false;
+  if (!rehash) {
+    const SynPolicy p = svc.syn_policy == SynPolicy::kDefault ? cfg_.syn_policy : svc.syn_policy;
+    const bool full = table_.embryonic() >= syn_budget_ || table_.size() == table_.capacity();
+    if (p == SynPolicy::kStateless && svc.maglev) {
+      stateless = full || over_stateless_rate(now);
+    } else if (full) {
+      DropReason why;
+      if (!syn_room(p, why)) {
+        counters_->flows_refused.add();
+        return drop(why);
+      }
     }
+  } else if (table_.size() == table_.capacity() && table_.embryonic() != 0) {
+    // A rehashed segment belongs to a connection past its handshake (a stateless SYN's ACK, a
+    // flow from before a restart): it takes the place of the oldest embryonic flow.
+    DropReason why;
+    syn_room(SynPolicy::kEvictEmbryonic, why);
   }
   const PoolBackend* b =
       svc.maglev ? maglev_pick(pk, pool, svc) : sched_.pick(pool, svc, *counters_);
@@ -349,6 +371,12 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.state = rehash                                ? TcpState::kEstablished
              : svc.forward == ForwardMode::kTunnel ? TcpState::kSynRecv
                                                    : TcpState::kSynSent;
+  if (stateless) {
+    // No record: the client's next segments miss and the maglev rehash gives them this same
+    // backend (the table's pick for the tuple), making a flow only once the client answers.
+    counters_->syn_stateless.add();
+    return to_backend(f, pk, fl);
+  }
   uint32_t idx;
   const FlowTable::InsertResult r = table_.insert_after_miss(fl, hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
@@ -364,6 +392,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   counters_->flows_created.add();
   counters_->flows_active.add();
   ++created_since_age_;
+  ++rate_window_flows_;
   BackendCounters& bc = counters_->backend[raw(b->id)];
   bc.flows_active.add();
   bc.flows_total.add();
@@ -593,8 +622,16 @@ void Processor::release(const Flow& fl) {
   counters_->backend[fl.backend].flows_active.sub();
 }
 
-bool Processor::syn_room(const PoolService& svc, DropReason& why) {
-  const SynPolicy p = svc.syn_policy == SynPolicy::kDefault ? cfg_.syn_policy : svc.syn_policy;
+bool Processor::over_stateless_rate(Tick now) {
+  if (rate_window_max_ == 0) return false;
+  if (now - rate_window_start_ >= rate_window_) {
+    rate_window_start_ = now;
+    rate_window_flows_ = 0;
+  }
+  return rate_window_flows_ >= rate_window_max_;
+}
+
+bool Processor::syn_room(SynPolicy p, DropReason& why) {
   const uint32_t oldest = table_.oldest_embryonic();
   if (p == SynPolicy::kDropNew || oldest == FlowTable::kNoFlow) {
     why = table_.size() == table_.capacity() ? DropReason::kFlowTableFull

@@ -89,7 +89,10 @@ struct ProcessorConfig {
   uint32_t syn_budget = 0;
   Tick syn_timeout_pressure = 0;
   SynPolicy syn_policy = SynPolicy::kDropNew;  // what lbd did before; the config's default differs
-  uint32_t syn_cache_slots = 4096;             // power of two; 0 disables replay of SYNs on retry
+  // kStateless services: above this many new flows per second (0: no limit), or when the budget
+  // or the table is full, a SYN goes to its Maglev backend without a flow.
+  uint32_t stateless_rate = 0;
+  uint32_t syn_cache_slots = 4096;  // power of two; 0 disables replay of SYNs on retry
   uint64_t ticks_per_second = 1000;
   // Flow ownership across workers: owner = reta[toeplitz(client ip, port) % reta.size]
   uint16_t reta_size = 128;
@@ -234,7 +237,9 @@ class Processor {
   void release(const Flow& fl);
   // A SYN found the embryonic budget or the table full: makes room by evicting the oldest
   // embryonic flow (true), or says why it cannot.
-  bool syn_room(const PoolService& svc, DropReason& why);
+  bool syn_room(SynPolicy p, DropReason& why);
+  // kStateless: this worker created its new-flow budget of the current window already.
+  bool over_stateless_rate(Tick now);
   bool syn_pressure() const { return table_.embryonic() >= syn_high_water_; }
   bool is_local(uint32_t ip) const;
   // A client toward a VIP:port can be neither lbd itself (a VIP, a port's address) nor one of
@@ -276,6 +281,10 @@ class Processor {
   Tick age_interval_ = 1;  // ticks per batch
   uint32_t syn_budget_ = 0;
   uint32_t syn_high_water_ = 0;
+  Tick rate_window_ = 1;          // ticks; stateless_rate is counted per window
+  uint32_t rate_window_max_ = 0;  // new flows per window; 0: no limit
+  Tick rate_window_start_ = 0;
+  uint32_t rate_window_flows_ = 0;
   uint32_t age_paced(Tick now);
   void adopt_flows();
 };

@@ -274,6 +274,11 @@ constexpr BadCase kBadCases[] = {
   {"idle_polls_zero", 7, 7, R"(  idle = { after_empty_polls = 0; };)", 7, "dataplane.idle.after_empty_polls", "value 0 is out of range 1..100000000"},
   {"idle_unknown_key", 7, 7, R"(  idle = { sleep_us = 5; };)", 7, "dataplane.idle.sleep_us", "unknown setting 'sleep_us'"},
   {"service_forward_unknown", 11, 11, R"(    forward = "dsr";)", 11, "services.[0].forward", "unknown forward 'dsr' (expected dnat, tunnel, fullnat)"},
+  {"stateless_needs_maglev", 11, 11, R"(    forward = "tunnel"; syn_flood_policy = "stateless";)", 11, "services.[0].syn_flood_policy", "syn_flood_policy \"stateless\" needs scheduler = \"maglev\" and forward = \"tunnel\" (scheduler is \"rr\", forward \"tunnel\")"},
+  {"stateless_needs_tunnel", 11, 11, R"(    scheduler = "maglev";
+    syn_flood_policy = "stateless";)", 12, "services.[0].syn_flood_policy", "(scheduler is \"maglev\", forward \"dnat\")"},
+  {"service_syn_flood_policy_unknown", 11, 11, R"(    syn_flood_policy = "cookies";)", 11, "services.[0].syn_flood_policy", "unknown syn_flood_policy 'cookies' (expected drop-new, evict-embryonic, stateless)"},
+  {"stateless_rate_zero", 7, 7, "  flows = { stateless_rate = 0; };", 7, "dataplane.flows.stateless_rate", "value 0 is out of range 1..100000000"},
   {"service_forward_not_string", 11, 11, R"(    forward = 1;)", 11, "services.[0].forward", "expected a string, found an integer"},
   {"service_scheduler_case", 11, 11, R"(    scheduler = "RR";)", 11, "services.[0].scheduler", "unknown scheduler 'RR'"},
 
@@ -589,6 +594,18 @@ TEST(GoodConfig, DefaultsApplied) {
   EXPECT_EQ(s.health.expect_status_max, 299);
   EXPECT_EQ(s.health.line, 0);
   EXPECT_EQ(s.backends[0].weight, 1u);
+}
+
+TEST(GoodConfig, ServiceSynFloodPolicy) {
+  Config c = parse(replace_lines(11, 11, R"(    syn_flood_policy = "drop-new";)"));
+  EXPECT_EQ(c.services[0].syn_flood_policy, SynFloodPolicy::kDropNew);
+  EXPECT_FALSE(c.services[1].syn_flood_policy.has_value());
+  c = parse(replace_lines(
+      11, 11, R"(    scheduler = "maglev"; forward = "tunnel"; syn_flood_policy = "stateless";)"));
+  EXPECT_EQ(c.services[0].syn_flood_policy, SynFloodPolicy::kStateless);
+  EXPECT_EQ(c.dataplane.flows.stateless_rate, 125000u);
+  c = parse(replace_lines(7, 7, "  flows = { stateless_rate = 1000; };"));
+  EXPECT_EQ(c.dataplane.flows.stateless_rate, 1000u);
 }
 
 TEST(GoodConfig, SynFloodKeys) {

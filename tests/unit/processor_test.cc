@@ -241,6 +241,8 @@ class ProcessorTest : public ::testing::Test {
                                   SchedulerKind kind = SchedulerKind::kRoundRobin) {
     Pool::ServiceSpec s{kSvc, kVip, kVport, kind, {}, {}};
     s.forward = forward_;
+    s.syn_policy = syn_policy_;
+    s.miss = miss_;
     for (int b : live) {
       s.backends.push_back(pool_backend(b));
       s.serving.push_back(static_cast<BackendId>(kBackendId[b]));
@@ -343,6 +345,8 @@ class ProcessorTest : public ::testing::Test {
   std::unique_ptr<Processor> proc_;
   bool check_checksums_ = true;
   ForwardMode forward_ = ForwardMode::kDnat;  // make_pool()'s service
+  SynPolicy syn_policy_ = SynPolicy::kDefault;
+  MissMode miss_ = MissMode::kDefault;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1723,6 +1727,67 @@ TEST_F(SynFloodTest, SynTimeoutShortensUnderPressure) {
   EXPECT_EQ(C().syn_expired_pressure.get(), 9u);
   EXPECT_EQ(C().flows_active.get(), uint64_t{kEstablished} + 1);
   ExpectEstablishedForward(36);
+}
+
+// syn_flood_policy "stateless": a maglev service in tunnel mode.
+class StatelessTest : public SynFloodTest {
+ protected:
+  StatelessTest() {
+    forward_ = ForwardMode::kTunnel;
+    syn_policy_ = SynPolicy::kStateless;
+    miss_ = MissMode::kRehash;
+    pool_ = make_pool({0, 1, 2}, {}, SchedulerKind::kMaglev);
+  }
+};
+
+TEST_F(StatelessTest, OverTheNewFlowRateSynsGoWithoutAFlow) {
+  cfg_.stateless_rate = 100;  // ticks_per_second 10: windows of 1 tick, 10 new flows each
+  EXPECT_EQ(Flood(0, 30, 5), 30u) << "every SYN goes out";
+  EXPECT_EQ(C().flows_created.get(), 10u);
+  EXPECT_EQ(C().syn_stateless.get(), 20u);
+  EXPECT_EQ(proc().flows().size(), 10u);
+  EXPECT_EQ(Flood(100, 30, 6), 30u);  // the next window
+  EXPECT_EQ(C().flows_created.get(), 20u);
+  EXPECT_EQ(C().syn_stateless.get(), 40u);
+  EXPECT_EQ(C().flows_refused.get(), 0u);
+  // A stateless SYN goes where the flow's SYN would have: its retransmission, now under the
+  // rate, makes a flow to the same backend.
+  const Out first = Run(client_frame(0, flood_syn(29)), kClientSide, 7);
+  ASSERT_TRUE(IsTx(first, kBackendSide));
+  ASSERT_NE(FloodFlow(29), nullptr);
+  EXPECT_EQ(C().syn_stateless.get(), 40u);
+}
+
+TEST_F(StatelessTest, AFullTableForwardsSynsAndTheirAcksEvictTheOldestEmbryonic) {
+  EXPECT_EQ(Flood(0, 64, 2), 64u);
+  ASSERT_EQ(proc().flows().size(), 64u);
+  EXPECT_EQ(proc().flows().embryonic(), 64u) << "tunnel flows wait for the client's ACK";
+  EXPECT_EQ(Flood(64, 10, 2), 10u);
+  EXPECT_EQ(C().syn_stateless.get(), 10u);
+  EXPECT_EQ(C().flows_refused.get(), 0u);
+  EXPECT_EQ(FloodFlow(70), nullptr);
+  // The client of SYN 70 answers: its ACK is rehashed to the same backend and takes the place
+  // of the oldest embryonic flow.
+  const Out syn = Run(client_frame(0, flood_syn(70)), kClientSide, 3);
+  ASSERT_TRUE(IsTx(syn, kBackendSide));
+  EXPECT_EQ(C().syn_stateless.get(), 11u);
+  Seg a = flood_syn(70);
+  a.tcp.flags = tf::kAck;
+  a.tcp.seq += 1;
+  a.tcp.ack = 1;
+  const Out ack = Run(client_frame(0, a), kClientSide, 3);
+  ASSERT_TRUE(IsTx(ack, kBackendSide));
+  ASSERT_GE(ack.frame.size(), 34u);
+  ASSERT_GE(syn.frame.size(), 34u);
+  // The same backend: the same destination MAC and outer destination address.
+  EXPECT_TRUE(std::equal(ack.frame.begin(), ack.frame.begin() + 6, syn.frame.begin()));
+  EXPECT_TRUE(std::equal(ack.frame.begin() + 30, ack.frame.begin() + 34, syn.frame.begin() + 30));
+  EXPECT_EQ(C().flows_rehashed.get(), 1u);
+  EXPECT_EQ(C().syn_evicted.get(), 1u);
+  EXPECT_EQ(FloodFlow(0), nullptr) << "the oldest embryonic flow made room";
+  ASSERT_NE(FloodFlow(70), nullptr);
+  EXPECT_EQ(FloodFlow(70)->state, TcpState::kEstablished);
+  EXPECT_EQ(proc().flows().size(), 64u);
 }
 
 TEST_F(ProcessorTest, FlowConflictBetweenTwoVips) {

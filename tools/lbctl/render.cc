@@ -465,6 +465,7 @@ std::string render_stats(const Json& r, const std::string& instance, const Json&
   line("flows refused", "flows_refused");
   line("SYN flows evicted", "syn_evicted");
   line("SYN flows aged under pressure", "syn_expired_pressure");
+  line("SYNs forwarded without a flow", "syn_stateless");
   line("misses rehashed to flows", "flows_rehashed");
   line("retries", "retries");
   line("RST, no backend", "rst_no_backend");
