@@ -574,6 +574,13 @@ void Processor::track_state(Flow& fl, Dir d, uint8_t flags, Tick now) {
     fl.expires = now + cfg_.established_timeout;  // most packets: data and ACKs
     return;
   }
+  track_change(fl, d, flags, now);
+}
+
+// Out of line: the established fast path above stays as short as it was before the embryonic
+// list (callgrind: +8 instructions per established packet while this was inlined with it).
+void Processor::track_change(Flow& fl, Dir d, uint8_t flags, Tick now) {
+  using namespace tcp_flag;
   if (flags & kRst) {
     fl.state = TcpState::kClosed;
     fl.expires = now + cfg_.closed_timeout;

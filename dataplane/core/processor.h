@@ -234,6 +234,7 @@ class Processor {
   bool resteer(uint32_t idx, const Pool& pool, Tick now);
   Verdict replay_syn(Frame& f, uint32_t idx);
   void track_state(Flow& fl, Dir d, uint8_t flags, Tick now);
+  [[gnu::noinline]] void track_change(Flow& fl, Dir d, uint8_t flags, Tick now);
   void release(const Flow& fl);
   // A SYN found the embryonic budget or the table full: makes room by evicting the oldest
   // embryonic flow (true), or says why it cannot.
