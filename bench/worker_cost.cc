@@ -20,6 +20,14 @@
 //                        [--dir both|c2b] [--order random|seq] [--capacity N] [--syn-timeout S]
 //                        [--flow-dir DIR] [--forward dnat|tunnel]
 // --forward tunnel (with --dir c2b: the backends answer clients directly) wraps in IPIP.
+//
+// --mode flood: established flows under a spoofed SYN flood (docs/benchmarking.md, "SYN
+// floods"). Each poll carries --est N data segments of established flows per direction; the
+// second half of the run adds --syn N SYNs of new tuples per poll on the client side, in a table
+// of --capacity flows (default 4 x --flows) that the flood fills, under --policy drop-new |
+// evict-embryonic | stateless (stateless: a maglev service, needs --forward tunnel --dir c2b).
+// Printed: established packets forwarded per million cycles before and during the flood, their
+// ratio, established packets lost, and what became of the SYNs.
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -126,6 +134,8 @@ int main(int argc, char** argv) {
   uint32_t syn_timeout = 600;
   std::string flow_dir;
   uint16_t size = 64;
+  std::string policy = "evict-embryonic";
+  uint32_t est_per_poll = 8, syn_per_poll = 24;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -155,18 +165,29 @@ int main(int argc, char** argv) {
       flow_dir = next();
     else if (a == "--forward")
       forward = next();
+    else if (a == "--policy")
+      policy = next();
+    else if (a == "--est")
+      est_per_poll = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--syn")
+      syn_per_poll = static_cast<uint32_t>(std::stoul(next()));
     else {
       std::fprintf(stderr,
-                   "usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] "
+                   "usage: lbd_worker_cost [--mode lbd|syn|io|flood] [--flows N] [--bursts B] "
                    "[--size 60..1514] [--dir both|c2b] [--order random|seq] [--capacity N] "
-                   "[--syn-timeout S] [--flow-dir DIR] [--forward dnat|tunnel]\n");
+                   "[--syn-timeout S] [--flow-dir DIR] [--forward dnat|tunnel] "
+                   "[--policy drop-new|evict-embryonic|stateless] [--est N] [--syn N]\n");
       return 2;
     }
   }
-  if ((mode != "lbd" && mode != "io" && mode != "syn") || flows == 0 || size < 60 || size > 1514 ||
-      (dir != "both" && dir != "c2b") || (order != "random" && order != "seq") ||
+  const bool flood = mode == "flood";
+  if ((mode != "lbd" && mode != "io" && mode != "syn" && !flood) || flows == 0 || size < 60 ||
+      size > 1514 || (dir != "both" && dir != "c2b") || (order != "random" && order != "seq") ||
       (forward != "dnat" && forward != "tunnel") ||
-      (forward == "tunnel" && dir == "both" && mode == "lbd")) {
+      (forward == "tunnel" && dir == "both" && (mode == "lbd" || flood)) ||
+      (policy != "drop-new" && policy != "evict-embryonic" && policy != "stateless") ||
+      (flood && policy == "stateless" && forward != "tunnel") ||
+      (flood && (est_per_poll == 0 || est_per_poll + syn_per_poll > kBurst))) {
     std::fprintf(stderr, "lbd_worker_cost: bad arguments\n");
     return 2;
   }
@@ -215,7 +236,13 @@ int main(int argc, char** argv) {
     // unless --capacity and a short --syn-timeout ask for the steady state where every new
     // flow meets an expired one (aging erases as many flows as SYNs create).
     const uint32_t opened = syn ? flows + bursts * kBurst : flows;
-    const uint32_t capacity = capacity_arg ? capacity_arg : opened + opened / 16 + 1024;
+    const uint32_t capacity = capacity_arg ? capacity_arg
+                              : flood      ? std::max<uint32_t>(4 * flows, 1024)
+                                           : opened + opened / 16 + 1024;
+    const bool stateless = flood && policy == "stateless";
+    const std::string flood_flows =
+        flood && !stateless ? "; syn_flood_policy = \"" + policy + "\"" : std::string();
+    const std::string flood_service = stateless ? "  syn_flood_policy = \"stateless\";\n" : "";
     const std::string cfg =
         "dataplane: { workers = 1; mbufs = 16383;\n"
         "  ports = ( { name = \"client\"; device = \"net_ring_wc_c\"; ip = \"10.10.0.1/24\"; },\n"
@@ -223,10 +250,9 @@ int main(int argc, char** argv) {
         ");\n"
         "  flows = { capacity = " +
         std::to_string(capacity) + "; tcp_syn_timeout = " + std::to_string(syn_timeout) +
-        "; };\n};\n"
-        "services = ( { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n"
-        "  forward = \"" +
-        forward +
+        flood_flows + "; };\n};\n" +
+        "services = ( { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"" +
+        (stateless ? "maglev" : "rr") + "\";\n" + flood_service + "  forward = \"" + forward +
         "\";\n"
         "  backends = ( { address = \"10.20.0.11\"; port = 8080; },\n"
         "               { address = \"10.20.0.12\"; port = 8080; },\n"
@@ -237,7 +263,7 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> backend(flows, 0x0a14000b);  // io: every reply from 10.20.0.11
     rte_mbuf* in[kBurst];
     rte_mbuf* out[4 * kBurst];
-    if (mode == "lbd" || syn) {
+    if (mode == "lbd" || syn || flood) {
       lb::dp::FlowMemoryOptions fm;
       if (!flow_dir.empty()) fm = {prefix, flow_dir, true};
       dp = std::make_unique<lb::dp::Dataplane>(lb::cfg::parse_config(cfg, "worker_cost.cfg"),
@@ -333,10 +359,20 @@ int main(int argc, char** argv) {
     if (order == "random") std::shuffle(visit.begin(), visit.end(), std::mt19937(12345));
     uint32_t next = 0;
     uint32_t fresh = flows;  // SYN mode: the next tuple never used
+    // Flood mode, per phase (0: established only, 1: with the flood): cycles, established
+    // packets in and out, SYNs in and out.
+    struct Phase {
+      uint64_t cycles = 0, est_in = 0, est_out = 0, syn_in = 0, syn_out = 0;
+    } phase[2];
+    const unsigned est_n = flood ? est_per_poll : kBurst;
+    // Where a frame's TCP flags are on the backend side: inside IPIP in tunnel mode.
+    const unsigned flags_at = forward == "tunnel" ? 14 + 20 + 20 + 13 : 14 + 20 + 13;
     for (uint32_t it = 0; it < bursts; ++it) {
-      for (unsigned i = 0; i < kBurst; ++i) {
+      const int ph = flood && it >= bursts / 2 ? 1 : 0;
+      const unsigned syn_n = ph ? syn_per_poll : 0;
+      for (unsigned i = 0; i < est_n + syn_n; ++i) {
         in[i] = alloc(r.pool);
-        if (syn) {
+        if (syn || i >= est_n) {
           build(in[i], 60, kLbdMac[0], kPeerMac[0], client_ip(fresh), client_port(fresh), kVip,
                 kVport, 0x02);
           ++fresh;
@@ -346,21 +382,25 @@ int main(int argc, char** argv) {
         build(in[i], size, kLbdMac[0], kPeerMac[0], client_ip(f), client_port(f), kVip, kVport,
               0x18);
       }
-      inject(r.rx[0], in, kBurst);
+      inject(r.rx[0], in, est_n + syn_n);
+      phase[ph].est_in += syn ? 0 : est_n;
+      phase[ph].syn_in += syn_n;
       if (both) {
-        for (unsigned i = 0; i < kBurst; ++i) {
+        phase[ph].est_in += est_n;
+        for (unsigned i = 0; i < est_n; ++i) {
           const uint32_t f = visit[(next + i) % flows];
           in[i] = alloc(r.pool);
           build(in[i], size, kLbdMac[1], kPeerMac[1], backend[f], 8080, client_ip(f),
                 client_port(f), 0x18);
         }
-        inject(r.rx[1], in, kBurst);
+        inject(r.rx[1], in, est_n);
       }
-      next = (next + kBurst) % flows;
+      next = (next + est_n) % flows;
       const uint64_t t0 = rte_rdtsc();
       const uint32_t n = dp ? dp->poll(0, t0) : io_poll(r.port);
       const uint64_t dt = rte_rdtsc() - t0;
       cycles += dt;
+      phase[ph].cycles += dt;
       handled_all += n;
       if (n) per_poll.push_back(static_cast<double>(dt) / n);
       packets += n;
@@ -369,6 +409,12 @@ int main(int argc, char** argv) {
         unsigned got;
         while ((got = take(r.tx[p], out, 4 * kBurst)) > 0) {
           out_packets += got;
+          for (unsigned i = 0; flood && i < got; ++i) {
+            const uint8_t* fr = rte_pktmbuf_mtod(out[i], const uint8_t*);
+            const bool is_syn =
+                p == 1 && out[i]->data_len > flags_at && (fr[flags_at] & 0x12) == 0x02;
+            ++(is_syn ? phase[ph].syn_out : phase[ph].est_out);
+          }
           rte_pktmbuf_free_bulk(out, got);
         }
       }
@@ -402,7 +448,37 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(polls), static_cast<unsigned long long>(out_packets), cpp,
         cpp / hz * 1e9, cpp > 0 ? hz / cpp / 1e6 : 0.0, mean,
         static_cast<unsigned long long>(handled_all));
-    if (out_packets != packets) {
+    if (flood) {
+      // Established packets forwarded per million TSC cycles of poll(): the core's capacity for
+      // them, before and during the flood.
+      auto per_mcycle = [](const Phase& x) {
+        return x.cycles ? static_cast<double>(x.est_out) * 1e6 / static_cast<double>(x.cycles)
+                        : 0.0;
+      };
+      const lb::core::WorkerCounters& c = dp->counters(0);
+      const double before = per_mcycle(phase[0]), during = per_mcycle(phase[1]);
+      const uint64_t lost =
+          (phase[0].est_in - phase[0].est_out) + (phase[1].est_in - phase[1].est_out);
+      std::printf(
+          "RESULT mode=flood policy=%s forward=%s flows=%u capacity=%u est_per_poll=%u "
+          "syn_per_poll=%u est_before_per_mcycle=%.1f est_during_per_mcycle=%.1f ratio=%.3f "
+          "est_lost=%llu syn_in=%llu syn_out=%llu flows_refused=%llu syn_evicted=%llu "
+          "syn_stateless=%llu syn_expired_pressure=%llu table=%u embryonic=%u\n",
+          policy.c_str(), forward.c_str(), flows, capacity, est_per_poll, syn_per_poll, before,
+          during, before > 0 ? during / before : 0.0, static_cast<unsigned long long>(lost),
+          static_cast<unsigned long long>(phase[1].syn_in),
+          static_cast<unsigned long long>(phase[1].syn_out),
+          static_cast<unsigned long long>(c.flows_refused.get()),
+          static_cast<unsigned long long>(c.syn_evicted.get()),
+          static_cast<unsigned long long>(c.syn_stateless.get()),
+          static_cast<unsigned long long>(c.syn_expired_pressure.get()),
+          dp->processor(0).flows().size(), dp->processor(0).flows().embryonic());
+      if (lost != 0) {
+        std::fprintf(stderr, "lbd_worker_cost: %llu established packets lost\n",
+                     static_cast<unsigned long long>(lost));
+        rc = 1;
+      }
+    } else if (out_packets != packets) {
       std::fprintf(stderr, "lbd_worker_cost: %llu packets in, %llu out: lbd dropped some\n",
                    static_cast<unsigned long long>(packets),
                    static_cast<unsigned long long>(out_packets));

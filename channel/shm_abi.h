@@ -22,8 +22,9 @@
 namespace lb::shm {
 
 inline constexpr uint64_t kMagic = 0x314d48532d44424cull;  // "LBD-SHM1" little-endian
-// 2: maglev (scheduler 4, table size, miss flags); 3: ServiceUpdate::forward
-inline constexpr uint32_t kVersion = 3;
+// 2: maglev (scheduler 4, table size, miss flags); 3: ServiceUpdate::forward;
+// 4: ServiceUpdate::syn_policy
+inline constexpr uint32_t kVersion = 4;
 inline constexpr uint32_t kNameLen = 48;  // service names, NUL-terminated (config allows 32)
 inline constexpr uint32_t kMaxBackendsPerService = limits::kMaxBackendsPerService;
 inline constexpr uint32_t kUpdateRingSlots = 64;   // power of two
@@ -73,6 +74,15 @@ enum class Miss : uint8_t {
   kRehash = 3,  // to the maglev table's backend of the tuple (scheduler maglev only)
 };
 
+// ServiceUpdate::syn_policy: what a SYN does when the embryonic budget or the flow table is full.
+enum class SynFlood : uint8_t {
+  kDefault = 0,  // the dataplane's flows.syn_flood_policy
+  kDropNew = 1,
+  kEvictEmbryonic = 2,
+  kStateless = 3,  // routed by the Maglev table without a flow (maglev + tunnel only)
+};
+inline constexpr uint8_t kMaxSynFlood = static_cast<uint8_t>(SynFlood::kStateless);
+
 // The full state of one service (never a delta): applying the same update twice is harmless,
 // and a lost intermediate update is superseded by the next one.
 struct ServiceUpdate {
@@ -86,7 +96,8 @@ struct ServiceUpdate {
   uint32_t backend_count;
   uint32_t maglev_table_size;  // scheduler maglev: a prime, 257 .. 5000011; otherwise 0
   uint8_t forward;             // 0 dnat, 1 tunnel, 2 fullnat (lb::cfg::Forward order)
-  uint8_t reserved[3];         // must be 0
+  uint8_t syn_policy;          // SynFlood
+  uint8_t reserved[2];         // must be 0
   BackendEntry backends[kMaxBackendsPerService];
   uint8_t padding[4];  // to generation's alignment, explicit so that it is 0; must be 0
 };
@@ -94,7 +105,8 @@ static_assert(std::is_standard_layout_v<ServiceUpdate>);
 static_assert(offsetof(ServiceUpdate, name) == 8 && offsetof(ServiceUpdate, vip) == 56 &&
               offsetof(ServiceUpdate, backend_count) == 64 &&
               offsetof(ServiceUpdate, maglev_table_size) == 68 &&
-              offsetof(ServiceUpdate, forward) == 72 && offsetof(ServiceUpdate, backends) == 76);
+              offsetof(ServiceUpdate, forward) == 72 && offsetof(ServiceUpdate, syn_policy) == 73 &&
+              offsetof(ServiceUpdate, backends) == 76);
 static_assert(sizeof(ServiceUpdate) == 76 + 12 * kMaxBackendsPerService + 4);
 static_assert(sizeof(ServiceUpdate) % 4 == 0, "rte_ring element sizes are multiples of 4");
 

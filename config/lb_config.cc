@@ -97,6 +97,18 @@ const char* to_string(Scheduler s) {
   return "?";
 }
 
+const char* to_string(SynFloodPolicy p) {
+  switch (p) {
+    case SynFloodPolicy::kDropNew:
+      return "drop-new";
+    case SynFloodPolicy::kEvictEmbryonic:
+      return "evict-embryonic";
+    case SynFloodPolicy::kStateless:
+      return "stateless";
+  }
+  return "?";
+}
+
 const char* to_string(MissPolicy p) {
   switch (p) {
     case MissPolicy::kDrop:
@@ -989,7 +1001,8 @@ class Parser {
 
   FlowConfig parse_flows(const Setting& f) const {
     check_keys(f, {"capacity", "tcp_syn_timeout", "tcp_established_timeout", "tcp_fin_timeout",
-                   "tcp_closed_timeout", "persist", "directory"});
+                   "tcp_closed_timeout", "persist", "directory", "syn_budget",
+                   "tcp_syn_timeout_pressure", "syn_flood_policy", "stateless_rate"});
     FlowConfig out;
     optional_integer(f, "capacity", out.capacity, kMinFlowCapacity, kMaxFlowCapacity);
     optional_integer(f, "tcp_syn_timeout", out.tcp_syn_timeout, kMinTimeoutS, kMaxTimeoutS);
@@ -997,6 +1010,15 @@ class Parser {
                      kMaxTimeoutS);
     optional_integer(f, "tcp_fin_timeout", out.tcp_fin_timeout, kMinTimeoutS, kMaxTimeoutS);
     optional_integer(f, "tcp_closed_timeout", out.tcp_closed_timeout, kMinTimeoutS, kMaxTimeoutS);
+    optional_integer(f, "syn_budget", out.syn_budget, 1, 100);
+    optional_integer(f, "tcp_syn_timeout_pressure", out.tcp_syn_timeout_pressure, kMinTimeoutS,
+                     kMaxTimeoutS);
+    optional_integer(f, "stateless_rate", out.stateless_rate, 1, 100000000);
+    if (const Setting* s = find(f, "syn_flood_policy"))
+      out.syn_flood_policy =
+          enumeration<SynFloodPolicy>(*s, "syn_flood_policy",
+                                      {{"drop-new", SynFloodPolicy::kDropNew},
+                                       {"evict-embryonic", SynFloodPolicy::kEvictEmbryonic}});
     if (const Setting* s = find(f, "persist")) out.persist = as_bool(*s);
     if (const Setting* s = find(f, "directory")) {
       out.directory = as_string(*s);
@@ -1055,8 +1077,9 @@ class Parser {
 
   ServiceConfig parse_service(const Setting& s, const DataplaneConfig& dp,
                               ServiceSettings& where) const {
-    check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "forward", "maglev_table_size",
-                   "miss_policy", "health", "backends", "on_all_down", "maint"});
+    check_keys(s,
+               {"name", "vip", "port", "protocol", "scheduler", "forward", "maglev_table_size",
+                "miss_policy", "syn_flood_policy", "health", "backends", "on_all_down", "maint"});
     ServiceConfig out;
     out.line = static_cast<int>(s.getSourceLine());
     where.group.setting = &s;
@@ -1106,6 +1129,21 @@ class Parser {
       if (out.miss_policy == MissPolicy::kRehash && out.scheduler != Scheduler::kMaglev)
         fail(*p, "miss_policy \"rehash\" needs scheduler = \"maglev\" (scheduler is \"" +
                      std::string(to_string(out.scheduler)) + "\")");
+    }
+    if (const Setting* p = find(s, "syn_flood_policy")) {
+      out.syn_flood_policy =
+          enumeration<SynFloodPolicy>(*p, "syn_flood_policy",
+                                      {{"drop-new", SynFloodPolicy::kDropNew},
+                                       {"evict-embryonic", SynFloodPolicy::kEvictEmbryonic},
+                                       {"stateless", SynFloodPolicy::kStateless}});
+      // A stateless SYN leaves no record: later segments must find the same backend without one
+      // (the Maglev table), and its backend must answer the client directly (a dnat or fullnat
+      // SYN-ACK coming back through lbd would find nothing to translate it by).
+      if (out.syn_flood_policy == SynFloodPolicy::kStateless &&
+          (out.scheduler != Scheduler::kMaglev || out.forward != Forward::kTunnel))
+        fail(*p, std::string("syn_flood_policy \"stateless\" needs scheduler = \"maglev\" and "
+                             "forward = \"tunnel\" (scheduler is \"") +
+                     to_string(out.scheduler) + "\", forward \"" + to_string(out.forward) + "\")");
     }
     if (const Setting* h = find(s, "health")) out.health = parse_health(as_group(*h));
     if (const Setting* p = find(s, "on_all_down")) {

@@ -50,12 +50,24 @@ struct PortConfig {
   }
 };
 
+// What a SYN does when the embryonic budget or the flow table is full (docs/operations.md,
+// "SYN floods"). kStateless: maglev services only.
+enum class SynFloodPolicy { kDropNew, kEvictEmbryonic, kStateless };
+
 struct FlowConfig {
   uint32_t capacity = 1u << 20;  // flows per worker
   uint32_t tcp_syn_timeout = 5;  // seconds, handshake not finished
   uint32_t tcp_established_timeout = 900;
   uint32_t tcp_fin_timeout = 10;    // one side has sent FIN
   uint32_t tcp_closed_timeout = 5;  // both FINs or an RST seen (TIME_WAIT-like)
+  // SYN floods: embryonic flows (SYN seen, no SYN-ACK) may take syn_budget % of the capacity;
+  // past half of that they time out after tcp_syn_timeout_pressure.
+  uint32_t syn_budget = 50;
+  uint32_t tcp_syn_timeout_pressure = 1;
+  SynFloodPolicy syn_flood_policy = SynFloodPolicy::kEvictEmbryonic;  // never kStateless here
+  // Services with syn_flood_policy "stateless": above this many new flows per second per worker
+  // a SYN is routed by the Maglev table without a flow (Katran's default is 125 k).
+  uint32_t stateless_rate = 125000;
   // Each worker's table in a file that outlives lbd, so that a restart keeps the connections
   // (dataplane/flow_memory.h); false: in lbd's own memory, lost when it exits.
   bool persist = true;
@@ -182,6 +194,8 @@ struct ServiceConfig {
   Forward forward = Forward::kDnat;
   uint32_t maglev_table_size = kDefaultMaglevTableSize;  // prime; used by scheduler maglev
   std::optional<MissPolicy> miss_policy;  // unset: rehash for maglev, else the dataplane's
+  // Unset: the dataplane's flows.syn_flood_policy. kStateless: maglev + tunnel services only.
+  std::optional<SynFloodPolicy> syn_flood_policy;
   HealthConfig health;
   std::vector<BackendConfig> backends;
   AllDownPolicy on_all_down = AllDownPolicy::kFailClosed;
@@ -268,6 +282,7 @@ std::string format_ipv4(uint32_t addr);
 
 const char* to_string(Scheduler s);
 const char* to_string(MissPolicy p);
+const char* to_string(SynFloodPolicy p);
 const char* to_string(NoBackendPolicy p);
 const char* to_string(IdleMode m);
 const char* to_string(Protocol p);

@@ -143,6 +143,12 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
   pc.established_timeout = dc.flows.tcp_established_timeout * tsc_hz_;
   pc.fin_timeout = dc.flows.tcp_fin_timeout * tsc_hz_;
   pc.closed_timeout = dc.flows.tcp_closed_timeout * tsc_hz_;
+  pc.syn_budget = static_cast<uint32_t>(uint64_t{dc.flows.capacity} * dc.flows.syn_budget / 100);
+  pc.syn_timeout_pressure = dc.flows.tcp_syn_timeout_pressure * tsc_hz_;
+  pc.syn_policy = dc.flows.syn_flood_policy == cfg::SynFloodPolicy::kDropNew
+                      ? core::SynPolicy::kDropNew
+                      : core::SynPolicy::kEvictEmbryonic;
+  pc.stateless_rate = dc.flows.stateless_rate;
   pc.retry_syn_after = dc.retry.syn_timeout_ms * tsc_hz_ / 1000;
   pc.retry_on_rst = dc.retry.on_rst;
   pc.max_retries = static_cast<uint8_t>(dc.retry.max_retries);

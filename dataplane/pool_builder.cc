@@ -53,6 +53,20 @@ core::ForwardMode to_core(cfg::Forward f) {
   return core::ForwardMode::kDnat;
 }
 
+core::SynPolicy to_core(shm::SynFlood p) {
+  switch (p) {
+    case shm::SynFlood::kDefault:
+      return core::SynPolicy::kDefault;
+    case shm::SynFlood::kDropNew:
+      return core::SynPolicy::kDropNew;
+    case shm::SynFlood::kEvictEmbryonic:
+      return core::SynPolicy::kEvictEmbryonic;
+    case shm::SynFlood::kStateless:
+      return core::SynPolicy::kStateless;
+  }
+  return core::SynPolicy::kDefault;
+}
+
 PoolBuilder::PoolBuilder(cfg::DataplaneConfig dataplane, core::NeighborTable& neighbors)
     : dataplane_(std::move(dataplane)), neighbors_(neighbors) {}
 
@@ -154,6 +168,7 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
       }
       spec.miss = to_core(s.miss);
       spec.forward = to_core(s.forward);
+      spec.syn_policy = to_core(s.syn_policy);
       if (s.scheduler == cfg::Scheduler::kMaglev) {
         MaglevCache c;
         c.from = core::maglev_backends(spec.backends);
@@ -393,10 +408,15 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   if (u.port == 0 || u.vip == 0) return name + ": no VIP or port";
   if (u.forward > static_cast<uint8_t>(cfg::Forward::kFullnat))
     return name + ": unknown forward mode " + std::to_string(u.forward);
-  if (u.reserved[0] != 0 || u.reserved[1] != 0 || u.reserved[2] != 0 || u.padding[0] != 0 ||
-      u.padding[1] != 0 || u.padding[2] != 0 || u.padding[3] != 0)
+  if (u.reserved[0] != 0 || u.reserved[1] != 0 || u.padding[0] != 0 || u.padding[1] != 0 ||
+      u.padding[2] != 0 || u.padding[3] != 0)
     return name + ": reserved bytes are not 0";
   const auto forward = static_cast<cfg::Forward>(u.forward);
+  if (u.syn_policy > shm::kMaxSynFlood)
+    return name + ": unknown SYN flood policy " + std::to_string(u.syn_policy);
+  const auto syn_policy = static_cast<shm::SynFlood>(u.syn_policy);
+  if (syn_policy == shm::SynFlood::kStateless && (!maglev || forward != cfg::Forward::kTunnel))
+    return name + ": SYN flood policy stateless for a service that is not maglev and tunnel";
   ServiceState st;
   st.vip = u.vip;
   st.port = u.port;
@@ -404,6 +424,7 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
   st.maglev_table_size = u.maglev_table_size;
   st.miss = miss;
   st.forward = forward;
+  st.syn_policy = syn_policy;
   for (uint32_t i = 0; i < u.backend_count; ++i) {
     const shm::BackendEntry& b = u.backends[i];
     if (b.state > static_cast<uint8_t>(shm::BackendState::kStopped) || b.ip == 0 || b.port == 0)

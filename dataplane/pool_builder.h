@@ -37,6 +37,7 @@ struct ServiceState {
   uint32_t maglev_table_size = 0;  // scheduler maglev only
   shm::Miss miss = shm::Miss::kDefault;
   cfg::Forward forward = cfg::Forward::kDnat;
+  shm::SynFlood syn_policy = shm::SynFlood::kDefault;
 };
 using PoolState = std::map<std::string, ServiceState>;  // by service name
 
@@ -160,5 +161,6 @@ class PoolBuilder {
 core::SchedulerKind to_core(cfg::Scheduler s);
 core::MissMode to_core(shm::Miss m);
 core::ForwardMode to_core(cfg::Forward f);
+core::SynPolicy to_core(shm::SynFlood p);
 
 }  // namespace lb::dp

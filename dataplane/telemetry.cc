@@ -51,6 +51,9 @@ int cmd_stats(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "flows_reused", LB_SUM(c.flows_reused.get()));
   rte_tel_data_add_dict_u64(d, "flows_refused", LB_SUM(c.flows_refused.get()));
   rte_tel_data_add_dict_u64(d, "flows_rehashed", LB_SUM(c.flows_rehashed.get()));
+  rte_tel_data_add_dict_u64(d, "syn_evicted", LB_SUM(c.syn_evicted.get()));
+  rte_tel_data_add_dict_u64(d, "syn_expired_pressure", LB_SUM(c.syn_expired_pressure.get()));
+  rte_tel_data_add_dict_u64(d, "syn_stateless", LB_SUM(c.syn_stateless.get()));
   rte_tel_data_add_dict_u64(d, "flows_reset", LB_SUM(c.flows_reset.get()));
   rte_tel_data_add_dict_u64(d, "retries", LB_SUM(c.retries.get()));
   rte_tel_data_add_dict_u64(d, "retry_syn_replayed", LB_SUM(c.retry_syn_replayed.get()));

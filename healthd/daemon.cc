@@ -293,10 +293,10 @@ void Daemon::apply(cfg::Config config, const std::string& why, Millis drain) {
     const auto it = by_name_.find(s.config.name);
     if (it == by_name_.end()) continue;
     const cfg::ServiceConfig& o = services_[it->second].config;
-    unchanged[s.config.name] = o.vip == s.config.vip && o.port == s.config.port &&
-                               o.scheduler == s.config.scheduler && o.forward == s.config.forward &&
-                               o.maglev_table_size == s.config.maglev_table_size &&
-                               o.miss_policy == s.config.miss_policy;
+    unchanged[s.config.name] =
+        o.vip == s.config.vip && o.port == s.config.port && o.scheduler == s.config.scheduler &&
+        o.forward == s.config.forward && o.maglev_table_size == s.config.maglev_table_size &&
+        o.miss_policy == s.config.miss_policy && o.syn_flood_policy == s.config.syn_flood_policy;
   }
   services_ = std::move(next);
   index();

@@ -93,6 +93,7 @@ int key_rank(std::string_view key) {
                                                 "workers",
                                                 "mbufs",
                                                 "miss_policy",
+                                                "syn_flood_policy",
                                                 "no_backend_policy",
                                                 "maglev_hash_seed",
                                                 "ports",
@@ -109,6 +110,9 @@ int key_rank(std::string_view key) {
                                                 "tcp_established_timeout",
                                                 "tcp_fin_timeout",
                                                 "tcp_closed_timeout",
+                                                "syn_budget",
+                                                "tcp_syn_timeout_pressure",
+                                                "stateless_rate",
                                                 "on_rst",
                                                 "syn_timeout_ms",
                                                 "max_retries",
@@ -511,6 +515,7 @@ Json service_to_json(const cfg::ServiceConfig& s) {
   if (s.maglev_table_size != cfg::kDefaultMaglevTableSize)
     j["maglev_table_size"] = s.maglev_table_size;
   if (s.miss_policy) j["miss_policy"] = cfg::to_string(*s.miss_policy);
+  if (s.syn_flood_policy) j["syn_flood_policy"] = cfg::to_string(*s.syn_flood_policy);
   j["on_all_down"] = cfg::to_string(s.on_all_down);
   j["maint"] = cfg::to_string(s.maint);
   j["health"] = health_to_json(s.health);
@@ -549,7 +554,11 @@ Json config_to_json(const cfg::Config& config) {
                     {"tcp_syn_timeout", dp.flows.tcp_syn_timeout},
                     {"tcp_established_timeout", dp.flows.tcp_established_timeout},
                     {"tcp_fin_timeout", dp.flows.tcp_fin_timeout},
-                    {"tcp_closed_timeout", dp.flows.tcp_closed_timeout}};
+                    {"tcp_closed_timeout", dp.flows.tcp_closed_timeout},
+                    {"syn_budget", dp.flows.syn_budget},
+                    {"tcp_syn_timeout_pressure", dp.flows.tcp_syn_timeout_pressure},
+                    {"syn_flood_policy", cfg::to_string(dp.flows.syn_flood_policy)},
+                    {"stateless_rate", dp.flows.stateless_rate}};
   d["retry"] = Json{{"on_rst", dp.retry.on_rst},
                     {"syn_timeout_ms", dp.retry.syn_timeout_ms},
                     {"max_retries", dp.retry.max_retries}};

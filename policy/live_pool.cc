@@ -86,6 +86,7 @@ void fill_update(shm::ServiceUpdate& out, const cfg::ServiceConfig& service, con
   out.scheduler = to_wire(service.scheduler);
   out.flags = 0;
   out.forward = static_cast<uint8_t>(service.forward);
+  out.syn_policy = static_cast<uint8_t>(to_wire(service.syn_flood_policy));
   if (service.scheduler == cfg::Scheduler::kMaglev)
     out.maglev_table_size = service.maglev_table_size;
   // Unset for a service that is not maglev: lbd applies its dataplane's miss_policy.

@@ -43,4 +43,18 @@ constexpr shm::Miss to_wire(cfg::MissPolicy m) {
   return shm::Miss::kDefault;
 }
 
+// A service's own syn_flood_policy as ServiceUpdate::syn_policy carries it; unset: kDefault.
+constexpr shm::SynFlood to_wire(std::optional<cfg::SynFloodPolicy> p) {
+  if (!p) return shm::SynFlood::kDefault;
+  switch (*p) {
+    case cfg::SynFloodPolicy::kDropNew:
+      return shm::SynFlood::kDropNew;
+    case cfg::SynFloodPolicy::kEvictEmbryonic:
+      return shm::SynFlood::kEvictEmbryonic;
+    case cfg::SynFloodPolicy::kStateless:
+      return shm::SynFlood::kStateless;
+  }
+  return shm::SynFlood::kDefault;
+}
+
 }  // namespace lb::health

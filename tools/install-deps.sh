@@ -19,6 +19,8 @@ packages=(
   clang libclang-rt-14-dev
   # end-to-end topology, clients, kernel comparison
   iproute2 iputils-ping ethtool curl wrk nftables procps psmisc util-linux tcpdump bc
+  # SYN flood end to end (hping3 --flood --rand-source)
+  hping3
   # benchmarks: dry run of the pktgen Lua scripts (tools/pktgen/check.lua)
   lua5.3
   # tools/soak.sh: the soak's plot

@@ -56,13 +56,16 @@ struct alignas(64) WorkerCounters {
   Counter drops[kDropReasonCount];
   Counter flows_created;
   Counter flows_expired;
-  Counter flows_reused;        // replaced before expiry by a new SYN on the same tuple
-  Counter flows_refused;       // table full or conflict
-  Counter flows_rehashed;      // misses that became flows (MissMode kRehash)
-  Counter flows_reset;         // their backend stopped serving (removed, or maint with drop)
-  Counter flows_active;        // gauge
-  Counter retries;             // flows moved to another backend
-  Counter retry_syn_replayed;  // the saved SYN was replayed to the new backend at once
+  Counter flows_reused;          // replaced before expiry by a new SYN on the same tuple
+  Counter flows_refused;         // table full, SYN budget full (drop-new) or conflict
+  Counter syn_evicted;           // embryonic flows evicted for a new SYN (evict-embryonic)
+  Counter syn_expired_pressure;  // embryonic flows aged by tcp_syn_timeout_pressure
+  Counter syn_stateless;         // SYNs routed by the Maglev table without a flow (stateless)
+  Counter flows_rehashed;        // misses that became flows (MissMode kRehash)
+  Counter flows_reset;           // their backend stopped serving (removed, or maint with drop)
+  Counter flows_active;          // gauge
+  Counter retries;               // flows moved to another backend
+  Counter retry_syn_replayed;    // the saved SYN was replayed to the new backend at once
   Counter rst_no_backend;
   Counter rst_flow_miss;
   Counter rst_backend_stopped;  // RSTs sent to either side of a flow whose backend stopped

@@ -28,8 +28,9 @@ namespace lb::core {
   X(kLocalTcp, "local_tcp")     /* TCP to lbd's own addresses */                              \
   X(kFlowMiss, "flow_miss")     /* non-SYN, no flow, policy drop */                           \
   X(kFlowTableFull, "flow_table_full")                                                        \
-  X(kFlowConflict, "flow_conflict") /* backend side tuple already in use */                   \
-  X(kNoBackend, "no_backend")       /* SYN, no live backend, drop */                          \
+  X(kSynBudgetFull, "syn_budget_full") /* drop-new: embryonic budget used up */               \
+  X(kFlowConflict, "flow_conflict")    /* backend side tuple already in use */                \
+  X(kNoBackend, "no_backend")          /* SYN, no live backend, drop */                       \
   X(kNeighborUnresolved, "neighbor_unresolved")                                               \
   X(kNoRoute, "no_route")                                                                     \
   X(kArpMalformed, "arp_malformed")                                                           \

@@ -63,14 +63,15 @@ FlowTable::FlowTable(uint32_t capacity, uint64_t seed)
     : capacity_(capacity),
       nbuckets_(bucket_count(capacity)),
       seed_(seed),
-      own_(region_bytes(capacity) / sizeof(Line)) {
+      own_(region_bytes(capacity) / sizeof(Line)),
+      links_(capacity) {
   place(reinterpret_cast<std::byte*>(own_.data()));  // zero-filled: the index is empty
   clear();
 }
 
 FlowTable::FlowTable(uint32_t capacity, uint64_t seed, std::span<std::byte> region, Region how,
                      RepairReport* repaired)
-    : capacity_(capacity), nbuckets_(bucket_count(capacity)), seed_(seed) {
+    : capacity_(capacity), nbuckets_(bucket_count(capacity)), seed_(seed), links_(capacity) {
   if (region.size() < region_bytes(capacity) ||
       reinterpret_cast<uintptr_t>(region.data()) % alignof(Line) != 0)
     throw std::invalid_argument("flow table region: " + std::to_string(region.size()) +
@@ -80,6 +81,7 @@ FlowTable::FlowTable(uint32_t capacity, uint64_t seed, std::span<std::byte> regi
   if (how == Region::kAttach) {
     const RepairReport r = repair();
     if (repaired) *repaired = r;
+    rebuild_embryonic();
     return;
   }
   std::memset(static_cast<void*>(flows_), 0, size_t{capacity_} * sizeof(Flow));
@@ -95,6 +97,10 @@ FlowTable::FlowTable(FlowTable&& o) noexcept
       hand_(o.hand_),
       free_top_(o.free_top_),
       own_(std::move(o.own_)),
+      links_(std::move(o.links_)),
+      emb_head_(std::exchange(o.emb_head_, kNoFlow)),
+      emb_tail_(std::exchange(o.emb_tail_, kNoFlow)),
+      emb_count_(std::exchange(o.emb_count_, 0)),
       flows_(std::exchange(o.flows_, nullptr)),
       buckets_(std::exchange(o.buckets_, nullptr)),
       free_(std::exchange(o.free_, nullptr)) {
@@ -114,6 +120,42 @@ void FlowTable::clear() {
   free_top_ = capacity_;
   size_ = 0;
   hand_ = 0;
+  for (uint32_t i = 0; i < capacity_; ++i) links_[i] = {};
+  emb_head_ = emb_tail_ = kNoFlow;
+  emb_count_ = 0;
+}
+
+void FlowTable::link_tail(uint32_t idx) {
+  links_[idx] = {emb_tail_, kNoFlow};
+  if (emb_tail_ != kNoFlow)
+    links_[emb_tail_].next = idx;
+  else
+    emb_head_ = idx;
+  emb_tail_ = idx;
+  ++emb_count_;
+}
+
+void FlowTable::unlink(uint32_t idx) {
+  const Link l = links_[idx];
+  if (l.prev != kNoFlow)
+    links_[l.prev].next = l.next;
+  else
+    emb_head_ = l.next;
+  if (l.next != kNoFlow)
+    links_[l.next].prev = l.prev;
+  else
+    emb_tail_ = l.prev;
+  links_[idx] = {};
+  --emb_count_;
+}
+
+void FlowTable::rebuild_embryonic() {
+  emb_head_ = emb_tail_ = kNoFlow;
+  emb_count_ = 0;
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    links_[i] = {};
+    if (flows_[i].in_use && starts_embryonic(flows_[i])) link_tail(i);
+  }
 }
 
 FlowTable::RepairReport FlowTable::repair() {
@@ -271,6 +313,7 @@ FlowTable::InsertResult FlowTable::insert_after_miss(const Flow& f, uint64_t cli
   }
   --free_top_;
   flows_[i].in_use = 1;
+  if (starts_embryonic(f)) link_tail(i);
   ++size_;
   idx = i;
   return InsertResult::kOk;
@@ -286,6 +329,7 @@ void FlowTable::erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backen
   if (!f.in_use) return;
   index_remove(client_hash, make_ref(idx, Dir::kFromClient));
   index_remove(backend_hash, make_ref(idx, Dir::kFromBackend));
+  if (on_list(idx)) unlink(idx);
   f.in_use = 0;
   free_[free_top_++] = idx;
   --size_;

@@ -7,6 +7,9 @@
 // kept under half full at capacity (47 %), so a lookup touches at most two bucket lines and one
 // record, and nearly always one: keys stay in their primary bucket while it has room.
 // Aging walks the records with a clock hand, a bounded number per call.
+// Embryonic records (inserted in kSynSent, the backend has not answered yet) are also on a FIFO
+// list, oldest first, kept beside the region (rebuilt on attach): under a SYN flood the
+// processor evicts or ages them from its head without ever looking at an established flow.
 //
 // Records, index and free list live in one region at a fixed base and refer to each other by
 // index, never by pointer: the region may be anonymous memory (the default) or a mapping that
@@ -160,8 +163,41 @@ class FlowTable {
   // (the new-flow path): the client key is not checked or hashed again.
   InsertResult insert_after_miss(const Flow& f, uint64_t client_hash, uint32_t& idx);
 
-  // Removes both keys and frees the record.
+  // Removes both keys and frees the record (and takes it off the embryonic list).
   void erase(uint32_t idx);
+
+  // The embryonic list: records inserted waiting for their handshake (starts_embryonic) join
+  // its tail; they leave it when erased or when the caller says the handshake moved on
+  // (settle()). O(1), no allocation. Membership is kept in the links beside the region, not in
+  // the record, so the record (and the flow file's layout) is what it was.
+  static bool starts_embryonic(const Flow& f) {
+    // A tunnel flow never sees its backend's SYN-ACK: it starts in kSynRecv and is embryonic
+    // until the client's ACK.
+    return f.state == TcpState::kSynSent ||
+           (f.state == TcpState::kSynRecv && f.forward == ForwardMode::kTunnel);
+  }
+  uint32_t embryonic() const { return emb_count_; }
+  uint32_t oldest_embryonic() const { return emb_head_; }  // kNoFlow when none
+  uint32_t next_embryonic(uint32_t idx) const { return links_[idx].next; }
+  bool on_list(uint32_t idx) const { return links_[idx].prev != kOffList; }
+  void settle(uint32_t idx) {
+    if (on_list(idx)) unlink(idx);
+  }
+  uint32_t index_of(const Flow& f) const { return static_cast<uint32_t>(&f - flows_); }
+
+  // Erases embryonic records from the head of the list while their `created` is at or before
+  // `cutoff`, at most `budget` of them, calling on_expire(idx, flow) first. Returns how many.
+  template <class F>
+  uint32_t expire_embryonic(Tick cutoff, uint32_t budget, F&& on_expire) {
+    uint32_t n = 0;
+    while (n < budget && emb_head_ != kNoFlow && flows_[emb_head_].created <= cutoff) {
+      const uint32_t idx = emb_head_;
+      on_expire(idx, flows_[idx]);
+      erase(idx);
+      ++n;
+    }
+    return n;
+  }
 
   // Moves the flow to another backend (re-keys the backend direction). False, with the flow
   // unchanged, when the new key cannot be indexed.
@@ -218,7 +254,7 @@ class FlowTable {
   uint32_t capacity() const { return capacity_; }
   uint64_t seed() const { return seed_; }
   size_t memory_bytes() const {
-    return size_t{capacity_} * (sizeof(Flow) + sizeof(uint32_t)) +
+    return size_t{capacity_} * (sizeof(Flow) + sizeof(uint32_t) + sizeof(Link)) +
            size_t{nbuckets_} * sizeof(Bucket);
   }
 
@@ -256,6 +292,13 @@ class FlowTable {
     return m;
 #endif
   }
+  static constexpr uint32_t kOffList = kNoFlow - 1;  // Link::prev of a record not on the list
+  struct Link {
+    uint32_t prev = kOffList, next = kOffList;
+  };
+  void link_tail(uint32_t idx);
+  void unlink(uint32_t idx);
+  void rebuild_embryonic();  // from the records' states, in index order (attach)
   bool index_add(uint64_t h, uint32_t ref);
   void index_remove(uint64_t h, uint32_t ref);
   // erase() with both keys' hashes already known.
@@ -273,8 +316,12 @@ class FlowTable {
   uint64_t seed_;
   uint32_t size_ = 0;
   uint32_t hand_ = 0;
-  uint32_t free_top_ = 0;  // free_[0 .. free_top_) are free record indexes
-  LargeArray<Line> own_;   // the region, when the table allocated it itself
+  uint32_t free_top_ = 0;   // free_[0 .. free_top_) are free record indexes
+  LargeArray<Line> own_;    // the region, when the table allocated it itself
+  LargeArray<Link> links_;  // embryonic list, by record index
+  uint32_t emb_head_ = kNoFlow;
+  uint32_t emb_tail_ = kNoFlow;
+  uint32_t emb_count_ = 0;
   Flow* flows_ = nullptr;
   Bucket* buckets_ = nullptr;
   uint32_t* free_ = nullptr;  // a stack of free record indexes

@@ -16,13 +16,9 @@ Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
   for (const ServiceSpec& spec : services) {
     if (raw(spec.id) >= kMaxServices) throw std::invalid_argument("service id out of range");
     if (find(spec.vip, spec.port)) throw std::invalid_argument("duplicate VIP:port in pool");
-    PoolService s{spec.id,
-                  spec.vip,
-                  spec.port,
-                  spec.scheduler,
-                  spec.miss,
-                  spec.forward,
-                  static_cast<uint32_t>(backends_.size())};
+    PoolService s{
+        spec.id,   spec.vip,     spec.port,       spec.scheduler,
+        spec.miss, spec.forward, spec.syn_policy, static_cast<uint32_t>(backends_.size())};
     for (const PoolBackend& b : spec.backends) {
       if (raw(b.id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
       reserved_.push_back(b.ip);

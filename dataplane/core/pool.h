@@ -25,6 +25,9 @@ enum class SchedulerKind : uint8_t {
 // for a maglev service, a new flow to the table's backend of its tuple (the one any node with
 // the same pool picks, so a connection survives a restart or a move to another node).
 enum class MissMode : uint8_t { kDefault, kDrop, kRst, kRehash };
+// What a SYN does when the embryonic budget or the table is full (docs/operations.md, "SYN
+// floods"); kDefault: the dataplane's flows.syn_flood_policy.
+enum class SynPolicy : uint8_t { kDefault, kDropNew, kEvictEmbryonic, kStateless };
 
 struct PoolBackend {
   BackendId id;
@@ -42,6 +45,7 @@ struct PoolService {
   SchedulerKind scheduler;
   MissMode miss = MissMode::kDefault;
   ForwardMode forward = ForwardMode::kDnat;
+  SynPolicy syn_policy = SynPolicy::kDefault;
   uint32_t first = 0;  // its backends are backends()[first, first + count)
   uint32_t count = 0;
   uint32_t total_weight = 0;
@@ -60,6 +64,7 @@ class Pool {
     std::vector<BackendId> serving;     // those whose established flows continue (draining)
     MissMode miss = MissMode::kDefault;
     ForwardMode forward = ForwardMode::kDnat;
+    SynPolicy syn_policy = SynPolicy::kDefault;
     // kMaglev: the table of `backends` (see maglev_backends()), shared with the pool before when
     // they have not changed; left empty, the pool builds it (table size maglev_table_size).
     std::shared_ptr<const MaglevTable> maglev = {};

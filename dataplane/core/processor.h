@@ -83,6 +83,15 @@ struct ProcessorConfig {
   // node and across restarts, so that any of them sends the flow to the same backend.
   uint64_t maglev_seed = kMaglevDefaultFlowSeed;
   bool rst_on_no_backend = true;
+  // SYN floods: at most syn_budget embryonic flows (0: the capacity); past half of that the
+  // new ones get syn_timeout_pressure (0: syn_timeout) and older ones age by it; when the budget
+  // or the table is full a SYN follows syn_policy (a service's own, else this one).
+  uint32_t syn_budget = 0;
+  Tick syn_timeout_pressure = 0;
+  SynPolicy syn_policy = SynPolicy::kDropNew;  // what lbd did before; the config's default differs
+  // kStateless services: above this many new flows per second (0: no limit), or when the budget
+  // or the table is full, a SYN goes to its Maglev backend without a flow.
+  uint32_t stateless_rate = 0;
   uint32_t syn_cache_slots = 4096;  // power of two; 0 disables replay of SYNs on retry
   uint64_t ticks_per_second = 1000;
   // Flow ownership across workers: owner = reta[toeplitz(client ip, port) % reta.size]
@@ -222,7 +231,14 @@ class Processor {
   bool resteer(uint32_t idx, const Pool& pool, Tick now);
   Verdict replay_syn(Frame& f, uint32_t idx);
   void track_state(Flow& fl, Dir d, uint8_t flags, Tick now);
+  [[gnu::noinline]] void track_change(Flow& fl, Dir d, uint8_t flags, Tick now);
   void release(const Flow& fl);
+  // A SYN found the embryonic budget or the table full: makes room by evicting the oldest
+  // embryonic flow (true), or says why it cannot.
+  bool syn_room(SynPolicy p, DropReason& why);
+  // kStateless: this worker created its new-flow budget of the current window already.
+  bool over_stateless_rate(Tick now);
+  bool syn_pressure() const { return table_.embryonic() >= syn_high_water_; }
   bool is_local(uint32_t ip) const;
   // A client toward a VIP:port can be neither lbd itself (a VIP, a port's address) nor one of
   // its backends (balanced back to a backend, maybe the same one): such a source is spoofed.
@@ -260,6 +276,12 @@ class Processor {
   Tick age_due_ = 0;              // when the next batch is due
   uint32_t created_since_age_ = 0;
   Tick age_interval_ = 1;  // ticks per batch
+  uint32_t syn_budget_ = 0;
+  uint32_t syn_high_water_ = 0;
+  Tick rate_window_ = 1;          // ticks; stateless_rate is counted per window
+  uint32_t rate_window_max_ = 0;  // new flows per window; 0: no limit
+  Tick rate_window_start_ = 0;
+  uint32_t rate_window_flows_ = 0;
   uint32_t age_paced(Tick now);
   void adopt_flows();
 };

@@ -43,7 +43,7 @@ std::string config_for(const HarnessOptions& o, const std::string& client_dev,
   s += "  );\n";
   s += "  flows = { capacity = " + std::to_string(o.flow_capacity) +
        "; tcp_syn_timeout = 3; tcp_established_timeout = 60;\n";
-  s += "            tcp_fin_timeout = 4; tcp_closed_timeout = 2; };\n";
+  s += "            tcp_fin_timeout = 4; tcp_closed_timeout = 2; " + o.flows_extra + " };\n";
   s += std::string("  retry = { on_rst = ") + (o.retry_on_rst ? "true" : "false") +
        "; syn_timeout_ms = 1000; max_retries = 2; };\n";
   s += std::string("  miss_policy = \"") + o.miss_policy + "\";\n";
@@ -56,8 +56,10 @@ std::string config_for(const HarnessOptions& o, const std::string& client_dev,
   }
   s += "};\n";
   s += "services = (\n";
-  s += "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"rr\";\n";
-  s += std::string("    forward = \"") + (o.fullnat ? "fullnat" : o.forward) + "\";\n";
+  s += std::string("  { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"") +
+       o.scheduler + "\";\n";
+  s += std::string("    forward = \"") + (o.fullnat ? "fullnat" : o.forward) + "\"; " +
+       o.web_extra + "\n";
   s += "    backends = (";
   for (uint8_t b = 0; b < o.backends; ++b)
     s += std::string(b ? ",\n                 " : " ") + "{ address = \"10.20.0.1" +

@@ -33,6 +33,9 @@ struct HarnessOptions {
   bool channel = false;  // create the pool channel (shm segment) lb-healthd would attach to
   uint32_t flow_capacity = 1024;  // per worker
   const char* forward = "dnat";   // the service "web"'s forward mode
+  const char* scheduler = "rr";   // the service "web"'s scheduler
+  std::string flows_extra;        // more settings of dataplane.flows (SYN floods)
+  std::string web_extra;          // more settings of the service "web"
   uint8_t backends = 3;           // the config's service "web" has the first N of 10.20.0.11 .. 13
   dp::FlowMemoryOptions flows;    // with an instance: flow tables in files (flow_memory.h)
   // Service "web" in full-NAT mode from 10.20.0.50 (and 10.20.0.51 with 2 addresses), local

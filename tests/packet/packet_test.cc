@@ -2848,5 +2848,166 @@ TEST(Maglev, TablesAreRebuiltOnlyForServicesWhosePoolChanged) {
   EXPECT_EQ(h.dp().control_stats().updates_rejected.load(), 2u);
 }
 
+// ---------------------------------------------------------------------------------------------
+// SYN floods (docs/operations.md, "SYN floods"): each policy through the real worker path, with
+// a budget of 10 embryonic flows (1 % of 1024).
+
+void learn_backends(Harness& h) {
+  for (const Backend& be : kB) h.inject(kBackendPort, 0, backend_arp_reply(be));
+  h.poll(0, 1);
+  h.drain();
+}
+
+// Flood SYN i: from one of 40 client addresses, each from many ports.
+Client flood_client(uint32_t i) {
+  return client(static_cast<uint8_t>(1 + i % 40), static_cast<uint16_t>(10000 + i / 40));
+}
+
+// Sends flood SYNs [from, from + n), 16 per poll; returns what lbd transmitted.
+std::vector<Emitted> flood(Harness& h, uint32_t from, uint32_t n) {
+  std::vector<Emitted> all;
+  for (uint32_t i = from; i < from + n; ++i) {
+    h.inject(kClientPort, 0, c2v(flood_client(i), syn_seg(i)));
+    if ((i - from) % 16 == 15 || i + 1 == from + n) {
+      h.poll(0, 1);
+      for (Emitted& e : ip_out(h)) all.push_back(std::move(e));
+    }
+  }
+  return all;
+}
+
+struct Connection {
+  Client c;
+  const Backend* b;
+};
+
+// A dnat handshake of client n; the backend is whichever lbd picks.
+Connection handshake_of(Harness& h, uint8_t n) {
+  const Client c = client(n);
+  h.inject(kClientPort, 0, c2v(c, syn_seg()));
+  h.poll(0, 1);
+  std::vector<Emitted> out = ip_out(h);
+  EXPECT_EQ(out.size(), 1u) << "SYN of client " << int{n};
+  if (out.size() != 1) return {c, nullptr};
+  const Backend* b = backend_at(decode(out[0].frame).ip_dst);
+  EXPECT_NE(b, nullptr);
+  if (!b) return {c, nullptr};
+  EXPECT_EQ(out[0].frame, c2b(c, *b, syn_seg()));
+  h.inject(kBackendPort, 0, b2c(*b, c, synack_seg()));
+  h.poll(0, 1);
+  out = ip_out(h);
+  EXPECT_EQ(out.size(), 1u);
+  if (out.size() == 1) {
+    EXPECT_EQ(out[0].frame, v2c(c, synack_seg()));
+  }
+  h.inject(kClientPort, 0, c2v(c, ack_seg()));
+  h.poll(0, 1);
+  out = ip_out(h);
+  EXPECT_EQ(out.size(), 1u);
+  if (out.size() == 1) {
+    EXPECT_EQ(out[0].frame, c2b(c, *b, ack_seg()));
+  }
+  return {c, b};
+}
+
+// The connection's data goes through both ways, byte for byte.
+void expect_data_both_ways(Harness& h, const Connection& k) {
+  ASSERT_NE(k.b, nullptr);
+  const Seg up = data_seg(1001, 5001, "GET /");
+  h.inject(kClientPort, 0, c2v(k.c, up));
+  h.poll(0, 1);
+  std::vector<Emitted> out = ip_out(h);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, c2b(k.c, *k.b, up));
+  const Seg down = data_seg(5001, 1006, "200 OK");
+  h.inject(kBackendPort, 0, b2c(*k.b, k.c, down));
+  h.poll(0, 1);
+  out = ip_out(h);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, v2c(k.c, down));
+}
+
+TEST(SynFlood, DropNewRefusesSynsOverTheBudgetAndKeepsEstablishedFlows) {
+  HarnessOptions o;
+  o.flows_extra = "syn_budget = 1; syn_flood_policy = \"drop-new\";";
+  Harness h(o);
+  learn_backends(h);
+  const Connection a = handshake_of(h, 41), b = handshake_of(h, 42);
+  const core::WorkerCounters& c = h.dp().counters(0);
+  EXPECT_EQ(flood(h, 0, 50).size(), 10u);
+  EXPECT_EQ(c.flows_refused.get(), 40u);
+  EXPECT_EQ(c.drops[static_cast<size_t>(DropReason::kSynBudgetFull)].get(), 40u);
+  EXPECT_EQ(c.syn_evicted.get(), 0u);
+  EXPECT_EQ(h.dp().processor(0).flows().embryonic(), 10u);
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 12u);
+  expect_data_both_ways(h, a);
+  expect_data_both_ways(h, b);
+}
+
+TEST(SynFlood, EvictEmbryonicForwardsEverySynAndKeepsEstablishedFlows) {
+  HarnessOptions o;
+  o.flows_extra = "syn_budget = 1; syn_flood_policy = \"evict-embryonic\";";
+  Harness h(o);
+  learn_backends(h);
+  const Connection a = handshake_of(h, 41), b = handshake_of(h, 42);
+  const core::WorkerCounters& c = h.dp().counters(0);
+  const std::vector<Emitted> out = flood(h, 0, 50);
+  ASSERT_EQ(out.size(), 50u);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const Backend* be = backend_at(decode(out[i].frame).ip_dst);
+    ASSERT_NE(be, nullptr) << i;
+    EXPECT_EQ(out[i].frame,
+              c2b(flood_client(static_cast<uint32_t>(i)), *be, syn_seg(static_cast<uint32_t>(i))))
+        << i;
+  }
+  EXPECT_EQ(c.syn_evicted.get(), 40u);
+  EXPECT_EQ(c.flows_refused.get(), 0u);
+  EXPECT_EQ(h.dp().processor(0).flows().embryonic(), 10u);
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 12u);
+  expect_data_both_ways(h, a);
+  expect_data_both_ways(h, b);
+  // A new client still completes its handshake (its SYN evicts the oldest flood entry).
+  const Connection n = handshake_of(h, 43);
+  EXPECT_EQ(c.syn_evicted.get(), 41u);
+  expect_data_both_ways(h, n);
+}
+
+TEST(SynFlood, StatelessRoutesByTheMaglevTableWithoutAFlow) {
+  HarnessOptions o;
+  o.scheduler = "maglev";
+  o.forward = "tunnel";
+  o.web_extra = "maglev_table_size = 1009; syn_flood_policy = \"stateless\";";
+  o.flows_extra = "syn_budget = 1;";
+  Harness h(o);
+  learn_backends(h);
+  const std::vector<uint32_t> ref = ref_maglev({kB[0].ip, kB[1].ip, kB[2].ip}, 8080, 1009);
+  const core::WorkerCounters& c = h.dp().counters(0);
+  const std::vector<Emitted> out = flood(h, 0, 50);
+  ASSERT_EQ(out.size(), 50u);
+  for (uint32_t i = 0; i < 50; ++i) {
+    const Client fc = flood_client(i);
+    const Backend* be = backend_at(ref_pick(ref, fc, kVport));
+    ASSERT_NE(be, nullptr);
+    EXPECT_EQ(out[i].frame, c2b_ipip(fc, *be, syn_seg(i))) << i;
+  }
+  EXPECT_EQ(c.flows_created.get(), 10u) << "the budget's worth get a flow";
+  EXPECT_EQ(c.syn_stateless.get(), 40u);
+  EXPECT_EQ(c.flows_refused.get(), 0u);
+  EXPECT_EQ(c.syn_evicted.get(), 0u);
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 10u);
+  // The client of a stateless SYN answers: the maglev rehash sends its ACK to the same backend
+  // and makes the flow then.
+  const Client fc = flood_client(49);
+  const Backend* be = backend_at(ref_pick(ref, fc, kVport));
+  ASSERT_NE(be, nullptr);
+  h.inject(kClientPort, 0, c2v(fc, ack_seg()));
+  h.poll(0, 1);
+  const std::vector<Emitted> ack = ip_out(h);
+  ASSERT_EQ(ack.size(), 1u);
+  EXPECT_EQ(ack[0].frame, c2b_ipip(fc, *be, ack_seg()));
+  EXPECT_EQ(c.flows_rehashed.get(), 1u);
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 11u);
+}
+
 }  // namespace
 }  // namespace lb::test

@@ -54,6 +54,7 @@ TEST(ShmAbi, LayoutIsFixed) {
   EXPECT_EQ(sizeof(BackendEntry), 12u);
   EXPECT_EQ(sizeof(Event), 64u);
   EXPECT_EQ(offsetof(ServiceUpdate, forward), 72u);
+  EXPECT_EQ(offsetof(ServiceUpdate, syn_policy), 73u);
   EXPECT_EQ(offsetof(ServiceUpdate, backends), 76u);
   EXPECT_EQ(sizeof(ServiceUpdate), 76u + 12u * kMaxBackendsPerService + 4u);
   EXPECT_EQ(offsetof(Header, epoch), 24u);
@@ -514,7 +515,7 @@ TEST(ApplyUpdate, ForwardModeIsCheckedAndCarried) {
   u.forward = 3;
   EXPECT_EQ(dp::apply_update(state, u), "web: unknown forward mode 3");
   u = make_update(2, "web", 2);
-  u.reserved[2] = 1;
+  u.reserved[1] = 1;
   EXPECT_EQ(dp::apply_update(state, u), "web: reserved bytes are not 0");
   u = make_update(2, "web", 2);
   u.padding[0] = 1;
@@ -540,7 +541,54 @@ TEST(ApplyUpdate, FillUpdateCarriesForward) {
     s.forward = f;
     health::fill_update(*u, s, health::LivePool{}, 1);
     EXPECT_EQ(u->forward, static_cast<uint8_t>(f));
-    EXPECT_EQ(u->reserved[0] | u->reserved[1] | u->reserved[2], 0);
+    EXPECT_EQ(u->reserved[0] | u->reserved[1], 0);
+  }
+}
+
+TEST(ApplyUpdate, SynFloodPolicyIsCheckedAndCarried) {
+  dp::PoolState state;
+  ServiceUpdate u = make_update(1, "web", 2);
+  EXPECT_EQ(u.syn_policy, 0u);  // the dataplane's
+  ASSERT_EQ(dp::apply_update(state, u), "");
+  EXPECT_EQ(state["web"].syn_policy, SynFlood::kDefault);
+  u = make_update(2, "web", 2);
+  u.syn_policy = 4;
+  EXPECT_EQ(dp::apply_update(state, u), "web: unknown SYN flood policy 4");
+  for (const SynFlood p : {SynFlood::kDropNew, SynFlood::kEvictEmbryonic}) {
+    u = make_update(2, "web", 2);
+    u.syn_policy = static_cast<uint8_t>(p);
+    ASSERT_EQ(dp::apply_update(state, u), "");
+    EXPECT_EQ(state["web"].syn_policy, p);
+  }
+  // Stateless: maglev and tunnel only.
+  u = make_update(3, "web", 2);
+  u.syn_policy = static_cast<uint8_t>(SynFlood::kStateless);
+  EXPECT_EQ(dp::apply_update(state, u),
+            "web: SYN flood policy stateless for a service that is not maglev and tunnel");
+  u.scheduler = static_cast<uint8_t>(Scheduler::kMaglev);
+  u.maglev_table_size = 1009;
+  EXPECT_NE(dp::apply_update(state, u), "") << "maglev but dnat";
+  u.forward = static_cast<uint8_t>(cfg::Forward::kTunnel);
+  ASSERT_EQ(dp::apply_update(state, u), "");
+  EXPECT_EQ(state["web"].syn_policy, SynFlood::kStateless);
+}
+
+TEST(ApplyUpdate, FillUpdateCarriesSynFloodPolicy) {
+  cfg::ServiceConfig s;
+  s.name = "web";
+  s.vip = 0x0a0a0064;
+  s.port = 80;
+  auto u = std::make_unique<ServiceUpdate>();
+  health::fill_update(*u, s, health::LivePool{}, 1);
+  EXPECT_EQ(u->syn_policy, static_cast<uint8_t>(SynFlood::kDefault));
+  const std::pair<cfg::SynFloodPolicy, SynFlood> wire[] = {
+      {cfg::SynFloodPolicy::kDropNew, SynFlood::kDropNew},
+      {cfg::SynFloodPolicy::kEvictEmbryonic, SynFlood::kEvictEmbryonic},
+      {cfg::SynFloodPolicy::kStateless, SynFlood::kStateless}};
+  for (const auto& [p, w] : wire) {
+    s.syn_flood_policy = p;
+    health::fill_update(*u, s, health::LivePool{}, 1);
+    EXPECT_EQ(u->syn_policy, static_cast<uint8_t>(w));
   }
 }
 

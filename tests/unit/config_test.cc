@@ -198,6 +198,9 @@ constexpr BadCase kBadCases[] = {
   {"flows_unknown_key", 7, 7, "  flows = { idle_timeout = 5; };", 7, "dataplane.flows.idle_timeout", "unknown setting 'idle_timeout'"},
   {"flows_capacity_small", 7, 7, "  flows = { capacity = 1000; };", 7, "dataplane.flows.capacity", "value 1000 is out of range 1024..67108864"},
   {"flows_timeout_zero", 7, 7, "  flows = {\n    tcp_fin_timeout = 0;\n  };", 8, "dataplane.flows.tcp_fin_timeout", "value 0 is out of range 1..86400"},
+  {"syn_budget_zero", 7, 7, "  flows = {\n    syn_budget = 0;\n  };", 8, "dataplane.flows.syn_budget", "value 0 is out of range 1..100"},
+  {"syn_budget_over", 7, 7, "  flows = { syn_budget = 101; };", 7, "dataplane.flows.syn_budget", "value 101 is out of range 1..100"},
+  {"syn_flood_policy_unknown", 7, 7, "  flows = {\n\n    syn_flood_policy = \"stateless\";\n  };", 9, "dataplane.flows.syn_flood_policy", "stateless"},
   {"flows_timeout_long", 7, 7, "  flows = { tcp_established_timeout = 86401; };", 7, "dataplane.flows.tcp_established_timeout", "out of range 1..86400"},
   {"flows_directory_relative", 7, 7, "  flows = { directory = \"dev/shm\"; };", 7, "dataplane.flows.directory", "expected an absolute directory path (e.g. \"/dev/hugepages\"), found 'dev/shm'"},
   {"flows_persist_not_bool", 7, 7, "  flows = { persist = 1; };", 7, "dataplane.flows.persist", "expected"},
@@ -271,6 +274,11 @@ constexpr BadCase kBadCases[] = {
   {"idle_polls_zero", 7, 7, R"(  idle = { after_empty_polls = 0; };)", 7, "dataplane.idle.after_empty_polls", "value 0 is out of range 1..100000000"},
   {"idle_unknown_key", 7, 7, R"(  idle = { sleep_us = 5; };)", 7, "dataplane.idle.sleep_us", "unknown setting 'sleep_us'"},
   {"service_forward_unknown", 11, 11, R"(    forward = "dsr";)", 11, "services.[0].forward", "unknown forward 'dsr' (expected dnat, tunnel, fullnat)"},
+  {"stateless_needs_maglev", 11, 11, R"(    forward = "tunnel"; syn_flood_policy = "stateless";)", 11, "services.[0].syn_flood_policy", "syn_flood_policy \"stateless\" needs scheduler = \"maglev\" and forward = \"tunnel\" (scheduler is \"rr\", forward \"tunnel\")"},
+  {"stateless_needs_tunnel", 11, 11, R"(    scheduler = "maglev";
+    syn_flood_policy = "stateless";)", 12, "services.[0].syn_flood_policy", "(scheduler is \"maglev\", forward \"dnat\")"},
+  {"service_syn_flood_policy_unknown", 11, 11, R"(    syn_flood_policy = "cookies";)", 11, "services.[0].syn_flood_policy", "unknown syn_flood_policy 'cookies' (expected drop-new, evict-embryonic, stateless)"},
+  {"stateless_rate_zero", 7, 7, "  flows = { stateless_rate = 0; };", 7, "dataplane.flows.stateless_rate", "value 0 is out of range 1..100000000"},
   {"service_forward_not_string", 11, 11, R"(    forward = 1;)", 11, "services.[0].forward", "expected a string, found an integer"},
   {"service_scheduler_case", 11, 11, R"(    scheduler = "RR";)", 11, "services.[0].scheduler", "unknown scheduler 'RR'"},
 
@@ -557,6 +565,9 @@ TEST(GoodConfig, DefaultsApplied) {
   EXPECT_EQ(dp.flows.tcp_established_timeout, 900u);
   EXPECT_EQ(dp.flows.tcp_fin_timeout, 10u);
   EXPECT_EQ(dp.flows.tcp_closed_timeout, 5u);
+  EXPECT_EQ(dp.flows.syn_budget, 50u);
+  EXPECT_EQ(dp.flows.tcp_syn_timeout_pressure, 1u);
+  EXPECT_EQ(dp.flows.syn_flood_policy, SynFloodPolicy::kEvictEmbryonic);
   EXPECT_TRUE(dp.flows.persist);
   EXPECT_EQ(dp.flows.directory, "");
   EXPECT_TRUE(dp.retry.on_rst);
@@ -583,6 +594,28 @@ TEST(GoodConfig, DefaultsApplied) {
   EXPECT_EQ(s.health.expect_status_max, 299);
   EXPECT_EQ(s.health.line, 0);
   EXPECT_EQ(s.backends[0].weight, 1u);
+}
+
+TEST(GoodConfig, ServiceSynFloodPolicy) {
+  Config c = parse(replace_lines(11, 11, R"(    syn_flood_policy = "drop-new";)"));
+  EXPECT_EQ(c.services[0].syn_flood_policy, SynFloodPolicy::kDropNew);
+  EXPECT_FALSE(c.services[1].syn_flood_policy.has_value());
+  c = parse(replace_lines(
+      11, 11, R"(    scheduler = "maglev"; forward = "tunnel"; syn_flood_policy = "stateless";)"));
+  EXPECT_EQ(c.services[0].syn_flood_policy, SynFloodPolicy::kStateless);
+  EXPECT_EQ(c.dataplane.flows.stateless_rate, 125000u);
+  c = parse(replace_lines(7, 7, "  flows = { stateless_rate = 1000; };"));
+  EXPECT_EQ(c.dataplane.flows.stateless_rate, 1000u);
+}
+
+TEST(GoodConfig, SynFloodKeys) {
+  const Config c = parse(
+      replace_lines(7, 7,
+                    "  flows = { syn_budget = 20; tcp_syn_timeout_pressure = 2; syn_flood_policy = "
+                    "\"drop-new\"; };"));
+  EXPECT_EQ(c.dataplane.flows.syn_budget, 20u);
+  EXPECT_EQ(c.dataplane.flows.tcp_syn_timeout_pressure, 2u);
+  EXPECT_EQ(c.dataplane.flows.syn_flood_policy, SynFloodPolicy::kDropNew);
 }
 
 TEST(GoodConfig, PartialGroupsKeepOtherDefaults) {

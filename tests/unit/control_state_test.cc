@@ -89,6 +89,28 @@ TEST(ControlState, CanonicalJsonHasEveryEffectiveValue) {
   EXPECT_EQ(s[1]["backends"], Json::array());
 }
 
+TEST(ControlState, SynFloodKeysRoundTripThroughJsonAndText) {
+  cfg::Config c = base_config();
+  EXPECT_FALSE(services_to_json(c.services)[0].contains("syn_flood_policy"));  // unset
+  c.dataplane.flows.syn_budget = 20;
+  c.dataplane.flows.tcp_syn_timeout_pressure = 2;
+  c.dataplane.flows.syn_flood_policy = cfg::SynFloodPolicy::kDropNew;
+  c.dataplane.flows.stateless_rate = 5000;
+  c.services[0].scheduler = cfg::Scheduler::kMaglev;
+  c.services[0].forward = cfg::Forward::kTunnel;
+  c.services[0].syn_flood_policy = cfg::SynFloodPolicy::kStateless;
+  c.services[1].syn_flood_policy = cfg::SynFloodPolicy::kEvictEmbryonic;
+  const Json j = config_to_json(c);
+  EXPECT_EQ(j["services"][0]["syn_flood_policy"], "stateless");
+  const cfg::Config back = cfg::parse_config(to_libconfig(j, "x.cfg", ""), "x.cfg");
+  EXPECT_EQ(back.services[0].syn_flood_policy, cfg::SynFloodPolicy::kStateless);
+  EXPECT_EQ(back.services[1].syn_flood_policy, cfg::SynFloodPolicy::kEvictEmbryonic);
+  EXPECT_EQ(back.dataplane.flows.syn_budget, 20u);
+  EXPECT_EQ(back.dataplane.flows.tcp_syn_timeout_pressure, 2u);
+  EXPECT_EQ(back.dataplane.flows.syn_flood_policy, cfg::SynFloodPolicy::kDropNew);
+  EXPECT_EQ(back.dataplane.flows.stateless_rate, 5000u);
+}
+
 TEST(ControlState, ForwardRoundTripsThroughJsonAndText) {
   cfg::Config c = base_config();
   EXPECT_FALSE(services_to_json(c.services)[0].contains("forward"));  // the default, dnat

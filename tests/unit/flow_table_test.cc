@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <map>
@@ -386,7 +387,7 @@ class FlowTableIndexFull : public ::testing::Test {
 
   void Run(bool client_crowded_last, uint8_t caller_in_use) {
     FlowTable t(kCap, kSeed);
-    ASSERT_EQ(t.memory_bytes() - kCap * (sizeof(Flow) + 4), 9 * 64u) << "layout assumption";
+    ASSERT_EQ(t.memory_bytes() - kCap * (sizeof(Flow) + 4 + 8), 9 * 64u) << "layout assumption";
     uint16_t port = 1;
     std::vector<std::pair<uint32_t, Flow>> ok;
     FlowTable::InsertResult r = FlowTable::InsertResult::kOk;
@@ -538,7 +539,8 @@ TEST(FlowLister, AMillionRecordTableIsWalkedWhole) {
 TEST(FlowTable, MemoryBytes) {
   for (uint32_t cap : {1u, 2u, 100u, 1000u, 4096u, 100000u, 1u << 20}) {
     FlowTable t(cap);
-    const size_t per_flow = sizeof(Flow) + sizeof(uint32_t);  // record + free-list entry
+    // record + free-list entry + embryonic-list links
+    const size_t per_flow = sizeof(Flow) + sizeof(uint32_t) + 2 * sizeof(uint32_t);
     const size_t mem = t.memory_bytes();
     ASSERT_GT(mem, per_flow * cap) << cap;
     const size_t index = mem - per_flow * cap;
@@ -548,6 +550,155 @@ TEST(FlowTable, MemoryBytes) {
     EXPECT_LE(slots, 17u * cap / 4 + 16) << "sized to the design load (47 %), not rounded up";
     EXPECT_EQ(sizeof(Flow), 64u);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The embryonic list (SYN floods)
+
+std::vector<uint32_t> embryonic_list(const FlowTable& t) {
+  std::vector<uint32_t> v;
+  for (uint32_t i = t.oldest_embryonic(); i != FlowTable::kNoFlow; i = t.next_embryonic(i)) {
+    v.push_back(i);
+    if (v.size() > t.capacity()) break;  // a cycle
+  }
+  return v;
+}
+
+Flow syn_flow(uint32_t n, Tick created) {
+  Flow f = flow_n(n, created + 5);
+  f.state = TcpState::kSynSent;
+  f.created = created;
+  return f;
+}
+
+TEST(FlowTable, EmbryonicListKeepsInsertOrderAndOnlySynSent) {
+  FlowTable t(64);
+  std::vector<uint32_t> want;
+  for (uint32_t n = 0; n < 10; ++n) {
+    uint32_t idx;
+    const Flow f = n % 3 == 0 ? flow_n(n) : syn_flow(n, n);  // every third established
+    ASSERT_EQ(t.insert(f, idx), FlowTable::InsertResult::kOk);
+    EXPECT_EQ(t.on_list(idx), n % 3 != 0);
+    if (n % 3 != 0) want.push_back(idx);
+  }
+  EXPECT_EQ(t.embryonic(), want.size());
+  EXPECT_EQ(embryonic_list(t), want);
+  // Settled (SYN-ACK seen), erased from the middle, from the head, from the tail.
+  t.at(want[2]).state = TcpState::kSynRecv;
+  t.settle(want[2]);
+  t.settle(want[2]);  // twice is harmless
+  t.erase(want[4]);
+  t.erase(want[0]);
+  t.erase(want.back());
+  ASSERT_EQ(want.size(), 6u);
+  std::vector<uint32_t> left = {want[1], want[3]};
+  EXPECT_EQ(embryonic_list(t), left);
+  EXPECT_EQ(t.embryonic(), 2u);
+  // A settled record is no longer on the list, but still in the table.
+  EXPECT_FALSE(t.on_list(want[2]));
+  EXPECT_TRUE(t.at(want[2]).in_use);
+  // A freed record reused by a new SYN joins at the tail.
+  uint32_t idx;
+  ASSERT_EQ(t.insert(syn_flow(100, 50), idx), FlowTable::InsertResult::kOk);
+  left.push_back(idx);
+  EXPECT_EQ(embryonic_list(t), left);
+}
+
+// A tunnel flow never sees its backend's SYN-ACK: inserted in kSynRecv, it is embryonic until
+// the client's ACK settles it; a dnat flow in kSynRecv has had its answer.
+TEST(FlowTable, TunnelFlowInSynRecvIsEmbryonic) {
+  FlowTable t(64);
+  uint32_t tun, dnat;
+  Flow f = flow_n(1);
+  f.state = TcpState::kSynRecv;
+  f.forward = ForwardMode::kTunnel;
+  ASSERT_EQ(t.insert(f, tun), FlowTable::InsertResult::kOk);
+  f = flow_n(2);
+  f.state = TcpState::kSynRecv;
+  ASSERT_EQ(t.insert(f, dnat), FlowTable::InsertResult::kOk);
+  EXPECT_TRUE(t.on_list(tun));
+  EXPECT_FALSE(t.on_list(dnat));
+  EXPECT_EQ(embryonic_list(t), std::vector<uint32_t>{tun});
+}
+
+TEST(FlowTable, ExpireEmbryonicTakesTheOldestOnlyUpToCutoffAndBudget) {
+  FlowTable t(64);
+  std::vector<uint32_t> syn;
+  uint32_t idx;
+  ASSERT_EQ(t.insert(flow_n(1000, 1), idx), FlowTable::InsertResult::kOk);  // established
+  const uint32_t est = idx;
+  for (uint32_t n = 0; n < 8; ++n) {
+    ASSERT_EQ(t.insert(syn_flow(n, 10 + n), idx), FlowTable::InsertResult::kOk);
+    syn.push_back(idx);
+  }
+  std::vector<uint32_t> seen;
+  auto rec = [&](uint32_t i, const Flow& f) {
+    EXPECT_EQ(f.state, TcpState::kSynSent);
+    seen.push_back(i);
+  };
+  EXPECT_EQ(t.expire_embryonic(13, 2, rec), 2u);    // the budget stops it
+  EXPECT_EQ(t.expire_embryonic(13, 100, rec), 2u);  // the cutoff stops it (created 10..13)
+  EXPECT_EQ(seen, (std::vector<uint32_t>{syn[0], syn[1], syn[2], syn[3]}));
+  EXPECT_EQ(t.embryonic(), 4u);
+  EXPECT_EQ(t.size(), 5u);
+  EXPECT_EQ(t.expire_embryonic(1000, 100, rec), 4u);
+  EXPECT_EQ(t.embryonic(), 0u);
+  EXPECT_EQ(t.size(), 1u);  // the established flow, older than all of them, is untouched
+  EXPECT_TRUE(t.at(est).in_use);
+}
+
+TEST(FlowTable, EmbryonicListRebuiltOnAttach) {
+  struct alignas(64) Line {
+    std::byte b[64];
+  };
+  std::vector<Line> lines((FlowTable::region_bytes(256) + 63) / 64);
+  const std::span<std::byte> region(reinterpret_cast<std::byte*>(lines.data()),
+                                    lines.size() * sizeof(Line));
+  std::vector<uint32_t> syn;
+  {
+    FlowTable t(256, 9, region, FlowTable::Region::kFresh);
+    uint32_t idx;
+    for (uint32_t n = 0; n < 20; ++n) {
+      ASSERT_EQ(t.insert(n % 2 ? flow_n(n) : syn_flow(n, n), idx), FlowTable::InsertResult::kOk);
+      if (n % 2 == 0) syn.push_back(idx);
+    }
+  }
+  FlowTable t(256, 9, region, FlowTable::Region::kAttach);
+  EXPECT_EQ(t.embryonic(), syn.size());
+  std::vector<uint32_t> got = embryonic_list(t);
+  std::sort(got.begin(), got.end());
+  std::sort(syn.begin(), syn.end());
+  EXPECT_EQ(got, syn);
+}
+
+// Fixed memory: a flood of inserts and evictions through the list allocates nothing and the
+// list never outgrows the table.
+TEST(FlowTable, EmbryonicChurnKeepsListConsistent) {
+  FlowTable t(1024);
+  std::mt19937 rng(5);
+  uint32_t n = 0;
+  for (int round = 0; round < 200000; ++round) {
+    uint32_t idx;
+    if (t.size() == t.capacity() || rng() % 4 == 0) {
+      const uint32_t old = t.oldest_embryonic();
+      if (old != FlowTable::kNoFlow) t.erase(old);
+      continue;
+    }
+    if (t.insert(rng() % 8 == 0 ? flow_n(n) : syn_flow(n, n), idx) ==
+            FlowTable::InsertResult::kOk &&
+        rng() % 5 == 0) {
+      t.at(idx).state = TcpState::kEstablished;
+      t.settle(idx);
+    }
+    ++n;
+  }
+  const std::vector<uint32_t> l = embryonic_list(t);
+  EXPECT_EQ(l.size(), t.embryonic());
+  for (uint32_t i : l) EXPECT_EQ(t.at(i).state, TcpState::kSynSent);
+  uint32_t syn_sent = 0;
+  for (uint32_t i = 0; i < t.capacity(); ++i)
+    syn_sent += t.at(i).in_use && t.at(i).state == TcpState::kSynSent;
+  EXPECT_EQ(syn_sent, t.embryonic());
 }
 
 // ---------------------------------------------------------------------------------------------

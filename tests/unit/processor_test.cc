@@ -241,6 +241,8 @@ class ProcessorTest : public ::testing::Test {
                                   SchedulerKind kind = SchedulerKind::kRoundRobin) {
     Pool::ServiceSpec s{kSvc, kVip, kVport, kind, {}, {}};
     s.forward = forward_;
+    s.syn_policy = syn_policy_;
+    s.miss = miss_;
     for (int b : live) {
       s.backends.push_back(pool_backend(b));
       s.serving.push_back(static_cast<BackendId>(kBackendId[b]));
@@ -343,6 +345,8 @@ class ProcessorTest : public ::testing::Test {
   std::unique_ptr<Processor> proc_;
   bool check_checksums_ = true;
   ForwardMode forward_ = ForwardMode::kDnat;  // make_pool()'s service
+  SynPolicy syn_policy_ = SynPolicy::kDefault;
+  MissMode miss_ = MissMode::kDefault;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1550,6 +1554,7 @@ TEST_F(ProcessorTest, TaggedClientGetsTaggedReplies) {
 
 TEST_F(ProcessorTest, FlowTableFullRefusesNewFlowsOnly) {
   cfg_.flow_capacity = 4;
+  cfg_.syn_policy = SynPolicy::kDropNew;
   for (int i = 0; i < 4; ++i)
     ASSERT_TRUE(
         IsTx(Run(client_frame(0, client_syn(0, static_cast<uint16_t>(i + 1), 1)), kClientSide, 1),
@@ -1567,6 +1572,222 @@ TEST_F(ProcessorTest, FlowTableFullRefusesNewFlowsOnly) {
   // Room again after one expires.
   ASSERT_EQ(proc().age(1 + cfg_.syn_timeout, 64), 3u);
   EXPECT_TRUE(IsTx(Run(client_frame(0, client_syn(0, 5, 1)), kClientSide, 60), kBackendSide));
+}
+
+// ---------------------------------------------------------------------------------------------
+// SYN floods (docs/operations.md, "SYN floods")
+
+// A spoofed SYN: a random-looking source that is none of lbd's or the pool's addresses.
+Seg flood_syn(uint32_t i) {
+  Seg s = client_syn(0, static_cast<uint16_t>(1024 + (i % 50000)), 7 * i + 1);
+  s.ip.src = ip4(198, 18, static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i));
+  return s;
+}
+
+class SynFloodTest : public ProcessorTest {
+ protected:
+  static constexpr int kEstablished = 9;
+  void EstablishSome(Tick now) {
+    for (int i = 0; i < kEstablished; ++i)
+      ASSERT_NO_FATAL_FAILURE(Establish(i, static_cast<uint16_t>(4000 + i), i % 3, now));
+  }
+  // Every established flow still goes to its backend, both ways.
+  void ExpectEstablishedForward(Tick now) {
+    for (int i = 0; i < kEstablished; ++i) {
+      const auto cport = static_cast<uint16_t>(4000 + i);
+      const Seg d = client_seg(i, cport, tf::kAck | tf::kPsh, 5000, 5001, {1, 2, 3});
+      const Out o = Run(client_frame(i, d), kClientSide, now);
+      ASSERT_TRUE(IsTx(o, kBackendSide)) << i;
+      EXPECT_TRUE(FramesEqual(to_backend(i % 3, d), o.frame)) << i;
+      const Seg r = backend_seg(i % 3, i, cport, tf::kAck, 5001, 5003);
+      EXPECT_TRUE(IsTx(Run(backend_frame(i % 3, r), kBackendSide, now), kClientSide)) << i;
+      EXPECT_EQ(State(i, cport), TcpState::kEstablished);
+    }
+  }
+  const Flow* FloodFlow(uint32_t i) {
+    const FlowTable& t = proc().flows();
+    const Seg s = flood_syn(i);
+    const FlowKey k{s.ip.src, kVip, s.tcp.sport, kVport};
+    Dir d;
+    const uint32_t idx = t.lookup(k, t.hash(k), d);
+    return idx == FlowTable::kNoFlow ? nullptr : &t.at(idx);
+  }
+  // A handshake of client c on `port`, whichever backend takes it.
+  ::testing::AssertionResult Handshake(int c, uint16_t port, Tick now) {
+    const Out o = Run(client_frame(c, client_syn(c, port, 1)), kClientSide, now);
+    if (!o.tx(kBackendSide)) return ::testing::AssertionFailure() << "SYN " << verdict_str(o.v);
+    const int b = backend_index(o.frame);
+    if (!Run(backend_frame(b, backend_seg(b, c, port, tf::kSyn | tf::kAck, 5, 2)), kBackendSide,
+             now)
+             .tx(kClientSide))
+      return ::testing::AssertionFailure() << "SYN-ACK";
+    if (!Run(client_frame(c, client_seg(c, port, tf::kAck, 2, 6)), kClientSide, now)
+             .tx(kBackendSide))
+      return ::testing::AssertionFailure() << "ACK";
+    if (State(c, port) != TcpState::kEstablished) return ::testing::AssertionFailure() << "state";
+    return ::testing::AssertionSuccess();
+  }
+  uint32_t Flood(uint32_t from, uint32_t n, Tick now, uint32_t* tx = nullptr) {
+    uint32_t sent = 0;
+    for (uint32_t i = from; i < from + n; ++i)
+      sent += Run(client_frame(0, flood_syn(i)), kClientSide, now).tx(kBackendSide);
+    if (tx) *tx = sent;
+    return sent;
+  }
+};
+
+TEST_F(SynFloodTest, EvictEmbryonicEvictsTheOldestAndNeverAnEstablishedFlow) {
+  cfg_.syn_policy = SynPolicy::kEvictEmbryonic;
+  EstablishSome(1);
+  const uint32_t cap = cfg_.flow_capacity;  // 64
+  EXPECT_EQ(Flood(0, 1000, 2), 1000u) << "every SYN goes out: the oldest embryonic makes room";
+  EXPECT_EQ(proc().flows().size(), cap);
+  EXPECT_EQ(proc().flows().embryonic(), cap - kEstablished);
+  EXPECT_EQ(C().syn_evicted.get(), 1000 - (cap - kEstablished));
+  EXPECT_EQ(C().flows_refused.get(), 0u);
+  EXPECT_EQ(C().flows_created.get(), 1000u + kEstablished);
+  EXPECT_EQ(C().flows_active.get(), cap);
+  uint64_t per_backend = 0;
+  for (int b = 0; b < kBackends; ++b) per_backend += BC(b).flows_active.get();
+  EXPECT_EQ(per_backend, cap) << "evictions release their backend's count";
+  ExpectEstablishedForward(3);
+  // The survivors are the newest SYNs, the evicted ones the oldest.
+  for (uint32_t i : {0u, 500u, 1000u - (cap - kEstablished) - 1})
+    EXPECT_EQ(FloodFlow(i), nullptr) << i;
+  for (uint32_t i : {1000u - (cap - kEstablished), 999u}) EXPECT_NE(FloodFlow(i), nullptr) << i;
+  // A legitimate client still gets through, and its handshake completes.
+  EXPECT_TRUE(Handshake(20, 4100, 4));
+  EXPECT_EQ(C().syn_evicted.get(), 1000 - (cap - kEstablished) + 1);
+  ExpectEstablishedForward(5);
+}
+
+TEST_F(SynFloodTest, DropNewRefusesOverTheBudgetAndKeepsEstablishedFlows) {
+  cfg_.syn_policy = SynPolicy::kDropNew;
+  cfg_.syn_budget = 20;
+  EstablishSome(1);
+  EXPECT_EQ(Flood(0, 500, 2), 20u);
+  EXPECT_EQ(proc().flows().embryonic(), 20u);
+  EXPECT_EQ(C().flows_refused.get(), 480u);
+  EXPECT_EQ(Drops(DropReason::kSynBudgetFull), 480u);
+  EXPECT_EQ(C().syn_evicted.get(), 0u);
+  EXPECT_EQ(C().flows_active.get(), 20u + kEstablished);
+  ExpectEstablishedForward(3);
+  // A handshake that completes frees its budget slot; then one more SYN fits.
+  const Seg s0 = flood_syn(0);
+  const Flow* f0 = FloodFlow(0);
+  ASSERT_NE(f0, nullptr);
+  const int b =
+      static_cast<int>(std::find(kBackendIp, kBackendIp + kBackends, f0->backend_ip) - kBackendIp);
+  ASSERT_LT(b, kBackends);
+  Seg sa = backend_seg(b, 0, s0.tcp.sport, tf::kSyn | tf::kAck, 9, s0.tcp.seq + 1);
+  sa.ip.dst = s0.ip.src;
+  EXPECT_TRUE(IsTx(Run(backend_frame(b, sa), kBackendSide, 3), kClientSide));
+  EXPECT_EQ(proc().flows().embryonic(), 19u);
+  EXPECT_EQ(f0->state, TcpState::kSynRecv);
+  EXPECT_EQ(Flood(1000, 2, 3), 1u);
+}
+
+TEST_F(SynFloodTest, TableFullOfEstablishedFlowsRefusesWhateverThePolicy) {
+  for (SynPolicy p : {SynPolicy::kEvictEmbryonic, SynPolicy::kDropNew}) {
+    Restart();
+    cfg_.syn_policy = p;
+    cfg_.flow_capacity = 1024;
+    // 1024 established flows (rehash would be simpler, but the handshake is the real path).
+    for (int i = 0; i < 1024; ++i)
+      ASSERT_TRUE(Handshake(i / 200, static_cast<uint16_t>(2000 + i % 200), 1)) << i;
+    EXPECT_EQ(proc().flows().embryonic(), 0u);
+    EXPECT_EQ(Flood(0, 100, 2), 0u);
+    EXPECT_EQ(Drops(DropReason::kFlowTableFull), 100u);
+    EXPECT_EQ(C().flows_refused.get(), 100u);
+    EXPECT_EQ(C().syn_evicted.get(), 0u);
+    EXPECT_EQ(C().flows_active.get(), 1024u);
+  }
+}
+
+TEST_F(SynFloodTest, SynTimeoutShortensUnderPressure) {
+  cfg_.syn_budget = 20;  // high-water mark 10
+  cfg_.syn_timeout = 50;
+  cfg_.syn_timeout_pressure = 5;
+  EstablishSome(1);
+  // Below the mark: SYN flows keep the normal timeout.
+  EXPECT_EQ(Flood(0, 9, 10), 9u);
+  EXPECT_EQ(proc().age(30, 1000), 0u);
+  EXPECT_EQ(C().syn_expired_pressure.get(), 0u);
+  // Past it: new ones get the short one, and older ones are aged by it from the oldest.
+  EXPECT_EQ(Flood(100, 6, 30), 6u);  // 15 embryonic
+  ASSERT_NE(FloodFlow(105), nullptr);
+  EXPECT_EQ(FloodFlow(105)->expires, 30u + 5u);
+  EXPECT_EQ(FloodFlow(100)->expires, 30u + 50u) << "the 10th: the mark was reached after it";
+  EXPECT_EQ(proc().age(34, 1000), 9u) << "the 9 created at 10 (cutoff 29); not the 6 at 30";
+  EXPECT_EQ(C().syn_expired_pressure.get(), 9u);
+  EXPECT_EQ(proc().flows().embryonic(), 6u);
+  // 6 < 10: no pressure any more; each waits for its own deadline: 30 + 5 for the five
+  // created under pressure, 30 + 50 for the first.
+  EXPECT_EQ(proc().age(35, 1000), 5u);
+  EXPECT_EQ(C().syn_expired_pressure.get(), 9u);
+  EXPECT_EQ(C().flows_active.get(), uint64_t{kEstablished} + 1);
+  ExpectEstablishedForward(36);
+}
+
+// syn_flood_policy "stateless": a maglev service in tunnel mode.
+class StatelessTest : public SynFloodTest {
+ protected:
+  StatelessTest() {
+    forward_ = ForwardMode::kTunnel;
+    syn_policy_ = SynPolicy::kStateless;
+    miss_ = MissMode::kRehash;
+    pool_ = make_pool({0, 1, 2}, {}, SchedulerKind::kMaglev);
+  }
+};
+
+TEST_F(StatelessTest, OverTheNewFlowRateSynsGoWithoutAFlow) {
+  cfg_.stateless_rate = 100;  // ticks_per_second 10: windows of 1 tick, 10 new flows each
+  EXPECT_EQ(Flood(0, 30, 5), 30u) << "every SYN goes out";
+  EXPECT_EQ(C().flows_created.get(), 10u);
+  EXPECT_EQ(C().syn_stateless.get(), 20u);
+  EXPECT_EQ(proc().flows().size(), 10u);
+  EXPECT_EQ(Flood(100, 30, 6), 30u);  // the next window
+  EXPECT_EQ(C().flows_created.get(), 20u);
+  EXPECT_EQ(C().syn_stateless.get(), 40u);
+  EXPECT_EQ(C().flows_refused.get(), 0u);
+  // A stateless SYN goes where the flow's SYN would have: its retransmission, now under the
+  // rate, makes a flow to the same backend.
+  const Out first = Run(client_frame(0, flood_syn(29)), kClientSide, 7);
+  ASSERT_TRUE(IsTx(first, kBackendSide));
+  ASSERT_NE(FloodFlow(29), nullptr);
+  EXPECT_EQ(C().syn_stateless.get(), 40u);
+}
+
+TEST_F(StatelessTest, AFullTableForwardsSynsAndTheirAcksEvictTheOldestEmbryonic) {
+  EXPECT_EQ(Flood(0, 64, 2), 64u);
+  ASSERT_EQ(proc().flows().size(), 64u);
+  EXPECT_EQ(proc().flows().embryonic(), 64u) << "tunnel flows wait for the client's ACK";
+  EXPECT_EQ(Flood(64, 10, 2), 10u);
+  EXPECT_EQ(C().syn_stateless.get(), 10u);
+  EXPECT_EQ(C().flows_refused.get(), 0u);
+  EXPECT_EQ(FloodFlow(70), nullptr);
+  // The client of SYN 70 answers: its ACK is rehashed to the same backend and takes the place
+  // of the oldest embryonic flow.
+  const Out syn = Run(client_frame(0, flood_syn(70)), kClientSide, 3);
+  ASSERT_TRUE(IsTx(syn, kBackendSide));
+  EXPECT_EQ(C().syn_stateless.get(), 11u);
+  Seg a = flood_syn(70);
+  a.tcp.flags = tf::kAck;
+  a.tcp.seq += 1;
+  a.tcp.ack = 1;
+  const Out ack = Run(client_frame(0, a), kClientSide, 3);
+  ASSERT_TRUE(IsTx(ack, kBackendSide));
+  ASSERT_GE(ack.frame.size(), 34u);
+  ASSERT_GE(syn.frame.size(), 34u);
+  // The same backend: the same destination MAC and outer destination address.
+  EXPECT_TRUE(std::equal(ack.frame.begin(), ack.frame.begin() + 6, syn.frame.begin()));
+  EXPECT_TRUE(std::equal(ack.frame.begin() + 30, ack.frame.begin() + 34, syn.frame.begin() + 30));
+  EXPECT_EQ(C().flows_rehashed.get(), 1u);
+  EXPECT_EQ(C().syn_evicted.get(), 1u);
+  EXPECT_EQ(FloodFlow(0), nullptr) << "the oldest embryonic flow made room";
+  ASSERT_NE(FloodFlow(70), nullptr);
+  EXPECT_EQ(FloodFlow(70)->state, TcpState::kEstablished);
+  EXPECT_EQ(proc().flows().size(), 64u);
 }
 
 TEST_F(ProcessorTest, FlowConflictBetweenTwoVips) {

@@ -239,7 +239,7 @@ int run_change(Context& ctx, Json req) {
 // -- Health and service options, shared by service add and service set --------------------
 
 struct ServiceOptions {
-  std::string scheduler, on_all_down, maint, miss_policy, forward;
+  std::string scheduler, on_all_down, maint, miss_policy, forward, syn_flood_policy;
   std::string path, expect_status, expect_body, host, initial_state;
   int64_t interval = 0, timeout = 0, rise = 0, fall = 0, fast = 0, down = 0, jitter = 0, port = 0,
           syn_rst = 0, syn_timeout = 0, maglev_table_size = 0;
@@ -280,6 +280,10 @@ struct ServiceOptions {
                        ->check(CLI::IsMember({"drop", "rst", "rehash"})));
     opts.push_back(app->add_option("--forward", forward, "dnat, tunnel or fullnat")
                        ->check(CLI::IsMember({"dnat", "tunnel", "fullnat"})));
+    opts.push_back(
+        app->add_option("--syn-flood-policy", syn_flood_policy,
+                        "drop-new, evict-embryonic or stateless (maglev + tunnel): a SYN flood")
+            ->check(CLI::IsMember({"drop-new", "evict-embryonic", "stateless"})));
   }
 
   bool given(size_t i) const { return opts[i]->count() > 0; }
@@ -311,6 +315,7 @@ struct ServiceOptions {
     if (given(18)) s["maglev_table_size"] = maglev_table_size;
     if (given(19)) s["miss_policy"] = miss_policy;
     if (given(20)) s["forward"] = forward;
+    if (given(21)) s["syn_flood_policy"] = syn_flood_policy;
     if (!passive.empty()) h["passive"] = passive;
     if (!h.empty()) s["health"] = h;
     return s;

@@ -463,6 +463,9 @@ std::string render_stats(const Json& r, const std::string& instance, const Json&
   line("flows reused by a SYN", "flows_closed");  // what an older lbd called it
   line("flows reset", "flows_reset");
   line("flows refused", "flows_refused");
+  line("SYN flows evicted", "syn_evicted");
+  line("SYN flows aged under pressure", "syn_expired_pressure");
+  line("SYNs forwarded without a flow", "syn_stateless");
   line("misses rehashed to flows", "flows_rehashed");
   line("retries", "retries");
   line("RST, no backend", "rst_no_backend");
