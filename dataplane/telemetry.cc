@@ -113,7 +113,9 @@ int cmd_ports(const char*, const char*, rte_tel_data* d) {
   return 0;
 }
 
-// Per full-NAT local address: its ports over all workers (core/snat.h).
+// Per full-NAT local address: its ports over all workers (core/snat.h). Keyed "fullnat_<index>"
+// with the address inside: DPDK refuses a dictionary key with a '.' (only alphanumerics, '_' and
+// '/'), so an address as the key left the reply empty.
 int cmd_fullnat(const char*, const char*, rte_tel_data* d) {
   const Dataplane* dp = g_dp.load(std::memory_order_acquire);
   if (!dp) return -1;
@@ -123,13 +125,14 @@ int cmd_fullnat(const char*, const char*, rte_tel_data* d) {
     rte_tel_data* e = rte_tel_data_alloc();
     if (!e) return -1;
     rte_tel_data_start_dict(e);
+    rte_tel_data_add_dict_string(e, "address", cfg::format_ipv4(addrs[i]).c_str());
     const uint64_t in_use = LB_SUM(c.fullnat[i].ports_in_use.get());
     const uint64_t total = uint64_t{dp->config().dataplane.fullnat_port_last} + 1 -
                            dp->config().dataplane.fullnat_port_first;
     rte_tel_data_add_dict_u64(e, "ports_in_use", in_use);
     rte_tel_data_add_dict_u64(e, "ports_free", in_use > total ? 0 : total - in_use);
     rte_tel_data_add_dict_u64(e, "alloc_failures", LB_SUM(c.fullnat[i].alloc_failures.get()));
-    rte_tel_data_add_dict_container(d, cfg::format_ipv4(addrs[i]).c_str(), e, 0);
+    rte_tel_data_add_dict_container(d, ("fullnat_" + std::to_string(i)).c_str(), e, 0);
   }
   return 0;
 }

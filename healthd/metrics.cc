@@ -136,6 +136,13 @@ LbdCounters read_lbd(const std::string& path, std::chrono::milliseconds timeout)
     c.workers = t.query("/lb/workers");
     c.pool = t.query("/lb/pool");
     c.services = t.query("/lb/services");
+    // Last, and optional: an lbd older than full-NAT refuses the command (its reply is read
+    // whole, the connection stays usable); the full-NAT families are then left out.
+    try {
+      c.fullnat = t.query("/lb/fullnat");
+    } catch (const ctl::Error&) {
+      c.fullnat = Json();
+    }
     for (const Json* j : {&c.stats, &c.drops, &c.ports, &c.backends, &c.workers, &c.pool}) {
       if (!j->is_object())
         throw ctl::Error("lbd's telemetry at " + path + ": a reply is not an object");
@@ -538,6 +545,35 @@ void render_lbd(Exposition& x, const LbdCounters& lbd) {
   x.family("lbd_flow_table_capacity", Type::kGauge,
            "Flows lbd's flow tables can hold (every worker's).");
   x.sample({}, capacity);
+
+  // Full-NAT local ports by local address (lbd's own addresses, never a client's): no family
+  // without dataplane.fullnat_addresses. docs/operations.md, "Full-NAT", says what to do when
+  // ports_free nears 0.
+  if (lbd.fullnat.is_object() && !lbd.fullnat.empty()) {
+    struct FullnatKey {
+      const char* key;
+      const char* family;
+      Type type;
+      const char* help;
+    };
+    static constexpr FullnatKey kFullnatKeys[] = {
+        {"ports_in_use", "lbd_fullnat_ports_in_use", Type::kGauge,
+         "Full-NAT local ports held by flows (every worker's), per local address."},
+        {"ports_free", "lbd_fullnat_ports_free", Type::kGauge,
+         "Full-NAT local ports free for new flows (dataplane.fullnat_ports' size minus those in "
+         "use), per local address."},
+        {"alloc_failures", "lbd_fullnat_port_alloc_failures_total", Type::kCounter,
+         "New full-NAT flows refused for want of a free local port (drop reason "
+         "fullnat_ports_exhausted), counted on every local address."},
+    };
+    for (const FullnatKey& k : kFullnatKeys) {
+      x.family(k.family, k.type, k.help);
+      for (const auto& [key, a] : lbd.fullnat.items()) {
+        if (a.is_object() && a.contains("address") && a["address"].is_string())
+          x.sample({{"local_address", a["address"].get<std::string>()}}, u64(a, k.key).value_or(0));
+      }
+    }
+  }
 
   x.family("lbd_pool_updates_applied_total", Type::kCounter, "Pool updates lbd applied.");
   x.sample({}, u64(lbd.pool, "updates_applied").value_or(0));

@@ -63,6 +63,7 @@ struct LbdCounters {
   Json workers;        // /lb/workers
   Json pool;           // /lb/pool
   Json services;       // /lb/services (null from an lbd without it)
+  Json fullnat;        // /lb/fullnat: ports per full-NAT local address (null from an lbd without it)
   double seconds = 0;  // how long reading took
 };
 

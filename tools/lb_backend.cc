@@ -31,7 +31,9 @@ constexpr const char* kDescription = R"(lb-backend: an HTTP/1.1 test backend for
   GET  /              200, body "<name>\n" (any other path too); with ?delay_ms=N (at most
                       10000) the answer comes N ms later
   GET  /healthcheck   200 "ok <name>" while healthy, else 503 "fail <name>"
-  Every response carries the header "X-Backend: <name>".
+  Every response carries the headers "X-Backend: <name>" and "X-Peer: <address>" (the
+  connection's source as this server sees it: the client's in dnat and tunnel modes, lbd's
+  full-NAT address in fullnat).
 
 Control (POST with a body, even an empty one: curl -d '' URL; cpp-httplib 0.11 refuses a POST
 without Content-Length. Answered even while the health path misbehaves):
@@ -170,8 +172,9 @@ static int run(int argc, char** argv) {
   // Headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the body for
   // the client's delayed ACK (~40 ms a request on keep-alive connections).
   svr.set_tcp_nodelay(true);
-  svr.set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+  svr.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
     ++g_requests;
+    res.set_header("X-Peer", req.remote_addr);
     if (g_closing && req.path.rfind("/control/", 0) != 0) {
       if (const int fd = find_socket(req); fd >= 0) shutdown(fd, SHUT_RDWR);
       return httplib::Server::HandlerResponse::Handled;  // the answer goes nowhere

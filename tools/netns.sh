@@ -20,7 +20,20 @@
 # 10.20.0.200/24 in the client namespace, on br0, is their route to 10.10.0.0/24: replies go
 # backend -> br0 -> client, never through lbd. The decapsulator itself is the caller's to start.
 #
-# Usage: tools/netns.sh up|down|status [--backends N] [--prefix P] [--dsr]
+# --fullnat (lbd's forward = "fullnat"; docs/operations.md, "Full-NAT"): the backends have NO
+# route to the clients (10.10.0.0/24 is unreachable for them): only replies addressed to lbd's
+# full-NAT address (in their own subnet, lbd answers ARP for it) can leave them.
+#
+# --narrow MTU (path MTU tests): one more backend, <p>-bn 10.40.0.10/24 (MTU 1500), behind two
+# routers whose link has the given MTU, so that either router must answer a 1500-byte packet
+# with ICMP fragmentation-needed (Linux sends it from the router's address):
+#   br0 ── eth0 10.20.0.254 [ns <p>-r1] n0 10.30.0.1/30 ══MTU══ n0 10.30.0.2/30 [ns <p>-r2]
+#       eth1 10.40.0.1/24 ── eth0 10.40.0.10 [ns <p>-bn]
+# lbd reaches 10.40.0.10 through its backend port's gateway 10.20.0.254; <p>-r1 routes the
+# clients via lbd (unreachable with --fullnat); the host's management path has a route too.
+#
+# Usage: tools/netns.sh up|down|status [--backends N] [--prefix P] [--dsr|--fullnat]
+#                                      [--narrow MTU]
 #   up      idempotent: builds what is missing
 #   down    removes everything with the prefix, whatever state it is in (also after a crash)
 #   status  shows what exists
@@ -32,15 +45,22 @@ shift || true
 p=${LB_NS_PREFIX:-lb}
 n=${LB_NS_BACKENDS:-3}
 dsr=0
+fullnat=0
+narrow=
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) p=$2; shift 2 ;;
     --backends) n=$2; shift 2 ;;
     --dsr) dsr=1; shift ;;
+    --fullnat) fullnat=1; shift ;;
+    --narrow) narrow=$2; shift 2 ;;
     *) echo "netns.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [[ $n =~ ^[1-9]$ ]] || { echo "netns.sh: --backends must be 1..9" >&2; exit 2; }
+[ $dsr -eq 1 ] && [ $fullnat -eq 1 ] && { echo "netns.sh: --dsr or --fullnat, not both" >&2; exit 2; }
+[ -z "$narrow" ] || [[ $narrow =~ ^[0-9]+$ && $narrow -ge 576 && $narrow -le 1500 ]] ||
+  { echo "netns.sh: --narrow MTU must be 576..1500" >&2; exit 2; }
 
 need_root() {
   [ "$(id -u)" -eq 0 ] || { echo "netns.sh: must run as root (ip netns)" >&2; exit 1; }
@@ -101,11 +121,16 @@ up() {
     nsx "$ns" ip addr replace 10.20.0.1$i/24 dev eth0
     nsx "$ns" ip link set eth0 up
     nsx "$ns" ip link set lo up
-    nsx "$ns" ip route replace 10.10.0.0/24 via 10.20.0.1
+    if [ $fullnat -eq 1 ]; then
+      nsx "$ns" ip route replace unreachable 10.10.0.0/24
+    else
+      nsx "$ns" ip route replace 10.10.0.0/24 via 10.20.0.1
+    fi
     offload_off "$ns" eth0
   done
 
   [ $dsr -eq 1 ] && dsr_up
+  [ -n "$narrow" ] && narrow_up
 
   # lbd's ends: no kernel addresses, no IPv6 chatter, offloads off
   for ifc in $p-c $p-b; do
@@ -139,9 +164,48 @@ dsr_up() {
   done
 }
 
+narrow_up() {
+  local ns
+  for ns in $p-r1 $p-r2 $p-bn; do
+    has_ns $ns || ip netns add $ns
+    nsx $ns ip link set lo up
+  done
+  nsx $p-sw ip link show swr >/dev/null 2>&1 ||
+    nsx $p-sw ip link add swr type veth peer name eth0 netns $p-r1
+  nsx $p-sw ip link set swr master br0
+  nsx $p-sw ip link set swr up
+  offload_off $p-sw swr
+  nsx $p-r1 ip link show n0 >/dev/null 2>&1 ||
+    nsx $p-r1 ip link add n0 type veth peer name n0 netns $p-r2
+  nsx $p-r2 ip link show eth1 >/dev/null 2>&1 ||
+    nsx $p-r2 ip link add eth1 type veth peer name eth0 netns $p-bn
+  nsx $p-r1 ip addr replace 10.20.0.254/24 dev eth0
+  nsx $p-r1 ip addr replace 10.30.0.1/30 dev n0
+  nsx $p-r2 ip addr replace 10.30.0.2/30 dev n0
+  nsx $p-r2 ip addr replace 10.40.0.1/24 dev eth1
+  nsx $p-bn ip addr replace 10.40.0.10/24 dev eth0
+  for ns in $p-r1 $p-r2; do
+    nsx $ns ip link set n0 mtu "$narrow"
+    nsx $ns sysctl -qw net.ipv4.ip_forward=1
+  done
+  for link in "$p-r1 eth0" "$p-r1 n0" "$p-r2 n0" "$p-r2 eth1" "$p-bn eth0"; do
+    nsx "${link% *}" ip link set "${link#* }" up
+    offload_off "${link% *}" "${link#* }"
+  done
+  nsx $p-r1 ip route replace 10.40.0.0/24 via 10.30.0.2
+  if [ $fullnat -eq 1 ]; then
+    nsx $p-r1 ip route replace unreachable 10.10.0.0/24
+  else
+    nsx $p-r1 ip route replace 10.10.0.0/24 via 10.20.0.1
+  fi
+  nsx $p-r2 ip route replace default via 10.30.0.1
+  nsx $p-bn ip route replace default via 10.40.0.1
+  ip route replace 10.40.0.0/24 via 10.20.0.254 dev $p-m
+}
+
 down() {
   need_root
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$p-(client|sw|b[0-9])$" || true); do
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$p-(client|sw|b[0-9]|r1|r2|bn)$" || true); do
     # whatever runs inside our own namespaces goes with them
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
@@ -175,5 +239,6 @@ case $cmd in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: netns.sh up|down|status [--backends N] [--prefix P] [--dsr]" >&2; exit 2 ;;
+  *) echo "usage: netns.sh up|down|status [--backends N] [--prefix P] [--dsr|--fullnat]" >&2
+     exit 2 ;;
 esac

@@ -16,7 +16,8 @@
                                   SECONDS: one JSON summary (resets, failures, reconnections,
                                   the longest gap between two answers and when it ended)
 
-Each response names its backend (lb-backend's X-Backend header). Every loop is bounded.
+Each response names its backend (lb-backend's X-Backend header) and the source address the backend
+saw (X-Peer; `new` counts them under "peers"). Every loop is bounded.
 """
 import http.client
 import json
@@ -26,12 +27,15 @@ import time
 VIP, PORT = "10.10.0.100", 80
 
 
-def one(timeout=3.0):
+def one(timeout=3.0, peers=None):
     c = http.client.HTTPConnection(VIP, PORT, timeout=timeout)
     try:
         c.request("GET", "/")
         r = c.getresponse()
         r.read()
+        if peers is not None:
+            peer = r.getheader("X-Peer") or "?"
+            peers[peer] = peers.get(peer, 0) + 1
         return r.getheader("X-Backend") or f"status {r.status}"
     finally:
         c.close()
@@ -40,15 +44,15 @@ def one(timeout=3.0):
 def main(argv):
     mode = argv[1]
     if mode == "new":
-        counts, errors = {}, []
+        counts, errors, peers = {}, [], {}
         t0 = time.monotonic()
         for _ in range(int(argv[2])):
             try:
-                b = one()
+                b = one(peers=peers)
                 counts[b] = counts.get(b, 0) + 1
             except OSError as e:
                 errors.append(repr(e))
-        print(json.dumps({"counts": counts, "errors": errors,
+        print(json.dumps({"counts": counts, "errors": errors, "peers": peers,
                           "seconds": round(time.monotonic() - t0, 3)}))
     elif mode == "keepalive":
         c = http.client.HTTPConnection(VIP, PORT, timeout=3)

@@ -94,7 +94,7 @@ class Procs:
             if name.endswith(".log"):
                 print(f"--- {name}")
                 # errors="replace": a log may hold bytes a hostile client sent.
-            with open(os.path.join(self.logdir, name), errors="replace") as f:
+                with open(os.path.join(self.logdir, name), errors="replace") as f:
                     print(f.read()[-tail:])
 
 

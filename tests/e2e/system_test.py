@@ -2,12 +2,16 @@
 """The whole system end to end: lbd on tools/netns.sh's topology (AF_XDP, else af_packet),
 lb-healthd checking three lb-backend servers, real HTTP clients in the client namespace.
 
-usage: system_test.py BUILD_DIR SCENARIO [--scheduler NAME] [--forward dnat|tunnel]
+usage: system_test.py BUILD_DIR SCENARIO [--scheduler NAME] [--forward dnat|tunnel|fullnat]
        (SCENARIO: one of SCENARIOS below, or "all"; the service's scheduler, default rr;
        its forwarding mode, default dnat)
 --forward tunnel (direct server return): lbd sends the client's packets inside IPIP; each backend
 decapsulates with lb-decap (this kernel may have no ipip module), holds the VIP on lo and answers
 the client directly over a return path that does not cross lbd (dsr_up below).
+--forward fullnat: lbd sends the client's packets from its full-NAT address FULLNAT (in the
+backends' subnet) and the backends have no route to the clients at all (tools/netns.sh
+--fullnat): every answer must come back to lbd addressed to FULLNAT, and the backends see FULLNAT
+as the peer of every connection (lb-backend's X-Peer header), not the client.
 Exit 0 pass, 1 fail, 77 skipped (with the reason: no root / no namespaces).
 Each scenario brings the topology up and tears it down, so each can run (and fail) alone.
 """
@@ -31,7 +35,14 @@ INTERVAL_MS, TIMEOUT_MS, RISE, FALL = 200, 100, 2, 2
 # Scheduling slack on a two-core machine where lbd busy-polls one core.
 SLACK_S = 1.0
 BACKENDS = {i: f"10.20.0.1{i}" for i in (1, 2, 3, 4)}
+# pmtu_backend: the backend behind two routers joined by a narrow link (tools/netns.sh --narrow),
+# alone in a second service on the VIP's port NARROW_PORT; lbd reaches it via ROUTER.
+BACKENDS["n"] = "10.40.0.10"
+ROUTER = "10.20.0.254"
+NARROW_PORT = 81
 VIP = "10.10.0.100"
+CLIENT = "10.10.0.50"
+FULLNAT = "10.20.0.50"
 # The backends' port: in tunnel mode the inner packet keeps the VIP's port 80, so lb-backend
 # listens on every address at 80 and the health checks use that port too (main sets it).
 PORT = 8080
@@ -42,11 +53,12 @@ def addr(i):
 
 
 class System:
-    def __init__(self, build, scheduler="rr", forward="dnat", client_mtu=None):
+    def __init__(self, build, scheduler="rr", forward="dnat", client_mtu=None, narrow=None):
         self.build = build
         self.scheduler = scheduler
         self.forward = forward
         self.client_mtu = client_mtu
+        self.narrow = narrow
         self.tmp = tempfile.TemporaryDirectory()
         self.procs = Procs(self.tmp.name)
         self.cfg = os.path.join(self.tmp.name, "lbd.cfg")
@@ -67,12 +79,21 @@ class System:
         backends = ",\n      ".join(
             f'{{ address = "{BACKENDS[i]}"; port = {PORT}; }}'
             for i in (1, 2, 3))
+        gateway, narrow = "", ""
+        if self.narrow:
+            gateway = f'gateway = "{ROUTER}";'
+            narrow = f"""
+  {{ name = "narrow"; vip = "{VIP}"; port = {NARROW_PORT}; forward = "{self.forward}";
+    health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
+               fall = {FALL}; jitter_pct = 0; }};
+    backends = ( {{ address = "{BACKENDS['n']}"; port = {PORT}; }} ); }},"""
+        fullnat = f'fullnat_addresses = [ "{FULLNAT}" ];' if self.forward == "fullnat" else ""
         with open(self.cfg + ".tmp", "w") as f:
             f.write(f"""instance = "{PREFIX}";
-dataplane: {{ workers = 1; flows = {{ capacity = 65536; }};
+dataplane: {{ workers = 1; flows = {{ capacity = 65536; }}; {fullnat}
   ports = ( {{ name = "client"; device = "{dev[0]}"; ip = "10.10.0.1/24"; }},
-            {{ name = "backend"; device = "{dev[1]}"; ip = "10.20.0.1/24"; }} ); }};
-services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self.scheduler}";
+            {{ name = "backend"; device = "{dev[1]}"; ip = "10.20.0.1/24"; {gateway} }} ); }};
+services = ( {narrow} {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self.scheduler}";
     forward = "{self.forward}";
     health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
                fall = {FALL}; jitter_pct = 0; }};
@@ -138,7 +159,8 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
 
     def up(self):
         self.netns("down")
-        self.netns("up")
+        self.netns("up", *(["--fullnat"] if self.forward == "fullnat" else []),
+                   *(["--narrow", str(self.narrow)] if self.narrow else []))
         if self.client_mtu:
             # The client's link (both ends: the client and lbd's client port) is the narrow one.
             self.nsx("client", "ip", "link", "set", "c0", "mtu", str(self.client_mtu))
@@ -148,7 +170,7 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
             self.dsr_up()
             if self.client_mtu:
                 self.nsx("client", "ip", "link", "set", "r0", "mtu", str(self.client_mtu))
-        for i in (1, 2, 3):
+        for i in (1, 2, 3) + (("n",) if self.narrow else ()):
             self.start_backend(i)
         self.write_config()
         self.start_lbd(fresh=True)
@@ -163,6 +185,9 @@ services = ( {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "{self
             self.lbd_ready()
         self.start_healthd()
         self.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
+        if self.narrow:
+            wait_for("the narrow service's backend active", lambda: self.tel.states("narrow") ==
+                     {addr("n"): "active"}, 5)
         time.sleep(1.2)  # lbd asks the backends' MACs every second
         print(f"up: lbd on {self.pmd}, forward {self.forward}, lb-healthd checking 3 backends")
 
@@ -220,10 +245,14 @@ def spread_ok(counts, names, n):
 # -- scenarios -------------------------------------------------------------------------------
 def rr300(s):
     r = s.new(300)
-    print(f"300 new connections: {r['counts']} in {r['seconds']}s, errors {len(r['errors'])}")
+    print(f"300 new connections: {r['counts']} in {r['seconds']}s, errors {len(r['errors'])}; "
+          f"the backends saw them from {r['peers']}")
     check(not r["errors"], f"requests failed: {r['errors'][:3]}")
     check(spread_ok(r["counts"], ["backend-1", "backend-2", "backend-3"], 100),
           "not 100 +- 1 each")
+    # Full-NAT: lbd's address, never the client's; the other modes keep the client's address.
+    want = FULLNAT if s.forward == "fullnat" else CLIENT
+    check(r["peers"] == {want: 300}, f"the backends' peers are not all {want}")
 
 
 def pinning(s):
@@ -555,11 +584,59 @@ def syn_flood(s):
     check(during >= 0.9 * before, f"req/s during the flood {during:.0f} < 90 % of {before:.0f}")
 
 
+def icmp_dest_unreachs(ns):
+    """ICMP destination-unreachable messages the namespace's kernel has sent (/proc/net/snmp)."""
+    out = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-{ns}", "cat", "/proc/net/snmp"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    names, values = [x.split() for x in out if x.startswith("Icmp:")][:2]
+    return int(values[names.index("OutDestUnreachs")])
+
+
+def pmtu_backend(s):
+    """1 MiB down and 1 MiB up between the client (MTU 1500) and a backend (MTU 1500) whose path
+    crosses a 1280-byte link between two routers behind lbd (main sets --narrow 1280). Down: the
+    backend's 1500-byte segments meet router r2, whose frag-needed goes straight to the backend.
+    Up: the client's segments, through lbd, meet router r1, whose frag-needed is addressed to
+    their source as r1 sees it (the client in dnat, lbd's full-NAT address in fullnat): lbd must
+    translate it back to the client (about the VIP) or the upload stalls."""
+    url = f"http://{VIP}:{NARROW_PORT}"
+    down = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "--max-time",
+                           "30", "-o", "/dev/null", "-w", "%{http_code} %{size_download} "
+                           "%{time_total}", f"{url}/?bytes=1048576"],
+                          capture_output=True, text=True, timeout=60)
+    before = s.tel.query("/lb/stats").get("icmp_errors_translated", 0)
+    up = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "sh", "-c",
+                         "head -c 1048576 /dev/zero | curl -s --max-time 30 --data-binary @- "
+                         "-H Content-Type:application/octet-stream "
+                         f"-w ' %{{http_code}} %{{time_total}}' {url}/upload"],
+                        capture_output=True, text=True, timeout=60)
+    stats = s.tel.query("/lb/stats")
+    drops = s.tel.query("/lb/drops")
+    r1, r2 = icmp_dest_unreachs("r1"), icmp_dest_unreachs("r2")
+    translated = stats.get("icmp_errors_translated", 0)
+    print(f"1 MiB download across a {s.narrow}-byte link behind lbd: curl exit {down.returncode}, "
+          f"code/size/seconds {down.stdout}; router r2 sent {r2} destination-unreachable "
+          f"(to the backend)")
+    print(f"1 MiB upload: curl exit {up.returncode}, answer/code/seconds {up.stdout.split()}; "
+          f"router r1 sent {r1} destination-unreachable; lbd: icmp_errors_translated "
+          f"{before} after the download, {translated} after the upload; drops "
+          f"icmp_error_no_flow {drops.get('icmp_error_no_flow')}, icmp_error_rate_limited "
+          f"{drops.get('icmp_error_rate_limited')}")
+    check(down.returncode == 0 and down.stdout.split()[:2] == ["200", "1048576"],
+          f"download failed: exit {down.returncode}, {down.stdout}")
+    check(up.returncode == 0 and up.stdout.split()[1:3] == ["1048576", "200"],
+          f"upload failed: exit {up.returncode}, {up.stdout}")
+    check(r2 > 0, "the download never needed the smaller MTU (no frag-needed from r2)")
+    check(r1 > 0 and translated > before,
+          "the upload's frag-needed from r1 did not go through lbd's translation")
+
+
 # Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
                                      healthd_kill, lbd_restart, syn_reset, restart_kill9,
                                      restart_sigterm, maglev_remove, maglev_fresh, maglev_kill9,
-                                     maglev_sigterm, pmtu, pmtu_upload, syn_flood)}
+                                     maglev_sigterm, pmtu, pmtu_upload, syn_flood,
+                                     pmtu_backend)}
 
 
 def cannot_run():
@@ -578,10 +655,10 @@ def main(argv):
     while len(argv) >= 5 and argv[-2] in ("--scheduler", "--forward"):
         if argv[-2] == "--scheduler":
             scheduler = argv[-1]
-        elif argv[-1] in ("dnat", "tunnel"):
+        elif argv[-1] in ("dnat", "tunnel", "fullnat"):
             forward = argv[-1]
         else:
-            print(f"--forward: dnat or tunnel, not {argv[-1]}")
+            print(f"--forward: dnat, tunnel or fullnat, not {argv[-1]}")
             return 2
         argv = argv[:-2]
     if forward == "tunnel":
@@ -597,7 +674,8 @@ def main(argv):
     failed = 0
     for name in names:
         s = System(argv[1], scheduler or ("maglev" if name.startswith("maglev") else "rr"),
-                   forward, 1280 if name == "pmtu" else None)
+                   forward, 1280 if name == "pmtu" else None,
+                   1280 if name == "pmtu_backend" else None)
         try:
             s.up()
             SCENARIOS[name](s)
@@ -614,6 +692,25 @@ def main(argv):
                 # the backends got lbd's IPIP packets at all; the scenario checked the data.
                 check(tunnel > 0 and sum(decap.values()) > 0,
                       "the backends did not receive lbd's tunnel packets")
+            if forward == "fullnat":
+                # The replies reached lbd at its full-NAT address (the backends have no other
+                # route to the clients): its local ports were used and none was refused.
+                ports = {x["address"]: x for x in s.tel.query("/lb/fullnat").values()}
+                drops = s.tel.query("/lb/drops")
+                print(f"lbd /lb/fullnat {ports}; drops fullnat_no_flow "
+                      f"{drops.get('fullnat_no_flow')}, fullnat_ports_exhausted "
+                      f"{drops.get('fullnat_ports_exhausted')}")
+                check(set(ports) == {FULLNAT}, f"/lb/fullnat does not list {FULLNAT}")
+                f = ports[FULLNAT]
+                check(f["alloc_failures"] == 0, "full-NAT port allocation failed")
+                # The scenario's connections hold their ports until their records are reclaimed.
+                check(f["ports_in_use"] > 0 and f["ports_in_use"] + f["ports_free"] == 64512,
+                      "/lb/fullnat's port counts")
+                table = s.lbctl("stats", "--interval", "0.1")
+                row = next((x.split() for x in table.splitlines()
+                            if x.split()[:1] == [FULLNAT]), None)
+                print(f"lbctl stats: full-NAT row {row}")
+                check(row is not None and len(row) == 5, "lbctl stats has no full-NAT row")
             print(f"PASS {name}")
         except (Failure, subprocess.SubprocessError, OSError, ValueError) as e:
             print(f"FAIL {name}: {e}")

@@ -191,6 +191,43 @@ TEST(LbctlRender, StatsPortDropsBeforeLbd) {
   EXPECT_NE(text.find("lb-c"), std::string::npos) << text;
 }
 
+// Full-NAT local ports per local address: levels as they are, allocation failures with a rate;
+// no table without full-NAT addresses (an empty reply, or an lbd without /lb/fullnat).
+TEST(LbctlRender, StatsFullnatPortsPerLocalAddress) {
+  Sample a;
+  a.t = 1;
+  a.fullnat = {{"fullnat_0",
+                {{"address", "10.20.0.50"},
+                 {"ports_in_use", 10},
+                 {"ports_free", 64502},
+                 {"alloc_failures", 4}}}};
+  Sample b = a;
+  b.t = 3;
+  b.fullnat["fullnat_0"] = {{"address", "10.20.0.50"},
+                            {"ports_in_use", 1834},
+                            {"ports_free", 62678},
+                            {"alloc_failures", 10}};
+  const Json r = stats_report(a, b);
+  ASSERT_EQ(r["fullnat"].size(), 1u);
+  EXPECT_EQ(r["fullnat"][0]["address"], "10.20.0.50");
+  EXPECT_EQ(r["fullnat"][0]["ports_in_use"], 1834);
+  EXPECT_EQ(r["fullnat"][0]["ports_free"], 62678);
+  EXPECT_EQ(r["fullnat"][0]["alloc_failures"], 10);
+  EXPECT_EQ(r["fullnat"][0]["alloc_failures_per_s"], 3.0);
+  const std::string text = render_stats(r, "test", 7);
+  EXPECT_NE(text.find("full-NAT address  ports in use  ports free  alloc failures  per second"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("10.20.0.50        1.8k          62.7k       10              3"),
+            std::string::npos)
+      << text;
+  for (const Json& none : {Json::object(), Json()}) {
+    Sample c = b;
+    c.fullnat = none;
+    EXPECT_EQ(render_stats(stats_report(c, c), "test", 7).find("full-NAT"), std::string::npos);
+  }
+}
+
 // lbctl capture names lbd's ports as the config does; dumpcap wants the ethdev name.
 TEST(LbctlCapture, DumpcapArgsFromTheConfig) {
   cfg::Config c;

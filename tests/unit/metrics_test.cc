@@ -363,6 +363,16 @@ LbdCounters lbd_counters() {
                {"worker_1", {{"worker", 1}, {"flow_capacity", 1024}}}};
   c.pool = {{"updates_applied", 11}, {"updates_rejected", 1}, {"events_lost", 0}};
   c.services = {{"service_0", {{"id", 0}, {"name", "web"}, {"flows_rehashed", 42}}}};
+  c.fullnat = {{"fullnat_0",
+                {{"address", "10.20.0.50"},
+                 {"ports_in_use", 1834},
+                 {"ports_free", 62678},
+                 {"alloc_failures", 3}}},
+               {"fullnat_1",
+                {{"address", "10.20.0.51"},
+                 {"ports_in_use", 0},
+                 {"ports_free", 64512},
+                 {"alloc_failures", 3}}}};
   return c;
 }
 
@@ -376,10 +386,11 @@ TEST(MetricsExposition, EveryFamilyWellFormed) {
     for (const Sample& s : p.samples) any = any || s.name.rfind(family, 0) == 0;
     EXPECT_TRUE(any) << family << " has no sample";
   }
-  // No label that could be a client's address: only these names.
-  const std::set<std::string> allowed = {"service", "backend", "reason",  "direction",    "state",
-                                         "signal",  "port",    "port_id", "kernel_iface", "where",
-                                         "le",      "result",  "version"};
+  // No label that could be a client's address: only these names (local_address: lbd's own
+  // full-NAT addresses).
+  const std::set<std::string> allowed = {
+      "service", "backend", "reason", "direction", "state",   "signal",       "port",
+      "port_id", "kernel_iface", "where", "le",     "result", "version", "local_address"};
   for (const Sample& s : p.samples) {
     for (const auto& [k, v] : s.labels) EXPECT_TRUE(allowed.count(k)) << s.name << " " << k;
   }
@@ -481,6 +492,33 @@ TEST(MetricsExposition, LbdTotalsPortsAndPool) {
   EXPECT_EQ(value(p, "lbd_service_backends_active", {{"service", "web"}}), 1.0);
 }
 
+TEST(MetricsExposition, FullnatPortsPerLocalAddress) {
+  const Parsed p = parse_exposition(render_metrics(healthd_status(), 0, lbd_counters()));
+  for (const std::string& e : p.errors) ADD_FAILURE() << e;
+  const std::map<std::string, std::string> a = {{"local_address", "10.20.0.50"}};
+  const std::map<std::string, std::string> b = {{"local_address", "10.20.0.51"}};
+  EXPECT_EQ(value(p, "lbd_fullnat_ports_in_use", a), 1834.0);
+  EXPECT_EQ(value(p, "lbd_fullnat_ports_free", a), 62678.0);
+  EXPECT_EQ(value(p, "lbd_fullnat_port_alloc_failures_total", a), 3.0);
+  EXPECT_EQ(value(p, "lbd_fullnat_ports_in_use", b), 0.0);  // present at 0: rate() has a series
+  EXPECT_EQ(value(p, "lbd_fullnat_ports_free", b), 64512.0);
+  EXPECT_EQ(p.types.at("lbd_fullnat_ports_free"), "gauge");
+  EXPECT_EQ(p.types.at("lbd_fullnat_port_alloc_failures_total"), "counter");
+  EXPECT_EQ(count(p, "lbd_fullnat_ports_in_use"), 2u);
+  // No full-NAT address (an empty reply), or an lbd without the command: no family at all.
+  for (const Json& none : {Json::object(), Json()}) {
+    LbdCounters lbd = lbd_counters();
+    lbd.fullnat = none;
+    const Parsed q = parse_exposition(render_metrics(healthd_status(), 0, lbd));
+    for (const std::string& e : q.errors) ADD_FAILURE() << e;
+    for (const char* f : {"lbd_fullnat_ports_in_use", "lbd_fullnat_ports_free",
+                          "lbd_fullnat_port_alloc_failures_total"}) {
+      EXPECT_EQ(q.types.count(f), 0u) << f;
+      EXPECT_EQ(count(q, f), 0u) << f;
+    }
+  }
+}
+
 TEST(MetricsExposition, LbdDownStillAnswersWithHealthd) {
   LbdCounters down;
   down.error = "cannot connect";
@@ -537,7 +575,7 @@ std::map<std::string, Json> fake_replies() {
   const LbdCounters c = lbd_counters();
   return {{"/lb/stats", c.stats},       {"/lb/drops", c.drops},     {"/lb/ports", c.ports},
           {"/lb/backends", c.backends}, {"/lb/workers", c.workers}, {"/lb/pool", c.pool},
-          {"/lb/services", c.services}};
+          {"/lb/services", c.services}, {"/lb/fullnat", c.fullnat}};
 }
 
 class MetricsServerTest : public testing::Test {

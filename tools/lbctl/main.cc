@@ -431,6 +431,13 @@ lb::ctl::Sample take_sample(lb::ctl::TelemetryClient& t) {
   s.ports = t.query("/lb/ports");
   s.backends = t.query("/lb/backends");
   s.services = t.query("/lb/services");
+  // Last, and optional: an lbd older than full-NAT refuses the command (the reply is read whole,
+  // the connection stays usable); the table is then left out.
+  try {
+    s.fullnat = t.query("/lb/fullnat");
+  } catch (const lb::ctl::Error&) {
+    s.fullnat = Json();
+  }
   return s;
 }
 

@@ -437,6 +437,26 @@ Json stats_report(const Sample& a, const Sample& b) {
             [](const auto& p, const auto& q) { return p.first < q.first; });
   r["services"] = Json::array();
   for (auto& [name, e] : services) r["services"].push_back(std::move(e));
+  // Full-NAT local ports per local address ("fullnat_<index>" in lbd's reply, the config's
+  // order); the rate against the same address in the earlier sample.
+  r["fullnat"] = Json::array();
+  std::map<std::string, Json> fullnat_before;
+  if (a.fullnat.is_object())
+    for (const auto& [key, x] : a.fullnat.items()) fullnat_before[str(x, "address", "")] = x;
+  if (b.fullnat.is_object()) {
+    for (const auto& [key, x] : b.fullnat.items()) {
+      const std::string address = str(x, "address", "");
+      const auto pa = fullnat_before.find(address);
+      const Json y = pa != fullnat_before.end() ? pa->second : Json::object();
+      r["fullnat"].push_back(
+          {{"address", address},
+           {"ports_in_use", u64(x, "ports_in_use")},
+           {"ports_free", u64(x, "ports_free")},
+           {"alloc_failures", u64(x, "alloc_failures")},
+           {"alloc_failures_per_s",
+            rate(u64(y, "alloc_failures"), u64(x, "alloc_failures"), dt)}});
+    }
+  }
   return r;
 }
 
@@ -521,6 +541,14 @@ std::string render_stats(const Json& r, const std::string& instance, const Json&
     ss.push_back({str(s, "service"), format_count(num(s, "flows_rehashed")),
                   format_count(num(s, "flows_rehashed_per_s"))});
   if (ss.size() > 1) o << "\n" << format_table(ss);
+
+  std::vector<std::vector<std::string>> fn = {
+      {"full-NAT address", "ports in use", "ports free", "alloc failures", "per second"}};
+  for (const Json& f : r.value("fullnat", Json::array()))
+    fn.push_back({str(f, "address"), format_count(num(f, "ports_in_use")),
+                  format_count(num(f, "ports_free")), format_count(num(f, "alloc_failures")),
+                  format_count(num(f, "alloc_failures_per_s"))});
+  if (fn.size() > 1) o << "\n" << format_table(fn);
 
   std::vector<std::vector<std::string>> bs = {{"service", "backend", "state", "active", "total",
                                                "new/s", "pkt in/s", "B in/s", "pkt out/s",

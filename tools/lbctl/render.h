@@ -46,6 +46,7 @@ struct Sample {
   Json ports;     // /lb/ports
   Json backends;  // /lb/backends
   Json services;  // /lb/services (null from an lbd without it)
+  Json fullnat;   // /lb/fullnat: ports per full-NAT local address (null from an lbd without it)
 };
 
 // Totals from `b`, rates over b - a.
