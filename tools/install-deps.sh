@@ -19,6 +19,8 @@ packages=(
   clang libclang-rt-14-dev
   # end-to-end topology, clients, kernel comparison
   iproute2 iputils-ping ethtool curl wrk nftables procps psmisc util-linux tcpdump bc
+  # the fleet (tools/fleet.sh, suite fleet): BIRD 2 speaks BGP for each node and the router
+  bird2
   # benchmarks: dry run of the pktgen Lua scripts (tools/pktgen/check.lua)
   lua5.3
   # tools/soak.sh: the soak's plot

@@ -20,10 +20,12 @@ Each response names its backend (lb-backend's X-Backend header). Every loop is b
 """
 import http.client
 import json
+import os
 import sys
 import time
 
-VIP, PORT = "10.10.0.100", 80
+# The fleet's VIP is another (tools/fleet.sh): LB_CLIENT_VIP overrides the default.
+VIP, PORT = os.environ.get("LB_CLIENT_VIP", "10.10.0.100"), 80
 
 
 def one(timeout=3.0):
