@@ -99,7 +99,7 @@ def learn():
     hops = next_hops()
     assert len(hops) == 2, f"router next hops {hops}"
     prot = sh("ip", "netns", "exec", f"{P}-router", "birdc", "-s",
-              f"/tmp/lbd-fleet-{P}/router-bird.ctl", "show", "route", "all", VIP).stdout
+              f"/tmp/lbd-fleet-{P}/router-bird.ctl", "show", "route", "all", VIP + "/32").stdout
     assert prot.count("BGP.community: (65000,100)") == 2, prot
     report("learn", next_hops=" ".join(hops), bgp_routes=prot.count("BGP.as_path: 65001"))
 
