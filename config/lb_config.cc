@@ -203,6 +203,26 @@ const char* to_string(MaintPolicy p) {
   return "?";
 }
 
+const char* to_string(AnnounceWhen w) {
+  switch (w) {
+    case AnnounceWhen::kServing:
+      return "serving";
+    case AnnounceWhen::kAlive:
+      return "alive";
+  }
+  return "?";
+}
+
+std::string bird_config_path(const Config& config, const std::string& instance) {
+  if (config.bgp.bird_config) return *config.bgp.bird_config;
+  return "/run/lbd/" + (instance.empty() ? config.instance : instance) + "-bird.conf";
+}
+
+std::string bird_socket_path(const Config& config, const std::string& instance) {
+  if (config.bgp.bird_socket) return *config.bgp.bird_socket;
+  return "/run/lbd/" + (instance.empty() ? config.instance : instance) + "-bird.ctl";
+}
+
 std::string default_control_socket(const std::string& instance) {
   return "/run/lbd/" + instance + ".sock";
 }
@@ -281,6 +301,7 @@ constexpr size_t kMaxHostLen = 255;
 constexpr int64_t kMaxPassiveSignals = 1000000;
 constexpr size_t kMaxSocketPathLen = 107;  // sockaddr_un::sun_path, with its NUL
 constexpr size_t kMaxStatePathLen = 4096;
+constexpr size_t kMaxBgpNeighbors = 16;
 constexpr size_t kMaxAccountNameLen = 32;
 constexpr int64_t kMinControlTimeoutMs = 100, kMaxControlTimeoutMs = 3600000;
 
@@ -569,7 +590,7 @@ class Parser {
     Config config;
     config.file = name_;
     const Setting& root = tree.getRoot();
-    check_keys(root, {"dataplane", "services", "instance", "healthd"});
+    check_keys(root, {"dataplane", "services", "instance", "healthd", "bgp"});
     if (const Setting* s = find(root, "instance")) {
       config.instance = as_name(*s);
       config.instance_line = static_cast<int>(s->getSourceLine());
@@ -579,6 +600,7 @@ class Parser {
     check_backends(config);
     check_fullnat_addresses(config);
     if (const Setting* h = find(root, "healthd")) config.healthd = parse_healthd(as_group(*h));
+    if (const Setting* b = find(root, "bgp")) config.bgp = parse_bgp(as_group(*b), config);
     return config;
   }
 
@@ -1355,6 +1377,116 @@ class Parser {
       out.metrics_listen_line = static_cast<int>(s->getSourceLine());
     }
     return out;
+  }
+
+  // -- lb-healthd's BGP announcer ---------------------------------------------------------------
+
+  uint32_t as_number(const Setting& s) const {
+    // 0 and 4294967295 are reserved (RFC 7607, RFC 7300); 23456 is AS_TRANS (RFC 6793).
+    const auto as = integer_as<uint32_t>(s, 1, 4294967294);
+    if (as == 23456) fail(s, "AS 23456 is AS_TRANS (RFC 6793), not a real AS number");
+    return as;
+  }
+
+  std::string as_path_key(const Setting& s, const char* key, bool socket) const {
+    std::string path = as_string(s);
+    const size_t max = socket ? kMaxSocketPathLen : kMaxStatePathLen;
+    const bool ok = !path.empty() && path[0] == '/' && path.size() <= max && path.back() != '/' &&
+                    std::all_of(path.begin(), path.end(), [](char c) {
+                      // BIRD's own config syntax takes it between double quotes.
+                      return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f && c != '"';
+                    });
+    if (!ok) {
+      fail(s, std::string("invalid ") + key + " " + quote(path) +
+                  " (an absolute file path of at most " + std::to_string(max) +
+                  " bytes, without control characters or '\"')");
+    }
+    return path;
+  }
+
+  BgpConfig parse_bgp(const Setting& g, const Config& config) const {
+    check_keys(g, {"local_as", "router_id", "next_hop", "neighbors", "hold_time", "communities",
+                   "med", "announce_when", "lbd_timeout_ms", "bird_config", "bird_socket"});
+    BgpConfig out;
+    out.line = static_cast<int>(g.getSourceLine());
+    out.local_as = as_number(require(g, "local_as"));
+    out.router_id = as_address(require(g, "router_id"));
+    const Setting& nh = require(g, "next_hop");
+    out.next_hop = as_address(nh);
+    const auto& ports = config.dataplane.ports;
+    if (std::none_of(ports.begin(), ports.end(),
+                     [&](const PortConfig& p) { return p.ip == out.next_hop; })) {
+      std::vector<std::string> addresses;
+      for (const PortConfig& p : ports) addresses.push_back(format_ipv4(p.ip));
+      fail(nh, "next_hop " + format_ipv4(out.next_hop) +
+                   " is the address of no port (routers must send the VIPs' packets to lbd: " +
+                   join(std::vector<std::string_view>(addresses.begin(), addresses.end()), ", ") +
+                   ")");
+    }
+    const Setting& list = as_list(require(g, "neighbors"));
+    if (list.getLength() < 1 || list.getLength() > static_cast<int>(kMaxBgpNeighbors)) {
+      fail(list, "expected 1.." + std::to_string(kMaxBgpNeighbors) + " neighbors, found " +
+                     std::to_string(list.getLength()));
+    }
+    for (int i = 0; i < list.getLength(); ++i) {
+      const Setting& n = as_group(list[i]);
+      check_keys(n, {"address", "as"});
+      BgpNeighbor neighbor;
+      neighbor.line = static_cast<int>(n.getSourceLine());
+      neighbor.address = as_address(require(n, "address"));
+      neighbor.as = as_number(require(n, "as"));
+      for (const BgpNeighbor& other : out.neighbors) {
+        if (other.address == neighbor.address) {
+          fail(n["address"], "neighbor " + format_ipv4(neighbor.address) + " is listed twice");
+        }
+      }
+      if (neighbor.address == out.router_id || neighbor.address == out.next_hop) {
+        fail(n["address"], "neighbor " + format_ipv4(neighbor.address) +
+                               " is this node's own router_id or next_hop");
+      }
+      out.neighbors.push_back(neighbor);
+    }
+    optional_integer(g, "hold_time", out.hold_time, 3, 65535);
+    if (const Setting* s = find(g, "communities")) {
+      const Setting& c = s->getType() == Setting::TypeArray ? *s : as_list(*s);
+      for (int i = 0; i < c.getLength(); ++i) {
+        const std::string text = as_string(c[i]);
+        const size_t colon = text.find(':');
+        const std::optional<uint32_t> a =
+            colon == std::string::npos ? std::nullopt : parse_u16(text.substr(0, colon));
+        const std::optional<uint32_t> b =
+            colon == std::string::npos ? std::nullopt : parse_u16(text.substr(colon + 1));
+        if (!a || !b) {
+          fail(c[i], "invalid community " + quote(text) +
+                         " (expected \"ASN:VALUE\", each 0..65535, e.g. \"65000:100\")");
+        }
+        out.communities.emplace_back(static_cast<uint16_t>(*a), static_cast<uint16_t>(*b));
+      }
+    }
+    if (const Setting* s = find(g, "med")) out.med = integer_as<uint32_t>(*s, 0, 4294967295);
+    if (const Setting* s = find(g, "announce_when")) {
+      out.announce_when = enumeration<AnnounceWhen>(
+          *s, "announce_when",
+          {{"serving", AnnounceWhen::kServing}, {"alive", AnnounceWhen::kAlive}});
+    }
+    optional_integer(g, "lbd_timeout_ms", out.lbd_timeout_ms, 100, 600000);
+    if (const Setting* s = find(g, "bird_config"))
+      out.bird_config = as_path_key(*s, "bird_config", false);
+    if (const Setting* s = find(g, "bird_socket"))
+      out.bird_socket = as_path_key(*s, "bird_socket", true);
+    return out;
+  }
+
+  // "0".."65535" in decimal without leading zeros; nullopt otherwise.
+  static std::optional<uint32_t> parse_u16(const std::string& text) {
+    if (text.empty() || text.size() > 5 || (text.size() > 1 && text[0] == '0')) return std::nullopt;
+    uint32_t v = 0;
+    for (const char c : text) {
+      if (c < '0' || c > '9') return std::nullopt;
+      v = v * 10 + static_cast<uint32_t>(c - '0');
+    }
+    if (v > 65535) return std::nullopt;
+    return v;
   }
 
   InitialState initial_state(const Setting& s) const {

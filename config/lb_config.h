@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace lb::cfg {
@@ -238,6 +239,39 @@ struct HealthdConfig {
   int line = 0;                 // 0 when the group is left out
 };
 
+// When a node announces a VIP (lb-healthd's announcer, docs/architecture.md#announcing-vips):
+// kServing while lbd is alive, up to date and the VIP has a service with a serving backend;
+// kAlive while lbd is alive and up to date, whatever the backends.
+enum class AnnounceWhen { kServing, kAlive };
+
+struct BgpNeighbor {
+  uint32_t address = 0;
+  uint32_t as = 0;
+  int line = 0;
+};
+
+// The `bgp` group: lb-healthd announces the VIPs as /32 routes through a local BIRD 2, whose
+// whole configuration it writes (bird_config) and reloads over BIRD's control socket
+// (bird_socket). lbd ignores the group. `line` is 0 when the group is left out (no announcing).
+struct BgpConfig {
+  uint32_t local_as = 0;
+  uint32_t router_id = 0;
+  uint32_t next_hop = 0;  // where routers send the VIPs' packets: one of lbd's port addresses
+  std::vector<BgpNeighbor> neighbors;
+  uint32_t hold_time = 9;  // seconds (BGP's minimum is 3); keepalives every hold_time / 3
+  std::vector<std::pair<uint16_t, uint16_t>> communities;  // (asn, value), added to every route
+  std::optional<uint32_t> med;
+  AnnounceWhen announce_when = AnnounceWhen::kServing;
+  // lbd counts as down, and the VIPs go, once its heartbeat has not moved for this long or a
+  // generation sent to it has waited this long unapplied.
+  uint32_t lbd_timeout_ms = 1000;
+  // Unset: default_bird_config(instance) / default_bird_socket(instance).
+  std::optional<std::string> bird_config;
+  std::optional<std::string> bird_socket;
+  int line = 0;
+  bool enabled() const { return line != 0; }
+};
+
 // Where lb-healthd serves /metrics unless healthd.metrics_listen says otherwise.
 inline constexpr const char* kDefaultMetricsListen = "127.0.0.1:9813";
 
@@ -258,6 +292,7 @@ struct Config {
   DataplaneConfig dataplane;
   std::vector<ServiceConfig> services;
   HealthdConfig healthd;
+  BgpConfig bgp;
 };
 
 // Reads and validates a file. Throws ConfigError (with file:line) on any problem, including
@@ -273,6 +308,11 @@ std::string default_control_socket(const std::string& instance);
 // The control socket of lb-healthd for `config` run as `instance` (empty: the config's own);
 // "" when the config turns the socket off.
 std::string control_socket_path(const Config& config, const std::string& instance = "");
+// "/run/lbd/<instance>-bird.conf" and "/run/lbd/<instance>-bird.ctl": the BIRD configuration
+// lb-healthd writes and the control socket of the BIRD that reads it, unless bgp.bird_config and
+// bgp.bird_socket say otherwise; for `config` run as `instance` (empty: the config's own).
+std::string bird_config_path(const Config& config, const std::string& instance = "");
+std::string bird_socket_path(const Config& config, const std::string& instance = "");
 // The state file for `config` loaded from `config_path`; "" when persistence is off.
 std::string state_file_path(const Config& config, const std::string& config_path);
 
@@ -291,6 +331,7 @@ const char* to_string(InitialState s);
 const char* to_string(AdminState s);
 const char* to_string(AllDownPolicy p);
 const char* to_string(MaintPolicy p);
+const char* to_string(AnnounceWhen w);
 
 // Parses an HTTP status range as health.expect_status takes it: "NNN" or "NNN-MMM", codes
 // 100..599, NNN <= MMM. Returns {min, max}, or nullopt when malformed.

@@ -312,6 +312,18 @@ void Daemon::apply(cfg::Config config, const std::string& why, Millis drain) {
     segment_ = shm::segment_name(instance_);
     next_channel_ = TimePoint{};  // attach on the next turn
   }
+  if (!config_.bgp.enabled()) {
+    if (announcer_) {
+      HLOG_INFO("bgp: the group was removed: withdrawing every VIP, then leaving BIRD alone");
+      announcer_->set({}, Clock::now());
+    }
+    announcer_.reset();
+  } else if (std::string key = render_bird_config(config_, instance_, {});
+             !announcer_ || key != bgp_key_) {
+    // A new bgp group (or a new instance): written and reloaded on the next turn.
+    announcer_.emplace(config_, instance_);
+    bgp_key_ = std::move(key);
+  }
   for (ServiceRuntime& s : services_) {
     recompute(s);  // owes the service if its pool changed
     const auto it = unchanged.find(s.config.name);
@@ -1078,8 +1090,10 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
     }
   }
 
+  announce_tick(now);
   tick_metrics(now);
   TimePoint until = std::min({due, next_channel_, next_health_write_});
+  if (announcer_) until = std::min(until, now + Millis(100));         // lbd's heartbeat is watched
   if (anything_pending()) until = std::min(until, now + Millis(10));  // retry the ring soon
   if (!waiters_.empty() || apply_.waiting())
     until = std::min(until, now + Millis(2));  // lbd acks within a tick
@@ -1162,6 +1176,54 @@ int Daemon::run(int signal_fd) {
   return 0;
 }
 
+void Daemon::set_node_state(NodeState state) {
+  if (state != node_) HLOG_INFO("node %s -> %s", to_string(node_), to_string(state));
+  node_ = state;
+  announce_tick(Clock::now());
+}
+
+void Daemon::announce_tick(TimePoint now) {
+  if (!announcer_) return;
+  LbdLiveness lbd;
+  lbd.attached = att_.has_value();
+  if (att_) {
+    if (lbd_beat_ != 0)
+      lbd.heartbeat_age_ms = ms_of(std::chrono::duration_cast<Millis>(now - lbd_beat_seen_));
+    const shm::Header& h = att_->header();
+    const uint64_t done = std::max(h.applied_generation.load(std::memory_order_acquire),
+                                   h.rejected_generation.load(std::memory_order_acquire));
+    if (done >= publisher_.generation()) {
+      unapplied_since_.reset();
+    } else if (!unapplied_since_) {
+      unapplied_since_ = now;
+    }
+    if (unapplied_since_)
+      lbd.unapplied_ms = ms_of(std::chrono::duration_cast<Millis>(now - *unapplied_since_));
+  } else {
+    unapplied_since_.reset();
+  }
+  std::vector<ServiceServing> services;
+  for (const ServiceRuntime& s : services_) {
+    if (s.removed) continue;
+    services.push_back({s.config.vip, s.pool.active > 0 && !s.pool.fail_open});
+  }
+  std::vector<VipDecision> decisions = decide(config_.bgp, node_, lbd, services);
+  std::vector<uint32_t> vips;
+  for (const VipDecision& d : decisions) {
+    if (d.announce) vips.push_back(d.vip);
+  }
+  for (const VipDecision& d : decisions) {
+    const auto old = std::find_if(decisions_.begin(), decisions_.end(),
+                                  [&](const VipDecision& o) { return o.vip == d.vip; });
+    if (old == decisions_.end() || old->announce != d.announce) {
+      HLOG_INFO("bgp: %s %s (%s)", cfg::format_ipv4(d.vip).c_str(),
+                d.announce ? "announced" : "withdrawn", d.why.c_str());
+    }
+  }
+  decisions_ = std::move(decisions);
+  announcer_->set(vips, now);
+}
+
 DaemonStatus Daemon::snapshot() const {
   const TimePoint now = Clock::now();
   DaemonStatus st;
@@ -1191,6 +1253,17 @@ DaemonStatus Daemon::snapshot() const {
   st.reloads = reloads_;
   st.reload_failures = reload_failures_;
   st.pool_apply_seconds = apply_.latency();
+  if (announcer_) {
+    st.bgp.enabled = true;
+    st.bgp.node = node_;
+    st.bgp.vips = decisions_;
+    st.bgp.in_bird = announcer_->in_bird();
+    st.bgp.last_error = announcer_->last_error();
+    st.bgp.reloads = announcer_->reloads();
+    st.bgp.reload_failures = announcer_->reload_failures();
+    st.bgp.bird_config = announcer_->config_path();
+    st.bgp.bird_socket = announcer_->socket_path();
+  }
   for (const ServiceRuntime& s : services_) {
     ServiceStatus ss;
     ss.name = s.config.name;

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "announcer.h"
 #include "channel.h"
 #include "check_stats.h"
 #include "control_server.h"
@@ -125,6 +126,19 @@ struct ServiceStatus {
   std::vector<BackendStatus> backends;
 };
 
+// The node's BGP announcements (the config's bgp group).
+struct BgpStatus {
+  bool enabled = false;
+  NodeState node = NodeState::kReady;
+  std::vector<VipDecision> vips;  // decide()'s newest, one per VIP
+  bool in_bird = false;           // BIRD confirmed it read the newest announcements
+  std::string last_error;         // why BIRD could not be told, when it could not
+  uint64_t reloads = 0;
+  uint64_t reload_failures = 0;
+  std::string bird_config;
+  std::string bird_socket;
+};
+
 struct DaemonStatus {
   std::string config_file;
   std::string state_file;  // empty: runtime changes are kept in memory only
@@ -149,6 +163,7 @@ struct DaemonStatus {
   uint64_t reload_failures = 0;
   Histogram pool_apply_seconds;  // ApplyTracker's
   std::vector<ServiceStatus> services;
+  BgpStatus bgp;
 };
 
 std::string format_status(const DaemonStatus& s);  // multi-line, for the log
@@ -216,6 +231,11 @@ class Daemon {
   // The Prometheus endpoint: the loop hands it a snapshot() whenever a scrape asks for one.
   void set_metrics(std::unique_ptr<MetricsServer> metrics);
 
+  // `lbctl node drain` / `ready`: a draining node withdraws every VIP (bgp group); takes effect
+  // in the same turn. Not kept across restarts: lb-healthd starts ready.
+  void set_node_state(NodeState state);
+  NodeState node_state() const { return node_; }
+
   void request_stop() { stop_ = true; }
   DaemonStatus snapshot() const;
   const std::string& segment() const { return segment_; }
@@ -279,6 +299,8 @@ class Daemon {
   // Writes the state file for (base, running); "" or why it could not.
   std::string persist(const Json& base, const Json& running, bool& persisted);
   void check_waiters(TimePoint now);
+  // Decides the VIPs to announce and has BIRD announce them (bgp group).
+  void announce_tick(TimePoint now);
   void tick_metrics(TimePoint now);
   // Draining after a reload: what was removed and how far its flows have gone.
   void start_leaving(ServiceRuntime& s, BackendRuntime b, Millis drain, TimePoint now);
@@ -340,6 +362,12 @@ class Daemon {
   std::string telemetry_error_;  // the last reason lbd's flow counts could not be read
   ApplyTracker apply_;
   std::unique_ptr<MetricsServer> metrics_;
+
+  std::optional<Announcer> announcer_;  // with a bgp group
+  std::string bgp_key_;  // its BIRD config without VIPs: a reload that changes it restarts it
+  NodeState node_ = NodeState::kReady;
+  std::vector<VipDecision> decisions_;
+  std::optional<TimePoint> unapplied_since_;  // the newest generation sent waits since then
 };
 
 }  // namespace lb::health

@@ -181,6 +181,24 @@ Json backend_status(const BackendStatus& b) {
   return j;
 }
 
+// The node's state and its announcements (`status`'s "node", `node.drain`, `node.ready`).
+Json node_json(const BgpStatus& b) {
+  Json vips = Json::array();
+  for (const VipDecision& v : b.vips) {
+    vips.push_back({{"vip", cfg::format_ipv4(v.vip)}, {"announced", v.announce}, {"why", v.why}});
+  }
+  Json out = {{"state", to_string(b.node)}, {"bgp", b.enabled}};
+  if (!b.enabled) return out;
+  out["vips"] = std::move(vips);
+  out["in_bird"] = b.in_bird;
+  out["bird_error"] = b.last_error;
+  out["bird_reloads"] = b.reloads;
+  out["bird_reload_failures"] = b.reload_failures;
+  out["bird_config"] = b.bird_config;
+  out["bird_socket"] = b.bird_socket;
+  return out;
+}
+
 Json status(const Daemon& d) {
   const DaemonStatus st = d.snapshot();
   char epoch[24];
@@ -225,6 +243,18 @@ Json status(const Daemon& d) {
     services.push_back(std::move(s));
   }
   out["services"] = std::move(services);
+  out["node"] = node_json(st.bgp);
+  return out;
+}
+
+Json node_state(Daemon& d, NodeState state) {
+  if (!d.config().bgp.enabled())
+    return error_reply("invalid",
+                       "this node announces nothing: the config has no bgp group "
+                       "(docs/configuration.md#bgp)");
+  d.set_node_state(state);
+  Json out = {{"ok", true}};
+  out["node"] = node_json(d.snapshot().bgp);
   return out;
 }
 
@@ -405,7 +435,8 @@ const std::vector<Command> kCommands = {
      "generations...), `services` (every key of the file per service, plus `active`, "
      "`fail_open`, `pending`, and `removed` for a service a reload removed that still drains; per "
      "backend: `admin`, `health`, `live`, last check, counts, and for one a reload removed: "
-     "`removed`, `flows_active`, `drain_left_ms`)",
+     "`removed`, `flows_active`, `drain_left_ms`), `node` (`state`: ready or draining, `bgp`, "
+     "and with a bgp group: `vips` with `announced` and `why`, `in_bird`, `bird_error`...)",
      [](Daemon& d, const Json&) { return status(d); }},
     {"help",
      {},
@@ -452,6 +483,17 @@ const std::vector<Command> kCommands = {
      "`changes` (with a `drains: ...` line per backend that drains)",
      nullptr,
      config_reload},
+    {"node.drain",
+     {},
+     "",
+     "`node`: `state` (`draining`), `vips` (each `vip`, `announced`, `why`), `in_bird` (BIRD "
+     "read it). Withdraws every VIP at once (lbctl then waits for lbd's traffic to stop)",
+     [](Daemon& d, const Json&) { return node_state(d, NodeState::kDraining); }},
+    {"node.ready",
+     {},
+     "",
+     "`node`, as for `node.drain`: the VIPs are announced again as the bgp group says",
+     [](Daemon& d, const Json&) { return node_state(d, NodeState::kReady); }},
     {"config.save", {}, "", "`path`, `backup`, `changes`", config_save},
     {"config.show", {}, "", "`text`: the running configuration as a config file", config_show},
     {"config.diff", {}, "", "`changes`: runtime changes over the file", config_diff},

@@ -7,20 +7,25 @@
 #   3. a live view of lbd's counters until Ctrl-C.
 # Everything it started is stopped and the topology removed on exit.
 #
-# Usage: tools/demo.sh [--once] [--mode dnat|tunnel]
+# Usage: tools/demo.sh [--once] [--mode dnat|tunnel] [--fleet]
 #   --once  run steps 1-2 without pauses or live view; exit 0 only if every step behaved as shown
 #   --mode tunnel  forward = "tunnel" (direct server return over IPIP): the backends answer the
 #           client directly (tools/netns.sh --dsr), each decapsulating with lb-decap
+#   --fleet a fleet instead (tools/fleet.sh): two lbd nodes behind a BIRD router with ECMP over
+#           BGP, the router's routes, a node killed (kill -9) while a client keeps asking, its
+#           route withdrawn, traffic going on through the other node; then the node back
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 once=0
 mode=dnat
+fleet=0
 while [ $# -gt 0 ]; do
   case $1 in
     --once) once=1; shift ;;
     --mode) mode=${2:-}; shift 2 || true ;;
-    *) echo "usage: tools/demo.sh [--once] [--mode dnat|tunnel]" >&2; exit 2 ;;
+    --fleet) fleet=1; shift ;;
+    *) echo "usage: tools/demo.sh [--once] [--mode dnat|tunnel] [--fleet]" >&2; exit 2 ;;
   esac
 done
 case $mode in dnat | tunnel) ;; *) echo "demo: --mode dnat or tunnel, not '$mode'" >&2; exit 2 ;; esac
@@ -47,6 +52,58 @@ if ! ninja -C build >"$buildlog" 2>&1; then
   die "build (above: the end of ninja's output)"
 fi
 rm -f "$buildlog"
+
+if [ $fleet -eq 1 ]; then
+  export LB_FLEET_PREFIX=fl LB_CLIENT_VIP=10.100.0.100
+  trap 'tools/fleet.sh down >/dev/null 2>&1' EXIT
+  trap 'exit 130' INT TERM
+  ask() {  # ask N: N new connections to the VIP from the client; "backend-X" per line
+    ip netns exec fl-client python3 tests/e2e/client.py new "$1" |
+      python3 -c 'import json,sys; r=json.load(sys.stdin); print("   per backend:", r["counts"], "errors:", len(r["errors"]))'
+  }
+  pause() { [ $once -eq 1 ] || sleep 2; }
+  bold "a fleet: a client, a BIRD router (ECMP), two lbd nodes (lbd + lb-healthd + BIRD each)," \
+    "three DSR backends (tools/fleet.sh)"
+  tools/fleet.sh down >/dev/null 2>&1
+  tools/fleet.sh up || die "tools/fleet.sh up"
+  bold "1. the router learnt the VIP 10.100.0.100 from both nodes over BGP: one route, two next hops"
+  tools/fleet.sh routes
+  bold "2. sixty new connections: ECMP spreads them over the nodes, Maglev over the backends"
+  ask 60
+  for i in 1 2; do
+    echo "   node $i: $(tools/fleet.sh lbctl $i status | grep '^node:')"
+  done
+  pause
+  bold "3. a client with 50 keep-alive connections, asking 5 times a second; node 1's lbd is killed (kill -9)"
+  ip netns exec fl-client python3 tests/e2e/client.py keepalive_for 50 8 0.2 >"${TMPDIR:-/tmp}/fleet-demo.$$" &
+  load=$!
+  sleep 2
+  tools/fleet.sh kill-node 1
+  t0=$(date +%s.%N)
+  hops() { ip netns exec fl-router ip route show 10.100.0.100 | grep -c 'via 10.3'; }
+  for _ in $(seq 200); do [ "$(hops)" -eq 1 ] && break; sleep 0.05; done
+  [ "$(hops)" -eq 1 ] || die "the router still routes to node 1"
+  printf '=> the router withdrew node 1 after %.2fs:\n' "$(echo "$(date +%s.%N) - $t0" | bc)"
+  tools/fleet.sh routes
+  wait $load
+  python3 - "${TMPDIR:-/tmp}/fleet-demo.$$" <<'EOP' || die "connections failed"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"conn"' in l]
+ok = sum(1 for r in rows if not r["errors"])
+print(f"=> {ok} of {len(rows)} keep-alive connections went on through node 2 (Maglev: same backend)")
+sys.exit(0 if ok >= 0.99 * len(rows) else 1)
+EOP
+  rm -f "${TMPDIR:-/tmp}/fleet-demo.$$"
+  ask 30
+  pause
+  bold "4. node 1 back: lbd and lb-healthd started again, the route has two next hops again"
+  tools/fleet.sh start-node 1
+  for _ in $(seq 300); do [ "$(hops)" -eq 2 ] && break; sleep 0.1; done
+  [ "$(hops)" -eq 2 ] || die "node 1 did not come back"
+  tools/fleet.sh routes
+  bold "demo --fleet: every step behaved as shown"
+  exit 0
+fi
 
 export LB_NS_PREFIX=lb
 tmp=$(mktemp -d)

@@ -21,6 +21,8 @@ packages=(
   iproute2 iputils-ping ethtool curl wrk nftables procps psmisc util-linux tcpdump bc
   # SYN flood end to end (hping3 --flood --rand-source)
   hping3
+  # the fleet (tools/fleet.sh, suite fleet): BIRD 2 speaks BGP for each node and the router
+  bird2
   # benchmarks: dry run of the pktgen Lua scripts (tools/pktgen/check.lua)
   lua5.3
   # tools/soak.sh: the soak's plot

@@ -21,10 +21,12 @@ saw (X-Peer; `new` counts them under "peers"). Every loop is bounded.
 """
 import http.client
 import json
+import os
 import sys
 import time
 
-VIP, PORT = "10.10.0.100", 80
+# The fleet's VIP is another (tools/fleet.sh): LB_CLIENT_VIP overrides the default.
+VIP, PORT = os.environ.get("LB_CLIENT_VIP", "10.10.0.100"), 80
 
 
 def one(timeout=3.0, peers=None):

@@ -489,6 +489,121 @@ TEST(HealthdGroup, ListenAddresses) {
   }
 }
 
+// -- bgp (lb-healthd's announcer) ------------------------------------------------------------
+
+// One valid bgp group on line 17 and the next ones; each bad case changes one thing.
+#define LB_BGP(first, rest)                                                                \
+  "bgp = { local_as = 65001; router_id = \"10.10.0.3\"; next_hop = \"10.10.0.1\";\n" first \
+  "\n  neighbors = ( { address = \"10.10.0.254\"; as = 65000; } );\n" rest " };"
+
+const BadCase kBgpBadCases[] = {
+    {"BgpNotAGroup", 17, 17, "bgp = 1;", 17, "bgp", "expected a group"},
+    {"BgpUnknownKey", 17, 17, LB_BGP("  hold_tme = 9;", ""), 18, "bgp.hold_tme",
+     "did you mean 'hold_time'?"},
+    {"BgpNoLocalAs", 17, 17,
+     "bgp = { router_id = \"10.10.0.3\"; next_hop = \"10.10.0.1\"; neighbors = (); };", 17,
+     "bgp.local_as", "missing required setting 'local_as'"},
+    {"BgpLocalAsZero", 17, 17,
+     "bgp = { local_as = 0; router_id = \"10.10.0.3\"; next_hop = \"10.10.0.1\";\n"
+     "  neighbors = ( { address = \"10.10.0.254\"; as = 65000; } ); };",
+     17, "bgp.local_as", "value 0 is out of range 1..4294967294"},
+    {"BgpAsTrans", 17, 17,
+     "bgp = { local_as = 23456; router_id = \"10.10.0.3\"; next_hop = \"10.10.0.1\";\n"
+     "  neighbors = ( { address = \"10.10.0.254\"; as = 65000; } ); };",
+     17, "bgp.local_as", "AS_TRANS"},
+    {"BgpRouterIdMalformed", 17, 17,
+     "bgp = { local_as = 65001; router_id = \"10.10.0\"; next_hop = \"10.10.0.1\"; };", 17,
+     "bgp.router_id", "malformed IPv4 address '10.10.0'"},
+    {"BgpNoNextHop", 17, 17, "bgp = { local_as = 65001; router_id = \"10.10.0.3\"; };", 17,
+     "bgp.next_hop", "missing required setting 'next_hop'"},
+    {"BgpNextHopNotAPort", 17, 17,
+     "bgp = { local_as = 65001; router_id = \"10.10.0.3\";\n  next_hop = \"10.10.0.9\"; };", 18,
+     "bgp.next_hop",
+     "next_hop 10.10.0.9 is the address of no port (routers must send the VIPs' packets to lbd: "
+     "10.10.0.1, 10.20.0.1)"},
+    {"BgpNoNeighbors", 17, 17,
+     "bgp = { local_as = 65001; router_id = \"10.10.0.3\"; next_hop = \"10.10.0.1\";\n"
+     "  neighbors = (); };",
+     18, "bgp.neighbors", "expected 1..16 neighbors, found 0"},
+    {"BgpNeighborNoAs", 17, 17,
+     "bgp = { local_as = 65001; router_id = \"10.10.0.3\"; next_hop = \"10.10.0.1\";\n"
+     "  neighbors = ( { address = \"10.10.0.254\"; } ); };",
+     18, "bgp.neighbors.[0].as", "missing required setting 'as'"},
+    {"BgpNeighborTwice", 17, 17,
+     "bgp = { local_as = 65001; router_id = \"10.10.0.3\"; next_hop = \"10.10.0.1\";\n"
+     "  neighbors = ( { address = \"10.10.0.254\"; as = 65000; },\n"
+     "    { address = \"10.10.0.254\"; as = 65002; } ); };",
+     19, "bgp.neighbors.[1].address", "neighbor 10.10.0.254 is listed twice"},
+    {"BgpNeighborIsSelf", 17, 17,
+     "bgp = { local_as = 65001; router_id = \"10.10.0.3\"; next_hop = \"10.10.0.1\";\n"
+     "  neighbors = ( { address = \"10.10.0.1\"; as = 65000; } ); };",
+     18, "bgp.neighbors.[0].address", "is this node's own router_id or next_hop"},
+    {"BgpHoldTimeTooShort", 17, 17, LB_BGP("  hold_time = 2;", ""), 18, "bgp.hold_time",
+     "value 2 is out of range 3..65535"},
+    {"BgpCommunityMalformed", 17, 17, LB_BGP("", "  communities = [ \"65000:100\", \"65000\" ];"),
+     20, "bgp.communities.[1]", "invalid community '65000' (expected \"ASN:VALUE\""},
+    {"BgpCommunityTooBig", 17, 17, LB_BGP("", "  communities = [ \"65536:1\" ];"), 20,
+     "bgp.communities.[0]", "invalid community '65536:1'"},
+    {"BgpMedNegative", 17, 17, LB_BGP("", "  med = -1;"), 20, "bgp.med",
+     "value -1 is out of range 0..4294967295"},
+    {"BgpAnnounceWhenUnknown", 17, 17, LB_BGP("", "  announce_when = \"always\";"), 20,
+     "bgp.announce_when", "unknown announce_when 'always' (expected serving, alive)"},
+    {"BgpLbdTimeoutTooShort", 17, 17, LB_BGP("", "  lbd_timeout_ms = 10;"), 20,
+     "bgp.lbd_timeout_ms", "value 10 is out of range 100..600000"},
+    {"BgpBirdSocketRelative", 17, 17, LB_BGP("", "  bird_socket = \"bird.ctl\";"), 20,
+     "bgp.bird_socket", "invalid bird_socket 'bird.ctl' (an absolute file path"},
+    {"BgpBirdConfigQuote", 17, 17, LB_BGP("", "  bird_config = \"/run/a\\\"b\";"), 20,
+     "bgp.bird_config", "without control characters or '\"'"},
+};
+INSTANTIATE_TEST_SUITE_P(BgpGroup, BadConfig, testing::ValuesIn(kBgpBadCases),
+                         [](const testing::TestParamInfo<BadCase>& param_info) {
+                           return std::string(param_info.param.label);
+                         });
+
+TEST(BgpGroup, LeftOutMeansNoAnnouncing) {
+  const Config c = parse(std::string(kBase));
+  EXPECT_FALSE(c.bgp.enabled());
+  EXPECT_EQ(bird_config_path(c), "/run/lbd/lbd-bird.conf");
+  EXPECT_EQ(bird_socket_path(c, "n2"), "/run/lbd/n2-bird.ctl");
+}
+
+TEST(BgpGroup, DefaultsAndEverySet) {
+  const Config d = parse(replace_lines(17, 17, LB_BGP("", "")));
+  ASSERT_TRUE(d.bgp.enabled());
+  EXPECT_EQ(d.bgp.line, 17);
+  EXPECT_EQ(d.bgp.local_as, 65001u);
+  EXPECT_EQ(d.bgp.router_id, ip(10, 10, 0, 3));
+  EXPECT_EQ(d.bgp.next_hop, ip(10, 10, 0, 1));
+  ASSERT_EQ(d.bgp.neighbors.size(), 1u);
+  EXPECT_EQ(d.bgp.neighbors[0].address, ip(10, 10, 0, 254));
+  EXPECT_EQ(d.bgp.neighbors[0].as, 65000u);
+  EXPECT_EQ(d.bgp.neighbors[0].line, 19);
+  EXPECT_EQ(d.bgp.hold_time, 9u);
+  EXPECT_TRUE(d.bgp.communities.empty());
+  EXPECT_FALSE(d.bgp.med.has_value());
+  EXPECT_EQ(d.bgp.announce_when, AnnounceWhen::kServing);
+  EXPECT_EQ(d.bgp.lbd_timeout_ms, 1000u);
+  EXPECT_EQ(bird_config_path(d), "/run/lbd/lbd-bird.conf");
+  EXPECT_EQ(bird_socket_path(d), "/run/lbd/lbd-bird.ctl");
+
+  const Config c = parse(replace_lines(
+      17, 17,
+      LB_BGP("  hold_time = 30; med = 4294967295; announce_when = \"alive\";",
+             "  communities = [ \"65000:100\", \"0:65535\" ]; lbd_timeout_ms = 500;\n"
+             "  bird_config = \"/etc/lbd/bird.conf\"; bird_socket = \"/run/lbd/b.ctl\";")));
+  EXPECT_EQ(c.bgp.hold_time, 30u);
+  EXPECT_EQ(c.bgp.med, 4294967295u);
+  EXPECT_EQ(c.bgp.announce_when, AnnounceWhen::kAlive);
+  ASSERT_EQ(c.bgp.communities.size(), 2u);
+  EXPECT_EQ(c.bgp.communities[0], (std::pair<uint16_t, uint16_t>{65000, 100}));
+  EXPECT_EQ(c.bgp.communities[1], (std::pair<uint16_t, uint16_t>{0, 65535}));
+  EXPECT_EQ(c.bgp.lbd_timeout_ms, 500u);
+  EXPECT_EQ(bird_config_path(c), "/etc/lbd/bird.conf");
+  EXPECT_EQ(bird_socket_path(c, "other"), "/run/lbd/b.ctl");
+  EXPECT_STREQ(to_string(AnnounceWhen::kServing), "serving");
+}
+#undef LB_BGP
+
 TEST(BadConfigExtra, TooManyPorts) {
   std::string ports = "  ports = (\n";
   for (int i = 0; i < 17; ++i) {

@@ -178,6 +178,22 @@ std::string render_status(const Json& m) {
   } else {
     o << "lbd: not attached (" << str(h, "segment") << " not found: is lbd running?)\n";
   }
+  const Json& node = m.value("node", Json::object());
+  if (node.value("bgp", false)) {
+    std::string announced, withdrawn;
+    for (const Json& v : node.value("vips", Json::array())) {
+      std::string& list = v.value("announced", false) ? announced : withdrawn;
+      list += (list.empty() ? "" : ", ") + str(v, "vip");
+      if (!v.value("announced", false)) list += " (" + str(v, "why") + ")";
+    }
+    o << "node: " << str(node, "state") << "; bgp announces "
+      << (announced.empty() ? "nothing" : announced);
+    if (!withdrawn.empty()) o << "; withdrawn " << withdrawn;
+    if (!node.value("in_bird", false)) o << "; BIRD not told: " << str(node, "bird_error");
+    o << "\n";
+  } else if (node.contains("state")) {
+    o << "node: " << str(node, "state") << " (no bgp group: nothing announced)\n";
+  }
   const Json& counters = m.value("lbd_counters", Json::object());
   const bool have = counters.value("available", false);
   if (!have) o << "flow counters: unavailable: " << str(counters, "error") << "\n";
