@@ -637,7 +637,7 @@ TEST_F(MetricsServerTest, ScrapeReadsLbdAndAFreshSnapshot) {
   EXPECT_EQ(value(p, "lbd_up"), 1.0);
   EXPECT_EQ(value(p, "lbd_flows_created_total"), 1000.0);
   EXPECT_EQ(value(p, "lbd_service_flows_rehashed_total", {{"service", "web"}}), 42.0);
-  EXPECT_EQ(lbd.commands(), 7);  // one connection, every command once
+  EXPECT_EQ(lbd.commands(), 8);  // one connection, every command once (/lb/fullnat too)
   // The snapshot was made for this scrape (the "loop" numbers them in lbd_pool_generation_sent).
   EXPECT_EQ(value(p, "lbd_pool_generation_sent"), static_cast<double>(published_.load()));
   EXPECT_GE(published_.load(), 1u);
