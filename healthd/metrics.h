@@ -55,15 +55,15 @@ class Exposition {
 // lbd's telemetry as one scrape read it.
 struct LbdCounters {
   bool up = false;
-  std::string error;   // why not, when !up
-  Json stats;          // /lb/stats
-  Json drops;          // /lb/drops
-  Json ports;          // /lb/ports
-  Json backends;       // /lb/backends
-  Json workers;        // /lb/workers
-  Json pool;           // /lb/pool
-  Json services;       // /lb/services (null from an lbd without it)
-  Json fullnat;        // /lb/fullnat: ports per full-NAT local address (null from an lbd without it)
+  std::string error;  // why not, when !up
+  Json stats;         // /lb/stats
+  Json drops;         // /lb/drops
+  Json ports;         // /lb/ports
+  Json backends;      // /lb/backends
+  Json workers;       // /lb/workers
+  Json pool;          // /lb/pool
+  Json services;      // /lb/services (null from an lbd without it)
+  Json fullnat;       // /lb/fullnat: ports per full-NAT local address (null from an lbd without it)
   double seconds = 0;  // how long reading took
 };
 

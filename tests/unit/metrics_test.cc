@@ -388,9 +388,9 @@ TEST(MetricsExposition, EveryFamilyWellFormed) {
   }
   // No label that could be a client's address: only these names (local_address: lbd's own
   // full-NAT addresses).
-  const std::set<std::string> allowed = {
-      "service", "backend", "reason", "direction", "state",   "signal",       "port",
-      "port_id", "kernel_iface", "where", "le",     "result", "version", "local_address"};
+  const std::set<std::string> allowed = {"service", "backend", "reason",  "direction",    "state",
+                                         "signal",  "port",    "port_id", "kernel_iface", "where",
+                                         "le",      "result",  "version", "local_address"};
   for (const Sample& s : p.samples) {
     for (const auto& [k, v] : s.labels) EXPECT_TRUE(allowed.count(k)) << s.name << " " << k;
   }

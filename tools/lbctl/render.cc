@@ -469,8 +469,7 @@ Json stats_report(const Sample& a, const Sample& b) {
            {"ports_in_use", u64(x, "ports_in_use")},
            {"ports_free", u64(x, "ports_free")},
            {"alloc_failures", u64(x, "alloc_failures")},
-           {"alloc_failures_per_s",
-            rate(u64(y, "alloc_failures"), u64(x, "alloc_failures"), dt)}});
+           {"alloc_failures_per_s", rate(u64(y, "alloc_failures"), u64(x, "alloc_failures"), dt)}});
     }
   }
   return r;
