@@ -714,7 +714,7 @@ TEST(GoodConfig, DefaultsApplied) {
 TEST(GoodConfig, ServiceSynFloodPolicy) {
   Config c = parse(replace_lines(11, 11, R"(    syn_flood_policy = "drop-new";)"));
   EXPECT_EQ(c.services[0].syn_flood_policy, SynFloodPolicy::kDropNew);
-  EXPECT_FALSE(c.services[1].syn_flood_policy.has_value());
+  EXPECT_FALSE(parse(std::string(kBase)).services[0].syn_flood_policy.has_value());
   c = parse(replace_lines(
       11, 11, R"(    scheduler = "maglev"; forward = "tunnel"; syn_flood_policy = "stateless";)"));
   EXPECT_EQ(c.services[0].syn_flood_policy, SynFloodPolicy::kStateless);
