@@ -1,6 +1,7 @@
 #include "control_server.h"
 
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -246,11 +247,21 @@ void ControlServer::accept_all(TimePoint now) {
 }
 
 void ControlServer::evict_quietest(TimePoint now) {
+  // A client that just connected and sent its request has bytes waiting that this thread has
+  // not read yet: it is not quiet, and evicting it would fail an `lbctl status` in a crowd of
+  // idle connections. Among the rest, those that never sent a well-formed request go first,
+  // then the longest silent; ties go to the older connection (std::map: ascending ids).
+  const auto unread = [](int fd) {
+    int n = 0;
+    return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+  };
   auto victim = conns_.end();
   for (auto it = conns_.begin(); it != conns_.end(); ++it) {
-    // Ties go to the older connection (std::map: ascending ids).
-    if (!it->second.deferred &&
-        (victim == conns_.end() || it->second.last_activity < victim->second.last_activity))
+    const Conn& c = it->second;
+    if (c.deferred || unread(c.fd)) continue;
+    if (victim == conns_.end() ||
+        std::make_pair(c.spoke, c.last_activity) <
+            std::make_pair(victim->second.spoke, victim->second.last_activity))
       victim = it;
   }
   if (victim == conns_.end()) return;
@@ -333,6 +344,7 @@ void ControlServer::dispatch(ConnId id, Conn& c, const std::string& line, const 
     malformed("expected a JSON object, found " + std::string(request.type_name()));
     return;
   }
+  c.spoke = true;
   const Json req_id = request.contains("id") ? request["id"] : Json();
   std::optional<Json> reply;
   try {

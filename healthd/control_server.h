@@ -88,6 +88,7 @@ class ControlServer {
     size_t out_pos = 0;
     TimePoint last_activity;
     bool deferred = false;
+    bool spoke = false;  // sent a well-formed request once: a real client, evicted last
     Json deferred_id;
     bool read_closed = false;  // end of file from the client
     bool closing = false;      // close once `out` is written
@@ -98,7 +99,9 @@ class ControlServer {
   };
 
   void accept_all(TimePoint now);
-  void evict_quietest(TimePoint now);  // closes the quietest client without a request in flight
+  // Closes the quietest client without a request in flight or waiting to be read; clients
+  // that never sent a well-formed request go first.
+  void evict_quietest(TimePoint now);
   void read_from(Conn& c, TimePoint now);
   bool ready(const Conn& c) const;  // a complete request is buffered and may be served now
   void serve(ConnId id, Conn& c, const Handler& handler, TimePoint now);

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "capture.h"
 #include "clients.h"
@@ -365,14 +366,20 @@ class FakeServer {
     ::close(fd_);
     std::filesystem::remove(path_);
   }
-  // Serves one connection with `body` (given the connected socket) in a thread.
-  void serve(std::function<void(int)> body) {
-    thread_ = std::thread([this, body = std::move(body)] {
-      const int c = ::accept(fd_, nullptr, nullptr);
-      if (c < 0) return;
-      body(c);
-      ::close(c);
+  // Serves `connections` connections one after the other with `body` (given the connected
+  // socket and the connection's number from 0) in a thread.
+  void serve(std::function<void(int, int)> body, int connections) {
+    thread_ = std::thread([this, body = std::move(body), connections] {
+      for (int i = 0; i < connections; ++i) {
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        body(c, i);
+        ::close(c);
+      }
     });
+  }
+  void serve(std::function<void(int)> body) {
+    serve([body = std::move(body)](int c, int) { body(c); }, 1);
   }
   const std::string& path() const { return path_; }
   void join() {
@@ -588,6 +595,49 @@ TEST(LbctlControl, ServerThatHangsUp) {
               std::string::npos)
         << e.what();
   }
+}
+
+TEST(LbctlControl, EvictedOrBusyIsSentAgainOnANewConnection) {
+  // lb-healthd, full: the first connection is evicted before its request is read, the second
+  // refused as busy, the third served. lbctl's request reaches the third, once.
+  FakeServer srv(SOCK_STREAM, temp_socket("evict"));
+  std::vector<std::string> got;
+  srv.serve(
+      [&](int c, int i) {
+        if (i == 0) {
+          send_msg(c, "{\"ok\": false, \"code\": \"evicted\", \"error\": \"make room\"}\n");
+          return;
+        }
+        std::string in;
+        while (in.find('\n') == std::string::npos) {
+          const std::string part = recv_msg(c);
+          if (part.empty()) return;
+          in += part;
+        }
+        got.push_back(in);
+        send_msg(c, i == 1 ? "{\"ok\": false, \"code\": \"busy\", \"error\": \"full\"}\n"
+                           : "{\"ok\": true, \"served\": 3}\n");
+      },
+      3);
+  {
+    ControlClient c(srv.path(), 1000);
+    const Json r = c.request({{"cmd", "status"}}, 2000);
+    EXPECT_EQ(r["served"], 3) << r.dump();
+  }
+  srv.join();
+  EXPECT_EQ(got, (std::vector<std::string>{"{\"cmd\":\"status\"}\n", "{\"cmd\":\"status\"}\n"}));
+  // Any other refusal is the answer, not a reason to ask again.
+  FakeServer other(SOCK_STREAM, temp_socket("refused"));
+  int connections = 0;
+  other.serve([&](int c) {
+    ++connections;
+    recv_msg(c);
+    send_msg(c, "{\"ok\": false, \"code\": \"unknown_backend\", \"error\": \"no\"}\n");
+  });
+  ControlClient c(other.path(), 1000);
+  EXPECT_EQ(c.request({{"cmd", "x"}}, 2000)["code"], "unknown_backend");
+  other.join();
+  EXPECT_EQ(connections, 1);
 }
 
 }  // namespace

@@ -300,6 +300,44 @@ TEST_F(ControlServerTest, WhenFullTheQuietestClientMakesRoom) {
   ::close(c);
 }
 
+TEST_F(ControlServerTest, WhenFullAClientThatNeverSpokeMakesRoomFirst) {
+  start(Millis(10000), 1024, 2);
+  const int a = connect_client();
+  EXPECT_EQ(roundtrip(a, "{\"cmd\":\"x\"}\n")["ok"], true);
+  // b connects after a's request and says nothing: a is the longer silent, but b never asked
+  // anything (500 idle connections must not push out the one real client among them).
+  const int b = connect_client();
+  ASSERT_TRUE(pump_until([&] { return server_->clients() == 2; }));
+  const int c = connect_client();
+  EXPECT_EQ(roundtrip(c, "{\"cmd\":\"x\"}\n")["ok"], true);
+  EXPECT_EQ(read_lines(b, 1).at(0)["code"], "evicted");
+  EXPECT_TRUE(closed_by_server(b));
+  EXPECT_EQ(roundtrip(a, "{\"cmd\":\"x\"}\n")["ok"], true);
+  EXPECT_EQ(server_->evicted(), 1u);
+  ::close(a);
+  ::close(b);
+  ::close(c);
+}
+
+TEST_F(ControlServerTest, WhenFullAClientWhoseRequestIsWaitingIsNotEvicted) {
+  start(Millis(10000), 1024, 2);
+  const int a = connect_client();
+  const int b = connect_client();
+  EXPECT_EQ(roundtrip(a, "{\"cmd\":\"x\"}\n")["ok"], true);
+  EXPECT_EQ(roundtrip(b, "{\"cmd\":\"x\"}\n")["ok"], true);
+  // A newcomer, then a's next request before the server has read it (the connection is seen
+  // first): a has been silent longest, but its request is there, unread: b makes room.
+  const int c = connect_client();
+  send_all(a, "{\"cmd\":\"x\"}\n");
+  ASSERT_TRUE(pump_until([&] { return server_->evicted() == 1; }));
+  EXPECT_EQ(read_lines(a, 1).at(0)["ok"], true);
+  EXPECT_EQ(read_lines(b, 1).at(0)["code"], "evicted");
+  EXPECT_EQ(roundtrip(c, "{\"cmd\":\"x\"}\n")["ok"], true);
+  ::close(a);
+  ::close(b);
+  ::close(c);
+}
+
 TEST_F(ControlServerTest, TooManyClientsWithRequestsInFlightAreTurnedAway) {
   start(Millis(10000), 1024, 2);
   const int a = connect_client();

@@ -7,10 +7,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 namespace lb::ctl {
-
-using Clock = std::chrono::steady_clock;
 
 // -- lb-healthd ------------------------------------------------------------------------------
 
@@ -26,6 +25,24 @@ ControlClient::~ControlClient() {
 
 Json ControlClient::request(const Json& req, int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  // lb-healthd, full of clients, makes room by evicting the quietest one ("evicted") or
+  // refuses a new one ("busy"); either way it did not read this request, so sending it again
+  // on a new connection is safe. A few tries, a little apart, within the same deadline.
+  for (int attempt = 1;; ++attempt) {
+    Json reply = exchange(req, deadline, timeout_ms);
+    const std::string code = reply.value("code", std::string());
+    if ((code != "evicted" && code != "busy") || attempt == kAttempts) return reply;
+    const auto pause = std::chrono::milliseconds(20 * attempt);
+    if (Clock::now() + pause >= deadline) return reply;
+    std::this_thread::sleep_for(pause);
+    ::close(fd_);
+    fd_ = -1;
+    buffered_.clear();
+    fd_ = connect_unix(path_, SOCK_STREAM, "lb-healthd", "is lb-healthd running?");
+  }
+}
+
+Json ControlClient::exchange(const Json& req, Clock::time_point deadline, int timeout_ms) {
   const std::string line = req.dump() + "\n";
   size_t sent = 0;
   while (sent < line.size()) {
@@ -34,6 +51,8 @@ Json ControlClient::request(const Json& req, int timeout_ms) {
                   std::to_string(timeout_ms) + " ms");
     const ssize_t n = ::send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    // Closed before it read anything: its last words ("evicted", "busy") are still to be read.
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) break;
     if (n < 0) throw Error("lb-healthd at " + path_ + ": send: " + std::strerror(errno));
     sent += static_cast<size_t>(n);
   }
