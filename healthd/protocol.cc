@@ -18,13 +18,10 @@ constexpr int64_t kMaxDrainTimeoutMs = 86400000;  // healthd.drain_timeout_ms's 
 constexpr int64_t kDefaultWaitMs = 5000;
 constexpr int64_t kMaxWaitMs = 60000;
 
-struct BadRequest {
-  std::string code;
-  std::string message;
-};
-
+// A request the protocol refuses before any handler runs: thrown from deep in the field checks,
+// answered by handle_request().
 [[noreturn]] void bad(std::string code, std::string message) {
-  throw BadRequest{std::move(code), std::move(message)};
+  throw Error{std::move(code), std::move(message)};
 }
 
 std::string shorten(const std::string& s) {
@@ -123,9 +120,9 @@ Json* find_service(Json& services, const std::string& name) {
   return nullptr;
 }
 
-Refusal no_service(const Json& services, const std::string& name) {
-  return Refusal{"not_found",
-                 "unknown service '" + shorten(name) + "' (services: " + names_of(services) + ")"};
+Error no_service(const Json& services, const std::string& name) {
+  return Error{"not_found",
+               "unknown service '" + shorten(name) + "' (services: " + names_of(services) + ")"};
 }
 
 // The index of backend address:port in `service`, or -1.
@@ -141,14 +138,14 @@ long find_backend(const Json& service, uint32_t address, uint16_t port) {
   return -1;
 }
 
-Refusal no_backend(const Json& service, const std::string& name, uint32_t a, uint16_t p) {
+Error no_backend(const Json& service, const std::string& name, uint32_t a, uint16_t p) {
   std::string list;
   for (const Json& b : service.value("backends", Json::array())) {
     if (b.is_object() && b.contains("address") && b.contains("port"))
       list += (list.empty() ? "" : ", ") + b["address"].get<std::string>() + ":" + b["port"].dump();
   }
-  return Refusal{"not_found", "service '" + name + "' has no backend " + endpoint(a, p) +
-                                  " (backends: " + (list.empty() ? "none" : list) + ")"};
+  return Error{"not_found", "service '" + name + "' has no backend " + endpoint(a, p) +
+                                " (backends: " + (list.empty() ? "none" : list) + ")"};
 }
 
 Json backend_status(const BackendStatus& b) {
@@ -268,7 +265,7 @@ Json ping(Daemon& d, const Json&) {
               {"config_file", d.options().config_path}};
 }
 
-ChangeResult backend_add(Daemon& d, const Json& req) {
+Result<Change> backend_add(Daemon& d, const Json& req) {
   const std::string name = string_field(req, "service");
   const Json backend = object_field(req, "backend");
   std::string label = "backend.add " + name;
@@ -277,30 +274,30 @@ ChangeResult backend_add(Daemon& d, const Json& req) {
                                            : std::nullopt;
   const bool has_port = backend.contains("port") && backend["port"].is_number_integer();
   if (addr && has_port) label += " " + cfg::format_ipv4(*addr) + ":" + backend["port"].dump();
-  return d.change(label, [&](Json& services) -> std::optional<Refusal> {
+  return d.change(label, [&](Json& services) -> Status {
     Json* s = find_service(services, name);
     if (!s) return no_service(services, name);
     if (addr && has_port) {
       const int64_t port = backend["port"].get<int64_t>();
       if (port >= 1 && port <= 65535 && find_backend(*s, *addr, static_cast<uint16_t>(port)) >= 0)
-        return Refusal{"exists", "service '" + name + "' already has backend " +
-                                     endpoint(*addr, static_cast<uint16_t>(port)) +
-                                     " (use backend set to change it)"};
+        return Error{"exists", "service '" + name + "' already has backend " +
+                                   endpoint(*addr, static_cast<uint16_t>(port)) +
+                                   " (use backend set to change it)"};
     }
     if (!s->contains("backends") || !(*s)["backends"].is_array()) (*s)["backends"] = Json::array();
     (*s)["backends"].push_back(backend);
-    return std::nullopt;
+    return Status();
   });
 }
 
 // backend.set (a patch) and backend.remove (patch == nullopt) find the backend the same way.
-ChangeResult edit_backend(Daemon& d, const Json& req, const char* cmd,
-                          const std::optional<Json>& patch) {
+Result<Change> edit_backend(Daemon& d, const Json& req, const char* cmd,
+                            const std::optional<Json>& patch) {
   const std::string name = string_field(req, "service");
   const uint32_t addr = address_field(req);
   const uint16_t port = port_field(req);
   return d.change(std::string(cmd) + " " + name + " " + endpoint(addr, port),
-                  [&](Json& services) -> std::optional<Refusal> {
+                  [&](Json& services) -> Status {
                     Json* s = find_service(services, name);
                     if (!s) return no_service(services, name);
                     const long i = find_backend(*s, addr, port);
@@ -311,11 +308,11 @@ ChangeResult edit_backend(Daemon& d, const Json& req, const char* cmd,
                     } else {
                       list.erase(static_cast<size_t>(i));
                     }
-                    return std::nullopt;
+                    return Status();
                   });
 }
 
-ChangeResult backend_set(Daemon& d, const Json& req) {
+Result<Change> backend_set(Daemon& d, const Json& req) {
   Json patch = Json::object();
   for (const char* k : {"weight", "state", "initial_state"}) {
     if (req.contains(k)) patch[k] = req[k];  // null unsets (initial_state)
@@ -325,26 +322,26 @@ ChangeResult backend_set(Daemon& d, const Json& req) {
   return edit_backend(d, req, "backend.set", patch);
 }
 
-ChangeResult backend_remove(Daemon& d, const Json& req) {
+Result<Change> backend_remove(Daemon& d, const Json& req) {
   return edit_backend(d, req, "backend.remove", std::nullopt);
 }
 
-ChangeResult service_add(Daemon& d, const Json& req) {
+Result<Change> service_add(Daemon& d, const Json& req) {
   Json service = object_field(req, "service");
   const std::string name = service.contains("name") && service["name"].is_string()
                                ? service["name"].get<std::string>()
                                : "";
   if (!service.contains("backends")) service["backends"] = Json::array();
-  return d.change("service.add " + name, [&](Json& services) -> std::optional<Refusal> {
+  return d.change("service.add " + name, [&](Json& services) -> Status {
     if (!name.empty() && find_service(services, name))
-      return Refusal{"exists", "service '" + shorten(name) +
-                                   "' already exists (use service set to change it)"};
+      return Error{"exists",
+                   "service '" + shorten(name) + "' already exists (use service set to change it)"};
     services.push_back(service);
-    return std::nullopt;
+    return Status();
   });
 }
 
-ChangeResult service_set(Daemon& d, const Json& req) {
+Result<Change> service_set(Daemon& d, const Json& req) {
   const std::string name = string_field(req, "name");
   const Json patch = object_field(req, "set");
   if (patch.empty()) bad("bad_request", "service.set: nothing to set");
@@ -352,7 +349,7 @@ ChangeResult service_set(Daemon& d, const Json& req) {
     bad("bad_request", "a service cannot be renamed: add it under the new name, then remove it");
   if (patch.contains("backends"))
     bad("bad_request", "service.set does not take backends: use backend.add, remove or set");
-  return d.change("service.set " + name, [&](Json& services) -> std::optional<Refusal> {
+  return d.change("service.set " + name, [&](Json& services) -> Status {
     Json* s = find_service(services, name);
     if (!s) return no_service(services, name);
     const Json old_health = s->value("health", Json::object());
@@ -367,24 +364,24 @@ ChangeResult service_set(Daemon& d, const Json& req) {
           (*s)["health"][k] = (*ph)["interval_ms"];
       }
     }
-    return std::nullopt;
+    return Status();
   });
 }
 
-ChangeResult service_remove(Daemon& d, const Json& req) {
+Result<Change> service_remove(Daemon& d, const Json& req) {
   const std::string name = string_field(req, "name");
-  return d.change("service.remove " + name, [&](Json& services) -> std::optional<Refusal> {
+  return d.change("service.remove " + name, [&](Json& services) -> Status {
     for (size_t i = 0; i < services.size(); ++i) {
       if (services[i].is_object() && services[i].value("name", std::string()) == name) {
         services.erase(i);
-        return std::nullopt;
+        return Status();
       }
     }
     return no_service(services, name);
   });
 }
 
-ChangeResult config_reload(Daemon& d, const Json& req) {
+Result<Change> config_reload(Daemon& d, const Json& req) {
   bool replace = false;
   if (req.contains("replace")) {
     if (!req["replace"].is_boolean()) bad("bad_request", "field 'replace': expected true or false");
@@ -408,12 +405,12 @@ ChangeResult config_reload(Daemon& d, const Json& req) {
 }
 
 Json config_save(Daemon& d, const Json&) {
-  const ChangeResult r = d.save_config();
-  if (!r.ok) return error_reply(r.refusal.code, r.refusal.message);
+  const Result<Change> r = d.save_config();
+  if (!r) return error_reply(r.error().code, r.error().message);
   return Json{{"ok", true},
               {"path", d.options().config_path},
               {"backup", d.options().config_path + ".bak"},
-              {"changes", r.changes}};
+              {"changes", r->changes}};
 }
 
 Json config_show(Daemon& d, const Json&) {
@@ -513,11 +510,11 @@ Json help(Daemon&, const Json&) {
 }
 
 std::optional<Json> finish(Daemon& d, ControlServer& server, ControlServer::ConnId id,
-                           const ChangeResult& r, bool wait, Millis timeout) {
-  if (!r.ok) return error_reply(r.refusal.code, r.refusal.message);
-  Json reply = {{"ok", true}, {"changes", r.changes}, {"persisted", r.persisted}};
+                           const Result<Change>& r, bool wait, Millis timeout) {
+  if (!r) return error_reply(r.error().code, r.error().message);
+  Json reply = {{"ok", true}, {"changes", r->changes}, {"persisted", r->persisted}};
   if (!wait) return reply;
-  d.when_applied(r.mark, timeout, [&server, id, reply](const AckResult& a) {
+  d.when_applied(r->mark, timeout, [&server, id, reply](const AckResult& a) {
     Json out = reply;
     out["lbd"] = {{"applied", a.ok},
                   {"generation", a.generation},
@@ -575,7 +572,7 @@ std::optional<Json> handle_request(Daemon& daemon, ControlServer& server, Contro
   std::optional<Json> reply;
   try {
     reply = dispatch_command(daemon, server, id, request);
-  } catch (const BadRequest& e) {
+  } catch (const Error& e) {
     reply = error_reply(e.code, e.message);
   }
   // Refusals are the client's to read; the log keeps a rate-limited note of them (a client

@@ -23,7 +23,7 @@ struct Command {
   // Exactly one of the two. A query answers at once; a change goes through Daemon::change (or
   // reload) and may be answered only once lbd has applied it ("wait": true).
   Json (*query)(Daemon&, const Json& request) = nullptr;
-  ChangeResult (*change)(Daemon&, const Json& request) = nullptr;
+  Result<Change> (*change)(Daemon&, const Json& request) = nullptr;
 };
 
 // Every command, in the order docs/lbctl.md lists them.

@@ -1,8 +1,13 @@
 #include "publisher.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
+#include <utility>
 
 #include "live_pool.h"
+#include "log.h"
 
 namespace lb::health {
 
@@ -88,6 +93,303 @@ void Publisher::attached(uint64_t seen, bool same_lbd) {
   }
   std::sort(unacknowledged.begin(), unacknowledged.end());  // a stable order for lbd
   for (const std::string& name : unacknowledged) owe(name);
+}
+
+// -- LbdLink -------------------------------------------------------------------------------------
+
+namespace {
+
+int64_t ms_of(Millis d) {
+  return static_cast<int64_t>(d.count());
+}
+
+uint64_t monotonic_ms() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<Millis>(Clock::now().time_since_epoch()).count());
+}
+
+// Gives up the header's healthd_pid only if it is still ours: a second lb-healthd that was
+// refused, or one that exits after another attached, must not hide the one that runs.
+void release_pid(shm::Header& h) {
+  uint64_t mine = static_cast<uint64_t>(getpid());
+  // release pairs with the (seq_cst) load of healthd_pid in lbd's telemetry (/lb/pool).
+  h.healthd_pid.compare_exchange_strong(mine, 0, std::memory_order_release,
+                                        std::memory_order_relaxed);
+}
+
+}  // namespace
+
+LbdLink::LbdLink(Millis retry_period, std::function<size_t()> owe_everything)
+    : retry_period_(retry_period),
+      owe_everything_(std::move(owe_everything)),
+      scratch_(std::make_unique<shm::ServiceUpdate>()) {}
+
+LbdLink::~LbdLink() {
+  if (att_) release_pid(att_->header());
+}
+
+void LbdLink::set_segment(std::string segment) {
+  detach();
+  segment_ = std::move(segment);
+  next_tick_ = TimePoint{};  // attach on the next turn
+}
+
+void LbdLink::detach() {
+  if (!att_) return;
+  release_pid(att_->header());
+  att_.reset();
+  wait_logged_ = false;
+  lbd_beat_ = 0;
+}
+
+void LbdLink::refuse_segment(const std::string& why, TimePoint now) {
+  ++channel_faults_;
+  if (now >= next_fault_log_) {
+    HLOG_ERROR("%s refused: %s: detached; attaching again once it is valid", segment_.c_str(),
+               why.c_str());
+    next_fault_log_ = now + Millis(10000);
+  }
+  detach();
+}
+
+bool LbdLink::read_lbd(LbdView& v, TimePoint now) {
+  if (!att_) return false;
+  const shm::Header& h = att_->header();
+  // acquire pairs with lbd's release stores of its counters (dataplane.cc).
+  LbdView read;
+  read.received = h.received_generation.load(std::memory_order_acquire);
+  read.applied = h.applied_generation.load(std::memory_order_acquire);
+  read.rejected = h.rejected_generation.load(std::memory_order_acquire);
+  // Nothing above what we sent can be true of this lbd (attach() starts above what it had).
+  const uint64_t sent = publisher_.generation();
+  if (read.received <= sent && read.applied <= sent && read.rejected <= sent) {
+    v = read;
+    return true;
+  }
+  refuse_segment("lbd's header claims generations we never sent (received " +
+                     std::to_string(read.received) + ", applied " + std::to_string(read.applied) +
+                     ", rejected " + std::to_string(read.rejected) + ", sent " +
+                     std::to_string(sent) + ")",
+                 now);
+  return false;
+}
+
+void LbdLink::check(TimePoint now) {
+  if (!att_) return;
+  if (att_->faults() != faults_seen_) {
+    channel_faults_ += att_->faults() - faults_seen_;
+    if (now >= next_fault_log_) {
+      HLOG_WARNING("%s: refused %llu invalid message(s) or operation(s) from lbd: %s",
+                   segment_.c_str(), static_cast<unsigned long long>(att_->faults() - faults_seen_),
+                   att_->last_fault().c_str());
+      next_fault_log_ = now + Millis(10000);
+    }
+    faults_seen_ = att_->faults();
+  }
+  if (att_->broken()) {
+    refuse_segment(att_->last_fault(), now);
+    return;
+  }
+  LbdView v;
+  if (read_lbd(v, now)) publisher_.acknowledged(v.received);
+}
+
+void LbdLink::attach() {
+  std::string why;
+  std::optional<shm::Attachment> a = shm::Attachment::try_attach(segment_, why);
+  if (!a) {
+    if (!wait_logged_) {
+      HLOG_INFO("waiting for lbd: %s (retrying every %lldms)", why.c_str(),
+                static_cast<long long>(ms_of(retry_period_)));
+      wait_logged_ = true;
+    }
+    return;
+  }
+  att_ = std::move(a);
+  ++attaches_;
+  wait_logged_ = false;
+  faults_seen_ = 0;
+  const bool same_lbd = epoch_ != 0 && att_->epoch() == epoch_;
+  epoch_ = att_->epoch();
+  shm::Header& h = att_->header();
+  // try_attach() checked these are at most shm::kMaxGeneration. acquire pairs with lbd's
+  // release stores (dataplane.cc).
+  const uint64_t seen = std::max({h.received_generation.load(std::memory_order_acquire),
+                                  h.applied_generation.load(std::memory_order_acquire),
+                                  h.rejected_generation.load(std::memory_order_acquire)});
+  publisher_.attached(seen, same_lbd);
+  // release pairs with the (seq_cst) load of healthd_pid in lbd's telemetry (/lb/pool).
+  h.healthd_pid.store(static_cast<uint64_t>(getpid()), std::memory_order_release);
+  h.healthd_heartbeat_ms.store(monotonic_ms(), std::memory_order_release);
+  ring_full_logged_ = false;
+  const size_t services = owe_everything_();
+  HLOG_INFO(
+      "attached to %s (epoch %016llx, lbd pid %llu): pushing the full state of %zu "
+      "service(s)",
+      segment_.c_str(), static_cast<unsigned long long>(epoch_),
+      static_cast<unsigned long long>(
+          shm::plausible_pid(h.lbd_pid.load(std::memory_order_relaxed))),
+      services);
+}
+
+void LbdLink::tick(TimePoint now) {
+  if (now < next_tick_) return;
+  next_tick_ = now + retry_period_;
+  if (att_) {
+    if (att_->stale()) {
+      HLOG_WARNING("%s was removed or replaced (lbd restarted or stopped): attaching again",
+                   segment_.c_str());
+      detach();
+    } else if (att_->epoch() != epoch_) {
+      HLOG_WARNING("lbd's epoch changed (%016llx -> %016llx): pushing the full state again",
+                   static_cast<unsigned long long>(epoch_),
+                   static_cast<unsigned long long>(att_->epoch()));
+      epoch_ = att_->epoch();
+      publisher_.attached(0, false);
+      owe_everything_();
+    }
+  }
+  if (!att_) attach();
+}
+
+void LbdLink::receive(const std::function<void(const shm::Event&)>& on_event) {
+  if (!att_) return;
+  shm::Event events[64];
+  for (int round = 0; round < 16; ++round) {  // at most 1024 per turn: the ring's size
+    const unsigned n = att_->receive(events, 64);
+    for (unsigned i = 0; i < n; ++i) on_event(events[i]);
+    if (n < 64) break;
+  }
+}
+
+void LbdLink::flush(const Publisher::Fill& fill, const Publisher::Sent& sent) {
+  if (!att_) return;
+  const Publisher::Outcome outcome = publisher_.flush(*att_, *scratch_, fill, sent);
+  if (outcome == Publisher::Outcome::kRefused) {
+    check(Clock::now());
+    return;
+  }
+  if (outcome == Publisher::Outcome::kFull) {
+    if (!ring_full_logged_) {
+      HLOG_WARNING(
+          "update ring to lbd is full (lbd is not reading?): %zu update(s) or removal(s) "
+          "owed; retrying, newest state per service wins",
+          publisher_.owed_count());
+      ring_full_logged_ = true;
+    }
+  } else if (ring_full_logged_) {
+    HLOG_INFO("update ring has room again: pending updates sent");
+    ring_full_logged_ = false;
+  }
+}
+
+void LbdLink::heartbeat(TimePoint now) {
+  if (!att_) return;
+  // release: lbd does not read it; lbctl and tests load it (seq_cst) to see lb-healthd live.
+  att_->header().healthd_heartbeat_ms.store(monotonic_ms(), std::memory_order_release);
+  const uint64_t beat = att_->header().lbd_heartbeat_ms.load(std::memory_order_relaxed);
+  if (beat != lbd_beat_) {
+    lbd_beat_ = beat;
+    lbd_beat_seen_ = now;
+  }
+}
+
+LbdView LbdLink::counters() const {
+  LbdView v;
+  if (!att_) return v;
+  // acquire pairs with lbd's release stores of its counters (dataplane.cc).
+  v.received = att_->header().received_generation.load(std::memory_order_acquire);
+  v.applied = att_->header().applied_generation.load(std::memory_order_acquire);
+  v.rejected = att_->header().rejected_generation.load(std::memory_order_acquire);
+  return v;
+}
+
+uint64_t LbdLink::lbd_pid() const {
+  return att_ ? shm::plausible_pid(att_->header().lbd_pid.load(std::memory_order_relaxed)) : 0;
+}
+
+std::optional<int64_t> LbdLink::lbd_heartbeat_age_ms(TimePoint now) const {
+  // lbd's heartbeat runs on its own clock (TSC): its age is how long ago it last moved.
+  if (!att_ || lbd_beat_ == 0) return std::nullopt;
+  return ms_of(std::chrono::duration_cast<Millis>(now - lbd_beat_seen_));
+}
+
+std::optional<int64_t> LbdLink::unapplied_ms(TimePoint now) {
+  if (!att_) {
+    unapplied_since_.reset();
+    return std::nullopt;
+  }
+  const LbdView v = counters();
+  if (std::max(v.applied, v.rejected) >= publisher_.generation()) {
+    unapplied_since_.reset();
+  } else if (!unapplied_since_) {
+    unapplied_since_ = now;
+  }
+  if (!unapplied_since_) return std::nullopt;
+  return ms_of(std::chrono::duration_cast<Millis>(now - *unapplied_since_));
+}
+
+void LbdLink::when_applied(uint64_t mark, Millis timeout,
+                           std::function<void(const AckResult&)> done) {
+  const TimePoint now = Clock::now();
+  waiters_.push_back(
+      Waiter{mark, publisher_.ticket(), std::nullopt, now, now + timeout, std::move(done)});
+}
+
+void LbdLink::fail_waiters(const std::string& why) {
+  std::vector<Waiter> waiters = std::move(waiters_);
+  waiters_.clear();
+  for (Waiter& w : waiters) {
+    AckResult a;
+    a.code = "timeout";
+    a.error = why;
+    w.done(a);
+  }
+}
+
+void LbdLink::check_waiters(TimePoint now) {
+  if (waiters_.empty()) return;
+  LbdView lbd;
+  read_lbd(lbd, now);  // zeros when not attached (or just refused)
+  const uint64_t applied = lbd.applied;
+  const uint64_t rejected = lbd.rejected;
+  std::vector<Waiter> still;
+  std::vector<std::pair<Waiter, AckResult>> finished;
+  for (Waiter& w : waiters_) {
+    // Everything owed when the change was made is on the ring: the newest message carries it.
+    if (!w.target && att_ && publisher_.sent_through(w.ticket)) w.target = publisher_.generation();
+    AckResult a;
+    a.generation = w.target.value_or(0);
+    a.applied_generation = applied;
+    a.waited_ms = ms_of(std::chrono::duration_cast<Millis>(now - w.start));
+    if (w.target && rejected > w.mark && rejected <= *w.target) {
+      a.code = "rejected";
+      a.error = "lbd refused update " + std::to_string(rejected) +
+                ", which carries this change (lbd's log says why)";
+    } else if (w.target && applied >= *w.target) {
+      a.ok = true;
+    } else if (now >= w.deadline) {
+      a.code = "timeout";
+      const std::string waited = format_duration(Millis(a.waited_ms));
+      if (!att_) {
+        a.error = "lbd did not apply the change within " + waited +
+                  ": lb-healthd is not attached to " + segment_ + " (is lbd running?)";
+      } else if (!w.target) {
+        a.error = "lbd did not apply the change within " + waited +
+                  ": the update is still waiting for room in the ring (is lbd's control thread "
+                  "stuck?)";
+      } else {
+        a.error = "lbd did not apply the change within " + waited + ": it has applied generation " +
+                  std::to_string(applied) + ", the change is in " + std::to_string(*w.target);
+      }
+    } else {
+      still.push_back(std::move(w));
+      continue;
+    }
+    finished.emplace_back(std::move(w), std::move(a));
+  }
+  waiters_ = std::move(still);
+  for (auto& [w, a] : finished) w.done(a);
 }
 
 }  // namespace lb::health

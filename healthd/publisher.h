@@ -16,10 +16,14 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "channel.h"
+#include "health_state.h"  // Clock, TimePoint, Millis
 
 namespace lb::health {
 
@@ -83,6 +87,112 @@ class Publisher {
   uint64_t next_seq_ = 1;
   uint64_t messages_sent_ = 0;
   uint64_t ring_full_ = 0;
+};
+
+// The outcome of waiting for lbd to apply a change.
+struct AckResult {
+  bool ok = false;
+  std::string code;                 // "timeout" or "rejected" when !ok
+  std::string error;                // one line when !ok
+  uint64_t generation = 0;          // the newest update that carries the change (0: not sent)
+  uint64_t applied_generation = 0;  // lbd's, when the wait ended
+  int64_t waited_ms = 0;
+};
+
+// lbd's counters from the segment's header.
+struct LbdView {
+  uint64_t received = 0;
+  uint64_t applied = 0;
+  uint64_t rejected = 0;
+};
+
+// lb-healthd's end of the channel to lbd: attaching to lbd's segment (again when lbd restarts
+// or its epoch changes), refusing a segment whose header cannot be true, paying what the
+// Publisher owes, the heartbeats both ways, lbd's passive events, and waiting for lbd to apply a
+// change. It knows nothing of services but their names: the daemon fills the messages.
+class LbdLink {
+ public:
+  // `owe_everything` is called whenever lbd needs the full state again (attached, new epoch):
+  // it marks every removal and running service in publisher(), and returns how many services run.
+  LbdLink(Millis retry_period, std::function<size_t()> owe_everything);
+  ~LbdLink();  // gives up the header's healthd_pid if it is still ours
+  LbdLink(const LbdLink&) = delete;
+  LbdLink& operator=(const LbdLink&) = delete;
+
+  // The segment of another instance: detached now, attached on the next tick().
+  void set_segment(std::string segment);
+  const std::string& segment() const { return segment_; }
+  // Attaches, or notices lbd went away or restarted; at most once per retry period.
+  void tick(TimePoint now);
+  TimePoint next_tick() const { return next_tick_; }
+  void detach();
+  // Faults the attachment saw, and what lbd acknowledged (retires removals).
+  void check(TimePoint now);
+  // lbd's counters, checked against what we sent; false (and detached) when they cannot be
+  // true, or when not attached (`v` untouched).
+  bool read_lbd(LbdView& v, TimePoint now);
+  // Sends what is owed (Publisher::flush), logging once when the ring fills and frees.
+  void flush(const Publisher::Fill& fill, const Publisher::Sent& sent);
+  // lbd's passive events, at most the ring's size per call.
+  void receive(const std::function<void(const shm::Event&)>& on_event);
+  // Writes our heartbeat and notes when lbd's last moved.
+  void heartbeat(TimePoint now);
+
+  // Calls `done` once lbd has applied every update sent after `mark`, refused one of them, or
+  // `timeout` has passed (checked by check_waiters()).
+  void when_applied(uint64_t mark, Millis timeout, std::function<void(const AckResult&)> done);
+  void check_waiters(TimePoint now);
+  bool waiting() const { return !waiters_.empty(); }
+  // Answers every waiter with a timeout saying `why` (lb-healthd stops).
+  void fail_waiters(const std::string& why);
+
+  Publisher& publisher() { return publisher_; }
+  const Publisher& publisher() const { return publisher_; }
+  bool attached() const { return att_.has_value(); }
+  // Something is owed and could be sent: the loop retries the ring soon.
+  bool pending() const { return att_ && !publisher_.idle(); }
+  uint64_t epoch() const { return att_ ? att_->epoch() : 0; }
+  // lbd's counters as they are (zeros when not attached), unchecked: for the status.
+  LbdView counters() const;
+  uint64_t lbd_pid() const;
+  // How long ago lbd's heartbeat last moved; nullopt when not attached or not seen yet.
+  std::optional<int64_t> lbd_heartbeat_age_ms(TimePoint now) const;
+  // How long the newest generation sent has waited for lbd to apply (or refuse) it; nullopt
+  // when it has not (or when not attached).
+  std::optional<int64_t> unapplied_ms(TimePoint now);
+  uint64_t channel_faults() const { return channel_faults_; }
+  uint64_t attaches() const { return attaches_; }
+
+ private:
+  struct Waiter {
+    uint64_t mark = 0;
+    uint64_t ticket = 0;             // Publisher::ticket() when the change was made
+    std::optional<uint64_t> target;  // the newest generation carrying the change, once sent
+    TimePoint start;
+    TimePoint deadline;
+    std::function<void(const AckResult&)> done;
+  };
+  void attach();
+  void refuse_segment(const std::string& why, TimePoint now);
+
+  Millis retry_period_;
+  std::function<size_t()> owe_everything_;
+  std::string segment_;
+  std::optional<shm::Attachment> att_;
+  uint64_t epoch_ = 0;  // of the lbd last attached to; 0: none yet
+  bool wait_logged_ = false;
+  TimePoint next_tick_{};
+  Publisher publisher_;
+  bool ring_full_logged_ = false;
+  std::unique_ptr<shm::ServiceUpdate> scratch_;
+  uint64_t faults_seen_ = 0;     // the attachment's faults already logged
+  uint64_t channel_faults_ = 0;  // over all attachments
+  TimePoint next_fault_log_{};
+  uint64_t attaches_ = 0;
+  uint64_t lbd_beat_ = 0;  // lbd's heartbeat as last seen, and when it last moved
+  TimePoint lbd_beat_seen_{};
+  std::vector<Waiter> waiters_;
+  std::optional<TimePoint> unapplied_since_;  // the newest generation sent waits since then
 };
 
 }  // namespace lb::health

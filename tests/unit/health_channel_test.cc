@@ -109,8 +109,8 @@ class HealthChannelTest : public testing::Test {
   void set_weight(int weight) {
     ASSERT_TRUE(d_->change("weight", [&](Json& services) {
                     services[0]["backends"][0]["weight"] = weight;
-                    return std::optional<Refusal>();
-                  }).ok);
+                    return Status();
+                  }).ok());
   }
 
   static shm::Event event(uint32_t count, uint32_t ip = 0x7f000001, const char* service = "web") {

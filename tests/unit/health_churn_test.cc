@@ -148,8 +148,8 @@ class ChurnTest : public testing::Test {
   }
 
   void change(const std::string& what, const ServicesEdit& edit) {
-    const ChangeResult r = d_->change(what, edit);
-    ASSERT_TRUE(r.ok) << what << ": " << r.refusal.message;
+    const Result<Change> r = d_->change(what, edit);
+    ASSERT_TRUE(r.ok()) << what << ": " << (r.ok() ? "" : r.error().message);
   }
 
   void add_and_remove(int i) {
@@ -159,7 +159,7 @@ class ChurnTest : public testing::Test {
                           {"vip", "10.0.0.210"},
                           {"port", 2000 + i % 1000},
                           {"backends", Json::array()}});
-      return std::optional<Refusal>();
+      return Status();
     });
     d_->turn(-1, Millis(0));
     change("service remove " + name, [&](Json& services) {
@@ -169,7 +169,7 @@ class ChurnTest : public testing::Test {
           break;
         }
       }
-      return std::optional<Refusal>();
+      return Status();
     });
     d_->turn(-1, Millis(0));
   }
@@ -177,7 +177,7 @@ class ChurnTest : public testing::Test {
   void set_weight(int weight) {
     change("weight", [&](Json& services) {
       services[0]["backends"][0]["weight"] = weight;
-      return std::optional<Refusal>();
+      return Status();
     });
   }
 

@@ -120,7 +120,8 @@ TEST_F(DaemonTest, ReloadKeepsHealthAndAppliesAdminState) {
   EXPECT_GT(segment_->header().healthd_heartbeat_ms.load(), 0u);
 
   // maint with drop: stopped; the health and the counters survive the reload.
-  d->apply(cfg::parse_config(config(port, "maint = \"drop\";", "state = \"maint\";"), "test.cfg"));
+  d->apply(cfg::parse_config(config(port, "maint = \"drop\";", "state = \"maint\";"), "test.cfg"),
+           ApplyKind::kReload);
   st = d->snapshot();
   EXPECT_EQ(st.services[0].backends[0].health, Health::kDown);
   EXPECT_GE(st.services[0].backends[0].checks, b.checks);
@@ -130,12 +131,13 @@ TEST_F(DaemonTest, ReloadKeepsHealthAndAppliesAdminState) {
 
   // A new service and then its removal.
   d->apply(cfg::parse_config(
-      config(port, "", "",
-             ",\n  { name = \"api\"; vip = \"10.0.0.100\"; port = 81; backends = (); }"),
-      "test.cfg"));
+               config(port, "", "",
+                      ",\n  { name = \"api\"; vip = \"10.0.0.100\"; port = 81; backends = (); }"),
+               "test.cfg"),
+           ApplyKind::kReload);
   ASSERT_TRUE(run_until(*d, [&] { return latest_.count("api") == 1; }));
   EXPECT_EQ(latest_["api"].backend_count, 0u);
-  d->apply(cfg::parse_config(config(port, "", ""), "test.cfg"));
+  d->apply(cfg::parse_config(config(port, "", ""), "test.cfg"), ApplyKind::kReload);
   ASSERT_TRUE(run_until(*d, [&] {
     return latest_.count("api") == 1 && (latest_["api"].flags & shm::kServiceRemoved) != 0;
   }));
