@@ -1,0 +1,99 @@
+// lbctl node drain and ready: the node's BGP announcements (lb-healthd's bgp group).
+#include <algorithm>
+#include <cstdio>
+
+#include "commands.h"
+
+namespace lbctl {
+
+namespace {
+
+// lbd's active flows (every backend) and the packets its ports have received, for node drain.
+std::pair<uint64_t, uint64_t> lbd_load(lb::ctl::TelemetryClient& t) {
+  uint64_t flows = 0, packets = 0;
+  const Json backends = t.query("/lb/backends");
+  for (auto it = backends.begin(); it != backends.end(); ++it)
+    flows += it.value().value("flows_active", uint64_t{0});
+  const Json ports = t.query("/lb/ports");
+  for (auto it = ports.begin(); it != ports.end(); ++it) {
+    if (it.value().is_object()) packets += it.value().value("rx_packets", uint64_t{0});
+  }
+  return {flows, packets};
+}
+
+void print_node(const Json& node) {
+  std::string announced;
+  for (const Json& v : node.value("vips", Json::array())) {
+    if (v.value("announced", false))
+      announced += (announced.empty() ? "" : ", ") + v.value("vip", std::string());
+  }
+  std::printf("node %s: announcing %s%s\n", node.value("state", std::string("?")).c_str(),
+              announced.empty() ? "nothing" : announced.c_str(),
+              node.value("in_bird", false)
+                  ? ""
+                  : ("; BIRD not told yet: " + node.value("bird_error", std::string())).c_str());
+}
+
+}  // namespace
+
+// Withdraws every VIP, then waits until lbd's traffic has gone: its active flows at most
+// `threshold`, or its ports quiet (fewer than kQuietPackets a second: with ECMP a withdrawn
+// route moves every flow at once, and the flows left in lbd's table only wait for their idle
+// timeout), or `timeout` seconds.
+int cmd_node_drain(Context& ctx, double timeout, int64_t threshold) {
+  constexpr uint64_t kQuietPackets = 10;
+  const Json r = ctx.call({{"cmd", "node.drain"}});
+  check(r, ctx.json());
+  if (!ctx.json()) print_node(r["node"]);
+  std::fflush(stdout);
+  lb::ctl::TelemetryClient* t = nullptr;
+  try {
+    t = &ctx.telemetry();
+  } catch (const std::exception& e) {
+    throw Refused(std::string("node draining, but lbd's traffic cannot be watched: ") + e.what());
+  }
+  catch_interrupt();
+  const auto start = Clock::now();
+  auto [flows, packets] = lbd_load(*t);
+  for (;;) {
+    pause_for(1.0);
+    const auto [f, p] = lbd_load(*t);
+    const uint64_t rate = p - std::min(p, packets);
+    flows = f;
+    packets = p;
+    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+    const bool done = static_cast<int64_t>(flows) <= threshold || rate < kQuietPackets;
+    if (done) {
+      if (ctx.json()) {
+        print_json({{"ok", true},
+                    {"node", r["node"]},
+                    {"waited_s", waited},
+                    {"flows_active", flows},
+                    {"rx_packets_last_second", rate}});
+      } else {
+        std::printf("drained after %.1fs: %llu active flow(s), %llu packet(s) in the last second\n",
+                    waited, static_cast<unsigned long long>(flows),
+                    static_cast<unsigned long long>(rate));
+      }
+      return 0;
+    }
+    if (waited >= timeout || interrupted()) {
+      throw Refused("node still busy after " + std::to_string(static_cast<int>(waited)) +
+                    "s: " + std::to_string(flows) + " active flow(s), " + std::to_string(rate) +
+                    " packet(s)/s; it stays draining (lbctl node ready announces again)");
+    }
+  }
+}
+
+int cmd_node_ready(Context& ctx) {
+  const Json r = ctx.call({{"cmd", "node.ready"}});
+  check(r, ctx.json());
+  if (ctx.json()) {
+    print_json(r);
+  } else {
+    print_node(r["node"]);
+  }
+  return 0;
+}
+
+}  // namespace lbctl
