@@ -129,8 +129,10 @@ bool Processor::is_local(uint32_t ip) const {
 Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick now) {
   ParsedPacket pk;
   parse_received(f.data(), f.len, pk, f.ip_csum_ok, mac_key_[in_port]);
-  const uint64_t hash = pk.kind == PacketKind::kTcp ? table_.hash(key_of(pk)) : 0;
-  return dispatch(f, pk, hash, in_port, pool, now);
+  now_ = now;
+  if (pk.kind == PacketKind::kTcp)
+    return handle_tcp(f, pk, table_.hash(key_of(pk)), 0, in_port, pool, now);
+  return dispatch(f, pk, in_port, pool, now);
 }
 
 void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const Pool& pool,
@@ -149,7 +151,9 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
   } parsed;
   ParsedPacket* pk = parsed.p;
   uint64_t hash[kMaxBurst];
+  uint32_t hint[kMaxBurst];
   if (n > kMaxBurst) n = kMaxBurst;
+  now_ = now;
   for (uint16_t i = 0; i < n; ++i) {
     parse_received(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
                    mac_key_[in_ports[i]]);
@@ -160,18 +164,18 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
     }
   }
   for (uint16_t i = 0; i < n; ++i)
-    if (pk[i].kind == PacketKind::kTcp) table_.prefetch_record(hash[i]);
+    if (pk[i].kind == PacketKind::kTcp) hint[i] = table_.prefetch_record(hash[i]);
   for (uint16_t i = 0; i < n; ++i)
-    out[i] = dispatch(frames[i], pk[i], pk[i].kind == PacketKind::kTcp ? hash[i] : 0, in_ports[i],
-                      pool, now);
+    out[i] = pk[i].kind == PacketKind::kTcp
+                 ? handle_tcp(frames[i], pk[i], hash[i], hint[i], in_ports[i], pool, now)
+                 : dispatch(frames[i], pk[i], in_ports[i], pool, now);
 }
 
-Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                            const Pool& pool, Tick now) {
-  now_ = now;
+Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                            Tick now) {
   switch (pk.kind) {
     case PacketKind::kTcp:
-      return handle_tcp(f, pk, hash, in_port, pool, now);
+      return handle_tcp(f, pk, table_.hash(key_of(pk)), 0, in_port, pool, now);
     case PacketKind::kArp:
       return handle_arp(f, pk, in_port, pool, now);
     case PacketKind::kIcmp:
@@ -256,12 +260,12 @@ Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_por
 // ---------------------------------------------------------------------------------------------
 // TCP
 
-Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                              const Pool& pool, Tick now) {
+Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t hint,
+                              uint16_t in_port, const Pool& pool, Tick now) {
   // A flow in this worker's table is this worker's: only the owner of a flow creates it. So a
   // hit is handled at once, and the service and owner are looked up on a miss only.
   Dir dir;
-  const uint32_t idx = table_.lookup(key_of(pk), hash, dir);
+  const uint32_t idx = table_.lookup(key_of(pk), hash, hint, dir);
   if (idx != FlowTable::kNoFlow) {
     if (dir == Dir::kFromClient) return from_client(f, pk, hash, idx, in_port, pool, now);
     // A full-NAT flow's backend answers its local address (fullnat_reply), never the client.
@@ -695,6 +699,13 @@ uint32_t Processor::age_paced(Tick now) {
 
 bool Processor::write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
                          bool tagged, uint16_t tci) {
+  if (!tagged && pk.l3 == kEthHeaderLen) {
+    // Untagged in and out (parse_packet found the IPv4 EtherType at 12): the addresses only.
+    dst.store(f.data());
+    src.store(f.data() + 6);
+    f.len = static_cast<uint16_t>(kEthHeaderLen + pk.ip_total_len);  // drops any padding
+    return true;
+  }
   const size_t l2 = tagged ? kEthHeaderLen + kVlanTagLen : kEthHeaderLen;
   const size_t ip_at = size_t{f.off} + pk.l3;
   if (ip_at < l2) return false;

@@ -175,10 +175,10 @@ class Processor {
                      Tick now);
   Verdict handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
                       Tick now);
-  Verdict handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                     const Pool& pool, Tick now);
-  Verdict dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                   const Pool& pool, Tick now);
+  // `hint`: FlowTable::prefetch_record()'s for `hash` (0: none).
+  Verdict handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t hint,
+                     uint16_t in_port, const Pool& pool, Tick now);
+  Verdict dispatch(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool, Tick now);
   static FlowKey key_of(const ParsedPacket& pk) {
     return {pk.src_ip, pk.dst_ip, pk.src_port, pk.dst_port};
   }
