@@ -326,7 +326,9 @@ class FlowTable {
     dir = d;
     return idx;
   }
-  uint32_t lookup_in(uint32_t bucket, const FlowKey& k, uint32_t sig, Dir& dir) const;
+  // Inline, defined and used in flow_table.cc only (lookup()'s two halves).
+  [[gnu::always_inline]] inline uint32_t lookup_in(uint32_t bucket, const FlowKey& k, uint32_t sig,
+                                                   Dir& dir) const;
   static constexpr uint32_t kOffList = kNoFlow - 1;  // Link::prev of a record not on the list
   struct Link {
     uint32_t prev = kOffList, next = kOffList;

@@ -13,58 +13,11 @@ inline void drop(ParsedPacket& out, DropReason r) {
   out.drop = r;
 }
 
-// 0.0.0.0/8, 127/8, multicast and limited broadcast are never valid sources of traffic we serve.
-inline bool bad_source(uint32_t a) {
-  const uint32_t first = a >> 24;
-  return first == 0 || first == 127 || first >= 224;
-}
-
 }  // namespace
 
 namespace {
 // The parser itself, inlined into both entry points (parse_received's fast path calls no
 // function).
-// The common frame (untagged IPv4 with no options carrying TCP) whose every check passes: true,
-// with `out` filled as parse() fills it. Any frame it does not take (false, `out` untouched) gets
-// the full parse, so a drop keeps the reason the full parse gives it.
-[[gnu::always_inline]] inline bool parse_common_tcp(const uint8_t* frame, size_t len,
-                                                    ParsedPacket& out, bool ip_csum_verified) {
-  constexpr size_t kL3 = kEthHeaderLen;
-  constexpr size_t kL4 = kL3 + kIpv4HeaderLen;
-  if (len < kL4 + kTcpHeaderLen) return false;
-  // Two compares: EtherType IPv4 with version 4 / IHL 5 (bytes 12-14), and protocol TCP.
-  if ((load_be32(frame + 12) >> 8) != (uint32_t{kEtherTypeIpv4} << 8 | 0x45) ||
-      frame[kL3 + ip_off::kProto] != kIpProtoTcp)
-    return false;
-  const uint8_t* ip = frame + kL3;
-  const uint8_t* t = frame + kL4;
-  const size_t total = load_be16(ip + ip_off::kTotalLen);
-  const size_t doff = static_cast<size_t>(t[tcp_off::kDataOff] >> 4) * 4;
-  const uint8_t flags = t[tcp_off::kFlags];
-  using namespace tcp_flag;
-  if (total < kIpv4HeaderLen + doff || kL3 + total > len || doff < kTcpHeaderLen ||
-      (load_be16(ip + ip_off::kFrag) & 0x3fff) != 0 || (flags & (kSyn | kFin | kRst | kAck)) == 0 ||
-      ((flags & kSyn) && (flags & (kFin | kRst))))
-    return false;
-  const uint32_t src = load_be32(ip + ip_off::kSrc);
-  if (bad_source(src) || (!ip_csum_verified && !ipv4_header_checksum_ok(ip))) return false;
-  out.kind = PacketKind::kTcp;
-  out.drop = DropReason::kTruncated;
-  out.l3 = kL3;
-  out.l4 = kL4;
-  out.vlan_tci = 0;
-  out.tagged = false;
-  out.src_ip = src;
-  out.dst_ip = load_be32(ip + ip_off::kDst);
-  out.ip_total_len = static_cast<uint16_t>(total);
-  out.src_port = load_be16(t + tcp_off::kSport);
-  out.dst_port = load_be16(t + tcp_off::kDport);
-  out.tcp_flags = flags;
-  out.tcp_header_len = static_cast<uint8_t>(doff);
-  out.l4_payload_len = static_cast<uint16_t>(total - kIpv4HeaderLen - doff);
-  return true;
-}
-
 [[gnu::always_inline]] inline void parse(const uint8_t* frame, size_t len, ParsedPacket& out,
                                          bool ip_csum_verified) {
   if (parse_common_tcp(frame, len, out, ip_csum_verified)) [[likely]]
@@ -118,7 +71,7 @@ namespace {
   out.src_ip = load_be32(ip + ip_off::kSrc);
   out.dst_ip = load_be32(ip + ip_off::kDst);
   out.ip_total_len = total;
-  if (bad_source(out.src_ip)) return drop(out, DropReason::kIpBadAddress);
+  if (bad_source_ip(out.src_ip)) return drop(out, DropReason::kIpBadAddress);
   const uint8_t proto = ip[ip_off::kProto];
   const size_t l4 = off + ihl;
   const size_t l4_len = total - ihl;
