@@ -408,6 +408,17 @@ void Dataplane::idle_sleep(uint16_t w, uint32_t us) {
   c.idle_sleep_us.add(us);
 }
 
+// Defined here, where poll() queues most packets through it.
+inline void Dataplane::queue_tx(uint16_t w, rte_mbuf* m, const core::Frame& f, uint16_t port) {
+  m->data_off = f.off;
+  m->data_len = f.len;
+  m->pkt_len = f.len;
+  TxBuffer& t = workers_[w].tx[port];
+  if (t.n == 2 * kBurst) flush(w);
+  t.m[t.n++] = m;
+  t.bytes += f.len;
+}
+
 uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   Worker& wk = workers_[w];
   core::WorkerCounters& c = wk.proc->counters();
@@ -424,7 +435,12 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   uint16_t m = 0;
   auto process_batch = [&] {
     wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
-    for (uint16_t i = 0; i < m; ++i) apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
+    for (uint16_t i = 0; i < m; ++i) {
+      if (verdicts[i].action == core::Action::kTx) [[likely]]
+        queue_tx(w, batch[i], frames[i], verdicts[i].port);
+      else
+        apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
+    }
     m = 0;
   };
   uint32_t handled = 0;
@@ -433,16 +449,14 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
     if (n == 0) continue;
     handled += n;
     uint64_t bytes = 0;
-    for (uint16_t i = m; i < m + n; ++i) {
-      rte_prefetch0(rte_pktmbuf_mtod(batch[i], void*));
-      bytes += batch[i]->pkt_len;
-    }
-    c.port[p].rx_packets.add(n);
-    c.port[p].rx_bytes.add(bytes);
     const bool rx_ip_csum = ports_[p].rx_ip_csum;
     const uint16_t end = static_cast<uint16_t>(m + n);
+    // One pass: the frames' prefetches go out one by one as the loop reaches them, well before
+    // process_burst parses the first.
     for (uint16_t i = m; i < end; ++i) {
       rte_mbuf* mb = batch[i];
+      rte_prefetch0(rte_pktmbuf_mtod(mb, void*));
+      bytes += mb->pkt_len;
       if (mb->nb_segs != 1) {  // not produced at MTU 1500 with 2 KiB buffers
         c.drop(core::DropReason::kMultiSegment);
         rte_pktmbuf_free(mb);
@@ -454,6 +468,8 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
                      rx_ip_csum && (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) ==
                                        RTE_MBUF_F_RX_IP_CKSUM_GOOD};
     }
+    c.port[p].rx_packets.add(n);
+    c.port[p].rx_bytes.add(bytes);
     if (m + kBurst > kBatch) process_batch();  // no room for another full burst
   }
   if (m != 0) process_batch();
@@ -470,6 +486,7 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
     TxBuffer& t = wk.tx[burst[i]->port];
     if (t.n == 2 * kBurst) flush(w);
     t.m[t.n++] = burst[i];
+    t.bytes += burst[i]->pkt_len;
   }
   flush(w);
   wk.proc->age(now);
@@ -538,15 +555,9 @@ void Dataplane::apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core:
                       uint16_t in_port) {
   Worker& wk = workers_[w];
   switch (v.action) {
-    case core::Action::kTx: {
-      m->data_off = f.off;
-      m->data_len = f.len;
-      m->pkt_len = f.len;
-      TxBuffer& t = wk.tx[v.port];
-      if (t.n == 2 * kBurst) flush(w);
-      t.m[t.n++] = m;
+    case core::Action::kTx:
+      queue_tx(w, m, f, v.port);
       return;
-    }
     case core::Action::kHandoff: {
       m->port = in_port;  // the owner needs to know which of our ports it came in on
       TxBuffer& t = wk.to_owner[v.worker];
@@ -583,8 +594,10 @@ void Dataplane::flush(uint16_t w) {
     TxBuffer& t = wk.tx[p];
     if (t.n == 0) continue;
     const uint16_t sent = rte_eth_tx_burst(ports_[p].id, w, t.m, t.n);
-    uint64_t bytes = 0;
-    for (uint16_t i = 0; i < sent; ++i) bytes += t.m[i]->pkt_len;
+    // Bytes summed as the buffer filled, less those not sent: the sent mbufs are the driver's
+    // now, and not read again.
+    uint64_t bytes = t.bytes;
+    for (uint16_t i = sent; i < t.n; ++i) bytes -= t.m[i]->pkt_len;
     c.port[p].tx_packets.add(sent);
     c.port[p].tx_bytes.add(bytes);
     if (sent < t.n) {
@@ -592,6 +605,7 @@ void Dataplane::flush(uint16_t w) {
       rte_pktmbuf_free_bulk(t.m + sent, t.n - sent);
     }
     t.n = 0;
+    t.bytes = 0;
   }
 }
 

@@ -149,6 +149,7 @@ class Dataplane {
   struct TxBuffer {
     rte_mbuf* m[2 * kBurst];
     uint16_t n = 0;
+    uint64_t bytes = 0;  // the pkt_len of m[0, n) (TX buffers; handoff buffers leave it 0)
   };
   // A request from list_flows() to one worker: `request` (seq << 32 | max, release) by the
   // requester; the worker walks its table over its next iterations in `lister` (its own), then
@@ -181,6 +182,8 @@ class Dataplane {
   void walk_flows(Worker& wk, core::Tick now);
   void apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core::Verdict& v,
              uint16_t in_port);
+  // apply() of a kTx verdict: the frame's new bounds, and into the port's TX buffer.
+  inline void queue_tx(uint16_t w, rte_mbuf* m, const core::Frame& f, uint16_t port);
   void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
   // Sends worker w's buffered packets: to its ports, and to the owners' handoff rings.
   void flush(uint16_t w);

@@ -52,17 +52,21 @@ struct MacAddr {
   bool is_zero() const { return (b[0] | b[1] | b[2] | b[3] | b[4] | b[5]) == 0; }
   bool is_broadcast() const { return (b[0] & b[1] & b[2] & b[3] & b[4] & b[5]) == 0xff; }
   bool is_multicast() const { return (b[0] & 1) != 0; }
+  // The 48-bit value of the address, first byte most significant: one byte-swapped load and a
+  // shift, where a byte loop cost ~20 instructions on every packet to a backend (neighbor MAC).
   uint64_t to_u64() const {
     uint64_t v = 0;
-    for (uint8_t x : b) v = (v << 8) | x;
-    return v;
+    std::memcpy(&v, b, 6);
+    if constexpr (std::endian::native == std::endian::little) return byteswap(v) >> 16;
+    return v >> 16;
   }
   static MacAddr from_u64(uint64_t v) {
     MacAddr m;
-    for (int i = 5; i >= 0; --i) {
-      m.b[i] = static_cast<uint8_t>(v & 0xff);
-      v >>= 8;
-    }
+    if constexpr (std::endian::native == std::endian::little)
+      v = byteswap(v << 16);
+    else
+      v <<= 16;
+    std::memcpy(m.b, &v, 6);
     return m;
   }
   static MacAddr load(const uint8_t* p) {

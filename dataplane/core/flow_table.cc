@@ -215,42 +215,20 @@ FlowTable::RepairReport FlowTable::repair() {
   return r;
 }
 
-uint64_t FlowTable::hash(const FlowKey& k) const {
-  uint64_t a = (uint64_t{k.src_ip} << 32 | k.dst_ip) ^ seed_;
-  uint64_t b = (uint64_t{k.src_port} << 16 | k.dst_port) ^ (seed_ >> 17);
-  a *= 0x9e3779b97f4a7c15ull;
-  a ^= a >> 32;
-  a ^= b * 0xc2b2ae3d27d4eb4full;
-  a *= 0x165667b19e3779f9ull;
-  a ^= a >> 29;
-  return a;
-}
-
-void FlowTable::prefetch(uint64_t h, bool likely_miss) const {
-  // Keys go to their primary bucket while it has room (index_add), so that one line is
-  // nearly always the only one a hit needs; a miss reads both.
-  __builtin_prefetch(&buckets_[bucket1(h)]);
-  if (likely_miss) __builtin_prefetch(&buckets_[bucket2(h)]);
+uint32_t FlowTable::lookup_in(uint32_t bi, const FlowKey& k, uint32_t sig, Dir& dir) const {
+  const Bucket& bk = buckets_[bi];
+  for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
+    const uint32_t idx = match(bk.ref[__builtin_ctz(m)], k, dir);
+    if (idx != kNoFlow) return idx;
+  }
+  return kNoFlow;
 }
 
 uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
   const uint32_t sig = static_cast<uint32_t>(h >> 32);
-  for (uint32_t bi : {bucket1(h), bucket2(h)}) {
-    const Bucket& bk = buckets_[bi];
-    for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
-      const uint32_t ref = bk.ref[__builtin_ctz(m)];
-      if (ref == 0) continue;  // an empty slot of a signature that happens to be 0
-      const uint32_t r = ref - 1;
-      const uint32_t idx = r >> 1;
-      const Dir d = static_cast<Dir>(r & 1);
-      const Flow& f = flows_[idx];
-      if ((d == Dir::kFromClient ? f.client_key() : f.backend_key()) == k) {
-        dir = d;
-        return idx;
-      }
-    }
-  }
-  return kNoFlow;
+  // The secondary bucket's index is computed only when the primary does not hold the key.
+  const uint32_t idx = lookup_in(bucket1(h), k, sig, dir);
+  return idx != kNoFlow ? idx : lookup_in(bucket2(h), k, sig, dir);
 }
 
 bool FlowTable::index_add(uint64_t h, uint32_t ref) {

@@ -131,28 +131,51 @@ class FlowTable {
   };
   RepairReport repair();
 
-  uint64_t hash(const FlowKey& k) const;
+  uint64_t hash(const FlowKey& k) const {
+    uint64_t a = (uint64_t{k.src_ip} << 32 | k.dst_ip) ^ seed_;
+    const uint64_t b = (uint64_t{k.src_port} << 16 | k.dst_port) ^ (seed_ >> 17);
+    a *= 0x9e3779b97f4a7c15ull;
+    a ^= a >> 32;
+    a ^= b * 0xc2b2ae3d27d4eb4full;
+    a *= 0x165667b19e3779f9ull;
+    a ^= a >> 29;
+    return a;
+  }
   // First stage of a burst: the bucket lines of `h` (both when a miss is likely: a SYN).
-  void prefetch(uint64_t h, bool likely_miss = false) const;
+  void prefetch(uint64_t h, bool likely_miss = false) const {
+    // Keys go to their primary bucket while it has room (index_add), so that one line is
+    // nearly always the only one a hit needs; a miss reads both.
+    __builtin_prefetch(&buckets_[bucket1(h)]);
+    if (likely_miss) __builtin_prefetch(&buckets_[bucket2(h)]);
+  }
 
   // The flow `k` belongs to, with the direction it matched; kNoFlow when none.
   uint32_t lookup(const FlowKey& k, uint64_t h, Dir& dir) const;
+  // The same, trying first `hint` (what prefetch_record() returned for `h`): a hit there, the
+  // common case, reads no bucket again. The hint may be stale (the burst's earlier packets
+  // erased or rebound flows): only a record in use whose key is `k` is taken from it, and a
+  // record in use is always indexed under its keys.
+  uint32_t lookup(const FlowKey& k, uint64_t h, uint32_t hint, Dir& dir) const {
+    const uint32_t idx = match(hint, k, dir);
+    return idx != kNoFlow && flows_[idx].in_use ? idx : lookup(k, h, dir);
+  }
 
   // Second stage of a burst: with the primary bucket of `h` in cache (prefetch()), prefetches
   // the record its signature points at, so that lookup() then touches only cached lines; when
   // the primary bucket has no such signature (a key in its secondary bucket, or a miss), the
-  // secondary bucket instead.
-  void prefetch_record(uint64_t h) const {
+  // secondary bucket instead. Returns the reference it prefetched (0: none), lookup()'s hint.
+  uint32_t prefetch_record(uint64_t h) const {
     const uint32_t sig = static_cast<uint32_t>(h >> 32);
     const Bucket& bk = buckets_[bucket1(h)];
     for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
       const uint32_t ref = bk.ref[__builtin_ctz(m)];
       if (ref != 0) {
         __builtin_prefetch(&flows_[(ref - 1) >> 1]);
-        return;
+        return ref;
       }
     }
     __builtin_prefetch(&buckets_[bucket2(h)]);
+    return 0;
   }
 
   // Inserts `f` (both keys) and returns its index in `idx`. Fails when the table is at capacity
@@ -292,6 +315,20 @@ class FlowTable {
     return m;
 #endif
   }
+  // The record of index reference `ref` (0: none) if its key in that direction is `k`.
+  uint32_t match(uint32_t ref, const FlowKey& k, Dir& dir) const {
+    if (ref == 0) return kNoFlow;  // an empty slot (or an empty hint)
+    const uint32_t r = ref - 1;
+    const uint32_t idx = r >> 1;
+    const Dir d = static_cast<Dir>(r & 1);
+    const Flow& f = flows_[idx];
+    if ((d == Dir::kFromClient ? f.client_key() : f.backend_key()) != k) return kNoFlow;
+    dir = d;
+    return idx;
+  }
+  // Inline, defined and used in flow_table.cc only (lookup()'s two halves).
+  [[gnu::always_inline]] inline uint32_t lookup_in(uint32_t bucket, const FlowKey& k, uint32_t sig,
+                                                   Dir& dir) const;
   static constexpr uint32_t kOffList = kNoFlow - 1;  // Link::prev of a record not on the list
   struct Link {
     uint32_t prev = kOffList, next = kOffList;

@@ -13,12 +13,6 @@ inline void drop(ParsedPacket& out, DropReason r) {
   out.drop = r;
 }
 
-// 0.0.0.0/8, 127/8, multicast and limited broadcast are never valid sources of traffic we serve.
-inline bool bad_source(uint32_t a) {
-  const uint32_t first = a >> 24;
-  return first == 0 || first == 127 || first >= 224;
-}
-
 }  // namespace
 
 namespace {
@@ -26,6 +20,8 @@ namespace {
 // function).
 [[gnu::always_inline]] inline void parse(const uint8_t* frame, size_t len, ParsedPacket& out,
                                          bool ip_csum_verified) {
+  if (parse_common_tcp(frame, len, out, ip_csum_verified)) [[likely]]
+    return;
   out = ParsedPacket{};
   if (len < kEthHeaderLen) return drop(out, DropReason::kTruncated);
   size_t off = 12;
@@ -75,7 +71,7 @@ namespace {
   out.src_ip = load_be32(ip + ip_off::kSrc);
   out.dst_ip = load_be32(ip + ip_off::kDst);
   out.ip_total_len = total;
-  if (bad_source(out.src_ip)) return drop(out, DropReason::kIpBadAddress);
+  if (bad_source_ip(out.src_ip)) return drop(out, DropReason::kIpBadAddress);
   const uint8_t proto = ip[ip_off::kProto];
   const size_t l4 = off + ihl;
   const size_t l4_len = total - ihl;

@@ -129,8 +129,8 @@ bool Processor::is_local(uint32_t ip) const {
 Verdict Processor::process(Frame& f, uint16_t in_port, const Pool& pool, Tick now) {
   ParsedPacket pk;
   parse_received(f.data(), f.len, pk, f.ip_csum_ok, mac_key_[in_port]);
-  const uint64_t hash = pk.kind == PacketKind::kTcp ? table_.hash(key_of(pk)) : 0;
-  return dispatch(f, pk, hash, in_port, pool, now);
+  now_ = now;
+  return dispatch(f, pk, in_port, pool, now);
 }
 
 void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const Pool& pool,
@@ -149,10 +149,14 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
   } parsed;
   ParsedPacket* pk = parsed.p;
   uint64_t hash[kMaxBurst];
+  uint32_t hint[kMaxBurst];
   if (n > kMaxBurst) n = kMaxBurst;
+  now_ = now;
   for (uint16_t i = 0; i < n; ++i) {
-    parse_received(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
-                   mac_key_[in_ports[i]]);
+    if (!parse_received_common(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
+                               mac_key_[in_ports[i]])) [[unlikely]]
+      parse_received(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
+                     mac_key_[in_ports[i]]);
     if (pk[i].kind == PacketKind::kTcp) {
       hash[i] = table_.hash(key_of(pk[i]));
       table_.prefetch(hash[i],
@@ -160,18 +164,52 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
     }
   }
   for (uint16_t i = 0; i < n; ++i)
-    if (pk[i].kind == PacketKind::kTcp) table_.prefetch_record(hash[i]);
-  for (uint16_t i = 0; i < n; ++i)
-    out[i] = dispatch(frames[i], pk[i], pk[i].kind == PacketKind::kTcp ? hash[i] : 0, in_ports[i],
-                      pool, now);
+    if (pk[i].kind == PacketKind::kTcp) hint[i] = table_.prefetch_record(hash[i]);
+  for (uint16_t i = 0; i < n; ++i) {
+    if (pk[i].kind != PacketKind::kTcp) {
+      out[i] = dispatch(frames[i], pk[i], in_ports[i], pool, now);
+      continue;
+    }
+    Dir dir;
+    const uint32_t idx = table_.lookup(key_of(pk[i]), hash[i], hint[i], dir);
+    if (idx == FlowTable::kNoFlow ||
+        !forward_established(frames[i], pk[i], idx, dir, pool, now, out[i])) [[unlikely]]
+      out[i] = handle_tcp(frames[i], pk[i], hash[i], idx, dir, in_ports[i], pool, now);
+  }
 }
 
-Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                            const Pool& pool, Tick now) {
-  now_ = now;
+// Most packets: a data segment or ACK of an established dnat flow whose backend serves, with
+// TTL to spare and a known next hop. What from_client/from_backend and to_backend/to_client do
+// for it, without their calls and checks; anything else (false, nothing changed) takes them.
+bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir dir,
+                                    const Pool& pool, Tick now, Verdict& v) {
+  using namespace tcp_flag;
+  Flow& fl = table_.at(idx);
+  if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
+      fl.forward != ForwardMode::kDnat || f.data()[pk.l3 + ip_off::kTtl] <= 1 ||
+      !pool.serving(static_cast<BackendId>(fl.backend)))
+    return false;
+  if (dir == Dir::kFromClient) {
+    const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
+    if (!mac) return false;
+    fl.expires = now + cfg_.established_timeout;
+    v = dnat_to_backend(f, pk, fl, *mac);
+  } else {
+    fl.expires = now + cfg_.established_timeout;
+    v = dnat_to_client(f, pk, fl);
+  }
+  return true;
+}
+
+Verdict Processor::dispatch(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
+                            Tick now) {
   switch (pk.kind) {
-    case PacketKind::kTcp:
-      return handle_tcp(f, pk, hash, in_port, pool, now);
+    case PacketKind::kTcp: {
+      const uint64_t hash = table_.hash(key_of(pk));
+      Dir dir;
+      const uint32_t idx = table_.lookup(key_of(pk), hash, dir);
+      return handle_tcp(f, pk, hash, idx, dir, in_port, pool, now);
+    }
     case PacketKind::kArp:
       return handle_arp(f, pk, in_port, pool, now);
     case PacketKind::kIcmp:
@@ -256,12 +294,10 @@ Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_por
 // ---------------------------------------------------------------------------------------------
 // TCP
 
-Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                              const Pool& pool, Tick now) {
+Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t idx,
+                              Dir dir, uint16_t in_port, const Pool& pool, Tick now) {
   // A flow in this worker's table is this worker's: only the owner of a flow creates it. So a
   // hit is handled at once, and the service and owner are looked up on a miss only.
-  Dir dir;
-  const uint32_t idx = table_.lookup(key_of(pk), hash, dir);
   if (idx != FlowTable::kNoFlow) {
     if (dir == Dir::kFromClient) return from_client(f, pk, hash, idx, in_port, pool, now);
     // A full-NAT flow's backend answers its local address (fullnat_reply), never the client.
@@ -693,8 +729,8 @@ uint32_t Processor::age_paced(Tick now) {
 // ---------------------------------------------------------------------------------------------
 // Rewrites
 
-bool Processor::write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
-                         bool tagged, uint16_t tci) {
+bool Processor::write_l2_slow(Frame& f, const ParsedPacket& pk, const MacAddr& dst,
+                              const MacAddr& src, bool tagged, uint16_t tci) {
   const size_t l2 = tagged ? kEthHeaderLen + kVlanTagLen : kEthHeaderLen;
   const size_t ip_at = size_t{f.off} + pk.l3;
   if (ip_at < l2) return false;
@@ -750,11 +786,20 @@ Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
   if (fl.fullnat()) {
     fullnat_to_backend(ip, t, fl, snat_.address(fl.local_addr));
     decrement_ttl(ip);
-  } else {
-    // DNAT: VIP:vport -> backend:port.
-    nat_hop(ip, t, ip_off::kDst, fl.vip, fl.backend_ip, tcp_off::kDport, fl.vport, fl.backend_port);
+    return l2_to_backend(f, pk, fl, *mac);
   }
-  if (!write_l2(f, pk, *mac, cfg_.ports[fl.backend_port_id].mac, false, 0))
+  return dnat_to_backend(f, pk, fl, *mac);
+}
+
+// DNAT: VIP:vport -> backend:port.
+Verdict Processor::dnat_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& mac) {
+  nat_hop(f.data() + pk.l3, f.data() + pk.l4, ip_off::kDst, fl.vip, fl.backend_ip, tcp_off::kDport,
+          fl.vport, fl.backend_port);
+  return l2_to_backend(f, pk, fl, mac);
+}
+
+Verdict Processor::l2_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& mac) {
+  if (!write_l2(f, pk, mac, cfg_.ports[fl.backend_port_id].mac, false, 0))
     return drop(DropReason::kNoBuffer);
   BackendCounters& bc = counters_->backend[fl.backend];
   bc.packets_in.add();
@@ -769,10 +814,19 @@ Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
   if (fl.fullnat()) {
     fullnat_to_client(ip, t, fl, snat_.address(fl.local_addr));
     decrement_ttl(ip);
-  } else {
-    // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP.
-    nat_hop(ip, t, ip_off::kSrc, fl.backend_ip, fl.vip, tcp_off::kSport, fl.backend_port, fl.vport);
+    return l2_to_client(f, pk, fl);
   }
+  return dnat_to_client(f, pk, fl);
+}
+
+// Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP.
+Verdict Processor::dnat_to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
+  nat_hop(f.data() + pk.l3, f.data() + pk.l4, ip_off::kSrc, fl.backend_ip, fl.vip, tcp_off::kSport,
+          fl.backend_port, fl.vport);
+  return l2_to_client(f, pk, fl);
+}
+
+Verdict Processor::l2_to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
   if (!write_l2(f, pk, fl.client_mac, cfg_.ports[fl.client_port_id].mac, fl.client_tagged != 0,
                 fl.client_vlan))
     return drop(DropReason::kNoBuffer);

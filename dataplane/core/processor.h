@@ -175,10 +175,14 @@ class Processor {
                      Tick now);
   Verdict handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool,
                       Tick now);
-  Verdict handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                     const Pool& pool, Tick now);
-  Verdict dispatch(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
-                   const Pool& pool, Tick now);
+  // `idx`, `dir`: what the flow table's lookup of the packet's key (hash `hash`) found.
+  Verdict handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t idx, Dir dir,
+                     uint16_t in_port, const Pool& pool, Tick now);
+  // Inline, defined and used in processor.cc only: the packet path of most packets.
+  [[gnu::always_inline]] inline bool forward_established(Frame& f, const ParsedPacket& pk,
+                                                         uint32_t idx, Dir dir, const Pool& pool,
+                                                         Tick now, Verdict& v);
+  Verdict dispatch(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool, Tick now);
   static FlowKey key_of(const ParsedPacket& pk) {
     return {pk.src_ip, pk.dst_ip, pk.src_port, pk.dst_port};
   }
@@ -201,6 +205,15 @@ class Processor {
   Verdict from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, const Pool& pool, Tick now);
   Verdict to_backend(Frame& f, const ParsedPacket& pk, Flow& fl);
   Verdict to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
+  // Their dnat rewrites, and what follows every mode's rewrite: the Ethernet header, the
+  // backend's counters, the port.
+  // Inline, defined and used in processor.cc only.
+  [[gnu::always_inline]] inline Verdict dnat_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl,
+                                                        const MacAddr& mac);
+  [[gnu::always_inline]] inline Verdict dnat_to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
+  [[gnu::always_inline]] inline Verdict l2_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl,
+                                                      const MacAddr& mac);
+  [[gnu::always_inline]] inline Verdict l2_to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
   // Full-NAT (fullnat.cc): a backend's reply to local address `li`; the source rewrite of a
   // flow toward its backend and the destination rewrite back to its client.
   Verdict fullnat_reply(Frame& f, const ParsedPacket& pk, int li, const Pool& pool, Tick now);
@@ -251,7 +264,18 @@ class Processor {
     return pool.is_vip_or_backend(src);
   }
   bool write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
-                bool tagged, uint16_t tci);
+                bool tagged, uint16_t tci) {
+    if (!tagged && pk.l3 == kEthHeaderLen) {
+      // Untagged in and out (the parse found the IPv4 EtherType at 12): the addresses only.
+      dst.store(f.data());
+      src.store(f.data() + 6);
+      f.len = static_cast<uint16_t>(kEthHeaderLen + pk.ip_total_len);  // drops any padding
+      return true;
+    }
+    return write_l2_slow(f, pk, dst, src, tagged, tci);
+  }
+  bool write_l2_slow(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
+                     bool tagged, uint16_t tci);
 
   Verdict drop(DropReason r) {
     counters_->drop(r);

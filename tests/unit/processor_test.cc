@@ -394,6 +394,113 @@ TEST_F(ProcessorTest, SynsFromThreeClientsGoRoundRobinWithExactBytes) {
   EXPECT_TRUE(FramesEqual(to_backend(0, syn), o.frame));
 }
 
+// process_burst forwards established dnat segments on an inline path (forward_established) and
+// parses common frames inline: a burst must give exactly what the same frames give one at a
+// time through process(), verdicts, bytes and drop counts, including the frames the inline
+// paths hand back (a tagged client, TTL 1, a FIN, an RST then data of the same flow in the same
+// burst, another host's MAC, a bad IPv4 checksum).
+TEST_F(ProcessorTest, BurstMatchesOneAtATime) {
+  Processor one(cfg_, *neighbors_);
+  Processor burst(cfg_, *neighbors_);
+  const Tick now = 10;
+  // Flows 0..2 untagged (clients 0, 1, 2), flow 3 from a VLAN-tagged client (client 3).
+  for (Processor* p : {&one, &burst}) {
+    for (int c = 0; c < 4; ++c) {
+      const uint16_t cport = static_cast<uint16_t>(2000 + c);
+      const std::optional<uint16_t> vlan = c == 3 ? std::optional<uint16_t>{7} : std::nullopt;
+      const Seg syn = client_syn(c, cport, 100);
+      ASSERT_TRUE(IsTx(Run(client_frame(c, syn, vlan), kClientSide, now, p), kBackendSide));
+      const int b = c % kBackends;  // round robin, each processor from backend 0
+      ASSERT_TRUE(
+          IsTx(Run(backend_frame(b, backend_seg(b, c, cport, tf::kSyn | tf::kAck, 500, 101)),
+                   kBackendSide, now, p),
+               kClientSide));
+      ASSERT_TRUE(IsTx(
+          Run(client_frame(c, client_seg(c, cport, tf::kAck, 101, 501), vlan), kClientSide, now, p),
+          kBackendSide));
+    }
+  }
+  struct In {
+    Bytes frame;
+    uint16_t port;
+  };
+  std::vector<In> in;
+  auto data = [](int c, uint32_t seq) {
+    return client_seg(c, static_cast<uint16_t>(2000 + c), tf::kAck | tf::kPsh, seq, 501,
+                      Bytes(10, 0x61));
+  };
+  auto reply = [](int c, uint32_t seq) {
+    return backend_seg(c % kBackends, c, static_cast<uint16_t>(2000 + c), tf::kAck, seq, 111,
+                       Bytes(7, 0x62));
+  };
+  in.push_back({client_frame(0, data(0, 101)), kClientSide});
+  in.push_back({backend_frame(0, reply(0, 501)), kBackendSide});
+  in.push_back({client_frame(0, data(0, 111)), kClientSide});  // the same flow again
+  in.push_back({client_frame(3, data(3, 101), 7), kClientSide});
+  in.push_back({backend_frame(0, reply(3, 501)), kBackendSide});  // to the tagged client
+  Seg ttl1 = data(1, 101);
+  ttl1.ip.ttl = 1;
+  in.push_back({client_frame(1, ttl1), kClientSide});
+  Seg fin = data(1, 101);
+  fin.tcp.flags = tf::kFin | tf::kAck;
+  in.push_back({client_frame(1, fin), kClientSide});
+  Seg rst = data(2, 101);
+  rst.tcp.flags = tf::kRst;
+  rst.tcp.payload.clear();
+  in.push_back({client_frame(2, rst), kClientSide});
+  in.push_back({client_frame(2, data(2, 101)), kClientSide});  // after its RST, same burst
+  Bytes other_mac = client_frame(0, data(0, 121));
+  other_mac[5] ^= 0x40;  // another host's unicast MAC
+  in.push_back({other_mac, kClientSide});
+  Bytes bad_csum = client_frame(0, data(0, 121));
+  bad_csum[14 + 10] ^= 0x01;
+  in.push_back({bad_csum, kClientSide});
+  in.push_back({backend_frame(2, reply(2, 501)), kBackendSide});
+
+  std::vector<Out> want;
+  for (const In& i : in) want.push_back(Run(i.frame, i.port, now + 1, &one));
+  const size_t n = in.size();
+  std::vector<std::vector<uint8_t>> bufs(n);
+  std::vector<Frame> frames(n);
+  std::vector<uint16_t> ports(n);
+  std::vector<Verdict> got(n);
+  for (size_t i = 0; i < n; ++i) {
+    bufs[i].assign(2048, 0xa5);
+    std::copy(in[i].frame.begin(), in[i].frame.end(), bufs[i].begin() + 128);
+    frames[i] = Frame{bufs[i].data(), 128, static_cast<uint16_t>(in[i].frame.size()), 2048};
+    ports[i] = in[i].port;
+  }
+  burst.process_burst(frames.data(), ports.data(), static_cast<uint16_t>(n), *pool_, now + 1,
+                      got.data());
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(verdict_str(got[i]), verdict_str(want[i].v)) << "frame " << i;
+    EXPECT_EQ(got[i].port, want[i].v.port) << "frame " << i;
+    const Bytes out(bufs[i].begin() + frames[i].off,
+                    bufs[i].begin() + frames[i].off + frames[i].len);
+    EXPECT_TRUE(FramesEqual(want[i].frame, out)) << "frame " << i;
+  }
+  for (size_t r = 0; r < kDropReasonCount; ++r)
+    EXPECT_EQ(burst.counters().drops[r].get(), one.counters().drops[r].get())
+        << to_string(static_cast<DropReason>(r));
+  EXPECT_EQ(burst.counters().backend[kBackendId[0]].packets_in.get(),
+            one.counters().backend[kBackendId[0]].packets_in.get());
+  EXPECT_EQ(burst.counters().backend[kBackendId[0]].bytes_out.get(),
+            one.counters().backend[kBackendId[0]].bytes_out.get());
+  // The burst really took the inline path and the frames it hands back: some of each.
+  EXPECT_GT(one.counters().backend[kBackendId[0]].packets_in.get(), 0u);
+  EXPECT_GT(one.counters().drops[static_cast<size_t>(DropReason::kNotOurMac)].get(), 0u);
+  EXPECT_GT(one.counters().drops[static_cast<size_t>(DropReason::kIpChecksum)].get(), 0u);
+  for (int c = 0; c < 4; ++c) {
+    const Flow* a = FindFlow(c, static_cast<uint16_t>(2000 + c), &one);
+    const Flow* b = FindFlow(c, static_cast<uint16_t>(2000 + c), &burst);
+    ASSERT_EQ(a == nullptr, b == nullptr) << "client " << c;
+    if (a) {
+      EXPECT_EQ(a->state, b->state) << "client " << c;
+      EXPECT_EQ(a->expires, b->expires) << "client " << c;
+    }
+  }
+}
+
 TEST_F(ProcessorTest, HandshakeDataAndReverseNatArePinned) {
   const uint16_t cport = 51000;
   const Seg syn = client_syn(1, cport, 100);
