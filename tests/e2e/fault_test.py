@@ -406,6 +406,14 @@ def run_step(s, step, seconds):
     return {"step": step.__name__, "ka_requests": ka_req, "new_requests": len(news)}
 
 
+# The drops a soak expects, and why: anything else fails it.
+EXPECTED_DROPS = {
+    "unsupported_ethertype": "IPv6 router solicitations (to 33:33:00:00:00:02) that the "
+    "namespaces' interfaces send after coming up, again and again with a growing interval "
+    "(net.ipv6.conf.*.router_solicitations = -1, 4 s doubling up to 3600 s); lbd is IPv4 only",
+}
+
+
 def drop_delta(before, after):
     """Every drop reason that grew between two /lb/drops answers, by name ("none" if none)."""
     grew = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
@@ -465,8 +473,13 @@ class Sampler(threading.Thread):
         print(f"soak: flows_active at the end {self.rows[-1][3]}, created "
               f"{self.rows[-1][4] - self.rows[0][4]}, dropped {self.rows[-1][5] - self.rows[0][5]}"
               f", flows_reset {self.rows[-1][6] - self.rows[0][6]} over {len(self.rows)} samples")
-        print(f"soak: lbd drops by reason over the run: "
-              f"{drop_delta(self.drops0, self.s.tel.query('/lb/drops'))}")
+        drops1 = self.s.tel.query("/lb/drops")
+        print(f"soak: lbd drops by reason over the run: {drop_delta(self.drops0, drops1)}")
+        grew = {k for k, v in drops1.items() if v != self.drops0.get(k, 0)}
+        other = grew - set(EXPECTED_DROPS)
+        for k in sorted(grew & set(EXPECTED_DROPS)):
+            print(f"soak:   {k}: {EXPECTED_DROPS[k]}")
+        check(not other, f"lbd dropped packets for reasons the soak does not expect: {other}")
 
 
 def main(argv):
