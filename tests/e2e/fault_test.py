@@ -362,6 +362,7 @@ def run_step(s, step, seconds):
     watch = Watch(s)
     watch.start()
     stats0 = s.tel.query("/lb/stats")
+    drops0 = s.tel.query("/lb/drops")
     time.sleep(0.5)
     try:
         what, faulty = step(s, watch)
@@ -371,6 +372,7 @@ def run_step(s, step, seconds):
         conns = [x for x in lines(ka, timeout=seconds + 60) if "conn" in x]
         news = lines(nc, timeout=seconds + 60)
     stats1 = s.tel.query("/lb/stats")
+    drops1 = s.tel.query("/lb/drops")
     check(still, f"the load ended before {step.__name__} did: give it more than {seconds}s")
     hit = [x for x in conns if set(x["backends"]) & faulty]
     healthy = [x for x in conns if x not in hit]
@@ -394,6 +396,7 @@ def run_step(s, step, seconds):
           f"{min(watch.rss, default=0)}..{max(watch.rss, default=0)} KiB; lbd flows_reset "
           f"+{stats1['flows_reset'] - stats0['flows_reset']}, rst_flow_miss "
           f"+{stats1['rst_flow_miss'] - stats0['rst_flow_miss']}")
+    print(f"  lbd drops: {drop_delta(drops0, drops1)}")
     check(len(conns) == KA_CONNS, f"{len(conns)} keep-alive connections reported")
     check(not broken, f"established connections to healthy backends disturbed: {broken[:3]}")
     if not faulty:
@@ -401,6 +404,22 @@ def run_step(s, step, seconds):
     check(watch.failed == 0, f"lbctl status failed {watch.failed} times")
     check(st[-1] < STATUS_BOUND_MS, f"lbctl status took {st[-1]:.0f} ms")
     return {"step": step.__name__, "ka_requests": ka_req, "new_requests": len(news)}
+
+
+# The drops a soak expects, and why: anything else fails it.
+EXPECTED_DROPS = {
+    "unsupported_ethertype": "IPv6 router solicitations (to 33:33:00:00:00:02) that the "
+    "namespaces' interfaces send after coming up, again and again with a growing interval "
+    "(net.ipv6.conf.*.router_solicitations = -1, 4 s doubling up to 3600 s); lbd is IPv4 only",
+}
+
+
+def drop_delta(before, after):
+    """Every drop reason that grew between two /lb/drops answers, by name ("none" if none)."""
+    grew = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    total = sum(grew.values())
+    return f"+{total} (" + ", ".join(f"{k} +{v}" for k, v in sorted(grew.items())) + ")" \
+        if grew else "none"
 
 
 class Sampler(threading.Thread):
@@ -413,6 +432,7 @@ class Sampler(threading.Thread):
         self.s, self.path, self.every = s, path, every
         self.stop_ = threading.Event()
         self.rows = []
+        self.drops0 = s.tel.query("/lb/drops")
 
     def run(self):
         t0 = time.monotonic()
@@ -453,6 +473,13 @@ class Sampler(threading.Thread):
         print(f"soak: flows_active at the end {self.rows[-1][3]}, created "
               f"{self.rows[-1][4] - self.rows[0][4]}, dropped {self.rows[-1][5] - self.rows[0][5]}"
               f", flows_reset {self.rows[-1][6] - self.rows[0][6]} over {len(self.rows)} samples")
+        drops1 = self.s.tel.query("/lb/drops")
+        print(f"soak: lbd drops by reason over the run: {drop_delta(self.drops0, drops1)}")
+        grew = {k for k, v in drops1.items() if v != self.drops0.get(k, 0)}
+        other = grew - set(EXPECTED_DROPS)
+        for k in sorted(grew & set(EXPECTED_DROPS)):
+            print(f"soak:   {k}: {EXPECTED_DROPS[k]}")
+        check(not other, f"lbd dropped packets for reasons the soak does not expect: {other}")
 
 
 def main(argv):

@@ -18,6 +18,7 @@ Each scenario brings the topology up and tears it down, so each can run (and fai
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -554,34 +555,108 @@ def wrk(secs):
     return float(rps.group(1)), failed
 
 
+# hping3's pace in syn_flood: "--flood" (as fast as it can) or "-i uN" (a SYN every N us).
+SYN_FLOOD_PACE = os.environ.get("LBD_SYN_FLOOD_PACE", "-i u100").split()
+FLOOD_SECONDS = 60  # hping3's bound if the scenario dies before killing it
+
+
+def cpu_ticks(names):
+    """CPU time (clock ticks, user + system) of every running process whose name is in `names`,
+    summed per name, and the whole machine's busy time under "all": to say which process ate the
+    cores during a measurement (other processes on a shared machine included)."""
+    ticks = dict.fromkeys(names, 0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        name = st[st.index("(") + 1:st.rindex(")")]
+        if name in ticks:
+            fields = st[st.rindex(")") + 2:].split()
+            ticks[name] += int(fields[11]) + int(fields[12])  # utime, stime
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    ticks["all"] = sum(cpu) - cpu[3] - cpu[4]  # everything but idle and iowait
+    return ticks
+
+
+def backend_listen_drops():
+    """The backends' kernels' SYNs dropped at a full listen queue, and SYN cookies they sent
+    (/proc/net/netstat TcpExt ListenDrops, SyncookiesSent), summed over b1..b3."""
+    total = {"ListenDrops": 0, "SyncookiesSent": 0}
+    for i in (1, 2, 3):
+        out = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-b{i}", "cat", "/proc/net/netstat"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        names, values = [x.split() for x in out if x.startswith("TcpExt:")][:2]
+        for k in total:
+            total[k] += int(values[names.index(k)])
+    return total
+
+
 def syn_flood(s):
-    """(Not registered in tests/e2e/meson.build yet: written, never run; see issue 13.)
-    A spoofed-source SYN flood (hping3 --rand-source -S, bounded by timeout, rate-limited:
-    unpaced --flood takes the machine's second core from wrk and lb-backend, and the figure
-    would measure that) at the VIP while wrk keeps 8 connections alive: req/s during the flood
-    vs before (>= 90 %), 0 failed requests, new connections still served."""
+    """A spoofed-source SYN flood (hping3 -S --rand-source, SYN_FLOOD_PACE, bounded by timeout and
+    killed by its PID) at the VIP while wrk keeps 8 connections alive: req/s during the flood vs
+    before (>= 90 %), 0 failed requests, 50 new connections served during it; lbd's flow and
+    drop counters, the drops before lbd and at the backends, and each process's share of the CPU
+    while wrk measured printed."""
+    names = ["lbd", "hping3", "wrk", "lb-backend", "lb-healthd"]
     before, failed_before = wrk(4)
-    flood = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-client", "timeout", "15",
-                              "hping3", "-S", "--rand-source", "-p", "80", "-i", "u50", "-q",
-                              VIP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stats0, drops0 = s.tel.query("/lb/stats"), s.tel.query("/lb/drops")
+    ports0, listen0 = s.tel.query("/lb/ports"), backend_listen_drops()
+    flood = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-client", "timeout",
+                              str(FLOOD_SECONDS), "hping3", "-S", "--rand-source", "-p", "80"] +
+                             SYN_FLOOD_PACE + ["-q", VIP],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1)
+        check(flood.poll() is None, f"hping3 ended at once (exit {flood.returncode})")
+        cpu = [(cpu_ticks(names), time.monotonic())]
+        # The second sample while wrk still runs (its own ticks vanish when it exits).
+        timer = threading.Timer(3.5, lambda: cpu.append((cpu_ticks(names), time.monotonic())))
+        timer.start()
         during, failed_during = wrk(4)
+        timer.join()
         r = s.new(50)
+        stats1 = s.tel.query("/lb/stats")
+        still = flood.poll() is None
     finally:
-        flood.terminate()
-        flood.wait(20)
-    stats = s.tel.query("/lb/stats")
+        flood.terminate()  # SIGTERM to timeout(1), which passes it on to hping3
+        try:
+            flood.wait(10)
+        except subprocess.TimeoutExpired:
+            flood.kill()
+            flood.wait(10)
+    drops1, ports1, listen1 = s.tel.query("/lb/drops"), s.tel.query("/lb/ports"), \
+        backend_listen_drops()
+    hz, secs = os.sysconf("SC_CLK_TCK"), cpu[1][1] - cpu[0][1]
+    use = ", ".join(f"{n} {100 * (cpu[1][0][n] - cpu[0][0][n]) / hz / secs:.0f} %"
+                    for n in names + ["all"])
+    grew = {k: v - drops0.get(k, 0) for k, v in drops1.items() if v != drops0.get(k, 0)}
+    before_lbd = {f"{p}.{k}": ports1[p][k] - ports0[p][k] for p in ports1
+                  for k in ("imissed", "rx_nombuf", "kernel_rx_dropped", "kernel_socket_drops")
+                  if ports1[p][k] != ports0[p][k]}
+    at_backends = {k: listen1[k] - listen0[k] for k in listen1}
+
+    def delta(key):
+        return stats1.get(key, 0) - stats0.get(key, 0)
     print(f"wrk keep-alive: {before:.0f} req/s before, {during:.0f} during the flood "
           f"({100 * during / before:.1f} %); failed {failed_before} / {failed_during}; "
-          f"50 new connections during it: errors {len(r['errors'])}; lbd flows_created "
-          f"{stats.get('flows_created')}, syn_evicted {stats.get('syn_evicted')}, "
-          f"flows_refused {stats.get('flows_refused')}, syn_expired_pressure "
-          f"{stats.get('syn_expired_pressure')}")
-    check(stats.get("flows_created", 0) > 1000, "the flood did not reach lbd")
+          f"50 new connections during it: {r['seconds']} s, errors {r['errors'][:3]}"
+          f"{'...' if len(r['errors']) > 3 else ''} ({len(r['errors'])})")
+    print(f"during the flood ({' '.join(SYN_FLOOD_PACE)}): lbd flows_created "
+          f"+{delta('flows_created')}, syn_evicted +{delta('syn_evicted')}, flows_refused "
+          f"+{delta('flows_refused')}, syn_expired_pressure +{delta('syn_expired_pressure')}, "
+          f"syn_stateless +{delta('syn_stateless')}, flows_active {stats1.get('flows_active')}; "
+          f"drops {grew or 'none'}; before lbd {before_lbd or 'none'}; backends' kernels "
+          f"{at_backends}")
+    print(f"CPU while wrk measured, {secs:.1f} s (100 % = one core; 'all' = the machine's "
+          f"{os.cpu_count()} cores, other users included): {use}")
+    check(delta("flows_created") > 1000, "the flood did not reach lbd")
     check(failed_before == 0 and failed_during == 0, "requests failed")
     check(not r["errors"], f"new connections failed: {r['errors'][:3]}")
     check(during >= 0.9 * before, f"req/s during the flood {during:.0f} < 90 % of {before:.0f}")
+    check(still, "hping3 ended before the measurement did")
 
 
 def icmp_dest_unreachs(ns):
@@ -669,6 +744,10 @@ def main(argv):
     why = cannot_run()
     if why:
         print(f"SKIP: {why}")
+        return 77
+    missing = [t for t in ("hping3", "wrk") if argv[2] == "syn_flood" and not shutil.which(t)]
+    if missing:
+        print(f"SKIP: syn_flood needs {' and '.join(missing)} (tools/install-deps.sh)")
         return 77
     names = list(SCENARIOS) if argv[2] == "all" else [argv[2]]
     failed = 0
