@@ -74,11 +74,11 @@ if [ $fleet -eq 1 ]; then
     echo "   node $i: $(tools/fleet.sh lbctl $i status | grep '^node:')"
   done
   pause
-  bold "3. a client with 50 keep-alive connections, asking 5 times a second; node 1's lbd is killed (kill -9)"
+  bold "3. a client with 50 keep-alive connections, asking 5 times a second; node 1's lbd is killed (kill -9): its lb-healthd withdraws the VIP"
   ip netns exec fl-client python3 tests/e2e/client.py keepalive_for 50 8 0.2 >"${TMPDIR:-/tmp}/fleet-demo.$$" &
   load=$!
   sleep 2
-  tools/fleet.sh kill-node 1
+  tools/fleet.sh kill-lbd 1
   t0=$(date +%s.%N)
   hops() { ip netns exec fl-router ip route show 10.100.0.100 | grep -c 'via 10.3'; }
   for _ in $(seq 200); do [ "$(hops)" -eq 1 ] && break; sleep 0.05; done
@@ -96,8 +96,8 @@ EOP
   rm -f "${TMPDIR:-/tmp}/fleet-demo.$$"
   ask 30
   pause
-  bold "4. node 1 back: lbd and lb-healthd started again, the route has two next hops again"
-  tools/fleet.sh start-node 1
+  bold "4. node 1 back: its lbd started again, lb-healthd attaches and announces: two next hops again"
+  tools/fleet.sh start-lbd 1
   for _ in $(seq 300); do [ "$(hops)" -eq 2 ] && break; sleep 0.1; done
   [ "$(hops)" -eq 2 ] || die "node 1 did not come back"
   tools/fleet.sh routes

@@ -17,13 +17,18 @@
 # BIRD; the router's BIRD peers with every node (AS 65000 <- AS 65001) and installs one multipath
 # route to the VIP. The backends answer the client directly (DSR): backend -> router -> client.
 #
-# Usage: tools/fleet.sh up|down|status|routes|kill-node I|lbctl I ARGS...
-#   up         builds the namespaces, starts everything, waits (bounded) until the router routes
-#              the VIP over every node
-#   down       stops what `up` started and removes the namespaces, whatever state they are in
-#   routes     the router's route to the VIP
-#   kill-node  kill -9 node I's lbd (its lb-healthd then withdraws the VIP)
-#   lbctl      lbctl for node I
+# Usage: tools/fleet.sh up|down|status|routes|kill-lbd I|start-lbd I|kill-node I|start-node I|
+#                       lbctl I ARGS...
+#   up          builds the namespaces, starts everything, waits (bounded) until the router routes
+#               the VIP over every node
+#   down        stops what `up` started and removes the namespaces, whatever state they are in
+#   routes      the router's route to the VIP
+#   kill-lbd    kill -9 node I's lbd (its lb-healthd then withdraws the VIP: bgp.lbd_timeout_ms)
+#   start-lbd   starts node I's lbd again (its lb-healthd attaches and announces again)
+#   kill-node   node I vanishes: cut from the router, then lbd, lb-healthd and BIRD killed with
+#               kill -9 (the router withdraws it when its BGP hold timer expires)
+#   start-node  links node I to the router again and starts its lbd, lb-healthd and BIRD
+#   lbctl       lbctl for node I
 # Env: LB_FLEET_PREFIX (default "fl"), LB_FLEET_NODES (2, at most 4), LB_FLEET_BACKENDS (3, at
 # most 9), LB_FLEET_HOLD (BGP hold time, s, default 3), LB_BUILD (default build).
 set -euo pipefail
@@ -57,7 +62,9 @@ wait_until() {  # wait_until SECONDS COMMAND...
 start() {  # start NAME NS COMMAND...: in the background, its pid kept in $run/NAME.pid
   local name=$1 ns=$2
   shift 2
-  nsx "$ns" "$@" >"$run/$name.log" 2>&1 &
+  # exec, and `ip netns exec` execs too: $! is the command itself. (A function run in the
+  # background is a subshell whose child is the command: kill -9 of $! left lbd running.)
+  (exec ip netns exec "$ns" "$@" >"$run/$name.log" 2>&1) &
   echo $! >"$run/$name.pid"
 }
 veth() {  # veth NS1 IF1 NS2 IF2
@@ -111,6 +118,7 @@ bgp = {
   next_hop = "10.3$i.0.2";
   neighbors = ( { address = "10.3$i.0.1"; as = 65000; } );
   hold_time = $hold;
+  lbd_timeout_ms = 1000;  # an lbd whose heartbeat stops this long is withdrawn (fleet_test.py)
   communities = [ "65000:100" ];
   bird_config = "$run/n$i-bird.conf";
   bird_socket = "$run/n$i-bird.ctl";
@@ -125,7 +133,10 @@ router_config() {
   echo "protocol kernel { ipv4 { import none; export all; }; merge paths on; }"
   for i in $(seq 1 "$nodes"); do
     echo "protocol bgp n$i { local as 65000; neighbor 10.3$i.0.3 as 65001; hold time $hold;"
-    echo "  keepalive time 1; connect retry time 1; ipv4 { import all; export none; }; }"
+    # error wait time: after a session error (the hold timer of a vanished node) BIRD waits
+    # 60 s by default before it accepts the node again; the fleet's nodes come back in seconds.
+    echo "  keepalive time 1; connect retry time 1; error wait time 1, 5;"
+    echo "  ipv4 { import all; export none; }; }"
   done
 }
 
@@ -213,12 +224,20 @@ up() {
     "VIP $vip over $(vip_paths) next hops; $nb backends (tunnel mode); files in $run"
 }
 
-start_node() {  # start_node I: lbd, lb-healthd and BIRD of node I
-  local i=$1 ns=$p-n$1
+start_lbd() {  # start_lbd I: node I's lbd (its running lb-healthd attaches to the new one)
+  local i=$1
   rm -f /dev/shm/lbd-$p-n$i
-  start lbd-$i $ns "$build/dataplane/lbd" --lcores 0@0,1@1 --no-pci --no-huge -m 256 -- \
+  start lbd-$i $p-n$i "$build/dataplane/lbd" --lcores 0@0,1@1 --no-pci --no-huge -m 256 -- \
     --config "$run/n$i.cfg"
-  # lb-healthd writes BIRD's config (bgp group) before BIRD starts; BIRD reads the newest.
+}
+
+start_node() {  # start_node I: lbd, lb-healthd and BIRD of node I, linked to the router again
+  local i=$1 ns=$p-n$1
+  nsx $ns ip link set rl master br0  # kill-node cut it
+  start_lbd "$i"
+  # lb-healthd writes BIRD's config (bgp group) before BIRD starts: a file left by an earlier
+  # run would have BIRD announce the VIP before lb-healthd has seen this lbd alive.
+  rm -f "$run/n$i-bird.conf"
   start healthd-$i $ns "$build/healthd/lb-healthd" --config "$run/n$i.cfg"
   wait_until 10 test -s "$run/n$i-bird.conf" ||
     { echo "fleet.sh: node $i: lb-healthd wrote no BIRD config" >&2; cat "$run/healthd-$i.log" >&2; exit 1; }
@@ -230,6 +249,15 @@ start_node() {  # start_node I: lbd, lb-healthd and BIRD of node I
   bpid=$(cat "$run/bird-$i.pid")
   (tail --pid="$hpid" -f /dev/null; kill "$bpid" 2>/dev/null) >/dev/null 2>&1 &
   echo $! >"$run/watch-$i.pid"
+}
+
+kill_node() {  # kill_node I: node I vanishes as a host does when it loses power: cut from the
+  # router first (no FIN or RST of a dying BIRD reaches it, only the hold timer can tell), then
+  # lbd, lb-healthd and BIRD killed with SIGKILL.
+  local i=$1
+  nsx $p-n$i ip link set rl nomaster
+  echo "cut $(date +%s.%N)"  # when the router last could hear from the node (fleet_test.py)
+  for x in lbd healthd bird watch; do stop_pid "$run/$x-$i.pid" KILL; done
 }
 
 stop_pid() {  # stop_pid FILE [SIGNAL]
@@ -281,8 +309,10 @@ case $cmd in
   down) down ;;
   status) status ;;
   routes) routes ;;
-  kill-node) stop_pid "$run/lbd-$1.pid" KILL ;;
+  kill-lbd) stop_pid "$run/lbd-$1.pid" KILL ;;
+  start-lbd) start_lbd "$1" ;;
+  kill-node) kill_node "$1" ;;
   start-node) start_node "$1" ;;
   lbctl) i=$1; shift; exec "$build/tools/lbctl" --config "$run/n$i.cfg" --socket "$run/n$i.sock" "$@" ;;
-  *) echo "usage: fleet.sh up|down|status|routes|kill-node I|lbctl I ARGS..." >&2; exit 2 ;;
+  *) echo "usage: fleet.sh up|down|status|routes|kill-lbd I|start-lbd I|kill-node I|start-node I|lbctl I ARGS..." >&2; exit 2 ;;
 esac
