@@ -7,8 +7,7 @@
 namespace lb::cfg::detail {
 
 HealthdConfig Parser::parse_healthd(const Setting& h) const {
-  check_keys(h, {"control_socket", "socket_mode", "socket_owner", "socket_group", "state_file",
-                 "control_timeout_ms", "drain_timeout_ms", "metrics_listen"});
+  check_keys(h, schema::Group::kHealthd);
   HealthdConfig out;
   out.line = static_cast<int>(h.getSourceLine());
   const auto printable = [](const std::string& text) {
@@ -118,8 +117,7 @@ std::string Parser::as_path_key(const Setting& s, const char* key, bool socket) 
 }
 
 BgpConfig Parser::parse_bgp(const Setting& g, const Config& config) const {
-  check_keys(g, {"local_as", "router_id", "next_hop", "neighbors", "hold_time", "communities",
-                 "med", "announce_when", "lbd_timeout_ms", "bird_config", "bird_socket"});
+  check_keys(g, schema::Group::kBgp);
   BgpConfig out;
   out.line = static_cast<int>(g.getSourceLine());
   out.local_as = as_number(require(g, "local_as"));
@@ -143,7 +141,7 @@ BgpConfig Parser::parse_bgp(const Setting& g, const Config& config) const {
   }
   for (int i = 0; i < list.getLength(); ++i) {
     const Setting& n = as_group(list[i]);
-    check_keys(n, {"address", "as"});
+    check_keys(n, schema::Group::kBgpNeighbor);
     BgpNeighbor neighbor;
     neighbor.line = static_cast<int>(n.getSourceLine());
     neighbor.address = as_address(require(n, "address"));

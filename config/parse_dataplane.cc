@@ -20,8 +20,7 @@ std::string cidr(uint32_t network, unsigned prefix_len) {
 }  // namespace
 
 DataplaneConfig Parser::parse_dataplane(const Setting& dp) {
-  check_keys(dp, {"workers", "mbufs", "ports", "flows", "retry", "miss_policy", "no_backend_policy",
-                  "maglev_hash_seed", "idle", "fullnat_addresses", "fullnat_ports"});
+  check_keys(dp, schema::Group::kDataplane);
   DataplaneConfig out;
   out.line = static_cast<int>(dp.getSourceLine());
   out.workers = integer_as<uint32_t>(require(dp, "workers"), kMinWorkers, kMaxWorkers);
@@ -58,7 +57,7 @@ DataplaneConfig Parser::parse_dataplane(const Setting& dp) {
 }
 
 IdleConfig Parser::parse_idle(const Setting& g) const {
-  check_keys(g, {"mode", "after_empty_polls", "max_sleep_us"});
+  check_keys(g, schema::Group::kIdle);
   IdleConfig out;
   if (const Setting* s = find(g, "mode")) {
     out.mode =
@@ -113,7 +112,7 @@ void Parser::parse_ports(const Setting& ports, DataplaneConfig& out) {
 }
 
 PortConfig Parser::parse_port(const Setting& p, PortSettings& where) const {
-  check_keys(p, {"name", "device", "ip", "gateway", "rx_descriptors", "tx_descriptors", "vip_arp"});
+  check_keys(p, schema::Group::kPort);
   PortConfig port;
   port.line = static_cast<int>(p.getSourceLine());
   where.group.setting = &p;
@@ -217,9 +216,7 @@ void Parser::check_port_against_earlier(const PortConfig& port, const PortSettin
 }
 
 FlowConfig Parser::parse_flows(const Setting& f) const {
-  check_keys(f, {"capacity", "tcp_syn_timeout", "tcp_established_timeout", "tcp_fin_timeout",
-                 "tcp_closed_timeout", "persist", "directory", "syn_budget",
-                 "tcp_syn_timeout_pressure", "syn_flood_policy", "stateless_rate"});
+  check_keys(f, schema::Group::kFlows);
   FlowConfig out;
   optional_integer(f, "capacity", out.capacity, kMinFlowCapacity, kMaxFlowCapacity);
   optional_integer(f, "tcp_syn_timeout", out.tcp_syn_timeout, kMinTimeoutS, kMaxTimeoutS);
@@ -248,7 +245,7 @@ FlowConfig Parser::parse_flows(const Setting& f) const {
 }
 
 RetryConfig Parser::parse_retry(const Setting& r) const {
-  check_keys(r, {"on_rst", "syn_timeout_ms", "max_retries"});
+  check_keys(r, schema::Group::kRetry);
   RetryConfig out;
   if (const Setting* s = find(r, "on_rst")) out.on_rst = as_bool(*s);
   optional_integer(r, "syn_timeout_ms", out.syn_timeout_ms, kMinSynRetryMs, kMaxSynRetryMs);

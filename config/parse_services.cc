@@ -102,8 +102,7 @@ void Parser::parse_services(const Setting& services, Config& config) {
 
 ServiceConfig Parser::parse_service(const Setting& s, const DataplaneConfig& dp,
                                     ServiceSettings& where) const {
-  check_keys(s, {"name", "vip", "port", "protocol", "scheduler", "forward", "maglev_table_size",
-                 "miss_policy", "syn_flood_policy", "health", "backends", "on_all_down", "maint"});
+  check_keys(s, schema::Group::kService);
   ServiceConfig out;
   out.line = static_cast<int>(s.getSourceLine());
   where.group.setting = &s;
@@ -187,7 +186,7 @@ ServiceConfig Parser::parse_service(const Setting& s, const DataplaneConfig& dp,
   }
   for (int i = 0; i < backends.getLength(); ++i) {
     const Setting& b = as_group(backends[i]);
-    check_keys(b, {"address", "port", "weight", "state", "initial_state"});
+    check_keys(b, schema::Group::kBackend);
     BackendConfig backend;
     backend.line = static_cast<int>(b.getSourceLine());
     const Setting& address_setting = require(b, "address");
@@ -215,9 +214,7 @@ ServiceConfig Parser::parse_service(const Setting& s, const DataplaneConfig& dp,
 }
 
 HealthConfig Parser::parse_health(const Setting& h) const {
-  check_keys(h, {"path", "interval_ms", "timeout_ms", "rise", "fall", "expect_status",
-                 "fast_interval_ms", "down_interval_ms", "jitter_pct", "expect_body", "host",
-                 "port", "initial_state", "passive"});
+  check_keys(h, schema::Group::kHealth);
   HealthConfig out;
   out.line = static_cast<int>(h.getSourceLine());
   if (const Setting* p = find(h, "path")) {
@@ -282,7 +279,7 @@ HealthConfig Parser::parse_health(const Setting& h) const {
   if (const Setting* st = find(h, "initial_state")) out.initial_state = initial_state(*st);
   if (const Setting* p = find(h, "passive")) {
     const Setting& passive = as_group(*p);
-    check_keys(passive, {"syn_rst", "syn_timeout"});
+    check_keys(passive, schema::Group::kPassive);
     optional_integer(passive, "syn_rst", out.passive.syn_rst, 0, kMaxPassiveSignals);
     optional_integer(passive, "syn_timeout", out.passive.syn_timeout, 0, kMaxPassiveSignals);
   }

@@ -122,7 +122,7 @@ Config Parser::run() {
   Config config;
   config.file = name_;
   const Setting& root = tree.getRoot();
-  check_keys(root, {"dataplane", "services", "instance", "healthd", "bgp"});
+  check_keys(root, schema::Group::kRoot);
   if (const Setting* s = find(root, "instance")) {
     config.instance = as_name(*s);
     config.instance_line = static_cast<int>(s->getSourceLine());
@@ -162,8 +162,8 @@ std::string Parser::child_path(const Setting& parent, std::string_view key) {
 
 // Every group is closed: a misspelt optional key would otherwise be ignored and its default
 // used without a word.
-void Parser::check_keys(const Setting& group,
-                        std::initializer_list<std::string_view> allowed) const {
+void Parser::check_keys(const Setting& group, schema::Group keys) const {
+  const std::span<const std::string_view> allowed = schema::keys(keys);
   for (int i = 0; i < group.getLength(); ++i) {
     const Setting& child = group[i];
     const std::string_view key = child.getName();
@@ -179,7 +179,9 @@ void Parser::check_keys(const Setting& group,
       }
     }
     if (!best.empty()) what += "did you mean " + quote(best) + "? ";
-    what += "allowed: " + join(std::vector<std::string_view>(allowed), ", ") + ")";
+    what +=
+        "allowed: " + join(std::vector<std::string_view>(allowed.begin(), allowed.end()), ", ") +
+        ")";
     fail(child, what);
   }
 }

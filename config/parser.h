@@ -18,6 +18,7 @@
 #include "int_literal.h"
 #include "lb_config.h"
 #include "lb_limits.h"
+#include "schema.h"
 
 namespace lb::cfg::detail {
 
@@ -113,7 +114,8 @@ class Parser {
   [[noreturn]] void fail(const Setting& s, const std::string& what) const;
   [[noreturn]] void fail(const Where& where, const std::string& what) const;
   static std::string child_path(const Setting& parent, std::string_view key);
-  void check_keys(const Setting& group, std::initializer_list<std::string_view> allowed) const;
+  // Every group is closed: a key its schema list (schema.h) does not have is refused.
+  void check_keys(const Setting& group, schema::Group keys) const;
   const Setting* find(const Setting& group, const char* key) const;
   const Setting& require(const Setting& group, const char* key) const;
   void expect_type(const Setting& s, Setting::Type type) const;
