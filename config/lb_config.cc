@@ -205,6 +205,18 @@ const char* to_string(AnnounceWhen w) {
   return "?";
 }
 
+const char* to_string(VipArp v) {
+  switch (v) {
+    case VipArp::kSubnet:
+      return "subnet";
+    case VipArp::kAll:
+      return "all";
+    case VipArp::kNone:
+      return "none";
+  }
+  return "?";
+}
+
 std::string bird_config_path(const Config& config, const std::string& instance) {
   if (config.bgp.bird_config) return *config.bgp.bird_config;
   return "/run/lbd/" + (instance.empty() ? config.instance : instance) + "-bird.conf";
