@@ -332,6 +332,7 @@ const char* to_string(AdminState s);
 const char* to_string(AllDownPolicy p);
 const char* to_string(MaintPolicy p);
 const char* to_string(AnnounceWhen w);
+const char* to_string(VipArp v);
 
 // Parses an HTTP status range as health.expect_status takes it: "NNN" or "NNN-MMM", codes
 // 100..599, NNN <= MMM. Returns {min, max}, or nullopt when malformed.

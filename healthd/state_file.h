@@ -23,24 +23,17 @@
 
 #include "files.h"  // write_file_atomic, FileOwner
 #include "lb_config.h"
+#include "writer.h"  // config_to_json, to_libconfig
 
 namespace lb::health {
 
-using Json = nlohmann::json;
+using Json = cfg::Json;
 
-// One service (every key with its effective value, the optional ones only when set), so equal
-// services give equal JSON.
-Json service_to_json(const cfg::ServiceConfig& s);
-Json services_to_json(const std::vector<cfg::ServiceConfig>& services);
-// The whole configuration, the same way (instance, dataplane, services, healthd).
-Json config_to_json(const cfg::Config& config);
-
-// libconfig text for a configuration in JSON form. Every JSON value is written as it is, for the
-// parser to judge; what libconfig cannot express at all (null, a key that is not a setting
-// name, nesting deeper than any configuration, a NUL byte) throws cfg::ConfigError naming `name`
-// and the setting's path.
-std::string to_libconfig(const Json& config, const std::string& name,
-                         const std::string& header_comment = "");
+// The configuration as JSON and as libconfig text: config/writer.h, next to the parser.
+using cfg::config_to_json;
+using cfg::service_to_json;
+using cfg::services_to_json;
+using cfg::to_libconfig;
 
 // `config` with its services replaced by `services`, validated as the file would be (the
 // configuration library, then lb-healthd's own limits). Throws cfg::ConfigError, in which `name`
