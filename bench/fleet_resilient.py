@@ -2,19 +2,23 @@
 """Which established connections the router moves when a fleet node goes and comes back, with
 plain multipath routes and with a resilient next-hop group, and how many of those lbd saves.
 
-  bench/fleet_resilient.py [BUILD_DIR] [--conns N] [--modes plain,resilient]
+  bench/fleet_resilient.py [BUILD_DIR] [--nodes 2|3] [--conns N] [--modes plain,resilient]
   (root, bird2; run under the shared lock: flock /tmp/lbd-sys.lock bench/fleet_resilient.py)
 
-For each router set-up, on tools/fleet.sh's fleet (2 nodes, tunnel mode, Maglev):
-  lost  N keep-alive connections spread over both nodes (one request each every 0.2 s); node 1's
+For each router set-up, on tools/fleet.sh's fleet (2 or 3 nodes, tunnel mode, Maglev):
+  lost  N keep-alive connections spread over the nodes (one request each every 0.2 s); node 1's
         lbd is killed -9, its lb-healthd has BIRD withdraw it.
-  back  N keep-alive connections opened while node 1 is away (all on node 2); node 1's lbd
+  back  N keep-alive connections opened while node 1 is away; node 1's lbd
         starts again and is announced again.
 For each phase: how many connections the router now sends to another node than before ("moved":
-the router's own choice for each connection's 5-tuple, `ip route get ... sport P`, before and
-after), how many of the moved ones completed every request on their connection (the node they
-moved to had no state for them: lbd's Maglev sends them to the same backend), and the receiving
-node's flows_rehashed counter.
+the sum of the nodes' flows_rehashed counters: flows that arrived mid-connection at a node that
+had no state for them, which lbd's Maglev sent to the same backend), and how many connections
+completed every request on their own connection. est_*: the router's choice per connection from
+`ip route get ... sport P` before and after; only an estimate: the router hashes the forwarded
+packets with the hash the client's socket put on them (skb->hash crosses the veth; policy 1 uses it
+when set), route get with a fresh 5-tuple hash, so it names other connections (same proportions
+with plain multipath; with the resilient group it names connections in buckets that had no real
+traffic).
 
 Router set-ups:
   plain      BIRD's multipath route (`merge paths on`): the kernel's hash-threshold ECMP. Any
@@ -25,6 +29,9 @@ Router set-ups:
              next hops of BIRD's route (a loop in the router namespace, every 0.1 s): what a
              router with resilient ECMP does. A bucket moves to a returning next hop only after
              idle_timer without traffic; a lost next hop's buckets go to the others at once.
+             A group left with ONE member takes no hash, so it records no bucket activity
+             (nexthop_num_path() is 1): with 2 nodes, every bucket looks idle when the second
+             comes back and half of them move at once. With 3 nodes the group keeps 2 members.
 """
 import json
 import os
@@ -40,6 +47,7 @@ P = "flr"
 VIP = "10.100.0.100"
 GROUP = 100  # the resilient group's id; node I's next hop is id I
 TABLE = 100  # the policy-routing table the resilient route is in
+NODES = 2
 ENV = dict(os.environ, LB_FLEET_PREFIX=P, LB_FLEET_NODES="2", LB_FLEET_BACKENDS="3",
            LB_FLEET_HOLD="3", LB_CLIENT_VIP=VIP)
 
@@ -96,12 +104,16 @@ def where(ports):
     return nodes
 
 
-def rehashed(i):
+def rehashed_one(i):
     r = fleet("lbctl", str(i), "--json", "status", check=False)
     if r.returncode != 0:
         return 0
     return sum(int((b.get("lbd") or {}).get("flows_rehashed", 0) or 0)
                for s in json.loads(r.stdout)["services"] for b in s["backends"])
+
+
+def rehashed():
+    return [rehashed_one(i) for i in range(1, NODES + 1)]
 
 
 def buckets():
@@ -114,9 +126,10 @@ def buckets():
 
 
 def resilient_on():
-    for i in (1, 2):
+    for i in range(1, NODES + 1):
         router("ip", "nexthop", "replace", "id", str(i), "via", f"10.3{i}.0.2", "dev", f"rn{i}")
-    router("ip", "nexthop", "replace", "id", str(GROUP), "group", "1/2", "type", "resilient",
+    router("ip", "nexthop", "replace", "id", str(GROUP), "group",
+           "/".join(str(i) for i in range(1, NODES + 1)), "type", "resilient",
            "buckets", "64", "idle_timer", "5", "unbalanced_timer", "0")
     router("ip", "route", "replace", VIP, "nhid", str(GROUP), "table", str(TABLE))
     router("ip", "rule", "add", "to", VIP, "lookup", str(TABLE), "pref", "100")
@@ -124,7 +137,7 @@ def resilient_on():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def phase(name, mode, conns, event, settle_hops, receiver):
+def phase(name, mode, conns, event, settle_hops):
     """Opens conns keep-alive connections, runs event() once they are established, and counts
     the connections the router moved and how many of those completed."""
     proc = subprocess.Popen(["ip", "netns", "exec", f"{P}-client", "python3", CLIENT,
@@ -135,7 +148,7 @@ def phase(name, mode, conns, event, settle_hops, receiver):
     ports = first["ports"]
     time.sleep(1.5)
     before = where(ports)
-    rh0 = rehashed(receiver)
+    rh0 = rehashed()
     event()
     took = wait_hops(settle_hops, 15)
     time.sleep(1.0)  # the resilient group follows BIRD's route within 0.1 s
@@ -148,15 +161,21 @@ def phase(name, mode, conns, event, settle_hops, receiver):
     done = [not r["errors"] and r["ports"] == 1 for r in res]
     moved = [i for i in range(conns) if before[i] != after[i]]
     stayed_survivor = [i for i in range(conns) if before[i] == after[i]]
-    rh = rehashed(receiver) - rh0
+    rh = [a - b for a, b in zip(rehashed(), rh0)]
     row = {
         "mode": mode, "phase": name, "connections": conns,
-        "before": {n: before.count(n) for n in (1, 2)},
-        "after": {n: after.count(n) for n in (1, 2)},
-        "moved": len(moved),
-        "moved_completed": sum(done[i] for i in moved),
+        "nodes": NODES,
+        "before": {n: before.count(n) for n in range(1, NODES + 1)},
+        "after": {n: after.count(n) for n in range(1, NODES + 1)},
+        # lbd's count: flows that arrived mid-connection at a node without their state
+        "moved": sum(rh),
+        "completed": f"{sum(done)}/{conns}",
+        # ip route get's view (an estimate, see above)
+        "est_moved": len(moved),
+        "est_moved_between_survivors": sum(1 for i in moved if before[i] != 1 and after[i] != 1),
+        "est_moved_completed": sum(done[i] for i in moved),
         "stayed_completed": f"{sum(done[i] for i in stayed_survivor)}/{len(stayed_survivor)}",
-        f"node{receiver}_rehashed": rh,
+        "rehashed_per_node": rh,
         "route_change_s": round(took, 2),
     }
     if bk is not None:
@@ -172,12 +191,12 @@ def run_mode(mode, conns):
         fleet("up", timeout=180)
         if mode == "resilient":
             sync = resilient_on()
-        wait_hops(2, 15)
+        wait_hops(NODES, 15)
         time.sleep(1)
         # lost: node 1's lbd killed -9; its lb-healthd withdraws it within bgp.lbd_timeout_ms.
-        phase("lost", mode, conns, lambda: fleet("kill-lbd", "1"), 1, 2)
+        phase("lost", mode, conns, lambda: fleet("kill-lbd", "1"), NODES - 1)
         # back: connections opened while node 1 is away, then node 1 announced again.
-        phase("back", mode, conns, lambda: fleet("start-lbd", "1"), 2, 1)
+        phase("back", mode, conns, lambda: fleet("start-lbd", "1"), NODES)
     finally:
         if sync is not None:
             sync.kill()
@@ -186,6 +205,7 @@ def run_mode(mode, conns):
 
 
 def main(argv):
+    global NODES
     if os.geteuid() != 0:
         print("needs root (network namespaces, DPDK)", file=sys.stderr)
         return 2
@@ -193,7 +213,10 @@ def main(argv):
     conns, modes, build = 200, ["plain", "resilient"], os.path.join(ROOT, "build")
     while args:
         a = args.pop(0)
-        if a == "--conns":
+        if a == "--nodes":
+            NODES = int(args.pop(0))
+            ENV["LB_FLEET_NODES"] = str(NODES)
+        elif a == "--conns":
             conns = int(args.pop(0))
         elif a == "--modes":
             modes = args.pop(0).split(",")
