@@ -7,7 +7,7 @@
   client.py refused               one request: how it failed and how fast
   client.py keepalive_many C N PAUSE
                                   C connections, N rounds PAUSE s apart of one request on each:
-                                  "open" line once all are open, then one JSON line per
+                                  "open" line once all are open (with their local ports), then one JSON line per
                                   connection (its backends, requests, errors)
   client.py keepalive_for C SECONDS PAUSE
                                   the same, rounds until SECONDS have passed (each line also
@@ -104,7 +104,11 @@ def main(argv):
 
         for i in range(len(conns)):
             ask(i)
-        print(json.dumps({"open": len(conns)}), flush=True)
+        # The local ports name the connections' 5-tuples (bench/fleet_resilient.py asks the
+        # router where each one goes).
+        print(json.dumps({"open": len(conns),
+                          "ports": [c.sock.getsockname()[1] if c.sock else None for c in conns]}),
+              flush=True)
         if mode == "keepalive_many":
             rounds, end = int(argv[3]) - 1, None
         else:
