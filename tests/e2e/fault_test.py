@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Faults under load (issue 13): the system of system_test.py (lbd, lb-healthd, three lb-backend
+"""Faults under load: the system of system_test.py (lbd, lb-healthd, three lb-backend
 servers, clients in the client namespace) while keep-alive connections are used continuously and
 new connections are opened back to back, one fault after another:
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The fleet (issue 12): two lbd nodes behind a BIRD router with ECMP over BGP, on tools/fleet.sh.
+"""The fleet: two lbd nodes behind a BIRD router with ECMP over BGP, on tools/fleet.sh.
 
   fleet_test.py BUILD_DIR [SCENARIO...]    (default: every scenario, in this order)
 

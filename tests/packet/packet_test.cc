@@ -2584,7 +2584,7 @@ namespace lb::test {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// scheduler = "maglev" (issue 10): placement by the table, misses rehashed to the same backend.
+// scheduler = "maglev": placement by the table, misses rehashed to the same backend.
 
 // The Maglev paper's population (NSDI 2016, section 3.4, equal weights), written out plainly:
 // backends ordered by (ip, port), offset/skip from fmix64 of the key with the documented seeds,
