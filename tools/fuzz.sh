@@ -13,10 +13,11 @@
 #
 # config runs with -detect_leaks=0 and then replays its whole corpus once through the ASan replay
 # build (config_fuzz_replay), whose LeakSanitizer checks at exit. libconfig 1.5 leaks on some
-# syntax errors (lsan.supp), so most mutated configs allocate more than they free, and libFuzzer
-# then re-runs the input and scans the heap for leaks each time: 16 times the cost of the input
-# (181 against 3,000 exec/s, docs/testing.md), until libFuzzer gives the check up by itself after
-# 1,000 such scans. The replay afterwards checks every input the run kept, with no such limit.
+# syntax errors (lsan.supp), so many mutated configs allocate more than they free, and libFuzzer
+# then re-runs the input and scans the heap for leaks each time: 8 times the cost of the input
+# (112 against 893 exec/s in one-minute runs, docs/testing.md), until libFuzzer gives the check
+# up by itself after 1,000 such scans. The replay afterwards checks every input the run kept, with
+# no such limit.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 minutes=5
