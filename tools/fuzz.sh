@@ -62,8 +62,8 @@ for t in "${targets[@]}"; do
   before=$(ls "$artifacts" | wc -l)
   echo "== $t: $minutes minute(s), corpus $corpus"
   # shellcheck disable=SC2086 # extra: one flag or none
-  nice -n 10 "$bin" ${extra[$t]:-} -max_total_time="$seconds" -max_len="${max_len[$t]}" -timeout=20 \
-    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
+  nice -n 10 "$bin" ${extra[$t]:-} -max_total_time="$seconds" -max_len="${max_len[$t]}" \
+    -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
     "$corpus" "$root/tests/fuzz/corpus/$t" "$root/tests/fuzz/regressions/$t" > "$log" 2>&1
   rc=$?
   if [ "$t" = config ] && [ $rc -eq 0 ]; then
