@@ -684,6 +684,7 @@ class Run {
                     "ICMP output\n%s", shown().c_str());
       return;
     }
+    const test::Decoded din = test::decode(in.frame);
     const bool to_client = is_service(d.ip_src, d.sport);
     const bool to_backend = is_backend(d.ip_dst, d.dport);
     LB_FUZZ_CHECK(to_client != to_backend, "TCP neither from a VIP:port nor to a backend\n%s",
@@ -695,14 +696,19 @@ class Run {
       bool next_hop = std::find(hop_macs_.begin(), hop_macs_.end(), d.dst) != hop_macs_.end();
       for (uint16_t s = 0; s < neighbors_.size(); ++s)
         next_hop = next_hop || neighbors_.lookup(s) == d.dst;
-      LB_FUZZ_CHECK(next_hop, "to a backend but not to a next hop's MAC\n%s", shown().c_str());
+      // An RST that answers a segment (reply_rst) goes back to the MAC it came from, as a host
+      // answers its sender: a backend behind a router, or one whose MAC changed, arrives from a
+      // MAC the neighbor table does not hold for its address.
+      const bool answers_sender = (d.flags & tf::kRst) && din.ok && d.dst == din.src &&
+                                  is_backend(din.ip_src, din.sport);
+      LB_FUZZ_CHECK(next_hop || answers_sender, "to a backend but not to a next hop's MAC\n%s",
+                    shown().c_str());
     } else {
       LB_FUZZ_CHECK(!is_vip(d.ip_dst) && !is_local(d.ip_dst), "to lbd's own address\n%s",
                     shown().c_str());
     }
     // The IPv4 header checksum is always right: the parser (or the NIC) checked the input's.
     LB_FUZZ_CHECK(test::ref_sum(p + d.l3, 20) == 0xffff, "IPv4 checksum\n%s", shown().c_str());
-    const test::Decoded din = test::decode(in.frame);
     const bool replay = to_backend && (d.flags & tf::kSyn) && din.type == 0x0800 &&
                         din.proto == 6 && (din.flags & tf::kRst);
     if (replay) {

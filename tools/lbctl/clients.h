@@ -1,6 +1,6 @@
 #pragma once
 // lbctl's two connections: lb-healthd's control socket (JSON lines, docs/lbctl.md) here, and
-// lbd's DPDK telemetry socket (telemetry_client.h, shared with lb-healthd).
+// lbd's DPDK telemetry socket (telemetry/telemetry_client.h, shared with lb-healthd).
 //
 // Every wait is bounded; every failure is a lb::ctl::Error whose message is one line that says
 // what was tried ("cannot connect to lb-healthd at /run/lbd/lbd.sock: No such file or directory
