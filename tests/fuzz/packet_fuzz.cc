@@ -699,8 +699,8 @@ class Run {
       // An RST that answers a segment (reply_rst) goes back to the MAC it came from, as a host
       // answers its sender: a backend behind a router, or one whose MAC changed, arrives from a
       // MAC the neighbor table does not hold for its address.
-      const bool answers_sender = (d.flags & tf::kRst) && din.ok && d.dst == din.src &&
-                                  is_backend(din.ip_src, din.sport);
+      const bool answers_sender =
+          (d.flags & tf::kRst) && din.ok && d.dst == din.src && is_backend(din.ip_src, din.sport);
       LB_FUZZ_CHECK(next_hop || answers_sender, "to a backend but not to a next hop's MAC\n%s",
                     shown().c_str());
     } else {
