@@ -3,6 +3,7 @@
 // helpers.
 
 #include "lb_config.h"
+#include "source_dir.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -17,16 +18,7 @@
 namespace lb::cfg {
 namespace {
 
-// The examples live in the source tree; meson passes its root. LB_SOURCE_DIR in the environment
-// overrides it so the binary can be run against another checkout.
-std::string source_dir() {
-  if (const char* env = std::getenv("LB_SOURCE_DIR")) return env;
-#ifdef LB_SOURCE_DIR
-  return LB_SOURCE_DIR;
-#else
-  return ".";
-#endif
-}
+using test::source_dir;
 
 std::string example(std::string_view name) {
   return source_dir() + "/config/examples/" + std::string(name);

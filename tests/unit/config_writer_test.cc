@@ -11,18 +11,12 @@
 #include <string>
 
 #include "schema.h"
+#include "source_dir.h"
 
 namespace lb::cfg {
 namespace {
 
-std::string source_dir() {
-  if (const char* env = std::getenv("LB_SOURCE_DIR")) return env;
-#ifdef LB_SOURCE_DIR
-  return LB_SOURCE_DIR;
-#else
-  return ".";
-#endif
-}
+using test::source_dir;
 
 // Every key of the schema, each set to a value that is not its default (the writer leaves some
 // defaults out).

@@ -17,18 +17,12 @@
 #include <string>
 
 #include "daemon.h"
+#include "source_dir.h"
 
 namespace lb::health {
 namespace {
 
-std::string source_dir() {
-  if (const char* env = std::getenv("LB_SOURCE_DIR")) return env;
-#ifdef LB_SOURCE_DIR
-  return LB_SOURCE_DIR;
-#else
-  return ".";
-#endif
-}
+using test::source_dir;
 
 constexpr const char* kConfig = R"(
 instance = "t1";
