@@ -57,6 +57,12 @@ int main(int argc, char** argv) {
     u->maglev_table_size = 65537;
   }
   uint64_t gen = ch->header().received_generation.load() + 1000;
+  // LB_APPLY_GAP_US: the least time between an update's acknowledgement and the next (default
+  // 200; a jitter of up to 1 ms is added). With maglev, lbd builds the new table right after
+  // acknowledging the pool (published with the previous table), so an update that comes sooner
+  // than a build waits for it.
+  const char* gap_env = std::getenv("LB_APPLY_GAP_US");
+  const int gap_us = gap_env ? std::atoi(gap_env) : 200;
   std::vector<double> us;
   for (int i = 0; i < updates; ++i) {
     // Alternate active / draining so that every update really changes the pool.
@@ -74,7 +80,7 @@ int main(int argc, char** argv) {
       }
     }
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-    std::this_thread::sleep_for(std::chrono::microseconds(200 + (i * 7919) % 1000));
+    std::this_thread::sleep_for(std::chrono::microseconds(gap_us + (i * 7919) % 1000));
   }
   std::sort(us.begin(), us.end());
   auto pct = [&](double p) {

@@ -4,6 +4,7 @@
 # channel with build/bench/lbd_apply_latency, prints the percentiles, stops lbd.
 # Usage: bench/apply_latency.sh [UPDATES [MAGLEV_N]]   (root: lbd needs /var/run/dpdk, /dev/shm)
 # MAGLEV_N: the service is maglev (65537 entries) with that many backends, rebuilt every update.
+# LB_APPLY_GAP_US (environment): least time between an acknowledgement and the next update (200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}

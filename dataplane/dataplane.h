@@ -78,8 +78,9 @@ class Dataplane {
 
   // Builds the pool for `state` (PoolBuilder::build: throws, and nothing published changes).
   // Control thread.
-  std::unique_ptr<core::Pool> build(uint64_t generation, const PoolState& state) {
-    return builder_.build(generation, state);
+  std::unique_ptr<core::Pool> build(uint64_t generation, const PoolState& state,
+                                    bool defer_tables = false) {
+    return builder_.build(generation, state, defer_tables);
   }
   // Publishes a new pool; the old one is freed once every worker has passed a quiescent point.
   // Returns the RCU token that tells when every worker uses the new one.

@@ -143,13 +143,15 @@ void PoolBuilder::unref_neighbor(uint16_t slot) {
   if (--neighbor_refs_[slot] == 0) unused_neighbors_.push_back(slot);
 }
 
-std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolState& state) {
+std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolState& state,
+                                               bool defer_tables) {
   std::lock_guard lock(mu_);
   new_backends_.clear();
   new_services_.clear();
   try {
     std::vector<core::Pool::ServiceSpec> specs;
     std::map<std::string, MaglevCache> maglev;
+    bool pending = false;
     std::vector<bool> backend_seen(core::kMaxBackends, false);
     std::vector<bool> service_seen(core::kMaxServices, false);
     for (const auto& [name, s] : state) {
@@ -174,8 +176,14 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
         c.from = core::maglev_backends(spec.backends);
         c.size = s.maglev_table_size;
         const auto old = maglev_.find(name);
-        if (old != maglev_.end() && old->second.size == c.size && old->second.from == c.from) {
+        const bool same_size = old != maglev_.end() && old->second.size == c.size;
+        if (same_size && !old->second.stale && old->second.from == c.from) {
           c.table = old->second.table;
+        } else if (same_size && defer_tables) {
+          core::MaglevTable::check(c.from, c.size);
+          c.table = old->second.table;
+          c.stale = true;
+          pending = true;
         } else {
           c.table = std::make_shared<const core::MaglevTable>(c.from, c.size);
           ++maglev_builds_;
@@ -193,6 +201,7 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
     auto pool = std::make_unique<core::Pool>(generation, specs, retired);
     for (const auto& spec : specs) addresses_[{spec.vip, spec.port}] = spec.id;
     maglev_ = std::move(maglev);
+    tables_pending_ = pending;
     for (uint32_t id = 0; id < backends_.size(); ++id) {
       if (backend_named_[id] && !backend_seen[id])
         unnamed_backends_.push_back(static_cast<core::BackendId>(id));

@@ -77,7 +77,17 @@ class PoolBuilder {
   // Throws std::runtime_error (ids or next-hop slots exhausted, a backend no port reaches) or
   // std::invalid_argument (duplicate VIP:port); nothing published changes then, and the ids it
   // had taken for new backends and services are free again.
-  std::unique_ptr<core::Pool> build(uint64_t generation, const PoolState& state);
+  //
+  // `defer_tables`: a maglev service whose active backends changed keeps its previous table (of
+  // the same size) in this pool, and the new one is left for the next build, which the caller
+  // makes right after publishing this one (tables_pending()). So a pool change reaches the
+  // workers without waiting for a table build (~0.65 ms for 256 backends at M = 65537); in
+  // between, a table entry that names a backend no longer active for the service falls back
+  // to one that is (Processor::maglev_pick). The new tables are checked here all the same.
+  std::unique_ptr<core::Pool> build(uint64_t generation, const PoolState& state,
+                                    bool defer_tables = false);
+  // Whether the last build left maglev tables to build (see build()).
+  bool tables_pending() const { return tables_pending_; }
 
   // Control thread. Ids the last successful build() no longer named (each reported once), to be
   // released when nothing can name them.
@@ -143,10 +153,12 @@ class PoolBuilder {
   struct MaglevCache {
     std::vector<core::MaglevBackend> from;
     uint32_t size = 0;
-    std::shared_ptr<const core::MaglevTable> table;
+    std::shared_ptr<const core::MaglevTable> table;  // built from `from`, unless `stale`
+    bool stale = false;  // the table of an earlier `from`, kept by a build with defer_tables
   };
   std::map<std::string, MaglevCache> maglev_;
   uint64_t maglev_builds_ = 0;
+  bool tables_pending_ = false;
 
  public:
   // Tables built so far (the others were reused): for tests and the log.

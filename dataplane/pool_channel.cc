@@ -25,6 +25,7 @@ PoolChannel::PoolChannel(Dataplane& dp, const std::string& shm_name, PoolState s
 void PoolChannel::tick(uint64_t now) {
   segment_.header().lbd_heartbeat_ms.store(now * 1000 / tsc_hz_, std::memory_order_relaxed);
   receive_updates();
+  complete_tables();  // normally done right after the publish; here if that failed
   if (now >= next_events_) {
     next_events_ = now + tsc_hz_ / 10;
     post_passive_events();
@@ -63,7 +64,7 @@ void PoolChannel::receive_updates() {
   size_t applied = 0;
   if (!accepted_.empty()) {
     try {
-      built = dp_.build(accepted_.back().generation, next);
+      built = dp_.build(accepted_.back().generation, next, true);
       state_ = std::move(next);
       last = accepted_.back().generation;
       applied = accepted_.size();
@@ -78,7 +79,7 @@ void PoolChannel::receive_updates() {
           continue;
         }
         try {
-          built = dp_.build(u.generation, one);
+          built = dp_.build(u.generation, one, true);
           state_ = std::move(one);
           last = u.generation;
           ++applied;
@@ -92,6 +93,7 @@ void PoolChannel::receive_updates() {
   if (built) {
     const uint64_t token = dp_.publish(std::move(built));
     pending_ack_ = {token, last};
+    generation_ = last;
     LB_LOG_POOL(INFO, "pool generation %llu applied%s: %s", static_cast<unsigned long long>(last),
                 applied > 1 ? (" (" + std::to_string(applied) + " updates)").c_str() : "",
                 describe_changes(*before, state_).c_str());
@@ -100,11 +102,28 @@ void PoolChannel::receive_updates() {
     // worker delays only the ack, which the next ticks retry.
     dp_.quiescent(token, 200);
     acknowledge();
+    tables_failed_ = false;
+    complete_tables();
   } else if (!pending_ack_) {
     // Nothing to wait for: what was received is all applied (or refused).
     const uint64_t r = h.received_generation.load(std::memory_order_relaxed);
     if (h.applied_generation.load(std::memory_order_relaxed) < r)
       h.applied_generation.store(r, std::memory_order_release);
+  }
+}
+
+void PoolChannel::complete_tables() {
+  if (!dp_.builder().tables_pending()) return;
+  try {
+    // The same state as the pool just published: only the deferred tables are new (every other
+    // table, id and next hop is reused), and they were checked when it was built.
+    dp_.publish(dp_.build(generation_, state_));
+  } catch (const std::exception& e) {
+    // Nothing new is published: the workers keep the previous tables with their fallback.
+    if (!tables_failed_)
+      LB_LOG_POOL(ERR, "pool generation %llu: maglev tables not built yet, retried every tick: %s",
+                  static_cast<unsigned long long>(generation_), e.what());
+    tables_failed_ = true;
   }
 }
 

@@ -48,6 +48,9 @@ class PoolChannel {
   void refuse(uint64_t generation, const std::string& why);
   // The header's applied_generation once every worker uses what was published for it.
   void acknowledge();
+  // Builds and publishes the maglev tables the last build left for later (PoolBuilder::build's
+  // defer_tables), once that pool is published and acknowledged.
+  void complete_tables();
   void post_passive_events();
   void log_faults(uint64_t now);
 
@@ -63,6 +66,8 @@ class PoolChannel {
   uint64_t next_events_ = 0;
   uint64_t next_fault_log_ = 0;  // faults are logged at most every 10 s
   uint64_t faults_logged_ = 0;
+  uint64_t generation_ = 0;     // of the last published pool
+  bool tables_failed_ = false;  // complete_tables() failed and logged so: retried quietly
 };
 
 }  // namespace lb::dp

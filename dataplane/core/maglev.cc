@@ -232,8 +232,11 @@ uint32_t maglev_next_prime(uint32_t m) {
   return 0;
 }
 
-MaglevTable::MaglevTable(std::span<const MaglevBackend> backends, uint32_t table_size) {
-  const uint32_t m = table_size;
+namespace {
+
+// The backends that get entries, in the order of turns (their stable key, so that arrival order
+// cannot change the table); throws std::invalid_argument as MaglevTable() documents.
+std::vector<MaglevBackend> checked_turn_order(std::span<const MaglevBackend> backends, uint32_t m) {
   if (!maglev_table_size_ok(m)) {
     std::string msg = "maglev table size " + std::to_string(m) + " is not ";
     if (m > kMaglevMaxTableSize)
@@ -244,8 +247,6 @@ MaglevTable::MaglevTable(std::span<const MaglevBackend> backends, uint32_t table
       msg += "prime";
     throw std::invalid_argument(msg);
   }
-
-  // The stable key decides the order of turns, so that arrival order cannot change the table.
   const auto key = [](const MaglevBackend& b) { return uint64_t{b.ip} << 16 | b.port; };
   std::vector<MaglevBackend> sorted(backends.begin(), backends.end());
   std::sort(sorted.begin(), sorted.end(),
@@ -265,10 +266,20 @@ MaglevTable::MaglevTable(std::span<const MaglevBackend> backends, uint32_t table
                                 " backends with a weight above 0 do not fit a table of " +
                                 std::to_string(m) +
                                 " entries (one entry at least each): use a larger table size");
+  return sorted;
+}
 
-  entries_.assign(m, kMaglevNoEntry);
-  size_ = m;
-  if (!sorted.empty()) Filler(sorted, m, entries_.data()).run();
+}  // namespace
+
+void MaglevTable::check(std::span<const MaglevBackend> backends, uint32_t table_size) {
+  checked_turn_order(backends, table_size);
+}
+
+MaglevTable::MaglevTable(std::span<const MaglevBackend> backends, uint32_t table_size) {
+  const std::vector<MaglevBackend> sorted = checked_turn_order(backends, table_size);
+  entries_.assign(table_size, kMaglevNoEntry);
+  size_ = table_size;
+  if (!sorted.empty()) Filler(sorted, table_size, entries_.data()).run();
 }
 
 }  // namespace lb::core

@@ -86,6 +86,9 @@ class MaglevTable {
   // kMaglevNoEntry.
   explicit MaglevTable(std::span<const MaglevBackend> backends,
                        uint32_t table_size = kMaglevDefaultTableSize);
+  // Throws what MaglevTable(backends, table_size) would, without building it (microseconds).
+  static void check(std::span<const MaglevBackend> backends,
+                    uint32_t table_size = kMaglevDefaultTableSize);
 
   // Table sizes are below 2^32, so the high 32 bits of the hash scaled by M land in [0, M) with
   // each slot taking 2^32 / M hash values (+-1): the same spread as % M.

@@ -191,12 +191,24 @@ class Processor {
   // the flow starts established, at the maglev backend of its tuple.
   Verdict new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                    const Pool& pool, const PoolService& svc, Tick now, bool rehash = false);
-  // The active backend the maglev table of `svc` gives this tuple, or nullptr.
+  // The active backend the maglev table of `svc` gives this tuple, or nullptr when the service
+  // has none.
   const PoolBackend* maglev_pick(const ParsedPacket& pk, const Pool& pool,
                                  const PoolService& svc) const {
-    const uint32_t id = svc.maglev->lookup(
-        maglev_flow_hash(pk.src_ip, pk.src_port, pk.dst_ip, pk.dst_port, cfg_.maglev_seed));
-    return id == kMaglevNoEntry ? nullptr : pool.backend(static_cast<BackendId>(id));
+    const uint64_t h =
+        maglev_flow_hash(pk.src_ip, pk.src_port, pk.dst_ip, pk.dst_port, cfg_.maglev_seed);
+    const uint32_t id = svc.maglev->lookup(h);
+    const PoolBackend* b =
+        id == kMaglevNoEntry ? nullptr : pool.backend(static_cast<BackendId>(id));
+    const std::span<const PoolBackend> mine = pool.backends(svc);
+    const auto at = reinterpret_cast<uintptr_t>(b) - reinterpret_cast<uintptr_t>(mine.data());
+    if (at < mine.size_bytes()) [[likely]]
+      return b;
+    // The table names a backend that is not (or no longer) one of the service's active ones:
+    // only while a pool change waits for its table, which the control thread builds right after
+    // publishing it (PoolBuilder::build's defer_tables). Every node with the same pool picks the
+    // same one here too.
+    return mine.empty() ? nullptr : &mine[(h & 0xffffffffu) * mine.size() >> 32];
   }
   Verdict miss(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port, const Pool& pool,
                const PoolService& svc, Tick now);

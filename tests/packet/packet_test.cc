@@ -2805,6 +2805,47 @@ TEST(Maglev, AMissNeverGoesToADrainingBackend) {
   EXPECT_EQ(decode(out[0].frame).ip_dst, ref_pick(ref, c, kMaglevVport));
 }
 
+// A pool change of a maglev service is published first with the service's previous table, so
+// that it reaches the workers without waiting for a table build; the new table follows in a
+// second pool from the same state (PoolChannel does both in one control tick: the test above
+// sees the new table's picks right after the update).
+TEST(Maglev, APoolChangeIsPublishedBeforeItsTable) {
+  Harness h(HarnessOptions{.channel = true});
+  const std::vector<TestBackend> bs = {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}};
+  using S = shm::BackendState;
+  dp::PoolState one, two;
+  ASSERT_EQ(dp::apply_update(one, maglev_update(1, bs)), "");
+  two = one;
+  ASSERT_EQ(dp::apply_update(two, maglev_update(2, bs, {S::kActive, S::kDraining, S::kActive})),
+            "");
+  const dp::PoolBuilder& b = h.dp().builder();
+  const auto table = [](const core::Pool& p) { return p.find(kVip, kMaglevVport)->maglev; };
+  const uint64_t builds = b.maglev_builds();
+  const auto first = h.dp().build(1, one, true);  // no table before: built now
+  EXPECT_EQ(b.maglev_builds(), builds + 1);
+  EXPECT_FALSE(b.tables_pending());
+  const auto deferred = h.dp().build(2, two, true);
+  EXPECT_EQ(b.maglev_builds(), builds + 1);
+  EXPECT_TRUE(b.tables_pending());
+  EXPECT_EQ(table(*deferred), table(*first)) << "the previous table, shared";
+  EXPECT_EQ(deferred->backends(*deferred->find(kVip, kMaglevVport)).size(), 2u);
+  const auto completed = h.dp().build(2, two);
+  EXPECT_EQ(b.maglev_builds(), builds + 2);
+  EXPECT_FALSE(b.tables_pending());
+  const std::vector<uint32_t> ref = ref_maglev({kB[0].ip, kB[2].ip}, 8080, kSmallTable);
+  const std::span<const uint32_t> got = table(*completed)->entries();
+  ASSERT_EQ(got.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const core::PoolBackend* pb = completed->backend(static_cast<core::BackendId>(got[i]));
+    ASSERT_NE(pb, nullptr) << i;
+    ASSERT_EQ(pb->ip, ref[i]) << i;
+  }
+  // Built once: the next build of the same state reuses it, deferred or not.
+  EXPECT_EQ(table(*h.dp().build(2, two, true)), table(*completed));
+  EXPECT_EQ(b.maglev_builds(), builds + 2);
+  EXPECT_FALSE(b.tables_pending());
+}
+
 // The other schedulers keep their miss policy (drop here), also next to a maglev service.
 TEST(Maglev, OtherServicesStillDropMisses) {
   Harness h(HarnessOptions{.channel = true});

@@ -1836,6 +1836,48 @@ TEST_F(SynFloodTest, SynTimeoutShortensUnderPressure) {
   ExpectEstablishedForward(36);
 }
 
+// A pool published before its maglev table (PoolBuilder::build's defer_tables) holds the table
+// of the backends before the change. Here it still names backend 2, which left service 5 and now
+// serves another service under the same id: no SYN goes to it, the tuples of backends 0 and 1
+// keep their backend, and the others are spread over those two (the same on any node).
+TEST_F(ProcessorTest, MaglevTableOfAnEarlierPoolOnlyPicksTheServicesActiveBackends) {
+  cfg_.flow_capacity = 1024;  // 400 SYNs, all embryonic
+  Pool::ServiceSpec s{kSvc, kVip, kVport, SchedulerKind::kMaglev, {}, {}};
+  const PoolBackend all[] = {pool_backend(0), pool_backend(1), pool_backend(2)};
+  for (int b : {0, 1}) {
+    s.backends.push_back(all[b]);
+    s.serving.push_back(all[b].id);
+  }
+  s.maglev = std::make_shared<const MaglevTable>(maglev_backends(all), 257);
+  Pool::ServiceSpec other{ServiceId{6}, kVip2, kVport, SchedulerKind::kRoundRobin, {all[2]},
+                          {all[2].id}};
+  pool_ = std::make_unique<Pool>(++generation_, std::vector<Pool::ServiceSpec>{s, other});
+  std::map<uint32_t, int> to;  // backend address -> SYNs
+  int moved = 0;
+  for (uint16_t port = 1000; port < 1400; ++port) {
+    const uint64_t h = maglev_flow_hash(client_ip(0), port, kVip, kVport);
+    const uint32_t stale = s.maglev->lookup(h);
+    const Out o = Run(client_frame(0, client_syn(0, port, 1)), kClientSide, 7);
+    ASSERT_TRUE(o.tx(kBackendSide)) << port;
+    ASSERT_GE(o.frame.size(), 34u);
+    const uint32_t dst = test::get32(o.frame.data() + 30);
+    ++to[dst];
+    if (stale != kBackendId[2]) {
+      EXPECT_EQ(dst, stale == kBackendId[0] ? kBackendIp[0] : kBackendIp[1]) << port;
+    } else {
+      ++moved;
+      const uint32_t expect = kBackendIp[((h & 0xffffffffu) * 2) >> 32];
+      EXPECT_EQ(dst, expect) << port;
+    }
+  }
+  std::printf("stale table: %d of 400 tuples named the departed backend and moved; backend 0 %d, "
+              "backend 1 %d\n",
+              moved, to[kBackendIp[0]], to[kBackendIp[1]]);
+  EXPECT_EQ(to.count(kBackendIp[2]), 0u);
+  EXPECT_GT(moved, 80);  // about a third of 400
+  EXPECT_EQ(to[kBackendIp[0]] + to[kBackendIp[1]], 400);
+}
+
 // syn_flood_policy "stateless": a maglev service in tunnel mode.
 class StatelessTest : public SynFloodTest {
  protected:
