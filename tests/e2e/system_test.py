@@ -478,12 +478,14 @@ def maglev_fresh(s):
     pause = time.time() - t0
     conns = keepalive_summary(ka)
     ok = survived(conns)
+    # What the new lbd dropped, by reason: a disturbed connection's segments show up here.
+    drops = {k: v for k, v in s.tel.query("/lb/drops").items() if v}
     rehashed = s.tel.query("/lb/stats").get("flows_rehashed", 0)
     per_service = {v["name"]: v["flows_rehashed"] for v in s.tel.query("/lb/services").values()}
     print(f"maglev: lbd restarted with --fresh (empty flow table) under {n} keep-alive "
           f"connections, {pause:.2f}s from stop to the VIP answering: {len(ok)} of {len(conns)} "
           f"connections survived, {rehashed} misses rehashed to flows (per service: "
-          f"{per_service})")
+          f"{per_service}); dropped since the restart {drops}")
     check(len(conns) == n, f"{len(conns)} connections reported")
     check(len(ok) == n, f"connections disturbed: {[x for x in conns if x not in ok][:3]}")
     check(rehashed >= n, "no rehashed misses counted")
