@@ -101,6 +101,10 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool
   Flow& fl = table_.at(idx);
   if (fl.forward == ForwardMode::kTunnel) {
     if (to_client) return drop(DropReason::kIcmpErrorNoFlow);  // lbd sends a tunnel flow no TCP
+    // Too big for the tunnel: only dropped, where tunnel_to_backend would answer
+    // fragmentation-needed, and an error is never sent about an error (RFC 1122 3.2.2).
+    if (pk.ip_total_len + kTunnelOverhead > cfg_.ports[fl.backend_port_id].mtu)
+      return drop(DropReason::kFragNeeded);
     const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
     if (!mac) return drop(DropReason::kNeighborUnresolved);
     counters_->icmp_errors_translated.add();
