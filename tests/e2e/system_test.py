@@ -700,41 +700,55 @@ def pmtu_backend(s):
     lbd, which must tunnel it to the backend; up, lbd itself first answers the client's 1500-byte
     packets with frag-needed (1480: the outer header's 20 bytes), then r1's frag-needed about
     lbd's IPIP packet must reach the client as one about its own packet (1260).
+    Between the transfers both ends forget the path MTU they learnt (ip route flush cache): a
+    learnt 1280 lowers the MSS a host advertises on its next connection (Linux's advmss follows
+    the route's MTU), and the other end would then never send a segment the routers refuse.
     Each transfer must complete within TRANSFER_S seconds."""
     url = f"http://{VIP}:{NARROW_PORT}"
+
+    def counts():
+        stats = s.tel.query("/lb/stats")
+        return (icmp_dest_unreachs("r1"), icmp_dest_unreachs("r2"),
+                stats.get("icmp_errors_translated", 0), stats.get("icmp_frag_needed", 0))
+
+    def forget_pmtu():
+        for ns in ("client", "bn"):
+            s.nsx(ns, "ip", "route", "flush", "cache")
+
+    forget_pmtu()
+    c0 = counts()
     down = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "--max-time",
                            str(TRANSFER_S), "-o", "/dev/null", "-w", "%{http_code} %{size_download} "
                            "%{time_total}", f"{url}/?bytes=1048576"],
                           capture_output=True, text=True, timeout=60)
-    before = s.tel.query("/lb/stats").get("icmp_errors_translated", 0)
+    c1 = counts()
+    forget_pmtu()
     up = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "sh", "-c",
                          f"head -c 1048576 /dev/zero | curl -s --max-time {TRANSFER_S} "
                          "--data-binary @- -H Content-Type:application/octet-stream "
                          f"-w ' %{{http_code}} %{{time_total}}' {url}/upload"],
                         capture_output=True, text=True, timeout=60)
-    stats = s.tel.query("/lb/stats")
+    c2 = counts()
     drops = s.tel.query("/lb/drops")
-    r1, r2 = icmp_dest_unreachs("r1"), icmp_dest_unreachs("r2")
-    translated = stats.get("icmp_errors_translated", 0)
-    print(f"1 MiB download across a {s.narrow}-byte link behind lbd: curl exit {down.returncode}, "
-          f"code/size/seconds {down.stdout}; router r2 sent {r2} destination-unreachable "
-          f"(to the backend)")
-    print(f"1 MiB upload: curl exit {up.returncode}, answer/code/seconds {up.stdout.split()}; "
-          f"router r1 sent {r1} destination-unreachable; lbd: icmp_errors_translated "
-          f"{before} after the download, {translated} after the upload; icmp_frag_needed "
-          f"{stats.get('icmp_frag_needed')}; drops "
-          f"icmp_error_no_flow {drops.get('icmp_error_no_flow')}, icmp_error_rate_limited "
-          f"{drops.get('icmp_error_rate_limited')}")
+    d = [b - a for a, b in zip(c0, c1)]  # r1, r2, translated, lbd's own frag-needed
+    u = [b - a for a, b in zip(c1, c2)]
+    print(f"{s.forward}: 1 MiB download across a {s.narrow}-byte link behind lbd: curl exit "
+          f"{down.returncode}, code/size/seconds {down.stdout}; frag-needed: r2 {d[1]}, r1 {d[0]}, "
+          f"translated by lbd {d[2]}, lbd's own {d[3]}")
+    print(f"{s.forward}: 1 MiB upload: curl exit {up.returncode}, answer/code/seconds "
+          f"{up.stdout.split()}; frag-needed: r1 {u[0]}, r2 {u[1]}, translated by lbd {u[2]}, "
+          f"lbd's own {u[3]}; drops icmp_error_no_flow {drops.get('icmp_error_no_flow')}, "
+          f"icmp_error_rate_limited {drops.get('icmp_error_rate_limited')}")
     check(down.returncode == 0 and down.stdout.split()[:2] == ["200", "1048576"],
           f"download failed: exit {down.returncode}, {down.stdout}")
     check(up.returncode == 0 and up.stdout.split()[1:3] == ["1048576", "200"],
           f"upload failed: exit {up.returncode}, {up.stdout}")
-    check(r2 > 0, "the download never needed the smaller MTU (no frag-needed from r2)")
+    check(d[1] > 0, "the download never needed the smaller MTU (no frag-needed from r2)")
     if s.forward == "tunnel":
-        check(before > 0, "r2's frag-needed to the VIP did not go through lbd to the backend")
-        check(stats.get("icmp_frag_needed", 0) > 0, "lbd sent no frag-needed of its own")
-    check(r1 > 0 and translated > before,
-          "the upload's frag-needed from r1 did not go through lbd's translation")
+        check(d[2] > 0, "r2's frag-needed to the VIP did not go through lbd to the backend")
+        check(u[3] > 0, "lbd sent no frag-needed of its own on the upload")
+    check(u[0] > 0, "the upload never needed the smaller MTU (no frag-needed from r1)")
+    check(u[2] > 0, "the upload's frag-needed from r1 did not go through lbd's translation")
 
 
 # Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).
