@@ -4,71 +4,77 @@
 # The kernel peer is an nftables DNAT round-robin balancer (`numgen inc mod 3`; this kernel has
 # no IPVS) with conntrack, in its own namespace that takes over lbd's two veth ends and
 # addresses (10.10.0.1 + VIP 10.10.0.100, 10.20.0.1), so clients, backends and routes are the
-# very same. Runs alternate lbd / nftables, ROUNDS times, for each mode:
+# very same. Runs alternate lbd / nftables, ROUNDS times, for each load:
 #   keepalive   wrk -c 16 over persistent connections
 #   newconn     wrk -c 16 with "Connection: close": one TCP connection per request
 # and print req/s and p50/p99 latency (medians over rounds) and the ratio lbd / nftables.
 #
-# Usage: bench/e2e.sh [SECONDS_PER_RUN] [ROUNDS]     (root; default 5 s, 3 rounds)
+# --mode (lbd's forward, docs/configuration.md):
+#   dnat     (default) both balancers DNAT; the backends route the clients via 10.20.0.1
+#   tunnel   lbd: direct server return over IPIP (tools/netns.sh --dsr: the VIP on the backends'
+#            lo, their answers go straight to the client over r0); each backend decapsulates
+#            with lb-decap (this kernel has no ipip module: a user-space TUN decapsulator, whose
+#            cost is in lbd's figures) and lb-backend listens on *:80. The kernel baseline is
+#            nftables DNAT to :80, the backends' route to the clients switched to 10.20.0.1 for
+#            its runs (DSR has no kernel balancer here)
+#   fullnat  lbd: full-NAT from 10.20.0.50 (tools/netns.sh --fullnat: the backends have no
+#            route to the clients); nftables: DNAT + masquerade on the backend side
+#
+# Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [SECONDS_PER_RUN] [ROUNDS]
+#        (root; default dnat, 5 s, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=dnat
+if [ "${1:-}" = --mode ]; then
+  mode=${2:-}
+  shift 2 || true
+fi
+case $mode in
+  dnat) netns_opt=() ;;
+  tunnel) netns_opt=(--dsr) ;;
+  fullnat) netns_opt=(--fullnat) ;;
+  *) echo "bench/e2e.sh: --mode dnat, tunnel or fullnat, not '$mode'" >&2; exit 2 ;;
+esac
 secs=${1:-5}
 rounds=${2:-3}
-[ "$(id -u)" -eq 0 ] || { echo "bench/e2e.sh: run as root" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "bench/e2e.sh: wrk missing (tools/install-deps.sh)" >&2; exit 1; }
-[ -x build/dataplane/lbd ] || { echo "bench/e2e.sh: build first (ninja -C build)" >&2; exit 1; }
+. bench/common.sh
+bench_extra_cleanup() { ip netns del $p-nft 2>/dev/null || true; }
+bench_init bench/e2e.sh lbb 3 "${netns_opt[@]}"
 
-export LB_NS_PREFIX=lbb
-p=$LB_NS_PREFIX
-tmp=$(mktemp -d)
-pids=()
-lbd_pid=
-cleanup() {
-  [ -n "$lbd_pid" ] && kill "$lbd_pid" 2>/dev/null && wait "$lbd_pid" 2>/dev/null
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
-  ip netns del $p-nft 2>/dev/null || true
-  # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
-  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-*
-  tools/netns.sh down >/dev/null 2>&1
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-nsx() { ip netns exec "$@"; }
-
-tools/netns.sh down >/dev/null 2>&1 || true
-tools/netns.sh up >/dev/null
+# In tunnel mode the inner packet keeps the VIP's port: the backends listen on *:80.
+bport=8080
+[ $mode = tunnel ] && bport=80
 for i in 1 2 3; do
-  nsx $p-b$i build/tools/lb-backend --name b$i --listen 10.20.0.1$i --port 8080 --threads 8 \
-    >/dev/null 2>&1 &
-  pids+=($!)
-done
-for i in 1 2 3; do
-  for _ in $(seq 1 50); do curl -s -o /dev/null --max-time 1 http://10.20.0.1$i:8080/ && break; sleep 0.1; done
+  if [ $mode = tunnel ]; then
+    start_backend b$i 0.0.0.0 80 8 http://10.20.0.1$i/
+    start_bg nsx $p-b$i "$build/tools/lb-decap"
+  else
+    start_backend b$i 10.20.0.1$i 8080 8
+  fi
 done
 
+fullnat_cfg=
+[ $mode = fullnat ] && fullnat_cfg='fullnat_addresses = [ "10.20.0.50" ];'
 cat >"$tmp/lbd.cfg" <<CFG
 instance = "$p";
-dataplane: { workers = 1; flows = { capacity = 262144; tcp_closed_timeout = 2; };
+dataplane: { workers = 1; flows = { capacity = 262144; tcp_closed_timeout = 2; }; $fullnat_cfg
   ports = ( { name = "client";  device = "net_af_xdp_${p}0,iface=$p-c"; ip = "10.10.0.1/24"; },
             { name = "backend"; device = "net_af_xdp_${p}1,iface=$p-b"; ip = "10.20.0.1/24"; } ); };
-services = ( { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
-  backends = ( { address = "10.20.0.11"; port = 8080; }, { address = "10.20.0.12"; port = 8080; },
-               { address = "10.20.0.13"; port = 8080; } ); } );
+services = ( { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr"; forward = "$mode";
+  backends = ( { address = "10.20.0.11"; port = $bport; }, { address = "10.20.0.12"; port = $bport; },
+               { address = "10.20.0.13"; port = $bport; } ); } );
 CFG
 
-lbd_on() {
-  build/dataplane/lbd --lcores 0@0,1@1 --no-pci --no-huge -m 1024 -- --config "$tmp/lbd.cfg" --fresh \
-    >>"$tmp/lbd.log" 2>&1 &
-  lbd_pid=$!
-  for _ in $(seq 1 100); do
-    nsx $p-client ping -c1 -W1 10.10.0.100 >/dev/null 2>&1 && { sleep 1.2; return 0; }
-    sleep 0.1
-  done
-  cat "$tmp/lbd.log" >&2
-  return 1
+vip_answers() { nsx $p-client ping -c1 -W1 10.10.0.100; }
+lbd_on() { lbd_start "$tmp/lbd.cfg" 1024 vip_answers && sleep 1.2; }
+lbd_off() { lbd_stop; }
+
+# tunnel: the backends' answers go via lbd's address for nftables' runs (it must see them to
+# undo its DNAT), straight to the client (r0, 10.20.0.200) for lbd's.
+backends_return_via() {
+  [ $mode = tunnel ] || return 0
+  for i in 1 2 3; do nsx $p-b$i ip route replace 10.10.0.0/24 via $1; done
 }
-lbd_off() { kill "$lbd_pid"; wait "$lbd_pid" || true; lbd_pid=; }
 
 nft_on() {  # the kernel balancer takes lbd's interfaces and addresses
   ip netns add $p-nft
@@ -81,14 +87,18 @@ nft_on() {  # the kernel balancer takes lbd's interfaces and addresses
     sysctl -qw net.ipv4.ip_forward=1
     ethtool -K $p-c tx off tso off gso off >/dev/null 2>&1 || true
     ethtool -K $p-b tx off tso off gso off >/dev/null 2>&1 || true"
-  nsx $p-nft nft -f - <<'NFT'
+  local snat=""
+  [ $mode = fullnat ] && snat="chain postrouting { type nat hook postrouting priority srcnat; oifname \"$p-b\" masquerade; }"
+  nsx $p-nft nft -f - <<NFT
 table ip lb {
   chain prerouting {
     type nat hook prerouting priority dstnat;
-    ip daddr 10.10.0.100 tcp dport 80 dnat to numgen inc mod 3 map { 0 : 10.20.0.11, 1 : 10.20.0.12, 2 : 10.20.0.13 } : 8080
+    ip daddr 10.10.0.100 tcp dport 80 dnat to numgen inc mod 3 map { 0 : 10.20.0.11, 1 : 10.20.0.12, 2 : 10.20.0.13 } : $bport
   }
+  $snat
 }
 NFT
+  backends_return_via 10.20.0.1
   # the client's neighbour entry for the VIP/gateway belongs to lbd's MAC: forget it
   nsx $p-client ip neigh flush all
   for i in 1 2 3; do nsx $p-b$i ip neigh flush all; done
@@ -103,43 +113,27 @@ nft_off() {
     ethtool -K $ifc tx off tso off gso off >/dev/null 2>&1 || true
     ip link set $ifc up
   done
+  backends_return_via 10.20.0.200
   nsx $p-client ip neigh flush all
   for i in 1 2 3; do nsx $p-b$i ip neigh flush all; done
 }
 
-run_wrk() {  # run_wrk MODE -> "req/s p50_ms p99_ms errors"
+run_wrk() {  # run_wrk LOAD -> "req/s p50_ms p99_ms errors"
   local hdr=()
   [ "$1" = newconn ] && hdr=(-H "Connection: close")
   nsx $p-client wrk -t 2 -c 16 -d "${secs}s" --latency "${hdr[@]}" http://10.10.0.100/ \
     >"$tmp/wrk.out" 2>&1 || true
-  python3 - "$tmp/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-if "Requests/sec" not in t:
-    print("0 0 0 1")
-    sys.stderr.write("wrk failed:\n" + t)
-    sys.exit(0)
-def ms(s):
-    m = re.match(r"([\d.]+)(us|ms|s|m)$", s)
-    if not m: raise SystemExit(f"cannot read latency {s!r} in:\n{t}")
-    v, u = float(m.group(1)), m.group(2)
-    return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
-p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
-err = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t))
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {err + (int(non2xx.group(1)) if non2xx else 0)}")
-PY
+  wrk_stats "$tmp/wrk.out"
 }
 
+echo "bench/e2e.sh --mode $mode: $rounds round(s) of $secs s per run"
 declare -A res
 for r in $(seq 1 "$rounds"); do
   lbd_on || { echo "lbd did not come up" >&2; exit 1; }
-  for mode in keepalive newconn; do res[lbd,$mode,$r]=$(run_wrk $mode); done
+  for load in keepalive newconn; do res[lbd,$load,$r]=$(run_wrk $load); done
   lbd_off
   nft_on
-  for mode in keepalive newconn; do res[nft,$mode,$r]=$(run_wrk $mode); done
+  for load in keepalive newconn; do res[nft,$load,$r]=$(run_wrk $load); done
   nft_off
   echo "round $r: lbd keepalive ${res[lbd,keepalive,$r]} newconn ${res[lbd,newconn,$r]} |" \
     "nftables keepalive ${res[nft,keepalive,$r]} newconn ${res[nft,newconn,$r]}" \

@@ -15,33 +15,9 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 connects=${2:-200}
 gap=${3:-20}
-build=${BUILD:-build}
-[ "$(id -u)" -eq 0 ] || { echo "bench/idle_wakeup.sh: run as root" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "bench/idle_wakeup.sh: wrk missing (tools/install-deps.sh)" >&2; exit 1; }
-[ -x "$build/dataplane/lbd" ] || { echo "bench/idle_wakeup.sh: build first (ninja -C $build)" >&2; exit 1; }
-
-export LB_NS_PREFIX=lbw LB_NS_BACKENDS=1
-p=$LB_NS_PREFIX
-tmp=$(mktemp -d)
-backend_pid=
-lbd_pid=
-cleanup() {
-  [ -n "$lbd_pid" ] && kill "$lbd_pid" 2>/dev/null && wait "$lbd_pid" 2>/dev/null
-  [ -n "$backend_pid" ] && kill "$backend_pid" 2>/dev/null
-  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-*
-  tools/netns.sh down >/dev/null 2>&1
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-nsx() { ip netns exec "$@"; }
-
-tools/netns.sh down >/dev/null 2>&1 || true
-tools/netns.sh up >/dev/null
-nsx $p-b1 "$build/tools/lb-backend" --name b1 --listen 10.20.0.11 --port 8080 --threads 4 \
-  >/dev/null 2>&1 &
-backend_pid=$!
-for _ in $(seq 1 50); do curl -s -o /dev/null --max-time 1 http://10.20.0.11:8080/ && break; sleep 0.1; done
+. bench/common.sh
+bench_init bench/idle_wakeup.sh lbw 1
+start_backend b1 10.20.0.11 8080 4
 
 lbd_on() {  # lbd_on MODE
   local extra=""
@@ -55,17 +31,9 @@ dataplane: { workers = 1; flows = { capacity = 65536; tcp_closed_timeout = 2; };
 services = ( { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr";
   backends = ( { address = "10.20.0.11"; port = 8080; } ); } );
 CFG
-  "$build/dataplane/lbd" --lcores 0@0,1@1 --no-pci --no-huge -m 512 -- --config "$tmp/lbd.cfg" \
-    --fresh >>"$tmp/lbd.log" 2>&1 &
-  lbd_pid=$!
-  for _ in $(seq 1 100); do
-    nsx $p-client curl -s -o /dev/null --max-time 1 http://10.10.0.100/ && { sleep 1; return 0; }
-    sleep 0.1
-  done
-  cat "$tmp/lbd.log" >&2
-  return 1
+  lbd_start "$tmp/lbd.cfg" 512 vip_answers && sleep 1
 }
-lbd_off() { kill "$lbd_pid"; wait "$lbd_pid" || true; lbd_pid=; }
+vip_answers() { nsx $p-client curl -s -o /dev/null --max-time 1 http://10.10.0.100/; }
 
 connect_ms() {  # -> median and p90 connect time (ms) of $connects connects, $gap ms apart
   nsx $p-client python3 - "$connects" "$gap" <<'PY'
@@ -92,16 +60,7 @@ PY
 
 wrk_load() {  # -> req/s and p99 (ms) of wrk keep-alive, 5 s
   nsx $p-client wrk -t 2 -c 16 -d 5s --latency http://10.10.0.100/ >"$tmp/wrk.out" 2>&1 || true
-  python3 - "$tmp/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-if "Requests/sec" not in t:
-    sys.exit("wrk failed:\n" + t)
-m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)$", t, re.M)
-p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-print(f"{rps:.0f} {p99:.3f}")
-PY
+  wrk_stats "$tmp/wrk.out" | awk '$1 > 0 {print $1, $3; next} {exit 1}'
 }
 
 declare -A res
@@ -110,7 +69,7 @@ for r in $(seq 1 "$rounds"); do
     lbd_on $mode || { echo "lbd did not come up" >&2; exit 1; }
     res[$mode,c,$r]=$(connect_ms)
     res[$mode,w,$r]=$(wrk_load)
-    lbd_off
+    lbd_stop
     echo "round $r $mode: connect median/p90 ms ${res[$mode,c,$r]}; wrk req/s p99 ms ${res[$mode,w,$r]}"
   done
 done

@@ -31,6 +31,9 @@
 #       eth1 10.40.0.1/24 ── eth0 10.40.0.10 [ns <p>-bn]
 # lbd reaches 10.40.0.10 through its backend port's gateway 10.20.0.254; <p>-r1 routes the
 # clients via lbd (unreachable with --fullnat); the host's management path has a route too.
+# With --dsr as well, <p>-bn is a DSR backend like the others (the VIP on lo, the sysctls) and
+# <p>-r1 routes the clients via the return path r0 (10.20.0.200) but the VIP via lbd: an error
+# r2 sends about the backend's answers (from the VIP) reaches lbd, which tunnels it to the backend.
 #
 # Usage: tools/netns.sh up|down|status [--backends N] [--prefix P] [--dsr|--fullnat]
 #                                      [--narrow MTU]
@@ -195,6 +198,12 @@ narrow_up() {
   nsx $p-r1 ip route replace 10.40.0.0/24 via 10.30.0.2
   if [ $fullnat -eq 1 ]; then
     nsx $p-r1 ip route replace unreachable 10.10.0.0/24
+  elif [ $dsr -eq 1 ]; then
+    nsx $p-r1 ip route replace 10.10.0.0/24 via 10.20.0.200
+    nsx $p-r1 ip route replace 10.10.0.100/32 via 10.20.0.1
+    nsx $p-bn ip addr replace 10.10.0.100/32 dev lo
+    nsx $p-bn sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+      net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
   else
     nsx $p-r1 ip route replace 10.10.0.0/24 via 10.20.0.1
   fi

@@ -9,18 +9,12 @@ namespace lb::core {
 
 void write_ipip_header(uint8_t* outer, const uint8_t* ip, uint16_t total_len, uint32_t src,
                        uint32_t dst) {
-  outer[ip_off::kVerIhl] = 0x45;
-  outer[1] = ip[1];  // TOS (DSCP and ECN) copied, as RFC 2003 3.1 asks
-  store_be16(outer + ip_off::kTotalLen, static_cast<uint16_t>(total_len + kTunnelOverhead));
-  std::memcpy(outer + ip_off::kId, ip + ip_off::kId, 2);
-  // DF copied: a client doing path MTU discovery keeps doing it through the tunnel.
-  store_be16(outer + ip_off::kFrag, load_be16(ip + ip_off::kFrag) & 0x4000);
-  outer[ip_off::kTtl] = kTunnelTtl;
-  outer[ip_off::kProto] = kIpProtoIpip;
-  store_be32(outer + ip_off::kSrc, src);
-  store_be32(outer + ip_off::kDst, dst);
-  store_be16(outer + ip_off::kCsum, 0);
-  store_be16(outer + ip_off::kCsum, csum(outer, kIpv4HeaderLen));
+  // TOS (DSCP and ECN) and id copied, as RFC 2003 3.1 asks; DF copied: a client doing path MTU
+  // discovery keeps doing it through the tunnel.
+  write_ipv4_header(outer, ip[1], static_cast<uint16_t>(total_len + kTunnelOverhead),
+                    load_be16(ip + ip_off::kId),
+                    static_cast<uint16_t>(load_be16(ip + ip_off::kFrag) & 0x4000), kTunnelTtl,
+                    kIpProtoIpip, src, dst);
 }
 
 size_t write_icmp_error(uint8_t* ip, uint8_t type, uint8_t code, uint16_t mtu, uint32_t src) {
@@ -33,17 +27,8 @@ size_t write_icmp_error(uint8_t* ip, uint8_t type, uint8_t code, uint16_t mtu, u
   store_be16(icmp + 4, 0);
   store_be16(icmp + 6, mtu);
   store_be16(icmp + 2, csum(icmp, kIcmpHeaderLen + kIcmpQuoteLen));
-  ip[ip_off::kVerIhl] = 0x45;
-  ip[1] = 0;
-  store_be16(ip + ip_off::kTotalLen, static_cast<uint16_t>(kIcmpErrorIpLen));
-  store_be16(ip + ip_off::kId, 0);
-  store_be16(ip + ip_off::kFrag, 0);
-  ip[ip_off::kTtl] = 64;
-  ip[ip_off::kProto] = kIpProtoIcmp;
-  store_be32(ip + ip_off::kSrc, src);
-  store_be32(ip + ip_off::kDst, dst);
-  store_be16(ip + ip_off::kCsum, 0);
-  store_be16(ip + ip_off::kCsum, csum(ip, kIpv4HeaderLen));
+  write_ipv4_header(ip, 0, static_cast<uint16_t>(kIcmpErrorIpLen), 0, 0, kIcmpTtl, kIpProtoIcmp,
+                    src, dst);
   return kIcmpErrorIpLen;
 }
 

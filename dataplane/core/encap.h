@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "bytes.h"
+#include "checksum.h"
 #include "packet.h"
 
 namespace lb::core {
@@ -18,6 +19,8 @@ inline constexpr uint8_t kIpProtoIpip = 4;
 inline constexpr uint16_t kTunnelOverhead = kIpv4HeaderLen;
 inline constexpr uint8_t kTunnelTtl = 64;
 inline constexpr uint16_t kDefaultMtu = 1500;
+inline constexpr uint16_t kMinIpv4Mtu = 68;  // RFC 791: every link carries 68 bytes whole
+inline constexpr uint8_t kIcmpTtl = 64;
 // An ICMP error quotes the offending packet's IPv4 header and its first 8 payload bytes (RFC
 // 792): enough for the sender to find its socket (the TCP ports and sequence number).
 inline constexpr size_t kIcmpQuoteLen = kIpv4HeaderLen + 8;
@@ -27,6 +30,24 @@ namespace icmp_type {
 inline constexpr uint8_t kDestUnreachable = 3, kTimeExceeded = 11;
 inline constexpr uint8_t kFragNeeded = 4;  // code of kDestUnreachable
 }  // namespace icmp_type
+
+// The one writer of the IPv4 headers lbd makes itself (the tunnel's outer header, ICMP errors,
+// RSTs): no options, the header checksum computed. Inline: it is on the packet path.
+inline void write_ipv4_header(uint8_t* ip, uint8_t tos, uint16_t total_len, uint16_t id,
+                              uint16_t frag, uint8_t ttl, uint8_t proto, uint32_t src,
+                              uint32_t dst) {
+  ip[ip_off::kVerIhl] = 0x45;
+  ip[1] = tos;
+  store_be16(ip + ip_off::kTotalLen, total_len);
+  store_be16(ip + ip_off::kId, id);
+  store_be16(ip + ip_off::kFrag, frag);
+  ip[ip_off::kTtl] = ttl;
+  ip[ip_off::kProto] = proto;
+  store_be32(ip + ip_off::kSrc, src);
+  store_be32(ip + ip_off::kDst, dst);
+  store_be16(ip + ip_off::kCsum, 0);
+  store_be16(ip + ip_off::kCsum, csum(ip, kIpv4HeaderLen));
+}
 
 // Wraps the IPv4 packet at `ip` (`total_len` bytes) in an outer IPv4 header written in the
 // kIpv4HeaderLen bytes before it: src -> dst, protocol 4, TTL kTunnelTtl, TOS, id and DF copied

@@ -16,6 +16,19 @@
 // Every changed field is updated in the quoted IP header and its checksum, the quoted TCP
 // checksum when the quote holds it (incrementally: its payload need not be quoted whole), and
 // the outer header; the ICMP checksum is recomputed over the message.
+//
+// forward = "tunnel" (lbd sees the client side only):
+//   quoted lbd -> backend IPIP (an error from a router between lbd and the backend about lbd's
+//     tunnel packet): the inner quote names the flow (client -> VIP); the outer quote is dropped
+//     and the rest goes to the client from lbd's client-side address, a fragmentation-needed's
+//     MTU less the tunnel's 20 bytes, as a Linux ipip device does (ipip_err) and as lbd's own
+//     fragmentation-needed at the port does;
+//   quoted VIP -> client (an error from a router between the backend and the client, addressed
+//     to the VIP, which routes to lbd): sent unchanged inside the flow's tunnel to its backend,
+//     which holds the VIP and the connection (Katran does the same).
+
+#include <cstring>
+#include <optional>
 
 #include "checksum.h"
 #include "processor.h"
@@ -36,6 +49,8 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool
   if (pk.l4_payload_len < kIcmpHeaderLen + kIpv4HeaderLen + 8)
     return drop(DropReason::kIcmpMalformed);
   uint8_t* qip = icmp + kIcmpHeaderLen;
+  if (qip[ip_off::kVerIhl] == 0x45 && qip[ip_off::kProto] == kIpProtoIpip)
+    return icmp_error_tunnel(f, pk, now);
   if (qip[ip_off::kVerIhl] != 0x45 || qip[ip_off::kProto] != kIpProtoTcp)
     return drop(DropReason::kIcmpErrorNoFlow);
   uint8_t* qt = qip + kIpv4HeaderLen;
@@ -83,7 +98,18 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool
   // A budget of its own, so that relaying a flood of errors cannot starve lbd's own.
   if (!icmp_relay_limit_.allow(now, cfg_.ticks_per_second))
     return drop(DropReason::kIcmpErrorRateLimited);
-  const Flow& fl = table_.at(idx);
+  Flow& fl = table_.at(idx);
+  if (fl.forward == ForwardMode::kTunnel) {
+    if (to_client) return drop(DropReason::kIcmpErrorNoFlow);  // lbd sends a tunnel flow no TCP
+    // Too big for the tunnel: only dropped, where tunnel_to_backend would answer
+    // fragmentation-needed, and an error is never sent about an error (RFC 1122 3.2.2).
+    if (pk.ip_total_len + kTunnelOverhead > cfg_.ports[fl.backend_port_id].mtu)
+      return drop(DropReason::kFragNeeded);
+    const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
+    if (!mac) return drop(DropReason::kNeighborUnresolved);
+    counters_->icmp_errors_translated.add();
+    return tunnel_to_backend(f, pk, fl, *mac);
+  }
   const uint32_t local = fl.fullnat() ? snat_.address(fl.local_addr) : 0;
 
   // The quote's new addresses and ports.
@@ -136,6 +162,58 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool
     return drop(DropReason::kNoBuffer);
   counters_->icmp_errors_translated.add();
   return tx(fl.backend_port_id);
+}
+
+// An error about lbd's own tunnel packet (see the top of this file).
+Verdict Processor::icmp_error_tunnel(Frame& f, const ParsedPacket& pk, Tick now) {
+  uint8_t* p = f.data();
+  uint8_t* ip = p + pk.l3;
+  uint8_t* icmp = p + pk.l4;
+  uint8_t* qip = icmp + kIcmpHeaderLen;
+  // The outer quote, then the inner IPv4 header (no options) and the TCP ports and sequence.
+  if (pk.l4_payload_len < kIcmpHeaderLen + kTunnelOverhead + kIpv4HeaderLen + 8)
+    return drop(DropReason::kIcmpMalformed);
+  const uint8_t* inner = qip + kTunnelOverhead;
+  if (inner[ip_off::kVerIhl] != 0x45 || inner[ip_off::kProto] != kIpProtoTcp)
+    return drop(DropReason::kIcmpErrorNoFlow);
+  const uint32_t qsrc = load_be32(qip + ip_off::kSrc), qdst = load_be32(qip + ip_off::kDst);
+  const uint8_t* it = inner + kIpv4HeaderLen;
+  const uint32_t client = load_be32(inner + ip_off::kSrc), vip = load_be32(inner + ip_off::kDst);
+  const uint16_t cport = load_be16(it + tcp_off::kSport), vport = load_be16(it + tcp_off::kDport);
+  if (pk.dst_ip != qsrc) return drop(DropReason::kIcmpErrorNoFlow);
+  const uint16_t owner = flow_owner(client, cport, cfg_.workers, cfg_.reta_size);
+  if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
+  const FlowKey k{client, vip, cport, vport};
+  Dir dir;
+  const uint32_t idx = table_.lookup(k, table_.hash(k), dir);
+  if (idx == FlowTable::kNoFlow || dir != Dir::kFromClient)
+    return drop(DropReason::kIcmpErrorNoFlow);
+  const Flow& fl = table_.at(idx);
+  if (fl.forward != ForwardMode::kTunnel || fl.backend_ip != qdst ||
+      cfg_.ports[fl.backend_port_id].ip != qsrc)
+    return drop(DropReason::kIcmpErrorNoFlow);
+  if (!icmp_relay_limit_.allow(now, cfg_.ticks_per_second))
+    return drop(DropReason::kIcmpErrorRateLimited);
+  // The client's packet had room for the tunnel's header less than the router said.
+  if (icmp[0] == icmp_type::kDestUnreachable && icmp[1] == icmp_type::kFragNeeded) {
+    const uint16_t mtu = load_be16(icmp + 6);
+    store_be16(icmp + 6, mtu > kMinIpv4Mtu + kTunnelOverhead
+                             ? static_cast<uint16_t>(mtu - kTunnelOverhead)
+                             : kMinIpv4Mtu);
+  }
+  const size_t quote = pk.l4_payload_len - kIcmpHeaderLen - kTunnelOverhead;
+  std::memmove(qip, qip + kTunnelOverhead, quote);
+  const size_t icmp_len = kIcmpHeaderLen + quote;
+  store_be16(icmp + 2, 0);
+  store_be16(icmp + 2, csum(icmp, icmp_len));
+  const PortInfo& out = cfg_.ports[fl.client_port_id];
+  write_ipv4_header(ip, 0, static_cast<uint16_t>(kIpv4HeaderLen + icmp_len), 0, 0, kIcmpTtl,
+                    kIpProtoIcmp, out.ip, fl.client_ip);
+  if (!write_l2(f, pk, fl.client_mac, out.mac, fl.client_tagged != 0, fl.client_vlan))
+    return drop(DropReason::kNoBuffer);
+  f.len = static_cast<uint16_t>(f.len - kTunnelOverhead);  // write_l2 counted the outer quote
+  counters_->icmp_errors_translated.add();
+  return tx(fl.client_port_id);
 }
 
 bool Processor::is_icmp_error(const uint8_t* icmp) {

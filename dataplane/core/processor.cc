@@ -886,17 +886,8 @@ void Processor::write_rst(Frame& f, const ParsedPacket& pk, uint32_t src, uint32
                           uint8_t flags) {
   uint8_t* ip = f.data() + pk.l3;
   uint8_t* t = f.data() + pk.l4;
-  ip[ip_off::kVerIhl] = 0x45;
-  ip[1] = 0;
-  store_be16(ip + ip_off::kTotalLen, kIpv4HeaderLen + kTcpHeaderLen);
-  store_be16(ip + ip_off::kId, 0);
-  store_be16(ip + ip_off::kFrag, 0x4000);  // DF
-  ip[ip_off::kTtl] = 64;
-  ip[ip_off::kProto] = kIpProtoTcp;
-  store_be32(ip + ip_off::kSrc, src);
-  store_be32(ip + ip_off::kDst, dst);
-  store_be16(ip + ip_off::kCsum, 0);
-  store_be16(ip + ip_off::kCsum, csum(ip, kIpv4HeaderLen));
+  write_ipv4_header(ip, 0, kIpv4HeaderLen + kTcpHeaderLen, 0, 0x4000 /* DF */, 64, kIpProtoTcp, src,
+                    dst);
   store_be16(t + tcp_off::kSport, sport);
   store_be16(t + tcp_off::kDport, dport);
   store_be32(t + tcp_off::kSeq, seq);

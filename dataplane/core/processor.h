@@ -235,6 +235,7 @@ class Processor {
   // ICMP errors quoting a flow's packet (icmp_error.cc).
   static bool is_icmp_error(const uint8_t* icmp);
   Verdict icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool, Tick now);
+  Verdict icmp_error_tunnel(Frame& f, const ParsedPacket& pk, Tick now);
   void fullnat_release(const Flow& fl) {
     if (!fl.fullnat()) return;
     snat_.release(fl.local_addr, fl.local_port);

@@ -47,10 +47,17 @@ FULLNAT = "10.20.0.50"
 # The backends' port: in tunnel mode the inner packet keeps the VIP's port 80, so lb-backend
 # listens on every address at 80 and the health checks use that port too (main sets it).
 PORT = 8080
+# pmtu_backend: the bound on each 1 MiB transfer (a stalled PMTU discovery never completes).
+TRANSFER_S = 20
+
+
+def port_of(i):
+    """A backend's port. In tunnel mode the narrow backend sees the VIP's NARROW_PORT."""
+    return NARROW_PORT if i == "n" and PORT == 80 else PORT
 
 
 def addr(i):
-    return f"{BACKENDS[i]}:{PORT}"
+    return f"{BACKENDS[i]}:{port_of(i)}"
 
 
 class System:
@@ -87,7 +94,7 @@ class System:
   {{ name = "narrow"; vip = "{VIP}"; port = {NARROW_PORT}; forward = "{self.forward}";
     health = {{ interval_ms = {INTERVAL_MS}; timeout_ms = {TIMEOUT_MS}; rise = {RISE};
                fall = {FALL}; jitter_pct = 0; }};
-    backends = ( {{ address = "{BACKENDS['n']}"; port = {PORT}; }} ); }},"""
+    backends = ( {{ address = "{BACKENDS['n']}"; port = {port_of('n')}; }} ); }},"""
         fullnat = f'fullnat_addresses = [ "{FULLNAT}" ];' if self.forward == "fullnat" else ""
         with open(self.cfg + ".tmp", "w") as f:
             f.write(f"""instance = "{PREFIX}";
@@ -108,7 +115,7 @@ services = ( {narrow} {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler
                                           os.path.join(self.build, "tools", "lb-backend"),
                                           "--name", f"backend-{i}", "--listen",
                                           "0.0.0.0" if self.forward == "tunnel" else BACKENDS[i],
-                                          "--port", str(PORT)])
+                                          "--port", str(port_of(i))])
         wait_for(f"backend-{i} listening",
                  lambda: self.ctl(i, "/control/state", post=False), 10)
 
@@ -138,8 +145,8 @@ services = ( {narrow} {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler
         """Tunnel mode's backends: tools/netns.sh --dsr (the VIP on lo, ARP and rp_filter
         sysctls, the return path to the client that does not cross lbd), with lb-decap in place
         of the kernel's ipip device (this kernel may have no ipip module)."""
-        self.netns("up", "--dsr")
-        for i in (1, 2, 3, 4):
+        self.netns("up", "--dsr", *(["--narrow", str(self.narrow)] if self.narrow else []))
+        for i in (1, 2, 3, 4) + (("n",) if self.narrow else ()):
             ns = f"b{i}"
             self.procs.start(f"decap-{i}", ["ip", "netns", "exec", f"{PREFIX}-{ns}",
                                             os.path.join(self.build, "tools", "lb-decap")])
@@ -150,7 +157,7 @@ services = ( {narrow} {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler
     def decap_counts(self):
         """Stops the lb-decap processes; the packets each decapsulated, from its exit line."""
         counts = {}
-        for i in (1, 2, 3, 4):
+        for i in (1, 2, 3, 4) + (("n",) if self.narrow else ()):
             rc = self.procs.stop(f"decap-{i}")
             with open(os.path.join(self.tmp.name, f"decap-{i}.log")) as f:
                 m = re.search(r"stopped: (\d+) packets", f.read())
@@ -202,7 +209,7 @@ services = ( {narrow} {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler
     def ctl(self, i, path, post=True):
         """lb-backend control over the management path (the host reaches the backends)."""
         out = subprocess.run(["curl", "-s", "--max-time", "2"] + (["-d", ""] if post else []) +
-                             [f"http://{BACKENDS[i]}:{PORT}{path}"], capture_output=True, text=True)
+                             [f"http://{addr(i)}{path}"], capture_output=True, text=True)
         return out.returncode == 0 and out.stdout
 
     def client(self, *args, background=False):
@@ -690,37 +697,60 @@ def pmtu_backend(s):
     backend's 1500-byte segments meet router r2, whose frag-needed goes straight to the backend.
     Up: the client's segments, through lbd, meet router r1, whose frag-needed is addressed to
     their source as r1 sees it (the client in dnat, lbd's full-NAT address in fullnat): lbd must
-    translate it back to the client (about the VIP) or the upload stalls."""
+    translate it back to the client (about the VIP) or the upload stalls.
+    Tunnel: down, the backend answers from the VIP, so r2's frag-needed goes to the VIP, i.e. to
+    lbd, which must tunnel it to the backend; up, lbd itself first answers the client's 1500-byte
+    packets with frag-needed (1480: the outer header's 20 bytes), then r1's frag-needed about
+    lbd's IPIP packet must reach the client as one about its own packet (1260).
+    Between the transfers both ends forget the path MTU they learnt (ip route flush cache): a
+    learnt 1280 lowers the MSS a host advertises on its next connection (Linux's advmss follows
+    the route's MTU), and the other end would then never send a segment the routers refuse.
+    Each transfer must complete within TRANSFER_S seconds."""
     url = f"http://{VIP}:{NARROW_PORT}"
+
+    def counts():
+        stats = s.tel.query("/lb/stats")
+        return (icmp_dest_unreachs("r1"), icmp_dest_unreachs("r2"),
+                stats.get("icmp_errors_translated", 0), stats.get("icmp_frag_needed", 0))
+
+    def forget_pmtu():
+        for ns in ("client", "bn"):
+            s.nsx(ns, "ip", "route", "flush", "cache")
+
+    forget_pmtu()
+    c0 = counts()
     down = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "--max-time",
-                           "30", "-o", "/dev/null", "-w", "%{http_code} %{size_download} "
+                           str(TRANSFER_S), "-o", "/dev/null", "-w", "%{http_code} %{size_download} "
                            "%{time_total}", f"{url}/?bytes=1048576"],
                           capture_output=True, text=True, timeout=60)
-    before = s.tel.query("/lb/stats").get("icmp_errors_translated", 0)
+    c1 = counts()
+    forget_pmtu()
     up = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "sh", "-c",
-                         "head -c 1048576 /dev/zero | curl -s --max-time 30 --data-binary @- "
-                         "-H Content-Type:application/octet-stream "
+                         f"head -c 1048576 /dev/zero | curl -s --max-time {TRANSFER_S} "
+                         "--data-binary @- -H Content-Type:application/octet-stream "
                          f"-w ' %{{http_code}} %{{time_total}}' {url}/upload"],
                         capture_output=True, text=True, timeout=60)
-    stats = s.tel.query("/lb/stats")
+    c2 = counts()
     drops = s.tel.query("/lb/drops")
-    r1, r2 = icmp_dest_unreachs("r1"), icmp_dest_unreachs("r2")
-    translated = stats.get("icmp_errors_translated", 0)
-    print(f"1 MiB download across a {s.narrow}-byte link behind lbd: curl exit {down.returncode}, "
-          f"code/size/seconds {down.stdout}; router r2 sent {r2} destination-unreachable "
-          f"(to the backend)")
-    print(f"1 MiB upload: curl exit {up.returncode}, answer/code/seconds {up.stdout.split()}; "
-          f"router r1 sent {r1} destination-unreachable; lbd: icmp_errors_translated "
-          f"{before} after the download, {translated} after the upload; drops "
-          f"icmp_error_no_flow {drops.get('icmp_error_no_flow')}, icmp_error_rate_limited "
-          f"{drops.get('icmp_error_rate_limited')}")
+    d = [b - a for a, b in zip(c0, c1)]  # r1, r2, translated, lbd's own frag-needed
+    u = [b - a for a, b in zip(c1, c2)]
+    print(f"{s.forward}: 1 MiB download across a {s.narrow}-byte link behind lbd: curl exit "
+          f"{down.returncode}, code/size/seconds {down.stdout}; frag-needed: r2 {d[1]}, r1 {d[0]}, "
+          f"translated by lbd {d[2]}, lbd's own {d[3]}")
+    print(f"{s.forward}: 1 MiB upload: curl exit {up.returncode}, answer/code/seconds "
+          f"{up.stdout.split()}; frag-needed: r1 {u[0]}, r2 {u[1]}, translated by lbd {u[2]}, "
+          f"lbd's own {u[3]}; drops icmp_error_no_flow {drops.get('icmp_error_no_flow')}, "
+          f"icmp_error_rate_limited {drops.get('icmp_error_rate_limited')}")
     check(down.returncode == 0 and down.stdout.split()[:2] == ["200", "1048576"],
           f"download failed: exit {down.returncode}, {down.stdout}")
     check(up.returncode == 0 and up.stdout.split()[1:3] == ["1048576", "200"],
           f"upload failed: exit {up.returncode}, {up.stdout}")
-    check(r2 > 0, "the download never needed the smaller MTU (no frag-needed from r2)")
-    check(r1 > 0 and translated > before,
-          "the upload's frag-needed from r1 did not go through lbd's translation")
+    check(d[1] > 0, "the download never needed the smaller MTU (no frag-needed from r2)")
+    if s.forward == "tunnel":
+        check(d[2] > 0, "r2's frag-needed to the VIP did not go through lbd to the backend")
+        check(u[3] > 0, "lbd sent no frag-needed of its own on the upload")
+    check(u[0] > 0, "the upload never needed the smaller MTU (no frag-needed from r1)")
+    check(u[2] > 0, "the upload's frag-needed from r1 did not go through lbd's translation")
 
 
 # Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).

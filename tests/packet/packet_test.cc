@@ -997,6 +997,160 @@ void fullnat_cases(std::vector<Case>& cases) {
        }});
 }
 
+// ---------------------------------------------------------------------------------------------
+// ICMP errors in tunnel mode (icmp_error.cc, Processor::icmp_error_tunnel).
+
+// The IPv4 packet of untagged frame `f` (its Ethernet padding cut off).
+Bytes ip_packet_of(const Bytes& f) {
+  const size_t total = get16(f.data() + 14 + 2);
+  return Bytes(f.begin() + 14, f.begin() + 14 + static_cast<std::ptrdiff_t>(total));
+}
+// The quote `q` (a whole IPv4 packet with a TCP segment) checked here from scratch: its header
+// checksum and its TCP checksum (pseudo-header included) must verify.
+void expect_quote_checksums(const Bytes& q) {
+  ASSERT_GE(q.size(), 40u);
+  EXPECT_EQ(ref_sum(q.data(), 20), 0xffff) << "the quoted IPv4 header's checksum";
+  ASSERT_EQ(get16(q.data() + 2), q.size()) << "the quote must hold the whole packet";
+  EXPECT_EQ(ref_sum(q.data() + 20, q.size() - 20,
+                    ref_pseudo(get32(q.data() + 12), get32(q.data() + 16), 6, q.size() - 20)),
+            0xffff)
+      << "the quoted TCP checksum";
+}
+// The IPv4 packet `inner` inside lbd's IPIP header to backend b (TOS, id and DF copied, TTL 64),
+// the header built here from scratch.
+Bytes ipip_to_backend(const Backend& b, const Bytes& inner) {
+  Ip outer;
+  outer.src = kLbBackendIp;
+  outer.dst = b.ip;
+  outer.ttl = 64;
+  outer.tos = inner[1];
+  outer.id = get16(inner.data() + 4);
+  outer.frag = get16(inner.data() + 6) & 0x4000;
+  outer.proto = 4;
+  return ethernet(eth(b.mac, kLbBackendMac), 0x0800, ipv4_packet(outer, 4, inner), 0);
+}
+// An ICMP error lbd sends from its client port to client c: fresh header (id 0, no DF, TTL 64).
+Bytes icmp_to_client(const Client& c, uint8_t type, uint8_t code, uint16_t mtu,
+                     const Bytes& quoted) {
+  Ip ip;
+  ip.src = kLbClientIp;
+  ip.dst = c.ip;
+  ip.ttl = 64;
+  ip.id = 0;
+  ip.frag = 0;
+  Icmp m;
+  m.type = type;
+  m.code = code;
+  m.seq = mtu;
+  m.payload = quoted;
+  return icmp_frame(eth(c.mac, kLbClientMac), ip, m, 0);
+}
+constexpr uint32_t kBackendRouterIp = ip4(10, 20, 0, 254);
+const MacAddr kBackendRouterMac = mac(0x02, 0xaa, 0, 0, 0, 0xfd);
+
+void tunnel_icmp_cases(std::vector<Case>& cases) {
+  HarnessOptions tunnel;
+  tunnel.forward = "tunnel";
+  const Client c1 = client(1);
+  const Backend& b = kB[0];
+  // What a router between lbd and the backend quotes: lbd's IPIP packet, whole (20 + 58 bytes).
+  const Bytes ipip = quote(c2b_ipip(c1, b, kUpData), 20 + 58);
+  const Bytes inner = quote(c2v(c1, kUpData), 58);  // the client's packet, unchanged inside
+  const auto from_router = [](uint8_t type, uint8_t code, uint16_t mtu, const Bytes& q) {
+    return rx_backend(icmp_err(eth(kLbBackendMac, kBackendRouterMac), kBackendRouterIp,
+                               kLbBackendIp, type, code, mtu, q));
+  };
+  const std::vector<Step> opened = {
+      {.what = "SYN, tunnelled",
+       .in = {rx_client(c2v(c1, syn_seg()))},
+       .out = {tx_backend(c2b_ipip(c1, b, syn_seg()))}},
+      {.what = "data, tunnelled",
+       .in = {rx_client(c2v(c1, kUpData))},
+       .out = {tx_backend(c2b_ipip(c1, b, kUpData))}},
+  };
+  cases.push_back(
+      {.name = "TunnelIcmpAboutIpipReachesClient",
+       .description = "tunnel: a backend-side router's error about lbd's IPIP packet reaches the "
+                      "client from lbd's client address, quoting the client's own packet "
+                      "(checksums verified from scratch), a frag-needed's MTU less 20",
+       .options = tunnel,
+       .script = [=](const Env&) -> std::vector<Step> {
+         expect_quote_checksums(inner);
+         return opened +
+                std::vector<Step>{
+                    {.what = "frag needed, MTU 1280, quoting the whole IPIP packet",
+                     .in = {from_router(3, 4, 1280, ipip)},
+                     .out = {tx_client(icmp_to_client(c1, 3, 4, 1260, inner))},
+                     .checks = {LB_CTR(icmp_errors_translated, 1), LB_CTR(tunnel_packets, 0)}},
+                    {.what = "time exceeded quoting 20 + 28 bytes: MTU field stays 0",
+                     .in = {from_router(11, 0, 0, quote(c2b_ipip(c1, b, kUpData), 48))},
+                     .out = {tx_client(icmp_to_client(c1, 11, 0, 0, quote(c2v(c1, kUpData), 28)))},
+                     .checks = {LB_CTR(icmp_errors_translated, 1)}},
+                    {.what = "frag needed, MTU 80: less than 68 + 20, the client gets 68",
+                     .in = {from_router(3, 4, 80, ipip)},
+                     .out = {tx_client(icmp_to_client(c1, 3, 4, 68, inner))},
+                     .checks = {LB_CTR(icmp_errors_translated, 1)}},
+                };
+       }});
+  cases.push_back(
+      {.name = "TunnelIcmpNotAboutAFlowIsDropped",
+       .description = "tunnel: errors quoting an IPIP packet to another backend, from another "
+                      "source, or too short, and one quoting plain client -> backend TCP (lbd "
+                      "sends none in tunnel mode), are dropped and counted",
+       .options = tunnel,
+       .script = [=](const Env&) -> std::vector<Step> {
+         const Bytes to_b2 = quote(c2b_ipip(c1, kB[1], kUpData), 48);
+         Bytes from_other = ipip;  // outer source 10.20.0.2, its checksum made right
+         from_other[15] = 2;
+         from_other[10] = from_other[11] = 0;
+         const uint16_t sum = ref_checksum(from_other.data(), 20);
+         from_other[10] = static_cast<uint8_t>(sum >> 8);
+         from_other[11] = static_cast<uint8_t>(sum & 0xff);
+         return opened + std::vector<Step>{
+                             {.what = "quotes an IPIP packet to backend .12: not this flow's",
+                              .in = {from_router(3, 4, 1280, to_b2)},
+                              .checks = {drops(DropReason::kIcmpErrorNoFlow, 1),
+                                         LB_CTR(icmp_errors_translated, 0)}},
+                             {.what = "quotes an IPIP packet from 10.20.0.2: not lbd's",
+                              .in = {from_router(3, 4, 1280, from_other)},
+                              .checks = {drops(DropReason::kIcmpErrorNoFlow, 1)}},
+                             {.what = "quotes 20 + 20 + 4 bytes: too short for the ports",
+                              .in = {from_router(3, 4, 1280, quote(c2b_ipip(c1, b, kUpData), 44))},
+                              .checks = {drops(DropReason::kIcmpMalformed, 1)}},
+                             {.what = "quotes client -> backend TCP (a dnat packet)",
+                              .in = {from_router(3, 4, 1280, quote(c2b(c1, b, kUpData), 48))},
+                              .checks = {drops(DropReason::kIcmpErrorNoFlow, 1)}},
+                         };
+       }});
+  cases.push_back(
+      {.name = "TunnelIcmpAboutBackendAnswerIsTunnelledToBackend",
+       .description = "tunnel: a client-side router's error about the backend's answer (VIP -> "
+                      "client, addressed to the VIP) goes unchanged inside the flow's tunnel to "
+                      "its backend, which holds the connection",
+       .options = tunnel,
+       .script = [=](const Env&) -> std::vector<Step> {
+         const Seg big{.flags = kAck, .seq = 5001, .ack = 1019, .payload = Bytes(1433, 'd')};
+         const Bytes down = quote(v2c(c1, kDownData), 59);
+         expect_quote_checksums(down);
+         const Bytes err =
+             icmp_err(eth(kLbClientMac, kRouterMac), kRouterIp, kVip, 3, 4, 1400, down);
+         return opened +
+                std::vector<Step>{
+                    {.what = "frag needed, MTU 1400, from the router to the VIP",
+                     .in = {rx_client(err)},
+                     .out = {tx_backend(ipip_to_backend(b, ip_packet_of(err)))},
+                     .checks = {LB_CTR(icmp_errors_translated, 1), LB_CTR(tunnel_packets, 1),
+                                backend_in(b, 1)}},
+                    {.what = "an error of 1481 bytes does not fit the tunnel: dropped, "
+                             "and no error about an error (RFC 1122 3.2.2)",
+                     .in = {rx_client(icmp_err(eth(kLbClientMac, kRouterMac), kRouterIp, kVip, 3, 4,
+                                               1400, quote(v2c(c1, big), 1453)))},
+                     .checks = {drops(DropReason::kFragNeeded, 1),
+                                LB_CTR(icmp_errors_translated, 0), LB_CTR(icmp_frag_needed, 0)}},
+                };
+       }});
+}
+
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
   const Client c1 = client(1);
@@ -1068,6 +1222,7 @@ std::vector<Case> all_cases() {
                        };
                      }});
   }
+  tunnel_icmp_cases(cases);
   cases.push_back(
       {.name = "DnatTtlDecrementAndExpiry",
        .description = "dnat is a router hop: TTL - 1 both ways; TTL <= 1 gets time-exceeded "
