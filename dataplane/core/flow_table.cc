@@ -224,11 +224,15 @@ uint32_t FlowTable::lookup_in(uint32_t bi, const FlowKey& k, uint32_t sig, Dir& 
   return kNoFlow;
 }
 
-uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
+uint32_t FlowTable::lookup_inline(const FlowKey& k, uint64_t h, Dir& dir) const {
   const uint32_t sig = static_cast<uint32_t>(h >> 32);
   // The secondary bucket's index is computed only when the primary does not hold the key.
   const uint32_t idx = lookup_in(bucket1(h), k, sig, dir);
   return idx != kNoFlow ? idx : lookup_in(bucket2(h), k, sig, dir);
+}
+
+uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
+  return lookup_inline(k, h, dir);
 }
 
 bool FlowTable::index_add(uint64_t h, uint32_t ref) {
@@ -280,7 +284,7 @@ FlowTable::InsertResult FlowTable::insert_after_miss(const Flow& f, uint64_t cli
   const FlowKey bk = f.backend_key();
   const uint64_t bh = hash(bk);
   Dir d;
-  if (lookup(bk, bh, d) != kNoFlow) return InsertResult::kConflict;
+  if (lookup_inline(bk, bh, d) != kNoFlow) return InsertResult::kConflict;
   const uint32_t i = free_[free_top_ - 1];
   flows_[i] = f;         // keys must be in place before the index can verify against them
   flows_[i].in_use = 0;  // still free until both keys are indexed (a failed insert leaves it so)
