@@ -84,6 +84,10 @@ FlowTable::FlowTable(uint32_t capacity, uint64_t seed, std::span<std::byte> regi
     rebuild_embryonic();
     return;
   }
+  reset();
+}
+
+void FlowTable::reset() {
   std::memset(static_cast<void*>(flows_), 0, size_t{capacity_} * sizeof(Flow));
   std::memset(static_cast<void*>(buckets_), 0, size_t{nbuckets_} * sizeof(Bucket));
   clear();

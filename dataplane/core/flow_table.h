@@ -130,6 +130,9 @@ class FlowTable {
     uint32_t records_dropped = 0;  // records in use that were erased
   };
   RepairReport repair();
+  // Empty, as a fresh table over zeroed memory is: every record and index slot zero, every record
+  // free (Processor::reset()).
+  void reset();
 
   uint64_t hash(const FlowKey& k) const {
     uint64_t a = (uint64_t{k.src_ip} << 32 | k.dst_ip) ^ seed_;

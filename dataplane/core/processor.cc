@@ -98,6 +98,25 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowT
   if (table_.size() != 0) adopt_flows();
 }
 
+void Processor::reset() {
+  table_.reset();
+  sched_.reset(cfg_.hash_seed ^ (uint64_t{cfg_.worker} << 32));
+  for (size_t i = 0; i < syn_cache_.size(); ++i) syn_cache_[i] = SynSlot{};
+  snat_ = SnatPorts(std::span<const uint32_t>(cfg_.fullnat_addrs.data(), cfg_.nfullnat),
+                    cfg_.worker, cfg_.workers, cfg_.fullnat_port_first, cfg_.fullnat_port_last);
+  // All zero bytes, as the new mapping was (a memset: ASan does not instrument it, and the
+  // fuzz target resets for every input).
+  std::memset(static_cast<void*>(counters_), 0, sizeof(WorkerCounters));
+  serial_ = 0;
+  now_ = 0;
+  icmp_limit_ = IcmpLimiter{};
+  icmp_relay_limit_ = IcmpLimiter{};
+  age_due_ = 0;
+  created_since_age_ = 0;
+  rate_window_start_ = 0;
+  rate_window_flows_ = 0;
+}
+
 void Processor::adopt_flows() {
   for (uint32_t idx = 0; idx < table_.capacity(); ++idx) {
     const Flow& f = table_.at(idx);

@@ -121,6 +121,14 @@ class Processor {
   // from what is left.
   Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowTable table);
 
+  // Back to the state the first constructor leaves, with the same config: no flow, every counter
+  // zero, schedulers, SYN cache, full-NAT ports, ICMP limiters and aging pace as new. Not for the
+  // packet path: for a harness that runs many independent inputs (tests/fuzz/packet_fuzz.cc), to
+  // which building a Processor (its counters alone are ~300 KB) costs more than an input does.
+  // Every member below that a packet, aging or forget() changes is restored here
+  // (ProcessorTest.ResetIsIndistinguishableFromANewProcessor).
+  void reset();
+
   Verdict process(Frame& f, uint16_t in_port, const Pool& pool, Tick now);
 
   // The same for a burst received on one port (at most kMaxBurst frames), staged as in DPDK's

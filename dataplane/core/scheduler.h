@@ -3,6 +3,7 @@
 // so no worker ever writes what another reads). Exactness is per worker: round robin over n
 // backends gives each of them one of every n new flows a worker schedules.
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -26,6 +27,12 @@ class Scheduler {
   // inherits no smooth-WRR weight (or cursor) from its last owner.
   void forget(BackendId id) { current_[raw(id)] = 0; }
   void forget(ServiceId id) { cursor_[raw(id)] = 0; }
+  // As constructed with `seed`, without allocating (Processor::reset()).
+  void reset(uint64_t seed) {
+    std::fill(cursor_.begin(), cursor_.end(), 0u);
+    std::fill(current_.begin(), current_.end(), int64_t{0});
+    rng_ = seed | 1;
+  }
 
  private:
   const PoolBackend* round_robin(std::span<const PoolBackend> b, ServiceId s, BackendId exclude);

@@ -429,13 +429,28 @@ struct Policy {
   uint16_t workers;
 };
 
+// The neighbor table every Processor refers to, rebuilt in place for each input.
+std::optional<core::NeighborTable>& neighbor_storage() {
+  static std::optional<core::NeighborTable> n;
+  return n;
+}
+
+// Processor `w` of policy `p`, as new: built at the first input with this policy and reset()
+// for every later one. Building costs more than most inputs (its counters alone are ~300 KB,
+// mapped and zeroed), and reset() restores exactly the new state
+// (ProcessorTest.ResetIsIndistinguishableFromANewProcessor).
+Processor& processor(const Policy& p, uint16_t w, core::NeighborTable& neighbors);
+
 class Run {
  public:
-  explicit Run(const Policy& p) : workers_(p.workers) {
+  explicit Run(const Policy& p) : workers_(p.workers), neighbors_(neighbor_storage().emplace()) {
     for (uint32_t ip : kNextHop) neighbors_.add(ip, 1);
     // Every next hop resolved but 10.20.0.14, which only ARP teaches.
     for (uint32_t ip : kNextHop)
       if (ip != ip4(10, 20, 0, 14)) neighbors_.learn(ip, 1, next_hop_mac(ip), 0);
+    for (uint16_t w = 0; w < p.workers; ++w) procs_[w] = &processor(p, w, neighbors_);
+  }
+  static core::ProcessorConfig config(const Policy& p, uint16_t w) {
     core::ProcessorConfig cfg;
     cfg.workers = p.workers;
     cfg.nports = kPorts;
@@ -453,10 +468,8 @@ class Run {
     cfg.syn_cache_slots = p.syn_cache ? 8 : 0;
     cfg.ticks_per_second = 100;
     cfg.reta_size = 128;
-    for (uint16_t w = 0; w < p.workers; ++w) {
-      cfg.worker = w;
-      procs_[w] = std::make_unique<Processor>(cfg, neighbors_);
-    }
+    cfg.worker = w;
+    return cfg;
   }
 
   void execute(Reader& r) {
@@ -750,8 +763,8 @@ class Run {
   }
 
   uint16_t workers_;
-  core::NeighborTable neighbors_;
-  std::array<std::unique_ptr<Processor>, 2> procs_;
+  core::NeighborTable& neighbors_;
+  std::array<Processor*, 2> procs_{};
   Tick now_ = 1000;
   uint32_t pool_ = 0;
   uint16_t worker_ = 0;
@@ -759,6 +772,20 @@ class Run {
   std::vector<MacAddr> hop_macs_;
   bool bad_syn_forwarded_ = false;
 };
+
+Processor& processor(const Policy& p, uint16_t w, core::NeighborTable& neighbors) {
+  // By the policy byte's bits: 32 policies x 2 worker counts x 2 workers.
+  static std::array<std::unique_ptr<Processor>, 128> cache;
+  const size_t key = size_t{p.rst_on_miss} | size_t{p.rst_on_no_backend} << 1 |
+                     size_t{p.retry_on_rst} << 2 | size_t{p.retry_on_syn} << 3 |
+                     size_t{p.syn_cache} << 4 | size_t{p.workers == 2} << 5 | size_t{w} << 6;
+  std::unique_ptr<Processor>& slot = cache[key];
+  if (slot)
+    slot->reset();
+  else
+    slot = std::make_unique<Processor>(Run::config(p, w), neighbors);
+  return *slot;
+}
 
 }  // namespace
 }  // namespace lb::fuzz

@@ -2831,5 +2831,163 @@ TEST_F(ProcessorTest, DnatAnswersAnExpiringPacketWithTimeExceeded) {
   EXPECT_EQ(State(0, cport), TcpState::kEstablished);
 }
 
+// ---------------------------------------------------------------------------------------------
+// reset(): the fuzz target (tests/fuzz/packet_fuzz.cc) reuses one Processor for many inputs.
+
+// A random stream of what a worker sees: SYNs, ACKs, data, FINs and RSTs from clients and
+// backends (to flows that exist or not), ICMP echo and TTL 1, clock steps and aging, pool changes.
+struct StreamOp {
+  Bytes frame;  // empty: no frame
+  uint16_t port = 0;
+  Tick step = 0;  // the clock moves first
+  int age = -1;   // >= 0: age(now, age) after the frame; -2: paced age(now)
+  int pool = -1;  // >= 0: switch to that pool version first
+};
+
+std::vector<StreamOp> random_stream(uint32_t seed, size_t n) {
+  std::mt19937 g(seed);
+  const auto pick = [&](uint32_t k) { return static_cast<uint32_t>(g() % k); };
+  std::vector<StreamOp> ops;
+  for (size_t i = 0; i < n; ++i) {
+    StreamOp op;
+    const int c = static_cast<int>(pick(5));
+    const auto cport = static_cast<uint16_t>(1000 + pick(12));
+    const int b = static_cast<int>(pick(kBackends));
+    const uint8_t cflags[] = {
+        tf::kSyn, tf::kSyn, tf::kAck, tf::kAck | tf::kPsh, tf::kFin | tf::kAck, tf::kRst};
+    const uint8_t bflags[] = {tf::kSyn | tf::kAck, tf::kAck, tf::kFin | tf::kAck, tf::kRst};
+    switch (pick(8)) {
+      case 0:
+      case 1:
+      case 2: {
+        const uint8_t fl = cflags[pick(std::size(cflags))];
+        Seg s = fl == tf::kSyn
+                    ? client_syn(c, cport, pick(1000))
+                    : client_seg(c, cport, fl, pick(1000), pick(1000), Bytes(pick(3) * 7, 0x33));
+        if (pick(16) == 0) s.ip.ttl = 1;  // time exceeded
+        op.frame = client_frame(c, s);
+        op.port = kClientSide;
+        if (pick(32) == 0) {
+          // More time-exceeded errors at once than the ICMP limiter's burst allows.
+          s.ip.ttl = 1;
+          op.frame = client_frame(c, s);
+          for (uint32_t k = 0; k < IcmpLimiter::kBurst + 10; ++k) ops.push_back(op);
+        }
+        break;
+      }
+      case 3:
+      case 4:
+        op.frame = backend_frame(
+            b, backend_seg(b, c, cport, bflags[pick(std::size(bflags))], pick(1000), pick(1000)));
+        op.port = kBackendSide;
+        break;
+      case 5:
+        op.frame =
+            echo_frame(c, pick(2) ? kVip : kPortIp[0], Icmp{8, 0, 7, static_cast<uint16_t>(i)});
+        op.port = kClientSide;
+        break;
+      case 6:
+        op.step = pick(4) == 0 ? 1 + pick(400) : pick(5);
+        op.age = pick(2) ? -2 : static_cast<int>(pick(20));
+        break;
+      case 7:
+        op.pool = static_cast<int>(pick(3));
+        break;
+    }
+    ops.push_back(std::move(op));
+  }
+  return ops;
+}
+
+// Everything a Processor shows: its counters (every byte) and its flow table (every record).
+::testing::AssertionResult SameObservables(const Processor& a, const Processor& b) {
+  if (std::memcmp(&a.counters(), &b.counters(), sizeof(WorkerCounters)) != 0) {
+    size_t at = 0;
+    const auto* pa = reinterpret_cast<const unsigned char*>(&a.counters());
+    const auto* pb = reinterpret_cast<const unsigned char*>(&b.counters());
+    while (pa[at] == pb[at]) ++at;
+    return ::testing::AssertionFailure() << "counters differ at byte " << at;
+  }
+  const FlowTable& ta = a.flows();
+  const FlowTable& tb = b.flows();
+  if (ta.size() != tb.size() || ta.embryonic() != tb.embryonic())
+    return ::testing::AssertionFailure() << "table sizes " << ta.size() << "/" << ta.embryonic()
+                                         << " and " << tb.size() << "/" << tb.embryonic();
+  for (uint32_t i = 0; i < ta.capacity(); ++i)
+    if (std::memcmp(&ta.at(i), &tb.at(i), sizeof(Flow)) != 0)
+      return ::testing::AssertionFailure() << "flow record " << i << " differs";
+  if (a.snat().addresses() != b.snat().addresses())
+    return ::testing::AssertionFailure() << "full-NAT addresses differ";
+  return ::testing::AssertionSuccess();
+}
+
+TEST_F(ProcessorTest, ResetIsIndistinguishableFromANewProcessor) {
+  cfg_.flow_capacity = 16;  // full, so that flows are refused, evicted and reused
+  cfg_.syn_cache_slots = 8;
+  cfg_.retry_syn_after = 3;
+  cfg_.syn_budget = 8;
+  cfg_.syn_policy = SynPolicy::kEvictEmbryonic;
+  // Pool versions: all three backends; backend 1 draining; backend 0 gone, weighted.
+  const auto set_pool = [&](int v) {
+    pool_ = v == 0   ? make_pool({0, 1, 2})
+            : v == 1 ? make_pool({0, 2}, {1})
+                     : make_pool({1, 2}, {}, SchedulerKind::kWeightedRoundRobin);
+  };
+  // Runs `ops` on each processor in `ps` from clock `now`; every verdict and output frame must be
+  // the same on all of them, and so must everything they show after each step.
+  // `sent`: frames transmitted. ASSERTs return from the lambda only: callers check
+  // HasFatalFailure().
+  const auto run = [&](const std::vector<StreamOp>& ops, std::vector<Processor*> ps, Tick now,
+                       size_t& sent) {
+    sent = 0;
+    set_pool(0);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const StreamOp& op = ops[i];
+      now += op.step;
+      if (op.pool >= 0) set_pool(op.pool);
+      std::vector<Out> outs;
+      for (Processor* p : ps) {
+        if (!op.frame.empty()) outs.push_back(Run(op.frame, op.port, now, p));
+        if (op.age == -2)
+          p->age(now);
+        else if (op.age >= 0)
+          p->age(now, static_cast<uint32_t>(op.age));
+      }
+      for (size_t k = 1; k < outs.size(); ++k) {
+        ASSERT_EQ(verdict_str(outs[0].v), verdict_str(outs[k].v)) << "op " << i;
+        ASSERT_TRUE(FramesEqual(outs[0].frame, outs[k].frame)) << "op " << i;
+      }
+      sent += !outs.empty() && outs[0].v.action == Action::kTx;
+      for (size_t k = 1; k < ps.size(); ++k)
+        ASSERT_TRUE(SameObservables(*ps[0], *ps[k])) << "op " << i;
+    }
+  };
+  uint64_t rate_limited = 0;
+  uint64_t moved = 0;  // retries and evictions
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    Processor used(cfg_, *neighbors_);
+    size_t sent = 0;
+    run(random_stream(seed, 600), {&used}, 1000, sent);
+    ASSERT_FALSE(HasFatalFailure());
+    ASSERT_GT(used.counters().flows_created.get(), 0u);
+    ASSERT_FALSE(SameObservables(used, Processor(cfg_, *neighbors_)));
+    used.reset();
+    Processor fresh(cfg_, *neighbors_);
+    ASSERT_TRUE(SameObservables(used, fresh));
+    // The same again, from a clock far from where the first stream left it; the stream exercises
+    // what reset() must have forgotten: creation numbers (SYN cache keys), scheduler cursors and
+    // weights, the ICMP limiters' tokens and the aging pace.
+    run(random_stream(seed + 1000, 600), {&used, &fresh}, 500, sent);
+    ASSERT_FALSE(HasFatalFailure());
+    ASSERT_GT(sent, 100u);
+    moved += fresh.counters().retries.get() + fresh.counters().syn_evicted.get();
+    rate_limited += fresh.counters().icmp_rate_limited.get();
+  }
+  // What the streams must have exercised: the limiter's state, retries and evictions.
+  EXPECT_GT(rate_limited, 0u);
+  EXPECT_GT(moved, 0u);
+}
+
 }  // namespace
 }  // namespace lb::core
