@@ -7,53 +7,6 @@
 
 namespace lb::core {
 
-const uint8_t kRssKey[40] = {0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67,
-                             0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb,
-                             0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30,
-                             0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
-
-uint32_t toeplitz_hash(const uint8_t* key, const uint8_t* data, size_t len) {
-  uint32_t result = 0;
-  uint32_t window = load_be32(key);  // the 32 key bits aligned with the current input bit
-  for (size_t i = 0; i < len; ++i) {
-    for (int bit = 7; bit >= 0; --bit) {
-      if ((data[i] >> bit) & 1) result ^= window;
-      window = (window << 1) | ((key[i + 4] >> bit) & 1u);
-    }
-  }
-  return result;
-}
-
-namespace {
-
-// Toeplitz is linear over GF(2): the hash of a 6-byte tuple is the XOR of one precomputed word
-// per (byte position, byte value). 6 KiB, built once, instead of 48 shift-and-xor steps.
-struct OwnerTable {
-  uint32_t t[6][256];
-  OwnerTable() {
-    for (int pos = 0; pos < 6; ++pos) {
-      for (int v = 0; v < 256; ++v) {
-        uint8_t tuple[6] = {};
-        tuple[pos] = static_cast<uint8_t>(v);
-        t[pos][v] = toeplitz_hash(kRssKey, tuple, sizeof tuple);
-      }
-    }
-  }
-};
-const OwnerTable kOwnerTable;
-
-}  // namespace
-
-uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers,
-                    uint16_t reta_size) {
-  if (workers <= 1) return 0;
-  const auto& t = kOwnerTable.t;
-  const uint32_t h = t[0][client_ip >> 24] ^ t[1][(client_ip >> 16) & 0xff] ^
-                     t[2][(client_ip >> 8) & 0xff] ^ t[3][client_ip & 0xff] ^
-                     t[4][client_port >> 8] ^ t[5][client_port & 0xff];
-  return static_cast<uint16_t>((h & (reta_size - 1u)) % workers);
-}
-
 Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
     : Processor(cfg, neighbors, FlowTable(cfg.flow_capacity, cfg.hash_seed)) {}
 
