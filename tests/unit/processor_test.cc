@@ -378,7 +378,7 @@ TEST_F(ProcessorTest, SynsFromThreeClientsGoRoundRobinWithExactBytes) {
     EXPECT_EQ(f->state, TcpState::kSynSent);
     EXPECT_EQ(f->expires, 7 + cfg_.syn_timeout);
     EXPECT_EQ(f->created, 7u);
-    EXPECT_EQ(f->backend, kBackendId[b]);
+    EXPECT_EQ(raw(f->backend), kBackendId[b]);
     EXPECT_EQ(f->backend_ip, kBackendIp[b]);
     EXPECT_EQ(f->backend_port, kBackendTcpPort);
     EXPECT_EQ(f->client_mac, client_mac(b));
@@ -1023,7 +1023,7 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
       f.vport = kVport;
       f.backend_ip = kBackendIp[0];
       f.backend_port = kBackendTcpPort;
-      f.backend = kBackendId[0];
+      f.backend = static_cast<BackendId>(kBackendId[0]);
       f.backend_port_id = kBackendSide;
       f.expires = 1000;
       f.state = TcpState::kEstablished;
@@ -1033,14 +1033,14 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
     };
     add(0, [](Flow&) {});
     add(1, [](Flow& f) { f.backend = kGoneBackend; });  // kept: reset on its next packet
-    add(2, [](Flow& f) { f.backend = kGoneBackend + 1; });
+    add(2, [](Flow& f) { f.backend = static_cast<BackendId>(raw(kGoneBackend) + 1); });
     add(3, [](Flow& f) { f.client_port_id = 2; });
     add(4, [](Flow& f) { f.backend_port_id = 7; });
     add(5, [](Flow& f) { f.state = static_cast<TcpState>(200); });
     add(6, [](Flow& f) { f.neighbor = kMaxNeighbors; });
     add(7, [](Flow& f) {  // a reset record: kept, but no flow and no backend's
       f.state = TcpState::kReset;
-      f.backend = raw(kNoBackend);
+      f.backend = kNoBackend;
     });
   }
   proc_ = std::make_unique<Processor>(
@@ -1051,7 +1051,7 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
   EXPECT_NE(FindFlow(1, 100), nullptr);
   EXPECT_NE(FindFlow(7, 100), nullptr);
   EXPECT_EQ(C().flows_active.get(), 2u);
-  EXPECT_EQ(C().backend[kGoneBackend].flows_active.get(), 1u);
+  EXPECT_EQ(C().backend[raw(kGoneBackend)].flows_active.get(), 1u);
   // The flow whose backend is gone: its next client segment gets the backend-stopped RST.
   const Seg up = client_seg(1, 100, tf::kAck, 500, 600);
   const Out o = Run(client_frame(1, up), kClientSide, 10);
@@ -1059,7 +1059,7 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
   EXPECT_TRUE(FramesEqual(rst_to_client(1, 100, 600, 0, tf::kRst), o.frame));
   EXPECT_EQ(C().flows_reset.get(), 1u);
   EXPECT_EQ(C().flows_active.get(), 1u);
-  EXPECT_EQ(C().backend[kGoneBackend].flows_active.get(), 0u);
+  EXPECT_EQ(C().backend[raw(kGoneBackend)].flows_active.get(), 0u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1087,7 +1087,7 @@ TEST_F(ProcessorTest, BackendRstIsTurnedIntoTheReplayedSyn) {
   EXPECT_EQ(C().flows_active.get(), 1u);
   const Flow* f = FindFlow(0, cport);
   ASSERT_NE(f, nullptr);
-  EXPECT_EQ(f->backend, kBackendId[1]);
+  EXPECT_EQ(raw(f->backend), kBackendId[1]);
   EXPECT_EQ(f->state, TcpState::kSynSent);
   EXPECT_EQ(f->retries, 1);
   EXPECT_EQ(f->created, 20u);
