@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "lb_limits.h"
+#include "serving_state.h"
 
 namespace lb::shm {
 
@@ -43,6 +44,27 @@ enum class BackendState : uint8_t {
   kDraining = 1,  // no new flows; established flows continue (drain, or health down)
   kStopped = 2,   // no new flows; established flows are dropped (maint with policy "drop")
 };
+// The wire values are the ABI (BackendEntry::state): they never change.
+static_assert(static_cast<uint8_t>(BackendState::kActive) == 0 &&
+              static_cast<uint8_t>(BackendState::kDraining) == 1 &&
+              static_cast<uint8_t>(BackendState::kStopped) == 2);
+
+// What lbd applies for a wire state (dataplane/pool_builder.cc builds its pool by it): a stopped
+// backend keeps its id but does not serve.
+constexpr ServingState serving_state(BackendState s) {
+  switch (s) {
+    case BackendState::kActive:
+      return ServingState::kActive;
+    case BackendState::kDraining:
+      return ServingState::kDraining;
+    case BackendState::kStopped:
+      return ServingState::kNotServing;
+  }
+  return ServingState::kNotServing;
+}
+static_assert(serving_state(BackendState::kActive) == ServingState::kActive &&
+              serving_state(BackendState::kDraining) == ServingState::kDraining &&
+              serving_state(BackendState::kStopped) == ServingState::kNotServing);
 
 // ServiceUpdate::scheduler. The wire has its own numbers; policy/wire.h asserts that they are
 // the config's (lb::cfg::Scheduler) and converts.

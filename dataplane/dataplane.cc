@@ -191,10 +191,7 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
   current_.store(owned_current_.get(), std::memory_order_release);
   for (uint32_t id = 0; id < core::kMaxBackends; ++id) {
     const auto bid = static_cast<core::BackendId>(id);
-    backend_state_[id].store(owned_current_->active(bid)    ? 2
-                             : owned_current_->serving(bid) ? 1
-                                                            : 0,
-                             std::memory_order_relaxed);
+    backend_state_[id].store(owned_current_->state(bid), std::memory_order_relaxed);
   }
   if (!shm_name.empty()) {
     channel_ = std::make_unique<PoolChannel>(*this, shm_name, std::move(state), control_stats_);
@@ -613,10 +610,7 @@ uint64_t Dataplane::publish(std::unique_ptr<core::Pool> pool) {
   const core::Pool* next = pool.get();
   for (uint32_t id = 0; id < core::kMaxBackends; ++id) {
     const auto bid = static_cast<core::BackendId>(id);
-    backend_state_[id].store(next->active(bid)    ? 2
-                             : next->serving(bid) ? 1
-                                                  : 0,
-                             std::memory_order_relaxed);
+    backend_state_[id].store(next->state(bid), std::memory_order_relaxed);
   }
   // release pairs with the acquire in poll().
   current_.store(next, std::memory_order_release);

@@ -100,9 +100,10 @@ class Dataplane {
   uint64_t service_rehashed_total(core::ServiceId id) const;
   // What backend `b` (the registry's entry for id) counted since it was given its id.
   BackendTotals backend_counts(uint32_t id, const BackendInfo& b) const;
-  // 2 active, 1 draining, 0 not serving; by BackendId, as of the last published pool.
-  uint8_t backend_state(uint32_t id) const {
-    return id < backend_state_.size() ? backend_state_[id].load(std::memory_order_relaxed) : 0;
+  // By BackendId, as of the last published pool.
+  ServingState backend_state(uint32_t id) const {
+    return id < backend_state_.size() ? backend_state_[id].load(std::memory_order_relaxed)
+                                      : ServingState::kNotServing;
   }
   const shm::Segment* segment() const { return channel_ ? &channel_->segment() : nullptr; }
 
@@ -248,7 +249,7 @@ class Dataplane {
   ControlStats control_stats_;
   std::mutex list_mu_;
   uint64_t list_seq_ = 0;
-  std::array<std::atomic<uint8_t>, core::kMaxBackends> backend_state_{};
+  std::array<std::atomic<ServingState>, core::kMaxBackends> backend_state_{};
   LaunchArg launch_args_[core::kMaxWorkers]{};
 };
 

@@ -338,7 +338,7 @@ core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const Poo
           continue;
         // Every backend of the first pool was routed when it was built (PoolBuilder::build).
         if (r.neighbor == core::NeighborTable::kNone) break;
-        b.backend = id;
+        b.backend = static_cast<core::BackendId>(id);
         b.backend_port_id = neighbors.port(r.neighbor);
         b.neighbor = r.neighbor;
         break;

@@ -162,9 +162,10 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
         // reset.
         const core::BackendId id = backend_id(spec.id, b.ip, b.port);
         backend_seen[core::raw(id)] = true;
-        if (b.state == shm::BackendState::kStopped) continue;
+        const ServingState serving = shm::serving_state(b.state);
+        if (serving == ServingState::kNotServing) continue;
         spec.serving.push_back(id);
-        if (b.state != shm::BackendState::kActive) continue;
+        if (serving != ServingState::kActive) continue;
         const auto [port, slot] = route(id, b.ip);
         spec.backends.push_back({id, b.ip, b.port, port, slot, b.weight});
       }

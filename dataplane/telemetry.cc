@@ -151,8 +151,7 @@ int cmd_backends(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_start_dict(e);
     const std::string addr = cfg::format_ipv4(b.ip) + ":" + std::to_string(b.port);
     rte_tel_data_add_dict_u64(e, "id", id);
-    static const char* const kStates[] = {"not_serving", "draining", "active"};
-    rte_tel_data_add_dict_string(e, "state", kStates[dp->backend_state(id) % 3]);
+    rte_tel_data_add_dict_string(e, "state", to_string(dp->backend_state(id)).data());
     rte_tel_data_add_dict_string(e, "service", services[core::raw(b.service)].c_str());
     rte_tel_data_add_dict_string(e, "address", addr.c_str());
     // An id's counters run for the life of the process: these are what this backend counted

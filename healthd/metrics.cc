@@ -1,160 +1,15 @@
 #include "metrics.h"
 
 #include <array>
-#include <charconv>
-#include <cmath>
 #include <map>
 #include <optional>
 #include <utility>
 
 #include "drop_reason.h"
 #include "lb_version.h"
+#include "serving_state.h"
 
 namespace lb::health {
-
-// -- The text format -----------------------------------------------------------------------------
-
-std::string escape_label_value(std::string_view value) {
-  std::string out;
-  out.reserve(value.size());
-  for (const char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string escape_help(std::string_view help) {
-  std::string out;
-  out.reserve(help.size());
-  for (const char c : help) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-namespace {
-
-std::string format_double(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest form that reads back exactly
-  return std::string(buf, r.ptr);
-}
-
-const char* type_name(Exposition::Type t) {
-  switch (t) {
-    case Exposition::Type::kCounter:
-      return "counter";
-    case Exposition::Type::kGauge:
-      return "gauge";
-    case Exposition::Type::kHistogram:
-      return "histogram";
-  }
-  return "untyped";
-}
-
-}  // namespace
-
-void Exposition::family(std::string_view name, Type type, std::string_view help) {
-  name_ = std::string(name);
-  out_ += "# HELP " + name_ + " " + escape_help(help) + "\n";
-  out_ += "# TYPE " + name_ + " " + type_name(type) + "\n";
-}
-
-void Exposition::line(Labels labels, std::string_view suffix, const Label* extra,
-                      std::string_view value) {
-  out_ += name_;
-  out_ += suffix;
-  if (labels.size() != 0 || extra) {
-    out_ += '{';
-    bool first = true;
-    const auto add = [&](const Label& l) {
-      if (!first) out_ += ',';
-      first = false;
-      out_ += l.name;
-      out_ += "=\"";
-      out_ += escape_label_value(l.value);
-      out_ += '"';
-    };
-    for (const Label& l : labels) add(l);
-    if (extra) add(*extra);
-    out_ += '}';
-  }
-  out_ += ' ';
-  out_ += value;
-  out_ += '\n';
-}
-
-void Exposition::sample(Labels labels, uint64_t value, std::string_view suffix) {
-  line(labels, suffix, nullptr, std::to_string(value));
-}
-
-void Exposition::sample(Labels labels, double value, std::string_view suffix) {
-  line(labels, suffix, nullptr, format_double(value));
-}
-
-void Exposition::histogram(Labels labels, const Histogram& h) {
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < h.bounds.size(); ++i) {
-    cumulative += h.counts[i];
-    const std::string le = format_double(h.bounds[i]);
-    const Label extra{"le", le};
-    line(labels, "_bucket", &extra, std::to_string(cumulative));
-  }
-  const Label inf{"le", "+Inf"};
-  line(labels, "_bucket", &inf, std::to_string(h.count));
-  line(labels, "_sum", nullptr, format_double(h.sum));
-  line(labels, "_count", nullptr, std::to_string(h.count));
-}
-
-// -- lbd's telemetry -----------------------------------------------------------------------------
-
-LbdCounters read_lbd(const std::string& path, std::chrono::milliseconds timeout) {
-  const auto start = std::chrono::steady_clock::now();
-  LbdCounters c;
-  try {
-    ctl::TelemetryClient t(path, static_cast<int>(timeout.count()));
-    c.stats = t.query("/lb/stats");
-    c.drops = t.query("/lb/drops");
-    c.ports = t.query("/lb/ports");
-    c.backends = t.query("/lb/backends");
-    c.workers = t.query("/lb/workers");
-    c.pool = t.query("/lb/pool");
-    c.services = t.query("/lb/services");
-    // Last, and optional: an lbd older than full-NAT refuses the command (its reply is read
-    // whole, the connection stays usable); the full-NAT families are then left out.
-    try {
-      c.fullnat = t.query("/lb/fullnat");
-    } catch (const ctl::Error&) {
-      c.fullnat = Json();
-    }
-    for (const Json* j : {&c.stats, &c.drops, &c.ports, &c.backends, &c.workers, &c.pool}) {
-      if (!j->is_object())
-        throw ctl::Error("lbd's telemetry at " + path + ": a reply is not an object");
-    }
-    c.up = true;
-  } catch (const std::exception& e) {
-    c = LbdCounters{};
-    c.error = e.what();
-  }
-  c.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return c;
-}
 
 // -- The exposition ------------------------------------------------------------------------------
 
@@ -309,15 +164,13 @@ struct BackendRow {
   const ServiceStatus* service = nullptr;  // lb-healthd's
   const BackendStatus* healthd = nullptr;
   bool in_lbd = false;
-  int lbd_state = -1;  // index in kLbdStates: the most serving of its ids
+  std::optional<ServingState> lbd_state;  // the most serving of its ids
   uint64_t flows_active = 0, flows_total = 0, packets_in = 0, bytes_in = 0, packets_out = 0,
            bytes_out = 0, syn_rst = 0, syn_timeout = 0;
 };
 using BackendKey = std::pair<std::string, std::string>;  // service, "address:port"
 
-constexpr std::array<std::string_view, 3> kLbdStates = {"not_serving", "draining", "active"};
-
-std::map<BackendKey, BackendRow> backend_rows(const DaemonStatus& h, const LbdCounters& lbd) {
+std::map<BackendKey, BackendRow> backend_rows(const DaemonStatus& h, const ctl::LbdSnapshot& lbd) {
   std::map<BackendKey, BackendRow> rows;
   for (const ServiceStatus& s : h.services) {
     for (const BackendStatus& b : s.backends) {
@@ -334,10 +187,8 @@ std::map<BackendKey, BackendRow> backend_rows(const DaemonStatus& h, const LbdCo
     if (!b["service"].is_string() || !b["address"].is_string()) continue;
     BackendRow& r = rows[{b["service"].get<std::string>(), b["address"].get<std::string>()}];
     r.in_lbd = true;
-    const std::string state = b.value("state", std::string());
-    for (size_t i = 0; i < kLbdStates.size(); ++i) {
-      if (kLbdStates[i] == state) r.lbd_state = std::max(r.lbd_state, static_cast<int>(i));
-    }
+    const std::optional<ServingState> state = parse_serving_state(b.value("state", std::string()));
+    if (state && (!r.lbd_state || *state > *r.lbd_state)) r.lbd_state = state;
     const auto add = [&](uint64_t& field, const char* name) { field += u64(b, name).value_or(0); };
     add(r.flows_active, "flows_active");
     add(r.flows_total, "flows_total");
@@ -466,9 +317,9 @@ void render_backends(Exposition& x, const std::map<BackendKey, BackendRow>& rows
            "current one.");
   for_lbd([&](const BackendKey& k, const BackendRow& r) {
     const auto [s, be] = labels(k);
-    for (size_t i = 0; i < kLbdStates.size(); ++i) {
-      x.sample({s, be, {"state", kLbdStates[i]}},
-               uint64_t{static_cast<int>(i) == r.lbd_state ? 1u : 0u});
+    for (const ServingState st :
+         {ServingState::kNotServing, ServingState::kDraining, ServingState::kActive}) {
+      x.sample({s, be, {"state", to_string(st)}}, uint64_t{r.lbd_state == st ? 1u : 0u});
     }
   });
   x.family("lbd_backend_connections_active", Type::kGauge,
@@ -509,7 +360,7 @@ void render_backends(Exposition& x, const std::map<BackendKey, BackendRow>& rows
   });
 }
 
-void render_lbd(Exposition& x, const LbdCounters& lbd) {
+void render_lbd(Exposition& x, const ctl::LbdSnapshot& lbd) {
   x.family("lbd_service_flows_rehashed_total", Type::kCounter,
            "Non-SYN segments of the service that matched no flow and became flows on the maglev "
            "table's backend of their tuple (miss_policy rehash: an lbd restart, a flow from "
@@ -656,7 +507,7 @@ void render_lbd(Exposition& x, const LbdCounters& lbd) {
 }  // namespace
 
 std::string render_metrics(const DaemonStatus& healthd, double snapshot_age_seconds,
-                           const LbdCounters& lbd) {
+                           const ctl::LbdSnapshot& lbd) {
   Exposition x;
   x.family("lbd_up", Type::kGauge,
            "1 when lbd's telemetry answered this scrape; the other lbd_* counters of lbd are "

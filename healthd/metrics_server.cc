@@ -137,7 +137,7 @@ std::string MetricsServer::scrape() {
       snapshot ? std::chrono::duration<double>(std::chrono::steady_clock::now() - taken).count()
                : 0.0;
 
-  const LbdCounters lbd = read_lbd(options_.telemetry, options_.telemetry_timeout);
+  const ctl::LbdSnapshot lbd = ctl::read_snapshot(options_.telemetry, options_.telemetry_timeout);
   if (!lbd.up && lbd.error != lbd_error_) {
     HLOG_INFO("metrics: lbd's counters left out (lbd_up 0): %s", lbd.error.c_str());
   } else if (lbd.up && !lbd_error_.empty()) {

@@ -1,3 +1,5 @@
+// Over 500 lines on purpose: the command table and the handlers its rows name are read together
+// (one command = one row + its handler); the status reply's JSON is theirs too.
 #include "protocol.h"
 
 #include <unistd.h>

@@ -73,7 +73,7 @@ Verdict Processor::tunnel_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl,
   store_be16(e + 12, kEtherTypeIpv4);
   f.off = static_cast<uint16_t>(e - f.buf);
   f.len = static_cast<uint16_t>(kEthHeaderLen + kTunnelOverhead + pk.ip_total_len);
-  BackendCounters& bc = counters_->backend[fl.backend];
+  BackendCounters& bc = counters_->backend[raw(fl.backend)];
   bc.packets_in.add();
   bc.bytes_in.add(pk.ip_total_len);
   counters_->tunnel_packets.add();

@@ -111,8 +111,8 @@ class SettingsDigest {
 
 // What this process calls the backend, service and route of a restored flow.
 struct FlowBinding {
-  uint32_t backend = kGoneBackend;  // kGoneBackend: the backend is not known any more
-  uint16_t service = kMaxServices;  // kMaxServices: no such service any more
+  BackendId backend = kGoneBackend;  // kGoneBackend: the backend is not known any more
+  uint16_t service = kMaxServices;   // kMaxServices: no such service any more
   // Where the backend is reached; not used for a gone one (its flows are only ever reset).
   uint16_t backend_port_id = 0;
   uint16_t neighbor = 0;

@@ -321,7 +321,8 @@ void FlowTable::erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backen
   --size_;
 }
 
-bool FlowTable::rebind(uint32_t idx, uint32_t backend, uint32_t backend_ip, uint16_t backend_port) {
+bool FlowTable::rebind(uint32_t idx, BackendId backend, uint32_t backend_ip,
+                       uint16_t backend_port) {
   Flow& f = flows_[idx];
   Flow moved = f;
   moved.backend = backend;

@@ -63,8 +63,8 @@ struct alignas(64) Flow {
   uint32_t client_ip;
   uint32_t vip;
   uint32_t backend_ip;
-  uint32_t backend;  // BackendId
-  uint32_t serial;   // creation number; ties SYN-cache entries to this flow
+  BackendId backend;
+  uint32_t serial;  // creation number; ties SYN-cache entries to this flow
   uint16_t client_port;
   uint16_t vport;
   uint16_t backend_port;
@@ -227,7 +227,7 @@ class FlowTable {
 
   // Moves the flow to another backend (re-keys the backend direction). False, with the flow
   // unchanged, when the new key cannot be indexed.
-  bool rebind(uint32_t idx, uint32_t backend, uint32_t backend_ip, uint16_t backend_port);
+  bool rebind(uint32_t idx, BackendId backend, uint32_t backend_ip, uint16_t backend_port);
 
   Flow& at(uint32_t idx) { return flows_[idx]; }
   const Flow& at(uint32_t idx) const { return flows_[idx]; }

@@ -19,7 +19,7 @@ inline constexpr uint32_t kMaxWorkers = limits::kMaxWorkers;
 // The backend of a flow restored after a restart whose backend the new process does not know
 // (removed while lbd was down): no pool ever serves it, so the flow's next packet resets it.
 // Counters have a slot for it; nothing lists it.
-inline constexpr uint32_t kGoneBackend = kMaxBackends;
+inline constexpr BackendId kGoneBackend = static_cast<BackendId>(kMaxBackends);
 
 // How a service's client packets reach the backend (lb::cfg::Forward): destination rewritten,
 // wrapped unchanged in IPIP (direct server return), or both addresses rewritten. Each flow keeps

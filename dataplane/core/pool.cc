@@ -9,7 +9,9 @@ namespace lb::core {
 
 Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
            const std::vector<Address>& retired)
-    : generation_(generation), state_(kMaxBackends, 0), active_at_(kMaxBackends, kEmpty) {
+    : generation_(generation),
+      state_(kMaxBackends, ServingState::kNotServing),
+      active_at_(kMaxBackends, kEmpty) {
   const size_t nslots = std::bit_ceil(std::max<size_t>(16, services.size() * 4));
   slots_.resize(nslots);
   slot_mask_ = static_cast<uint32_t>(nslots - 1);
@@ -25,13 +27,13 @@ Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
       if (b.weight == 0) continue;
       active_at_[raw(b.id)] = static_cast<uint32_t>(backends_.size());
       backends_.push_back(b);
-      state_[raw(b.id)] = 2;
+      state_[raw(b.id)] = ServingState::kActive;
       ++s.count;
       s.total_weight += b.weight;
     }
     for (BackendId id : spec.serving) {
       if (raw(id) >= kMaxBackends) throw std::invalid_argument("backend id out of range");
-      if (state_[raw(id)] == 0) state_[raw(id)] = 1;
+      if (state_[raw(id)] == ServingState::kNotServing) state_[raw(id)] = ServingState::kDraining;
     }
     if (spec.scheduler == SchedulerKind::kMaglev) {
       std::shared_ptr<const MaglevTable> t = spec.maglev;

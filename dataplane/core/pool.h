@@ -10,6 +10,7 @@
 
 #include "ids.h"
 #include "maglev.h"
+#include "serving_state.h"
 
 namespace lb::core {
 
@@ -117,9 +118,12 @@ class Pool {
   }
   // Whether established flows to `id` keep going (it is in the pool, maybe draining). Flows to
   // a backend that is not serving (removed, or stopped for maintenance) are reset.
-  bool serving(BackendId id) const { return raw(id) < kMaxBackends && state_[raw(id)] != 0; }
+  bool serving(BackendId id) const { return state(id) != ServingState::kNotServing; }
   // Whether `id` takes new flows.
-  bool active(BackendId id) const { return raw(id) < kMaxBackends && state_[raw(id)] == 2; }
+  bool active(BackendId id) const { return state(id) == ServingState::kActive; }
+  ServingState state(BackendId id) const {
+    return raw(id) < kMaxBackends ? state_[raw(id)] : ServingState::kNotServing;
+  }
   std::span<const PoolService> services() const { return services_; }
   // The active backend `id` (one load), or nullptr when it takes no new flows.
   const PoolBackend* backend(BackendId id) const {
@@ -150,7 +154,7 @@ class Pool {
   std::vector<uint64_t> filter_;    // bit (ip * k) >> filter_shift_ set for each of reserved_
   uint32_t filter_shift_ = 26;
   std::vector<Address> retired_;     // few: services removed at runtime
-  std::vector<uint8_t> state_;       // by BackendId: 0 not serving, 1 draining, 2 active
+  std::vector<ServingState> state_;  // by BackendId
   std::vector<uint32_t> active_at_;  // by BackendId: index in backends_, or kEmpty
   std::vector<std::shared_ptr<const MaglevTable>> tables_;  // what services_[i].maglev point at
 };

@@ -7,53 +7,6 @@
 
 namespace lb::core {
 
-const uint8_t kRssKey[40] = {0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67,
-                             0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb,
-                             0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30,
-                             0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
-
-uint32_t toeplitz_hash(const uint8_t* key, const uint8_t* data, size_t len) {
-  uint32_t result = 0;
-  uint32_t window = load_be32(key);  // the 32 key bits aligned with the current input bit
-  for (size_t i = 0; i < len; ++i) {
-    for (int bit = 7; bit >= 0; --bit) {
-      if ((data[i] >> bit) & 1) result ^= window;
-      window = (window << 1) | ((key[i + 4] >> bit) & 1u);
-    }
-  }
-  return result;
-}
-
-namespace {
-
-// Toeplitz is linear over GF(2): the hash of a 6-byte tuple is the XOR of one precomputed word
-// per (byte position, byte value). 6 KiB, built once, instead of 48 shift-and-xor steps.
-struct OwnerTable {
-  uint32_t t[6][256];
-  OwnerTable() {
-    for (int pos = 0; pos < 6; ++pos) {
-      for (int v = 0; v < 256; ++v) {
-        uint8_t tuple[6] = {};
-        tuple[pos] = static_cast<uint8_t>(v);
-        t[pos][v] = toeplitz_hash(kRssKey, tuple, sizeof tuple);
-      }
-    }
-  }
-};
-const OwnerTable kOwnerTable;
-
-}  // namespace
-
-uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers,
-                    uint16_t reta_size) {
-  if (workers <= 1) return 0;
-  const auto& t = kOwnerTable.t;
-  const uint32_t h = t[0][client_ip >> 24] ^ t[1][(client_ip >> 16) & 0xff] ^
-                     t[2][(client_ip >> 8) & 0xff] ^ t[3][client_ip & 0xff] ^
-                     t[4][client_port >> 8] ^ t[5][client_port & 0xff];
-  return static_cast<uint16_t>((h & (reta_size - 1u)) % workers);
-}
-
 Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
     : Processor(cfg, neighbors, FlowTable(cfg.flow_capacity, cfg.hash_seed)) {}
 
@@ -122,8 +75,8 @@ void Processor::adopt_flows() {
     const Flow& f = table_.at(idx);
     if (!f.in_use) continue;
     // A reset record (backend_stopped()) names no backend and is not counted as a flow.
-    const bool reset = f.state == TcpState::kReset && f.backend == raw(kNoBackend);
-    if ((!reset && (f.backend > kGoneBackend || f.state > TcpState::kClosed)) ||
+    const bool reset = f.state == TcpState::kReset && f.backend == kNoBackend;
+    if ((!reset && (raw(f.backend) > raw(kGoneBackend) || f.state > TcpState::kClosed)) ||
         f.client_port_id >= cfg_.nports || f.backend_port_id >= cfg_.nports ||
         f.forward > ForwardMode::kFullnat || f.neighbor >= kMaxNeighbors ||
         (f.fullnat() && !snat_.claim(idx, f.local_addr, f.local_port))) {
@@ -134,7 +87,7 @@ void Processor::adopt_flows() {
     if (f.fullnat()) counters_->fullnat[f.local_addr].ports_in_use.add();
     if (reset) continue;
     counters_->flows_active.add();
-    counters_->backend[f.backend].flows_active.add();
+    counters_->backend[raw(f.backend)].flows_active.add();
   }
   snat_.rebuild_free();
 }
@@ -206,7 +159,7 @@ bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t i
   Flow& fl = table_.at(idx);
   if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
       fl.forward != ForwardMode::kDnat || f.data()[pk.l3 + ip_off::kTtl] <= 1 ||
-      !pool.serving(static_cast<BackendId>(fl.backend)))
+      !pool.serving(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
     const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
@@ -406,7 +359,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.client_ip = pk.src_ip;
   fl.vip = pk.dst_ip;
   fl.backend_ip = b->ip;
-  fl.backend = raw(b->id);
+  fl.backend = b->id;
   fl.serial = serial_;
   fl.client_port = pk.src_port;
   fl.vport = pk.dst_port;
@@ -477,11 +430,11 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, 
   using namespace tcp_flag;
   Flow& fl = table_.at(idx);
   if ((pk.tcp_flags & (kSyn | kAck)) == kSyn) {
-    const bool serving = pool.serving(static_cast<BackendId>(fl.backend));
+    const bool serving = pool.serving(fl.backend);
     bool reschedule = false;
     switch (fl.state) {
       case TcpState::kSynSent:
-        if (!pool.active(static_cast<BackendId>(fl.backend))) {
+        if (!pool.active(fl.backend)) {
           // Its backend stopped taking new flows while the handshake was pending (health down,
           // drained, removed): nothing is established yet, so move it now.
           if (!resteer(idx, pool, now)) reschedule = true;
@@ -489,7 +442,7 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, 
                    fl.retries < cfg_.max_retries) {
           // The client is retransmitting a SYN its backend never answered. If no other backend
           // can take it, wait another full delay before counting the backend again.
-          counters_->backend[fl.backend].syn_timeout.add();
+          counters_->backend[raw(fl.backend)].syn_timeout.add();
           if (!resteer(idx, pool, now)) fl.created = now;
         }
         break;
@@ -522,7 +475,7 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, 
       return new_flow(f, pk, hash, in_port, pool, *svc, now);  // its client key just left
     }
   }
-  if (!pool.serving(static_cast<BackendId>(fl.backend)))
+  if (!pool.serving(fl.backend))
     return backend_stopped(f, pk, idx, Dir::kFromClient, in_port, pool, now);
   track_state(fl, Dir::kFromClient, pk.tcp_flags, now);
   return to_backend(f, pk, fl);
@@ -534,11 +487,11 @@ Verdict Processor::from_backend(Frame& f, const ParsedPacket& pk, uint32_t idx, 
   if ((pk.tcp_flags & tcp_flag::kRst) && fl.state == TcpState::kSynSent) {
     // Refused before the handshake: the client has seen nothing yet, so another backend can
     // take the connection without it noticing.
-    counters_->backend[fl.backend].syn_rst.add();
+    counters_->backend[raw(fl.backend)].syn_rst.add();
     if (cfg_.retry_on_rst && fl.retries < cfg_.max_retries && resteer(idx, pool, now))
       return replay_syn(f, idx);
   }
-  if (!pool.serving(static_cast<BackendId>(fl.backend)))
+  if (!pool.serving(fl.backend))
     return backend_stopped(f, pk, idx, Dir::kFromBackend, fl.backend_port_id, pool, now);
   track_state(fl, Dir::kFromBackend, pk.tcp_flags, now);
   return to_client(f, pk, fl);
@@ -567,7 +520,7 @@ Verdict Processor::backend_stopped(Frame& f, const ParsedPacket& pk, uint32_t id
     release(fl);
     counters_->flows_reset.add();
     fl.state = TcpState::kReset;
-    fl.backend = raw(kNoBackend);  // names no backend: its id can be reused
+    fl.backend = kNoBackend;  // names no backend: its id can be reused
     table_.settle(idx);
   }
   fl.expires = now + cfg_.closed_timeout;
@@ -586,11 +539,11 @@ bool Processor::resteer(uint32_t idx, const Pool& pool, Tick now) {
   Flow& fl = table_.at(idx);
   const PoolService* svc = pool.service(static_cast<ServiceId>(fl.service));
   if (!svc) return false;
-  const PoolBackend* b = sched_.pick(pool, *svc, *counters_, static_cast<BackendId>(fl.backend));
+  const PoolBackend* b = sched_.pick(pool, *svc, *counters_, fl.backend);
   if (!b) return false;
-  const uint32_t old = fl.backend;
-  if (!table_.rebind(idx, raw(b->id), b->ip, b->port)) return false;
-  counters_->backend[old].flows_active.sub();
+  const BackendId old = fl.backend;
+  if (!table_.rebind(idx, b->id, b->ip, b->port)) return false;
+  counters_->backend[raw(old)].flows_active.sub();
   counters_->backend[raw(b->id)].flows_active.add();
   counters_->backend[raw(b->id)].flows_total.add();
   fl.backend_port_id = static_cast<uint8_t>(b->out_port);
@@ -681,7 +634,7 @@ void Processor::track_change(Flow& fl, Dir d, uint8_t flags, Tick now) {
 
 void Processor::release(const Flow& fl) {
   counters_->flows_active.sub();
-  counters_->backend[fl.backend].flows_active.sub();
+  counters_->backend[raw(fl.backend)].flows_active.sub();
 }
 
 bool Processor::over_stateless_rate(Tick now) {
@@ -820,7 +773,7 @@ Verdict Processor::dnat_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, c
 Verdict Processor::l2_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& mac) {
   if (!write_l2(f, pk, mac, cfg_.ports[fl.backend_port_id].mac, false, 0))
     return drop(DropReason::kNoBuffer);
-  BackendCounters& bc = counters_->backend[fl.backend];
+  BackendCounters& bc = counters_->backend[raw(fl.backend)];
   bc.packets_in.add();
   bc.bytes_in.add(pk.ip_total_len);
   return tx(fl.backend_port_id);
@@ -849,7 +802,7 @@ Verdict Processor::l2_to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
   if (!write_l2(f, pk, fl.client_mac, cfg_.ports[fl.client_port_id].mac, fl.client_tagged != 0,
                 fl.client_vlan))
     return drop(DropReason::kNoBuffer);
-  BackendCounters& bc = counters_->backend[fl.backend];
+  BackendCounters& bc = counters_->backend[raw(fl.backend)];
   bc.packets_out.add();
   bc.bytes_out.add(pk.ip_total_len);
   return tx(fl.client_port_id);

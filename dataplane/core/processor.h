@@ -18,6 +18,7 @@
 #include "neighbor.h"
 #include "packet.h"
 #include "pool.h"
+#include "rss.h"
 #include "scheduler.h"
 #include "snat.h"
 
@@ -102,15 +103,6 @@ struct ProcessorConfig {
   uint16_t fullnat_port_first = SnatPorts::kFirstPort;
   uint16_t fullnat_port_last = 65535;
 };
-
-// The worker that owns flows of client ip:port, for `workers` workers: the RSS queue a NIC
-// hashing only the client's address and port (Toeplitz, the standard key, RETA i -> i % workers)
-// would pick, so that on such NICs every packet already arrives at its owner.
-uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t workers, uint16_t reta_size);
-
-// The standard 40-byte Toeplitz key (Microsoft's RSS verification key), also given to the NICs.
-extern const uint8_t kRssKey[40];
-uint32_t toeplitz_hash(const uint8_t* key, const uint8_t* data, size_t len);
 
 class Processor {
  public:

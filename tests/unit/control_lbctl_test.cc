@@ -114,7 +114,7 @@ TEST(LbctlRender, StatusSaysWhenLbdIsUnreachable) {
 }
 
 TEST(LbctlRender, StatsRatesOverTheInterval) {
-  Sample a;
+  LbdSnapshot a;
   a.t = 10;
   a.stats = {{"rx_packets", 1000}, {"tx_packets", 900}, {"flows_created", 10},
              {"flows_active", 5},  {"dropped", 4},      {"workers", 2}};
@@ -123,7 +123,7 @@ TEST(LbctlRender, StatsRatesOverTheInterval) {
       {"client",
        {{"rx_packets", 600}, {"rx_bytes", 60000}, {"tx_packets", 500}, {"tx_bytes", 50000}}}};
   a.backends = lbd_backends();
-  Sample b = a;
+  LbdSnapshot b = a;
   b.t = 12;
   b.stats["rx_packets"] = 3000;
   b.stats["flows_created"] = 30;
@@ -159,7 +159,7 @@ TEST(LbctlRender, StatsRatesOverTheInterval) {
 // Drops before lbd (the device's and the kernel's) are per port, with rates, and one
 // sum of what never reached lbd's workers.
 TEST(LbctlRender, StatsPortDropsBeforeLbd) {
-  Sample a;
+  LbdSnapshot a;
   a.t = 1;
   a.ports = {{"client",
               {{"rx_packets", 10},
@@ -171,7 +171,7 @@ TEST(LbctlRender, StatsPortDropsBeforeLbd) {
                {"kernel_rx_dropped", 100},
                {"kernel_socket_drops", 0}}},
              {"nic", {{"rx_packets", 10}, {"imissed", 0}, {"kernel_iface", ""}}}};
-  Sample b = a;
+  LbdSnapshot b = a;
   b.t = 3;
   b.ports["client"]["kernel_rx_dropped"] = 300;
   b.ports["client"]["kernel_socket_drops"] = 40;
@@ -195,14 +195,14 @@ TEST(LbctlRender, StatsPortDropsBeforeLbd) {
 // Full-NAT local ports per local address: levels as they are, allocation failures with a rate;
 // no table without full-NAT addresses (an empty reply, or an lbd without /lb/fullnat).
 TEST(LbctlRender, StatsFullnatPortsPerLocalAddress) {
-  Sample a;
+  LbdSnapshot a;
   a.t = 1;
   a.fullnat = {{"fullnat_0",
                 {{"address", "10.20.0.50"},
                  {"ports_in_use", 10},
                  {"ports_free", 64502},
                  {"alloc_failures", 4}}}};
-  Sample b = a;
+  LbdSnapshot b = a;
   b.t = 3;
   b.fullnat["fullnat_0"] = {{"address", "10.20.0.50"},
                             {"ports_in_use", 1834},
@@ -223,7 +223,7 @@ TEST(LbctlRender, StatsFullnatPortsPerLocalAddress) {
             std::string::npos)
       << text;
   for (const Json& none : {Json::object(), Json()}) {
-    Sample c = b;
+    LbdSnapshot c = b;
     c.fullnat = none;
     EXPECT_EQ(render_stats(stats_report(c, c), "test", 7).find("full-NAT"), std::string::npos);
   }
@@ -288,13 +288,13 @@ TEST(LbctlCapture, SaysWhyDumpcapCannotAttach) {
 
 TEST(LbctlRender, StatsHeaderNamesTheInstance) {
   // The default instance is called "lbd": the header said "lbd lbd (pid 7)".
-  const std::string text = render_stats(stats_report(Sample{}, Sample{}), "lbd", 7);
+  const std::string text = render_stats(stats_report(LbdSnapshot{}, LbdSnapshot{}), "lbd", 7);
   EXPECT_EQ(text.rfind("lbd instance lbd (pid 7, 0 worker(s))", 0), 0u) << text;
   EXPECT_EQ(text.find("lbd lbd"), std::string::npos) << text;
 }
 
 TEST(LbctlRender, StatsCountersNamedForWhatTheyCount) {
-  Sample a;
+  LbdSnapshot a;
   a.stats = {{"flows_reused", 2}, {"flows_reset", 1}, {"rst_backend_stopped", 3}};
   const std::string text = render_stats(stats_report(a, a), "lbd", 7);
   EXPECT_NE(text.find("flows reused by a SYN  2"), std::string::npos) << text;

@@ -58,7 +58,7 @@ Flow flow_n(uint32_t n, Tick expires = 1000) {
   f.vport = 80;
   f.backend_ip = ip4(10, 3, 0, 1) + n % 7;
   f.backend_port = 8080;
-  f.backend = n % 7;
+  f.backend = static_cast<BackendId>(n % 7);
   f.expires = expires;
   f.created = expires / 2;
   f.serial = n + 1;
@@ -150,8 +150,8 @@ TEST(FlowStore, ATableOverTheSameMemoryHoldsTheSameFlows) {
         t.erase(idx);
         live.erase(idx);
       } else {
-        ASSERT_TRUE(t.rebind(idx, 99, ip4(10, 4, 0, 1), static_cast<uint16_t>(9000 + n)));
-        live[idx].backend = 99;
+        ASSERT_TRUE(t.rebind(idx, BackendId{99}, ip4(10, 4, 0, 1), static_cast<uint16_t>(9000 + n)));
+        live[idx].backend = BackendId{99};
         live[idx].backend_ip = ip4(10, 4, 0, 1);
         live[idx].backend_port = static_cast<uint16_t>(9000 + n);
       }
@@ -533,7 +533,7 @@ TEST(FlowStore, RestoreMovesDeadlinesExpiresRebindsAndRenumbers) {
     FlowBinding b;
     b.service = 3;
     if (f.backend_ip != ip4(10, 3, 0, 4)) {
-      b.backend = 100 + (f.backend_ip & 0xff);
+      b.backend = static_cast<BackendId>(100 + (f.backend_ip & 0xff));
       b.backend_port_id = 1;
       b.neighbor = static_cast<uint16_t>(f.backend_ip & 0xff);
     }
@@ -555,7 +555,7 @@ TEST(FlowStore, RestoreMovesDeadlinesExpiresRebindsAndRenumbers) {
     if (n % 7 == 3) {
       EXPECT_EQ(f.backend, kGoneBackend) << n;
     } else {
-      EXPECT_EQ(f.backend, 100 + (f.backend_ip & 0xff)) << n;
+      EXPECT_EQ(raw(f.backend), 100 + (f.backend_ip & 0xff)) << n;
       EXPECT_EQ(f.backend_port_id, 1);
     }
     serials.insert(f.serial);

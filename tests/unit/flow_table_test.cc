@@ -31,7 +31,7 @@ Flow make_flow(uint32_t client_ip, uint16_t client_port, uint32_t vip, uint16_t 
   f.vport = vport;
   f.backend_ip = backend_ip;
   f.backend_port = backend_port;
-  f.backend = backend_ip & 0xff;
+  f.backend = static_cast<BackendId>(backend_ip & 0xff);
   f.expires = expires;
   f.created = expires / 2;
   f.serial = client_port;
@@ -239,13 +239,13 @@ TEST(FlowTable, Rebind) {
   ASSERT_EQ(t.insert(b, ib), FlowTable::InsertResult::kOk);
 
   const uint32_t new_ip = ip4(10, 3, 0, 200);
-  ASSERT_TRUE(t.rebind(ia, 200, new_ip, 9090));
+  ASSERT_TRUE(t.rebind(ia, BackendId{200}, new_ip, 9090));
   Flow moved = a;
-  moved.backend = 200;
+  moved.backend = BackendId{200};
   moved.backend_ip = new_ip;
   moved.backend_port = 9090;
   EXPECT_TRUE(Findable(t, ia, moved));
-  EXPECT_EQ(t.at(ia).backend, 200u);
+  EXPECT_EQ(raw(t.at(ia).backend), 200u);
   EXPECT_EQ(find(t, a.backend_key()), FlowTable::kNoFlow);  // the old backend key is gone
   EXPECT_TRUE(Findable(t, ib, b));
   EXPECT_EQ(t.size(), 2u);
@@ -255,7 +255,7 @@ TEST(FlowTable, Rebind) {
       make_flow(a.client_ip, a.client_port, ip4(10, 2, 0, 9), 80, ip4(10, 3, 0, 77), 7777);
   uint32_t ic;
   ASSERT_EQ(t.insert(c, ic), FlowTable::InsertResult::kOk);
-  EXPECT_FALSE(t.rebind(ia, 77, ip4(10, 3, 0, 77), 7777));
+  EXPECT_FALSE(t.rebind(ia, BackendId{77}, ip4(10, 3, 0, 77), 7777));
   EXPECT_TRUE(Findable(t, ia, moved));
   EXPECT_TRUE(Findable(t, ic, c));
 
@@ -264,7 +264,7 @@ TEST(FlowTable, Rebind) {
       make_flow(ip4(10, 3, 0, 88), 8888, a.client_ip, a.client_port, ip4(10, 3, 0, 99), 1);
   uint32_t id;
   ASSERT_EQ(t.insert(d, id), FlowTable::InsertResult::kOk);
-  EXPECT_FALSE(t.rebind(ia, 88, ip4(10, 3, 0, 88), 8888));
+  EXPECT_FALSE(t.rebind(ia, BackendId{88}, ip4(10, 3, 0, 88), 8888));
   EXPECT_TRUE(Findable(t, ia, moved));
   EXPECT_TRUE(Findable(t, id, d));
 
@@ -790,7 +790,7 @@ TEST_P(FlowTableModel, MatchesStdMap) {
       Flow moved = it->second;
       moved.backend_ip = backend();
       moved.backend_port = bport();
-      moved.backend = moved.backend_ip & 0xff;
+      moved.backend = static_cast<BackendId>(moved.backend_ip & 0xff);
       const bool want = m.keys.count(key_of(moved.backend_key())) == 0;
       ASSERT_EQ(t.rebind(idx, moved.backend, moved.backend_ip, moved.backend_port), want)
           << "op " << op;

@@ -293,8 +293,8 @@ DaemonStatus healthd_status() {
   return st;
 }
 
-LbdCounters lbd_counters() {
-  LbdCounters c;
+ctl::LbdSnapshot lbd_counters() {
+  ctl::LbdSnapshot c;
   c.up = true;
   c.seconds = 0.002;
   // Every key lbd's /lb/stats has (dataplane/telemetry.cc), so that promtool lints them all.
@@ -397,7 +397,7 @@ TEST(MetricsExposition, EveryFamilyWellFormed) {
 }
 
 TEST(MetricsExposition, EveryDropReasonPresent) {
-  LbdCounters lbd = lbd_counters();
+  ctl::LbdSnapshot lbd = lbd_counters();
   lbd.drops.erase("no_backend");  // an older lbd without it: counted 0, still present
   const Parsed p = parse_exposition(render_metrics(healthd_status(), 0, lbd));
   EXPECT_EQ(count(p, "lbd_packets_dropped_total"), core::kDropReasonCount + 1);
@@ -454,7 +454,7 @@ TEST(MetricsExposition, BackendsFromBothSides) {
 }
 
 TEST(MetricsExposition, LbdTotalsPortsAndPool) {
-  LbdCounters lbd = lbd_counters();
+  ctl::LbdSnapshot lbd = lbd_counters();
   // An lbd of another version, without some keys: their samples (and empty families) left out.
   for (const char* key : {"rst_backend_stopped", "handoff_out", "handoff_in"}) lbd.stats.erase(key);
   const Parsed p = parse_exposition(render_metrics(healthd_status(), 0.25, lbd));
@@ -507,7 +507,7 @@ TEST(MetricsExposition, FullnatPortsPerLocalAddress) {
   EXPECT_EQ(count(p, "lbd_fullnat_ports_in_use"), 2u);
   // No full-NAT address (an empty reply), or an lbd without the command: no family at all.
   for (const Json& none : {Json::object(), Json()}) {
-    LbdCounters lbd = lbd_counters();
+    ctl::LbdSnapshot lbd = lbd_counters();
     lbd.fullnat = none;
     const Parsed q = parse_exposition(render_metrics(healthd_status(), 0, lbd));
     for (const std::string& e : q.errors) ADD_FAILURE() << e;
@@ -520,7 +520,7 @@ TEST(MetricsExposition, FullnatPortsPerLocalAddress) {
 }
 
 TEST(MetricsExposition, LbdDownStillAnswersWithHealthd) {
-  LbdCounters down;
+  ctl::LbdSnapshot down;
   down.error = "cannot connect";
   const Parsed p = parse_exposition(render_metrics(healthd_status(), 0, down));
   for (const std::string& e : p.errors) ADD_FAILURE() << e;
@@ -538,7 +538,7 @@ TEST(MetricsExposition, PromtoolAccepts) {
   if (std::system("command -v promtool >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "promtool not installed (tools/install-deps.sh installs it)";
   for (const bool up : {true, false}) {
-    LbdCounters lbd = up ? lbd_counters() : LbdCounters{};
+    ctl::LbdSnapshot lbd = up ? lbd_counters() : ctl::LbdSnapshot{};
     const std::string path = "/tmp/lbd_metrics_test_" + std::to_string(getpid()) + ".txt";
     std::ofstream(path) << render_metrics(healthd_status(), 0.01, lbd);
     const std::string out = path + ".out";
@@ -572,7 +572,7 @@ class FakeLbd {
 };
 
 std::map<std::string, Json> fake_replies() {
-  const LbdCounters c = lbd_counters();
+  const ctl::LbdSnapshot c = lbd_counters();
   return {{"/lb/stats", c.stats},       {"/lb/drops", c.drops},     {"/lb/ports", c.ports},
           {"/lb/backends", c.backends}, {"/lb/workers", c.workers}, {"/lb/pool", c.pool},
           {"/lb/services", c.services}, {"/lb/fullnat", c.fullnat}};

@@ -378,7 +378,7 @@ TEST_F(ProcessorTest, SynsFromThreeClientsGoRoundRobinWithExactBytes) {
     EXPECT_EQ(f->state, TcpState::kSynSent);
     EXPECT_EQ(f->expires, 7 + cfg_.syn_timeout);
     EXPECT_EQ(f->created, 7u);
-    EXPECT_EQ(f->backend, kBackendId[b]);
+    EXPECT_EQ(raw(f->backend), kBackendId[b]);
     EXPECT_EQ(f->backend_ip, kBackendIp[b]);
     EXPECT_EQ(f->backend_port, kBackendTcpPort);
     EXPECT_EQ(f->client_mac, client_mac(b));
@@ -1023,7 +1023,7 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
       f.vport = kVport;
       f.backend_ip = kBackendIp[0];
       f.backend_port = kBackendTcpPort;
-      f.backend = kBackendId[0];
+      f.backend = static_cast<BackendId>(kBackendId[0]);
       f.backend_port_id = kBackendSide;
       f.expires = 1000;
       f.state = TcpState::kEstablished;
@@ -1033,14 +1033,14 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
     };
     add(0, [](Flow&) {});
     add(1, [](Flow& f) { f.backend = kGoneBackend; });  // kept: reset on its next packet
-    add(2, [](Flow& f) { f.backend = kGoneBackend + 1; });
+    add(2, [](Flow& f) { f.backend = static_cast<BackendId>(raw(kGoneBackend) + 1); });
     add(3, [](Flow& f) { f.client_port_id = 2; });
     add(4, [](Flow& f) { f.backend_port_id = 7; });
     add(5, [](Flow& f) { f.state = static_cast<TcpState>(200); });
     add(6, [](Flow& f) { f.neighbor = kMaxNeighbors; });
     add(7, [](Flow& f) {  // a reset record: kept, but no flow and no backend's
       f.state = TcpState::kReset;
-      f.backend = raw(kNoBackend);
+      f.backend = kNoBackend;
     });
   }
   proc_ = std::make_unique<Processor>(
@@ -1051,7 +1051,7 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
   EXPECT_NE(FindFlow(1, 100), nullptr);
   EXPECT_NE(FindFlow(7, 100), nullptr);
   EXPECT_EQ(C().flows_active.get(), 2u);
-  EXPECT_EQ(C().backend[kGoneBackend].flows_active.get(), 1u);
+  EXPECT_EQ(C().backend[raw(kGoneBackend)].flows_active.get(), 1u);
   // The flow whose backend is gone: its next client segment gets the backend-stopped RST.
   const Seg up = client_seg(1, 100, tf::kAck, 500, 600);
   const Out o = Run(client_frame(1, up), kClientSide, 10);
@@ -1059,7 +1059,7 @@ TEST_F(ProcessorTest, RestoredFlowsThatCannotBeThisWorkersAreErased) {
   EXPECT_TRUE(FramesEqual(rst_to_client(1, 100, 600, 0, tf::kRst), o.frame));
   EXPECT_EQ(C().flows_reset.get(), 1u);
   EXPECT_EQ(C().flows_active.get(), 1u);
-  EXPECT_EQ(C().backend[kGoneBackend].flows_active.get(), 0u);
+  EXPECT_EQ(C().backend[raw(kGoneBackend)].flows_active.get(), 0u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1087,7 +1087,7 @@ TEST_F(ProcessorTest, BackendRstIsTurnedIntoTheReplayedSyn) {
   EXPECT_EQ(C().flows_active.get(), 1u);
   const Flow* f = FindFlow(0, cport);
   ASSERT_NE(f, nullptr);
-  EXPECT_EQ(f->backend, kBackendId[1]);
+  EXPECT_EQ(raw(f->backend), kBackendId[1]);
   EXPECT_EQ(f->state, TcpState::kSynSent);
   EXPECT_EQ(f->retries, 1);
   EXPECT_EQ(f->created, 20u);
@@ -1967,78 +1967,6 @@ TEST_F(ProcessorTest, FlowConflictBetweenTwoVips) {
 
 // ---------------------------------------------------------------------------------------------
 // Several workers
-
-// Toeplitz from its definition (Microsoft RSS): for each set bit i of the input, XOR in the 32
-// key bits starting at bit i.
-uint32_t ref_toeplitz(const std::vector<uint8_t>& key, const std::vector<uint8_t>& in) {
-  auto key_bit = [&](size_t i) { return (uint32_t{key[i / 8]} >> (7 - i % 8)) & 1u; };
-  uint32_t r = 0;
-  for (size_t i = 0; i < in.size() * 8; ++i) {
-    if (!((uint32_t{in[i / 8]} >> (7 - i % 8)) & 1u)) continue;
-    uint32_t v = 0;
-    for (size_t b = 0; b < 32; ++b) v = (v << 1) | key_bit(i + b);
-    r ^= v;
-  }
-  return r;
-}
-
-const std::vector<uint8_t> kMsKey = {0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67,
-                                     0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb,
-                                     0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30,
-                                     0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
-
-TEST(Toeplitz, MicrosoftVerificationVectors) {
-  ASSERT_EQ(std::vector<uint8_t>(kRssKey, kRssKey + 40), kMsKey);
-  struct V {
-    uint32_t src;
-    uint16_t sport;
-    uint32_t dst;
-    uint16_t dport;
-    uint32_t ipv4, ipv4_tcp;
-  };
-  // "Verifying the RSS Hash Calculation", Windows driver documentation.
-  const V vs[] = {
-      {ip4(66, 9, 149, 187), 2794, ip4(161, 142, 100, 80), 1766, 0x323e8fc2, 0x51ccc178},
-      {ip4(199, 92, 111, 2), 14230, ip4(65, 69, 140, 83), 4739, 0xd718262a, 0xc626b0ea},
-      {ip4(24, 19, 198, 95), 12898, ip4(12, 22, 207, 184), 38024, 0xd2d0a5de, 0x5c2b394a},
-      {ip4(38, 27, 205, 30), 48228, ip4(209, 142, 163, 6), 2217, 0x82989176, 0xafc7327f},
-      {ip4(153, 39, 163, 191), 44251, ip4(202, 188, 127, 2), 1303, 0x5d1809c5, 0x10e828a2},
-  };
-  for (const V& v : vs) {
-    Bytes in;
-    test::put32(in, v.src);
-    test::put32(in, v.dst);
-    EXPECT_EQ(toeplitz_hash(kRssKey, in.data(), in.size()), v.ipv4);
-    EXPECT_EQ(ref_toeplitz(kMsKey, in), v.ipv4);
-    test::put16(in, v.sport);
-    test::put16(in, v.dport);
-    EXPECT_EQ(toeplitz_hash(kRssKey, in.data(), in.size()), v.ipv4_tcp);
-    EXPECT_EQ(ref_toeplitz(kMsKey, in), v.ipv4_tcp);
-  }
-}
-
-TEST(FlowOwner, IsTheRssQueueOfTheClientFields) {
-  std::mt19937 rng(3);
-  std::map<uint16_t, int> spread;
-  for (int i = 0; i < 20000; ++i) {
-    const auto ip = static_cast<uint32_t>(rng());
-    const auto port = static_cast<uint16_t>(rng());
-    Bytes in;
-    test::put32(in, ip);
-    test::put16(in, port);
-    const uint32_t h = ref_toeplitz(kMsKey, in);
-    for (uint16_t workers : {uint16_t{2}, uint16_t{3}, uint16_t{4}, uint16_t{7}}) {
-      for (uint16_t reta : {uint16_t{64}, uint16_t{128}, uint16_t{512}}) {
-        const uint16_t want = static_cast<uint16_t>((h % reta) % workers);
-        ASSERT_EQ(flow_owner(ip, port, workers, reta), want);
-      }
-    }
-    EXPECT_EQ(flow_owner(ip, port, 1, 128), 0);
-    EXPECT_EQ(flow_owner(ip, port, 0, 128), 0);
-    ++spread[flow_owner(ip, port, 4, 128)];
-  }
-  for (uint16_t w = 0; w < 4; ++w) EXPECT_NEAR(spread[w], 5000, 400) << w;
-}
 
 TEST_F(ProcessorTest, TwoWorkersHandOffToTheOwner) {
   cfg_.workers = 2;

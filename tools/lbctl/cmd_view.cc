@@ -72,40 +72,18 @@ int cmd_status(Context& ctx, const std::string& only) {
   return 0;
 }
 
-namespace {
-
-lb::ctl::Sample take_sample(lb::ctl::TelemetryClient& t) {
-  lb::ctl::Sample s;
-  s.t = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-  s.stats = t.query("/lb/stats");
-  s.drops = t.query("/lb/drops");
-  s.ports = t.query("/lb/ports");
-  s.backends = t.query("/lb/backends");
-  s.services = t.query("/lb/services");
-  // Last, and optional: an lbd older than full-NAT refuses the command (the reply is read whole,
-  // the connection stays usable); the table is then left out.
-  try {
-    s.fullnat = t.query("/lb/fullnat");
-  } catch (const lb::ctl::Error&) {
-    s.fullnat = Json();
-  }
-  return s;
-}
-
-}  // namespace
-
 int cmd_stats(Context& ctx, bool watch, double period, double interval, int64_t count) {
   catch_interrupt();
   lb::ctl::TelemetryClient& t = ctx.telemetry();
   const std::string instance = ctx.lbd_instance();
   const Json pid = t.hello().value("pid", Json());
   const bool redraw = watch && !ctx.json() && ::isatty(1);
-  lb::ctl::Sample a = take_sample(t);
+  lb::ctl::LbdSnapshot a = lb::ctl::read_snapshot(t);
   int64_t frames = 0;
   for (;;) {
     pause_for(watch ? period : interval);
     if (interrupted()) break;
-    lb::ctl::Sample b = take_sample(t);
+    lb::ctl::LbdSnapshot b = lb::ctl::read_snapshot(t);
     const Json report = lb::ctl::stats_report(a, b);
     if (ctx.json()) {
       std::printf("%s\n", report.dump(watch ? -1 : 2).c_str());

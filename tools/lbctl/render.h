@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "lbd_snapshot.h"
+
 namespace lb::ctl {
 
 using Json = nlohmann::json;
@@ -39,18 +41,8 @@ std::string render_lbd_status(const Json& status);
 
 // -- stats ---------------------------------------------------------------------------------
 
-struct Sample {
-  double t = 0;   // seconds, any fixed origin
-  Json stats;     // /lb/stats
-  Json drops;     // /lb/drops
-  Json ports;     // /lb/ports
-  Json backends;  // /lb/backends
-  Json services;  // /lb/services (null from an lbd without it)
-  Json fullnat;   // /lb/fullnat: ports per full-NAT local address (null from an lbd without it)
-};
-
 // Totals from `b`, rates over b - a.
-Json stats_report(const Sample& a, const Sample& b);
+Json stats_report(const LbdSnapshot& a, const LbdSnapshot& b);
 // `instance` is lbd's instance name, `pid` its process id (from the telemetry hello).
 std::string render_stats(const Json& report, const std::string& instance, const Json& pid);
 
