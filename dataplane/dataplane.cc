@@ -470,15 +470,26 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
     if (m + kBurst > kBatch) process_batch();  // no room for another full burst
   }
   if (m != 0) process_batch();
-  rte_mbuf* burst[kBurst];
-  unsigned n =
-      rte_ring_sc_dequeue_burst(wk.handoff, reinterpret_cast<void**>(burst), kBurst, nullptr);
-  if (n) {
-    c.handoff_in.add(n);
-    for (unsigned i = 0; i < n; ++i) handle(w, burst[i], burst[i]->port, pool, now);
-    handled += n;
+  // Packets other workers received for flows this one owns: a burst through the same stages.
+  // Their sender checked nb_segs and set m->port to the port index they came in on.
+  const auto handed = static_cast<uint16_t>(
+      rte_ring_sc_dequeue_burst(wk.handoff, reinterpret_cast<void**>(batch), kBurst, nullptr));
+  if (handed) {
+    c.handoff_in.add(handed);
+    for (uint16_t i = 0; i < handed; ++i) {
+      rte_mbuf* mb = batch[i];
+      rte_prefetch0(rte_pktmbuf_mtod(mb, void*));
+      in_ports[i] = mb->port;
+      frames[i] = {static_cast<uint8_t*>(mb->buf_addr), mb->data_off, mb->data_len, mb->buf_len,
+                   ports_[mb->port].rx_ip_csum &&
+                       (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD};
+    }
+    m = handed;
+    process_batch();
+    handled += handed;
   }
-  n = rte_ring_sc_dequeue_burst(wk.ctl, reinterpret_cast<void**>(burst), kBurst, nullptr);
+  rte_mbuf* burst[kBurst];
+  unsigned n = rte_ring_sc_dequeue_burst(wk.ctl, reinterpret_cast<void**>(burst), kBurst, nullptr);
   for (unsigned i = 0; i < n; ++i) {
     TxBuffer& t = wk.tx[burst[i]->port];
     if (t.n == 2 * kBurst) flush(w);
@@ -535,17 +546,6 @@ Dataplane::FlowList Dataplane::list_flows(uint32_t max, uint32_t timeout_ms) {
                    });
   if (out.flows.size() > max) out.flows.resize(max);
   return out;
-}
-
-void Dataplane::handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool,
-                       core::Tick now) {
-  if (m->nb_segs != 1) {
-    workers_[w].proc->counters().drop(core::DropReason::kMultiSegment);
-    rte_pktmbuf_free(m);
-    return;
-  }
-  core::Frame f{static_cast<uint8_t*>(m->buf_addr), m->data_off, m->data_len, m->buf_len};
-  apply(w, m, f, workers_[w].proc->process(f, in_port, pool, now), in_port);
 }
 
 void Dataplane::apply(uint16_t w, rte_mbuf* m, const core::Frame& f, const core::Verdict& v,

@@ -186,7 +186,6 @@ class Dataplane {
              uint16_t in_port);
   // apply() of a kTx verdict: the frame's new bounds, and into the port's TX buffer.
   inline void queue_tx(uint16_t w, rte_mbuf* m, const core::Frame& f, uint16_t port);
-  void handle(uint16_t w, rte_mbuf* m, uint16_t in_port, const core::Pool& pool, core::Tick now);
   // Sends worker w's buffered packets: to its ports, and to the owners' handoff rings.
   void flush(uint16_t w);
   void flush_handoff(Worker& wk, uint16_t owner);
