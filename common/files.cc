@@ -41,7 +41,7 @@ uint32_t numeric_id(const std::string& digits, const char* what) {
 }  // namespace
 
 void write_file_atomic(const std::string& path, const std::string& text, mode_t mode,
-                       std::optional<FileOwner> owner) {
+                       std::optional<FileOwner> owner, Durability durability) {
   const size_t slash = path.rfind('/');
   const std::string dir =
       slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
@@ -73,7 +73,8 @@ void write_file_atomic(const std::string& path, const std::string& text, mode_t 
                     err);
   }
   // open() applied the umask: the file gets exactly `mode`.
-  if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {
+  const bool synced = durability == Durability::kSynced;
+  if (::fchmod(fd, mode) != 0 || (synced && ::fsync(fd) != 0)) {
     const int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -89,6 +90,7 @@ void write_file_atomic(const std::string& path, const std::string& text, mode_t 
     ::unlink(tmp.c_str());
     throw sys_error(path, "cannot rename " + tmp + " to it", err);
   }
+  if (!synced) return;
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) throw sys_error(dir, "cannot open the directory to sync it", errno);
   const int rc = ::fsync(dfd);

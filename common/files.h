@@ -15,13 +15,26 @@ struct FileOwner {
   gid_t gid = 0;
 };
 
+// Whether write_file_atomic() waits for the disk.
+enum class Durability {
+  // fsync of the file and of its directory: the new file survives a power loss.
+  kSynced,
+  // The rename alone: a reader never sees a mix, even if the writer dies, but after an OS crash
+  // the file may be old, empty or missing. For files that only save work on a restart and whose
+  // readers refuse what they cannot parse (lb-healthd's health memory): an fsync on a busy disk
+  // can take a second, which such a writer's event loop must not wait for.
+  kAtomicOnly,
+};
+
 // Writes `text` to `path` so that a reader sees the old file or the new one, never a mix, even
-// after a crash: a temporary file beside it, fsync, rename, fsync of the directory. The file gets
-// exactly `mode`, and `owner` when given (a file that replaces another keeps its owner and group:
-// the temporary file is chowned before it takes the old one's place). Throws
-// std::runtime_error("PATH: what failed: strerror"); the old file is then untouched.
+// after a crash: a temporary file beside it, fsync, rename, fsync of the directory (fsyncs only
+// when `durability` is kSynced). The file gets exactly `mode`, and `owner` when given (a file that
+// replaces another keeps its owner and group: the temporary file is chowned before it takes the
+// old one's place). Throws std::runtime_error("PATH: what failed: strerror"); the old file is then
+// untouched.
 void write_file_atomic(const std::string& path, const std::string& text, mode_t mode,
-                       std::optional<FileOwner> owner = std::nullopt);
+                       std::optional<FileOwner> owner = std::nullopt,
+                       Durability durability = Durability::kSynced);
 
 // The uid of a user name or numeric uid, the gid of a group name or numeric gid (lb-healthd's
 // control socket is given to healthd.socket_owner, socket_group). Throw std::runtime_error("no

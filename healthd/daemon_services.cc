@@ -366,9 +366,12 @@ void Daemon::write_health(TimePoint now) {
   }
   const std::string path = health_file_path(options_.runtime_dir, instance_);
   try {
+    // Not synced: the loop that answers lbctl must not wait for a busy disk (a second and more
+    // was measured under build load), and the file only saves probes after a restart: one that
+    // an OS crash left old or empty is read as stale or refused (read_health_memory).
     write_file_atomic(
         path, format_health_memory(instance_, memory, unix_ms(std::chrono::system_clock::now())),
-        0600);
+        0600, std::nullopt, Durability::kAtomicOnly);
     if (health_write_failed_) HLOG_INFO("%s written again", path.c_str());
     health_write_failed_ = false;
   } catch (const std::exception& e) {

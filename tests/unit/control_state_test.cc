@@ -386,6 +386,14 @@ TEST_F(ControlFiles, AtomicWriteReplacesWholeAndLeavesNothingBehind) {
   size_t files = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir_)) ++files;
   EXPECT_EQ(files, 1u);
+  // Without the fsyncs: the same whole replacement, mode and nothing left behind.
+  write_file_atomic(p, "three\n", 0600, std::nullopt, Durability::kAtomicOnly);
+  EXPECT_EQ(read(p), "three\n");
+  ASSERT_EQ(stat(p.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir_)) ++files;
+  EXPECT_EQ(files, 1u);
   try {
     write_file_atomic(path("missing/f"), "x", 0600);
     FAIL();
