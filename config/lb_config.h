@@ -61,6 +61,9 @@ struct FlowConfig {
   uint32_t tcp_established_timeout = 900;
   uint32_t tcp_fin_timeout = 10;    // one side has sent FIN
   uint32_t tcp_closed_timeout = 5;  // both FINs or an RST seen (TIME_WAIT-like)
+  // Full-NAT: a local port freed by a flow is given to a new one only this many seconds later,
+  // so that the backend's TIME_WAIT for the old connection (60 s on Linux) has ended.
+  uint32_t fullnat_port_hold = 60;
   // SYN floods: embryonic flows (SYN seen, no SYN-ACK) may take syn_budget % of the capacity;
   // past half of that they time out after tcp_syn_timeout_pressure.
   uint32_t syn_budget = 50;

@@ -228,6 +228,7 @@ FlowConfig Parser::parse_flows(const Setting& f) const {
   optional_integer(f, "tcp_syn_timeout_pressure", out.tcp_syn_timeout_pressure, kMinTimeoutS,
                    kMaxTimeoutS);
   optional_integer(f, "stateless_rate", out.stateless_rate, 1, 100000000);
+  optional_integer(f, "fullnat_port_hold", out.fullnat_port_hold, 0, 3600);
   if (const Setting* s = find(f, "syn_flood_policy"))
     out.syn_flood_policy =
         enumeration<SynFloodPolicy>(*s, "syn_flood_policy",

@@ -29,7 +29,7 @@ constexpr K kPort[] = {"name",           "device",         "ip",     "gateway",
 constexpr K kFlows[] = {"capacity",         "tcp_syn_timeout",    "tcp_established_timeout",
                         "tcp_fin_timeout",  "tcp_closed_timeout", "persist",
                         "directory",        "syn_budget",         "tcp_syn_timeout_pressure",
-                        "syn_flood_policy", "stateless_rate"};
+                        "syn_flood_policy", "stateless_rate",     "fullnat_port_hold"};
 constexpr K kRetry[] = {"on_rst", "syn_timeout_ms", "max_retries"};
 constexpr K kIdle[] = {"mode", "after_empty_polls", "max_sleep_us"};
 constexpr K kService[] = {"name",

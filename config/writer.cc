@@ -311,7 +311,8 @@ Json config_to_json(const Config& config) {
                     {"syn_budget", dp.flows.syn_budget},
                     {"tcp_syn_timeout_pressure", dp.flows.tcp_syn_timeout_pressure},
                     {"syn_flood_policy", to_string(dp.flows.syn_flood_policy)},
-                    {"stateless_rate", dp.flows.stateless_rate}};
+                    {"stateless_rate", dp.flows.stateless_rate},
+                    {"fullnat_port_hold", dp.flows.fullnat_port_hold}};
   if (!dp.flows.persist) d["flows"]["persist"] = false;
   if (!dp.flows.directory.empty()) d["flows"]["directory"] = dp.flows.directory;
   d["retry"] = Json{{"on_rst", dp.retry.on_rst},

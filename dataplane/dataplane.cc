@@ -160,6 +160,7 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
   for (uint32_t addr : dc.fullnat_addresses) pc.fullnat_addrs[pc.nfullnat++] = addr;
   pc.fullnat_port_first = dc.fullnat_port_first;
   pc.fullnat_port_last = dc.fullnat_port_last;
+  pc.fullnat_port_hold = dc.flows.fullnat_port_hold * tsc_hz_;
   // A per-process random seed keeps remote parties from aiming hash collisions at a bucket.
   pc.hash_seed = (rte_rdtsc() * uint64_t{0x9e3779b97f4a7c15}) ^ static_cast<uint64_t>(getpid());
 

@@ -23,18 +23,19 @@ Verdict Processor::fullnat_reply(Frame& f, const ParsedPacket& pk, int li, const
   return from_backend(f, pk, idx, pool, now);
 }
 
-bool Processor::fullnat_bind(uint32_t idx) {
+SnatPorts::Alloc Processor::fullnat_bind(uint32_t idx) {
   Flow& fl = table_.at(idx);
   uint8_t li;
   uint16_t port;
-  if (!snat_.alloc(idx, li, port)) {
+  const SnatPorts::Alloc r = snat_.alloc(idx, li, port, now_);
+  if (r != SnatPorts::Alloc::kOk) {
     for (uint32_t i = 0; i < snat_.addresses(); ++i) counters_->fullnat[i].alloc_failures.add();
-    return false;
+    return r;
   }
   counters_->fullnat[li].ports_in_use.add();
   fl.local_addr = li & 0x7f;  // < kMaxLocalAddrs
   fl.local_port = port;
-  return true;
+  return SnatPorts::Alloc::kOk;
 }
 
 // client:cport -> VIP:vport becomes local:lport -> backend:bport. One delta for both checksums

@@ -17,7 +17,7 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowT
       sched_(cfg.hash_seed ^ (uint64_t{cfg.worker} << 32)),
       syn_cache_(cfg.syn_cache_slots),
       snat_(std::span<const uint32_t>(cfg.fullnat_addrs.data(), cfg.nfullnat), cfg.worker,
-            cfg.workers, cfg.fullnat_port_first, cfg.fullnat_port_last),
+            cfg.workers, cfg.fullnat_port_first, cfg.fullnat_port_last, cfg.fullnat_port_hold),
       counters_storage_(1),
       counters_(&counters_storage_[0]) {
   // Sweep period in ticks: 1 s, or longer so that at most 2 M records are examined per second.
@@ -56,7 +56,8 @@ void Processor::reset() {
   sched_.reset(cfg_.hash_seed ^ (uint64_t{cfg_.worker} << 32));
   for (size_t i = 0; i < syn_cache_.size(); ++i) syn_cache_[i] = SynSlot{};
   snat_ = SnatPorts(std::span<const uint32_t>(cfg_.fullnat_addrs.data(), cfg_.nfullnat),
-                    cfg_.worker, cfg_.workers, cfg_.fullnat_port_first, cfg_.fullnat_port_last);
+                    cfg_.worker, cfg_.workers, cfg_.fullnat_port_first, cfg_.fullnat_port_last,
+                    cfg_.fullnat_port_hold);
   // All zero bytes, as the new mapping was (a memset: ASan does not instrument it, and the
   // fuzz target resets for every input).
   std::memset(static_cast<void*>(counters_), 0, sizeof(WorkerCounters));
@@ -392,10 +393,13 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
                                                         : DropReason::kFlowTableFull);
   }
-  if (svc.forward == ForwardMode::kFullnat && !fullnat_bind(idx)) {
-    table_.erase(idx);
-    counters_->flows_refused.add();
-    return drop(DropReason::kFullnatPortsExhausted);
+  if (svc.forward == ForwardMode::kFullnat) {
+    if (const SnatPorts::Alloc r = fullnat_bind(idx); r != SnatPorts::Alloc::kOk) [[unlikely]] {
+      table_.erase(idx);
+      counters_->flows_refused.add();
+      return drop(r == SnatPorts::Alloc::kCooling ? DropReason::kFullnatPortsCooling
+                                                  : DropReason::kFullnatPortsExhausted);
+    }
   }
   counters_->flows_created.add();
   counters_->flows_active.add();
@@ -664,6 +668,7 @@ bool Processor::syn_room(SynPolicy p, DropReason& why) {
 }
 
 uint32_t Processor::age(Tick now, uint32_t budget) {
+  now_ = now;  // the time a full-NAT port freed here is released at (fullnat_release)
   uint32_t n = 0;
   if (cfg_.syn_timeout_pressure < cfg_.syn_timeout && syn_pressure() &&
       now >= cfg_.syn_timeout_pressure) {

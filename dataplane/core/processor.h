@@ -102,6 +102,7 @@ struct ProcessorConfig {
   uint8_t nfullnat = 0;
   uint16_t fullnat_port_first = SnatPorts::kFirstPort;
   uint16_t fullnat_port_last = 65535;
+  Tick fullnat_port_hold = 0;  // ticks a freed local port waits before a new flow takes it
 };
 
 class Processor {
@@ -229,7 +230,7 @@ class Processor {
   // Full-NAT (fullnat.cc): a backend's reply to local address `li`; the source rewrite of a
   // flow toward its backend and the destination rewrite back to its client.
   Verdict fullnat_reply(Frame& f, const ParsedPacket& pk, int li, const Pool& pool, Tick now);
-  bool fullnat_bind(uint32_t idx);
+  SnatPorts::Alloc fullnat_bind(uint32_t idx);
   static void fullnat_to_backend(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
   static void fullnat_to_client(uint8_t* ip, uint8_t* t, const Flow& fl, uint32_t local_ip);
   // ICMP errors quoting a flow's packet (icmp_error.cc).
@@ -238,7 +239,7 @@ class Processor {
   Verdict icmp_error_tunnel(Frame& f, const ParsedPacket& pk, Tick now);
   void fullnat_release(const Flow& fl) {
     if (!fl.fullnat()) return;
-    snat_.release(fl.local_addr, fl.local_port);
+    snat_.release(fl.local_addr, fl.local_port, now_);
     counters_->fullnat[fl.local_addr].ports_in_use.sub();
   }
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);

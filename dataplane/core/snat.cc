@@ -20,8 +20,8 @@ uint32_t SnatPorts::ports_per_address(uint16_t worker, uint16_t workers, uint16_
 }
 
 SnatPorts::SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint16_t workers,
-                     uint16_t lo, uint16_t hi)
-    : worker_(worker), workers_(workers == 0 ? 1 : workers) {
+                     uint16_t lo, uint16_t hi, uint64_t hold)
+    : worker_(worker), workers_(workers == 0 ? 1 : workers), hold_(hold) {
   if (local_ips.size() > kMaxLocalAddrs)
     throw std::invalid_argument("more than " + std::to_string(kMaxLocalAddrs) +
                                 " full-NAT local addresses");
@@ -42,16 +42,23 @@ SnatPorts::SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint1
     a.ip = local_ips[i];
     a.ring = LargeArray<uint16_t>(nports_);
     a.flow = LargeArray<uint32_t>(nports_);
+    a.usable = LargeArray<uint64_t>(nports_);  // zeroed: usable at once
     for (uint32_t s = 0; s < nports_; ++s) a.ring[s] = port_of(s);
   }
   naddr_ = static_cast<uint32_t>(local_ips.size());
 }
 
-bool SnatPorts::alloc(uint32_t flow, uint8_t& li, uint16_t& port) {
+SnatPorts::Alloc SnatPorts::alloc(uint32_t flow, uint8_t& li, uint16_t& port, uint64_t now) {
+  bool cooling = false;
   for (uint32_t n = 0; n < naddr_; ++n) {
     const uint32_t i = (next_ + n) % naddr_;
     Addr& a = addr_[i];
     if (a.in_use == nports_) continue;
+    // FIFO: the head was released first, so when it still waits, so do all the others.
+    if (now < a.usable[a.head]) {
+      cooling = true;
+      continue;
+    }
     const uint16_t p = a.ring[a.head];
     a.head = a.head + 1 == nports_ ? 0 : a.head + 1;
     ++a.in_use;
@@ -59,19 +66,21 @@ bool SnatPorts::alloc(uint32_t flow, uint8_t& li, uint16_t& port) {
     li = static_cast<uint8_t>(i);
     port = p;
     next_ = i + 1 == naddr_ ? 0 : i + 1;
-    return true;
+    return Alloc::kOk;
   }
   for (uint32_t i = 0; i < naddr_; ++i) ++addr_[i].failures;
-  return false;
+  return cooling ? Alloc::kCooling : Alloc::kExhausted;
 }
 
-void SnatPorts::release(uint8_t li, uint16_t port) {
+void SnatPorts::release(uint8_t li, uint16_t port, uint64_t now) {
   if (flow_of(li, port) == kNoFlow) return;
   Addr& a = addr_[li];
   a.flow[slot(port)] = 0;
   // The free ports are the in-use count's complement, after head: the freed one goes last.
   const uint32_t free = nports_ - a.in_use;
-  a.ring[(a.head + free) % nports_] = port;
+  const uint32_t at = (a.head + free) % nports_;
+  a.ring[at] = port;
+  a.usable[at] = now + hold_;
   --a.in_use;
 }
 
@@ -92,7 +101,11 @@ void SnatPorts::rebuild_free() {
     a.head = 0;
     uint32_t n = 0;
     for (uint32_t s = 0; s < nports_; ++s)
-      if (a.flow[s] == 0) a.ring[n++] = port_of(s);
+      if (a.flow[s] == 0) {
+        // When they were released before the restart is not known: usable at once.
+        a.usable[n] = 0;
+        a.ring[n++] = port_of(s);
+      }
   }
 }
 

@@ -15,10 +15,14 @@
 // holds its port until its record is reclaimed (its close/time-wait timeout has passed), never
 // less.
 //
-// Per local address: a FIFO ring of free ports (the oldest freed is reused first, which leaves a
-// backend's TIME_WAIT for the old connection as long as possible to end) and the flow index each
-// port in use belongs to, so a reply finds its flow by direct index. Allocation and release are
-// O(1), no search; all memory is allocated by the constructor.
+// Per local address: a FIFO ring of free ports (the oldest freed is reused first) with the time
+// each may be handed out again, and the flow index each port in use belongs to, so a reply finds
+// its flow by direct index. A released port waits `hold` (flows.fullnat_port_hold, 60 s): the
+// backend keeps the connection it closed in TIME_WAIT that long (Linux), and a new connection from
+// the same local address and port would meet it there (its SYN answered with an ACK for the old
+// one) and stall. So a node sustains at most addresses x ports / hold new full-NAT connections
+// per second; past that a SYN is refused and counted (fullnat_ports_cooling), not stalled.
+// Allocation and release are O(1), no search; all memory is allocated by the constructor.
 
 #include <cstdint>
 #include <span>
@@ -46,8 +50,9 @@ class SnatPorts {
   // The ports [lo, hi] of each address (dataplane.fullnat_ports). Throws
   // std::invalid_argument for more than kMaxLocalAddrs addresses, a zero address, a repeated
   // one, worker >= workers, or a range in which this worker owns no port.
+  // `hold`: ticks a released port waits before alloc() gives it to another flow.
   SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint16_t workers,
-            uint16_t lo = kFirstPort, uint16_t hi = 65535);
+            uint16_t lo = kFirstPort, uint16_t hi = 65535, uint64_t hold = 0);
 
   uint32_t addresses() const { return naddr_; }
   uint32_t address(uint32_t li) const { return addr_[li].ip; }
@@ -58,13 +63,15 @@ class SnatPorts {
     return -1;
   }
 
-  // Takes a free port for flow `flow`: from the local address after the last one used that has
-  // one (round robin). False when every address of this worker is exhausted (counted against
-  // each address in alloc_failures).
-  bool alloc(uint32_t flow, uint8_t& li, uint16_t& port);
-  // Gives the port back (its flow's record is being reclaimed). A port that is not in use (a
-  // second release) is ignored.
-  void release(uint8_t li, uint16_t port);
+  // Takes a free port for flow `flow` at time `now`: from the local address after the last one
+  // used that has one whose hold has passed (round robin). kExhausted: every address of this
+  // worker has all its ports in use; kCooling: some are free but were released less than the
+  // hold ago (both counted against each address in failures).
+  enum class Alloc : uint8_t { kOk, kExhausted, kCooling };
+  Alloc alloc(uint32_t flow, uint8_t& li, uint16_t& port, uint64_t now = 0);
+  // Gives the port back at time `now` (its flow's record is being reclaimed); it is handed out
+  // again at now + hold at the earliest. A port that is not in use (a second release) is ignored.
+  void release(uint8_t li, uint16_t port, uint64_t now = 0);
   // The flow that holds (li, port), or kNoFlow (not in use, not this worker's, out of range).
   uint32_t flow_of(uint8_t li, uint16_t port) const {
     if (li >= naddr_ || port < first_ || port > last_ || owner_of(port, workers_) != worker_)
@@ -92,9 +99,10 @@ class SnatPorts {
     uint32_t ip = 0;
     uint32_t in_use = 0;
     uint64_t failures = 0;
-    uint32_t head = 0;          // next free port to hand out, in ring
-    LargeArray<uint16_t> ring;  // free ports, FIFO: ring[(head + i) % nports_], i < free
-    LargeArray<uint32_t> flow;  // per slot: flow index + 1, 0 when free
+    uint32_t head = 0;            // next free port to hand out, in ring
+    LargeArray<uint16_t> ring;    // free ports, FIFO: ring[(head + i) % nports_], i < free
+    LargeArray<uint64_t> usable;  // per ring position: when its port may be handed out
+    LargeArray<uint32_t> flow;    // per slot: flow index + 1, 0 when free
   };
   uint32_t slot(uint16_t port) const { return (port - first_) / workers_; }
   uint16_t port_of(uint32_t s) const { return static_cast<uint16_t>(first_ + s * workers_); }
@@ -107,6 +115,7 @@ class SnatPorts {
   uint32_t first_ = kFirstPort;  // this worker's lowest port
   uint32_t last_ = 65535;        // the range's highest
   uint32_t next_ = 0;            // round-robin start
+  uint64_t hold_ = 0;
 };
 
 }  // namespace lb::core

@@ -27,7 +27,7 @@ TEST(SnatPorts, WorkersOwnDisjointSharesCoveringEveryPort) {
       for (uint32_t i = 0; i < n; ++i) {
         uint8_t li;
         uint16_t port;
-        ASSERT_TRUE(sp.alloc(i, li, port));
+        ASSERT_EQ(sp.alloc(i, li, port), SnatPorts::Alloc::kOk);
         EXPECT_EQ(SnatPorts::owner_of(port, workers), w);
         EXPECT_GE(port, SnatPorts::kFirstPort);
         ++seen[port];
@@ -35,7 +35,8 @@ TEST(SnatPorts, WorkersOwnDisjointSharesCoveringEveryPort) {
       }
       uint8_t li;
       uint16_t port;
-      EXPECT_FALSE(sp.alloc(99, li, port)) << "worker " << w << " of " << workers;
+      EXPECT_EQ(sp.alloc(99, li, port), SnatPorts::Alloc::kExhausted)
+          << "worker " << w << " of " << workers;
       EXPECT_EQ(sp.stats(0).alloc_failures, 1u);
       EXPECT_EQ(sp.stats(0).free, 0u);
       EXPECT_EQ(sp.stats(0).in_use, n);
@@ -51,7 +52,7 @@ TEST(SnatPorts, RoundRobinOverAddressesAndFifoReuse) {
   SnatPorts sp(ips, 1, 2);
   uint8_t li[4];
   uint16_t port[4];
-  for (uint32_t i = 0; i < 4; ++i) ASSERT_TRUE(sp.alloc(i, li[i], port[i]));
+  for (uint32_t i = 0; i < 4; ++i) ASSERT_EQ(sp.alloc(i, li[i], port[i]), SnatPorts::Alloc::kOk);
   EXPECT_EQ(li[0], 0);
   EXPECT_EQ(li[1], 1);
   EXPECT_EQ(li[2], 0);
@@ -66,10 +67,10 @@ TEST(SnatPorts, RoundRobinOverAddressesAndFifoReuse) {
   EXPECT_EQ(sp.stats(0).in_use, 1u);
   uint8_t l;
   uint16_t p;
-  ASSERT_TRUE(sp.alloc(10, l, p));
+  ASSERT_EQ(sp.alloc(10, l, p), SnatPorts::Alloc::kOk);
   EXPECT_EQ(l, 0);
   EXPECT_EQ(p, 1029);  // not 1025, freed just now
-  ASSERT_TRUE(sp.alloc(11, l, p));
+  ASSERT_EQ(sp.alloc(11, l, p), SnatPorts::Alloc::kOk);
   EXPECT_EQ(l, 1);
   EXPECT_EQ(p, 1029);
 }
@@ -80,15 +81,45 @@ TEST(SnatPorts, FreedPortComesBackAfterAllOthers) {
   const uint32_t n = SnatPorts::ports_per_address(0, 16);
   std::vector<uint16_t> ports(n);
   uint8_t li;
-  for (uint32_t i = 0; i < n; ++i) ASSERT_TRUE(sp.alloc(i, li, ports[i]));
+  for (uint32_t i = 0; i < n; ++i) ASSERT_EQ(sp.alloc(i, li, ports[i]), SnatPorts::Alloc::kOk);
   sp.release(0, ports[5]);
   sp.release(0, ports[2]);
   uint16_t p;
-  ASSERT_TRUE(sp.alloc(100, li, p));
+  ASSERT_EQ(sp.alloc(100, li, p), SnatPorts::Alloc::kOk);
   EXPECT_EQ(p, ports[5]);
-  ASSERT_TRUE(sp.alloc(101, li, p));
+  ASSERT_EQ(sp.alloc(101, li, p), SnatPorts::Alloc::kOk);
   EXPECT_EQ(p, ports[2]);
-  EXPECT_FALSE(sp.alloc(102, li, p));
+  EXPECT_EQ(sp.alloc(102, li, p), SnatPorts::Alloc::kExhausted);
+}
+
+// A released port waits its hold before a new flow takes it (the backend's TIME_WAIT for the old
+// connection); the oldest released goes first once it has waited, and while every free port
+// waits, alloc says so rather than that the ports are exhausted.
+TEST(SnatPorts, ReleasedPortWaitsItsHold) {
+  const std::vector<uint32_t> ips = {kL1};
+  SnatPorts sp(ips, 0, 16, SnatPorts::kFirstPort, 65535, 100);
+  const uint32_t n = SnatPorts::ports_per_address(0, 16);
+  std::vector<uint16_t> ports(n);
+  uint8_t li;
+  for (uint32_t i = 0; i < n; ++i) ASSERT_EQ(sp.alloc(i, li, ports[i], 5), SnatPorts::Alloc::kOk);
+  uint16_t p;
+  EXPECT_EQ(sp.alloc(99, li, p, 5), SnatPorts::Alloc::kExhausted);
+  sp.release(0, ports[3], 1000);
+  sp.release(0, ports[7], 1050);
+  EXPECT_EQ(sp.alloc(100, li, p, 1000), SnatPorts::Alloc::kCooling);
+  EXPECT_EQ(sp.alloc(100, li, p, 1099), SnatPorts::Alloc::kCooling);
+  EXPECT_EQ(sp.stats(0).alloc_failures, 3u);
+  ASSERT_EQ(sp.alloc(100, li, p, 1100), SnatPorts::Alloc::kOk);
+  EXPECT_EQ(p, ports[3]);
+  EXPECT_EQ(sp.alloc(101, li, p, 1149), SnatPorts::Alloc::kCooling);
+  ASSERT_EQ(sp.alloc(101, li, p, 1150), SnatPorts::Alloc::kOk);
+  EXPECT_EQ(p, ports[7]);
+  // After a restart (claim + rebuild_free) when the free ports were released is not known.
+  SnatPorts again(ips, 0, 16, SnatPorts::kFirstPort, 65535, 100);
+  ASSERT_TRUE(again.claim(1, 0, ports[0]));
+  again.rebuild_free();
+  ASSERT_EQ(again.alloc(2, li, p, 0), SnatPorts::Alloc::kOk);
+  EXPECT_NE(p, ports[0]);
 }
 
 TEST(SnatPorts, ForeignOrOutOfRangePortsHaveNoFlow) {
@@ -113,7 +144,7 @@ TEST(SnatPorts, ClaimAfterRestartThenAllocSkipsClaimed) {
   uint8_t li;
   uint16_t p;
   std::set<uint16_t> got;
-  while (sp.alloc(1, li, p)) got.insert(p);
+  while (sp.alloc(1, li, p) == SnatPorts::Alloc::kOk) got.insert(p);
   EXPECT_EQ(got.size(), 65536u - 1024u - 2u);
   EXPECT_FALSE(got.count(1024));
   EXPECT_FALSE(got.count(1026));
@@ -151,7 +182,7 @@ TEST(SnatPorts, NoAddressesMeansEveryAllocFails) {
   SnatPorts sp({}, 0, 1);
   uint8_t li;
   uint16_t p;
-  EXPECT_FALSE(sp.alloc(0, li, p));
+  EXPECT_EQ(sp.alloc(0, li, p), SnatPorts::Alloc::kExhausted);
 }
 
 }  // namespace
