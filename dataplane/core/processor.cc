@@ -394,11 +394,12 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
                                                         : DropReason::kFlowTableFull);
   }
   if (svc.forward == ForwardMode::kFullnat) {
-    if (const SnatPorts::Alloc r = fullnat_bind(idx); r != SnatPorts::Alloc::kOk) [[unlikely]] {
+    if (const SnatPorts::Alloc bound = fullnat_bind(idx); bound != SnatPorts::Alloc::kOk)
+        [[unlikely]] {
       table_.erase(idx);
       counters_->flows_refused.add();
-      return drop(r == SnatPorts::Alloc::kCooling ? DropReason::kFullnatPortsCooling
-                                                  : DropReason::kFullnatPortsExhausted);
+      return drop(bound == SnatPorts::Alloc::kCooling ? DropReason::kFullnatPortsCooling
+                                                      : DropReason::kFullnatPortsExhausted);
     }
   }
   counters_->flows_created.add();
