@@ -167,12 +167,12 @@ TEST(SnatPorts, ANarrowRangeIsSplitToo) {
   EXPECT_EQ(SnatPorts::ports_per_address(0, 2, 2000, 2003), 2u);
   uint8_t li;
   uint16_t p;
-  ASSERT_TRUE(w0.alloc(0, li, p));
+  ASSERT_EQ(w0.alloc(0, li, p), SnatPorts::Alloc::kOk);
   EXPECT_EQ(p, 2000);
-  ASSERT_TRUE(w0.alloc(1, li, p));
+  ASSERT_EQ(w0.alloc(1, li, p), SnatPorts::Alloc::kOk);
   EXPECT_EQ(p, 2002);
-  EXPECT_FALSE(w0.alloc(2, li, p));
-  ASSERT_TRUE(w1.alloc(0, li, p));
+  EXPECT_EQ(w0.alloc(2, li, p), SnatPorts::Alloc::kExhausted);
+  ASSERT_EQ(w1.alloc(0, li, p), SnatPorts::Alloc::kOk);
   EXPECT_EQ(p, 2001);
   EXPECT_EQ(w1.flow_of(0, 2005), SnatPorts::kNoFlow);                     // past the range
   EXPECT_THROW(SnatPorts(ips, 1, 2, 3000, 3000), std::invalid_argument);  // worker 1: none
