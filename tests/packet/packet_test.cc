@@ -868,10 +868,12 @@ void fullnat_cases(std::vector<Case>& cases) {
     HarnessOptions tiny = one;
     tiny.fullnat_first = 2000;
     tiny.fullnat_last = 2001;
+    tiny.flows_extra = "fullnat_port_hold = 10;";
     cases.push_back(
         {.name = "FullnatPortsExhausted",
          .description = "with ports 2000-2001 the third concurrent SYN is a counted drop, "
-                        "and a port is reused once its flow's record is reclaimed",
+                        "and a port is reused once its flow's record is reclaimed and its "
+                        "hold (10 s here) has passed",
          .options = tiny,
          .script = [=](const Env& e) -> std::vector<Step> {
            const Client c2 = client(2), c3 = client(3);
@@ -896,11 +898,18 @@ void fullnat_cases(std::vector<Case>& cases) {
                 .checks = {fullnat_in_use(0, -1), LB_CTR(flows_expired, 1)},
                 .advance = e.hz * 5 / 2,
                 .rounds = 40},
-               {.what = "client 3's retransmission gets port 2000 (rr: its failed try took "
-                        ".13, so .11)",
+               {.what = "client 3's retransmission finds port 2000 free but in its hold: a "
+                        "counted drop of its own",
                 .in = {rx_client(c2v(c3, syn_seg()))},
-                .out = {tx_backend(l2b(kB[0], syn_seg(), 2000))},
-                .checks = {fullnat_in_use(0, 1), LB_CTR(flows_created, 1)}},
+                .checks = {drops(DropReason::kFullnatPortsCooling, 1), fullnat_failures(0, 1),
+                           LB_CTR(flows_refused, 1), LB_CTR(flows_created, 0)}},
+               {.what = "10 s after its release, client 3's next retransmission gets port 2000 "
+                        "(rr: its two failed tries took .13 and .11, so .12)",
+                .in = {rx_client(c2v(c3, syn_seg()))},
+                .out = {tx_backend(l2b(kB[1], syn_seg(), 2000))},
+                .checks = {fullnat_in_use(0, 0), LB_CTR(flows_created, 1)},
+                .advance = e.hz * 10,
+                .rounds = 40},
            };
          }});
   }
