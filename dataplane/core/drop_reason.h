@@ -47,7 +47,7 @@ namespace lb::core {
   X(kFragNeeded, "frag_needed")         /* too big once tunnelled: ICMP sent */               \
   X(kMultiSegment, "multi_segment")     /* chained mbuf: not produced at MTU 1500 */          \
   X(kFullnatPortsExhausted, "fullnat_ports_exhausted") /* no free local port */               \
-  X(kFullnatPortsCooling, "fullnat_ports_cooling") /* free ports all in their hold */          \
+  X(kFullnatPortsCooling, "fullnat_ports_cooling")     /* free ports all in their hold */     \
   X(kFullnatNoFlow, "fullnat_no_flow")                 /* to a local address:port, no flow */ \
   X(kIcmpErrorNoFlow, "icmp_error_no_flow")            /* quotes no flow's packet */          \
   X(kIcmpErrorRateLimited, "icmp_error_rate_limited")

@@ -150,7 +150,8 @@ TEST(FlowStore, ATableOverTheSameMemoryHoldsTheSameFlows) {
         t.erase(idx);
         live.erase(idx);
       } else {
-        ASSERT_TRUE(t.rebind(idx, BackendId{99}, ip4(10, 4, 0, 1), static_cast<uint16_t>(9000 + n)));
+        ASSERT_TRUE(
+            t.rebind(idx, BackendId{99}, ip4(10, 4, 0, 1), static_cast<uint16_t>(9000 + n)));
         live[idx].backend = BackendId{99};
         live[idx].backend_ip = ip4(10, 4, 0, 1);
         live[idx].backend_port = static_cast<uint16_t>(9000 + n);

@@ -1849,8 +1849,8 @@ TEST_F(ProcessorTest, MaglevTableOfAnEarlierPoolOnlyPicksTheServicesActiveBacken
     s.serving.push_back(all[b].id);
   }
   s.maglev = std::make_shared<const MaglevTable>(maglev_backends(all), 257);
-  Pool::ServiceSpec other{ServiceId{6}, kVip2, kVport, SchedulerKind::kRoundRobin, {all[2]},
-                          {all[2].id}};
+  Pool::ServiceSpec other{ServiceId{6}, kVip2,      kVport, SchedulerKind::kRoundRobin,
+                          {all[2]},     {all[2].id}};
   pool_ = std::make_unique<Pool>(++generation_, std::vector<Pool::ServiceSpec>{s, other});
   std::map<uint32_t, int> to;  // backend address -> SYNs
   int moved = 0;
@@ -1870,9 +1870,10 @@ TEST_F(ProcessorTest, MaglevTableOfAnEarlierPoolOnlyPicksTheServicesActiveBacken
       EXPECT_EQ(dst, expect) << port;
     }
   }
-  std::printf("stale table: %d of 400 tuples named the departed backend and moved; backend 0 %d, "
-              "backend 1 %d\n",
-              moved, to[kBackendIp[0]], to[kBackendIp[1]]);
+  std::printf(
+      "stale table: %d of 400 tuples named the departed backend and moved; backend 0 %d, "
+      "backend 1 %d\n",
+      moved, to[kBackendIp[0]], to[kBackendIp[1]]);
   EXPECT_EQ(to.count(kBackendIp[2]), 0u);
   EXPECT_GT(moved, 80);  // about a third of 400
   EXPECT_EQ(to[kBackendIp[0]] + to[kBackendIp[1]], 400);
