@@ -162,6 +162,9 @@ class ProberTest : public testing::Test {
   ProbeSpec spec(const std::string& path) const {
     ProbeSpec s = spec_200_299();
     s.url = "http://127.0.0.1:" + std::to_string(port_) + path;
+    // Long enough that a loaded machine (CI runs builds beside it) never turns an answer into
+    // a timeout; the timeout tests set their own.
+    s.timeout = Millis(2000);
     return s;
   }
 
