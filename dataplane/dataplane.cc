@@ -11,6 +11,7 @@
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 #include <rte_prefetch.h>
+#include <rte_random.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
 
@@ -172,7 +173,11 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
     pc.worker = w;
     core::FlowTable table = flow_memory_->table(w, *first, builder_, neighbors_, dc, clock_now());
     pc.hash_seed = table.seed();  // a re-attached table's index is keyed with its own
-    wk.proc = std::make_unique<core::Processor>(pc, neighbors_, std::move(table));
+    // Without kept holds (no flow files), a ring that begins where the last process's began
+    // would hand out first the ports the backends may still hold in TIME_WAIT.
+    pc.fullnat_port_start = flows.fullnat_port_start.value_or(static_cast<uint32_t>(rte_rand()));
+    wk.proc = std::make_unique<core::Processor>(pc, neighbors_, std::move(table),
+                                                flow_memory_->port_holds(w));
     wk.list = std::make_unique<ListSlot>();
     const std::string hname = "lb_handoff_" + std::to_string(w);
     const std::string cname = "lb_ctl_" + std::to_string(w);

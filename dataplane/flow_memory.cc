@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "pool_builder.h"
+#include "snat.h"
 
 namespace lb::dp {
 
@@ -109,6 +110,9 @@ core::FlowFileParams flow_file_params(const cfg::Config& config, uint16_t reta_s
   for (uint32_t addr : dc.fullnat_addresses) d.add(addr);
   if (!dc.fullnat_addresses.empty()) d.add(dc.fullnat_port_first).add(dc.fullnat_port_last);
   p.ports_digest = d.value();
+  p.fullnat_addresses = static_cast<uint8_t>(dc.fullnat_addresses.size());
+  p.fullnat_first = dc.fullnat_port_first;
+  p.fullnat_last = dc.fullnat_port_last;
   p.tsc_hz = tsc_hz;
   p.boot_id = read_boot_id();
   return p;
@@ -119,7 +123,8 @@ struct FlowMemory::File {
   int fd = -1;
   void* map = MAP_FAILED;
   size_t bytes = 0;
-  bool attached = false;  // holds the table of a previous lbd
+  bool attached = false;       // holds the table of a previous lbd
+  bool discard_flows = false;  // lbd --fresh: its flows end, its full-NAT port holds stay
   bool hugetlbfs = false;
 
   ~File() {
@@ -129,7 +134,11 @@ struct FlowMemory::File {
   core::FlowFileHeader& header() { return *static_cast<core::FlowFileHeader*>(map); }
   std::span<std::byte> region() {
     return {static_cast<std::byte*>(map) + core::kFlowFileHeaderBytes,
-            bytes - core::kFlowFileHeaderBytes};
+            static_cast<size_t>(header().table_bytes)};
+  }
+  std::span<uint64_t> port_holds() {
+    auto* at = static_cast<std::byte*>(map) + core::kFlowFileHeaderBytes + header().table_bytes;
+    return {reinterpret_cast<uint64_t*>(at), header().port_holds};
   }
   void map_whole(size_t n) {
     bytes = n;
@@ -198,7 +207,8 @@ std::unique_ptr<FlowMemory::File> create(const std::string& dir, const std::stri
   try {
     // Locked before it has its name, so that no other lbd can take it in between.
     f->lock("flow table " + tmp);
-    const size_t bytes = round_up(core::flow_file_bytes(params.capacity), fi.page);
+    const size_t bytes =
+        round_up(core::flow_file_bytes(params.capacity, params.port_holds), fi.page);
     // Reserved now: tmpfs or hugetlbfs running out later would be a SIGBUS on a worker.
     int rc = fallocate(f->fd, 0, 0, static_cast<off_t>(bytes));
     if (rc != 0 && errno == EOPNOTSUPP) rc = ftruncate(f->fd, static_cast<off_t>(bytes));
@@ -247,6 +257,8 @@ FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFilePar
   for (uint16_t w = 0; w < params.workers; ++w) {
     core::FlowFileParams p = params;
     p.worker = w;
+    p.port_holds = p.fullnat_addresses * core::SnatPorts::ports_per_address(
+                                             w, p.workers, p.fullnat_first, p.fullnat_last);
     const std::string name = flow_file_name(options.instance, w);
     std::unique_ptr<File> file;
     for (const std::string& dir : dirs) {
@@ -254,13 +266,14 @@ FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFilePar
       if (!exists(path)) continue;
       std::unique_ptr<File> f = open_existing(path);  // throws if not ours, or in use
       if (!f) continue;
-      std::string why = options.fresh ? "lbd --fresh" : "";
-      if (why.empty())
-        why = f->map == MAP_FAILED
-                  ? "the file is " + std::to_string(f->bytes) + " bytes, shorter than a header"
-                  : core::flow_file_mismatch(f->header(), f->bytes, p);
+      std::string why = f->map == MAP_FAILED ? "the file is " + std::to_string(f->bytes) +
+                                                   " bytes, shorter than a header"
+                                             : core::flow_file_mismatch(f->header(), f->bytes, p);
       if (why.empty() && !file) {
+        // --fresh: its flows are discarded in table(), not its full-NAT ports' holds (the
+        // backends' TIME_WAIT does not know lbd restarted).
         f->attached = true;
+        f->discard_flows = options.fresh;
         file = std::move(f);
         continue;
       }
@@ -270,7 +283,7 @@ FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFilePar
         throw std::runtime_error(sys_error("cannot remove " + path, errno));
     }
     if (!file) {
-      const size_t bytes = core::flow_file_bytes(p.capacity);
+      const size_t bytes = core::flow_file_bytes(p.capacity, p.port_holds);
       std::string dir = dirs.back();
       for (const std::string& d : dirs) {
         const FsInfo fi = fs_info(d);
@@ -322,6 +335,27 @@ core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const Poo
   const int64_t shift = core::flow_clock_shift(core::recorded_clock(h), clock, h.tsc_hz);
   record_clock(h, clock);
 
+  const uint32_t held = core::restore_port_holds(
+      f.port_holds(), t, clock.tsc, shift, dataplane.flows.fullnat_port_hold * params_.tsc_hz,
+      f.discard_flows, [&](const core::Flow& fl) {
+        return core::SnatPorts::owner_of(fl.local_port, params_.workers) != w ||
+                       fl.local_port < params_.fullnat_first ||
+                       fl.local_port > params_.fullnat_last ||
+                       fl.local_addr >= params_.fullnat_addresses
+                   ? f.port_holds().size()
+                   : core::SnatPorts::hold_index(fl.local_addr, fl.local_port, w, params_.workers,
+                                                 params_.fullnat_first, params_.fullnat_last);
+      });
+  if (f.discard_flows) {
+    const uint32_t had = t.size();
+    t.reset();
+    LB_LOG(NOTICE,
+           "worker %u: lbd --fresh: %u flows of %s (left by lbd pid %u) discarded; %u full-NAT "
+           "ports wait their hold (flows.fullnat_port_hold) before they are used again",
+           w, had, f.path.c_str(), prev_pid, held);
+    return t;
+  }
+
   // This process's ids for each service and backend the flows name, by address.
   std::map<std::tuple<uint32_t, uint16_t, uint32_t, uint16_t>, core::FlowBinding> known;
   const std::vector<BackendInfo> registry = builder.backends();
@@ -362,12 +396,19 @@ core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const Poo
          w, f.path.c_str(), mib, f.hugetlbfs ? ", huge pages" : "", prev_pid,
          prev_clean ? "stopped cleanly" : "did not stop cleanly", r.kept, r.gone, r.expired,
          repaired.refs_dropped, repaired.records_dropped);
+  if (!f.port_holds().empty())
+    LB_LOG(INFO, "worker %u: %u full-NAT ports in use or waiting their hold", w, held);
   if (shift != 0)
     LB_LOG(NOTICE,
            "worker %u: the tick counter did not keep pace with the clock while lbd was "
            "down; deadlines moved by %lld ticks",
            w, static_cast<long long>(shift));
   return t;
+}
+
+std::span<uint64_t> FlowMemory::port_holds(uint16_t w) {
+  if (files_.empty()) return {};
+  return files_.at(w)->port_holds();
 }
 
 void FlowMemory::tick(const core::ClockPair& clock) {

@@ -20,6 +20,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -36,7 +38,10 @@ class PoolBuilder;
 struct FlowMemoryOptions {
   std::string instance;   // empty: anonymous memory, the tables end with the process
   std::string directory;  // empty: /dev/hugepages if it has room, else /dev/shm
-  bool fresh = false;     // discard the tables a previous lbd left
+  bool fresh = false;     // discard the tables a previous lbd left (not the full-NAT port holds)
+  // Where each worker's ring of free full-NAT ports begins (core::SnatPorts::Memory::start);
+  // unset: at random, per process. Tests fix it.
+  std::optional<uint32_t> fullnat_port_start;
 };
 
 // The file name of `worker`'s table for `instance` (without directory).
@@ -70,6 +75,10 @@ class FlowMemory {
   core::FlowTable table(uint16_t w, const core::Pool& first, const PoolBuilder& builder,
                         const core::NeighborTable& neighbors, const cfg::DataplaneConfig& dataplane,
                         const core::ClockPair& clock);
+
+  // Worker w's full-NAT port hold times, kept in its file after the table (core/snat.h,
+  // SnatPorts::Memory::holds); empty when the tables are not persistent. Valid after table(w).
+  std::span<uint64_t> port_holds(uint16_t w);
 
   // Control thread, at every tick (it does the work once a second): records the clock in every
   // header, so that the next lbd knows how long this one has been gone.

@@ -24,8 +24,9 @@ std::string_view boot_id_of(const FlowFileHeader& h) {
 
 }  // namespace
 
-size_t flow_file_bytes(uint32_t capacity) {
-  return kFlowFileHeaderBytes + FlowTable::region_bytes(capacity);
+size_t flow_file_bytes(uint32_t capacity, uint32_t port_holds) {
+  return kFlowFileHeaderBytes + FlowTable::region_bytes(capacity) +
+         size_t{port_holds} * sizeof(uint64_t);
 }
 
 std::string flow_file_mismatch(const FlowFileHeader& h, uint64_t file_bytes,
@@ -44,9 +45,9 @@ std::string flow_file_mismatch(const FlowFileHeader& h, uint64_t file_bytes,
     return "it holds " + num(h.capacity) + " flows, dataplane.flows.capacity is now " +
            num(p.capacity);
   if (h.table_bytes != FlowTable::region_bytes(h.capacity) ||
-      file_bytes < flow_file_bytes(h.capacity))
+      file_bytes < flow_file_bytes(h.capacity, h.port_holds))
     return "the file is " + num(file_bytes) + " bytes, a table of " + num(h.capacity) +
-           " flows needs " + num(flow_file_bytes(h.capacity));
+           " flows needs " + num(flow_file_bytes(h.capacity, h.port_holds));
   if (h.worker != p.worker)
     return "it is worker " + num(h.worker) + "'s table, not worker " + num(p.worker) + "'s";
   if (h.workers != p.workers)
@@ -58,6 +59,9 @@ std::string flow_file_mismatch(const FlowFileHeader& h, uint64_t file_bytes,
   if (h.nports != p.nports || h.ports_digest != p.ports_digest)
     return "the ports changed (" + num(h.nports) + " then, " + num(p.nports) +
            " now; names or addresses differ): a flow's port would be another port";
+  if (h.port_holds != p.port_holds)
+    return "it keeps " + num(h.port_holds) + " full-NAT ports, this worker has " +
+           num(p.port_holds);
   if (boot_id_of(h) != p.boot_id)
     return "it was made before the machine rebooted (boot id " + std::string(boot_id_of(h)) +
            ", now " + p.boot_id + "): its deadlines count from another boot";
@@ -84,6 +88,7 @@ void init_flow_file_header(FlowFileHeader& h, const FlowFileParams& p, uint64_t 
   h.reta_size = p.reta_size;
   h.nports = p.nports;
   h.ports_digest = p.ports_digest;
+  h.port_holds = p.port_holds;
   h.tsc_hz = p.tsc_hz;
   std::memcpy(h.boot_id, p.boot_id.data(), std::min(p.boot_id.size(), sizeof h.boot_id - 1));
   h.clock[0] = now;
@@ -163,6 +168,25 @@ RestoreReport restore_flows(FlowTable& table, Tick now, int64_t shift,
     if (b.backend == kGoneBackend) ++r.gone;
   }
   return r;
+}
+
+uint32_t restore_port_holds(std::span<uint64_t> holds, const FlowTable& table, Tick now,
+                            int64_t shift, Tick hold, bool flows_end_now,
+                            const std::function<size_t(const Flow&)>& index) {
+  // No release ever set a hold beyond now + hold: a larger one is not to be trusted.
+  for (uint64_t& t : holds)
+    if (t != 0) t = std::min(shifted(t, shift), now + hold);
+  for (uint32_t idx = 0; idx < table.capacity(); ++idx) {
+    const Flow& f = table.at(idx);
+    if (!f.in_use || !f.fullnat()) continue;
+    const size_t i = index(f);
+    if (i >= holds.size()) continue;
+    const Tick ends = flows_end_now ? now : shifted(f.expires, shift);
+    holds[i] = ends + hold;
+  }
+  uint32_t held = 0;
+  for (uint64_t t : holds) held += t > now;
+  return held;
 }
 
 }  // namespace lb::core

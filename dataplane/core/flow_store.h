@@ -5,6 +5,8 @@
 //
 //   [0, kFlowFileHeaderBytes)   FlowFileHeader
 //   [kFlowFileHeaderBytes, ..)  FlowTable's region (records | index | free list), by index only
+//   then port_holds x uint64    the full-NAT ports' hold times (core/snat.h, SnatPorts::Memory),
+//                               in ticks: the backends' TIME_WAIT outlives lbd
 //
 // A table is taken over only when everything a flow's meaning depends on is the same: the layout
 // of Flow and of the index (kFlowFileLayout, sizes), the capacity, which worker owns which client
@@ -16,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -26,7 +29,7 @@ namespace lb::core {
 
 inline constexpr char kFlowFileMagic[8] = {'L', 'B', 'D', 'F', 'L', 'O', 'W', 'S'};
 // Bump on any change to Flow, the index, the region's layout or this header.
-inline constexpr uint32_t kFlowFileLayout = 2;  // 2: port ids 8 bits, full-NAT local port
+inline constexpr uint32_t kFlowFileLayout = 3;  // 3: full-NAT port holds after the table
 inline constexpr size_t kFlowFileHeaderBytes = 4096;
 
 // The tick clock (TSC) and CLOCK_BOOTTIME, read together.
@@ -57,7 +60,7 @@ struct FlowFileHeader {
   uint32_t pid;             // the lbd that last attached
   uint64_t created_unix_s;  // when the file was made
   uint32_t clean;           // 1: the last lbd stopped its workers before it exited
-  uint32_t reserved_;
+  uint32_t port_holds;      // full-NAT ports whose hold times follow the table
 };
 static_assert(sizeof(FlowFileHeader) <= kFlowFileHeaderBytes);
 static_assert(offsetof(FlowFileHeader, layout) == 8 && offsetof(FlowFileHeader, capacity) == 20,
@@ -71,13 +74,18 @@ struct FlowFileParams {
   uint16_t workers = 1;
   uint16_t reta_size = 0;
   uint16_t nports = 0;
-  uint64_t ports_digest = 0;
+  uint64_t ports_digest = 0;  // covers the full-NAT addresses and port range too
+  uint32_t port_holds = 0;    // this worker's full-NAT ports (SnatPorts::Memory::holds)
+  // The full-NAT geometry port_holds follows from, per worker (FlowMemory sets it per file).
+  uint8_t fullnat_addresses = 0;
+  uint16_t fullnat_first = 0;
+  uint16_t fullnat_last = 0;
   uint64_t tsc_hz = 0;
   std::string boot_id;
 };
 
 // Bytes of the file for `capacity` flows before rounding to the page size.
-size_t flow_file_bytes(uint32_t capacity);
+size_t flow_file_bytes(uint32_t capacity, uint32_t port_holds = 0);
 
 // Empty when `h` (of a file of `file_bytes`) may be taken over by a process with `p`; otherwise
 // why not, for the log ("capacity 65536, the config now says 131072").
@@ -129,5 +137,15 @@ struct RestoreReport {
 // numbers them 1..kept (creation numbers key the SYN cache, which a new process starts empty).
 RestoreReport restore_flows(FlowTable& table, Tick now, int64_t shift,
                             const std::function<FlowBinding(const Flow&)>& bind);
+
+// Makes the full-NAT port hold times of a re-attached file this process's, before
+// restore_flows(): moves them by `shift`, and gives each port a flow of `table` holds the time it
+// may be handed out again once that flow ends: its deadline (shifted) + `hold`, or `now` + `hold`
+// when the flows end now (lbd --fresh discards them). `index` says which of `holds` is a flow's
+// port (SnatPorts::hold_index), or holds.size() when none is. Returns how many ports may not be
+// handed out at `now` (held by a flow that goes on, or waiting their hold).
+uint32_t restore_port_holds(std::span<uint64_t> holds, const FlowTable& table, Tick now,
+                            int64_t shift, Tick hold, bool flows_end_now,
+                            const std::function<size_t(const Flow&)>& index);
 
 }  // namespace lb::core

@@ -10,14 +10,17 @@ namespace lb::core {
 Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors)
     : Processor(cfg, neighbors, FlowTable(cfg.flow_capacity, cfg.hash_seed)) {}
 
-Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowTable table)
+Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowTable table,
+                     std::span<uint64_t> fullnat_holds)
     : cfg_(cfg),
       neighbors_(neighbors),
       table_(std::move(table)),
       sched_(cfg.hash_seed ^ (uint64_t{cfg.worker} << 32)),
       syn_cache_(cfg.syn_cache_slots),
       snat_(std::span<const uint32_t>(cfg.fullnat_addrs.data(), cfg.nfullnat), cfg.worker,
-            cfg.workers, cfg.fullnat_port_first, cfg.fullnat_port_last, cfg.fullnat_port_hold),
+            cfg.workers, cfg.fullnat_port_first, cfg.fullnat_port_last, cfg.fullnat_port_hold,
+            {fullnat_holds, cfg.fullnat_port_start}),
+      fullnat_holds_(fullnat_holds),
       counters_storage_(1),
       counters_(&counters_storage_[0]) {
   // Sweep period in ticks: 1 s, or longer so that at most 2 M records are examined per second.
@@ -55,9 +58,10 @@ void Processor::reset() {
   table_.reset();
   sched_.reset(cfg_.hash_seed ^ (uint64_t{cfg_.worker} << 32));
   for (size_t i = 0; i < syn_cache_.size(); ++i) syn_cache_[i] = SynSlot{};
+  std::fill(fullnat_holds_.begin(), fullnat_holds_.end(), uint64_t{0});  // as a new file's
   snat_ = SnatPorts(std::span<const uint32_t>(cfg_.fullnat_addrs.data(), cfg_.nfullnat),
                     cfg_.worker, cfg_.workers, cfg_.fullnat_port_first, cfg_.fullnat_port_last,
-                    cfg_.fullnat_port_hold);
+                    cfg_.fullnat_port_hold, {fullnat_holds_, cfg_.fullnat_port_start});
   // All zero bytes, as the new mapping was (a memset: ASan does not instrument it, and the
   // fuzz target resets for every input).
   std::memset(static_cast<void*>(counters_), 0, sizeof(WorkerCounters));

@@ -103,6 +103,9 @@ struct ProcessorConfig {
   uint16_t fullnat_port_first = SnatPorts::kFirstPort;
   uint16_t fullnat_port_last = 65535;
   Tick fullnat_port_hold = 0;  // ticks a freed local port waits before a new flow takes it
+  // Where each local address's ring of free ports begins (SnatPorts::Memory::start): random per
+  // process in lbd, 0 (the first port) in tests.
+  uint32_t fullnat_port_start = 0;
 };
 
 class Processor {
@@ -112,7 +115,10 @@ class Processor {
   // restart (dataplane/flow_memory.h). Records that cannot be this worker's (a backend id, port
   // or state out of range) are erased; the active-flow counts and the creation numbers continue
   // from what is left.
-  Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowTable table);
+  // `fullnat_holds`: the full-NAT ports' hold times kept with the table (SnatPorts::Memory::holds),
+  // or empty.
+  Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowTable table,
+            std::span<uint64_t> fullnat_holds = {});
 
   // Back to the state the first constructor leaves, with the same config: no flow, every counter
   // zero, schedulers, SYN cache, full-NAT ports, ICMP limiters and aging pace as new. Not for the
@@ -303,6 +309,7 @@ class Processor {
   Scheduler sched_;
   LargeArray<SynSlot> syn_cache_;
   SnatPorts snat_;
+  std::span<uint64_t> fullnat_holds_;
   LargeArray<WorkerCounters> counters_storage_;
   WorkerCounters* counters_;
   uint64_t mac_key_[kMaxPorts];  // each port's MAC as dst_mac_key() reads it from a frame

@@ -15,14 +15,22 @@
 // holds its port until its record is reclaimed (its close/time-wait timeout has passed), never
 // less.
 //
-// Per local address: a FIFO ring of free ports (the oldest freed is reused first) with the time
-// each may be handed out again, and the flow index each port in use belongs to, so a reply finds
-// its flow by direct index. A released port waits `hold` (flows.fullnat_port_hold, 60 s): the
-// backend keeps the connection it closed in TIME_WAIT that long (Linux), and a new connection from
-// the same local address and port would meet it there (its SYN answered with an ACK for the old
-// one) and stall. So a node sustains at most addresses x ports / hold new full-NAT connections
-// per second; past that a SYN is refused and counted (fullnat_ports_cooling), not stalled.
-// Allocation and release are O(1), no search; all memory is allocated by the constructor.
+// Per local address: a FIFO ring of free ports (the oldest freed is reused first), per port the
+// time it may be handed out again, and the flow index each port in use belongs to, so a reply
+// finds its flow by direct index. A released port waits `hold` (flows.fullnat_port_hold, 60 s):
+// the backend keeps the connection it closed in TIME_WAIT that long (Linux), and a new connection
+// from the same local address and port would meet it there (its SYN answered with an ACK for the
+// old one) and stall. So a node sustains at most addresses x ports / hold new full-NAT
+// connections per second; past that a SYN is refused and counted (fullnat_ports_cooling), not
+// stalled. Allocation and release are O(1), no search; all memory is allocated by the
+// constructor.
+//
+// The backends' TIME_WAIT outlives an lbd process, so the hold times may live in memory the
+// caller keeps across restarts (Memory::holds: the flow file, dataplane/flow_memory.h); a new
+// SnatPorts then hands out the ports that were never used or released longest ago first, and
+// those still held only once their time has come. Without that memory a process begins each ring
+// at Memory::start (random in lbd, as Linux picks ephemeral ports) rather than at the first port,
+// so that a restart does not take again exactly the ports its predecessor used last.
 
 #include <cstdint>
 #include <span>
@@ -31,6 +39,15 @@
 #include "lb_limits.h"
 
 namespace lb::core {
+
+// Where SnatPorts' hold times live and where its rings begin (see above).
+struct SnatPortMemory {
+  // addresses x ports_per_address() ticks (SnatPorts::hold_index() says which is which), each
+  // the time its port may be handed out again (0: at once), kept by the caller; empty: the
+  // SnatPorts' own.
+  std::span<uint64_t> holds;
+  uint32_t start = 0;  // the ring's first port is the (start % ports)-th of the worker's
+};
 
 class SnatPorts {
  public:
@@ -46,13 +63,19 @@ class SnatPorts {
   static uint32_t ports_per_address(uint16_t worker, uint16_t workers, uint16_t lo = kFirstPort,
                                     uint16_t hi = 65535);
 
+  using Memory = SnatPortMemory;
+  // Which of Memory::holds is local address `li`'s port `port` (this worker's: owner_of()).
+  static size_t hold_index(uint32_t li, uint16_t port, uint16_t worker, uint16_t workers,
+                           uint16_t lo, uint16_t hi);
+
   SnatPorts() = default;
   // The ports [lo, hi] of each address (dataplane.fullnat_ports). Throws
   // std::invalid_argument for more than kMaxLocalAddrs addresses, a zero address, a repeated
-  // one, worker >= workers, or a range in which this worker owns no port.
+  // one, worker >= workers, a range in which this worker owns no port, or a Memory::holds of
+  // another size.
   // `hold`: ticks a released port waits before alloc() gives it to another flow.
   SnatPorts(std::span<const uint32_t> local_ips, uint16_t worker, uint16_t workers,
-            uint16_t lo = kFirstPort, uint16_t hi = 65535, uint64_t hold = 0);
+            uint16_t lo = kFirstPort, uint16_t hi = 65535, uint64_t hold = 0, Memory memory = {});
 
   uint32_t addresses() const { return naddr_; }
   uint32_t address(uint32_t li) const { return addr_[li].ip; }
@@ -82,6 +105,8 @@ class SnatPorts {
   // Marks (li, port) as held by `flow` (a flow restored after a restart). False when it is not
   // this worker's or already held; call rebuild_free() once after the last claim.
   bool claim(uint32_t flow, uint8_t li, uint16_t port);
+  // Puts every port no flow holds in the ring: those free soonest first (by their hold time),
+  // ties from Memory::start on.
   void rebuild_free();
 
   struct Stats {
@@ -99,10 +124,10 @@ class SnatPorts {
     uint32_t ip = 0;
     uint32_t in_use = 0;
     uint64_t failures = 0;
-    uint32_t head = 0;            // next free port to hand out, in ring
-    LargeArray<uint16_t> ring;    // free ports, FIFO: ring[(head + i) % nports_], i < free
-    LargeArray<uint64_t> usable;  // per ring position: when its port may be handed out
-    LargeArray<uint32_t> flow;    // per slot: flow index + 1, 0 when free
+    uint32_t head = 0;           // next free port to hand out, in ring
+    LargeArray<uint16_t> ring;   // free ports by slot, FIFO: ring[(head + i) % nports_], i < free
+    uint64_t* usable = nullptr;  // per slot: when its port may be handed out (Memory::holds)
+    LargeArray<uint32_t> flow;   // per slot: flow index + 1, 0 when free
   };
   uint32_t slot(uint16_t port) const { return (port - first_) / workers_; }
   uint16_t port_of(uint32_t s) const { return static_cast<uint16_t>(first_ + s * workers_); }
@@ -116,6 +141,8 @@ class SnatPorts {
   uint32_t last_ = 65535;        // the range's highest
   uint32_t next_ = 0;            // round-robin start
   uint64_t hold_ = 0;
+  uint32_t start_ = 0;               // Memory::start % nports_
+  LargeArray<uint64_t> own_usable_;  // the hold times when the caller keeps none
 };
 
 }  // namespace lb::core

@@ -113,8 +113,10 @@ void Harness::setup(const HarnessOptions& options) {
   }
   config_text_ = config_for(options, device_name(kClientPort), device_name(kBackendPort));
   if (options.channel) shm_name_ = "/lbd-pt-" + std::to_string(getpid()) + "-" + tag;
+  dp::FlowMemoryOptions flows = options.flows;
+  if (!flows.fullnat_port_start) flows.fullnat_port_start = 0;  // expected frames name ports
   dp_ = std::make_unique<dp::Dataplane>(cfg::parse_config(config_text_, "packet_test.cfg"),
-                                        shm_name_, options.flows);
+                                        shm_name_, flows);
 }
 
 Harness::~Harness() {

@@ -2713,6 +2713,40 @@ TEST_F(FlowFiles, FlowsOfABackendRemovedWhileLbdWasDownAreResetOnTheirFirstPacke
            .checks = {LB_CTR(flows_reset, 0)}}});
 }
 
+// A backend keeps a full-NAT connection's (local address, port) in TIME_WAIT for 60 s whatever
+// becomes of lbd: a new lbd, with --fresh or not, does not hand such a port out again before its
+// hold (flows.fullnat_port_hold) has passed.
+TEST_F(FlowFiles, FullnatPortHoldsOutliveARestart) {
+  HarnessOptions o = options();
+  o.fullnat = true;
+  o.flows_extra = "fullnat_port_hold = 60;";
+  auto syn_from = [](const Client& c, uint16_t lport) {
+    return Step{.what = "the SYN leaves from local port " + std::to_string(lport),
+                .in = {rx_client(c2v(c, syn_seg()))},
+                .out = {tx_backend(l2b(kB[0], syn_seg(), lport))},
+                .checks = {LB_CTR(flows_created, 1)}};
+  };
+  {
+    Harness h(o);
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    ASSERT_NO_FATAL_FAILURE(Run(h, {syn_from(client(1), 1024)}));
+  }
+  {
+    SCOPED_TRACE("lbd --fresh: the flow is discarded, its port waits its hold");
+    HarnessOptions f = o;
+    f.flows.fresh = true;
+    Harness h(f);
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    EXPECT_EQ(h.dp().processor(0).flows().size(), 0u);
+    ASSERT_NO_FATAL_FAILURE(Run(h, {syn_from(client(2), 1025)}));
+  }
+  SCOPED_TRACE("a restart that keeps its flows keeps the holds too");
+  Harness h(o);
+  ASSERT_NO_FATAL_FAILURE(Start(h));
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 1u);  // client 2's, on 1025
+  Run(h, {syn_from(client(3), 1026)});
+}
+
 TEST_F(FlowFiles, FreshOrOtherSettingsStartEmpty) {
   const Client c = client(1);
   auto open_one = [&](const HarnessOptions& o) {

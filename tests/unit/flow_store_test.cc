@@ -424,7 +424,7 @@ TEST(FlowStore, HeaderDecidesWhetherATableIsTakenOver) {
       {"short", [](FlowFileHeader&, uint64_t& b, FlowFileParams&) { b = 100; },
        "shorter than a header"},
       {"layout", [](FlowFileHeader& h, uint64_t&, FlowFileParams&) { h.layout = 0; },
-       "layout is version 0, this lbd's is 2"},
+       "layout is version 0, this lbd's is 3"},
       {"record size", [](FlowFileHeader& h, uint64_t&, FlowFileParams&) { h.flow_bytes = 128; },
        "laid out differently"},
       {"capacity", [](FlowFileHeader&, uint64_t&, FlowFileParams& p) { p.capacity = 131072; },
@@ -568,6 +568,34 @@ TEST(FlowStore, RestoreMovesDeadlinesExpiresRebindsAndRenumbers) {
   const RestoreReport back = restore_flows(t, 10, -5000, [](const Flow&) { return FlowBinding{}; });
   EXPECT_EQ(back.expired, 14u);
   EXPECT_EQ(t.size(), 0u);
+}
+
+// The full-NAT ports' hold times in a re-attached file: moved like the deadlines, a flow's port
+// free at its deadline + hold (or now + hold when the flows are discarded), a hold no release
+// could have set (beyond now + hold) not trusted.
+TEST(FlowStore, PortHoldsFollowTheirFlowsAndTheClock) {
+  Memory m(64);
+  FlowTable t(64, 3, m.span(), FlowTable::Region::kFresh);
+  uint32_t idx;
+  Flow f = flow_n(1, /*expires=*/200);
+  f.forward = ForwardMode::kFullnat;
+  f.local_port = 3;  // holds index 3 below
+  ASSERT_EQ(t.insert(f, idx), FlowTable::InsertResult::kOk);
+  Flow d = flow_n(2, 900);  // a dnat flow has no port
+  ASSERT_EQ(t.insert(d, idx), FlowTable::InsertResult::kOk);
+  auto index = [](const Flow& fl) { return size_t{fl.local_port}; };
+  {
+    std::vector<uint64_t> holds = {0, 150, 900000, 7, 0};
+    // shift +1000, now 1100, hold 60: 150 -> 1150; 900000 -> 1160 (clamped); the flow's port
+    // 3: 200 + 1000 + 60.
+    EXPECT_EQ(restore_port_holds(holds, t, 1100, 1000, 60, false, index), 3u);
+    EXPECT_EQ(holds, (std::vector<uint64_t>{0, 1150, 1160, 1260, 0}));
+  }
+  {
+    std::vector<uint64_t> holds = {0, 0, 0, 0, 0};
+    EXPECT_EQ(restore_port_holds(holds, t, 5000, 0, 60, /*flows_end_now=*/true, index), 1u);
+    EXPECT_EQ(holds, (std::vector<uint64_t>{0, 0, 0, 5060, 0}));
+  }
 }
 
 }  // namespace

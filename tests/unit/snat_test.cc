@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 #include <stdexcept>
 #include <vector>
@@ -120,6 +121,66 @@ TEST(SnatPorts, ReleasedPortWaitsItsHold) {
   again.rebuild_free();
   ASSERT_EQ(again.alloc(2, li, p, 0), SnatPorts::Alloc::kOk);
   EXPECT_NE(p, ports[0]);
+}
+
+// The backends' TIME_WAIT outlives lbd: hold times kept by the caller (the flow file) make a
+// new SnatPorts hand out never-used ports first, then the longest-released, and a port still
+// waiting only once its time has come.
+TEST(SnatPorts, HoldsKeptAcrossARestartDecideTheOrder) {
+  const std::vector<uint32_t> ips = {kL1};
+  const uint32_t n = SnatPorts::ports_per_address(0, 16);
+  std::vector<uint64_t> holds(n);
+  uint8_t li;
+  uint16_t p;
+  std::vector<uint16_t> used;
+  {
+    SnatPorts sp(ips, 0, 16, SnatPorts::kFirstPort, 65535, 100, {holds, 0});
+    for (uint32_t i = 0; i < 4; ++i) {
+      ASSERT_EQ(sp.alloc(i, li, p, 10), SnatPorts::Alloc::kOk);
+      used.push_back(p);
+    }
+    sp.release(0, used[2], 500);  // usable at 600
+    sp.release(0, used[0], 700);  // at 800
+    sp.release(0, used[1], 50);   // at 150
+    // used[3] is still in use when the process ends (--fresh would mark it, core/flow_store.h)
+  }
+  EXPECT_EQ(holds[SnatPorts::hold_index(0, used[2], 0, 16, SnatPorts::kFirstPort, 65535)], 600u);
+  SnatPorts again(ips, 0, 16, SnatPorts::kFirstPort, 65535, 100, {holds, 0});
+  std::vector<uint16_t> order;
+  while (again.alloc(1, li, p, 700) == SnatPorts::Alloc::kOk) order.push_back(p);
+  // Every port but the one waiting until 800 (used[0]); never-used ones first, used[3] (hold 0)
+  // among them, then used[1] (150) and used[2] (600).
+  ASSERT_EQ(order.size(), n - 1);
+  EXPECT_EQ(order[n - 3], used[1]);
+  EXPECT_EQ(order[n - 2], used[2]);
+  EXPECT_EQ(std::count(order.begin(), order.end(), used[0]), 0);
+  EXPECT_EQ(again.alloc(1, li, p, 799), SnatPorts::Alloc::kCooling);
+  ASSERT_EQ(again.alloc(1, li, p, 800), SnatPorts::Alloc::kOk);
+  EXPECT_EQ(p, used[0]);
+  std::vector<uint64_t> wrong(n + 1);
+  EXPECT_THROW(SnatPorts(ips, 0, 16, SnatPorts::kFirstPort, 65535, 100, {wrong, 0}),
+               std::invalid_argument);
+}
+
+// Without kept holds a process begins its rings at Memory::start, so that a restart does not
+// take again the ports the previous process took first.
+TEST(SnatPorts, RingsBeginAtStart) {
+  const std::vector<uint32_t> ips = {kL1, kL2};
+  const uint32_t n = SnatPorts::ports_per_address(1, 2);  // 32256: 1025, 1027, ...
+  SnatPorts sp(ips, 1, 2, SnatPorts::kFirstPort, 65535, 0, {{}, n + 5});
+  uint8_t li;
+  uint16_t p;
+  ASSERT_EQ(sp.alloc(0, li, p), SnatPorts::Alloc::kOk);
+  EXPECT_EQ(p, 1025 + 2 * 5);
+  EXPECT_EQ(li, 0);
+  ASSERT_EQ(sp.alloc(1, li, p), SnatPorts::Alloc::kOk);
+  EXPECT_EQ(p, 1025 + 2 * 5);
+  EXPECT_EQ(li, 1);
+  std::set<uint16_t> got = {p};
+  while (sp.alloc(2, li, p) == SnatPorts::Alloc::kOk)
+    if (li == 1) got.insert(p);
+  EXPECT_EQ(got.size(), n);  // the ring wraps round to the first port: every port once
+  EXPECT_TRUE(got.count(1025));
 }
 
 TEST(SnatPorts, ForeignOrOutOfRangePortsHaveNoFlow) {
