@@ -21,6 +21,11 @@
 //                        [--flow-dir DIR] [--forward dnat|tunnel]
 // --forward tunnel (with --dir c2b: the backends answer clients directly) wraps in IPIP.
 //
+// --workers 2 --owner W (mode lbd): two workers, every packet arriving at worker 0's queue, for
+// flows owned by worker W: with --owner 1 worker 0 hands each packet to worker 1 over the handoff
+// ring (a NIC that cannot steer by the flow's client side; "conn redirect" in full-NAT), so the
+// difference from --owner 0 is the handoff's cost per packet. Both workers' polls are timed.
+//
 // --mode flood: established flows under a spoofed SYN flood (docs/benchmarking.md, "SYN
 // floods"). Each poll carries --est N data segments of established flows per direction; the
 // second half of the run adds --syn N SYNs of new tuples per poll on the client side, in a table
@@ -52,6 +57,7 @@
 #include "bench_frames.h"
 #include "dataplane.h"
 #include "lb_config.h"
+#include "rss.h"
 
 namespace {
 
@@ -72,8 +78,9 @@ void build(rte_mbuf* m, uint16_t len, const uint8_t* dmac, const uint8_t* smac, 
 
 struct Rig {
   rte_mempool* pool = nullptr;
-  rte_ring* rx[2]{};  // harness -> port
-  rte_ring* tx[2]{};  // port -> harness
+  uint16_t queues = 1;   // one per worker
+  rte_ring* rx[2][2]{};  // harness -> port, per queue (the harness only fills queue 0)
+  rte_ring* tx[2][2]{};  // port -> harness, per queue
   uint16_t port[2]{};
 };
 
@@ -88,8 +95,12 @@ void inject(rte_ring* r, rte_mbuf** m, unsigned n) {
     throw std::runtime_error("RX ring full");
 }
 
-unsigned take(rte_ring* r, rte_mbuf** m, unsigned max) {
-  return rte_ring_sc_dequeue_burst(r, reinterpret_cast<void**>(m), max, nullptr);
+// What port p transmitted, from every queue.
+unsigned take(const Rig& r, int p, rte_mbuf** m, unsigned max) {
+  unsigned n = 0;
+  for (uint16_t q = 0; q < r.queues && n < max; ++q)
+    n += rte_ring_sc_dequeue_burst(r.tx[p][q], reinterpret_cast<void**>(m + n), max - n, nullptr);
+  return n;
 }
 
 // What testpmd --forward-mode=io does per iteration: RX a burst on each port, TX it on the
@@ -136,6 +147,7 @@ int main(int argc, char** argv) {
   uint16_t size = 64;
   std::string policy = "evict-embryonic";
   uint32_t est_per_poll = 8, syn_per_poll = 24;
+  uint16_t workers = 1, owner = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -171,12 +183,17 @@ int main(int argc, char** argv) {
       est_per_poll = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--syn")
       syn_per_poll = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--workers")
+      workers = static_cast<uint16_t>(std::stoul(next()));
+    else if (a == "--owner")
+      owner = static_cast<uint16_t>(std::stoul(next()));
     else {
       std::fprintf(stderr,
                    "usage: lbd_worker_cost [--mode lbd|syn|io|flood] [--flows N] [--bursts B] "
                    "[--size 60..1514] [--dir both|c2b] [--order random|seq] [--capacity N] "
                    "[--syn-timeout S] [--flow-dir DIR] [--forward dnat|tunnel] "
-                   "[--policy drop-new|evict-embryonic|stateless] [--est N] [--syn N]\n");
+                   "[--policy drop-new|evict-embryonic|stateless] [--est N] [--syn N] "
+                   "[--workers 1|2 --owner 0|1]\n");
       return 2;
     }
   }
@@ -187,7 +204,8 @@ int main(int argc, char** argv) {
       (forward == "tunnel" && dir == "both" && (mode == "lbd" || flood)) ||
       (policy != "drop-new" && policy != "evict-embryonic" && policy != "stateless") ||
       (flood && policy == "stateless" && forward != "tunnel") ||
-      (flood && (est_per_poll == 0 || est_per_poll + syn_per_poll > kBurst))) {
+      (flood && (est_per_poll == 0 || est_per_poll + syn_per_poll > kBurst)) || workers < 1 ||
+      workers > 2 || owner >= workers || (workers > 1 && mode != "lbd")) {
     std::fprintf(stderr, "lbd_worker_cost: bad arguments\n");
     return 2;
   }
@@ -219,13 +237,21 @@ int main(int argc, char** argv) {
                                      static_cast<int>(rte_socket_id()));
     if (!r.pool) throw std::runtime_error("cannot create the mbuf pool");
     const char* names[2] = {"wc_c", "wc_b"};
+    r.queues = workers;
     for (int p = 0; p < 2; ++p) {
-      r.rx[p] = rte_ring_create((std::string(names[p]) + "_rx").c_str(), 4096,
-                                static_cast<int>(rte_socket_id()), RING_F_SP_ENQ | RING_F_SC_DEQ);
-      r.tx[p] = rte_ring_create((std::string(names[p]) + "_tx").c_str(), 4096,
-                                static_cast<int>(rte_socket_id()), RING_F_SP_ENQ | RING_F_SC_DEQ);
-      const int id = rte_eth_from_rings(names[p], &r.rx[p], 1, &r.tx[p], 1, rte_socket_id());
-      if (!r.rx[p] || !r.tx[p] || id < 0) throw std::runtime_error("cannot create ring ports");
+      for (uint16_t q = 0; q < r.queues; ++q) {
+        const std::string base = std::string(names[p]) + "_" + std::to_string(q);
+        r.rx[p][q] =
+            rte_ring_create((base + "_rx").c_str(), 4096, static_cast<int>(rte_socket_id()),
+                            RING_F_SP_ENQ | RING_F_SC_DEQ);
+        r.tx[p][q] =
+            rte_ring_create((base + "_tx").c_str(), 4096, static_cast<int>(rte_socket_id()),
+                            RING_F_SP_ENQ | RING_F_SC_DEQ);
+        if (!r.rx[p][q] || !r.tx[p][q]) throw std::runtime_error("cannot create rings");
+      }
+      const int id =
+          rte_eth_from_rings(names[p], r.rx[p], r.queues, r.tx[p], r.queues, rte_socket_id());
+      if (id < 0) throw std::runtime_error("cannot create ring ports");
       r.port[p] = static_cast<uint16_t>(id);
       rte_ether_addr a;
       std::memcpy(a.addr_bytes, kLbdMac[p], 6);
@@ -244,7 +270,8 @@ int main(int argc, char** argv) {
         flood && !stateless ? "; syn_flood_policy = \"" + policy + "\"" : std::string();
     const std::string flood_service = stateless ? "  syn_flood_policy = \"stateless\";\n" : "";
     const std::string cfg =
-        "dataplane: { workers = 1; mbufs = 16383;\n"
+        "dataplane: { workers = " + std::to_string(workers) +
+        "; mbufs = 16383;\n"
         "  ports = ( { name = \"client\"; device = \"net_ring_wc_c\"; ip = \"10.10.0.1/24\"; },\n"
         "            { name = \"backend\"; device = \"net_ring_wc_b\"; ip = \"10.20.0.1/24\"; } "
         ");\n"
@@ -259,7 +286,13 @@ int main(int argc, char** argv) {
         "               { address = \"10.20.0.13\"; port = 8080; } ); } );\n";
     std::unique_ptr<lb::dp::Dataplane> dp;
     uint64_t handled_all = 0;  // packets poll() handled over the whole run, setup included
-    auto poll_once = [&]() { handled_all += dp->poll(0, rte_rdtsc()); };
+    auto poll_once = [&]() {
+      handled_all += dp->poll(0, rte_rdtsc());
+      for (uint32_t n = 1; workers > 1 && n != 0;) handled_all += n = dp->poll(1, rte_rdtsc());
+    };
+    // The tuple of flow f: with --workers 2, the f-th tuple whose owner is --owner (every
+    // packet arrives at worker 0's queue, so owner 1 makes worker 0 hand each one over).
+    std::vector<uint32_t> tuple(flows);
     std::vector<uint32_t> backend(flows, 0x0a14000b);  // io: every reply from 10.20.0.11
     rte_mbuf* in[kBurst];
     rte_mbuf* out[4 * kBurst];
@@ -272,7 +305,7 @@ int main(int argc, char** argv) {
       dp->control_tick(rte_rdtsc());
       for (int round = 0; round < 4; ++round) {
         poll_once();
-        unsigned n = take(r.tx[1], out, 4 * kBurst);
+        unsigned n = take(r, 1, out, 4 * kBurst);
         unsigned k = 0;
         for (unsigned i = 0; i < n; ++i) {
           const uint8_t* f = rte_pktmbuf_mtod(out[i], const uint8_t*);
@@ -298,42 +331,45 @@ int main(int argc, char** argv) {
           }
         }
         rte_pktmbuf_free_bulk(out, n);
-        if (k) inject(r.rx[1], in, k);
+        if (k) inject(r.rx[1][0], in, k);
       }
       poll_once();
+      for (uint32_t f = 0, t = 0; f < flows; ++t)
+        if (lb::core::flow_owner(client_ip(t), client_port(t), workers, dp->reta_size()) == owner)
+          tuple[f++] = t;
       // Open every flow: SYN, SYN-ACK, ACK through poll(), a burst at a time.
       for (uint32_t base = 0; base < flows; base += kBurst) {
         const unsigned n = std::min<uint32_t>(kBurst, flows - base);
         for (unsigned i = 0; i < n; ++i) {
           in[i] = alloc(r.pool);
-          build(in[i], 60, kLbdMac[0], kPeerMac[0], client_ip(base + i), client_port(base + i),
-                kVip, kVport, 0x02);
+          build(in[i], 60, kLbdMac[0], kPeerMac[0], client_ip(tuple[base + i]),
+                client_port(tuple[base + i]), kVip, kVport, 0x02);
         }
-        inject(r.rx[0], in, n);
+        inject(r.rx[0][0], in, n);
         poll_once();
-        unsigned got = take(r.tx[1], out, 4 * kBurst);
+        unsigned got = take(r, 1, out, 4 * kBurst);
         if (got != n) throw std::runtime_error("SYNs did not all reach the backend side");
         for (unsigned i = 0; i < n; ++i) {
           const uint8_t* f = rte_pktmbuf_mtod(out[i], const uint8_t*);
           backend[base + i] = load_be32(f + 30);
           in[i] = alloc(r.pool);
-          build(in[i], 60, kLbdMac[1], kPeerMac[1], backend[base + i], 8080, client_ip(base + i),
-                client_port(base + i), 0x12);
+          build(in[i], 60, kLbdMac[1], kPeerMac[1], backend[base + i], 8080,
+                client_ip(tuple[base + i]), client_port(tuple[base + i]), 0x12);
         }
         rte_pktmbuf_free_bulk(out, got);
-        inject(r.rx[1], in, n);
+        inject(r.rx[1][0], in, n);
         poll_once();
-        got = take(r.tx[0], out, 4 * kBurst);
+        got = take(r, 0, out, 4 * kBurst);
         if (got != n) throw std::runtime_error("SYN-ACKs did not all reach the client side");
         rte_pktmbuf_free_bulk(out, got);
         for (unsigned i = 0; i < n; ++i) {
           in[i] = alloc(r.pool);
-          build(in[i], 60, kLbdMac[0], kPeerMac[0], client_ip(base + i), client_port(base + i),
-                kVip, kVport, 0x10);
+          build(in[i], 60, kLbdMac[0], kPeerMac[0], client_ip(tuple[base + i]),
+                client_port(tuple[base + i]), kVip, kVport, 0x10);
         }
-        inject(r.rx[0], in, n);
+        inject(r.rx[0][0], in, n);
         poll_once();
-        got = take(r.tx[1], out, 4 * kBurst);
+        got = take(r, 1, out, 4 * kBurst);
         rte_pktmbuf_free_bulk(out, got);
       }
     } else {
@@ -379,10 +415,10 @@ int main(int argc, char** argv) {
           continue;
         }
         const uint32_t f = visit[(next + i) % flows];
-        build(in[i], size, kLbdMac[0], kPeerMac[0], client_ip(f), client_port(f), kVip, kVport,
-              0x18);
+        build(in[i], size, kLbdMac[0], kPeerMac[0], client_ip(tuple[f]), client_port(tuple[f]),
+              kVip, kVport, 0x18);
       }
-      inject(r.rx[0], in, est_n + syn_n);
+      inject(r.rx[0][0], in, est_n + syn_n);
       phase[ph].est_in += syn ? 0 : est_n;
       phase[ph].syn_in += syn_n;
       if (both) {
@@ -390,14 +426,22 @@ int main(int argc, char** argv) {
         for (unsigned i = 0; i < est_n; ++i) {
           const uint32_t f = visit[(next + i) % flows];
           in[i] = alloc(r.pool);
-          build(in[i], size, kLbdMac[1], kPeerMac[1], backend[f], 8080, client_ip(f),
-                client_port(f), 0x18);
+          build(in[i], size, kLbdMac[1], kPeerMac[1], backend[f], 8080, client_ip(tuple[f]),
+                client_port(tuple[f]), 0x18);
         }
-        inject(r.rx[1], in, est_n);
+        inject(r.rx[1][0], in, est_n);
       }
       next = (next + est_n) % flows;
       const uint64_t t0 = rte_rdtsc();
-      const uint32_t n = dp ? dp->poll(0, t0) : io_poll(r.port);
+      uint32_t n = dp ? dp->poll(0, t0) : io_poll(r.port);
+      // The second worker's poll is part of the cost (it does the handed-over packets' work);
+      // each packet is counted once, as it was offered.
+      if (workers > 1) {
+        // Until it has nothing left: one poll takes one burst from the handoff ring.
+        while (dp->poll(1, t0) != 0) {
+        }
+        n = est_n * (both ? 2 : 1);
+      }
       const uint64_t dt = rte_rdtsc() - t0;
       cycles += dt;
       phase[ph].cycles += dt;
@@ -407,7 +451,7 @@ int main(int argc, char** argv) {
       ++polls;
       for (int p = 0; p < 2; ++p) {
         unsigned got;
-        while ((got = take(r.tx[p], out, 4 * kBurst)) > 0) {
+        while ((got = take(r, p, out, 4 * kBurst)) > 0) {
           out_packets += got;
           for (unsigned i = 0; flood && i < got; ++i) {
             const uint8_t* fr = rte_pktmbuf_mtod(out[i], const uint8_t*);
@@ -429,10 +473,11 @@ int main(int argc, char** argv) {
     };
     const double cpp = pct(0.5);
     std::printf(
-        "mode %s, %u flows (%s order), %u B, %s: %llu packets in %llu polls, %llu out; median %.1f "
+        "mode %s, %u worker(s) (flows owned by worker %u), %u flows (%s order), %u B, %s: %llu "
+        "packets in %llu polls, %llu out; median %.1f "
         "TSC cycles (%.1f ns) per packet = %.2f Mpps on one core (p10 %.1f, p90 %.1f, mean "
         "%.1f cycles); VmRSS %ld KiB after setup, %ld KiB of it in transparent huge pages\n",
-        mode.c_str(), flows, order.c_str(), syn ? 60 : size,
+        mode.c_str(), workers, owner, flows, order.c_str(), syn ? 60 : size,
         syn    ? "SYNs of new flows"
         : both ? "both directions"
                : "client->backend only",
@@ -441,10 +486,10 @@ int main(int argc, char** argv) {
         cpp > 0 ? hz / cpp / 1e6 : 0.0, pct(0.1), pct(0.9), mean, rss_after_setup,
         proc_kib("/proc/self/smaps_rollup", "AnonHugePages"));
     std::printf(
-        "RESULT mode=%s flows=%u size=%u packets=%llu polls=%llu out=%llu "
+        "RESULT mode=%s workers=%u owner=%u flows=%u size=%u packets=%llu polls=%llu out=%llu "
         "cycles_per_packet=%.1f ns_per_packet=%.2f mpps=%.3f mean_cycles=%.1f "
         "handled_all=%llu\n",
-        mode.c_str(), flows, size, static_cast<unsigned long long>(packets),
+        mode.c_str(), workers, owner, flows, size, static_cast<unsigned long long>(packets),
         static_cast<unsigned long long>(polls), static_cast<unsigned long long>(out_packets), cpp,
         cpp / hz * 1e9, cpp > 0 ? hz / cpp / 1e6 : 0.0, mean,
         static_cast<unsigned long long>(handled_all));
@@ -493,8 +538,8 @@ int main(int argc, char** argv) {
   const std::string runtime_dir = rte_eal_get_runtime_dir();
   rte_eal_cleanup();
   std::error_code ec;
-  if (!flow_dir.empty())
-    std::filesystem::remove(flow_dir + "/" + lb::dp::flow_file_name(prefix, 0), ec);
+  for (uint16_t w = 0; !flow_dir.empty() && w < workers; ++w)
+    std::filesystem::remove(flow_dir + "/" + lb::dp::flow_file_name(prefix, w), ec);
   if (runtime_dir.find(prefix) != std::string::npos) std::filesystem::remove_all(runtime_dir, ec);
   return rc;
 }

@@ -62,6 +62,8 @@ class Dataplane {
   // One iteration of worker w's loop at time `now` (TSC ticks). The lcore loop calls it; tests
   // call it directly with an injected clock. Returns the number of packets handled.
   uint32_t poll(uint16_t worker, core::Tick now);
+  // The RSS redirection-table size flow ownership is computed with (core::flow_owner).
+  uint16_t reta_size() const { return reta_size_; }
 
   // The control thread's periodic work; `now` in TSC ticks: pool updates from lb-healthd,
   // passive health events to it, ARP for next hops, freeing retired pools, reclaiming ids.
