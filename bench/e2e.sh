@@ -7,7 +7,11 @@
 # very same. Runs alternate lbd / nftables, ROUNDS times, for each load:
 #   keepalive   wrk -c 16 over persistent connections
 #   newconn     wrk -c 16 with "Connection: close": one TCP connection per request
-# and print req/s and p50/p99 latency (medians over rounds) and the ratio lbd / nftables.
+# and print req/s and p50/p99 latency (medians over rounds) and the ratio lbd / nftables. Each
+# round's line also gives, for lbd's runs, how often per second the kernel took its worker's CPU
+# away (involuntary context switches: packets wait while it is off its CPU, where nftables' NAT
+# runs in softirq and never waits for the scheduler), and the load average at the end of the
+# round (other work on the machine; docs/benchmarking.md, "Where lbd's tail comes from").
 #
 # --mode (lbd's forward, docs/configuration.md):
 #   dnat     (default) both balancers DNAT; the backends route the clients via 10.20.0.1
@@ -122,11 +126,22 @@ nft_off() {
   for i in 1 2 3; do nsx $p-b$i ip neigh flush all; done
 }
 
-run_wrk() {  # run_wrk LOAD -> "req/s p50_ms p99_ms errors"
-  local hdr=()
+# Involuntary context switches of lbd's worker so far (0 when lbd is not running).
+worker_preempted() {
+  local t
+  [ -n "$lbd_pid" ] || { echo 0; return; }
+  t=$(grep -l '^rte-worker' /proc/$lbd_pid/task/*/comm 2>/dev/null | head -1) || true
+  [ -n "$t" ] || { echo 0; return; }
+  awk '/^nr_involuntary_switches/ { print $3 }' "${t%/comm}/sched"
+}
+
+run_wrk() {  # run_wrk LOAD -> "req/s p50_ms p99_ms errors"; the worker's preemptions/s in $preempt
+  local hdr=() before
   [ "$1" = newconn ] && hdr=(-H "Connection: close")
+  before=$(worker_preempted)
   nsx $p-client wrk -t 2 -c 16 -d "${secs}s" --latency "${hdr[@]}" http://10.10.0.100/ \
     >"$tmp/wrk.out" 2>&1 || true
+  preempt=$((($(worker_preempted) - before) / secs))
   wrk_stats "$tmp/wrk.out"
 }
 
@@ -134,14 +149,20 @@ echo "bench/e2e.sh --mode $mode: $rounds round(s) of $secs s per run"
 declare -A res
 for r in $(seq 1 "$rounds"); do
   lbd_on || { echo "lbd did not come up" >&2; exit 1; }
-  for load in keepalive newconn; do res[lbd,$load,$r]=$(run_wrk $load); done
+  preempts=()
+  for load in keepalive newconn; do
+    run_wrk $load >"$tmp/stats"
+    res[lbd,$load,$r]=$(cat "$tmp/stats")
+    preempts+=("$preempt")
+  done
   lbd_off
   nft_on
   for load in keepalive newconn; do res[nft,$load,$r]=$(run_wrk $load); done
   nft_off
   echo "round $r: lbd keepalive ${res[lbd,keepalive,$r]} newconn ${res[lbd,newconn,$r]} |" \
     "nftables keepalive ${res[nft,keepalive,$r]} newconn ${res[nft,newconn,$r]}" \
-    "(req/s p50_ms p99_ms errors)"
+    "(req/s p50_ms p99_ms errors); lbd's worker preempted ${preempts[0]}/s, ${preempts[1]}/s;" \
+    "load average $(cut -d' ' -f1 /proc/loadavg)"
 done
 
 python3 - "$rounds" "$(for k in "${!res[@]}"; do echo "$k=${res[$k]}"; done)" <<'PY'
