@@ -69,6 +69,23 @@ struct MacAddr {
     std::memcpy(m.b, &v, 6);
     return m;
   }
+  // The address as the 8 bytes whose first 6 are the address in wire order (the last two are
+  // zero): what one 8-byte store puts at a frame's front when bytes 6 and 7 are written next.
+  uint64_t image() const {
+    uint64_t v = 0;
+    std::memcpy(&v, b, 6);
+    return v;
+  }
+  // image() of the address whose to_u64() is the low 48 bits of `v` (the bits above are ignored).
+  static uint64_t image_of_u64(uint64_t v) {
+    if constexpr (std::endian::native == std::endian::little) return byteswap(v << 16);
+    return v << 16;
+  }
+  static MacAddr from_image(uint64_t image) {
+    MacAddr m;
+    std::memcpy(m.b, &image, 6);
+    return m;
+  }
   static MacAddr load(const uint8_t* p) {
     MacAddr m;
     std::memcpy(m.b, p, 6);

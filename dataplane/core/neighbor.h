@@ -44,6 +44,14 @@ class NeighborTable {
     if (!(v & kValid)) return std::nullopt;
     return MacAddr::from_u64(v & kMacMask);
   }
+  // The same as the 8 bytes whose first 6 are the address in wire order (MacAddr::image()):
+  // false when unknown. The packet path's form: two instructions from the stored word.
+  bool lookup_image(uint16_t slot, uint64_t& image) const {
+    // acquire pairs with the release in learn(), as in lookup().
+    const uint64_t v = entries_[slot].mac.load(std::memory_order_acquire);
+    image = MacAddr::image_of_u64(v);
+    return (v & kValid) != 0;
+  }
 
   // Any thread (rare path: ARP). Records mac for ip if ip is a known next hop on `port`.
   // Returns true when it was one.

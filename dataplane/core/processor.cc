@@ -1,6 +1,7 @@
 #include "processor.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "checksum.h"
@@ -47,6 +48,8 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowT
     uint8_t word[8] = {};
     cfg.ports[i].mac.store(word);
     mac_key_[i] = dst_mac_key(word);
+    store_be16(word + 6, kEtherTypeIpv4);
+    std::memcpy(&eth_src_word_[i], word, sizeof word);
   }
   for (uint16_t i = 0; i < cfg.nports; ++i)
     local_filter_ |= uint64_t{1} << ((cfg.ports[i].ip * 0x9e3779b1u) >> 26);
@@ -167,10 +170,10 @@ bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t i
       !pool.serving(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
-    const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
-    if (!mac) return false;
+    uint64_t mac;
+    if (!neighbors_.lookup_image(fl.neighbor, mac)) return false;
     fl.expires = now + cfg_.established_timeout;
-    v = dnat_to_backend(f, pk, fl, *mac);
+    v = dnat_to_backend(f, pk, fl, mac);
   } else {
     fl.expires = now + cfg_.established_timeout;
     v = dnat_to_client(f, pk, fl);
@@ -731,25 +734,23 @@ bool Processor::write_l2_slow(Frame& f, const ParsedPacket& pk, const MacAddr& d
 }
 
 namespace {
-// TTL - 1 with the IPv4 checksum updated (the TTL is the high byte of the word at offset 8).
+// What TTL - 1 adds to the IPv4 checksum: the TTL is the high byte of the word at offset 8, and
+// for any word w >= 0x100 (TTL >= 1, which every caller has checked) csum_delta16(w, w - 0x100)
+// is ~w + w - 0x100 = 0xffff - 0x100, whatever the word: no need to read it.
+constexpr uint32_t kTtlDecrementDelta = 0xffff - 0x100;
+// TTL - 1 with the IPv4 checksum updated. The TTL must be at least 1.
 inline void decrement_ttl(uint8_t* ip) {
-  const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
-  store_be16(ip + ip_off::kCsum,
-             csum_apply(load_be16(ip + ip_off::kCsum),
-                        csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
+  store_be16(ip + ip_off::kCsum, csum_apply(load_be16(ip + ip_off::kCsum), kTtlDecrementDelta));
   --ip[ip_off::kTtl];
 }
 // One dnat hop: the address at `addr_at` of the IPv4 header `ip` goes from `from` to `to`, the
 // TCP port at `port_at` of `t` from `pfrom` to `pto`, and the TTL down by one. The TCP checksum
 // covers the address through the pseudo-header, so both checksums take the address change
-// (RFC 1624); the TTL is the IPv4 header's alone (the high byte of its word at offset 8).
+// (RFC 1624); the TTL is the IPv4 header's alone (kTtlDecrementDelta: the TTL is at least 1).
 inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t from, uint32_t to,
                     size_t port_at, uint16_t pfrom, uint16_t pto) {
   const uint32_t d = csum_delta32(from, to);
-  const uint16_t ttl_word = load_be16(ip + ip_off::kTtl);
-  store_be16(ip + ip_off::kCsum,
-             csum_apply(load_be16(ip + ip_off::kCsum),
-                        d + csum_delta16(ttl_word, static_cast<uint16_t>(ttl_word - 0x100))));
+  store_be16(ip + ip_off::kCsum, csum_apply(load_be16(ip + ip_off::kCsum), d + kTtlDecrementDelta));
   --ip[ip_off::kTtl];
   store_be16(t + tcp_off::kCsum,
              csum_apply(load_be16(t + tcp_off::kCsum), d + csum_delta16(pfrom, pto)));
@@ -768,20 +769,23 @@ Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
   if (fl.fullnat()) {
     fullnat_to_backend(ip, t, fl, snat_.address(fl.local_addr));
     decrement_ttl(ip);
-    return l2_to_backend(f, pk, fl, *mac);
+    return l2_to_backend(f, pk, fl, mac->image());
   }
-  return dnat_to_backend(f, pk, fl, *mac);
+  return dnat_to_backend(f, pk, fl, mac->image());
 }
 
 // DNAT: VIP:vport -> backend:port.
-Verdict Processor::dnat_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& mac) {
+Verdict Processor::dnat_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, uint64_t mac) {
   nat_hop(f.data() + pk.l3, f.data() + pk.l4, ip_off::kDst, fl.vip, fl.backend_ip, tcp_off::kDport,
           fl.vport, fl.backend_port);
   return l2_to_backend(f, pk, fl, mac);
 }
 
-Verdict Processor::l2_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& mac) {
-  if (!write_l2(f, pk, mac, cfg_.ports[fl.backend_port_id].mac, false, 0))
+Verdict Processor::l2_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, uint64_t mac) {
+  if (pk.l3 == kEthHeaderLen) [[likely]]
+    write_l2_untagged(f, pk, mac, fl.backend_port_id);
+  else if (!write_l2_slow(f, pk, MacAddr::from_image(mac), cfg_.ports[fl.backend_port_id].mac,
+                          false, 0))
     return drop(DropReason::kNoBuffer);
   BackendCounters& bc = counters_->backend[raw(fl.backend)];
   bc.packets_in.add();
@@ -809,9 +813,17 @@ Verdict Processor::dnat_to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
 }
 
 Verdict Processor::l2_to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
-  if (!write_l2(f, pk, fl.client_mac, cfg_.ports[fl.client_port_id].mac, fl.client_tagged != 0,
-                fl.client_vlan))
+  // The client's MAC and the two bytes after it in the record: one load.
+  static_assert(offsetof(Flow, client_mac) + sizeof(uint64_t) <= sizeof(Flow));
+  if (!fl.client_tagged && pk.l3 == kEthHeaderLen) [[likely]] {
+    uint64_t mac;
+    std::memcpy(&mac, reinterpret_cast<const uint8_t*>(&fl) + offsetof(Flow, client_mac),
+                sizeof mac);
+    write_l2_untagged(f, pk, mac, fl.client_port_id);
+  } else if (!write_l2_slow(f, pk, fl.client_mac, cfg_.ports[fl.client_port_id].mac,
+                            fl.client_tagged != 0, fl.client_vlan)) {
     return drop(DropReason::kNoBuffer);
+  }
   BackendCounters& bc = counters_->backend[raw(fl.backend)];
   bc.packets_out.add();
   bc.bytes_out.add(pk.ip_total_len);

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 
 #include "counters.h"
 #include "encap.h"
@@ -31,7 +32,11 @@ struct Frame {
   uint16_t off;
   uint16_t len;
   uint16_t cap;
-  bool ip_csum_ok = false;  // the NIC verified the IPv4 header checksum
+  // The NIC verified the IPv4 header checksum. No default member initializer: Frame stays
+  // trivially default-constructible, so that the worker's array of a batch's frames is not
+  // written once before it is filled (3 instructions per packet); Frame{buf, off, len, cap}
+  // still value-initializes it to false.
+  bool ip_csum_ok;
   uint8_t* data() const { return buf + off; }
 };
 
@@ -228,10 +233,11 @@ class Processor {
   // backend's counters, the port.
   // Inline, defined and used in processor.cc only.
   [[gnu::always_inline]] inline Verdict dnat_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl,
-                                                        const MacAddr& mac);
+                                                        uint64_t mac);
   [[gnu::always_inline]] inline Verdict dnat_to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
+  // `dst`: the next hop's MAC as MacAddr::image() gives it.
   [[gnu::always_inline]] inline Verdict l2_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl,
-                                                      const MacAddr& mac);
+                                                      uint64_t dst);
   [[gnu::always_inline]] inline Verdict l2_to_client(Frame& f, const ParsedPacket& pk, Flow& fl);
   // Full-NAT (fullnat.cc): a backend's reply to local address `li`; the source rewrite of a
   // flow toward its backend and the destination rewrite back to its client.
@@ -296,6 +302,15 @@ class Processor {
   }
   bool write_l2_slow(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
                      bool tagged, uint16_t tci);
+  // write_l2 of a frame that was and stays untagged (pk.l3 == kEthHeaderLen) toward `out_port`:
+  // `dst` (MacAddr::image()) in one 8-byte store, then the port's address and the IPv4 EtherType
+  // (eth_src_word_) in another over dst's two spare bytes.
+  void write_l2_untagged(Frame& f, const ParsedPacket& pk, uint64_t dst, uint16_t out_port) {
+    uint8_t* p = f.data();
+    std::memcpy(p, &dst, sizeof dst);
+    std::memcpy(p + 6, &eth_src_word_[out_port], sizeof dst);
+    f.len = static_cast<uint16_t>(kEthHeaderLen + pk.ip_total_len);  // drops any padding
+  }
 
   Verdict drop(DropReason r) {
     counters_->drop(r);
@@ -312,8 +327,9 @@ class Processor {
   std::span<uint64_t> fullnat_holds_;
   LargeArray<WorkerCounters> counters_storage_;
   WorkerCounters* counters_;
-  uint64_t mac_key_[kMaxPorts];  // each port's MAC as dst_mac_key() reads it from a frame
-  uint64_t local_filter_ = 0;    // bit (ip * k) >> 26 set for each port's address
+  uint64_t mac_key_[kMaxPorts];       // each port's MAC as dst_mac_key() reads it from a frame
+  uint64_t eth_src_word_[kMaxPorts];  // each port's MAC and EtherType IPv4: frame bytes 6-13
+  uint64_t local_filter_ = 0;         // bit (ip * k) >> 26 set for each port's address
   uint32_t serial_ = 0;
   Tick now_ = 0;                  // the packet's time, for the ICMP limiter
   IcmpLimiter icmp_limit_;        // the errors lbd originates (frag-needed, time exceeded, ...)
