@@ -4,7 +4,9 @@
 #
 #   lbd          build/bench/lbd_worker_cost --mode lbd: Dataplane::poll() called on net_ring
 #                ports that hold one burst per direction; only poll() is counted
-#                (--toggle-collect), packets = all that poll() handled (setup included: the
+#                (--toggle-collect on its exact name: a pattern such as poll* would also
+#                match the lambdas inside it, and toggling on entering one of them would stop
+#                the count for the work they do), packets = all that poll() handled (setup included: the
 #                same window).
 #                Established flows, 64-byte data segments both ways.
 #   lbd SYN      the same with SYNs of new flows only (--mode syn).
@@ -85,14 +87,14 @@ PY
 echo "instructions.sh: callgrind, $flows flows, $bursts bursts of 32 per direction (64 B)"
 
 # 1. lbd, established flows
-valgrind --tool=callgrind --toggle-collect='lb::dp::Dataplane::poll*' \
+valgrind --tool=callgrind --toggle-collect='lb::dp::Dataplane::poll(unsigned short, unsigned long)' \
   --callgrind-out-file="$work/lbd.out" "$wc" --mode lbd --flows "$flows" --bursts "$bursts" \
   > "$work/lbd.log" 2>&1 || { cat "$work/lbd.log"; exit 1; }
 read -r lbd_ir _ < <(cg "$work/lbd.out")
 handled() { grep '^RESULT' "$1" | tr ' ' '\n' | awk -F= '$1 == "handled_all" { print $2 }'; }
 lbd_pk=$(handled "$work/lbd.log")
 # 2. lbd, SYNs of new flows
-valgrind --tool=callgrind --toggle-collect='lb::dp::Dataplane::poll*' \
+valgrind --tool=callgrind --toggle-collect='lb::dp::Dataplane::poll(unsigned short, unsigned long)' \
   --callgrind-out-file="$work/syn.out" "$wc" --mode syn --flows "$flows" \
   --bursts $((bursts / 2)) > "$work/syn.log" 2>&1 || { cat "$work/syn.log"; exit 1; }
 read -r syn_ir _ < <(cg "$work/syn.out")
