@@ -425,6 +425,8 @@ inline void Dataplane::queue_tx(uint16_t w, rte_mbuf* m, const core::Frame& f, u
 uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   Worker& wk = workers_[w];
   core::WorkerCounters& c = wk.proc->counters();
+  // acquire pairs with the release in publish(): the pool is seen fully built.
+  const core::Pool& pool = *current_.load(std::memory_order_acquire);
   // Bursts of every port are gathered into one batch of up to kBatch frames before they are
   // processed, so that the bucket prefetches of the whole batch are in flight together and the
   // first packets' lines have the other port's parsing to arrive behind.
@@ -435,12 +437,6 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   core::Verdict verdicts[kBatch];
   uint16_t m = 0;
   auto process_batch = [&] {
-    // The pool is read after the frames were received, not at the start of the poll: a worker
-    // preempted between the two (inside an AF_XDP wake-up, on a shared CPU) would otherwise
-    // schedule SYNs that arrived after a pool change with the pool before it. acquire pairs
-    // with the release in publish(): the pool is seen fully built. Every pool read in this
-    // iteration stays valid until its rte_rcu_qsbr_quiescent() below.
-    const core::Pool& pool = *current_.load(std::memory_order_acquire);
     wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
     for (uint16_t i = 0; i < m; ++i) {
       if (verdicts[i].action == core::Action::kTx) [[likely]]
