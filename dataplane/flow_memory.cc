@@ -338,13 +338,9 @@ core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const Poo
   const uint32_t held = core::restore_port_holds(
       f.port_holds(), t, clock.tsc, shift, dataplane.flows.fullnat_port_hold * params_.tsc_hz,
       f.discard_flows, [&](const core::Flow& fl) {
-        return core::SnatPorts::owner_of(fl.local_port, params_.workers) != w ||
-                       fl.local_port < params_.fullnat_first ||
-                       fl.local_port > params_.fullnat_last ||
-                       fl.local_addr >= params_.fullnat_addresses
-                   ? f.port_holds().size()
-                   : core::SnatPorts::hold_index(fl.local_addr, fl.local_port, w, params_.workers,
-                                                 params_.fullnat_first, params_.fullnat_last);
+        return core::SnatPorts::hold_index(fl.local_addr, fl.local_port, w, params_.workers,
+                                           params_.fullnat_addresses, params_.fullnat_first,
+                                           params_.fullnat_last);
       });
   if (f.discard_flows) {
     const uint32_t had = t.size();

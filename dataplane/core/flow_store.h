@@ -142,8 +142,8 @@ RestoreReport restore_flows(FlowTable& table, Tick now, int64_t shift,
 // restore_flows(): moves them by `shift`, and gives each port a flow of `table` holds the time it
 // may be handed out again once that flow ends: its deadline (shifted) + `hold`, or `now` + `hold`
 // when the flows end now (lbd --fresh discards them). `index` says which of `holds` is a flow's
-// port (SnatPorts::hold_index), or holds.size() when none is. Returns how many ports may not be
-// handed out at `now` (held by a flow that goes on, or waiting their hold).
+// port (SnatPorts::hold_index), or any value >= holds.size() when none is. Returns how many ports
+// may not be handed out at `now` (held by a flow that goes on, or waiting their hold).
 uint32_t restore_port_holds(std::span<uint64_t> holds, const FlowTable& table, Tick now,
                             int64_t shift, Tick hold, bool flows_end_now,
                             const std::function<size_t(const Flow&)>& index);

@@ -21,9 +21,11 @@ uint32_t SnatPorts::ports_per_address(uint16_t worker, uint16_t workers, uint16_
 }
 
 size_t SnatPorts::hold_index(uint32_t li, uint16_t port, uint16_t worker, uint16_t workers,
-                             uint16_t lo, uint16_t hi) {
+                             uint32_t addresses, uint16_t lo, uint16_t hi) {
   const uint32_t w = workers == 0 ? 1 : workers;
   const uint32_t first = first_port(worker, workers, lo);
+  if (li >= addresses || port < first || port > hi || owner_of(port, workers) != worker)
+    return kNoHold;
   return size_t{li} * ports_per_address(worker, workers, lo, hi) + (port - first) / w;
 }
 

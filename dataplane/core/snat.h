@@ -64,9 +64,12 @@ class SnatPorts {
                                     uint16_t hi = 65535);
 
   using Memory = SnatPortMemory;
-  // Which of Memory::holds is local address `li`'s port `port` (this worker's: owner_of()).
+  // Which of Memory::holds is local address `li`'s port `port`, for worker `worker` of
+  // `workers` with `addresses` local addresses and the ports [lo, hi]; kNoHold when that worker
+  // does not own the port or there is no such address or port.
+  static constexpr size_t kNoHold = SIZE_MAX;
   static size_t hold_index(uint32_t li, uint16_t port, uint16_t worker, uint16_t workers,
-                           uint16_t lo, uint16_t hi);
+                           uint32_t addresses, uint16_t lo, uint16_t hi);
 
   SnatPorts() = default;
   // The ports [lo, hi] of each address (dataplane.fullnat_ports). Throws

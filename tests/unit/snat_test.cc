@@ -144,7 +144,13 @@ TEST(SnatPorts, HoldsKeptAcrossARestartDecideTheOrder) {
     sp.release(0, used[1], 50);   // at 150
     // used[3] is still in use when the process ends (--fresh would mark it, core/flow_store.h)
   }
-  EXPECT_EQ(holds[SnatPorts::hold_index(0, used[2], 0, 16, SnatPorts::kFirstPort, 65535)], 600u);
+  EXPECT_EQ(holds[SnatPorts::hold_index(0, used[2], 0, 16, 1, SnatPorts::kFirstPort, 65535)], 600u);
+  EXPECT_EQ(SnatPorts::hold_index(0, used[2] + 1, 0, 16, 1, SnatPorts::kFirstPort, 65535),
+            SnatPorts::kNoHold);  // worker 1's
+  EXPECT_EQ(SnatPorts::hold_index(1, used[2], 0, 16, 1, SnatPorts::kFirstPort, 65535),
+            SnatPorts::kNoHold);  // no second address
+  EXPECT_EQ(SnatPorts::hold_index(0, 80, 0, 16, 1, SnatPorts::kFirstPort, 65535),
+            SnatPorts::kNoHold);
   SnatPorts again(ips, 0, 16, SnatPorts::kFirstPort, 65535, 100, {holds, 0});
   std::vector<uint16_t> order;
   while (again.alloc(1, li, p, 700) == SnatPorts::Alloc::kOk) order.push_back(p);
