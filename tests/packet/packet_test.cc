@@ -756,7 +756,6 @@ void icmp_error_cases(std::vector<Case>& cases) {
 // backend answers local:lport.
 
 constexpr uint32_t kLocal = ip4(10, 20, 0, 50);
-constexpr uint32_t kLocal2 = ip4(10, 20, 0, 51);
 // client -> VIP as lbd must send it to backend b from local:lport
 Bytes l2b(const Backend& b, const Seg& s, uint16_t lport, uint32_t local = kLocal) {
   Ip ip = ip_of(s, local, b.ip);
