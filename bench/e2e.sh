@@ -24,15 +24,21 @@
 #   fullnat  lbd: full-NAT from 10.20.0.50-57 (tools/netns.sh --fullnat: the backends have no
 #            route to the clients); nftables: DNAT + masquerade on the backend side
 #
-# Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [SECONDS_PER_RUN] [ROUNDS]
+# --pin: wrk, the backends and this script on CPU 0, lbd's worker alone on CPU 1 (below).
+#
+# Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [--pin] [SECONDS_PER_RUN] [ROUNDS]
 #        (root; default dnat, 5 s, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=dnat
-if [ "${1:-}" = --mode ]; then
-  mode=${2:-}
-  shift 2 || true
-fi
+pin=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --mode) mode=${2:-}; shift 2 || true ;;
+    --pin) pin=1; shift ;;
+    *) break ;;
+  esac
+done
 case $mode in
   dnat) netns_opt=() ;;
   tunnel) netns_opt=(--dsr) ;;
@@ -42,6 +48,12 @@ esac
 secs=${1:-5}
 rounds=${2:-3}
 . bench/common.sh
+# --pin: this script and all it starts (wrk, the backends, lb-decap, nftables' namespace set-up)
+# run on CPU 0 only; lbd's worker keeps CPU 1 (--lcores 1@1 sets its affinity itself), so it is
+# preempted only by the kernel's own work there. The kernel's NAT runs in the softirq of the
+# sender's CPU, so nftables' runs then have CPU 0 alone for the load and the NAT: the figures say
+# how much of lbd's gap is its worker sharing a CPU with the load, not a fair race.
+[ $pin = 1 ] && taskset -pc 0 $$ >/dev/null
 bench_extra_cleanup() { ip netns del $p-nft 2>/dev/null || true; }
 bench_init bench/e2e.sh lbb 3 "${netns_opt[@]}"
 
@@ -145,7 +157,7 @@ run_wrk() {  # run_wrk LOAD -> "req/s p50_ms p99_ms errors"; the worker's preemp
   wrk_stats "$tmp/wrk.out"
 }
 
-echo "bench/e2e.sh --mode $mode: $rounds round(s) of $secs s per run"
+echo "bench/e2e.sh --mode $mode$([ $pin = 1 ] && echo ' --pin'): $rounds round(s) of $secs s per run"
 declare -A res
 for r in $(seq 1 "$rounds"); do
   lbd_on || { echo "lbd did not come up" >&2; exit 1; }
