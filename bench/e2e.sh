@@ -24,7 +24,7 @@
 #   fullnat  lbd: full-NAT from 10.20.0.50-57 (tools/netns.sh --fullnat: the backends have no
 #            route to the clients); nftables: DNAT + masquerade on the backend side
 #
-# --pin: wrk, the backends and this script on CPU 0, lbd's worker alone on CPU 1 (below).
+# --pin: in lbd's runs, wrk and the backends on CPU 0 and lbd's worker alone on CPU 1 (below).
 #
 # Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [--pin] [SECONDS_PER_RUN] [ROUNDS]
 #        (root; default dnat, 5 s, 3 rounds)
@@ -48,12 +48,18 @@ esac
 secs=${1:-5}
 rounds=${2:-3}
 . bench/common.sh
-# --pin: this script and all it starts (wrk, the backends, lb-decap, nftables' namespace set-up)
-# run on CPU 0 only; lbd's worker keeps CPU 1 (--lcores 1@1 sets its affinity itself), so it is
-# preempted only by the kernel's own work there. The kernel's NAT runs in the softirq of the
-# sender's CPU, so nftables' runs then have CPU 0 alone for the load and the NAT: the figures say
-# how much of lbd's gap is its worker sharing a CPU with the load, not a fair race.
-[ $pin = 1 ] && taskset -pc 0 $$ >/dev/null
+# --pin: during lbd's runs wrk and the backends (lb-backend, lb-decap: every thread) are held to
+# CPU 0 and lbd's worker has CPU 1 (--lcores 1@1) to itself, as a DPDK worker has its own core
+# where lbd is deployed; nftables' runs leave everything free to use both CPUs, as the kernel's
+# NAT is deployed (it runs in the softirq of whichever CPU sends). The load then has one CPU in
+# lbd's runs and two in nftables': not in lbd's favour.
+all_cpus=0-$(($(nproc) - 1))
+load_cpus=$all_cpus
+pin_load() {  # pin_load CPUS: wrk and every backend thread on those CPUs from now on
+  [ $pin = 1 ] || return 0
+  load_cpus=$1
+  for pid in "${bench_pids[@]}"; do taskset -apc "$1" "$pid" >/dev/null; done
+}
 bench_extra_cleanup() { ip netns del $p-nft 2>/dev/null || true; }
 bench_init bench/e2e.sh lbb 3 "${netns_opt[@]}"
 
@@ -151,7 +157,7 @@ run_wrk() {  # run_wrk LOAD -> "req/s p50_ms p99_ms errors"; the worker's preemp
   local hdr=() before
   [ "$1" = newconn ] && hdr=(-H "Connection: close")
   before=$(worker_preempted)
-  nsx $p-client wrk -t 2 -c 16 -d "${secs}s" --latency "${hdr[@]}" http://10.10.0.100/ \
+  nsx $p-client taskset -c "$load_cpus" wrk -t 2 -c 16 -d "${secs}s" --latency "${hdr[@]}" http://10.10.0.100/ \
     >"$tmp/wrk.out" 2>&1 || true
   preempt=$((($(worker_preempted) - before) / secs))
   wrk_stats "$tmp/wrk.out"
@@ -160,6 +166,7 @@ run_wrk() {  # run_wrk LOAD -> "req/s p50_ms p99_ms errors"; the worker's preemp
 echo "bench/e2e.sh --mode $mode$([ $pin = 1 ] && echo ' --pin'): $rounds round(s) of $secs s per run"
 declare -A res
 for r in $(seq 1 "$rounds"); do
+  pin_load 0
   lbd_on || { echo "lbd did not come up" >&2; exit 1; }
   preempts=()
   for load in keepalive newconn; do
@@ -168,6 +175,7 @@ for r in $(seq 1 "$rounds"); do
     preempts+=("$preempt")
   done
   lbd_off
+  pin_load "$all_cpus"
   nft_on
   for load in keepalive newconn; do res[nft,$load,$r]=$(run_wrk $load); done
   nft_off
