@@ -2,6 +2,7 @@
 // Internet checksum (RFC 1071) and its incremental update (RFC 1624, eqn. 3: HC' = ~(~HC + ~m +
 // m')). All 16-bit words are taken in network order, as load_be16 reads them.
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -74,6 +75,20 @@ inline uint16_t csum_apply(uint16_t hc, uint32_t delta) {
   sum = (sum & 0xffff) + (sum >> 16);
   sum = (sum & 0xffff) + (sum >> 16);
   return static_cast<uint16_t>(~sum);
+}
+
+// One's-complement arithmetic on words as they lie in memory (loaded with memcpy, not swapped):
+// the sum of byte-swapped 16-bit words is the byte-swapped sum (RFC 1071, 2.(B)), so a checksum
+// and the fields it covers can be updated without swapping either. 32-bit addition with the
+// end-around carry, and the fold of a 32-bit sum to 16 bits in one add of its rotation (the
+// high half gets low + high + the carry out of the low half). Neither gives 0 for a sum that
+// is not all zeros, as the fold loops above do not.
+inline uint32_t csum_add32(uint32_t a, uint32_t b) {
+  a += b;
+  return a + (a < b);
+}
+inline uint16_t csum_fold32(uint32_t x) {
+  return static_cast<uint16_t>((x + std::rotl(x, 16)) >> 16);
 }
 
 }  // namespace lb::core

@@ -1,6 +1,7 @@
 #include "processor.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstring>
 
@@ -743,19 +744,35 @@ inline void decrement_ttl(uint8_t* ip) {
   store_be16(ip + ip_off::kCsum, csum_apply(load_be16(ip + ip_off::kCsum), kTtlDecrementDelta));
   --ip[ip_off::kTtl];
 }
-// One dnat hop: the address at `addr_at` of the IPv4 header `ip` goes from `from` to `to`, the
-// TCP port at `port_at` of `t` from `pfrom` to `pto`, and the TTL down by one. The TCP checksum
-// covers the address through the pseudo-header, so both checksums take the address change
-// (RFC 1624); the TTL is the IPv4 header's alone (kTtlDecrementDelta: the TTL is at least 1).
-inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t from, uint32_t to,
-                    size_t port_at, uint16_t pfrom, uint16_t pto) {
-  const uint32_t d = csum_delta32(from, to);
-  store_be16(ip + ip_off::kCsum, csum_apply(load_be16(ip + ip_off::kCsum), d + kTtlDecrementDelta));
+// One dnat hop: the address at `addr_at` of the IPv4 header `ip` becomes `to`, the TCP port at
+// `port_at` of `t` becomes `pto`, and the TTL goes down by one. The TCP checksum covers the
+// address through the pseudo-header, so both checksums take the address change (RFC 1624); the
+// TTL is the IPv4 header's alone (kTtlDecrementDelta: the TTL is at least 1). All of it in the
+// frame's byte order (csum_add32): the old address and port are read from the frame, the
+// checksums are loaded and stored unswapped, and only `to` and `pto` are swapped, as their
+// stores need anyway.
+inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t to, size_t port_at,
+                    uint16_t pto) {
+  static_assert(kTtlDecrementDelta == 0xfeff);
+  constexpr uint32_t kTtlDelta = std::endian::native == std::endian::little ? 0xfffe : 0xfeff;
+  uint32_t from_w, to_w;
+  uint16_t pfrom_w, pto_w, ic, tc;
+  store_be32(reinterpret_cast<uint8_t*>(&to_w), to);
+  store_be16(reinterpret_cast<uint8_t*>(&pto_w), pto);
+  std::memcpy(&from_w, ip + addr_at, sizeof from_w);
+  std::memcpy(&pfrom_w, t + port_at, sizeof pfrom_w);
+  std::memcpy(&ic, ip + ip_off::kCsum, sizeof ic);
+  std::memcpy(&tc, t + tcp_off::kCsum, sizeof tc);
+  const uint32_t d = csum_add32(~from_w, to_w);
+  ic = static_cast<uint16_t>(
+      ~csum_fold32(csum_add32(d, uint32_t{static_cast<uint16_t>(~ic)} + kTtlDelta)));
+  tc = static_cast<uint16_t>(~csum_fold32(csum_add32(
+      d, uint32_t{static_cast<uint16_t>(~tc)} + static_cast<uint16_t>(~pfrom_w) + pto_w)));
+  std::memcpy(ip + ip_off::kCsum, &ic, sizeof ic);
   --ip[ip_off::kTtl];
-  store_be16(t + tcp_off::kCsum,
-             csum_apply(load_be16(t + tcp_off::kCsum), d + csum_delta16(pfrom, pto)));
-  store_be32(ip + addr_at, to);
-  store_be16(t + port_at, pto);
+  std::memcpy(t + tcp_off::kCsum, &tc, sizeof tc);
+  std::memcpy(ip + addr_at, &to_w, sizeof to_w);
+  std::memcpy(t + port_at, &pto_w, sizeof pto_w);
 }
 }  // namespace
 
@@ -776,8 +793,8 @@ Verdict Processor::to_backend(Frame& f, const ParsedPacket& pk, Flow& fl) {
 
 // DNAT: VIP:vport -> backend:port.
 Verdict Processor::dnat_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, uint64_t mac) {
-  nat_hop(f.data() + pk.l3, f.data() + pk.l4, ip_off::kDst, fl.vip, fl.backend_ip, tcp_off::kDport,
-          fl.vport, fl.backend_port);
+  nat_hop(f.data() + pk.l3, f.data() + pk.l4, ip_off::kDst, fl.backend_ip, tcp_off::kDport,
+          fl.backend_port);
   return l2_to_backend(f, pk, fl, mac);
 }
 
@@ -807,8 +824,7 @@ Verdict Processor::to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
 
 // Reverse NAT: backend:port -> VIP:vport, so the client only ever sees the VIP.
 Verdict Processor::dnat_to_client(Frame& f, const ParsedPacket& pk, Flow& fl) {
-  nat_hop(f.data() + pk.l3, f.data() + pk.l4, ip_off::kSrc, fl.backend_ip, fl.vip, tcp_off::kSport,
-          fl.backend_port, fl.vport);
+  nat_hop(f.data() + pk.l3, f.data() + pk.l4, ip_off::kSrc, fl.vip, tcp_off::kSport, fl.vport);
   return l2_to_client(f, pk, fl);
 }
 
