@@ -9,7 +9,12 @@
 #                the count for the work they do), packets = all that poll() handled (setup included: the
 #                same window).
 #                Established flows, 64-byte data segments both ways.
-#   lbd SYN      the same with SYNs of new flows only (--mode syn).
+#   lbd SYN      the same with SYNs of new flows only (--mode syn), in a table with room for
+#                them all and a 100 % embryonic budget: no eviction, no SYN pressure mode.
+#   lbd SYN, budget full  the same SYNs in the table SYN mode had until 2026-12-07 (room for the
+#                flows + 1/16, lbd's default 50 % embryonic budget): past half the budget the
+#                pressure mode, then one eviction of the oldest embryonic flow per SYN (the
+#                SYN-flood steady state; --mode flood measures it with established traffic).
 #   io harness   the same ports forwarded the way testpmd io does (--mode io), only that loop.
 #   testpmd-io   dpdk-testpmd --forward-mode=io on two net_ring (loopback) vdevs, packets
 #                circulating after "start tx_first 8"; the forwarding thread's instructions over
@@ -19,7 +24,7 @@
 #                32-packet lock-step causes (see docs/benchmarking.md), so read it with care.
 #
 # usage: bench/instructions.sh [--build DIR] [--flows N] [--bursts N] [--memif] [--keep]
-# Last line: "instructions per packet: lbd N, testpmd-io M".
+# Last line: "instructions per packet: lbd N, SYN S, SYN budget full F, testpmd-io M".
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$root/build
@@ -99,6 +104,16 @@ valgrind --tool=callgrind --toggle-collect='lb::dp::Dataplane::poll(unsigned sho
   --bursts $((bursts / 2)) > "$work/syn.log" 2>&1 || { cat "$work/syn.log"; exit 1; }
 read -r syn_ir _ < <(cg "$work/syn.out")
 syn_pk=$(handled "$work/syn.log")
+grep '^RESULT mode=syn' "$work/syn.log" | sed 's/^RESULT /  SYN run: /'
+# 2b. the same SYNs with the embryonic budget filling up (the old SYN-mode table)
+opened=$((flows + bursts / 2 * 32))
+valgrind --tool=callgrind --toggle-collect='lb::dp::Dataplane::poll(unsigned short, unsigned long)' \
+  --callgrind-out-file="$work/synfull.out" "$wc" --mode syn --flows "$flows" \
+  --bursts $((bursts / 2)) --capacity $((opened + opened / 16 + 1024)) --syn-budget 50 \
+  > "$work/synfull.log" 2>&1 || { cat "$work/synfull.log"; exit 1; }
+read -r synfull_ir _ < <(cg "$work/synfull.out")
+synfull_pk=$(handled "$work/synfull.log")
+grep '^RESULT mode=syn' "$work/synfull.log" | sed 's/^RESULT /  SYN run, budget full: /'
 # 3. io loop on the same ports
 valgrind --tool=callgrind --toggle-collect='*io_poll*' --callgrind-out-file="$work/io.out" \
   "$wc" --mode io --flows "$flows" --bursts "$bursts" > "$work/io.log" 2>&1 \
@@ -133,6 +148,7 @@ done
 per() { python3 -c "import sys; a, b = int(sys.argv[1]), int(sys.argv[2]); print(round(a / b) if b else 'n/a')" "$1" "$2"; }
 lbd_per=$(per "$lbd_ir" "$lbd_pk")
 syn_per=$(per "$syn_ir" "$syn_pk")
+synfull_per=$(per "$synfull_ir" "$synfull_pk")
 io_per=$(per "$io_ir" "${io_pk:-0}")
 tp_per=$(per "$tp_ir" "${tp_pk:-0}")
 
@@ -140,6 +156,7 @@ echo
 printf '%-44s %14s %12s %10s\n' "path (net_ring, 64 B, bursts of 32)" "instructions" "packets" "per packet"
 printf '%-44s %14s %12s %10s\n' "lbd worker, established flows, both ways" "$lbd_ir" "$lbd_pk" "$lbd_per"
 printf '%-44s %14s %12s %10s\n' "lbd worker, SYNs of new flows" "$syn_ir" "$syn_pk" "$syn_per"
+printf '%-44s %14s %12s %10s\n' "lbd worker, SYNs, embryonic budget full" "$synfull_ir" "$synfull_pk" "$synfull_per"
 printf '%-44s %14s %12s %10s\n' "io loop (testpmd io's logic), same ports" "$io_ir" "$io_pk" "$io_per"
 printf '%-44s %14s %12s %10s\n' "dpdk-testpmd io, net_ring loopback" "$tp_ir" "$tp_pk" "$tp_per"
 
@@ -237,4 +254,4 @@ EOF
   done
 fi
 
-echo "instructions per packet: lbd $lbd_per, testpmd-io $tp_per"
+echo "instructions per packet: lbd $lbd_per, SYN $syn_per, SYN budget full $synfull_per, testpmd-io $tp_per"

@@ -9,16 +9,24 @@
 // Flows are visited in a random order by default (as independent clients would arrive); --order
 // seq visits them in creation order, which lays their records out sequentially in memory.
 //
+// SYN mode's default table has room for every flow the run opens, twice over, and an embryonic
+// budget (flows.syn_budget) of 100 %: every flow stays embryonic (the backends are silent), so
+// with lbd's default budget (50 %) the SYN pressure mode (past half the budget) and then the
+// eviction of the oldest embryonic flow would be what the run measures, as --mode flood does.
+// --syn-budget PCT sets flows.syn_budget (with --capacity N: a table that fills the budget, the
+// cost of a SYN in a SYN flood's steady state); SYN mode prints what became of the flows.
+//
 // --capacity N --syn-timeout S (SYN mode): a table of N flows whose SYN_SENT flows expire after
 // S seconds, so that once the run is longer than S aging erases a flow for every one created
-// (the steady state of a busy balancer; the default has room for every flow and expires none).
+// (the steady state of a busy balancer). With --capacity, flows.syn_budget is lbd's default
+// unless --syn-budget says otherwise.
 //
 // --flow-dir DIR keeps the flow table in a file in DIR (/dev/hugepages, /dev/shm), as lbd does
 // by default (dataplane/flow_memory.h), instead of anonymous memory; the file is removed at exit.
 //
 // usage: lbd_worker_cost [--mode lbd|syn|io] [--flows N] [--bursts B] [--size BYTES]
 //                        [--dir both|c2b] [--order random|seq] [--capacity N] [--syn-timeout S]
-//                        [--flow-dir DIR] [--forward dnat|tunnel]
+//                        [--flow-dir DIR] [--forward dnat|tunnel] [--syn-budget PCT]
 // --forward tunnel (with --dir c2b: the backends answer clients directly) wraps in IPIP.
 //
 // --workers 2 --owner W (mode lbd): two workers, every packet arriving at worker 0's queue, for
@@ -143,6 +151,7 @@ int main(int argc, char** argv) {
   uint32_t flows = 1000, bursts = 100000;
   uint32_t capacity_arg = 0;  // 0: room for every flow the run opens
   uint32_t syn_timeout = 600;
+  uint32_t syn_budget = 0;  // 0: 100 in SYN mode without --capacity, else lbd's default
   std::string flow_dir;
   uint16_t size = 64;
   std::string policy = "evict-embryonic";
@@ -173,6 +182,8 @@ int main(int argc, char** argv) {
       capacity_arg = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--syn-timeout")
       syn_timeout = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--syn-budget")
+      syn_budget = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--flow-dir")
       flow_dir = next();
     else if (a == "--forward")
@@ -191,7 +202,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: lbd_worker_cost [--mode lbd|syn|io|flood] [--flows N] [--bursts B] "
                    "[--size 60..1514] [--dir both|c2b] [--order random|seq] [--capacity N] "
-                   "[--syn-timeout S] [--flow-dir DIR] [--forward dnat|tunnel] "
+                   "[--syn-timeout S] [--syn-budget PCT] [--flow-dir DIR] [--forward dnat|tunnel] "
                    "[--policy drop-new|evict-embryonic|stateless] [--est N] [--syn N] "
                    "[--workers 1|2 --owner 0|1]\n");
       return 2;
@@ -205,7 +216,7 @@ int main(int argc, char** argv) {
       (policy != "drop-new" && policy != "evict-embryonic" && policy != "stateless") ||
       (flood && policy == "stateless" && forward != "tunnel") ||
       (flood && (est_per_poll == 0 || est_per_poll + syn_per_poll > kBurst)) || workers < 1 ||
-      workers > 2 || owner >= workers || (workers > 1 && mode != "lbd")) {
+      workers > 2 || owner >= workers || (workers > 1 && mode != "lbd") || syn_budget > 100) {
     std::fprintf(stderr, "lbd_worker_cost: bad arguments\n");
     return 2;
   }
@@ -258,13 +269,19 @@ int main(int argc, char** argv) {
       if (rte_eth_dev_default_mac_addr_set(r.port[p], &a) != 0)
         rte_eth_dev_mac_addr_add(r.port[p], &a, 0);
     }
-    // SYN mode opens flows + 32 per burst: room for all of them (nothing expires meanwhile),
-    // unless --capacity and a short --syn-timeout ask for the steady state where every new
-    // flow meets an expired one (aging erases as many flows as SYNs create).
+    // SYN mode opens flows + 32 per burst: room for all of them twice over, and all of the
+    // table for embryonic flows, so that neither the SYN budget nor the pressure mode (past half
+    // of it) is reached and nothing expires meanwhile; unless --capacity and a short
+    // --syn-timeout ask for the steady state where every new flow meets an expired one (aging
+    // erases as many flows as SYNs create), or --syn-budget for a budget that fills.
     const uint32_t opened = syn ? flows + bursts * kBurst : flows;
     const uint32_t capacity = capacity_arg ? capacity_arg
                               : flood      ? std::max<uint32_t>(4 * flows, 1024)
+                              : syn        ? 2 * opened + 1024
                                            : opened + opened / 16 + 1024;
+    if (syn && syn_budget == 0 && capacity_arg == 0) syn_budget = 100;
+    const std::string budget_key =
+        syn_budget ? "; syn_budget = " + std::to_string(syn_budget) : std::string();
     const bool stateless = flood && policy == "stateless";
     const std::string flood_flows =
         flood && !stateless ? "; syn_flood_policy = \"" + policy + "\"" : std::string();
@@ -277,7 +294,7 @@ int main(int argc, char** argv) {
         ");\n"
         "  flows = { capacity = " +
         std::to_string(capacity) + "; tcp_syn_timeout = " + std::to_string(syn_timeout) +
-        flood_flows + "; };\n};\n" +
+        budget_key + flood_flows + "; };\n};\n" +
         "services = ( { name = \"web\"; vip = \"10.10.0.100\"; port = 80; scheduler = \"" +
         (stateless ? "maglev" : "rr") + "\";\n" + flood_service + "  forward = \"" + forward +
         "\";\n"
@@ -493,6 +510,20 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(polls), static_cast<unsigned long long>(out_packets), cpp,
         cpp / hz * 1e9, cpp > 0 ? hz / cpp / 1e6 : 0.0, mean,
         static_cast<unsigned long long>(handled_all));
+    if (syn) {
+      // Whether the run measured what it says: with room, no eviction and nothing expired.
+      const lb::core::WorkerCounters& c = dp->counters(0);
+      std::printf(
+          "RESULT mode=syn capacity=%u syn_budget=%u flows_created=%llu syn_evicted=%llu "
+          "flows_expired=%llu syn_expired_pressure=%llu flows_refused=%llu table=%u "
+          "embryonic=%u\n",
+          capacity, syn_budget, static_cast<unsigned long long>(c.flows_created.get()),
+          static_cast<unsigned long long>(c.syn_evicted.get()),
+          static_cast<unsigned long long>(c.flows_expired.get()),
+          static_cast<unsigned long long>(c.syn_expired_pressure.get()),
+          static_cast<unsigned long long>(c.flows_refused.get()), dp->processor(0).flows().size(),
+          dp->processor(0).flows().embryonic());
+    }
     if (flood) {
       // Established packets forwarded per million TSC cycles of poll(): the core's capacity for
       // them, before and during the flood.

@@ -284,26 +284,33 @@ FlowTable::InsertResult FlowTable::insert(const Flow& f, uint32_t& idx) {
 
 FlowTable::InsertResult FlowTable::insert_after_miss(const Flow& f, uint64_t client_hash,
                                                      uint32_t& idx) {
-  if (free_top_ == 0) return InsertResult::kFull;
+  Flow* r = next_free();
+  if (!r) return InsertResult::kFull;
+  *r = f;         // keys must be in place before the index can verify against them
+  r->in_use = 0;  // still free until both keys are indexed (a failed insert leaves it so)
+  return commit_after_miss(client_hash, idx);
+}
+
+FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash, uint32_t& idx) {
+  const uint32_t i = free_[free_top_ - 1];
+  Flow& f = flows_[i];
   const FlowKey bk = f.backend_key();
   const uint64_t bh = hash(bk);
   Dir d;
   if (lookup_inline(bk, bh, d) != kNoFlow) return InsertResult::kConflict;
-  const uint32_t i = free_[free_top_ - 1];
-  flows_[i] = f;         // keys must be in place before the index can verify against them
-  flows_[i].in_use = 0;  // still free until both keys are indexed (a failed insert leaves it so)
   if (!index_add(client_hash, make_ref(i, Dir::kFromClient))) return InsertResult::kIndexFull;
   if (!index_add(bh, make_ref(i, Dir::kFromBackend))) {
     index_remove(client_hash, make_ref(i, Dir::kFromClient));
     return InsertResult::kIndexFull;
   }
   --free_top_;
-  flows_[i].in_use = 1;
+  f.in_use = 1;
   if (starts_embryonic(f)) link_tail(i);
   ++size_;
   idx = i;
   return InsertResult::kOk;
 }
+
 void FlowTable::erase(uint32_t idx) {
   const Flow& f = flows_[idx];
   if (!f.in_use) return;

@@ -188,6 +188,13 @@ class FlowTable {
   // The same when the caller has just looked up the client key with `client_hash` and missed
   // (the new-flow path): the client key is not checked or hashed again.
   InsertResult insert_after_miss(const Flow& f, uint64_t client_hash, uint32_t& idx);
+  // insert_after_miss() in two steps, so that the new-flow path writes its record once, in
+  // place, instead of building it on the stack and copying it: next_free() is the record the
+  // insert will take (nullptr: the table is full, kFull), which the caller fills entirely but for
+  // in_use (0: it stays free until commit_after_miss() has indexed both of its keys, so that a
+  // failed insert, or a process killed meanwhile, leaves a free record).
+  Flow* next_free() { return free_top_ != 0 ? &flows_[free_[free_top_ - 1]] : nullptr; }
+  InsertResult commit_after_miss(uint64_t client_hash, uint32_t& idx);
 
   // Removes both keys and frees the record (and takes it off the embryonic list).
   void erase(uint32_t idx);

@@ -354,7 +354,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     syn_room(SynPolicy::kEvictEmbryonic, why);
   }
   const PoolBackend* b =
-      svc.maglev ? maglev_pick(pk, pool, svc) : sched_.pick(pool, svc, *counters_);
+      svc.maglev ? maglev_pick(pk, pool, svc) : sched_.pick_new(pool, svc, *counters_);
   if (!b) {
     if (!cfg_.rst_on_no_backend) return drop(DropReason::kNoBackend);
     const Verdict v = reply_rst(f, pk, in_port);
@@ -362,7 +362,15 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     return v;
   }
   if (++serial_ == 0) serial_ = 1;  // 0 marks an unused SYN-cache slot
-  Flow fl{};
+  // The record is written once, in place in the free record the insert takes (a stateless SYN,
+  // which makes no record, writes one on the stack): every field but in_use, which commit sets.
+  Flow stateless_fl;
+  Flow* slot = stateless ? &stateless_fl : table_.next_free();
+  if (!slot) {
+    counters_->flows_refused.add();
+    return drop(DropReason::kFlowTableFull);
+  }
+  Flow& fl = *slot;
   fl.expires = now + (syn_pressure() ? cfg_.syn_timeout_pressure : cfg_.syn_timeout);
   fl.created = now;
   fl.client_ip = pk.src_ip;
@@ -378,9 +386,10 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.client_port_id = static_cast<uint8_t>(in_port);
   fl.backend_port_id = static_cast<uint8_t>(b->out_port);
   fl.neighbor = b->neighbor;
+  fl.local_port = 0;
   fl.client_mac = client_mac;
   fl.client_tagged = pk.tagged;
-  fl.forward = svc.forward;
+  fl.local_addr = 0;
   // A tunnel flow's backend answers the client directly: lbd never sees its SYN-ACK (nor RST),
   // so the handshake counts as answered from the start (kSynRecv: SYN timeout until the client's
   // ACK makes it established). The SYN-retry logic, which waits in kSynSent for an answer that
@@ -388,6 +397,10 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   fl.state = rehash                                ? TcpState::kEstablished
              : svc.forward == ForwardMode::kTunnel ? TcpState::kSynRecv
                                                    : TcpState::kSynSent;
+  fl.fin_seen = 0;
+  fl.retries = 0;
+  fl.in_use = 0;
+  fl.forward = svc.forward;
   if (stateless) {
     // No record: the client's next segments miss and the maglev rehash gives them this same
     // backend (the table's pick for the tuple), making a flow only once the client answers.
@@ -395,7 +408,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     return to_backend(f, pk, fl);
   }
   uint32_t idx;
-  const FlowTable::InsertResult r = table_.insert_after_miss(fl, hash, idx);
+  const FlowTable::InsertResult r = table_.commit_after_miss(hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
@@ -435,7 +448,12 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     s.len = static_cast<uint8_t>(n);
     std::memcpy(s.hdr, f.data() + pk.l3, n);
   }
-  return to_backend(f, pk, table_.at(idx));
+  // A dnat SYN with its next hop known: what to_backend() does for it (the TTL was checked
+  // above), without its checks for the other modes.
+  uint64_t mac;
+  if (fl.forward == ForwardMode::kDnat && neighbors_.lookup_image(fl.neighbor, mac))
+    return dnat_to_backend(f, pk, fl, mac);
+  return to_backend(f, pk, fl);
 }
 
 Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t idx,

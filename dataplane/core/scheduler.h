@@ -22,6 +22,12 @@ class Scheduler {
   // backend can take it. `c` supplies this worker's active-flow counts for least-connections.
   const PoolBackend* pick(const Pool& pool, const PoolService& s, const WorkerCounters& c,
                           BackendId exclude = kNoBackend);
+  // The same for a new flow (no backend to exclude): round robin, the common scheduler, inline
+  // in the SYN path, where pick()'s call and switch cost more than the pick itself.
+  const PoolBackend* pick_new(const Pool& pool, const PoolService& s, const WorkerCounters& c) {
+    if (s.scheduler != SchedulerKind::kRoundRobin || s.count == 0) return pick(pool, s, c);
+    return &pool.backends(s)[cursor_[raw(s.id)]++ % s.count];
+  }
 
   // The id is about to be given to another backend (or service): start it afresh, so that it
   // inherits no smooth-WRR weight (or cursor) from its last owner.

@@ -178,6 +178,48 @@ TEST(FlowTable, Conflicts) {
   EXPECT_TRUE(Findable(t, ib, e));
 }
 
+// The new-flow path writes its record in place (next_free) and then indexes it
+// (commit_after_miss): a commit that fails leaves the record free and the table as it was, and
+// the record is the one the next insert takes.
+TEST(FlowTable, InPlaceInsertCommitsOrLeavesTheRecordFree) {
+  FlowTable t(4);
+  const Flow a =
+      make_flow(ip4(192, 0, 2, 1), 40000, ip4(10, 10, 0, 100), 80, ip4(10, 20, 0, 11), 8080);
+  Flow* r = t.next_free();
+  ASSERT_NE(r, nullptr);
+  *r = a;
+  r->in_use = 0;
+  uint32_t ia = 999;
+  const FlowKey ck = a.client_key();
+  ASSERT_EQ(t.commit_after_miss(t.hash(ck), ia), FlowTable::InsertResult::kOk);
+  EXPECT_EQ(&t.at(ia), r);
+  EXPECT_EQ(t.at(ia).in_use, 1);
+  EXPECT_EQ(t.size(), 1u);
+  EXPECT_TRUE(Findable(t, ia, a));
+  // Another client to the same backend ip:port as a's client (its backend key is a's): refused.
+  Flow c = a;
+  c.vip = ip4(10, 10, 0, 101);
+  Flow* r2 = t.next_free();
+  ASSERT_NE(r2, nullptr);
+  EXPECT_NE(r2, r);
+  *r2 = c;
+  r2->in_use = 0;
+  uint32_t ic = 999;
+  EXPECT_EQ(t.commit_after_miss(t.hash(c.client_key()), ic), FlowTable::InsertResult::kConflict);
+  EXPECT_EQ(ic, 999u);
+  EXPECT_EQ(r2->in_use, 0);
+  EXPECT_EQ(t.size(), 1u);
+  EXPECT_EQ(find(t, c.client_key()), FlowTable::kNoFlow);
+  EXPECT_TRUE(Findable(t, ia, a));
+  // The refused record is still the next free one; the table fills to capacity and then says so.
+  EXPECT_EQ(t.next_free(), r2);
+  for (uint32_t n = 0; n < 3; ++n) {
+    uint32_t i;
+    ASSERT_EQ(t.insert(flow_n(n), i), FlowTable::InsertResult::kOk) << n;
+  }
+  EXPECT_EQ(t.next_free(), nullptr);
+}
+
 TEST(FlowTable, FullTableKeepsExistingFlows) {
   constexpr uint32_t kCap = 100;
   FlowTable t(kCap);

@@ -114,6 +114,29 @@ TEST_F(SchedulerTest, EmptyPoolGivesNull) {
   }
 }
 
+// pick_new (the new-flow path's inline round robin) is pick() without an excluded backend: the
+// same backends in the same order for every scheduler, sharing pick()'s state (a retry's pick
+// in between moves the same cursor), and nullptr for an empty pool.
+TEST_F(SchedulerTest, PickNewIsPickWithoutExclude) {
+  for (SchedulerKind k : kAllKinds) {
+    SCOPED_TRACE(name(k));
+    const auto pool = make_pool(k, {{1, 1}, {2, 3}, {3, 1}, {4, 2}});
+    const PoolService* s = pool->find(test::ip4(10, 10, 0, 100), 80);
+    ASSERT_NE(s, nullptr);
+    Scheduler a{0x77}, b{0x77};
+    for (int i = 0; i < 100; ++i) {
+      const PoolBackend* x =
+          i % 7 == 3 ? a.pick(*pool, *s, *counters_) : a.pick_new(*pool, *s, *counters_);
+      const PoolBackend* y = b.pick(*pool, *s, *counters_);
+      ASSERT_EQ(x, y) << i;
+    }
+    const auto empty = make_pool(k, {});
+    const PoolService* es = empty->find(test::ip4(10, 10, 0, 100), 80);
+    ASSERT_NE(es, nullptr);
+    EXPECT_EQ(a.pick_new(*empty, *es, *counters_), nullptr);
+  }
+}
+
 TEST_F(SchedulerTest, WeightZeroNeverPicked) {
   for (SchedulerKind k : kAllKinds) {
     SCOPED_TRACE(name(k));
