@@ -24,7 +24,7 @@
 #   fullnat  lbd: full-NAT from 10.20.0.50-57 (tools/netns.sh --fullnat: the backends have no
 #            route to the clients); nftables: DNAT + masquerade on the backend side
 #
-# --pin: in lbd's runs, wrk and the backends on CPU 0 and lbd's worker alone on CPU 1 (below).
+# --pin: wrk and the backends on CPU 0, the balancer (lbd's worker, nftables' softirq) on CPU 1.
 #
 # Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [--pin] [SECONDS_PER_RUN] [ROUNDS]
 #        (root; default dnat, 5 s, 3 rounds)
@@ -48,17 +48,20 @@ esac
 secs=${1:-5}
 rounds=${2:-3}
 . bench/common.sh
-# --pin: during lbd's runs wrk and the backends (lb-backend, lb-decap: every thread) are held to
-# CPU 0 and lbd's worker has CPU 1 (--lcores 1@1) to itself, as a DPDK worker has its own core
-# where lbd is deployed; nftables' runs leave everything free to use both CPUs, as the kernel's
-# NAT is deployed (it runs in the softirq of whichever CPU sends). The load then has one CPU in
-# lbd's runs and two in nftables': not in lbd's favour.
+# --pin: wrk and the backends (every process in their namespaces) are held to CPU 0 and the
+# balancer gets CPU 1, as where it is deployed: lbd's worker by its lcore (--lcores 1@1, its
+# other threads on CPU 0), nftables' NAT by RPS on its two interfaces (rps_cpus = CPU 1: the
+# softirq that runs the NAT moves off the sender's CPU). The load then has one CPU in both, and
+# each balancer one of its own.
 all_cpus=0-$(($(nproc) - 1))
 load_cpus=$all_cpus
 pin_load() {  # pin_load CPUS: wrk and every backend thread on those CPUs from now on
   [ $pin = 1 ] || return 0
   load_cpus=$1
-  for pid in "${bench_pids[@]}"; do taskset -apc "$1" "$pid" >/dev/null; done
+  # every process in the backends' namespaces (bench_pids holds the subshells that started them)
+  for i in 1 2 3; do
+    for pid in $(ip netns pids $p-b$i); do taskset -apc "$1" "$pid" >/dev/null; done
+  done
 }
 bench_extra_cleanup() { ip netns del $p-nft 2>/dev/null || true; }
 bench_init bench/e2e.sh lbb 3 "${netns_opt[@]}"
@@ -113,6 +116,9 @@ nft_on() {  # the kernel balancer takes lbd's interfaces and addresses
     sysctl -qw net.ipv4.ip_forward=1
     ethtool -K $p-c tx off tso off gso off >/dev/null 2>&1 || true
     ethtool -K $p-b tx off tso off gso off >/dev/null 2>&1 || true"
+  if [ $pin = 1 ]; then
+    for ifc in $p-c $p-b; do nsx $p-nft sh -c "echo 2 > /sys/class/net/$ifc/queues/rx-0/rps_cpus"; done
+  fi
   local snat=""
   [ $mode = fullnat ] && snat="chain postrouting { type nat hook postrouting priority srcnat; oifname \"$p-b\" masquerade; }"
   nsx $p-nft nft -f - <<NFT
@@ -130,6 +136,7 @@ NFT
   for i in 1 2 3; do nsx $p-b$i ip neigh flush all; done
 }
 nft_off() {
+  for ifc in $p-c $p-b; do nsx $p-nft sh -c "echo 0 > /sys/class/net/$ifc/queues/rx-0/rps_cpus"; done
   nsx $p-nft ip link set $p-c netns 1
   nsx $p-nft ip link set $p-b netns 1
   ip netns del $p-nft
@@ -175,7 +182,6 @@ for r in $(seq 1 "$rounds"); do
     preempts+=("$preempt")
   done
   lbd_off
-  pin_load "$all_cpus"
   nft_on
   for load in keepalive newconn; do res[nft,$load,$r]=$(run_wrk $load); done
   nft_off
