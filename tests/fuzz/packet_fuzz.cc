@@ -722,12 +722,14 @@ class Run {
     }
     // The IPv4 header checksum is always right: the parser (or the NIC) checked the input's.
     LB_FUZZ_CHECK(test::ref_sum(p + d.l3, 20) == 0xffff, "IPv4 checksum\n%s", shown().c_str());
-    // A SYN that a backend-side segment made is the client's SYN replayed from the SYN cache
+    // A SYN to a backend that a backend's segment made (one addressed to a client or to a
+    // full-NAT local address, not to a VIP:port) is the client's SYN replayed from the SYN cache
     // (replay_syn): after the backend's RST (retry_on_rst), or after any segment of a backend
     // that stopped while the handshake was pending (backend_stopped, e.g. its SYN-ACK). Its
-    // checksums are the cached SYN's, whatever the segment's were.
+    // checksums are the cached SYN's, whatever the segment's were. A client's segment (to a
+    // VIP:port, on either port) is never replayed: a SYN it makes is itself.
     const bool replay = to_backend && (d.flags & tf::kSyn) && din.type == 0x0800 &&
-                        din.proto == 6 && (in.port == 1 || (din.flags & tf::kRst));
+                        din.proto == 6 && !is_service(din.ip_dst, din.dport);
     if (replay) {
       if (!bad_syn_forwarded_)
         LB_FUZZ_CHECK(errors.empty(), "replayed SYN: %s\n%s", errors.c_str(), shown().c_str());
