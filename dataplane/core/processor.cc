@@ -364,6 +364,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   if (++serial_ == 0) serial_ = 1;  // 0 marks an unused SYN-cache slot
   // The record is written once, in place in the free record the insert takes (a stateless SYN,
   // which makes no record, writes one on the stack): every field but in_use, which commit sets.
+  // The record is a freed one, not zeroed: a field added to Flow must be set here too.
   Flow stateless_fl;
   Flow* slot = stateless ? &stateless_fl : table_.next_free();
   if (!slot) {
