@@ -91,7 +91,11 @@ for t in "${targets[@]}"; do
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$status")
   corp=$(sed -n 's/.* corp: \([^ ]*\).*/\1/p' <<< "$status")
   findings=$((after - before))
-  if [ $rc -ne 0 ] || [ $findings -ne 0 ]; then
+  # libFuzzer exits 72 (-interrupted_exitcode) when stopped by SIGINT: the run ends early, which
+  # is not a finding.
+  if [ $rc -eq 72 ] && [ $findings -eq 0 ] && grep -q 'libFuzzer: run interrupted' "$log"; then
+    echo "   interrupted (SIGINT) before its time was up: not a finding"
+  elif [ $rc -ne 0 ] || [ $findings -ne 0 ]; then
     found=1
     echo "   FOUND something (exit $rc): $(ls -t "$artifacts" | head -3 | tr '\n' ' ')"
     grep -E 'ERROR|fuzz invariant|SUMMARY' "$log" | head -5 | sed 's/^/   /'
