@@ -304,7 +304,7 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
   if (!svc) return drop(is_local(pk.dst_ip) ? DropReason::kLocalTcp : DropReason::kNotForUs);
   using namespace tcp_flag;
   if ((pk.tcp_flags & (kSyn | kAck)) == kSyn)
-    return new_flow(f, pk, hash, in_port, pool, *svc, now);
+    return new_flow_inline(f, pk, hash, in_port, pool, *svc, now, false);
   return miss(f, pk, hash, in_port, pool, *svc, now);
 }
 
@@ -328,6 +328,12 @@ Verdict Processor::miss(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_
 
 Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                             const Pool& pool, const PoolService& svc, Tick now, bool rehash) {
+  return new_flow_inline(f, pk, hash, in_port, pool, svc, now, rehash);
+}
+
+Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t hash,
+                                   uint16_t in_port, const Pool& pool, const PoolService& svc,
+                                   Tick now, bool rehash) {
   // The backend's replies go to the MAC the SYN came from: never to a group address.
   const MacAddr client_mac = MacAddr::load(f.data() + 6);
   if (client_mac.is_multicast()) return drop(DropReason::kEthBadSource);
@@ -363,10 +369,9 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   }
   if (++serial_ == 0) serial_ = 1;  // 0 marks an unused SYN-cache slot
   // The record is written once, in place in the free record the insert takes (a stateless SYN,
-  // which makes no record, writes one on the stack): every field but in_use, which commit sets.
+  // which makes no record, writes stateless_flow_): every field but in_use, which commit sets.
   // The record is a freed one, not zeroed: a field added to Flow must be set here too.
-  Flow stateless_fl;
-  Flow* slot = stateless ? &stateless_fl : table_.next_free();
+  Flow* slot = stateless ? &stateless_flow_ : table_.next_free();
   if (!slot) {
     counters_->flows_refused.add();
     return drop(DropReason::kFlowTableFull);
