@@ -774,8 +774,9 @@ inline void decrement_ttl(uint8_t* ip) {
 // TTL is the IPv4 header's alone (kTtlDecrementDelta: the TTL is at least 1). All of it in the
 // frame's byte order (csum_add32): the old address and port are read from the frame, the
 // checksums are loaded and stored unswapped, and only `to` and `pto` are swapped, as their
-// stores need anyway.
-inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t to, size_t port_at,
+// stores need anyway. Always inline: its callers are, and gcc's growth limits otherwise call it
+// out of line from handle_tcp, where a SYN's rewrite is inlined.
+[[gnu::always_inline]] inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t to, size_t port_at,
                     uint16_t pto) {
   static_assert(kTtlDecrementDelta == 0xfeff);
   constexpr uint32_t kTtlDelta = std::endian::native == std::endian::little ? 0xfffe : 0xfeff;
