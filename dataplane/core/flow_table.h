@@ -276,18 +276,25 @@ class FlowTable {
       uint32_t due[kChunk];
       uint64_t hc[kChunk], hb[kChunk];
       uint32_t k = 0;
-      for (uint32_t i = 0; i < chunk; ++i) {
-        const uint32_t idx = hand_;
-        hand_ = hand_ + 1 == capacity_ ? 0 : hand_ + 1;
-        const Flow& f = flows_[idx];
-        if (f.in_use && f.expires <= now) {
-          due[k] = idx;
-          hc[k] = hash(f.client_key());
-          hb[k] = hash(f.backend_key());
-          __builtin_prefetch(&buckets_[bucket1(hc[k])], 1);
-          __builtin_prefetch(&buckets_[bucket1(hb[k])], 1);
-          ++k;
+      // The chunk in runs of consecutive records (two when it wraps past the table's end), so
+      // that the per-record loop has no wrap test: ~6 instructions per record examined.
+      for (uint32_t left = chunk; left != 0;) {
+        const uint32_t run = left < capacity_ - hand_ ? left : capacity_ - hand_;
+        left -= run;
+        for (uint32_t idx = hand_, end = hand_ + run; idx != end; ++idx) {
+          const Flow& f = flows_[idx];
+          // The deadline first: nearly every record a sweep examines in a busy table is in use
+          // and not due, which the first test then settles alone.
+          if (f.expires <= now && f.in_use) [[unlikely]] {
+            due[k] = idx;
+            hc[k] = hash(f.client_key());
+            hb[k] = hash(f.backend_key());
+            __builtin_prefetch(&buckets_[bucket1(hc[k])], 1);
+            __builtin_prefetch(&buckets_[bucket1(hb[k])], 1);
+            ++k;
+          }
         }
+        hand_ = hand_ + run == capacity_ ? 0 : hand_ + run;
       }
       for (uint32_t j = 0; j < k; ++j) {
         on_expire(due[j], flows_[due[j]]);
