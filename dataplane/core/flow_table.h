@@ -215,6 +215,12 @@ class FlowTable {
   // Inline (defined below): it is most of a SYN's insert, and its call cost the new-flow path
   // ~20 instructions.
   [[gnu::always_inline]] inline InsertResult commit_after_miss(uint64_t client_hash,
+                                                               uint32_t& idx) {
+    return commit_after_miss(client_hash, hash(flows_[free_[free_top_ - 1]].backend_key()), idx);
+  }
+  // The same with the backend key's hash, which the caller computed (to prefetch its buckets).
+  [[gnu::always_inline]] inline InsertResult commit_after_miss(uint64_t client_hash,
+                                                               uint64_t backend_hash,
                                                                uint32_t& idx);
 
   // Removes both keys and frees the record (and takes it off the embryonic list).
@@ -454,11 +460,11 @@ inline void FlowTable::link_tail(uint32_t idx) {
   ++emb_count_;
 }
 
-inline FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash, uint32_t& idx) {
+inline FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash,
+                                                            uint64_t bh, uint32_t& idx) {
   const uint32_t i = free_[free_top_ - 1];
   Flow& f = flows_[i];
   const FlowKey bk = f.backend_key();
-  const uint64_t bh = hash(bk);
   Dir d;
   if (lookup_inline(bk, bh, d) != kNoFlow) return InsertResult::kConflict;
   if (!index_add(client_hash, detail::make_ref(i, Dir::kFromClient)))
