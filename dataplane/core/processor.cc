@@ -433,11 +433,13 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
                                                       : DropReason::kFullnatPortsExhausted);
     }
   }
-  counters_->flows_created.add();
-  counters_->flows_active.add();
+  // Through a local reference: each counter's store (an atomic) makes gcc load counters_ again.
+  WorkerCounters& c = *counters_;
+  c.flows_created.add();
+  c.flows_active.add();
   ++created_since_age_;
   ++rate_window_flows_;
-  BackendCounters& bc = counters_->backend[raw(b->id)];
+  BackendCounters& bc = c.backend[raw(b->id)];
   bc.flows_active.add();
   bc.flows_total.add();
   if (rehash) {
