@@ -196,6 +196,14 @@ FlowTable::RepairReport FlowTable::repair() {
   return r;
 }
 
+uint32_t FlowTable::match_slots(const Bucket& bk, uint32_t m, const FlowKey& k, Dir& dir) const {
+  for (; m != 0; m &= m - 1) {
+    const uint32_t idx = match(bk.ref[__builtin_ctz(m)], k, dir);
+    if (idx != kNoFlow) return idx;
+  }
+  return kNoFlow;
+}
+
 uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
   return lookup_inline(k, h, dir);
 }

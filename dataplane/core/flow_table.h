@@ -370,6 +370,12 @@ class FlowTable {
     dir = d;
     return idx;
   }
+  // The record of a slot of `bk` set in `m` (its signature matched) whose key is `k`. Out of
+  // line: on a miss (every SYN's client key, every new flow's backend key) no signature matches
+  // and the loop is never entered; kept out, its code and registers leave the miss path
+  // (callgrind: -6 instructions per SYN).
+  [[gnu::noinline]] uint32_t match_slots(const Bucket& bk, uint32_t m, const FlowKey& k,
+                                         Dir& dir) const;
   // Inline, defined below (lookup()'s two halves).
   [[gnu::always_inline]] inline uint32_t lookup_in(uint32_t bucket, const FlowKey& k, uint32_t sig,
                                                    Dir& dir) const;
@@ -415,11 +421,8 @@ class FlowTable {
 
 inline uint32_t FlowTable::lookup_in(uint32_t bi, const FlowKey& k, uint32_t sig, Dir& dir) const {
   const Bucket& bk = buckets_[bi];
-  for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
-    const uint32_t idx = match(bk.ref[__builtin_ctz(m)], k, dir);
-    if (idx != kNoFlow) return idx;
-  }
-  return kNoFlow;
+  const uint32_t m = slots_equal(bk.sig, sig);
+  return m == 0 ? kNoFlow : match_slots(bk, m, k, dir);
 }
 
 inline uint32_t FlowTable::lookup_inline(const FlowKey& k, uint64_t h, Dir& dir) const {
