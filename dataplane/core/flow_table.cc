@@ -37,19 +37,6 @@ uint32_t bucket_count(uint32_t capacity) {
   const uint64_t want = (uint64_t{capacity} * 17 + 31) / 32;
   return static_cast<uint32_t>(want < 2 ? 2 : want);
 }
-constexpr auto kBitsSet = [] {
-  std::array<uint8_t, 256> t{};
-  for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<uint8_t>(std::popcount(i));
-  return t;
-}();
-// index_add fills a primary bucket up to kSlots - kKeepFree keys before weighing the two
-// choices. Measured (capacity inserts at 50 % load, 30 M in all over 2,200 seeds and sizes
-// 4 Ki..4 Mi): 2 -> 4.6 % of keys in their secondary bucket, no insert refused; 1 -> 2.1 % but
-// 1 refusal in ~300 k; pure two-choice (8) -> 30 % secondary.
-constexpr int kKeepFree = 2;
-inline uint32_t make_ref(uint32_t idx, Dir d) {
-  return ((idx << 1) | static_cast<uint32_t>(d)) + 1;
-}
 }  // namespace
 
 size_t FlowTable::region_bytes(uint32_t capacity) {
@@ -129,16 +116,6 @@ void FlowTable::clear() {
   emb_count_ = 0;
 }
 
-void FlowTable::link_tail(uint32_t idx) {
-  links_[idx] = {emb_tail_, kNoFlow};
-  if (emb_tail_ != kNoFlow)
-    links_[emb_tail_].next = idx;
-  else
-    emb_head_ = idx;
-  emb_tail_ = idx;
-  ++emb_count_;
-}
-
 void FlowTable::unlink(uint32_t idx) {
   const Link l = links_[idx];
   if (l.prev != kNoFlow)
@@ -204,8 +181,8 @@ FlowTable::RepairReport FlowTable::repair() {
       ok = lookup(ck, hash(ck), d) == idx && lookup(bk, hash(bk), d) == idx;
     }
     if (ok) continue;
-    if (seen[idx] & 1) index_remove(hash(f.client_key()), make_ref(idx, Dir::kFromClient));
-    if (seen[idx] & 2) index_remove(hash(f.backend_key()), make_ref(idx, Dir::kFromBackend));
+    if (seen[idx] & 1) index_remove(hash(f.client_key()), detail::make_ref(idx, Dir::kFromClient));
+    if (seen[idx] & 2) index_remove(hash(f.backend_key()), detail::make_ref(idx, Dir::kFromBackend));
     r.refs_dropped += static_cast<uint32_t>(std::popcount(seen[idx]));
     f.in_use = 0;
     ++r.records_dropped;
@@ -219,46 +196,16 @@ FlowTable::RepairReport FlowTable::repair() {
   return r;
 }
 
-uint32_t FlowTable::lookup_in(uint32_t bi, const FlowKey& k, uint32_t sig, Dir& dir) const {
-  const Bucket& bk = buckets_[bi];
-  for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
+uint32_t FlowTable::match_slots(const Bucket& bk, uint32_t m, const FlowKey& k, Dir& dir) const {
+  for (; m != 0; m &= m - 1) {
     const uint32_t idx = match(bk.ref[__builtin_ctz(m)], k, dir);
     if (idx != kNoFlow) return idx;
   }
   return kNoFlow;
 }
 
-uint32_t FlowTable::lookup_inline(const FlowKey& k, uint64_t h, Dir& dir) const {
-  const uint32_t sig = static_cast<uint32_t>(h >> 32);
-  // The secondary bucket's index is computed only when the primary does not hold the key.
-  const uint32_t idx = lookup_in(bucket1(h), k, sig, dir);
-  return idx != kNoFlow ? idx : lookup_in(bucket2(h), k, sig, dir);
-}
-
 uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
   return lookup_inline(k, h, dir);
-}
-
-bool FlowTable::index_add(uint64_t h, uint32_t ref) {
-  const uint32_t sig = static_cast<uint32_t>(h >> 32);
-  Bucket* b = &buckets_[bucket1(h)];
-  uint32_t empty = slots_equal(b->ref, 0);
-  // The primary bucket while it has more than kKeepFree free slots, so that a lookup usually
-  // needs one line; past that the emptier of the two, which keeps the longest bucket short.
-  // (A table, not std::popcount: without -mpopcnt that is a libgcc call.)
-  if (kBitsSet[empty] <= kKeepFree) {
-    Bucket* b2 = &buckets_[bucket2(h)];
-    const uint32_t empty2 = slots_equal(b2->ref, 0);
-    if (kBitsSet[empty2] > kBitsSet[empty]) {
-      b = b2;
-      empty = empty2;
-    }
-    if (empty == 0) return false;  // the emptier one is full, so both are
-  }
-  const int s = std::countr_zero(empty);
-  b->sig[s] = sig;
-  b->ref[s] = ref;
-  return true;
 }
 
 void FlowTable::index_remove(uint64_t h, uint32_t ref) {
@@ -291,26 +238,6 @@ FlowTable::InsertResult FlowTable::insert_after_miss(const Flow& f, uint64_t cli
   return commit_after_miss(client_hash, idx);
 }
 
-FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash, uint32_t& idx) {
-  const uint32_t i = free_[free_top_ - 1];
-  Flow& f = flows_[i];
-  const FlowKey bk = f.backend_key();
-  const uint64_t bh = hash(bk);
-  Dir d;
-  if (lookup_inline(bk, bh, d) != kNoFlow) return InsertResult::kConflict;
-  if (!index_add(client_hash, make_ref(i, Dir::kFromClient))) return InsertResult::kIndexFull;
-  if (!index_add(bh, make_ref(i, Dir::kFromBackend))) {
-    index_remove(client_hash, make_ref(i, Dir::kFromClient));
-    return InsertResult::kIndexFull;
-  }
-  --free_top_;
-  f.in_use = 1;
-  if (starts_embryonic(f)) link_tail(i);
-  ++size_;
-  idx = i;
-  return InsertResult::kOk;
-}
-
 void FlowTable::erase(uint32_t idx) {
   const Flow& f = flows_[idx];
   if (!f.in_use) return;
@@ -320,8 +247,8 @@ void FlowTable::erase(uint32_t idx) {
 void FlowTable::erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backend_hash) {
   Flow& f = flows_[idx];
   if (!f.in_use) return;
-  index_remove(client_hash, make_ref(idx, Dir::kFromClient));
-  index_remove(backend_hash, make_ref(idx, Dir::kFromBackend));
+  index_remove(client_hash, detail::make_ref(idx, Dir::kFromClient));
+  index_remove(backend_hash, detail::make_ref(idx, Dir::kFromBackend));
   if (on_list(idx)) unlink(idx);
   f.in_use = 0;
   free_[free_top_++] = idx;
@@ -339,7 +266,7 @@ bool FlowTable::rebind(uint32_t idx, BackendId backend, uint32_t backend_ip,
   const uint64_t nh = hash(nk);
   Dir d;
   if (lookup(nk, nh, d) != kNoFlow) return false;
-  const uint32_t ref = make_ref(idx, Dir::kFromBackend);
+  const uint32_t ref = detail::make_ref(idx, Dir::kFromBackend);
   const Flow old = f;
   index_remove(hash(old.backend_key()), ref);
   f = moved;

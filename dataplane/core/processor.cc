@@ -304,7 +304,7 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
   if (!svc) return drop(is_local(pk.dst_ip) ? DropReason::kLocalTcp : DropReason::kNotForUs);
   using namespace tcp_flag;
   if ((pk.tcp_flags & (kSyn | kAck)) == kSyn)
-    return new_flow(f, pk, hash, in_port, pool, *svc, now);
+    return new_flow_inline(f, pk, hash, in_port, pool, *svc, now, false);
   return miss(f, pk, hash, in_port, pool, *svc, now);
 }
 
@@ -328,6 +328,12 @@ Verdict Processor::miss(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_
 
 Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                             const Pool& pool, const PoolService& svc, Tick now, bool rehash) {
+  return new_flow_inline(f, pk, hash, in_port, pool, svc, now, rehash);
+}
+
+Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t hash,
+                                   uint16_t in_port, const Pool& pool, const PoolService& svc,
+                                   Tick now, bool rehash) {
   // The backend's replies go to the MAC the SYN came from: never to a group address.
   const MacAddr client_mac = MacAddr::load(f.data() + 6);
   if (client_mac.is_multicast()) return drop(DropReason::kEthBadSource);
@@ -363,14 +369,17 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   }
   if (++serial_ == 0) serial_ = 1;  // 0 marks an unused SYN-cache slot
   // The record is written once, in place in the free record the insert takes (a stateless SYN,
-  // which makes no record, writes one on the stack): every field but in_use, which commit sets.
+  // which makes no record, writes stateless_flow_): every field but in_use, which commit sets.
   // The record is a freed one, not zeroed: a field added to Flow must be set here too.
-  Flow stateless_fl;
-  Flow* slot = stateless ? &stateless_fl : table_.next_free();
+  Flow* slot = stateless ? &stateless_flow_ : table_.next_free();
   if (!slot) {
     counters_->flows_refused.add();
     return drop(DropReason::kFlowTableFull);
   }
+  // The backend key's two bucket lines, which the insert reads (nearly always a miss, so both):
+  // in a large table they are cache misses, fetched here while the record is written.
+  const uint64_t backend_hash = table_.hash({b->ip, pk.src_ip, b->port, pk.src_port});
+  if (!stateless) table_.prefetch(backend_hash, true);
   Flow& fl = *slot;
   fl.expires = now + (syn_pressure() ? cfg_.syn_timeout_pressure : cfg_.syn_timeout);
   fl.created = now;
@@ -409,7 +418,7 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
     return to_backend(f, pk, fl);
   }
   uint32_t idx;
-  const FlowTable::InsertResult r = table_.commit_after_miss(hash, idx);
+  const FlowTable::InsertResult r = table_.commit_after_miss(hash, backend_hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
@@ -424,11 +433,13 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
                                                       : DropReason::kFullnatPortsExhausted);
     }
   }
-  counters_->flows_created.add();
-  counters_->flows_active.add();
+  // Through a local reference: each counter's store (an atomic) makes gcc load counters_ again.
+  WorkerCounters& c = *counters_;
+  c.flows_created.add();
+  c.flows_active.add();
   ++created_since_age_;
   ++rate_window_flows_;
-  BackendCounters& bc = counters_->backend[raw(b->id)];
+  BackendCounters& bc = c.backend[raw(b->id)];
   bc.flows_active.add();
   bc.flows_total.add();
   if (rehash) {
@@ -769,8 +780,9 @@ inline void decrement_ttl(uint8_t* ip) {
 // TTL is the IPv4 header's alone (kTtlDecrementDelta: the TTL is at least 1). All of it in the
 // frame's byte order (csum_add32): the old address and port are read from the frame, the
 // checksums are loaded and stored unswapped, and only `to` and `pto` are swapped, as their
-// stores need anyway.
-inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t to, size_t port_at,
+// stores need anyway. Always inline: its callers are, and gcc's growth limits otherwise call it
+// out of line from handle_tcp, where a SYN's rewrite is inlined.
+[[gnu::always_inline]] inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t to, size_t port_at,
                     uint16_t pto) {
   static_assert(kTtlDecrementDelta == 0xfeff);
   constexpr uint32_t kTtlDelta = std::endian::native == std::endian::little ? 0xfffe : 0xfeff;

@@ -203,6 +203,12 @@ class Processor {
   // the flow starts established, at the maglev backend of its tuple.
   Verdict new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uint16_t in_port,
                    const Pool& pool, const PoolService& svc, Tick now, bool rehash = false);
+  // The same, inline (defined and used in processor.cc only): a client SYN's, in handle_tcp,
+  // where the call and its prologue cost more than a SYN can spare.
+  [[gnu::always_inline]] inline Verdict new_flow_inline(Frame& f, const ParsedPacket& pk,
+                                                        uint64_t hash, uint16_t in_port,
+                                                        const Pool& pool, const PoolService& svc,
+                                                        Tick now, bool rehash);
   // The active backend the maglev table of `svc` gives this tuple, or nullptr when the service
   // has none.
   const PoolBackend* maglev_pick(const ParsedPacket& pk, const Pool& pool,
@@ -345,6 +351,10 @@ class Processor {
   uint32_t rate_window_flows_ = 0;
   uint32_t age_paced(Tick now);
   void adopt_flows();
+  // The record a stateless SYN (which makes none in the table) is forwarded from: a member, not
+  // a local, because a 64-byte aligned local made every call of handle_tcp, where new_flow is
+  // inlined, realign its stack (~6 instructions per SYN). new_flow writes all of it before use.
+  Flow stateless_flow_{};
 };
 
 }  // namespace lb::core

@@ -28,12 +28,10 @@ const PoolBackend* Scheduler::pick(const Pool& pool, const PoolService& s, const
 
 const PoolBackend* Scheduler::round_robin(std::span<const PoolBackend> b, ServiceId s,
                                           BackendId exclude) {
-  uint32_t& cur = cursor_[raw(s)];
-  const auto n = static_cast<uint32_t>(b.size());
-  const PoolBackend* p = &b[cur++ % n];
+  const PoolBackend* p = next_in_cycle(b, s);
   if (p->id == exclude) {
-    if (n == 1) return nullptr;
-    p = &b[cur++ % n];
+    if (b.size() == 1) return nullptr;
+    p = next_in_cycle(b, s);
   }
   return p;
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "counters.h"
@@ -26,7 +27,7 @@ class Scheduler {
   // in the SYN path, where pick()'s call and switch cost more than the pick itself.
   const PoolBackend* pick_new(const Pool& pool, const PoolService& s, const WorkerCounters& c) {
     if (s.scheduler != SchedulerKind::kRoundRobin || s.count == 0) return pick(pool, s, c);
-    return &pool.backends(s)[cursor_[raw(s.id)]++ % s.count];
+    return next_in_cycle(pool.backends(s), s.id);
   }
 
   // The id is about to be given to another backend (or service): start it afresh, so that it
@@ -41,6 +42,11 @@ class Scheduler {
   }
 
  private:
+  // Round robin's pick: the next backend of `b` (not empty) in service `s`'s cycle. Inline, for
+  // pick_new() and round_robin() both.
+  const PoolBackend* next_in_cycle(std::span<const PoolBackend> b, ServiceId s) {
+    return &b[cursor_[raw(s)]++ % static_cast<uint32_t>(b.size())];
+  }
   const PoolBackend* round_robin(std::span<const PoolBackend> b, ServiceId s, BackendId exclude);
   const PoolBackend* weighted(std::span<const PoolBackend> b, BackendId exclude);
   const PoolBackend* random(std::span<const PoolBackend> b, BackendId exclude);

@@ -394,6 +394,66 @@ TEST(FlowTable, ExpireHandWrapsAround) {
   EXPECT_EQ(t.size(), 0u);
 }
 
+// The sweep examines a chunk in runs of consecutive records: a chunk that passes the table's
+// end is two runs, and a free record whose stale deadline has passed is never reported (the
+// deadline is tested before in_use).
+TEST(FlowTable, ExpireChunkAcrossTheTableEnd) {
+  FlowTable t(10);
+  std::vector<uint32_t> idx(10);
+  for (uint32_t i = 0; i < 10; ++i)
+    ASSERT_EQ(t.insert(flow_n(i, 100), idx[i]), FlowTable::InsertResult::kOk);
+  ASSERT_EQ(idx[9], 9u);  // records are handed out from index 0 up
+  EXPECT_EQ(t.expire(50, 7, [](uint32_t, const Flow&) {}), 0u);  // records 0-6: none due
+  t.at(9).expires = 10;
+  t.at(1).expires = 10;
+  t.at(2).expires = 10;
+  t.erase(8);
+  t.at(8).expires = 0;  // a free record's stale deadline
+  std::vector<uint32_t> got;
+  const auto note = [&](uint32_t i, const Flow& f) {
+    EXPECT_EQ(f.in_use, 1);
+    got.push_back(i);
+  };
+  // Records 7, 8, 9, then 0 and 1: due are 9 and 1, not the free 8.
+  EXPECT_EQ(t.expire(50, 5, note), 2u);
+  EXPECT_EQ(got, (std::vector<uint32_t>{9, 1}));
+  // The hand went on from record 2.
+  got.clear();
+  EXPECT_EQ(t.expire(50, 1, note), 1u);
+  EXPECT_EQ(got, (std::vector<uint32_t>{2}));
+  EXPECT_EQ(t.size(), 6u);
+}
+
+// The new-flow path hashes the backend key itself (to prefetch its buckets) and hands the hash
+// to the commit: the same result as the commit that hashes the key it reads from the record.
+TEST(FlowTable, InPlaceCommitWithTheBackendHash) {
+  FlowTable t(4);
+  const Flow a =
+      make_flow(ip4(192, 0, 2, 1), 40000, ip4(10, 10, 0, 100), 80, ip4(10, 20, 0, 11), 8080);
+  Flow* r = t.next_free();
+  ASSERT_NE(r, nullptr);
+  *r = a;
+  r->in_use = 0;
+  uint32_t ia = 999;
+  ASSERT_EQ(t.commit_after_miss(t.hash(a.client_key()), t.hash(a.backend_key()), ia),
+            FlowTable::InsertResult::kOk);
+  EXPECT_EQ(&t.at(ia), r);
+  EXPECT_TRUE(Findable(t, ia, a));
+  Flow c = a;  // another VIP, balanced to the same backend for the same client: a conflict
+  c.vip = ip4(10, 10, 0, 101);
+  Flow* r2 = t.next_free();
+  ASSERT_NE(r2, nullptr);
+  *r2 = c;
+  r2->in_use = 0;
+  uint32_t ic = 999;
+  EXPECT_EQ(t.commit_after_miss(t.hash(c.client_key()), t.hash(c.backend_key()), ic),
+            FlowTable::InsertResult::kConflict);
+  EXPECT_EQ(ic, 999u);
+  EXPECT_EQ(r2->in_use, 0);
+  EXPECT_EQ(t.size(), 1u);
+  EXPECT_TRUE(Findable(t, ia, a));
+}
+
 // A failed insert (index overflow) must leave no trace, whatever the caller's Flow says about
 // in_use. Needs keys that all land in the same two buckets: found by search over the table's
 // own candidate_buckets().
