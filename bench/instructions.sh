@@ -57,8 +57,9 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
   exec 8>&- 2>/dev/null
-  # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
-  rm -f /dev/hugepages/lbd-lbd-flows-* /dev/shm/lbd-lbd-flows-*
+  # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd); the memif
+  # run's lbd is instance $tag, so only its own are removed
+  rm -f /dev/hugepages/lbd-${tag}-flows-* /dev/shm/lbd-${tag}-flows-*
   rm -f /dev/hugepages/${tag}* 2>/dev/null
   rm -rf /var/run/dpdk/${tag}* 2>/dev/null
   if [ $keep -eq 1 ]; then echo "instructions.sh: files kept in $work" >&2; else rm -rf "$work"; fi
@@ -215,6 +216,7 @@ if [ $memif -eq 1 ]; then
     for _ in $(seq 1 300); do grep -q "lb-gen: ports started" "$work/mg-$fwd.log" && break; sleep 0.1; done
     if [ $fwd = lbd ]; then
       cat > "$work/lbd-memif.cfg" <<EOF
+instance = "$tag";
 dataplane: { workers = 1; mbufs = 16383;
   ports = ( { name = "client"; device = "net_memif0,role=client,socket=$work/c.sock,socket-abstract=no,mac=02:00:00:00:02:01"; ip = "10.10.0.1/24"; },
             { name = "backend"; device = "net_memif1,role=client,socket=$work/b.sock,socket-abstract=no,mac=02:00:00:00:02:02"; ip = "10.20.0.1/24"; } );
