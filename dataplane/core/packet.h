@@ -7,6 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "bytes.h"
 #include "drop_reason.h"
@@ -87,24 +90,31 @@ inline uint64_t dst_mac_key(const uint8_t* frame) {
 void parse_received(const uint8_t* frame, size_t len, ParsedPacket& out, bool ip_csum_verified,
                     uint64_t port_mac_key);
 
-// True when the 20-byte IPv4 header at `ip` sums to all ones (its checksum is right). Two 64-bit
-// and one 32-bit add with end-around carries, then one fold: the one's-complement sum does not
-// depend on byte order, and 2^64 - 1 is a multiple of 2^16 - 1.
+// True when the 20-byte IPv4 header at `ip` sums to all ones (its checksum is right). The
+// header's two 64-bit and one 32-bit words added with end-around carries (x86: one add and two
+// adc), then, instead of folding to 16 bits, one test: since 2^16 = 1 modulo 0xffff, a 64-bit
+// end-around sum is congruent to the 16-bit one's-complement sum of its words modulo 0xffff, and
+// that sum, folded, is 0xffff exactly when it is a non-zero multiple of 0xffff (the division is
+// a multiply and a compare). Only an all-zero header sums to 0. The one's-complement sum does not
+// depend on byte order.
 [[gnu::always_inline]] inline bool ipv4_header_checksum_ok(const uint8_t* ip) {
   uint64_t a, b;
   uint32_t c;
   std::memcpy(&a, ip, sizeof a);
   std::memcpy(&b, ip + 8, sizeof b);
   std::memcpy(&c, ip + 16, sizeof c);
+#if defined(__x86_64__)
+  unsigned long long sum;
+  unsigned char carry = _addcarry_u64(0, a, b, &sum);
+  carry = _addcarry_u64(carry, sum, c, &sum);
+  _addcarry_u64(carry, sum, 0, &sum);
+#else
   uint64_t sum = a + b;
-  sum += sum < b;
+  sum += sum < b;  // a + b + 1 cannot wrap again
   sum += c;
   sum += sum < c;
-  sum = (sum & 0xffffffff) + (sum >> 32);
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  return sum == 0xffff;
+#endif
+  return sum != 0 && sum % 0xffff == 0;
 }
 
 // 0.0.0.0/8, 127/8, multicast and limited broadcast are never valid sources of traffic we serve.
