@@ -135,8 +135,14 @@ class FlowTable {
   void reset();
 
   uint64_t hash(const FlowKey& k) const {
-    uint64_t a = (uint64_t{k.src_ip} << 32 | k.dst_ip) ^ seed_;
-    const uint64_t b = (uint64_t{k.src_port} << 16 | k.dst_port) ^ (seed_ >> 17);
+    return hash_words(uint64_t{k.src_ip} << 32 | k.dst_ip, uint32_t{k.src_port} << 16 | k.dst_port);
+  }
+  // hash() of the key whose addresses are `addrs` (source in the high word) and ports `ports`
+  // (source port in the high half): a TCP/IPv4 frame's bytes 12-19 of the IPv4 header and 0-3 of
+  // the TCP header, read as one big-endian 64-bit and one 32-bit word.
+  uint64_t hash_words(uint64_t addrs, uint32_t ports) const {
+    uint64_t a = addrs ^ seed_;
+    const uint64_t b = uint64_t{ports} ^ (seed_ >> 17);
     a *= 0x9e3779b97f4a7c15ull;
     a ^= a >> 32;
     a ^= b * 0xc2b2ae3d27d4eb4full;

@@ -134,15 +134,20 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
   if (n > kMaxBurst) n = kMaxBurst;
   now_ = now;
   for (uint16_t i = 0; i < n; ++i) {
-    if (!parse_received_common(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
-                               mac_key_[in_ports[i]])) [[unlikely]]
-      parse_received(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
-                     mac_key_[in_ports[i]]);
-    if (pk[i].kind == PacketKind::kTcp) {
+    const uint8_t* p = frames[i].data();
+    if (parse_received_common(p, frames[i].len, pk[i], frames[i].ip_csum_ok,
+                              mac_key_[in_ports[i]])) [[likely]] {
+      // The key's words straight from the frame (fixed offsets), not from pk[i]'s fields.
+      constexpr size_t kAddrs = kEthHeaderLen + ip_off::kSrc;
+      constexpr size_t kPorts = kEthHeaderLen + kIpv4HeaderLen + tcp_off::kSport;
+      hash[i] = table_.hash_words(load_be64(p + kAddrs), load_be32(p + kPorts));
+    } else {
+      parse_received(p, frames[i].len, pk[i], frames[i].ip_csum_ok, mac_key_[in_ports[i]]);
+      if (pk[i].kind != PacketKind::kTcp) continue;
       hash[i] = table_.hash(key_of(pk[i]));
-      table_.prefetch(hash[i],
-                      (pk[i].tcp_flags & (tcp_flag::kSyn | tcp_flag::kAck)) == tcp_flag::kSyn);
     }
+    table_.prefetch(hash[i],
+                    (pk[i].tcp_flags & (tcp_flag::kSyn | tcp_flag::kAck)) == tcp_flag::kSyn);
   }
   for (uint16_t i = 0; i < n; ++i)
     if (pk[i].kind == PacketKind::kTcp) hint[i] = table_.prefetch_record(hash[i]);
