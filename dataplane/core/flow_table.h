@@ -19,6 +19,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <utility>
 #if defined(__SSE2__)
@@ -338,9 +339,32 @@ class FlowTable {
     const uint32_t idx = r >> 1;
     const Dir d = static_cast<Dir>(r & 1);
     const Flow& f = flows_[idx];
-    if ((d == Dir::kFromClient ? f.client_key() : f.backend_key()) != k) return kNoFlow;
+    if (!same_key(f, d, k)) return kNoFlow;
     dir = d;
     return idx;
+  }
+  // f's key in direction d == k, compared as an 8-byte word of addresses and a 4-byte word of
+  // ports (FlowKey has no padding): the client key's fields lie in the record in the key's
+  // order, so they are read as the two words directly; the backend key's are gathered.
+  static bool same_key(const Flow& f, Dir d, const FlowKey& k) {
+    static_assert(sizeof(FlowKey) == 12 && offsetof(FlowKey, dst_ip) == 4 &&
+                  offsetof(FlowKey, src_port) == 8 && offsetof(FlowKey, dst_port) == 10);
+    static_assert(offsetof(Flow, vip) == offsetof(Flow, client_ip) + 4 &&
+                  offsetof(Flow, vport) == offsetof(Flow, client_port) + 2);
+    uint64_t addrs, kaddrs;
+    uint32_t ports, kports;
+    if (d == Dir::kFromClient) {
+      std::memcpy(&addrs, &f.client_ip, sizeof addrs);
+      std::memcpy(&ports, &f.client_port, sizeof ports);
+    } else {
+      const uint32_t a[2] = {f.backend_ip, f.client_ip};
+      const uint16_t p[2] = {f.backend_port, f.client_port};
+      std::memcpy(&addrs, a, sizeof addrs);
+      std::memcpy(&ports, p, sizeof ports);
+    }
+    std::memcpy(&kaddrs, &k.src_ip, sizeof kaddrs);
+    std::memcpy(&kports, &k.src_port, sizeof kports);
+    return ((addrs ^ kaddrs) | (ports ^ kports)) == 0;
   }
   // Inline, defined and used in flow_table.cc only (lookup()'s two halves).
   [[gnu::always_inline]] inline uint32_t lookup_in(uint32_t bucket, const FlowKey& k, uint32_t sig,
