@@ -413,11 +413,15 @@ void Dataplane::idle_sleep(uint16_t w, uint32_t us) {
 
 // Defined here, where poll() queues most packets through it.
 inline void Dataplane::queue_tx(uint16_t w, rte_mbuf* m, const core::Frame& f, uint16_t port) {
+  TxBuffer& t = workers_[w].tx[port];
+  if (t.n == 2 * kBurst) flush(w);
+  append_tx(t, m, f);
+}
+
+inline void Dataplane::append_tx(TxBuffer& t, rte_mbuf* m, const core::Frame& f) {
   m->data_off = f.off;
   m->data_len = f.len;
   m->pkt_len = f.len;
-  TxBuffer& t = workers_[w].tx[port];
-  if (t.n == 2 * kBurst) flush(w);
   t.m[t.n++] = m;
   t.bytes += f.len;
 }
@@ -436,11 +440,17 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   uint16_t in_ports[kBatch];
   core::Verdict verdicts[kBatch];
   uint16_t m = 0;
-  auto process_batch = [&] {
+  // Inline (called from three places): out of line, its loops reread the captures and `m`.
+  auto process_batch = [&]() __attribute__((always_inline)) {
     wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
+    // Every TX buffer made to have room for the whole batch first, so that the loop appends
+    // without a fullness check or a call that may flush (whose possible writes would make the
+    // compiler reload the buffers' addresses for every packet).
+    if (!tx_room(wk, m)) flush(w);
+    TxBuffer* const tx = wk.tx.data();
     for (uint16_t i = 0; i < m; ++i) {
       if (verdicts[i].action == core::Action::kTx) [[likely]]
-        queue_tx(w, batch[i], frames[i], verdicts[i].port);
+        append_tx(tx[verdicts[i].port], batch[i], frames[i]);
       else
         apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
     }
