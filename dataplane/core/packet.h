@@ -124,10 +124,13 @@ inline bool bad_source_ip(uint32_t a) {
 }
 
 // The common frame (untagged IPv4 with no options carrying TCP) whose every check passes: true,
-// with `out` filled as parse() fills it. Any frame it does not take (false, `out` untouched) gets
-// the full parse, so a drop keeps the reason the full parse gives it.
-[[gnu::always_inline]] inline bool parse_common_tcp(const uint8_t* frame, size_t len,
-                                                    ParsedPacket& out, bool ip_csum_verified) {
+// with the fields an established flow's packet needs filled as parse() fills them (kind, l3, l4,
+// the addresses and ports, ip_total_len, tcp_flags); complete_common_tcp() fills the others.
+// Any frame it does not take (false, `out` untouched) gets the full parse, so a drop keeps the
+// reason the full parse gives it.
+[[gnu::always_inline]] inline bool parse_common_tcp_partial(const uint8_t* frame, size_t len,
+                                                            ParsedPacket& out,
+                                                            bool ip_csum_verified) {
   constexpr size_t kL3 = kEthHeaderLen;
   constexpr size_t kL4 = kL3 + kIpv4HeaderLen;
   if (len < kL4 + kTcpHeaderLen) return false;
@@ -148,29 +151,43 @@ inline bool bad_source_ip(uint32_t a) {
   const uint32_t src = load_be32(ip + ip_off::kSrc);
   if (bad_source_ip(src) || (!ip_csum_verified && !ipv4_header_checksum_ok(ip))) return false;
   out.kind = PacketKind::kTcp;
-  out.drop = DropReason::kTruncated;
   out.l3 = kL3;
   out.l4 = kL4;
-  out.vlan_tci = 0;
-  out.tagged = false;
   out.src_ip = src;
   out.dst_ip = load_be32(ip + ip_off::kDst);
   out.ip_total_len = static_cast<uint16_t>(total);
   out.src_port = load_be16(t + tcp_off::kSport);
   out.dst_port = load_be16(t + tcp_off::kDport);
   out.tcp_flags = flags;
-  out.tcp_header_len = static_cast<uint8_t>(doff);
-  out.l4_payload_len = static_cast<uint16_t>(total - kIpv4HeaderLen - doff);
+  return true;
+}
+
+// The rest of what parse() fills for a frame parse_common_tcp_partial() took into `out`.
+inline void complete_common_tcp(const uint8_t* frame, ParsedPacket& out) {
+  const auto doff = static_cast<uint8_t>((frame[out.l4 + tcp_off::kDataOff] >> 4) * 4);
+  out.drop = DropReason::kTruncated;
+  out.vlan_tci = 0;
+  out.tagged = false;
+  out.tcp_header_len = doff;
+  out.l4_payload_len = static_cast<uint16_t>(out.ip_total_len - kIpv4HeaderLen - doff);
+}
+
+// Both: `out` filled as parse() fills it.
+[[gnu::always_inline]] inline bool parse_common_tcp(const uint8_t* frame, size_t len,
+                                                    ParsedPacket& out, bool ip_csum_verified) {
+  if (!parse_common_tcp_partial(frame, len, out, ip_csum_verified)) return false;
+  complete_common_tcp(frame, out);
   return true;
 }
 
 // parse_received's common case, inline in the burst loop: true when `frame` is such a frame
-// and addressed to the port's MAC, with `out` filled as parse_received fills it. On false `out`
-// is undefined: call parse_received.
+// and addressed to the port's MAC, with `out` filled as parse_common_tcp_partial() fills it
+// (complete_common_tcp() for the rest). On false `out` is undefined: call parse_received.
 [[gnu::always_inline]] inline bool parse_received_common(const uint8_t* frame, size_t len,
                                                          ParsedPacket& out, bool ip_csum_verified,
                                                          uint64_t port_mac_key) {
-  return parse_common_tcp(frame, len, out, ip_csum_verified) && dst_mac_key(frame) == port_mac_key;
+  return parse_common_tcp_partial(frame, len, out, ip_csum_verified) &&
+         dst_mac_key(frame) == port_mac_key;
 }
 
 // ARP (Ethernet/IPv4 only) fields, valid when parse_packet said kArp.
