@@ -162,7 +162,8 @@ inline bool bad_source_ip(uint32_t a) {
   return true;
 }
 
-// The rest of what parse() fills for a frame parse_common_tcp_partial() took into `out`.
+// The rest of what parse() fills for a frame parse_common_tcp_partial() took into `out`. For a
+// frame the full parse found to be untagged TCP (l3 == kEthHeaderLen) it writes what is there.
 inline void complete_common_tcp(const uint8_t* frame, ParsedPacket& out) {
   const auto doff = static_cast<uint8_t>((frame[out.l4 + tcp_off::kDataOff] >> 4) * 4);
   out.drop = DropReason::kTruncated;

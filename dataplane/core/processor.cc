@@ -133,15 +133,12 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
   uint32_t hint[kMaxBurst];
   if (n > kMaxBurst) n = kMaxBurst;
   now_ = now;
-  // Bit i: pk[i] holds only what an established flow's packet needs (parse_received_common);
-  // complete_common_tcp() fills the rest before any other path reads it.
-  static_assert(kMaxBurst <= 64);
-  uint64_t partial = 0;
   for (uint16_t i = 0; i < n; ++i) {
     const uint8_t* p = frames[i].data();
     if (parse_received_common(p, frames[i].len, pk[i], frames[i].ip_csum_ok,
                               mac_key_[in_ports[i]])) [[likely]] {
-      partial |= uint64_t{1} << i;
+      // pk[i] holds only what an established flow's packet needs: complete_common_tcp() below
+      // fills the rest before any other path reads it.
       // The key's words straight from the frame (fixed offsets), not from pk[i]'s fields.
       constexpr size_t kAddrs = kEthHeaderLen + ip_off::kSrc;
       constexpr size_t kPorts = kEthHeaderLen + kIpv4HeaderLen + tcp_off::kSport;
@@ -165,8 +162,10 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
     const uint32_t idx = table_.lookup(key_of(pk[i]), hash[i], hint[i], dir);
     if (idx == FlowTable::kNoFlow ||
         !forward_established(frames[i], pk[i], idx, dir, pool, now, out[i])) [[unlikely]] {
-      // forward_established changed nothing: the frame is still the one parsed.
-      if ((partial >> i) & 1) complete_common_tcp(frames[i].data(), pk[i]);
+      // forward_established changed nothing: the frame is still the one parsed. Every untagged
+      // TCP frame is one the fast parse took or one whose full parse complete_common_tcp()
+      // repeats exactly (no mark needed).
+      if (pk[i].l3 == kEthHeaderLen) complete_common_tcp(frames[i].data(), pk[i]);
       out[i] = handle_tcp(frames[i], pk[i], hash[i], idx, dir, in_ports[i], pool, now);
     }
   }

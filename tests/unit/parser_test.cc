@@ -689,6 +689,7 @@ TEST(ParsePacket, CommonPartialParseThenCompleteIsTheFullParse) {
   // The burst loop's parse of the common frame fills part of ParsedPacket and completes it only
   // for packets that leave the established path: the two together must give what parse_packet
   // gives, field for field, and it must take no frame the full parse would not take as TCP.
+  // The completion also runs on untagged TCP the full parse filled: it must change nothing.
   std::mt19937_64 rng(0x15e57);
   const std::vector<GoodFrame> goods = good_frames();
   size_t taken = 0;
@@ -703,6 +704,18 @@ TEST(ParsePacket, CommonPartialParseThenCompleteIsTheFullParse) {
       test::set16(b.data() + d.l3 + 10, test::ref_checksum(b.data() + d.l3, 20));
     }
     const ParsedPacket full = parse(b);
+    if (full.kind == PacketKind::kTcp && full.l3 == kEthHeaderLen) {
+      // Completing what the full parse filled (the burst does not mark which parse ran) changes
+      // nothing.
+      ParsedPacket again = full;
+      complete_common_tcp(b.data(), again);
+      EXPECT_EQ(again.drop, full.drop);
+      EXPECT_EQ(again.vlan_tci, full.vlan_tci);
+      EXPECT_EQ(again.tagged, full.tagged);
+      EXPECT_EQ(again.tcp_header_len, full.tcp_header_len);
+      EXPECT_EQ(again.l4_payload_len, full.l4_payload_len);
+      if (HasFailure()) FAIL() << test::hexdump(b);
+    }
     // Whatever the burst's array held before: fields the partial parse must overwrite.
     ParsedPacket pk;
     pk.kind = PacketKind::kArp;
