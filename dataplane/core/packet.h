@@ -3,6 +3,7 @@
 // (no options, no fragments), TCP and ICMP. Every step checks the length it reads; the result is a
 // kind or a drop reason, never an assertion.
 
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -134,18 +135,29 @@ inline bool bad_source_ip(uint32_t a) {
   constexpr size_t kL3 = kEthHeaderLen;
   constexpr size_t kL4 = kL3 + kIpv4HeaderLen;
   if (len < kL4 + kTcpHeaderLen) return false;
-  // Two compares: EtherType IPv4 with version 4 / IHL 5 (bytes 12-14), and protocol TCP.
-  if ((load_be32(frame + 12) >> 8) != (uint32_t{kEtherTypeIpv4} << 8 | 0x45) ||
-      frame[kL3 + ip_off::kProto] != kIpProtoTcp)
+  // Two compares: EtherType IPv4 with version 4 / IHL 5 (bytes 12-14), and protocol TCP. The
+  // word is compared as the frame holds it (masks and values laid out in memory order), not
+  // byte-swapped.
+  constexpr auto kTypeVerMask = std::bit_cast<uint32_t>(std::array<uint8_t, 4>{0xff, 0xff, 0xff, 0});
+  constexpr auto kTypeVer = std::bit_cast<uint32_t>(std::array<uint8_t, 4>{0x08, 0x00, 0x45, 0});
+  static_assert(kEtherTypeIpv4 == 0x0800);
+  uint32_t type_ver;
+  std::memcpy(&type_ver, frame + 12, sizeof type_ver);
+  if ((type_ver & kTypeVerMask) != kTypeVer || frame[kL3 + ip_off::kProto] != kIpProtoTcp)
     return false;
   const uint8_t* ip = frame + kL3;
   const uint8_t* t = frame + kL4;
   const size_t total = load_be16(ip + ip_off::kTotalLen);
   const size_t doff = static_cast<size_t>(t[tcp_off::kDataOff] >> 4) * 4;
   const uint8_t flags = t[tcp_off::kFlags];
+  // More-fragments and the fragment offset (the low 14 bits of the big-endian word), in memory
+  // order.
+  constexpr auto kFragMask = std::bit_cast<uint16_t>(std::array<uint8_t, 2>{0x3f, 0xff});
+  uint16_t frag;
+  std::memcpy(&frag, ip + ip_off::kFrag, sizeof frag);
   using namespace tcp_flag;
   if (total < kIpv4HeaderLen + doff || kL3 + total > len || doff < kTcpHeaderLen ||
-      (load_be16(ip + ip_off::kFrag) & 0x3fff) != 0 || (flags & (kSyn | kFin | kRst | kAck)) == 0 ||
+      (frag & kFragMask) != 0 || (flags & (kSyn | kFin | kRst | kAck)) == 0 ||
       ((flags & kSyn) && (flags & (kFin | kRst))))
     return false;
   const uint32_t src = load_be32(ip + ip_off::kSrc);
