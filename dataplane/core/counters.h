@@ -9,12 +9,22 @@
 #include "drop_reason.h"
 #include "ids.h"
 
+// ThreadSanitizer builds (gcc says so with __SANITIZE_THREAD__, clang with __has_feature) keep
+// Counter's atomics, which it checks.
+#if defined(__SANITIZE_THREAD__)
+#define LB_COUNTER_ATOMICS 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LB_COUNTER_ATOMICS 1
+#endif
+#endif
+
 namespace lb::core {
 
 class Counter {
  public:
   void add(uint64_t n = 1) {
-#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+#if defined(__x86_64__) && !defined(LB_COUNTER_ATOMICS)
     // The same relaxed single-writer update as below in one add to memory, where the compiler
     // makes three instructions of an atomic's load and store (it never merges atomics): on x86
     // an aligned 8-byte access is single-copy atomic, so the reader sees the old or the new
