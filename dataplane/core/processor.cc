@@ -180,7 +180,7 @@ bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t i
   Flow& fl = table_.at(idx);
   if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
       fl.forward != ForwardMode::kDnat || f.data()[pk.l3 + ip_off::kTtl] <= 1 ||
-      !pool.serving(fl.backend))
+      !pool.serving_flow(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
     uint64_t mac;
