@@ -413,11 +413,15 @@ void Dataplane::idle_sleep(uint16_t w, uint32_t us) {
 
 // Defined here, where poll() queues most packets through it.
 inline void Dataplane::queue_tx(uint16_t w, rte_mbuf* m, const core::Frame& f, uint16_t port) {
+  TxBuffer& t = workers_[w].tx[port];
+  if (t.n == 2 * kBurst) flush(w);
+  append_tx(t, m, f);
+}
+
+inline void Dataplane::append_tx(TxBuffer& t, rte_mbuf* m, const core::Frame& f) {
   m->data_off = f.off;
   m->data_len = f.len;
   m->pkt_len = f.len;
-  TxBuffer& t = workers_[w].tx[port];
-  if (t.n == 2 * kBurst) flush(w);
   t.m[t.n++] = m;
   t.bytes += f.len;
 }
@@ -436,11 +440,17 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
   uint16_t in_ports[kBatch];
   core::Verdict verdicts[kBatch];
   uint16_t m = 0;
-  auto process_batch = [&] {
+  // Inline (called from three places): out of line, its loops reread the captures and `m`.
+  auto process_batch = [&]() __attribute__((always_inline)) {
     wk.proc->process_burst(frames, in_ports, m, pool, now, verdicts);
+    // Every TX buffer made to have room for the whole batch first, so that the loop appends
+    // without a fullness check or a call that may flush (whose possible writes would make the
+    // compiler reload the buffers' addresses for every packet).
+    if (!tx_room(wk, m)) flush(w);
+    TxBuffer* const tx = wk.tx.data();
     for (uint16_t i = 0; i < m; ++i) {
       if (verdicts[i].action == core::Action::kTx) [[likely]]
-        queue_tx(w, batch[i], frames[i], verdicts[i].port);
+        append_tx(tx[verdicts[i].port], batch[i], frames[i]);
       else
         apply(w, batch[i], frames[i], verdicts[i], in_ports[i]);
     }
@@ -452,25 +462,32 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
     if (n == 0) continue;
     handled += n;
     uint64_t bytes = 0;
-    const bool rx_ip_csum = ports_[p].rx_ip_csum;
     const uint16_t end = static_cast<uint16_t>(m + n);
     // One pass: the frames' prefetches go out one by one as the loop reaches them, well before
-    // process_burst parses the first.
-    for (uint16_t i = m; i < end; ++i) {
-      rte_mbuf* mb = batch[i];
-      rte_prefetch0(rte_pktmbuf_mtod(mb, void*));
-      bytes += mb->pkt_len;
-      if (mb->nb_segs != 1) {  // not produced at MTU 1500 with 2 KiB buffers
-        c.drop(core::DropReason::kMultiSegment);
-        rte_pktmbuf_free(mb);
-        continue;
+    // process_burst parses the first. One loop for each setting of the port's checksum offload,
+    // chosen once per burst rather than tested for every frame.
+    auto receive = [&]<bool kRxIpCsum>() __attribute__((always_inline)) {
+      for (uint16_t i = m; i < end; ++i) {
+        rte_mbuf* mb = batch[i];
+        rte_prefetch0(rte_pktmbuf_mtod(mb, void*));
+        bytes += mb->pkt_len;
+        if (mb->nb_segs != 1) {  // not produced at MTU 1500 with 2 KiB buffers
+          c.drop(core::DropReason::kMultiSegment);
+          rte_pktmbuf_free(mb);
+          continue;
+        }
+        batch[m] = mb;
+        in_ports[m] = p;
+        frames[m++] = {static_cast<uint8_t*>(mb->buf_addr), mb->data_off, mb->data_len,
+                       mb->buf_len,
+                       kRxIpCsum && (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) ==
+                                        RTE_MBUF_F_RX_IP_CKSUM_GOOD};
       }
-      batch[m] = mb;
-      in_ports[m] = p;
-      frames[m++] = {static_cast<uint8_t*>(mb->buf_addr), mb->data_off, mb->data_len, mb->buf_len,
-                     rx_ip_csum && (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) ==
-                                       RTE_MBUF_F_RX_IP_CKSUM_GOOD};
-    }
+    };
+    if (ports_[p].rx_ip_csum)
+      receive.template operator()<true>();
+    else
+      receive.template operator()<false>();
     c.port[p].rx_packets.add(n);
     c.port[p].rx_bytes.add(bytes);
     if (m + kBurst > kBatch) process_batch();  // no room for another full burst

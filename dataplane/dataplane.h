@@ -188,6 +188,14 @@ class Dataplane {
              uint16_t in_port);
   // apply() of a kTx verdict: the frame's new bounds, and into the port's TX buffer.
   inline void queue_tx(uint16_t w, rte_mbuf* m, const core::Frame& f, uint16_t port);
+  // queue_tx() into `t`, which has room for it.
+  static inline void append_tx(TxBuffer& t, rte_mbuf* m, const core::Frame& f);
+  // Whether every TX buffer of `wk` has room for `n` more packets.
+  static bool tx_room(const Worker& wk, uint16_t n) {
+    for (const TxBuffer& t : wk.tx)
+      if (t.n + n > 2 * kBurst) return false;
+    return true;
+  }
   // Sends worker w's buffered packets: to its ports, and to the owners' handoff rings.
   void flush(uint16_t w);
   void flush_handoff(Worker& wk, uint16_t owner);

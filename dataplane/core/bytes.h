@@ -39,6 +39,9 @@ inline uint16_t load_be16(const uint8_t* p) {
 inline uint32_t load_be32(const uint8_t* p) {
   return load_be<uint32_t>(p);
 }
+inline uint64_t load_be64(const uint8_t* p) {
+  return load_be<uint64_t>(p);
+}
 inline void store_be16(uint8_t* p, uint16_t v) {
   store_be<uint16_t>(p, v);
 }

@@ -3,10 +3,14 @@
 // (no options, no fragments), TCP and ICMP. Every step checks the length it reads; the result is a
 // kind or a drop reason, never an assertion.
 
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "bytes.h"
 #include "drop_reason.h"
@@ -87,24 +91,31 @@ inline uint64_t dst_mac_key(const uint8_t* frame) {
 void parse_received(const uint8_t* frame, size_t len, ParsedPacket& out, bool ip_csum_verified,
                     uint64_t port_mac_key);
 
-// True when the 20-byte IPv4 header at `ip` sums to all ones (its checksum is right). Two 64-bit
-// and one 32-bit add with end-around carries, then one fold: the one's-complement sum does not
-// depend on byte order, and 2^64 - 1 is a multiple of 2^16 - 1.
+// True when the 20-byte IPv4 header at `ip` sums to all ones (its checksum is right). The
+// header's two 64-bit and one 32-bit words added with end-around carries (x86: one add and two
+// adc), then, instead of folding to 16 bits, one test: since 2^16 = 1 modulo 0xffff, a 64-bit
+// end-around sum is congruent to the 16-bit one's-complement sum of its words modulo 0xffff, and
+// that sum, folded, is 0xffff exactly when it is a non-zero multiple of 0xffff (the division is
+// a multiply and a compare). Only an all-zero header sums to 0. The one's-complement sum does not
+// depend on byte order.
 [[gnu::always_inline]] inline bool ipv4_header_checksum_ok(const uint8_t* ip) {
   uint64_t a, b;
   uint32_t c;
   std::memcpy(&a, ip, sizeof a);
   std::memcpy(&b, ip + 8, sizeof b);
   std::memcpy(&c, ip + 16, sizeof c);
+#if defined(__x86_64__)
+  unsigned long long sum;
+  unsigned char carry = _addcarry_u64(0, a, b, &sum);
+  carry = _addcarry_u64(carry, sum, c, &sum);
+  _addcarry_u64(carry, sum, 0, &sum);
+#else
   uint64_t sum = a + b;
-  sum += sum < b;
+  sum += sum < b;  // a + b + 1 cannot wrap again
   sum += c;
   sum += sum < c;
-  sum = (sum & 0xffffffff) + (sum >> 32);
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  return sum == 0xffff;
+#endif
+  return sum != 0 && sum % 0xffff == 0;
 }
 
 // 0.0.0.0/8, 127/8, multicast and limited broadcast are never valid sources of traffic we serve.
@@ -114,53 +125,82 @@ inline bool bad_source_ip(uint32_t a) {
 }
 
 // The common frame (untagged IPv4 with no options carrying TCP) whose every check passes: true,
-// with `out` filled as parse() fills it. Any frame it does not take (false, `out` untouched) gets
-// the full parse, so a drop keeps the reason the full parse gives it.
-[[gnu::always_inline]] inline bool parse_common_tcp(const uint8_t* frame, size_t len,
-                                                    ParsedPacket& out, bool ip_csum_verified) {
+// with the fields an established flow's packet needs filled as parse() fills them (kind, l3, l4,
+// the addresses and ports, ip_total_len, tcp_flags); complete_common_tcp() fills the others.
+// Any frame it does not take (false, `out` untouched) gets the full parse, so a drop keeps the
+// reason the full parse gives it.
+[[gnu::always_inline]] inline bool parse_common_tcp_partial(const uint8_t* frame, size_t len,
+                                                            ParsedPacket& out,
+                                                            bool ip_csum_verified) {
   constexpr size_t kL3 = kEthHeaderLen;
   constexpr size_t kL4 = kL3 + kIpv4HeaderLen;
   if (len < kL4 + kTcpHeaderLen) return false;
-  // Two compares: EtherType IPv4 with version 4 / IHL 5 (bytes 12-14), and protocol TCP.
-  if ((load_be32(frame + 12) >> 8) != (uint32_t{kEtherTypeIpv4} << 8 | 0x45) ||
-      frame[kL3 + ip_off::kProto] != kIpProtoTcp)
+  // Two compares: EtherType IPv4 with version 4 / IHL 5 (bytes 12-14), and protocol TCP. The
+  // word is compared as the frame holds it (masks and values laid out in memory order), not
+  // byte-swapped.
+  constexpr auto kTypeVerMask = std::bit_cast<uint32_t>(std::array<uint8_t, 4>{0xff, 0xff, 0xff, 0});
+  constexpr auto kTypeVer = std::bit_cast<uint32_t>(std::array<uint8_t, 4>{0x08, 0x00, 0x45, 0});
+  static_assert(kEtherTypeIpv4 == 0x0800);
+  uint32_t type_ver;
+  std::memcpy(&type_ver, frame + 12, sizeof type_ver);
+  if ((type_ver & kTypeVerMask) != kTypeVer || frame[kL3 + ip_off::kProto] != kIpProtoTcp)
     return false;
   const uint8_t* ip = frame + kL3;
   const uint8_t* t = frame + kL4;
   const size_t total = load_be16(ip + ip_off::kTotalLen);
   const size_t doff = static_cast<size_t>(t[tcp_off::kDataOff] >> 4) * 4;
   const uint8_t flags = t[tcp_off::kFlags];
+  // More-fragments and the fragment offset (the low 14 bits of the big-endian word), in memory
+  // order.
+  constexpr auto kFragMask = std::bit_cast<uint16_t>(std::array<uint8_t, 2>{0x3f, 0xff});
+  uint16_t frag;
+  std::memcpy(&frag, ip + ip_off::kFrag, sizeof frag);
   using namespace tcp_flag;
   if (total < kIpv4HeaderLen + doff || kL3 + total > len || doff < kTcpHeaderLen ||
-      (load_be16(ip + ip_off::kFrag) & 0x3fff) != 0 || (flags & (kSyn | kFin | kRst | kAck)) == 0 ||
+      (frag & kFragMask) != 0 || (flags & (kSyn | kFin | kRst | kAck)) == 0 ||
       ((flags & kSyn) && (flags & (kFin | kRst))))
     return false;
   const uint32_t src = load_be32(ip + ip_off::kSrc);
   if (bad_source_ip(src) || (!ip_csum_verified && !ipv4_header_checksum_ok(ip))) return false;
   out.kind = PacketKind::kTcp;
-  out.drop = DropReason::kTruncated;
   out.l3 = kL3;
   out.l4 = kL4;
-  out.vlan_tci = 0;
-  out.tagged = false;
   out.src_ip = src;
   out.dst_ip = load_be32(ip + ip_off::kDst);
   out.ip_total_len = static_cast<uint16_t>(total);
   out.src_port = load_be16(t + tcp_off::kSport);
   out.dst_port = load_be16(t + tcp_off::kDport);
   out.tcp_flags = flags;
-  out.tcp_header_len = static_cast<uint8_t>(doff);
-  out.l4_payload_len = static_cast<uint16_t>(total - kIpv4HeaderLen - doff);
+  return true;
+}
+
+// The rest of what parse() fills for a frame parse_common_tcp_partial() took into `out`. For a
+// frame the full parse found to be untagged TCP (l3 == kEthHeaderLen) it writes what is there.
+inline void complete_common_tcp(const uint8_t* frame, ParsedPacket& out) {
+  const auto doff = static_cast<uint8_t>((frame[out.l4 + tcp_off::kDataOff] >> 4) * 4);
+  out.drop = DropReason::kTruncated;
+  out.vlan_tci = 0;
+  out.tagged = false;
+  out.tcp_header_len = doff;
+  out.l4_payload_len = static_cast<uint16_t>(out.ip_total_len - kIpv4HeaderLen - doff);
+}
+
+// Both: `out` filled as parse() fills it.
+[[gnu::always_inline]] inline bool parse_common_tcp(const uint8_t* frame, size_t len,
+                                                    ParsedPacket& out, bool ip_csum_verified) {
+  if (!parse_common_tcp_partial(frame, len, out, ip_csum_verified)) return false;
+  complete_common_tcp(frame, out);
   return true;
 }
 
 // parse_received's common case, inline in the burst loop: true when `frame` is such a frame
-// and addressed to the port's MAC, with `out` filled as parse_received fills it. On false `out`
-// is undefined: call parse_received.
+// and addressed to the port's MAC, with `out` filled as parse_common_tcp_partial() fills it
+// (complete_common_tcp() for the rest). On false `out` is undefined: call parse_received.
 [[gnu::always_inline]] inline bool parse_received_common(const uint8_t* frame, size_t len,
                                                          ParsedPacket& out, bool ip_csum_verified,
                                                          uint64_t port_mac_key) {
-  return parse_common_tcp(frame, len, out, ip_csum_verified) && dst_mac_key(frame) == port_mac_key;
+  return parse_common_tcp_partial(frame, len, out, ip_csum_verified) &&
+         dst_mac_key(frame) == port_mac_key;
 }
 
 // ARP (Ethernet/IPv4 only) fields, valid when parse_packet said kArp.

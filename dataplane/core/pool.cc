@@ -10,7 +10,7 @@ namespace lb::core {
 Pool::Pool(uint64_t generation, const std::vector<ServiceSpec>& services,
            const std::vector<Address>& retired)
     : generation_(generation),
-      state_(kMaxBackends, ServingState::kNotServing),
+      state_(size_t{kMaxBackends} + 1, ServingState::kNotServing),  // and kGoneBackend's
       active_at_(kMaxBackends, kEmpty) {
   const size_t nslots = std::bit_ceil(std::max<size_t>(16, services.size() * 4));
   slots_.resize(nslots);

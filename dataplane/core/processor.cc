@@ -134,15 +134,22 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
   if (n > kMaxBurst) n = kMaxBurst;
   now_ = now;
   for (uint16_t i = 0; i < n; ++i) {
-    if (!parse_received_common(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
-                               mac_key_[in_ports[i]])) [[unlikely]]
-      parse_received(frames[i].data(), frames[i].len, pk[i], frames[i].ip_csum_ok,
-                     mac_key_[in_ports[i]]);
-    if (pk[i].kind == PacketKind::kTcp) {
+    const uint8_t* p = frames[i].data();
+    if (parse_received_common(p, frames[i].len, pk[i], frames[i].ip_csum_ok,
+                              mac_key_[in_ports[i]])) [[likely]] {
+      // pk[i] holds only what an established flow's packet needs: complete_common_tcp() below
+      // fills the rest before any other path reads it.
+      // The key's words straight from the frame (fixed offsets), not from pk[i]'s fields.
+      constexpr size_t kAddrs = kEthHeaderLen + ip_off::kSrc;
+      constexpr size_t kPorts = kEthHeaderLen + kIpv4HeaderLen + tcp_off::kSport;
+      hash[i] = table_.hash_words(load_be64(p + kAddrs), load_be32(p + kPorts));
+    } else {
+      parse_received(p, frames[i].len, pk[i], frames[i].ip_csum_ok, mac_key_[in_ports[i]]);
+      if (pk[i].kind != PacketKind::kTcp) continue;
       hash[i] = table_.hash(key_of(pk[i]));
-      table_.prefetch(hash[i],
-                      (pk[i].tcp_flags & (tcp_flag::kSyn | tcp_flag::kAck)) == tcp_flag::kSyn);
     }
+    table_.prefetch(hash[i],
+                    (pk[i].tcp_flags & (tcp_flag::kSyn | tcp_flag::kAck)) == tcp_flag::kSyn);
   }
   for (uint16_t i = 0; i < n; ++i)
     if (pk[i].kind == PacketKind::kTcp) hint[i] = table_.prefetch_record(hash[i]);
@@ -154,8 +161,13 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
     Dir dir;
     const uint32_t idx = table_.lookup(key_of(pk[i]), hash[i], hint[i], dir);
     if (idx == FlowTable::kNoFlow ||
-        !forward_established(frames[i], pk[i], idx, dir, pool, now, out[i])) [[unlikely]]
+        !forward_established(frames[i], pk[i], idx, dir, pool, now, out[i])) [[unlikely]] {
+      // forward_established changed nothing: the frame is still the one parsed. Every untagged
+      // TCP frame is one the fast parse took or one whose full parse complete_common_tcp()
+      // repeats exactly (no mark needed).
+      if (pk[i].l3 == kEthHeaderLen) complete_common_tcp(frames[i].data(), pk[i]);
       out[i] = handle_tcp(frames[i], pk[i], hash[i], idx, dir, in_ports[i], pool, now);
+    }
   }
 }
 
@@ -168,7 +180,7 @@ bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t i
   Flow& fl = table_.at(idx);
   if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
       fl.forward != ForwardMode::kDnat || f.data()[pk.l3 + ip_off::kTtl] <= 1 ||
-      !pool.serving(fl.backend))
+      !pool.serving_flow(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
     uint64_t mac;

@@ -95,6 +95,67 @@ TEST(FlowTable, HashIsSeededAndDeterministic) {
   EXPECT_EQ(seen.size(), 6u);
 }
 
+TEST(FlowTable, HashIsTheSameFunctionAsBeforeAndHashWordsAgrees) {
+  // Flow tables outlive the process in files (docs/operations.md): the hash of a key must not
+  // change. The reference is the formula written out independently of hash_words().
+  const auto reference = [](const FlowKey& k, uint64_t seed) {
+    uint64_t a = (uint64_t{k.src_ip} << 32 | k.dst_ip) ^ seed;
+    const uint64_t b = (uint64_t{k.src_port} << 16 | k.dst_port) ^ (seed >> 17);
+    a *= 0x9e3779b97f4a7c15ull;
+    a ^= a >> 32;
+    a ^= b * 0xc2b2ae3d27d4eb4full;
+    a *= 0x165667b19e3779f9ull;
+    a ^= a >> 29;
+    return a;
+  };
+  std::mt19937_64 rng(15);
+  for (int n = 0; n < 10000; ++n) {
+    const uint64_t seed = n == 0 ? 0x6c62642d666c6f77ull : rng();
+    const FlowTable t(16, seed);
+    const FlowKey k{static_cast<uint32_t>(rng()), static_cast<uint32_t>(rng()),
+                    static_cast<uint16_t>(rng()), static_cast<uint16_t>(rng())};
+    ASSERT_EQ(t.hash(k), reference(k, seed)) << n;
+    // The words a TCP/IPv4 frame holds: IPv4 bytes 12-19 and TCP bytes 0-3, big-endian.
+    uint8_t frame_words[12];
+    test::set32(frame_words, k.src_ip);
+    test::set32(frame_words + 4, k.dst_ip);
+    test::set16(frame_words + 8, k.src_port);
+    test::set16(frame_words + 10, k.dst_port);
+    ASSERT_EQ(t.hash_words(load_be<uint64_t>(frame_words), load_be32(frame_words + 8)),
+              t.hash(k))
+        << n;
+  }
+}
+
+TEST(FlowTable, EveryFieldOfEitherKeyDecidesAHit) {
+  // The key compare reads the record's fields as words (two orders: client and backend key):
+  // changing any one field, or any one bit of it, of either key is a miss, through the hint
+  // prefetch_record() gives as through the buckets.
+  FlowTable t(64);
+  const Flow f =
+      make_flow(ip4(192, 0, 2, 1), 40000, ip4(10, 10, 0, 100), 80, ip4(10, 20, 0, 11), 8080);
+  uint32_t idx = FlowTable::kNoFlow;
+  ASSERT_EQ(t.insert(f, idx), FlowTable::InsertResult::kOk);
+  for (const Dir want : {Dir::kFromClient, Dir::kFromBackend}) {
+    const FlowKey k = want == Dir::kFromClient ? f.client_key() : f.backend_key();
+    Dir d = want == Dir::kFromClient ? Dir::kFromBackend : Dir::kFromClient;
+    const uint64_t h = t.hash(k);
+    EXPECT_EQ(t.lookup(k, h, t.prefetch_record(h), d), idx);
+    EXPECT_EQ(d, want);
+    for (int bit = 0; bit < 96; ++bit) {
+      FlowKey m = k;
+      if (bit < 32) m.src_ip ^= 1u << bit;
+      else if (bit < 64) m.dst_ip ^= 1u << (bit - 32);
+      else if (bit < 80) m.src_port = static_cast<uint16_t>(m.src_port ^ (1u << (bit - 64)));
+      else m.dst_port = static_cast<uint16_t>(m.dst_port ^ (1u << (bit - 80)));
+      // The hint of the unchanged key (its record) must not match the changed one either.
+      EXPECT_EQ(t.lookup(m, t.hash(m), t.prefetch_record(h), d), FlowTable::kNoFlow)
+          << static_cast<int>(want) << " bit " << bit;
+      EXPECT_EQ(find(t, m), FlowTable::kNoFlow) << static_cast<int>(want) << " bit " << bit;
+    }
+  }
+}
+
 TEST(FlowTable, InsertAndLookupBothDirections) {
   FlowTable t(64);
   const Flow f =

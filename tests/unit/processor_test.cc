@@ -2918,5 +2918,32 @@ TEST_F(ProcessorTest, ResetIsIndistinguishableFromANewProcessor) {
   EXPECT_GT(moved, 0u);
 }
 
+TEST(Counter, AddSubAndGetAgreeWithPlainArithmetic) {
+  // Counter::add is one add to memory on x86-64 (inline asm), an atomic load and store elsewhere:
+  // the same totals, wrap-around included (a gauge goes down by adding the two's complement).
+  Counter c;
+  uint64_t want = 0;
+  std::mt19937_64 rng(3);
+  for (int n = 0; n < 1000; ++n) {
+    const uint64_t v = n % 3 == 0 ? rng() : rng() % 1000;
+    if (n % 5 == 0) {
+      c.sub(v);
+      want -= v;
+    } else {
+      c.add(v);
+      want += v;
+    }
+    ASSERT_EQ(c.get(), want) << n;
+  }
+  const auto owned = std::make_unique<WorkerCounters>();  // ~300 KB: not on the stack
+  WorkerCounters& w = *owned;
+  w.backend[7].bytes_in.add(60);
+  w.backend[7].packets_in.add();
+  EXPECT_EQ(w.backend[7].bytes_in.get(), 60u);
+  EXPECT_EQ(w.backend[7].packets_in.get(), 1u);
+  EXPECT_EQ(w.backend[7].packets_out.get(), 0u);
+  EXPECT_EQ(w.backend[6].bytes_in.get(), 0u);
+}
+
 }  // namespace
 }  // namespace lb::core

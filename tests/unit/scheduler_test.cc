@@ -72,6 +72,20 @@ std::vector<B> equal(std::initializer_list<uint32_t> ids) {
   return v;
 }
 
+TEST(Pool, ServingFlowAgreesWithServingForEveryRecordBackend) {
+  // The established path asks serving_flow(), which has no range check: for every id a flow
+  // record in use may name (below kMaxBackends, or kGoneBackend), the same answer as serving().
+  const auto pool = make_pool(SchedulerKind::kRoundRobin, {{1, 1}, {2, 0}, {4095, 1}});
+  for (uint32_t id = 0; id <= raw(kGoneBackend); ++id) {
+    const auto b = static_cast<BackendId>(id);
+    ASSERT_EQ(pool->serving_flow(b), pool->serving(b)) << id;
+  }
+  EXPECT_TRUE(pool->serving_flow(static_cast<BackendId>(1)));
+  EXPECT_TRUE(pool->serving_flow(static_cast<BackendId>(2)));  // weight 0: draining, serving
+  EXPECT_FALSE(pool->serving_flow(static_cast<BackendId>(3)));
+  EXPECT_FALSE(pool->serving_flow(kGoneBackend));
+}
+
 class SchedulerTest : public ::testing::Test {
  protected:
   // The id picked for the pool's one service; 0 for nullptr (ids in these tests start at 1).
