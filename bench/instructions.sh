@@ -11,6 +11,9 @@
 #                Established flows, 64-byte data segments both ways.
 #   lbd SYN      the same with SYNs of new flows only (--mode syn), in a table with room for
 #                them all and a 100 % embryonic budget: no eviction, no SYN pressure mode.
+#                74-byte SYNs as hosts send them (TCP options, no data), which lbd copies into
+#                its SYN cache; until 2026-12-07 60-byte SYNs that carried 6 bytes of data and
+#                skipped that copy.
 #   lbd SYN, budget full  the same SYNs in the table SYN mode had until 2026-12-07 (room for the
 #                flows + 1/16, lbd's default 50 % embryonic budget): past half the budget the
 #                pressure mode, then one eviction of the oldest embryonic flow per SYN (the
