@@ -88,11 +88,11 @@ void build(rte_mbuf* m, uint16_t len, const uint8_t* dmac, const uint8_t* smac, 
 // timestamps, window scale) and no payload. lbd keeps such a SYN for a replay to another backend
 // (its SYN cache), which a SYN carrying data skips, so the SYN modes pay that copy as real SYNs do.
 constexpr uint16_t kSynLen = 74;
-void build_syn(rte_mbuf* m, const uint8_t* dmac, const uint8_t* smac, uint32_t sip,
-               uint16_t sport, uint32_t dip, uint16_t dport) {
+void build_syn(rte_mbuf* m, const uint8_t* dmac, const uint8_t* smac, uint32_t sip, uint16_t sport,
+               uint32_t dip, uint16_t dport) {
   // Linux's order: MSS 1460, SACK permitted, timestamps (value 1, echo 0), NOP, window scale 7
   static constexpr uint8_t kOptions[20] = {2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0,
-                                           0, 1, 0, 0, 0, 0, 1, 3, 3, 7};
+                                           0, 1, 0,    0,    0, 0, 1, 3,  3, 7};
   build(m, kSynLen, dmac, smac, sip, sport, dip, dport, 0x02);
   uint8_t* t = rte_pktmbuf_mtod(m, uint8_t*) + 14 + 20;
   t[12] = 0xa0;  // data offset: 10 words

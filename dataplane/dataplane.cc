@@ -478,8 +478,7 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
         }
         batch[m] = mb;
         in_ports[m] = p;
-        frames[m++] = {static_cast<uint8_t*>(mb->buf_addr), mb->data_off, mb->data_len,
-                       mb->buf_len,
+        frames[m++] = {static_cast<uint8_t*>(mb->buf_addr), mb->data_off, mb->data_len, mb->buf_len,
                        kRxIpCsum && (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) ==
                                         RTE_MBUF_F_RX_IP_CKSUM_GOOD};
       }

@@ -182,7 +182,8 @@ FlowTable::RepairReport FlowTable::repair() {
     }
     if (ok) continue;
     if (seen[idx] & 1) index_remove(hash(f.client_key()), detail::make_ref(idx, Dir::kFromClient));
-    if (seen[idx] & 2) index_remove(hash(f.backend_key()), detail::make_ref(idx, Dir::kFromBackend));
+    if (seen[idx] & 2)
+      index_remove(hash(f.backend_key()), detail::make_ref(idx, Dir::kFromBackend));
     r.refs_dropped += static_cast<uint32_t>(std::popcount(seen[idx]));
     f.in_use = 0;
     ++r.records_dropped;

@@ -493,8 +493,8 @@ inline void FlowTable::link_tail(uint32_t idx) {
   ++emb_count_;
 }
 
-inline FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash,
-                                                            uint64_t bh, uint32_t& idx) {
+inline FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash, uint64_t bh,
+                                                            uint32_t& idx) {
   const uint32_t i = free_[free_top_ - 1];
   Flow& f = flows_[i];
   const FlowKey bk = f.backend_key();

@@ -138,7 +138,8 @@ inline bool bad_source_ip(uint32_t a) {
   // Two compares: EtherType IPv4 with version 4 / IHL 5 (bytes 12-14), and protocol TCP. The
   // word is compared as the frame holds it (masks and values laid out in memory order), not
   // byte-swapped.
-  constexpr auto kTypeVerMask = std::bit_cast<uint32_t>(std::array<uint8_t, 4>{0xff, 0xff, 0xff, 0});
+  constexpr auto kTypeVerMask =
+      std::bit_cast<uint32_t>(std::array<uint8_t, 4>{0xff, 0xff, 0xff, 0});
   constexpr auto kTypeVer = std::bit_cast<uint32_t>(std::array<uint8_t, 4>{0x08, 0x00, 0x45, 0});
   static_assert(kEtherTypeIpv4 == 0x0800);
   uint32_t type_ver;

@@ -122,9 +122,7 @@ class Pool {
   // serving() of the backend of a flow record in use that is not kReset: at most kGoneBackend
   // (Processor::adopt_flows erases any other), whose slot is always kNotServing, so no range
   // check (the established path's every packet).
-  bool serving_flow(BackendId id) const {
-    return state_[raw(id)] != ServingState::kNotServing;
-  }
+  bool serving_flow(BackendId id) const { return state_[raw(id)] != ServingState::kNotServing; }
   // Whether `id` takes new flows.
   bool active(BackendId id) const { return state(id) == ServingState::kActive; }
   ServingState state(BackendId id) const {

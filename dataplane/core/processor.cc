@@ -135,8 +135,8 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
   now_ = now;
   for (uint16_t i = 0; i < n; ++i) {
     const uint8_t* p = frames[i].data();
-    if (parse_received_common(p, frames[i].len, pk[i], frames[i].ip_csum_ok,
-                              mac_key_[in_ports[i]])) [[likely]] {
+    if (parse_received_common(p, frames[i].len, pk[i], frames[i].ip_csum_ok, mac_key_[in_ports[i]]))
+        [[likely]] {
       // pk[i] holds only what an established flow's packet needs: complete_common_tcp() below
       // fills the rest before any other path reads it.
       // The key's words straight from the frame (fixed offsets), not from pk[i]'s fields.
@@ -794,8 +794,8 @@ inline void decrement_ttl(uint8_t* ip) {
 // checksums are loaded and stored unswapped, and only `to` and `pto` are swapped, as their
 // stores need anyway. Always inline: its callers are, and gcc's growth limits otherwise call it
 // out of line from handle_tcp, where a SYN's rewrite is inlined.
-[[gnu::always_inline]] inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t to, size_t port_at,
-                    uint16_t pto) {
+[[gnu::always_inline]] inline void nat_hop(uint8_t* ip, uint8_t* t, size_t addr_at, uint32_t to,
+                                           size_t port_at, uint16_t pto) {
   static_assert(kTtlDecrementDelta == 0xfeff);
   constexpr uint32_t kTtlDelta = std::endian::native == std::endian::little ? 0xfffe : 0xfeff;
   uint32_t from_w, to_w;

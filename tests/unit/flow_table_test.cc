@@ -121,8 +121,7 @@ TEST(FlowTable, HashIsTheSameFunctionAsBeforeAndHashWordsAgrees) {
     test::set32(frame_words + 4, k.dst_ip);
     test::set16(frame_words + 8, k.src_port);
     test::set16(frame_words + 10, k.dst_port);
-    ASSERT_EQ(t.hash_words(load_be<uint64_t>(frame_words), load_be32(frame_words + 8)),
-              t.hash(k))
+    ASSERT_EQ(t.hash_words(load_be<uint64_t>(frame_words), load_be32(frame_words + 8)), t.hash(k))
         << n;
   }
 }
@@ -144,10 +143,14 @@ TEST(FlowTable, EveryFieldOfEitherKeyDecidesAHit) {
     EXPECT_EQ(d, want);
     for (int bit = 0; bit < 96; ++bit) {
       FlowKey m = k;
-      if (bit < 32) m.src_ip ^= 1u << bit;
-      else if (bit < 64) m.dst_ip ^= 1u << (bit - 32);
-      else if (bit < 80) m.src_port = static_cast<uint16_t>(m.src_port ^ (1u << (bit - 64)));
-      else m.dst_port = static_cast<uint16_t>(m.dst_port ^ (1u << (bit - 80)));
+      if (bit < 32)
+        m.src_ip ^= 1u << bit;
+      else if (bit < 64)
+        m.dst_ip ^= 1u << (bit - 32);
+      else if (bit < 80)
+        m.src_port = static_cast<uint16_t>(m.src_port ^ (1u << (bit - 64)));
+      else
+        m.dst_port = static_cast<uint16_t>(m.dst_port ^ (1u << (bit - 80)));
       // The hint of the unchanged key (its record) must not match the changed one either.
       EXPECT_EQ(t.lookup(m, t.hash(m), t.prefetch_record(h), d), FlowTable::kNoFlow)
           << static_cast<int>(want) << " bit " << bit;
