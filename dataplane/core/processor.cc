@@ -123,7 +123,8 @@ void Processor::process_burst(Frame* frames, uint16_t n, uint16_t in_port, const
 
 void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t n, const Pool& pool,
                               Tick now, Verdict* out) {
-  // Not value-initialized: parse_packet sets every field of the entries used.
+  // Not value-initialized: the parse sets every field of the entries used (the fast parse
+  // those of the established path, complete_common_tcp() the rest before any other path).
   union Parsed {
     Parsed() {}
     ParsedPacket p[kMaxBurst];
