@@ -383,6 +383,10 @@ class FlowTable {
   // (callgrind: -6 instructions per SYN).
   [[gnu::noinline]] uint32_t match_slots(const Bucket& bk, uint32_t m, const FlowKey& k,
                                          Dir& dir) const;
+  // lookup() once the primary bucket `b1` has slots `m1` whose signature matched: those, then
+  // the secondary bucket. Out of line, so that lookup()'s miss saves no registers.
+  [[gnu::noinline]] uint32_t lookup_matched(const Bucket& b1, uint32_t m1, const FlowKey& k,
+                                            uint64_t h, Dir& dir) const;
   // f's key in direction d == k, compared as an 8-byte word of addresses and a 4-byte word of
   // ports (FlowKey has no padding): the client key's fields lie in the record in the key's
   // order, so they are read as the two words directly; the backend key's are gathered.
