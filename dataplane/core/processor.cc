@@ -344,6 +344,19 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   return new_flow_inline(f, pk, hash, in_port, pool, svc, now, rehash);
 }
 
+namespace {
+// memcpy(dst, src, n) for the 40 to 80 bytes of a SYN's IPv4 and TCP headers, as fixed-size
+// copies that overlap (32 bytes from each end, and the middle 32 when n > 64): the variable
+// memcpy was a `rep movsq` with its set-up (callgrind: ~32 instructions per SYN, ~12 now).
+// Neither end reads or writes past n bytes.
+[[gnu::always_inline]] inline void copy_syn_headers(uint8_t* dst, const uint8_t* src, size_t n) {
+  static_assert(kIpv4HeaderLen + kTcpHeaderLen >= 32 && kIpv4HeaderLen + 60 <= 96);
+  std::memcpy(dst, src, 32);
+  if (n > 64) std::memcpy(dst + 32, src + 32, 32);
+  std::memcpy(dst + n - 32, src + n - 32, 32);
+}
+}  // namespace
+
 Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t hash,
                                    uint16_t in_port, const Pool& pool, const PoolService& svc,
                                    Tick now, bool rehash) {
@@ -471,7 +484,7 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
     const size_t n = kIpv4HeaderLen + pk.tcp_header_len;
     s.serial = serial_;
     s.len = static_cast<uint8_t>(n);
-    std::memcpy(s.hdr, f.data() + pk.l3, n);
+    copy_syn_headers(s.hdr, f.data() + pk.l3, n);
   }
   // A dnat SYN with its next hop known: what to_backend() does for it (the TTL was checked
   // above), without its checks for the other modes.
