@@ -207,7 +207,7 @@ uint32_t FlowTable::match_slots(const Bucket& bk, uint32_t m, const FlowKey& k, 
 
 // Written so that the miss, the common case out here (every SYN's client key: its hint was
 // empty), needs no register saved: no call but the tail calls into match_slots() and
-// lookup_matched(). As lookup_inline() (one function) it saved five registers and a vector on
+// lookup_matched(). As one function it saved five registers and a vector on
 // the stack around match_slots() (callgrind: ~50 instructions per miss).
 uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
   const uint32_t sig = static_cast<uint32_t>(h >> 32);

@@ -228,6 +228,16 @@ class FlowTable {
   // The same with the backend key's hash, which the caller computed (to prefetch its buckets).
   [[gnu::always_inline]] inline InsertResult commit_after_miss(uint64_t client_hash,
                                                                uint64_t backend_hash,
+                                                               uint32_t& idx) {
+    return commit_after_miss(client_hash, flows_[free_[free_top_ - 1]].backend_key(), backend_hash,
+                             idx);
+  }
+  // The same with the backend key too, which must be next_free()'s backend_key(): the caller
+  // has it in registers, where reading it back from the record just written cost a SYN ~10
+  // instructions.
+  [[gnu::always_inline]] inline InsertResult commit_after_miss(uint64_t client_hash,
+                                                               const FlowKey& backend_key,
+                                                               uint64_t backend_hash,
                                                                uint32_t& idx);
 
   // Removes both keys and frees the record (and takes it off the embryonic list).
@@ -410,13 +420,10 @@ class FlowTable {
     std::memcpy(&kports, &k.src_port, sizeof kports);
     return ((addrs ^ kaddrs) | (ports ^ kports)) == 0;
   }
-  // Inline, defined below (lookup()'s two halves).
+  // One bucket's half of lookup(), inline (defined below): commit_after_miss' backend-key check
+  // runs it on both buckets, whose call and return cost a SYN ~35 instructions.
   [[gnu::always_inline]] inline uint32_t lookup_in(uint32_t bucket, const FlowKey& k, uint32_t sig,
                                                    Dir& dir) const;
-  // lookup() itself, inline in insert_after_miss (the new-flow path's backend-key check), whose
-  // call and return cost a SYN ~35 instructions.
-  [[gnu::always_inline]] inline uint32_t lookup_inline(const FlowKey& k, uint64_t h,
-                                                       Dir& dir) const;
   static constexpr uint32_t kOffList = kNoFlow - 1;  // Link::prev of a record not on the list
   struct Link {
     uint32_t prev = kOffList, next = kOffList;
@@ -425,7 +432,15 @@ class FlowTable {
   void unlink(uint32_t idx);
   void rebuild_embryonic();  // from the records' states, in index order (attach)
   // Inline: commit_after_miss calls it twice per new flow.
-  [[gnu::always_inline]] inline bool index_add(uint64_t h, uint32_t ref);
+  [[gnu::always_inline]] inline bool index_add(uint64_t h, uint32_t ref) {
+    return index_add_at(
+        bucket1(h), [&] { return bucket2(h); }, static_cast<uint32_t>(h >> 32), ref);
+  }
+  // index_add() with the primary bucket's index `b1` known; second() gives the secondary's,
+  // needed only when the primary is nearly full.
+  template <class Second>
+  [[gnu::always_inline]] inline bool index_add_at(uint32_t b1, Second second, uint32_t sig,
+                                                  uint32_t ref);
   void index_remove(uint64_t h, uint32_t ref);
   // erase() with both keys' hashes already known.
   void erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backend_hash);
@@ -459,21 +474,14 @@ inline uint32_t FlowTable::lookup_in(uint32_t bi, const FlowKey& k, uint32_t sig
   return m == 0 ? kNoFlow : match_slots(bk, m, k, dir);
 }
 
-inline uint32_t FlowTable::lookup_inline(const FlowKey& k, uint64_t h, Dir& dir) const {
-  const uint32_t sig = static_cast<uint32_t>(h >> 32);
-  // The secondary bucket's index is computed only when the primary does not hold the key.
-  const uint32_t idx = lookup_in(bucket1(h), k, sig, dir);
-  return idx != kNoFlow ? idx : lookup_in(bucket2(h), k, sig, dir);
-}
-
-inline bool FlowTable::index_add(uint64_t h, uint32_t ref) {
-  const uint32_t sig = static_cast<uint32_t>(h >> 32);
-  Bucket* b = &buckets_[bucket1(h)];
+template <class Second>
+inline bool FlowTable::index_add_at(uint32_t b1, Second second, uint32_t sig, uint32_t ref) {
+  Bucket* b = &buckets_[b1];
   uint32_t empty = slots_equal(b->ref, 0);
   // The primary bucket while it has more than kKeepFree free slots, so that a lookup usually
   // needs one line; past that the emptier of the two, which keeps the longest bucket short.
   if (detail::kBitsSet[empty] <= detail::kKeepFree) {
-    Bucket* b2 = &buckets_[bucket2(h)];
+    Bucket* b2 = &buckets_[second()];
     const uint32_t empty2 = slots_equal(b2->ref, 0);
     if (detail::kBitsSet[empty2] > detail::kBitsSet[empty]) {
       b = b2;
@@ -497,16 +505,22 @@ inline void FlowTable::link_tail(uint32_t idx) {
   ++emb_count_;
 }
 
-inline FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash, uint64_t bh,
-                                                            uint32_t& idx) {
+inline FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash, const FlowKey& bk,
+                                                            uint64_t bh, uint32_t& idx) {
   const uint32_t i = free_[free_top_ - 1];
   Flow& f = flows_[i];
-  const FlowKey bk = f.backend_key();
+  // The backend key's buckets, for its conflict lookup (nearly always a miss, which reads both)
+  // and then its index slot.
+  const uint32_t sig = static_cast<uint32_t>(bh >> 32);
+  const uint32_t b1 = bucket1(bh);
+  const uint32_t b2 = bucket2(bh);
   Dir d;
-  if (lookup_inline(bk, bh, d) != kNoFlow) return InsertResult::kConflict;
+  if (lookup_in(b1, bk, sig, d) != kNoFlow || lookup_in(b2, bk, sig, d) != kNoFlow)
+    return InsertResult::kConflict;
   if (!index_add(client_hash, detail::make_ref(i, Dir::kFromClient)))
     return InsertResult::kIndexFull;
-  if (!index_add(bh, detail::make_ref(i, Dir::kFromBackend))) {
+  if (!index_add_at(
+          b1, [b2] { return b2; }, sig, detail::make_ref(i, Dir::kFromBackend))) {
     index_remove(client_hash, detail::make_ref(i, Dir::kFromClient));
     return InsertResult::kIndexFull;
   }

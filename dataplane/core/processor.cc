@@ -422,7 +422,8 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
   }
   // The backend key's two bucket lines, which the insert reads (nearly always a miss, so both):
   // in a large table they are cache misses, fetched here while the record is written.
-  const uint64_t backend_hash = table_.hash({b->ip, pk.src_ip, b->port, pk.src_port});
+  const FlowKey backend_key{b->ip, pk.src_ip, b->port, pk.src_port};
+  const uint64_t backend_hash = table_.hash(backend_key);
   if (!stateless) table_.prefetch(backend_hash, true);
   Flow& fl = *slot;
   fl.expires = now + (syn_pressure() ? cfg_.syn_timeout_pressure : cfg_.syn_timeout);
@@ -458,7 +459,7 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
     return to_backend(f, pk, fl);
   }
   uint32_t idx;
-  const FlowTable::InsertResult r = table_.commit_after_miss(hash, backend_hash, idx);
+  const FlowTable::InsertResult r = table_.commit_after_miss(hash, backend_key, backend_hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
