@@ -300,16 +300,18 @@ class FlowTable {
       uint64_t hc[kChunk], hb[kChunk];
       uint32_t k = 0;
       // The chunk in runs of consecutive records (two when it wraps past the table's end), so
-      // that the per-record loop has no wrap test: ~6 instructions per record examined.
+      // that the per-record loop has no wrap test.
       for (uint32_t left = chunk; left != 0;) {
         const uint32_t run = left < capacity_ - hand_ ? left : capacity_ - hand_;
         left -= run;
-        for (uint32_t idx = hand_, end = hand_ + run; idx != end; ++idx) {
-          const Flow& f = flows_[idx];
+        // By pointer, the index computed only for a record that is due: by index, each record
+        // cost its address's shift and add too (callgrind: 8 instructions per record, now 5).
+        for (const Flow *p = flows_ + hand_, *end = p + run; p != end; ++p) {
+          const Flow& f = *p;
           // The deadline first: nearly every record a sweep examines in a busy table is in use
           // and not due, which the first test then settles alone.
           if (f.expires <= now && f.in_use) [[unlikely]] {
-            due[k] = idx;
+            due[k] = index_of(f);
             hc[k] = hash(f.client_key());
             hb[k] = hash(f.backend_key());
             __builtin_prefetch(&buckets_[bucket1(hc[k])], 1);
