@@ -359,7 +359,7 @@ namespace {
 // addresses, in the record's order), its port and the VIP's port (likewise), and its MAC (frame
 // bytes 6-11) as one 8-byte copy whose two extra bytes (the EtherType) land on the record's bit
 // fields and state, which the caller writes after it. Field by field, gcc reloaded the MAC from
-// three stack copies and the pool backend's fields after each store (callgrind: ~12 per SYN).
+// three stack copies (callgrind: -3 instructions per SYN).
 [[gnu::always_inline]] inline void copy_client_side(Flow& fl, const ParsedPacket& pk,
                                                     const uint8_t* frame) {
   static_assert(offsetof(ParsedPacket, dst_ip) == offsetof(ParsedPacket, src_ip) + 4 &&
@@ -386,15 +386,19 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
     return time_exceeded(f, pk, in_port);
   bool stateless = false;
   if (!rehash) {
-    const SynPolicy p = svc.syn_policy == SynPolicy::kDefault ? cfg_.syn_policy : svc.syn_policy;
     const bool full = table_.embryonic() >= syn_budget_ || table_.size() == table_.capacity();
-    if (p == SynPolicy::kStateless && svc.maglev) {
-      stateless = full || over_stateless_rate(now);
-    } else if (full) {
-      DropReason why;
-      if (!syn_room(p, why)) {
-        counters_->flows_refused.add();
-        return drop(why);
+    // The policy matters only when the table or the budget is full, or for a maglev service
+    // (the only kind that may go stateless): the common SYN takes neither branch.
+    if (full || svc.maglev) [[unlikely]] {
+      const SynPolicy p = svc.syn_policy == SynPolicy::kDefault ? cfg_.syn_policy : svc.syn_policy;
+      if (p == SynPolicy::kStateless && svc.maglev) {
+        stateless = full || over_stateless_rate(now);
+      } else if (full) {
+        DropReason why;
+        if (!syn_room(p, why)) {
+          counters_->flows_refused.add();
+          return drop(why);
+        }
       }
     }
   } else if (table_.size() == table_.capacity() && table_.embryonic() != 0) {
