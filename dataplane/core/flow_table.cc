@@ -205,8 +205,24 @@ uint32_t FlowTable::match_slots(const Bucket& bk, uint32_t m, const FlowKey& k, 
   return kNoFlow;
 }
 
+// Written so that the miss, the common case out here (every SYN's client key: its hint was
+// empty), needs no register saved: no call but the tail calls into match_slots() and
+// lookup_matched(). As one function it saved five registers and a vector on
+// the stack around match_slots() (callgrind: ~50 instructions per miss).
 uint32_t FlowTable::lookup(const FlowKey& k, uint64_t h, Dir& dir) const {
-  return lookup_inline(k, h, dir);
+  const uint32_t sig = static_cast<uint32_t>(h >> 32);
+  const Bucket& b1 = buckets_[bucket1(h)];
+  if (const uint32_t m1 = slots_equal(b1.sig, sig); m1 != 0)
+    return lookup_matched(b1, m1, k, h, dir);
+  const Bucket& b2 = buckets_[bucket2(h)];
+  const uint32_t m2 = slots_equal(b2.sig, sig);
+  return m2 == 0 ? kNoFlow : match_slots(b2, m2, k, dir);
+}
+
+uint32_t FlowTable::lookup_matched(const Bucket& b1, uint32_t m1, const FlowKey& k, uint64_t h,
+                                   Dir& dir) const {
+  const uint32_t idx = match_slots(b1, m1, k, dir);
+  return idx != kNoFlow ? idx : lookup_in(bucket2(h), k, static_cast<uint32_t>(h >> 32), dir);
 }
 
 void FlowTable::index_remove(uint64_t h, uint32_t ref) {

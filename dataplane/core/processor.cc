@@ -344,26 +344,61 @@ Verdict Processor::new_flow(Frame& f, const ParsedPacket& pk, uint64_t hash, uin
   return new_flow_inline(f, pk, hash, in_port, pool, svc, now, rehash);
 }
 
+namespace {
+// memcpy(dst, src, n) for the 40 to 80 bytes of a SYN's IPv4 and TCP headers, as fixed-size
+// copies that overlap (32 bytes from each end, and the middle 32 when n > 64): the variable
+// memcpy was a `rep movsq` with its set-up (callgrind: ~32 instructions per SYN, ~12 now).
+// Neither end reads or writes past n bytes.
+[[gnu::always_inline]] inline void copy_syn_headers(uint8_t* dst, const uint8_t* src, size_t n) {
+  static_assert(kIpv4HeaderLen + kTcpHeaderLen >= 32 && kIpv4HeaderLen + 60 <= 96);
+  std::memcpy(dst, src, 32);
+  if (n > 64) std::memcpy(dst + 32, src + 32, 32);
+  std::memcpy(dst + n - 32, src + n - 32, 32);
+}
+// A new record's client side, in words: its address and the VIP (the parse's two adjacent
+// addresses, in the record's order), its port and the VIP's port (likewise), and its MAC (frame
+// bytes 6-11) as one 8-byte copy whose two extra bytes (the EtherType) land on the record's bit
+// fields and state, which the caller writes after it. Field by field, gcc reloaded the MAC from
+// three stack copies (callgrind: -3 instructions per SYN).
+[[gnu::always_inline]] inline void copy_client_side(Flow& fl, const ParsedPacket& pk,
+                                                    const uint8_t* frame) {
+  static_assert(offsetof(ParsedPacket, dst_ip) == offsetof(ParsedPacket, src_ip) + 4 &&
+                offsetof(Flow, vip) == offsetof(Flow, client_ip) + 4 &&
+                offsetof(ParsedPacket, dst_port) == offsetof(ParsedPacket, src_port) + 2 &&
+                offsetof(Flow, vport) == offsetof(Flow, client_port) + 2);
+  static_assert(offsetof(Flow, client_mac) + 8 == offsetof(Flow, state) + 1 &&
+                offsetof(Flow, state) + 1 < sizeof(Flow));
+  auto* rec = reinterpret_cast<uint8_t*>(&fl);
+  std::memcpy(rec + offsetof(Flow, client_ip), &pk.src_ip, 8);
+  std::memcpy(rec + offsetof(Flow, client_port), &pk.src_port, 4);
+  std::memcpy(rec + offsetof(Flow, client_mac), frame + 6, 8);
+}
+}  // namespace
+
 Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t hash,
                                    uint16_t in_port, const Pool& pool, const PoolService& svc,
                                    Tick now, bool rehash) {
-  // The backend's replies go to the MAC the SYN came from: never to a group address.
-  const MacAddr client_mac = MacAddr::load(f.data() + 6);
-  if (client_mac.is_multicast()) return drop(DropReason::kEthBadSource);
+  // The backend's replies go to the MAC the SYN came from (frame bytes 6-11, copied into the
+  // record below): never to a group address.
+  if (f.data()[6] & 1) return drop(DropReason::kEthBadSource);
   // A router hop (dnat, fullnat) does not forward a packet whose TTL ends here: no flow for it.
   if (svc.forward != ForwardMode::kTunnel && f.data()[pk.l3 + ip_off::kTtl] <= 1)
     return time_exceeded(f, pk, in_port);
   bool stateless = false;
   if (!rehash) {
-    const SynPolicy p = svc.syn_policy == SynPolicy::kDefault ? cfg_.syn_policy : svc.syn_policy;
     const bool full = table_.embryonic() >= syn_budget_ || table_.size() == table_.capacity();
-    if (p == SynPolicy::kStateless && svc.maglev) {
-      stateless = full || over_stateless_rate(now);
-    } else if (full) {
-      DropReason why;
-      if (!syn_room(p, why)) {
-        counters_->flows_refused.add();
-        return drop(why);
+    // The policy matters only when the table or the budget is full, or for a maglev service
+    // (the only kind that may go stateless): the common SYN takes neither branch.
+    if (full || svc.maglev) [[unlikely]] {
+      const SynPolicy p = svc.syn_policy == SynPolicy::kDefault ? cfg_.syn_policy : svc.syn_policy;
+      if (p == SynPolicy::kStateless && svc.maglev) {
+        stateless = full || over_stateless_rate(now);
+      } else if (full) {
+        DropReason why;
+        if (!syn_room(p, why)) {
+          counters_->flows_refused.add();
+          return drop(why);
+        }
       }
     }
   } else if (table_.size() == table_.capacity() && table_.embryonic() != 0) {
@@ -391,18 +426,16 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
   }
   // The backend key's two bucket lines, which the insert reads (nearly always a miss, so both):
   // in a large table they are cache misses, fetched here while the record is written.
-  const uint64_t backend_hash = table_.hash({b->ip, pk.src_ip, b->port, pk.src_port});
+  const FlowKey backend_key{b->ip, pk.src_ip, b->port, pk.src_port};
+  const uint64_t backend_hash = table_.hash(backend_key);
   if (!stateless) table_.prefetch(backend_hash, true);
   Flow& fl = *slot;
   fl.expires = now + (syn_pressure() ? cfg_.syn_timeout_pressure : cfg_.syn_timeout);
   fl.created = now;
-  fl.client_ip = pk.src_ip;
-  fl.vip = pk.dst_ip;
+  copy_client_side(fl, pk, f.data());
   fl.backend_ip = b->ip;
   fl.backend = b->id;
   fl.serial = serial_;
-  fl.client_port = pk.src_port;
-  fl.vport = pk.dst_port;
   fl.backend_port = b->port;
   fl.service = raw(svc.id);
   fl.client_vlan = pk.vlan_tci;
@@ -410,7 +443,6 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
   fl.backend_port_id = static_cast<uint8_t>(b->out_port);
   fl.neighbor = b->neighbor;
   fl.local_port = 0;
-  fl.client_mac = client_mac;
   fl.client_tagged = pk.tagged;
   fl.local_addr = 0;
   // A tunnel flow's backend answers the client directly: lbd never sees its SYN-ACK (nor RST),
@@ -431,7 +463,7 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
     return to_backend(f, pk, fl);
   }
   uint32_t idx;
-  const FlowTable::InsertResult r = table_.commit_after_miss(hash, backend_hash, idx);
+  const FlowTable::InsertResult r = table_.commit_after_miss(hash, backend_key, backend_hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
@@ -471,7 +503,7 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
     const size_t n = kIpv4HeaderLen + pk.tcp_header_len;
     s.serial = serial_;
     s.len = static_cast<uint8_t>(n);
-    std::memcpy(s.hdr, f.data() + pk.l3, n);
+    copy_syn_headers(s.hdr, f.data() + pk.l3, n);
   }
   // A dnat SYN with its next hop known: what to_backend() does for it (the TTL was checked
   // above), without its checks for the other modes.

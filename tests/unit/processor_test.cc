@@ -1104,6 +1104,45 @@ TEST_F(ProcessorTest, BackendRstIsTurnedIntoTheReplayedSyn) {
   EXPECT_EQ(C().flows_created.get(), 1u);
 }
 
+// The SYN cache copies a SYN's headers in fixed-size pieces that overlap (copy_syn_headers):
+// every header length a SYN can have, 40 to 80 bytes (no options to 40 bytes of them, on both
+// sides of 64, where a third piece is needed), must come back byte for byte.
+TEST_F(ProcessorTest, ReplayedSynKeepsHeadersOfEveryLength) {
+  for (size_t olen = 0; olen <= 40; olen += 4) {
+    SCOPED_TRACE("TCP options: " + std::to_string(olen) + " bytes");
+    const auto cport = static_cast<uint16_t>(46000 + olen);
+    // An option whose bytes all differ, so that a byte copied to the wrong place shows.
+    Bytes options;
+    if (olen != 0) {
+      options = {0xfe, static_cast<uint8_t>(olen)};
+      for (size_t i = 2; i < olen; ++i) options.push_back(static_cast<uint8_t>(0x40 + i));
+    }
+    const Seg syn =
+        client_seg(0, cport, tf::kSyn, 7000 + static_cast<uint32_t>(olen), 0, {}, options);
+    Out o = Run(client_frame(0, syn), kClientSide, 10);
+    ASSERT_TRUE(IsTx(o, kBackendSide));
+    const Flow* f = FindFlow(0, cport);
+    ASSERT_NE(f, nullptr);
+    const int first =
+        static_cast<int>(std::find(std::begin(kBackendId), std::end(kBackendId), raw(f->backend)) -
+                         std::begin(kBackendId));
+    ASSERT_LT(first, kBackends);
+    ASSERT_TRUE(FramesEqual(to_backend(first, syn), o.frame));
+    const Seg rst = backend_seg(first, 0, cport, tf::kRst | tf::kAck, 0, syn.tcp.seq + 1);
+    o = Run(backend_frame(first, rst), kBackendSide, 11);
+    ASSERT_TRUE(IsTx(o, kBackendSide));
+    f = FindFlow(0, cport);
+    ASSERT_NE(f, nullptr);
+    const int next =
+        static_cast<int>(std::find(std::begin(kBackendId), std::end(kBackendId), raw(f->backend)) -
+                         std::begin(kBackendId));
+    ASSERT_LT(next, kBackends);
+    EXPECT_NE(next, first);
+    EXPECT_TRUE(FramesEqual(to_backend(next, syn), o.frame));
+  }
+  EXPECT_EQ(C().retry_syn_replayed.get(), 11u);
+}
+
 TEST_F(ProcessorTest, RetriesStopAtMaxRetries) {
   const uint16_t cport = 45679;
   const Seg syn = client_syn(0, cport, 5);
