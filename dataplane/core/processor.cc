@@ -161,8 +161,11 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
     }
     Dir dir;
     const uint32_t idx = table_.lookup(key_of(pk[i]), hash[i], hint[i], dir);
-    if (idx == FlowTable::kNoFlow ||
-        !forward_established(frames[i], pk[i], idx, dir, pool, now, out[i])) [[unlikely]] {
+    Verdict v;
+    if (idx != FlowTable::kNoFlow && forward_established(frames[i], pk[i], idx, dir, pool, now, v))
+        [[likely]] {
+      store_verdict(out[i], v);
+    } else {
       // forward_established changed nothing: the frame is still the one parsed. Every untagged
       // TCP frame is one the fast parse took or one whose full parse complete_common_tcp()
       // repeats exactly (no mark needed).

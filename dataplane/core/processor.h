@@ -9,6 +9,8 @@
 // (immutable, RCU) and the neighbor table (single-word atomics).
 
 #include <array>
+#include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -53,6 +55,20 @@ struct Verdict {
   uint16_t worker;  // kHandoff
   DropReason reason;
 };
+
+// `v` into `out` as one 8-byte store: gcc stores a Verdict's four fields one by one (two of its
+// eight bytes are padding), ~3 instructions more for each packet of the established path.
+inline void store_verdict(Verdict& out, const Verdict& v) {
+  static_assert(sizeof(Verdict) == 8 && offsetof(Verdict, port) == 2 &&
+                offsetof(Verdict, worker) == 4 && offsetof(Verdict, reason) == 6);
+  if constexpr (std::endian::native == std::endian::little) {
+    const uint64_t w = uint64_t{static_cast<uint8_t>(v.action)} | uint64_t{v.port} << 16 |
+                       uint64_t{v.worker} << 32 | uint64_t{static_cast<uint8_t>(v.reason)} << 48;
+    std::memcpy(&out, &w, sizeof w);
+  } else {
+    out = v;
+  }
+}
 
 // Which VIPs a port answers ARP for (cfg::VipArp): inside its subnet, all, none.
 enum class VipArp : uint8_t { kSubnet, kAll, kNone };
