@@ -57,6 +57,9 @@ struct ParsedPacket {
   uint16_t l4 = 0;                           // offset of the TCP or ICMP header
   uint16_t vlan_tci = 0;                     // 0 when untagged
   bool tagged = false;
+  // IPv4 TTL, as received: the established path tests it here rather than in the frame, whose
+  // address takes three loads to form.
+  uint8_t ttl = 0;
   // IPv4 (host order)
   uint32_t src_ip = 0;
   uint32_t dst_ip = 0;
@@ -126,7 +129,7 @@ inline bool bad_source_ip(uint32_t a) {
 
 // The common frame (untagged IPv4 with no options carrying TCP) whose every check passes: true,
 // with the fields an established flow's packet needs filled as parse() fills them (kind, l3, l4,
-// the addresses and ports, ip_total_len, tcp_flags); complete_common_tcp() fills the others.
+// ttl, the addresses and ports, ip_total_len, tcp_flags); complete_common_tcp() fills the others.
 // Any frame it does not take (false, `out` untouched) gets the full parse, so a drop keeps the
 // reason the full parse gives it.
 [[gnu::always_inline]] inline bool parse_common_tcp_partial(const uint8_t* frame, size_t len,
@@ -166,6 +169,7 @@ inline bool bad_source_ip(uint32_t a) {
   out.kind = PacketKind::kTcp;
   out.l3 = kL3;
   out.l4 = kL4;
+  out.ttl = ip[ip_off::kTtl];
   out.src_ip = src;
   out.dst_ip = load_be32(ip + ip_off::kDst);
   out.ip_total_len = static_cast<uint16_t>(total);

@@ -183,7 +183,7 @@ bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t i
   using namespace tcp_flag;
   Flow& fl = table_.at(idx);
   if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
-      fl.forward != ForwardMode::kDnat || f.data()[pk.l3 + ip_off::kTtl] <= 1 ||
+      fl.forward != ForwardMode::kDnat || pk.ttl <= 1 ||
       !pool.serving_flow(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
