@@ -127,6 +127,20 @@ inline bool bad_source_ip(uint32_t a) {
   return first == 0 || first == 127 || first >= 224;
 }
 
+// out.src_ip and dst_ip from `addrs` (the frame's two addresses as one big-endian word, source
+// in the high half) and src_port and dst_port from `ports` (likewise): each pair is adjacent in
+// ParsedPacket, so one rotate and one store each instead of four swaps and stores.
+inline void store_key_words(ParsedPacket& out, uint64_t addrs, uint32_t ports) {
+  static_assert(offsetof(ParsedPacket, dst_ip) == offsetof(ParsedPacket, src_ip) + 4 &&
+                offsetof(ParsedPacket, dst_port) == offsetof(ParsedPacket, src_port) + 2);
+  if constexpr (std::endian::native == std::endian::little) {
+    addrs = std::rotl(addrs, 32);  // the source first in memory
+    ports = std::rotl(ports, 16);
+  }
+  std::memcpy(&out.src_ip, &addrs, sizeof addrs);
+  std::memcpy(&out.src_port, &ports, sizeof ports);
+}
+
 // The common frame (untagged IPv4 with no options carrying TCP) whose every check passes: true,
 // with the fields an established flow's packet needs filled as parse() fills them (kind, l3, l4,
 // ttl, the addresses and ports, ip_total_len, tcp_flags); complete_common_tcp() fills the others.
@@ -164,17 +178,16 @@ inline bool bad_source_ip(uint32_t a) {
       (frag & kFragMask) != 0 || (flags & (kSyn | kFin | kRst | kAck)) == 0 ||
       ((flags & kSyn) && (flags & (kFin | kRst))))
     return false;
-  const uint32_t src = load_be32(ip + ip_off::kSrc);
-  if (bad_source_ip(src) || (!ip_csum_verified && !ipv4_header_checksum_ok(ip))) return false;
+  const uint64_t addrs = load_be64(ip + ip_off::kSrc);  // source in the high word
+  if (bad_source_ip(static_cast<uint32_t>(addrs >> 32)) ||
+      (!ip_csum_verified && !ipv4_header_checksum_ok(ip)))
+    return false;
   out.kind = PacketKind::kTcp;
   out.l3 = kL3;
   out.l4 = kL4;
   out.ttl = ip[ip_off::kTtl];
-  out.src_ip = src;
-  out.dst_ip = load_be32(ip + ip_off::kDst);
+  store_key_words(out, addrs, load_be32(t + tcp_off::kSport));
   out.ip_total_len = static_cast<uint16_t>(total);
-  out.src_port = load_be16(t + tcp_off::kSport);
-  out.dst_port = load_be16(t + tcp_off::kDport);
   out.tcp_flags = flags;
   return true;
 }
