@@ -146,14 +146,17 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
       hash[i] = table_.hash_words(load_be64(p + kAddrs), load_be32(p + kPorts));
     } else {
       parse_received(p, frames[i].len, pk[i], frames[i].ip_csum_ok, mac_key_[in_ports[i]]);
-      if (pk[i].kind != PacketKind::kTcp) continue;
+      if (pk[i].kind != PacketKind::kTcp) {
+        hash[i] = 0;  // the record stage's input for every frame; unused
+        continue;
+      }
       hash[i] = table_.hash(key_of(pk[i]));
     }
     table_.prefetch(hash[i],
                     (pk[i].tcp_flags & (tcp_flag::kSyn | tcp_flag::kAck)) == tcp_flag::kSyn);
   }
-  for (uint16_t i = 0; i < n; ++i)
-    if (pk[i].kind == PacketKind::kTcp) hint[i] = table_.prefetch_record(hash[i]);
+  // Every frame's, TCP or not (the others' hints are never read): no test per frame.
+  table_.prefetch_records(hash, hint, n);
   for (uint16_t i = 0; i < n; ++i) {
     if (pk[i].kind != PacketKind::kTcp) {
       out[i] = dispatch(frames[i], pk[i], in_ports[i], pool, now);
