@@ -122,9 +122,12 @@ void parse_received(const uint8_t* frame, size_t len, ParsedPacket& out, bool ip
 }
 
 // 0.0.0.0/8, 127/8, multicast and limited broadcast are never valid sources of traffic we serve.
-inline bool bad_source_ip(uint32_t a) {
-  const uint32_t first = a >> 24;
+// By the address's first byte (the frame's first byte of it: no load of the whole address).
+inline bool bad_source_first_byte(uint8_t first) {
   return first == 0 || first == 127 || first >= 224;
+}
+inline bool bad_source_ip(uint32_t a) {
+  return bad_source_first_byte(static_cast<uint8_t>(a >> 24));
 }
 
 // out.src_ip and dst_ip from `addrs` (the frame's two addresses as one big-endian word, source
@@ -179,7 +182,7 @@ inline void store_key_words(ParsedPacket& out, uint64_t addrs, uint32_t ports) {
       ((flags & kSyn) && (flags & (kFin | kRst))))
     return false;
   const uint64_t addrs = load_be64(ip + ip_off::kSrc);  // source in the high word
-  if (bad_source_ip(static_cast<uint32_t>(addrs >> 32)) ||
+  if (bad_source_first_byte(ip[ip_off::kSrc]) ||
       (!ip_csum_verified && !ipv4_header_checksum_ok(ip)))
     return false;
   out.kind = PacketKind::kTcp;
