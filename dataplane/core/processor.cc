@@ -157,6 +157,8 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
   }
   // Every frame's, TCP or not (the others' hints are never read): no test per frame.
   table_.prefetch_records(hash, hint, n);
+  const Pool::ServingView serving = pool.serving_view();
+  const Tick expires = now + cfg_.established_timeout;
   for (uint16_t i = 0; i < n; ++i) {
     if (pk[i].kind != PacketKind::kTcp) {
       out[i] = dispatch(frames[i], pk[i], in_ports[i], pool, now);
@@ -165,7 +167,7 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
     Dir dir;
     const uint32_t idx = table_.lookup(key_of(pk[i]), hash[i], hint[i], dir);
     Verdict v;
-    if (idx != FlowTable::kNoFlow && forward_established(frames[i], pk[i], idx, dir, pool, now, v))
+    if (idx != FlowTable::kNoFlow && forward_established(frames[i], pk[i], idx, dir, serving, expires, v))
         [[likely]] {
       store_verdict(out[i], v);
     } else {
@@ -182,20 +184,19 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
 // TTL to spare and a known next hop. What from_client/from_backend and to_backend/to_client do
 // for it, without their calls and checks; anything else (false, nothing changed) takes them.
 bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir dir,
-                                    const Pool& pool, Tick now, Verdict& v) {
+                                    Pool::ServingView serving, Tick expires, Verdict& v) {
   using namespace tcp_flag;
   Flow& fl = table_.at(idx);
   if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
-      fl.forward != ForwardMode::kDnat || pk.ttl <= 1 ||
-      !pool.serving_flow(fl.backend))
+      fl.forward != ForwardMode::kDnat || pk.ttl <= 1 || !serving.serving_flow(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
     uint64_t mac;
     if (!neighbors_.lookup_image(fl.neighbor, mac)) return false;
-    fl.expires = now + cfg_.established_timeout;
+    fl.expires = expires;
     v = dnat_to_backend(f, pk, fl, mac);
   } else {
-    fl.expires = now + cfg_.established_timeout;
+    fl.expires = expires;
     v = dnat_to_client(f, pk, fl);
   }
   return true;

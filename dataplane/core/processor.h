@@ -207,9 +207,11 @@ class Processor {
   Verdict handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, uint32_t idx, Dir dir,
                      uint16_t in_port, const Pool& pool, Tick now);
   // Inline, defined and used in processor.cc only: the packet path of most packets.
+  // `serving`: the pool's serving_view(); `expires`: now + the established timeout.
   [[gnu::always_inline]] inline bool forward_established(Frame& f, const ParsedPacket& pk,
-                                                         uint32_t idx, Dir dir, const Pool& pool,
-                                                         Tick now, Verdict& v);
+                                                         uint32_t idx, Dir dir,
+                                                         Pool::ServingView serving, Tick expires,
+                                                         Verdict& v);
   Verdict dispatch(Frame& f, const ParsedPacket& pk, uint16_t in_port, const Pool& pool, Tick now);
   static FlowKey key_of(const ParsedPacket& pk) {
     return {pk.src_ip, pk.dst_ip, pk.src_port, pk.dst_port};
