@@ -467,7 +467,7 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
     // process_burst parses the first. One loop for each setting of the port's checksum offload,
     // chosen once per burst rather than tested for every frame.
     auto receive = [&]<bool kRxIpCsum>() __attribute__((always_inline)) {
-      auto take = [&](rte_mbuf* mb, uint16_t at) __attribute__((always_inline)) {
+      auto take = [&](rte_mbuf * mb, uint16_t at) __attribute__((always_inline)) {
         in_ports[at] = p;
         frames[at] = {static_cast<uint8_t*>(mb->buf_addr), mb->data_off, mb->data_len, mb->buf_len,
                       kRxIpCsum && (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) ==

@@ -167,8 +167,8 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
     Dir dir;
     const uint32_t idx = table_.lookup(key_of(pk[i]), hash[i], hint[i], dir);
     Verdict v;
-    if (idx != FlowTable::kNoFlow && forward_established(frames[i], pk[i], idx, dir, serving, expires, v))
-        [[likely]] {
+    if (idx != FlowTable::kNoFlow &&
+        forward_established(frames[i], pk[i], idx, dir, serving, expires, v)) [[likely]] {
       store_verdict(out[i], v);
     } else {
       // forward_established changed nothing: the frame is still the one parsed. Every untagged

@@ -1901,11 +1901,11 @@ std::vector<Case> all_cases() {
        .script = [=](const Env&) -> std::vector<Step> {
          In split = rx_client(c2v(client(3), syn_seg()));
          split.split = 34;
-         return {{.what = "SYN, a SYN in two segments, SYN: one burst",
-                  .in = {rx_client(c2v(c1, syn_seg())), split, rx_client(c2v(c2, syn_seg()))},
-                  .out = {tx_backend(c2b(c1, kB[0], syn_seg())),
-                          tx_backend(c2b(c2, kB[1], syn_seg()))},
-                  .checks = {drops(DropReason::kMultiSegment, 1), LB_CTR(flows_created, 2)}}};
+         return {
+             {.what = "SYN, a SYN in two segments, SYN: one burst",
+              .in = {rx_client(c2v(c1, syn_seg())), split, rx_client(c2v(c2, syn_seg()))},
+              .out = {tx_backend(c2b(c1, kB[0], syn_seg())), tx_backend(c2b(c2, kB[1], syn_seg()))},
+              .checks = {drops(DropReason::kMultiSegment, 1), LB_CTR(flows_created, 2)}}};
        }});
 
   // --- Two workers ---------------------------------------------------------------------------

@@ -141,9 +141,9 @@ TEST(FlowTable, PrefetchRecordsGivesEachHashItsPrefetchRecordHint) {
   FlowTable t(256);
   std::vector<uint64_t> h;
   for (uint16_t n = 0; n < 40; ++n) {
-    const Flow f = make_flow(ip4(192, 0, 2, static_cast<uint8_t>(n + 1)),
-                             static_cast<uint16_t>(40000 + n), ip4(10, 10, 0, 100), 80,
-                             ip4(10, 20, 0, 11), 8080);
+    const Flow f =
+        make_flow(ip4(192, 0, 2, static_cast<uint8_t>(n + 1)), static_cast<uint16_t>(40000 + n),
+                  ip4(10, 10, 0, 100), 80, ip4(10, 20, 0, 11), 8080);
     uint32_t idx = FlowTable::kNoFlow;
     if (n % 4 != 3) {
       ASSERT_EQ(t.insert(f, idx), FlowTable::InsertResult::kOk);
