@@ -185,9 +185,18 @@ inline void store_key_words(ParsedPacket& out, uint64_t addrs, uint32_t ports) {
   if (bad_source_first_byte(ip[ip_off::kSrc]) ||
       (!ip_csum_verified && !ipv4_header_checksum_ok(ip)))
     return false;
-  out.kind = PacketKind::kTcp;
-  out.l3 = kL3;
-  out.l4 = kL4;
+  // kind, drop, l3, l4 and vlan_tci (ParsedPacket's first eight bytes) in one store.
+  struct Head {
+    PacketKind kind;
+    DropReason drop;
+    uint16_t l3, l4, vlan_tci;
+  };
+  static_assert(sizeof(Head) == 8 && offsetof(ParsedPacket, kind) == 0 &&
+                offsetof(ParsedPacket, drop) == 1 && offsetof(ParsedPacket, l3) == 2 &&
+                offsetof(ParsedPacket, l4) == 4 && offsetof(ParsedPacket, vlan_tci) == 6);
+  constexpr auto kHead =
+      std::bit_cast<uint64_t>(Head{PacketKind::kTcp, DropReason::kTruncated, kL3, kL4, 0});
+  std::memcpy(static_cast<void*>(&out.kind), &kHead, sizeof kHead);
   out.ttl = ip[ip_off::kTtl];
   store_key_words(out, addrs, load_be32(t + tcp_off::kSport));
   out.ip_total_len = static_cast<uint16_t>(total);
