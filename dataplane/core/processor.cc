@@ -152,8 +152,9 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
       }
       hash[i] = table_.hash(key_of(pk[i]));
     }
-    table_.prefetch(hash[i],
-                    (pk[i].tcp_flags & (tcp_flag::kSyn | tcp_flag::kAck)) == tcp_flag::kSyn);
+    // The primary bucket only, for a SYN too: its miss finds no signature there, and the record
+    // stage then prefetches the secondary bucket, a whole stage before the lookup reads it.
+    table_.prefetch(hash[i]);
   }
   // Every frame's, TCP or not (the others' hints are never read): no test per frame.
   table_.prefetch_records(hash, hint, n);
