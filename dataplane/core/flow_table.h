@@ -170,7 +170,11 @@ class FlowTable {
     return a;
   }
   // First stage of a burst: the bucket lines of `h` (both when a miss is likely: a SYN).
-  void prefetch(uint64_t h, bool likely_miss = false) const {
+  // Always inline: gcc 12 finds a function whose only effect is __builtin_prefetch free of side
+  // effects and deletes its calls (its dead-store elimination removed both calls of this one,
+  // process_burst's and new_flow's in handle_tcp, so that no bucket was prefetched before the
+  // record stage read it); inlined, the prefetches stay.
+  [[gnu::always_inline]] void prefetch(uint64_t h, bool likely_miss = false) const {
     // Keys go to their primary bucket while it has room (index_add), so that one line is
     // nearly always the only one a hit needs; a miss reads both.
     __builtin_prefetch(&buckets_[bucket1(h)]);
@@ -193,17 +197,16 @@ class FlowTable {
   // the primary bucket has no such signature (a key in its secondary bucket, or a miss), the
   // secondary bucket instead. Returns the reference it prefetched (0: none), lookup()'s hint.
   uint32_t prefetch_record(uint64_t h) const {
-    const uint32_t sig = static_cast<uint32_t>(h >> 32);
-    const Bucket& bk = buckets_[bucket1(h)];
-    for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
-      const uint32_t ref = bk.ref[__builtin_ctz(m)];
-      if (ref != 0) {
-        __builtin_prefetch(&flows_[(ref - 1) >> 1]);
-        return ref;
-      }
-    }
-    __builtin_prefetch(&buckets_[bucket2(h)]);
-    return 0;
+    return prefetch_record_in(buckets_, flows_, nbuckets_, h);
+  }
+  // prefetch_record() of each of h[0, n) into hint[0, n): the burst's second stage as one loop
+  // over the table's constants held in registers (in the caller's loop a byte store into its
+  // arrays may alias any member, so the compiler reloaded them for every packet).
+  void prefetch_records(const uint64_t* h, uint32_t* hint, uint32_t n) const {
+    const Bucket* const buckets = buckets_;
+    const Flow* const flows = flows_;
+    const uint32_t nbuckets = nbuckets_;
+    for (uint32_t i = 0; i < n; ++i) hint[i] = prefetch_record_in(buckets, flows, nbuckets, h[i]);
   }
 
   // Inserts `f` (both keys) and returns its index in `idx`. Fails when the table is at capacity
@@ -354,14 +357,32 @@ class FlowTable {
 
   // Multiply-shift ranges (Lemire), so that the bucket count need not be a power of two: the
   // index is sized to the design load exactly instead of up to twice that.
-  uint32_t bucket1(uint64_t h) const {
-    return static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(h)} * nbuckets_) >> 32);
+  static uint32_t bucket1_of(uint64_t h, uint32_t nbuckets) {
+    return static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(h)} * nbuckets) >> 32);
   }
-  uint32_t bucket2(uint64_t h) const {
+  static uint32_t bucket2_of(uint64_t h, uint32_t nbuckets) {
     // Another 32-bit word of the key: the low word mixed with the signature.
     const uint32_t sig = static_cast<uint32_t>(h >> 32);
     const uint32_t w = static_cast<uint32_t>(h) ^ (sig * 0x5bd1e995u) ^ 0x9e3779b9u;
-    return static_cast<uint32_t>((uint64_t{std::rotl(w, 16)} * nbuckets_) >> 32);
+    return static_cast<uint32_t>((uint64_t{std::rotl(w, 16)} * nbuckets) >> 32);
+  }
+  uint32_t bucket1(uint64_t h) const { return bucket1_of(h, nbuckets_); }
+  uint32_t bucket2(uint64_t h) const { return bucket2_of(h, nbuckets_); }
+  // prefetch_record() over the table's constants passed in.
+  [[gnu::always_inline]] static uint32_t prefetch_record_in(const Bucket* buckets,
+                                                            const Flow* flows, uint32_t nbuckets,
+                                                            uint64_t h) {
+    const uint32_t sig = static_cast<uint32_t>(h >> 32);
+    const Bucket& bk = buckets[bucket1_of(h, nbuckets)];
+    for (uint32_t m = slots_equal(bk.sig, sig); m != 0; m &= m - 1) {
+      const uint32_t ref = bk.ref[__builtin_ctz(m)];
+      if (ref != 0) {
+        __builtin_prefetch(&flows[(ref - 1) >> 1]);
+        return ref;
+      }
+    }
+    __builtin_prefetch(&buckets[bucket2_of(h, nbuckets)]);
+    return 0;
   }
   // Bit s set where v[s] == x, for the 8 slots of a bucket: two SSE2 compares where the ISA has
   // them (as DPDK's cuckoo hash compares signatures), a loop elsewhere.

@@ -71,6 +71,7 @@ namespace {
   out.src_ip = load_be32(ip + ip_off::kSrc);
   out.dst_ip = load_be32(ip + ip_off::kDst);
   out.ip_total_len = total;
+  out.ttl = ip[ip_off::kTtl];
   if (bad_source_ip(out.src_ip)) return drop(out, DropReason::kIpBadAddress);
   const uint8_t proto = ip[ip_off::kProto];
   const size_t l4 = off + ihl;

@@ -57,6 +57,9 @@ struct ParsedPacket {
   uint16_t l4 = 0;                           // offset of the TCP or ICMP header
   uint16_t vlan_tci = 0;                     // 0 when untagged
   bool tagged = false;
+  // IPv4 TTL, as received: the established path tests it here rather than in the frame, whose
+  // address takes three loads to form.
+  uint8_t ttl = 0;
   // IPv4 (host order)
   uint32_t src_ip = 0;
   uint32_t dst_ip = 0;
@@ -119,14 +122,31 @@ void parse_received(const uint8_t* frame, size_t len, ParsedPacket& out, bool ip
 }
 
 // 0.0.0.0/8, 127/8, multicast and limited broadcast are never valid sources of traffic we serve.
-inline bool bad_source_ip(uint32_t a) {
-  const uint32_t first = a >> 24;
+// By the address's first byte (the frame's first byte of it: no load of the whole address).
+inline bool bad_source_first_byte(uint8_t first) {
   return first == 0 || first == 127 || first >= 224;
+}
+inline bool bad_source_ip(uint32_t a) {
+  return bad_source_first_byte(static_cast<uint8_t>(a >> 24));
+}
+
+// out.src_ip and dst_ip from `addrs` (the frame's two addresses as one big-endian word, source
+// in the high half) and src_port and dst_port from `ports` (likewise): each pair is adjacent in
+// ParsedPacket, so one rotate and one store each instead of four swaps and stores.
+inline void store_key_words(ParsedPacket& out, uint64_t addrs, uint32_t ports) {
+  static_assert(offsetof(ParsedPacket, dst_ip) == offsetof(ParsedPacket, src_ip) + 4 &&
+                offsetof(ParsedPacket, dst_port) == offsetof(ParsedPacket, src_port) + 2);
+  if constexpr (std::endian::native == std::endian::little) {
+    addrs = std::rotl(addrs, 32);  // the source first in memory
+    ports = std::rotl(ports, 16);
+  }
+  std::memcpy(&out.src_ip, &addrs, sizeof addrs);
+  std::memcpy(&out.src_port, &ports, sizeof ports);
 }
 
 // The common frame (untagged IPv4 with no options carrying TCP) whose every check passes: true,
 // with the fields an established flow's packet needs filled as parse() fills them (kind, l3, l4,
-// the addresses and ports, ip_total_len, tcp_flags); complete_common_tcp() fills the others.
+// ttl, the addresses and ports, ip_total_len, tcp_flags); complete_common_tcp() fills the others.
 // Any frame it does not take (false, `out` untouched) gets the full parse, so a drop keeps the
 // reason the full parse gives it.
 [[gnu::always_inline]] inline bool parse_common_tcp_partial(const uint8_t* frame, size_t len,
@@ -161,16 +181,25 @@ inline bool bad_source_ip(uint32_t a) {
       (frag & kFragMask) != 0 || (flags & (kSyn | kFin | kRst | kAck)) == 0 ||
       ((flags & kSyn) && (flags & (kFin | kRst))))
     return false;
-  const uint32_t src = load_be32(ip + ip_off::kSrc);
-  if (bad_source_ip(src) || (!ip_csum_verified && !ipv4_header_checksum_ok(ip))) return false;
-  out.kind = PacketKind::kTcp;
-  out.l3 = kL3;
-  out.l4 = kL4;
-  out.src_ip = src;
-  out.dst_ip = load_be32(ip + ip_off::kDst);
+  const uint64_t addrs = load_be64(ip + ip_off::kSrc);  // source in the high word
+  if (bad_source_first_byte(ip[ip_off::kSrc]) ||
+      (!ip_csum_verified && !ipv4_header_checksum_ok(ip)))
+    return false;
+  // kind, drop, l3, l4 and vlan_tci (ParsedPacket's first eight bytes) in one store.
+  struct Head {
+    PacketKind kind;
+    DropReason drop;
+    uint16_t l3, l4, vlan_tci;
+  };
+  static_assert(sizeof(Head) == 8 && offsetof(ParsedPacket, kind) == 0 &&
+                offsetof(ParsedPacket, drop) == 1 && offsetof(ParsedPacket, l3) == 2 &&
+                offsetof(ParsedPacket, l4) == 4 && offsetof(ParsedPacket, vlan_tci) == 6);
+  constexpr auto kHead =
+      std::bit_cast<uint64_t>(Head{PacketKind::kTcp, DropReason::kTruncated, kL3, kL4, 0});
+  std::memcpy(static_cast<void*>(&out.kind), &kHead, sizeof kHead);
+  out.ttl = ip[ip_off::kTtl];
+  store_key_words(out, addrs, load_be32(t + tcp_off::kSport));
   out.ip_total_len = static_cast<uint16_t>(total);
-  out.src_port = load_be16(t + tcp_off::kSport);
-  out.dst_port = load_be16(t + tcp_off::kDport);
   out.tcp_flags = flags;
   return true;
 }

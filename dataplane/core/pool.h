@@ -122,7 +122,14 @@ class Pool {
   // serving() of the backend of a flow record in use that is not kReset: at most kGoneBackend
   // (Processor::adopt_flows erases any other), whose slot is always kNotServing, so no range
   // check (the established path's every packet).
-  bool serving_flow(BackendId id) const { return state_[raw(id)] != ServingState::kNotServing; }
+  bool serving_flow(BackendId id) const { return serving_view().serving_flow(id); }
+  // serving_flow() over the state array's address, which a burst loop keeps in a register
+  // instead of loading it through the pool for each packet.
+  struct ServingView {
+    const ServingState* state;
+    bool serving_flow(BackendId id) const { return state[raw(id)] != ServingState::kNotServing; }
+  };
+  ServingView serving_view() const { return {state_.data()}; }
   // Whether `id` takes new flows.
   bool active(BackendId id) const { return state(id) == ServingState::kActive; }
   ServingState state(BackendId id) const {

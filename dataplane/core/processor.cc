@@ -146,14 +146,20 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
       hash[i] = table_.hash_words(load_be64(p + kAddrs), load_be32(p + kPorts));
     } else {
       parse_received(p, frames[i].len, pk[i], frames[i].ip_csum_ok, mac_key_[in_ports[i]]);
-      if (pk[i].kind != PacketKind::kTcp) continue;
+      if (pk[i].kind != PacketKind::kTcp) {
+        hash[i] = 0;  // the record stage's input for every frame; unused
+        continue;
+      }
       hash[i] = table_.hash(key_of(pk[i]));
     }
-    table_.prefetch(hash[i],
-                    (pk[i].tcp_flags & (tcp_flag::kSyn | tcp_flag::kAck)) == tcp_flag::kSyn);
+    // The primary bucket only, for a SYN too: its miss finds no signature there, and the record
+    // stage then prefetches the secondary bucket, a whole stage before the lookup reads it.
+    table_.prefetch(hash[i]);
   }
-  for (uint16_t i = 0; i < n; ++i)
-    if (pk[i].kind == PacketKind::kTcp) hint[i] = table_.prefetch_record(hash[i]);
+  // Every frame's, TCP or not (the others' hints are never read): no test per frame.
+  table_.prefetch_records(hash, hint, n);
+  const Pool::ServingView serving = pool.serving_view();
+  const Tick expires = now + cfg_.established_timeout;
   for (uint16_t i = 0; i < n; ++i) {
     if (pk[i].kind != PacketKind::kTcp) {
       out[i] = dispatch(frames[i], pk[i], in_ports[i], pool, now);
@@ -161,8 +167,11 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
     }
     Dir dir;
     const uint32_t idx = table_.lookup(key_of(pk[i]), hash[i], hint[i], dir);
-    if (idx == FlowTable::kNoFlow ||
-        !forward_established(frames[i], pk[i], idx, dir, pool, now, out[i])) [[unlikely]] {
+    Verdict v;
+    if (idx != FlowTable::kNoFlow &&
+        forward_established(frames[i], pk[i], idx, dir, serving, expires, v)) [[likely]] {
+      store_verdict(out[i], v);
+    } else {
       // forward_established changed nothing: the frame is still the one parsed. Every untagged
       // TCP frame is one the fast parse took or one whose full parse complete_common_tcp()
       // repeats exactly (no mark needed).
@@ -176,20 +185,19 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
 // TTL to spare and a known next hop. What from_client/from_backend and to_backend/to_client do
 // for it, without their calls and checks; anything else (false, nothing changed) takes them.
 bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t idx, Dir dir,
-                                    const Pool& pool, Tick now, Verdict& v) {
+                                    Pool::ServingView serving, Tick expires, Verdict& v) {
   using namespace tcp_flag;
   Flow& fl = table_.at(idx);
   if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
-      fl.forward != ForwardMode::kDnat || f.data()[pk.l3 + ip_off::kTtl] <= 1 ||
-      !pool.serving_flow(fl.backend))
+      fl.forward != ForwardMode::kDnat || pk.ttl <= 1 || !serving.serving_flow(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
     uint64_t mac;
     if (!neighbors_.lookup_image(fl.neighbor, mac)) return false;
-    fl.expires = now + cfg_.established_timeout;
+    fl.expires = expires;
     v = dnat_to_backend(f, pk, fl, mac);
   } else {
-    fl.expires = now + cfg_.established_timeout;
+    fl.expires = expires;
     v = dnat_to_client(f, pk, fl);
   }
   return true;

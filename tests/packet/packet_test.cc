@@ -1894,6 +1894,19 @@ std::vector<Case> all_cases() {
                   .in = {in},
                   .checks = {drops(DropReason::kMultiSegment, 1), LB_CTR(flows_created, 0)}}};
        }});
+  cases.push_back(
+      {.name = "MultiSegmentInBurst",
+       .description = "a chained mbuf between two frames of one burst is dropped, and the frame "
+                      "after it is processed in its turn (poll moves it up over the dropped one)",
+       .script = [=](const Env&) -> std::vector<Step> {
+         In split = rx_client(c2v(client(3), syn_seg()));
+         split.split = 34;
+         return {
+             {.what = "SYN, a SYN in two segments, SYN: one burst",
+              .in = {rx_client(c2v(c1, syn_seg())), split, rx_client(c2v(c2, syn_seg()))},
+              .out = {tx_backend(c2b(c1, kB[0], syn_seg())), tx_backend(c2b(c2, kB[1], syn_seg()))},
+              .checks = {drops(DropReason::kMultiSegment, 1), LB_CTR(flows_created, 2)}}};
+       }});
 
   // --- Two workers ---------------------------------------------------------------------------
   {
