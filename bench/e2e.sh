@@ -32,10 +32,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=dnat
 pin=0
+napi=softirq
 while [ $# -gt 0 ]; do
   case $1 in
     --mode) mode=${2:-}; shift 2 || true ;;
     --pin) pin=1; shift ;;
+    --napi) napi=${2:-}; shift 2 || true ;;
     *) break ;;
   esac
 done
@@ -95,8 +97,35 @@ services = ( { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr"; f
 CFG
 
 vip_answers() { nsx $p-client ping -c1 -W1 10.10.0.100; }
-lbd_on() { lbd_start "$tmp/lbd.cfg" 1024 vip_answers && sleep 1.2; }
-lbd_off() { lbd_stop; }
+# --napi MODE: how the receive side of lbd's two veth ends runs (veth's NAPI, where the XDP
+# program redirects each frame into the AF_XDP socket and copies it):
+#   softirq      (default) the kernel's default: in the softirq of the sender's CPU (wrk's or a
+#                backend's), so with --pin on the load's CPU
+#   threaded:CPUS  NAPI kernel threads, held to CPUS
+#   busy         DPDK's af_xdp guide's settings for preferred busy polling (napi_defer_hard_irqs
+#                2, gro_flush_timeout 200 us): the NAPI is left to the socket's busy poll, which
+#                lbd's worker runs on every empty receive (busy_budget, on by default)
+napi_mode() {  # napi_mode on|off
+  local ifc t
+  case $napi in
+    softirq) ;;
+    threaded:*)
+      for ifc in $p-c $p-b; do echo "$([ "$1" = on ] && echo 1 || echo 0)" >/sys/class/net/$ifc/threaded; done
+      [ "$1" = on ] || return 0
+      for t in $(ps -e -o pid=,comm= | awk -v c="napi/$p-c-" -v b="napi/$p-b-" \
+        'index($2, c) == 1 || index($2, b) == 1 { print $1 }'); do
+        taskset -pc "${napi#threaded:}" "$t" >/dev/null
+      done ;;
+    busy)
+      for ifc in $p-c $p-b; do
+        echo "$([ "$1" = on ] && echo 2 || echo 0)" >/sys/class/net/$ifc/napi_defer_hard_irqs
+        echo "$([ "$1" = on ] && echo 200000 || echo 0)" >/sys/class/net/$ifc/gro_flush_timeout
+      done ;;
+    *) echo "bench/e2e.sh: --napi softirq, threaded:CPUS or busy, not '$napi'" >&2; exit 2 ;;
+  esac
+}
+lbd_on() { lbd_start "$tmp/lbd.cfg" 1024 vip_answers && napi_mode on && sleep 1.2; }
+lbd_off() { napi_mode off; lbd_stop; }
 
 # tunnel: the backends' answers go via lbd's address for nftables' runs (it must see them to
 # undo its DNAT), straight to the client (r0, 10.20.0.200) for lbd's.
