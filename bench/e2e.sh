@@ -26,7 +26,9 @@
 #
 # --pin: wrk and the backends on CPU 0, the balancer (lbd's worker, nftables' softirq) on CPU 1.
 #
-# Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [--pin] [SECONDS_PER_RUN] [ROUNDS]
+# --napi softirq|threaded:CPUS|busy: where veth's receive for lbd's ports runs (below).
+#
+# Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [--pin] [--napi MODE] [SECONDS_PER_RUN] [ROUNDS]
 #        (root; default dnat, 5 s, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +43,10 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
+case $napi in
+  softirq | busy | threaded:?*) ;;
+  *) echo "bench/e2e.sh: --napi softirq, threaded:CPUS or busy, not '$napi'" >&2; exit 2 ;;
+esac
 case $mode in
   dnat) netns_opt=() ;;
   tunnel) netns_opt=(--dsr) ;;
@@ -121,7 +127,6 @@ napi_mode() {  # napi_mode on|off
         echo "$([ "$1" = on ] && echo 2 || echo 0)" >/sys/class/net/$ifc/napi_defer_hard_irqs
         echo "$([ "$1" = on ] && echo 200000 || echo 0)" >/sys/class/net/$ifc/gro_flush_timeout
       done ;;
-    *) echo "bench/e2e.sh: --napi softirq, threaded:CPUS or busy, not '$napi'" >&2; exit 2 ;;
   esac
 }
 lbd_on() { lbd_start "$tmp/lbd.cfg" 1024 vip_answers && napi_mode on && sleep 1.2; }
