@@ -49,12 +49,15 @@ class Telemetry:
                 if b["service"] == service}
 
 
-def remove_flow_files(instance):
-    """Remove the flow tables an lbd of `instance` left (docs/operations.md, restarting lbd): a
-    test's lbd lives shortly, its tables must not pile up in memory."""
+def remove_instance_files(instance):
+    """Remove what an lbd of `instance` stopped with SIGKILL leaves: its flow tables
+    (docs/operations.md, restarting lbd), which a test's short-lived lbd must not pile up in
+    memory, and its pool segment /dev/shm/lbd-INSTANCE, which lbd unlinks only when it exits
+    cleanly."""
     for d in ("/dev/hugepages", "/dev/shm"):
         for name in os.listdir(d) if os.path.isdir(d) else []:
-            if name.startswith(f"lbd-{instance}-flows-"):
+            flows = name.startswith(f"lbd-{instance}-flows-")
+            if flows or (d == "/dev/shm" and name == f"lbd-{instance}"):
                 os.unlink(os.path.join(d, name))
 
 

@@ -27,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lbenv import Failure, Procs, Telemetry, remove_flow_files, wait_for  # noqa: E402
+from lbenv import Failure, Procs, Telemetry, remove_instance_files, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -201,7 +201,7 @@ services = ( {narrow} {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler
 
     def down(self):
         self.procs.stop_all()
-        remove_flow_files(PREFIX)
+        remove_instance_files(PREFIX)
         self.netns("down")
         self.tmp.cleanup()
 

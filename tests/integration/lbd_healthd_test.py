@@ -30,7 +30,7 @@ SLACK_S = 1.5
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from lbenv import Failure, Procs, Telemetry, remove_flow_files, wait_for  # noqa: E402
+from lbenv import Failure, Procs, Telemetry, remove_instance_files, wait_for  # noqa: E402
 
 
 def free_port(addrs):
@@ -231,7 +231,7 @@ healthd = {{ control_socket = "{sock}"; socket_mode = "0600"; }};
         return 1
     finally:
         procs.stop_all()
-        remove_flow_files(tag)
+        remove_instance_files(tag)
         tmp.cleanup()
 
 
