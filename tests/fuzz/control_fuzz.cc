@@ -10,11 +10,14 @@
 // with no connection; the file is written again only when a config.save replaced it.
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "daemon.h"
 #include "fuzz.h"
@@ -61,8 +65,27 @@ struct Env {
 
 Env* env = nullptr;
 
+constexpr std::string_view kDirPrefix = "lb-fuzz-control-";
+
 void remove_dir() {
   if (env) fs::remove_all(env->dir);
+}
+
+// A run stopped by SIGINT or a crash leaves its directory behind (libFuzzer exits without
+// running atexit handlers): remove those whose process is gone. A directory whose PID now
+// belongs to another process stays.
+void remove_stale_dirs(const fs::path& base) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(base, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with(kDirPrefix)) continue;
+    const std::string digits = name.substr(kDirPrefix.size());
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::strtol(digits.c_str(), nullptr, 10);
+    if (pid <= 0 || pid > INT32_MAX) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    fs::remove_all(entry.path(), ec);
+  }
 }
 
 // Turns the server until the client has every reply (the server closes once the client's
@@ -195,7 +218,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   // A tmpfs when there is one: config.save writes and syncs the file.
   const fs::path base =
       fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
-  env->dir = base / ("lb-fuzz-control-" + std::to_string(::getpid()));
+  remove_stale_dirs(base);
+  env->dir = base / (std::string(kDirPrefix) + std::to_string(::getpid()));
   fs::create_directories(env->dir);
   std::atexit(remove_dir);
   env->config_path = env->dir / "lbd.cfg";
