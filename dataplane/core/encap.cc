@@ -65,13 +65,13 @@ Verdict Processor::tunnel_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl,
                       static_cast<uint16_t>(out.mtu - kTunnelOverhead), DropReason::kFragNeeded);
   const size_t ip_at = size_t{f.off} + pk.l3;
   if (ip_at < kEthHeaderLen + kTunnelOverhead) return drop(DropReason::kNoBuffer);
-  uint8_t* outer = f.buf + ip_at - kTunnelOverhead;
-  write_ipip_header(outer, f.buf + ip_at, pk.ip_total_len, out.ip, fl.backend_ip);
+  uint8_t* outer = f.buf() + ip_at - kTunnelOverhead;
+  write_ipip_header(outer, f.buf() + ip_at, pk.ip_total_len, out.ip, fl.backend_ip);
   uint8_t* e = outer - kEthHeaderLen;
   next_hop.store(e);
   out.mac.store(e + 6);
   store_be16(e + 12, kEtherTypeIpv4);
-  f.off = static_cast<uint16_t>(e - f.buf);
+  f.move_start(static_cast<size_t>(e - f.buf()));
   f.len = static_cast<uint16_t>(kEthHeaderLen + kTunnelOverhead + pk.ip_total_len);
   BackendCounters& bc = counters_->backend[raw(fl.backend)];
   bc.packets_in.add();

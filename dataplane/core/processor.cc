@@ -804,7 +804,7 @@ bool Processor::write_l2_slow(Frame& f, const ParsedPacket& pk, const MacAddr& d
   const size_t ip_at = size_t{f.off} + pk.l3;
   if (ip_at < l2) return false;
   const size_t start = ip_at - l2;
-  uint8_t* e = f.buf + start;
+  uint8_t* e = f.buf() + start;
   dst.store(e);
   src.store(e + 6);
   if (tagged) {
@@ -812,7 +812,7 @@ bool Processor::write_l2_slow(Frame& f, const ParsedPacket& pk, const MacAddr& d
     store_be16(e + 14, tci);
   }
   store_be16(e + l2 - 2, kEtherTypeIpv4);
-  f.off = static_cast<uint16_t>(start);
+  f.move_start(start);
   f.len = static_cast<uint16_t>(l2 + pk.ip_total_len);  // drops any Ethernet padding
   return true;
 }

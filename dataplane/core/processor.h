@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "counters.h"
 #include "encap.h"
@@ -30,17 +31,43 @@ namespace lb::core {
 // A packet in its buffer: the frame is buf[off, off + len); buf[0, cap) may be used, so the
 // frame can grow into headroom (a VLAN tag) or tailroom (a replayed SYN).
 struct Frame {
-  uint8_t* buf;
-  uint16_t off;
+  // Trivially default-constructible: the worker's array of a batch's frames is not written
+  // once before it is filled (3 instructions per packet). Frame{buf, off, len, cap} sets
+  // ip_csum_ok to false.
+  Frame() = default;
+  Frame(uint8_t* buffer, uint16_t headroom, uint16_t length, uint16_t size, bool csum_ok = false)
+      : start(buffer + headroom), off(headroom), len(length), cap(size), ip_csum_ok(csum_ok) {}
+
+  // The frame's first byte (buffer + off), kept rather than added for each use: the receive
+  // loop computes it for its prefetch anyway, and every rewrite starts from it.
+  uint8_t* start;
+  uint16_t off;  // headroom: where the frame starts in its buffer
   uint16_t len;
-  uint16_t cap;
-  // The NIC verified the IPv4 header checksum. No default member initializer: Frame stays
-  // trivially default-constructible, so that the worker's array of a batch's frames is not
-  // written once before it is filled (3 instructions per packet); Frame{buf, off, len, cap}
-  // still value-initializes it to false.
-  bool ip_csum_ok;
-  uint8_t* data() const { return buf + off; }
+  uint16_t cap;  // the buffer's size
+  bool ip_csum_ok;  // the NIC verified the IPv4 header checksum
+
+  // The same from the frame's first byte, where the caller has it already.
+  static Frame starting_at(uint8_t* first, uint16_t headroom, uint16_t length, uint16_t size,
+                           bool csum_ok) {
+    Frame f;
+    f.start = first;
+    f.off = headroom;
+    f.len = length;
+    f.cap = size;
+    f.ip_csum_ok = csum_ok;
+    return f;
+  }
+
+  uint8_t* data() const { return start; }
+  uint8_t* buf() const { return start - off; }
+  // The frame now starts `at` bytes into its buffer (a header grew or shrank in place).
+  void move_start(size_t at) {
+    start = buf() + at;
+    off = static_cast<uint16_t>(at);
+  }
 };
+static_assert(sizeof(Frame) == 16 && std::is_trivially_default_constructible_v<Frame> &&
+              std::is_trivially_copyable_v<Frame>);
 
 enum class Action : uint8_t {
   kDrop,     // free it; `reason` was counted
