@@ -183,13 +183,22 @@ class FlowTable {
 
   // The flow `k` belongs to, with the direction it matched; kNoFlow when none.
   uint32_t lookup(const FlowKey& k, uint64_t h, Dir& dir) const;
-  // The same, trying first `hint` (what prefetch_record() returned for `h`): a hit there, the
-  // common case, reads no bucket again. The hint may be stale (the burst's earlier packets
-  // erased or rebound flows): only a record in use whose key is `k` is taken from it, and a
-  // record in use is always indexed under its keys.
-  uint32_t lookup(const FlowKey& k, uint64_t h, uint32_t hint, Dir& dir) const {
-    const uint32_t idx = match(hint, k, dir);
-    return idx != kNoFlow && flows_[idx].in_use ? idx : lookup(k, h, dir);
+  // The established path's lookup, from `hint` (what prefetch_record() returned): a hit there,
+  // the common case, reads no bucket again. match_hint: the record the hint names when its key
+  // is `k`, in use or not (the hint may be stale: the burst's earlier packets erased or rebound
+  // flows), else kNoFlow. in_use_dnat: that record is in use (a record in use is always indexed
+  // under its keys, so it is the flow of `k`) and forwards by dnat, the two bytes read as one
+  // 16-bit word and tested once. Anything else takes lookup().
+  uint32_t match_hint(uint32_t hint, const FlowKey& k, Dir& dir) const {
+    return match(hint, k, dir);
+  }
+  bool in_use_dnat(uint32_t idx) const {
+    static_assert(offsetof(Flow, forward) == offsetof(Flow, in_use) + 1 &&
+                  sizeof(ForwardMode) == 1 && static_cast<uint8_t>(ForwardMode::kDnat) == 0);
+    uint16_t w;
+    std::memcpy(&w, reinterpret_cast<const uint8_t*>(&flows_[idx]) + offsetof(Flow, in_use),
+                sizeof w);
+    return w == (std::endian::native == std::endian::little ? 0x0001 : 0x0100);
   }
 
   // Second stage of a burst: with the primary bucket of `h` in cache (prefetch()), prefetches

@@ -166,12 +166,15 @@ void Processor::process_burst(Frame* frames, const uint16_t* in_ports, uint16_t 
       continue;
     }
     Dir dir;
-    const uint32_t idx = table_.lookup(key_of(pk[i]), hash[i], hint[i], dir);
+    uint32_t idx = table_.match_hint(hint[i], key_of(pk[i]), dir);
     Verdict v;
-    if (idx != FlowTable::kNoFlow &&
+    if (idx != FlowTable::kNoFlow && table_.in_use_dnat(idx) &&
         forward_established(frames[i], pk[i], idx, dir, serving, expires, v)) [[likely]] {
       store_verdict(out[i], v);
     } else {
+      // The hint named no record in use with this key (stale, or none): the full lookup.
+      if (idx == FlowTable::kNoFlow || !table_.at(idx).in_use)
+        idx = table_.lookup(key_of(pk[i]), hash[i], dir);
       // forward_established changed nothing: the frame is still the one parsed. Every untagged
       // TCP frame is one the fast parse took or one whose full parse complete_common_tcp()
       // repeats exactly (no mark needed).
@@ -188,8 +191,9 @@ bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t i
                                     Pool::ServingView serving, Tick expires, Verdict& v) {
   using namespace tcp_flag;
   Flow& fl = table_.at(idx);
+  // The caller found the record in use and its mode dnat (FlowTable::in_use_dnat).
   if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
-      fl.forward != ForwardMode::kDnat || pk.ttl <= 1 || !serving.serving_flow(fl.backend))
+      pk.ttl <= 1 || !serving.serving_flow(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
     uint64_t mac;

@@ -175,7 +175,8 @@ TEST(FlowTable, EveryFieldOfEitherKeyDecidesAHit) {
     const FlowKey k = want == Dir::kFromClient ? f.client_key() : f.backend_key();
     Dir d = want == Dir::kFromClient ? Dir::kFromBackend : Dir::kFromClient;
     const uint64_t h = t.hash(k);
-    EXPECT_EQ(t.lookup(k, h, t.prefetch_record(h), d), idx);
+    EXPECT_EQ(t.match_hint(t.prefetch_record(h), k, d), idx);
+    EXPECT_TRUE(t.in_use_dnat(idx));
     EXPECT_EQ(d, want);
     for (int bit = 0; bit < 96; ++bit) {
       FlowKey m = k;
@@ -188,11 +189,28 @@ TEST(FlowTable, EveryFieldOfEitherKeyDecidesAHit) {
       else
         m.dst_port = static_cast<uint16_t>(m.dst_port ^ (1u << (bit - 80)));
       // The hint of the unchanged key (its record) must not match the changed one either.
-      EXPECT_EQ(t.lookup(m, t.hash(m), t.prefetch_record(h), d), FlowTable::kNoFlow)
+      EXPECT_EQ(t.match_hint(t.prefetch_record(h), m, d), FlowTable::kNoFlow)
           << static_cast<int>(want) << " bit " << bit;
       EXPECT_EQ(find(t, m), FlowTable::kNoFlow) << static_cast<int>(want) << " bit " << bit;
     }
   }
+}
+
+TEST(FlowTable, InUseDnatIsInUseAndDnat) {
+  // The established path's one 16-bit test of in_use and forward: true only for a record in
+  // use whose mode is dnat.
+  FlowTable t(64);
+  uint32_t idx[3];
+  const ForwardMode modes[3] = {ForwardMode::kDnat, ForwardMode::kTunnel, ForwardMode::kFullnat};
+  for (int i = 0; i < 3; ++i) {
+    Flow f = make_flow(ip4(192, 0, 2, 1), static_cast<uint16_t>(40000 + i), ip4(10, 10, 0, 100),
+                       80, ip4(10, 20, 0, 11), 8080);
+    f.forward = modes[i];
+    ASSERT_EQ(t.insert(f, idx[i]), FlowTable::InsertResult::kOk);
+    EXPECT_EQ(t.in_use_dnat(idx[i]), i == 0) << i;
+  }
+  t.erase(idx[0]);
+  EXPECT_FALSE(t.in_use_dnat(idx[0]));  // its mode is still dnat, the record is free
 }
 
 TEST(FlowTable, InsertAndLookupBothDirections) {
