@@ -28,18 +28,26 @@
 #
 # --napi softirq|threaded:CPUS|busy: where veth's receive for lbd's ports runs (below).
 #
-# Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [--pin] [--napi MODE] [SECONDS_PER_RUN] [ROUNDS]
+# --pmd af_xdp|af_packet: lbd's ports (default af_xdp). With af_packet the kernel copies each
+#   frame into the socket's ring in the receive softirq after RPS, so with --pin lbd's two veth
+#   ends get rps_cpus = CPU 1 as nftables' do: that copy leaves the load's CPU. With af_xdp the
+#   copy runs in veth's NAPI (the XDP program), before RPS: on the sender's CPU (--napi moves it).
+#
+# Usage: bench/e2e.sh [--mode dnat|tunnel|fullnat] [--pin] [--napi MODE] [--pmd PMD]
+#                     [SECONDS_PER_RUN] [ROUNDS]
 #        (root; default dnat, 5 s, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=dnat
 pin=0
 napi=softirq
+pmd=af_xdp
 while [ $# -gt 0 ]; do
   case $1 in
     --mode) mode=${2:-}; shift 2 || true ;;
     --pin) pin=1; shift ;;
     --napi) napi=${2:-}; shift 2 || true ;;
+    --pmd) pmd=${2:-}; shift 2 || true ;;
     *) break ;;
   esac
 done
@@ -47,6 +55,12 @@ case $napi in
   softirq | busy | threaded:?*) ;;
   *) echo "bench/e2e.sh: --napi softirq, threaded:CPUS or busy, not '$napi'" >&2; exit 2 ;;
 esac
+case $pmd in
+  af_xdp | af_packet) ;;
+  *) echo "bench/e2e.sh: --pmd af_xdp or af_packet, not '$pmd'" >&2; exit 2 ;;
+esac
+[ $pmd = af_packet ] && [ $napi != softirq ] && {
+  echo "bench/e2e.sh: --napi is for af_xdp's NAPI; with af_packet, --pin sets RPS" >&2; exit 2; }
 case $mode in
   dnat) netns_opt=() ;;
   tunnel) netns_opt=(--dsr) ;;
@@ -95,8 +109,8 @@ fullnat_cfg=
 cat >"$tmp/lbd.cfg" <<CFG
 instance = "$p";
 dataplane: { workers = 1; flows = { capacity = 262144; tcp_closed_timeout = 2; }; $fullnat_cfg
-  ports = ( { name = "client";  device = "net_af_xdp_${p}0,iface=$p-c"; ip = "10.10.0.1/24"; },
-            { name = "backend"; device = "net_af_xdp_${p}1,iface=$p-b"; ip = "10.20.0.1/24"; } ); };
+  ports = ( { name = "client";  device = "net_${pmd}_${p}0,iface=$p-c"; ip = "10.10.0.1/24"; },
+            { name = "backend"; device = "net_${pmd}_${p}1,iface=$p-b"; ip = "10.20.0.1/24"; } ); };
 services = ( { name = "web"; vip = "10.10.0.100"; port = 80; scheduler = "rr"; forward = "$mode";
   backends = ( { address = "10.20.0.11"; port = $bport; }, { address = "10.20.0.12"; port = $bport; },
                { address = "10.20.0.13"; port = $bport; } ); } );
@@ -129,8 +143,15 @@ napi_mode() {  # napi_mode on|off
       done ;;
   esac
 }
-lbd_on() { lbd_start "$tmp/lbd.cfg" 1024 vip_answers && napi_mode on && sleep 1.2; }
-lbd_off() { napi_mode off; lbd_stop; }
+# --pin with af_packet: the receive softirq of lbd's veth ends (where af_packet copies each frame
+# into its ring) on the balancer's CPU, by RPS, as for nftables.
+lbd_rps() {  # lbd_rps MASK
+  [ $pin = 1 ] && [ $pmd = af_packet ] || return 0
+  local ifc
+  for ifc in $p-c $p-b; do echo "$1" >/sys/class/net/$ifc/queues/rx-0/rps_cpus; done
+}
+lbd_on() { lbd_start "$tmp/lbd.cfg" 1024 vip_answers && napi_mode on && lbd_rps 2 && sleep 1.2; }
+lbd_off() { lbd_rps 0; napi_mode off; lbd_stop; }
 
 # tunnel: the backends' answers go via lbd's address for nftables' runs (it must see them to
 # undo its DNAT), straight to the client (r0, 10.20.0.200) for lbd's.
@@ -204,7 +225,7 @@ run_wrk() {  # run_wrk LOAD -> "req/s p50_ms p99_ms errors"; the worker's preemp
   wrk_stats "$tmp/wrk.out"
 }
 
-echo "bench/e2e.sh --mode $mode$([ $pin = 1 ] && echo ' --pin'): $rounds round(s) of $secs s per run"
+echo "bench/e2e.sh --mode $mode$([ $pin = 1 ] && echo ' --pin') --pmd $pmd: $rounds round(s) of $secs s per run"
 declare -A res
 for r in $(seq 1 "$rounds"); do
   pin_load 0
