@@ -470,10 +470,10 @@ uint32_t Dataplane::poll(uint16_t w, core::Tick now) {
       // `first`: the frame's first byte, computed once for the prefetch and the frame.
       auto take = [&](rte_mbuf * mb, uint8_t * first, size_t at) __attribute__((always_inline)) {
         in_ports[at] = p;
-        frames[at] = core::Frame::starting_at(
-            first, mb->data_off, mb->data_len, mb->buf_len,
-            kRxIpCsum &&
-                (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD);
+        frames[at] =
+            core::Frame::starting_at(first, mb->data_off, mb->data_len, mb->buf_len,
+                                     kRxIpCsum && (mb->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) ==
+                                                      RTE_MBUF_F_RX_IP_CKSUM_GOOD);
       };
       // Until a frame in several segments (never at MTU 1500 with 2 KiB buffers), every frame
       // stays where it is in `batch`: no copy, one index.

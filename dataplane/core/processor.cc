@@ -192,8 +192,8 @@ bool Processor::forward_established(Frame& f, const ParsedPacket& pk, uint32_t i
   using namespace tcp_flag;
   Flow& fl = table_.at(idx);
   // The caller found the record in use and its mode dnat (FlowTable::in_use_dnat).
-  if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) ||
-      pk.ttl <= 1 || !serving.serving_flow(fl.backend))
+  if (fl.state != TcpState::kEstablished || (pk.tcp_flags & (kSyn | kFin | kRst)) || pk.ttl <= 1 ||
+      !serving.serving_flow(fl.backend))
     return false;
   if (dir == Dir::kFromClient) {
     uint64_t mac;

@@ -43,7 +43,7 @@ struct Frame {
   uint8_t* start;
   uint16_t off;  // headroom: where the frame starts in its buffer
   uint16_t len;
-  uint16_t cap;  // the buffer's size
+  uint16_t cap;     // the buffer's size
   bool ip_csum_ok;  // the NIC verified the IPv4 header checksum
 
   // The same from the frame's first byte, where the caller has it already.

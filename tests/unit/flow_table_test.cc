@@ -203,8 +203,8 @@ TEST(FlowTable, InUseDnatIsInUseAndDnat) {
   uint32_t idx[3];
   const ForwardMode modes[3] = {ForwardMode::kDnat, ForwardMode::kTunnel, ForwardMode::kFullnat};
   for (int i = 0; i < 3; ++i) {
-    Flow f = make_flow(ip4(192, 0, 2, 1), static_cast<uint16_t>(40000 + i), ip4(10, 10, 0, 100),
-                       80, ip4(10, 20, 0, 11), 8080);
+    Flow f = make_flow(ip4(192, 0, 2, 1), static_cast<uint16_t>(40000 + i), ip4(10, 10, 0, 100), 80,
+                       ip4(10, 20, 0, 11), 8080);
     f.forward = modes[i];
     ASSERT_EQ(t.insert(f, idx[i]), FlowTable::InsertResult::kOk);
     EXPECT_EQ(t.in_use_dnat(idx[i]), i == 0) << i;
