@@ -94,7 +94,11 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool
     }
   }
   if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
-  if (idx == FlowTable::kNoFlow) return drop(DropReason::kIcmpErrorNoFlow);
+  // A reset flow (its backend left: backend_stopped) is kept only to answer the client's and the
+  // backend's late segments with RSTs: it names no backend (kNoBackend) and its next-hop slot
+  // may have gone to another address. An error about it is about a connection that is over.
+  if (idx == FlowTable::kNoFlow || table_.at(idx).state == TcpState::kReset)
+    return drop(DropReason::kIcmpErrorNoFlow);
   // A budget of its own, so that relaying a flood of errors cannot starve lbd's own.
   if (!icmp_relay_limit_.allow(now, cfg_.ticks_per_second))
     return drop(DropReason::kIcmpErrorRateLimited);

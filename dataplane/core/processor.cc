@@ -315,7 +315,6 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
     if (li >= 0) return fullnat_reply(f, pk, li, pool, now);
   }
   const PoolService* svc = pool.find(pk.dst_ip, pk.dst_port);
-  if (svc && spoofed_client(pk.src_ip, pool)) return drop(DropReason::kIpBadAddress);
   if (cfg_.workers > 1) {
     // Toward a VIP the client is the source; otherwise (a backend's reply) the destination.
     // Addresses of services removed since start count as VIPs here, so that their flows'
@@ -326,7 +325,11 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
                                : flow_owner(pk.dst_ip, pk.dst_port, cfg_.workers, cfg_.reta_size);
     if (owner != cfg_.worker) return {Action::kHandoff, 0, owner, DropReason::kTruncated};
   }
+  // Only the owner judges the source: at another worker the packet of a flow missed because
+  // the flow is the owner's (it may be one whose client has since become a backend's address,
+  // which keeps going until it ends).
   if (!svc) return drop(is_local(pk.dst_ip) ? DropReason::kLocalTcp : DropReason::kNotForUs);
+  if (spoofed_client(pk.src_ip, pool)) return drop(DropReason::kIpBadAddress);
   using namespace tcp_flag;
   if ((pk.tcp_flags & (kSyn | kAck)) == kSyn)
     return new_flow_inline(f, pk, hash, in_port, pool, *svc, now, false);

@@ -2069,6 +2069,26 @@ Bytes rst_to_backend(int b, int c, uint16_t cport, uint32_t seq) {
                    cport, kBackendTcpPort, seq, 0, tf::kRst);
 }
 
+// A client-side router's frag-needed (MTU 1400) to the VIP, quoting the segment lbd sent client
+// c on flow cport (VIP:vport -> client): what a router past lbd sends about a response.
+Bytes router_error_about_response(int c, uint16_t cport) {
+  Seg s = backend_seg(0, c, cport, tf::kAck | tf::kPsh, 5001, 11, Bytes(20, 2));
+  s.ip.src = kVip;
+  s.tcp.sport = kVport;
+  const Bytes orig = test::ipv4_packet(s.ip, 6, test::tcp_segment(s.ip, s.tcp));
+  Ip ip;
+  ip.src = ip4(10, 10, 0, 254);
+  ip.dst = kVip;
+  ip.ttl = 64;
+  Icmp m;
+  m.type = 3;
+  m.code = 4;
+  m.seq = 1400;
+  m.payload.assign(orig.begin(), orig.begin() + 48);
+  return test::icmp_frame(test::eth(kPortMac[kClientSide], mac(0x02, 0xaa, 0, 0, 0, 0xfe)), ip,
+                          m);
+}
+
 TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
   for (int c = 0; c < 3; ++c) ASSERT_NO_FATAL_FAILURE(Establish(c, 10, c, 1));
   // Client c's next sequence number is 1000 c + 11, the backend's 5001.
@@ -2139,6 +2159,26 @@ TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
   EXPECT_EQ(C().flows_created.get() - C().flows_reset.get(), C().flows_active.get());
 }
 
+
+// A reset flow (its backend left the pool) names no backend (kNoBackend) and may have lost its
+// next hop: an ICMP error quoting it is about a connection that is over, and is dropped. It
+// used to be relayed to the backend: its counters indexed by kNoBackend, a write far outside
+// the counters (a crash), and its frame sent through a next-hop slot that may have been reused.
+TEST_F(ProcessorTest, IcmpErrorAboutAResetFlowIsDropped) {
+  ASSERT_NO_FATAL_FAILURE(Establish(0, 10, 0, 1));
+  // The error about a live flow goes to its backend.
+  Out o = Run(router_error_about_response(0, 10), kClientSide, 2);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_EQ(C().icmp_errors_translated.get(), 1u);
+  pool_ = make_pool({1, 2});
+  o = Run(client_frame(0, client_seg(0, 10, tf::kAck, 11, 5001)), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kClientSide));  // the RST
+  ASSERT_EQ(State(0, 10), TcpState::kReset);
+  o = Run(router_error_about_response(0, 10), kClientSide, 4);
+  EXPECT_EQ(o.v.action, Action::kDrop);
+  EXPECT_EQ(Drops(DropReason::kIcmpErrorNoFlow), 1u);
+  EXPECT_EQ(C().icmp_errors_translated.get(), 1u);
+}
 TEST_F(ProcessorTest, ResetFlowTupleTakesANewSyn) {
   ASSERT_NO_FATAL_FAILURE(Establish(0, 10, 0, 1));
   pool_ = make_pool({1, 2});
@@ -2401,6 +2441,39 @@ TEST_F(ProcessorTest, ABackendAddressIsRefusedAsAClientWhileInThePool) {
   EXPECT_EQ(C().flows_created.get(), 1u);
   EXPECT_EQ(Drops(DropReason::kIpBadAddress), 2u);
   EXPECT_EQ(proc().flows().size(), 0u);
+}
+
+// The same with two workers: the worker that does not own the flow misses it, and must hand the
+// packet to the owner (which has the flow) before it judges the source as a new flow's. It
+// used to drop it as a spoofed source, so that the half of the connection's packets RSS gave
+// the other worker were lost.
+TEST_F(ProcessorTest, ABackendAddressKeepsItsFlowWithTwoWorkers) {
+  cfg_.workers = 2;
+  cfg_.worker = 0;
+  Processor w0(cfg_, *neighbors_);
+  cfg_.worker = 1;
+  Processor w1(cfg_, *neighbors_);
+  Processor* w[2] = {&w0, &w1};
+  pool_ = make_pool({0, 1});
+  Seg syn = client_syn(0, 4000, 1);
+  syn.ip.src = kBackendIp[2];
+  const uint16_t owner = flow_owner(kBackendIp[2], 4000, 2, cfg_.reta_size);
+  ASSERT_TRUE(IsTx(Run(client_frame(0, syn), kClientSide, 1, w[owner]), kBackendSide));
+  pool_ = make_pool({0, 1, 2});
+  Seg data = client_seg(0, 4000, tf::kAck, 2, 1);
+  data.ip.src = kBackendIp[2];
+  const Out o = Run(client_frame(0, data), kClientSide, 2, w[1 - owner]);
+  EXPECT_EQ(o.v.action, Action::kHandoff) << verdict_str(o.v);
+  EXPECT_EQ(o.v.worker, owner);
+  ASSERT_TRUE(IsTx(Run(client_frame(0, data), kClientSide, 2, w[owner]), kBackendSide));
+  // A new flow from it is still refused, by its owner.
+  Seg syn2 = syn;
+  syn2.tcp.sport = 4001;
+  const uint16_t owner2 = flow_owner(kBackendIp[2], 4001, 2, cfg_.reta_size);
+  EXPECT_TRUE(IsDrop(Run(client_frame(0, syn2), kClientSide, 3, w[owner2]),
+                     DropReason::kIpBadAddress));
+  EXPECT_EQ(Run(client_frame(0, syn2), kClientSide, 3, w[1 - owner2]).v.action,
+            Action::kHandoff);
 }
 
 TEST_F(ProcessorTest, SynFromAGroupSourceMacCreatesNoFlow) {
@@ -2749,6 +2822,30 @@ TEST_F(TunnelTest, TooBigOnceWrappedGetsFragmentationNeeded) {
   // ...and a second later the bucket is full again.
   o = Run(client_frame(0, big), kClientSide, 3 + cfg_.ticks_per_second);
   EXPECT_TRUE(IsTx(o, kClientSide));
+}
+
+// The same for a tunnel flow, whose relayed error is wrapped toward the backend.
+TEST_F(TunnelTest, IcmpErrorAboutAResetFlowIsDropped) {
+  const uint16_t cport = 40000;
+  Out o = Run(client_frame(0, client_syn(0, cport, 7000)), kClientSide, 1);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  const int b = backend_index(o.frame);
+  ASSERT_GE(b, 0);
+  o = Run(client_frame(0, client_seg(0, cport, tf::kAck, 7001, 5001)), kClientSide, 2);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  o = Run(router_error_about_response(0, cport), kClientSide, 3);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_EQ(C().icmp_errors_translated.get(), 1u);
+  std::vector<int> others;
+  for (int i = 0; i < kBackends; ++i)
+    if (i != b) others.push_back(i);
+  pool_ = make_pool(others);
+  o = Run(client_frame(0, client_seg(0, cport, tf::kAck, 7001, 5001)), kClientSide, 3);
+  ASSERT_EQ(State(0, cport), TcpState::kReset);
+  o = Run(router_error_about_response(0, cport), kClientSide, 4);
+  EXPECT_EQ(o.v.action, Action::kDrop);
+  EXPECT_EQ(Drops(DropReason::kIcmpErrorNoFlow), 1u);
+  EXPECT_EQ(C().icmp_errors_translated.get(), 1u);
 }
 
 TEST_F(ProcessorTest, DnatDecrementsTtlBothWays) {
