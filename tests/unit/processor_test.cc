@@ -2085,8 +2085,7 @@ Bytes router_error_about_response(int c, uint16_t cport) {
   m.code = 4;
   m.seq = 1400;
   m.payload.assign(orig.begin(), orig.begin() + 48);
-  return test::icmp_frame(test::eth(kPortMac[kClientSide], mac(0x02, 0xaa, 0, 0, 0, 0xfe)), ip,
-                          m);
+  return test::icmp_frame(test::eth(kPortMac[kClientSide], mac(0x02, 0xaa, 0, 0, 0, 0xfe)), ip, m);
 }
 
 TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
@@ -2158,7 +2157,6 @@ TEST_F(ProcessorTest, FlowsOfAStoppedBackendAreReset) {
   EXPECT_EQ(C().flows_expired.get(), 0u);
   EXPECT_EQ(C().flows_created.get() - C().flows_reset.get(), C().flows_active.get());
 }
-
 
 // A reset flow (its backend left the pool) names no backend (kNoBackend) and may have lost its
 // next hop: an ICMP error quoting it is about a connection that is over, and is dropped. It
@@ -2470,10 +2468,9 @@ TEST_F(ProcessorTest, ABackendAddressKeepsItsFlowWithTwoWorkers) {
   Seg syn2 = syn;
   syn2.tcp.sport = 4001;
   const uint16_t owner2 = flow_owner(kBackendIp[2], 4001, 2, cfg_.reta_size);
-  EXPECT_TRUE(IsDrop(Run(client_frame(0, syn2), kClientSide, 3, w[owner2]),
-                     DropReason::kIpBadAddress));
-  EXPECT_EQ(Run(client_frame(0, syn2), kClientSide, 3, w[1 - owner2]).v.action,
-            Action::kHandoff);
+  EXPECT_TRUE(
+      IsDrop(Run(client_frame(0, syn2), kClientSide, 3, w[owner2]), DropReason::kIpBadAddress));
+  EXPECT_EQ(Run(client_frame(0, syn2), kClientSide, 3, w[1 - owner2]).v.action, Action::kHandoff);
 }
 
 TEST_F(ProcessorTest, SynFromAGroupSourceMacCreatesNoFlow) {
