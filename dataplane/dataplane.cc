@@ -104,7 +104,9 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
 
   // Ports that reach backends get replies addressed to clients; the others get clients' packets.
   // With RSS on source fields on the latter and destination fields on the former, both
-  // directions of a flow hash the client's ip:port and land on the owning worker.
+  // directions of a flow hash the client's ip:port and land on the owning worker. A port that
+  // gets both (one arm) hashes all four fields: core::rss_fields() decides, from the config's
+  // services (RSS is set once, at start).
   std::vector<bool> has_backends(dc.ports.size(), false);
   for (const core::PoolService& s : first->services())
     for (const core::PoolBackend& b : first->backends(s)) has_backends[b.out_port] = true;
@@ -118,11 +120,20 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
         (info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP))
       reta_size_ = std::min<uint16_t>(reta_size_, info.reta_size);
   }
+  std::vector<core::PortRole> roles(dc.ports.size());
   for (size_t i = 0; i < dc.ports.size(); ++i) {
-    const bool client_only = !has_backends[i];
-    const bool backend_only = has_backends[i] && !first->is_vip(dc.ports[i].ip);
-    setup_port(i, dc.ports[i], client_only, backend_only && !client_only);
+    core::PortInfo info{};
+    info.ip = dc.ports[i].ip;
+    info.mask = prefix_mask(dc.ports[i].prefix_len);
+    info.vip_arp = to_core(dc.ports[i].vip_arp);
+    roles[i].reaches_backends = has_backends[i];
+    for (const core::PoolService& s : first->services())
+      roles[i].answers_vips |= info.answers_arp_for(s.vip);
   }
+  const std::vector<core::RssFields> fields = core::rss_fields(roles);
+  for (size_t i = 0; i < dc.ports.size(); ++i)
+    setup_port(i, dc.ports[i], fields[i] == core::RssFields::kSource,
+               fields[i] == core::RssFields::kDestination);
 
   size_t qsbr_size = rte_rcu_qsbr_get_memsize(nworkers);
   qsbr_ = static_cast<rte_rcu_qsbr*>(rte_zmalloc("lb_qsbr", qsbr_size, RTE_CACHE_LINE_SIZE));

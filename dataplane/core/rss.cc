@@ -33,4 +33,20 @@ RssOwnerTable::RssOwnerTable() {
 
 const RssOwnerTable kRssOwnerTable;
 
+std::vector<RssFields> rss_fields(const std::vector<PortRole>& ports) {
+  bool clients_elsewhere = false;
+  for (const PortRole& p : ports) clients_elsewhere |= !p.reaches_backends;
+  std::vector<RssFields> out;
+  out.reserve(ports.size());
+  for (const PortRole& p : ports) {
+    if (!p.reaches_backends)
+      out.push_back(RssFields::kSource);
+    else if (!p.answers_vips && clients_elsewhere)
+      out.push_back(RssFields::kDestination);
+    else
+      out.push_back(RssFields::kFourTuple);
+  }
+  return out;
+}
+
 }  // namespace lb::core

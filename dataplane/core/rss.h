@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace lb::core {
 
@@ -34,5 +35,20 @@ inline uint16_t flow_owner(uint32_t client_ip, uint16_t client_port, uint16_t wo
                      t[4][client_port >> 8] ^ t[5][client_port & 0xff];
   return static_cast<uint16_t>((h & (reta_size - 1u)) % workers);
 }
+
+// What a port's RSS hashes, so that a NIC that can hash some fields only delivers each packet to
+// its flow's owner (flow_owner): the source on a port that receives clients' packets only, the
+// destination on one that receives backends' replies only, all four fields (and handoffs between
+// workers) on a port that receives both, as a one-arm port does.
+enum class RssFields : uint8_t { kFourTuple, kSource, kDestination };
+struct PortRole {
+  bool reaches_backends;  // some backend is reached through it
+  bool answers_vips;      // it answers ARP for some VIP: clients' packets arrive there
+};
+// One per port. A port that reaches no backend receives clients' packets only. One that reaches
+// backends receives only their replies when it answers ARP for no VIP and another port does
+// receive the clients (with no such port, the clients' packets, routed to a VIP, can only come
+// in here too).
+std::vector<RssFields> rss_fields(const std::vector<PortRole>& ports);
 
 }  // namespace lb::core

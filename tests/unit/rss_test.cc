@@ -92,3 +92,26 @@ TEST(FlowOwner, IsTheRssQueueOfTheClientFields) {
 
 }  // namespace
 }  // namespace lb::core
+
+namespace lb::core {
+namespace {
+
+// Two arms: the client port hashes sources, the backend port destinations; one arm (a port with
+// clients and backends), or a backend port that also answers for a VIP, hashes all four fields.
+TEST(RssFields, ByWhatEachPortReceives) {
+  using F = RssFields;
+  EXPECT_EQ(rss_fields({{false, true}, {true, false}}),
+            (std::vector<F>{F::kSource, F::kDestination}));
+  // One arm: the backends' port is where clients arrive too (its VIP answered there or routed).
+  EXPECT_EQ(rss_fields({{true, true}}), (std::vector<F>{F::kFourTuple}));
+  EXPECT_EQ(rss_fields({{true, false}}), (std::vector<F>{F::kFourTuple}));
+  // Two ports both reaching backends, one answering for the VIPs: neither receives clients only.
+  EXPECT_EQ(rss_fields({{true, true}, {true, false}}),
+            (std::vector<F>{F::kFourTuple, F::kFourTuple}));
+  // A client port, and a backend port that answers for a VIP as well.
+  EXPECT_EQ(rss_fields({{false, true}, {true, true}}), (std::vector<F>{F::kSource, F::kFourTuple}));
+  EXPECT_TRUE(rss_fields({}).empty());
+}
+
+}  // namespace
+}  // namespace lb::core
