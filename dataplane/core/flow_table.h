@@ -272,6 +272,14 @@ class FlowTable {
   void settle(uint32_t idx) {
     if (on_list(idx)) unlink(idx);
   }
+  // The record's handshake began again (the caller set its `created` to now): to the list's
+  // tail, so that the list stays in `created` order (expire_embryonic stops at the first record
+  // not old enough).
+  void requeue(uint32_t idx) {
+    if (!on_list(idx)) return;
+    unlink(idx);
+    link_tail(idx);
+  }
   uint32_t index_of(const Flow& f) const { return static_cast<uint32_t>(&f - flows_); }
 
   // Erases embryonic records from the head of the list while their `created` is at or before

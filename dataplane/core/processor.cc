@@ -546,7 +546,10 @@ Verdict Processor::from_client(Frame& f, const ParsedPacket& pk, uint64_t hash, 
           // The client is retransmitting a SYN its backend never answered. If no other backend
           // can take it, wait another full delay before counting the backend again.
           counters_->backend[raw(fl.backend)].syn_timeout.add();
-          if (!resteer(idx, pool, now)) fl.created = now;
+          if (!resteer(idx, pool, now)) {
+            fl.created = now;
+            table_.requeue(idx);  // the list stays in `created` order
+          }
         }
         break;
       case TcpState::kSynRecv:
@@ -656,6 +659,7 @@ bool Processor::resteer(uint32_t idx, const Pool& pool, Tick now) {
   fl.state = TcpState::kSynSent;
   fl.fin_seen = 0;
   fl.expires = now + cfg_.syn_timeout;
+  table_.requeue(idx);
   counters_->retries.add();
   return true;
 }

@@ -1168,6 +1168,33 @@ TEST_F(ProcessorTest, RetriesStopAtMaxRetries) {
   EXPECT_EQ(C().flows_active.get(), 0u);
 }
 
+// A retried handshake starts again (its `created` is now): it goes to the embryonic list's
+// tail, which stays in `created` order, so that the pressure mode's expiry from the head (oldest
+// first, stopping at the first one not old enough) still reaches the older ones behind it.
+TEST_F(ProcessorTest, ARetriedHandshakeGoesToTheEmbryonicTail) {
+  const uint16_t cports[3] = {45700, 45701, 45702};
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(IsTx(
+        Run(client_frame(0, client_syn(0, cports[i], 5)), kClientSide, static_cast<Tick>(10 + i)),
+        kBackendSide));
+  const Flow* first = FindFlow(0, cports[0]);
+  ASSERT_NE(first, nullptr);
+  const FlowTable& t = proc().flows();
+  ASSERT_EQ(t.oldest_embryonic(), t.index_of(*first));
+  // The first one's backend (0: round robin) refuses it: replayed to backend 1 at tick 20.
+  const Out o = Run(backend_frame(0, backend_seg(0, 0, cports[0], tf::kRst | tf::kAck, 0, 6)),
+                    kBackendSide, 20);
+  ASSERT_TRUE(IsTx(o, kBackendSide));
+  EXPECT_EQ(first->created, 20u);
+  std::vector<uint32_t> order;
+  for (uint32_t i = t.oldest_embryonic(); i != FlowTable::kNoFlow; i = t.next_embryonic(i))
+    order.push_back(i);
+  EXPECT_EQ(order,
+            (std::vector<uint32_t>{t.index_of(*FindFlow(0, cports[1])),
+                                   t.index_of(*FindFlow(0, cports[2])), t.index_of(*first)}));
+  EXPECT_EQ(t.embryonic(), 3u);
+}
+
 TEST_F(ProcessorTest, RstRetryDisabledOrImpossible) {
   // retry_on_rst = false: the RST goes through and closes the flow.
   cfg_.retry_on_rst = false;
