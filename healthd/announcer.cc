@@ -1,6 +1,5 @@
 #include "announcer.h"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -95,101 +94,200 @@ std::string render_bird_config(const cfg::Config& config, const std::string& ins
 
 namespace {
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 int64_t left_ms(TimePoint deadline) {
   return std::max<int64_t>(0, std::chrono::duration_cast<Millis>(deadline - Clock::now()).count());
 }
 
-// Reads BIRD's reply up to its last line ("NNNN text": a code then a space; "NNNN-text" and
-// " text" continue). Returns that line's code and the reply's text, or nullopt (with `error`).
-std::optional<std::pair<int, std::string>> read_reply(int fd, TimePoint deadline,
-                                                      std::string& buffer, std::string& error) {
-  std::string text;
-  for (;;) {
-    size_t eol;
-    while ((eol = buffer.find('\n')) != std::string::npos) {
-      const std::string line = buffer.substr(0, eol);
-      buffer.erase(0, eol + 1);
-      const bool coded =
-          line.size() >= 5 &&
-          std::all_of(line.begin(), line.begin() + 4, [](char c) { return c >= '0' && c <= '9'; });
-      if (!text.empty()) text += " / ";
-      text += coded ? line.substr(5) : line.substr(line.empty() ? 0 : 1);
-      if (coded && line[4] == ' ') return std::make_pair(std::stoi(line.substr(0, 4)), text);
-    }
-    pollfd p{fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(left_ms(deadline)));
-    if (r == 0) {
-      error = "no answer from BIRD in time";
-      return std::nullopt;
-    }
-    if (r < 0 && errno == EINTR) continue;
-    char chunk[1024];
-    const ssize_t n = r < 0 ? -1 : ::read(fd, chunk, sizeof chunk);
-    if (n <= 0) {
-      error = n == 0 ? "BIRD closed the connection" : std::string("read: ") + std::strerror(errno);
-      return std::nullopt;
-    }
-    buffer.append(chunk, static_cast<size_t>(n));
-    if (buffer.size() > 65536) {
-      error = "BIRD's answer is too long";
-      return std::nullopt;
-    }
+// Takes BIRD's complete lines off `buffer` into `text` up to a reply's last line ("NNNN text":
+// a code then a space; "NNNN-text" and " text" continue). Returns that line's code once seen.
+std::optional<int> take_reply(std::string& buffer, std::string& text) {
+  size_t eol;
+  while ((eol = buffer.find('\n')) != std::string::npos) {
+    const std::string line = buffer.substr(0, eol);
+    buffer.erase(0, eol + 1);
+    const bool coded = line.size() >= 5 && std::all_of(line.begin(), line.begin() + 4,
+                                                       [](char c) { return c >= '0' && c <= '9'; });
+    if (!text.empty()) text += " / ";
+    text += coded ? line.substr(5) : line.substr(line.empty() ? 0 : 1);
+    if (coded && line[4] == ' ') return std::stoi(line.substr(0, 4));
   }
+  return std::nullopt;
 }
 
 }  // namespace
 
-std::optional<std::string> bird_configure(const std::string& socket, Millis timeout) {
-  const TimePoint deadline = Clock::now() + timeout;
+BirdExchange::BirdExchange(const std::string& socket, TimePoint deadline) : deadline_(deadline) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (socket.size() >= sizeof addr.sun_path) return "socket path too long: " + socket;
+  if (socket.size() >= sizeof addr.sun_path) {
+    error_ = "socket path too long: " + socket;
+    return;
+  }
   std::memcpy(addr.sun_path, socket.c_str(), socket.size() + 1);
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (fd.get() < 0) return std::string("socket: ") + std::strerror(errno);
-  // A local stream socket connects at once or fails (no one listening): no need to wait.
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
-    return "cannot reach BIRD at " + socket + ": " + std::strerror(errno);
-  std::string buffer;
-  std::string error;
-  const auto hello = read_reply(fd.get(), deadline, buffer, error);
-  if (!hello) return error;
-  if (hello->first != 1) return "unexpected greeting from BIRD: " + hello->second;
-  const std::string request = "configure\n";
-  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(request.size()))
-    return std::string("write: ") + std::strerror(errno);
-  const auto reply = read_reply(fd.get(), deadline, buffer, error);
-  if (!reply) return error;
-  // 0003 Reconfigured, 0004 Reconfiguration in progress, 0019 Nothing to do; 8xxx/9xxx errors
-  // (e.g. 8002 for a syntax error, with file:line).
-  if (reply->first >= 8000) return "BIRD refused: " + reply->second;
-  return std::nullopt;
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) {
+    error_ = std::string("socket: ") + std::strerror(errno);
+    return;
+  }
+  // A local stream socket connects at once or fails: no one listening, or (EAGAIN) a backlog
+  // BIRD does not accept from.
+  if (::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    if (errno == EINPROGRESS) {
+      phase_ = Phase::kConnecting;
+      return;
+    }
+    fail("cannot reach BIRD at " + socket + ": " + std::strerror(errno));
+  }
 }
 
-Announcer::Announcer(cfg::Config config, std::string instance)
+BirdExchange::~BirdExchange() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void BirdExchange::fail(std::string why) {
+  error_ = std::move(why);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+short BirdExchange::events() const {
+  return phase_ == Phase::kConnecting || phase_ == Phase::kSending ? POLLOUT : POLLIN;
+}
+
+bool BirdExchange::advance(TimePoint now) {
+  while (fd_ >= 0) {
+    if (phase_ == Phase::kConnecting) {
+      pollfd p{fd_, POLLOUT, 0};
+      if (::poll(&p, 1, 0) == 0) break;
+      int error = 0;
+      socklen_t len = sizeof error;
+      ::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &len);
+      if (error != 0) {
+        fail(std::string("cannot reach BIRD: ") + std::strerror(error));
+        break;
+      }
+      phase_ = Phase::kGreeting;
+      continue;
+    }
+    if (phase_ == Phase::kSending) {
+      const ssize_t n = ::send(fd_, out_.data(), out_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+      if (n <= 0) {
+        fail(std::string("write: ") + std::strerror(errno));
+        break;
+      }
+      out_.erase(0, static_cast<size_t>(n));
+      if (out_.empty()) phase_ = Phase::kReply;
+      continue;
+    }
+    // kGreeting, kReply: read what has come, and act on a reply once its last line is in.
+    if (const std::optional<int> code = take_reply(in_, text_)) {
+      if (phase_ == Phase::kGreeting) {
+        if (*code != 1) {
+          fail("unexpected greeting from BIRD: " + text_);
+          break;
+        }
+        text_.clear();
+        phase_ = Phase::kSending;
+        continue;
+      }
+      // 0003 Reconfigured, 0004 Reconfiguration in progress, 0019 Nothing to do; 8xxx/9xxx
+      // errors (e.g. 8002 for a syntax error, with file:line).
+      if (*code >= 8000) {
+        fail("BIRD refused: " + text_);
+      } else {
+        ::close(fd_);
+        fd_ = -1;
+      }
+      break;
+    }
+    char chunk[1024];
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+    if (n <= 0) {
+      fail(n == 0 ? "BIRD closed the connection" : std::string("read: ") + std::strerror(errno));
+      break;
+    }
+    in_.append(chunk, static_cast<size_t>(n));
+    if (in_.size() > 65536) fail("BIRD's answer is too long");
+  }
+  if (fd_ >= 0 && now >= deadline_) {
+    timed_out_ = true;
+    fail(phase_ == Phase::kGreeting ? "BIRD did not greet in time (stopped or stuck?)"
+                                    : "no answer from BIRD in time (stopped or stuck?)");
+  }
+  return fd_ < 0;
+}
+
+std::optional<std::string> bird_configure(const std::string& socket, Millis timeout) {
+  BirdExchange x(socket, Clock::now() + timeout);
+  while (!x.advance(Clock::now())) {
+    pollfd p{x.fd(), x.events(), 0};
+    ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms(x.deadline()), 1000)) + 1);
+  }
+  return x.error();
+}
+
+Announcer::Announcer(cfg::Config config, std::string instance, Millis timeout)
     : config_(std::move(config)),
       instance_(std::move(instance)),
       config_path_(cfg::bird_config_path(config_, instance_)),
-      socket_path_(cfg::bird_socket_path(config_, instance_)) {}
+      socket_path_(cfg::bird_socket_path(config_, instance_)),
+      timeout_(timeout) {}
+
+Millis Announcer::waiting(TimePoint now) const {
+  if (!exchange_) return Millis(0);
+  return std::max(Millis(0), std::chrono::duration_cast<Millis>(now - started_));
+}
+
+void Announcer::start(TimePoint now) {
+  ++reloads_;
+  sent_version_ = file_version_;
+  started_ = now;
+  exchange_ = std::make_unique<BirdExchange>(socket_path_, now + timeout_);
+  if (exchange_->advance(now)) finish(now);
+}
+
+void Announcer::finish(TimePoint now) {
+  const std::optional<std::string> e = exchange_->error();
+  const bool timed_out = exchange_->timed_out();
+  exchange_.reset();
+  if (e) {
+    if (timed_out) {
+      ++timeouts_;
+      // Said once per episode: the checks go on meanwhile (the loop never waits for BIRD).
+      if (*e != last_error_) {
+        HLOG_WARNING("bgp: BIRD at %s: %s after %lld ms: retrying; health checks go on",
+                     socket_path_.c_str(), e->c_str(), static_cast<long long>(timeout_.count()));
+      }
+    } else if (*e != last_error_) {
+      HLOG_WARNING("bgp: %s (retrying)", e->c_str());
+    }
+    last_error_ = *e;
+    ++reload_failures_;
+    in_bird_ = false;
+    // Paced from when this attempt ended, not from when it started: a BIRD that takes the
+    // whole timeout to fail is not asked again at once.
+    next_try_ = now + retry_;
+  } else if (sent_version_ == file_version_) {
+    if (!last_error_.empty()) HLOG_INFO("bgp: BIRD reloaded %s", config_path_.c_str());
+    last_error_.clear();
+    in_bird_ = true;
+  }
+  // The file changed while BIRD was being told: tell it again, at once (a change is never
+  // paced; a BIRD that is not answering costs one timeout per change, never a blocked loop).
+  if (sent_version_ != file_version_ && written_) start(now);
+}
+
+void Announcer::advance(TimePoint now) {
+  if (exchange_ && exchange_->advance(now)) finish(now);
+}
 
 bool Announcer::set(const std::vector<uint32_t>& vips, TimePoint now, Millis retry) {
+  retry_ = retry;
+  advance(now);
   const bool changed = !written_ || vips != wanted_;
-  if (!changed && (in_bird_ || now < next_try_)) return false;
+  if (!changed && (in_bird_ || exchange_ || now < next_try_)) return false;
   if (changed && write_failed_ && now < next_try_) return false;
   if (changed) {
     // Written whole then renamed: BIRD never reads half a file.
@@ -213,19 +311,12 @@ bool Announcer::set(const std::vector<uint32_t>& vips, TimePoint now, Millis ret
     wanted_ = vips;
     written_ = true;
     write_failed_ = false;
-  }
-  ++reloads_;
-  if (std::optional<std::string> e = bird_configure(socket_path_, Millis(1000))) {
-    if (*e != last_error_) HLOG_WARNING("bgp: %s (retrying)", e->c_str());
-    last_error_ = *e;
-    ++reload_failures_;
+    ++file_version_;
     in_bird_ = false;
-    next_try_ = now + retry;
-  } else {
-    if (!last_error_.empty()) HLOG_INFO("bgp: BIRD reloaded %s", config_path_.c_str());
-    last_error_.clear();
-    in_bird_ = true;
+    // One in flight already: it asks again for this file once it ends (finish()).
+    if (exchange_) return true;
   }
+  start(now);
   return true;
 }
 

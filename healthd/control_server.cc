@@ -251,8 +251,11 @@ void ControlServer::accept_all(TimePoint now) {
 void ControlServer::evict_quietest(TimePoint now) {
   // A client that just connected and sent its request has bytes waiting that this thread has
   // not read yet: it is not quiet, and evicting it would fail an `lbctl status` in a crowd of
-  // idle connections. Among the rest, those that never sent a well-formed request go first,
-  // then the longest silent; ties go to the older connection (std::map: ascending ids).
+  // idle connections. Unless a reply to it waits to be written: then its requests wait unread
+  // because it does not read its replies (reading stops until they are out), and it is quiet
+  // since its reply last moved (last_activity) — else clients that send without reading would
+  // hold every slot. Among the rest, those that never sent a well-formed request go first, then
+  // the longest silent; ties go to the older connection (std::map: ascending ids).
   const auto unread = [](int fd) {
     int n = 0;
     return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0;
@@ -260,7 +263,8 @@ void ControlServer::evict_quietest(TimePoint now) {
   auto victim = conns_.end();
   for (auto it = conns_.begin(); it != conns_.end(); ++it) {
     const Conn& c = it->second;
-    if (c.deferred || unread(c.fd)) continue;
+    const bool replies_unread = c.out_pos < c.out.size();
+    if (c.deferred || (!replies_unread && unread(c.fd))) continue;
     if (victim == conns_.end() ||
         std::make_pair(c.spoke, c.last_activity) <
             std::make_pair(victim->second.spoke, victim->second.last_activity))

@@ -99,8 +99,9 @@ class ControlServer {
   };
 
   void accept_all(TimePoint now);
-  // Closes the quietest client without a request in flight or waiting to be read; clients
-  // that never sent a well-formed request go first.
+  // Closes the quietest client without a request in flight or waiting to be read (one waiting
+  // behind replies the client does not read does not count); clients that never sent a
+  // well-formed request go first.
   void evict_quietest(TimePoint now);
   void read_from(Conn& c, TimePoint now);
   bool ready(const Conn& c) const;  // a complete request is buffered and may be served now

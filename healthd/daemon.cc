@@ -245,7 +245,14 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   announce_tick(now);
   tick_metrics(now);
   TimePoint until = std::min({due, link_.next_tick(), next_health_write_});
-  if (announcer_) until = std::min(until, now + Millis(100));      // lbd's heartbeat is watched
+  if (announcer_) until = std::min(until, now + Millis(100));  // lbd's heartbeat is watched
+  // An exchange with BIRD in flight: woken by its answer or its deadline, never blocked by it.
+  std::vector<std::pair<int, short>> bird;
+  for (const std::optional<Announcer>* a : {&announcer_, &retiring_}) {
+    if (!*a || !(*a)->busy()) continue;
+    bird.emplace_back((*a)->fd(), (*a)->events());
+    until = std::min(until, (*a)->deadline());
+  }
   if (link_.pending()) until = std::min(until, now + Millis(10));  // retry the ring soon
   if (link_.waiting() || apply_.waiting())
     until = std::min(until, now + Millis(2));  // lbd acks within a tick
@@ -260,8 +267,13 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   wait = std::min(wait, max_wait);
 
   bool woke = false;
-  const std::vector<Prober::Done> done = prober_->poll(wait, wake_fd, woke);
+  const std::vector<Prober::Done> done = prober_->poll(wait, wake_fd, woke, bird);
   now = Clock::now();
+  if (announcer_) announcer_->advance(now);
+  if (retiring_) {
+    retiring_->advance(now);
+    if (!retiring_->busy()) retiring_.reset();
+  }
   for (const Prober::Done& d : done) handle_result(d.id, d.result, now);
   if (!done.empty()) flush();
   if (woke && signal_fd >= 0) handle_signals(signal_fd);
@@ -275,6 +287,7 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   link_.check(now);
   link_.check_waiters(now);
   if (health_dirty_ || now >= next_health_write_) write_health(now);
+  answer_announce_waiters();
   tick_metrics(now);
   return !stop_;
 }
@@ -283,6 +296,7 @@ int Daemon::run(int signal_fd) {
   while (turn(signal_fd, Millis(1000))) {
   }
   link_.fail_waiters("lb-healthd is stopping before lbd applied the change");
+  for (const auto& done : std::exchange(announce_waiters_, {})) done();  // as BIRD is now
   if (control_) control_->reply_all_deferred(error_reply("stopping", "lb-healthd is stopping"));
   control_.reset();
   metrics_.reset();
@@ -297,6 +311,19 @@ void Daemon::set_node_state(NodeState state) {
   if (state != node_) HLOG_INFO("node %s -> %s", to_string(node_), to_string(state));
   node_ = state;
   announce_tick(Clock::now());
+}
+
+bool Daemon::announcing() const {
+  return (announcer_ && announcer_->busy()) || (retiring_ && retiring_->busy());
+}
+
+void Daemon::when_announced(std::function<void()> done) {
+  announce_waiters_.push_back(std::move(done));  // answered at the end of a turn
+}
+
+void Daemon::answer_announce_waiters() {
+  if (announcing()) return;
+  for (const auto& done : std::exchange(announce_waiters_, {})) done();
 }
 
 void Daemon::announce_tick(TimePoint now) {

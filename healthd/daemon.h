@@ -130,6 +130,11 @@ class Daemon {
   // in the same turn. Not kept across restarts: lb-healthd starts ready.
   void set_node_state(NodeState state);
   NodeState node_state() const { return node_; }
+  // BIRD is being told something (an exchange in flight: it never blocks the loop).
+  bool announcing() const;
+  // Calls `done` (from the loop, at the end of a turn) once BIRD is no longer being told
+  // anything: it answered, failed or timed out.
+  void when_announced(std::function<void()> done);
 
   void request_stop() { stop_ = true; }
   DaemonStatus snapshot() const;  // daemon_status.cc
@@ -220,6 +225,10 @@ class Daemon {
   std::unique_ptr<MetricsServer> metrics_;
 
   std::optional<Announcer> announcer_;  // with a bgp group
+  // The group's announcer after a reload removed the group, while BIRD is told to withdraw.
+  std::optional<Announcer> retiring_;
+  std::vector<std::function<void()>> announce_waiters_;
+  void answer_announce_waiters();
   std::string bgp_key_;  // its BIRD config without VIPs: a reload that changes it restarts it
   NodeState node_ = NodeState::kReady;
   std::vector<VipDecision> decisions_;

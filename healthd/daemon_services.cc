@@ -205,6 +205,8 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
     if (announcer_) {
       HLOG_INFO("bgp: the group was removed: withdrawing every VIP, then leaving BIRD alone");
       announcer_->set({}, Clock::now());
+      // BIRD is told over the next turns (the loop never waits for it).
+      if (announcer_->busy()) retiring_ = std::move(announcer_);
     }
     announcer_.reset();
   } else if (std::string key = render_bird_config(config_, instance_, {});

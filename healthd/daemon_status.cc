@@ -68,6 +68,7 @@ DaemonStatus Daemon::snapshot() const {
   st.channel_faults = link_.channel_faults();
   st.attaches = link_.attaches();
   st.transitions = transitions_;
+  st.stall_retries = prober_ ? prober_->stall_retries() : 0;
   st.reloads = runtime_.reloads();
   st.reload_failures = runtime_.reload_failures();
   st.pool_apply_seconds = apply_.latency();
@@ -79,6 +80,8 @@ DaemonStatus Daemon::snapshot() const {
     st.bgp.last_error = announcer_->last_error();
     st.bgp.reloads = announcer_->reloads();
     st.bgp.reload_failures = announcer_->reload_failures();
+    st.bgp.timeouts = announcer_->timeouts();
+    st.bgp.waiting_ms = announcer_->waiting(now).count();
     st.bgp.bird_config = announcer_->config_path();
     st.bgp.bird_socket = announcer_->socket_path();
   }

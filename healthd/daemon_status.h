@@ -65,6 +65,8 @@ struct BgpStatus {
   std::string last_error;         // why BIRD could not be told, when it could not
   uint64_t reloads = 0;
   uint64_t reload_failures = 0;
+  uint64_t timeouts = 0;   // exchanges BIRD did not finish in time (stopped or stuck)
+  int64_t waiting_ms = 0;  // how long the exchange in flight has waited (0: none)
   std::string bird_config;
   std::string bird_socket;
 };
@@ -89,6 +91,7 @@ struct DaemonStatus {
   uint64_t channel_faults = 0;  // what was refused from the segment as corrupted
   uint64_t attaches = 0;
   uint64_t transitions = 0;
+  uint64_t stall_retries = 0;  // checks run again: they timed out while the loop was held up
   uint64_t reloads = 0;
   uint64_t reload_failures = 0;
   Histogram pool_apply_seconds;  // ApplyTracker's

@@ -216,6 +216,16 @@ void render_healthd(Exposition& x, const DaemonStatus& h, double snapshot_age) {
            "Reloads of the configuration file, by result.");
   x.sample({{"result", "ok"}}, h.reloads);
   x.sample({{"result", "failed"}}, h.reload_failures);
+  x.family("lbd_healthd_checks_retried_after_stall_total", Type::kCounter,
+           "Checks run again, not failed: they timed out while lb-healthd's loop was held up "
+           "(an answer may have arrived unread).");
+  x.sample({}, h.stall_retries);
+  if (h.bgp.enabled) {
+    x.family("lbd_healthd_bird_timeouts_total", Type::kCounter,
+             "Exchanges with BIRD that got no complete answer in time (BIRD stopped or stuck); "
+             "health checks go on meanwhile.");
+    x.sample({}, h.bgp.timeouts);
+  }
 
   x.family("lbd_pool_generation_sent", Type::kGauge,
            "The newest pool update generation lb-healthd sent to lbd.");

@@ -1,7 +1,11 @@
 #include "probe.h"
 
+#include <poll.h>
+
 #include <cerrno>
 #include <stdexcept>
+
+#include "log.h"
 
 namespace lb::health {
 
@@ -136,8 +140,9 @@ void Prober::start(uint64_t id, const ProbeSpec& spec) {
   transfers_.emplace(id, std::move(t));
 }
 
-std::vector<Prober::Done> Prober::collect() {
+std::vector<Prober::Done> Prober::collect(Millis stalled) {
   std::vector<Done> done;
+  std::vector<std::pair<uint64_t, ProbeSpec>> again;  // timed out while the caller was away
   int left = 0;
   while (CURLMsg* msg = curl_multi_info_read(multi_, &left)) {
     if (msg->msg != CURLMSG_DONE) continue;
@@ -151,28 +156,52 @@ std::vector<Prober::Done> Prober::collect() {
     curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &os_errno);
     curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us);
     const Millis latency(static_cast<int64_t>(total_us / 1000));
-    done.push_back(Done{
-        t->id, classify(msg->data.result, os_errno, status, t->body, t->error, t->spec, latency)});
+    if (msg->data.result == CURLE_OPERATION_TIMEDOUT && stalled > kLoopStall) {
+      again.emplace_back(t->id, t->spec);
+    } else {
+      done.push_back(Done{t->id, classify(msg->data.result, os_errno, status, t->body, t->error,
+                                          t->spec, latency)});
+    }
     remove(t->id);  // t is gone after this
+  }
+  for (const auto& [id, spec] : again) start(id, spec);
+  stall_retries_ += again.size();
+  if (!again.empty()) {
+    HLOG_WARNING(
+        "%zu check(s) timed out while lb-healthd's loop was held up for %lld ms (an answer "
+        "may have arrived unread): checking again, not counted against the backend(s)",
+        again.size(), static_cast<long long>(stalled.count()));
   }
   return done;
 }
 
-std::vector<Prober::Done> Prober::poll(Millis timeout, int wake_fd, bool& woke) {
+std::vector<Prober::Done> Prober::poll(Millis timeout, int wake_fd, bool& woke,
+                                       const std::vector<std::pair<int, short>>& also) {
   woke = false;
+  // Only this first look can find a timeout that expired while we were away: the one after
+  // curl_multi_poll() follows a wait that curl's own timers bound.
+  const Millis away =
+      returned_ ? std::chrono::duration_cast<Millis>(Clock::now() - *returned_) : Millis(0);
   int still = 0;
   curl_multi_perform(multi_, &still);
-  std::vector<Done> done = collect();
+  std::vector<Done> done = collect(away);
   if (!done.empty()) timeout = Millis(0);
-  curl_waitfd extra{};
-  extra.fd = wake_fd;
-  extra.events = CURL_WAIT_POLLIN;
+  std::vector<curl_waitfd> extra;
+  if (wake_fd >= 0) extra.push_back(curl_waitfd{wake_fd, CURL_WAIT_POLLIN, 0});
+  for (const auto& [fd, events] : also) {
+    short want = 0;
+    if ((events & POLLIN) != 0) want |= CURL_WAIT_POLLIN;
+    if ((events & POLLOUT) != 0) want |= CURL_WAIT_POLLOUT;
+    if (fd >= 0 && want != 0) extra.push_back(curl_waitfd{fd, want, 0});
+  }
   int numfds = 0;
   const int ms = static_cast<int>(std::max<int64_t>(0, timeout.count()));
-  curl_multi_poll(multi_, wake_fd >= 0 ? &extra : nullptr, wake_fd >= 0 ? 1u : 0u, ms, &numfds);
-  if (wake_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN) != 0) woke = true;
+  curl_multi_poll(multi_, extra.empty() ? nullptr : extra.data(),
+                  static_cast<unsigned>(extra.size()), ms, &numfds);
+  if (wake_fd >= 0 && (extra[0].revents & CURL_WAIT_POLLIN) != 0) woke = true;
   curl_multi_perform(multi_, &still);
-  std::vector<Done> more = collect();
+  std::vector<Done> more = collect(Millis(0));
+  returned_ = Clock::now();
   done.insert(done.end(), std::make_move_iterator(more.begin()),
               std::make_move_iterator(more.end()));
   return done;

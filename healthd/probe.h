@@ -7,9 +7,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "health_state.h"
@@ -56,16 +58,28 @@ class Prober {
     ProbeResult result;
   };
   // Drives every transfer; waits at most `timeout` for network activity or for `wake_fd`
-  // (-1: none) to become readable (then `woke` is set). Returns the checks that ended.
-  std::vector<Done> poll(Millis timeout, int wake_fd, bool& woke);
+  // (-1: none) to become readable (then `woke` is set), or for one of `also` (descriptor,
+  // POLLIN and/or POLLOUT) to be ready. Returns the checks that ended.
+  //
+  // A check whose timeout expired while the caller was away (the time since the previous
+  // poll() returned, more than kLoopStall: a slow fsync, say) is not reported: libcurl looks
+  // at the clock before it reads what arrived meanwhile, so the backend may well have
+  // answered in time. It starts again at once instead (stall_retries()).
+  std::vector<Done> poll(Millis timeout, int wake_fd, bool& woke,
+                         const std::vector<std::pair<int, short>>& also = {});
+  static constexpr Millis kLoopStall{20};
+  uint64_t stall_retries() const { return stall_retries_; }
 
  private:
   struct Transfer;
-  std::vector<Done> collect();
+  // `stalled`: the caller was away for that long before this collect's curl_multi_perform.
+  std::vector<Done> collect(Millis stalled);
   void remove(uint64_t id);
 
   CURLM* multi_ = nullptr;
   std::unordered_map<uint64_t, std::unique_ptr<Transfer>> transfers_;
+  std::optional<TimePoint> returned_;  // when poll() last returned
+  uint64_t stall_retries_ = 0;
 };
 
 }  // namespace lb::health

@@ -193,6 +193,8 @@ Json node_json(const BgpStatus& b) {
   out["bird_error"] = b.last_error;
   out["bird_reloads"] = b.reloads;
   out["bird_reload_failures"] = b.reload_failures;
+  out["bird_timeouts"] = b.timeouts;
+  out["bird_waiting_ms"] = b.waiting_ms;
   out["bird_config"] = b.bird_config;
   out["bird_socket"] = b.bird_socket;
   return out;
@@ -212,6 +214,7 @@ Json status(const Daemon& d) {
                     {"reloads", st.reloads},
                     {"reload_failures", st.reload_failures},
                     {"transitions", st.transitions},
+                    {"checks_retried_after_stall", st.stall_retries},
                     {"runtime_changes", d.runtime_changes()}};
   out["lbd"] = {{"attached", st.attached},
                 {"epoch", st.attached ? epoch : ""},
@@ -487,12 +490,16 @@ const std::vector<Command> kCommands = {
      "",
      "`node`: `state` (`draining`), `vips` (each `vip`, `announced`, `why`), `in_bird` (BIRD "
      "read it). Withdraws every VIP at once (lbctl then waits for lbd's traffic to stop)",
-     [](Daemon& d, const Json&) { return node_state(d, NodeState::kDraining); }},
+     [](Daemon& d, const Json&) { return node_state(d, NodeState::kDraining); },
+     nullptr,
+     true},
     {"node.ready",
      {},
      "",
      "`node`, as for `node.drain`: the VIPs are announced again as the bgp group says",
-     [](Daemon& d, const Json&) { return node_state(d, NodeState::kReady); }},
+     [](Daemon& d, const Json&) { return node_state(d, NodeState::kReady); },
+     nullptr,
+     true},
     {"config.save", {}, "", "`path`, `backup`, `changes`", config_save},
     {"config.show", {}, "", "`text`: the running configuration as a config file", config_show},
     {"config.diff", {}, "", "`changes`: runtime changes over the file", config_diff},
@@ -548,7 +555,18 @@ std::optional<Json> dispatch_command(Daemon& d, ControlServer& server, ControlSe
     bad("unknown_command", "unknown command '" + shorten(name) + "' (commands: " + names + ")");
   }
   allow(req, *cmd);
-  if (cmd->query) return cmd->query(d, req);
+  if (cmd->query) {
+    Json reply = cmd->query(d, req);
+    if (!cmd->after_bird || !reply.value("ok", false) || !d.announcing()) return reply;
+    // The reply says whether BIRD has it: sent once BIRD has answered (or failed, or timed
+    // out), meanwhile the loop goes on.
+    d.when_announced([&d, &server, id] {
+      Json out = {{"ok", true}};
+      out["node"] = node_json(d.snapshot().bgp);
+      server.reply(id, std::move(out));
+    });
+    return std::nullopt;
+  }
   const bool wait = wait_field(req);
   const Millis timeout = timeout_field(req);
   return finish(d, server, id, cmd->change(d, req), wait, timeout);

@@ -24,6 +24,9 @@ struct Command {
   // reload) and may be answered only once lbd has applied it ("wait": true).
   Json (*query)(Daemon&, const Json& request) = nullptr;
   Result<Change> (*change)(Daemon&, const Json& request) = nullptr;
+  // A query that has BIRD told something (node.drain, node.ready): answered once BIRD has
+  // answered (or failed, or timed out), as the loop never waits for it.
+  bool after_bird = false;
 };
 
 // Every command, in the order docs/lbctl.md lists them.

@@ -222,6 +222,19 @@ void LbdLink::attach() {
   h.healthd_pid.store(static_cast<uint64_t>(getpid()), std::memory_order_release);
   h.healthd_heartbeat_ms.store(monotonic_ms(), std::memory_order_release);
   ring_full_logged_ = false;
+  // The events queued before we attached carry no time (shm::Event has none) and may be
+  // minutes old: lbd keeps the oldest ring's worth while nobody reads. Counted as fresh they
+  // would land in one passive window and could take a backend DOWN at start; they are dropped
+  // instead (at most the last 100 ms of real signals go with them, and lbd's counts go on).
+  shm::Event events[64];
+  size_t dropped = 0;
+  for (int round = 0; round < 17; ++round) dropped += att_->receive(events, 64);  // 1024 + 64
+  if (dropped != 0) {
+    HLOG_INFO(
+        "dropped %zu passive event(s) lbd had queued before we attached: their age is "
+        "unknown",
+        dropped);
+  }
   const size_t services = owe_everything_();
   HLOG_INFO(
       "attached to %s (epoch %016llx, lbd pid %llu): pushing the full state of %zu "

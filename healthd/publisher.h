@@ -133,7 +133,8 @@ class LbdLink {
   bool read_lbd(LbdView& v, TimePoint now);
   // Sends what is owed (Publisher::flush), logging once when the ring fills and frees.
   void flush(const Publisher::Fill& fill, const Publisher::Sent& sent);
-  // lbd's passive events, at most the ring's size per call.
+  // lbd's passive events, at most the ring's size per call. Those lbd had queued before we
+  // attached are dropped at attach: an event carries no time.
   void receive(const std::function<void(const shm::Event&)>& on_event);
   // Writes our heartbeat and notes when lbd's last moved.
   void heartbeat(TimePoint now);

@@ -47,6 +47,8 @@ Result<bool> RuntimeConfig::persist(const Json& base, const Json& running) const
   // directory keeps working as long as nothing is changed at run time).
   if (base == running && !file_exists(state_file_)) return false;
   try {
+    // Synced, on the loop: a change is `persisted` only once it is on disk. A busy disk holds
+    // the loop meanwhile; the checks whose timeout that crosses run again (Prober::poll).
     write_file_atomic(state_file_, format_state(RuntimeState{base, running}, config_path_), 0600);
   } catch (const std::exception& e) {
     return Error{"io", e.what()};

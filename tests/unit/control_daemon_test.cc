@@ -795,6 +795,110 @@ TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
 
 // -- The command table drives help, the unknown command's error and docs/lbctl.md -------------
 
+// A BIRD that answers each connection `delay` after it was made (a slow or stopped one).
+class SlowBird {
+ public:
+  SlowBird(std::string path, Millis delay) : path_(std::move(path)), delay_(delay) {
+    ::unlink(path_.c_str());
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path_.c_str());
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(fd_, 16), 0);
+    thread_ = std::thread([this] {
+      for (;;) {
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0 || stop_) {
+          if (c >= 0) ::close(c);
+          return;
+        }
+        std::this_thread::sleep_for(delay_);
+        const std::string hello = "0001 BIRD 2.0.12 ready.\n";
+        (void)!::write(c, hello.data(), hello.size());
+        char buf[256];
+        if (::read(c, buf, sizeof buf) > 0) {
+          ++requests_;
+          const std::string reply = "0003 Reconfigured\n";
+          (void)!::write(c, reply.data(), reply.size());
+        }
+        ::close(c);
+      }
+    });
+  }
+  ~SlowBird() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  int requests() const { return requests_; }
+
+ private:
+  std::string path_;
+  Millis delay_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> requests_{0};
+  std::thread thread_;
+};
+
+// `node drain` has BIRD told: the loop does not wait for BIRD (every turn stays short, checks
+// and other clients go on), but the reply does, so that it says whether BIRD has it.
+TEST_F(ControlDaemonTest, NodeDrainIsAnsweredOnceBirdHasItWithoutHoldingTheLoop) {
+  const std::string sock = (dir_ / "bird.ctl").string();
+  SlowBird bird(sock, Millis(300));
+  write_config(config_text() +
+               "bgp = { local_as = 65001; router_id = \"10.0.0.3\"; next_hop = \"10.0.0.1\";\n"
+               "  neighbors = ( { address = \"10.0.0.254\"; as = 65000; } );\n"
+               "  announce_when = \"alive\"; bird_config = \"" +
+               (dir_ / "bird.conf").string() + "\"; bird_socket = \"" + sock + "\"; };\n");
+  start();
+  // lbd alive (its heartbeat moves): the VIP is announced, once BIRD has it.
+  uint64_t beat = 1;
+  Millis longest{0};
+  const auto turn = [&] {
+    segment_->header().lbd_heartbeat_ms.store(++beat);
+    const auto t0 = Clock::now();
+    d_->turn(-1, Millis(5));
+    longest = std::max(longest, std::chrono::duration_cast<Millis>(Clock::now() - t0));
+    lbd_tick();
+  };
+  const auto announced = [&] {
+    const DaemonStatus st = d_->snapshot();
+    return st.bgp.in_bird && !st.bgp.vips.empty() && st.bgp.vips[0].announce;
+  };
+  for (auto end = Clock::now() + Millis(5000); Clock::now() < end && !announced();) turn();
+  ASSERT_TRUE(announced());
+  const int asked = bird.requests();
+
+  longest = Millis(0);
+  const auto t0 = Clock::now();
+  const std::string line = "{\"cmd\":\"node.drain\"}\n";
+  ASSERT_EQ(::send(client_, line.data(), line.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(line.size()));
+  Json r;
+  for (auto end = Clock::now() + Millis(5000); Clock::now() < end && r.is_null();) {
+    turn();
+    char buf[65536];
+    const ssize_t n = ::recv(client_, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) buffer_.append(buf, static_cast<size_t>(n));
+    if (const size_t nl = buffer_.find('\n'); nl != std::string::npos) {
+      r = Json::parse(buffer_.substr(0, nl));
+      buffer_.erase(0, nl + 1);
+    }
+  }
+  const auto took = Clock::now() - t0;
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["node"]["state"], "draining");
+  EXPECT_EQ(r["node"]["in_bird"], true) << r;
+  EXPECT_EQ(r["node"]["vips"][0]["announced"], false);
+  EXPECT_EQ(bird.requests(), asked + 1);
+  EXPECT_GE(took, Millis(250));
+  EXPECT_LT(longest, Millis(150));
+}
+
 TEST_F(ControlDaemonTest, HelpListsEveryCommandOfTheTable) {
   start();
   const Json r = request({{"cmd", "help"}});

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -333,6 +334,47 @@ TEST_F(ControlServerTest, WhenFullAClientWhoseRequestIsWaitingIsNotEvicted) {
   EXPECT_EQ(read_lines(a, 1).at(0)["ok"], true);
   EXPECT_EQ(read_lines(b, 1).at(0)["code"], "evicted");
   EXPECT_EQ(roundtrip(c, "{\"cmd\":\"x\"}\n")["ok"], true);
+  ::close(a);
+  ::close(b);
+  ::close(c);
+}
+
+// Clients that send requests and never read the replies: once their replies back up, the
+// server reads nothing more from them, so their requests wait unread — but they are not in
+// flight. When such clients hold every slot, a new client still gets in at once: the one whose
+// replies stopped moving first makes room.
+TEST_F(ControlServerTest, WhenFullClientsThatDoNotReadTheirRepliesMakeRoom) {
+  start(Millis(10000), 65536, 2);
+  const std::string request = "{\"cmd\":\"x\",\"pad\":\"" + std::string(16000, 'p') + "\"}\n";
+  const int a = connect_client();
+  const int b = connect_client();
+  for (const int fd : {a, b}) {
+    // Sends (whole requests, in order) until neither the socket nor the server takes more.
+    size_t sent = 0;
+    for (int refused = 0; refused < 20;) {
+      const size_t at = sent % request.size();
+      const ssize_t n =
+          ::send(fd, request.data() + at, request.size() - at, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        sent += static_cast<size_t>(n);
+        refused = 0;
+      } else {
+        ++refused;
+      }
+      pump_once();
+    }
+    int unread = 0;
+    ASSERT_EQ(::ioctl(fd, FIONREAD, &unread), 0);
+    ASSERT_GT(unread, 0);  // its replies wait for it
+  }
+  EXPECT_EQ(server_->clients(), 2u);
+  const auto t0 = Clock::now();
+  const int c = connect_client();
+  const Json r = roundtrip(c, "{\"cmd\":\"status\"}\n");
+  EXPECT_EQ(r["ok"], true) << r.dump();
+  EXPECT_LT(Clock::now() - t0, 1s);
+  EXPECT_EQ(server_->evicted(), 1u);
+  EXPECT_EQ(server_->clients(), 2u);
   ::close(a);
   ::close(b);
   ::close(c);

@@ -4,6 +4,7 @@
 
 #include "announcer.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -203,6 +204,17 @@ TEST(BirdControl, ConfigureAnswers) {
   EXPECT_NE(none->find("cannot reach BIRD at " + sock), std::string::npos) << *none;
 }
 
+// Runs the exchange in flight to its end, as the daemon's loop does (waiting on its socket),
+// with the loop's clock at `now`.
+void settle(Announcer& a, TimePoint now) {
+  for (int i = 0; i < 1000 && a.busy(); ++i) {
+    pollfd p{a.fd(), a.events(), 0};
+    ::poll(&p, 1, 10);
+    a.advance(now);
+  }
+  ASSERT_FALSE(a.busy());
+}
+
 TEST(AnnouncerTest, WritesOnChangeAndRetriesUntilBirdHasIt) {
   const std::string conf = temp_path("bird_conf."), sock = temp_path("bird_ctl.");
   cfg::Config c = fleet_config("bird_config = \"" + conf + "\"; bird_socket = \"" + sock + "\";");
@@ -218,18 +230,68 @@ TEST(AnnouncerTest, WritesOnChangeAndRetriesUntilBirdHasIt) {
   EXPECT_FALSE(a.set({kVip1}, t0 + Millis(500), Millis(1000)));  // not before the retry
   FakeBird bird(sock, "0003 Reconfigured\n");
   EXPECT_TRUE(a.set({kVip1}, t0 + Millis(1000), Millis(1000)));
+  settle(a, t0 + Millis(1000));
   EXPECT_TRUE(a.in_bird());
   EXPECT_EQ(bird.requests(), 1);
   EXPECT_FALSE(a.set({kVip1}, t0 + Millis(5000)));  // nothing changed: BIRD is not bothered
   EXPECT_EQ(bird.requests(), 1);
   // A withdrawal goes at once, whatever the retry period.
   EXPECT_TRUE(a.set({}, t0 + Millis(5001)));
+  settle(a, t0 + Millis(5001));
+  EXPECT_TRUE(a.in_bird());
   EXPECT_EQ(bird.requests(), 2);
   EXPECT_TRUE(a.announced().empty());
   std::stringstream after;
   after << std::ifstream(conf).rdbuf();
   EXPECT_EQ(after.str().find("route "), std::string::npos) << after.str();
   EXPECT_EQ(a.reload_failures(), 1u);
+  std::filesystem::remove(conf);
+}
+
+// A BIRD that is alive but does not answer (stopped, stuck): its socket accepts (the kernel's
+// backlog) and nothing comes back. set() returns at once; the exchange times out after its
+// second, which is counted and said; the next try is a retry period after that attempt ended
+// (not after it started: that would be due at once, again and again).
+TEST(AnnouncerTest, AStuckBirdNeverBlocksAndIsRetriedFromWhenTheAttemptEnded) {
+  const std::string conf = temp_path("bird_conf_stuck."), sock = temp_path("bird_ctl_stuck.");
+  ::unlink(sock.c_str());
+  const int bird = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock.c_str());
+  ASSERT_EQ(::bind(bird, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(bird, 16), 0);  // never accepted
+  cfg::Config c = fleet_config("bird_config = \"" + conf + "\"; bird_socket = \"" + sock + "\";");
+  Announcer a(c, "n1", Millis(1000));
+  const TimePoint t0 = Clock::now();
+  const auto before = Clock::now();
+  EXPECT_TRUE(a.set({kVip1}, t0, Millis(1000)));
+  EXPECT_LT(Clock::now() - before, Millis(100));
+  EXPECT_TRUE(a.busy());
+  EXPECT_FALSE(a.in_bird());
+  EXPECT_EQ(a.waiting(t0 + Millis(300)), Millis(300));
+  EXPECT_FALSE(a.set({kVip1}, t0 + Millis(500)));  // still waiting for BIRD
+  EXPECT_TRUE(a.busy());
+  // A change meanwhile is written at once and sent once BIRD is free.
+  EXPECT_TRUE(a.set({kVip1, kVip2}, t0 + Millis(600)));
+  EXPECT_EQ(a.reloads(), 1u);
+  // The deadline passes: timed out, and the newer file is asked about at once.
+  a.advance(t0 + Millis(1000));
+  EXPECT_EQ(a.timeouts(), 1u);
+  EXPECT_NE(a.last_error().find("stuck"), std::string::npos) << a.last_error();
+  EXPECT_TRUE(a.busy());
+  EXPECT_EQ(a.reloads(), 2u);
+  a.advance(t0 + Millis(2000));
+  EXPECT_EQ(a.timeouts(), 2u);
+  EXPECT_FALSE(a.busy());
+  // Retried `retry` after that attempt ended (t0 + 2 s), not after it started.
+  EXPECT_FALSE(a.set({kVip1, kVip2}, t0 + Millis(2500), Millis(1000)));
+  EXPECT_FALSE(a.busy());
+  EXPECT_TRUE(a.set({kVip1, kVip2}, t0 + Millis(3000), Millis(1000)));
+  EXPECT_TRUE(a.busy());
+  EXPECT_EQ(a.reload_failures(), 2u);
+  ::close(bird);
+  ::unlink(sock.c_str());
   std::filesystem::remove(conf);
 }
 

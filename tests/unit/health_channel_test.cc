@@ -209,6 +209,21 @@ TEST_F(HealthChannelTest, InjectedEventsAreValidatedBeforeAnyDecision) {
   EXPECT_EQ(health(0), Health::kDown);
 }
 
+// Events lbd queued while no lb-healthd read them (stopped for minutes, say) carry no time:
+// they are dropped at attach, not counted in one passive window as if they had just happened.
+TEST_F(HealthChannelTest, EventsQueuedBeforeAttachAreDropped) {
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(segment_->post(event(1)));  // threshold 3
+  start();
+  ASSERT_TRUE(turn_until([&] { return latest_.count("web") == 1; }));
+  turn_for(Millis(50));
+  EXPECT_EQ(health(0), Health::kUp);
+  EXPECT_EQ(state_in_lbd(0), shm::BackendState::kActive);
+  EXPECT_EQ(d_->snapshot().channel_faults, 0u);
+  // Those that arrive once attached count.
+  ASSERT_TRUE(segment_->post(event(3)));
+  ASSERT_TRUE(turn_until([&] { return health(0) == Health::kDown; }));
+}
+
 // -- The instance lock ----------------------------------------------------------------------------
 
 TEST_F(HealthChannelTest, OneLbHealthdPerInstance) {

@@ -3,16 +3,20 @@
 
 #include "daemon.h"
 
+#include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 
 #include "channel.h"
 #include "log.h"
@@ -156,6 +160,73 @@ TEST_F(DaemonTest, FailOpenSendsActive) {
   ASSERT_TRUE(run_until(*d, [&] { return d->snapshot().services[0].fail_open; }));
   ASSERT_TRUE(run_until(*d, [&] { return state("web") == shm::BackendState::kActive; }));
   EXPECT_EQ(d->snapshot().services[0].backends[0].health, Health::kDown);
+}
+
+// A BIRD that is alive but does not answer (SIGSTOPped, stuck): its socket accepts
+// connections (the kernel's backlog) and nothing comes back. The loop must not wait for it:
+// every turn stays short, and the checks in flight meanwhile are not failed by the loop's own
+// delay (each of them would be a false `timeout`, and after `fall` the backend would go DOWN).
+TEST_F(DaemonTest, AStuckBirdDelaysNoCheck) {
+  const std::string dir = testing::TempDir() + "stuck_bird_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const std::string sock = dir + "/bird.ctl";
+  const int bird = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", sock.c_str());
+  ASSERT_EQ(::bind(bird, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(bird, 64), 0);  // never accepted
+
+  httplib::Server backend;
+  backend.Get(".*", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  const int port = backend.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread serving([&] { backend.listen_after_bind(); });
+  struct Stop {
+    httplib::Server& server;
+    std::thread& thread;
+    ~Stop() {
+      server.stop();
+      thread.join();
+    }
+  } stop{backend, serving};
+  while (!backend.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  auto d = make(
+      "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
+      "ip = \"10.0.0.1/24\"; gateway = \"10.0.0.254\"; } ); };\n"
+      "services = ( { name = \"web\"; vip = \"10.0.0.100\"; port = 80;\n"
+      "  health = { interval_ms = 200; timeout_ms = 200; fall = 1; rise = 1; };\n"
+      "  backends = ( { address = \"127.0.0.1\"; port = " +
+      std::to_string(port) +
+      "; } ); } );\n"
+      "bgp = { local_as = 65001; router_id = \"10.0.0.3\"; next_hop = \"10.0.0.1\";\n"
+      "  neighbors = ( { address = \"10.0.0.254\"; as = 65000; } );\n"
+      "  bird_config = \"" +
+      dir + "/bird.conf\"; bird_socket = \"" + sock + "\"; };\n");
+  // 2.5 s: BIRD is asked (the file is new), does not answer within its second, is asked again.
+  Millis longest{0};
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  while (std::chrono::steady_clock::now() < end) {
+    const auto t0 = std::chrono::steady_clock::now();
+    d->turn(-1, Millis(5));
+    longest = std::max(longest,
+                       std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - t0));
+  }
+  const DaemonStatus st = d->snapshot();
+  const BackendStatus& b = st.services.at(0).backends.at(0);
+  EXPECT_LT(longest, Millis(150));
+  EXPECT_EQ(b.health, Health::kUp) << b.last_result;
+  EXPECT_GE(b.checks, 8u);
+  EXPECT_EQ(b.transitions, 0u) << b.last_result;
+  EXPECT_EQ(b.failed_checks, 0u) << b.last_result;
+  EXPECT_FALSE(st.bgp.in_bird);
+  EXPECT_NE(st.bgp.last_error.find("in time"), std::string::npos) << st.bgp.last_error;
+  d.reset();
+  ::close(bird);
+  std::filesystem::remove_all(dir);
 }
 
 // The loader itself refuses what one pool update cannot carry (lb_limits.h): lbd --check,

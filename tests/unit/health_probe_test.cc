@@ -135,6 +135,11 @@ class ProberTest : public testing::Test {
       }
       res.set_content("late\n", "text/plain");
     });
+    server_.Get("/after50ms", [this](const httplib::Request& req, httplib::Response& res) {
+      record(req);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      res.set_content("in time\n", "text/plain");
+    });
     port_ = server_.bind_to_any_port("127.0.0.1");
     ASSERT_GT(port_, 0);
     thread_ = std::thread([this] { server_.listen_after_bind(); });
@@ -270,6 +275,30 @@ TEST_F(ProberTest, TimeoutDoesNotBlockOtherChecks) {
   const auto took = ended[1] - start;
   EXPECT_GE(took, std::chrono::milliseconds(140));
   EXPECT_LT(took, std::chrono::milliseconds(400));
+}
+
+// The loop that polls the checks is held up (a slow fsync of the state file, say) across a
+// check's deadline, while the backend's answer arrives in time: libcurl would see the expired
+// deadline before the answer. The check is not failed; it runs again and passes.
+TEST_F(ProberTest, TimeoutWhileTheCallerWasAwayIsCheckedAgain) {
+  Prober p;
+  ProbeSpec s = spec("/after50ms");
+  s.timeout = Millis(200);
+  p.start(1, s);
+  bool woke = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(p.poll(Millis(5), -1, woke).empty());
+    std::lock_guard<std::mutex> lock(mu_);
+    if (requests_ == 1) break;  // asked: the answer comes 50 ms later
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // away past the 200 ms deadline
+  const auto results = run(p, 1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results.at(1).kind, ResultKind::kOk) << describe(results.at(1));
+  EXPECT_EQ(p.stall_retries(), 1u);
+  std::lock_guard<std::mutex> lock(mu_);
+  EXPECT_EQ(requests_, 2);
 }
 
 TEST_F(ProberTest, ConnectionRefused) {
