@@ -7,7 +7,8 @@ a draining backend they did not see for one without flows. lbd now pages /lb/bac
 /lb/services and /lb/workers ("page": {"from", "listed", "total", "next"}). This test starts lbd
 with 302 services (names of 32 characters, the longest the config allows) and 600 backends, and
 checks that every page fits in a reply, that the pages list every backend and service once, that
-a bad parameter is refused, and that lbctl (status, with lbd alone) shows every backend.
+a bad parameter is refused, that a port named with a '-' is in /lb/ports, and that lbctl
+(status, with lbd alone) shows every backend.
 
 usage: lbd_telemetry_pages_test.py LBD LBCTL
 Exit 0 on success, 1 on failure, 77 when it cannot run here (with the reason).
@@ -98,7 +99,7 @@ def main():
         f.write(f"""
 instance = "{tag}";
 dataplane: {{ workers = 1; flows = {{ capacity = 4096; }};
-  ports = ( {{ name = "p"; device = "net_null_{tag}"; ip = "127.0.0.1/8"; }} ); }};
+  ports = ( {{ name = "p-0"; device = "net_null_{tag}"; ip = "127.0.0.1/8"; }} ); }};
 services = ( {", ".join(services)} );
 healthd = {{ control_socket = "{os.path.join(tmp.name, 'nobody.sock')}"; }};
 """)
@@ -140,6 +141,12 @@ healthd = {{ control_socket = "{os.path.join(tmp.name, 'nobody.sock')}"; }};
         for bad in ("x", "-1", "1.5", "99999999999"):
             if raw(tel, f"/lb/backends,{bad}")[1] is not None:
                 raise Failure(f"/lb/backends,{bad} not refused")
+
+        # A port named with a '-' (the config allows it, DPDK refuses it as a key): keyed
+        # port_<index>, its name inside, rather than left out.
+        ports = tel.query("/lb/ports")
+        if list(ports) != ["port_0"] or ports["port_0"]["name"] != "p-0":
+            raise Failure(f"/lb/ports: {ports}")
 
         # lbctl status with lbd alone (lb-healthd unreachable: exit 1, lbd's view shown).
         r = subprocess.run([lbctl, "-c", cfg, "--json", "status"], capture_output=True,
