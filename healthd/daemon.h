@@ -151,6 +151,20 @@ class Daemon {
     std::string label;  // "web 10.20.0.12:8080"
     CheckStats checks;
   };
+  // lbd's active flows per "service|address:port", read from its telemetry.
+  struct LbdFlows {
+    std::unordered_map<std::string, int64_t> by_backend;
+    // lbd listed every backend it has (every page read). Only then is a backend it does not
+    // list known to have no flow: a listing cut short says nothing of what it lacks.
+    bool complete = false;
+    // The flows of `key`: its count, 0 when a complete listing lacks it, nullopt (not known)
+    // when an incomplete one does.
+    std::optional<int64_t> of(const std::string& key) const {
+      const auto it = by_backend.find(key);
+      if (it != by_backend.end()) return it->second;
+      return complete ? std::optional<int64_t>(0) : std::nullopt;
+    }
+  };
   // A backend removed by a reload while lbd drains it (in lbd's pool as draining, not checked).
   struct Leaving {
     BackendRuntime backend;  // as it was when removed (its status is shown as it was)
@@ -184,8 +198,9 @@ class Daemon {
   void start_leaving(ServiceRuntime& s, BackendRuntime b, Millis drain, TimePoint now);
   void tick_leaving(TimePoint now);
   bool anything_leaving() const;
-  // lbd's active flows per "service|address:port"; why not when its telemetry cannot be read.
-  Result<std::unordered_map<std::string, int64_t>> lbd_flows();
+  // lbd's active flows per "service|address:port" (/lb/backends, every page); why not when its
+  // telemetry cannot be read.
+  Result<LbdFlows> lbd_flows();
 
   // -- Publishing (LbdLink) --
   size_t owe_everything();

@@ -415,20 +415,20 @@ bool Daemon::anything_leaving() const {
                      [](const ServiceRuntime& s) { return s.removed || !s.leaving.empty(); });
 }
 
-Result<std::unordered_map<std::string, int64_t>> Daemon::lbd_flows() {
+Result<Daemon::LbdFlows> Daemon::lbd_flows() {
   const std::string path =
       options_.telemetry.empty() ? ctl::telemetry_path(instance_) : options_.telemetry;
   try {
     ctl::TelemetryClient t(path, kTelemetryTimeoutMs);
-    const Json backends = t.query("/lb/backends");
-    std::unordered_map<std::string, int64_t> out;
-    if (!backends.is_object())
-      throw ctl::Error("lbd's telemetry at " + path + ": /lb/backends is not an object");
-    for (const auto& [key, b] : backends.items()) {
+    // Every page: one reply holds about 60 backends of lbd's 4,096.
+    const ctl::Listing backends = t.query_all("/lb/backends");
+    LbdFlows out;
+    out.complete = backends.complete;
+    for (const auto& [key, b] : backends.entries.items()) {
       if (!b.is_object()) continue;
       const Json flows = b.value("flows_active", Json());
       // An id lbd has not reclaimed yet may repeat a backend: the flows are the sum.
-      out[b.value("service", std::string()) + "|" + b.value("address", std::string())] +=
+      out.by_backend[b.value("service", std::string()) + "|" + b.value("address", std::string())] +=
           flows.is_number_integer() ? flows.get<int64_t>() : 0;
     }
     return out;
@@ -454,9 +454,9 @@ void Daemon::tick_leaving(TimePoint now) {
   for (const ServiceRuntime& s : services_) {
     for (const Leaving& l : s.leaving) counting = counting || drains_in_lbd(s, l);
   }
-  std::optional<std::unordered_map<std::string, int64_t>> counts;
+  std::optional<LbdFlows> counts;
   if (counting) {
-    Result<std::unordered_map<std::string, int64_t>> read = lbd_flows();
+    Result<LbdFlows> read = lbd_flows();
     const std::string why = read ? "" : read.error().message;
     if (read) counts = std::move(*read);
     if (!counts) {
@@ -483,10 +483,12 @@ void Daemon::tick_leaving(TimePoint now) {
         return true;
       }
       if (counts && drains_in_lbd(s, l)) {
-        const auto it = counts->find(s.config.name + "|" +
-                                     endpoint(l.backend.config.address, l.backend.config.port));
-        l.flows = it == counts->end() ? 0 : it->second;
-        if (l.flows <= 0) {
+        // Not listed: no flow if lbd listed everything, else not known (it waits, up to its
+        // deadline).
+        const std::optional<int64_t> flows = counts->of(
+            s.config.name + "|" + endpoint(l.backend.config.address, l.backend.config.port));
+        l.flows = flows.value_or(-1);
+        if (flows && *flows <= 0) {
           HLOG_INFO("%s drained in %s: removed from lbd's pool", label, took.c_str());
           return true;
         }

@@ -17,10 +17,11 @@ LbdSnapshot read_snapshot(TelemetryClient& t) {
   s.stats = t.query("/lb/stats");
   s.drops = t.query("/lb/drops");
   s.ports = t.query("/lb/ports");
-  s.backends = t.query("/lb/backends");
-  s.workers = t.query("/lb/workers");
+  // The listings lbd pages: every page (an lbd from before paging: its one reply).
+  s.backends = t.query_all("/lb/backends").entries;
+  s.workers = t.query_all("/lb/workers").entries;
   s.pool = t.query("/lb/pool");
-  s.services = t.query("/lb/services");
+  s.services = t.query_all("/lb/services").entries;
   // Last, and optional: an lbd older than full-NAT refuses the command (its reply is read whole,
   // the connection stays usable); the full-NAT figures are then left out.
   try {

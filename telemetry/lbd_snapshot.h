@@ -18,10 +18,10 @@ struct LbdSnapshot {
   Json stats;          // /lb/stats
   Json drops;          // /lb/drops
   Json ports;          // /lb/ports
-  Json backends;       // /lb/backends
-  Json workers;        // /lb/workers
+  Json backends;       // /lb/backends, every page ("backend_<id>": {...})
+  Json workers;        // /lb/workers, every page
   Json pool;           // /lb/pool
-  Json services;       // /lb/services (null from an lbd without it)
+  Json services;       // /lb/services, every page
   Json fullnat;  // /lb/fullnat: ports per full-NAT local address (null from an lbd without it)
 };
 

@@ -102,3 +102,67 @@ Json TelemetryClient::query(const std::string& command) {
 }
 
 }  // namespace lb::ctl
+
+// -- Paged listings ---------------------------------------------------------------------------
+
+namespace lb::ctl {
+
+std::optional<uint64_t> PageMerger::add(const Json& page) {
+  if (!page.is_object()) throw Error("a page of an lbd listing is not an object");
+  const auto meta = page.find("page");
+  if (meta == page.end()) {
+    // An lbd from before paging: the one reply is all there is, but it may have left entries
+    // out (DPDK drops what does not fit in 16 KiB without a word).
+    for (const auto& [key, entry] : page.items()) listing_.entries[key] = entry;
+    listing_.total = listing_.entries.size();
+    listing_.complete = false;
+    return std::nullopt;
+  }
+  const auto count = [&](const char* key) -> std::optional<uint64_t> {
+    const auto it = meta->find(key);
+    if (it == meta->end()) return std::nullopt;
+    // A count: a whole number, not negative (unsigned once parsed; signed when built in a test).
+    if (!it->is_number_integer() || (!it->is_number_unsigned() && it->get<int64_t>() < 0))
+      throw Error(std::string("lbd's page has a bad \"") + key + "\"");
+    return it->get<uint64_t>();
+  };
+  if (!meta->is_object()) throw Error("lbd's \"page\" is not an object");
+  const std::optional<uint64_t> from = count("from");
+  const std::optional<uint64_t> total = count("total");
+  const std::optional<uint64_t> next = count("next");
+  if (!from || !total) throw Error("lbd's \"page\" lacks \"from\" or \"total\"");
+  for (const auto& [key, entry] : page.items()) {
+    if (key != "page") listing_.entries[key] = entry;
+  }
+  listing_.total = *total;
+  if (next && *next <= *from)
+    throw Error("lbd's listing does not advance (next page " + std::to_string(*next) +
+                " after one from " + std::to_string(*from) + ")");
+  if (asked_ && *from != *asked_)
+    throw Error("lbd answered the page from " + std::to_string(*from) + " for the one from " +
+                std::to_string(*asked_));
+  asked_ = next;
+  listing_.complete = !next;
+  return next;
+}
+
+Listing TelemetryClient::query_all(const std::string& command) try {
+  PageMerger m;
+  // The first page without a parameter: an lbd from before paging answers it too.
+  std::optional<uint64_t> next = m.add(query(command));
+  // lbd's listings are at most 4,096 entries, each page one at least: a bound for a server
+  // that never ends.
+  constexpr int kMaxPages = 65536;
+  for (int pages = 1; next; ++pages) {
+    if (pages >= kMaxPages)
+      throw Error("lbd's telemetry at " + path_ + ": " + command + " has no end");
+    next = m.add(query(command + "," + std::to_string(*next)));
+  }
+  return m.take();
+} catch (const Error& e) {
+  const std::string what = e.what();
+  if (what.starts_with("lbd's telemetry")) throw;  // query()'s: it says where already
+  throw Error("lbd's telemetry at " + path_ + ": " + command + ": " + what);
+}
+
+}  // namespace lb::ctl

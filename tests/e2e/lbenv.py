@@ -39,13 +39,32 @@ class Telemetry:
             s.connect(self.path)
             info = json.loads(s.recv(16384).decode())
             s.send(cmd.encode())
-            return json.loads(s.recv(int(info.get("max_output_len", 16384))).decode())[cmd]
+            # Keyed by the command without its parameter ("/lb/backends,58").
+            reply = json.loads(s.recv(int(info.get("max_output_len", 16384))).decode())
+            return reply[cmd.split(",")[0]]
         finally:
             s.close()
 
+    def query_all(self, cmd):
+        """Every page of a listing lbd pages (/lb/backends, /lb/services, /lb/workers), merged:
+        (entries by key, total lbd counted). Raises Failure when a page is missing."""
+        entries, param = {}, None
+        for _ in range(65536):
+            reply = self.query(cmd if param is None else f"{cmd},{param}")
+            if reply is None:
+                raise Failure(f"lbd refused {cmd},{param}")
+            page = reply.pop("page", None)
+            entries.update(reply)
+            if page is None:
+                return entries, len(entries)  # an lbd from before paging
+            if "next" not in page:
+                return entries, page["total"]
+            param = page["next"]
+        raise Failure(f"{cmd} has no end")
+
     def states(self, service="web"):
         """address:port -> "active" | "draining" | "not_serving", as lbd applies them."""
-        return {b["address"]: b["state"] for b in self.query("/lb/backends").values()
+        return {b["address"]: b["state"] for b in self.query_all("/lb/backends")[0].values()
                 if b["service"] == service}
 
 

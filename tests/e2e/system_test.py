@@ -491,7 +491,8 @@ def maglev_fresh(s):
     # What the new lbd dropped, by reason: a disturbed connection's segments show up here.
     drops = {k: v for k, v in s.tel.query("/lb/drops").items() if v}
     rehashed = s.tel.query("/lb/stats").get("flows_rehashed", 0)
-    per_service = {v["name"]: v["flows_rehashed"] for v in s.tel.query("/lb/services").values()}
+    per_service = {v["name"]: v["flows_rehashed"]
+                   for v in s.tel.query_all("/lb/services")[0].values()}
     print(f"maglev: lbd restarted with --fresh (empty flow table) under {n} keep-alive "
           f"connections, {pause:.2f}s from stop to the VIP answering: {len(ok)} of {len(conns)} "
           f"connections survived, {rehashed} misses rehashed to flows (per service: "

@@ -15,7 +15,9 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -81,7 +83,8 @@ class FakeTelemetry {
         std::string reply;
         {
           std::lock_guard<std::mutex> lock(mutex_);
-          reply = Json{{cmd, answer_(cmd)}}.dump();
+          // Keyed by the command without its parameter, as DPDK does.
+          reply = Json{{cmd.substr(0, cmd.find(',')), answer_(cmd)}}.dump();
         }
         ::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
         ++commands_;
@@ -99,5 +102,28 @@ class FakeTelemetry {
   std::atomic<int> commands_{0};
   std::atomic<int> delay_ms_{0};
 };
+
+// A page of a listing as lbd pages it (dataplane/telemetry.cc, list_page): the entries of
+// `by_id` from the command's parameter ("/lb/backends,FROM"; 0 without one), `per_page` at most,
+// keyed PREFIX<id>, and "page": {"from", "listed", "total", "next" while more remain}.
+inline nlohmann::json lbd_page(const std::string& cmd, const std::string& prefix,
+                               const std::map<uint64_t, nlohmann::json>& by_id, size_t per_page) {
+  const size_t comma = cmd.find(',');
+  const uint64_t from = comma == std::string::npos ? 0 : std::stoull(cmd.substr(comma + 1));
+  nlohmann::json out = nlohmann::json::object();
+  uint64_t listed = 0;
+  std::optional<uint64_t> next;
+  for (auto it = by_id.lower_bound(from); it != by_id.end(); ++it) {
+    if (listed == per_page) {
+      next = it->first;
+      break;
+    }
+    out[prefix + std::to_string(it->first)] = it->second;
+    ++listed;
+  }
+  out["page"] = {{"from", from}, {"listed", listed}, {"total", by_id.size()}};
+  if (next) out["page"]["next"] = *next;
+  return out;
+}
 
 }  // namespace lb::test

@@ -45,7 +45,8 @@ std::string config_text(const std::string& extra_backend = "", int weight = 1) {
 }
 
 // lbd's telemetry socket as lb-healthd reads it while backends drain: /lb/backends with the
-// flow counts the test sets.
+// flow counts the test sets, paged as lbd pages it (test::lbd_page), after `fillers` other
+// backends without flows.
 class FakeTelemetry {
  public:
   explicit FakeTelemetry(std::string path)
@@ -54,27 +55,48 @@ class FakeTelemetry {
   void set(const std::string& key, int64_t flows) {
     server_.locked([&] { flows_[key] = flows; });
   }
+  // `fillers` backends of another service before the test's, `per_page` a reply; `legacy`: an
+  // lbd from before paging, whose one reply is the first page without a word of the rest.
+  void pages(int fillers, size_t per_page, bool legacy = false) {
+    server_.locked([&] {
+      fillers_ = fillers;
+      per_page_ = per_page;
+      legacy_ = legacy;
+    });
+  }
   int queries() const { return server_.commands(); }
   const std::string& path() const { return server_.path(); }
 
  private:
   Json answer(const std::string& cmd) const {
-    if (cmd != "/lb/backends") return Json();
-    Json backends = Json::object();
-    int id = 0;
+    if (cmd.substr(0, cmd.find(',')) != "/lb/backends") return Json();
+    std::map<uint64_t, Json> backends;
+    uint64_t id = 0;
+    for (int i = 0; i < fillers_; ++i, ++id) {
+      backends[id] = {{"id", id},
+                      {"state", "active"},
+                      {"service", "other"},
+                      {"address", "10.9.0." + std::to_string(i % 250) + ":" + std::to_string(i)},
+                      {"flows_active", 0}};
+    }
     for (const auto& [key, n] : flows_) {
       const size_t bar = key.find('|');
-      backends["backend_" + std::to_string(id)] = {{"id", id},
-                                                   {"state", "draining"},
-                                                   {"service", key.substr(0, bar)},
-                                                   {"address", key.substr(bar + 1)},
-                                                   {"flows_active", n}};
+      backends[id] = {{"id", id},
+                      {"state", "draining"},
+                      {"service", key.substr(0, bar)},
+                      {"address", key.substr(bar + 1)},
+                      {"flows_active", n}};
       ++id;
     }
-    return backends;
+    Json page = test::lbd_page(cmd, "backend_", backends, per_page_);
+    if (legacy_) page.erase("page");
+    return page;
   }
   std::map<std::string, int64_t> flows_;
-  test::FakeTelemetry server_;  // last: its thread reads flows_
+  int fillers_ = 0;
+  size_t per_page_ = 1000;
+  bool legacy_ = false;
+  test::FakeTelemetry server_;  // last: its thread reads the above
 };
 
 class ControlDaemonTest : public testing::Test {
@@ -683,6 +705,54 @@ TEST_F(ControlDaemonTest, BackendRemovedByReloadDrainsWhileItHasFlowsThenGoes) {
   ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 1; }, Millis(3000)));
   EXPECT_EQ(backends_in_lbd("web")[0], std::make_pair(0x7f000001u, uint16_t{1}));
   EXPECT_EQ(request({{"cmd", "status"}})["services"][0]["backends"].size(), 1u);
+}
+
+// lbd lists its backends a page at a time (about 60 a reply of its 4,096): a draining backend
+// on a later page is counted there, not taken for one without flows (its connections were reset).
+TEST_F(ControlDaemonTest, DrainCountsTheFlowsOnEveryPageOfLbdsListing) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.pages(300, 50);  // the draining backend is the 301st: on the seventh page
+  lbd_telemetry.set("web|127.0.0.2:8080", 3);
+  write_config(config_text(kSecond));
+  start();
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 2; }));
+  write_config(config_text());
+  ASSERT_EQ(request({{"cmd", "config.reload"}, {"wait", true}})["ok"], true);
+  EXPECT_EQ(state_of(latest_["web"], kLocal2, 8080), shm::BackendState::kDraining);
+  const int before = lbd_telemetry.queries();
+  turn_until([] { return false; }, Millis(1200));
+  EXPECT_GE(lbd_telemetry.queries(), before + 14) << "every page, at every count";
+  EXPECT_EQ(state_of(latest_["web"], kLocal2, 8080), shm::BackendState::kDraining)
+      << "drained while lbd counted 3 flows on it";
+  const Json r = request({{"cmd", "status"}});
+  ASSERT_EQ(r["services"][0]["backends"].size(), 2u) << r;
+  EXPECT_EQ(r["services"][0]["backends"][1]["flows_active"], 3);
+  lbd_telemetry.set("web|127.0.0.2:8080", 0);
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 1; }, Millis(3000)));
+}
+
+// A listing that is not complete (an lbd from before paging: its one reply left out what did
+// not fit) says nothing of a backend it lacks: its flows are not known, and the drain waits for
+// its timeout instead of ending at once.
+TEST_F(ControlDaemonTest, DrainWaitsWhenLbdsListingIsIncomplete) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.pages(300, 50, /*legacy=*/true);
+  lbd_telemetry.set("web|127.0.0.2:8080", 3);
+  write_config(config_text(kSecond));
+  start();
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 2; }));
+  write_config(config_text());
+  ASSERT_EQ(request({{"cmd", "config.reload"}, {"drain_timeout_ms", 1500}})["ok"], true);
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(turn_until([&] { return state_of(latest_["web"], kLocal2, 8080).has_value(); }));
+  turn_until([] { return false; }, Millis(900));
+  EXPECT_EQ(state_of(latest_["web"], kLocal2, 8080), shm::BackendState::kDraining)
+      << "a backend lbd's incomplete listing lacks was taken for one without flows";
+  // Its timeout ends it.
+  ASSERT_TRUE(turn_until([&] { return backends_in_lbd("web").size() == 1; }, Millis(4000)));
+  EXPECT_GE(Clock::now() - t0, Millis(1400));
 }
 
 TEST_F(ControlDaemonTest, ReloadDrainTimeoutAndNow) {

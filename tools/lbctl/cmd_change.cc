@@ -60,27 +60,31 @@ int cmd_backend_remove(Context& ctx, const std::string& service, const std::stri
   catch_interrupt();
   const auto start = Clock::now();
   const std::string key_addr = addr + ":" + port.dump();
-  uint64_t active = 0;
+  // Its active flows; nullopt while not known: lbd's listing (every page) lacks it but is not
+  // complete (an lbd that does not page), so its absence says nothing.
+  std::optional<uint64_t> active;
   bool told = false;
   for (;;) {
-    const Json backends = t->query("/lb/backends");
-    active = 0;
-    for (auto it = backends.begin(); it != backends.end(); ++it) {
-      const Json& b = it.value();
-      if (b.value("service", std::string()) == service &&
+    const lb::ctl::Listing backends = t->query_all("/lb/backends");
+    active = backends.complete ? std::optional<uint64_t>(0) : std::nullopt;
+    for (const auto& [key, b] : backends.entries.items()) {
+      if (b.is_object() && b.value("service", std::string()) == service &&
           b.value("address", std::string()) == key_addr)
-        active = b.value("flows_active", uint64_t{0});
+        active = active.value_or(0) + b.value("flows_active", uint64_t{0});
     }
-    if (active == 0) break;
+    if (active == uint64_t{0}) break;
+    const std::string flows =
+        active ? std::to_string(*active) + " active flow(s)"
+               : std::string("flows not known (lbd's listing of its backends is incomplete)");
     if (!told && !ctx.json()) {
-      std::printf("draining %s: %llu active flow(s); waiting (at most %.0fs)\n", label.c_str(),
-                  static_cast<unsigned long long>(active), drain_timeout);
+      std::printf("draining %s: %s; waiting (at most %.0fs)\n", label.c_str(), flows.c_str(),
+                  drain_timeout);
       std::fflush(stdout);
       told = true;
     }
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
     if (waited >= drain_timeout || interrupted()) {
-      throw Refused(label + " still has " + std::to_string(active) + " active flow(s) after " +
+      throw Refused(label + (active ? " still has " : ": ") + flows + " after " +
                     std::to_string(static_cast<int>(waited)) +
                     "s; it stays in drain (lbctl backend remove --now removes it at once)");
     }

@@ -1,6 +1,8 @@
 // lbctl node drain and ready: the node's BGP announcements (lb-healthd's bgp group).
 #include <algorithm>
 #include <cstdio>
+#include <optional>
+#include <string>
 
 #include "commands.h"
 
@@ -8,17 +10,19 @@ namespace lbctl {
 
 namespace {
 
-// lbd's active flows (every backend) and the packets its ports have received, for node drain.
-std::pair<uint64_t, uint64_t> lbd_load(lb::ctl::TelemetryClient& t) {
+// lbd's active flows (every backend, every page of the listing; nullopt when the listing is not
+// complete: then they are not known) and the packets its ports have received, for node drain.
+std::pair<std::optional<uint64_t>, uint64_t> lbd_load(lb::ctl::TelemetryClient& t) {
   uint64_t flows = 0, packets = 0;
-  const Json backends = t.query("/lb/backends");
-  for (auto it = backends.begin(); it != backends.end(); ++it)
-    flows += it.value().value("flows_active", uint64_t{0});
+  const lb::ctl::Listing backends = t.query_all("/lb/backends");
+  for (const auto& [key, b] : backends.entries.items()) {
+    if (b.is_object()) flows += b.value("flows_active", uint64_t{0});
+  }
   const Json ports = t.query("/lb/ports");
   for (auto it = ports.begin(); it != ports.end(); ++it) {
     if (it.value().is_object()) packets += it.value().value("rx_packets", uint64_t{0});
   }
-  return {flows, packets};
+  return {backends.complete ? std::optional<uint64_t>(flows) : std::nullopt, packets};
 }
 
 void print_node(const Json& node) {
@@ -62,24 +66,26 @@ int cmd_node_drain(Context& ctx, double timeout, int64_t threshold) {
     flows = f;
     packets = p;
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
-    const bool done = static_cast<int64_t>(flows) <= threshold || rate < kQuietPackets;
+    // Flows not known (an incomplete listing) decide nothing; the ports' quiet still does.
+    const bool done = (flows && static_cast<int64_t>(*flows) <= threshold) || rate < kQuietPackets;
+    const std::string flow_text =
+        flows ? std::to_string(*flows) + " active flow(s)" : std::string("active flows not known");
     if (done) {
       if (ctx.json()) {
         print_json({{"ok", true},
                     {"node", r["node"]},
                     {"waited_s", waited},
-                    {"flows_active", flows},
+                    {"flows_active", flows ? Json(*flows) : Json()},
                     {"rx_packets_last_second", rate}});
       } else {
-        std::printf("drained after %.1fs: %llu active flow(s), %llu packet(s) in the last second\n",
-                    waited, static_cast<unsigned long long>(flows),
-                    static_cast<unsigned long long>(rate));
+        std::printf("drained after %.1fs: %s, %llu packet(s) in the last second\n", waited,
+                    flow_text.c_str(), static_cast<unsigned long long>(rate));
       }
       return 0;
     }
     if (waited >= timeout || interrupted()) {
       throw Refused("node still busy after " + std::to_string(static_cast<int>(waited)) +
-                    "s: " + std::to_string(flows) + " active flow(s), " + std::to_string(rate) +
+                    "s: " + flow_text + ", " + std::to_string(rate) +
                     " packet(s)/s; it stays draining (lbctl node ready announces again)");
     }
   }

@@ -17,8 +17,8 @@ int status_from_lbd(Context& ctx, const std::string& only, const std::string& he
   Json view;
   try {
     lb::ctl::TelemetryClient& t = ctx.telemetry();
-    view = lb::ctl::lbd_status(t.query("/lb/backends"), t.query("/lb/pool"), t.query("/lb/stats"),
-                               t.hello(), healthd_error);
+    view = lb::ctl::lbd_status(t.query_all("/lb/backends").entries, t.query("/lb/pool"),
+                               t.query("/lb/stats"), t.hello(), healthd_error);
   } catch (const std::exception& e) {
     throw Refused(healthd_error + "; and lbd: " + e.what());
   }
@@ -59,7 +59,7 @@ int cmd_status(Context& ctx, const std::string& only) {
   Json backends;
   std::string why;
   try {
-    backends = ctx.telemetry().query("/lb/backends");
+    backends = ctx.telemetry().query_all("/lb/backends").entries;  // every page
   } catch (const std::exception& e) {
     why = e.what();
   }

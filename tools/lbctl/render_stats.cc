@@ -47,7 +47,8 @@ Json stats_report(const LbdSnapshot& a, const LbdSnapshot& b) {
       p["dropped_before_lbd"] = before[1];
       p["dropped_before_lbd_per_s"] = rate(before[0], before[1], dt);
       p["kernel_iface"] = str(pb, "kernel_iface", "");
-      ports[it.key()] = std::move(p);
+      // By its name: lbd keys a port whose name DPDK refuses as a key "port_<index>".
+      ports[str(pb, "name", it.key())] = std::move(p);
       rx_bytes[0] += u64(pa, "rx_bytes");
       rx_bytes[1] += u64(pb, "rx_bytes");
       tx_bytes[0] += u64(pa, "tx_bytes");
