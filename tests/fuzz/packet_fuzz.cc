@@ -3,11 +3,14 @@
 // The input is a program. Its first byte chooses the policies (RST on a miss or with no backend,
 // retries on RST and on SYN retransmission, the SYN cache, one or two workers); then each op
 // builds a mostly valid frame (a client's or a backend's TCP segment, the answer to the last
-// frame lbd sent either way, ARP, ICMP echo, or raw bytes), damages it as the next bytes say,
-// and gives it to a worker, alone or in a burst; other ops move the clock, age the tables or
-// swap the pool for another version (backends draining, stopped, removed; a service removed).
+// frame lbd sent either way, ARP, ICMP echo, an ICMP error quoting one of the last packets lbd
+// sent or one it never sent, or raw bytes), damages it as the next bytes say, and gives it to a
+// worker, alone or in a burst; other ops move the clock, age the tables or swap the pool for
+// another version (backends draining, stopped, removed; a service removed). The services are in
+// every forward mode: dnat, tunnel (IPIP) and full-NAT (two local addresses, a few local ports).
 // Two workers share the neighbor table and hand frames to each other as lbd's do. The tables
-// are small (24 flows per worker, 8 SYN-cache slots), so they fill, age and get reused.
+// are small (24 flows per worker, 8 SYN-cache slots, 12 local ports), so they fill, age and get
+// reused.
 //
 // Checked on every verdict: a frame for another host's MAC (or TCP/ICMP to a group MAC) is
 // dropped; a drop is counted once, under its reason; a frame handed to another worker is
@@ -16,8 +19,13 @@
 // backend: a resolved next hop's); the IPv4 header checksum is right; the TCP checksum is right
 // whenever the input's was (for a replayed SYN: whenever every SYN forwarded so far had a right
 // one); TCP leaves either from a VIP:port (to a client) or toward a backend's ip:port, and never
-// from or to lbd's own addresses; ARP answers only for a port address or a VIP, ICMP replies come
-// only from those. After every op, each worker's flow counters agree with its table.
+// from or to lbd's own addresses, a client's segment reaching a backend of its service and a
+// backend's reply leaving from its service's VIP:port; toward a full-NAT backend only from a
+// local address:port of the sending worker; IPIP from the backend port's address to a tunnel
+// backend with the input's packet inside unchanged; ARP answers only for a port address, a VIP
+// or a local address, ICMP replies come only from a VIP or a port address; an ICMP error passed
+// on goes to the flow's other end with its quote translated (check_relayed). After every op,
+// each worker's flow counters agree with its table.
 
 #include <algorithm>
 #include <array>
