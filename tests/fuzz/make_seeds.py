@@ -19,7 +19,8 @@ RST_ON_MISS, NO_RST_ON_NO_BACKEND, NO_RETRY_ON_RST, NO_RETRY_ON_SYN, NO_SYN_CACH
 # Indexes into packet_fuzz.cc's tables.
 CLIENT_FLAGS = {"S": 0, "A": 1, "PA": 2, "FA": 3, "R": 4, "RA": 5, "SA": 8, "F": 9}
 BACKEND_FLAGS = {"SA": 0, "A": 1, "PA": 2, "FA": 3, "R": 4, "RA": 5, "S": 7}
-DEST = {"web": 0, "tls": 1, "v2": 2, "empty": 3, "nosvc": 4, "local": 5}
+DEST = {"web": 0, "tls": 1, "v2": 2, "empty": 3, "nosvc": 4, "local": 5, "tunnel": 6,
+        "fullnat": 7}
 # eth_to's byte: low 3 bits 0-4 our MAC, 5 broadcast, 6 multicast, 7 another host's; 0x10 a VLAN
 # tag (two more bytes); 0x60 a group source MAC.
 ETH_OURS, ETH_BCAST, ETH_MCAST, ETH_OTHER, ETH_TAG, ETH_GROUP_SRC = 0, 5, 6, 7, 0x10, 0x60
@@ -61,7 +62,7 @@ class Program:
     def backend(self, b=0, client=0, cport=0, flags="SA", seq=5, ack=2, payload=0, damage=0):
         self.u8(4, b, client, cport, BACKEND_FLAGS[flags])
         self.eth(ETH_OURS)
-        self.u8(0x22, 64)
+        self.u8(0x22, 61)  # TTL 62 (64 would be TTL 1: ip_header takes 1 + TTL % 64)
         self.segment("S" in flags, seq, ack, payload)
         return self.damage(damage)
 
@@ -74,7 +75,7 @@ class Program:
         else:
             self.u8(BACKEND_FLAGS[flags])
         self.eth(ETH_OURS)
-        self.u8(0x33, 64)
+        self.u8(0x33, 61)
         self.segment("S" in flags, 9, 0, payload)
         return self.damage(damage)
 
@@ -103,6 +104,40 @@ class Program:
         self.u8(0, 7, 0, 1, 16)  # id, seq, 16 bytes of payload
         self.eth(ETH_OURS)
         self.u8(target, 0x55, 64)  # target, IP id, TTL
+        return self.u8(0)
+
+    def error(self, which=0, made_up=None, kind=0, cut=0, dmg=(), fix=False, other_side=False,
+              wrong=None, sender=0, any_type=None):
+        """An ICMP error (op 3) quoting the which-th last frame lbd sent (0: the last), or a
+        packet lbd never sent: made_up = (how, dest, client, cport, backend, flags) (how & 3:
+         0 VIP:port -> client, 1 client or (how & 4) local address -> backend, 2 IPIP, 3 any
+        protocol, whose byte follows). kind & 7: 0-1 fragmentation needed (MTU index kind >> 3),
+        2 port, 3 host unreachable, 4 code kind >> 3, 5-6 time exceeded, 7 its code 1; any_type
+        = (type, code). cut: < 0x40 whole, < 0x80 28 bytes, else 20 + (cut & 0x3f). dmg: (index,
+        xor) pairs; fix: its IPv4 checksum fixed up after. sender: which router (port 0: client
+        index, 12 for its router; port 1: 0 gateway, 1 the quote's destination, 2 another host);
+        wrong: the index of another destination than the quote's source."""
+        how = (0x08 if other_side else 0) | (0x02 if wrong is not None else 0)
+        self.u8(3, 0x80 if made_up else which)
+        if made_up:
+            mhow, dest, client, cport, b, flags = made_up
+            self.u8(mhow, DEST[dest], client, cport, b, CLIENT_FLAGS[flags])
+            if mhow & 3 == 1 and mhow & 4:
+                self.u8(0)  # local port: the first
+            if mhow & 3 == 3:
+                self.u8(17)  # protocol
+            self.segment("S" in flags, 1, 0, 8)
+        self.u8(how, 0xf8 if any_type else kind)
+        if any_type:
+            self.u8(*any_type)
+        self.u8(cut, len(dmg) | (4 if fix else 0))
+        for i, x in dmg:
+            self.u8(i, x)
+        self.u8(sender)
+        if wrong is not None:
+            self.u8(wrong)
+        self.eth(ETH_OURS)
+        self.u8(0x66, 61)
         return self.u8(0)
 
     def raw(self, data, port=0):
@@ -184,6 +219,37 @@ def packet_seeds():
     p.client(cport=4, flags="S", damage=(0x10 | 0x20 | 0x40, 2, 0))
     p.raw(bytes(range(60))).raw(b"\xff" * 14 + b"\x08\x00\x45", port=1)
     s["damaged"] = p
+    # Tunnel: a flow, errors from a router between lbd and the backend about lbd's IPIP packet
+    # (fragmentation needed: to the client, MTU - 20) and from one between the backend and the
+    # client about the backend's packet from the VIP (tunnelled to the backend).
+    p = Program()
+    p.client(dest="tunnel", flags="S").client(dest="tunnel", flags="A", seq=2)
+    p.client(dest="tunnel", flags="PA", seq=2, payload=20)
+    p.error(0, kind=0, sender=0).error(1, kind=5, cut=0x40, sender=1)
+    p.error(made_up=(0, "tunnel", 0, 0, 7, "A"), kind=1 | 2 << 3, sender=12)
+    p.error(made_up=(2, "tunnel", 0, 0, 7, "PA"), kind=0, sender=0)
+    s["tunnel_flow_and_errors"] = p
+    # Full-NAT: a flow through the backend's answers to the local address, then errors about
+    # lbd's packets both ways (to the client from the VIP; to the backend from the local address).
+    p = Program()
+    p.arp(1, sender=1, target=1, port=1)  # 10.20.0.14, a full-NAT backend, known from ARP only
+    p.client(dest="fullnat", flags="S").backend_answers().client_answers("A")
+    p.client(dest="fullnat", flags="PA", seq=2, payload=10)
+    p.backend_answers("PA", to_syn=False, payload=10)
+    p.error(1, kind=0, sender=0).error(1, kind=5, sender=12, cut=0x40)
+    p.error(made_up=(1 | 4, "fullnat", 0, 0, 9, "A"), kind=2, sender=0)
+    s["fullnat_flow_and_errors"] = p
+    # dnat, two workers: errors both ways, and not as the RFCs say: to another address, from
+    # the other side, cut short, damaged, of another type; errors about made-up packets.
+    p = Program(TWO_WORKERS)
+    p.client(flags="S").backend_answers().client_answers("A")
+    p.client(flags="PA", seq=2, payload=10).backend_answers("PA", to_syn=False, payload=10)
+    p.error(1, kind=0 | 1 << 3).error(1, kind=6, sender=3, cut=0x81)
+    p.error(3, kind=2, wrong=2).error(3, kind=3, other_side=True)
+    p.error(3, kind=4, dmg=((21, 1),), fix=True).error(3, any_type=(12, 0), dmg=((5, 2),))
+    for how in range(4):
+        p.error(made_up=(how, "web", 1, 1, 0, "S"), kind=how)
+    s["dnat_errors"] = p
     return {k: bytes(v.b) for k, v in s.items()}
 
 

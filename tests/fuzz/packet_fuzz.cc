@@ -3,11 +3,14 @@
 // The input is a program. Its first byte chooses the policies (RST on a miss or with no backend,
 // retries on RST and on SYN retransmission, the SYN cache, one or two workers); then each op
 // builds a mostly valid frame (a client's or a backend's TCP segment, the answer to the last
-// frame lbd sent either way, ARP, ICMP echo, or raw bytes), damages it as the next bytes say,
-// and gives it to a worker, alone or in a burst; other ops move the clock, age the tables or
-// swap the pool for another version (backends draining, stopped, removed; a service removed).
+// frame lbd sent either way, ARP, ICMP echo, an ICMP error quoting one of the last packets lbd
+// sent or one it never sent, or raw bytes), damages it as the next bytes say, and gives it to a
+// worker, alone or in a burst; other ops move the clock, age the tables or swap the pool for
+// another version (backends draining, stopped, removed; a service removed). The services are in
+// every forward mode: dnat, tunnel (IPIP) and full-NAT (two local addresses, a few local ports).
 // Two workers share the neighbor table and hand frames to each other as lbd's do. The tables
-// are small (24 flows per worker, 8 SYN-cache slots), so they fill, age and get reused.
+// are small (24 flows per worker, 8 SYN-cache slots, 12 local ports), so they fill, age and get
+// reused.
 //
 // Checked on every verdict: a frame for another host's MAC (or TCP/ICMP to a group MAC) is
 // dropped; a drop is counted once, under its reason; a frame handed to another worker is
@@ -16,8 +19,13 @@
 // backend: a resolved next hop's); the IPv4 header checksum is right; the TCP checksum is right
 // whenever the input's was (for a replayed SYN: whenever every SYN forwarded so far had a right
 // one); TCP leaves either from a VIP:port (to a client) or toward a backend's ip:port, and never
-// from or to lbd's own addresses; ARP answers only for a port address or a VIP, ICMP replies come
-// only from those. After every op, each worker's flow counters agree with its table.
+// from or to lbd's own addresses, a client's segment reaching a backend of its service and a
+// backend's reply leaving from its service's VIP:port; toward a full-NAT backend only from a
+// local address:port of the sending worker; IPIP from the backend port's address to a tunnel
+// backend with the input's packet inside unchanged; ARP answers only for a port address, a VIP
+// or a local address, ICMP replies come only from a VIP or a port address; an ICMP error passed
+// on goes to the flow's other end with its quote translated (check_relayed). After every op,
+// each worker's flow counters agree with its table.
 
 #include <algorithm>
 #include <array>
@@ -66,19 +74,38 @@ struct Endpoint {
 };
 constexpr uint32_t kVip1 = ip4(10, 10, 0, 100);
 constexpr uint32_t kVip2 = ip4(10, 10, 0, 101);
-// Services 0-3 (service 3 has no backends); entries 4-5 are addresses of no service.
-constexpr Endpoint kDest[6] = {{kVip1, 80}, {kVip1, 443}, {kVip2, 80},
-                               {kVip2, 25}, {kVip1, 81},  {kPortIp[0], 22}};
-constexpr int kServices = 4;
+// Services 0-5 in every forward mode: 0-3 dnat (service 3 has no backends), 4 tunnel (IPIP to
+// its backends, which answer the client directly), 5 full-NAT (from a local address and port).
+constexpr int kServices = 6;
+constexpr int kTunnelService = 4;
+constexpr int kFullnatService = 5;
+constexpr Endpoint kService[kServices] = {{kVip1, 80}, {kVip1, 443}, {kVip2, 80},
+                                          {kVip2, 25}, {kVip2, 443}, {kVip1, 8000}};
+constexpr core::ForwardMode kForward[kServices] = {
+    core::ForwardMode::kDnat, core::ForwardMode::kDnat,   core::ForwardMode::kDnat,
+    core::ForwardMode::kDnat, core::ForwardMode::kTunnel, core::ForwardMode::kFullnat};
+// Where a client's segment goes: services 0-3, two addresses of no service, services 4-5 (in
+// this order so that the seeds written before the tunnel and full-NAT services keep their
+// meaning).
+constexpr Endpoint kDest[8] = {kService[0], kService[1],      kService[2], kService[3],
+                               {kVip1, 81}, {kPortIp[0], 22}, kService[4], kService[5]};
 
-// Backend entries (BackendId = index): service, address, port, weight.
+// Full-NAT local addresses, on the backend port's subnet (lbd answers ARP for them there), and
+// a small range of local ports (each worker owns those p with p % workers == worker), so that
+// they run out and cool down (held kFullnatHold ticks after their flow's record goes).
+constexpr uint32_t kLocal[2] = {ip4(10, 20, 0, 50), ip4(10, 20, 0, 51)};
+constexpr uint16_t kFullnatFirst = 2000, kFullnatLast = 2011;
+constexpr Tick kFullnatHold = 40;
+
+// Backend entries (BackendId = index): service, address, port, weight. No two share an
+// address and port, so a backend's ip:port names its service.
 struct BackendSpec {
   int service;
   uint32_t ip;
   uint16_t port;
   uint16_t weight;
 };
-constexpr std::array<BackendSpec, 7> kBackends = {{
+constexpr std::array<BackendSpec, 11> kBackends = {{
     {0, ip4(10, 20, 0, 11), 8080, 1},
     {0, ip4(10, 20, 0, 12), 8080, 1},
     {0, ip4(10, 20, 0, 13), 8080, 1},
@@ -86,6 +113,10 @@ constexpr std::array<BackendSpec, 7> kBackends = {{
     {1, ip4(10, 20, 0, 14), 8443, 1},  // its MAC is learned only from ARP
     {2, ip4(198, 51, 100, 7), 80, 1},  // behind the gateway
     {2, ip4(10, 20, 0, 11), 9000, 2},
+    {kTunnelService, ip4(10, 20, 0, 13), 443, 1},
+    {kTunnelService, ip4(198, 51, 100, 7), 443, 1},
+    {kFullnatService, ip4(10, 20, 0, 12), 8000, 1},
+    {kFullnatService, ip4(10, 20, 0, 14), 8000, 2},
 }};
 // Next hops in neighbor-slot order.
 constexpr uint32_t kNextHop[] = {ip4(10, 20, 0, 11), ip4(10, 20, 0, 12), ip4(10, 20, 0, 13),
@@ -127,31 +158,51 @@ bool is_vip(uint32_t ip) {
 bool is_local(uint32_t ip) {
   return ip == kPortIp[0] || ip == kPortIp[1];
 }
-bool is_service(uint32_t ip, uint16_t port) {
+bool is_fullnat_addr(uint32_t ip) {
+  return ip == kLocal[0] || ip == kLocal[1];
+}
+// The service at ip:port, or -1.
+int service_at(uint32_t ip, uint16_t port) {
   for (int s = 0; s < kServices; ++s)
-    if (kDest[s].ip == ip && kDest[s].port == port) return true;
-  return false;
+    if (kService[s].ip == ip && kService[s].port == port) return s;
+  return -1;
+}
+bool is_service(uint32_t ip, uint16_t port) {
+  return service_at(ip, port) >= 0;
+}
+// The service of the backend at ip:port, or -1.
+int backend_service(uint32_t ip, uint16_t port) {
+  for (const BackendSpec& b : kBackends)
+    if (b.ip == ip && b.port == port) return b.service;
+  return -1;
 }
 bool is_backend(uint32_t ip, uint16_t port) {
+  return backend_service(ip, port) >= 0;
+}
+bool is_tunnel_backend_ip(uint32_t ip) {
   for (const BackendSpec& b : kBackends)
-    if (b.ip == ip && b.port == port) return true;
+    if (b.service == kTunnelService && b.ip == ip) return true;
   return false;
 }
 
-// Pool versions. 0: everything active. 1: 10.20.0.12:8080 draining, .13 stopped (its flows are
-// reset), .14 weight 0. 2: service 1 removed, 198.51.100.7 stopped. 3: service 0 with no live
-// backend (all draining), service 2 empty.
+// Pool versions. 0: everything active. 1: 10.20.0.12:8080 draining, .13:8080 stopped (its flows
+// are reset), .14:8443 weight 0; the tunnel's .13:443 draining, full-NAT's .12:8000 stopped.
+// 2: service 1 removed, 198.51.100.7 stopped (on both its ports), full-NAT's .14 weight 0.
+// 3: service 0 with no live backend (all draining), service 2 and the tunnel empty (stopped),
+// full-NAT's all draining.
 enum class Role { kActive, kDraining, kStopped, kWeightZero };
-std::unique_ptr<Pool> make_pool(uint64_t generation, const std::array<Role, 7>& roles,
-                                bool without_service1) {
+using Roles = std::array<Role, kBackends.size()>;
+std::unique_ptr<Pool> make_pool(uint64_t generation, const Roles& roles, bool without_service1) {
   constexpr core::SchedulerKind kKinds[kServices] = {
       core::SchedulerKind::kRoundRobin, core::SchedulerKind::kWeightedRoundRobin,
-      core::SchedulerKind::kLeastConn, core::SchedulerKind::kRandom};
+      core::SchedulerKind::kLeastConn,  core::SchedulerKind::kRandom,
+      core::SchedulerKind::kRoundRobin, core::SchedulerKind::kWeightedRoundRobin};
   std::vector<Pool::ServiceSpec> specs;
   for (int s = 0; s < kServices; ++s) {
     if (s == 1 && without_service1) continue;
     Pool::ServiceSpec spec{
-        static_cast<core::ServiceId>(s), kDest[s].ip, kDest[s].port, kKinds[s], {}, {}};
+        static_cast<core::ServiceId>(s), kService[s].ip, kService[s].port, kKinds[s], {}, {}};
+    spec.forward = kForward[s];
     for (uint32_t i = 0; i < kBackends.size(); ++i) {
       const BackendSpec& b = kBackends[i];
       if (b.service != s || roles[i] == Role::kStopped) continue;
@@ -164,27 +215,17 @@ std::unique_ptr<Pool> make_pool(uint64_t generation, const std::array<Role, 7>& 
     specs.push_back(std::move(spec));
   }
   std::vector<Pool::Address> retired;
-  if (without_service1) retired.push_back({kDest[1].ip, kDest[1].port});
+  if (without_service1) retired.push_back({kService[1].ip, kService[1].port});
   return std::make_unique<Pool>(generation, specs, retired);
 }
 
 const std::array<std::unique_ptr<Pool>, 4>& pools() {
-  using R = Role;
+  constexpr Role A = Role::kActive, D = Role::kDraining, S = Role::kStopped, W = Role::kWeightZero;
   static const std::array<std::unique_ptr<Pool>, 4> p = {
-      make_pool(
-          1, {R::kActive, R::kActive, R::kActive, R::kActive, R::kActive, R::kActive, R::kActive},
-          false),
-      make_pool(2,
-                {R::kActive, R::kDraining, R::kStopped, R::kActive, R::kWeightZero, R::kActive,
-                 R::kActive},
-                false),
-      make_pool(
-          3, {R::kActive, R::kActive, R::kActive, R::kActive, R::kActive, R::kStopped, R::kActive},
-          true),
-      make_pool(4,
-                {R::kDraining, R::kDraining, R::kDraining, R::kActive, R::kActive, R::kStopped,
-                 R::kStopped},
-                false),
+      make_pool(1, {A, A, A, A, A, A, A, A, A, A, A}, false),
+      make_pool(2, {A, D, S, A, W, A, A, D, A, S, A}, false),
+      make_pool(3, {A, A, A, A, A, S, A, A, S, A, W}, true),
+      make_pool(4, {D, D, D, A, A, S, S, S, S, D, D}, false),
   };
   return p;
 }
@@ -356,8 +397,8 @@ std::optional<Input> answer(const Bytes& last, uint16_t port, Reader& r) {
 
 Input arp(Reader& r) {
   const uint8_t how = r.u8();
-  constexpr uint32_t kTargets[] = {kPortIp[0], kPortIp[1],        kVip1,
-                                   kVip2,      ip4(10, 10, 0, 7), kGateway};
+  constexpr uint32_t kTargets[] = {kPortIp[0],        kPortIp[1], kVip1,     kVip2,
+                                   ip4(10, 10, 0, 7), kGateway,   kLocal[0], kLocal[1]};
   constexpr uint32_t kSenders[] = {
       ip4(10, 20, 0, 11), ip4(10, 20, 0, 14), kGateway, ip4(10, 10, 0, 50), 0, ip4(10, 20, 0, 99)};
   test::Arp a;
@@ -419,6 +460,141 @@ Input raw(Reader& r) {
   return in;
 }
 
+// A packet lbd never sent, for an ICMP error to quote, as the next byte says: VIP:port ->
+// client (as lbd sends a client), client or local address:port -> backend (as dnat and full-NAT
+// send a backend), IPIP from a port address to a backend around a client's packet to a VIP:port
+// (as the tunnel sends), or any protocol. `side`: the port such a packet would leave on.
+Bytes made_up_quote(Reader& r, uint16_t& side) {
+  const uint8_t how = r.u8();
+  const Endpoint svc = kDest[r.pick(std::size(kDest))];
+  const uint32_t c = client_ip(r.pick(12));
+  const uint16_t cport = kClientPorts[r.pick(std::size(kClientPorts))];
+  const BackendSpec& b = kBackends[r.pick(kBackends.size())];
+  const uint8_t flags = flags_from(kClientFlags, r);
+  test::Ip ip;
+  ip.id = how;
+  switch (how & 0x03) {
+    case 0:
+      ip.src = svc.ip;
+      ip.dst = c;
+      side = 0;
+      return test::ipv4_packet(ip, 6, test::tcp_segment(ip, segment(svc.port, cport, flags, r)));
+    case 1: {
+      const bool local = (how & 0x04) != 0;
+      ip.src = local ? kLocal[(how >> 3) & 1] : c;
+      ip.dst = b.ip;
+      side = 1;
+      const uint16_t sport = local ? static_cast<uint16_t>(kFullnatFirst + r.pick(12)) : cport;
+      return test::ipv4_packet(ip, 6, test::tcp_segment(ip, segment(sport, b.port, flags, r)));
+    }
+    case 2: {
+      test::Ip inner = ip;
+      inner.src = c;
+      inner.dst = svc.ip;
+      const Bytes packet =
+          test::ipv4_packet(inner, 6, test::tcp_segment(inner, segment(cport, svc.port, flags, r)));
+      ip.src = kPortIp[((how >> 2) & 1) ^ 1];  // the backend port's address, or not
+      ip.dst = b.ip;
+      side = 1;
+      return test::ipv4_packet(ip, 4, packet);
+    }
+    default:
+      ip.src = svc.ip;
+      ip.dst = c;
+      ip.proto = r.u8();
+      side = how >> 7;
+      return test::ipv4_packet(ip, 6, test::tcp_segment(ip, segment(svc.port, cport, flags, r)));
+  }
+}
+
+// An ICMP error quoting `quote` (an IPv4 packet) that left lbd on port `side`, as the next bytes
+// say: destination unreachable (fragmentation needed with an MTU among them) or time exceeded,
+// now and then any type; the quote whole (as much as fits in 576 bytes, RFC 1812 4.3.2.3), its
+// IPv4 header and 8 bytes (RFC 792) or cut anywhere from 20 bytes on; bytes of it damaged (its
+// IPv4 checksum fixed up or not). From a router on that side (or, now and then, the other):
+// on the client side a client or the clients' router, on the backend side the gateway, the
+// quote's destination or another host; addressed to the quote's source, as RFC 792 says, or
+// now and then to another address.
+Input quote_error(Bytes quote, uint16_t side, Reader& r) {
+  const uint8_t how = r.u8();
+  const uint32_t qsrc = quote.size() >= 20 ? test::get32(quote.data() + 12) : 0;
+  const uint32_t qdst = quote.size() >= 20 ? test::get32(quote.data() + 16) : 0;
+  test::Icmp m;
+  const uint8_t kind = r.u8();
+  constexpr uint16_t kMtus[] = {1280, 1400, 576, 1500, 68, 0, 1480, 9000};
+  switch (kind & 0x07) {
+    case 0:
+    case 1:
+      m.type = 3;
+      m.code = 4;  // fragmentation needed: bytes 6-7 are the next hop's MTU (RFC 1191)
+      m.seq = kMtus[(kind >> 3) % std::size(kMtus)];
+      break;
+    case 2:
+      m.type = 3;
+      m.code = 3;
+      break;
+    case 3:
+      m.type = 3;
+      m.code = 1;
+      break;
+    case 4:
+      m.type = 3;
+      m.code = static_cast<uint8_t>((kind >> 3) % 16);
+      break;
+    case 5:
+    case 6:
+      m.type = 11;
+      break;
+    default:
+      m.type = 11;
+      m.code = 1;
+      break;
+  }
+  if (kind >= 0xf8) {
+    m.type = r.u8();
+    m.code = r.u8();
+  }
+  const uint8_t cut = r.u8();
+  size_t keep = quote.size();
+  if (cut < 0x40)
+    keep = std::min<size_t>(keep, 576 - 28);
+  else if (cut < 0x80)
+    keep = std::min<size_t>(keep, 28);
+  else
+    keep = std::min<size_t>(keep, 20 + (cut & 0x3f));
+  quote.resize(keep);
+  const uint8_t dmg = r.u8();
+  for (int i = 0; i < (dmg & 0x03) && !quote.empty(); ++i)
+    quote[r.u8() % quote.size()] ^= static_cast<uint8_t>(1 + r.u8() % 255);
+  if ((dmg & 0x04) && quote.size() >= 20) {
+    test::set16(quote.data() + 10, 0);
+    test::set16(quote.data() + 10, test::ref_checksum(quote.data(), 20));
+  }
+  m.payload = std::move(quote);
+  Input in;
+  in.port = static_cast<uint16_t>(side ^ ((how >> 3) & 1));
+  uint32_t src;
+  MacAddr src_mac;
+  if (in.port == 0) {
+    const uint32_t c = r.pick(12);
+    src = c < 8 ? client_ip(c) : ip4(203, 0, 113, 1);
+    src_mac = client_mac(c);
+  } else {
+    const uint8_t k = r.pick(3);
+    src = k == 0 ? kGateway : k == 1 ? qdst : ip4(10, 20, 0, 99);
+    src_mac = next_hop_mac(src);
+  }
+  uint32_t dst = qsrc;
+  if (how & 0x06) {
+    constexpr uint32_t kWrong[] = {kVip1,     kVip2,     kPortIp[0],        kPortIp[1],
+                                   kLocal[0], kLocal[1], ip4(10, 10, 0, 50)};
+    dst = kWrong[r.pick(std::size(kWrong))];
+  }
+  const test::Eth e = eth_to(in.port, src_mac, r);
+  in.frame = test::icmp_frame(e, ip_header(src, dst, r), m);
+  return in;
+}
+
 // --- The run ------------------------------------------------------------------------------------
 
 // LB_FUZZ_TRACE=1 prints every frame and its verdict (to see what an input does).
@@ -469,6 +645,11 @@ class Run {
     cfg.ticks_per_second = 100;
     cfg.reta_size = 128;
     cfg.worker = w;
+    for (uint32_t ip : kLocal) cfg.fullnat_addrs[cfg.nfullnat++] = ip;
+    cfg.fullnat_port_first = kFullnatFirst;
+    cfg.fullnat_port_last = kFullnatLast;
+    cfg.fullnat_port_hold = kFullnatHold;
+    cfg.fullnat_port_start = 0;
     return cfg;
   }
 
@@ -482,9 +663,22 @@ class Run {
         case 0:
         case 1:
         case 2:
-        case 3:
           in = client_segment(r);
           break;
+        case 3: {
+          // An ICMP error quoting one of the last frames lbd sent (0: the last), or a packet
+          // lbd never sent.
+          const uint8_t which = r.u8();
+          if (sent_count_ != 0 && !(which & 0x80)) {
+            const Sent& s = sent_[(sent_count_ - 1 - which % std::min(sent_count_, kSent)) % kSent];
+            in = quote_error(s.packet, s.port, r);
+          } else {
+            uint16_t side = 0;
+            Bytes q = made_up_quote(r, side);
+            in = quote_error(std::move(q), side, r);
+          }
+          break;
+        }
         case 4:
         case 5:
           in = backend_segment(r);
@@ -625,13 +819,14 @@ class Run {
           ++dropped[static_cast<size_t>(v[i].reason)];
           break;
         case Action::kTx: {
-          check_tx(v[i], frames[i], in);
-          // An ICMP error lbd makes as a router hop answers a packet it does not forward, which
-          // is counted under its drop reason too (time exceeded: ttl_exceeded; fragmentation
-          // needed: frag_needed). Those come from a port address; errors passed on about a flow
-          // do not.
+          check_tx(w, v[i], frames[i], in);
+          // An ICMP error lbd makes as a router hop answers a TCP packet it does not forward,
+          // which is counted under its drop reason too (time exceeded: ttl_exceeded;
+          // fragmentation needed: frag_needed). Those come from a port address; errors passed on
+          // about a flow answer an ICMP error (a tunnel's too come from a port address).
           const test::Decoded o = test::decode(frames[i].data(), frames[i].len);
-          if (o.ok && o.type == 0x0800 && o.proto == 1 && is_local(o.ip_src)) {
+          if (o.ok && o.type == 0x0800 && o.proto == 1 && is_local(o.ip_src) &&
+              test::decode(in.frame).proto != 1) {
             if (o.icmp_type == 11) ++dropped[static_cast<size_t>(DropReason::kTtlExceeded)];
             if (o.icmp_type == 3) ++dropped[static_cast<size_t>(DropReason::kFragNeeded)];
           }
@@ -663,7 +858,22 @@ class Run {
       if (!handoff[o].empty()) process(o, handoff[o], true);
   }
 
-  void check_tx(const Verdict& v, const Frame& f, const Input& in) {
+  // Whether `dst` is a MAC a next hop may have while this burst runs.
+  bool next_hop_mac_now(const MacAddr& dst) const {
+    bool next_hop = std::find(hop_macs_.begin(), hop_macs_.end(), dst) != hop_macs_.end();
+    for (uint16_t s = 0; s < neighbors_.size(); ++s)
+      next_hop = next_hop || neighbors_.lookup(s) == dst;
+    return next_hop;
+  }
+
+  // The IPv4 packet in an output frame, for later ICMP errors to quote.
+  void remember(const uint8_t* ip, size_t len, uint16_t port) {
+    Sent& s = sent_[sent_count_++ % kSent];
+    s.packet.assign(ip, ip + len);
+    s.port = port;
+  }
+
+  void check_tx(uint16_t w, const Verdict& v, const Frame& f, const Input& in) {
     LB_FUZZ_CHECK(v.port < kPorts, "tx on port %u", v.port);
     LB_FUZZ_CHECK(size_t{f.off} + f.len <= f.cap, "frame [%u, +%u) past its %u-byte buffer", f.off,
                   f.len, f.cap);
@@ -676,12 +886,20 @@ class Run {
                   shown().c_str());
     LB_FUZZ_CHECK(!d.dst.is_multicast(), "to a group MAC\n%s", shown().c_str());
     if (d.type == 0x0806) {
+      // A full-NAT local address is answered on the port whose subnet holds it.
       LB_FUZZ_CHECK(d.ok && d.arp.op == 2 && d.arp.sha == kPortMac[v.port] && d.dst == d.arp.tha &&
-                        (d.arp.spa == kPortIp[v.port] || is_vip(d.arp.spa)),
+                        (d.arp.spa == kPortIp[v.port] || is_vip(d.arp.spa) ||
+                         (is_fullnat_addr(d.arp.spa) && v.port == 1)),
                     "ARP output\n%s", shown().c_str());
       return;
     }
     LB_FUZZ_CHECK(d.type == 0x0800, "type 0x%04x\n%s", d.type, shown().c_str());
+    const test::Decoded din = test::decode(in.frame);
+    if (d.proto == 4) {
+      check_tunnel(v, p, n, d, in, din);
+      remember(p + d.l3, n - d.l3, v.port);
+      return;
+    }
     core::ParsedPacket pk;
     core::parse_packet(p, n, pk);
     LB_FUZZ_CHECK(pk.kind == PacketKind::kTcp || pk.kind == PacketKind::kIcmp,
@@ -691,39 +909,71 @@ class Run {
     LB_FUZZ_CHECK(pk.kind == PacketKind::kIcmp ? n >= d.l3 + d.total_len : n == d.l3 + d.total_len,
                   "%zu bytes for IPv4 length %u\n%s", n, d.total_len, shown().c_str());
     const std::string errors = test::checksum_errors(p, n);
+    remember(p + d.l3, std::min<size_t>(n - d.l3, d.total_len), v.port);
     if (pk.kind == PacketKind::kIcmp) {
       // An echo reply from a VIP or a port address; or an error: one lbd makes as a router hop
       // (time exceeded, fragmentation needed: from a port address), or one about a flow that lbd
-      // passes on to the flow's other end. Never to lbd's own addresses, header checksum right.
+      // passes on to the flow's other end. Never to lbd's own addresses; both checksums right
+      // (lbd computes the ICMP one afresh for every message it sends).
       const bool echo_reply = d.icmp_type == 0 && (is_vip(d.ip_src) || is_local(d.ip_src));
       const bool error = d.icmp_type == 3 || d.icmp_type == 11;
       LB_FUZZ_CHECK((echo_reply || error) && !is_vip(d.ip_dst) && !is_local(d.ip_dst) &&
-                        test::ref_sum(p + d.l3, 20) == 0xffff && (!echo_reply || errors.empty()),
-                    "ICMP output\n%s", shown().c_str());
+                        !is_fullnat_addr(d.ip_dst) && errors.empty(),
+                    "ICMP output %s\n%s", errors.c_str(), shown().c_str());
+      if (error && din.type == 0x0800 && din.proto == 1) check_relayed(v, p, n, d, in, din);
       return;
     }
-    const test::Decoded din = test::decode(in.frame);
     const bool to_client = is_service(d.ip_src, d.sport);
     const bool to_backend = is_backend(d.ip_dst, d.dport);
     LB_FUZZ_CHECK(to_client != to_backend, "TCP neither from a VIP:port nor to a backend\n%s",
                   shown().c_str());
+    const bool din_tcp = din.type == 0x0800 && din.proto == 6;
+    const int din_service = din_tcp ? service_at(din.ip_dst, din.dport) : -1;
     if (to_backend) {
+      const int bs = backend_service(d.ip_dst, d.dport);
       LB_FUZZ_CHECK(v.port == 1 && !is_vip(d.ip_src) && !is_local(d.ip_src),
                     "to a backend from lbd's own address, or on port %u\n%s", v.port,
                     shown().c_str());
-      bool next_hop = std::find(hop_macs_.begin(), hop_macs_.end(), d.dst) != hop_macs_.end();
-      for (uint16_t s = 0; s < neighbors_.size(); ++s)
-        next_hop = next_hop || neighbors_.lookup(s) == d.dst;
+      // Full-NAT: from a local address and a local port of the worker that sent it (its owner,
+      // to which the backend's replies come back); dnat: from the client, never a local address.
+      // A tunnel backend gets IPIP only, but for an RST: the answer to its own segment to a
+      // client whose flow was reset (it should not send through lbd, but may).
+      if (kForward[bs] == core::ForwardMode::kFullnat)
+        LB_FUZZ_CHECK(
+            is_fullnat_addr(d.ip_src) && d.sport >= kFullnatFirst && d.sport <= kFullnatLast &&
+                core::SnatPorts::owner_of(d.sport, workers_) == w,
+            "full-NAT not from a local address:port of worker %u\n%s", w, shown().c_str());
+      else
+        LB_FUZZ_CHECK(!is_fullnat_addr(d.ip_src) &&
+                          (kForward[bs] == core::ForwardMode::kDnat || (d.flags & tf::kRst)),
+                      "%s backend from a local address, or TCP to a tunnel backend\n%s",
+                      kForward[bs] == core::ForwardMode::kDnat ? "dnat" : "tunnel",
+                      shown().c_str());
+      // A client's segment goes to a backend of the service it is addressed to.
+      LB_FUZZ_CHECK(din_service < 0 || din_service == bs,
+                    "a segment to service %d went to a backend of service %d\n%s", din_service, bs,
+                    shown().c_str());
       // An RST that answers a segment (reply_rst) goes back to the MAC it came from, as a host
       // answers its sender: a backend behind a router, or one whose MAC changed, arrives from a
       // MAC the neighbor table does not hold for its address.
       const bool answers_sender =
           (d.flags & tf::kRst) && din.ok && d.dst == din.src && is_backend(din.ip_src, din.sport);
-      LB_FUZZ_CHECK(next_hop || answers_sender, "to a backend but not to a next hop's MAC\n%s",
-                    shown().c_str());
+      LB_FUZZ_CHECK(next_hop_mac_now(d.dst) || answers_sender,
+                    "to a backend but not to a next hop's MAC\n%s", shown().c_str());
     } else {
-      LB_FUZZ_CHECK(!is_vip(d.ip_dst) && !is_local(d.ip_dst), "to lbd's own address\n%s",
-                    shown().c_str());
+      LB_FUZZ_CHECK(!is_vip(d.ip_dst) && !is_local(d.ip_dst) && !is_fullnat_addr(d.ip_dst),
+                    "to lbd's own address\n%s", shown().c_str());
+      // A backend's reply (to the client in dnat, to a local address in full-NAT) leaves from
+      // the VIP:port of the backend's service; an RST answering a client's segment leaves from
+      // the VIP:port the segment was addressed to.
+      const int from = service_at(d.ip_src, d.sport);
+      if (din_tcp && is_backend(din.ip_src, din.sport))
+        LB_FUZZ_CHECK(from == backend_service(din.ip_src, din.sport),
+                      "a reply of a backend of service %d from service %d's VIP:port\n%s",
+                      backend_service(din.ip_src, din.sport), from, shown().c_str());
+      LB_FUZZ_CHECK(din_service < 0 || din_service == from,
+                    "an answer to a segment to service %d from service %d's VIP:port\n%s",
+                    din_service, from, shown().c_str());
     }
     // The IPv4 header checksum is always right: the parser (or the NIC) checked the input's.
     LB_FUZZ_CHECK(test::ref_sum(p + d.l3, 20) == 0xffff, "IPv4 checksum\n%s", shown().c_str());
@@ -733,8 +983,8 @@ class Run {
     // that stopped while the handshake was pending (backend_stopped, e.g. its SYN-ACK). Its
     // checksums are the cached SYN's, whatever the segment's were. A client's segment (to a
     // VIP:port, on either port) is never replayed: a SYN it makes is itself.
-    const bool replay = to_backend && (d.flags & tf::kSyn) && din.type == 0x0800 &&
-                        din.proto == 6 && !is_service(din.ip_dst, din.dport);
+    const bool replay =
+        to_backend && (d.flags & tf::kSyn) && din_tcp && !is_service(din.ip_dst, din.dport);
     if (replay) {
       if (!bad_syn_seen_)
         LB_FUZZ_CHECK(errors.empty(), "replayed SYN: %s\n%s", errors.c_str(), shown().c_str());
@@ -742,6 +992,136 @@ class Run {
       LB_FUZZ_CHECK(errors.empty(), "%s\n%s", errors.c_str(), shown().c_str());
     }
     last_tx_[v.port].assign(p, p + n);
+  }
+
+  // forward = "tunnel": IPIP from the backend port's address to a backend of the tunnel service,
+  // to its next hop, around the input's IPv4 packet, unchanged: a client's segment to the
+  // service's VIP:port, or an ICMP error about a packet the service's backend sent from it.
+  void check_tunnel(const Verdict& v, const uint8_t* p, size_t n, const test::Decoded& d,
+                    const Input& in, const test::Decoded& din) {
+    const auto shown = [&] { return test::describe(p, n) + "input:\n" + test::describe(in.frame); };
+    LB_FUZZ_CHECK(v.port == 1 && d.ihl == 20 && n == d.l3 + d.total_len &&
+                      test::ref_sum(p + d.l3, 20) == 0xffff && d.ttl == core::kTunnelTtl &&
+                      d.ip_src == kPortIp[1] && is_tunnel_backend_ip(d.ip_dst),
+                  "IPIP outer header: not from port 1's address to a tunnel backend, or bad\n%s",
+                  shown().c_str());
+    LB_FUZZ_CHECK(next_hop_mac_now(d.dst), "IPIP not to a next hop's MAC\n%s", shown().c_str());
+    const uint8_t* inner = p + d.l3 + 20;
+    const size_t inner_len = d.total_len - 20;
+    LB_FUZZ_CHECK(din.type == 0x0800 && din.l3 + din.total_len <= in.frame.size() &&
+                      inner_len == din.total_len &&
+                      std::equal(inner, inner + inner_len, in.frame.data() + din.l3),
+                  "the tunnel's inner packet is not the input's\n%s", shown().c_str());
+    if (din.proto == 6) {
+      LB_FUZZ_CHECK(service_at(din.ip_dst, din.dport) == kTunnelService,
+                    "tunnelled a segment that is not to the tunnel service\n%s", shown().c_str());
+    } else {
+      // The error came to the VIP: it quotes the backend's packet from the VIP:port to a client.
+      const uint8_t* q = in.frame.data() + din.l4 + 8;
+      LB_FUZZ_CHECK(din.proto == 1 && (din.icmp_type == 3 || din.icmp_type == 11) &&
+                        din.l4 + 8 + 28 <= in.frame.size() &&
+                        service_at(test::get32(q + 12), test::get16(q + 20)) == kTunnelService &&
+                        din.ip_dst == test::get32(q + 12),
+                    "tunnelled an ICMP message that is no error about the tunnel service\n%s",
+                    shown().c_str());
+    }
+  }
+
+  // An ICMP error about a flow, passed on to its other end with the quote translated through
+  // the flow's NAT (icmp_error.cc; docs/architecture.md, "ICMP errors that quote a flow").
+  // The quote is of a packet lbd sent; what goes out quotes the packet the receiver sent (or
+  // would have), which passes the checks of lbd's own TCP read backwards: to a client it quotes
+  // that client -> a VIP:port, to a backend it quotes that backend -> a client or a local address.
+  void check_relayed(const Verdict& v, const uint8_t* p, size_t n, const test::Decoded& d,
+                     const Input& in, const test::Decoded& din) {
+    const auto shown = [&] { return test::describe(p, n) + "input:\n" + test::describe(in.frame); };
+    const uint8_t* qi = in.frame.data() + din.l4 + 8;  // the input's quote
+    const size_t qi_len = din.l3 + din.total_len - (din.l4 + 8);
+    const uint8_t* qo = p + d.l4 + 8;  // the output's
+    const size_t qo_len = d.l3 + d.total_len - (d.l4 + 8);
+    LB_FUZZ_CHECK(din.ihl == 20 && din.l3 + din.total_len <= in.frame.size() && qi_len >= 28 &&
+                      qi[0] == 0x45 && qo_len >= 20 && d.ihl == 20,
+                  "relayed an error with a short or odd quote\n%s", shown().c_str());
+    LB_FUZZ_CHECK(d.icmp_type == din.icmp_type && d.icmp_code == din.icmp_code,
+                  "relayed error's type or code changed\n%s", shown().c_str());
+    // The error was addressed to the quote's source: lbd, as it sent the quoted packet.
+    const uint32_t qsrc = test::get32(qi + 12), qdst = test::get32(qi + 16);
+    LB_FUZZ_CHECK(din.ip_dst == qsrc, "relayed an error not addressed to the quote's source\n%s",
+                  shown().c_str());
+    const bool frag_needed = din.icmp_type == 3 && din.icmp_code == 4;
+    const uint16_t mtu_in = test::get16(in.frame.data() + din.l4 + 6);
+    const uint16_t mtu_out = test::get16(p + d.l4 + 6);
+    if (qi[9] == 4) {
+      // About lbd's IPIP packet: the client gets the inner quote, from the client port's
+      // address; a fragmentation-needed's MTU less the tunnel's 20 bytes (at least 68).
+      LB_FUZZ_CHECK(qi_len >= 48 && qsrc == kPortIp[1] && is_tunnel_backend_ip(qdst) &&
+                        service_at(test::get32(qi + 36), test::get16(qi + 42)) == kTunnelService &&
+                        d.ip_src == kPortIp[v.port] && d.ip_dst == test::get32(qi + 32) &&
+                        qo_len == qi_len - 20 && std::equal(qo, qo + qo_len, qi + 20),
+                    "an error about a tunnel packet, relayed wrong\n%s", shown().c_str());
+      const uint16_t want = !frag_needed       ? mtu_in
+                            : mtu_in > 68 + 20 ? static_cast<uint16_t>(mtu_in - 20)
+                                               : 68;
+      LB_FUZZ_CHECK(
+          mtu_out == want && test::get16(p + d.l4 + 4) == test::get16(in.frame.data() + din.l4 + 4),
+          "an error about a tunnel packet: MTU %u for %u\n%s", mtu_out, mtu_in, shown().c_str());
+      return;
+    }
+    LB_FUZZ_CHECK(qi[9] == 6 && qo[9] == 6 && qo_len == qi_len &&
+                      test::get32(p + d.l4 + 4) == test::get32(in.frame.data() + din.l4 + 4),
+                  "relayed error's quote length or bytes 4-7 changed\n%s", shown().c_str());
+    const uint32_t osrc = test::get32(qo + 12), odst = test::get32(qo + 16);
+    const uint16_t qsport = test::get16(qi + 20), qdport = test::get16(qi + 22);
+    const uint16_t osport = test::get16(qo + 20), odport = test::get16(qo + 22);
+    // Whom it goes to is the quote's source now: a client that sent to a VIP:port, or a backend
+    // that sent from its ip:port.
+    const int svc = service_at(odst, odport);
+    const int bsvc = backend_service(osrc, osport);
+    LB_FUZZ_CHECK(d.ip_dst == osrc && ((svc >= 0) != (bsvc >= 0)),
+                  "relayed error neither to a client about a VIP:port nor to a backend about its "
+                  "own packet\n%s",
+                  shown().c_str());
+    if (svc >= 0) {
+      // lbd's packet went to a backend of that service: from the client (dnat) or from a local
+      // address (full-NAT); now it is the client's to the VIP:port, sent from the VIP.
+      const int was = backend_service(qdst, test::get16(qi + 22));
+      const bool fullnat = kForward[svc] == core::ForwardMode::kFullnat;
+      LB_FUZZ_CHECK(was == svc && kForward[svc] != core::ForwardMode::kTunnel &&
+                        (fullnat ? is_fullnat_addr(qsrc) && !is_fullnat_addr(osrc)
+                                 : osrc == qsrc && osport == qsport) &&
+                        !is_vip(osrc) && !is_local(osrc) && d.ip_src == odst,
+                    "an error about lbd -> backend relayed wrong\n%s", shown().c_str());
+    } else {
+      // lbd's packet went from the VIP:port of that backend's service to a client; now it is
+      // the backend's to the client (dnat; outer source the router's) or to a local address
+      // (full-NAT; outer source that address).
+      const bool fullnat = kForward[bsvc] == core::ForwardMode::kFullnat;
+      LB_FUZZ_CHECK(service_at(qsrc, qsport) == bsvc &&
+                        kForward[bsvc] != core::ForwardMode::kTunnel &&
+                        (fullnat ? is_fullnat_addr(odst) && odport >= kFullnatFirst &&
+                                       odport <= kFullnatLast && d.ip_src == odst
+                                 : odst == qdst && odport == qdport && d.ip_src == din.ip_src) &&
+                        v.port == 1,
+                    "an error about lbd -> client relayed wrong\n%s", shown().c_str());
+      LB_FUZZ_CHECK(next_hop_mac_now(d.dst),
+                    "relayed error to a backend not to a next hop's MAC\n%s", shown().c_str());
+    }
+    // The rest of the quote is unchanged; its checksums stay right when they were: the IPv4
+    // header's always, the TCP one when the quote holds the whole segment.
+    for (size_t i = 0; i < qo_len; ++i) {
+      const bool changed = (i >= 10 && i < 24) || i == 36 || i == 37;
+      LB_FUZZ_CHECK(changed || qo[i] == qi[i], "relayed quote's byte %zu changed\n%s", i,
+                    shown().c_str());
+    }
+    if (test::ref_sum(qi, 20) == 0xffff)
+      LB_FUZZ_CHECK(test::ref_sum(qo, 20) == 0xffff, "relayed quote's IPv4 checksum\n%s",
+                    shown().c_str());
+    const uint16_t qtotal = test::get16(qi + 2);
+    if (qtotal >= 40 && qtotal <= qi_len &&
+        test::ref_sum(qi + 20, qtotal - 20, test::ref_pseudo(qsrc, qdst, 6, qtotal - 20)) == 0xffff)
+      LB_FUZZ_CHECK(test::ref_sum(qo + 20, qtotal - 20,
+                                  test::ref_pseudo(osrc, odst, 6, qtotal - 20)) == 0xffff,
+                    "relayed quote's TCP checksum\n%s", shown().c_str());
   }
 
   // Each worker's flow counters agree with its table.
@@ -778,6 +1158,14 @@ class Run {
   uint32_t pool_ = 0;
   uint16_t worker_ = 0;
   Bytes last_tx_[kPorts];
+  // The last kSent IPv4 packets lbd sent and their ports, for ICMP errors to quote.
+  struct Sent {
+    Bytes packet;
+    uint16_t port = 0;
+  };
+  static constexpr size_t kSent = 8;
+  std::array<Sent, kSent> sent_;
+  size_t sent_count_ = 0;
   std::vector<MacAddr> hop_macs_;
   bool bad_syn_seen_ = false;
 };
