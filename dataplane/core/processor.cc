@@ -54,6 +54,8 @@ Processor::Processor(const ProcessorConfig& cfg, NeighborTable& neighbors, FlowT
   }
   for (uint16_t i = 0; i < cfg.nports; ++i)
     local_filter_ |= uint64_t{1} << ((cfg.ports[i].ip * 0x9e3779b1u) >> 26);
+  for (uint8_t i = 0; i < cfg.nfullnat; ++i)
+    local_filter_ |= uint64_t{1} << ((cfg.fullnat_addrs[i] * 0x9e3779b1u) >> 26);
   // New flows must not take the creation number of a restored one: it keys the SYN cache.
   if (table_.size() != 0) adopt_flows();
 }
@@ -272,7 +274,8 @@ Verdict Processor::handle_icmp(Frame& f, const ParsedPacket& pk, uint16_t in_por
                                Tick now) {
   if (is_icmp_error(f.data() + pk.l4)) return icmp_error(f, pk, pool, now);
   if (!is_local(pk.dst_ip) && !pool.is_vip(pk.dst_ip)) return drop(DropReason::kIcmpNotForUs);
-  if (is_local(pk.src_ip) || pool.is_vip(pk.src_ip)) return drop(DropReason::kIpBadAddress);
+  if (is_local(pk.src_ip) || snat_.find(pk.src_ip) >= 0 || pool.is_vip(pk.src_ip))
+    return drop(DropReason::kIpBadAddress);
   uint8_t* p = f.data();
   uint8_t* ip = p + pk.l3;
   uint8_t* icmp = p + pk.l4;

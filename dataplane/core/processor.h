@@ -330,14 +330,18 @@ class Processor {
   bool over_stateless_rate(Tick now);
   bool syn_pressure() const { return table_.embryonic() >= syn_high_water_; }
   bool is_local(uint32_t ip) const;
-  // A client toward a VIP:port can be neither lbd itself (a VIP, a port's address) nor one of
-  // its backends (balanced back to a backend, maybe the same one): such a source is spoofed.
+  // A client toward a VIP:port can be neither lbd itself (a VIP, a port's address, a full-NAT
+  // local address) nor one of its backends (balanced back to a backend, maybe the same one):
+  // such a source is spoofed. A local address as a client would make a flow whose backend key
+  // (backend, local address, ...) shadows the full-NAT flow with that local port.
   // Checked only where a flow is created or refused (a miss), never on a flow-table hit: a
   // source refused here never becomes a client key, and the config refuses a backend on a VIP
   // or a port's address, so no backend key has one either (docs/architecture.md, "A strict
   // edge"). Inline, with a one-word filter before the ports' loop: it runs for every SYN.
   bool spoofed_client(uint32_t src, const Pool& pool) const {
-    if (((local_filter_ >> ((src * 0x9e3779b1u) >> 26)) & 1) && is_local(src)) return true;
+    if (((local_filter_ >> ((src * 0x9e3779b1u) >> 26)) & 1) &&
+        (is_local(src) || snat_.find(src) >= 0))
+      return true;
     return pool.is_vip_or_backend(src);
   }
   bool write_l2(Frame& f, const ParsedPacket& pk, const MacAddr& dst, const MacAddr& src,
@@ -380,7 +384,7 @@ class Processor {
   WorkerCounters* counters_;
   uint64_t mac_key_[kMaxPorts];       // each port's MAC as dst_mac_key() reads it from a frame
   uint64_t eth_src_word_[kMaxPorts];  // each port's MAC and EtherType IPv4: frame bytes 6-13
-  uint64_t local_filter_ = 0;         // bit (ip * k) >> 26 set for each port's address
+  uint64_t local_filter_ = 0;         // bit (ip * k) >> 26 set for each port's and local address
   uint32_t serial_ = 0;
   Tick now_ = 0;                  // the packet's time, for the ICMP limiter
   IcmpLimiter icmp_limit_;        // the errors lbd originates (frag-needed, time exceeded, ...)

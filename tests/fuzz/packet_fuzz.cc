@@ -149,7 +149,8 @@ constexpr uint32_t kMartians[] = {kVip1,
                                   0,
                                   ip4(127, 0, 0, 1),
                                   0xffffffff,
-                                  ip4(224, 0, 0, 5)};
+                                  ip4(224, 0, 0, 5),
+                                  kLocal[0]};
 constexpr uint16_t kClientPorts[] = {40000, 40001, 40002, 50000, 1024, 65535};
 
 bool is_vip(uint32_t ip) {

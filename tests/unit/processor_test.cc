@@ -2500,6 +2500,35 @@ TEST_F(ProcessorTest, ABackendAddressKeepsItsFlowWithTwoWorkers) {
   EXPECT_EQ(Run(client_frame(0, syn2), kClientSide, 3, w[1 - owner2]).v.action, Action::kHandoff);
 }
 
+// A full-NAT local address is lbd's own too: a client with it as its source would make a flow
+// whose backend key (backend, local address, backend port, client port) shadows the full-NAT
+// flow that uses that local port toward the same backend, and takes its replies.
+TEST_F(ProcessorTest, AFullnatLocalAddressIsRefusedAsAClient) {
+  cfg_.fullnat_addrs[0] = ip4(10, 20, 0, 50);
+  cfg_.fullnat_addrs[1] = ip4(10, 20, 0, 51);
+  cfg_.nfullnat = 2;
+  for (const uint32_t local : {ip4(10, 20, 0, 50), ip4(10, 20, 0, 51)}) {
+    Seg syn = client_syn(0, 2000, 1);
+    syn.ip.src = local;
+    EXPECT_TRUE(IsDrop(Run(client_frame(0, syn), kClientSide, 1), DropReason::kIpBadAddress));
+  }
+  EXPECT_EQ(proc().flows().size(), 0u);
+  // Nor is an echo from it answered, as one from a port's address is not.
+  Ip ip;
+  ip.src = ip4(10, 20, 0, 50);
+  ip.dst = kVip;
+  ip.ttl = 55;
+  Icmp m;
+  m.id = 7;
+  EXPECT_TRUE(
+      IsDrop(Run(test::icmp_frame(test::eth(kPortMac[0], client_mac(0)), ip, m), kClientSide, 1),
+             DropReason::kIpBadAddress));
+  // Its neighbor in the same subnet is a client like any other.
+  Seg syn = client_syn(0, 2000, 1);
+  syn.ip.src = ip4(10, 20, 0, 52);
+  EXPECT_TRUE(IsTx(Run(client_frame(0, syn), kClientSide, 1), kBackendSide));
+}
+
 TEST_F(ProcessorTest, SynFromAGroupSourceMacCreatesNoFlow) {
   // The backend's replies would go to the MAC the SYN came from.
   const Seg syn = client_syn(0, 5000, 1);
