@@ -92,8 +92,9 @@ class Daemon {
   // Replaces the running configuration; backends that stay (same service, address and port)
   // keep their health and counters. `kind` (and `what`, for a runtime change) is said in the
   // log. Backends and services it drops drain for `drain` (0: removed at once; runtime changes,
-  // whose removals lbctl drains itself); those already draining go on draining. A load or
-  // reload sends every service to lbd again; a runtime change only what it changed.
+  // whose removals lbctl drains itself); those already draining go on draining (one the
+  // configuration has again comes back with its health). A load or reload sends every service to
+  // lbd again; a runtime change only what it changed.
   void apply(cfg::Config config, ApplyKind kind, const std::string& what = "",
              Millis drain = Millis(0));
 

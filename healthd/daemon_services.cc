@@ -56,16 +56,21 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
     ServiceRuntime s{sc, {}, {}, 0, {}, false};
     ServiceRuntime* old = nullptr;
     if (auto it = by_name_.find(sc.name); it != by_name_.end()) old = &services_[it->second];
+    // Backends draining from an earlier reload that the service has again: they come back with
+    // the health they had (one known DOWN must not take connections until it rises again).
+    std::vector<BackendRuntime> back;
     if (old) {
       s.last_generation = old->last_generation;
       s.pool = old->pool;  // so that fail_open and all-down transitions are logged once
       // Still draining from an earlier reload, unless the service has it again.
       for (Leaving& l : old->leaving) {
-        const bool back = std::any_of(sc.backends.begin(), sc.backends.end(), [&](const auto& b) {
+        const bool again = std::any_of(sc.backends.begin(), sc.backends.end(), [&](const auto& b) {
           return b.address == l.backend.config.address && b.port == l.backend.config.port;
         });
-        if (back) {
-          HLOG_INFO("%s is back (%s) before it had drained", l.backend.label.c_str(), why.c_str());
+        if (again) {
+          HLOG_INFO("%s is back (%s) before it had drained, %s as it was", l.backend.label.c_str(),
+                    why.c_str(), to_string(l.backend.health.health()));
+          back.push_back(std::move(l.backend));
         } else {
           s.leaving.push_back(std::move(l));
         }
@@ -76,6 +81,7 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
     for (const cfg::BackendConfig& bc : sc.backends) {
       ++backends;
       BackendRuntime* prev = nullptr;
+      bool returning = false;
       if (old) {
         for (BackendRuntime& ob : old->backends) {
           if (ob.config.address == bc.address && ob.config.port == bc.port && ob.id != 0) {
@@ -84,10 +90,19 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
           }
         }
       }
+      for (BackendRuntime& bb : back) {
+        if (prev) break;
+        if (bb.config.address == bc.address && bb.config.port == bc.port && bb.id != 0) {
+          prev = &bb;
+          returning = true;
+        }
+      }
       const ProbeSpec spec = make_spec(sc, bc);
       if (prev) {
         BackendRuntime b = std::move(*prev);
         prev->id = 0;  // taken
+        // Not checked while it drained: checked again soon.
+        if (returning) b.next_check = first_check(b.health, now);
         if (b.config.state != bc.state) {
           HLOG_INFO("%s admin state %s -> %s (%s)", b.label.c_str(), cfg::to_string(b.config.state),
                     cfg::to_string(bc.state), why.c_str());

@@ -768,6 +768,33 @@ TEST_F(ControlDaemonTest, ServiceRemovedByReloadDrainsBeforeLbdIsTold) {
   EXPECT_EQ(request({{"cmd", "status"}})["services"].size(), 1u);
 }
 
+TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("web|127.0.0.2:8080", 1);
+  // 127.0.0.2:8080 starts up and goes DOWN at its first check (nothing listens there).
+  std::string text = config_text(kSecond);
+  text.replace(text.find("interval_ms = 1000"), 18, "interval_ms = 100; fall = 1");
+  write_config(text);
+  start();
+  ASSERT_TRUE(turn_until(
+      [&] { return state_of(latest_["web"], kLocal2, 8080) == shm::BackendState::kDraining; }));
+  ASSERT_EQ(request({{"cmd", "status"}})["services"][0]["backends"][1]["health"], "down");
+  // Slow checks from now on: only what it was decides until the next one.
+  std::string slow = config_text(kSecond);
+  slow.replace(slow.find("interval_ms = 1000"), 18, "interval_ms = 60000");
+  std::string without = config_text();
+  without.replace(without.find("interval_ms = 1000"), 18, "interval_ms = 60000");
+  write_config(without);
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  write_config(slow);
+  ASSERT_EQ(request({{"cmd", "config.reload"}, {"wait", true}})["ok"], true);
+  const Json st = request({{"cmd", "status"}});
+  EXPECT_EQ(st["services"][0]["backends"][1]["health"], "down") << st;
+  EXPECT_EQ(state_of(latest_["web"], kLocal2, 8080), shm::BackendState::kDraining)
+      << "a backend known DOWN is sent as active";
+}
+
 TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
   // An operators' group that may read the file (and a mode to match) must survive a save, for
   // the new file and for the .bak (the group used to be dropped).
