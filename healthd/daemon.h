@@ -182,6 +182,12 @@ class Daemon {
   bool anything_leaving() const;
   // lbd's active flows per "service|address:port"; why not when its telemetry cannot be read.
   Result<std::unordered_map<std::string, int64_t>> lbd_flows();
+  // The names of the services lbd has (its telemetry's /lb/services).
+  Result<std::vector<std::string>> lbd_services();
+  // lbd's pool is lb-healthd's: a service lbd has that lb-healthd neither runs nor drains (an
+  // earlier lb-healthd's, say, removed by a reload while it drained) is removed. Read once per
+  // attach; retried while lbd's telemetry cannot be read.
+  void reconcile(TimePoint now);
 
   // -- Publishing (LbdLink) --
   size_t owe_everything();
@@ -217,6 +223,9 @@ class Daemon {
   std::unique_ptr<ControlServer> control_;
   TimePoint next_leaving_check_{};
   std::string telemetry_error_;  // the last reason lbd's flow counts could not be read
+  bool reconcile_ = false;       // lbd's services are to be read (attached)
+  TimePoint next_reconcile_{};
+  std::string reconcile_error_;  // the last reason they could not be
   ApplyTracker apply_;
   std::unique_ptr<MetricsServer> metrics_;
 

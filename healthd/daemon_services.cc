@@ -405,6 +405,8 @@ constexpr Millis kLeavingCheck{250};
 constexpr Millis kLeavingRetry{2000};
 // A read of lbd's telemetry blocks the loop for at most this long (twice: hello, reply).
 constexpr int kTelemetryTimeoutMs = 100;
+// How often lbd's services are read again after a failed read (reconcile()).
+constexpr Millis kReconcileRetry{5000};
 }  // namespace
 
 void Daemon::start_leaving(ServiceRuntime& s, BackendRuntime b, Millis drain, TimePoint now) {
@@ -447,6 +449,55 @@ Result<std::unordered_map<std::string, int64_t>> Daemon::lbd_flows() {
     return out;
   } catch (const std::exception& e) {
     return Error{"telemetry", e.what()};
+  }
+}
+
+Result<std::vector<std::string>> Daemon::lbd_services() {
+  const std::string path =
+      options_.telemetry.empty() ? ctl::telemetry_path(instance_) : options_.telemetry;
+  try {
+    ctl::TelemetryClient t(path, kTelemetryTimeoutMs);
+    const Json services = t.query("/lb/services");
+    if (!services.is_object())
+      throw ctl::Error("lbd's telemetry at " + path + ": /lb/services is not an object");
+    std::vector<std::string> out;
+    for (const auto& [key, s] : services.items()) {
+      if (!s.is_object() || !s.contains("name") || !s["name"].is_string())
+        throw ctl::Error("lbd's telemetry at " + path + ": /lb/services: " + key + " has no name");
+      out.push_back(s["name"].get<std::string>());
+    }
+    return out;
+  } catch (const std::exception& e) {
+    return Error{"telemetry", e.what()};
+  }
+}
+
+void Daemon::reconcile(TimePoint now) {
+  if (!link_.attached()) return;  // attaching again says so again
+  Result<std::vector<std::string>> names = lbd_services();
+  if (!names) {
+    if (names.error().message != reconcile_error_) {
+      HLOG_WARNING(
+          "cannot read which services lbd has: %s: a service lbd has that lb-healthd does not "
+          "run (left by an earlier lb-healthd) is not removed until it can; retrying every %s",
+          names.error().message.c_str(), format_duration(kReconcileRetry).c_str());
+      reconcile_error_ = names.error().message;
+    }
+    next_reconcile_ = now + kReconcileRetry;
+    return;
+  }
+  if (!reconcile_error_.empty()) HLOG_INFO("read which services lbd has");
+  reconcile_error_.clear();
+  reconcile_ = false;
+  Publisher& publisher = link_.publisher();
+  for (const std::string& name : *names) {
+    // Those draining after a reload run here too (removed, in services_) until they go.
+    if (by_name_.count(name) != 0 || publisher.removing(name)) continue;
+    HLOG_INFO(
+        "service %s is in lbd but lb-healthd neither runs nor drains it (an earlier "
+        "lb-healthd's, removed while it drained?): lbd is told to remove it",
+        name.c_str());
+    publisher.remove(name);
   }
 }
 

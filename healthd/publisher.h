@@ -69,6 +69,7 @@ class Publisher {
   bool owed(const std::string& name) const { return where_.count(name) != 0; }
   size_t owed_count() const { return queue_.size(); }
   size_t removals() const { return removals_.size(); }  // owed or not yet acknowledged
+  bool removing(const std::string& name) const { return removals_.count(name) != 0; }
   uint64_t messages_sent() const { return messages_sent_; }
   uint64_t ring_full() const { return ring_full_; }
 

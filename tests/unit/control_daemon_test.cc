@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -45,7 +46,7 @@ std::string config_text(const std::string& extra_backend = "", int weight = 1) {
 }
 
 // lbd's telemetry socket as lb-healthd reads it while backends drain: /lb/backends with the
-// flow counts the test sets.
+// flow counts the test sets; /lb/services with the services the test says lbd has.
 class FakeTelemetry {
  public:
   explicit FakeTelemetry(std::string path)
@@ -54,11 +55,22 @@ class FakeTelemetry {
   void set(const std::string& key, int64_t flows) {
     server_.locked([&] { flows_[key] = flows; });
   }
+  void set_services(std::vector<std::string> names) {
+    server_.locked([&] { services_ = std::move(names); });
+  }
   int queries() const { return server_.commands(); }
   const std::string& path() const { return server_.path(); }
 
  private:
   Json answer(const std::string& cmd) const {
+    if (cmd == "/lb/services") {
+      Json services = Json::object();
+      for (size_t id = 0; id < services_.size(); ++id) {
+        services["service_" + std::to_string(id)] = {
+            {"id", id}, {"name", services_[id]}, {"flows_rehashed", 0}};
+      }
+      return services;
+    }
     if (cmd != "/lb/backends") return Json();
     Json backends = Json::object();
     int id = 0;
@@ -74,6 +86,7 @@ class FakeTelemetry {
     return backends;
   }
   std::map<std::string, int64_t> flows_;
+  std::vector<std::string> services_;
   test::FakeTelemetry server_;  // last: its thread reads flows_
 };
 
@@ -132,16 +145,30 @@ class ControlDaemonTest : public testing::Test {
     ASSERT_TRUE(turn_until([&] { return latest_.count("web") == 1; }));
   }
 
-  // The fake lbd: takes updates off the ring, acknowledges (or refuses) them like lbd.
+  // The fake lbd: takes updates off the ring (at most per_tick_ a tick), acknowledges (or
+  // refuses) them like lbd. What it applied is in lbd_: like lbd, it refuses an update whose
+  // VIP:port another service it has holds, and those refuse_names_ names.
   void lbd_tick() {
-    const unsigned n = segment_->receive(updates_.data(), 64);
+    const unsigned n = segment_->receive(updates_.data(), per_tick_);
     for (unsigned i = 0; i < n; ++i) {
       const shm::ServiceUpdate& u = updates_[i];
       latest_[u.name] = u;
       ++received_;
+      ++received_by_name_[u.name];
       shm::Header& h = segment_->header();
       h.received_generation.store(u.generation);
-      if (refuse_) h.rejected_generation.store(u.generation);
+      const bool removal = (u.flags & shm::kServiceRemoved) != 0;
+      bool refused = refuse_ || refuse_names_.count(u.name) != 0;
+      for (const auto& [name, held] : lbd_) {
+        if (!removal && name != u.name && held.vip == u.vip && held.port == u.port) refused = true;
+      }
+      if (refused) {
+        h.rejected_generation.store(u.generation);
+      } else if (removal) {
+        lbd_.erase(u.name);
+      } else {
+        lbd_[u.name] = u;
+      }
     }
     if (ack_) segment_->header().applied_generation.store(segment_->header().received_generation);
   }
@@ -204,6 +231,10 @@ class ControlDaemonTest : public testing::Test {
   std::vector<shm::ServiceUpdate> updates_;
   std::map<std::string, shm::ServiceUpdate> latest_;
   size_t received_ = 0;
+  std::map<std::string, size_t> received_by_name_;
+  std::map<std::string, shm::ServiceUpdate> lbd_;  // what the fake lbd applied
+  std::set<std::string> refuse_names_;
+  unsigned per_tick_ = 64;
   bool ack_ = true;
   bool refuse_ = false;
 };
@@ -766,6 +797,47 @@ TEST_F(ControlDaemonTest, ServiceRemovedByReloadDrainsBeforeLbdIsTold) {
   ASSERT_TRUE(
       turn_until([&] { return (latest_["api"].flags & shm::kServiceRemoved) != 0; }, Millis(3000)));
   EXPECT_EQ(request({{"cmd", "status"}})["services"].size(), 1u);
+}
+
+// The file's services plus `more` (", { name = ...; }" entries).
+std::string with_services(const std::string& more, const std::string& base = config_text()) {
+  std::string text = base;
+  text.insert(text.rfind(");"), more);
+  return text;
+}
+
+std::string service_entry(const std::string& name, const std::string& vip,
+                          const std::string& backend = "127.0.0.2") {
+  return ", { name = \"" + name + "\"; vip = \"" + vip + "\"; port = 80;\n" +
+         "    health = { interval_ms = 60000; initial_state = \"up\"; };\n" +
+         "    backends = ( { address = \"" + backend + "\"; port = 8080; } ); }\n";
+}
+
+TEST_F(ControlDaemonTest, ServiceDrainingWhenLbHealthdRestartsIsRemovedFromLbd) {
+  // lb-healthd restarts while a service a reload removed drains: the new one does not know it
+  // (neither the file nor the state file has it), but lbd has it, holding its VIP:port.
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("api|127.0.0.2:8080", 2);
+  write_config(with_services(service_entry("api", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 1; }));
+  write_config(config_text());
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  turn_until([] { return false; }, Millis(300));
+  ASSERT_EQ(lbd_.count("api"), 1u) << "drains first";
+
+  lbd_telemetry.set_services({"web", "api"});  // what lbd has
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 0; }, Millis(2000)))
+      << "lbd still has a service lb-healthd does not know";
+  EXPECT_EQ(lbd_.count("web"), 1u);
+  // Its VIP:port is free again.
+  const Json r = request({{"cmd", "service.add"},
+                          {"service", {{"name", "api2"}, {"vip", "10.0.0.101"}, {"port", 80}}},
+                          {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(lbd_.count("api2"), 1u);
 }
 
 TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
