@@ -36,30 +36,79 @@ void Publisher::cancel_removal(const std::string& name) {
   }
 }
 
+void Publisher::hold(const std::string& name, uint64_t key) {
+  release(name);
+  // Another service that lbd still has there (not owed: sent anyway, lbd refuses it) keeps it.
+  if (holder_.emplace(key, name).second) held_[name] = key;
+}
+
+void Publisher::release(const std::string& name) {
+  const auto it = held_.find(name);
+  if (it == held_.end()) return;
+  if (const auto h = holder_.find(it->second); h != holder_.end() && h->second == name)
+    holder_.erase(h);
+  held_.erase(it);
+}
+
+bool Publisher::send(shm::Attachment& att, shm::ServiceUpdate& scratch, const std::string& name,
+                     bool removal, const Sent& sent) {
+  if (!att.send(scratch)) return false;
+  generation_ = scratch.generation;
+  ++messages_sent_;
+  if (removal) {
+    release(name);
+  } else {
+    hold(name, uint64_t{scratch.vip} << 16 | scratch.port);
+  }
+  sent(name, generation_, removal);
+  return true;
+}
+
 Publisher::Outcome Publisher::flush(shm::Attachment& att, shm::ServiceUpdate& scratch,
                                     const Fill& fill, const Sent& sent) {
+  const auto failed = [&] {
+    if (att.broken()) return Outcome::kRefused;
+    ++ring_full_;
+    return Outcome::kFull;
+  };
+  // Services moved ahead of the one that takes their VIP:port, in this flush.
+  std::vector<std::string> waiting;
+  const auto is_waiting = [&](const std::string& n) {
+    return std::find(waiting.begin(), waiting.end(), n) != waiting.end();
+  };
   while (!queue_.empty()) {
-    const std::string& name = queue_.front().name;
+    const std::string name = queue_.front().name;
     const auto removal = removals_.find(name);
     const bool is_removal = removal != removals_.end();
     const uint64_t generation = generation_ + 1;
-    bool send = true;
     if (is_removal) {
-      send = removal->second == 0;  // else sent already: waiting for lbd's acknowledgement
-      if (send) fill_removal(scratch, name, generation);
-    } else {
-      send = fill(name, generation, scratch);
-    }
-    if (send) {
-      if (!att.send(scratch)) {
-        if (att.broken()) return Outcome::kRefused;
-        ++ring_full_;
-        return Outcome::kFull;
+      if (removal->second == 0) {  // else sent already: waiting for lbd's acknowledgement
+        fill_removal(scratch, name, generation);
+        if (!send(att, scratch, name, true, sent)) return failed();
+        removal->second = generation;
       }
-      generation_ = generation;
-      ++messages_sent_;
-      if (is_removal) removal->second = generation;
-      sent(name, generation, is_removal);
+    } else if (fill(name, generation, scratch)) {
+      const auto h = holder_.find(uint64_t{scratch.vip} << 16 | scratch.port);
+      if (h != holder_.end() && h->second != name && owed(h->second)) {
+        const std::string other = h->second;
+        if (!is_waiting(other)) {
+          // lbd still has `other` on this VIP:port and is owed its newer state (elsewhere, or
+          // its removal): that goes first, or lbd would refuse this one.
+          waiting.push_back(name);
+          queue_.splice(queue_.begin(), queue_, where_.at(other));
+          continue;
+        }
+        // A cycle: `other` waits for a VIP:port this one holds. lbd is told `other` goes for
+        // now, which frees its VIP:port; its whole state follows (it is still owed).
+        HLOG_WARNING(
+            "services %s and %s each take the other's VIP:port: %s is removed from lbd for a "
+            "moment, then sent whole again",
+            name.c_str(), other.c_str(), other.c_str());
+        fill_removal(scratch, other, generation);
+        if (!send(att, scratch, other, true, sent)) return failed();
+        continue;  // `name` is filled again, with the next generation
+      }
+      if (!send(att, scratch, name, false, sent)) return failed();
     }
     where_.erase(name);
     queue_.pop_front();
@@ -77,6 +126,9 @@ void Publisher::attached(uint64_t seen, bool same_lbd) {
   // previous lb-healthd may still have in the ring.
   generation_ = std::max(generation_, seen + shm::kUpdateRingSlots);
   if (!same_lbd) {
+    // A new lbd started from its config file: what it holds is not what we sent.
+    held_.clear();
+    holder_.clear();
     for (const auto& [name, generation] : removals_) {
       if (const auto w = where_.find(name); w != where_.end()) {
         queue_.erase(w->second);

@@ -10,8 +10,11 @@
 //   acknowledges it (received_generation at or past it), then forgotten: what a change costs
 //   never depends on how many services were removed before.
 // - Updates and removals share one queue, ordered by their newest change, so neither starves
-//   the other and causally ordered changes arrive in order (a removal that frees a VIP before
-//   the update that takes it).
+//   the other and causally ordered changes arrive in order.
+// - A VIP:port is freed before it is taken: an update whose VIP:port lbd was last sent for
+//   another service that is owed too (it moves away, or is removed) waits for that one, whatever
+//   the order of the queue. A cycle (two services swapping VIPs) is broken by removing one of
+//   them from lbd first; it is sent whole again right after.
 
 #include <cstdint>
 #include <functional>
@@ -79,6 +82,11 @@ class Publisher {
     uint64_t seq = 0;  // when it was last marked: the queue is ordered by it
   };
   void owe(const std::string& name);
+  // What lbd was last sent for `name` holds (or no longer holds) its VIP:port.
+  void hold(const std::string& name, uint64_t key);
+  void release(const std::string& name);
+  bool send(shm::Attachment& att, shm::ServiceUpdate& scratch, const std::string& name,
+            bool removal, const Sent& sent);
 
   std::list<Entry> queue_;
   std::unordered_map<std::string, std::list<Entry>::iterator> where_;
@@ -88,6 +96,9 @@ class Publisher {
   uint64_t next_seq_ = 1;
   uint64_t messages_sent_ = 0;
   uint64_t ring_full_ = 0;
+  // The VIP:port (vip << 16 | port) of each service as last sent to this lbd, both ways.
+  std::unordered_map<std::string, uint64_t> held_;
+  std::unordered_map<uint64_t, std::string> holder_;
 };
 
 // The outcome of waiting for lbd to apply a change.

@@ -840,6 +840,28 @@ TEST_F(ControlDaemonTest, ServiceDrainingWhenLbHealthdRestartsIsRemovedFromLbd) 
   EXPECT_EQ(lbd_.count("api2"), 1u);
 }
 
+TEST_F(ControlDaemonTest, AVipMovedInOneReloadIsFreedBeforeItIsTaken) {
+  // b (first in the file) takes a's VIP while a moves away; lbd takes one update per tick.
+  per_tick_ = 1;
+  write_config(with_services(service_entry("b", "10.0.0.102") + service_entry("a", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("a") == 1 && lbd_.count("b") == 1; }));
+  write_config(with_services(service_entry("b", "10.0.0.101") + service_entry("a", "10.0.0.103")));
+  Json r = request({{"cmd", "config.reload"}, {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(lbd_["a"].vip, 0x0a000067u);
+  EXPECT_EQ(lbd_["b"].vip, 0x0a000065u);
+  EXPECT_EQ(segment_->header().rejected_generation.load(), 0u) << "sent in an order lbd refuses";
+
+  // Two services swap their VIPs: one goes through a removal, nothing is refused.
+  write_config(with_services(service_entry("b", "10.0.0.103") + service_entry("a", "10.0.0.101")));
+  r = request({{"cmd", "config.reload"}, {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(lbd_["a"].vip, 0x0a000065u);
+  EXPECT_EQ(lbd_["b"].vip, 0x0a000067u);
+  EXPECT_EQ(segment_->header().rejected_generation.load(), 0u) << "sent in an order lbd refuses";
+}
+
 TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
   FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
   telemetry_path_ = lbd_telemetry.path();
