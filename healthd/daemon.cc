@@ -155,7 +155,8 @@ Result<Change> Daemon::reload_config(bool replace, std::optional<Millis> drain_t
   };
   Result<RuntimeConfig::Plan> plan = runtime_.reload(config_, replace, take_lock);
   if (!plan) return plan.error();
-  Change r{std::move(plan->changes), plan->persisted, link_.publisher().generation()};
+  Change r{std::move(plan->changes), plan->persisted, link_.publisher().generation(),
+           link_.publisher().ticket()};
   const Millis drain = drain_timeout.value_or(Millis(plan->config.healthd.drain_timeout_ms));
   const TimePoint before = Clock::now();
   apply(std::move(plan->config), ApplyKind::kReload, "", drain);
@@ -192,7 +193,7 @@ Result<Change> Daemon::reload_config(bool replace, std::optional<Millis> drain_t
 Result<Change> Daemon::change(const std::string& what, const ServicesEdit& edit) {
   Result<std::optional<RuntimeConfig::Plan>> plan = runtime_.edit(config_, what, edit);
   if (!plan) return plan.error();
-  Change r{{}, false, link_.publisher().generation()};
+  Change r{{}, false, link_.publisher().generation(), link_.publisher().ticket()};
   if (!*plan) return r;  // nothing to change
   r.changes = std::move((*plan)->changes);
   r.persisted = (*plan)->persisted;
@@ -203,7 +204,8 @@ Result<Change> Daemon::change(const std::string& what, const ServicesEdit& edit)
 Result<Change> Daemon::save_config() {
   Result<RuntimeConfig::Plan> plan = runtime_.save(config_);
   if (!plan) return plan.error();
-  return Change{std::move(plan->changes), plan->persisted, link_.publisher().generation()};
+  return Change{std::move(plan->changes), plan->persisted, link_.publisher().generation(),
+                link_.publisher().ticket()};
 }
 
 // -- The loop ------------------------------------------------------------------------------------

@@ -115,10 +115,12 @@ class Daemon {
   // starts from the file.
   void set_base(Json base);
 
-  // Calls `done` (from the loop) once lbd has applied every update sent after `mark`, refused
-  // one of them, or `timeout` has passed.
-  void when_applied(uint64_t mark, Millis timeout, std::function<void(const AckResult&)> done) {
-    link_.when_applied(mark, timeout, std::move(done));
+  // Calls `done` (from the loop) once lbd has applied the updates that carry a change (those
+  // owed to lbd and marked after `ticket`, a Change's; sent after `mark`), refused one of them,
+  // or `timeout` has passed.
+  void when_applied(uint64_t mark, Millis timeout, std::function<void(const AckResult&)> done,
+                    uint64_t ticket = 0) {
+    link_.when_applied(mark, timeout, std::move(done), ticket);
   }
 
   // The control socket: polled with the checks, served by the loop.

@@ -18,11 +18,13 @@ void Publisher::owe(const std::string& name) {
 
 void Publisher::update(const std::string& name) {
   cancel_removal(name);
+  resends_.erase(name);  // a new state: lbd may take it
   owe(name);
 }
 
 void Publisher::remove(const std::string& name) {
   removals_[name] = 0;
+  resends_.erase(name);
   owe(name);
 }
 
@@ -34,6 +36,14 @@ void Publisher::cancel_removal(const std::string& name) {
     queue_.erase(w->second);
     where_.erase(w);
   }
+}
+
+std::vector<std::string> Publisher::owed_since(uint64_t ticket) const {
+  std::vector<std::string> out;
+  for (const Entry& e : queue_) {
+    if (e.seq > ticket) out.push_back(e.name);
+  }
+  return out;
 }
 
 void Publisher::hold(const std::string& name, uint64_t key) {
@@ -55,10 +65,12 @@ bool Publisher::send(shm::Attachment& att, shm::ServiceUpdate& scratch, const st
   if (!att.send(scratch)) return false;
   generation_ = scratch.generation;
   ++messages_sent_;
+  last_sent_[name] = generation_;
   if (removal) {
     release(name);
   } else {
     hold(name, uint64_t{scratch.vip} << 16 | scratch.port);
+    unsettled_.emplace_back(generation_, name);
   }
   sent(name, generation_, removal);
   return true;
@@ -116,15 +128,70 @@ Publisher::Outcome Publisher::flush(shm::Attachment& att, shm::ServiceUpdate& sc
   return Outcome::kDone;
 }
 
-void Publisher::acknowledged(uint64_t received) {
-  std::erase_if(removals_,
-                [received](const auto& r) { return r.second != 0 && r.second <= received; });
+void Publisher::progress(uint64_t received, uint64_t applied, uint64_t rejected) {
+  if (rejected != rejected_seen_) {
+    rejected_seen_ = rejected;
+    // lbd refused an update it took since we last looked; its header says only which one was
+    // the newest (and lbd may refuse an earlier one of the same batch after it): every update
+    // it took and had not applied is owed again, once that is its newest message.
+    size_t again = 0;
+    const uint64_t took = std::max(received, rejected);
+    while (!unsettled_.empty() && unsettled_.front().first <= took) {
+      const auto [generation, name] = unsettled_.front();
+      unsettled_.pop_front();
+      if (last_sent(name) != generation || owed(name)) continue;  // newer on its way
+      Resends& n = resends_[name];
+      const bool surely = generation == rejected;
+      int& count = surely ? n.refused : n.maybe;
+      const int most = surely ? kMaxResends : 2 * kMaxResends;
+      if (n.refused <= kMaxResends && n.maybe <= 2 * kMaxResends && count < most) {
+        ++count;
+        ++again;
+        owe(name);
+      } else if (count == most) {
+        ++count;
+        if (surely) {
+          HLOG_ERROR(
+              "lbd refused the state of service %s %d times in a row (lbd's log says why): not "
+              "sent again until it changes",
+              name.c_str(), kMaxResends + 1);
+        } else {
+          HLOG_WARNING(
+              "lbd refused updates sent with service %s's %d times in a row (lbd's log says "
+              "why): its state is not sent again until it changes",
+              name.c_str(), most + 1);
+        }
+      }
+    }
+    if (again > 0) {
+      HLOG_WARNING(
+          "lbd refused update %llu (lbd's log says why): sending the state of %zu service(s) it "
+          "took since again",
+          static_cast<unsigned long long>(rejected), again);
+    }
+  }
+  // Applied: lbd took them (a refusal is in its header before its applied_generation moves).
+  while (!unsettled_.empty() && unsettled_.front().first <= applied) {
+    const auto& [generation, name] = unsettled_.front();
+    if (last_sent(name) == generation) resends_.erase(name);
+    unsettled_.pop_front();
+  }
 }
 
-void Publisher::attached(uint64_t seen, bool same_lbd) {
+void Publisher::acknowledged(uint64_t received) {
+  std::erase_if(removals_, [&](const auto& r) {
+    if (r.second == 0 || r.second > received) return false;
+    if (last_sent(r.first) == r.second) last_sent_.erase(r.first);  // gone: nothing of it is kept
+    return true;
+  });
+}
+
+void Publisher::attached(uint64_t seen, bool same_lbd, uint64_t rejected) {
   // Generations keep rising for lbd across our own restarts too: start above anything a
   // previous lb-healthd may still have in the ring.
   generation_ = std::max(generation_, seen + shm::kUpdateRingSlots);
+  unsettled_.clear();  // everything is owed again (or was, to this lbd, which kept it)
+  rejected_seen_ = rejected;
   if (!same_lbd) {
     // A new lbd started from its config file: what it holds is not what we sent.
     held_.clear();
@@ -243,7 +310,10 @@ void LbdLink::check(TimePoint now) {
     return;
   }
   LbdView v;
-  if (read_lbd(v, now)) publisher_.acknowledged(v.received);
+  if (read_lbd(v, now)) {
+    publisher_.acknowledged(v.received);
+    publisher_.progress(v.received, v.applied, v.rejected);
+  }
 }
 
 void LbdLink::attach() {
@@ -269,7 +339,7 @@ void LbdLink::attach() {
   const uint64_t seen = std::max({h.received_generation.load(std::memory_order_acquire),
                                   h.applied_generation.load(std::memory_order_acquire),
                                   h.rejected_generation.load(std::memory_order_acquire)});
-  publisher_.attached(seen, same_lbd);
+  publisher_.attached(seen, same_lbd, h.rejected_generation.load(std::memory_order_acquire));
   // release pairs with the (seq_cst) load of healthd_pid in lbd's telemetry (/lb/pool).
   h.healthd_pid.store(static_cast<uint64_t>(getpid()), std::memory_order_release);
   h.healthd_heartbeat_ms.store(monotonic_ms(), std::memory_order_release);
@@ -297,7 +367,8 @@ void LbdLink::tick(TimePoint now) {
                    static_cast<unsigned long long>(epoch_),
                    static_cast<unsigned long long>(att_->epoch()));
       epoch_ = att_->epoch();
-      publisher_.attached(0, false);
+      publisher_.attached(0, false,
+                          att_->header().rejected_generation.load(std::memory_order_acquire));
       owe_everything_();
     }
   }
@@ -382,10 +453,10 @@ std::optional<int64_t> LbdLink::unapplied_ms(TimePoint now) {
 }
 
 void LbdLink::when_applied(uint64_t mark, Millis timeout,
-                           std::function<void(const AckResult&)> done) {
+                           std::function<void(const AckResult&)> done, uint64_t ticket) {
   const TimePoint now = Clock::now();
-  waiters_.push_back(
-      Waiter{mark, publisher_.ticket(), std::nullopt, now, now + timeout, std::move(done)});
+  waiters_.push_back(Waiter{mark, publisher_.ticket(), publisher_.owed_since(ticket), std::nullopt,
+                            now, now + timeout, std::move(done)});
 }
 
 void LbdLink::fail_waiters(const std::string& why) {
@@ -411,14 +482,26 @@ void LbdLink::check_waiters(TimePoint now) {
     // Everything owed when the change was made is on the ring: the newest message carries it.
     if (!w.target && att_ && publisher_.sent_through(w.ticket)) w.target = publisher_.generation();
     AckResult a;
-    a.generation = w.target.value_or(0);
     a.applied_generation = applied;
     a.waited_ms = ms_of(std::chrono::duration_cast<Millis>(now - w.start));
-    if (w.target && rejected > w.mark && rejected <= *w.target) {
+    // The change is in the newest message of each service owed when it was made (sent again
+    // when lbd refused it): only those decide, not another change's update lbd refused.
+    bool resending = false;
+    bool refused = false;
+    uint64_t newest = 0;
+    for (const std::string& name : w.names) {
+      const uint64_t g = publisher_.last_sent(name);
+      newest = std::max(newest, g);
+      resending = resending || publisher_.owed(name);
+      refused = refused || (g > w.mark && g == rejected);
+    }
+    if (w.target && w.names.empty()) newest = *w.target;  // nothing was owed: what was sent
+    a.generation = w.target ? newest : 0;
+    if (w.target && refused && !resending) {
       a.code = "rejected";
       a.error = "lbd refused update " + std::to_string(rejected) +
                 ", which carries this change (lbd's log says why)";
-    } else if (w.target && applied >= *w.target) {
+    } else if (w.target && !resending && applied >= newest) {
       a.ok = true;
     } else if (now >= w.deadline) {
       a.code = "timeout";
@@ -432,7 +515,7 @@ void LbdLink::check_waiters(TimePoint now) {
                   "stuck?)";
       } else {
         a.error = "lbd did not apply the change within " + waited + ": it has applied generation " +
-                  std::to_string(applied) + ", the change is in " + std::to_string(*w.target);
+                  std::to_string(applied) + ", the change is in " + std::to_string(a.generation);
       }
     } else {
       still.push_back(std::move(w));

@@ -862,6 +862,56 @@ TEST_F(ControlDaemonTest, AVipMovedInOneReloadIsFreedBeforeItIsTaken) {
   EXPECT_EQ(segment_->header().rejected_generation.load(), 0u) << "sent in an order lbd refuses";
 }
 
+TEST_F(ControlDaemonTest, UpdatesLbdRefusedAreSentAgainAFewTimes) {
+  // lbd has a and b from an earlier lb-healthd; the new one, started from a file where b takes
+  // a's VIP, does not know what lbd holds: b is refused until a's update frees the VIP.
+  per_tick_ = 1;
+  write_config(with_services(service_entry("b", "10.0.0.102") + service_entry("a", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("a") == 1 && lbd_.count("b") == 1; }));
+  write_config(with_services(service_entry("b", "10.0.0.101") + service_entry("a", "10.0.0.103")));
+  d_.reset();
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_["b"].vip == 0x0a000065u; }, Millis(2000)))
+      << "b's refused update was not sent again";
+  EXPECT_EQ(lbd_["a"].vip, 0x0a000067u);
+
+  // An update lbd always refuses is sent again at most a few times.
+  refuse_names_ = {"web"};
+  received_by_name_.clear();
+  ASSERT_EQ(request({{"cmd", "backend.set"},
+                     {"service", "web"},
+                     {"address", "127.0.0.1"},
+                     {"port", 1},
+                     {"weight", 7}})["ok"],
+            true);
+  turn_until([] { return false; }, Millis(500));
+  EXPECT_EQ(received_by_name_["web"], 1u + Publisher::kMaxResends);
+}
+
+TEST_F(ControlDaemonTest, WaitIsNotRefusedForAnotherChangesRefusedUpdate) {
+  write_config(with_services(service_entry("api", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 1; }));
+  refuse_names_ = {"api"};
+  // api changes, then web (waited for) before either is sent: lbd refuses api's only.
+  ASSERT_TRUE(d_->change("api", [](Json& services) {
+                  services[1]["backends"][0]["weight"] = 5;
+                  return Status();
+                }).ok());
+  const Result<Change> c = d_->change("web", [](Json& services) {
+    services[0]["backends"][0]["weight"] = 5;
+    return Status();
+  });
+  ASSERT_TRUE(c.ok());
+  std::optional<AckResult> ack;
+  d_->when_applied(
+      c->mark, Millis(2000), [&](const AckResult& a) { ack = a; }, c->ticket);
+  ASSERT_TRUE(turn_until([&] { return ack.has_value(); }));
+  EXPECT_TRUE(ack->ok) << ack->code << ": " << ack->error;
+  EXPECT_EQ(lbd_["web"].backends[0].weight, 5u);
+}
+
 TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
   FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
   telemetry_path_ = lbd_telemetry.path();
