@@ -92,8 +92,11 @@ void Daemon::tick_metrics(TimePoint now) {
 
 size_t Daemon::owe_everything() {
   // Removals first: a removed service may hold the VIP a running one now takes. A new lbd
-  // started from the file: it has the file's services that no longer run.
+  // started from the file: it has the file's services that no longer run. Whatever else it has
+  // that we do not know is read from lbd itself (reconcile()).
   Publisher& publisher = link_.publisher();
+  reconcile_ = true;
+  reconcile(Clock::now());
   std::vector<std::string> gone;
   for (const Json& s : runtime_.base()) {
     const std::string name = s.value("name", std::string());
@@ -152,7 +155,8 @@ Result<Change> Daemon::reload_config(bool replace, std::optional<Millis> drain_t
   };
   Result<RuntimeConfig::Plan> plan = runtime_.reload(config_, replace, take_lock);
   if (!plan) return plan.error();
-  Change r{std::move(plan->changes), plan->persisted, link_.publisher().generation()};
+  Change r{std::move(plan->changes), plan->persisted, link_.publisher().generation(),
+           link_.publisher().ticket()};
   const Millis drain = drain_timeout.value_or(Millis(plan->config.healthd.drain_timeout_ms));
   const TimePoint before = Clock::now();
   apply(std::move(plan->config), ApplyKind::kReload, "", drain);
@@ -189,7 +193,7 @@ Result<Change> Daemon::reload_config(bool replace, std::optional<Millis> drain_t
 Result<Change> Daemon::change(const std::string& what, const ServicesEdit& edit) {
   Result<std::optional<RuntimeConfig::Plan>> plan = runtime_.edit(config_, what, edit);
   if (!plan) return plan.error();
-  Change r{{}, false, link_.publisher().generation()};
+  Change r{{}, false, link_.publisher().generation(), link_.publisher().ticket()};
   if (!*plan) return r;  // nothing to change
   r.changes = std::move((*plan)->changes);
   r.persisted = (*plan)->persisted;
@@ -200,7 +204,8 @@ Result<Change> Daemon::change(const std::string& what, const ServicesEdit& edit)
 Result<Change> Daemon::save_config() {
   Result<RuntimeConfig::Plan> plan = runtime_.save(config_);
   if (!plan) return plan.error();
-  return Change{std::move(plan->changes), plan->persisted, link_.publisher().generation()};
+  return Change{std::move(plan->changes), plan->persisted, link_.publisher().generation(),
+                link_.publisher().ticket()};
 }
 
 // -- The loop ------------------------------------------------------------------------------------
@@ -235,6 +240,7 @@ void Daemon::handle_signals(int signal_fd) {
 bool Daemon::turn(int signal_fd, Millis max_wait) {
   TimePoint now = Clock::now();
   link_.tick(now);
+  if (reconcile_ && now >= next_reconcile_) reconcile(now);
   link_.receive([&](const shm::Event& e) { on_event(e, now); });
   tick_leaving(now);
   const TimePoint due = start_due(now);
@@ -257,6 +263,7 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   if (link_.waiting() || apply_.waiting())
     until = std::min(until, now + Millis(2));  // lbd acks within a tick
   if (anything_leaving()) until = std::min(until, next_leaving_check_);
+  if (reconcile_) until = std::min(until, next_reconcile_);
   int wake_fd = signal_fd;
   if (control_) {
     if (signal_fd >= 0) control_->watch(signal_fd);

@@ -92,8 +92,9 @@ class Daemon {
   // Replaces the running configuration; backends that stay (same service, address and port)
   // keep their health and counters. `kind` (and `what`, for a runtime change) is said in the
   // log. Backends and services it drops drain for `drain` (0: removed at once; runtime changes,
-  // whose removals lbctl drains itself); those already draining go on draining. A load or
-  // reload sends every service to lbd again; a runtime change only what it changed.
+  // whose removals lbctl drains itself); those already draining go on draining (one the
+  // configuration has again comes back with its health). A load or reload sends every service to
+  // lbd again; a runtime change only what it changed.
   void apply(cfg::Config config, ApplyKind kind, const std::string& what = "",
              Millis drain = Millis(0));
 
@@ -114,10 +115,12 @@ class Daemon {
   // starts from the file.
   void set_base(Json base);
 
-  // Calls `done` (from the loop) once lbd has applied every update sent after `mark`, refused
-  // one of them, or `timeout` has passed.
-  void when_applied(uint64_t mark, Millis timeout, std::function<void(const AckResult&)> done) {
-    link_.when_applied(mark, timeout, std::move(done));
+  // Calls `done` (from the loop) once lbd has applied the updates that carry a change (those
+  // owed to lbd and marked after `ticket`, a Change's; sent after `mark`), refused one of them,
+  // or `timeout` has passed.
+  void when_applied(uint64_t mark, Millis timeout, std::function<void(const AckResult&)> done,
+                    uint64_t ticket = 0) {
+    link_.when_applied(mark, timeout, std::move(done), ticket);
   }
 
   // The control socket: polled with the checks, served by the loop.
@@ -201,6 +204,12 @@ class Daemon {
   // lbd's active flows per "service|address:port" (/lb/backends, every page); why not when its
   // telemetry cannot be read.
   Result<LbdFlows> lbd_flows();
+  // The names of the services lbd has (its telemetry's /lb/services).
+  Result<std::vector<std::string>> lbd_services();
+  // lbd's pool is lb-healthd's: a service lbd has that lb-healthd neither runs nor drains (an
+  // earlier lb-healthd's, say, removed by a reload while it drained) is removed. Read once per
+  // attach; retried while lbd's telemetry cannot be read.
+  void reconcile(TimePoint now);
 
   // -- Publishing (LbdLink) --
   size_t owe_everything();
@@ -236,6 +245,9 @@ class Daemon {
   std::unique_ptr<ControlServer> control_;
   TimePoint next_leaving_check_{};
   std::string telemetry_error_;  // the last reason lbd's flow counts could not be read
+  bool reconcile_ = false;       // lbd's services are to be read (attached)
+  TimePoint next_reconcile_{};
+  std::string reconcile_error_;  // the last reason they could not be
   ApplyTracker apply_;
   std::unique_ptr<MetricsServer> metrics_;
 

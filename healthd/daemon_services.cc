@@ -56,16 +56,21 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
     ServiceRuntime s{sc, {}, {}, 0, {}, false};
     ServiceRuntime* old = nullptr;
     if (auto it = by_name_.find(sc.name); it != by_name_.end()) old = &services_[it->second];
+    // Backends draining from an earlier reload that the service has again: they come back with
+    // the health they had (one known DOWN must not take connections until it rises again).
+    std::vector<BackendRuntime> back;
     if (old) {
       s.last_generation = old->last_generation;
       s.pool = old->pool;  // so that fail_open and all-down transitions are logged once
       // Still draining from an earlier reload, unless the service has it again.
       for (Leaving& l : old->leaving) {
-        const bool back = std::any_of(sc.backends.begin(), sc.backends.end(), [&](const auto& b) {
+        const bool again = std::any_of(sc.backends.begin(), sc.backends.end(), [&](const auto& b) {
           return b.address == l.backend.config.address && b.port == l.backend.config.port;
         });
-        if (back) {
-          HLOG_INFO("%s is back (%s) before it had drained", l.backend.label.c_str(), why.c_str());
+        if (again) {
+          HLOG_INFO("%s is back (%s) before it had drained, %s as it was", l.backend.label.c_str(),
+                    why.c_str(), to_string(l.backend.health.health()));
+          back.push_back(std::move(l.backend));
         } else {
           s.leaving.push_back(std::move(l));
         }
@@ -76,6 +81,7 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
     for (const cfg::BackendConfig& bc : sc.backends) {
       ++backends;
       BackendRuntime* prev = nullptr;
+      bool returning = false;
       if (old) {
         for (BackendRuntime& ob : old->backends) {
           if (ob.config.address == bc.address && ob.config.port == bc.port && ob.id != 0) {
@@ -84,10 +90,19 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
           }
         }
       }
+      for (BackendRuntime& bb : back) {
+        if (prev) break;
+        if (bb.config.address == bc.address && bb.config.port == bc.port && bb.id != 0) {
+          prev = &bb;
+          returning = true;
+        }
+      }
       const ProbeSpec spec = make_spec(sc, bc);
       if (prev) {
         BackendRuntime b = std::move(*prev);
         prev->id = 0;  // taken
+        // Not checked while it drained: checked again soon.
+        if (returning) b.next_check = first_check(b.health, now);
         if (b.config.state != bc.state) {
           HLOG_INFO("%s admin state %s -> %s (%s)", b.label.c_str(), cfg::to_string(b.config.state),
                     cfg::to_string(bc.state), why.c_str());
@@ -392,6 +407,8 @@ constexpr Millis kLeavingCheck{250};
 constexpr Millis kLeavingRetry{2000};
 // A read of lbd's telemetry blocks the loop for at most this long (twice: hello, reply).
 constexpr int kTelemetryTimeoutMs = 100;
+// How often lbd's services are read again after a failed read (reconcile()).
+constexpr Millis kReconcileRetry{5000};
 }  // namespace
 
 void Daemon::start_leaving(ServiceRuntime& s, BackendRuntime b, Millis drain, TimePoint now) {
@@ -434,6 +451,58 @@ Result<Daemon::LbdFlows> Daemon::lbd_flows() {
     return out;
   } catch (const std::exception& e) {
     return Error{"telemetry", e.what()};
+  }
+}
+
+Result<std::vector<std::string>> Daemon::lbd_services() {
+  const std::string path =
+      options_.telemetry.empty() ? ctl::telemetry_path(instance_) : options_.telemetry;
+  try {
+    ctl::TelemetryClient t(path, kTelemetryTimeoutMs);
+    // Every page (an incomplete listing only leaves some unknown service for the next attach:
+    // what is removed is what lbd listed and lb-healthd does not know).
+    const ctl::Listing listing = t.query_all("/lb/services");
+    const Json& services = listing.entries;
+    if (!services.is_object())
+      throw ctl::Error("lbd's telemetry at " + path + ": /lb/services is not an object");
+    std::vector<std::string> out;
+    for (const auto& [key, s] : services.items()) {
+      if (!s.is_object() || !s.contains("name") || !s["name"].is_string())
+        throw ctl::Error("lbd's telemetry at " + path + ": /lb/services: " + key + " has no name");
+      out.push_back(s["name"].get<std::string>());
+    }
+    return out;
+  } catch (const std::exception& e) {
+    return Error{"telemetry", e.what()};
+  }
+}
+
+void Daemon::reconcile(TimePoint now) {
+  if (!link_.attached()) return;  // attaching again says so again
+  Result<std::vector<std::string>> names = lbd_services();
+  if (!names) {
+    if (names.error().message != reconcile_error_) {
+      HLOG_WARNING(
+          "cannot read which services lbd has: %s: a service lbd has that lb-healthd does not "
+          "run (left by an earlier lb-healthd) is not removed until it can; retrying every %s",
+          names.error().message.c_str(), format_duration(kReconcileRetry).c_str());
+      reconcile_error_ = names.error().message;
+    }
+    next_reconcile_ = now + kReconcileRetry;
+    return;
+  }
+  if (!reconcile_error_.empty()) HLOG_INFO("read which services lbd has");
+  reconcile_error_.clear();
+  reconcile_ = false;
+  Publisher& publisher = link_.publisher();
+  for (const std::string& name : *names) {
+    // Those draining after a reload run here too (removed, in services_) until they go.
+    if (by_name_.count(name) != 0 || publisher.removing(name)) continue;
+    HLOG_INFO(
+        "service %s is in lbd but lb-healthd neither runs nor drains it (an earlier "
+        "lb-healthd's, removed while it drained?): lbd is told to remove it",
+        name.c_str());
+    publisher.remove(name);
   }
 }
 

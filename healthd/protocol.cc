@@ -523,20 +523,23 @@ std::optional<Json> finish(Daemon& d, ControlServer& server, ControlServer::Conn
   if (!r) return error_reply(r.error().code, r.error().message);
   Json reply = {{"ok", true}, {"changes", r->changes}, {"persisted", r->persisted}};
   if (!wait) return reply;
-  d.when_applied(r->mark, timeout, [&server, id, reply](const AckResult& a) {
-    Json out = reply;
-    out["lbd"] = {{"applied", a.ok},
-                  {"generation", a.generation},
-                  {"applied_generation", a.applied_generation},
-                  {"waited_ms", a.waited_ms}};
-    if (!a.ok) {
-      out["ok"] = false;
-      out["code"] = a.code;
-      out["error"] = a.error;
-      out["accepted"] = true;  // lb-healthd runs it and has kept it; lbd has not (yet)
-    }
-    server.reply(id, std::move(out));
-  });
+  d.when_applied(
+      r->mark, timeout,
+      [&server, id, reply](const AckResult& a) {
+        Json out = reply;
+        out["lbd"] = {{"applied", a.ok},
+                      {"generation", a.generation},
+                      {"applied_generation", a.applied_generation},
+                      {"waited_ms", a.waited_ms}};
+        if (!a.ok) {
+          out["ok"] = false;
+          out["code"] = a.code;
+          out["error"] = a.error;
+          out["accepted"] = true;  // lb-healthd runs it and has kept it; lbd has not (yet)
+        }
+        server.reply(id, std::move(out));
+      },
+      r->ticket);
   return std::nullopt;
 }
 

@@ -18,11 +18,13 @@ void Publisher::owe(const std::string& name) {
 
 void Publisher::update(const std::string& name) {
   cancel_removal(name);
+  resends_.erase(name);  // a new state: lbd may take it
   owe(name);
 }
 
 void Publisher::remove(const std::string& name) {
   removals_[name] = 0;
+  resends_.erase(name);
   owe(name);
 }
 
@@ -36,30 +38,89 @@ void Publisher::cancel_removal(const std::string& name) {
   }
 }
 
+std::vector<std::string> Publisher::owed_since(uint64_t ticket) const {
+  std::vector<std::string> out;
+  for (const Entry& e : queue_) {
+    if (e.seq > ticket) out.push_back(e.name);
+  }
+  return out;
+}
+
+void Publisher::hold(const std::string& name, uint64_t key) {
+  release(name);
+  // Another service that lbd still has there (not owed: sent anyway, lbd refuses it) keeps it.
+  if (holder_.emplace(key, name).second) held_[name] = key;
+}
+
+void Publisher::release(const std::string& name) {
+  const auto it = held_.find(name);
+  if (it == held_.end()) return;
+  if (const auto h = holder_.find(it->second); h != holder_.end() && h->second == name)
+    holder_.erase(h);
+  held_.erase(it);
+}
+
+bool Publisher::send(shm::Attachment& att, shm::ServiceUpdate& scratch, const std::string& name,
+                     bool removal, const Sent& sent) {
+  if (!att.send(scratch)) return false;
+  generation_ = scratch.generation;
+  ++messages_sent_;
+  last_sent_[name] = generation_;
+  if (removal) {
+    release(name);
+  } else {
+    hold(name, uint64_t{scratch.vip} << 16 | scratch.port);
+    unsettled_.emplace_back(generation_, name);
+  }
+  sent(name, generation_, removal);
+  return true;
+}
+
 Publisher::Outcome Publisher::flush(shm::Attachment& att, shm::ServiceUpdate& scratch,
                                     const Fill& fill, const Sent& sent) {
+  const auto failed = [&] {
+    if (att.broken()) return Outcome::kRefused;
+    ++ring_full_;
+    return Outcome::kFull;
+  };
+  // Services moved ahead of the one that takes their VIP:port, in this flush.
+  std::vector<std::string> waiting;
+  const auto is_waiting = [&](const std::string& n) {
+    return std::find(waiting.begin(), waiting.end(), n) != waiting.end();
+  };
   while (!queue_.empty()) {
-    const std::string& name = queue_.front().name;
+    const std::string name = queue_.front().name;
     const auto removal = removals_.find(name);
     const bool is_removal = removal != removals_.end();
     const uint64_t generation = generation_ + 1;
-    bool send = true;
     if (is_removal) {
-      send = removal->second == 0;  // else sent already: waiting for lbd's acknowledgement
-      if (send) fill_removal(scratch, name, generation);
-    } else {
-      send = fill(name, generation, scratch);
-    }
-    if (send) {
-      if (!att.send(scratch)) {
-        if (att.broken()) return Outcome::kRefused;
-        ++ring_full_;
-        return Outcome::kFull;
+      if (removal->second == 0) {  // else sent already: waiting for lbd's acknowledgement
+        fill_removal(scratch, name, generation);
+        if (!send(att, scratch, name, true, sent)) return failed();
+        removal->second = generation;
       }
-      generation_ = generation;
-      ++messages_sent_;
-      if (is_removal) removal->second = generation;
-      sent(name, generation, is_removal);
+    } else if (fill(name, generation, scratch)) {
+      const auto h = holder_.find(uint64_t{scratch.vip} << 16 | scratch.port);
+      if (h != holder_.end() && h->second != name && owed(h->second)) {
+        const std::string other = h->second;
+        if (!is_waiting(other)) {
+          // lbd still has `other` on this VIP:port and is owed its newer state (elsewhere, or
+          // its removal): that goes first, or lbd would refuse this one.
+          waiting.push_back(name);
+          queue_.splice(queue_.begin(), queue_, where_.at(other));
+          continue;
+        }
+        // A cycle: `other` waits for a VIP:port this one holds. lbd is told `other` goes for
+        // now, which frees its VIP:port; its whole state follows (it is still owed).
+        HLOG_WARNING(
+            "services %s and %s each take the other's VIP:port: %s is removed from lbd for a "
+            "moment, then sent whole again",
+            name.c_str(), other.c_str(), other.c_str());
+        fill_removal(scratch, other, generation);
+        if (!send(att, scratch, other, true, sent)) return failed();
+        continue;  // `name` is filled again, with the next generation
+      }
+      if (!send(att, scratch, name, false, sent)) return failed();
     }
     where_.erase(name);
     queue_.pop_front();
@@ -67,16 +128,74 @@ Publisher::Outcome Publisher::flush(shm::Attachment& att, shm::ServiceUpdate& sc
   return Outcome::kDone;
 }
 
-void Publisher::acknowledged(uint64_t received) {
-  std::erase_if(removals_,
-                [received](const auto& r) { return r.second != 0 && r.second <= received; });
+void Publisher::progress(uint64_t received, uint64_t applied, uint64_t rejected) {
+  if (rejected != rejected_seen_) {
+    rejected_seen_ = rejected;
+    // lbd refused an update it took since we last looked; its header says only which one was
+    // the newest (and lbd may refuse an earlier one of the same batch after it): every update
+    // it took and had not applied is owed again, once that is its newest message.
+    size_t again = 0;
+    const uint64_t took = std::max(received, rejected);
+    while (!unsettled_.empty() && unsettled_.front().first <= took) {
+      const auto [generation, name] = unsettled_.front();
+      unsettled_.pop_front();
+      if (last_sent(name) != generation || owed(name)) continue;  // newer on its way
+      Resends& n = resends_[name];
+      const bool surely = generation == rejected;
+      int& count = surely ? n.refused : n.maybe;
+      const int most = surely ? kMaxResends : 2 * kMaxResends;
+      if (n.refused <= kMaxResends && n.maybe <= 2 * kMaxResends && count < most) {
+        ++count;
+        ++again;
+        owe(name);
+      } else if (count == most) {
+        ++count;
+        if (surely) {
+          HLOG_ERROR(
+              "lbd refused the state of service %s %d times in a row (lbd's log says why): not "
+              "sent again until it changes",
+              name.c_str(), kMaxResends + 1);
+        } else {
+          HLOG_WARNING(
+              "lbd refused updates sent with service %s's %d times in a row (lbd's log says "
+              "why): its state is not sent again until it changes",
+              name.c_str(), most + 1);
+        }
+      }
+    }
+    if (again > 0) {
+      HLOG_WARNING(
+          "lbd refused update %llu (lbd's log says why): sending the state of %zu service(s) it "
+          "took since again",
+          static_cast<unsigned long long>(rejected), again);
+    }
+  }
+  // Applied: lbd took them (a refusal is in its header before its applied_generation moves).
+  while (!unsettled_.empty() && unsettled_.front().first <= applied) {
+    const auto& [generation, name] = unsettled_.front();
+    if (last_sent(name) == generation) resends_.erase(name);
+    unsettled_.pop_front();
+  }
 }
 
-void Publisher::attached(uint64_t seen, bool same_lbd) {
+void Publisher::acknowledged(uint64_t received) {
+  std::erase_if(removals_, [&](const auto& r) {
+    if (r.second == 0 || r.second > received) return false;
+    if (last_sent(r.first) == r.second) last_sent_.erase(r.first);  // gone: nothing of it is kept
+    return true;
+  });
+}
+
+void Publisher::attached(uint64_t seen, bool same_lbd, uint64_t rejected) {
   // Generations keep rising for lbd across our own restarts too: start above anything a
   // previous lb-healthd may still have in the ring.
   generation_ = std::max(generation_, seen + shm::kUpdateRingSlots);
+  unsettled_.clear();  // everything is owed again (or was, to this lbd, which kept it)
+  rejected_seen_ = rejected;
   if (!same_lbd) {
+    // A new lbd started from its config file: what it holds is not what we sent.
+    held_.clear();
+    holder_.clear();
     for (const auto& [name, generation] : removals_) {
       if (const auto w = where_.find(name); w != where_.end()) {
         queue_.erase(w->second);
@@ -191,7 +310,10 @@ void LbdLink::check(TimePoint now) {
     return;
   }
   LbdView v;
-  if (read_lbd(v, now)) publisher_.acknowledged(v.received);
+  if (read_lbd(v, now)) {
+    publisher_.acknowledged(v.received);
+    publisher_.progress(v.received, v.applied, v.rejected);
+  }
 }
 
 void LbdLink::attach() {
@@ -217,7 +339,7 @@ void LbdLink::attach() {
   const uint64_t seen = std::max({h.received_generation.load(std::memory_order_acquire),
                                   h.applied_generation.load(std::memory_order_acquire),
                                   h.rejected_generation.load(std::memory_order_acquire)});
-  publisher_.attached(seen, same_lbd);
+  publisher_.attached(seen, same_lbd, h.rejected_generation.load(std::memory_order_acquire));
   // release pairs with the (seq_cst) load of healthd_pid in lbd's telemetry (/lb/pool).
   h.healthd_pid.store(static_cast<uint64_t>(getpid()), std::memory_order_release);
   h.healthd_heartbeat_ms.store(monotonic_ms(), std::memory_order_release);
@@ -258,7 +380,8 @@ void LbdLink::tick(TimePoint now) {
                    static_cast<unsigned long long>(epoch_),
                    static_cast<unsigned long long>(att_->epoch()));
       epoch_ = att_->epoch();
-      publisher_.attached(0, false);
+      publisher_.attached(0, false,
+                          att_->header().rejected_generation.load(std::memory_order_acquire));
       owe_everything_();
     }
   }
@@ -343,10 +466,10 @@ std::optional<int64_t> LbdLink::unapplied_ms(TimePoint now) {
 }
 
 void LbdLink::when_applied(uint64_t mark, Millis timeout,
-                           std::function<void(const AckResult&)> done) {
+                           std::function<void(const AckResult&)> done, uint64_t ticket) {
   const TimePoint now = Clock::now();
-  waiters_.push_back(
-      Waiter{mark, publisher_.ticket(), std::nullopt, now, now + timeout, std::move(done)});
+  waiters_.push_back(Waiter{mark, publisher_.ticket(), publisher_.owed_since(ticket), std::nullopt,
+                            now, now + timeout, std::move(done)});
 }
 
 void LbdLink::fail_waiters(const std::string& why) {
@@ -372,14 +495,26 @@ void LbdLink::check_waiters(TimePoint now) {
     // Everything owed when the change was made is on the ring: the newest message carries it.
     if (!w.target && att_ && publisher_.sent_through(w.ticket)) w.target = publisher_.generation();
     AckResult a;
-    a.generation = w.target.value_or(0);
     a.applied_generation = applied;
     a.waited_ms = ms_of(std::chrono::duration_cast<Millis>(now - w.start));
-    if (w.target && rejected > w.mark && rejected <= *w.target) {
+    // The change is in the newest message of each service owed when it was made (sent again
+    // when lbd refused it): only those decide, not another change's update lbd refused.
+    bool resending = false;
+    bool refused = false;
+    uint64_t newest = 0;
+    for (const std::string& name : w.names) {
+      const uint64_t g = publisher_.last_sent(name);
+      newest = std::max(newest, g);
+      resending = resending || publisher_.owed(name);
+      refused = refused || (g > w.mark && g == rejected);
+    }
+    if (w.target && w.names.empty()) newest = *w.target;  // nothing was owed: what was sent
+    a.generation = w.target ? newest : 0;
+    if (w.target && refused && !resending) {
       a.code = "rejected";
       a.error = "lbd refused update " + std::to_string(rejected) +
                 ", which carries this change (lbd's log says why)";
-    } else if (w.target && applied >= *w.target) {
+    } else if (w.target && !resending && applied >= newest) {
       a.ok = true;
     } else if (now >= w.deadline) {
       a.code = "timeout";
@@ -393,7 +528,7 @@ void LbdLink::check_waiters(TimePoint now) {
                   "stuck?)";
       } else {
         a.error = "lbd did not apply the change within " + waited + ": it has applied generation " +
-                  std::to_string(applied) + ", the change is in " + std::to_string(*w.target);
+                  std::to_string(applied) + ", the change is in " + std::to_string(a.generation);
       }
     } else {
       still.push_back(std::move(w));

@@ -10,10 +10,19 @@
 //   acknowledges it (received_generation at or past it), then forgotten: what a change costs
 //   never depends on how many services were removed before.
 // - Updates and removals share one queue, ordered by their newest change, so neither starves
-//   the other and causally ordered changes arrive in order (a removal that frees a VIP before
-//   the update that takes it).
+//   the other and causally ordered changes arrive in order.
+// - A VIP:port is freed before it is taken: an update whose VIP:port lbd was last sent for
+//   another service that is owed too (it moves away, or is removed) waits for that one, whatever
+//   the order of the queue. A cycle (two services swapping VIPs) is broken by removing one of
+//   them from lbd first; it is sent whole again right after.
+// - lbd refuses an update whole (rejected_generation). Its header keeps only the newest refusal,
+//   so every update lbd took since the last look is sent again (its newest state, after whatever
+//   was sent before it, which may have freed what it needed): at most kMaxResends times in a row
+//   for one service whose update was the refused one (twice that for one sent with it), then
+//   logged and left until the service changes again.
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -35,6 +44,9 @@ class Publisher {
       std::function<bool(const std::string& name, uint64_t generation, shm::ServiceUpdate& out)>;
   // Told after a message went onto the ring.
   using Sent = std::function<void(const std::string& name, uint64_t generation, bool removal)>;
+
+  // How many times in a row the state of one service is sent again after lbd refused it.
+  static constexpr int kMaxResends = 3;
 
   // `name` runs and lbd needs its newest state (a change, or lbd needs everything again).
   void update(const std::string& name);
@@ -59,7 +71,11 @@ class Publisher {
   // (`same_lbd`, one epoch) may have lost what was sent but not acknowledged: owed again. A new
   // lbd started from its config file and never saw any removal: all are forgotten; the caller
   // says again which ones it needs (remove()) and owes every running service (update()).
-  void attached(uint64_t seen, bool same_lbd);
+  // `rejected`: lbd's rejected_generation now (refusals before this attach are not ours).
+  void attached(uint64_t seen, bool same_lbd, uint64_t rejected = 0);
+  // lbd's counters as just read: updates lbd may have refused since the last call are owed
+  // again (see above).
+  void progress(uint64_t received, uint64_t applied, uint64_t rejected);
 
   uint64_t generation() const { return generation_; }  // the newest sent
   // Every change made so far is on the ring once sent_through(ticket()) holds.
@@ -67,8 +83,16 @@ class Publisher {
   bool sent_through(uint64_t ticket) const { return queue_.empty() || queue_.front().seq > ticket; }
   bool idle() const { return queue_.empty(); }
   bool owed(const std::string& name) const { return where_.count(name) != 0; }
+  // The services owed whose newest change came after `ticket`.
+  std::vector<std::string> owed_since(uint64_t ticket) const;
   size_t owed_count() const { return queue_.size(); }
   size_t removals() const { return removals_.size(); }  // owed or not yet acknowledged
+  bool removing(const std::string& name) const { return removals_.count(name) != 0; }
+  // The newest message sent for `name` (its state or its removal); 0: none.
+  uint64_t last_sent(const std::string& name) const {
+    const auto it = last_sent_.find(name);
+    return it == last_sent_.end() ? 0 : it->second;
+  }
   uint64_t messages_sent() const { return messages_sent_; }
   uint64_t ring_full() const { return ring_full_; }
 
@@ -78,6 +102,11 @@ class Publisher {
     uint64_t seq = 0;  // when it was last marked: the queue is ordered by it
   };
   void owe(const std::string& name);
+  // What lbd was last sent for `name` holds (or no longer holds) its VIP:port.
+  void hold(const std::string& name, uint64_t key);
+  void release(const std::string& name);
+  bool send(shm::Attachment& att, shm::ServiceUpdate& scratch, const std::string& name,
+            bool removal, const Sent& sent);
 
   std::list<Entry> queue_;
   std::unordered_map<std::string, std::list<Entry>::iterator> where_;
@@ -87,6 +116,20 @@ class Publisher {
   uint64_t next_seq_ = 1;
   uint64_t messages_sent_ = 0;
   uint64_t ring_full_ = 0;
+  // The VIP:port (vip << 16 | port) of each service as last sent to this lbd, both ways.
+  std::unordered_map<std::string, uint64_t> held_;
+  std::unordered_map<uint64_t, std::string> holder_;
+  // Updates sent that lbd has not applied yet (it may refuse them), oldest first.
+  std::deque<std::pair<uint64_t, std::string>> unsettled_;
+  std::unordered_map<std::string, uint64_t> last_sent_;
+  // Sent again in a row since its last change: refused for sure (lbd's rejected_generation was
+  // its update), and maybe (it was sent with one that was).
+  struct Resends {
+    int refused = 0;
+    int maybe = 0;
+  };
+  std::unordered_map<std::string, Resends> resends_;
+  uint64_t rejected_seen_ = 0;
 };
 
 // The outcome of waiting for lbd to apply a change.
@@ -139,9 +182,12 @@ class LbdLink {
   // Writes our heartbeat and notes when lbd's last moved.
   void heartbeat(TimePoint now);
 
-  // Calls `done` once lbd has applied every update sent after `mark`, refused one of them, or
-  // `timeout` has passed (checked by check_waiters()).
-  void when_applied(uint64_t mark, Millis timeout, std::function<void(const AckResult&)> done);
+  // Calls `done` once lbd has applied the updates that carry a change, refused one of them (and
+  // it is not sent again), or `timeout` has passed (checked by check_waiters()). The change is
+  // carried by the newest messages of the services owed and marked after `ticket` (0: every one
+  // owed), sent after `mark`.
+  void when_applied(uint64_t mark, Millis timeout, std::function<void(const AckResult&)> done,
+                    uint64_t ticket = 0);
   void check_waiters(TimePoint now);
   bool waiting() const { return !waiters_.empty(); }
   // Answers every waiter with a timeout saying `why` (lb-healthd stops).
@@ -168,6 +214,7 @@ class LbdLink {
   struct Waiter {
     uint64_t mark = 0;
     uint64_t ticket = 0;             // Publisher::ticket() when the change was made
+    std::vector<std::string> names;  // the services whose messages carry the change
     std::optional<uint64_t> target;  // the newest generation carrying the change, once sent
     TimePoint start;
     TimePoint deadline;

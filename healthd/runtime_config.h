@@ -27,6 +27,8 @@ struct Change {
   bool persisted = false;            // written to the state file
   // Every update sent to lbd after this generation carries the change (Daemon::when_applied()).
   uint64_t mark = 0;
+  // Publisher::ticket() before the change: what it owes lbd was marked after.
+  uint64_t ticket = 0;
 };
 
 // Why lb-healthd applies a configuration: the log says it, and a reload (or the first load)

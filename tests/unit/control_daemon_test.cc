@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -46,7 +47,7 @@ std::string config_text(const std::string& extra_backend = "", int weight = 1) {
 
 // lbd's telemetry socket as lb-healthd reads it while backends drain: /lb/backends with the
 // flow counts the test sets, paged as lbd pages it (test::lbd_page), after `fillers` other
-// backends without flows.
+// backends without flows; /lb/services with the services the test says lbd has.
 class FakeTelemetry {
  public:
   explicit FakeTelemetry(std::string path)
@@ -64,11 +65,20 @@ class FakeTelemetry {
       legacy_ = legacy;
     });
   }
+  void set_services(std::vector<std::string> names) {
+    server_.locked([&] { services_ = std::move(names); });
+  }
   int queries() const { return server_.commands(); }
   const std::string& path() const { return server_.path(); }
 
  private:
   Json answer(const std::string& cmd) const {
+    if (cmd.substr(0, cmd.find(',')) == "/lb/services") {
+      std::map<uint64_t, Json> services;
+      for (size_t id = 0; id < services_.size(); ++id)
+        services[id] = {{"id", id}, {"name", services_[id]}, {"flows_rehashed", 0}};
+      return test::lbd_page(cmd, "service_", services, per_page_);
+    }
     if (cmd.substr(0, cmd.find(',')) != "/lb/backends") return Json();
     std::map<uint64_t, Json> backends;
     uint64_t id = 0;
@@ -96,6 +106,7 @@ class FakeTelemetry {
   int fillers_ = 0;
   size_t per_page_ = 1000;
   bool legacy_ = false;
+  std::vector<std::string> services_;
   test::FakeTelemetry server_;  // last: its thread reads the above
 };
 
@@ -154,16 +165,30 @@ class ControlDaemonTest : public testing::Test {
     ASSERT_TRUE(turn_until([&] { return latest_.count("web") == 1; }));
   }
 
-  // The fake lbd: takes updates off the ring, acknowledges (or refuses) them like lbd.
+  // The fake lbd: takes updates off the ring (at most per_tick_ a tick), acknowledges (or
+  // refuses) them like lbd. What it applied is in lbd_: like lbd, it refuses an update whose
+  // VIP:port another service it has holds, and those refuse_names_ names.
   void lbd_tick() {
-    const unsigned n = segment_->receive(updates_.data(), 64);
+    const unsigned n = segment_->receive(updates_.data(), per_tick_);
     for (unsigned i = 0; i < n; ++i) {
       const shm::ServiceUpdate& u = updates_[i];
       latest_[u.name] = u;
       ++received_;
+      ++received_by_name_[u.name];
       shm::Header& h = segment_->header();
       h.received_generation.store(u.generation);
-      if (refuse_) h.rejected_generation.store(u.generation);
+      const bool removal = (u.flags & shm::kServiceRemoved) != 0;
+      bool refused = refuse_ || refuse_names_.count(u.name) != 0;
+      for (const auto& [name, held] : lbd_) {
+        if (!removal && name != u.name && held.vip == u.vip && held.port == u.port) refused = true;
+      }
+      if (refused) {
+        h.rejected_generation.store(u.generation);
+      } else if (removal) {
+        lbd_.erase(u.name);
+      } else {
+        lbd_[u.name] = u;
+      }
     }
     if (ack_) segment_->header().applied_generation.store(segment_->header().received_generation);
   }
@@ -226,6 +251,10 @@ class ControlDaemonTest : public testing::Test {
   std::vector<shm::ServiceUpdate> updates_;
   std::map<std::string, shm::ServiceUpdate> latest_;
   size_t received_ = 0;
+  std::map<std::string, size_t> received_by_name_;
+  std::map<std::string, shm::ServiceUpdate> lbd_;  // what the fake lbd applied
+  std::set<std::string> refuse_names_;
+  unsigned per_tick_ = 64;
   bool ack_ = true;
   bool refuse_ = false;
 };
@@ -836,6 +865,146 @@ TEST_F(ControlDaemonTest, ServiceRemovedByReloadDrainsBeforeLbdIsTold) {
   ASSERT_TRUE(
       turn_until([&] { return (latest_["api"].flags & shm::kServiceRemoved) != 0; }, Millis(3000)));
   EXPECT_EQ(request({{"cmd", "status"}})["services"].size(), 1u);
+}
+
+// The file's services plus `more` (", { name = ...; }" entries).
+std::string with_services(const std::string& more, const std::string& base = config_text()) {
+  std::string text = base;
+  text.insert(text.rfind(");"), more);
+  return text;
+}
+
+std::string service_entry(const std::string& name, const std::string& vip,
+                          const std::string& backend = "127.0.0.2") {
+  return ", { name = \"" + name + "\"; vip = \"" + vip + "\"; port = 80;\n" +
+         "    health = { interval_ms = 60000; initial_state = \"up\"; };\n" +
+         "    backends = ( { address = \"" + backend + "\"; port = 8080; } ); }\n";
+}
+
+TEST_F(ControlDaemonTest, ServiceDrainingWhenLbHealthdRestartsIsRemovedFromLbd) {
+  // lb-healthd restarts while a service a reload removed drains: the new one does not know it
+  // (neither the file nor the state file has it), but lbd has it, holding its VIP:port.
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("api|127.0.0.2:8080", 2);
+  write_config(with_services(service_entry("api", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 1; }));
+  write_config(config_text());
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  turn_until([] { return false; }, Millis(300));
+  ASSERT_EQ(lbd_.count("api"), 1u) << "drains first";
+
+  lbd_telemetry.set_services({"web", "api"});  // what lbd has
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 0; }, Millis(2000)))
+      << "lbd still has a service lb-healthd does not know";
+  EXPECT_EQ(lbd_.count("web"), 1u);
+  // Its VIP:port is free again.
+  const Json r = request({{"cmd", "service.add"},
+                          {"service", {{"name", "api2"}, {"vip", "10.0.0.101"}, {"port", 80}}},
+                          {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(lbd_.count("api2"), 1u);
+}
+
+TEST_F(ControlDaemonTest, AVipMovedInOneReloadIsFreedBeforeItIsTaken) {
+  // b (first in the file) takes a's VIP while a moves away; lbd takes one update per tick.
+  per_tick_ = 1;
+  write_config(with_services(service_entry("b", "10.0.0.102") + service_entry("a", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("a") == 1 && lbd_.count("b") == 1; }));
+  write_config(with_services(service_entry("b", "10.0.0.101") + service_entry("a", "10.0.0.103")));
+  Json r = request({{"cmd", "config.reload"}, {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(lbd_["a"].vip, 0x0a000067u);
+  EXPECT_EQ(lbd_["b"].vip, 0x0a000065u);
+  EXPECT_EQ(segment_->header().rejected_generation.load(), 0u) << "sent in an order lbd refuses";
+
+  // Two services swap their VIPs: one goes through a removal, nothing is refused.
+  write_config(with_services(service_entry("b", "10.0.0.103") + service_entry("a", "10.0.0.101")));
+  r = request({{"cmd", "config.reload"}, {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(lbd_["a"].vip, 0x0a000065u);
+  EXPECT_EQ(lbd_["b"].vip, 0x0a000067u);
+  EXPECT_EQ(segment_->header().rejected_generation.load(), 0u) << "sent in an order lbd refuses";
+}
+
+TEST_F(ControlDaemonTest, UpdatesLbdRefusedAreSentAgainAFewTimes) {
+  // lbd has a and b from an earlier lb-healthd; the new one, started from a file where b takes
+  // a's VIP, does not know what lbd holds: b is refused until a's update frees the VIP.
+  per_tick_ = 1;
+  write_config(with_services(service_entry("b", "10.0.0.102") + service_entry("a", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("a") == 1 && lbd_.count("b") == 1; }));
+  write_config(with_services(service_entry("b", "10.0.0.101") + service_entry("a", "10.0.0.103")));
+  d_.reset();
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_["b"].vip == 0x0a000065u; }, Millis(2000)))
+      << "b's refused update was not sent again";
+  EXPECT_EQ(lbd_["a"].vip, 0x0a000067u);
+
+  // An update lbd always refuses is sent again at most a few times.
+  refuse_names_ = {"web"};
+  received_by_name_.clear();
+  ASSERT_EQ(request({{"cmd", "backend.set"},
+                     {"service", "web"},
+                     {"address", "127.0.0.1"},
+                     {"port", 1},
+                     {"weight", 7}})["ok"],
+            true);
+  turn_until([] { return false; }, Millis(500));
+  EXPECT_EQ(received_by_name_["web"], 1u + Publisher::kMaxResends);
+}
+
+TEST_F(ControlDaemonTest, WaitIsNotRefusedForAnotherChangesRefusedUpdate) {
+  write_config(with_services(service_entry("api", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 1; }));
+  refuse_names_ = {"api"};
+  // api changes, then web (waited for) before either is sent: lbd refuses api's only.
+  ASSERT_TRUE(d_->change("api", [](Json& services) {
+                  services[1]["backends"][0]["weight"] = 5;
+                  return Status();
+                }).ok());
+  const Result<Change> c = d_->change("web", [](Json& services) {
+    services[0]["backends"][0]["weight"] = 5;
+    return Status();
+  });
+  ASSERT_TRUE(c.ok());
+  std::optional<AckResult> ack;
+  d_->when_applied(
+      c->mark, Millis(2000), [&](const AckResult& a) { ack = a; }, c->ticket);
+  ASSERT_TRUE(turn_until([&] { return ack.has_value(); }));
+  EXPECT_TRUE(ack->ok) << ack->code << ": " << ack->error;
+  EXPECT_EQ(lbd_["web"].backends[0].weight, 5u);
+}
+
+TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("web|127.0.0.2:8080", 1);
+  // 127.0.0.2:8080 starts up and goes DOWN at its first check (nothing listens there).
+  std::string text = config_text(kSecond);
+  text.replace(text.find("interval_ms = 1000"), 18, "interval_ms = 100; fall = 1");
+  write_config(text);
+  start();
+  ASSERT_TRUE(turn_until(
+      [&] { return state_of(latest_["web"], kLocal2, 8080) == shm::BackendState::kDraining; }));
+  ASSERT_EQ(request({{"cmd", "status"}})["services"][0]["backends"][1]["health"], "down");
+  // Slow checks from now on: only what it was decides until the next one.
+  std::string slow = config_text(kSecond);
+  slow.replace(slow.find("interval_ms = 1000"), 18, "interval_ms = 60000");
+  std::string without = config_text();
+  without.replace(without.find("interval_ms = 1000"), 18, "interval_ms = 60000");
+  write_config(without);
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  write_config(slow);
+  ASSERT_EQ(request({{"cmd", "config.reload"}, {"wait", true}})["ok"], true);
+  const Json st = request({{"cmd", "status"}});
+  EXPECT_EQ(st["services"][0]["backends"][1]["health"], "down") << st;
+  EXPECT_EQ(state_of(latest_["web"], kLocal2, 8080), shm::BackendState::kDraining)
+      << "a backend known DOWN is sent as active";
 }
 
 TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
