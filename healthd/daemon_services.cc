@@ -478,7 +478,10 @@ Result<std::vector<std::string>> Daemon::lbd_services() {
 }
 
 void Daemon::reconcile(TimePoint now) {
-  if (!link_.attached()) return;  // attaching again says so again
+  if (!link_.attached()) {
+    reconcile_ = false;  // attaching again sets it (owe_everything): no retry while detached
+    return;
+  }
   Result<std::vector<std::string>> names = lbd_services();
   if (!names) {
     if (names.error().message != reconcile_error_) {

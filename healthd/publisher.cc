@@ -179,11 +179,24 @@ void Publisher::progress(uint64_t received, uint64_t applied, uint64_t rejected)
 }
 
 void Publisher::acknowledged(uint64_t received) {
+  const size_t before = removals_.size();
   std::erase_if(removals_, [&](const auto& r) {
     if (r.second == 0 || r.second > received) return false;
     if (last_sent(r.first) == r.second) last_sent_.erase(r.first);  // gone: nothing of it is kept
     return true;
   });
+  if (removals_.size() == before) return;
+  // A removal lbd took frees its VIP:port: a service whose resends ran out (lbd refused it,
+  // perhaps for that very VIP:port) gets its state sent again, with a fresh count.
+  for (auto it = resends_.begin(); it != resends_.end();) {
+    if (it->second.refused > kMaxResends || it->second.maybe > 2 * kMaxResends) {
+      const std::string name = it->first;
+      it = resends_.erase(it);
+      if (!owed(name) && !removing(name)) owe(name);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void Publisher::attached(uint64_t seen, bool same_lbd, uint64_t rejected) {
@@ -468,8 +481,14 @@ std::optional<int64_t> LbdLink::unapplied_ms(TimePoint now) {
 void LbdLink::when_applied(uint64_t mark, Millis timeout,
                            std::function<void(const AckResult&)> done, uint64_t ticket) {
   const TimePoint now = Clock::now();
-  waiters_.push_back(Waiter{mark, publisher_.ticket(), publisher_.owed_since(ticket), std::nullopt,
-                            now, now + timeout, std::move(done)});
+  waiters_.push_back(Waiter{mark,
+                            publisher_.ticket(),
+                            publisher_.owed_since(ticket),
+                            {},
+                            std::nullopt,
+                            now,
+                            now + timeout,
+                            std::move(done)});
 }
 
 void LbdLink::fail_waiters(const std::string& why) {
@@ -502,8 +521,11 @@ void LbdLink::check_waiters(TimePoint now) {
     bool resending = false;
     bool refused = false;
     uint64_t newest = 0;
-    for (const std::string& name : w.names) {
-      const uint64_t g = publisher_.last_sent(name);
+    w.sent.resize(w.names.size(), 0);
+    for (size_t i = 0; i < w.names.size(); ++i) {
+      const std::string& name = w.names[i];
+      if (w.target) w.sent[i] = std::max(w.sent[i], publisher_.last_sent(name));
+      const uint64_t g = w.sent[i];
       newest = std::max(newest, g);
       resending = resending || publisher_.owed(name);
       refused = refused || (g > w.mark && g == rejected);

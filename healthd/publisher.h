@@ -215,6 +215,9 @@ class LbdLink {
     uint64_t mark = 0;
     uint64_t ticket = 0;             // Publisher::ticket() when the change was made
     std::vector<std::string> names;  // the services whose messages carry the change
+    // The generation each of `names` was last sent with, as seen here: a removal's is forgotten
+    // by the Publisher once lbd has it (acknowledged), before lbd has applied it.
+    std::vector<uint64_t> sent;
     std::optional<uint64_t> target;  // the newest generation carrying the change, once sent
     TimePoint start;
     TimePoint deadline;

@@ -980,6 +980,54 @@ TEST_F(ControlDaemonTest, WaitIsNotRefusedForAnotherChangesRefusedUpdate) {
   EXPECT_EQ(lbd_["web"].backends[0].weight, 5u);
 }
 
+// A waited-for removal is applied once lbd has applied it, not when lbd has only received it,
+// and names the generation it went in (the Publisher forgets a removal once lbd has it).
+TEST_F(ControlDaemonTest, WaitForARemovalEndsWhenLbdAppliedIt) {
+  write_config(with_services(service_entry("api", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 1; }));
+  ack_ = false;  // lbd receives, does not apply
+  Json r =
+      request({{"cmd", "service.remove"}, {"name", "api"}, {"wait", true}, {"timeout_ms", 300}});
+  EXPECT_EQ(r["ok"], false) << r;
+  EXPECT_EQ(r["code"], "timeout") << r;
+  EXPECT_GT(r["lbd"]["generation"].get<uint64_t>(), 0u) << r;
+  ack_ = true;
+  ASSERT_EQ(request({{"cmd", "service.add"},
+                     {"service", {{"name", "api"}, {"vip", "10.0.0.101"}, {"port", 80}}}})["ok"],
+            true);
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 1; }));
+  r = request({{"cmd", "service.remove"}, {"name", "api"}, {"wait", true}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_GT(r["lbd"]["generation"].get<uint64_t>(), 0u) << r;
+  EXPECT_EQ(lbd_.count("api"), 0u);
+}
+
+// A service whose resends ran out (lbd kept refusing it: another service held its VIP:port) is
+// sent again once a removal frees something in lbd.
+TEST_F(ControlDaemonTest, AServiceGivenUpIsSentAgainWhenARemovalFreesItsVip) {
+  write_config(with_services(service_entry("a", "10.0.0.101")));
+  start();
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("a") == 1; }));
+  // lbd also holds "ghost" on 10.0.0.102:80, which lb-healthd does not know (its telemetry
+  // cannot be read here, so nothing removes it at attach).
+  shm::ServiceUpdate ghost = lbd_["a"];
+  std::strncpy(ghost.name, "ghost", sizeof ghost.name);
+  ghost.vip = 0x0a000066u;
+  lbd_["ghost"] = ghost;
+  ASSERT_EQ(request({{"cmd", "service.add"},
+                     {"service", {{"name", "b"}, {"vip", "10.0.0.102"}, {"port", 80}}}})["ok"],
+            true);
+  turn_until([] { return false; }, Millis(500));
+  ASSERT_EQ(lbd_.count("b"), 0u) << "refused: ghost holds its VIP:port";
+  EXPECT_EQ(received_by_name_["b"], 1u + Publisher::kMaxResends);
+  // Something else frees the VIP:port in lbd: a removal lb-healthd sends (here, of "ghost").
+  lbd_.erase("ghost");
+  ASSERT_EQ(request({{"cmd", "service.remove"}, {"name", "a"}})["ok"], true);
+  EXPECT_TRUE(turn_until([&] { return lbd_.count("b") == 1; }, Millis(1000)))
+      << "b, given up, was never sent again";
+}
+
 TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
   FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
   telemetry_path_ = lbd_telemetry.path();
