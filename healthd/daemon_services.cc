@@ -405,7 +405,8 @@ namespace {
 // How often lbd's flow counts are read while something drains, and after a failed read.
 constexpr Millis kLeavingCheck{250};
 constexpr Millis kLeavingRetry{2000};
-// A read of lbd's telemetry blocks the loop for at most this long (twice: hello, reply).
+// A read of lbd's telemetry blocks the loop for at most this long per reply (the hello, then
+// one per page of a listing: query_all).
 constexpr int kTelemetryTimeoutMs = 100;
 // How often lbd's services are read again after a failed read (reconcile()).
 constexpr Millis kReconcileRetry{5000};
