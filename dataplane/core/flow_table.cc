@@ -154,7 +154,9 @@ FlowTable::RepairReport FlowTable::repair() {
       const uint32_t idx = (ref - 1) >> 1;
       const auto d = static_cast<Dir>((ref - 1) & 1);
       const uint8_t bit = static_cast<uint8_t>(1u << static_cast<unsigned>(d));
-      bool ok = idx < capacity_ && flows_[idx].in_use == 1 && (seen[idx] & bit) == 0;
+      // A full-NAT record has no backend reference (an lbd before 2026-12-08 made one: dropped).
+      bool ok = idx < capacity_ && flows_[idx].in_use == 1 && (seen[idx] & bit) == 0 &&
+                (d == Dir::kFromClient || flows_[idx].indexes_backend_key());
       if (ok) {
         const Flow& f = flows_[idx];
         const uint64_t h = hash(d == Dir::kFromClient ? f.client_key() : f.backend_key());
@@ -172,13 +174,14 @@ FlowTable::RepairReport FlowTable::repair() {
   for (uint32_t idx = 0; idx < capacity_; ++idx) {
     Flow& f = flows_[idx];
     if (f.in_use == 0) continue;
-    bool ok = f.in_use == 1 && seen[idx] == 3;
+    const bool both = f.indexes_backend_key();
+    bool ok = f.in_use == 1 && seen[idx] == (both ? 3 : 1);
     if (ok) {
-      // Both references are there; a second record with the same key (which no sequence of
+      // Its references are there; a second record with the same key (which no sequence of
       // operations makes, but a torn image might) would hide one of them.
       Dir d;
       const FlowKey ck = f.client_key(), bk = f.backend_key();
-      ok = lookup(ck, hash(ck), d) == idx && lookup(bk, hash(bk), d) == idx;
+      ok = lookup(ck, hash(ck), d) == idx && (!both || lookup(bk, hash(bk), d) == idx);
     }
     if (ok) continue;
     if (seen[idx] & 1) index_remove(hash(f.client_key()), detail::make_ref(idx, Dir::kFromClient));
@@ -255,17 +258,30 @@ FlowTable::InsertResult FlowTable::insert_after_miss(const Flow& f, uint64_t cli
   return commit_after_miss(client_hash, idx);
 }
 
+FlowTable::InsertResult FlowTable::commit_client_after_miss(uint64_t client_hash, uint32_t& idx) {
+  const uint32_t i = free_[free_top_ - 1];
+  Flow& f = flows_[i];
+  if (!index_add(client_hash, detail::make_ref(i, Dir::kFromClient)))
+    return InsertResult::kIndexFull;
+  --free_top_;
+  f.in_use = 1;
+  if (starts_embryonic(f)) link_tail(i);
+  ++size_;
+  idx = i;
+  return InsertResult::kOk;
+}
+
 void FlowTable::erase(uint32_t idx) {
   const Flow& f = flows_[idx];
   if (!f.in_use) return;
-  erase_hashed(idx, hash(f.client_key()), hash(f.backend_key()));
+  erase_hashed(idx, hash(f.client_key()), f.indexes_backend_key() ? hash(f.backend_key()) : 0);
 }
 
 void FlowTable::erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backend_hash) {
   Flow& f = flows_[idx];
   if (!f.in_use) return;
   index_remove(client_hash, detail::make_ref(idx, Dir::kFromClient));
-  index_remove(backend_hash, detail::make_ref(idx, Dir::kFromBackend));
+  if (f.indexes_backend_key()) index_remove(backend_hash, detail::make_ref(idx, Dir::kFromBackend));
   if (on_list(idx)) unlink(idx);
   f.in_use = 0;
   free_[free_top_++] = idx;
@@ -275,6 +291,12 @@ void FlowTable::erase_hashed(uint32_t idx, uint64_t client_hash, uint64_t backen
 bool FlowTable::rebind(uint32_t idx, BackendId backend, uint32_t backend_ip,
                        uint16_t backend_port) {
   Flow& f = flows_[idx];
+  if (!f.indexes_backend_key()) {
+    f.backend = backend;
+    f.backend_ip = backend_ip;
+    f.backend_port = backend_port;
+    return true;
+  }
   Flow moved = f;
   moved.backend = backend;
   moved.backend_ip = backend_ip;

@@ -2,6 +2,7 @@
 // The per-worker flow table. One record per TCP connection, reachable from both directions:
 //   client -> VIP      key (client_ip, vip, client_port, vport)
 //   backend -> client  key (backend_ip, client_ip, backend_port, client_port)
+// (a full-NAT flow under its client key only: Flow::indexes_backend_key).
 // Fixed capacity, allocated at start-up, owned by one worker: no locks, no allocation after
 // construction. The index is a two-choice hash of 8-slot, 64-byte buckets (signature + reference),
 // kept under half full at capacity (47 %), so a lookup touches at most two bucket lines and one
@@ -91,6 +92,11 @@ struct alignas(64) Flow {
   ForwardMode forward;  // its service's when it began (a record of an older lbd: 0, dnat)
 
   bool fullnat() const { return forward == ForwardMode::kFullnat; }
+  // Whether the index holds the record under backend_key() too. A full-NAT flow's backend
+  // answers its local address and port, where SnatPorts::flow_of finds the flow: its backend
+  // key is never what a packet carries, and indexed it would only refuse (kConflict) another
+  // flow of the same client ip:port to the same backend through another VIP.
+  bool indexes_backend_key() const { return !fullnat(); }
 
   FlowKey client_key() const { return {client_ip, vip, client_port, vport}; }
   FlowKey backend_key() const { return {backend_ip, client_ip, backend_port, client_port}; }
@@ -218,9 +224,10 @@ class FlowTable {
     for (uint32_t i = 0; i < n; ++i) hint[i] = prefetch_record_in(buckets, flows, nbuckets, h[i]);
   }
 
-  // Inserts `f` (both keys) and returns its index in `idx`. Fails when the table is at capacity
-  // (kFull), both candidate buckets of a key are full (kIndexFull), or a key is already present
-  // (kConflict: for example two VIPs balanced to the same backend for the same client ip:port).
+  // Inserts `f` (both keys; a full-NAT flow its client key only) and returns its index in `idx`.
+  // Fails when the table is at capacity (kFull), both candidate buckets of a key are full
+  // (kIndexFull), or a key is already present (kConflict: for example two VIPs balanced by dnat
+  // to the same backend for the same client ip:port).
   InsertResult insert(const Flow& f, uint32_t& idx);
   // The same when the caller has just looked up the client key with `client_hash` and missed
   // (the new-flow path): the client key is not checked or hashed again.
@@ -235,8 +242,14 @@ class FlowTable {
   // ~20 instructions.
   [[gnu::always_inline]] inline InsertResult commit_after_miss(uint64_t client_hash,
                                                                uint32_t& idx) {
-    return commit_after_miss(client_hash, hash(flows_[free_[free_top_ - 1]].backend_key()), idx);
+    const Flow& f = flows_[free_[free_top_ - 1]];
+    if (!f.indexes_backend_key()) return commit_client_after_miss(client_hash, idx);
+    return commit_after_miss(client_hash, hash(f.backend_key()), idx);
   }
+  // commit_after_miss() of a record indexed under its client key only (a full-NAT flow:
+  // Flow::indexes_backend_key()). Out of line: inlined beside the dnat SYN's commit, it cost
+  // that SYN ~3 instructions (callgrind).
+  [[gnu::noinline]] InsertResult commit_client_after_miss(uint64_t client_hash, uint32_t& idx);
   // The same with the backend key's hash, which the caller computed (to prefetch its buckets).
   [[gnu::always_inline]] inline InsertResult commit_after_miss(uint64_t client_hash,
                                                                uint64_t backend_hash,
@@ -252,7 +265,7 @@ class FlowTable {
                                                                uint64_t backend_hash,
                                                                uint32_t& idx);
 
-  // Removes both keys and frees the record (and takes it off the embryonic list).
+  // Removes its keys and frees the record (and takes it off the embryonic list).
   void erase(uint32_t idx);
 
   // The embryonic list: records inserted waiting for their handshake (starts_embryonic) join
@@ -296,8 +309,8 @@ class FlowTable {
     return n;
   }
 
-  // Moves the flow to another backend (re-keys the backend direction). False, with the flow
-  // unchanged, when the new key cannot be indexed.
+  // Moves the flow to another backend (re-keys the backend direction, when the flow is indexed
+  // under it). False, with the flow unchanged, when the new key cannot be indexed.
   bool rebind(uint32_t idx, BackendId backend, uint32_t backend_ip, uint16_t backend_port);
 
   Flow& at(uint32_t idx) { return flows_[idx]; }
@@ -333,7 +346,7 @@ class FlowTable {
           if (f.expires <= now && f.in_use) [[unlikely]] {
             due[k] = index_of(f);
             hc[k] = hash(f.client_key());
-            hb[k] = hash(f.backend_key());
+            hb[k] = hash(f.backend_key());  // unused when !f.indexes_backend_key()
             __builtin_prefetch(&buckets_[bucket1(hc[k])], 1);
             __builtin_prefetch(&buckets_[bucket1(hb[k])], 1);
             ++k;

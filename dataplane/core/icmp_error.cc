@@ -86,10 +86,10 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool
       const FlowKey k{qdst, qsrc, qdport, qsport};
       Dir dir;
       idx = table_.lookup(k, table_.hash(k), dir);
-      // The flow must be the one the quote's direction names, and not a full-NAT flow when the
-      // quote is to a backend from the client's own address (dnat only).
-      if (idx != FlowTable::kNoFlow &&
-          ((dir == Dir::kFromClient) != from_vip || (!from_vip && table_.at(idx).fullnat())))
+      // The flow must be the one the quote's direction names. A quote to a backend from the
+      // client's own address finds dnat flows only: a full-NAT flow is not indexed under its
+      // backend key (its packets to the backend leave from a local address, above).
+      if (idx != FlowTable::kNoFlow && (dir == Dir::kFromClient) != from_vip)
         idx = FlowTable::kNoFlow;
     }
   }

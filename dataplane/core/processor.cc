@@ -309,8 +309,8 @@ Verdict Processor::handle_tcp(Frame& f, const ParsedPacket& pk, uint64_t hash, u
   // hit is handled at once, and the service and owner are looked up on a miss only.
   if (idx != FlowTable::kNoFlow) {
     if (dir == Dir::kFromClient) return from_client(f, pk, hash, idx, in_port, pool, now);
-    // A full-NAT flow's backend answers its local address (fullnat_reply), never the client.
-    if (table_.at(idx).fullnat()) return drop(DropReason::kFullnatNoFlow);
+    // Never a full-NAT flow (not indexed under its backend key): its backend answers its local
+    // address (fullnat_reply below).
     return from_backend(f, pk, idx, pool, now);
   }
   if (snat_.addresses() != 0) {
@@ -443,7 +443,10 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
     return drop(DropReason::kFlowTableFull);
   }
   // The backend key's two bucket lines, which the insert reads (nearly always a miss, so both):
-  // in a large table they are cache misses, fetched here while the record is written.
+  // in a large table they are cache misses, fetched here while the record is written. (A
+  // full-NAT flow is not indexed under it, Flow::indexes_backend_key: computed anyway, so that
+  // the common SYN takes no branch more.)
+  const bool fullnat = svc.forward == ForwardMode::kFullnat;
   const FlowKey backend_key{b->ip, pk.src_ip, b->port, pk.src_port};
   const uint64_t backend_hash = table_.hash(backend_key);
   if (!stateless) table_.prefetch(backend_hash, true);
@@ -481,13 +484,15 @@ Verdict Processor::new_flow_inline(Frame& f, const ParsedPacket& pk, uint64_t ha
     return to_backend(f, pk, fl);
   }
   uint32_t idx;
-  const FlowTable::InsertResult r = table_.commit_after_miss(hash, backend_key, backend_hash, idx);
+  const FlowTable::InsertResult r =
+      fullnat ? table_.commit_client_after_miss(hash, idx)
+              : table_.commit_after_miss(hash, backend_key, backend_hash, idx);
   if (r != FlowTable::InsertResult::kOk) {
     counters_->flows_refused.add();
     return drop(r == FlowTable::InsertResult::kConflict ? DropReason::kFlowConflict
                                                         : DropReason::kFlowTableFull);
   }
-  if (svc.forward == ForwardMode::kFullnat) {
+  if (fullnat) {
     if (const SnatPorts::Alloc bound = fullnat_bind(idx); bound != SnatPorts::Alloc::kOk)
         [[unlikely]] {
       table_.erase(idx);

@@ -65,6 +65,7 @@ std::string config_for(const HarnessOptions& o, const std::string& client_dev,
     s += std::string(b ? ",\n                 " : " ") + "{ address = \"10.20.0.1" +
          std::to_string(b + 1) + "\"; port = 8080; }";
   s += " ); },\n";
+  s += o.services_extra;
   s += "  { name = \"empty\"; vip = \"10.10.0.100\"; port = 81; backends = (); }\n";
   s += ");\n";
   return s;

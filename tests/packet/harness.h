@@ -37,6 +37,7 @@ struct HarnessOptions {
   std::string flows_extra;        // more settings of dataplane.flows (SYN floods)
   std::string web_extra;          // more settings of the service "web"
   uint8_t backends = 3;           // the config's service "web" has the first N of 10.20.0.11 .. 13
+  std::string services_extra;     // more services, each "{ ... },\n", before the service "empty"
   dp::FlowMemoryOptions flows;    // with an instance: flow tables in files (flow_memory.h)
   // Service "web" in full-NAT mode from 10.20.0.50 (and 10.20.0.51 with 2 addresses), local
   // ports [fullnat_first, fullnat_last].

@@ -833,6 +833,45 @@ void fullnat_cases(std::vector<Case>& cases) {
               .verify = flows_are({0})},
          };
        }});
+  {
+    // A second full-NAT service on the VIP, port 8000, balanced to the same backend.
+    HarnessOptions two = one;
+    two.services_extra =
+        "  { name = \"web2\"; vip = \"10.10.0.100\"; port = 8000; forward = \"fullnat\";\n"
+        "    backends = ( { address = \"10.20.0.11\"; port = 8080; } ); },\n";
+    cases.push_back(
+        {.name = "FullnatOneClientPortToTwoServicesOfOneBackend",
+         .description = "one client ip:port to two full-NAT services of one backend: two flows "
+                        "from two local ports, each answered from its own service (a full-NAT "
+                        "flow is not indexed under its backend key, so it is no flow_conflict)",
+         .options = two,
+         .script = [=](const Env&) -> std::vector<Step> {
+           // VIP:8000 -> client, as lbd must send the backend's answer to local:1025.
+           const auto v2c_8000 = [&](const Seg& s) {
+             Ip ip = ip_of(s, kVip, c1.ip);
+             ip.ttl = 63;
+             return tcp_frame(eth(c1.mac, kLbClientMac), ip, tcp_of(s, 8000, c1.port), 0);
+           };
+           return {
+               {.what = "SYN to :80 leaves from local port 1024",
+                .in = {rx_client(c2v(c1, syn_seg()))},
+                .out = {tx_backend(l2b(b, syn_seg(), 1024))},
+                .checks = {LB_CTR(flows_created, 1), fullnat_in_use(0, 1)}},
+               {.what = "the same client ip:port's SYN to :8000 leaves from 1025",
+                .in = {rx_client(c2v(c1, syn_seg(), {}, 8000))},
+                .out = {tx_backend(l2b(b, syn_seg(), 1025))},
+                .checks = {LB_CTR(flows_created, 1), fullnat_in_use(0, 1),
+                           drops(DropReason::kFlowConflict, 0)}},
+               {.what = "the backend's SYN-ACK to 1025 goes to the client from VIP:8000",
+                .in = {rx_backend(b2l(b, synack_seg(), 1025))},
+                .out = {tx_client(v2c_8000(synack_seg()))}},
+               {.what = "and its SYN-ACK to 1024 from VIP:80",
+                .in = {rx_backend(b2l(b, synack_seg(), 1024))},
+                .out = {tx_client(v2c(c1, synack_seg()))},
+                .verify = flows_are({2})},
+           };
+         }});
+  }
   cases.push_back({.name = "FullnatRstBothWaysAndStrayReplies",
                    .description =
                        "an RST from either side is translated; a segment to a local port no "

@@ -71,13 +71,15 @@ uint32_t find(const FlowTable& t, const FlowKey& k, Dir& d) {
   return t.lookup(k, t.hash(k), d);
 }
 
-// Both keys of `f` lead to `idx`, which holds `f` byte for byte (apart from in_use).
+// Both keys of `f` (a full-NAT flow: its client key) lead to `idx`, which holds `f` byte for
+// byte (apart from in_use).
 ::testing::AssertionResult Holds(const FlowTable& t, uint32_t idx, const Flow& f) {
   Dir d = Dir::kFromBackend;
   if (find(t, f.client_key(), d) != idx || d != Dir::kFromClient)
     return ::testing::AssertionFailure() << "client key does not lead to " << idx;
-  if (find(t, f.backend_key(), d) != idx || d != Dir::kFromBackend)
-    return ::testing::AssertionFailure() << "backend key does not lead to " << idx;
+  const uint32_t b = find(t, f.backend_key(), d);
+  if (f.indexes_backend_key() ? b != idx || d != Dir::kFromBackend : b != FlowTable::kNoFlow)
+    return ::testing::AssertionFailure() << "backend key leads to " << b << ", record " << idx;
   Flow g = t.at(idx);
   Flow want = f;
   want.in_use = 1;
@@ -86,17 +88,20 @@ uint32_t find(const FlowTable& t, const FlowKey& k, Dir& d) {
   return ::testing::AssertionSuccess();
 }
 
-// Every invariant a consistent table keeps: each record in use is found from both keys; the
-// index refers to nothing else; the count and the free list account for every other record.
+// Every invariant a consistent table keeps: each record in use is found from both keys (a
+// full-NAT record from its client key only); the index refers to nothing else; the count and the
+// free list account for every other record.
 ::testing::AssertionResult Consistent(FlowTable& t, Memory& m) {
-  uint32_t in_use = 0;
+  uint32_t in_use = 0, want_refs = 0;
   for (uint32_t i = 0; i < t.capacity(); ++i) {
     const Flow& f = t.at(i);
     if (f.in_use > 1) return ::testing::AssertionFailure() << "record " << i << " in_use 2+";
     if (!f.in_use) continue;
     ++in_use;
+    want_refs += f.indexes_backend_key() ? 2u : 1u;
     Dir d;
-    if (find(t, f.client_key(), d) != i || find(t, f.backend_key(), d) != i)
+    if (find(t, f.client_key(), d) != i ||
+        (f.indexes_backend_key() && find(t, f.backend_key(), d) != i))
       return ::testing::AssertionFailure() << "record " << i << " not found from its keys";
   }
   if (in_use != t.size())
@@ -111,8 +116,9 @@ uint32_t find(const FlowTable& t, const FlowKey& k, Dir& d) {
       if (idx >= t.capacity() || !t.at(idx).in_use)
         return ::testing::AssertionFailure() << "bucket " << b << " refers to free record " << idx;
     }
-  if (refs != 2 * in_use)
-    return ::testing::AssertionFailure() << refs << " index entries for " << in_use << " flows";
+  if (refs != want_refs)
+    return ::testing::AssertionFailure()
+           << refs << " index entries for " << in_use << " flows (" << want_refs << " wanted)";
   // The free records are exactly what inserts get, each once, then the table is full.
   std::set<uint32_t> handed;
   const uint32_t room = t.capacity() - t.size();
@@ -346,6 +352,41 @@ TEST_F(HalfUpdated, TwoRecordsWithOneKey) {
   EXPECT_EQ(r.records_dropped, 1u);
   EXPECT_EQ(r.refs_dropped, 2u);
   EXPECT_EQ(r.kept, kFlows);
+  EXPECT_TRUE(Consistent(t, m_));
+}
+
+TEST_F(HalfUpdated, FullnatRecordsKeepTheirClientReferenceOnly) {
+  // A full-NAT record is indexed under its client key only (Flow::indexes_backend_key): one
+  // as this lbd writes it is kept as it is; one an lbd before 2026-12-08 wrote, with a backend
+  // reference too, is kept and loses that reference.
+  Flow now = flow_n(5000), old = flow_n(5001);
+  for (Flow* f : {&now, &old}) {
+    f->forward = ForwardMode::kFullnat;
+    f->local_port = static_cast<uint16_t>(f->client_port + 1);
+  }
+  const uint32_t i = free_record();
+  m_.record(i) = now;
+  m_.record(i).in_use = 1;
+  add_ref(primary(now.client_key()), hash_(now.client_key()), ref(i, Dir::kFromClient));
+  const uint32_t j = free_record();
+  m_.record(j) = old;
+  m_.record(j).in_use = 1;
+  add_ref(primary(old.client_key()), hash_(old.client_key()), ref(j, Dir::kFromClient));
+  add_ref(primary(old.backend_key()), hash_(old.backend_key()), ref(j, Dir::kFromBackend));
+  FlowTable::RepairReport r;
+  FlowTable t(kCap, kSeed, m_.span(), FlowTable::Region::kAttach, &r);
+  EXPECT_EQ(r.refs_dropped, 1u);
+  EXPECT_EQ(r.records_dropped, 0u);
+  EXPECT_EQ(r.kept, kFlows + 2);
+  EXPECT_TRUE(Holds(t, i, now));
+  EXPECT_TRUE(Holds(t, j, old));
+  for (uint32_t n = 0; n < kFlows; ++n) EXPECT_TRUE(Holds(t, idx_[n], flow_n(n))) << n;
+  // Erased, each takes its one reference with it.
+  t.erase(i);
+  t.erase(j);
+  Dir d;
+  EXPECT_EQ(find(t, now.client_key(), d), FlowTable::kNoFlow);
+  EXPECT_EQ(find(t, old.client_key(), d), FlowTable::kNoFlow);
   EXPECT_TRUE(Consistent(t, m_));
 }
 

@@ -296,6 +296,49 @@ TEST(FlowTable, Conflicts) {
   EXPECT_TRUE(Findable(t, ib, e));
 }
 
+// A full-NAT flow is indexed under its client key only: its backend answers a local address and
+// port (SnatPorts), never the client's. So one client ip:port through two full-NAT VIPs to one
+// backend makes two flows, not a conflict (as it is for dnat, whose backend key is the reply's);
+// rebind and erase touch no backend key; a dnat flow may hold that backend key meanwhile.
+TEST(FlowTable, FullnatFlowIsIndexedUnderItsClientKeyOnly) {
+  FlowTable t(16);
+  Flow a = make_flow(ip4(192, 0, 2, 1), 40000, ip4(10, 10, 0, 100), 80, ip4(10, 20, 0, 11), 8080);
+  a.forward = ForwardMode::kFullnat;
+  uint32_t ia, ib, ic;
+  ASSERT_EQ(t.insert(a, ia), FlowTable::InsertResult::kOk);
+  Dir d;
+  EXPECT_EQ(find(t, a.client_key(), d), ia);
+  EXPECT_EQ(d, Dir::kFromClient);
+  EXPECT_EQ(find(t, a.backend_key()), FlowTable::kNoFlow);
+  Flow b = a;  // another VIP, the same client ip:port and backend: in place, as new_flow does
+  b.vip = ip4(10, 10, 0, 101);
+  Flow* r = t.next_free();
+  ASSERT_NE(r, nullptr);
+  *r = b;
+  r->in_use = 0;
+  ASSERT_EQ(t.commit_client_after_miss(t.hash(b.client_key()), ib), FlowTable::InsertResult::kOk);
+  EXPECT_EQ(find(t, b.client_key()), ib);
+  // A dnat flow of that client to that backend through a third VIP holds the backend key.
+  Flow c = a;
+  c.vip = ip4(10, 10, 0, 102);
+  c.forward = ForwardMode::kDnat;
+  ASSERT_EQ(t.insert(c, ic), FlowTable::InsertResult::kOk);
+  EXPECT_TRUE(Findable(t, ic, c));
+  EXPECT_EQ(t.size(), 3u);
+  // Rebind onto another backend, even onto the dnat flow's backend key: no index change.
+  ASSERT_TRUE(t.rebind(ia, BackendId{12}, ip4(10, 20, 0, 12), 8080));
+  EXPECT_EQ(t.at(ia).backend_ip, ip4(10, 20, 0, 12));
+  EXPECT_EQ(find(t, t.at(ia).backend_key()), FlowTable::kNoFlow);
+  ASSERT_TRUE(t.rebind(ib, c.backend, c.backend_ip, c.backend_port));
+  EXPECT_TRUE(Findable(t, ic, c));
+  t.erase(ia);
+  t.erase(ib);
+  EXPECT_EQ(find(t, a.client_key()), FlowTable::kNoFlow);
+  EXPECT_EQ(find(t, b.client_key()), FlowTable::kNoFlow);
+  EXPECT_TRUE(Findable(t, ic, c));
+  EXPECT_EQ(t.size(), 1u);
+}
+
 // The new-flow path writes its record in place (next_free) and then indexes it
 // (commit_after_miss): a commit that fails leaves the record free and the table as it was, and
 // the record is the one the next insert takes.
