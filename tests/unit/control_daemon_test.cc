@@ -1028,6 +1028,23 @@ TEST_F(ControlDaemonTest, AServiceGivenUpIsSentAgainWhenARemovalFreesItsVip) {
       << "b, given up, was never sent again";
 }
 
+// A reconcile (reading which services lbd has, retried every 5 s while lbd's telemetry cannot
+// be read) that comes due after lbd went away does not spin the loop: the turn still waits for
+// its other deadlines. Before 0797971 reconcile() returned early while detached without moving
+// its retry time, and every turn after it returned at once until lbd came back.
+TEST_F(ControlDaemonTest, AReconcileDueWhileLbdIsAwayDoesNotSpinTheLoop) {
+  start();  // attached; lbd's services could not be read (no telemetry here): retried in 5 s
+  segment_.reset();  // lbd stops: its segment goes
+  const auto turn_for = [&](Millis d) {
+    int turns = 0;
+    for (const auto end = Clock::now() + d; Clock::now() < end; ++turns) d_->turn(-1, Millis(50));
+    return turns;
+  };
+  turn_for(Millis(5300));  // detached, and past the retry time
+  const int turns = turn_for(Millis(500));
+  EXPECT_LT(turns, 200) << "lb-healthd's loop turned " << turns << " times in 500 ms";
+}
+
 TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
   FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
   telemetry_path_ = lbd_telemetry.path();
