@@ -109,6 +109,7 @@ class Daemon {
   // The running services against the file's (diff_services(base, running)).
   std::vector<std::string> runtime_changes() const { return runtime_.runtime_changes(config_); }
   const cfg::Config& config() const { return config_; }
+  const Publisher& publisher() const { return link_.publisher(); }
   const Options& options() const { return options_; }
   // The file's services when they differ from the running ones (from the state file at start).
   // A service of the file that does not run (removed at run time) is removed in lbd too, which

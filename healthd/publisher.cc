@@ -71,6 +71,12 @@ bool Publisher::send(shm::Attachment& att, shm::ServiceUpdate& scratch, const st
   } else {
     hold(name, uint64_t{scratch.vip} << 16 | scratch.port);
     unsettled_.emplace_back(generation_, name);
+    // While lbd receives but does not apply (a worker stalled), updates pile up here. Only a
+    // service's newest counts (progress() skips the others, and generations only grow), so
+    // the others go once they outnumber the services.
+    if (unsettled_.size() > 2 * last_sent_.size() + 16) {
+      std::erase_if(unsettled_, [&](const auto& u) { return last_sent(u.second) != u.first; });
+    }
   }
   sent(name, generation_, removal);
   return true;

@@ -95,6 +95,9 @@ class Publisher {
   }
   uint64_t messages_sent() const { return messages_sent_; }
   uint64_t ring_full() const { return ring_full_; }
+  // Updates sent that lbd has not applied yet and that are still each service's newest (the
+  // others are pruned as they pile up): bounded by the services, not by the updates sent.
+  size_t unsettled() const { return unsettled_.size(); }
 
  private:
   struct Entry {

@@ -1045,6 +1045,26 @@ TEST_F(ControlDaemonTest, AReconcileDueWhileLbdIsAwayDoesNotSpinTheLoop) {
   EXPECT_LT(turns, 200) << "lb-healthd's loop turned " << turns << " times in 500 ms";
 }
 
+// While lbd takes updates but does not apply them (a worker stalled), what lb-healthd keeps per
+// update sent stays bounded by the services, not by the updates; once lbd applies again,
+// nothing is left.
+TEST_F(ControlDaemonTest, UpdatesToAStalledLbdKeepBoundedState) {
+  start();
+  ack_ = false;
+  for (int i = 0; i < 300; ++i) {
+    const size_t before = received_;
+    ASSERT_TRUE(d_->change("web", [i](Json& services) {
+                    services[0]["backends"][0]["weight"] = 1 + i % 50;
+                    return Status();
+                  }).ok());
+    ASSERT_TRUE(turn_until([&] { return received_ > before; })) << i;
+  }
+  EXPECT_LE(d_->publisher().unsettled(), 20u);
+  ack_ = true;
+  ASSERT_TRUE(turn_until([&] { return d_->publisher().unsettled() == 0; }));
+  EXPECT_EQ(lbd_["web"].backends[0].weight, 1u + 299 % 50);
+}
+
 TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
   FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
   telemetry_path_ = lbd_telemetry.path();
