@@ -263,10 +263,7 @@ FlowTable::InsertResult FlowTable::commit_client_after_miss(uint64_t client_hash
   Flow& f = flows_[i];
   if (!index_add(client_hash, detail::make_ref(i, Dir::kFromClient)))
     return InsertResult::kIndexFull;
-  --free_top_;
-  f.in_use = 1;
-  if (starts_embryonic(f)) link_tail(i);
-  ++size_;
+  take_free(i, f);
   idx = i;
   return InsertResult::kOk;
 }

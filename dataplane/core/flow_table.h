@@ -482,6 +482,8 @@ class FlowTable {
     uint32_t prev = kOffList, next = kOffList;
   };
   [[gnu::always_inline]] inline void link_tail(uint32_t idx);
+  // The commit's last step: the free record on top (index i, `f`), its keys indexed, is in use.
+  [[gnu::always_inline]] inline void take_free(uint32_t i, Flow& f);
   void unlink(uint32_t idx);
   void rebuild_embryonic();  // from the records' states, in index order (attach)
   // Inline: commit_after_miss calls it twice per new flow.
@@ -579,12 +581,16 @@ inline FlowTable::InsertResult FlowTable::commit_after_miss(uint64_t client_hash
     index_remove(client_hash, detail::make_ref(i, Dir::kFromClient));
     return InsertResult::kIndexFull;
   }
+  take_free(i, f);
+  idx = i;
+  return InsertResult::kOk;
+}
+
+inline void FlowTable::take_free(uint32_t i, Flow& f) {
   --free_top_;
   f.in_use = 1;
   if (starts_embryonic(f)) link_tail(i);
   ++size_;
-  idx = i;
-  return InsertResult::kOk;
 }
 
 }  // namespace lb::core
