@@ -2798,6 +2798,38 @@ TEST_F(FlowFiles, FullnatPortHoldsOutliveARestart) {
   Run(h, {syn_from(client(3), 1026)});
 }
 
+// A backend the file's pool starts draining (health.initial_state = "down" until lb-healthd's
+// checks decide, state = "drain", maint with maint = "keep") is serving: its established flows go
+// on through a restart like any other's, which needs its next hop known.
+TEST_F(FlowFiles, FlowsOfBackendsTheNewPoolStartsDrainingGoOn) {
+  const Client c[3] = {client(1), client(2), client(3)};
+  {
+    Harness h(options());
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(Run(h, handshake(c[i], kB[i])));
+  }
+  HarnessOptions o = options();
+  o.web_extra = "health = { initial_state = \"down\"; };";
+  Harness h(o);
+  ASSERT_NO_FATAL_FAILURE(Start(h));
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE("client " + std::to_string(i + 1));
+    Run(h, {{.what = "the client's next segment reaches its (draining) backend",
+             .in = {rx_client(c2v(c[i], kUp))},
+             .out = {tx_backend(c2b(c[i], kB[i], kUp))},
+             .checks = {backend_in(kB[i], 1), LB_CTR(flows_reset, 0)}},
+            {.what = "the backend's answer reaches the client from the VIP",
+             .in = {rx_backend(b2c(kB[i], c[i], kDown))},
+             .out = {tx_client(v2c(c[i], kDown))},
+             .checks = {backend_out(kB[i], 1)}}});
+  }
+  Run(h, {{.what = "a new client finds no backend taking new flows",
+           .in = {rx_client(c2v(client(4), syn_seg()))},
+           .out = {tx_client(rst_to_client(client(4), kVport, kRst | kAck, 0, 1001))},
+           .checks = {LB_CTR(flows_created, 0)}}});
+}
+
 TEST_F(FlowFiles, FreshOrOtherSettingsStartEmpty) {
   const Client c = client(1);
   auto open_one = [&](const HarnessOptions& o) {
