@@ -305,6 +305,21 @@ FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFilePar
     }
     files_.push_back(std::move(file));
   }
+  // The files of workers this lbd does not have (the last one had more): nobody takes them
+  // over, and left in place they would hold their memory for good, and their flows for a
+  // later lbd with as many workers again. Discarded like any file that does not fit.
+  for (uint32_t w = params.workers; w < core::kMaxWorkers; ++w) {
+    const std::string name = flow_file_name(options.instance, static_cast<uint16_t>(w));
+    for (const std::string& dir : dirs) {
+      const std::string path = dir + "/" + name;
+      if (!exists(path)) continue;
+      open_existing(path);  // throws if not ours, or in use by another lbd
+      LB_LOG(NOTICE, "discarding flow table %s: this lbd has %u workers", path.c_str(),
+             params.workers);
+      if (unlink(path.c_str()) != 0)
+        throw std::runtime_error(sys_error("cannot remove " + path, errno));
+    }
+  }
 }
 
 FlowMemory::~FlowMemory() = default;

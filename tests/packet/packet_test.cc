@@ -2830,6 +2830,36 @@ TEST_F(FlowFiles, FlowsOfBackendsTheNewPoolStartsDrainingGoOn) {
            .checks = {LB_CTR(flows_created, 0)}}});
 }
 
+// Fewer workers than the last lbd had: the files of the workers that are gone are discarded too,
+// not left holding memory (huge pages) and old flows that a later lbd with as many workers as
+// before would take over as its own.
+TEST_F(FlowFiles, FilesOfWorkersThatAreGoneAreDiscarded) {
+  {
+    Harness h(options(3, 2));
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    uint64_t flows = 0;
+    for (uint8_t i = 1; i <= 8; ++i) {
+      const Client c = client(i);
+      const uint16_t w = core::flow_owner(c.ip, c.port, 2, h.dp().reta_size());
+      h.inject(kClientPort, w, c2v(c, syn_seg()));
+      h.poll(w, 1);
+      h.drain();
+    }
+    for (uint16_t w = 0; w < 2; ++w) flows += h.dp().processor(w).flows().size();
+    ASSERT_EQ(flows, 8u);
+    ASSERT_NE(h.dp().processor(1).flows().size(), 0u);
+  }
+  {
+    Harness h(options(3, 1));
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    EXPECT_FALSE(std::filesystem::exists(dir_ + "/lbd-pt-flows-1"))
+        << "worker 1's file outlived worker 1";
+  }
+  Harness h(options(3, 2));
+  ASSERT_NO_FATAL_FAILURE(Start(h));
+  EXPECT_EQ(h.dp().processor(1).flows().size(), 0u) << "flows of two lbds ago came back";
+}
+
 TEST_F(FlowFiles, FreshOrOtherSettingsStartEmpty) {
   const Client c = client(1);
   auto open_one = [&](const HarnessOptions& o) {
