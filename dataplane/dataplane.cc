@@ -178,6 +178,13 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
 
   flow_memory_ = std::make_unique<FlowMemory>(flows, flow_file_params(config_, reta_size_, tsc_hz_),
                                               pc.hash_seed, clock_now());
+  if (!shm_name.empty()) {
+    // lb-healthd will push the running state, which may have backends the file has not (added
+    // at runtime): restored flows to those go on as draining until it has (flow_memory.h).
+    flow_memory_->attach(dc, clock_now());
+    if (keep_restored_backends(state, flow_memory_->targets()) != 0)
+      first = builder_.build(0, state);
+  }
   workers_.resize(nworkers);
   for (uint16_t w = 0; w < nworkers; ++w) {
     Worker& wk = workers_[w];
