@@ -26,7 +26,7 @@ const char* to_string(NodeState s);  // "ready", "draining"
 // What the decision needs to know of lbd.
 struct LbdLiveness {
   bool attached = false;
-  int64_t heartbeat_age_ms = -1;  // -1: never seen move
+  int64_t heartbeat_age_ms = -1;  // -1: not seen moving since lb-healthd attached
   int64_t unapplied_ms = 0;       // how long the newest generation sent has waited unapplied
 };
 
