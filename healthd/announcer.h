@@ -33,7 +33,7 @@ struct LbdLiveness {
 // One service as the decision sees it.
 struct ServiceServing {
   uint32_t vip = 0;
-  bool serving = false;  // at least one backend active on its own (not by fail_open)
+  bool serving = false;  // a backend active on its own (not by fail_open) with a weight > 0
 };
 
 struct VipDecision {

@@ -413,5 +413,40 @@ TEST_F(HealthChannelTest, RestartedHealthdDoesNotAnnounceForADeadLbd) {
   std::filesystem::remove(bird + ".conf");
 }
 
+// announce_when = "serving": a backend with weight 0 is up but takes no new connections
+// (docs/configuration.md: "draining"): a VIP whose backends all have weight 0 has no serving
+// backend, and is withdrawn; one with weight again is announced.
+TEST_F(HealthChannelTest, AVipWhoseBackendsAllHaveWeightZeroIsNotAnnounced) {
+  const std::string bird = (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
+  const std::string text = config_text() +
+                           "bgp = { local_as = 65001; router_id = \"10.0.0.1\"; "
+                           "next_hop = \"10.0.0.1\"; neighbors = ( { address = \"10.0.0.254\"; "
+                           "as = 65000; } ); bird_config = \"" +
+                           bird + ".conf\"; bird_socket = \"" + bird + ".ctl\"; };\n";
+  d_ = std::make_unique<Daemon>(cfg::parse_config(text, "t.cfg"), options(false));
+  uint64_t beat = 1;
+  const auto announced = [&] {
+    segment_->header().lbd_heartbeat_ms.store(++beat);  // lbd alive
+    const DaemonStatus st = d_->snapshot();
+    return st.bgp.vips.size() == 1 && st.bgp.vips[0].announce;
+  };
+  ASSERT_TRUE(turn_until(announced));
+  auto weigh = [&](int w) {
+    ASSERT_TRUE(d_->change("weights", [&](Json& services) {
+                    for (Json& b : services[0]["backends"]) b["weight"] = w;
+                    return Status();
+                  }).ok());
+  };
+  weigh(0);
+  ASSERT_TRUE(turn_until([&] { return latest_["web"].backends[1].weight == 0; }));
+  EXPECT_TRUE(turn_until([&] { return !announced(); }, Millis(500)))
+      << "announced with every backend at weight 0: " << d_->snapshot().bgp.vips[0].why;
+  EXPECT_EQ(d_->snapshot().bgp.vips[0].why, "no serving backend");
+  weigh(1);
+  EXPECT_TRUE(turn_until(announced));
+  d_.reset();
+  std::filesystem::remove(bird + ".conf");
+}
+
 }  // namespace
 }  // namespace lb::health
