@@ -178,6 +178,24 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
 
   flow_memory_ = std::make_unique<FlowMemory>(flows, flow_file_params(config_, reta_size_, tsc_hz_),
                                               pc.hash_seed, clock_now());
+  if (!shm_name.empty()) {
+    // lb-healthd will push the running state, which may have backends the file has not (added
+    // at runtime): restored flows to those go on as draining until it has (flow_memory.h).
+    flow_memory_->attach(dc, clock_now());
+    PoolState kept = state;
+    if (keep_restored_backends(kept, flow_memory_->targets()) != 0) {
+      try {
+        first = builder_.build(0, kept);
+        state = std::move(kept);
+      } catch (const std::exception& e) {
+        // Too many backends or next hops with them: lbd starts all the same, from the file.
+        LB_LOG(WARNING,
+               "cannot keep the backends restored flows name that the file does not list (%s): "
+               "their flows are reset on their next packet",
+               e.what());
+      }
+    }
+  }
   workers_.resize(nworkers);
   for (uint16_t w = 0; w < nworkers; ++w) {
     Worker& wk = workers_[w];

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <span>
 #include <stdexcept>
@@ -126,6 +127,15 @@ struct FlowMemory::File {
   bool attached = false;       // holds the table of a previous lbd
   bool discard_flows = false;  // lbd --fresh: its flows end, its full-NAT port holds stay
   bool hugetlbfs = false;
+  // attach()'s work on an attached file, which table() finishes.
+  bool prepared = false;
+  std::optional<core::FlowTable> table;
+  core::FlowTable::RepairReport repaired;
+  int64_t shift = 0;
+  uint32_t held = 0;       // full-NAT ports in use or waiting their hold
+  uint32_t discarded = 0;  // --fresh: the flows it had
+  uint32_t prev_pid = 0;
+  bool prev_clean = false;
 
   ~File() {
     if (map != MAP_FAILED) munmap(map, bytes);
@@ -305,9 +315,70 @@ FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFilePar
     }
     files_.push_back(std::move(file));
   }
+  // The files of workers this lbd does not have (the last one had more): nobody takes them
+  // over, and left in place they would hold their memory for good, and their flows for a
+  // later lbd with as many workers again. Discarded like any file that does not fit.
+  for (uint32_t w = params.workers; w < core::kMaxWorkers; ++w) {
+    const std::string name = flow_file_name(options.instance, static_cast<uint16_t>(w));
+    for (const std::string& dir : dirs) {
+      const std::string path = dir + "/" + name;
+      if (!exists(path)) continue;
+      open_existing(path);  // throws if not ours, or in use by another lbd
+      LB_LOG(NOTICE, "discarding flow table %s: this lbd has %u workers", path.c_str(),
+             params.workers);
+      if (unlink(path.c_str()) != 0)
+        throw std::runtime_error(sys_error("cannot remove " + path, errno));
+    }
+  }
 }
 
 FlowMemory::~FlowMemory() = default;
+
+void FlowMemory::attach(const cfg::DataplaneConfig& dataplane, const core::ClockPair& clock) {
+  for (uint16_t w = 0; w < files_.size(); ++w) {
+    File& f = *files_[w];
+    if (!f.attached || f.prepared) continue;
+    f.prepared = true;
+    core::FlowFileHeader& h = f.header();
+    f.prev_pid = h.pid;
+    f.prev_clean = h.clean != 0;
+    h.clean = 0;
+    h.pid = static_cast<uint32_t>(getpid());
+    f.table.emplace(params_.capacity, h.hash_seed, f.region(), core::FlowTable::Region::kAttach,
+                    &f.repaired);
+    f.shift = core::flow_clock_shift(core::recorded_clock(h), clock, h.tsc_hz);
+    record_clock(h, clock);
+    f.held = core::restore_port_holds(
+        f.port_holds(), *f.table, clock.tsc, f.shift,
+        dataplane.flows.fullnat_port_hold * params_.tsc_hz, f.discard_flows,
+        [&](const core::Flow& fl) {
+          return core::SnatPorts::hold_index(fl.local_addr, fl.local_port, w, params_.workers,
+                                             params_.fullnat_addresses, params_.fullnat_first,
+                                             params_.fullnat_last);
+        });
+    if (f.discard_flows) {
+      f.discarded = f.table->size();
+      f.table->reset();
+    }
+  }
+}
+
+std::vector<FlowTarget> FlowMemory::targets() const {
+  std::vector<FlowTarget> out;
+  for (const auto& f : files_) {
+    if (!f->table || f->discard_flows) continue;
+    const core::FlowTable& t = *f->table;
+    for (uint32_t idx = 0; idx < t.capacity(); ++idx) {
+      const core::Flow& fl = t.at(idx);
+      // A reset record names no backend (it only answers late segments with RSTs).
+      if (!fl.in_use || fl.state == core::TcpState::kReset) continue;
+      out.push_back({fl.vip, fl.vport, fl.backend_ip, fl.backend_port});
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
 
 core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const PoolBuilder& builder,
                                   const core::NeighborTable& neighbors,
@@ -325,30 +396,19 @@ core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const Poo
            f.hugetlbfs ? ", huge pages" : "");
     return t;
   }
-  const uint32_t prev_pid = h.pid;
-  const bool prev_clean = h.clean != 0;
-  h.clean = 0;
-  h.pid = static_cast<uint32_t>(getpid());
-  core::FlowTable::RepairReport repaired;
-  core::FlowTable t(params_.capacity, h.hash_seed, f.region(), core::FlowTable::Region::kAttach,
-                    &repaired);
-  const int64_t shift = core::flow_clock_shift(core::recorded_clock(h), clock, h.tsc_hz);
-  record_clock(h, clock);
-
-  const uint32_t held = core::restore_port_holds(
-      f.port_holds(), t, clock.tsc, shift, dataplane.flows.fullnat_port_hold * params_.tsc_hz,
-      f.discard_flows, [&](const core::Flow& fl) {
-        return core::SnatPorts::hold_index(fl.local_addr, fl.local_port, w, params_.workers,
-                                           params_.fullnat_addresses, params_.fullnat_first,
-                                           params_.fullnat_last);
-      });
+  attach(dataplane, clock);  // unless the caller has (to learn the flows' targets() first)
+  core::FlowTable t = std::move(*f.table);
+  f.table.reset();
+  const uint32_t prev_pid = f.prev_pid;
+  const bool prev_clean = f.prev_clean;
+  const core::FlowTable::RepairReport repaired = f.repaired;
+  const int64_t shift = f.shift;
+  const uint32_t held = f.held;
   if (f.discard_flows) {
-    const uint32_t had = t.size();
-    t.reset();
     LB_LOG(NOTICE,
            "worker %u: lbd --fresh: %u flows of %s (left by lbd pid %u) discarded; %u full-NAT "
            "ports wait their hold (flows.fullnat_port_hold) before they are used again",
-           w, had, f.path.c_str(), prev_pid, held);
+           w, f.discarded, f.path.c_str(), prev_pid, held);
     return t;
   }
 
@@ -400,6 +460,27 @@ core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const Poo
            "down; deadlines moved by %lld ticks",
            w, static_cast<long long>(shift));
   return t;
+}
+
+size_t keep_restored_backends(PoolState& state, const std::vector<FlowTarget>& targets) {
+  size_t added = 0;
+  for (const FlowTarget& t : targets) {
+    for (auto& [name, s] : state) {
+      if (s.vip != t.vip || s.port != t.vport) continue;
+      const bool listed = std::any_of(s.backends.begin(), s.backends.end(), [&](const auto& b) {
+        return b.ip == t.backend_ip && b.port == t.backend_port;
+      });
+      if (listed || s.backends.size() >= shm::kMaxBackendsPerService) break;
+      s.backends.push_back({t.backend_ip, t.backend_port, 1, shm::BackendState::kDraining});
+      LB_LOG(INFO,
+             "service %s: restored flows go to %s:%u, which the file does not list: draining "
+             "until lb-healthd says whether it runs",
+             name.c_str(), cfg::format_ipv4(t.backend_ip).c_str(), t.backend_port);
+      ++added;
+      break;
+    }
+  }
+  return added;
 }
 
 std::span<uint64_t> FlowMemory::port_holds(uint16_t w) {

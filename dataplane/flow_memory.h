@@ -18,7 +18,9 @@
 //
 // Control thread only; nothing here runs on the packet path.
 
+#include <compare>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -34,6 +36,25 @@
 namespace lb::dp {
 
 class PoolBuilder;
+struct ServiceState;
+using PoolState = std::map<std::string, ServiceState>;
+
+// A service address and a backend that a restored flow names.
+struct FlowTarget {
+  uint32_t vip;
+  uint16_t vport;
+  uint32_t backend_ip;
+  uint16_t backend_port;
+  friend auto operator<=>(const FlowTarget&, const FlowTarget&) = default;
+};
+
+// Adds to `state` (the config file's pool, which lbd starts from) each backend restored flows
+// name that its service (by VIP:port) does not list, as draining: lbd's first pool comes from
+// the file, and the running state lb-healthd pushes within moments of attaching may have
+// backends the file has not (lbctl backend add). Their flows go on until lb-healthd's state
+// says the backend is gone (then they are reset, as when it is removed). Returns how many were
+// added. A flow whose VIP:port is no service of the file's is left to be reset.
+size_t keep_restored_backends(PoolState& state, const std::vector<FlowTarget>& targets);
 
 struct FlowMemoryOptions {
   std::string instance;   // empty: anonymous memory, the tables end with the process
@@ -67,6 +88,13 @@ class FlowMemory {
   FlowMemory& operator=(const FlowMemory&) = delete;
 
   bool persistent() const { return !files_.empty(); }
+
+  // Takes over the tables of the files a previous lbd left (repaired, deadlines moved to this
+  // process's clock, full-NAT holds restored; --fresh discards their flows here), before
+  // table() gives them this process's ids. table() does it if the caller has not.
+  void attach(const cfg::DataplaneConfig& dataplane, const core::ClockPair& clock);
+  // After attach(): what the flows taken over name, each once (see keep_restored_backends).
+  std::vector<FlowTarget> targets() const;
 
   // Worker w's table, once: a re-attached one is repaired (core::FlowTable::repair) and its flows
   // given this process's ids from `first` and `builder` (core::restore_flows): a flow whose

@@ -165,7 +165,18 @@ std::unique_ptr<core::Pool> PoolBuilder::build(uint64_t generation, const PoolSt
         const ServingState serving = shm::serving_state(b.state);
         if (serving == ServingState::kNotServing) continue;
         spec.serving.push_back(id);
-        if (serving != ServingState::kActive) continue;
+        if (serving != ServingState::kActive) {
+          // Draining: its established flows go on, so it needs its next hop as much as an active
+          // backend does. One that has never been active (the file's pool at lbd's start has
+          // a backend draining under health.initial_state = "down", state = "drain" or maint,
+          // and the flows lbd restores for it) is routed here; if no port reaches it, it has
+          // no flow that could go on, and the pool does not fail for it.
+          try {
+            route(id, b.ip);
+          } catch (const std::runtime_error&) {
+          }
+          continue;
+        }
         const auto [port, slot] = route(id, b.ip);
         spec.backends.push_back({id, b.ip, b.port, port, slot, b.weight});
       }

@@ -28,7 +28,7 @@ std::vector<VipDecision> decide(const cfg::BgpConfig& bgp, NodeState node, const
     down = "lbd is not attached";
   } else if (lbd.heartbeat_age_ms < 0 || lbd.heartbeat_age_ms >= bound) {
     down = lbd.heartbeat_age_ms < 0
-               ? "lbd's heartbeat was not seen yet"
+               ? "lbd's heartbeat has not moved since lb-healthd attached"
                : "lbd's heartbeat stopped " + std::to_string(lbd.heartbeat_age_ms) + " ms ago";
   } else if (lbd.unapplied_ms >= bound) {
     down =

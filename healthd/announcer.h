@@ -26,14 +26,14 @@ const char* to_string(NodeState s);  // "ready", "draining"
 // What the decision needs to know of lbd.
 struct LbdLiveness {
   bool attached = false;
-  int64_t heartbeat_age_ms = -1;  // -1: never seen move
+  int64_t heartbeat_age_ms = -1;  // -1: not seen moving since lb-healthd attached
   int64_t unapplied_ms = 0;       // how long the newest generation sent has waited unapplied
 };
 
 // One service as the decision sees it.
 struct ServiceServing {
   uint32_t vip = 0;
-  bool serving = false;  // at least one backend active on its own (not by fail_open)
+  bool serving = false;  // a backend active on its own (not by fail_open) with a weight > 0
 };
 
 struct VipDecision {

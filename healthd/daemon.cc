@@ -342,7 +342,13 @@ void Daemon::announce_tick(TimePoint now) {
   std::vector<ServiceServing> services;
   for (const ServiceRuntime& s : services_) {
     if (s.removed) continue;
-    services.push_back({s.config.vip, s.pool.active > 0 && !s.pool.fail_open});
+    // Serving: a backend active on its own that takes new connections (weight 0 takes none).
+    const bool serving =
+        !s.pool.fail_open &&
+        std::any_of(s.pool.entries.begin(), s.pool.entries.end(), [](const shm::BackendEntry& e) {
+          return e.state == static_cast<uint8_t>(shm::BackendState::kActive) && e.weight > 0;
+        });
+    services.push_back({s.config.vip, serving});
   }
   std::vector<VipDecision> decisions = decide(config_.bgp, node_, lbd, services);
   std::vector<uint32_t> vips;

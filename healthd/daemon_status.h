@@ -83,7 +83,7 @@ struct DaemonStatus {
   uint64_t lbd_applied_generation = 0;
   uint64_t lbd_rejected_generation = 0;
   uint64_t lbd_pid = 0;
-  int64_t lbd_heartbeat_age_ms = -1;  // -1: not attached
+  int64_t lbd_heartbeat_age_ms = -1;  // -1: not attached, or not seen moving since attaching
   uint64_t updates_sent = 0;
   uint64_t ring_full = 0;       // sends refused because the ring was full
   size_t owed = 0;              // services whose newest state or removal waits to be sent

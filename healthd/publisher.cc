@@ -278,6 +278,7 @@ void LbdLink::detach() {
   att_.reset();
   wait_logged_ = false;
   lbd_beat_ = 0;
+  lbd_beat_seen_.reset();
 }
 
 void LbdLink::refuse_segment(const std::string& why, TimePoint now) {
@@ -353,6 +354,9 @@ void LbdLink::attach() {
   const bool same_lbd = epoch_ != 0 && att_->epoch() == epoch_;
   epoch_ = att_->epoch();
   shm::Header& h = att_->header();
+  // lbd is alive once its heartbeat moves: the value it has now may be a dead lbd's last.
+  lbd_beat_ = h.lbd_heartbeat_ms.load(std::memory_order_relaxed);
+  lbd_beat_seen_.reset();
   // try_attach() checked these are at most shm::kMaxGeneration. acquire pairs with lbd's
   // release stores (dataplane.cc).
   const uint64_t seen = std::max({h.received_generation.load(std::memory_order_acquire),
@@ -465,8 +469,8 @@ uint64_t LbdLink::lbd_pid() const {
 
 std::optional<int64_t> LbdLink::lbd_heartbeat_age_ms(TimePoint now) const {
   // lbd's heartbeat runs on its own clock (TSC): its age is how long ago it last moved.
-  if (!att_ || lbd_beat_ == 0) return std::nullopt;
-  return ms_of(std::chrono::duration_cast<Millis>(now - lbd_beat_seen_));
+  if (!att_ || !lbd_beat_seen_) return std::nullopt;
+  return ms_of(std::chrono::duration_cast<Millis>(now - *lbd_beat_seen_));
 }
 
 std::optional<int64_t> LbdLink::unapplied_ms(TimePoint now) {

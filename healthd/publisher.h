@@ -205,7 +205,8 @@ class LbdLink {
   // lbd's counters as they are (zeros when not attached), unchecked: for the status.
   LbdView counters() const;
   uint64_t lbd_pid() const;
-  // How long ago lbd's heartbeat last moved; nullopt when not attached or not seen yet.
+  // How long ago lbd's heartbeat last moved; nullopt when not attached or not seen moving since
+  // we attached.
   std::optional<int64_t> lbd_heartbeat_age_ms(TimePoint now) const;
   // How long the newest generation sent has waited for lbd to apply (or refuse) it; nullopt
   // when it has not (or when not attached).
@@ -243,8 +244,10 @@ class LbdLink {
   uint64_t channel_faults_ = 0;  // over all attachments
   TimePoint next_fault_log_{};
   uint64_t attaches_ = 0;
-  uint64_t lbd_beat_ = 0;  // lbd's heartbeat as last seen, and when it last moved
-  TimePoint lbd_beat_seen_{};
+  // lbd's heartbeat as last seen, and when it last moved: unset until it has moved since we
+  // attached (a dead lbd's segment keeps its last beat, which is no sign of life).
+  uint64_t lbd_beat_ = 0;
+  std::optional<TimePoint> lbd_beat_seen_;
   std::vector<Waiter> waiters_;
   std::optional<TimePoint> unapplied_since_;  // the newest generation sent waits since then
 };

@@ -387,12 +387,12 @@ def lbd_restart(s):
     check(spread_ok(r["counts"], ["backend-1", "backend-2"], 15), "traffic not balanced")
 
 
-def restart_keeping_flows(s, sig, name):
+def restart_keeping_flows(s, sig, name, backends=(1, 2, 3)):
     """200 keep-alive connections through lbd; lbd stopped with `sig` and started again: none
     of them may see a reset or a failed request (the flow tables outlive lbd)."""
     n, hold_s = 200, 16
     # lb-backend holds every keep-alive connection open (512 threads, no cap on requests).
-    s.wait_states({addr(i): "active" for i in (1, 2, 3)}, 5)
+    s.wait_states({addr(i): "active" for i in backends}, 5)
     hold = s.client("hold", n, hold_s, background=True)
     wait_for(f"{n} connections through lbd",
              lambda: s.tel.query("/lb/stats")["flows_active"] >= n, 10, every=0.1)
@@ -424,6 +424,18 @@ def restart_kill9(s):
 
 def restart_sigterm(s):
     restart_keeping_flows(s, signal.SIGTERM, "SIGTERM lbd")
+
+
+def restart_runtime_backend(s):
+    # backend-4 is added with lbctl (lb-healthd's running state, not the file, has it): the new
+    # lbd starts from the file, and the connections it restores for backend-4 must wait for
+    # lb-healthd's push instead of being reset.
+    s.start_backend(4)
+    s.lbctl("backend", "add", "web", addr(4))
+    s.wait_states({addr(i): "active" for i in (1, 2, 3, 4)}, 5)
+    time.sleep(1.2)  # its MAC
+    restart_keeping_flows(s, signal.SIGKILL, "kill -9 lbd, backend-4 added with lbctl",
+                          backends=(1, 2, 3, 4))
 
 
 def syn_reset(s):
@@ -760,7 +772,7 @@ def pmtu_backend(s):
 # Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
                                      healthd_kill, lbd_restart, syn_reset, restart_kill9,
-                                     restart_sigterm, maglev_remove, maglev_fresh, maglev_kill9,
+                                     restart_sigterm, restart_runtime_backend, maglev_remove, maglev_fresh, maglev_kill9,
                                      maglev_sigterm, pmtu, pmtu_upload, syn_flood,
                                      pmtu_backend)}
 

@@ -2798,6 +2798,123 @@ TEST_F(FlowFiles, FullnatPortHoldsOutliveARestart) {
   Run(h, {syn_from(client(3), 1026)});
 }
 
+// A backend the file's pool starts draining (health.initial_state = "down" until lb-healthd's
+// checks decide, state = "drain", maint with maint = "keep") is serving: its established flows go
+// on through a restart like any other's, which needs its next hop known.
+TEST_F(FlowFiles, FlowsOfBackendsTheNewPoolStartsDrainingGoOn) {
+  const Client c[3] = {client(1), client(2), client(3)};
+  {
+    Harness h(options());
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(Run(h, handshake(c[i], kB[i])));
+  }
+  HarnessOptions o = options();
+  o.web_extra = "health = { initial_state = \"down\"; };";
+  Harness h(o);
+  ASSERT_NO_FATAL_FAILURE(Start(h));
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE("client " + std::to_string(i + 1));
+    Run(h, {{.what = "the client's next segment reaches its (draining) backend",
+             .in = {rx_client(c2v(c[i], kUp))},
+             .out = {tx_backend(c2b(c[i], kB[i], kUp))},
+             .checks = {backend_in(kB[i], 1), LB_CTR(flows_reset, 0)}},
+            {.what = "the backend's answer reaches the client from the VIP",
+             .in = {rx_backend(b2c(kB[i], c[i], kDown))},
+             .out = {tx_client(v2c(c[i], kDown))},
+             .checks = {backend_out(kB[i], 1)}}});
+  }
+  Run(h, {{.what = "a new client finds no backend taking new flows",
+           .in = {rx_client(c2v(client(4), syn_seg()))},
+           .out = {tx_client(rst_to_client(client(4), kVport, kRst | kAck, 0, 1001))},
+           .checks = {LB_CTR(flows_created, 0)}}});
+}
+
+// lbd starts from the file's pool; lb-healthd pushes the running state moments later. A backend
+// added at runtime (lbctl backend add) is in the second only: the flows a restart restores for it
+// go on (draining until lb-healthd's state comes), and are reset only if that state does not have
+// it either.
+TEST_F(FlowFiles, FlowsOfABackendAddedAtRuntimeGoOnThroughARestart) {
+  const Client c[2] = {client(1), client(2)};
+  HarnessOptions o = options(/*backends=*/2);
+  o.channel = true;
+  // What lb-healthd runs: the file's two backends and 10.20.0.13, added with lbctl.
+  const std::vector<TestBackend> running = {{kB[0].ip}, {kB[1].ip}, {kB[2].ip}};
+  auto only_third = service_update(0, "web", kVport, cfg::Scheduler::kRoundRobin, running);
+  only_third.backends[0].state = static_cast<uint8_t>(shm::BackendState::kDraining);
+  only_third.backends[1].state = static_cast<uint8_t>(shm::BackendState::kDraining);
+  {
+    Harness h(o);
+    ASSERT_NO_FATAL_FAILURE(Start(h, 2));
+    Control ctl(h);
+    only_third.generation = ctl.next();
+    ctl.send({only_third});  // new flows go to the runtime backend
+    h.inject(kBackendPort, 0, backend_arp_reply(kB[2]));
+    h.poll(0, 1);
+    h.drain();
+    for (const Client& x : c) ASSERT_NO_FATAL_FAILURE(Run(h, handshake(x, kB[2])));
+  }
+  Harness h(o);
+  ASSERT_NO_FATAL_FAILURE(Start(h, 2));
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 2u);
+  h.inject(kBackendPort, 0, backend_arp_reply(kB[2]));
+  h.poll(0, 1);
+  h.drain();
+  Run(h, {{.what = "before lb-healthd's push: the client's next segment reaches its backend",
+           .in = {rx_client(c2v(c[0], kUp))},
+           .out = {tx_backend(c2b(c[0], kB[2], kUp))},
+           .checks = {backend_in(kB[2], 1), LB_CTR(flows_reset, 0)}}});
+  Control ctl(h);
+  only_third.generation = ctl.next();
+  ctl.send({only_third});  // lb-healthd attaches and pushes the running state
+  Run(h, {{.what = "after it: still there, both ways",
+           .in = {rx_client(c2v(c[1], kUp))},
+           .out = {tx_backend(c2b(c[1], kB[2], kUp))},
+           .checks = {backend_in(kB[2], 1), LB_CTR(flows_reset, 0)}},
+          {.what = "the backend's answer reaches the client from the VIP",
+           .in = {rx_backend(b2c(kB[2], c[1], kDown))},
+           .out = {tx_client(v2c(c[1], kDown))},
+           .checks = {backend_out(kB[2], 1)}}});
+  // lb-healthd's state does not have it after all (removed while lbd was down): reset.
+  ctl.send({service_update(ctl.next(), "web", kVport, cfg::Scheduler::kRoundRobin,
+                           {{kB[0].ip}, {kB[1].ip}})});
+  Run(h, {{.what = "removed by lb-healthd's state: the client's next segment is reset",
+           .in = {rx_client(c2v(c[0], kUp))},
+           .out = {tx_client(rst_to_client(c[0], kVport, kRst, 5001, 0))},
+           .checks = {LB_CTR(flows_reset, 1), LB_CTR(flows_active, -1),
+                      LB_CTR(rst_backend_stopped, 1)}}});
+}
+
+// Fewer workers than the last lbd had: the files of the workers that are gone are discarded too,
+// not left holding memory (huge pages) and old flows that a later lbd with as many workers as
+// before would take over as its own.
+TEST_F(FlowFiles, FilesOfWorkersThatAreGoneAreDiscarded) {
+  {
+    Harness h(options(3, 2));
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    uint64_t flows = 0;
+    for (uint8_t i = 1; i <= 8; ++i) {
+      const Client c = client(i);
+      const uint16_t w = core::flow_owner(c.ip, c.port, 2, h.dp().reta_size());
+      h.inject(kClientPort, w, c2v(c, syn_seg()));
+      h.poll(w, 1);
+      h.drain();
+    }
+    for (uint16_t w = 0; w < 2; ++w) flows += h.dp().processor(w).flows().size();
+    ASSERT_EQ(flows, 8u);
+    ASSERT_NE(h.dp().processor(1).flows().size(), 0u);
+  }
+  {
+    Harness h(options(3, 1));
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    EXPECT_FALSE(std::filesystem::exists(dir_ + "/lbd-pt-flows-1"))
+        << "worker 1's file outlived worker 1";
+  }
+  Harness h(options(3, 2));
+  ASSERT_NO_FATAL_FAILURE(Start(h));
+  EXPECT_EQ(h.dp().processor(1).flows().size(), 0u) << "flows of two lbds ago came back";
+}
+
 TEST_F(FlowFiles, FreshOrOtherSettingsStartEmpty) {
   const Client c = client(1);
   auto open_one = [&](const HarnessOptions& o) {

@@ -76,7 +76,7 @@ TEST(Decide, WithdrawsEverythingWhenLbdIsNotAlive) {
   };
   for (const Case& k :
        {Case{{false, 5, 0}, "lbd is not attached"},
-        Case{{true, -1, 0}, "lbd's heartbeat was not seen yet"},
+        Case{{true, -1, 0}, "lbd's heartbeat has not moved since lb-healthd attached"},
         Case{{true, 500, 0}, "lbd's heartbeat stopped 500 ms ago"},
         Case{{true, 5, 500}, "lbd has not applied the newest generation for 500 ms"}}) {
     for (const VipDecision& v : decide(c.bgp, NodeState::kReady, k.lbd, serving)) {

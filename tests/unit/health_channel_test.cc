@@ -362,5 +362,91 @@ TEST_F(HealthChannelTest, RestartStartsFromTheLastDecidedHealth) {
   EXPECT_EQ(health(0), Health::kUp);
 }
 
+// -- lbd's heartbeat -----------------------------------------------------------------------------
+
+// lbd killed (-9 included) leaves its segment behind, its heartbeat frozen at its last value. An
+// lb-healthd that attaches to it then (restarted meanwhile, or attaching again after refusing
+// it) must not count lbd alive because it reads a heartbeat for the first time: only one that
+// moves is lbd's.
+TEST_F(HealthChannelTest, AFrozenHeartbeatIsNotALiveLbd) {
+  segment_->header().lbd_heartbeat_ms.store(123456);  // the dead lbd's last beat
+  LbdLink link(Millis(10), [] { return size_t{0}; });
+  link.set_segment(shm::segment_name(instance_));
+  const TimePoint t0 = Clock::now();
+  link.tick(t0);
+  ASSERT_TRUE(link.attached());
+  link.heartbeat(t0);
+  EXPECT_FALSE(link.lbd_heartbeat_age_ms(t0 + Millis(1)).has_value());
+  link.heartbeat(t0 + Millis(500));
+  EXPECT_FALSE(link.lbd_heartbeat_age_ms(t0 + Millis(500)).has_value());
+  // A live lbd's control loop moves it: alive from then on, aged from that move.
+  segment_->header().lbd_heartbeat_ms.store(123457);
+  link.heartbeat(t0 + Millis(600));
+  EXPECT_EQ(link.lbd_heartbeat_age_ms(t0 + Millis(650)), 50);
+  link.heartbeat(t0 + Millis(700));  // not moved since: it ages
+  EXPECT_EQ(link.lbd_heartbeat_age_ms(t0 + Millis(700)), 100);
+}
+
+// The same through the daemon: with a bgp group, a restarted lb-healthd facing a dead lbd's
+// segment announces nothing, not even for bgp.lbd_timeout_ms.
+TEST_F(HealthChannelTest, RestartedHealthdDoesNotAnnounceForADeadLbd) {
+  const std::string bird = (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
+  const std::string text = config_text() +
+                           "bgp = { local_as = 65001; router_id = \"10.0.0.1\"; "
+                           "next_hop = \"10.0.0.1\"; neighbors = ( { address = \"10.0.0.254\"; "
+                           "as = 65000; } ); lbd_timeout_ms = 1000; bird_config = \"" +
+                           bird + ".conf\"; bird_socket = \"" + bird + ".ctl\"; };\n";
+  segment_->header().lbd_heartbeat_ms.store(123456);  // lbd died; nobody moves it any more
+  d_ = std::make_unique<Daemon>(cfg::parse_config(text, "t.cfg"), options(false));
+  const auto until = Clock::now() + Millis(400);
+  bool attached = false;
+  while (Clock::now() < until) {
+    d_->turn(-1, Millis(5));
+    const DaemonStatus st = d_->snapshot();
+    attached = attached || st.attached;
+    ASSERT_EQ(st.bgp.vips.size(), 1u);
+    EXPECT_FALSE(st.bgp.vips[0].announce) << st.bgp.vips[0].why;
+    if (st.bgp.vips[0].announce) break;
+  }
+  EXPECT_TRUE(attached);
+  d_.reset();
+  std::filesystem::remove(bird + ".conf");
+}
+
+// announce_when = "serving": a backend with weight 0 is up but takes no new connections
+// (docs/configuration.md: "draining"): a VIP whose backends all have weight 0 has no serving
+// backend, and is withdrawn; one with weight again is announced.
+TEST_F(HealthChannelTest, AVipWhoseBackendsAllHaveWeightZeroIsNotAnnounced) {
+  const std::string bird = (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
+  const std::string text = config_text() +
+                           "bgp = { local_as = 65001; router_id = \"10.0.0.1\"; "
+                           "next_hop = \"10.0.0.1\"; neighbors = ( { address = \"10.0.0.254\"; "
+                           "as = 65000; } ); bird_config = \"" +
+                           bird + ".conf\"; bird_socket = \"" + bird + ".ctl\"; };\n";
+  d_ = std::make_unique<Daemon>(cfg::parse_config(text, "t.cfg"), options(false));
+  uint64_t beat = 1;
+  const auto announced = [&] {
+    segment_->header().lbd_heartbeat_ms.store(++beat);  // lbd alive
+    const DaemonStatus st = d_->snapshot();
+    return st.bgp.vips.size() == 1 && st.bgp.vips[0].announce;
+  };
+  ASSERT_TRUE(turn_until(announced));
+  auto weigh = [&](int w) {
+    ASSERT_TRUE(d_->change("weights", [&](Json& services) {
+                    for (Json& b : services[0]["backends"]) b["weight"] = w;
+                    return Status();
+                  }).ok());
+  };
+  weigh(0);
+  ASSERT_TRUE(turn_until([&] { return latest_["web"].backends[1].weight == 0; }));
+  EXPECT_TRUE(turn_until([&] { return !announced(); }, Millis(500)))
+      << "announced with every backend at weight 0: " << d_->snapshot().bgp.vips[0].why;
+  EXPECT_EQ(d_->snapshot().bgp.vips[0].why, "no serving backend");
+  weigh(1);
+  EXPECT_TRUE(turn_until(announced));
+  d_.reset();
+  std::filesystem::remove(bird + ".conf");
+}
+
 }  // namespace
 }  // namespace lb::health
