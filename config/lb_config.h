@@ -208,7 +208,14 @@ struct ServiceConfig {
 
   MissPolicy effective_miss_policy(const DataplaneConfig& dp) const {
     if (miss_policy) return *miss_policy;
-    return scheduler == Scheduler::kMaglev ? MissPolicy::kRehash : dp.miss_policy;
+    return rehash_by_default() ? MissPolicy::kRehash : dp.miss_policy;
+  }
+  // Maglev services rehash their misses unless told otherwise, but for full-NAT: its backend
+  // knows a connection by the local address:port of the node that began it, so a flow made
+  // for a miss elsewhere (another local port) can never continue it; it would only hold a
+  // local port (and flows_rehashed would count connections that are lost anyway).
+  bool rehash_by_default() const {
+    return scheduler == Scheduler::kMaglev && forward != Forward::kFullnat;
   }
   InitialState initial_state(const BackendConfig& b) const {
     return b.initial_state.value_or(health.initial_state);

@@ -89,8 +89,9 @@ void fill_update(shm::ServiceUpdate& out, const cfg::ServiceConfig& service, con
   out.syn_policy = static_cast<uint8_t>(to_wire(service.syn_flood_policy));
   if (service.scheduler == cfg::Scheduler::kMaglev)
     out.maglev_table_size = service.maglev_table_size;
-  // Unset for a service that is not maglev: lbd applies its dataplane's miss_policy.
-  if (service.scheduler == cfg::Scheduler::kMaglev || service.miss_policy) {
+  // Unset for a service that is not maglev, or is full-NAT (ServiceConfig::rehash_by_default):
+  // lbd applies its dataplane's miss_policy.
+  if (service.rehash_by_default() || service.miss_policy) {
     const shm::Miss w = to_wire(service.miss_policy.value_or(cfg::MissPolicy::kRehash));
     out.flags = static_cast<uint8_t>(static_cast<uint8_t>(w) << shm::kMissShift);
   }

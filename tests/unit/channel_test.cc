@@ -545,6 +545,37 @@ TEST(ApplyUpdate, FillUpdateCarriesForward) {
   }
 }
 
+// A full-NAT service's misses cannot be rehashed (its backend knows a connection by the local
+// address:port of the node that began it): a maglev full-NAT service leaves the miss policy to
+// lbd's dataplane, and lbd refuses an update that asks for rehash anyway.
+TEST(ApplyUpdate, FullnatMaglevServicesDoNotRehash) {
+  cfg::ServiceConfig s;
+  s.name = "web";
+  s.vip = 0x0a0a0064;
+  s.port = 80;
+  s.scheduler = cfg::Scheduler::kMaglev;
+  s.maglev_table_size = 1009;
+  auto u = std::make_unique<ServiceUpdate>();
+  const auto miss_of = [](const ServiceUpdate& x) {
+    return static_cast<Miss>((x.flags & kMissMask) >> kMissShift);
+  };
+  health::fill_update(*u, s, health::LivePool{}, 1);
+  EXPECT_EQ(miss_of(*u), Miss::kRehash);  // dnat: rehash by default
+  s.forward = cfg::Forward::kFullnat;
+  health::fill_update(*u, s, health::LivePool{}, 2);
+  EXPECT_EQ(miss_of(*u), Miss::kDefault);  // full-NAT: the dataplane's
+  s.miss_policy = cfg::MissPolicy::kRst;
+  health::fill_update(*u, s, health::LivePool{}, 3);
+  EXPECT_EQ(miss_of(*u), Miss::kRst);
+  dp::PoolState state;
+  ASSERT_EQ(dp::apply_update(state, *u), "");
+  u->flags = static_cast<uint8_t>(static_cast<uint8_t>(Miss::kRehash) << kMissShift);
+  EXPECT_EQ(dp::apply_update(state, *u),
+            "web: miss policy rehash for a full-NAT service (a rehashed flow cannot continue its "
+            "connection)");
+  EXPECT_EQ(state["web"].miss, Miss::kRst);  // unchanged
+}
+
 TEST(ApplyUpdate, SynFloodPolicyIsCheckedAndCarried) {
   dp::PoolState state;
   ServiceUpdate u = make_update(1, "web", 2);

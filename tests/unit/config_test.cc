@@ -257,6 +257,7 @@ constexpr BadCase kBadCases[] = {
   {"maglev_table_string", 11, 11, R"(    scheduler = "maglev"; maglev_table_size = "65537";)", 11, "services.[0].maglev_table_size", "expected an integer, found a string"},
   {"rehash_needs_maglev", 11, 11, R"(    scheduler = "wrr"; miss_policy = "rehash";)", 11, "services.[0].miss_policy", "miss_policy \"rehash\" needs scheduler = \"maglev\" (scheduler is \"wrr\")"},
   {"rehash_needs_maglev_default", 11, 11, R"(    miss_policy = "rehash";)", 11, "services.[0].miss_policy", "needs scheduler = \"maglev\" (scheduler is \"rr\")"},
+  {"rehash_not_fullnat", 11, 11, R"(    scheduler = "maglev"; forward = "fullnat"; miss_policy = "rehash";)", 11, "services.[0].miss_policy", "miss_policy \"rehash\" cannot continue a full-NAT connection (its backend knows it by the local address and port of the node that began it): use \"rst\" or \"drop\", or forward = \"dnat\" or \"tunnel\""},
   {"service_miss_policy_unknown", 11, 11, R"(    miss_policy = "reset";)", 11, "services.[0].miss_policy", "unknown miss_policy 'reset' (expected drop, rst, rehash)"},
   {"rehash_not_dataplane_wide", 7, 7, R"(  miss_policy = "rehash";)", 7, "dataplane.miss_policy", "unknown miss_policy 'rehash' (expected drop, rst)"},
   {"maglev_seed_negative", 7, 7, R"(  maglev_hash_seed = -1;)", 7, "dataplane.maglev_hash_seed", "value -1 is out of range 0..9223372036854775807"},
@@ -1247,6 +1248,14 @@ TEST(Maglev, KeysAndDefaults) {
   // A service that is not maglev keeps the dataplane's policy.
   const Config r = parse(replace_lines(7, 7, R"(  miss_policy = "rst";)"));
   EXPECT_EQ(r.services[0].effective_miss_policy(r.dataplane), MissPolicy::kRst);
+  // So does a full-NAT maglev service: a rehashed flow could not continue its connection.
+  const Config f = parse(replace_lines(
+      7, 11,
+      "  miss_policy = \"rst\";\n  fullnat_addresses = [\"10.20.0.50\"];\n};\nservices = (\n"
+      "  { name = \"web\"; vip = \"10.10.0.100\"; port = 80;\n"
+      "    scheduler = \"maglev\"; forward = \"fullnat\";"));
+  EXPECT_FALSE(f.services[0].miss_policy);
+  EXPECT_EQ(f.services[0].effective_miss_policy(f.dataplane), MissPolicy::kRst);
 }
 
 TEST(ToString, MatchesWhatTheParserAccepts) {
