@@ -70,6 +70,31 @@ done
 # because no lb-healthd listens (exit 1, not 2).
 expect "lbctl --weight 010 is accepted" 1 "cannot connect to lb-healthd" -- \
   "$lbctl" --socket "$tmp/none.sock" backend set web 10.20.0.11:8080 --weight 010
+# A number too large for its type is refused as such: CLI11 saturated it (`--weight
+# 99999999999999999999` reached lb-healthd as 9223372036854775807, and the error named that).
+for args in "backend set web 10.20.0.11:8080 --weight 99999999999999999999" \
+            "backend set web 10.20.0.11:8080 --weight -99999999999999999999" \
+            "stats --count 9223372036854775808" \
+            "flows --limit 99999999999999999999" \
+            "backend remove web 10.20.0.11:8080 --drain-timeout 1$(printf '0%.0s' {1..400})"; do
+  opt=$(eval "set -- $args"; for a; do case $a in --*) last=$a;; esac; done; echo "$last")
+  eval "set -- $args"
+  expect "lbctl ${args:0:70}" 2 "^lbctl: $opt: .* is out of range" -- \
+    "$lbctl" --socket "$tmp/none.sock" "$@"
+done
+expect "lbctl --weight -9223372036854775808 still reaches lb-healthd" 1 "cannot connect" -- \
+  "$lbctl" --socket "$tmp/none.sock" backend set web 10.20.0.11:8080 --weight -9223372036854775808
+# Options that must be above 0 say so, in words (CLI11's PositiveNumber printed "not in range
+# 0.000000 to 1797693134862315708...", 300 digits).
+for args in "backend remove web 10.20.0.11:8080 --drain-timeout 0" \
+            "backend remove web 10.20.0.11:8080 --drain-timeout -5" \
+            "capture client -w /tmp/x.pcapng --count 0" \
+            "capture client -w /tmp/x.pcapng --duration 0"; do
+  opt=$(eval "set -- $args"; for a; do case $a in --*) last=$a;; esac; done; echo "$last")
+  eval "set -- $args"
+  expect "lbctl $args" 2 "^lbctl: $opt: expected a number above 0, found '-?[0-9]+' \\(lbctl --help\\)$" -- \
+    "$lbctl" --socket "$tmp/none.sock" "$@"
+done
 expect "lbctl config reload --now --drain-timeout 5: excluded" 2 "excludes" -- \
   "$lbctl" --socket "$tmp/none.sock" config reload --now --drain-timeout 5
 expect "lbctl without a subcommand" 2 "^lbctl: " -- "$lbctl"

@@ -6,8 +6,12 @@
 // This file reads the command line; the commands are in cmd_*.cc (commands.h).
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -38,8 +42,30 @@ std::string strict_decimal(std::string& value, bool fraction) {
   }
   const size_t first = std::min(whole.find_first_not_of('0'), whole.size() - 1);
   value = (negative ? "-" : "") + std::string(v.substr(first));
+  // CLI11 saturates a value too large for its type (strtoll): `--weight 99999999999999999999`
+  // went on as 9223372036854775807. Every integer option is an int64_t.
+  const std::string shown = value.size() > 24 ? value.substr(0, 20) + "..." : value;
+  if (fraction) {
+    errno = 0;
+    const double d = std::strtod(value.c_str(), nullptr);
+    if (errno == ERANGE && std::isinf(d)) return "value " + shown + " is out of range";
+  } else {
+    int64_t n = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc{} || end != value.data() + value.size())
+      return "value " + shown + " is out of range -9223372036854775808..9223372036854775807";
+  }
   return "";
 }
+
+// For options that must be above 0 (CLI11's PositiveNumber says "not in range 0.000000 to" a
+// number of 309 digits).
+const CLI::Validator kAboveZero(
+    [](std::string& v) {
+      const double d = std::strtod(v.c_str(), nullptr);
+      return d > 0 ? std::string() : "expected a number above 0, found '" + v + "'";
+    },
+    "POSITIVE", "POSITIVE");
 
 // Applies strict_decimal to every integer and number option of `app` and its subcommands.
 void strict_numbers(CLI::App* app) {
@@ -124,7 +150,7 @@ int run(int argc, char** argv) {
   b_remove->add_option("backend", b_endpoint, "ADDR:PORT")->required();
   b_remove->add_flag("--now", b_now, "remove at once: its established flows are cut");
   b_remove->add_option("--drain-timeout", b_drain, "seconds to wait for flows (default 300)")
-      ->check(CLI::PositiveNumber);
+      ->check(kAboveZero);
   b_remove->callback([&] {
     action = [&] { return cmd_backend_remove(ctx, b_service, b_endpoint, b_now, b_drain); };
   });
@@ -202,8 +228,8 @@ int run(int argc, char** argv) {
   capture->add_option("filter", cap.filter, "libpcap filter, e.g. 'tcp port 80'");
   capture->add_option("-w,--write", cap.file, "pcapng file to write")->required();
   // Not -c: that is lbctl's --config, before or after the subcommand.
-  capture->add_option("--count", cap.count, "stop after N packets")->check(CLI::PositiveNumber);
-  capture->add_option("--duration", cap.duration, "stop after SECONDS")->check(CLI::PositiveNumber);
+  capture->add_option("--count", cap.count, "stop after N packets")->check(kAboveZero);
+  capture->add_option("--duration", cap.duration, "stop after SECONDS")->check(kAboveZero);
   capture->callback([&] { action = [&] { return cmd_capture(ctx, cap); }; });
 
   // config
