@@ -95,6 +95,17 @@ for args in "backend remove web 10.20.0.11:8080 --drain-timeout 0" \
   expect "lbctl $args" 2 "^lbctl: $opt: expected a number above 0, found '-?[0-9]+' \\(lbctl --help\\)$" -- \
     "$lbctl" --socket "$tmp/none.sock" "$@"
 done
+# stats --count counts --watch's screens: without --watch it was ignored (one sample), and 0 or
+# a negative count watched forever.
+expect "lbctl stats --count 5 without --watch" 2 "^lbctl: --count requires --watch" -- \
+  "$lbctl" --socket "$tmp/none.sock" stats --count 5
+for n in 0 -1; do
+  expect "lbctl stats --watch --count $n" 2 "^lbctl: --count: expected an integer of at least 1, found '$n'" -- \
+    "$lbctl" --socket "$tmp/none.sock" stats --watch --count "$n"
+done
+# An empty --vip is not "no --vip": it was dropped, and the rest of the change made.
+expect "lbctl service set --vip ''" 2 "^lbctl: --vip: expected VIP or VIP:PORT, found ''" -- \
+  "$lbctl" --socket "$tmp/none.sock" service set web --vip '' --port 81
 expect "lbctl config reload --now --drain-timeout 5: excluded" 2 "excludes" -- \
   "$lbctl" --socket "$tmp/none.sock" config reload --now --drain-timeout 5
 expect "lbctl without a subcommand" 2 "^lbctl: " -- "$lbctl"

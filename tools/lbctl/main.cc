@@ -66,6 +66,13 @@ const CLI::Validator kAboveZero(
       return d > 0 ? std::string() : "expected a number above 0, found '" + v + "'";
     },
     "POSITIVE", "POSITIVE");
+const CLI::Validator kAtLeastOne(
+    [](std::string& v) {
+      return std::strtoll(v.c_str(), nullptr, 10) >= 1
+                 ? std::string()
+                 : "expected an integer of at least 1, found '" + v + "'";
+    },
+    ">= 1", ">= 1");
 
 // Applies strict_decimal to every integer and number option of `app` and its subcommands.
 void strict_numbers(CLI::App* app) {
@@ -172,7 +179,12 @@ int run(int argc, char** argv) {
       [&] { action = [&] { return cmd_service_add(ctx, s_name, s_vip, s_backends, add_opts); }; });
   auto* s_set = service->add_subcommand("set", "change a service's VIP, scheduler or checks");
   s_set->add_option("name", s_name, "service name")->required();
-  s_set->add_option("--vip", s_vip, "VIP or VIP:PORT");
+  s_set->add_option("--vip", s_vip, "VIP or VIP:PORT")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return v.empty() ? std::string("expected VIP or VIP:PORT, found ''") : std::string();
+          },
+          "", ""));
   CLI::Option* port_opt = s_set->add_option("--port", s_port, "port on the VIP");
   set_opts.add(s_set);
   s_set->callback([&] {
@@ -210,7 +222,9 @@ int run(int argc, char** argv) {
                                ->check(CLI::Range(0.05, 3600.0));
   stats->add_option("--interval", interval_s, "seconds the rates are measured over (default 1)")
       ->check(CLI::Range(0.05, 3600.0));
-  stats->add_option("--count", count, "with --watch: stop after N screens");
+  stats->add_option("--count", count, "with --watch: stop after N screens")
+      ->check(kAtLeastOne)
+      ->needs(watch_opt);
   stats->callback([&] {
     action = [&] { return cmd_stats(ctx, watch_opt->count() > 0, watch_s, interval_s, count); };
   });
