@@ -106,6 +106,24 @@ done
 # An empty --vip is not "no --vip": it was dropped, and the rest of the change made.
 expect "lbctl service set --vip ''" 2 "^lbctl: --vip: expected VIP or VIP:PORT, found ''" -- \
   "$lbctl" --socket "$tmp/none.sock" service set web --vip '' --port 81
+# A file that does not load is searched for the control socket and the instance: a commented-out
+# line is not a setting (lbctl went to the socket a comment named: another instance's, say).
+cat >"$tmp/half.cfg" <<CFG
+# was: control_socket = "$tmp/comment1.sock";
+// control_socket = "$tmp/comment2.sock";
+/* healthd = { control_socket = "$tmp/comment3.sock"; }; */
+dataplane: { workers = 1; ports = ( { name = "p0"; device = "net_null0"; ip = "10.0.0.1/24"; } ); };
+services = ( { name = "web"; vip = "10.0.0.100"; port = ; } );   # being edited
+healthd = { control_socket = "$tmp/real#1.sock"; };
+CFG
+expect "lbctl on a file that does not load: its control_socket, not a comment's" 1 \
+  "^lbctl: cannot connect to lb-healthd at $tmp/real#1.sock: .*half.cfg:5: syntax error" -- \
+  "$lbctl" -c "$tmp/half.cfg" backend set web 10.0.0.11:80 --weight 2
+sed -i -e 's/^healthd = .*$/instance = "lbctl-test-mine";/' \
+  -e '1i # instance = "lbctl-test-other";' "$tmp/half.cfg"
+expect "lbctl on a file that does not load: its instance, not a comment's" 1 \
+  "^lbctl: cannot connect to lb-healthd at /run/lbd/lbctl-test-mine.sock: " -- \
+  "$lbctl" -c "$tmp/half.cfg" status
 expect "lbctl config reload --now --drain-timeout 5: excluded" 2 "excludes" -- \
   "$lbctl" --socket "$tmp/none.sock" config reload --now --drain-timeout 5
 expect "lbctl without a subcommand" 2 "^lbctl: " -- "$lbctl"
