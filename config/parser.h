@@ -111,6 +111,9 @@ class Parser {
   // -- Errors and structure (parser.cc) ---------------------------------------------------------
   std::string source_name(const char* file) const;
   std::string file_of(const Setting& s) const;
+  // " \"NAME\" (PATH: why)" for libconfig's "cannot open include file" at `line` of `file` ("":
+  // the text parsed); "" when that line has no @include.
+  std::string include_problem(const std::string& file, int line) const;
   [[noreturn]] void fail(const Setting& s, const std::string& what) const;
   [[noreturn]] void fail(const Where& where, const std::string& what) const;
   static std::string child_path(const Setting& parent, std::string_view key);
@@ -150,6 +153,8 @@ class Parser {
   }
   std::optional<Literal> wrapped_literal(const Setting& s) const;
   const Source* source_of(const Setting& s) const;
+  // The text of a file by its name as source_name() gives it ("": the text parsed), read once.
+  const Source* source(const std::string& key) const;
   std::string as_string(const Setting& s) const;
   bool as_bool(const Setting& s) const;
   std::string as_name(const Setting& s) const;
