@@ -448,6 +448,15 @@ TEST_F(ControlTest, EverySubcommandAndItsExitStatus) {
   r = lbctl({"config", "save", "-o", saved});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lbctl({"config", "check", saved}).code, 0);
+  // ... written through a symlink, which stays (it used to be replaced by a regular file).
+  const std::string link = (dir_ / "link.cfg").string();
+  const std::string target = (dir_ / "target.cfg").string();
+  std::ofstream(target) << "old\n";
+  std::filesystem::create_symlink("target.cfg", link);
+  r = lbctl({"config", "save", "-o", link});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(read_file(target), read_file(saved));
 }
 
 // Issue 17: `service add` / `service remove` 200 times (each removal used to be resent on every

@@ -1055,6 +1055,32 @@ TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
       << "a backend known DOWN is sent as active";
 }
 
+TEST_F(ControlDaemonTest, SaveWritesThroughASymlinkedConfigFile) {
+  // /etc/lbd/lbd.cfg -> a file a deployment manages: the save goes to that file and the link
+  // stays (it used to be replaced by a regular file, leaving the target with the old text).
+  const std::filesystem::path real = dir_ / "managed" / "edge1.cfg";
+  std::filesystem::create_directories(real.parent_path());
+  const std::string old = config_text();
+  std::ofstream(real) << old;
+  std::filesystem::remove(config_path_);
+  std::filesystem::create_symlink("managed/edge1.cfg", config_path_);
+  start();
+  ASSERT_EQ(request({{"cmd", "backend.add"},
+                     {"service", "web"},
+                     {"backend", {{"address", "127.0.0.2"}, {"port", 1}}}})["ok"],
+            true);
+  const Json r = request({{"cmd", "config.save"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_TRUE(std::filesystem::is_symlink(config_path_));
+  EXPECT_EQ(std::filesystem::read_symlink(config_path_), "managed/edge1.cfg");
+  EXPECT_EQ(services_to_json(cfg::load_config(real.string()).services), running_services());
+  std::ifstream bak(r["backup"].get<std::string>());
+  std::stringstream b;
+  b << bak.rdbuf();
+  EXPECT_EQ(b.str(), old);
+  EXPECT_EQ(request({{"cmd", "config.diff"}})["changes"], Json::array());
+}
+
 TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
   // An operators' group that may read the file (and a mode to match) must survive a save, for
   // the new file and for the .bak (the group used to be dropped).

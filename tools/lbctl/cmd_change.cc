@@ -253,12 +253,14 @@ int cmd_config_save(Context& ctx, const std::string& output) {
     return 0;
   }
   try {
-    // A file written over keeps its mode, owner and group, like lb-healthd's own save.
+    // A file written over keeps its mode, owner and group, like lb-healthd's own save; a
+    // symlink is written through, as lb-healthd's save does.
+    const std::string target = lb::symlink_target(output);
     struct stat st {};
-    if (::stat(output.c_str(), &st) == 0) {
-      lb::write_file_atomic(output, text, st.st_mode & 07777, lb::FileOwner{st.st_uid, st.st_gid});
+    if (::stat(target.c_str(), &st) == 0) {
+      lb::write_file_atomic(target, text, st.st_mode & 07777, lb::FileOwner{st.st_uid, st.st_gid});
     } else {
-      lb::write_file_atomic(output, text, 0644);
+      lb::write_file_atomic(target, text, 0644);
     }
   } catch (const std::exception& e) {
     throw Refused(e.what());
