@@ -457,6 +457,13 @@ TEST_F(ControlTest, EverySubcommandAndItsExitStatus) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(std::filesystem::is_symlink(link));
   EXPECT_EQ(read_file(target), read_file(saved));
+  // --json: a JSON answer (there was no output at all).
+  r = lbctl({"--json", "config", "save", "-o", saved});
+  EXPECT_EQ(r.code, 0) << r.err;
+  const Json j = Json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << "not JSON: '" << r.out << "'";
+  EXPECT_EQ(j.value("ok", false), true) << r.out;
+  EXPECT_EQ(j.value("path", std::string()), saved) << r.out;
 }
 
 // Issue 17: `service add` / `service remove` 200 times (each removal used to be resent on every

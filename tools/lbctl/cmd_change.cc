@@ -265,7 +265,11 @@ int cmd_config_save(Context& ctx, const std::string& output) {
   } catch (const std::exception& e) {
     throw Refused(e.what());
   }
-  if (!ctx.json()) std::printf("wrote the running configuration to %s\n", output.c_str());
+  if (ctx.json()) {
+    print_json({{"ok", true}, {"path", output}});
+  } else {
+    std::printf("wrote the running configuration to %s\n", output.c_str());
+  }
   return 0;
 }
 
