@@ -377,6 +377,9 @@ TEST_F(ControlTest, EverySubcommandAndItsExitStatus) {
   r = lbctl({"backend", "add", "nope", b0});
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(one_line(r.err), "lbctl: unknown service 'nope' (services: web)");
+  r = lbctl({"status", "nope"});  // the same words as lb-healthd's
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(one_line(r.err), "lbctl: unknown service 'nope' (services: web)");
   r = lbctl({"backend", "set", "web", "127.0.0.1:1", "--weight", "3"});
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(one_line(r.err).find("service 'web' has no backend 127.0.0.1:1"), std::string::npos);
