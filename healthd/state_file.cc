@@ -308,6 +308,26 @@ std::vector<std::string> diff_services(const Json& from, const Json& to) {
   return out;
 }
 
+std::vector<std::string> start_only_changes(const cfg::Config& from, const cfg::Config& to) {
+  const Json a = cfg::config_to_json(from);
+  const Json b = cfg::config_to_json(to);
+  std::vector<std::string> out;
+  const auto group = [&](const char* key, const char* note) {
+    Json x = a.contains(key) ? a[key] : Json::object();
+    Json y = b.contains(key) ? b[key] : Json::object();
+    if (std::string_view(key) == "healthd" && x.is_object() && y.is_object()) {
+      x.erase("drain_timeout_ms");
+      y.erase("drain_timeout_ms");
+    }
+    std::vector<std::string> lines;
+    diff_object(x, y, "", key, lines);
+    for (std::string& l : lines) out.push_back(l + note);
+  };
+  group("dataplane", ": lbd reads it at its start only (restart lbd to apply it)");
+  group("healthd", ": lb-healthd reads it at its start only (restart lb-healthd to apply it)");
+  return out;
+}
+
 std::string format_state(const RuntimeState& state, const std::string& config_path) {
   Json j = Json::object();
   j["lb_healthd_state"] = 1;

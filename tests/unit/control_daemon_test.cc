@@ -1055,6 +1055,26 @@ TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
       << "a backend known DOWN is sent as active";
 }
 
+TEST_F(ControlDaemonTest, ReloadSaysWhatOnlyARestartApplies) {
+  // lbd reads dataplane at its start, lb-healthd its healthd group (but drain_timeout_ms) at its
+  // own: a reload that changes only those said "no change", as if the file said what runs.
+  start();
+  std::string text = config_text();
+  text.replace(text.find("workers = 1;"), 12, "workers = 1; flows = { tcp_fin_timeout = 20; };");
+  write_config(text + "healthd = { drain_timeout_ms = 1000; control_timeout_ms = 2000; };\n");
+  Json r = request({{"cmd", "config.reload"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["changes"],
+            Json::array({"dataplane.flows.tcp_fin_timeout 10 -> 20: lbd reads it at its start "
+                         "only (restart lbd to apply it)",
+                         "healthd.control_timeout_ms set to 2000: lb-healthd reads it at its "
+                         "start only (restart lb-healthd to apply it)"}))
+      << r;
+  // Said once, as the file's other changes are: the next reload has nothing new to say.
+  r = request({{"cmd", "config.reload"}});
+  EXPECT_EQ(r["changes"], Json::array()) << r;
+}
+
 TEST_F(ControlDaemonTest, SaveWritesThroughASymlinkedConfigFile) {
   // /etc/lbd/lbd.cfg -> a file a deployment manages: the save goes to that file and the link
   // stays (it used to be replaced by a regular file, leaving the target with the old text).
