@@ -258,8 +258,9 @@ class ControlTest : public testing::Test {
   }
 
   // Runs lbctl -c CONFIG ARGS while the fake lbd keeps reading its ring.
-  Result lbctl(const std::vector<std::string>& args, milliseconds limit = milliseconds(20000)) {
-    std::vector<std::string> argv = {binary("LBCTL"), "-c", config_};
+  Result lbctl(const std::vector<std::string>& args, milliseconds limit = milliseconds(20000),
+               const std::string& config = "") {
+    std::vector<std::string> argv = {binary("LBCTL"), "-c", config.empty() ? config_ : config};
     argv.insert(argv.end(), args.begin(), args.end());
     const std::string out = (dir_ / "lbctl.out").string();
     const std::string err = (dir_ / "lbctl.err").string();
@@ -445,6 +446,23 @@ TEST_F(ControlTest, EverySubcommandAndItsExitStatus) {
   r = lbctl({"config", "check", config_});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find(": OK (1 service(s), 1 backend(s))"), std::string::npos);
+
+  // config reload re-reads lb-healthd's own file: given another one with -c, it is refused (it
+  // answered "no change", exit 0, the other file's content not applied).
+  const std::string other = (dir_ / "other.cfg").string();
+  std::ofstream(other) << config_text(7);
+  r = lbctl({"config", "reload"}, milliseconds(20000), other);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_EQ(one_line(r.err), "lbctl: lb-healthd reloads its own file, " + config_ + ", not " +
+                                 other +
+                                 " (-c only says where the sockets are): copy it over that "
+                                 "file, or leave -c out");
+  EXPECT_EQ(status()["services"][0]["backends"][0]["weight"], 1);
+  // The same file under another name is the same file.
+  const std::string alias = (dir_ / "alias.cfg").string();
+  std::filesystem::create_symlink(config_, alias);
+  r = lbctl({"config", "reload"}, milliseconds(20000), alias);
+  EXPECT_EQ(r.code, 0) << r.err;
 
   // config save -o: a valid file of the running state.
   const std::string saved = (dir_ / "saved.cfg").string();

@@ -224,8 +224,34 @@ int cmd_config_check(Context& ctx, const std::string& file) {
   }
 }
 
+namespace {
+
+// Whether two paths name one file (a link, another spelling); nullopt when either cannot be
+// looked at from here (a relative path of lb-healthd's, another mount namespace).
+std::optional<bool> same_file(const std::string& a, const std::string& b) {
+  struct stat sa {};
+  struct stat sb {};
+  if (a.empty() || a[0] != '/' || ::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0)
+    return std::nullopt;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
 int cmd_config_reload(Context& ctx, bool replace, bool now, CLI::Option* drain_opt,
                       double drain_s) {
+  // lb-healthd re-reads its own file: `lbctl -c new.cfg config reload` answered "no change" and
+  // exit 0, new.cfg never read.
+  if (const std::optional<std::string> given = ctx.config_given()) {
+    const Json pong = ctx.call({{"cmd", "ping"}});
+    check(pong, ctx.json());
+    const std::string theirs = pong.value("config_file", std::string());
+    if (same_file(theirs, *given) == false) {
+      throw Refused("lb-healthd reloads its own file, " + theirs + ", not " + *given +
+                    " (-c only says where the sockets are): copy it over that file, or leave "
+                    "-c out");
+    }
+  }
   Json req = {{"cmd", "config.reload"}};
   if (replace) req["replace"] = true;
   if (now) req["drain_timeout_ms"] = 0;

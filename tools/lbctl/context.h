@@ -88,6 +88,12 @@ class Context {
     return &*cfg_;
   }
 
+  // The config file given with -c, if one was.
+  std::optional<std::string> config_given() const {
+    if (g_.config_opt && g_.config_opt->count() > 0) return g_.config;
+    return std::nullopt;
+  }
+
   std::string instance() {
     if (!g_.instance.empty()) return g_.instance;
     if (const lb::cfg::Config* c = config()) return c->instance;
