@@ -153,8 +153,13 @@ Json merge_list(const Json& base, const Json& file, const Json& running, KeyFn k
 std::string shown(const Json& v) {
   if (v.is_string()) {
     const std::string& t = v.get_ref<const std::string&>();
-    const bool plain =
-        !t.empty() && t.size() <= 80 && t.find_first_of(" \t\r\n\"'\\") == std::string::npos;
+    // Control characters (and DEL) go through dump(), escaped: one line, nothing a terminal
+    // would act on.
+    const bool plain = !t.empty() && t.size() <= 80 &&
+                       t.find_first_of(" \"'\\") == std::string::npos &&
+                       std::none_of(t.begin(), t.end(), [](char c) {
+                         return static_cast<unsigned char>(c) < 0x20 || c == '\x7f';
+                       });
     if (plain) return t;
   }
   std::string s = v.dump();

@@ -124,6 +124,11 @@ sed -i -e 's/^healthd = .*$/instance = "lbctl-test-mine";/' \
 expect "lbctl on a file that does not load: its instance, not a comment's" 1 \
   "^lbctl: cannot connect to lb-healthd at /run/lbd/lbctl-test-mine.sock: " -- \
   "$lbctl" -c "$tmp/half.cfg" status
+# An error is one line whatever the input holds: control characters are escaped.
+expect "lbctl: a CR LF in an argument, one line" 2 \
+  "^lbctl: backend: expected ADDR:PORT, found 'x\\\\r\\\\nforged\\\\x1b\\[2J'$" -- \
+  "$lbctl" --socket "$tmp/none.sock" backend add web $'x\r\nforged\e[2J'
+[ "$(wc -l <"$tmp/out")" -eq 1 ] || { echo "FAIL: the error is $(wc -l <"$tmp/out") lines"; fails=$((fails + 1)); }
 expect "lbctl config reload --now --drain-timeout 5: excluded" 2 "excludes" -- \
   "$lbctl" --socket "$tmp/none.sock" config reload --now --drain-timeout 5
 expect "lbctl without a subcommand" 2 "^lbctl: " -- "$lbctl"

@@ -282,6 +282,8 @@ constexpr BadCase kBadCases[] = {
   {"health_unknown_key", 11, 11, R"(    health = { url = "/"; };)", 11, "services.[0].health.url", "unknown setting 'url'"},
   {"health_path_relative", 11, 11, R"(    health = { path = "healthcheck"; };)", 11, "services.[0].health.path", "must start with '/'"},
   {"health_path_space", 11, 11, R"(    health = { path = "/a b"; };)", 11, "services.[0].health.path", "invalid path '/a b'"},
+  // A value quoted in a message keeps the message on one line: control characters escaped.
+  {"health_path_crlf", 11, 11, R"(    health = { path = "/x\r\nX-Evil: 1\x1b"; };)", 11, "services.[0].health.path", "invalid path '/x\\r\\nX-Evil: 1\\x1b' (must start"},
   {"health_interval_small", 11, 11, "    health = { interval_ms = 5; timeout_ms = 1; };", 11, "services.[0].health.interval_ms", "value 5 is out of range 10..3600000"},
   {"health_timeout_above_interval", 11, 11, "    health = { interval_ms = 100;\n      timeout_ms = 200; };", 12, "services.[0].health.timeout_ms", "timeout_ms 200 exceeds interval_ms 100"},
   {"health_timeout_zero", 11, 11, "    health = { timeout_ms = 0; };", 11, "services.[0].health.timeout_ms", "value 0 is out of range 1..3600000"},

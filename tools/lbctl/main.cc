@@ -90,6 +90,31 @@ void strict_numbers(CLI::App* app) {
   for (CLI::App* sub : app->get_subcommands({})) strict_numbers(sub);
 }
 
+// The one line of an error, whatever it quotes (an argument, a name a client gave lb-healthd):
+// CR, LF, tab and the other control characters escaped (\r, \n, \t, \xNN).
+void print_error(const char* what) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string line = "lbctl: ";
+  for (const char* p = what; *p != '\0'; ++p) {
+    const auto u = static_cast<unsigned char>(*p);
+    if (*p == '\r') {
+      line += "\\r";
+    } else if (*p == '\n') {
+      line += "\\n";
+    } else if (*p == '\t') {
+      line += "\\t";
+    } else if (u < 0x20 || u == 0x7f) {
+      line += "\\x";
+      line += kHex[u >> 4];
+      line += kHex[u & 0xf];
+    } else {
+      line += *p;
+    }
+  }
+  line += '\n';
+  std::fputs(line.c_str(), stderr);
+}
+
 int run(int argc, char** argv) {
   CLI::App app{
       "lbctl: inspect and reconfigure a running lbd and lb-healthd (docs/lbctl.md).\n"
@@ -291,20 +316,20 @@ int run(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "lbctl: %s (lbctl --help)\n", e.what());
+    print_error((std::string(e.what()) + " (lbctl --help)").c_str());
     return kUsage;
   }
   std::signal(SIGPIPE, SIG_IGN);
   try {
     return action ? action() : kUsage;
   } catch (const Usage& e) {
-    std::fprintf(stderr, "lbctl: %s\n", e.what());
+    print_error(e.what());
     return kUsage;
   } catch (const Refused& e) {
-    std::fprintf(stderr, "lbctl: %s\n", e.what());
+    print_error(e.what());
     return kRefused;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "lbctl: %s\n", e.what());
+    print_error(e.what());
     return kRefused;
   }
 }
