@@ -571,6 +571,12 @@ TEST_F(ControlTest, ReloadGoodAndBrokenFiles) {
   r = lbctl({"--wait", "config", "reload", "--replace", "--now"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lbd_->ports("web"), std::vector<uint16_t>{ports_[0]});
+  // A drain timeout under a millisecond is a short drain, not --now (it was rounded to 0 ms,
+  // which removes at once and resets the connections).
+  ASSERT_EQ(lbctl({"backend", "add", "web", b1}).code, 0);
+  r = lbctl({"config", "reload", "--replace", "--drain-timeout", "0.0004"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("service web: backend " + b1 + " drains"), std::string::npos) << r.out;
 }
 
 TEST_F(ControlTest, RestartKeepsRuntimeChanges) {

@@ -1,6 +1,7 @@
 // lbctl backend, service and config: changes sent to lb-healthd's control socket.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 
@@ -255,7 +256,11 @@ int cmd_config_reload(Context& ctx, bool replace, bool now, CLI::Option* drain_o
   Json req = {{"cmd", "config.reload"}};
   if (replace) req["replace"] = true;
   if (now) req["drain_timeout_ms"] = 0;
-  if (drain_opt->count() > 0) req["drain_timeout_ms"] = std::llround(drain_s * 1000);
+  // 0 removes at once; any other value drains at least a millisecond (0.0004 s meant a drain).
+  if (drain_opt->count() > 0) {
+    req["drain_timeout_ms"] =
+        drain_s > 0 ? std::max<int64_t>(1, std::llround(drain_s * 1000)) : int64_t{0};
+  }
   return run_change(ctx, req);
 }
 
