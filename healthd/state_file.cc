@@ -313,7 +313,7 @@ std::vector<std::string> diff_services(const Json& from, const Json& to) {
   return out;
 }
 
-std::vector<std::string> start_only_changes(const cfg::Config& from, const cfg::Config& to) {
+std::vector<std::string> settings_changes(const cfg::Config& from, const cfg::Config& to) {
   const Json a = cfg::config_to_json(from);
   const Json b = cfg::config_to_json(to);
   std::vector<std::string> out;
@@ -330,6 +330,7 @@ std::vector<std::string> start_only_changes(const cfg::Config& from, const cfg::
   };
   group("dataplane", ": lbd reads it at its start only (restart lbd to apply it)");
   group("healthd", ": lb-healthd reads it at its start only (restart lb-healthd to apply it)");
+  group("bgp", "");  // applied by the reload itself
   return out;
 }
 

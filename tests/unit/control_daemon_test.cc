@@ -1073,6 +1073,24 @@ TEST_F(ControlDaemonTest, ReloadSaysWhatOnlyARestartApplies) {
   // Said once, as the file's other changes are: the next reload has nothing new to say.
   r = request({{"cmd", "config.reload"}});
   EXPECT_EQ(r["changes"], Json::array()) << r;
+  // The bgp group a reload does apply: said too (the reply said nothing of it).
+  write_config(config_text() +
+               "bgp = { local_as = 65001; router_id = \"10.0.0.3\"; next_hop = \"10.0.0.1\";\n"
+               "  neighbors = ( { address = \"10.0.0.254\"; as = 65000; } );\n"
+               "  bird_config = \"" +
+               (dir_ / "bird.conf").string() + "\"; bird_socket = \"" +
+               (dir_ / "bird.ctl").string() + "\"; };\n");
+  r = request({{"cmd", "config.reload"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  const Json changes = r["changes"];
+  EXPECT_NE(std::find(changes.begin(), changes.end(), Json("bgp.local_as set to 65001")),
+            changes.end())
+      << r;
+  EXPECT_NE(std::find(changes.begin(), changes.end(),
+                      Json("dataplane.flows.tcp_fin_timeout 20 -> 10: lbd reads it at its start "
+                           "only (restart lbd to apply it)")),
+            changes.end())
+      << r;
 }
 
 TEST_F(ControlDaemonTest, SaveWritesThroughASymlinkedConfigFile) {
