@@ -368,17 +368,24 @@ std::optional<RuntimeState> read_state(const std::string& path) {
     text.append(buf, static_cast<size_t>(n));
   }
   ::close(fd);
+  // lb-healthd does not start with a state file it cannot read: say what to do about it.
+  const std::string what_to_do =
+      " (move it away to start from the config file alone: the runtime changes it kept are then "
+      "lost)";
   Json j;
   try {
     j = Json::parse(text);
   } catch (const Json::exception& e) {
-    throw std::runtime_error(path + ": not a lb-healthd state file: " + e.what());
+    std::string why = e.what();  // without nlohmann's "[json.exception.parse_error.101] "
+    if (why.starts_with("[json.exception.")) why.erase(0, why.find("] ") + 2);
+    throw std::runtime_error(path + ": not a lb-healthd state file: " + why + what_to_do);
   }
   if (!j.is_object() || j.value("lb_healthd_state", Json()) != Json(1) || !j.contains("base") ||
       !j["base"].is_array() || !j.contains("running") || !j["running"].is_array()) {
     throw std::runtime_error(path +
                              ": not a lb-healthd state file (version 1 with \"base\" and "
-                             "\"running\" lists expected)");
+                             "\"running\" lists expected)" +
+                             what_to_do);
   }
   return RuntimeState{j["base"], j["running"]};
 }
