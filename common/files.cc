@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -39,6 +40,16 @@ uint32_t numeric_id(const std::string& digits, const char* what) {
 }
 
 }  // namespace
+
+std::string symlink_target(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return path;
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (real == nullptr) throw sys_error(path, "cannot follow the symlink", errno);
+  std::string out(real);
+  std::free(real);
+  return out;
+}
 
 void write_file_atomic(const std::string& path, const std::string& text, mode_t mode,
                        std::optional<FileOwner> owner, Durability durability) {

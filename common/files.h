@@ -36,6 +36,11 @@ void write_file_atomic(const std::string& path, const std::string& text, mode_t 
                        std::optional<FileOwner> owner = std::nullopt,
                        Durability durability = Durability::kSynced);
 
+// The file a write to `path` should replace: `path` itself, or, when it is a symlink, the file
+// it leads to (every link followed), so that writing it leaves the link in place. Throws
+// std::runtime_error("PATH: cannot follow the symlink: strerror") for a link that leads nowhere.
+std::string symlink_target(const std::string& path);
+
 // The uid of a user name or numeric uid, the gid of a group name or numeric gid (lb-healthd's
 // control socket is given to healthd.socket_owner, socket_group). Throw std::runtime_error("no
 // such user 'x'", or the lookup's error).

@@ -7,6 +7,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 namespace lb::cfg::detail {
@@ -109,14 +110,22 @@ Config Parser::run() {
         1 + std::count(text.begin(), text.begin() + static_cast<ptrdiff_t>(nul), '\n');
     throw ConfigError(name_, static_cast<int>(line), "", "file contains a NUL byte");
   }
+  if (text.starts_with("\xEF\xBB\xBF")) {
+    // libconfig would say "syntax error" at line 1, of a line that looks right.
+    throw ConfigError(name_, 1, "",
+                      "the file starts with a UTF-8 byte order mark (EF BB BF): save it without "
+                      "one");
+  }
   libconfig::Config tree;
   if (!include_dir_.empty()) tree.setIncludeDir(include_dir_.c_str());
   try {
     tree.readString(text);
   } catch (const libconfig::ParseException& e) {
     // libconfig says "syntax error", "duplicate setting name", "cannot open include file"...
-    throw ConfigError(e.getFile() != nullptr ? source_name(e.getFile()) : name_, e.getLine(), "",
-                      e.getError());
+    const std::string file = e.getFile() != nullptr ? source_name(e.getFile()) : "";
+    std::string what = e.getError();
+    if (what == "cannot open include file") what += include_problem(file, e.getLine());
+    throw ConfigError(file.empty() ? name_ : file, e.getLine(), "", what);
   }
 
   Config config;
@@ -253,7 +262,29 @@ std::optional<Literal> Parser::wrapped_literal(const Setting& s) const {
 
 const Source* Parser::source_of(const Setting& s) const {
   const char* file = s.getSourceFile();
-  const std::string key = file == nullptr ? "" : source_name(file);
+  return source(file == nullptr ? "" : source_name(file));
+}
+
+std::string Parser::include_problem(const std::string& file, int line) const {
+  // libconfig names neither the file it could not open nor why: the @include on that line says
+  // which, and opening it again says why.
+  const Source* src = source(file);
+  if (src == nullptr || line < 1 || static_cast<size_t>(line) > src->line_starts.size()) return "";
+  const size_t begin = src->line_starts[static_cast<size_t>(line) - 1];
+  const size_t end = src->text.find('\n', begin);
+  const std::string text = src->text.substr(begin, end == std::string::npos ? end : end - begin);
+  const size_t at = text.find("@include");
+  const size_t open = at == std::string::npos ? at : text.find('"', at);
+  const size_t close = open == std::string::npos ? open : text.find('"', open + 1);
+  if (close == std::string::npos) return "";
+  const std::string name = text.substr(open + 1, close - open - 1);
+  const std::string path = source_name(name.c_str());
+  int error = 0;
+  if (read_file(path, &error)) return " \"" + name + "\"";
+  return " \"" + name + "\" (" + path + ": " + std::strerror(error) + ")";
+}
+
+const Source* Parser::source(const std::string& key) const {
   auto it = sources_.find(key);
   if (it == sources_.end()) {
     int error = 0;

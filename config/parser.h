@@ -54,8 +54,29 @@ constexpr int64_t kMinControlTimeoutMs = 100, kMaxControlTimeoutMs = 3600000;
 enum class RangeError { kNone, kMalformed, kReversed };
 RangeError parse_range(std::string_view text, StatusRange& out);
 
+// 'value' for a message, on one line whatever the value holds: CR, LF, tab and the other
+// control characters as \r, \n, \t, \xNN (a path given as "/x\r\nX: 1" broke the message, and
+// lbctl's one line of error, in two).
 inline std::string quote(std::string_view s) {
-  return "'" + std::string(s) + "'";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "'";
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (u < 0x20 || u == 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
 }
 std::string join(const std::vector<std::string_view>& names, std::string_view sep);
 // 0.0.0.0/8 ("this network"), 224.0.0.0/4 (multicast) and 240.0.0.0/4 (reserved, with the
@@ -111,6 +132,9 @@ class Parser {
   // -- Errors and structure (parser.cc) ---------------------------------------------------------
   std::string source_name(const char* file) const;
   std::string file_of(const Setting& s) const;
+  // " \"NAME\" (PATH: why)" for libconfig's "cannot open include file" at `line` of `file` ("":
+  // the text parsed); "" when that line has no @include.
+  std::string include_problem(const std::string& file, int line) const;
   [[noreturn]] void fail(const Setting& s, const std::string& what) const;
   [[noreturn]] void fail(const Where& where, const std::string& what) const;
   static std::string child_path(const Setting& parent, std::string_view key);
@@ -150,6 +174,8 @@ class Parser {
   }
   std::optional<Literal> wrapped_literal(const Setting& s) const;
   const Source* source_of(const Setting& s) const;
+  // The text of a file by its name as source_name() gives it ("": the text parsed), read once.
+  const Source* source(const std::string& key) const;
   std::string as_string(const Setting& s) const;
   bool as_bool(const Setting& s) const;
   std::string as_name(const Setting& s) const;

@@ -158,6 +158,9 @@ Result<Change> Daemon::reload_config(bool replace, std::optional<Millis> drain_t
   Change r{std::move(plan->changes), plan->persisted, link_.publisher().generation(),
            link_.publisher().ticket()};
   const Millis drain = drain_timeout.value_or(Millis(plan->config.healthd.drain_timeout_ms));
+  // The file's changes outside the services: bgp's, applied, and those only a restart applies,
+  // said (they were taken for "no change").
+  const std::vector<std::string> settings = settings_changes(config_, plan->config);
   const TimePoint before = Clock::now();
   apply(std::move(plan->config), ApplyKind::kReload, "", drain);
   // Say which removals drain (and so are not gone yet): the operator sees them in the reply.
@@ -180,6 +183,7 @@ Result<Change> Daemon::reload_config(bool replace, std::optional<Millis> drain_t
                           at_most);
     }
   }
+  r.changes.insert(r.changes.end(), settings.begin(), settings.end());
   if (lock) lock_ = std::move(lock);
   for (const std::string& c : r.changes) HLOG_INFO("reload: %s", c.c_str());
   if (const std::vector<std::string> kept = runtime_changes(); !kept.empty()) {

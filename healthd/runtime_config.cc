@@ -158,12 +158,15 @@ Result<RuntimeConfig::Plan> RuntimeConfig::save(const cfg::Config& running_confi
   mode_t mode = 0644;
   std::optional<FileOwner> owner;  // the file's owner and group stay: others may read it by group
   try {
-    if (struct stat st{}; ::stat(path.c_str(), &st) == 0) {
+    // A config file that is a symlink (to a file a deployment manages, say) is written through:
+    // the link stays, the file it leads to gets the new text.
+    const std::string target = symlink_target(path);
+    if (struct stat st{}; ::stat(target.c_str(), &st) == 0) {
       mode = st.st_mode & 07777;
       owner = FileOwner{st.st_uid, st.st_gid};
-      write_file_atomic(path + ".bak", read_file(path), mode, owner);
+      write_file_atomic(path + ".bak", read_file(target), mode, owner);
     }
-    write_file_atomic(path, written, mode, owner);
+    write_file_atomic(target, written, mode, owner);
   } catch (const std::exception& e) {
     HLOG_ERROR("config save failed: %s", e.what());
     return Error{"io", e.what()};

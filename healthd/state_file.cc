@@ -153,8 +153,13 @@ Json merge_list(const Json& base, const Json& file, const Json& running, KeyFn k
 std::string shown(const Json& v) {
   if (v.is_string()) {
     const std::string& t = v.get_ref<const std::string&>();
-    const bool plain =
-        !t.empty() && t.size() <= 80 && t.find_first_of(" \t\r\n\"'\\") == std::string::npos;
+    // Control characters (and DEL) go through dump(), escaped: one line, nothing a terminal
+    // would act on.
+    const bool plain = !t.empty() && t.size() <= 80 &&
+                       t.find_first_of(" \"'\\") == std::string::npos &&
+                       std::none_of(t.begin(), t.end(), [](char c) {
+                         return static_cast<unsigned char>(c) < 0x20 || c == '\x7f';
+                       });
     if (plain) return t;
   }
   std::string s = v.dump();
@@ -308,6 +313,27 @@ std::vector<std::string> diff_services(const Json& from, const Json& to) {
   return out;
 }
 
+std::vector<std::string> settings_changes(const cfg::Config& from, const cfg::Config& to) {
+  const Json a = cfg::config_to_json(from);
+  const Json b = cfg::config_to_json(to);
+  std::vector<std::string> out;
+  const auto group = [&](const char* key, const char* note) {
+    Json x = a.contains(key) ? a[key] : Json::object();
+    Json y = b.contains(key) ? b[key] : Json::object();
+    if (std::string_view(key) == "healthd" && x.is_object() && y.is_object()) {
+      x.erase("drain_timeout_ms");
+      y.erase("drain_timeout_ms");
+    }
+    std::vector<std::string> lines;
+    diff_object(x, y, "", key, lines);
+    for (std::string& l : lines) out.push_back(l + note);
+  };
+  group("dataplane", ": lbd reads it at its start only (restart lbd to apply it)");
+  group("healthd", ": lb-healthd reads it at its start only (restart lb-healthd to apply it)");
+  group("bgp", "");  // applied by the reload itself
+  return out;
+}
+
 std::string format_state(const RuntimeState& state, const std::string& config_path) {
   Json j = Json::object();
   j["lb_healthd_state"] = 1;
@@ -342,17 +368,24 @@ std::optional<RuntimeState> read_state(const std::string& path) {
     text.append(buf, static_cast<size_t>(n));
   }
   ::close(fd);
+  // lb-healthd does not start with a state file it cannot read: say what to do about it.
+  const std::string what_to_do =
+      " (move it away to start from the config file alone: the runtime changes it kept are then "
+      "lost)";
   Json j;
   try {
     j = Json::parse(text);
   } catch (const Json::exception& e) {
-    throw std::runtime_error(path + ": not a lb-healthd state file: " + e.what());
+    std::string why = e.what();  // without nlohmann's "[json.exception.parse_error.101] "
+    if (why.starts_with("[json.exception.")) why.erase(0, why.find("] ") + 2);
+    throw std::runtime_error(path + ": not a lb-healthd state file: " + why + what_to_do);
   }
   if (!j.is_object() || j.value("lb_healthd_state", Json()) != Json(1) || !j.contains("base") ||
       !j["base"].is_array() || !j.contains("running") || !j["running"].is_array()) {
     throw std::runtime_error(path +
                              ": not a lb-healthd state file (version 1 with \"base\" and "
-                             "\"running\" lists expected)");
+                             "\"running\" lists expected)" +
+                             what_to_do);
   }
   return RuntimeState{j["base"], j["running"]};
 }

@@ -58,6 +58,11 @@ Json merge_services(const Json& base, const Json& file, const Json& running);
 // "service web: backend 10.20.0.12:8080: weight 1 -> 3", "service web: health.path ...".
 std::vector<std::string> diff_services(const Json& from, const Json& to);
 
+// What `to` changes outside the services, one line each: the bgp group (a reload applies it),
+// and, saying that only a start applies them, lbd's dataplane group and lb-healthd's healthd
+// group but drain_timeout_ms (which a reload applies).
+std::vector<std::string> settings_changes(const cfg::Config& from, const cfg::Config& to);
+
 struct RuntimeState {
   Json base = Json::array();
   Json running = Json::array();

@@ -70,6 +70,65 @@ done
 # because no lb-healthd listens (exit 1, not 2).
 expect "lbctl --weight 010 is accepted" 1 "cannot connect to lb-healthd" -- \
   "$lbctl" --socket "$tmp/none.sock" backend set web 10.20.0.11:8080 --weight 010
+# A number too large for its type is refused as such: CLI11 saturated it (`--weight
+# 99999999999999999999` reached lb-healthd as 9223372036854775807, and the error named that).
+for args in "backend set web 10.20.0.11:8080 --weight 99999999999999999999" \
+            "backend set web 10.20.0.11:8080 --weight -99999999999999999999" \
+            "stats --count 9223372036854775808" \
+            "flows --limit 99999999999999999999" \
+            "backend remove web 10.20.0.11:8080 --drain-timeout 1$(printf '0%.0s' {1..400})"; do
+  opt=$(eval "set -- $args"; for a; do case $a in --*) last=$a;; esac; done; echo "$last")
+  eval "set -- $args"
+  expect "lbctl ${args:0:70}" 2 "^lbctl: $opt: .* is out of range" -- \
+    "$lbctl" --socket "$tmp/none.sock" "$@"
+done
+expect "lbctl --weight -9223372036854775808 still reaches lb-healthd" 1 "cannot connect" -- \
+  "$lbctl" --socket "$tmp/none.sock" backend set web 10.20.0.11:8080 --weight -9223372036854775808
+# Options that must be above 0 say so, in words (CLI11's PositiveNumber printed "not in range
+# 0.000000 to 1797693134862315708...", 300 digits).
+for args in "backend remove web 10.20.0.11:8080 --drain-timeout 0" \
+            "backend remove web 10.20.0.11:8080 --drain-timeout -5" \
+            "capture client -w /tmp/x.pcapng --count 0" \
+            "capture client -w /tmp/x.pcapng --duration 0"; do
+  opt=$(eval "set -- $args"; for a; do case $a in --*) last=$a;; esac; done; echo "$last")
+  eval "set -- $args"
+  expect "lbctl $args" 2 "^lbctl: $opt: expected a number above 0, found '-?[0-9]+' \\(lbctl --help\\)$" -- \
+    "$lbctl" --socket "$tmp/none.sock" "$@"
+done
+# stats --count counts --watch's screens: without --watch it was ignored (one sample), and 0 or
+# a negative count watched forever.
+expect "lbctl stats --count 5 without --watch" 2 "^lbctl: --count requires --watch" -- \
+  "$lbctl" --socket "$tmp/none.sock" stats --count 5
+for n in 0 -1; do
+  expect "lbctl stats --watch --count $n" 2 "^lbctl: --count: expected an integer of at least 1, found '$n'" -- \
+    "$lbctl" --socket "$tmp/none.sock" stats --watch --count "$n"
+done
+# An empty --vip is not "no --vip": it was dropped, and the rest of the change made.
+expect "lbctl service set --vip ''" 2 "^lbctl: --vip: expected VIP or VIP:PORT, found ''" -- \
+  "$lbctl" --socket "$tmp/none.sock" service set web --vip '' --port 81
+# A file that does not load is searched for the control socket and the instance: a commented-out
+# line is not a setting (lbctl went to the socket a comment named: another instance's, say).
+cat >"$tmp/half.cfg" <<CFG
+# was: control_socket = "$tmp/comment1.sock";
+// control_socket = "$tmp/comment2.sock";
+/* healthd = { control_socket = "$tmp/comment3.sock"; }; */
+dataplane: { workers = 1; ports = ( { name = "p0"; device = "net_null0"; ip = "10.0.0.1/24"; } ); };
+services = ( { name = "web"; vip = "10.0.0.100"; port = ; } );   # being edited
+healthd = { control_socket = "$tmp/real#1.sock"; };
+CFG
+expect "lbctl on a file that does not load: its control_socket, not a comment's" 1 \
+  "^lbctl: cannot connect to lb-healthd at $tmp/real#1.sock: .*half.cfg:5: syntax error" -- \
+  "$lbctl" -c "$tmp/half.cfg" backend set web 10.0.0.11:80 --weight 2
+sed -i -e 's/^healthd = .*$/instance = "lbctl-test-mine";/' \
+  -e '1i # instance = "lbctl-test-other";' "$tmp/half.cfg"
+expect "lbctl on a file that does not load: its instance, not a comment's" 1 \
+  "^lbctl: cannot connect to lb-healthd at /run/lbd/lbctl-test-mine.sock: " -- \
+  "$lbctl" -c "$tmp/half.cfg" status
+# An error is one line whatever the input holds: control characters are escaped.
+expect "lbctl: a CR LF in an argument, one line" 2 \
+  "^lbctl: backend: expected ADDR:PORT, found 'x\\\\r\\\\nforged\\\\x1b\\[2J'$" -- \
+  "$lbctl" --socket "$tmp/none.sock" backend add web $'x\r\nforged\e[2J'
+[ "$(wc -l <"$tmp/out")" -eq 1 ] || { echo "FAIL: the error is $(wc -l <"$tmp/out") lines"; fails=$((fails + 1)); }
 expect "lbctl config reload --now --drain-timeout 5: excluded" 2 "excludes" -- \
   "$lbctl" --socket "$tmp/none.sock" config reload --now --drain-timeout 5
 expect "lbctl without a subcommand" 2 "^lbctl: " -- "$lbctl"

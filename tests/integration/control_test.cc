@@ -258,8 +258,9 @@ class ControlTest : public testing::Test {
   }
 
   // Runs lbctl -c CONFIG ARGS while the fake lbd keeps reading its ring.
-  Result lbctl(const std::vector<std::string>& args, milliseconds limit = milliseconds(20000)) {
-    std::vector<std::string> argv = {binary("LBCTL"), "-c", config_};
+  Result lbctl(const std::vector<std::string>& args, milliseconds limit = milliseconds(20000),
+               const std::string& config = "") {
+    std::vector<std::string> argv = {binary("LBCTL"), "-c", config.empty() ? config_ : config};
     argv.insert(argv.end(), args.begin(), args.end());
     const std::string out = (dir_ / "lbctl.out").string();
     const std::string err = (dir_ / "lbctl.err").string();
@@ -377,6 +378,9 @@ TEST_F(ControlTest, EverySubcommandAndItsExitStatus) {
   r = lbctl({"backend", "add", "nope", b0});
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(one_line(r.err), "lbctl: unknown service 'nope' (services: web)");
+  r = lbctl({"status", "nope"});  // the same words as lb-healthd's
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(one_line(r.err), "lbctl: unknown service 'nope' (services: web)");
   r = lbctl({"backend", "set", "web", "127.0.0.1:1", "--weight", "3"});
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(one_line(r.err).find("service 'web' has no backend 127.0.0.1:1"), std::string::npos);
@@ -443,11 +447,44 @@ TEST_F(ControlTest, EverySubcommandAndItsExitStatus) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find(": OK (1 service(s), 1 backend(s))"), std::string::npos);
 
+  // config reload re-reads lb-healthd's own file: given another one with -c, it is refused (it
+  // answered "no change", exit 0, the other file's content not applied).
+  const std::string other = (dir_ / "other.cfg").string();
+  std::ofstream(other) << config_text(7);
+  r = lbctl({"config", "reload"}, milliseconds(20000), other);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_EQ(one_line(r.err), "lbctl: lb-healthd reloads its own file, " + config_ + ", not " +
+                                 other +
+                                 " (-c only says where the sockets are): copy it over that "
+                                 "file, or leave -c out");
+  EXPECT_EQ(status()["services"][0]["backends"][0]["weight"], 1);
+  // The same file under another name is the same file.
+  const std::string alias = (dir_ / "alias.cfg").string();
+  std::filesystem::create_symlink(config_, alias);
+  r = lbctl({"config", "reload"}, milliseconds(20000), alias);
+  EXPECT_EQ(r.code, 0) << r.err;
+
   // config save -o: a valid file of the running state.
   const std::string saved = (dir_ / "saved.cfg").string();
   r = lbctl({"config", "save", "-o", saved});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lbctl({"config", "check", saved}).code, 0);
+  // ... written through a symlink, which stays (it used to be replaced by a regular file).
+  const std::string link = (dir_ / "link.cfg").string();
+  const std::string target = (dir_ / "target.cfg").string();
+  std::ofstream(target) << "old\n";
+  std::filesystem::create_symlink("target.cfg", link);
+  r = lbctl({"config", "save", "-o", link});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(read_file(target), read_file(saved));
+  // --json: a JSON answer (there was no output at all).
+  r = lbctl({"--json", "config", "save", "-o", saved});
+  EXPECT_EQ(r.code, 0) << r.err;
+  const Json j = Json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << "not JSON: '" << r.out << "'";
+  EXPECT_EQ(j.value("ok", false), true) << r.out;
+  EXPECT_EQ(j.value("path", std::string()), saved) << r.out;
 }
 
 // Issue 17: `service add` / `service remove` 200 times (each removal used to be resent on every
@@ -534,6 +571,12 @@ TEST_F(ControlTest, ReloadGoodAndBrokenFiles) {
   r = lbctl({"--wait", "config", "reload", "--replace", "--now"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lbd_->ports("web"), std::vector<uint16_t>{ports_[0]});
+  // A drain timeout under a millisecond is a short drain, not --now (it was rounded to 0 ms,
+  // which removes at once and resets the connections).
+  ASSERT_EQ(lbctl({"backend", "add", "web", b1}).code, 0);
+  r = lbctl({"config", "reload", "--replace", "--drain-timeout", "0.0004"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("service web: backend " + b1 + " drains"), std::string::npos) << r.out;
 }
 
 TEST_F(ControlTest, RestartKeepsRuntimeChanges) {

@@ -148,7 +148,10 @@ constexpr BadCase kBadCases[] = {
   {"syntax_error", 2, 2, "  workers = 2 3;", 2, "", "syntax error"},
   {"syntax_error_unclosed_group", 0, 0, "dataplane: {\n  workers = 1;\n", 3, "", "syntax error"},
   {"duplicate_key", 7, 7, "  workers = 3;", 7, "", "duplicate setting name"},
-  {"include_missing", 17, 17, R"(@include "no-such-file.cfg")", 17, "", "cannot open include file"},
+  // Which file, and why (libconfig says only "cannot open include file").
+  {"include_missing", 17, 17, R"(@include "no-such-file.cfg")", 17, "", "cannot open include file \"no-such-file.cfg\" (no-such-file.cfg: No such file or directory)"},
+  // libconfig reads a byte order mark as a syntax error.
+  {"utf8_bom", 1, 1, "\xEF\xBB\xBF" "dataplane: {", 1, "", "the file starts with a UTF-8 byte order mark (EF BB BF): save it without one"},
   {"missing_dataplane", 0, 0, "services = ();\n", 0, "dataplane", "missing required setting 'dataplane'"},
   {"missing_services", 9, 16, "", 0, "services", "missing required setting 'services'"},
   {"unknown_top_level", 17, 17, "servics = ();", 17, "servics", "unknown setting 'servics' (did you mean 'services'?"},
@@ -280,6 +283,8 @@ constexpr BadCase kBadCases[] = {
   {"health_unknown_key", 11, 11, R"(    health = { url = "/"; };)", 11, "services.[0].health.url", "unknown setting 'url'"},
   {"health_path_relative", 11, 11, R"(    health = { path = "healthcheck"; };)", 11, "services.[0].health.path", "must start with '/'"},
   {"health_path_space", 11, 11, R"(    health = { path = "/a b"; };)", 11, "services.[0].health.path", "invalid path '/a b'"},
+  // A value quoted in a message keeps the message on one line: control characters escaped.
+  {"health_path_crlf", 11, 11, R"(    health = { path = "/x\r\nX-Evil: 1\x1b"; };)", 11, "services.[0].health.path", "invalid path '/x\\r\\nX-Evil: 1\\x1b' (must start"},
   {"health_interval_small", 11, 11, "    health = { interval_ms = 5; timeout_ms = 1; };", 11, "services.[0].health.interval_ms", "value 5 is out of range 10..3600000"},
   {"health_timeout_above_interval", 11, 11, "    health = { interval_ms = 100;\n      timeout_ms = 200; };", 12, "services.[0].health.timeout_ms", "timeout_ms 200 exceeds interval_ms 100"},
   {"health_timeout_zero", 11, 11, "    health = { timeout_ms = 0; };", 11, "services.[0].health.timeout_ms", "value 0 is out of range 1..3600000"},
@@ -1140,6 +1145,30 @@ TEST_F(FileTest, SyntaxErrorNamesTheFile) {
     FAIL();
   } catch (const ConfigError& e) {
     EXPECT_EQ(std::string(e.what()), path + ":2: syntax error");
+  }
+}
+
+TEST_F(FileTest, MissingIncludeNamesTheFileAndWhereItWasLookedFor) {
+  const std::string path = write("main.cfg", replace_lines(9, 17, "@include \"svc/none.cfg\""));
+  try {
+    load_config(path);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), path + ":9: cannot open include file \"svc/none.cfg\" (" +
+                                         (dir_ / "svc/none.cfg").string() +
+                                         ": No such file or directory)");
+  }
+  // An include in an included file: that file's name and line.
+  write("services.cfg", "\n# two\n@include \"deeper.cfg\"\n");
+  const std::string outer = write("outer.cfg", replace_lines(9, 17, "@include \"services.cfg\""));
+  try {
+    load_config(outer);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), (dir_ / "services.cfg").string() +
+                                         ":3: cannot open include file \"deeper.cfg\" (" +
+                                         (dir_ / "deeper.cfg").string() +
+                                         ": No such file or directory)");
   }
 }
 

@@ -1092,6 +1092,70 @@ TEST_F(ControlDaemonTest, BackendBackBeforeItDrainedKeepsItsHealth) {
       << "a backend known DOWN is sent as active";
 }
 
+TEST_F(ControlDaemonTest, ReloadSaysWhatOnlyARestartApplies) {
+  // lbd reads dataplane at its start, lb-healthd its healthd group (but drain_timeout_ms) at its
+  // own: a reload that changes only those said "no change", as if the file said what runs.
+  start();
+  std::string text = config_text();
+  text.replace(text.find("workers = 1;"), 12, "workers = 1; flows = { tcp_fin_timeout = 20; };");
+  write_config(text + "healthd = { drain_timeout_ms = 1000; control_timeout_ms = 2000; };\n");
+  Json r = request({{"cmd", "config.reload"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_EQ(r["changes"],
+            Json::array({"dataplane.flows.tcp_fin_timeout 10 -> 20: lbd reads it at its start "
+                         "only (restart lbd to apply it)",
+                         "healthd.control_timeout_ms set to 2000: lb-healthd reads it at its "
+                         "start only (restart lb-healthd to apply it)"}))
+      << r;
+  // Said once, as the file's other changes are: the next reload has nothing new to say.
+  r = request({{"cmd", "config.reload"}});
+  EXPECT_EQ(r["changes"], Json::array()) << r;
+  // The bgp group a reload does apply: said too (the reply said nothing of it).
+  write_config(config_text() +
+               "bgp = { local_as = 65001; router_id = \"10.0.0.3\"; next_hop = \"10.0.0.1\";\n"
+               "  neighbors = ( { address = \"10.0.0.254\"; as = 65000; } );\n"
+               "  bird_config = \"" +
+               (dir_ / "bird.conf").string() + "\"; bird_socket = \"" +
+               (dir_ / "bird.ctl").string() + "\"; };\n");
+  r = request({{"cmd", "config.reload"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  const Json changes = r["changes"];
+  EXPECT_NE(std::find(changes.begin(), changes.end(), Json("bgp.local_as set to 65001")),
+            changes.end())
+      << r;
+  EXPECT_NE(std::find(changes.begin(), changes.end(),
+                      Json("dataplane.flows.tcp_fin_timeout 20 -> 10: lbd reads it at its start "
+                           "only (restart lbd to apply it)")),
+            changes.end())
+      << r;
+}
+
+TEST_F(ControlDaemonTest, SaveWritesThroughASymlinkedConfigFile) {
+  // /etc/lbd/lbd.cfg -> a file a deployment manages: the save goes to that file and the link
+  // stays (it used to be replaced by a regular file, leaving the target with the old text).
+  const std::filesystem::path real = dir_ / "managed" / "edge1.cfg";
+  std::filesystem::create_directories(real.parent_path());
+  const std::string old = config_text();
+  std::ofstream(real) << old;
+  std::filesystem::remove(config_path_);
+  std::filesystem::create_symlink("managed/edge1.cfg", config_path_);
+  start();
+  ASSERT_EQ(request({{"cmd", "backend.add"},
+                     {"service", "web"},
+                     {"backend", {{"address", "127.0.0.2"}, {"port", 1}}}})["ok"],
+            true);
+  const Json r = request({{"cmd", "config.save"}});
+  ASSERT_EQ(r["ok"], true) << r;
+  EXPECT_TRUE(std::filesystem::is_symlink(config_path_));
+  EXPECT_EQ(std::filesystem::read_symlink(config_path_), "managed/edge1.cfg");
+  EXPECT_EQ(services_to_json(cfg::load_config(real.string()).services), running_services());
+  std::ifstream bak(r["backup"].get<std::string>());
+  std::stringstream b;
+  b << bak.rdbuf();
+  EXPECT_EQ(b.str(), old);
+  EXPECT_EQ(request({{"cmd", "config.diff"}})["changes"], Json::array());
+}
+
 TEST_F(ControlDaemonTest, SaveKeepsTheFilesOwnerGroupAndMode) {
   // An operators' group that may read the file (and a mode to match) must survive a save, for
   // the new file and for the .bak (the group used to be dropped).

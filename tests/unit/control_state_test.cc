@@ -348,6 +348,13 @@ TEST(ControlDiff, SaysWhatChanged) {
       "service new added (10.10.0.100:80, 1 backend(s))"};
   EXPECT_EQ(d, expected);
   EXPECT_TRUE(diff_services(a, a).empty());
+  // A value with control characters is shown escaped: one line, nothing for a terminal to obey
+  // (expect_body "a\x01\x1b[2J" showed as "a" and cleared the screen).
+  const Json c = Json::array({svc("web", {be("1.1.1.1"), be("1.1.1.2")},
+                                  {{"health", {{"expect_body", "a\x01\x1b[2J"}}}}),
+                              svc("old", {})});
+  EXPECT_EQ(diff_services(a, c),
+            std::vector<std::string>{"service web: health.expect_body set to \"a\\u0001\\u001b[2J\""});
 }
 
 // -- Files ---------------------------------------------------------------------------------
@@ -413,14 +420,28 @@ TEST_F(ControlFiles, StateFileRoundTripsAndRefusesGarbage) {
   ASSERT_TRUE(st.has_value());
   EXPECT_EQ(st->base, base);
   EXPECT_EQ(st->running, running);
+  // Refused with what to do (lb-healthd does not start with it), in words of its own.
   std::ofstream(path("bad")) << "{ not json";
-  EXPECT_THROW(read_state(path("bad")), std::runtime_error);
+  try {
+    read_state(path("bad"));
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              path("bad") +
+                  ": not a lb-healthd state file: parse error at line 1, column 4: syntax error "
+                  "while parsing object key - invalid literal; last read: '{ no'; expected string "
+                  "literal (move it away to start from the config file alone: the runtime "
+                  "changes it kept are then lost)");
+  }
   std::ofstream(path("other")) << R"({"lb_healthd_state": 2, "base": [], "running": []})";
   try {
     read_state(path("other"));
     FAIL();
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("not a lb-healthd state file"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("(move it away to start from the config file alone"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -1,6 +1,7 @@
 // lbctl backend, service and config: changes sent to lb-healthd's control socket.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 
@@ -224,12 +225,42 @@ int cmd_config_check(Context& ctx, const std::string& file) {
   }
 }
 
+namespace {
+
+// Whether two paths name one file (a link, another spelling); nullopt when either cannot be
+// looked at from here (a relative path of lb-healthd's, another mount namespace).
+std::optional<bool> same_file(const std::string& a, const std::string& b) {
+  struct stat sa {};
+  struct stat sb {};
+  if (a.empty() || a[0] != '/' || ::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0)
+    return std::nullopt;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
 int cmd_config_reload(Context& ctx, bool replace, bool now, CLI::Option* drain_opt,
                       double drain_s) {
+  // lb-healthd re-reads its own file: `lbctl -c new.cfg config reload` answered "no change" and
+  // exit 0, new.cfg never read.
+  if (const std::optional<std::string> given = ctx.config_given()) {
+    const Json pong = ctx.call({{"cmd", "ping"}});
+    check(pong, ctx.json());
+    const std::string theirs = pong.value("config_file", std::string());
+    if (same_file(theirs, *given) == false) {
+      throw Refused("lb-healthd reloads its own file, " + theirs + ", not " + *given +
+                    " (-c only says where the sockets are): copy it over that file, or leave "
+                    "-c out");
+    }
+  }
   Json req = {{"cmd", "config.reload"}};
   if (replace) req["replace"] = true;
   if (now) req["drain_timeout_ms"] = 0;
-  if (drain_opt->count() > 0) req["drain_timeout_ms"] = std::llround(drain_s * 1000);
+  // 0 removes at once; any other value drains at least a millisecond (0.0004 s meant a drain).
+  if (drain_opt->count() > 0) {
+    req["drain_timeout_ms"] =
+        drain_s > 0 ? std::max<int64_t>(1, std::llround(drain_s * 1000)) : int64_t{0};
+  }
   return run_change(ctx, req);
 }
 
@@ -253,17 +284,23 @@ int cmd_config_save(Context& ctx, const std::string& output) {
     return 0;
   }
   try {
-    // A file written over keeps its mode, owner and group, like lb-healthd's own save.
+    // A file written over keeps its mode, owner and group, like lb-healthd's own save; a
+    // symlink is written through, as lb-healthd's save does.
+    const std::string target = lb::symlink_target(output);
     struct stat st {};
-    if (::stat(output.c_str(), &st) == 0) {
-      lb::write_file_atomic(output, text, st.st_mode & 07777, lb::FileOwner{st.st_uid, st.st_gid});
+    if (::stat(target.c_str(), &st) == 0) {
+      lb::write_file_atomic(target, text, st.st_mode & 07777, lb::FileOwner{st.st_uid, st.st_gid});
     } else {
-      lb::write_file_atomic(output, text, 0644);
+      lb::write_file_atomic(target, text, 0644);
     }
   } catch (const std::exception& e) {
     throw Refused(e.what());
   }
-  if (!ctx.json()) std::printf("wrote the running configuration to %s\n", output.c_str());
+  if (ctx.json()) {
+    print_json({{"ok", true}, {"path", output}});
+  } else {
+    std::printf("wrote the running configuration to %s\n", output.c_str());
+  }
   return 0;
 }
 

@@ -50,10 +50,15 @@ int cmd_status(Context& ctx, const std::string& only) {
   check(status, ctx.json());
   if (!only.empty()) {
     Json kept = Json::array();
+    std::string names;
     for (const Json& s : status["services"]) {
       if (s.value("name", std::string()) == only) kept.push_back(s);
+      names += (names.empty() ? "" : ", ") + s.value("name", std::string());
     }
-    if (kept.empty()) throw Refused("unknown service '" + only + "'");
+    if (kept.empty()) {
+      throw Refused("unknown service '" + only + "' (services: " +
+                    (names.empty() ? "none" : names) + ")");
+    }
     status["services"] = kept;
   }
   Json backends;

@@ -23,6 +23,34 @@ void pause_for(double seconds) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
+std::string without_comments(std::string text) {
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character, a quote included
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '#' || (c == '/' && i + 1 < text.size() && text[i + 1] == '/')) {
+      for (; i < text.size() && text[i] != '\n'; ++i) text[i] = ' ';
+    } else if (c == '/' && i + 1 < text.size() && text[i + 1] == '*') {
+      const size_t end = text.find("*/", i + 2);
+      const size_t stop = end == std::string::npos ? text.size() : end + 2;
+      for (; i < stop; ++i) {
+        if (text[i] != '\n') text[i] = ' ';
+      }
+      --i;
+    }
+  }
+  return text;
+}
+
 void print_json(const Json& j) {
   std::printf("%s\n", j.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
 }

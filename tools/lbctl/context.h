@@ -54,6 +54,10 @@ struct Globals {
   CLI::Option* config_opt = nullptr;
 };
 
+// libconfig text with its comments (`#` and `//` to the end of the line, `/* ... */`) turned
+// into spaces; strings, and what looks like a comment inside one, are kept.
+std::string without_comments(std::string text);
+
 // Where everything is, found lazily: only what a command needs is looked up.
 class Context {
  public:
@@ -82,6 +86,12 @@ class Context {
       return nullptr;
     }
     return &*cfg_;
+  }
+
+  // The config file given with -c, if one was.
+  std::optional<std::string> config_given() const {
+    if (g_.config_opt && g_.config_opt->count() > 0) return g_.config;
+    return std::nullopt;
   }
 
   std::string instance() {
@@ -160,6 +170,9 @@ class Context {
     while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && text.size() < (1u << 20))
       text.append(buf, n);
     std::fclose(f);
+    // Comments are not settings: `# instance = "edge2"` above the real line took lbctl to
+    // another instance's sockets.
+    text = without_comments(text);
     const std::regex re("(^|[\\s;{])" + key + "\\s*[=:]\\s*\"([^\"]*)\"");
     std::smatch m;
     if (std::regex_search(text, m, re)) return m[2].str();

@@ -6,8 +6,12 @@
 // This file reads the command line; the commands are in cmd_*.cc (commands.h).
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -38,8 +42,37 @@ std::string strict_decimal(std::string& value, bool fraction) {
   }
   const size_t first = std::min(whole.find_first_not_of('0'), whole.size() - 1);
   value = (negative ? "-" : "") + std::string(v.substr(first));
+  // CLI11 saturates a value too large for its type (strtoll): `--weight 99999999999999999999`
+  // went on as 9223372036854775807. Every integer option is an int64_t.
+  const std::string shown = value.size() > 24 ? value.substr(0, 20) + "..." : value;
+  if (fraction) {
+    errno = 0;
+    const double d = std::strtod(value.c_str(), nullptr);
+    if (errno == ERANGE && std::isinf(d)) return "value " + shown + " is out of range";
+  } else {
+    int64_t n = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc{} || end != value.data() + value.size())
+      return "value " + shown + " is out of range -9223372036854775808..9223372036854775807";
+  }
   return "";
 }
+
+// For options that must be above 0 (CLI11's PositiveNumber says "not in range 0.000000 to" a
+// number of 309 digits).
+const CLI::Validator kAboveZero(
+    [](std::string& v) {
+      const double d = std::strtod(v.c_str(), nullptr);
+      return d > 0 ? std::string() : "expected a number above 0, found '" + v + "'";
+    },
+    "POSITIVE", "POSITIVE");
+const CLI::Validator kAtLeastOne(
+    [](std::string& v) {
+      return std::strtoll(v.c_str(), nullptr, 10) >= 1
+                 ? std::string()
+                 : "expected an integer of at least 1, found '" + v + "'";
+    },
+    ">= 1", ">= 1");
 
 // Applies strict_decimal to every integer and number option of `app` and its subcommands.
 void strict_numbers(CLI::App* app) {
@@ -55,6 +88,31 @@ void strict_numbers(CLI::App* app) {
     if (type == "FLOAT") o->transform(kNumber);
   }
   for (CLI::App* sub : app->get_subcommands({})) strict_numbers(sub);
+}
+
+// The one line of an error, whatever it quotes (an argument, a name a client gave lb-healthd):
+// CR, LF, tab and the other control characters escaped (\r, \n, \t, \xNN).
+void print_error(const char* what) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string line = "lbctl: ";
+  for (const char* p = what; *p != '\0'; ++p) {
+    const auto u = static_cast<unsigned char>(*p);
+    if (*p == '\r') {
+      line += "\\r";
+    } else if (*p == '\n') {
+      line += "\\n";
+    } else if (*p == '\t') {
+      line += "\\t";
+    } else if (u < 0x20 || u == 0x7f) {
+      line += "\\x";
+      line += kHex[u >> 4];
+      line += kHex[u & 0xf];
+    } else {
+      line += *p;
+    }
+  }
+  line += '\n';
+  std::fputs(line.c_str(), stderr);
 }
 
 int run(int argc, char** argv) {
@@ -124,7 +182,7 @@ int run(int argc, char** argv) {
   b_remove->add_option("backend", b_endpoint, "ADDR:PORT")->required();
   b_remove->add_flag("--now", b_now, "remove at once: its established flows are cut");
   b_remove->add_option("--drain-timeout", b_drain, "seconds to wait for flows (default 300)")
-      ->check(CLI::PositiveNumber);
+      ->check(kAboveZero);
   b_remove->callback([&] {
     action = [&] { return cmd_backend_remove(ctx, b_service, b_endpoint, b_now, b_drain); };
   });
@@ -146,7 +204,12 @@ int run(int argc, char** argv) {
       [&] { action = [&] { return cmd_service_add(ctx, s_name, s_vip, s_backends, add_opts); }; });
   auto* s_set = service->add_subcommand("set", "change a service's VIP, scheduler or checks");
   s_set->add_option("name", s_name, "service name")->required();
-  s_set->add_option("--vip", s_vip, "VIP or VIP:PORT");
+  s_set->add_option("--vip", s_vip, "VIP or VIP:PORT")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return v.empty() ? std::string("expected VIP or VIP:PORT, found ''") : std::string();
+          },
+          "", ""));
   CLI::Option* port_opt = s_set->add_option("--port", s_port, "port on the VIP");
   set_opts.add(s_set);
   s_set->callback([&] {
@@ -184,7 +247,9 @@ int run(int argc, char** argv) {
                                ->check(CLI::Range(0.05, 3600.0));
   stats->add_option("--interval", interval_s, "seconds the rates are measured over (default 1)")
       ->check(CLI::Range(0.05, 3600.0));
-  stats->add_option("--count", count, "with --watch: stop after N screens");
+  stats->add_option("--count", count, "with --watch: stop after N screens")
+      ->check(kAtLeastOne)
+      ->needs(watch_opt);
   stats->callback([&] {
     action = [&] { return cmd_stats(ctx, watch_opt->count() > 0, watch_s, interval_s, count); };
   });
@@ -202,8 +267,8 @@ int run(int argc, char** argv) {
   capture->add_option("filter", cap.filter, "libpcap filter, e.g. 'tcp port 80'");
   capture->add_option("-w,--write", cap.file, "pcapng file to write")->required();
   // Not -c: that is lbctl's --config, before or after the subcommand.
-  capture->add_option("--count", cap.count, "stop after N packets")->check(CLI::PositiveNumber);
-  capture->add_option("--duration", cap.duration, "stop after SECONDS")->check(CLI::PositiveNumber);
+  capture->add_option("--count", cap.count, "stop after N packets")->check(kAboveZero);
+  capture->add_option("--duration", cap.duration, "stop after SECONDS")->check(kAboveZero);
   capture->callback([&] { action = [&] { return cmd_capture(ctx, cap); }; });
 
   // config
@@ -251,20 +316,20 @@ int run(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "lbctl: %s (lbctl --help)\n", e.what());
+    print_error((std::string(e.what()) + " (lbctl --help)").c_str());
     return kUsage;
   }
   std::signal(SIGPIPE, SIG_IGN);
   try {
     return action ? action() : kUsage;
   } catch (const Usage& e) {
-    std::fprintf(stderr, "lbctl: %s\n", e.what());
+    print_error(e.what());
     return kUsage;
   } catch (const Refused& e) {
-    std::fprintf(stderr, "lbctl: %s\n", e.what());
+    print_error(e.what());
     return kRefused;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "lbctl: %s\n", e.what());
+    print_error(e.what());
     return kRefused;
   }
 }
