@@ -16,6 +16,7 @@
 #include <libconfig.h++>
 
 #include "int_literal.h"
+#include "printable.h"
 #include "lb_config.h"
 #include "lb_limits.h"
 #include "schema.h"
@@ -54,30 +55,8 @@ constexpr int64_t kMinControlTimeoutMs = 100, kMaxControlTimeoutMs = 3600000;
 enum class RangeError { kNone, kMalformed, kReversed };
 RangeError parse_range(std::string_view text, StatusRange& out);
 
-// 'value' for a message, on one line whatever the value holds: CR, LF, tab and the other
-// control characters as \r, \n, \t, \xNN (a path given as "/x\r\nX: 1" broke the message, and
-// lbctl's one line of error, in two).
-inline std::string quote(std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "'";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (u < 0x20 || u == 0x7f) {
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
+// 'value' for a message, on one line whatever the value holds (lb::printable).
+inline std::string quote(std::string_view s) { return "'" + printable(s) + "'"; }
 std::string join(const std::vector<std::string_view>& names, std::string_view sep);
 // 0.0.0.0/8 ("this network"), 224.0.0.0/4 (multicast) and 240.0.0.0/4 (reserved, with the
 // limited broadcast) can never be a host we send to or answer from.

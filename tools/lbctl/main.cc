@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "lb_version.h"
+#include "printable.h"
 
 namespace lbctl {
 namespace {
@@ -93,24 +94,8 @@ void strict_numbers(CLI::App* app) {
 // The one line of an error, whatever it quotes (an argument, a name a client gave lb-healthd):
 // CR, LF, tab and the other control characters escaped (\r, \n, \t, \xNN).
 void print_error(const char* what) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string line = "lbctl: ";
-  for (const char* p = what; *p != '\0'; ++p) {
-    const auto u = static_cast<unsigned char>(*p);
-    if (*p == '\r') {
-      line += "\\r";
-    } else if (*p == '\n') {
-      line += "\\n";
-    } else if (*p == '\t') {
-      line += "\\t";
-    } else if (u < 0x20 || u == 0x7f) {
-      line += "\\x";
-      line += kHex[u >> 4];
-      line += kHex[u & 0xf];
-    } else {
-      line += *p;
-    }
-  }
+  // One line whatever the message holds (a value quoted from the user's input may not).
+  std::string line = "lbctl: " + lb::printable(what);
   line += '\n';
   std::fputs(line.c_str(), stderr);
 }
