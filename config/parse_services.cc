@@ -152,9 +152,10 @@ ServiceConfig Parser::parse_service(const Setting& s, const DataplaneConfig& dp,
       fail(*p, "miss_policy \"rehash\" needs scheduler = \"maglev\" (scheduler is \"" +
                    std::string(to_string(out.scheduler)) + "\")");
     if (out.miss_policy == MissPolicy::kRehash && out.forward == Forward::kFullnat)
-      fail(*p, "miss_policy \"rehash\" cannot continue a full-NAT connection (its backend knows "
-               "it by the local address and port of the node that began it): use \"rst\" or "
-               "\"drop\", or forward = \"dnat\" or \"tunnel\"");
+      fail(*p,
+           "miss_policy \"rehash\" cannot continue a full-NAT connection (its backend knows "
+           "it by the local address and port of the node that began it): use \"rst\" or "
+           "\"drop\", or forward = \"dnat\" or \"tunnel\"");
   }
   if (const Setting* p = find(s, "syn_flood_policy")) {
     out.syn_flood_policy =

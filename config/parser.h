@@ -16,9 +16,9 @@
 #include <libconfig.h++>
 
 #include "int_literal.h"
-#include "printable.h"
 #include "lb_config.h"
 #include "lb_limits.h"
+#include "printable.h"
 #include "schema.h"
 
 namespace lb::cfg::detail {
@@ -56,7 +56,9 @@ enum class RangeError { kNone, kMalformed, kReversed };
 RangeError parse_range(std::string_view text, StatusRange& out);
 
 // 'value' for a message, on one line whatever the value holds (lb::printable).
-inline std::string quote(std::string_view s) { return "'" + printable(s) + "'"; }
+inline std::string quote(std::string_view s) {
+  return "'" + printable(s) + "'";
+}
 std::string join(const std::vector<std::string_view>& names, std::string_view sep);
 // 0.0.0.0/8 ("this network"), 224.0.0.0/4 (multicast) and 240.0.0.0/4 (reserved, with the
 // limited broadcast) can never be a host we send to or answer from.

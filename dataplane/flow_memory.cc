@@ -7,11 +7,11 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <fstream>
-#include <algorithm>
 #include <map>
 #include <span>
 #include <stdexcept>
@@ -348,14 +348,14 @@ void FlowMemory::attach(const cfg::DataplaneConfig& dataplane, const core::Clock
                     &f.repaired);
     f.shift = core::flow_clock_shift(core::recorded_clock(h), clock, h.tsc_hz);
     record_clock(h, clock);
-    f.held = core::restore_port_holds(
-        f.port_holds(), *f.table, clock.tsc, f.shift,
-        dataplane.flows.fullnat_port_hold * params_.tsc_hz, f.discard_flows,
-        [&](const core::Flow& fl) {
-          return core::SnatPorts::hold_index(fl.local_addr, fl.local_port, w, params_.workers,
-                                             params_.fullnat_addresses, params_.fullnat_first,
-                                             params_.fullnat_last);
-        });
+    f.held = core::restore_port_holds(f.port_holds(), *f.table, clock.tsc, f.shift,
+                                      dataplane.flows.fullnat_port_hold * params_.tsc_hz,
+                                      f.discard_flows, [&](const core::Flow& fl) {
+                                        return core::SnatPorts::hold_index(
+                                            fl.local_addr, fl.local_port, w, params_.workers,
+                                            params_.fullnat_addresses, params_.fullnat_first,
+                                            params_.fullnat_last);
+                                      });
     if (f.discard_flows) {
       f.discarded = f.table->size();
       f.table->reset();

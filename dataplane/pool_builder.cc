@@ -434,8 +434,9 @@ std::string apply_update(PoolState& state, const shm::ServiceUpdate& u) {
     return name + ": reserved bytes are not 0";
   const auto forward = static_cast<cfg::Forward>(u.forward);
   if (miss == shm::Miss::kRehash && forward == cfg::Forward::kFullnat)
-    return name + ": miss policy rehash for a full-NAT service (a rehashed flow cannot continue "
-                  "its connection)";
+    return name +
+           ": miss policy rehash for a full-NAT service (a rehashed flow cannot continue "
+           "its connection)";
   if (u.syn_policy > shm::kMaxSynFlood)
     return name + ": unknown SYN flood policy " + std::to_string(u.syn_policy);
   const auto syn_policy = static_cast<shm::SynFlood>(u.syn_policy);

@@ -155,11 +155,10 @@ std::string shown(const Json& v) {
     const std::string& t = v.get_ref<const std::string&>();
     // Control characters (and DEL) go through dump(), escaped: one line, nothing a terminal
     // would act on.
-    const bool plain = !t.empty() && t.size() <= 80 &&
-                       t.find_first_of(" \"'\\") == std::string::npos &&
-                       std::none_of(t.begin(), t.end(), [](char c) {
-                         return static_cast<unsigned char>(c) < 0x20 || c == '\x7f';
-                       });
+    const bool plain =
+        !t.empty() && t.size() <= 80 && t.find_first_of(" \"'\\") == std::string::npos &&
+        std::none_of(t.begin(), t.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == '\x7f'; });
     if (plain) return t;
   }
   std::string s = v.dump();

@@ -1165,10 +1165,9 @@ TEST_F(FileTest, MissingIncludeNamesTheFileAndWhereItWasLookedFor) {
     load_config(outer);
     FAIL();
   } catch (const ConfigError& e) {
-    EXPECT_EQ(std::string(e.what()), (dir_ / "services.cfg").string() +
-                                         ":3: cannot open include file \"deeper.cfg\" (" +
-                                         (dir_ / "deeper.cfg").string() +
-                                         ": No such file or directory)");
+    EXPECT_EQ(std::string(e.what()),
+              (dir_ / "services.cfg").string() + ":3: cannot open include file \"deeper.cfg\" (" +
+                  (dir_ / "deeper.cfg").string() + ": No such file or directory)");
   }
 }
 

@@ -350,11 +350,12 @@ TEST(ControlDiff, SaysWhatChanged) {
   EXPECT_TRUE(diff_services(a, a).empty());
   // A value with control characters is shown escaped: one line, nothing for a terminal to obey
   // (expect_body "a\x01\x1b[2J" showed as "a" and cleared the screen).
-  const Json c = Json::array({svc("web", {be("1.1.1.1"), be("1.1.1.2")},
-                                  {{"health", {{"expect_body", "a\x01\x1b[2J"}}}}),
-                              svc("old", {})});
-  EXPECT_EQ(diff_services(a, c),
-            std::vector<std::string>{"service web: health.expect_body set to \"a\\u0001\\u001b[2J\""});
+  const Json c = Json::array(
+      {svc("web", {be("1.1.1.1"), be("1.1.1.2")}, {{"health", {{"expect_body", "a\x01\x1b[2J"}}}}),
+       svc("old", {})});
+  EXPECT_EQ(
+      diff_services(a, c),
+      std::vector<std::string>{"service web: health.expect_body set to \"a\\u0001\\u001b[2J\""});
 }
 
 // -- Files ---------------------------------------------------------------------------------

@@ -390,7 +390,8 @@ TEST_F(HealthChannelTest, AFrozenHeartbeatIsNotALiveLbd) {
 // The same through the daemon: with a bgp group, a restarted lb-healthd facing a dead lbd's
 // segment announces nothing, not even for bgp.lbd_timeout_ms.
 TEST_F(HealthChannelTest, RestartedHealthdDoesNotAnnounceForADeadLbd) {
-  const std::string bird = (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
+  const std::string bird =
+      (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
   const std::string text = config_text() +
                            "bgp = { local_as = 65001; router_id = \"10.0.0.1\"; "
                            "next_hop = \"10.0.0.1\"; neighbors = ( { address = \"10.0.0.254\"; "
@@ -417,7 +418,8 @@ TEST_F(HealthChannelTest, RestartedHealthdDoesNotAnnounceForADeadLbd) {
 // (docs/configuration.md: "draining"): a VIP whose backends all have weight 0 has no serving
 // backend, and is withdrawn; one with weight again is announced.
 TEST_F(HealthChannelTest, AVipWhoseBackendsAllHaveWeightZeroIsNotAnnounced) {
-  const std::string bird = (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
+  const std::string bird =
+      (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
   const std::string text = config_text() +
                            "bgp = { local_as = 65001; router_id = \"10.0.0.1\"; "
                            "next_hop = \"10.0.0.1\"; neighbors = ( { address = \"10.0.0.254\"; "

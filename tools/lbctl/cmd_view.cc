@@ -56,8 +56,8 @@ int cmd_status(Context& ctx, const std::string& only) {
       names += (names.empty() ? "" : ", ") + s.value("name", std::string());
     }
     if (kept.empty()) {
-      throw Refused("unknown service '" + only + "' (services: " +
-                    (names.empty() ? "none" : names) + ")");
+      throw Refused("unknown service '" + only +
+                    "' (services: " + (names.empty() ? "none" : names) + ")");
     }
     status["services"] = kept;
   }
