@@ -387,16 +387,19 @@ TEST_F(HealthChannelTest, AFrozenHeartbeatIsNotALiveLbd) {
   EXPECT_EQ(link.lbd_heartbeat_age_ms(t0 + Millis(700)), 100);
 }
 
+// A bgp group (one neighbor) whose BIRD files are `bird`.conf and `bird`.ctl, with `extra`.
+std::string bgp_group(const std::string& bird, const std::string& extra = "") {
+  return "bgp = { local_as = 65001; router_id = \"10.0.0.1\"; next_hop = \"10.0.0.1\"; "
+         "neighbors = ( { address = \"10.0.0.254\"; as = 65000; } ); " +
+         extra + " bird_config = \"" + bird + ".conf\"; bird_socket = \"" + bird + ".ctl\"; };\n";
+}
+
 // The same through the daemon: with a bgp group, a restarted lb-healthd facing a dead lbd's
 // segment announces nothing, not even for bgp.lbd_timeout_ms.
 TEST_F(HealthChannelTest, RestartedHealthdDoesNotAnnounceForADeadLbd) {
   const std::string bird =
       (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
-  const std::string text = config_text() +
-                           "bgp = { local_as = 65001; router_id = \"10.0.0.1\"; "
-                           "next_hop = \"10.0.0.1\"; neighbors = ( { address = \"10.0.0.254\"; "
-                           "as = 65000; } ); lbd_timeout_ms = 1000; bird_config = \"" +
-                           bird + ".conf\"; bird_socket = \"" + bird + ".ctl\"; };\n";
+  const std::string text = config_text() + bgp_group(bird, "lbd_timeout_ms = 1000;");
   segment_->header().lbd_heartbeat_ms.store(123456);  // lbd died; nobody moves it any more
   d_ = std::make_unique<Daemon>(cfg::parse_config(text, "t.cfg"), options(false));
   const auto until = Clock::now() + Millis(400);
@@ -420,11 +423,7 @@ TEST_F(HealthChannelTest, RestartedHealthdDoesNotAnnounceForADeadLbd) {
 TEST_F(HealthChannelTest, AVipWhoseBackendsAllHaveWeightZeroIsNotAnnounced) {
   const std::string bird =
       (std::filesystem::path(testing::TempDir()) / (instance_ + "-bird")).string();
-  const std::string text = config_text() +
-                           "bgp = { local_as = 65001; router_id = \"10.0.0.1\"; "
-                           "next_hop = \"10.0.0.1\"; neighbors = ( { address = \"10.0.0.254\"; "
-                           "as = 65000; } ); bird_config = \"" +
-                           bird + ".conf\"; bird_socket = \"" + bird + ".ctl\"; };\n";
+  const std::string text = config_text() + bgp_group(bird);
   d_ = std::make_unique<Daemon>(cfg::parse_config(text, "t.cfg"), options(false));
   uint64_t beat = 1;
   const auto announced = [&] {
