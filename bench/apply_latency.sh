@@ -12,7 +12,7 @@ tag=lbapply$$
 tmp=$(mktemp -d)
 lbd_pid=
 cleanup() { [ -n "$lbd_pid" ] && kill "$lbd_pid" 2>/dev/null && wait "$lbd_pid" 2>/dev/null; rm -rf "$tmp"
-  rm -f /dev/hugepages/lbd-$tag-flows-* /dev/shm/lbd-$tag-flows-*; }  # docs/operations.md
+  rm -f /dev/hugepages/lbd-$tag-flows-* /dev/shm/lbd-$tag-flows-* /dev/shm/lbd-$tag-services.json; }  # docs/operations.md
 trap cleanup EXIT
 cat >"$tmp/lbd.cfg" <<CFG
 instance = "$tag";

@@ -38,7 +38,7 @@ bench_cleanup() {
   for pid in "${bench_pids[@]}"; do kill "$pid" 2>/dev/null; done
   if declare -F bench_extra_cleanup >/dev/null; then bench_extra_cleanup || true; fi
   # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
-  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-*
+  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-* /dev/shm/lbd-$p-services.json
   tools/netns.sh down >/dev/null 2>&1
   rm -rf "$tmp"
 }

@@ -8,7 +8,7 @@ secs=${1:-3}
 tmp=$(mktemp -d)
 lbd_pid=
 cleanup() { [ -n "$lbd_pid" ] && kill "$lbd_pid" 2>/dev/null && wait "$lbd_pid" 2>/dev/null; rm -rf "$tmp"
-  rm -f /dev/hugepages/lbd-lbidle$$-flows-* /dev/shm/lbd-lbidle$$-flows-*; }
+  rm -f /dev/hugepages/lbd-lbidle$$-flows-* /dev/shm/lbd-lbidle$$-flows-* /dev/shm/lbd-lbidle$$-services.json; }
 trap cleanup EXIT
 ticks=$(getconf CLK_TCK)
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }

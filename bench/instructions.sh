@@ -62,7 +62,7 @@ cleanup() {
   exec 8>&- 2>/dev/null
   # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd); the memif
   # run's lbd is instance $tag, so only its own are removed
-  rm -f /dev/hugepages/lbd-${tag}-flows-* /dev/shm/lbd-${tag}-flows-*
+  rm -f /dev/hugepages/lbd-${tag}-flows-* /dev/shm/lbd-${tag}-flows-* /dev/shm/lbd-${tag}-services.json
   rm -f /dev/hugepages/${tag}* 2>/dev/null
   rm -rf /var/run/dpdk/${tag}* 2>/dev/null
   if [ $keep -eq 1 ]; then echo "instructions.sh: files kept in $work" >&2; else rm -rf "$work"; fi

@@ -71,7 +71,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
   # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
-  rm -f /dev/hugepages/lbd-lbd-flows-* /dev/shm/lbd-lbd-flows-*
+  rm -f /dev/hugepages/lbd-lbd-flows-* /dev/shm/lbd-lbd-flows-* /dev/shm/lbd-lbd-services.json
   rm -f /dev/hugepages/${tag}* 2>/dev/null
   rm -rf /var/run/dpdk/${tag}* 2>/dev/null
   if [ $keep -eq 1 ]; then echo "memif.sh: logs kept in $work" >&2; else rm -rf "$work"; fi

@@ -183,7 +183,8 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
     // at runtime): restored flows to those go on as draining until it has (flow_memory.h).
     flow_memory_->attach(dc, clock_now());
     PoolState kept = state;
-    if (keep_restored_backends(kept, flow_memory_->targets()) != 0) {
+    if (keep_restored_backends(kept, flow_memory_->targets(), flow_memory_->recorded_services()) !=
+        0) {
       try {
         first = builder_.build(0, kept);
         state = std::move(kept);
@@ -196,6 +197,7 @@ void Dataplane::setup(const std::string& shm_name, const FlowMemoryOptions& flow
       }
     }
   }
+  flow_memory_->record_services(state);
   workers_.resize(nworkers);
   for (uint16_t w = 0; w < nworkers; ++w) {
     Worker& wk = workers_[w];
@@ -675,6 +677,10 @@ void Dataplane::flush(uint16_t w) {
     t.n = 0;
     t.bytes = 0;
   }
+}
+
+void Dataplane::record_services(const PoolState& state) {
+  if (flow_memory_) flow_memory_->record_services(state);
 }
 
 uint64_t Dataplane::publish(std::unique_ptr<core::Pool> pool) {

@@ -84,6 +84,9 @@ class Dataplane {
                                     bool defer_tables = false) {
     return builder_.build(generation, state, defer_tables);
   }
+  // Records the services of the pool state just published for the next lbd (FlowMemory::
+  // record_services). Control thread.
+  void record_services(const PoolState& state);
   // Publishes a new pool; the old one is freed once every worker has passed a quiescent point.
   // Returns the RCU token that tells when every worker uses the new one.
   uint64_t publish(std::unique_ptr<core::Pool> pool);

@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <tuple>
 
+#include <nlohmann/json.hpp>
+
 #include "log.h"
 #include "pool_builder.h"
 #include "snat.h"
@@ -76,6 +78,10 @@ bool exists(const std::string& path) {
 }
 
 }  // namespace
+
+std::string services_file_name(const std::string& instance) {
+  return "lbd-" + instance + "-services.json";
+}
 
 std::string flow_file_name(const std::string& instance, uint16_t worker) {
   return "lbd-" + instance + "-flows-" + std::to_string(worker);
@@ -252,6 +258,8 @@ FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFilePar
     : params_(params), seed_(seed) {
   if (options.instance.empty()) return;
   std::vector<std::string> dirs;  // where a table may be, in order of preference
+  // The services' names go beside the tables, on tmpfs (hugetlbfs files cannot be written).
+  services_path_ = std::string(kShmDir) + "/" + services_file_name(options.instance);
   if (!options.directory.empty()) {
     const FsInfo fi = fs_info(options.directory);
     if (!fi.ok)
@@ -260,6 +268,8 @@ FlowMemory::FlowMemory(const FlowMemoryOptions& options, const core::FlowFilePar
       throw std::runtime_error("dataplane.flows.directory " + options.directory +
                                " is neither hugetlbfs nor tmpfs: flow tables must stay in memory");
     dirs.push_back(options.directory);
+    if (fi.type == kTmpfsMagic)
+      services_path_ = options.directory + "/" + services_file_name(options.instance);
   } else {
     if (fs_info(kHugeDir).type == kHugetlbfsMagic) dirs.push_back(kHugeDir);
     dirs.push_back(kShmDir);
@@ -462,9 +472,43 @@ core::FlowTable FlowMemory::table(uint16_t w, const core::Pool& first, const Poo
   return t;
 }
 
-size_t keep_restored_backends(PoolState& state, const std::vector<FlowTarget>& targets) {
+size_t keep_restored_backends(PoolState& state, const std::vector<FlowTarget>& targets,
+                              const std::vector<NamedService>& named) {
   size_t added = 0;
   for (const FlowTarget& t : targets) {
+    const bool served = std::any_of(state.begin(), state.end(), [&](const auto& e) {
+      return e.second.vip == t.vip && e.second.port == t.vport;
+    });
+    if (!served) {
+      // A service added at run time: back under its name, with no backend taking new flows.
+      const auto n = std::find_if(named.begin(), named.end(), [&](const NamedService& x) {
+        return x.vip == t.vip && x.port == t.vport;
+      });
+      const std::string address = cfg::format_ipv4(t.vip) + ":" + std::to_string(t.vport);
+      if (n == named.end()) {
+        LB_LOG(NOTICE,
+               "restored flows go to %s, which is no service of the file's and was not "
+               "recorded by the last lbd: they are reset on their next packet",
+               address.c_str());
+        continue;
+      }
+      if (state.count(n->name) != 0 || state.size() >= core::kMaxServices) {
+        LB_LOG(NOTICE,
+               "restored flows go to %s, service %s when the last lbd ran, a name the file now "
+               "gives another address: they are reset on their next packet",
+               address.c_str(), n->name.c_str());
+        continue;
+      }
+      ServiceState s;
+      s.vip = t.vip;
+      s.port = t.vport;
+      s.forward = n->forward;
+      state.emplace(n->name, std::move(s));
+      LB_LOG(INFO,
+             "restored flows go to %s, service %s (added at run time, not in the file): it takes "
+             "no new connection until lb-healthd pushes its state",
+             address.c_str(), n->name.c_str());
+    }
     for (auto& [name, s] : state) {
       if (s.vip != t.vip || s.port != t.vport) continue;
       const bool listed = std::any_of(s.backends.begin(), s.backends.end(), [&](const auto& b) {
@@ -481,6 +525,134 @@ size_t keep_restored_backends(PoolState& state, const std::vector<FlowTarget>& t
     }
   }
   return added;
+}
+
+namespace {
+
+const char* const kForwards[] = {"dnat", "tunnel", "fullnat"};  // by cfg::Forward
+
+// Checks `path` as the flow tables' files are checked (a regular file of lbd's user that nobody
+// else may write, no symbolic link) and reads it, up to `limit` bytes. nullopt: no such file.
+std::optional<std::string> read_own_file(const std::string& path, size_t limit) {
+  const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::nullopt;
+    throw std::runtime_error(sys_error("cannot open it", errno));
+  }
+  struct stat st {};
+  std::string text;
+  try {
+    if (fstat(fd, &st) != 0) throw std::runtime_error(sys_error("cannot stat it", errno));
+    if (!S_ISREG(st.st_mode)) throw std::runtime_error("not a regular file");
+    if (st.st_uid != geteuid() || (st.st_mode & 022) != 0)
+      throw std::runtime_error("another user's, or writable by others");
+    if (static_cast<uint64_t>(st.st_size) > limit)
+      throw std::runtime_error(std::to_string(st.st_size) + " bytes, more than any lbd writes");
+    text.resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < text.size()) {
+      const ssize_t r = read(fd, text.data() + got, text.size() - got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw std::runtime_error(sys_error("cannot read it", errno));
+      if (r == 0) break;
+      got += static_cast<size_t>(r);
+    }
+    text.resize(got);
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+  close(fd);
+  return text;
+}
+
+}  // namespace
+
+std::vector<NamedService> FlowMemory::recorded_services() const {
+  if (services_path_.empty()) return {};
+  std::vector<NamedService> out;
+  try {
+    // About 100 bytes a service, at most kMaxServices of them.
+    const std::optional<std::string> text = read_own_file(services_path_, 1 << 20);
+    if (!text) return {};
+    const nlohmann::json j = nlohmann::json::parse(*text);
+    const nlohmann::json& list = j.at("services");
+    if (!list.is_array() || list.size() > core::kMaxServices)
+      throw std::runtime_error("\"services\" is not a list of at most " +
+                               std::to_string(core::kMaxServices));
+    for (const nlohmann::json& e : list) {
+      NamedService n;
+      n.name = e.at("name").get<std::string>();
+      const std::optional<uint32_t> vip = cfg::parse_ipv4(e.at("vip").get<std::string>());
+      const auto port = e.at("port").get<int64_t>();
+      const auto forward = e.at("forward").get<std::string>();
+      const auto f = std::find(std::begin(kForwards), std::end(kForwards), forward);
+      if (n.name.empty() || n.name.size() >= shm::kNameLen || !vip || *vip == 0 || port < 1 ||
+          port > 65535 || f == std::end(kForwards))
+        throw std::runtime_error("a malformed service: " + e.dump());
+      n.vip = *vip;
+      n.port = static_cast<uint16_t>(port);
+      n.forward = static_cast<cfg::Forward>(f - std::begin(kForwards));
+      out.push_back(std::move(n));
+    }
+  } catch (const std::exception& e) {
+    LB_LOG(WARNING, "ignoring %s (%s): restored flows of services added at run time will be reset",
+           services_path_.c_str(), e.what());
+    return {};
+  }
+  return out;
+}
+
+void FlowMemory::record_services(const PoolState& state) {
+  if (services_path_.empty()) return;
+  std::vector<NamedService> now;
+  for (const auto& [name, s] : state) now.push_back({name, s.vip, s.port, s.forward});
+  if (recorded_ && *recorded_ == now) return;
+  nlohmann::json list = nlohmann::json::array();
+  for (const NamedService& n : now)
+    list.push_back({{"name", n.name},
+                    {"vip", cfg::format_ipv4(n.vip)},
+                    {"port", n.port},
+                    {"forward", kForwards[static_cast<size_t>(n.forward)]}});
+  const std::string text =
+      nlohmann::json{{"written_by", "lbd " + std::to_string(getpid())}, {"services", list}}.dump(
+          1) +
+      "\n";
+  // Made whole under a temporary name, then renamed over the old one: a reader sees one or
+  // the other.
+  std::string tmp = services_path_ + ".tmpXXXXXX";
+  const int fd = mkostemp(tmp.data(), O_CLOEXEC);  // mode 0600
+  std::string error;
+  if (fd < 0) {
+    error = sys_error("cannot create " + tmp, errno);
+  } else {
+    size_t put = 0;
+    while (put < text.size() && error.empty()) {
+      const ssize_t w = write(fd, text.data() + put, text.size() - put);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0)
+        error = sys_error("cannot write " + tmp, errno);
+      else
+        put += static_cast<size_t>(w);
+    }
+    close(fd);
+    if (error.empty() && rename(tmp.c_str(), services_path_.c_str()) != 0)
+      error = sys_error("cannot rename " + tmp + " to " + services_path_, errno);
+    if (!error.empty()) unlink(tmp.c_str());
+  }
+  if (!error.empty()) {
+    if (!record_failed_)
+      LB_LOG(WARNING,
+             "%s: a restart of lbd would reset the flows of services added at run time "
+             "(retried at the next pool change)",
+             error.c_str());
+    record_failed_ = true;
+    recorded_.reset();
+    return;
+  }
+  if (record_failed_) LB_LOG(INFO, "recorded the services' names in %s", services_path_.c_str());
+  record_failed_ = false;
+  recorded_ = std::move(now);
 }
 
 std::span<uint64_t> FlowMemory::port_holds(uint16_t w) {

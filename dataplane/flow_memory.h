@@ -54,7 +54,22 @@ struct FlowTarget {
 // backends the file has not (lbctl backend add). Their flows go on until lb-healthd's state
 // says the backend is gone (then they are reset, as when it is removed). Returns how many were
 // added. A flow whose VIP:port is no service of the file's is left to be reset.
-size_t keep_restored_backends(PoolState& state, const std::vector<FlowTarget>& targets);
+//
+// A flow whose VIP:port is no service of the file's belongs to a service added at run time
+// (lbctl service add): `named` (what the last lbd recorded, FlowMemory::recorded_services())
+// gives that service's name, and it is added to `state` under it, with the backends its flows
+// name draining (no new flows), so that lb-healthd's push of the same name takes it over and
+// the flows go on. Without a name for it, or with the name now another address's, its flows
+// are left to be reset.
+struct NamedService {
+  std::string name;
+  uint32_t vip = 0;
+  uint16_t port = 0;
+  cfg::Forward forward = cfg::Forward::kDnat;
+  friend bool operator==(const NamedService&, const NamedService&) = default;
+};
+size_t keep_restored_backends(PoolState& state, const std::vector<FlowTarget>& targets,
+                              const std::vector<NamedService>& named = {});
 
 struct FlowMemoryOptions {
   std::string instance;   // empty: anonymous memory, the tables end with the process
@@ -96,6 +111,16 @@ class FlowMemory {
   // After attach(): what the flows taken over name, each once (see keep_restored_backends).
   std::vector<FlowTarget> targets() const;
 
+  // The services (name and address) the last lbd of this instance ran, as it recorded them
+  // beside its tables (<shm>/lbd-<instance>-services.json); empty without one or when it cannot
+  // be read (logged). The tables' flows name services by address only: this names those added
+  // at run time, which the file does not have (keep_restored_backends).
+  std::vector<NamedService> recorded_services() const;
+  // Control thread, whenever the pool state changes: records its services' names and
+  // addresses for the next lbd (written only when they changed; a failure is logged, never
+  // thrown: the flows go on, only a later restart would reset those of runtime services).
+  void record_services(const PoolState& state);
+
   // Worker w's table, once: a re-attached one is repaired (core::FlowTable::repair) and its flows
   // given this process's ids from `first` and `builder` (core::restore_flows): a flow whose
   // service or backend the pool does not have gets core::kGoneBackend and is reset on its next
@@ -121,6 +146,9 @@ class FlowMemory {
   core::FlowFileParams params_;
   uint64_t seed_;
   uint64_t next_tick_ = 0;
+  std::string services_path_;                          // empty when the tables are not persistent
+  std::optional<std::vector<NamedService>> recorded_;  // what services_path_ holds, once written
+  bool record_failed_ = false;                         // logged once until a write succeeds
 };
 
 }  // namespace lb::dp

@@ -92,6 +92,7 @@ void PoolChannel::receive_updates() {
   stats_.updates_applied.fetch_add(applied, std::memory_order_relaxed);
   if (built) {
     const uint64_t token = dp_.publish(std::move(built));
+    dp_.record_services(state_);
     pending_ack_ = {token, last};
     generation_ = last;
     LB_LOG_POOL(INFO, "pool generation %llu applied%s: %s", static_cast<unsigned long long>(last),

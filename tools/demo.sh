@@ -112,7 +112,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
   # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
-  rm -f /dev/hugepages/lbd-lb-flows-* /dev/shm/lbd-lb-flows-*
+  rm -f /dev/hugepages/lbd-lb-flows-* /dev/shm/lbd-lb-flows-* /dev/shm/lbd-lb-services.json
   tools/netns.sh down >/dev/null 2>&1
   rm -rf "$tmp"
 }

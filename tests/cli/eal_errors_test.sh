@@ -16,7 +16,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   rm -rf "$tmp" "/var/run/dpdk/$prefix" "/var/run/dpdk/${prefix}b" "/dev/shm/lbd-$prefix"
   # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
-  rm -f /dev/hugepages/lbd-{$prefix,${prefix}b}-flows-* /dev/shm/lbd-{$prefix,${prefix}b}-flows-*
+  rm -f /dev/hugepages/lbd-{$prefix,${prefix}b}-flows-* /dev/shm/lbd-{$prefix,${prefix}b}-flows-* /dev/shm/lbd-{$prefix,${prefix}b}-services.json
 }
 trap cleanup EXIT
 fails=0

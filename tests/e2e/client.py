@@ -25,8 +25,9 @@ import os
 import sys
 import time
 
-# The fleet's VIP is another (tools/fleet.sh): LB_CLIENT_VIP overrides the default.
-VIP, PORT = os.environ.get("LB_CLIENT_VIP", "10.10.0.100"), 80
+# The fleet's VIP is another (tools/fleet.sh): LB_CLIENT_VIP overrides the default, and
+# LB_CLIENT_PORT the port (a service added at run time listens on another).
+VIP, PORT = os.environ.get("LB_CLIENT_VIP", "10.10.0.100"), int(os.environ.get("LB_CLIENT_PORT", 80))
 
 
 def one(timeout=3.0, peers=None):

@@ -69,14 +69,15 @@ class Telemetry:
 
 
 def remove_instance_files(instance):
-    """Remove what an lbd of `instance` stopped with SIGKILL leaves: its flow tables
-    (docs/operations.md, restarting lbd), which a test's short-lived lbd must not pile up in
-    memory, and its pool segment /dev/shm/lbd-INSTANCE, which lbd unlinks only when it exits
-    cleanly."""
+    """Remove what an lbd of `instance` stopped with SIGKILL leaves: its flow tables and the
+    names of its services beside them (docs/operations.md, restarting lbd), which a test's
+    short-lived lbd must not pile up in memory, and its pool segment /dev/shm/lbd-INSTANCE,
+    which lbd unlinks only when it exits cleanly."""
     for d in ("/dev/hugepages", "/dev/shm"):
         for name in os.listdir(d) if os.path.isdir(d) else []:
             flows = name.startswith(f"lbd-{instance}-flows-")
-            if flows or (d == "/dev/shm" and name == f"lbd-{instance}"):
+            shm = d == "/dev/shm" and name in (f"lbd-{instance}", f"lbd-{instance}-services.json")
+            if flows or shm:
                 os.unlink(os.path.join(d, name))
 
 

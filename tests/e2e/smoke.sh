@@ -20,7 +20,7 @@ lbd_pid=
 cleanup() {
   [ -n "$lbd_pid" ] && kill "$lbd_pid" 2>/dev/null && wait "$lbd_pid" 2>/dev/null
   # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
-  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-*
+  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-* /dev/shm/lbd-$p-services.json
   "$netns" down >/dev/null 2>&1
   rm -rf "$tmp"
 }

@@ -212,12 +212,14 @@ services = ( {narrow} {{ name = "web"; vip = "10.10.0.100"; port = 80; scheduler
                              [f"http://{addr(i)}{path}"], capture_output=True, text=True)
         return out.returncode == 0 and out.stdout
 
-    def client(self, *args, background=False):
+    def client(self, *args, background=False, port=None):
+        """client.py in the client's namespace, to the VIP's port 80 or to `port`."""
         argv = ["ip", "netns", "exec", f"{PREFIX}-client", "python3",
                 os.path.join(HERE, "client.py")] + [str(a) for a in args]
+        env = dict(os.environ, LB_CLIENT_PORT=str(port)) if port else None
         if background:
-            return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
         return out.stdout
 
     def new(self, n):
@@ -387,13 +389,15 @@ def lbd_restart(s):
     check(spread_ok(r["counts"], ["backend-1", "backend-2"], 15), "traffic not balanced")
 
 
-def restart_keeping_flows(s, sig, name, backends=(1, 2, 3)):
-    """200 keep-alive connections through lbd; lbd stopped with `sig` and started again: none
-    of them may see a reset or a failed request (the flow tables outlive lbd)."""
+def restart_keeping_flows(s, sig, name, backends=(1, 2, 3), service="web", port=None):
+    """200 keep-alive connections through lbd (to `service`, at the VIP's `port`); lbd stopped
+    with `sig` and started again: none of them may see a reset or a failed request (the flow
+    tables outlive lbd)."""
     n, hold_s = 200, 16
     # lb-backend holds every keep-alive connection open (512 threads, no cap on requests).
-    s.wait_states({addr(i): "active" for i in backends}, 5)
-    hold = s.client("hold", n, hold_s, background=True)
+    wait_for(f"{service}'s backends active", lambda: s.tel.states(service) ==
+             {addr(i): "active" for i in backends}, 5)
+    hold = s.client("hold", n, hold_s, background=True, port=port)
     wait_for(f"{n} connections through lbd",
              lambda: s.tel.query("/lb/stats")["flows_active"] >= n, 10, every=0.1)
     time.sleep(1)
@@ -436,6 +440,20 @@ def restart_runtime_backend(s):
     time.sleep(1.2)  # its MAC
     restart_keeping_flows(s, signal.SIGKILL, "kill -9 lbd, backend-4 added with lbctl",
                           backends=(1, 2, 3, 4))
+
+
+def restart_runtime_service(s):
+    # Service api (VIP:81) is added with lbctl: the new lbd starts from the file, which does not
+    # have it; it names the service its restored flows go to from what the last lbd recorded,
+    # and they wait for lb-healthd's push of api instead of being reset.
+    s.lbctl("service", "add", "api", "10.10.0.100:81", *[x for i in (1, 2, 3)
+                                                         for x in ("--backend", addr(i))])
+    restart_keeping_flows(s, signal.SIGKILL, "kill -9 lbd, service api added with lbctl",
+                          service="api", port=81)
+    r = json.loads(s.client("new", 30, port=81))
+    print(f"after the restart, 30 new connections to api: {r['counts']}")
+    check(not r["errors"], f"requests failed: {r['errors'][:3]}")
+    check(spread_ok(r["counts"], [f"backend-{i}" for i in (1, 2, 3)], 10), "not 10 +- 1")
 
 
 def syn_reset(s):
@@ -772,7 +790,7 @@ def pmtu_backend(s):
 # Scenarios named maglev_* run with scheduler = "maglev" (unless --scheduler says otherwise).
 SCENARIOS = {f.__name__: f for f in (rr300, pinning, health_fail, drain, runtime_add, all_down,
                                      healthd_kill, lbd_restart, syn_reset, restart_kill9,
-                                     restart_sigterm, restart_runtime_backend, maglev_remove, maglev_fresh, maglev_kill9,
+                                     restart_sigterm, restart_runtime_backend, restart_runtime_service, maglev_remove, maglev_fresh, maglev_kill9,
                                      maglev_sigterm, pmtu, pmtu_upload, syn_flood,
                                      pmtu_backend)}
 

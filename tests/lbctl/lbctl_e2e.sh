@@ -58,7 +58,7 @@ cleanup() {
   [ -n "$healthd_pid" ] && stop_pid "$healthd_pid"
   [ -n "$lbd_pid" ] && stop_pid "$lbd_pid"
   # lbd's flow tables outlive it in these files (docs/operations.md, restarting lbd)
-  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-*
+  rm -f /dev/hugepages/lbd-$p-flows-* /dev/shm/lbd-$p-flows-* /dev/shm/lbd-$p-services.json
   "$netns" down >/dev/null 2>&1
   rm -rf "$tmp"
 }

@@ -19,11 +19,13 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <set>
 
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -2883,6 +2885,116 @@ TEST_F(FlowFiles, FlowsOfABackendAddedAtRuntimeGoOnThroughARestart) {
            .out = {tx_client(rst_to_client(c[0], kVport, kRst, 5001, 0))},
            .checks = {LB_CTR(flows_reset, 1), LB_CTR(flows_active, -1),
                       LB_CTR(rst_backend_stopped, 1)}}});
+}
+
+// A service added at run time (lbctl service add): the new lbd starts from the file, which does
+// not have it, and learns its name from what the last lbd recorded beside its tables, so that
+// its restored flows wait for lb-healthd's push of that name instead of being reset.
+TEST_F(FlowFiles, FlowsOfAServiceAddedAtRuntimeGoOnThroughARestart) {
+  constexpr uint16_t kApiPort = 8000;
+  const Client c[2] = {client(1), client(2)};
+  HarnessOptions o = options(/*backends=*/2);
+  o.channel = true;
+  const auto api = [](uint64_t generation) {
+    return service_update(generation, "api", kApiPort, cfg::Scheduler::kRoundRobin, {{kB[2].ip}});
+  };
+  // VIP:8000 -> client, as lbd must send the backend's answer.
+  const auto v2c_api = [](const Client& x, const Seg& sg) {
+    Ip ip = ip_of(sg, kVip, x.ip);
+    ip.ttl = 63;
+    return tcp_frame(eth(x.mac, kLbClientMac), ip, tcp_of(sg, kApiPort, x.port), 0);
+  };
+  const std::string names = dir_ + "/lbd-pt-services.json";
+  {
+    Harness h(o);
+    ASSERT_NO_FATAL_FAILURE(Start(h, 2));
+    Control ctl(h);
+    ctl.send({api(ctl.next())});
+    h.inject(kBackendPort, 0, backend_arp_reply(kB[2]));
+    h.poll(0, 1);
+    h.drain();
+    for (const Client& x : c) {
+      Run(h, {{.what = "SYN to the runtime service goes to its backend",
+               .in = {rx_client(c2v(x, syn_seg(), {}, kApiPort))},
+               .out = {tx_backend(c2b(x, kB[2], syn_seg()))},
+               .checks = {LB_CTR(flows_created, 1)}},
+              {.what = "its SYN-ACK goes to the client from VIP:8000",
+               .in = {rx_backend(b2c(kB[2], x, synack_seg()))},
+               .out = {tx_client(v2c_api(x, synack_seg()))}}});
+      ASSERT_FALSE(HasFailure());
+    }
+  }
+  // lbd recorded the names of its services, in a file that is lbd's alone.
+  struct stat st {};
+  ASSERT_EQ(stat(names.c_str(), &st), 0) << names;
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  {
+    std::ifstream in(names);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("\"api\""), std::string::npos) << text;
+  }
+  Harness h(o);
+  ASSERT_NO_FATAL_FAILURE(Start(h, 2));
+  EXPECT_EQ(h.dp().processor(0).flows().size(), 2u);
+  const std::vector<std::string> services = h.dp().builder().service_names();
+  EXPECT_NE(std::find(services.begin(), services.end(), "api"), services.end());
+  h.inject(kBackendPort, 0, backend_arp_reply(kB[2]));
+  h.poll(0, 1);
+  h.drain();
+  Run(h, {{.what = "before lb-healthd's push: the client's next segment reaches its backend",
+           .in = {rx_client(c2v(c[0], kUp, {}, kApiPort))},
+           .out = {tx_backend(c2b(c[0], kB[2], kUp))},
+           .checks = {backend_in(kB[2], 1), LB_CTR(flows_reset, 0)}},
+          {.what = "a new connection to it is refused until lb-healthd's push: no backend "
+                   "takes it yet",
+           .in = {rx_client(c2v(client(3), syn_seg(), {}, kApiPort))},
+           .out = {tx_client(rst_to_client(client(3), kApiPort, kRst | kAck, 0, 1001))},
+           .checks = {LB_CTR(flows_created, 0)}}});
+  Control ctl(h);
+  ctl.send({api(ctl.next())});  // lb-healthd attaches and pushes the running state
+  Run(h, {{.what = "after it: still there, both ways",
+           .in = {rx_client(c2v(c[1], kUp, {}, kApiPort))},
+           .out = {tx_backend(c2b(c[1], kB[2], kUp))},
+           .checks = {backend_in(kB[2], 1), LB_CTR(flows_reset, 0)}},
+          {.what = "the backend's answer reaches the client from VIP:8000",
+           .in = {rx_backend(b2c(kB[2], c[1], kDown))},
+           .out = {tx_client(v2c_api(c[1], kDown))},
+           .checks = {backend_out(kB[2], 1)}}});
+  // lb-healthd does not run it after all (removed while lbd was down): reset.
+  ctl.send({removal(ctl.next(), "api")});
+  Run(h, {{.what = "removed by lb-healthd: the client's next segment is reset",
+           .in = {rx_client(c2v(c[0], kUp, {}, kApiPort))},
+           .out = {tx_client(rst_to_client(c[0], kApiPort, kRst, 5001, 0))},
+           .checks = {LB_CTR(flows_reset, 1), LB_CTR(flows_active, -1)}}});
+}
+
+// The names file is only a help: unreadable or not lbd's (a symbolic link), it is ignored and
+// lbd starts all the same, then writes its own in its place.
+TEST_F(FlowFiles, AServicesFileThatCannotBeReadIsIgnoredAndReplaced) {
+  const std::string names = dir_ + "/lbd-pt-services.json";
+  const std::string target = dir_ + "/elsewhere";
+  for (const std::string& bad : {std::string("{\"services\": [{\"name\": 7}]}"),
+                                 std::string("not json"), std::string("symlink")}) {
+    SCOPED_TRACE(bad);
+    std::filesystem::remove(names);
+    if (bad == "symlink") {
+      std::ofstream(target) << "{\"services\": []}";
+      std::filesystem::create_symlink(target, names);
+    } else {
+      std::ofstream(names) << bad;
+      chmod(names.c_str(), 0600);
+    }
+    HarnessOptions o = options();
+    o.channel = true;  // as lbd runs with lb-healthd: it reads the file
+    Harness h(o);
+    ASSERT_NO_FATAL_FAILURE(Start(h));
+    struct stat st {};
+    ASSERT_EQ(lstat(names.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    std::ifstream in(names);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("\"web\""), std::string::npos) << text;
+  }
 }
 
 // Fewer workers than the last lbd had: the files of the workers that are gone are discarded too,
