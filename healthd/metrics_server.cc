@@ -31,11 +31,11 @@ void mhd_log(void* cls, const char* fmt, va_list ap) {
   HLOG_DEBUG("metrics: %s", buf);
 }
 
-MHD_Result reply(MHD_Connection* c, unsigned status, std::string body, const char* type,
-                 bool head) {
+// A HEAD gets the GET's response: libmicrohttpd sends its headers (Content-Length the body's
+// size, as RFC 9110 asks) and leaves the body out.
+MHD_Result reply(MHD_Connection* c, unsigned status, std::string body, const char* type) {
   MHD_Response* r =
-      head ? MHD_create_response_from_buffer(0, nullptr, MHD_RESPMEM_PERSISTENT)
-           : MHD_create_response_from_buffer(body.size(), body.data(), MHD_RESPMEM_MUST_COPY);
+      MHD_create_response_from_buffer(body.size(), body.data(), MHD_RESPMEM_MUST_COPY);
   if (!r) return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
   if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
@@ -54,18 +54,17 @@ MHD_Result handle(void* cls, MHD_Connection* c, const char* url, const char* met
   const std::string path = url;
   if (path != "/metrics") {
     return reply(c, MHD_HTTP_NOT_FOUND, "lb-healthd serves /metrics only\n",
-                 "text/plain; charset=utf-8", head);
+                 "text/plain; charset=utf-8");
   }
   if (!get && !head) {
-    return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "GET or HEAD only\n", "text/plain; charset=utf-8",
-                 false);
+    return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "GET or HEAD only\n", "text/plain; charset=utf-8");
   }
   try {
-    return reply(c, MHD_HTTP_OK, server->scrape(), kContentType, head);
+    return reply(c, MHD_HTTP_OK, server->scrape(), kContentType);
   } catch (const std::exception& e) {
     HLOG_WARNING("metrics: scrape failed: %s", e.what());
     return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, std::string(e.what()) + "\n",
-                 "text/plain; charset=utf-8", head);
+                 "text/plain; charset=utf-8");
   }
 }
 

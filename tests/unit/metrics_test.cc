@@ -689,6 +689,15 @@ TEST_F(MetricsServerTest, OnlyGetOfMetrics) {
   ASSERT_TRUE(head);
   EXPECT_EQ(head->status, 200);
   EXPECT_EQ(head->body, "");
+  // A HEAD's headers are the GET's: its Content-Length is the body's a GET gets (about, as the
+  // figures in it change between the two scrapes), not 0.
+  const auto got = c.Get("/metrics");
+  ASSERT_TRUE(got);
+  ASSERT_TRUE(head->has_header("Content-Length"));
+  const size_t length = std::stoul(head->get_header_value("Content-Length"));
+  EXPECT_GT(length, got->body.size() / 2);
+  EXPECT_LT(length, got->body.size() * 2);
+  EXPECT_EQ(head->get_header_value("Content-Type"), got->get_header_value("Content-Type"));
 }
 
 // A client sending an endless header gets 431 and is disconnected; the server keeps serving.
