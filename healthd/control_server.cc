@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -53,6 +54,9 @@ void make_parent(const std::string& path) {
 }
 
 struct TooDeep {};
+struct DuplicateKey {
+  std::string key;
+};
 
 }  // namespace
 
@@ -331,12 +335,28 @@ void ControlServer::dispatch(ConnId id, Conn& c, const std::string& line, const 
   }
   Json request;
   try {
-    request = Json::parse(line, [](int depth, Json::parse_event_t, Json&) {
+    // Each open object's keys: a key given twice is refused (nlohmann-json would keep the last,
+    // so {"name": "web", "name": "api"} would act on a service the sender may not have meant).
+    std::vector<std::unordered_set<std::string>> keys;
+    request = Json::parse(line, [&keys](int depth, Json::parse_event_t event, Json& parsed) {
       if (depth > kMaxJsonDepth) throw TooDeep{};
+      if (event == Json::parse_event_t::object_start) {
+        keys.emplace_back();
+      } else if (event == Json::parse_event_t::object_end) {
+        keys.pop_back();
+      } else if (event == Json::parse_event_t::key && !keys.empty()) {
+        if (!keys.back().insert(parsed.get_ref<const std::string&>()).second)
+          throw DuplicateKey{parsed.get<std::string>()};
+      }
       return true;
     });
   } catch (const TooDeep&) {
     malformed("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    return;
+  } catch (const DuplicateKey& d) {
+    const std::string key = d.key.size() > 64 ? d.key.substr(0, 64) + "..." : d.key;
+    malformed("key " + Json(key).dump(-1, ' ', false, Json::error_handler_t::replace) +
+              " given twice in one object");
     return;
   } catch (const Json::exception& e) {
     std::string what = e.what();

@@ -201,6 +201,14 @@ TEST_F(ControlServerTest, MalformedRequestsAreAnsweredAndTheConnectionKept) {
   r = roundtrip(fd, std::string(100, '[') + std::string(100, ']') + "\n");
   EXPECT_EQ(r["code"], "malformed");
   EXPECT_NE(r["error"].get<std::string>().find("nested deeper"), std::string::npos) << r;
+  // A key given twice in one object (nlohmann-json alone would keep the last); the same key in
+  // two objects is fine.
+  r = roundtrip(fd, "{\"cmd\":\"ok\",\"args\":{\"name\":\"web\",\"name\":\"api\"}}\n");
+  EXPECT_EQ(r["code"], "malformed");
+  EXPECT_NE(r["error"].get<std::string>().find("key \"name\" given twice"), std::string::npos) << r;
+  r = roundtrip(fd, "{\"cmd\":\"ok\",\"cmd\":\"throw\"}\n");
+  EXPECT_EQ(r["code"], "malformed");
+  EXPECT_EQ(roundtrip(fd, "{\"cmd\":\"ok\",\"a\":{\"cmd\":1},\"b\":[{\"cmd\":2}]}\n")["ok"], true);
   r = roundtrip(fd, "{\"cmd\":\"\xff\xfe\"}\n");  // not UTF-8
   EXPECT_EQ(r["code"], "malformed");
   r = roundtrip(fd, std::string("{\"cmd\":\"x\"}\0junk\n", 17));
