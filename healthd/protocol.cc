@@ -69,21 +69,23 @@ const Json& object_field(const Json& req, const char* key) {
   return v;
 }
 
-uint32_t address_field(const Json& req) {
+// `where` starts the message: what the address and port are of ("service 'web': backend: ").
+uint32_t address_field(const Json& req, const std::string& where) {
   const std::string text = string_field(req, "address");
   const std::optional<uint32_t> a = cfg::parse_ipv4(text);
   if (!a)
-    bad("invalid", "malformed IPv4 address '" + shorten(text) +
+    bad("invalid", where + "malformed IPv4 address '" + shorten(text) +
                        "' (expected a.b.c.d, decimal, no leading zeros)");
   return *a;
 }
 
-uint16_t port_field(const Json& req) {
+uint16_t port_field(const Json& req, const std::string& where) {
   const Json& v = field(req, "port");
   if (!v.is_number_integer())
-    bad("invalid", std::string("port: expected an integer, found ") + v.type_name());
+    bad("invalid", where + "port: expected an integer, found " + v.type_name());
   const auto p = v.get<int64_t>();
-  if (p < 1 || p > 65535) bad("invalid", "port: value " + v.dump() + " is out of range 1..65535");
+  if (p < 1 || p > 65535)
+    bad("invalid", where + "port: value " + v.dump() + " is out of range 1..65535");
   return static_cast<uint16_t>(p);
 }
 
@@ -299,8 +301,9 @@ Result<Change> backend_add(Daemon& d, const Json& req) {
 Result<Change> edit_backend(Daemon& d, const Json& req, const char* cmd,
                             const std::optional<Json>& patch) {
   const std::string name = string_field(req, "service");
-  const uint32_t addr = address_field(req);
-  const uint16_t port = port_field(req);
+  const std::string where = "service '" + shorten(name) + "': backend: ";
+  const uint32_t addr = address_field(req, where);
+  const uint16_t port = port_field(req, where);
   return d.change(std::string(cmd) + " " + name + " " + endpoint(addr, port),
                   [&](Json& services) -> Status {
                     Json* s = find_service(services, name);
@@ -359,6 +362,21 @@ Result<Change> service_set(Daemon& d, const Json& req) {
     if (!s) return no_service(services, name);
     const Json old_health = s->value("health", Json::object());
     s->merge_patch(patch);
+    // A VIP:port another service has: said of this one (the whole configuration's check, which
+    // follows, would blame whichever of the two comes later in the file).
+    const Json vip = s->value("vip", Json()), port = s->value("port", Json());
+    if ((patch.contains("vip") || patch.contains("port")) && vip.is_string() &&
+        port.is_number_integer()) {
+      for (const Json& o : services) {
+        if (&o == s || !o.is_object() || o.value("vip", Json()) != vip ||
+            o.value("port", Json()) != port)
+          continue;
+        return Error{"invalid", "service '" + shorten(name) +
+                                    "': vip: " + shorten(vip.get<std::string>()) + ":" +
+                                    port.dump() + " is already used by service '" +
+                                    shorten(o.value("name", std::string())) + "'"};
+      }
+    }
     // fast_interval_ms and down_interval_ms left out of a file follow interval_ms; here, those
     // that were equal to it follow it too, unless set at the same time.
     const auto ph = patch.find("health");

@@ -385,6 +385,16 @@ TEST_F(ControlDaemonTest, RefusalsChangeNothing) {
        "weight: value -1 is out of range 0..65535"},
       {{{"cmd", "backend.set"},
         {"service", "web"},
+        {"address", "127.0.0.1"},
+        {"port", 0},
+        {"weight", 2}},
+       "invalid",
+       "service 'web': backend: port: value 0 is out of range 1..65535"},
+      {{{"cmd", "backend.remove"}, {"service", "web"}, {"address", "127.0.0.1.1"}, {"port", 1}},
+       "invalid",
+       "service 'web': backend: malformed IPv4 address '127.0.0.1.1'"},
+      {{{"cmd", "backend.set"},
+        {"service", "web"},
         {"address", "127.0.0.9"},
         {"port", 1},
         {"state", "drain"}},
@@ -467,6 +477,23 @@ TEST_F(ControlDaemonTest, RefusalsChangeNothing) {
   turn_until([] { return false; }, Millis(50));
   EXPECT_EQ(received_, sent);
   EXPECT_FALSE(std::filesystem::exists(state_path_));
+}
+
+// Moving a service onto another's VIP:port names the one moved (the file's check alone blamed
+// whichever came later in the file).
+TEST_F(ControlDaemonTest, AServiceSetOntoAnothersAddressNamesTheServiceSet) {
+  start();
+  ASSERT_EQ(request({{"cmd", "service.add"},
+                     {"service", {{"name", "api"}, {"vip", "10.0.0.101"}, {"port", 443}}}})["ok"],
+            true);
+  Json r = request(
+      {{"cmd", "service.set"}, {"name", "web"}, {"set", {{"vip", "10.0.0.101"}, {"port", 443}}}});
+  EXPECT_EQ(r["code"], "invalid") << r;
+  EXPECT_EQ(r["error"], "service 'web': vip: 10.0.0.101:443 is already used by service 'api'");
+  r = request({{"cmd", "service.set"}, {"name", "api"}, {"set", {{"port", 80}}}});
+  EXPECT_EQ(r["ok"], true) << r;  // 10.0.0.101:80 is free
+  r = request({{"cmd", "service.set"}, {"name", "api"}, {"set", {{"vip", "10.0.0.100"}}}});
+  EXPECT_EQ(r["error"], "service 'api': vip: 10.0.0.100:80 is already used by service 'web'") << r;
 }
 
 TEST_F(ControlDaemonTest, WaitIsAnsweredWhenLbdHasApplied) {
