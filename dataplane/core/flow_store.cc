@@ -57,8 +57,10 @@ std::string flow_file_mismatch(const FlowFileHeader& h, uint64_t file_bytes,
     return "the RSS redirection table had " + num(h.reta_size) + " entries, now " +
            num(p.reta_size) + " (flows would belong to other workers)";
   if (h.nports != p.nports || h.ports_digest != p.ports_digest)
-    return "the ports changed (" + num(h.nports) + " then, " + num(p.nports) +
-           " now; names or addresses differ): a flow's port would be another port";
+    return "the ports or the full-NAT settings changed (" + num(h.nports) + " ports then, " +
+           num(p.nports) +
+           " now; a port's name or address, dataplane.fullnat_addresses or fullnat_ports "
+           "differ): a flow's port or local address would be another";
   if (h.port_holds != p.port_holds)
     return "it keeps " + num(h.port_holds) + " full-NAT ports, this worker has " +
            num(p.port_holds);

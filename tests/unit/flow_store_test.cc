@@ -480,9 +480,9 @@ TEST(FlowStore, HeaderDecidesWhetherATableIsTakenOver) {
       {"reta", [](FlowFileHeader&, uint64_t&, FlowFileParams& p) { p.reta_size = 512; },
        "redirection table had 128 entries, now 512"},
       {"ports", [](FlowFileHeader&, uint64_t&, FlowFileParams& p) { p.ports_digest ^= 1; },
-       "the ports changed"},
+       "the ports or the full-NAT settings changed"},
       {"port count", [](FlowFileHeader&, uint64_t&, FlowFileParams& p) { p.nports = 3; },
-       "2 then, 3 now"},
+       "2 ports then, 3 now"},
       {"reboot",
        [](FlowFileHeader&, uint64_t&, FlowFileParams& p) {
          p.boot_id = "00000000-1111-2222-3333-444444444444";
