@@ -58,7 +58,7 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, uint16_t port, u
 // forward = "tunnel": the client's packet, unchanged, inside an outer header from the backend
 // port's address to the backend, to the backend's next hop.
 Verdict Processor::tunnel_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl,
-                                     const MacAddr& next_hop) {
+                                     const MacAddr& next_hop, bool relayed) {
   const PortInfo& out = cfg_.ports[fl.backend_port_id];
   if (pk.ip_total_len + kTunnelOverhead > out.mtu)
     return icmp_error(f, pk, fl.client_port_id, icmp_type::kDestUnreachable, icmp_type::kFragNeeded,
@@ -73,10 +73,11 @@ Verdict Processor::tunnel_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl,
   store_be16(e + 12, kEtherTypeIpv4);
   f.move_start(static_cast<size_t>(e - f.buf()));
   f.len = static_cast<uint16_t>(kEthHeaderLen + kTunnelOverhead + pk.ip_total_len);
+  counters_->tunnel_packets.add();
+  if (relayed) return tx(fl.backend_port_id);
   BackendCounters& bc = counters_->backend[raw(fl.backend)];
   bc.packets_in.add();
   bc.bytes_in.add(pk.ip_total_len);
-  counters_->tunnel_packets.add();
   return tx(fl.backend_port_id);
 }
 

@@ -112,7 +112,7 @@ Verdict Processor::icmp_error(Frame& f, const ParsedPacket& pk, const Pool& pool
     const std::optional<MacAddr> mac = neighbors_.lookup(fl.neighbor);
     if (!mac) return drop(DropReason::kNeighborUnresolved);
     counters_->icmp_errors_translated.add();
-    return tunnel_to_backend(f, pk, fl, *mac);
+    return tunnel_to_backend(f, pk, fl, *mac, /*relayed=*/true);
   }
   const uint32_t local = fl.fullnat() ? snat_.address(fl.local_addr) : 0;
 

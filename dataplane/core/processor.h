@@ -307,7 +307,10 @@ class Processor {
   }
   Verdict reply_rst(Frame& f, const ParsedPacket& pk, uint16_t in_port);
   // encap.cc: forward = "tunnel", and the ICMP errors lbd sends as a router hop.
-  Verdict tunnel_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& next_hop);
+  // `relayed`: an ICMP error passed on to the backend, counted as such (icmp_errors_translated)
+  // and not as the backend's traffic, as in the other modes.
+  Verdict tunnel_to_backend(Frame& f, const ParsedPacket& pk, Flow& fl, const MacAddr& next_hop,
+                            bool relayed = false);
   Verdict icmp_error(Frame& f, const ParsedPacket& pk, uint16_t port, uint8_t type, uint8_t code,
                      uint16_t mtu, DropReason why);
   Verdict time_exceeded(Frame& f, const ParsedPacket& pk, uint16_t port) {

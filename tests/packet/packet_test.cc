@@ -709,7 +709,7 @@ void icmp_error_cases(std::vector<Case>& cases) {
                      .out = {tx_backend(icmp_err(eth(b.mac, kLbBackendMac), kRouterIp, b.ip, 3, 4,
                                                  1400,
                                                  quote(with_ttl(b2c(b, c1, kDownData), 63), 48)))},
-                     .checks = {LB_CTR(icmp_errors_translated, 1)}},
+                     .checks = {LB_CTR(icmp_errors_translated, 1), backend_in(b, 0)}},
                 };
        }});
   cases.push_back(
@@ -1188,8 +1188,10 @@ void tunnel_icmp_cases(std::vector<Case>& cases) {
                     {.what = "frag needed, MTU 1400, from the router to the VIP",
                      .in = {rx_client(err)},
                      .out = {tx_backend(ipip_to_backend(b, ip_packet_of(err)))},
+                     // An error passed on, not the client's traffic to the backend (as in
+                     // dnat, IcmpFragNeededFromClientSideReachesBackend).
                      .checks = {LB_CTR(icmp_errors_translated, 1), LB_CTR(tunnel_packets, 1),
-                                backend_in(b, 1)}},
+                                backend_in(b, 0)}},
                     {.what = "an error of 1481 bytes does not fit the tunnel: dropped, "
                              "and no error about an error (RFC 1122 3.2.2)",
                      .in = {rx_client(icmp_err(eth(kLbClientMac, kRouterMac), kRouterIp, kVip, 3, 4,
