@@ -21,10 +21,65 @@
 
 #include "capture.h"
 #include "clients.h"
+#include "drain_watch.h"
 #include "render.h"
 
 namespace lb::ctl {
 namespace {
+
+// lbctl node drain's decision, a sample a second.
+TEST(LbctlNodeDrain, DrainedWhenBirdHasItAndTheFlowsOrThePortsSaySo) {
+  using lbctl::DrainWatch;
+  {
+    // Flows at the threshold: drained at once, but only once BIRD has the withdrawal.
+    DrainWatch w(0, 1000);
+    EXPECT_FALSE(w.sample(0, 1000, /*in_bird=*/false));
+    EXPECT_NE(w.describe().find("BIRD does not have the withdrawal yet"), std::string::npos);
+    EXPECT_TRUE(w.sample(0, 1000, true));
+    EXPECT_EQ(w.describe(), "0 active flow(s), 0 packet(s) in the last second");
+  }
+  {
+    // Quiet ports with flows left: three quiet seconds in a row, not one.
+    DrainWatch w(0, 1000);
+    EXPECT_FALSE(w.sample(12, 1003, true));
+    EXPECT_FALSE(w.sample(12, 1100, true));  // 97 packets: busy again, the count restarts
+    EXPECT_FALSE(w.sample(12, 1101, true));
+    EXPECT_FALSE(w.sample(12, 1102, true));
+    EXPECT_TRUE(w.sample(12, 1111, true));  // 9
+    EXPECT_EQ(w.rate(), 9u);
+  }
+  {
+    // Quiet while BIRD has not been told: the route still stands, nothing is decided.
+    DrainWatch w(0, 0);
+    for (int i = 0; i < 5; ++i) EXPECT_FALSE(w.sample(7, 0, false));
+    EXPECT_TRUE(w.sample(7, 0, true));  // quiet for five seconds already
+  }
+  {
+    // lbd restarted: its counters start again from 0, which is no quiet second; a second whose
+    // load could not be read neither, and the next one only sets the count again.
+    DrainWatch w(0, 50000);
+    EXPECT_FALSE(w.sample(20, 50500, true));
+    EXPECT_FALSE(w.unknown(true));
+    EXPECT_FALSE(w.rate());
+    EXPECT_NE(w.describe().find("not known"), std::string::npos);
+    EXPECT_FALSE(w.sample(20, 3, true));  // the new lbd's count: from here
+    EXPECT_FALSE(w.rate());
+    EXPECT_FALSE(w.sample(20, 5, true));
+    EXPECT_FALSE(w.sample(20, 2, true));  // went back again: not known, not quiet
+    EXPECT_FALSE(w.rate());
+    EXPECT_FALSE(w.sample(20, 4, true));
+    EXPECT_FALSE(w.sample(20, 6, true));
+    EXPECT_TRUE(w.sample(20, 8, true));
+  }
+  {
+    // Flows not known (an incomplete listing) decide nothing; the threshold counts.
+    DrainWatch w(5, 0);
+    EXPECT_FALSE(w.sample(std::nullopt, 500, true));
+    EXPECT_EQ(w.describe(), "active flows not known, 500 packet(s) in the last second");
+    EXPECT_FALSE(w.sample(6, 1000, true));
+    EXPECT_TRUE(w.sample(5, 1500, true));
+  }
+}
 
 TEST(LbctlRender, TablesAndNumbers) {
   EXPECT_EQ(format_table({{"a", "bb", "c"}, {"ddd", "e", "f"}}), "a    bb  c\nddd  e   f\n");

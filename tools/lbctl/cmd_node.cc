@@ -5,6 +5,7 @@
 #include <string>
 
 #include "commands.h"
+#include "drain_watch.h"
 
 namespace lbctl {
 
@@ -40,53 +41,56 @@ void print_node(const Json& node) {
 
 }  // namespace
 
-// Withdraws every VIP, then waits until lbd's traffic has gone: its active flows at most
-// `threshold`, or its ports quiet (fewer than kQuietPackets a second: with ECMP a withdrawn
-// route moves every flow at once, and the flows left in lbd's table only wait for their idle
-// timeout), or `timeout` seconds.
+// Withdraws every VIP, then waits until lbd's traffic has gone (DrainWatch) or `timeout`
+// seconds.
 int cmd_node_drain(Context& ctx, double timeout, int64_t threshold) {
-  constexpr uint64_t kQuietPackets = 10;
   const Json r = ctx.call({{"cmd", "node.drain"}});
   check(r, ctx.json());
   if (!ctx.json()) print_node(r["node"]);
   std::fflush(stdout);
-  lb::ctl::TelemetryClient* t = nullptr;
+  uint64_t first = 0;
   try {
-    t = &ctx.telemetry();
+    first = lbd_load(ctx.telemetry()).second;
   } catch (const std::exception& e) {
     throw Refused(std::string("node draining, but lbd's traffic cannot be watched: ") + e.what());
   }
   catch_interrupt();
   const auto start = Clock::now();
-  auto [flows, packets] = lbd_load(*t);
+  DrainWatch watch(threshold, first);
+  bool in_bird = r["node"].value("in_bird", false);
   for (;;) {
     pause_for(1.0);
-    const auto [f, p] = lbd_load(*t);
-    const uint64_t rate = p - std::min(p, packets);
-    flows = f;
-    packets = p;
+    if (!in_bird) {
+      // lb-healthd tells BIRD again at its next change or retry: ask how that went.
+      try {
+        in_bird = ctx.call({{"cmd", "status"}})["node"].value("in_bird", false);
+      } catch (const std::exception&) {
+      }
+    }
+    bool done = false;
+    try {
+      const auto [flows, packets] = lbd_load(ctx.telemetry());
+      done = watch.sample(flows, packets, in_bird);
+    } catch (const std::exception&) {
+      done = watch.unknown(in_bird);  // lbd restarting: connect again next second
+      ctx.reconnect_telemetry();
+    }
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
-    // Flows not known (an incomplete listing) decide nothing; the ports' quiet still does.
-    const bool done = (flows && static_cast<int64_t>(*flows) <= threshold) || rate < kQuietPackets;
-    const std::string flow_text =
-        flows ? std::to_string(*flows) + " active flow(s)" : std::string("active flows not known");
     if (done) {
       if (ctx.json()) {
         print_json({{"ok", true},
                     {"node", r["node"]},
                     {"waited_s", waited},
-                    {"flows_active", flows ? Json(*flows) : Json()},
-                    {"rx_packets_last_second", rate}});
+                    {"flows_active", watch.flows() ? Json(*watch.flows()) : Json()},
+                    {"rx_packets_last_second", watch.rate() ? Json(*watch.rate()) : Json()}});
       } else {
-        std::printf("drained after %.1fs: %s, %llu packet(s) in the last second\n", waited,
-                    flow_text.c_str(), static_cast<unsigned long long>(rate));
+        std::printf("drained after %.1fs: %s\n", waited, watch.describe().c_str());
       }
       return 0;
     }
     if (waited >= timeout || interrupted()) {
-      throw Refused("node still busy after " + std::to_string(static_cast<int>(waited)) +
-                    "s: " + flow_text + ", " + std::to_string(rate) +
-                    " packet(s)/s; it stays draining (lbctl node ready announces again)");
+      throw Refused("node still busy after " + std::to_string(static_cast<int>(waited)) + "s: " +
+                    watch.describe() + "; it stays draining (lbctl node ready announces again)");
     }
   }
 }

@@ -158,6 +158,8 @@ class Context {
       telemetry_ = std::make_unique<lb::ctl::TelemetryClient>(telemetry_path(), 3000);
     return *telemetry_;
   }
+  // The next telemetry() connects again (lbd restarted: the old connection is dead).
+  void reconnect_telemetry() { telemetry_.reset(); }
 
  private:
   // `key = "value"` in the file's text, for a file the loader refuses.
