@@ -255,7 +255,8 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   announce_tick(now);
   tick_metrics(now);
   TimePoint until = std::min({due, link_.next_tick(), next_health_write_});
-  if (announcer_) until = std::min(until, now + Millis(100));  // lbd's heartbeat is watched
+  // lbd's heartbeat is watched; a retiring BIRD is asked again.
+  if (announcer_ || retiring_) until = std::min(until, now + Millis(100));
   // An exchange with BIRD in flight: woken by its answer or its deadline, never blocked by it.
   std::vector<std::pair<int, short>> bird;
   for (const std::optional<Announcer>* a : {&announcer_, &retiring_}) {
@@ -281,10 +282,7 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   const std::vector<Prober::Done> done = prober_->poll(wait, wake_fd, woke, bird);
   now = Clock::now();
   if (announcer_) announcer_->advance(now);
-  if (retiring_) {
-    retiring_->advance(now);
-    if (!retiring_->busy()) retiring_.reset();
-  }
+  tick_retiring(now);
   for (const Prober::Done& d : done) handle_result(d.id, d.result, now);
   if (!done.empty()) flush();
   if (woke && signal_fd >= 0) handle_signals(signal_fd);
@@ -335,6 +333,39 @@ void Daemon::when_announced(std::function<void()> done) {
 void Daemon::answer_announce_waiters() {
   if (announcing()) return;
   for (const auto& done : std::exchange(announce_waiters_, {})) done();
+}
+
+void Daemon::retire_announcer(const char* why, TimePoint now) {
+  if (retiring_) {
+    HLOG_WARNING(
+        "bgp: the BIRD at %s had not taken the withdrawal yet: left alone now (stop it, "
+        "or it keeps announcing)",
+        retiring_->socket_path().c_str());
+  }
+  HLOG_INFO("bgp: %s: withdrawing every VIP from the BIRD at %s, then leaving it alone", why,
+            announcer_->socket_path().c_str());
+  retiring_ = std::move(announcer_);
+  announcer_.reset();
+  retiring_until_ = now + kRetireFor;
+  retiring_->set({}, now);  // BIRD is told over the next turns (the loop never waits for it)
+}
+
+void Daemon::tick_retiring(TimePoint now) {
+  if (!retiring_) return;
+  retiring_->set({}, now);  // advances; asks again a second after an attempt that failed
+  if (retiring_->busy()) return;
+  if (retiring_->in_bird()) {
+    HLOG_INFO("bgp: the BIRD at %s withdrew every VIP", retiring_->socket_path().c_str());
+  } else if (now >= retiring_until_) {
+    HLOG_WARNING(
+        "bgp: the BIRD at %s did not take the withdrawal in %s (%s): left alone (stop "
+        "it, or it keeps announcing)",
+        retiring_->socket_path().c_str(), format_duration(kRetireFor).c_str(),
+        retiring_->last_error().c_str());
+  } else {
+    return;
+  }
+  retiring_.reset();
 }
 
 void Daemon::announce_tick(TimePoint now) {

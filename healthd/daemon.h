@@ -253,8 +253,14 @@ class Daemon {
   std::unique_ptr<MetricsServer> metrics_;
 
   std::optional<Announcer> announcer_;  // with a bgp group
-  // The group's announcer after a reload removed the group, while BIRD is told to withdraw.
+  // The group's announcer after a reload removed the group or moved BIRD's files (another
+  // BIRD), while that BIRD is told to withdraw every VIP: asked again every second until it has
+  // it, for kRetireFor at most.
   std::optional<Announcer> retiring_;
+  TimePoint retiring_until_{};
+  static constexpr Millis kRetireFor{60000};
+  void retire_announcer(const char* why, TimePoint now);
+  void tick_retiring(TimePoint now);
   std::vector<std::function<void()>> announce_waiters_;
   void answer_announce_waiters();
   std::string bgp_key_;  // its BIRD config without VIPs: a reload that changes it restarts it

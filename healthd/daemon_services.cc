@@ -217,15 +217,13 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
     link_.set_segment(shm::segment_name(instance_));  // attached on the next turn
   }
   if (!config_.bgp.enabled()) {
-    if (announcer_) {
-      HLOG_INFO("bgp: the group was removed: withdrawing every VIP, then leaving BIRD alone");
-      announcer_->set({}, Clock::now());
-      // BIRD is told over the next turns (the loop never waits for it).
-      if (announcer_->busy()) retiring_ = std::move(announcer_);
-    }
-    announcer_.reset();
+    if (announcer_) retire_announcer("the group was removed", Clock::now());
   } else if (std::string key = render_bird_config(config_, instance_, {});
              !announcer_ || key != bgp_key_) {
+    // Another BIRD (its files moved): the old one withdraws what it announced for us.
+    if (announcer_ && (announcer_->config_path() != cfg::bird_config_path(config_, instance_) ||
+                       announcer_->socket_path() != cfg::bird_socket_path(config_, instance_)))
+      retire_announcer("BIRD's files moved", Clock::now());
     // A new bgp group (or a new instance): written and reloaded on the next turn.
     announcer_.emplace(config_, instance_);
     bgp_key_ = std::move(key);

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
@@ -1312,6 +1313,54 @@ TEST_F(ControlDaemonTest, NodeDrainIsAnsweredOnceBirdHasItWithoutHoldingTheLoop)
   EXPECT_EQ(bird.requests(), asked + 1);
   EXPECT_GE(took, Millis(250));
   EXPECT_LT(longest, Millis(150));
+}
+
+// A reload that moves BIRD's files (another BIRD) has the old BIRD withdraw what it announced
+// for us, and one that removes the bgp group keeps asking until BIRD has the withdrawal (it
+// was tried once: a BIRD that was restarting kept announcing).
+TEST_F(ControlDaemonTest, TheBirdLeftBehindWithdrawsEveryVipEvenIfItWasAway) {
+  const auto bgp = [&](const std::string& bird) {
+    return "bgp = { local_as = 65001; router_id = \"10.0.0.3\"; next_hop = \"10.0.0.1\";\n"
+           "  neighbors = ( { address = \"10.0.0.254\"; as = 65000; } );\n"
+           "  announce_when = \"alive\"; bird_config = \"" +
+           (dir_ / (bird + ".conf")).string() + "\"; bird_socket = \"" +
+           (dir_ / (bird + ".ctl")).string() + "\"; };\n";
+  };
+  const auto routes = [&](const std::string& bird) {
+    std::ifstream in(dir_ / (bird + ".conf"));
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find("route 10.0.0.100/32") != std::string::npos;
+  };
+  uint64_t beat = 1;
+  const auto turn = [&] {
+    segment_->header().lbd_heartbeat_ms.store(++beat);
+    d_->turn(-1, Millis(5));
+    lbd_tick();
+  };
+  const auto until = [&](const std::function<bool()>& done) {
+    for (auto end = Clock::now() + Millis(5000); Clock::now() < end && !done();) turn();
+    return done();
+  };
+  auto a = std::make_unique<SlowBird>((dir_ / "a.ctl").string(), Millis(0));
+  write_config(config_text() + bgp("a"));
+  start();
+  ASSERT_TRUE(until([&] { return d_->snapshot().bgp.in_bird && routes("a"); }));
+  auto b = std::make_unique<SlowBird>((dir_ / "b.ctl").string(), Millis(0));
+  const int asked_a = a->requests();
+  write_config(config_text() + bgp("b"));
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  EXPECT_TRUE(until([&] { return !routes("a") && a->requests() > asked_a; }))
+      << "the old BIRD was not told to withdraw";
+  EXPECT_TRUE(until([&] { return d_->snapshot().bgp.in_bird && routes("b"); }));
+  // BIRD b is away (restarting) when the group is removed: it gets the withdrawal once back.
+  b.reset();
+  write_config(config_text());
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  for (auto end = Clock::now() + Millis(1500); Clock::now() < end;) turn();
+  EXPECT_FALSE(routes("b"));  // the file says so at once; BIRD could not be asked to read it
+  b = std::make_unique<SlowBird>((dir_ / "b.ctl").string(), Millis(0));
+  EXPECT_TRUE(until([&] { return b->requests() > 0; }))
+      << "the withdrawal was not asked again once BIRD was back";
 }
 
 TEST_F(ControlDaemonTest, HelpListsEveryCommandOfTheTable) {
