@@ -376,10 +376,12 @@ void Daemon::announce_tick(TimePoint now) {
   lbd.unapplied_ms = link_.unapplied_ms(now).value_or(0);
   std::vector<ServiceServing> services;
   for (const ServiceRuntime& s : services_) {
-    if (s.removed) continue;
     // Serving: a backend active on its own that takes new connections (weight 0 takes none).
+    // A service a reload removed is kept while its connections drain, serving nothing new: its
+    // VIP stays announced as long as lbd is alive (announce_when = "alive"), or the connections
+    // would lose their route before they end.
     const bool serving =
-        !s.pool.fail_open &&
+        !s.removed && !s.pool.fail_open &&
         std::any_of(s.pool.entries.begin(), s.pool.entries.end(), [](const shm::BackendEntry& e) {
           return e.state == static_cast<uint8_t>(shm::BackendState::kActive) && e.weight > 0;
         });

@@ -936,6 +936,42 @@ TEST_F(ControlDaemonTest, ServiceDrainingWhenLbHealthdRestartsIsRemovedFromLbd) 
   EXPECT_EQ(lbd_.count("api2"), 1u);
 }
 
+// A service a reload removed drains before lbd is told: with announce_when = "alive" its VIP
+// stays announced meanwhile (it was withdrawn at once, and in a fleet whose every node had the
+// same reload its connections lost their route), and is withdrawn once it has drained.
+TEST_F(ControlDaemonTest, AServiceDrainingAfterAReloadKeepsItsVipAnnounced) {
+  FakeTelemetry lbd_telemetry((dir_ / "telemetry.sock").string());
+  telemetry_path_ = lbd_telemetry.path();
+  lbd_telemetry.set("api|127.0.0.2:8080", 2);
+  const std::string bgp =
+      "bgp = { local_as = 65001; router_id = \"10.0.0.3\"; next_hop = \"10.0.0.1\";\n"
+      "  neighbors = ( { address = \"10.0.0.254\"; as = 65000; } );\n"
+      "  announce_when = \"alive\"; bird_config = \"" +
+      (dir_ / "bird.conf").string() + "\"; bird_socket = \"" + (dir_ / "bird.ctl").string() +
+      "\"; };\n";
+  write_config(with_services(service_entry("api", "10.0.0.101")) + bgp);
+  start();
+  uint64_t beat = 1;
+  const auto announced = [&](uint32_t vip) {
+    segment_->header().lbd_heartbeat_ms.store(++beat);  // lbd alive
+    for (const VipDecision& v : d_->snapshot().bgp.vips)
+      if (v.vip == vip) return v.announce;
+    return false;
+  };
+  constexpr uint32_t kApiVip = 0x0a000065;  // 10.0.0.101
+  ASSERT_TRUE(turn_until([&] { return lbd_.count("api") == 1 && announced(kApiVip); }));
+  write_config(config_text() + bgp);
+  ASSERT_EQ(request({{"cmd", "config.reload"}})["ok"], true);
+  for (auto end = Clock::now() + Millis(600); Clock::now() < end;) {
+    turn_until([] { return false; }, Millis(20));
+    ASSERT_TRUE(announced(kApiVip)) << "withdrawn while its connections drain";
+  }
+  ASSERT_EQ(lbd_.count("api"), 1u) << "drains first";
+  lbd_telemetry.set("api|127.0.0.2:8080", 0);
+  EXPECT_TRUE(
+      turn_until([&] { return lbd_.count("api") == 0 && !announced(kApiVip); }, Millis(3000)));
+}
+
 TEST_F(ControlDaemonTest, AVipMovedInOneReloadIsFreedBeforeItIsTaken) {
   // b (first in the file) takes a's VIP while a moves away; lbd takes one update per tick.
   per_tick_ = 1;
