@@ -1,7 +1,8 @@
 // Fuzz target: the packet core (core::Processor) as a stateful stream.
 //
 // The input is a program. Its first byte chooses the policies (RST on a miss or with no backend,
-// retries on RST and on SYN retransmission, the SYN cache, one or two workers); then each op
+// retries on RST and on SYN retransmission, the SYN cache, one or two workers, maglev services
+// that rehash misses and send SYNs statelessly, the SYN-flood knobs); then each op
 // builds a mostly valid frame (a client's or a backend's TCP segment, the answer to the last
 // frame lbd sent either way, ARP, ICMP echo, an ICMP error quoting one of the last packets lbd
 // sent or one it never sent, or raw bytes), damages it as the next bytes say, and gives it to a
@@ -191,19 +192,41 @@ bool is_tunnel_backend_ip(uint32_t ip) {
 // 2: service 1 removed, 198.51.100.7 stopped (on both its ports), full-NAT's .14 weight 0.
 // 3: service 0 with no live backend (all draining), service 2 and the tunnel empty (stopped),
 // full-NAT's all draining.
+// With `maglev` (the policy byte's 0x40), services 0, 2, 4 and 5 are maglev services (a table
+// of 257 entries): 0 (dnat) and 4 (tunnel) rehash their misses, 4 sends SYNs without a flow when
+// the table is full or over the stateless rate (syn_policy stateless), 2 evicts embryonic flows,
+// 5 (full-NAT, which cannot rehash) drops new ones.
 enum class Role { kActive, kDraining, kStopped, kWeightZero };
 using Roles = std::array<Role, kBackends.size()>;
-std::unique_ptr<Pool> make_pool(uint64_t generation, const Roles& roles, bool without_service1) {
+std::unique_ptr<Pool> make_pool(uint64_t generation, const Roles& roles, bool without_service1,
+                                bool maglev) {
   constexpr core::SchedulerKind kKinds[kServices] = {
       core::SchedulerKind::kRoundRobin, core::SchedulerKind::kWeightedRoundRobin,
       core::SchedulerKind::kLeastConn,  core::SchedulerKind::kRandom,
       core::SchedulerKind::kRoundRobin, core::SchedulerKind::kWeightedRoundRobin};
+  constexpr bool kMaglevService[kServices] = {true, false, true, false, true, true};
+  constexpr core::MissMode kMiss[kServices] = {core::MissMode::kRehash,  core::MissMode::kDefault,
+                                               core::MissMode::kDefault, core::MissMode::kDefault,
+                                               core::MissMode::kRehash,  core::MissMode::kDefault};
+  constexpr core::SynPolicy kSynPolicy[kServices] = {
+      core::SynPolicy::kDefault, core::SynPolicy::kDefault,   core::SynPolicy::kEvictEmbryonic,
+      core::SynPolicy::kDefault, core::SynPolicy::kStateless, core::SynPolicy::kDropNew};
   std::vector<Pool::ServiceSpec> specs;
   for (int s = 0; s < kServices; ++s) {
     if (s == 1 && without_service1) continue;
-    Pool::ServiceSpec spec{
-        static_cast<core::ServiceId>(s), kService[s].ip, kService[s].port, kKinds[s], {}, {}};
+    const bool m = maglev && kMaglevService[s];
+    Pool::ServiceSpec spec{static_cast<core::ServiceId>(s),
+                           kService[s].ip,
+                           kService[s].port,
+                           m ? core::SchedulerKind::kMaglev : kKinds[s],
+                           {},
+                           {}};
     spec.forward = kForward[s];
+    if (m) {
+      spec.maglev_table_size = 257;
+      spec.miss = kMiss[s];
+      spec.syn_policy = kSynPolicy[s];
+    }
     for (uint32_t i = 0; i < kBackends.size(); ++i) {
       const BackendSpec& b = kBackends[i];
       if (b.service != s || roles[i] == Role::kStopped) continue;
@@ -220,15 +243,19 @@ std::unique_ptr<Pool> make_pool(uint64_t generation, const Roles& roles, bool wi
   return std::make_unique<Pool>(generation, specs, retired);
 }
 
-const std::array<std::unique_ptr<Pool>, 4>& pools() {
+const std::array<std::unique_ptr<Pool>, 4>& pools(bool maglev) {
   constexpr Role A = Role::kActive, D = Role::kDraining, S = Role::kStopped, W = Role::kWeightZero;
-  static const std::array<std::unique_ptr<Pool>, 4> p = {
-      make_pool(1, {A, A, A, A, A, A, A, A, A, A, A}, false),
-      make_pool(2, {A, D, S, A, W, A, A, D, A, S, A}, false),
-      make_pool(3, {A, A, A, A, A, S, A, A, S, A, W}, true),
-      make_pool(4, {D, D, D, A, A, S, S, S, S, D, D}, false),
+  const auto versions = [](bool m) {
+    return std::array<std::unique_ptr<Pool>, 4>{
+        make_pool(1, {A, A, A, A, A, A, A, A, A, A, A}, false, m),
+        make_pool(2, {A, D, S, A, W, A, A, D, A, S, A}, false, m),
+        make_pool(3, {A, A, A, A, A, S, A, A, S, A, W}, true, m),
+        make_pool(4, {D, D, D, A, A, S, S, S, S, D, D}, false, m),
+    };
   };
-  return p;
+  static const std::array<std::unique_ptr<Pool>, 4> plain = versions(false);
+  static const std::array<std::unique_ptr<Pool>, 4> with_maglev = versions(true);
+  return maglev ? with_maglev : plain;
 }
 
 // --- Frames -------------------------------------------------------------------------------------
@@ -604,6 +631,8 @@ const bool kTrace = std::getenv("LB_FUZZ_TRACE") != nullptr;
 struct Policy {
   bool rst_on_miss, rst_on_no_backend, retry_on_rst, retry_on_syn, syn_cache;
   uint16_t workers;
+  bool maglev;  // services 0, 2, 4, 5 are maglev ones (make_pool)
+  bool flood;   // SYN-flood knobs: a small embryonic budget, pressure timeout, stateless rate
 };
 
 // The neighbor table every Processor refers to, rebuilt in place for each input.
@@ -620,7 +649,8 @@ Processor& processor(const Policy& p, uint16_t w, core::NeighborTable& neighbors
 
 class Run {
  public:
-  explicit Run(const Policy& p) : workers_(p.workers), neighbors_(neighbor_storage().emplace()) {
+  explicit Run(const Policy& p)
+      : workers_(p.workers), maglev_(p.maglev), neighbors_(neighbor_storage().emplace()) {
     for (uint32_t ip : kNextHop) neighbors_.add(ip, 1);
     // Every next hop resolved but 10.20.0.14, which only ARP teaches.
     for (uint32_t ip : kNextHop)
@@ -651,6 +681,15 @@ class Run {
     cfg.fullnat_port_last = kFullnatLast;
     cfg.fullnat_port_hold = kFullnatHold;
     cfg.fullnat_port_start = 0;
+    if (p.flood) {
+      // Past 3 embryonic flows the new ones get the pressure timeout; at 6 (or a full table) a
+      // SYN follows its service's policy, by default evicting the oldest embryonic flow; a
+      // stateless service sends at most 3 SYNs a second with a flow.
+      cfg.syn_budget = 6;
+      cfg.syn_timeout_pressure = 10;
+      cfg.syn_policy = core::SynPolicy::kEvictEmbryonic;
+      cfg.stateless_rate = 3;
+    }
     return cfg;
   }
 
@@ -737,7 +776,7 @@ class Run {
   }
 
  private:
-  const Pool& pool() const { return *pools()[pool_]; }
+  const Pool& pool() const { return *pools(maglev_)[pool_]; }
 
   // Processes `ins` on worker w as one burst (one frame: process()), checks every verdict,
   // then gives the frames handed off to their owners.
@@ -1153,6 +1192,7 @@ class Run {
   }
 
   uint16_t workers_;
+  bool maglev_;
   core::NeighborTable& neighbors_;
   std::array<Processor*, 2> procs_{};
   Tick now_ = 1000;
@@ -1172,11 +1212,13 @@ class Run {
 };
 
 Processor& processor(const Policy& p, uint16_t w, core::NeighborTable& neighbors) {
-  // By the policy byte's bits: 32 policies x 2 worker counts x 2 workers.
-  static std::array<std::unique_ptr<Processor>, 128> cache;
+  // By the policy byte's bits that shape a Processor: 32 policies x 2 worker counts x the SYN-
+  // flood knobs or not x 2 workers (maglev is the pool's).
+  static std::array<std::unique_ptr<Processor>, 256> cache;
   const size_t key = size_t{p.rst_on_miss} | size_t{p.rst_on_no_backend} << 1 |
                      size_t{p.retry_on_rst} << 2 | size_t{p.retry_on_syn} << 3 |
-                     size_t{p.syn_cache} << 4 | size_t{p.workers == 2} << 5 | size_t{w} << 6;
+                     size_t{p.syn_cache} << 4 | size_t{p.workers == 2} << 5 | size_t{p.flood} << 6 |
+                     size_t{w} << 7;
   std::unique_ptr<Processor>& slot = cache[key];
   if (slot)
     slot->reset();
@@ -1193,7 +1235,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t p = r.u8();
   const lb::fuzz::Policy policy{(p & 0x01) != 0, (p & 0x02) == 0,
                                 (p & 0x04) == 0, (p & 0x08) == 0,
-                                (p & 0x10) == 0, static_cast<uint16_t>(p & 0x20 ? 2 : 1)};
+                                (p & 0x10) == 0, static_cast<uint16_t>(p & 0x20 ? 2 : 1),
+                                (p & 0x40) != 0, (p & 0x80) != 0};
   auto run = std::make_unique<lb::fuzz::Run>(policy);
   run->execute(r);
   return 0;
