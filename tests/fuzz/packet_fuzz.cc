@@ -1179,14 +1179,22 @@ class Run {
       uint64_t per_backend = 0;
       for (uint32_t b = 0; b < kBackends.size(); ++b)
         per_backend += c.backend[b].flows_active.get();
+      // Every flow ends once: expired (under SYN pressure too), reused, reset, or evicted for a
+      // newer SYN (evict-embryonic).
       LB_FUZZ_CHECK(c.flows_active.get() == size && per_backend == size &&
                         c.flows_created.get() - c.flows_expired.get() - c.flows_reused.get() -
-                                c.flows_reset.get() ==
+                                c.flows_reset.get() - c.syn_evicted.get() ==
                             size,
-                    "worker %u: table %llu, active %llu, by backend %llu", w,
-                    static_cast<unsigned long long>(size),
+                    "worker %u: table %llu, active %llu, by backend %llu; created %llu, expired "
+                    "%llu, reused %llu, reset %llu, evicted %llu",
+                    w, static_cast<unsigned long long>(size),
                     static_cast<unsigned long long>(c.flows_active.get()),
-                    static_cast<unsigned long long>(per_backend));
+                    static_cast<unsigned long long>(per_backend),
+                    static_cast<unsigned long long>(c.flows_created.get()),
+                    static_cast<unsigned long long>(c.flows_expired.get()),
+                    static_cast<unsigned long long>(c.flows_reused.get()),
+                    static_cast<unsigned long long>(c.flows_reset.get()),
+                    static_cast<unsigned long long>(c.syn_evicted.get()));
       LB_FUZZ_CHECK(p.flows().size() <= p.flows().capacity(), "over capacity");
     }
   }
