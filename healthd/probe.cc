@@ -22,13 +22,17 @@ ProbeSpec make_spec(const cfg::ServiceConfig& service, const cfg::BackendConfig&
 }
 
 ProbeResult classify(CURLcode code, long os_errno, long http_status, std::string_view body,
-                     std::string_view error_text, const ProbeSpec& spec, Millis latency) {
+                     std::string_view error_text, const ProbeSpec& spec, Millis latency,
+                     bool headers_complete) {
   ProbeResult r;
   r.latency = latency;
   r.http_status = http_status;
   switch (code) {
     case CURLE_OK:
-      if (!spec.expect.contains(http_status)) {
+      if (!headers_complete) {
+        r.kind = ResultKind::kError;
+        r.detail = "Connection closed within the answer's headers";
+      } else if (!spec.expect.contains(http_status)) {
         r.kind = ResultKind::kHttpStatus;
       } else if (!spec.expect_body.empty() &&
                  body.find(spec.expect_body) == std::string_view::npos) {
@@ -62,6 +66,8 @@ struct Prober::Transfer {
   ProbeSpec spec;
   std::string body;
   char error[CURL_ERROR_SIZE] = {};
+  // The blank line that ends the (final) answer's headers was read.
+  bool headers_complete = false;
 
   ~Transfer() {
     if (easy) curl_easy_cleanup(easy);
@@ -75,6 +81,20 @@ struct Prober::Transfer {
       t->body.append(data, std::min(len, kMaxBodyKept - t->body.size()));
     }
     return len;  // the rest is read and dropped
+  }
+
+  // Each header line, the status line first. An interim answer (100 Continue) has its own
+  // status line and blank line before the final one's.
+  static size_t header(char* data, size_t size, size_t n, void* user) {
+    auto* t = static_cast<Transfer*>(user);
+    const size_t len = size * n;
+    const std::string_view line(data, len);
+    if (line.substr(0, 5) == "HTTP/") {
+      t->headers_complete = false;
+    } else if (line == "\r\n" || line == "\n") {
+      t->headers_complete = true;
+    }
+    return len;
   }
 };
 
@@ -128,6 +148,8 @@ void Prober::start(uint64_t id, const ProbeSpec& spec) {
   curl_easy_setopt(e, CURLOPT_USERAGENT, "lb-healthd/0.1");
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
   t->headers = curl_slist_append(t->headers, "Connection: close");
   t->headers = curl_slist_append(t->headers, "Accept: */*");
   if (!t->spec.host.empty()) {
@@ -159,8 +181,9 @@ std::vector<Prober::Done> Prober::collect(Millis stalled) {
     if (msg->data.result == CURLE_OPERATION_TIMEDOUT && stalled > kLoopStall) {
       again.emplace_back(t->id, t->spec);
     } else {
-      done.push_back(Done{t->id, classify(msg->data.result, os_errno, status, t->body, t->error,
-                                          t->spec, latency)});
+      done.push_back(Done{t->id,
+                          classify(msg->data.result, os_errno, status, t->body, t->error, t->spec,
+                                   latency, t->headers_complete)});
     }
     remove(t->id);  // t is gone after this
   }

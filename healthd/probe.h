@@ -36,9 +36,13 @@ ProbeSpec make_spec(const cfg::ServiceConfig& service, const cfg::BackendConfig&
 inline constexpr size_t kMaxBodyKept = size_t{64} * 1024;
 
 // Pure: a finished transfer (curl's result code, the OS errno of a failed connect, the status,
-// the body kept, curl's error text) turned into a verdict.
+// the body kept, curl's error text, whether the answer's headers ended) turned into a verdict.
+// libcurl ends a transfer with CURLE_OK and the status of the line it read when the backend
+// closes the connection within the headers ("HTTP/1.1 200 OK\r\n", then nothing): that is no
+// answer, and fails (kError).
 ProbeResult classify(CURLcode code, long os_errno, long http_status, std::string_view body,
-                     std::string_view error_text, const ProbeSpec& spec, Millis latency);
+                     std::string_view error_text, const ProbeSpec& spec, Millis latency,
+                     bool headers_complete = true);
 
 class Prober {
  public:
