@@ -342,6 +342,23 @@ void Daemon::handle_result(uint64_t id, const ProbeResult& r, TimePoint now) {
   if (t) on_transition(s, b, *t);
 }
 
+void Daemon::put_off(uint64_t id, const std::string& why, TimePoint now) {
+  const auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  BackendRuntime& b = services_[it->second.first].backends[it->second.second];
+  b.next_check = b.health.next_check(now, random());
+  ++put_off_unlogged_;
+  // One line at once, then at most one every 10 s while it lasts (each says how many).
+  if (put_off_logged_ == TimePoint{} || now - put_off_logged_ >= Millis(10000)) {
+    HLOG_WARNING(
+        "%llu check(s) not started: lb-healthd cannot open a socket (%s), e.g. %s: not counted "
+        "against the backend(s); raise lb-healthd's open-file limit (LimitNOFILE=)",
+        static_cast<unsigned long long>(put_off_unlogged_), why.c_str(), b.label.c_str());
+    put_off_unlogged_ = 0;
+    put_off_logged_ = now;
+  }
+}
+
 void Daemon::on_event(const shm::Event& e, TimePoint now) {
   // Well formed (type, count, name: shm::event_problem()); it must also name a backend we run:
   // one just removed is a race, anything else is ignored the same way.

@@ -2,7 +2,12 @@
 
 #include <poll.h>
 
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 #include "log.h"
@@ -68,6 +73,8 @@ struct Prober::Transfer {
   char error[CURL_ERROR_SIZE] = {};
   // The blank line that ends the (final) answer's headers was read.
   bool headers_complete = false;
+  // socket() failed for want of a local resource (EMFILE, ENFILE, ENOBUFS, ENOMEM): 0 if not.
+  int socket_errno = 0;
 
   ~Transfer() {
     if (easy) curl_easy_cleanup(easy);
@@ -96,7 +103,38 @@ struct Prober::Transfer {
     }
     return len;
   }
+
+  // curl's own socket(), but a failure that is lb-healthd's (out of descriptors) is told apart
+  // from the backend's: curl reports both as CURLE_COULDNT_CONNECT, with no errno.
+  static curl_socket_t open_socket(void* user, curlsocktype, curl_sockaddr* address) {
+    auto* t = static_cast<Transfer*>(user);
+    const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd < 0) {
+      const int e = errno;
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) t->socket_errno = e;
+      return CURL_SOCKET_BAD;
+    }
+    return fd;
+  }
 };
+
+uint64_t raise_open_file_limit(uint64_t want, uint64_t& before) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    before = 0;
+    return 0;
+  }
+  before = lim.rlim_cur;
+  const rlim_t target = lim.rlim_max == RLIM_INFINITY
+                            ? static_cast<rlim_t>(want)
+                            : std::min<rlim_t>(lim.rlim_max, static_cast<rlim_t>(want));
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < target) {
+    rlimit raised = lim;
+    raised.rlim_cur = target;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return target;
+  }
+  return lim.rlim_cur;
+}
 
 Prober::Prober() {
   multi_ = curl_multi_init();
@@ -150,6 +188,8 @@ void Prober::start(uint64_t id, const ProbeSpec& spec) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Transfer::open_socket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
   t->headers = curl_slist_append(t->headers, "Connection: close");
   t->headers = curl_slist_append(t->headers, "Accept: */*");
   if (!t->spec.host.empty()) {
@@ -180,10 +220,14 @@ std::vector<Prober::Done> Prober::collect(Millis stalled) {
     const Millis latency(static_cast<int64_t>(total_us / 1000));
     if (msg->data.result == CURLE_OPERATION_TIMEDOUT && stalled > kLoopStall) {
       again.emplace_back(t->id, t->spec);
+    } else if (t->socket_errno != 0) {
+      ++local_failures_;
+      done.push_back(Done{t->id, ProbeResult{}, std::strerror(t->socket_errno)});
     } else {
       done.push_back(Done{t->id,
                           classify(msg->data.result, os_errno, status, t->body, t->error, t->spec,
-                                   latency, t->headers_complete)});
+                                   latency, t->headers_complete),
+                          {}});
     }
     remove(t->id);  // t is gone after this
   }

@@ -5,6 +5,7 @@
 
 #include <httplib.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -227,6 +228,34 @@ TEST_F(DaemonTest, AStuckBirdDelaysNoCheck) {
   d.reset();
   ::close(bird);
   std::filesystem::remove_all(dir);
+}
+
+// lb-healthd out of descriptors (a limit of 1024 and hundreds of hung backends holding them):
+// a check that cannot open its socket is not the backend's failure. Here nothing listens on the
+// backend's port, so every check that reached it would be refused and, with fall = 1, take it
+// DOWN; with no descriptor left none reaches it, and it stays UP, its checks put off.
+TEST_F(DaemonTest, OutOfDescriptorsFailsNoBackend) {
+  auto d = make(config(closed_port(), "", ""));
+  d->turn(-1, Millis(0));  // attached, the ring mapped: whatever the loop itself opens
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  const int lowest = dup(0);
+  close(lowest);
+  rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(lowest);  // not one more descriptor
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  while (std::chrono::steady_clock::now() < end) d->turn(-1, Millis(5));
+  DaemonStatus st = d->snapshot();
+  setrlimit(RLIMIT_NOFILE, &old);
+  const BackendStatus& b = st.services.at(0).backends.at(0);
+  EXPECT_EQ(b.health, Health::kUp) << b.last_result;
+  EXPECT_EQ(b.failed_checks, 0u) << b.last_result;
+  EXPECT_GE(st.checks_not_started, 3u);
+  // With descriptors again, its checks reach it (and are refused).
+  ASSERT_TRUE(run_until(*d, [&] { return d->snapshot().services[0].backends[0].health ==
+                                         Health::kDown; }));
+  EXPECT_EQ(d->snapshot().services[0].backends[0].last_result, "connection refused");
 }
 
 // The loader itself refuses what one pool update cannot carry (lb_limits.h): lbd --check,

@@ -6,6 +6,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <string>
@@ -122,6 +124,7 @@ class HostileTest : public testing::Test {
   struct Ended {
     ProbeResult result;
     Millis after{0};  // since the start of run()
+    std::string local_error;
   };
   // Runs `p` until `n` checks have ended or 10 s have passed.
   static std::map<uint64_t, Ended> run(Prober& p, size_t n, Steady::time_point start) {
@@ -130,7 +133,8 @@ class HostileTest : public testing::Test {
       bool woke = false;
       for (Prober::Done& d : p.poll(Millis(1000), -1, woke)) {
         out[d.id] = Ended{std::move(d.result),
-                          std::chrono::duration_cast<Millis>(Steady::now() - start)};
+                          std::chrono::duration_cast<Millis>(Steady::now() - start),
+                          std::move(d.local_error)};
       }
     }
     return out;
@@ -276,6 +280,89 @@ TEST_F(HostileTest, ExpectedBodySplitAcrossWrites) {
 
 namespace lb::health {
 namespace {
+
+// The soft open-file limit set low for one test, restored after it.
+class LowFileLimit {
+ public:
+  explicit LowFileLimit(int spare) {
+    getrlimit(RLIMIT_NOFILE, &old_);
+    const int lowest = dup(0);  // the lowest free descriptor
+    close(lowest);
+    rlimit low = old_;
+    low.rlim_cur = static_cast<rlim_t>(lowest + spare);
+    ok_ = setrlimit(RLIMIT_NOFILE, &low) == 0;
+  }
+  ~LowFileLimit() { setrlimit(RLIMIT_NOFILE, &old_); }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit old_{};
+  bool ok_ = false;
+};
+
+// lb-healthd out of descriptors (checks of hung backends hold them all): a check that cannot
+// even open its socket says nothing of its backend. libcurl reports it like a refused connect
+// ("Couldn't connect to server", no errno); it must come back as a local error, not a failure.
+TEST_F(HostileTest, NoSocketLeftIsNotTheBackendsFailure) {
+  ScriptedServer hang([](int, const std::atomic<bool>& stop) {
+    for (int i = 0; i < 400 && !stop; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  });
+  ScriptedServer fine([](int fd, const std::atomic<bool>&) { ScriptedServer::send_all(fd, kOk); });
+  Prober p;
+  std::map<uint64_t, Ended> r;
+  {
+    LowFileLimit limit(12);
+    ASSERT_TRUE(limit.ok());
+    const auto start = Steady::now();
+    for (uint64_t i = 1; i <= 30; ++i) p.start(i, spec(hang.port(), Millis(300)));
+    p.start(100, spec(fine.port(), Millis(300)));
+    r = run(p, 31, start);
+  }
+  ASSERT_EQ(r.size(), 31u);
+  size_t local = 0;
+  for (const auto& [id, e] : r) {
+    if (id == 100) {
+      EXPECT_FALSE(e.local_error.empty()) << "the healthy backend's check: " << describe(e.result);
+    }
+    if (!e.local_error.empty()) {
+      ++local;
+      EXPECT_EQ(e.local_error, std::strerror(EMFILE));
+    } else {
+      EXPECT_EQ(e.result.kind, ResultKind::kTimeout) << id << ": " << describe(e.result);
+    }
+  }
+  EXPECT_GT(local, 0u);
+  EXPECT_EQ(p.local_failures(), local);
+  // With descriptors again, the same check passes.
+  p.start(100, spec(fine.port(), Millis(2000)));
+  r = run(p, 1, Steady::now());
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[100].local_error.empty());
+  EXPECT_EQ(r[100].result.kind, ResultKind::kOk) << describe(r[100].result);
+}
+
+TEST(OpenFileLimit, RaisedToTheHardLimitAtMostWant) {
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  if (old.rlim_max != RLIM_INFINITY && old.rlim_max < 600) GTEST_SKIP() << "hard limit too low";
+  rlimit low = old;
+  low.rlim_cur = 512;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  uint64_t before = 0;
+  const uint64_t now = raise_open_file_limit(600, before);
+  rlimit seen{};
+  getrlimit(RLIMIT_NOFILE, &seen);
+  setrlimit(RLIMIT_NOFILE, &old);
+  EXPECT_EQ(before, 512u);
+  EXPECT_EQ(now, 600u);
+  EXPECT_EQ(seen.rlim_cur, 600u);
+  // Never lowered.
+  low.rlim_cur = 700;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  const uint64_t kept = raise_open_file_limit(600, before);
+  setrlimit(RLIMIT_NOFILE, &old);
+  EXPECT_EQ(kept, 700u);
+}
 
 }  // namespace
 }  // namespace lb::health
