@@ -108,11 +108,16 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
                     cfg::to_string(bc.state), why.c_str());
         }
         b.config = bc;
+        const Millis was = b.health.base_interval();
         b.health.set_params(params);
         if (!(b.spec == spec)) {
           b.spec = spec;
           prober_->cancel(b.id);  // a check of the old kind says nothing about the new one
           b.next_check = first_check(b.health, now);
+        } else if (b.health.base_interval() < was && !prober_->running(b.id)) {
+          // A shorter interval applies to the check already scheduled after the old one: a
+          // minute-long wait is not kept after the operator asked for a second.
+          b.next_check = std::min(b.next_check, b.health.next_check(now, random()));
         }
         s.backends.push_back(std::move(b));
       } else {
