@@ -253,8 +253,8 @@ TEST_F(DaemonTest, OutOfDescriptorsFailsNoBackend) {
   EXPECT_EQ(b.failed_checks, 0u) << b.last_result;
   EXPECT_GE(st.checks_not_started, 3u);
   // With descriptors again, its checks reach it (and are refused).
-  ASSERT_TRUE(run_until(*d, [&] { return d->snapshot().services[0].backends[0].health ==
-                                         Health::kDown; }));
+  ASSERT_TRUE(
+      run_until(*d, [&] { return d->snapshot().services[0].backends[0].health == Health::kDown; }));
   EXPECT_EQ(d->snapshot().services[0].backends[0].last_result, "connection refused");
 }
 
@@ -291,8 +291,7 @@ TEST_F(DaemonTest, AShorterIntervalAppliesToTheCheckAlreadyScheduled) {
   auto d = make(text(60000));
   ASSERT_TRUE(run_until(*d, [&] { return d->snapshot().services[0].backends[0].checks == 1; }));
   EXPECT_GT(d->snapshot().services[0].backends[0].next_check_in_ms, 50000);
-  d->apply(cfg::parse_config(text(100), "test.cfg"), ApplyKind::kRuntimeChange,
-           "service set web");
+  d->apply(cfg::parse_config(text(100), "test.cfg"), ApplyKind::kRuntimeChange, "service set web");
   EXPECT_LE(d->snapshot().services[0].backends[0].next_check_in_ms, 100);
   ASSERT_TRUE(run_until(*d, [&] { return d->snapshot().services[0].backends[0].checks >= 3; }));
   // A longer one waits for the check already scheduled: nothing is checked sooner or later

@@ -132,9 +132,9 @@ class HostileTest : public testing::Test {
     while (out.size() < n && Steady::now() < start + std::chrono::seconds(10)) {
       bool woke = false;
       for (Prober::Done& d : p.poll(Millis(1000), -1, woke)) {
-        out[d.id] = Ended{std::move(d.result),
-                          std::chrono::duration_cast<Millis>(Steady::now() - start),
-                          std::move(d.local_error)};
+        out[d.id] =
+            Ended{std::move(d.result), std::chrono::duration_cast<Millis>(Steady::now() - start),
+                  std::move(d.local_error)};
       }
     }
     return out;
@@ -145,7 +145,8 @@ const std::string kOk = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: clo
 
 TEST_F(HostileTest, AcceptsAndNeverAnswers) {
   ScriptedServer hang([](int, const std::atomic<bool>& stop) {
-    for (int i = 0; i < 400 && !stop; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (int i = 0; i < 400 && !stop; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
   });
   ScriptedServer fine([](int fd, const std::atomic<bool>&) { ScriptedServer::send_all(fd, kOk); });
   Prober p;
@@ -182,8 +183,8 @@ TEST_F(HostileTest, AnswersByteByByte) {
 TEST_F(HostileTest, TenMegabyteBody) {
   ScriptedServer big([](int fd, const std::atomic<bool>&) {
     const size_t size = size_t{10} << 20;
-    ScriptedServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(size) +
-                                     "\r\n\r\nalive");
+    ScriptedServer::send_all(
+        fd, "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(size) + "\r\n\r\nalive");
     const std::string chunk(64 * 1024, 'x');
     for (size_t sent = 5; sent < size; sent += chunk.size()) {
       ScriptedServer::send_all(fd, chunk.substr(0, std::min(chunk.size(), size - sent)));
@@ -305,7 +306,8 @@ class LowFileLimit {
 // ("Couldn't connect to server", no errno); it must come back as a local error, not a failure.
 TEST_F(HostileTest, NoSocketLeftIsNotTheBackendsFailure) {
   ScriptedServer hang([](int, const std::atomic<bool>& stop) {
-    for (int i = 0; i < 400 && !stop; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (int i = 0; i < 400 && !stop; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
   });
   ScriptedServer fine([](int fd, const std::atomic<bool>&) { ScriptedServer::send_all(fd, kOk); });
   Prober p;
