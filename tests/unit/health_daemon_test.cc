@@ -3,6 +3,7 @@
 
 #include "daemon.h"
 
+#include <fcntl.h>
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -239,7 +240,7 @@ TEST_F(DaemonTest, OutOfDescriptorsFailsNoBackend) {
   d->turn(-1, Millis(0));  // attached, the ring mapped: whatever the loop itself opens
   rlimit old{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
-  const int lowest = dup(0);
+  const int lowest = open("/dev/null", O_RDONLY);  // the lowest free descriptor
   close(lowest);
   rlimit low = old;
   low.rlim_cur = static_cast<rlim_t>(lowest);  // not one more descriptor
