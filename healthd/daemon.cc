@@ -283,7 +283,13 @@ bool Daemon::turn(int signal_fd, Millis max_wait) {
   now = Clock::now();
   if (announcer_) announcer_->advance(now);
   tick_retiring(now);
-  for (const Prober::Done& d : done) handle_result(d.id, d.result, now);
+  for (const Prober::Done& d : done) {
+    if (d.local_error.empty()) {
+      handle_result(d.id, d.result, now);
+    } else {
+      put_off(d.id, d.local_error, now);
+    }
+  }
   if (!done.empty()) flush();
   if (woke && signal_fd >= 0) handle_signals(signal_fd);
   if (control_) {

@@ -193,6 +193,11 @@ class Daemon {
   void on_transition(ServiceRuntime& s, BackendRuntime& b, const Transition& t);
   TimePoint start_due(TimePoint now);
   void handle_result(uint64_t id, const ProbeResult& r, TimePoint now);
+  // A check lb-healthd could not start for want of a descriptor (Prober::Done::local_error):
+  // not counted, the backend checked again on its usual schedule; logged once per episode.
+  void put_off(uint64_t id, const std::string& why, TimePoint now);
+  uint64_t put_off_unlogged_ = 0;                     // since the last line about it
+  TimePoint put_off_logged_{};                        // when that line was written
   void on_event(const shm::Event& e, TimePoint now);  // lbd's passive signals
   void write_health(TimePoint now);
   std::optional<Health> remembered(const std::string& service, const cfg::BackendConfig& b,

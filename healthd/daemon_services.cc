@@ -108,11 +108,16 @@ void Daemon::apply(cfg::Config config, ApplyKind kind, const std::string& what, 
                     cfg::to_string(bc.state), why.c_str());
         }
         b.config = bc;
+        const Millis was = b.health.base_interval();
         b.health.set_params(params);
         if (!(b.spec == spec)) {
           b.spec = spec;
           prober_->cancel(b.id);  // a check of the old kind says nothing about the new one
           b.next_check = first_check(b.health, now);
+        } else if (b.health.base_interval() < was && !prober_->running(b.id)) {
+          // A shorter interval applies to the check already scheduled after the old one: a
+          // minute-long wait is not kept after the operator asked for a second.
+          b.next_check = std::min(b.next_check, b.health.next_check(now, random()));
         }
         s.backends.push_back(std::move(b));
       } else {
@@ -340,6 +345,23 @@ void Daemon::handle_result(uint64_t id, const ProbeResult& r, TimePoint now) {
              describe(r).c_str(), static_cast<long long>(ms_of(r.latency)), b.health.successes(),
              b.health.failures(), to_string(b.health.health()));
   if (t) on_transition(s, b, *t);
+}
+
+void Daemon::put_off(uint64_t id, const std::string& why, TimePoint now) {
+  const auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  BackendRuntime& b = services_[it->second.first].backends[it->second.second];
+  b.next_check = b.health.next_check(now, random());
+  ++put_off_unlogged_;
+  // One line at once, then at most one every 10 s while it lasts (each says how many).
+  if (put_off_logged_ == TimePoint{} || now - put_off_logged_ >= Millis(10000)) {
+    HLOG_WARNING(
+        "%llu check(s) not started: lb-healthd cannot open a socket (%s), e.g. %s: not counted "
+        "against the backend(s); raise lb-healthd's open-file limit (LimitNOFILE=)",
+        static_cast<unsigned long long>(put_off_unlogged_), why.c_str(), b.label.c_str());
+    put_off_unlogged_ = 0;
+    put_off_logged_ = now;
+  }
 }
 
 void Daemon::on_event(const shm::Event& e, TimePoint now) {

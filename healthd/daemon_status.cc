@@ -69,6 +69,7 @@ DaemonStatus Daemon::snapshot() const {
   st.attaches = link_.attaches();
   st.transitions = transitions_;
   st.stall_retries = prober_ ? prober_->stall_retries() : 0;
+  st.checks_not_started = prober_ ? prober_->local_failures() : 0;
   st.reloads = runtime_.reloads();
   st.reload_failures = runtime_.reload_failures();
   st.pool_apply_seconds = apply_.latency();

@@ -91,7 +91,8 @@ struct DaemonStatus {
   uint64_t channel_faults = 0;  // what was refused from the segment as corrupted
   uint64_t attaches = 0;
   uint64_t transitions = 0;
-  uint64_t stall_retries = 0;  // checks run again: they timed out while the loop was held up
+  uint64_t stall_retries = 0;       // checks run again: they timed out while the loop was held up
+  uint64_t checks_not_started = 0;  // no socket for them (lb-healthd out of descriptors)
   uint64_t reloads = 0;
   uint64_t reload_failures = 0;
   Histogram pool_apply_seconds;  // ApplyTracker's

@@ -88,6 +88,9 @@ Transition BackendHealth::flip(Health to, std::string reason, TimePoint now) {
   health_ = to;
   since_ = now;
   ++transitions_;
+  // Whatever flipped it, the signals seen before are answered: a backend checks brought back
+  // starts with empty passive windows.
+  for (Window& each : passive_) each.count = 0;
   return t;
 }
 
@@ -132,7 +135,6 @@ std::optional<Transition> BackendHealth::on_passive(PassiveSignal signal, uint32
   if (w.count < threshold) return std::nullopt;
   const uint64_t seen = w.count;
   const auto within = std::chrono::duration_cast<Millis>(now - w.start);
-  for (Window& each : passive_) each.count = 0;
   successes_ = 0;
   return flip(Health::kDown,
               "after " + std::to_string(seen) + " " + describe(signal) + " within " +

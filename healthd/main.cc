@@ -129,6 +129,24 @@ int run(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
 
+  // A socket per check in flight: the default soft limit (1024 under systemd) is raised.
+  {
+    size_t backends = 0;
+    for (const auto& s : startup.running.services) backends += s.backends.size();
+    uint64_t before = 0;
+    const uint64_t limit = lb::health::raise_open_file_limit(lb::health::kWantedOpenFiles, before);
+    if (limit != before) {
+      HLOG_INFO("open-file limit raised from %llu to %llu (a socket per check in flight)",
+                static_cast<unsigned long long>(before), static_cast<unsigned long long>(limit));
+    }
+    if (limit < backends + 256) {
+      HLOG_WARNING(
+          "open-file limit %llu is low for %zu backend(s): checks that find no socket are put "
+          "off (raise LimitNOFILE=)",
+          static_cast<unsigned long long>(limit), backends);
+    }
+  }
+
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     std::fprintf(stderr, "lb-healthd: curl_global_init failed\n");
     return 1;

@@ -220,6 +220,10 @@ void render_healthd(Exposition& x, const DaemonStatus& h, double snapshot_age) {
            "Checks run again, not failed: they timed out while lb-healthd's loop was held up "
            "(an answer may have arrived unread).");
   x.sample({}, h.stall_retries);
+  x.family("lbd_healthd_checks_not_started_total", Type::kCounter,
+           "Checks not started, not counted against the backend: lb-healthd could not open a "
+           "socket (out of descriptors: raise its open-file limit).");
+  x.sample({}, h.checks_not_started);
   if (h.bgp.enabled) {
     x.family("lbd_healthd_bird_timeouts_total", Type::kCounter,
              "Exchanges with BIRD that got no complete answer in time (BIRD stopped or stuck); "

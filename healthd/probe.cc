@@ -2,7 +2,12 @@
 
 #include <poll.h>
 
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 #include "log.h"
@@ -22,13 +27,17 @@ ProbeSpec make_spec(const cfg::ServiceConfig& service, const cfg::BackendConfig&
 }
 
 ProbeResult classify(CURLcode code, long os_errno, long http_status, std::string_view body,
-                     std::string_view error_text, const ProbeSpec& spec, Millis latency) {
+                     std::string_view error_text, const ProbeSpec& spec, Millis latency,
+                     bool headers_complete) {
   ProbeResult r;
   r.latency = latency;
   r.http_status = http_status;
   switch (code) {
     case CURLE_OK:
-      if (!spec.expect.contains(http_status)) {
+      if (!headers_complete) {
+        r.kind = ResultKind::kError;
+        r.detail = "Connection closed within the answer's headers";
+      } else if (!spec.expect.contains(http_status)) {
         r.kind = ResultKind::kHttpStatus;
       } else if (!spec.expect_body.empty() &&
                  body.find(spec.expect_body) == std::string_view::npos) {
@@ -62,6 +71,10 @@ struct Prober::Transfer {
   ProbeSpec spec;
   std::string body;
   char error[CURL_ERROR_SIZE] = {};
+  // The blank line that ends the (final) answer's headers was read.
+  bool headers_complete = false;
+  // socket() failed for want of a local resource (EMFILE, ENFILE, ENOBUFS, ENOMEM): 0 if not.
+  int socket_errno = 0;
 
   ~Transfer() {
     if (easy) curl_easy_cleanup(easy);
@@ -76,7 +89,52 @@ struct Prober::Transfer {
     }
     return len;  // the rest is read and dropped
   }
+
+  // Each header line, the status line first. An interim answer (100 Continue) has its own
+  // status line and blank line before the final one's.
+  static size_t header(char* data, size_t size, size_t n, void* user) {
+    auto* t = static_cast<Transfer*>(user);
+    const size_t len = size * n;
+    const std::string_view line(data, len);
+    if (line.substr(0, 5) == "HTTP/") {
+      t->headers_complete = false;
+    } else if (line == "\r\n" || line == "\n") {
+      t->headers_complete = true;
+    }
+    return len;
+  }
+
+  // curl's own socket(), but a failure that is lb-healthd's (out of descriptors) is told apart
+  // from the backend's: curl reports both as CURLE_COULDNT_CONNECT, with no errno.
+  static curl_socket_t open_socket(void* user, curlsocktype, curl_sockaddr* address) {
+    auto* t = static_cast<Transfer*>(user);
+    const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd < 0) {
+      const int e = errno;
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) t->socket_errno = e;
+      return CURL_SOCKET_BAD;
+    }
+    return fd;
+  }
 };
+
+uint64_t raise_open_file_limit(uint64_t want, uint64_t& before) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    before = 0;
+    return 0;
+  }
+  before = lim.rlim_cur;
+  const rlim_t target = lim.rlim_max == RLIM_INFINITY
+                            ? static_cast<rlim_t>(want)
+                            : std::min<rlim_t>(lim.rlim_max, static_cast<rlim_t>(want));
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < target) {
+    rlimit raised = lim;
+    raised.rlim_cur = target;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return target;
+  }
+  return lim.rlim_cur;
+}
 
 Prober::Prober() {
   multi_ = curl_multi_init();
@@ -128,6 +186,10 @@ void Prober::start(uint64_t id, const ProbeSpec& spec) {
   curl_easy_setopt(e, CURLOPT_USERAGENT, "lb-healthd/0.1");
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Transfer::open_socket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
   t->headers = curl_slist_append(t->headers, "Connection: close");
   t->headers = curl_slist_append(t->headers, "Accept: */*");
   if (!t->spec.host.empty()) {
@@ -158,9 +220,14 @@ std::vector<Prober::Done> Prober::collect(Millis stalled) {
     const Millis latency(static_cast<int64_t>(total_us / 1000));
     if (msg->data.result == CURLE_OPERATION_TIMEDOUT && stalled > kLoopStall) {
       again.emplace_back(t->id, t->spec);
+    } else if (t->socket_errno != 0) {
+      ++local_failures_;
+      done.push_back(Done{t->id, ProbeResult{}, std::strerror(t->socket_errno)});
     } else {
-      done.push_back(Done{t->id, classify(msg->data.result, os_errno, status, t->body, t->error,
-                                          t->spec, latency)});
+      done.push_back(Done{t->id,
+                          classify(msg->data.result, os_errno, status, t->body, t->error, t->spec,
+                                   latency, t->headers_complete),
+                          {}});
     }
     remove(t->id);  // t is gone after this
   }

@@ -36,9 +36,20 @@ ProbeSpec make_spec(const cfg::ServiceConfig& service, const cfg::BackendConfig&
 inline constexpr size_t kMaxBodyKept = size_t{64} * 1024;
 
 // Pure: a finished transfer (curl's result code, the OS errno of a failed connect, the status,
-// the body kept, curl's error text) turned into a verdict.
+// the body kept, curl's error text, whether the answer's headers ended) turned into a verdict.
+// libcurl ends a transfer with CURLE_OK and the status of the line it read when the backend
+// closes the connection within the headers ("HTTP/1.1 200 OK\r\n", then nothing): that is no
+// answer, and fails (kError).
 ProbeResult classify(CURLcode code, long os_errno, long http_status, std::string_view body,
-                     std::string_view error_text, const ProbeSpec& spec, Millis latency);
+                     std::string_view error_text, const ProbeSpec& spec, Millis latency,
+                     bool headers_complete = true);
+
+// Every check in flight holds a socket: with the soft open-file limit systemd gives a service
+// (1024), a few hundred backends that hang (a network partition) would leave none for the
+// others' checks. Raises the soft RLIMIT_NOFILE to the hard one, at most `want`. Returns the soft
+// limit now in force (the old one if it could not be raised); `before` is set to the old one.
+uint64_t raise_open_file_limit(uint64_t want, uint64_t& before);
+inline constexpr uint64_t kWantedOpenFiles = 65536;
 
 class Prober {
  public:
@@ -56,6 +67,10 @@ class Prober {
   struct Done {
     uint64_t id;
     ProbeResult result;
+    // Not empty: the check never reached the backend because lb-healthd itself could not open
+    // a socket (no descriptor or buffer left: "Too many open files"). Says nothing of the
+    // backend, whose health must not count it; `result` is then meaningless.
+    std::string local_error;
   };
   // Drives every transfer; waits at most `timeout` for network activity or for `wake_fd`
   // (-1: none) to become readable (then `woke` is set), or for one of `also` (descriptor,
@@ -69,6 +84,8 @@ class Prober {
                          const std::vector<std::pair<int, short>>& also = {});
   static constexpr Millis kLoopStall{20};
   uint64_t stall_retries() const { return stall_retries_; }
+  // Checks that ended with a local_error.
+  uint64_t local_failures() const { return local_failures_; }
 
  private:
   struct Transfer;
@@ -80,6 +97,7 @@ class Prober {
   std::unordered_map<uint64_t, std::unique_ptr<Transfer>> transfers_;
   std::optional<TimePoint> returned_;  // when poll() last returned
   uint64_t stall_retries_ = 0;
+  uint64_t local_failures_ = 0;
 };
 
 }  // namespace lb::health

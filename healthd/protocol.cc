@@ -217,6 +217,7 @@ Json status(const Daemon& d) {
                     {"reload_failures", st.reload_failures},
                     {"transitions", st.transitions},
                     {"checks_retried_after_stall", st.stall_retries},
+                    {"checks_not_started", st.checks_not_started},
                     {"runtime_changes", d.runtime_changes()}};
   out["lbd"] = {{"attached", st.attached},
                 {"epoch", st.attached ? epoch : ""},

@@ -3,8 +3,10 @@
 
 #include "daemon.h"
 
+#include <fcntl.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -227,6 +229,77 @@ TEST_F(DaemonTest, AStuckBirdDelaysNoCheck) {
   d.reset();
   ::close(bird);
   std::filesystem::remove_all(dir);
+}
+
+// lb-healthd out of descriptors (a limit of 1024 and hundreds of hung backends holding them):
+// a check that cannot open its socket is not the backend's failure. Here nothing listens on the
+// backend's port, so every check that reached it would be refused and, with fall = 1, take it
+// DOWN; with no descriptor left none reaches it, and it stays UP, its checks put off.
+TEST_F(DaemonTest, OutOfDescriptorsFailsNoBackend) {
+  auto d = make(config(closed_port(), "", ""));
+  d->turn(-1, Millis(0));  // attached, the ring mapped: whatever the loop itself opens
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  const int lowest = open("/dev/null", O_RDONLY);  // the lowest free descriptor
+  close(lowest);
+  rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(lowest);  // not one more descriptor
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  while (std::chrono::steady_clock::now() < end) d->turn(-1, Millis(5));
+  DaemonStatus st = d->snapshot();
+  setrlimit(RLIMIT_NOFILE, &old);
+  const BackendStatus& b = st.services.at(0).backends.at(0);
+  EXPECT_EQ(b.health, Health::kUp) << b.last_result;
+  EXPECT_EQ(b.failed_checks, 0u) << b.last_result;
+  EXPECT_GE(st.checks_not_started, 3u);
+  // With descriptors again, its checks reach it (and are refused).
+  ASSERT_TRUE(
+      run_until(*d, [&] { return d->snapshot().services[0].backends[0].health == Health::kDown; }));
+  EXPECT_EQ(d->snapshot().services[0].backends[0].last_result, "connection refused");
+}
+
+// A shorter interval (a reload, `lbctl service set --interval`) applies to the check already
+// scheduled: a backend waiting out an old interval of a minute (or a DOWN one its hour-long
+// down_interval_ms) is not left unchecked that long after the operator asked for 100 ms.
+TEST_F(DaemonTest, AShorterIntervalAppliesToTheCheckAlreadyScheduled) {
+  httplib::Server backend;
+  backend.Get(".*", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  const int port = backend.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread serving([&] { backend.listen_after_bind(); });
+  struct Stop {
+    httplib::Server& server;
+    std::thread& thread;
+    ~Stop() {
+      server.stop();
+      thread.join();
+    }
+  } stop{backend, serving};
+  while (!backend.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto text = [&](int interval_ms) {
+    return "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
+           "ip = \"10.0.0.1/24\"; gateway = \"10.0.0.254\"; } ); };\n"
+           "services = ( { name = \"web\"; vip = \"10.0.0.100\"; port = 80;\n"
+           "  health = { interval_ms = " +
+           std::to_string(interval_ms) +
+           "; timeout_ms = 100; jitter_pct = 0; };\n"
+           "  backends = ( { address = \"127.0.0.1\"; port = " +
+           std::to_string(port) + "; } ); } );\n";
+  };
+  auto d = make(text(60000));
+  ASSERT_TRUE(run_until(*d, [&] { return d->snapshot().services[0].backends[0].checks == 1; }));
+  EXPECT_GT(d->snapshot().services[0].backends[0].next_check_in_ms, 50000);
+  d->apply(cfg::parse_config(text(100), "test.cfg"), ApplyKind::kRuntimeChange, "service set web");
+  EXPECT_LE(d->snapshot().services[0].backends[0].next_check_in_ms, 100);
+  ASSERT_TRUE(run_until(*d, [&] { return d->snapshot().services[0].backends[0].checks >= 3; }));
+  // A longer one waits for the check already scheduled: nothing is checked sooner or later
+  // than either interval says.
+  d->apply(cfg::parse_config(text(60000), "test.cfg"), ApplyKind::kReload);
+  const int64_t next = d->snapshot().services[0].backends[0].next_check_in_ms;
+  EXPECT_LE(next, 100);
 }
 
 // The loader itself refuses what one pool update cannot carry (lb_limits.h): lbd --check,

@@ -72,6 +72,10 @@ TEST(Classify, Verdicts) {
             ResultKind::kBodyMismatch);
   // A wrong status is reported as such even when the body would not match either.
   EXPECT_EQ(classify(CURLE_OK, 0, 500, "", "", s, Millis(1)).kind, ResultKind::kHttpStatus);
+  // The connection closed within the headers: libcurl says CURLE_OK, with the status it read.
+  const ProbeResult cut = classify(CURLE_OK, 0, 200, "", "", s, Millis(1), false);
+  EXPECT_EQ(cut.kind, ResultKind::kError);
+  EXPECT_EQ(describe(cut), "Connection closed within the answer's headers");
 
   const ProbeResult timeout =
       classify(CURLE_OPERATION_TIMEDOUT, 0, 0, "", "Operation timed out after 100 milliseconds", s,

@@ -211,6 +211,27 @@ TEST(HealthState, PassiveSignalsWithinOneInterval) {
   EXPECT_TRUE(h.on_passive(PassiveSignal::kSynRst, 1, kT0 + milliseconds(1900)));
 }
 
+// Signals seen before checks took the backend DOWN were answered by that DOWN: once checks bring
+// it back, they do not count toward taking it down again (one more RST within the same interval
+// must not undo `rise` passing checks).
+TEST(HealthState, PassiveWindowStartsEmptyAfterChecksFlipIt) {
+  HealthParams p = params(2, 3);
+  p.passive_syn_rst = 5;
+  BackendHealth h(p, Health::kUp, kT0);
+  EXPECT_FALSE(h.on_passive(PassiveSignal::kSynRst, 4, kT0 + milliseconds(10)));
+  EXPECT_FALSE(h.on_probe(refused(), kT0 + milliseconds(100)));
+  EXPECT_FALSE(h.on_probe(refused(), kT0 + milliseconds(200)));
+  ASSERT_TRUE(h.on_probe(refused(), kT0 + milliseconds(300)));
+  EXPECT_EQ(h.health(), Health::kDown);
+  EXPECT_FALSE(h.on_probe(ok(), kT0 + milliseconds(400)));
+  ASSERT_TRUE(h.on_probe(ok(), kT0 + milliseconds(500)));
+  EXPECT_EQ(h.health(), Health::kUp);
+  EXPECT_FALSE(h.on_passive(PassiveSignal::kSynRst, 1, kT0 + milliseconds(600)));
+  EXPECT_EQ(h.health(), Health::kUp);
+  // Five new ones within an interval still do.
+  EXPECT_TRUE(h.on_passive(PassiveSignal::kSynRst, 4, kT0 + milliseconds(700)));
+}
+
 TEST(HealthState, PassiveSynTimeout) {
   HealthParams p = params(2, 3);
   p.passive_syn_timeout = 1;
