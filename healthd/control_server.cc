@@ -153,7 +153,7 @@ bool ControlServer::ready(const Conn& c) const {
 }
 
 TimePoint ControlServer::next_deadline() const {
-  TimePoint next = TimePoint::max();
+  TimePoint next = accept_paused_until_.value_or(TimePoint::max());
   for (const auto& [id, c] : conns_) {
     if (ready(c)) return TimePoint::min();  // a request is waiting in the buffer
     if (!c.deferred) next = std::min(next, c.last_activity + options_.idle_timeout);
@@ -203,14 +203,42 @@ void ControlServer::peer_log(pid_t pid, uid_t uid, const std::string& who, LogLe
       static_cast<int>(uid), message.c_str(), note.c_str());
 }
 
+void ControlServer::pause_accepting(TimePoint now, int err) {
+  epoll_event ev{};
+  ev.events = 0;  // registered, but never ready
+  ev.data.u64 = kListenId;
+  ::epoll_ctl(epoll_, EPOLL_CTL_MOD, listen_, &ev);
+  if (!accept_failing_)  // once per episode
+    HLOG_WARNING("control socket: accept: %s: new clients wait, tried again every %lld ms",
+                 std::strerror(err), static_cast<long long>(kAcceptPause.count()));
+  accept_failing_ = true;
+  accept_paused_until_ = now + kAcceptPause;
+}
+
+void ControlServer::resume_accepting(TimePoint now) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenId;
+  ::epoll_ctl(epoll_, EPOLL_CTL_MOD, listen_, &ev);
+  accept_paused_until_.reset();
+  accept_all(now);  // pauses again at once if it still cannot
+}
+
 void ControlServer::accept_all(TimePoint now) {
   for (int i = 0; i < 64; ++i) {
     const int fd = ::accept4(listen_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK)
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        pause_accepting(now, errno);
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
         HLOG_WARNING("control socket: accept: %s", std::strerror(errno));
+      }
       return;
+    }
+    if (accept_failing_) {
+      HLOG_INFO("control socket: accepting clients again");
+      accept_failing_ = false;
     }
     // Full: the client silent for longest makes room (idle or slow, it holds a slot another
     // needs: 500 idle connections must not lock `lbctl status` out); refused only when every
@@ -484,6 +512,7 @@ void ControlServer::close_conn(ConnId id) {
 }
 
 void ControlServer::service(TimePoint now, const Handler& handler) {
+  if (accept_paused_until_ && now >= *accept_paused_until_) resume_accepting(now);
   epoll_event events[64];
   for (int round = 0; round < 8; ++round) {
     const int n = ::epoll_wait(epoll_, events, 64, 0);

@@ -99,6 +99,14 @@ class ControlServer {
   };
 
   void accept_all(TimePoint now);
+  // accept() failed for want of a local resource (descriptors, memory): the listening socket
+  // stays readable, so it is left out of epoll for kAcceptPause (new clients wait in the
+  // backlog) instead of waking the loop on every turn.
+  static constexpr Millis kAcceptPause{100};
+  void pause_accepting(TimePoint now, int err);
+  void resume_accepting(TimePoint now);
+  std::optional<TimePoint> accept_paused_until_;
+  bool accept_failing_ = false;  // since the last accept() that worked (logged once)
   // Closes the quietest client without a request in flight or waiting to be read (one waiting
   // behind replies the client does not read does not count); clients that never sent a
   // well-formed request go first.

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -185,6 +186,38 @@ TEST_F(ControlServerTest, AnswersInOrderAndEchoesIds) {
   EXPECT_TRUE(closed_by_server(fd));
   ::close(fd);
   EXPECT_TRUE(pump_until([&] { return server_->clients() == 0; }));
+}
+
+// accept() failing for want of descriptors left the listening socket readable: every turn of
+// lb-healthd's loop woke at once and logged a warning. Now it is left out for a while (the
+// client waits in the backlog) and served once descriptors are free again.
+TEST_F(ControlServerTest, OutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
+  start();
+  const int client = connect_client();  // waits in the backlog
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  const int lowest = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // the next descriptor's number
+  ASSERT_GE(lowest, 0);
+  ::close(lowest);
+  rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(lowest);  // no descriptor can be made now
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  for (int i = 0; i < 3; ++i)
+    server_->service(Clock::now(),
+                     [this](ControlServer::ConnId id, const Json& r) { return handle(id, r); });
+  pollfd p{server_->fd(), POLLIN, 0};
+  const int ready = ::poll(&p, 1, 0);
+  const auto next = server_->next_deadline();
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_EQ(ready, 0) << "the loop would wake at once, on every turn";
+  EXPECT_GT(next, Clock::now()) << "due at once";
+  EXPECT_LT(next, Clock::now() + Millis(200)) << "not tried again soon";
+  EXPECT_EQ(server_->clients(), 0u);
+  send_all(client, "{\"cmd\":\"ping\"}\n");
+  const std::vector<Json> r = read_lines(client, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]["ok"], true);
+  ::close(client);
 }
 
 TEST_F(ControlServerTest, MalformedRequestsAreAnsweredAndTheConnectionKept) {
