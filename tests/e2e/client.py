@@ -133,6 +133,7 @@ def main(argv):
         errors = []
         last_ok = time.time()
         gap, gap_end = 0.0, 0.0
+        gaps = []  # (start, end) of every pause over 0.2 s, the first 50
         end = time.monotonic() + seconds
         while time.monotonic() < end and failures == 0:
             for i, c in enumerate(conns):
@@ -149,6 +150,8 @@ def main(argv):
                     now = time.time()
                     if now - last_ok > gap:
                         gap, gap_end = now - last_ok, now
+                    if now - last_ok > 0.2 and len(gaps) < 50:
+                        gaps.append((last_ok, now))
                     last_ok = now
                 except ConnectionResetError as e:
                     resets += 1
@@ -163,7 +166,8 @@ def main(argv):
             c.close()
         print(json.dumps({"requests": requests, "resets": resets, "failures": failures,
                           "reconnected": reconnected, "errors": errors[:5],
-                          "gap_s": round(gap, 3), "gap_end": gap_end}))
+                          "gap_s": round(gap, 3), "gap_end": gap_end, "last_ok": last_ok,
+                          "gaps": gaps}))
     elif mode == "refused":
         t0 = time.monotonic()
         try:
