@@ -105,6 +105,26 @@ class DaemonTest : public testing::Test {
   size_t received_ = 0;
 };
 
+// An HTTP backend on 127.0.0.1 (any port) answering 200 "ok" to every request while it lives.
+struct OkBackend {
+  httplib::Server server;
+  std::thread thread;
+  int port = 0;
+  OkBackend() {
+    server.Get(".*", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("ok\n", "text/plain");
+    });
+    port = server.bind_to_any_port("127.0.0.1");
+    if (port <= 0) return;
+    thread = std::thread([this] { server.listen_after_bind(); });
+    while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ~OkBackend() {
+    server.stop();
+    if (thread.joinable()) thread.join();
+  }
+};
+
 TEST_F(DaemonTest, ReloadKeepsHealthAndAppliesAdminState) {
   const uint16_t port = closed_port();
   auto d = make(config(port, "", ""));
@@ -179,22 +199,9 @@ TEST_F(DaemonTest, AStuckBirdDelaysNoCheck) {
   ASSERT_EQ(::bind(bird, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
   ASSERT_EQ(::listen(bird, 64), 0);  // never accepted
 
-  httplib::Server backend;
-  backend.Get(".*", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-  });
-  const int port = backend.bind_to_any_port("127.0.0.1");
+  OkBackend backend;
+  const int port = backend.port;
   ASSERT_GT(port, 0);
-  std::thread serving([&] { backend.listen_after_bind(); });
-  struct Stop {
-    httplib::Server& server;
-    std::thread& thread;
-    ~Stop() {
-      server.stop();
-      thread.join();
-    }
-  } stop{backend, serving};
-  while (!backend.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 
   auto d = make(
       "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
@@ -263,22 +270,9 @@ TEST_F(DaemonTest, OutOfDescriptorsFailsNoBackend) {
 // scheduled: a backend waiting out an old interval of a minute (or a DOWN one its hour-long
 // down_interval_ms) is not left unchecked that long after the operator asked for 100 ms.
 TEST_F(DaemonTest, AShorterIntervalAppliesToTheCheckAlreadyScheduled) {
-  httplib::Server backend;
-  backend.Get(".*", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-  });
-  const int port = backend.bind_to_any_port("127.0.0.1");
+  OkBackend backend;
+  const int port = backend.port;
   ASSERT_GT(port, 0);
-  std::thread serving([&] { backend.listen_after_bind(); });
-  struct Stop {
-    httplib::Server& server;
-    std::thread& thread;
-    ~Stop() {
-      server.stop();
-      thread.join();
-    }
-  } stop{backend, serving};
-  while (!backend.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const auto text = [&](int interval_ms) {
     return "dataplane: { workers = 1; ports = ( { name = \"p0\"; device = \"d0\"; "
            "ip = \"10.0.0.1/24\"; gateway = \"10.0.0.254\"; } ); };\n"
